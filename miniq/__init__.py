@@ -1,0 +1,25 @@
+"""miniq: Celery's programming model on one machine, with one SQLite file
+as broker and result backend. Public names are re-exported here.
+"""
+from . import exceptions
+from .app import Miniq
+from .exceptions import (MaxRetriesExceededError, MiniqError, NotRegistered, Retry,
+                         SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded,
+                         TimeoutError, WorkerLostError)
+from .result import AsyncResult, EagerResult
+from .task import Task
+
+__version__ = "0.1.0"
+
+Celery = Miniq  # so `from miniq import Celery` reads as the code it may one day be
+
+__all__ = [
+    # the app and its tasks
+    "Miniq", "Celery", "Task",
+    # results
+    "AsyncResult", "EagerResult",
+    # errors
+    "exceptions", "MiniqError", "SoftTimeLimitExceeded", "TimeLimitExceeded",
+    "WorkerLostError", "TimeoutError", "NotRegistered", "Retry",
+    "MaxRetriesExceededError", "TaskRevokedError",
+]

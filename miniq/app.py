@@ -1,0 +1,240 @@
+"""Miniq, the app: configuration, the task registry, the ``@app.task``
+decorator, sending by name, control, and loading an app from an ``-A`` path.
+"""
+import fnmatch
+import importlib
+import json
+import os
+import signal as signals
+import time
+import uuid
+from datetime import timedelta
+from typing import Any, Callable, Dict, Iterable, Optional
+
+from .broker import Broker, path_from_url
+from .exceptions import ImproperlyConfigured
+from .result import AsyncResult
+from .task import Task, encode_args, to_timestamp
+from .wake import Waker
+
+DEFAULTS: Dict[str, Any] = {
+    "broker_url": None,
+    "result_backend": None,
+    "include": [],
+    "task_soft_time_limit": None,
+    "task_time_limit": None,
+    "task_default_queue": "celery",
+    "task_routes": {},
+    "task_ignore_result": False,
+    "task_acks_late": False,
+    "task_reject_on_worker_lost": False,
+    "task_always_eager": False,
+    "task_eager_propagates": False,
+    "task_max_deliveries": 3,          # miniq: a task whose worker keeps dying fails after this
+    "result_expires": 86400,
+    "worker_concurrency": None,        # None: the number of CPUs
+    "worker_start_method": None,       # None: fork on Linux, else the platform's default
+    "worker_max_tasks_per_child": None,
+    "worker_max_memory_per_child": None,  # KiB, as Celery
+    "worker_heartbeat": 1.0,           # miniq: seconds between heartbeats
+    "worker_lost_after": 10.0,         # miniq: a silent worker counts as dead after this
+    "sqlite_synchronous": "NORMAL",    # miniq: FULL also survives power loss
+    "timezone": "UTC",
+    "beat_schedule": {},
+}
+
+_default: Optional["Miniq"] = None
+
+
+def default_app() -> "Miniq":
+    """The most recently created app (Celery's current_app), made on demand."""
+    return _default if _default is not None else Miniq()
+
+
+class Conf(dict):
+    """``app.conf``: a dict whose keys are also attributes."""
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        self[key] = value
+
+
+class Miniq:
+    """The app: ``Miniq("proj", broker="sqlite:///proj.db", include=[...])``."""
+
+    def __init__(self, main: Optional[str] = None, broker: Optional[str] = None,
+                 backend: Optional[str] = None, include: Optional[Iterable[str]] = None,
+                 **conf: Any):
+        global _default
+        self.main = main
+        self.conf = Conf(DEFAULTS)
+        self.conf.update(conf)
+        self.conf.broker_url = (broker or conf.get("broker_url")
+                                or os.environ.get("MINIQ_BROKER_URL") or "sqlite:///miniq.db")
+        self.conf.result_backend = backend
+        self.conf.include = list(include or ())
+        self.tasks: Dict[str, Task] = {}
+        self.control = Control(self)
+        self._broker: Optional[Broker] = None
+        self._waker: Optional[Waker] = None
+        self._routes: Dict[str, Optional[str]] = {}
+        _default = self
+
+    def __repr__(self) -> str:
+        return f"<Miniq {self.main or '__main__'} {self.conf.broker_url}>"
+
+    # -- configuration -----------------------------------------------------
+
+    def config_from_object(self, obj: Any) -> None:
+        """Take known lower-case settings from a module (or its name) or an object."""
+        if isinstance(obj, str):
+            obj = importlib.import_module(obj)
+        items = obj.items() if isinstance(obj, dict) else vars(obj).items()
+        self.conf.update({k: v for k, v in items if k in DEFAULTS})
+
+    @property
+    def broker(self) -> Broker:
+        """The database, opened for the current ``conf.broker_url``."""
+        url = self.conf.broker_url
+        if self._broker is None or self._broker_url != url:
+            path = path_from_url(url)
+            backend = self.conf.result_backend
+            if backend and os.path.abspath(path_from_url(backend)) != os.path.abspath(path):
+                raise ImproperlyConfigured(
+                    "miniq keeps results in the broker's file: leave backend unset or equal to broker")
+            self._broker = Broker(path, durable=self.conf.sqlite_synchronous.upper() == "FULL")
+            self._waker = Waker(self._broker.path)
+            self._broker_url = url
+            self._routes.clear()
+        return self._broker
+
+    @property
+    def waker(self) -> Waker:
+        self.broker  # noqa: B018 - opens the broker and its waker for the current URL
+        return self._waker
+
+    def import_includes(self) -> None:
+        for name in self.conf.include:
+            try:
+                importlib.import_module(name)
+            except ImportError as exc:
+                raise ImproperlyConfigured(f"cannot import included module {name!r}: {exc}") from None
+
+    # -- tasks -------------------------------------------------------------
+
+    def task(self, *args: Any, **options: Any) -> Any:
+        """Register a function as a task: ``@app.task`` or ``@app.task(bind=True, ...)``."""
+        def register(fun: Callable) -> Task:
+            name = options.pop("name", None) or self._task_name(fun)
+            base = options.pop("base", None) or Task
+            task = base(self, fun, name, **options)
+            self.tasks[name] = task
+            return task
+        if len(args) == 1 and callable(args[0]) and not options:
+            return register(args[0])
+        if args:
+            raise TypeError("use @app.task or @app.task(option=value, ...)")
+        return register
+
+    def _task_name(self, fun: Callable) -> str:
+        module = fun.__module__
+        if module == "__main__" and self.main:  # as Celery: a script's tasks use the app's name
+            module = self.main
+        return f"{module}.{fun.__qualname__}"
+
+    def _queue_for(self, name: str) -> Optional[str]:
+        """The queue task_routes gives this name (exact name, then glob), cached."""
+        if name not in self._routes:
+            routes = self.conf.task_routes or {}
+            route = routes.get(name) or next(
+                (r for pattern, r in routes.items() if fnmatch.fnmatchcase(name, pattern)), None)
+            self._routes[name] = route.get("queue") if isinstance(route, dict) else route
+        return self._routes[name]
+
+    def message_row(self, name: str, args: Any = None, kwargs: Any = None,
+                    countdown: Optional[float] = None, eta: Any = None, expires: Any = None,
+                    task_id: Optional[str] = None, queue: Optional[str] = None,
+                    priority: Optional[int] = None, soft_time_limit: Optional[float] = None,
+                    time_limit: Optional[float] = None, **_ignored: Any) -> tuple:
+        """The row ``send_task`` inserts; JSON-encodes the arguments (TypeError if it can't)."""
+        task = self.tasks.get(name)
+        body = encode_args(name, args, kwargs)
+        now = time.time()
+        due = now + countdown if countdown else (to_timestamp(eta) if eta is not None else 0.0)
+        if isinstance(expires, timedelta):
+            expires = expires.total_seconds()
+        if isinstance(expires, (int, float)):
+            expires = now + expires
+        elif expires is not None:
+            expires = to_timestamp(expires)
+        limits = {k: v for k, v in (("soft_time_limit", soft_time_limit),
+                                    ("time_limit", time_limit)) if v is not None}
+        queue = (queue or self._queue_for(name) or (task and task.queue)
+                 or self.conf.task_default_queue)
+        if priority is None:
+            priority = (task and task.priority) or 0
+        return (task_id or str(uuid.uuid4()), name, queue, priority, body,
+                json.dumps(limits) if limits else None, due, expires, now)
+
+    def send_task(self, name: str, args: Any = None, kwargs: Any = None,
+                  **options: Any) -> AsyncResult:
+        """Send a task by name, with no need for its code in this process."""
+        row = self.message_row(name, args, kwargs, **options)
+        self.broker.enqueue([row])
+        self.waker.notify()
+        return AsyncResult(row[0], app=self)
+
+    def AsyncResult(self, task_id: str) -> AsyncResult:
+        return AsyncResult(task_id, app=self)
+
+
+class Control:
+    """``app.control``: act on tasks already sent."""
+
+    def __init__(self, app: Miniq):
+        self.app = app
+
+    def revoke(self, task_id: Any, terminate: bool = False, signal: Any = None, **_ignored) -> None:
+        """A queued task never runs; with terminate=True a running one's child is killed."""
+        ids = [task_id] if isinstance(task_id, str) else list(task_id)
+        signum = None
+        if terminate:
+            signal = signal or "SIGTERM"
+            signum = int(getattr(signals, signal) if isinstance(signal, str) else signal)
+        self.app.broker.revoke(ids, signum)
+        self.app.waker.notify()
+
+
+_loaded: Dict[str, Miniq] = {}
+
+
+def load_app(path: str) -> Miniq:
+    """Import the app named by ``-A``: ``proj``, ``proj:app`` or ``proj.app``; cached."""
+    if path in _loaded:
+        return _loaded[path]
+    module_name, _, attr = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        parent, _, attr = module_name.rpartition(".")
+        if not parent or exc.name != module_name:
+            raise ImproperlyConfigured(f"cannot import app module {module_name!r}: {exc}") from None
+        return load_app(f"{parent}:{attr}")
+    except ImportError as exc:
+        raise ImproperlyConfigured(f"cannot import app module {module_name!r}: {exc}") from None
+    if attr:
+        app = getattr(module, attr, None)
+    else:
+        app = next((v for k in ("app", "celery") for v in [getattr(module, k, None)]
+                    if isinstance(v, Miniq)), None)
+        app = app or next((v for v in vars(module).values() if isinstance(v, Miniq)), None)
+    if not isinstance(app, Miniq):
+        raise ImproperlyConfigured(f"{path!r} is not a miniq app (no Miniq instance found there)")
+    app.import_includes()
+    _loaded[path] = app
+    return app

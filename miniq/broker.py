@@ -1,0 +1,344 @@
+"""Every SQL statement miniq runs: schema, enqueue, claim, settle, heartbeat,
+recover, sweep. Returns plain values; never imports task or worker code.
+
+A task is one row from submission to result. ``status`` is the lifecycle the
+code relies on (queued, running, done); ``state`` is what users see (PENDING,
+STARTED, PROGRESS, SUCCESS, ...), so a task may report any custom state while
+it runs without confusing the claim or the recovery.
+"""
+import os
+import random
+import re
+import sqlite3
+import threading
+import time
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple
+
+from .exceptions import ImproperlyConfigured
+
+QUEUED, RUNNING, DONE = 0, 1, 2
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS task (
+    seq       INTEGER PRIMARY KEY,          -- submission order: FIFO among equals
+    id        TEXT NOT NULL UNIQUE,
+    name      TEXT NOT NULL,
+    queue     TEXT NOT NULL,
+    priority  INTEGER NOT NULL DEFAULT 0,   -- higher runs first
+    body      TEXT NOT NULL,                -- JSON [args, kwargs]
+    options   TEXT,                         -- JSON of per-call options, or NULL
+    status    INTEGER NOT NULL DEFAULT 0,   -- 0 queued, 1 running, 2 done
+    state     TEXT NOT NULL DEFAULT 'PENDING',
+    eta       REAL NOT NULL DEFAULT 0,      -- not before (unix time)
+    expires   REAL,
+    retries   INTEGER NOT NULL DEFAULT 0,   -- Task.retry() count
+    attempts  INTEGER NOT NULL DEFAULT 0,   -- deliveries of this run; fences settle
+    worker    TEXT,                         -- who holds it while running
+    lease     REAL,                         -- reclaimable after this
+    revoked   INTEGER,                      -- NULL, 0 aborted or revoked, >0 kill with this signal
+    result    TEXT,                         -- JSON value, exception info, or meta
+    traceback TEXT,
+    created   REAL NOT NULL,
+    started   REAL,
+    finished  REAL
+);
+CREATE INDEX IF NOT EXISTS task_queued ON task(queue, priority DESC, seq) WHERE status = 0;
+CREATE INDEX IF NOT EXISTS task_due ON task(queue, eta) WHERE status = 0;
+CREATE INDEX IF NOT EXISTS task_running ON task(worker) WHERE status = 1;
+CREATE INDEX IF NOT EXISTS task_done ON task(finished) WHERE status = 2;
+CREATE TABLE IF NOT EXISTS worker (
+    id          TEXT PRIMARY KEY,
+    host        TEXT NOT NULL,
+    pid         INTEGER NOT NULL,
+    concurrency INTEGER NOT NULL,
+    queues      TEXT NOT NULL,
+    started     REAL NOT NULL,
+    heartbeat   REAL NOT NULL
+);
+"""
+SCHEMA_VERSION = 1
+HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35)
+LOCK_RETRIES = 20
+# One settle row: (id, attempts, state, result, traceback, eta, body).
+Outcome = Tuple[str, int, Optional[str], Optional[str], Optional[str], float, Optional[str]]
+CLAIM_COLUMNS = "id, name, body, retries, attempts, options, expires, priority, seq"
+
+
+def path_from_url(url: str) -> str:
+    """``sqlite:///rel.db`` → ``rel.db``; ``sqlite:////abs.db`` → ``/abs.db``."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or len(url) == len(prefix):
+        raise ImproperlyConfigured(
+            f"broker URL {url!r} is not supported: miniq needs a SQLite file URL "
+            "such as sqlite:///proj.db (relative) or sqlite:////var/lib/proj.db (absolute)")
+    return url[len(prefix):]
+
+
+def _locked(exc: Exception) -> bool:
+    text = str(exc)
+    return "locked" in text or "busy" in text
+
+
+class Broker:
+    """One SQLite file as queue and result store; one connection per process and thread."""
+
+    def __init__(self, path: str, durable: bool = False, clock: Callable[[], float] = time.time):
+        self.path = os.path.abspath(path)
+        self.synchronous = "FULL" if durable else "NORMAL"
+        self.clock = clock
+        self._local = threading.local()
+
+    # -- connections and transactions ------------------------------------
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """This thread's connection, reopened after a fork (a connection never crosses one)."""
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid():
+            local.conn = self._connect()
+            local.pid = os.getpid()
+        return local.conn
+
+    def _connect(self) -> sqlite3.Connection:
+        folder = os.path.dirname(self.path)
+        if not os.path.isdir(folder):
+            raise ImproperlyConfigured(f"database folder {folder} does not exist")
+        if not os.path.exists(self.path):
+            try:  # owner-only: messages may carry secrets
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+            except OSError as exc:
+                raise ImproperlyConfigured(f"cannot create database {self.path}: {exc.strerror}") from None
+        if not os.access(self.path, os.W_OK) or not os.access(folder, os.W_OK):
+            raise ImproperlyConfigured(
+                f"database {self.path} is not writable (the file and its folder must be)")
+        try:
+            db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
+            db.execute("PRAGMA busy_timeout = 10000")
+            mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise ImproperlyConfigured(
+                    f"database {self.path} could not use WAL journal mode (got {mode!r}); "
+                    "keep it on a local disk, not a network share")
+            db.execute(f"PRAGMA synchronous = {self.synchronous}")
+            db.execute("PRAGMA journal_size_limit = 67108864")
+            if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                self._with(db, lambda: _create_schema(db))
+        except sqlite3.DatabaseError as exc:
+            raise ImproperlyConfigured(f"cannot use database {self.path}: {exc}") from None
+        return db
+
+    def _with(self, db: sqlite3.Connection, fn: Callable):
+        """Run fn() in one BEGIN IMMEDIATE transaction, retrying while the file is locked."""
+        for attempt in range(LOCK_RETRIES):
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if not _locked(exc) or attempt == LOCK_RETRIES - 1:
+                    raise
+                time.sleep(random.uniform(0.005, 0.02) * (attempt + 1))
+                continue
+            try:
+                out = fn()
+                db.execute("COMMIT")
+                return out
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+
+    def _tx(self, fn: Callable):
+        return self._with(self.db, fn)
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and self._local.pid == os.getpid():
+            conn.close()
+        self._local = threading.local()
+
+    # -- producers ---------------------------------------------------------
+
+    def enqueue(self, rows: Sequence[tuple]) -> None:
+        """Insert messages: (id, name, queue, priority, body, options, eta, expires, created)."""
+        sql = ("INSERT INTO task (id, name, queue, priority, body, options, eta, expires, created)"
+               " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        if len(rows) == 1:  # a lone INSERT is its own atomic write transaction
+            for attempt in range(LOCK_RETRIES):
+                try:
+                    self.db.execute(sql, rows[0])
+                    return
+                except sqlite3.OperationalError as exc:
+                    if not _locked(exc) or attempt == LOCK_RETRIES - 1:
+                        raise
+                    time.sleep(random.uniform(0.005, 0.02) * (attempt + 1))
+        self._tx(lambda: self.db.executemany(sql, rows))
+
+    def state(self, task_id: str) -> Optional[tuple]:
+        """(status, state, result, traceback, name) of one task, or None if unknown."""
+        return self.db.execute(
+            "SELECT status, state, result, traceback, name FROM task WHERE id = ?",
+            (task_id,)).fetchone()
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits; costs microseconds."""
+        return self.db.execute("PRAGMA data_version").fetchone()[0]
+
+    def revoke(self, ids: Iterable[str], signum: Optional[int]) -> None:
+        """Queued tasks end REVOKED now; running ones are flagged (killed if signum)."""
+        ids = list(ids)
+        now, mark = self.clock(), (signum or 0)
+
+        def run():
+            for task_id in ids:
+                self.db.execute(
+                    "UPDATE task SET status = 2, state = 'REVOKED', revoked = 0, finished = ?,"
+                    " result = ? WHERE id = ? AND status = 0", (now, REVOKED_RESULT, task_id))
+                self.db.execute("UPDATE task SET revoked = MAX(COALESCE(revoked, 0), ?)"
+                                " WHERE id = ? AND status = 1", (mark, task_id))
+        self._tx(run)
+
+    def abort(self, task_id: str) -> None:
+        self._tx(lambda: self.db.execute(
+            "UPDATE task SET revoked = COALESCE(revoked, 0) WHERE id = ? AND status < 2",
+            (task_id,)))
+
+    def is_aborted(self, task_id: str) -> bool:
+        row = self.db.execute("SELECT revoked FROM task WHERE id = ?", (task_id,)).fetchone()
+        return bool(row) and row[0] is not None
+
+    def forget(self, task_id: str) -> None:
+        self._tx(lambda: self.db.execute("DELETE FROM task WHERE id = ? AND status = 2", (task_id,)))
+
+    def update_state(self, task_id: str, attempts: int, state: str, meta: Optional[str]) -> None:
+        """A running task reports a custom state; fenced to the current delivery."""
+        self._tx(lambda: self.db.execute(
+            "UPDATE task SET state = ?, result = ? WHERE id = ? AND status = 1 AND attempts = ?",
+            (state, meta, task_id, attempts)))
+
+    # -- workers -----------------------------------------------------------
+
+    def claim(self, worker: str, queues: Sequence[str], n: int, lease: float,
+              outcomes: Sequence[Outcome] = ()) -> List[tuple]:
+        """Settle outcomes, then claim up to n due tasks, in one transaction.
+
+        Rows come back highest priority first, then oldest, as tuples of
+        CLAIM_COLUMNS.
+        """
+        now = self.clock()
+
+        def run():
+            if outcomes:
+                self._settle(worker, outcomes, now)
+            if n <= 0:
+                return []
+            marks = ",".join("?" * len(queues))
+            pick = ("SELECT seq FROM task INDEXED BY task_queued"
+                    f" WHERE status = 0 AND queue IN ({marks}) AND eta <= ?"
+                    " ORDER BY priority DESC, seq LIMIT ?")
+            update = ("UPDATE task SET status = 1, state = 'STARTED', worker = ?, lease = ?,"
+                      " started = ?, attempts = attempts + 1 WHERE seq IN ")
+            args = (worker, now + lease, now)
+            if HAS_RETURNING:
+                rows = self.db.execute(f"{update}({pick}) RETURNING {CLAIM_COLUMNS}",
+                                       (*args, *queues, now, n)).fetchall()
+            else:
+                seqs = [r[0] for r in self.db.execute(pick, (*queues, now, n))]
+                seq_marks = ",".join("?" * len(seqs))
+                self.db.execute(f"{update}({seq_marks})", (*args, *seqs))
+                rows = self.db.execute(f"SELECT {CLAIM_COLUMNS} FROM task WHERE seq IN ({seq_marks})",
+                                       seqs).fetchall()
+            rows.sort(key=lambda r: (-r[7], r[8]))
+            return rows
+        return self._tx(run)
+
+    def _settle(self, worker: str, outcomes: Sequence[Outcome], now: float) -> None:
+        """Write outcomes, each only if this worker still holds that delivery (the fence)."""
+        fence = "WHERE id = ? AND worker = ? AND attempts = ? AND status = 1"
+        for task_id, attempts, state, result, tb, eta, body in outcomes:
+            key = (task_id, worker, attempts)
+            if state is None:  # success with ignore_result: nothing to keep
+                self.db.execute(f"DELETE FROM task {fence}", key)
+            elif state == "RETRY":
+                self.db.execute(
+                    "UPDATE task SET status = 0, state = 'RETRY', retries = retries + 1,"
+                    " attempts = 0, worker = NULL, eta = ?, result = ?, traceback = ?,"
+                    f" body = COALESCE(?, body) {fence}", (eta, result, tb, body, *key))
+            elif state == "PENDING":  # put back: the delivery does not count
+                self.db.execute("UPDATE task SET status = 0, state = 'PENDING', worker = NULL,"
+                                f" attempts = attempts - 1 {fence}", key)
+            else:
+                self.db.execute("UPDATE task SET status = 2, state = ?, result = ?,"
+                                f" traceback = ?, finished = ? {fence}", (state, result, tb, now, *key))
+
+    def settle(self, worker: str, outcomes: Sequence[Outcome]) -> None:
+        if outcomes:
+            self.claim(worker, (), 0, 0.0, outcomes)
+
+    def next_eta(self, queues: Sequence[str]) -> Optional[float]:
+        """When the earliest queued task on these queues becomes due."""
+        marks = ",".join("?" * len(queues))
+        return self.db.execute(f"SELECT MIN(eta) FROM task WHERE status = 0 AND queue IN ({marks})",
+                               tuple(queues)).fetchone()[0]
+
+    def register(self, worker: str, host: str, pid: int, concurrency: int,
+                 queues: Sequence[str]) -> None:
+        now = self.clock()
+        self._tx(lambda: self.db.execute(
+            "INSERT OR REPLACE INTO worker VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (worker, host, pid, concurrency, ",".join(queues), now, now)))
+
+    def unregister(self, worker: str) -> None:
+        self._tx(lambda: self.db.execute("DELETE FROM worker WHERE id = ?", (worker,)))
+
+    def heartbeat(self, worker: str, lease: float) -> List[Tuple[str, int]]:
+        """Prove this worker alive, extend its leases; return (id, signal) to terminate."""
+        now = self.clock()
+
+        def run():
+            self.db.execute("UPDATE worker SET heartbeat = ? WHERE id = ?", (now, worker))
+            self.db.execute("UPDATE task SET lease = ? WHERE worker = ? AND status = 1",
+                            (now + lease, worker))
+        self._tx(run)
+        return self.terminations(worker)
+
+    def terminations(self, worker: str) -> List[Tuple[str, int]]:
+        return self.db.execute(
+            "SELECT id, revoked FROM task WHERE worker = ? AND status = 1 AND revoked > 0",
+            (worker,)).fetchall()
+
+    def workers(self) -> List[tuple]:
+        """(id, host, pid, concurrency, queues, started, heartbeat) of registered workers."""
+        return self.db.execute("SELECT * FROM worker ORDER BY started").fetchall()
+
+    def recover(self, dead: Sequence[str], max_deliveries: int, lost_result: str) -> int:
+        """Requeue tasks of dead workers or lapsed leases; fail those delivered too often."""
+        now = self.clock()
+        marks = ",".join("?" * len(dead))
+        lost = f"status = 1 AND (lease < ? OR worker IN ({marks}))"
+
+        def run():
+            self.db.execute(f"DELETE FROM worker WHERE id IN ({marks})", tuple(dead))
+            self.db.execute(
+                "UPDATE task SET status = 2, state = 'FAILURE', result = ?, finished = ?,"
+                f" traceback = NULL WHERE {lost} AND attempts >= ?",
+                (lost_result, now, now, *dead, max_deliveries))
+            return self.db.execute(
+                f"UPDATE task SET status = 0, state = 'PENDING', worker = NULL WHERE {lost}",
+                (now, *dead)).rowcount
+        return self._tx(run)
+
+    def sweep(self, before: float, limit: int = 1000) -> int:
+        """Delete up to limit results finished before the given time."""
+        return self._tx(lambda: self.db.execute(
+            "DELETE FROM task WHERE seq IN (SELECT seq FROM task WHERE status = 2"
+            " AND finished < ? LIMIT ?)", (before, limit)).rowcount)
+
+
+def _create_schema(db: sqlite3.Connection) -> None:
+    for statement in re.sub(r"--[^\n]*", "", SCHEMA).split(";"):
+        if statement.strip():
+            db.execute(statement)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+REVOKED_RESULT = ('{"exc_type": "TaskRevokedError", "exc_module": "miniq.exceptions",'
+                  ' "exc_message": ["revoked"]}')

@@ -1,0 +1,201 @@
+"""AsyncResult: a task's state and outcome, read from the database.
+
+Exceptions travel as JSON (type name, module, args). They come back as
+builtin or miniq types, or as a generated class of the same name: nothing
+named in the database is ever imported or unpickled.
+"""
+import builtins
+import json
+import time
+from typing import Any, Dict, Optional, Tuple
+
+from . import exceptions
+from .broker import DONE, RUNNING
+
+PENDING, STARTED, SUCCESS, FAILURE = "PENDING", "STARTED", "SUCCESS", "FAILURE"
+RETRY, REVOKED = "RETRY", "REVOKED"
+READY_STATES = frozenset({SUCCESS, FAILURE, REVOKED})
+EXCEPTION_STATES = frozenset({FAILURE, RETRY, REVOKED})
+
+# True inside worker children: get() there could wait on a task that needs this very child.
+join_will_block = False
+_remote_classes: Dict[Tuple[str, str], type] = {}
+
+
+def exception_to_json(exc: BaseException) -> str:
+    cls = type(exc)
+    args = list(exc.args)
+    try:
+        json.dumps(args)
+    except (TypeError, ValueError):
+        args = [str(exc)]
+    return json.dumps({"exc_type": cls.__qualname__, "exc_module": cls.__module__,
+                       "exc_message": args})
+
+
+def exception_from_json(data: Dict[str, Any]) -> BaseException:
+    """Rebuild an exception by name, from builtins or miniq only; never an import."""
+    name, module = str(data.get("exc_type")), str(data.get("exc_module"))
+    args = data.get("exc_message")
+    args = args if isinstance(args, list) else [args]
+    home = {"builtins": builtins, "miniq.exceptions": exceptions}.get(module)
+    cls = getattr(home, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+        cls = _remote_class(module, name)
+    try:
+        return cls(*args)
+    except Exception:  # a builtin whose constructor wants other arguments
+        return _remote_class(module, name)(*args)
+
+
+def _remote_class(module: str, name: str) -> type:
+    """A stand-in class for an exception type this process must not import."""
+    key = (module, name)
+    if key not in _remote_classes:
+        safe = name if name.isidentifier() else "RemoteError"
+        _remote_classes[key] = type(safe, (Exception,), {"__module__": module})
+    return _remote_classes[key]
+
+
+class AsyncResult:
+    """A handle on a task by id: its state, its outcome, and ways to wait for them."""
+
+    def __init__(self, id: str, app=None):
+        from .app import default_app
+        self.id = id
+        self.app = app or default_app()
+        self._done: Optional[tuple] = None  # a finished row never changes: keep it
+
+    @property
+    def task_id(self) -> str:
+        return self.id
+
+    def _row(self) -> Optional[tuple]:
+        if self._done is not None:
+            return self._done
+        row = self.app.broker.state(self.id)
+        if row is not None and row[0] == DONE:
+            self._done = row
+        return row
+
+    @property
+    def state(self) -> str:
+        """PENDING (queued or unknown), STARTED, a custom state, RETRY, or a final state."""
+        row = self._row()
+        return row[1] if row else PENDING
+
+    status = state
+
+    @property
+    def name(self) -> Optional[str]:
+        row = self._row()
+        return row[4] if row else None
+
+    @property
+    def info(self) -> Any:
+        """The value, the exception, or the meta a running task reported."""
+        row = self._row()
+        if row is None or row[2] is None:
+            return None
+        data = json.loads(row[2])
+        if row[1] in EXCEPTION_STATES and row[0] != RUNNING and isinstance(data, dict):
+            return exception_from_json(data)
+        return data
+
+    result = info
+
+    @property
+    def traceback(self) -> Optional[str]:
+        row = self._row()
+        return row[3] if row else None
+
+    def ready(self) -> bool:
+        row = self._row()
+        return row is not None and row[0] == DONE
+
+    def successful(self) -> bool:
+        return self.ready() and self.state == SUCCESS
+
+    def failed(self) -> bool:
+        return self.ready() and self.state == FAILURE
+
+    def get(self, timeout: Optional[float] = None, propagate: bool = True,
+            interval: float = 0.1, disable_sync_subtasks: bool = True, **_ignored) -> Any:
+        """Wait until the task is done; return its value or raise its exception."""
+        if disable_sync_subtasks and join_will_block:
+            raise RuntimeError("Never call result.get() within a task: it can deadlock the pool")
+        self._wait(timeout, interval)
+        if propagate and self.state != SUCCESS:
+            raise self.info
+        return self.info
+
+    wait = get
+
+    def _wait(self, timeout: Optional[float], interval: float) -> None:
+        """Poll cheaply: reread the row only when another connection has committed."""
+        broker, start, seen = self.app.broker, time.monotonic(), None
+        while True:
+            version = broker.data_version()
+            if version != seen and self.ready():
+                return
+            seen = version
+            elapsed = time.monotonic() - start
+            if timeout is not None and elapsed >= timeout:
+                raise exceptions.TimeoutError("The operation timed out.")
+            pause = min(interval, 0.0001 + elapsed * 0.05)  # late by at most ~5%
+            if timeout is not None:
+                pause = min(pause, timeout - elapsed)
+            time.sleep(pause)
+
+    def forget(self) -> None:
+        """Delete the stored result."""
+        self.app.broker.forget(self.id)
+        self._done = None
+
+    def revoke(self, terminate: bool = False, signal: Any = None) -> None:
+        self.app.control.revoke(self.id, terminate=terminate, signal=signal)
+
+    def abort(self) -> None:
+        """Ask the task to stop: its ``self.is_aborted()`` turns True."""
+        self.app.broker.abort(self.id)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, AsyncResult):
+            return other.id == self.id
+        return other == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def __str__(self) -> str:
+        return self.id
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}: {self.id}>"
+
+
+class EagerResult(AsyncResult):
+    """The outcome of a task run in-process (``apply()``, ``task_always_eager``)."""
+
+    def __init__(self, id: str, state: str, value: Any, traceback: Optional[str] = None, app=None):
+        super().__init__(id, app)
+        self._state, self._value, self._traceback = state, value, traceback
+
+    def _row(self) -> Optional[tuple]:
+        return (DONE, self._state, None, self._traceback, None)
+
+    @property
+    def info(self) -> Any:
+        return self._value
+
+    result = info
+
+    def get(self, timeout=None, propagate=True, **_ignored) -> Any:
+        if propagate and self._state != SUCCESS:
+            raise self._value
+        return self._value
+
+    wait = get
+
+    def forget(self) -> None:
+        pass

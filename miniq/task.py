@@ -1,0 +1,275 @@
+"""Task, what ``@app.task`` makes (delay, apply_async, retry, update_state,
+request), and ``execute()``: the one place a message is run, by worker
+children, by eager mode and by tests alike.
+"""
+import functools
+import json
+import random
+import signal
+import threading
+import time
+import traceback
+import uuid
+from datetime import datetime, timezone
+from typing import Any, NamedTuple, Optional, Sequence
+
+from .exceptions import MaxRetriesExceededError, NotRegistered, Retry, SoftTimeLimitExceeded
+from .result import EagerResult, exception_to_json
+
+TASK_OPTIONS = frozenset({
+    "bind", "name", "soft_time_limit", "time_limit", "ignore_result", "max_retries",
+    "default_retry_delay", "autoretry_for", "retry_kwargs", "retry_backoff",
+    "retry_backoff_max", "retry_jitter", "acks_late", "reject_on_worker_lost", "queue",
+    "priority", "typing", "serializer", "rate_limit", "track_started", "base",
+})
+
+
+class Message(NamedTuple):
+    """What a child is handed: one claimed row."""
+    id: str
+    name: str
+    body: str                      # JSON [args, kwargs]
+    retries: int = 0
+    attempts: int = 1
+    options: Optional[str] = None  # JSON of per-call options
+
+
+class Outcome(NamedTuple):
+    """What running a message produced, ready to store."""
+    state: Optional[str]             # SUCCESS, FAILURE, RETRY; None: success not kept
+    result: Optional[str]            # JSON value or exception info
+    traceback: Optional[str] = None
+    eta: float = 0.0                 # RETRY: when to run again
+    body: Optional[str] = None       # RETRY with new arguments
+    exc: Optional[BaseException] = None  # in-process only; never crosses a pipe
+
+
+class Context:
+    """``self.request``: what a running task knows about its own call."""
+
+    def __init__(self, **fields: Any):
+        self.id: Optional[str] = None
+        self.args: Sequence = ()
+        self.kwargs: dict = {}
+        self.retries = 0
+        self.attempts = 1
+        self.is_eager = False
+        self.called_directly = True
+        self.hostname: Optional[str] = None
+        self.delivery_info: dict = {}
+        self.__dict__.update(fields)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key, default)
+
+
+def encode_args(name: str, args: Any, kwargs: Any) -> str:
+    """JSON of the call's arguments; what JSON cannot carry fails here, at the call."""
+    try:
+        return json.dumps([list(args or ()), dict(kwargs or {})], separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name}: arguments must be JSON serializable: {exc}") from None
+
+
+def to_timestamp(when: Any) -> float:
+    """A datetime (naive means UTC, as Celery) or unix time, as unix time."""
+    if isinstance(when, datetime):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        return when.timestamp()
+    return float(when)
+
+
+def backoff(retries: int, factor: int, maximum: float, jitter: bool) -> float:
+    """Celery's exponential backoff: factor * 2**retries, capped, optionally full jitter."""
+    countdown = min(maximum, factor * (2 ** retries))
+    return random.randrange(int(countdown) + 1) if jitter else countdown
+
+
+class Task:
+    """A registered function with Celery's calling API and options."""
+
+    bind = False
+    soft_time_limit: Optional[float] = None
+    time_limit: Optional[float] = None
+    ignore_result = False
+    max_retries: Optional[int] = 3
+    default_retry_delay = 180
+    autoretry_for: tuple = ()
+    retry_kwargs: dict = {}
+    retry_backoff: Any = False
+    retry_backoff_max = 600
+    retry_jitter = True
+    acks_late: Optional[bool] = None
+    reject_on_worker_lost: Optional[bool] = None
+    queue: Optional[str] = None
+    priority: Optional[int] = None
+
+    def __init__(self, app, fun, name: str, **options: Any):
+        unknown = set(options) - TASK_OPTIONS
+        if unknown:
+            raise TypeError(f"unknown task option(s) for {name}: {', '.join(sorted(unknown))}")
+        self.app, self.name = app, name
+        for key, value in options.items():
+            setattr(self, key, value)
+        self.autoretry_for = tuple(self.autoretry_for)
+        functools.update_wrapper(self, fun)
+        self._requests = threading.local()
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        fun = self.__wrapped__
+        return fun(self, *args, **kwargs) if self.bind else fun(*args, **kwargs)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run in this process, now, as a plain function call (as Celery)."""
+        return self.run(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<@task: {self.name}>"
+
+    @property
+    def request(self) -> Context:
+        stack = getattr(self._requests, "stack", None)
+        return stack[-1] if stack else Context()
+
+    def push_request(self, request: Context) -> None:
+        self._requests.__dict__.setdefault("stack", []).append(request)
+
+    def pop_request(self) -> None:
+        self._requests.stack.pop()
+
+    # -- sending -----------------------------------------------------------
+
+    def delay(self, *args: Any, **kwargs: Any):
+        """Send the task with these arguments; returns an AsyncResult at once."""
+        return self.apply_async(args, kwargs)
+
+    def apply_async(self, args: Any = None, kwargs: Any = None, **options: Any):
+        """Send with options: countdown, eta, expires, task_id, queue, priority, time limits."""
+        if self.app.conf.task_always_eager:
+            return self.apply(args, kwargs, **options)
+        return self.app.send_task(self.name, args, kwargs, **options)
+
+    def apply(self, args: Any = None, kwargs: Any = None, task_id: Optional[str] = None,
+              **_options: Any) -> EagerResult:
+        """Run now in this process, retries included, and return an EagerResult."""
+        message = Message(task_id or str(uuid.uuid4()), self.name, encode_args(self.name, args, kwargs))
+        outcome = execute(self.app, message, eager=True)
+        while outcome.state == "RETRY":
+            message = message._replace(retries=message.retries + 1, body=outcome.body or message.body)
+            outcome = execute(self.app, message, eager=True)
+        if outcome.state == "FAILURE":
+            if self.app.conf.task_eager_propagates:
+                raise outcome.exc
+            return EagerResult(message.id, "FAILURE", outcome.exc, outcome.traceback, self.app)
+        value = json.loads(outcome.result) if outcome.result is not None else None
+        return EagerResult(message.id, "SUCCESS", value, app=self.app)
+
+    def AsyncResult(self, task_id: str):
+        return self.app.AsyncResult(task_id)
+
+    # -- inside a running task ---------------------------------------------
+
+    def retry(self, args: Any = None, kwargs: Any = None, exc: Optional[BaseException] = None,
+              throw: bool = True, eta: Any = None, countdown: Optional[float] = None,
+              max_retries: Optional[int] = None, **_options: Any) -> Retry:
+        """Ask for another run later; raises Retry (or exc / MaxRetriesExceededError when out)."""
+        request = self.request
+        limit = self.max_retries if max_retries is None else max_retries
+        if request.called_directly:
+            raise exc or Retry("Task can be retried", None)
+        if limit is not None and request.retries >= limit:
+            if exc is not None:
+                raise exc
+            raise MaxRetriesExceededError(
+                f"Can't retry {self.name}[{request.id}] args:{request.args} kwargs:{request.kwargs}")
+        if eta is not None:
+            when = to_timestamp(eta)
+        else:
+            when = time.time() + (self.default_retry_delay if countdown is None else countdown)
+        retry = Retry(exc=exc, when=round(max(0.0, when - time.time()), 3))
+        retry.eta = when
+        retry.body = None
+        if args is not None or kwargs is not None:
+            retry.body = encode_args(self.name, request.args if args is None else args,
+                                     request.kwargs if kwargs is None else kwargs)
+        if throw:
+            raise retry
+        return retry
+
+    def update_state(self, task_id: Optional[str] = None, state: Optional[str] = None,
+                     meta: Any = None, **_ignored: Any) -> None:
+        """Report a custom state (e.g. PROGRESS) and meta while running."""
+        task_id = task_id or self.request.id
+        if task_id is None or self.request.is_eager:
+            return
+        try:
+            meta_json = json.dumps(meta)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"update_state meta must be JSON serializable: {exc}") from None
+        self.app.broker.update_state(task_id, state, meta_json)
+
+    def is_aborted(self) -> bool:
+        """True once someone called ``abort()`` or ``revoke()`` on this task."""
+        task_id = self.request.id
+        if task_id is None or self.request.is_eager:
+            return False
+        return self.app.broker.is_aborted(task_id)
+
+
+def _call(task: Task, args: list, kwargs: dict, soft_limit: Optional[float]) -> Any:
+    """The function itself, under its soft time limit, with autoretry_for applied."""
+    if soft_limit:
+        def expire(signum, frame):
+            raise SoftTimeLimitExceeded(f"soft time limit ({soft_limit:g}s) exceeded")
+        signal.signal(signal.SIGALRM, expire)
+        signal.setitimer(signal.ITIMER_REAL, soft_limit)
+    try:
+        return task.run(*args, **kwargs)
+    except Retry:
+        raise
+    except task.autoretry_for as exc:
+        options = dict(task.retry_kwargs)
+        if task.retry_backoff:
+            options["countdown"] = backoff(task.request.retries, int(task.retry_backoff),
+                                           task.retry_backoff_max, task.retry_jitter)
+        task.retry(exc=exc, **options)
+    finally:
+        if soft_limit:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+def execute(app, message: Message, soft_limit: Optional[float] = None,
+            eager: bool = False, hostname: Optional[str] = None) -> Outcome:
+    """Run one message and say what happened; never raises for the task's errors."""
+    task = app.tasks.get(message.name)
+    pushed = False
+    try:
+        if task is None:
+            raise NotRegistered(f"Task of name {message.name!r} is not registered in this worker")
+        try:
+            args, kwargs = json.loads(message.body)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"corrupt message {message.id}: body is not [args, kwargs] JSON ({exc})")
+        task.push_request(Context(
+            id=message.id, args=args, kwargs=kwargs, retries=message.retries,
+            attempts=message.attempts, is_eager=eager, called_directly=False, hostname=hostname))
+        pushed = True
+        value = _call(task, args, kwargs, soft_limit)
+    except Retry as retry:
+        cause = retry.exc if retry.exc is not None else retry
+        return Outcome("RETRY", exception_to_json(cause), traceback.format_exc(),
+                       retry.eta, retry.body, cause)
+    except Exception as exc:
+        return Outcome("FAILURE", exception_to_json(exc), traceback.format_exc(), exc=exc)
+    finally:
+        if pushed:
+            task.pop_request()
+    ignore = task.ignore_result or app.conf.task_ignore_result
+    if ignore and not eager:
+        return Outcome(None, None)
+    try:
+        return Outcome("SUCCESS", json.dumps(value))
+    except (TypeError, ValueError) as exc:
+        error = TypeError(f"result of {message.name} is not JSON serializable: {exc}")
+        return Outcome("FAILURE", exception_to_json(error), None, exc=error)

@@ -1,0 +1,439 @@
+"""The worker: a manager process that claims tasks, and a pool of child
+processes that run them. Nothing here writes SQL; the broker does.
+
+    producers ─INSERT─▶ db ◀─claim, settle, heartbeat─ Manager ──pipe──▶ child 1
+         │                                              ▲  │  ──pipe──▶ child 2
+         └────── wake hint (datagram) ─────────────────┘  │      ...
+                                     SIGKILL past time_limit, sentinel sees any death
+
+Each child runs one message at a time and reports back over its pipe; only
+the manager writes a task's lifecycle. Soft limits are a timer inside the
+child; hard limits, dead children and revocations are the manager's job.
+"""
+import json
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import sqlite3
+import sys
+import time
+import uuid
+from multiprocessing.connection import wait
+from typing import Dict, List, Optional
+
+from . import result as results
+from .app import Miniq, load_app
+from .exceptions import (ImproperlyConfigured, MiniqError, TaskRevokedError,
+                         TimeLimitExceeded, WorkerLostError)
+from .result import exception_from_json, exception_to_json
+from .task import Message, Outcome, execute
+from .wake import drain, pid_alive
+
+log = logging.getLogger("miniq.worker")
+POLL = 0.05             # fallback poll of the database when no hint arrives
+LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
+
+
+def _rss_kib() -> int:
+    import resource
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak // 1024 if sys.platform == "darwin" else peak
+
+
+def child_main(app_path: str, conn, loglevel: Optional[str], max_tasks: Optional[int],
+               max_memory_kib: Optional[int]) -> None:
+    """A child's whole life: import the app, then run messages until told to stop."""
+    if hasattr(signal, "set_wakeup_fd"):
+        signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group: the manager decides
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+    if loglevel and not logging.getLogger().handlers:
+        logging.basicConfig(level=loglevel.upper(), format=LOG_FORMAT)
+    results.join_will_block = True
+    app = load_app(app_path)
+    manager, hostname, done = os.getppid(), socket.gethostname(), 0
+    while True:
+        if not conn.poll(1.0):
+            if os.getppid() != manager:
+                return  # orphaned: the manager died, our task (if any) will be recovered
+            continue
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return
+        if job is None:
+            return
+        message, soft_limit = job
+        outcome = execute(app, message, soft_limit, hostname=hostname)
+        done += 1
+        retire = bool((max_tasks and done >= max_tasks)
+                      or (max_memory_kib and _rss_kib() > max_memory_kib))
+        conn.send((outcome._replace(exc=None), retire))
+        if retire:
+            return
+
+
+class Child:
+    """The manager's view of one child process and the task it runs."""
+
+    def __init__(self, process, conn):
+        self.process, self.conn = process, conn
+        self.message: Optional[Message] = None
+        self.started = 0.0
+        self.deadline: Optional[float] = None
+        self.killed_for: Optional[Outcome] = None  # why the manager killed it
+        self.retiring = False
+
+
+class Worker:
+    """The manager: claims as many tasks as it has idle children, watches limits."""
+
+    def __init__(self, app: Miniq, app_path: str, concurrency: Optional[int] = None,
+                 queues: Optional[List[str]] = None, start_method: Optional[str] = None,
+                 loglevel: Optional[str] = None):
+        conf = app.conf
+        self.app, self.app_path, self.loglevel = app, app_path, loglevel
+        self.concurrency = concurrency or conf.worker_concurrency or os.cpu_count() or 1
+        self.queues = list(queues or [conf.task_default_queue])
+        method = start_method or conf.worker_start_method
+        if method is None and sys.platform.startswith("linux"):
+            method = "fork"  # the manager has no threads, so fork is safe and fastest
+        self.ctx = multiprocessing.get_context(method)
+        self.id = uuid.uuid4().hex
+        self.host = socket.gethostname()
+        self.broker = app.broker
+        self.lease = float(conf.worker_lost_after)
+        self.children: List[Child] = []
+        self.outcomes: List[tuple] = []
+        self.warm = self.cold = False
+        self.idle_deaths = 0
+        self.db_error: Optional[str] = None
+        self.db_retry_at = self.db_delay = 0.0
+
+    # -- life cycle --------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until shut down; 0 after a warm shutdown, 1 after a cold one."""
+        self.broker.register(self.id, self.host, os.getpid(), self.concurrency, self.queues)
+        self.inode = os.stat(self.broker.path).st_ino
+        self._signals_r, signals_w = socket.socketpair()
+        for sock in (self._signals_r, signals_w):
+            sock.setblocking(False)
+        signal.set_wakeup_fd(signals_w.fileno())
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
+            signal.signal(signum, self._on_signal)
+        self.wake = self.app.waker.listen()
+        try:
+            self._recover()
+            self.children = [self._spawn(i) for i in range(self.concurrency)]
+            log.info("miniq worker %s ready: %d children (%s), queues %s, database %s",
+                     self.id[:8], self.concurrency, self.ctx.get_start_method(),
+                     ",".join(self.queues), self.broker.path)
+            self._loop()
+        finally:
+            self._shutdown()
+            signal.set_wakeup_fd(-1)
+            self.app.waker.unlisten(self.wake)
+            signals_w.close()
+            self._signals_r.close()
+        return 1 if self.cold else 0
+
+    def _on_signal(self, signum, frame) -> None:
+        """Only set flags: the loop acts. First signal warm, second (or SIGQUIT) cold."""
+        if self.warm or signum == signal.SIGQUIT:
+            self.cold = True
+        self.warm = True
+
+    def _spawn(self, index: int) -> Child:
+        conf = self.app.conf
+        ours, theirs = self.ctx.Pipe()
+        process = self.ctx.Process(
+            target=child_main, name=f"ForkPoolWorker-{index + 1}", daemon=True,
+            args=(self.app_path, theirs, self.loglevel, conf.worker_max_tasks_per_child,
+                  conf.worker_max_memory_per_child))
+        process.start()
+        theirs.close()
+        return Child(process, ours)
+
+    def _shutdown(self) -> None:
+        """Cold: kill the children and put their tasks back. Then stop the rest."""
+        for child in self.children:
+            if child.message is not None:
+                child.process.kill()
+                child.process.join(5)
+                self._settle_row(child.message, "PENDING")
+                log.warning("cold shutdown: task %s[%s] put back in the queue",
+                            child.message.name, child.message.id)
+        for child in self.children:
+            try:
+                child.conn.send(None)
+            except OSError:
+                pass
+        deadline = time.monotonic() + 5
+        for child in self.children:
+            child.process.join(max(0.0, deadline - time.monotonic()))
+            if child.process.is_alive():
+                child.process.kill()
+                child.process.join(1)
+        try:
+            self.broker.settle(self.id, self.outcomes)
+            self.broker.unregister(self.id)
+        except (sqlite3.Error, MiniqError, OSError) as exc:
+            log.error("could not record the last results: %s", exc)
+
+    # -- the loop ----------------------------------------------------------
+
+    def _loop(self) -> None:
+        want, seen = True, None
+        next_due: Optional[float] = None
+        next_beat = beats = 0
+        while not self.cold:
+            busy = [c for c in self.children if c.message is not None]
+            if self.warm and not busy:
+                break
+            now = time.time()
+            if now >= next_beat:
+                self._heartbeat(beats)
+                beats, next_beat = beats + 1, now + self.app.conf.worker_heartbeat
+            idle = 0 if self.warm else sum(1 for c in self.children if c.message is None)
+            if next_due is not None and now >= next_due:
+                want, next_due = True, None
+            if (self.outcomes or (want and idle)) and now >= self.db_retry_at:
+                rows = self._exchange(idle if want else 0)
+                if rows is not None:
+                    want = idle > 0 and len(rows) == idle
+                    if idle and not want:
+                        next_due = self._db(lambda: self.broker.next_eta(self.queues))
+                    continue
+            timeout = min(POLL if idle else 1.0, max(0.0, next_beat - now))
+            if next_due is not None:
+                timeout = min(timeout, max(0.0, next_due - now))
+            deadlines = [c.deadline for c in busy if c.deadline is not None]
+            if deadlines:
+                timeout = max(0.0, min(timeout, min(deadlines) - time.monotonic()))
+            if self._wait(timeout):
+                want = True
+            elif idle:
+                version = self._db(self.broker.data_version)
+                want = want or (version is not None and version != seen)
+                seen = version if version is not None else seen
+            self._enforce_time_limits()
+
+    def _wait(self, timeout: float) -> bool:
+        """Wait for children, hints and signals; True when a child became free or a hint came."""
+        waitables = {self._signals_r: None}
+        if self.wake is not None:
+            waitables[self.wake] = None
+        for child in self.children:
+            waitables[child.conn] = child
+            waitables[child.process.sentinel] = child
+        freed = False
+        for ready in wait(list(waitables), timeout):
+            child = waitables[ready]
+            if child is None:
+                drain(ready)
+                freed = freed or ready is self.wake
+            elif ready is child.conn:
+                freed = self._receive(child) or freed
+            elif not child.process.is_alive() and child in self.children:
+                self._reap(child)
+                freed = True
+        return freed
+
+    def _exchange(self, idle: int) -> Optional[list]:
+        """Write buffered outcomes and claim up to ``idle`` tasks in one transaction."""
+        outcomes, self.outcomes = self.outcomes, []
+        rows = self._db(lambda: self.broker.claim(self.id, self.queues, idle, self.lease, outcomes))
+        if rows is None:
+            self.outcomes = outcomes + self.outcomes
+            return None
+        free = iter([c for c in self.children if c.message is None])
+        now = time.time()
+        for row in rows:
+            message, expires = Message(*row[:6]), row[6]
+            if expires is not None and expires < now:
+                self._settle_row(message, "REVOKED", TaskRevokedError("expired"))
+                log.info("Task %s[%s] expired, not run", message.name, message.id)
+                continue
+            self._dispatch(next(free), message)
+        return rows
+
+    def _dispatch(self, child: Child, message: Message) -> None:
+        soft, hard = self._limits(message)
+        child.message, child.started = message, time.monotonic()
+        child.deadline = child.started + hard if hard else None
+        child.conn.send((message, soft))
+
+    def _limits(self, message: Message):
+        """(soft, hard) seconds: per-call options over task options over app.conf."""
+        task = self.app.tasks.get(message.name)
+        per_call = json.loads(message.options) if message.options else {}
+        conf = self.app.conf
+
+        def pick(key: str):
+            value = per_call.get(key)
+            if value is None and task is not None:
+                value = getattr(task, key)
+            return value if value is not None else conf[f"task_{key}"]
+        return pick("soft_time_limit"), pick("time_limit")
+
+    # -- outcomes ------------------------------------------------------------
+
+    def _receive(self, child: Child) -> bool:
+        try:
+            outcome, retire = child.conn.recv()
+        except (EOFError, OSError):
+            return False  # it died: its sentinel will say so
+        self._finish(child, outcome)
+        self.idle_deaths = 0
+        if retire:
+            child.retiring = True
+            child.process.join(5)
+            self._reap(child)
+        return True
+
+    def _finish(self, child: Child, outcome: Outcome) -> None:
+        message, runtime = child.message, time.monotonic() - child.started
+        child.message = child.deadline = child.killed_for = None
+        self.outcomes.append((message.id, message.attempts, outcome.state, outcome.result,
+                              outcome.traceback, outcome.eta, outcome.body))
+        if outcome.state == "FAILURE":
+            log.error("Task %s[%s] raised unexpected: %r\n%s", message.name, message.id,
+                      exception_from_json(json.loads(outcome.result)), outcome.traceback or "")
+        elif outcome.state == "RETRY":
+            log.info("Task %s[%s] retry at %s", message.name, message.id, outcome.eta)
+        elif log.isEnabledFor(logging.INFO):
+            log.info("Task %s[%s] succeeded in %.4fs: %s", message.name, message.id, runtime,
+                     (outcome.result or "")[:200])
+
+    def _settle_row(self, message: Message, state: str, exc: Optional[Exception] = None) -> None:
+        result = exception_to_json(exc) if exc is not None else None
+        self.outcomes.append((message.id, message.attempts, state, result, None, 0.0, None))
+
+    def _reap(self, child: Child) -> None:
+        """A child exited: account for its task, then start a new one in its place."""
+        if child.message is not None and child.conn.poll():
+            self._receive(child)  # it reported before exiting
+        message = child.message
+        if message is not None:
+            self._lost(child, message)
+        elif not child.retiring:
+            self.idle_deaths += 1
+            log.error("child %s exited unexpectedly (exitcode %s)", child.process.pid,
+                      child.process.exitcode)
+            if self.idle_deaths > 3 * self.concurrency:
+                log.critical("children keep dying before they run anything: stopping")
+                self.cold = True
+        child.conn.close()
+        index = self.children.index(child)
+        if not self.cold:
+            self.children[index] = self._spawn(index)
+        else:
+            self.children.pop(index)
+
+    def _lost(self, child: Child, message: Message) -> None:
+        child.message = None
+        if child.killed_for is not None:
+            state, exc = child.killed_for
+        else:
+            code = child.process.exitcode
+            how = (f"signal {-code} ({signal.Signals(-code).name})" if code and code < 0
+                   else f"exitcode {code}")
+            state, exc = "FAILURE", WorkerLostError(f"Worker exited prematurely: {how}")
+            task = self.app.tasks.get(message.name)
+            conf = self.app.conf
+            late = _option(task, "acks_late", conf.task_acks_late)
+            reject = _option(task, "reject_on_worker_lost", conf.task_reject_on_worker_lost)
+            if late and reject and message.attempts < conf.task_max_deliveries:
+                state = "PENDING"
+        log.error("Task %s[%s] %s: %s", message.name, message.id,
+                  "requeued" if state == "PENDING" else state, exc)
+        self._settle_row(message, state, None if state == "PENDING" else exc)
+
+    def _enforce_time_limits(self) -> None:
+        now = time.monotonic()
+        for child in list(self.children):
+            if child.deadline is not None and now >= child.deadline and child.killed_for is None:
+                limit = child.deadline - child.started
+                child.killed_for = ("FAILURE", TimeLimitExceeded(
+                    f"task {child.message.name}[{child.message.id}] exceeded its hard time limit"
+                    f" of {limit:g}s"))
+                log.error("Hard time limit (%gs) exceeded for %s[%s]", limit,
+                          child.message.name, child.message.id)
+                child.process.kill()
+                child.process.join(5)
+                self._reap(child)
+
+    # -- housekeeping ----------------------------------------------------------
+
+    def _heartbeat(self, beats: int) -> None:
+        if self._db(self._check_file) is None:
+            return
+        kills = self._db(lambda: self.broker.heartbeat(self.id, self.lease)) or []
+        for task_id, signum in kills:
+            for child in self.children:
+                if child.message is not None and child.message.id == task_id \
+                        and child.killed_for is None:
+                    child.killed_for = ("REVOKED", TaskRevokedError("terminated"))
+                    os.kill(child.process.pid, signum)
+        if beats % 5 == 0:
+            self._db(self._recover)
+        if beats % 60 == 0 and self.app.conf.result_expires:
+            expires = self.app.conf.result_expires
+            seconds = expires.total_seconds() if hasattr(expires, "total_seconds") else expires
+            self._db(lambda: self.broker.sweep(time.time() - seconds))
+
+    def _check_file(self) -> bool:
+        """The file was deleted or replaced: reconnect, so we serve the file producers see."""
+        try:
+            inode = os.stat(self.broker.path).st_ino
+        except FileNotFoundError:
+            inode = None
+        if inode != self.inode:
+            log.error("database %s was removed or replaced: reopening it", self.broker.path)
+            self.broker.close()
+            self.broker.register(self.id, self.host, os.getpid(), self.concurrency, self.queues)
+            self.inode = os.stat(self.broker.path).st_ino
+        return True
+
+    def _recover(self) -> None:
+        """Put back the tasks of workers that died (pid gone here, or silent too long)."""
+        now, dead = time.time(), []
+        for worker_id, host, pid, *_rest, heartbeat in self.broker.workers():
+            if worker_id == self.id:
+                continue
+            gone = host == self.host and not pid_alive(pid)
+            if gone or now - heartbeat > self.app.conf.worker_lost_after:
+                dead.append(worker_id)
+        lost = exception_to_json(WorkerLostError(
+            f"task was delivered {self.app.conf.task_max_deliveries} times and its worker"
+            " died each time"))
+        count = self.broker.recover(dead, self.app.conf.task_max_deliveries, lost)
+        if count or dead:
+            log.warning("recovered %d task(s) from %d dead worker(s)", count, len(dead))
+
+    def _db(self, fn):
+        """Run a database step; on failure log once, back off, and return None."""
+        try:
+            value = fn()
+        except (sqlite3.Error, ImproperlyConfigured, OSError) as exc:
+            text = str(exc)
+            self.db_delay = min(5.0, max(0.1, 2 * self.db_delay))
+            self.db_retry_at = time.time() + self.db_delay
+            if text != self.db_error:
+                log.error("database error (retrying with backoff): %s", text)
+                self.db_error = text
+            return None
+        if self.db_error is not None:
+            log.warning("database usable again")
+            self.db_error, self.db_retry_at, self.db_delay = None, 0.0, 0.0
+        return value
+
+
+def _option(task, name: str, default):
+    value = getattr(task, name, None) if task is not None else None
+    return default if value is None else value
+

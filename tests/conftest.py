@@ -1,0 +1,122 @@
+"""Fixtures: a temp database per test, and real ``python -m miniq worker`` processes."""
+import faulthandler
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests import tasks
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+faulthandler.enable()
+
+
+def wait_for(predicate, timeout=20.0, interval=0.02, message="condition"):
+    """Poll until predicate() is truthy; fail the test after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+@pytest.fixture
+def broker_url(tmp_path, monkeypatch):
+    """A fresh database for this test, seen by the test process and its workers."""
+    url = f"sqlite:///{tmp_path / 'miniq.db'}"
+    monkeypatch.setenv("MINIQ_BROKER_URL", url)
+    tasks.app.conf.broker_url = url
+    yield url
+    tasks.app.broker.close()
+
+
+@pytest.fixture
+def app(broker_url):
+    return tasks.app
+
+
+class WorkerProcess:
+    """A real worker command in its own process group, killed on teardown."""
+
+    def __init__(self, args, env, log_path):
+        self.log_path = log_path
+        self.log = open(log_path, "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "miniq", *args], cwd=ROOT, env=env,
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def output(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+    def wait_ready(self, timeout=20.0):
+        """Until this worker has registered and its log says ready."""
+        wait_for(lambda: "ready" in self.output() or self.proc.poll() is not None,
+                 timeout, message="worker ready")
+        assert self.proc.poll() is None, self.output()
+        return self
+
+    def children(self):
+        """Pids of this worker's child processes (Linux and macOS)."""
+        out = subprocess.run(["pgrep", "-P", str(self.pid)], capture_output=True, text=True)
+        return sorted(int(p) for p in out.stdout.split())
+
+    def signal(self, signum):
+        self.proc.send_signal(signum)
+
+    def wait(self, timeout=30.0):
+        return self.proc.wait(timeout)
+
+    def kill_group(self):
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+        self.log.close()
+
+
+@pytest.fixture
+def start_worker(broker_url, tmp_path):
+    """start_worker("-c", "2", ...) → a running WorkerProcess on this test's database."""
+    started = []
+
+    def start(*extra, app_path="tests.tasks", ready=True, env=None):
+        environ = dict(os.environ, MINIQ_BROKER_URL=broker_url, PYTHONFAULTHANDLER="1")
+        environ["PYTHONPATH"] = ROOT + os.pathsep + environ.get("PYTHONPATH", "")
+        environ.update(env or {})
+        args = ["-A", app_path, "worker", "--loglevel", "info", *extra]
+        worker = WorkerProcess(args, environ, tmp_path / f"worker-{len(started)}.log")
+        started.append(worker)
+        return worker.wait_ready() if ready else worker
+
+    yield start
+    for worker in started:
+        if worker.proc.poll() is None:
+            worker.signal(signal.SIGTERM)
+            try:
+                worker.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+        worker.kill_group()
+
+
+def run_cli(*args, env=None, timeout=30, cwd=ROOT):
+    """Run ``python -m miniq ...`` to completion; returns the CompletedProcess."""
+    environ = dict(os.environ, **(env or {}))
+    environ["PYTHONPATH"] = ROOT + os.pathsep + environ.get("PYTHONPATH", "")
+    return subprocess.run([sys.executable, "-m", "miniq", *args], cwd=cwd, env=environ,
+                          capture_output=True, text=True, timeout=timeout)

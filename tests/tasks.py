@@ -1,0 +1,139 @@
+"""Tasks the tests send; worker children import this module as the app (-A tests.tasks)."""
+import os
+import time
+
+from miniq import Miniq
+from miniq.exceptions import SoftTimeLimitExceeded
+
+app = Miniq("tests")  # broker: MINIQ_BROKER_URL, set per test by the fixtures
+
+
+class CustomError(Exception):
+    """An exception type the test process must not import from the database."""
+
+
+@app.task
+def add(x, y):
+    return x + y
+
+
+@app.task
+def pid():
+    return os.getpid()
+
+
+@app.task
+def sleep(seconds, value=None):
+    time.sleep(seconds)
+    return value if value is not None else os.getpid()
+
+
+@app.task
+def fail(message="boom"):
+    raise ValueError(message)
+
+
+@app.task
+def fail_custom(message="custom"):
+    raise CustomError(message)
+
+
+@app.task
+def exit_now(code=3):
+    os._exit(code)
+
+
+@app.task
+def segfault():
+    import ctypes
+    ctypes.string_at(0)
+
+
+@app.task(time_limit=1)
+def busy_loop():
+    while True:
+        pass
+
+
+@app.task(time_limit=1)
+def stuck_in_c():
+    import itertools
+    return sum(itertools.repeat(1, 10 ** 12))  # one C call that never checks signals
+
+
+@app.task(soft_time_limit=0.5, time_limit=5)
+def soft_catch(seconds=3):
+    try:
+        time.sleep(seconds)
+    except SoftTimeLimitExceeded:
+        return "cleaned up"
+    return "finished"
+
+
+@app.task(soft_time_limit=0.5)
+def soft_raise(seconds=3):
+    time.sleep(seconds)
+
+
+@app.task(time_limit=1)
+def hard_limited(marker_path, seconds=10):
+    try:
+        time.sleep(seconds)
+    finally:
+        with open(marker_path, "w") as f:  # never runs: SIGKILL skips finally
+            f.write("finally ran")
+
+
+@app.task(bind=True)
+def progress(self, n, pause=0.0):
+    for i in range(n):
+        self.update_state(state="PROGRESS", meta={"current": i, "total": n})
+        time.sleep(pause)
+    return {"id": self.request.id, "done": n}
+
+
+@app.task(bind=True)
+def until_aborted(self, seconds=10):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if self.is_aborted():
+            return "stopped"
+        time.sleep(0.01)
+    return "not aborted"
+
+
+@app.task(bind=True)
+def request_info(self, *args, **kwargs):
+    return {"id": self.request.id, "args": list(self.request.args),
+            "kwargs": self.request.kwargs, "retries": self.request.retries}
+
+
+@app.task
+def nested_get():
+    return add.delay(1, 1).get(timeout=5)
+
+
+@app.task
+def unserializable_result():
+    return {1, 2, 3}
+
+
+@app.task
+def record(path, token):
+    """Append one line per execution: the tests count runs of each token."""
+    with open(path, "a") as f:
+        f.write(f"{token} {os.getpid()}\n")
+    return token
+
+
+@app.task
+def record_slow(path, token, seconds=0.2):
+    time.sleep(seconds)
+    with open(path, "a") as f:
+        f.write(f"{token} {os.getpid()}\n")
+    return token
+
+
+@app.task
+def echo(value):
+    return value
