@@ -208,11 +208,11 @@ class Broker:
     def forget(self, task_id: str) -> None:
         self._tx(lambda: self.db.execute("DELETE FROM task WHERE id = ? AND status = 2", (task_id,)))
 
-    def update_state(self, task_id: str, attempts: int, state: str, meta: Optional[str]) -> None:
-        """A running task reports a custom state; fenced to the current delivery."""
+    def update_state(self, task_id: str, state: str, meta: Optional[str]) -> None:
+        """A running task reports a custom state and meta; the final outcome overwrites it."""
         self._tx(lambda: self.db.execute(
-            "UPDATE task SET state = ?, result = ? WHERE id = ? AND status = 1 AND attempts = ?",
-            (state, meta, task_id, attempts)))
+            "UPDATE task SET state = ?, result = ? WHERE id = ? AND status = 1",
+            (state, meta, task_id)))
 
     # -- workers -----------------------------------------------------------
 
