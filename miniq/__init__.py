@@ -5,8 +5,10 @@ from . import exceptions
 from .app import Miniq
 from .exceptions import (MaxRetriesExceededError, MiniqError, NotRegistered, Retry,
                          SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded,
+                         ChordError,
                          TimeoutError, WorkerLostError)
-from .result import AsyncResult, EagerResult
+from .canvas import Signature, chain, chord, group, signature
+from .result import AsyncResult, EagerResult, GroupResult
 from .task import Task
 
 __version__ = "0.1.0"
@@ -16,10 +18,12 @@ Celery = Miniq  # so `from miniq import Celery` reads as the code it may one day
 __all__ = [
     # the app and its tasks
     "Miniq", "Celery", "Task",
+    # workflows
+    "Signature", "signature", "chain", "group", "chord",
     # results
-    "AsyncResult", "EagerResult",
+    "AsyncResult", "EagerResult", "GroupResult",
     # errors
     "exceptions", "MiniqError", "SoftTimeLimitExceeded", "TimeLimitExceeded",
     "WorkerLostError", "TimeoutError", "NotRegistered", "Retry",
-    "MaxRetriesExceededError", "TaskRevokedError",
+    "MaxRetriesExceededError", "TaskRevokedError", "ChordError",
 ]

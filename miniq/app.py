@@ -7,14 +7,13 @@ import json
 import os
 import signal as signals
 import time
-import uuid
 from datetime import timedelta
 from typing import Any, Callable, Dict, Iterable, Optional
 
 from .broker import Broker, path_from_url
 from .exceptions import ImproperlyConfigured
 from .result import AsyncResult
-from .task import Task, encode_args, to_timestamp
+from .task import Task, encode_args, new_id, to_timestamp
 from .wake import Waker
 
 DEFAULTS: Dict[str, Any] = {
@@ -160,26 +159,27 @@ class Miniq:
                     countdown: Optional[float] = None, eta: Any = None, expires: Any = None,
                     task_id: Optional[str] = None, queue: Optional[str] = None,
                     priority: Optional[int] = None, soft_time_limit: Optional[float] = None,
-                    time_limit: Optional[float] = None, **_ignored: Any) -> tuple:
+                    time_limit: Optional[float] = None, chain: Optional[list] = None,
+                    chord: Optional[str] = None, waiting: bool = False, **_ignored: Any) -> tuple:
         """The row ``send_task`` inserts; JSON-encodes the arguments (TypeError if it can't)."""
         task = self.tasks.get(name)
         body = encode_args(name, args, kwargs)
         now = time.time()
         due = now + countdown if countdown else (to_timestamp(eta) if eta is not None else 0.0)
-        if isinstance(expires, timedelta):
-            expires = expires.total_seconds()
-        if isinstance(expires, (int, float)):
-            expires = now + expires
-        elif expires is not None:
-            expires = to_timestamp(expires)
-        limits = {k: v for k, v in (("soft_time_limit", soft_time_limit),
-                                    ("time_limit", time_limit)) if v is not None}
-        queue = (queue or self._queue_for(name) or (task and task.queue)
-                 or self.conf.task_default_queue)
+        if expires is not None:
+            if isinstance(expires, timedelta):
+                expires = expires.total_seconds()
+            expires = now + expires if isinstance(expires, (int, float)) else to_timestamp(expires)
+        options = None
+        if soft_time_limit is not None or time_limit is not None or chain:
+            options = json.dumps({"soft_time_limit": soft_time_limit, "time_limit": time_limit,
+                                  "chain": chain or None})
+        if queue is None:
+            queue = self._queue_for(name) or (task and task.queue) or self.conf.task_default_queue
         if priority is None:
             priority = (task and task.priority) or 0
-        return (task_id or str(uuid.uuid4()), name, queue, priority, body,
-                json.dumps(limits) if limits else None, due, expires, now)
+        return (task_id or new_id(), name, queue, priority, body, options, due,
+                expires, now, chord, 3 if waiting else 0)
 
     def send_task(self, name: str, args: Any = None, kwargs: Any = None,
                   **options: Any) -> AsyncResult:

@@ -6,6 +6,7 @@ code relies on (queued, running, done); ``state`` is what users see (PENDING,
 STARTED, PROGRESS, SUCCESS, ...), so a task may report any custom state while
 it runs without confusing the claim or the recovery.
 """
+import json
 import os
 import random
 import re
@@ -16,7 +17,7 @@ from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
 from .exceptions import ImproperlyConfigured
 
-QUEUED, RUNNING, DONE = 0, 1, 2
+QUEUED, RUNNING, DONE, WAITING = 0, 1, 2, 3  # WAITING: a chord callback
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS task (
@@ -27,7 +28,7 @@ CREATE TABLE IF NOT EXISTS task (
     priority  INTEGER NOT NULL DEFAULT 0,   -- higher runs first
     body      TEXT NOT NULL,                -- JSON [args, kwargs]
     options   TEXT,                         -- JSON of per-call options, or NULL
-    status    INTEGER NOT NULL DEFAULT 0,   -- 0 queued, 1 running, 2 done
+    status    INTEGER NOT NULL DEFAULT 0,   -- 0 queued, 1 running, 2 done, 3 waiting
     state     TEXT NOT NULL DEFAULT 'PENDING',
     eta       REAL NOT NULL DEFAULT 0,      -- not before (unix time)
     expires   REAL,
@@ -40,12 +41,14 @@ CREATE TABLE IF NOT EXISTS task (
     traceback TEXT,
     created   REAL NOT NULL,
     started   REAL,
-    finished  REAL
+    finished  REAL,
+    chord     TEXT                          -- the callback this task is a chord member of
 );
 CREATE INDEX IF NOT EXISTS task_queued ON task(queue, priority DESC, seq) WHERE status = 0;
 CREATE INDEX IF NOT EXISTS task_due ON task(queue, eta) WHERE status = 0;
 CREATE INDEX IF NOT EXISTS task_running ON task(worker) WHERE status = 1;
 CREATE INDEX IF NOT EXISTS task_done ON task(finished) WHERE status = 2;
+CREATE INDEX IF NOT EXISTS task_chord ON task(chord) WHERE chord IS NOT NULL;
 CREATE TABLE IF NOT EXISTS worker (
     id          TEXT PRIMARY KEY,
     host        TEXT NOT NULL,
@@ -59,9 +62,13 @@ CREATE TABLE IF NOT EXISTS worker (
 SCHEMA_VERSION = 1
 HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35)
 LOCK_RETRIES = 20
-# One settle row: (id, attempts, state, result, traceback, eta, body).
-Outcome = Tuple[str, int, Optional[str], Optional[str], Optional[str], float, Optional[str]]
-CLAIM_COLUMNS = "id, name, body, retries, attempts, options, expires, priority, seq"
+# One settle row: (id, attempts, state, result, traceback, eta, body, chord, follow, failed):
+# follow holds message rows to send next (a chain), failed (id, name) pairs that fail with it.
+Outcome = Tuple[str, int, Optional[str], Optional[str], Optional[str], float, Optional[str],
+                Optional[str], Sequence[tuple], Sequence[Tuple[str, str]]]
+INSERT = ("INSERT INTO task (id, name, queue, priority, body, options, eta, expires, created,"
+          " chord, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+CLAIM_COLUMNS = "id, name, body, retries, attempts, options, chord, expires, priority, seq"
 
 
 def path_from_url(url: str) -> str:
@@ -158,9 +165,9 @@ class Broker:
     # -- producers ---------------------------------------------------------
 
     def enqueue(self, rows: Sequence[tuple]) -> None:
-        """Insert messages: (id, name, queue, priority, body, options, eta, expires, created)."""
-        sql = ("INSERT INTO task (id, name, queue, priority, body, options, eta, expires, created)"
-               " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        """Insert messages, all or none: (id, name, queue, priority, body, options, eta,
+        expires, created, chord, status)."""
+        sql = INSERT
         if len(rows) == 1:  # a lone INSERT is its own atomic write transaction
             for attempt in range(LOCK_RETRIES):
                 try:
@@ -246,14 +253,14 @@ class Broker:
                 self.db.execute(f"{update}({seq_marks})", (*args, *seqs))
                 rows = self.db.execute(f"SELECT {CLAIM_COLUMNS} FROM task WHERE seq IN ({seq_marks})",
                                        seqs).fetchall()
-            rows.sort(key=lambda r: (-r[7], r[8]))
+            rows.sort(key=lambda r: (-r[8], r[9]))
             return rows
         return self._tx(run)
 
     def _settle(self, worker: str, outcomes: Sequence[Outcome], now: float) -> None:
         """Write outcomes, each only if this worker still holds that delivery (the fence)."""
         fence = "WHERE id = ? AND worker = ? AND attempts = ? AND status = 1"
-        for task_id, attempts, state, result, tb, eta, body in outcomes:
+        for task_id, attempts, state, result, tb, eta, body, chord, follow, failed in outcomes:
             key = (task_id, worker, attempts)
             if state is None:  # success with ignore_result: nothing to keep
                 self.db.execute(f"DELETE FROM task {fence}", key)
@@ -265,9 +272,38 @@ class Broker:
             elif state == "PENDING":  # put back: the delivery does not count
                 self.db.execute("UPDATE task SET status = 0, state = 'PENDING', worker = NULL,"
                                 f" attempts = attempts - 1 {fence}", key)
-            else:
-                self.db.execute("UPDATE task SET status = 2, state = ?, result = ?,"
-                                f" traceback = ?, finished = ? {fence}", (state, result, tb, now, *key))
+            elif self.db.execute("UPDATE task SET status = 2, state = ?, result = ?, traceback"
+                                 f" = ?, finished = ? {fence}", (state, result, tb, now, *key)).rowcount:
+                self.db.executemany(INSERT, follow)
+                self.db.executemany(
+                    "INSERT INTO task (id, name, queue, body, status, state, result, traceback,"
+                    " created, finished) VALUES (?, ?, '', '[]', 2, ?, ?, ?, ?, ?)",
+                    [(i, name, state, result, tb, now, now) for i, name in failed])
+                if chord:
+                    self._release_chord(chord, now)
+
+    def _release_chord(self, callback: str, now: float) -> None:
+        """The last member is done: queue the callback with their results, or fail it."""
+        members = self.db.execute("SELECT id, status, state, result FROM task WHERE chord = ?"
+                                  " ORDER BY seq", (callback,)).fetchall()
+        if any(status != DONE for _, status, _, _ in members):
+            return
+        failed = next((m for m in members if m[2] != "SUCCESS"), None)
+        if failed is not None:
+            info = json.loads(failed[3]) if failed[3] else {}
+            cause = f"{info.get('exc_type', failed[2])}{tuple(info.get('exc_message') or ())!r}"
+            error = json.dumps({"exc_type": "ChordError", "exc_module": "miniq.exceptions",
+                                "exc_message": [f"Dependency {failed[0]} raised {cause}"]})
+            self.db.execute("UPDATE task SET status = 2, state = 'FAILURE', result = ?,"
+                            " finished = ? WHERE id = ? AND status = 3", (error, now, callback))
+            return
+        row = self.db.execute("SELECT body FROM task WHERE id = ? AND status = 3",
+                              (callback,)).fetchone()
+        if row is not None:
+            args, kwargs = json.loads(row[0])
+            values = [json.loads(m[3]) if m[3] is not None else None for m in members]
+            self.db.execute("UPDATE task SET status = 0, body = ? WHERE id = ?",
+                            (json.dumps([[values, *args], kwargs]), callback))
 
     def settle(self, worker: str, outcomes: Sequence[Outcome]) -> None:
         if outcomes:

@@ -9,6 +9,7 @@ Everything miniq raises on purpose derives from ``MiniqError``::
      │    ├── NotRegistered (+KeyError)  no task of that name in the worker
      │    ├── MaxRetriesExceededError retry() with no retries left
      │    ├── TaskRevokedError        revoked, expired or terminated
+     │    ├── ChordError              a chord member failed, so its callback did
      │    └── WorkerLostError         the child running the task died
      ├── SoftTimeLimitExceeded       raised inside the task at its soft limit
      ├── TimeLimitExceeded           the manager killed the child at the hard limit
@@ -50,6 +51,10 @@ class TaskRevokedError(TaskError):
     """The task was revoked, expired before it ran, or was terminated."""
 
 
+class ChordError(TaskError):
+    """A member of a chord failed, so the callback fails too."""
+
+
 class WorkerLostError(TaskError):
     """The child process running the task exited before it reported back."""
 
@@ -73,6 +78,6 @@ class Retry(MiniqError):
 
 __all__ = [
     "MiniqError", "ImproperlyConfigured", "TaskError", "TimeoutError",
-    "NotRegistered", "MaxRetriesExceededError", "TaskRevokedError",
+    "NotRegistered", "MaxRetriesExceededError", "TaskRevokedError", "ChordError",
     "WorkerLostError", "SoftTimeLimitExceeded", "TimeLimitExceeded", "Retry",
 ]

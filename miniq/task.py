@@ -4,12 +4,12 @@ children, by eager mode and by tests alike.
 """
 import functools
 import json
+import os
 import random
 import signal
 import threading
 import time
 import traceback
-import uuid
 from datetime import datetime, timezone
 from typing import Any, NamedTuple, Optional, Sequence
 
@@ -32,6 +32,7 @@ class Message(NamedTuple):
     retries: int = 0
     attempts: int = 1
     options: Optional[str] = None  # JSON of per-call options
+    chord: Optional[str] = None    # the chord callback this task is a member of
 
 
 class Outcome(NamedTuple):
@@ -63,10 +64,20 @@ class Context:
         return getattr(self, key, default)
 
 
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+
+
+def new_id() -> str:
+    """A random (version 4) UUID string, three times cheaper than str(uuid.uuid4())."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+
+
 def encode_args(name: str, args: Any, kwargs: Any) -> str:
     """JSON of the call's arguments; what JSON cannot carry fails here, at the call."""
     try:
-        return json.dumps([list(args or ()), dict(kwargs or {})], separators=(",", ":"))
+        return _encode([list(args or ()), dict(kwargs or {})])
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{name}: arguments must be JSON serializable: {exc}") from None
 
@@ -153,7 +164,7 @@ class Task:
     def apply(self, args: Any = None, kwargs: Any = None, task_id: Optional[str] = None,
               **_options: Any) -> EagerResult:
         """Run now in this process, retries included, and return an EagerResult."""
-        message = Message(task_id or str(uuid.uuid4()), self.name, encode_args(self.name, args, kwargs))
+        message = Message(task_id or new_id(), self.name, encode_args(self.name, args, kwargs))
         outcome = execute(self.app, message, eager=True)
         while outcome.state == "RETRY":
             message = message._replace(retries=message.retries + 1, body=outcome.body or message.body)
@@ -167,6 +178,20 @@ class Task:
 
     def AsyncResult(self, task_id: str):
         return self.app.AsyncResult(task_id)
+
+    def s(self, *args: Any, **kwargs: Any):
+        """A signature: this call as a value, for chain, group and chord."""
+        from .canvas import Signature
+        return Signature(self, args, kwargs)
+
+    def si(self, *args: Any, **kwargs: Any):
+        """An immutable signature: a chain does not pass it the previous result."""
+        from .canvas import Signature
+        return Signature(self, args, kwargs, immutable=True)
+
+    def signature(self, args: Any = (), kwargs: Any = None, **options: Any):
+        from .canvas import Signature
+        return Signature(self, args or (), kwargs, options)
 
     # -- inside a running task ---------------------------------------------
 

@@ -25,6 +25,7 @@ from typing import Dict, List, Optional
 
 from . import result as results
 from .app import Miniq, load_app
+from .canvas import next_steps
 from .exceptions import (ImproperlyConfigured, MiniqError, TaskRevokedError,
                          TimeLimitExceeded, WorkerLostError)
 from .result import exception_from_json, exception_to_json
@@ -33,6 +34,7 @@ from .wake import drain, pid_alive
 
 log = logging.getLogger("miniq.worker")
 POLL = 0.05             # fallback poll of the database when no hint arrives
+TERMINATE_GRACE = 1.0   # revoke(terminate=True): SIGKILL if the signal did not end the task
 LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
 
 
@@ -47,8 +49,9 @@ def child_main(app_path: str, conn, loglevel: Optional[str], max_tasks: Optional
     """A child's whole life: import the app, then run messages until told to stop."""
     if hasattr(signal, "set_wakeup_fd"):
         signal.set_wakeup_fd(-1)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group: the manager decides
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # Ctrl-C and a group-wide SIGTERM (systemd's default) reach us too: the manager decides.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGQUIT, signal.SIG_DFL)
     if loglevel and not logging.getLogger().handlers:
         logging.basicConfig(level=loglevel.upper(), format=LOG_FORMAT)
@@ -253,7 +256,7 @@ class Worker:
         free = iter([c for c in self.children if c.message is None])
         now = time.time()
         for row in rows:
-            message, expires = Message(*row[:6]), row[6]
+            message, expires = Message(*row[:7]), row[7]
             if expires is not None and expires < now:
                 self._settle_row(message, "REVOKED", TaskRevokedError("expired"))
                 log.info("Task %s[%s] expired, not run", message.name, message.id)
@@ -298,8 +301,8 @@ class Worker:
     def _finish(self, child: Child, outcome: Outcome) -> None:
         message, runtime = child.message, time.monotonic() - child.started
         child.message = child.deadline = child.killed_for = None
-        self.outcomes.append((message.id, message.attempts, outcome.state, outcome.result,
-                              outcome.traceback, outcome.eta, outcome.body))
+        self._record(message, outcome.state, outcome.result, outcome.traceback,
+                     outcome.eta, outcome.body)
         if outcome.state == "FAILURE":
             log.error("Task %s[%s] raised unexpected: %r\n%s", message.name, message.id,
                       exception_from_json(json.loads(outcome.result)), outcome.traceback or "")
@@ -310,8 +313,16 @@ class Worker:
                      (outcome.result or "")[:200])
 
     def _settle_row(self, message: Message, state: str, exc: Optional[Exception] = None) -> None:
-        result = exception_to_json(exc) if exc is not None else None
-        self.outcomes.append((message.id, message.attempts, state, result, None, 0.0, None))
+        self._record(message, state, exception_to_json(exc) if exc is not None else None)
+
+    def _record(self, message: Message, state: Optional[str], result: Optional[str],
+                tb: Optional[str] = None, eta: float = 0.0, body: Optional[str] = None) -> None:
+        """Buffer an outcome for the next transaction, with a chain's next step if any."""
+        follow = failed = ()
+        if message.options and state in ("SUCCESS", "FAILURE", "REVOKED"):
+            follow, failed = next_steps(self.app, message.options, state, result)
+        self.outcomes.append((message.id, message.attempts, state, result, tb, eta, body,
+                              message.chord, follow, failed))
 
     def _reap(self, child: Child) -> None:
         """A child exited: account for its task, then start a new one in its place."""
@@ -356,16 +367,18 @@ class Worker:
     def _enforce_time_limits(self) -> None:
         now = time.monotonic()
         for child in list(self.children):
-            if child.deadline is not None and now >= child.deadline and child.killed_for is None:
+            if child.deadline is None or now < child.deadline:
+                continue
+            if child.killed_for is None:  # else it was revoked and ignored the signal
                 limit = child.deadline - child.started
                 child.killed_for = ("FAILURE", TimeLimitExceeded(
                     f"task {child.message.name}[{child.message.id}] exceeded its hard time limit"
                     f" of {limit:g}s"))
                 log.error("Hard time limit (%gs) exceeded for %s[%s]", limit,
                           child.message.name, child.message.id)
-                child.process.kill()
-                child.process.join(5)
-                self._reap(child)
+            child.process.kill()
+            child.process.join(5)
+            self._reap(child)
 
     # -- housekeeping ----------------------------------------------------------
 
@@ -378,6 +391,7 @@ class Worker:
                 if child.message is not None and child.message.id == task_id \
                         and child.killed_for is None:
                     child.killed_for = ("REVOKED", TaskRevokedError("terminated"))
+                    child.deadline = time.monotonic() + TERMINATE_GRACE  # then SIGKILL
                     os.kill(child.process.pid, signum)
         if beats % 5 == 0:
             self._db(self._recover)

@@ -1,0 +1,169 @@
+"""Workflows: a task call as a value (``task.s()``, ``si()``, ``set()``) and
+``chain``, ``group`` and ``chord`` built from signatures. The worker links
+the steps when it stores each result (``next_steps``), so none is lost.
+"""
+import json
+from typing import Any, Iterable, List, Optional, Sequence, Tuple
+
+from .result import AsyncResult, GroupResult
+from .task import new_id
+
+
+class Signature(dict):
+    """One task call as a value; a dict (as Celery's), so it travels as JSON."""
+
+    def __init__(self, task: Any, args: Sequence = (), kwargs: Optional[dict] = None,
+                 options: Optional[dict] = None, immutable: bool = False, app=None):
+        name = task if isinstance(task, str) else task.name
+        super().__init__(task=name, args=list(args), kwargs=dict(kwargs or {}),
+                         options=dict(options or {}), immutable=immutable)
+        self._app = app if app is not None else getattr(task, "app", None)
+
+    @property
+    def app(self):
+        from .app import default_app
+        return self._app or default_app()
+
+    @property
+    def name(self) -> str:
+        return self["task"]
+
+    @property
+    def id(self) -> Optional[str]:
+        return self["options"].get("task_id")
+
+    def set(self, **options: Any) -> "Signature":
+        """Set call options (queue, countdown, priority, ...) for when it is sent."""
+        self["options"].update(options)
+        return self
+
+    def clone(self, args: Sequence = (), kwargs: Optional[dict] = None, **options: Any) -> "Signature":
+        """A copy with more arguments: new args go first, as in Celery's partials."""
+        if self["immutable"]:
+            args, kwargs = (), None
+        return Signature(self["task"], (*args, *self["args"]), {**self["kwargs"], **(kwargs or {})},
+                         {**self["options"], **options}, self["immutable"], self._app)
+
+    def apply_async(self, args: Sequence = (), kwargs: Optional[dict] = None, **options: Any):
+        sig = self.clone(args, kwargs, **options)
+        task = sig.app.tasks.get(sig.name)
+        if task is not None:
+            return task.apply_async(sig["args"], sig["kwargs"], **sig["options"])
+        return sig.app.send_task(sig.name, sig["args"], sig["kwargs"], **sig["options"])
+
+    def delay(self, *args: Any, **kwargs: Any):
+        return self.apply_async(args, kwargs)
+
+    def __or__(self, other: "Signature") -> "chain":
+        return chain(self, other)
+
+    def __repr__(self) -> str:
+        args = ", ".join([*map(repr, self["args"]), *(f"{k}={v!r}" for k, v in self["kwargs"].items())])
+        return f"{self['task']}({args}){'!' if self['immutable'] else ''}"
+
+
+def signature(task: Any, args: Sequence = (), kwargs: Optional[dict] = None, **options: Any):
+    return Signature(task, args, kwargs, options)
+
+
+def _signatures(tasks: Tuple) -> List[Signature]:
+    if len(tasks) == 1 and not isinstance(tasks[0], dict):
+        tasks = tuple(tasks[0])  # one iterable of signatures
+    return [task if isinstance(task, Signature) else Signature(**task) for task in tasks]
+
+
+class chain:
+    """Run tasks one after another, each result passed as the next one's first argument."""
+
+    def __init__(self, *tasks: Any):
+        self.tasks = _signatures(tasks)
+
+    def apply_async(self, args: Sequence = (), kwargs: Optional[dict] = None, **options: Any):
+        steps = [s.clone(**{"task_id": s.id or new_id()}) for s in self.tasks]
+        app = steps[0].app
+        if app.conf.task_always_eager:
+            result = steps[0].apply_async(args, kwargs, **options)
+            for step in steps[1:]:
+                result = step.apply_async((result.get(),))
+            return result
+        first = steps[0].clone(args, kwargs, **options)
+        first.apply_async(chain=[dict(s) for s in steps[1:]] or None)
+        results = [AsyncResult(s.id, app) for s in steps]
+        for parent, child in zip(results, results[1:]):
+            child.parent = parent
+        return results[-1]
+
+    def delay(self, *args: Any, **kwargs: Any):
+        return self.apply_async(args, kwargs)
+
+    def __or__(self, other: Signature) -> "chain":
+        return chain(*self.tasks, other)
+
+
+class group:
+    """Run tasks in parallel; all messages are inserted in one transaction."""
+
+    def __init__(self, *tasks: Any):
+        self.tasks = _signatures(tasks)
+
+    def apply_async(self, args: Sequence = (), kwargs: Optional[dict] = None, **options: Any):
+        if not self.tasks:
+            return GroupResult(new_id(), [])
+        app = self.tasks[0].app
+        if app.conf.task_always_eager:
+            return GroupResult(new_id(),
+                               [s.apply_async(args, kwargs, **options) for s in self.tasks])
+        row = app.message_row
+        if not (args or kwargs or options):  # the common case, kept lean: one insert per task
+            rows = [row(s["task"], s["args"], s["kwargs"], **s["options"]) for s in self.tasks]
+        else:
+            rows = [row(s.name, (*args, *s["args"]), {**s["kwargs"], **(kwargs or {})},
+                        **{**s["options"], **options}) for s in self.tasks]
+        app.broker.enqueue(rows)
+        app.waker.notify()
+        return GroupResult(new_id(), [AsyncResult(row[0], app) for row in rows])
+
+    def delay(self, *args: Any, **kwargs: Any):
+        return self.apply_async(args, kwargs)
+
+
+class chord:
+    """A group, then a callback called with the list of the group's results."""
+
+    def __init__(self, header: Any, body: Optional[Signature] = None):
+        self.header = header if isinstance(header, group) else group(header)
+        self.body = body
+
+    def __call__(self, body: Optional[Signature] = None, **options: Any):
+        return self.apply_async(body=body, **options)
+
+    def apply_async(self, args: Sequence = (), kwargs: Optional[dict] = None,
+                    body: Optional[Signature] = None, **options: Any):
+        body = body or self.body
+        app = body.app
+        if app.conf.task_always_eager:
+            values = self.header.apply_async(args, kwargs, **options).get()
+            return body.apply_async((values,))
+        callback = app.message_row(body.name, body["args"], body["kwargs"], waiting=True,
+                                   **{**body["options"], "task_id": body.id})
+        rows = [app.message_row(s.name, (*args, *s["args"]), {**s["kwargs"], **(kwargs or {})},
+                                **{**s["options"], **options}, chord=callback[0])
+                for s in self.header.tasks]
+        app.broker.enqueue([callback, *rows])
+        app.waker.notify()
+        return AsyncResult(callback[0], app)
+
+
+def next_steps(app, options: Optional[str], state: str, result: Optional[str]):
+    """After a chain step ends: (rows to send next, (id, name) of steps that fail with it)."""
+    steps = json.loads(options).get("chain") if options else None
+    if not steps:
+        return (), ()
+    following = [Signature(**s) for s in steps]
+    if state == "SUCCESS":
+        first, rest = following[0], following[1:]
+        value = json.loads(result) if result is not None else None
+        step = first.clone((value,))
+        return [app.message_row(step.name, step["args"], step["kwargs"],
+                                chain=[dict(s) for s in rest] or None, **step["options"])], ()
+    return (), [(s.id, s.name) for s in following]
