@@ -58,6 +58,11 @@ CREATE TABLE IF NOT EXISTS worker (
     started     REAL NOT NULL,
     heartbeat   REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS beat (                -- one row per periodic run sent
+    entry TEXT NOT NULL,
+    slot  REAL NOT NULL,                         -- the run's scheduled time
+    PRIMARY KEY (entry, slot)
+) WITHOUT ROWID;
 """
 SCHEMA_VERSION = 1
 HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35)
@@ -361,6 +366,39 @@ class Broker:
                 f"UPDATE task SET status = 0, state = 'PENDING', worker = NULL WHERE {lost}",
                 (now, *dead)).rowcount
         return self._tx(run)
+
+    def claim_beat_slot(self, entry: str, slot: float) -> bool:
+        """True for the one caller, among any number of beats, that may send this run."""
+        def run():
+            self.db.execute("DELETE FROM beat WHERE entry = ? AND slot < ?", (entry, slot - 86400))
+            return self.db.execute("INSERT OR IGNORE INTO beat VALUES (?, ?)",
+                                   (entry, slot)).rowcount == 1
+        return self._tx(run)
+
+    # -- inspection and control ----------------------------------------------
+
+    def purge(self, queues: Optional[Sequence[str]] = None) -> int:
+        """Delete queued (not running, not finished) tasks; all queues if none given."""
+        where, args = "status = 0", ()
+        if queues:
+            where += f" AND queue IN ({','.join('?' * len(queues))})"
+            args = tuple(queues)
+        return self._tx(lambda: self.db.execute(f"DELETE FROM task WHERE {where}", args).rowcount)
+
+    def counts(self) -> List[tuple]:
+        """(queue, state, count) for every queue and state present."""
+        return self.db.execute("SELECT queue, state, COUNT(*) FROM task"
+                               " GROUP BY queue, state ORDER BY queue, state").fetchall()
+
+    def active(self) -> List[tuple]:
+        """(id, name, worker, started, state, body) of running tasks, oldest first."""
+        return self.db.execute("SELECT id, name, worker, started, state, body FROM task"
+                               " WHERE status = 1 ORDER BY started").fetchall()
+
+    def scheduled(self) -> List[tuple]:
+        """(id, name, queue, eta, body) of queued tasks not yet due, soonest first."""
+        return self.db.execute("SELECT id, name, queue, eta, body FROM task WHERE status = 0"
+                               " AND eta > ? ORDER BY eta", (self.clock(),)).fetchall()
 
     def sweep(self, before: float, limit: int = 1000) -> int:
         """Delete up to limit results finished before the given time."""

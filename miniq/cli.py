@@ -1,13 +1,16 @@
 """``python -m miniq``: parse the arguments, load the ``-A`` app, call the
-library. Nothing else lives here, so every command is a function to test.
+library, print. No supervision or SQL lives here, so every command is a
+function to test in-process or as a subprocess.
 """
 import argparse
+import json
 import logging
 import os
 import sys
-from typing import List, Optional
+import time
+from typing import Any, List, Optional
 
-from .app import load_app
+from .app import Miniq, load_app
 from .exceptions import ImproperlyConfigured
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -17,15 +20,40 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-A", "--app", default=argparse.SUPPRESS,
                         help="the app: module, module:attribute or module.attribute")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="print JSON for scripts instead of text for people")
     parser = argparse.ArgumentParser(prog="miniq", parents=[common],
                                      description="A task queue for one machine, on one SQLite file.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
-    worker = commands.add_parser("worker", parents=[common], help="start a worker")
+
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, parents=[common], help=text, description=text)
+
+    worker = command("worker", "start a worker")
     worker.add_argument("-c", "--concurrency", type=int, help="child processes (default: CPUs)")
     worker.add_argument("-Q", "--queues", help="comma-separated queues to serve")
     worker.add_argument("-l", "--loglevel", type=str.upper, choices=LEVELS, default="WARNING")
     worker.add_argument("--start-method", choices=("fork", "forkserver", "spawn"))
+    worker.add_argument("-B", "--beat", action="store_true", help="also send periodic tasks")
+    beat = command("beat", "send the periodic tasks of app.conf.beat_schedule")
+    beat.add_argument("-l", "--loglevel", type=str.upper, choices=LEVELS, default="INFO")
+    command("status", "list live workers")
+    inspect = command("inspect", "show running tasks, future tasks, or counts")
+    inspect.add_argument("what", choices=("active", "scheduled", "stats"))
+    purge = command("purge", "delete queued tasks")
+    purge.add_argument("-Q", "--queues", help="only these comma-separated queues")
+    purge.add_argument("-f", "--force", action="store_true", help="do not ask")
+    result = command("result", "show a task's state and result")
+    result.add_argument("task_id")
+    result.add_argument("--wait", action="store_true", help="wait until it is done")
+    result.add_argument("--timeout", type=float, help="with --wait: give up after seconds")
+    call = command("call", "send a task by name and print its id")
+    call.add_argument("name")
+    call.add_argument("--args", default="[]", help="JSON list of positional arguments")
+    call.add_argument("--kwargs", default="{}", help="JSON object of keyword arguments")
+    call.add_argument("--queue")
+    call.add_argument("--countdown", type=float)
     return parser
 
 
@@ -38,13 +66,137 @@ def main(argv: Optional[List[str]] = None) -> int:
         sys.path.insert(0, os.getcwd())
     try:
         app = load_app(args.app)
-        if args.command == "worker":
-            from .worker import LOG_FORMAT, Worker
-            logging.basicConfig(level=args.loglevel, format=LOG_FORMAT)
-            queues = args.queues.split(",") if args.queues else None
-            return Worker(app, args.app, args.concurrency, queues, args.start_method,
-                          args.loglevel).run()
+        return COMMANDS[args.command](app, args)
     except ImproperlyConfigured as exc:
         print(f"miniq: error: {exc}", file=sys.stderr)
         return 2
+
+
+def worker(app: Miniq, args: argparse.Namespace) -> int:
+    from .worker import LOG_FORMAT, Worker
+    logging.basicConfig(level=args.loglevel, format=LOG_FORMAT)
+    queues = args.queues.split(",") if args.queues else None
+    return Worker(app, args.app, args.concurrency, queues, args.start_method,
+                  args.loglevel, beat=args.beat).run()
+
+
+def beat(app: Miniq, args: argparse.Namespace) -> int:
+    from .beat import Beat
+    from .worker import LOG_FORMAT
+    logging.basicConfig(level=args.loglevel, format=LOG_FORMAT)
+    try:
+        Beat(app).run()
+    except KeyboardInterrupt:
+        pass
     return 0
+
+
+def status(app: Miniq, args: argparse.Namespace) -> int:
+    now = time.time()
+    workers = [dict(zip(("id", "host", "pid", "concurrency", "queues", "started", "heartbeat"), w))
+               for w in app.broker.workers()]
+    if _emit(args, workers):
+        return 0 if workers else 1
+    for w in workers:
+        print(f"{w['id'][:8]}@{w['host']}: pid {w['pid']}, -c {w['concurrency']}, "
+              f"queues {w['queues']}, heartbeat {now - w['heartbeat']:.1f}s ago")
+    print(f"{len(workers)} worker{'' if len(workers) == 1 else 's'} online.")
+    return 0 if workers else 1
+
+
+def inspect(app: Miniq, args: argparse.Namespace) -> int:
+    now = time.time()
+    if args.what == "stats":
+        rows = [{"queue": q, "state": s, "count": n} for q, s, n in app.broker.counts()]
+        if not _emit(args, rows):
+            for row in rows or [{"queue": "-", "state": "(no tasks)", "count": 0}]:
+                print(f"{row['queue']:<20} {row['state']:<12} {row['count']:>8}")
+    elif args.what == "active":
+        rows = [{"id": i, "name": n, "worker": w, "runtime": now - (s or now), "state": st,
+                 **_call_of(b)} for i, n, w, s, st, b in app.broker.active()]
+        if not _emit(args, rows):
+            for r in rows:
+                print(f"{r['name']}[{r['id']}] {r['state']} for {r['runtime']:.1f}s "
+                      f"on {str(r['worker'])[:8]} args={r['args']} kwargs={r['kwargs']}")
+            print(f"{len(rows)} running.")
+    else:
+        rows = [{"id": i, "name": n, "queue": q, "eta": e, **_call_of(b)}
+                for i, n, q, e, b in app.broker.scheduled()]
+        if not _emit(args, rows):
+            for r in rows:
+                print(f"{r['name']}[{r['id']}] on {r['queue']} in {r['eta'] - now:.1f}s "
+                      f"args={r['args']} kwargs={r['kwargs']}")
+            print(f"{len(rows)} scheduled.")
+    return 0
+
+
+def purge(app: Miniq, args: argparse.Namespace) -> int:
+    queues = args.queues.split(",") if args.queues else None
+    if not args.force:
+        where = ", ".join(queues) if queues else "all queues"
+        answer = input(f"Delete every queued task of {where}? There is no undo. [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("Nothing purged.")
+            return 1
+    count = app.broker.purge(queues)
+    if not _emit(args, {"purged": count}):
+        print(f"Purged {count} message{'' if count == 1 else 's'}.")
+    return 0
+
+
+def result(app: Miniq, args: argparse.Namespace) -> int:
+    res = app.AsyncResult(args.task_id)
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    while args.wait and not res.ready():
+        info = res.info if res.state not in ("PENDING", "STARTED") else None
+        if isinstance(info, dict) and {"current", "total"} <= info.keys() and sys.stderr.isatty():
+            done = int(30 * info["current"] / max(1, info["total"]))
+            print(f"\r[{'#' * done}{'.' * (30 - done)}] {info['current']}/{info['total']}",
+                  end="", file=sys.stderr, flush=True)
+        if deadline is not None and time.monotonic() > deadline:
+            print(f"\nminiq: error: task {args.task_id} not done after {args.timeout}s",
+                  file=sys.stderr)
+            return 1
+        time.sleep(0.1)
+    state, info = res.state, res.info
+    value = info if not isinstance(info, BaseException) else f"{type(info).__name__}: {info}"
+    if not _emit(args, {"id": res.id, "state": state, "result": value}):
+        print(state)
+        if value is not None:
+            print(value if isinstance(value, str) else json.dumps(value))
+        if res.traceback and state == "FAILURE":
+            print(res.traceback, file=sys.stderr)
+    return 0 if state in ("SUCCESS", "PENDING", "STARTED") or not res.ready() else 1
+
+
+def call(app: Miniq, args: argparse.Namespace) -> int:
+    try:
+        call_args, call_kwargs = json.loads(args.args), json.loads(args.kwargs)
+    except ValueError as exc:
+        print(f"miniq: error: --args and --kwargs must be JSON: {exc}", file=sys.stderr)
+        return 2
+    sent = app.send_task(args.name, call_args, call_kwargs, queue=args.queue,
+                         countdown=args.countdown)
+    if not _emit(args, {"id": sent.id}):
+        print(sent.id)
+    return 0
+
+
+def _call_of(body: str) -> dict:
+    try:
+        call_args, call_kwargs = json.loads(body)
+    except (ValueError, TypeError):
+        return {"args": "(corrupt message)", "kwargs": {}}
+    return {"args": call_args, "kwargs": call_kwargs}
+
+
+def _emit(args: argparse.Namespace, data: Any) -> bool:
+    """Print data as JSON when --json was given; say whether it did."""
+    if getattr(args, "json", False):
+        print(json.dumps(data, indent=2, default=str))
+        return True
+    return False
+
+
+COMMANDS = {"worker": worker, "beat": beat, "status": status, "inspect": inspect,
+            "purge": purge, "result": result, "call": call}

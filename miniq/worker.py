@@ -96,7 +96,7 @@ class Worker:
 
     def __init__(self, app: Miniq, app_path: str, concurrency: Optional[int] = None,
                  queues: Optional[List[str]] = None, start_method: Optional[str] = None,
-                 loglevel: Optional[str] = None):
+                 loglevel: Optional[str] = None, beat: bool = False):
         conf = app.conf
         self.app, self.app_path, self.loglevel = app, app_path, loglevel
         self.concurrency = concurrency or conf.worker_concurrency or os.cpu_count() or 1
@@ -115,6 +115,11 @@ class Worker:
         self.idle_deaths = 0
         self.db_error: Optional[str] = None
         self.db_retry_at = self.db_delay = 0.0
+        self.beat = None
+        if beat:  # -B: periodic tasks from this loop; the database keeps each run unique
+            from .beat import Beat
+            self.beat = Beat(app)
+        self.beat_due = 0.0
 
     # -- life cycle --------------------------------------------------------
 
@@ -204,6 +209,9 @@ class Worker:
             idle = 0 if self.warm else sum(1 for c in self.children if c.message is None)
             if next_due is not None and now >= next_due:
                 want, next_due = True, None
+            if self.beat is not None and now >= self.beat_due:
+                wait_s = self._db(self.beat.tick)
+                self.beat_due = now + (1.0 if wait_s is None else max(0.01, wait_s))
             if (self.outcomes or (want and idle)) and now >= self.db_retry_at:
                 rows = self._exchange(idle if want else 0)
                 if rows is not None:
@@ -214,6 +222,8 @@ class Worker:
             timeout = min(POLL if idle else 1.0, max(0.0, next_beat - now))
             if next_due is not None:
                 timeout = min(timeout, max(0.0, next_due - now))
+            if self.beat is not None:
+                timeout = min(timeout, max(0.0, self.beat_due - now))
             deadlines = [c.deadline for c in busy if c.deadline is not None]
             if deadlines:
                 timeout = max(0.0, min(timeout, min(deadlines) - time.monotonic()))
