@@ -274,9 +274,9 @@ class Broker:
                     "UPDATE task SET status = 0, state = 'RETRY', retries = retries + 1,"
                     " attempts = 0, worker = NULL, eta = ?, result = ?, traceback = ?,"
                     f" body = COALESCE(?, body) {fence}", (eta, result, tb, body, *key))
-            elif state == "PENDING":  # put back: the delivery does not count
-                self.db.execute("UPDATE task SET status = 0, state = 'PENDING', worker = NULL,"
-                                f" attempts = attempts - 1 {fence}", key)
+            elif state == "PENDING":  # put back; the delivery still counts towards the cap
+                self.db.execute(f"UPDATE task SET status = 0, state = 'PENDING', worker = NULL {fence}",
+                                key)
             elif self.db.execute("UPDATE task SET status = 2, state = ?, result = ?, traceback"
                                  f" = ?, finished = ? {fence}", (state, result, tb, now, *key)).rowcount:
                 self.db.executemany(INSERT, follow)

@@ -74,7 +74,10 @@ def child_main(app_path: str, conn, loglevel: Optional[str], max_tasks: Optional
         done += 1
         retire = bool((max_tasks and done >= max_tasks)
                       or (max_memory_kib and _rss_kib() > max_memory_kib))
-        conn.send((outcome._replace(exc=None), retire))
+        try:
+            conn.send((outcome._replace(exc=None), retire))
+        except OSError:
+            return  # the manager died meanwhile; recovery will run the task again
         if retire:
             return
 
