@@ -86,9 +86,16 @@ def path_from_url(url: str) -> str:
     return url[len(prefix):]
 
 
-def _locked(exc: Exception) -> bool:
-    text = str(exc)
-    return "locked" in text or "busy" in text
+def _retrying(fn: Callable):
+    """Call fn(), retrying with growing jitter while SQLite reports the file locked."""
+    for attempt in range(LOCK_RETRIES):
+        try:
+            return fn()
+        except sqlite3.OperationalError as exc:
+            text = str(exc)
+            if ("locked" not in text and "busy" not in text) or attempt == LOCK_RETRIES - 1:
+                raise
+            time.sleep(random.uniform(0.005, 0.02) * (attempt + 1))
 
 
 class Broker:
@@ -126,7 +133,7 @@ class Broker:
         try:
             db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
             db.execute("PRAGMA busy_timeout = 10000")
-            mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = _retrying(lambda: db.execute("PRAGMA journal_mode = WAL").fetchone()[0])
             if mode.lower() != "wal":
                 raise ImproperlyConfigured(
                     f"database {self.path} could not use WAL journal mode (got {mode!r}); "
@@ -141,22 +148,15 @@ class Broker:
 
     def _with(self, db: sqlite3.Connection, fn: Callable):
         """Run fn() in one BEGIN IMMEDIATE transaction, retrying while the file is locked."""
-        for attempt in range(LOCK_RETRIES):
-            try:
-                db.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                if not _locked(exc) or attempt == LOCK_RETRIES - 1:
-                    raise
-                time.sleep(random.uniform(0.005, 0.02) * (attempt + 1))
-                continue
-            try:
-                out = fn()
-                db.execute("COMMIT")
-                return out
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
+        _retrying(lambda: db.execute("BEGIN IMMEDIATE"))
+        try:
+            out = fn()
+            db.execute("COMMIT")
+            return out
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
 
     def _tx(self, fn: Callable):
         return self._with(self.db, fn)
@@ -172,17 +172,10 @@ class Broker:
     def enqueue(self, rows: Sequence[tuple]) -> None:
         """Insert messages, all or none: (id, name, queue, priority, body, options, eta,
         expires, created, chord, status)."""
-        sql = INSERT
         if len(rows) == 1:  # a lone INSERT is its own atomic write transaction
-            for attempt in range(LOCK_RETRIES):
-                try:
-                    self.db.execute(sql, rows[0])
-                    return
-                except sqlite3.OperationalError as exc:
-                    if not _locked(exc) or attempt == LOCK_RETRIES - 1:
-                        raise
-                    time.sleep(random.uniform(0.005, 0.02) * (attempt + 1))
-        self._tx(lambda: self.db.executemany(sql, rows))
+            _retrying(lambda: self.db.execute(INSERT, rows[0]))
+        else:
+            self._tx(lambda: self.db.executemany(INSERT, rows))
 
     def state(self, task_id: str) -> Optional[tuple]:
         """(status, state, result, traceback, name) of one task, or None if unknown."""
