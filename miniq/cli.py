@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from typing import Any, List, Optional
@@ -84,6 +85,7 @@ def beat(app: Miniq, args: argparse.Namespace) -> int:
     from .beat import Beat
     from .worker import LOG_FORMAT
     logging.basicConfig(level=args.loglevel, format=LOG_FORMAT)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop as on Ctrl-C
     try:
         Beat(app).run()
     except KeyboardInterrupt:
