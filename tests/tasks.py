@@ -1,5 +1,6 @@
 """Tasks the tests send; worker children import this module as the app (-A tests.tasks)."""
 import os
+import signal
 import time
 
 from miniq import Miniq
@@ -47,6 +48,11 @@ def exit_now(code=3):
 def segfault():
     import ctypes
     ctypes.string_at(0)
+
+
+@app.task
+def kill_self():
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 @app.task(time_limit=1)
