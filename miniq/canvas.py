@@ -63,6 +63,7 @@ class Signature(dict):
 
 
 def signature(task: Any, args: Sequence = (), kwargs: Optional[dict] = None, **options: Any):
+    """A signature by task or name: ``signature("proj.add", (1, 2), countdown=5)``."""
     return Signature(task, args, kwargs, options)
 
 
