@@ -1,4 +1,5 @@
 """Tasks the tests send; worker children import this module as the app (-A tests.tasks)."""
+import json
 import os
 import signal
 import time
@@ -7,6 +8,8 @@ from miniq import Miniq
 from miniq.exceptions import SoftTimeLimitExceeded
 
 app = Miniq("tests")  # broker: MINIQ_BROKER_URL, set per test by the fixtures
+app.conf.update(json.loads(os.environ.get("MINIQ_TEST_CONF", "{}")))  # per-worker tuning
+_hoard = []
 
 
 class CustomError(Exception):
@@ -143,3 +146,42 @@ def record_slow(path, token, seconds=0.2):
 @app.task
 def echo(value):
     return value
+
+
+@app.task
+def now():
+    return time.time()
+
+
+@app.task(acks_late=True, reject_on_worker_lost=True)
+def die_once(marker):
+    """Kills its child on the first delivery only."""
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(1)
+    return "second delivery"
+
+
+@app.task(bind=True, default_retry_delay=0.05)
+def retry_twice(self, first_delay=1.0):
+    if self.request.retries < 2:
+        raise self.retry(countdown=first_delay if self.request.retries == 0 else 0.05)
+    return self.request.retries
+
+
+@app.task(bind=True, max_retries=1)
+def retry_forever(self, with_exc=False):
+    raise self.retry(exc=KeyError("original") if with_exc else None, countdown=0.05)
+
+
+@app.task(autoretry_for=(ValueError,), max_retries=2, default_retry_delay=0.05)
+def autoretry(path):
+    with open(path, "a") as f:
+        f.write("run\n")
+    raise ValueError("always")
+
+
+@app.task
+def hog(megabytes=60):
+    _hoard.append(bytearray(megabytes * 1024 * 1024))
+    return os.getpid()
