@@ -38,6 +38,7 @@ def noop(x=None):
 @app.task
 def sleep1():
     time.sleep(1)
+    return 1  # a value: Huey stores no None results
 def send(i): return noop.delay(i)
 def batch(n): return list(group(noop.s(i) for i in range(n)).apply_async())
 def slow(): return sleep1.delay()
@@ -56,6 +57,7 @@ def noop(x=None):
 @app.task
 def sleep1():
     time.sleep(1)
+    return 1  # a value: Huey stores no None results
 def send(i): return noop.delay(i)
 def batch(n): return list(group(noop.s(i) for i in range(n)).apply_async().results)
 def slow(): return sleep1.delay()
@@ -74,6 +76,7 @@ def noop(x=None):
 @huey.task()
 def sleep1():
     time.sleep(1)
+    return 1  # a value: Huey stores no None results
 def send(i): return noop(i)
 batch = None  # Huey has no batch enqueue
 def slow(): return sleep1()
