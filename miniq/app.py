@@ -170,6 +170,10 @@ class Miniq:
             if isinstance(expires, timedelta):
                 expires = expires.total_seconds()
             expires = now + expires if isinstance(expires, (int, float)) else to_timestamp(expires)
+        soft = soft_time_limit if soft_time_limit is not None else task and task.soft_time_limit
+        hard = time_limit if time_limit is not None else task and task.time_limit
+        if soft and hard and soft > hard:  # as Celery: refused at the call
+            raise ValueError("soft_time_limit must be less than or equal to time_limit")
         options = None
         if soft_time_limit is not None or time_limit is not None or chain:
             options = json.dumps({"soft_time_limit": soft_time_limit, "time_limit": time_limit,

@@ -1,0 +1,90 @@
+"""When periodic tasks are due: fixed intervals and ``crontab``, in Celery's
+names and string syntax. Sending them is beat.py's job, not this module's.
+"""
+from datetime import datetime, timedelta, tzinfo
+from typing import Iterator, Optional, Set, Union
+
+DAY_NAMES = {d: i for i, d in enumerate(("sun", "mon", "tue", "wed", "thu", "fri", "sat"))}
+MONTH_NAMES = {m: i + 1 for i, m in enumerate(
+    ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"))}
+
+
+class schedule:
+    """Every ``run_every`` seconds (or timedelta), at multiples of it since the epoch,
+    so that every beat on the same file computes the same run times."""
+
+    def __init__(self, run_every: Union[float, timedelta]):
+        seconds = run_every.total_seconds() if isinstance(run_every, timedelta) else run_every
+        if not seconds or seconds <= 0:
+            raise ValueError(f"schedule: run_every must be positive, not {run_every!r}")
+        self.seconds = float(seconds)
+
+    def next_after(self, t: float, tz: Optional[tzinfo] = None) -> float:
+        return (t // self.seconds + 1) * self.seconds
+
+    def last_at_or_before(self, t: float, tz: Optional[tzinfo] = None) -> float:
+        return t // self.seconds * self.seconds
+
+    def __repr__(self) -> str:
+        return f"<schedule: every {self.seconds:g}s>"
+
+
+def _parse(value, low: int, high: int, field: str, names: Optional[dict] = None) -> Set[int]:
+    """Celery's syntax: ``*``, ``*/15``, ``1-5``, ``1,3``, ``1-10/2``, names; or ints."""
+    if isinstance(value, int):
+        value = str(value)
+    if not isinstance(value, str):
+        return set().union(*(_parse(v, low, high, field, names) for v in value))
+    result: Set[int] = set()
+    for part in value.lower().replace(" ", "").split(","):
+        span, _, step = part.partition("/")
+        if span == "*":
+            first, last = low, high
+        else:
+            ends = [names[e] if names and e in names else e for e in span.split("-", 1)]
+            try:
+                first, last = int(ends[0]), int(ends[-1])
+            except ValueError:
+                raise ValueError(f"crontab {field}: cannot read {part!r}") from None
+        for n in (first, last):
+            if not low <= n <= high:
+                raise ValueError(f"crontab {field}: {n} is out of range {low}-{high}")
+        result.update(range(first, last + 1, int(step) if step else 1))
+    return result
+
+
+class crontab:
+    """Run at matching minutes, in ``app.conf.timezone``. As in Celery, a day must match
+    day_of_month AND day_of_week (plain cron takes either); 0 and 7 are Sunday."""
+
+    def __init__(self, minute="*", hour="*", day_of_week="*", day_of_month="*",
+                 month_of_year="*"):
+        self.spec = (minute, hour, day_of_week, day_of_month, month_of_year)
+        self.minutes = sorted(_parse(minute, 0, 59, "minute"))
+        self.hours = sorted(_parse(hour, 0, 23, "hour"))
+        self.weekdays = {d % 7 for d in _parse(day_of_week, 0, 7, "day_of_week", DAY_NAMES)}
+        self.days = _parse(day_of_month, 1, 31, "day_of_month")
+        self.months = _parse(month_of_year, 1, 12, "month_of_year", MONTH_NAMES)
+
+    def _times(self, t: float, tz: tzinfo, step: int) -> Iterator[float]:
+        """Due times from t's day on, forward (step 1) or backward (-1), over ~5 years.
+
+        Wall times become instants with zoneinfo's fold=0: a time skipped by a DST
+        change runs at the shifted instant, a repeated one runs once."""
+        day = datetime.fromtimestamp(t, tz).replace(hour=0, minute=0, second=0, microsecond=0)
+        for _ in range(5 * 366):
+            if (day.month in self.months and day.day in self.days
+                    and (day.weekday() + 1) % 7 in self.weekdays):
+                for hour in self.hours[::step]:
+                    for minute in self.minutes[::step]:
+                        yield day.replace(hour=hour, minute=minute, tzinfo=tz).timestamp()
+            day = (day + timedelta(days=step)).replace(hour=0, tzinfo=None)
+
+    def next_after(self, t: float, tz: tzinfo) -> float:
+        return next(s for s in self._times(t, tz, 1) if s > t)
+
+    def last_at_or_before(self, t: float, tz: tzinfo) -> Optional[float]:
+        return next((s for s in self._times(t, tz, -1) if s <= t), None)
+
+    def __repr__(self) -> str:
+        return "<crontab: {} {} {} {} {} (m/h/dow/dom/moy)>".format(*self.spec)

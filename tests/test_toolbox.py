@@ -1,0 +1,191 @@
+"""The Celery user's toolbox (issue 5): periodic tasks, workflows, queues and
+priority, and the inspection commands, against real workers."""
+import json
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from miniq import ChordError, chain, chord, group
+from miniq.beat import Beat
+from miniq.schedules import crontab, schedule
+from tests import tasks
+from tests.conftest import ROOT, run_cli, wait_for
+
+BERLIN = pytest.importorskip("zoneinfo").ZoneInfo("Europe/Berlin")
+
+
+def at(*fields, tz=timezone.utc):
+    return datetime(*fields, tzinfo=tz).timestamp()
+
+
+# schedules -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("spec, now, expected", [
+    (dict(minute="*/15"), at(2026, 11, 25, 10, 7), at(2026, 11, 25, 10, 15)),
+    (dict(minute=0, hour=9, day_of_week="mon-fri"), at(2026, 11, 27, 10), at(2026, 11, 30, 9)),
+    (dict(minute=0, hour=0, day_of_month=1), at(2026, 2, 28, 12), at(2026, 3, 1)),
+    (dict(minute="0-10/5", hour="1,3"), at(2026, 1, 1, 1, 10), at(2026, 1, 1, 3, 0)),
+    (dict(minute=0, hour=0, month_of_year="feb", day_of_week="sun"), at(2026, 1, 1), at(2026, 2, 1)),
+])
+def test_crontab_next_run(spec, now, expected):
+    assert crontab(**spec).next_after(now, timezone.utc) == expected
+
+
+def test_crontab_across_a_dst_change_runs_once_per_day():
+    daily = crontab(minute=30, hour=2)  # 02:30 does not exist in Berlin on 2026-03-29
+    first = daily.next_after(at(2026, 3, 28, 12, tz=BERLIN), BERLIN)
+    assert datetime.fromtimestamp(first, BERLIN).hour == 3  # the shifted instant
+    assert daily.next_after(first, BERLIN) == at(2026, 3, 30, 2, 30, tz=BERLIN)
+
+
+@pytest.mark.parametrize("spec, message", [(dict(minute=61), "out of range 0-59"),
+                                           (dict(day_of_week="funday"), "cannot read")])
+def test_crontab_rejects_bad_fields_clearly(spec, message):
+    with pytest.raises(ValueError, match=message):
+        crontab(**spec)
+
+
+def test_interval_slots_agree_across_processes():
+    every = schedule(timedelta(seconds=30))
+    assert every.next_after(95.0) == 120.0 and every.last_at_or_before(95.0) == 90.0
+
+
+# beat -------------------------------------------------------------------------------------------
+
+def beat_on(app, monkeypatch, clock, entries):
+    monkeypatch.setitem(app.conf, "beat_schedule", entries)
+    return Beat(app, clock=lambda: clock[0])
+
+
+def test_two_beats_send_each_run_once_and_a_missed_run_once(app, monkeypatch):
+    clock = [1000.0]
+    entry = {"every10": {"task": "tests.tasks.add", "schedule": 10.0, "args": (1, 2),
+                         "options": {"queue": "beat"}}}
+    first, second = beat_on(app, monkeypatch, clock, entry), beat_on(app, monkeypatch, clock, entry)
+    for _ in range(3):
+        first.tick(), second.tick()
+        clock[0] += 10
+    clock[0] += 1000  # nothing ran for 100 periods: one run on start, not a hundred
+    assert beat_on(app, monkeypatch, clock, entry).tick() == pytest.approx(10.0)
+    rows = app.broker.db.execute("SELECT name, queue, body FROM task").fetchall()
+    assert rows == [("tests.tasks.add", "beat", "[[1,2],{}]")] * 4
+
+
+def test_workers_with_dash_b_share_one_schedule(app, start_worker, tmp_path):
+    record = tmp_path / "beats"
+    conf = {"MINIQ_TEST_CONF": json.dumps({"beat_schedule": {"tick": {
+        "task": "tests.tasks.record", "schedule": 0.5, "args": [str(record), "tick"]}}})}
+    start_worker("-c", "1", "-B", env=conf), start_worker("-c", "1", "-B", env=conf)
+    wait_for(lambda: record.exists() and len(record.read_text().split()) >= 10, timeout=30,
+             message="five periodic runs")
+    slots = app.broker.db.execute("SELECT COUNT(*) FROM beat WHERE entry = 'tick'").fetchone()[0]
+    sent = app.broker.db.execute("SELECT COUNT(*) FROM task").fetchone()[0]
+    assert sent == slots  # every slot sent once, whichever worker won it
+
+
+# workflows --------------------------------------------------------------------------------------
+
+def test_chain_passes_results_and_links_parents(app, start_worker):
+    start_worker("-c", "2")
+    result = chain(tasks.add.s(1, 2), tasks.add.s(10), tasks.add.si(5, 5)).apply_async()
+    assert result.get(timeout=20) == 10 and result.parent.get(timeout=20) == 13
+    assert (tasks.add.s(1, 1) | tasks.add.s(5)).delay().get(timeout=20) == 7
+
+
+def test_a_failing_step_fails_the_rest_of_the_chain(app, start_worker):
+    start_worker("-c", "2")
+    result = chain(tasks.add.s(1, 2), tasks.fail.si("midway"), tasks.add.s(100)).apply_async()
+    with pytest.raises(ValueError, match="midway"):
+        result.get(timeout=20)
+
+
+def test_group_inserts_all_or_nothing_and_collects_results(app, start_worker):
+    with pytest.raises(TypeError):
+        group(tasks.echo.s(1), tasks.echo.s({2})).apply_async()
+    assert app.broker.db.execute("SELECT COUNT(*) FROM task").fetchone()[0] == 0
+    results = group(tasks.add.s(i, i) for i in range(10)).apply_async()
+    start_worker("-c", "2")
+    assert results.get(timeout=20) == [2 * i for i in range(10)]
+    assert results.ready() and results.successful() and results.completed_count() == 10
+
+
+def test_chord_waits_then_calls_back_with_all_results(app, start_worker):
+    callback = chord([tasks.add.s(i, 1) for i in range(5)])(tasks.echo.s())
+    assert app.broker.db.execute("SELECT status FROM task WHERE id = ?",
+                                 (callback.id,)).fetchone() == (3,)  # waiting, not queued
+    start_worker("-c", "2")
+    assert callback.get(timeout=20) == [1, 2, 3, 4, 5]
+
+
+def test_chord_with_a_failed_member_fails_its_callback(app, start_worker):
+    start_worker("-c", "2")
+    callback = chord([tasks.add.s(1, 1), tasks.fail.si("member")], tasks.echo.s()).apply_async()
+    with pytest.raises(ChordError, match="ValueError"):
+        callback.get(timeout=20)
+
+
+# queues and priority ----------------------------------------------------------------------------
+
+def test_a_worker_serves_only_its_queues(app, start_worker, monkeypatch):
+    monkeypatch.setitem(app.conf, "task_routes", {"tests.tasks.mul*": {"queue": "never"},
+                                                  "tests.tasks.echo": {"queue": "b"}})
+    app._routes.clear()
+    on_a = tasks.add.apply_async((1, 1), queue="a")
+    routed = tasks.echo.delay("routed")
+    start_worker("-c", "1", "-Q", "a")
+    assert on_a.get(timeout=20) == 2
+    assert routed.state == "PENDING"
+    assert app.broker.db.execute("SELECT queue FROM task WHERE id = ?", (routed.id,)).fetchone() == ("b",)
+    start_worker("-c", "1", "-Q", "b")
+    assert routed.get(timeout=20) == "routed"
+    app._routes.clear()
+
+
+def test_higher_priority_first_fifo_among_equals(app, start_worker, tmp_path):
+    record = tmp_path / "order"
+    for token, priority in [("low1", 0), ("high1", 9), ("low2", 0), ("high2", 9), ("mid", 5)]:
+        tasks.record.apply_async((str(record), token), priority=priority)
+    start_worker("-c", "1")
+    wait_for(lambda: record.exists() and len(record.read_text().split()) == 10, message="5 runs")
+    assert record.read_text().split()[0::2] == ["high1", "high2", "mid", "low1", "low2"]
+
+
+# the inspection commands ------------------------------------------------------------------------
+
+def cli(broker_url, *args, **kw):
+    return run_cli("-A", "tests.tasks", *args, env={"MINIQ_BROKER_URL": broker_url}, **kw)
+
+
+def test_status_and_inspect(app, start_worker, broker_url):
+    assert cli(broker_url, "status").returncode == 1  # nobody online
+    worker = start_worker("-c", "1")
+    running = tasks.sleep.delay(30)
+    later = tasks.add.apply_async((1, 1), countdown=60)
+    wait_for(lambda: running.state == "STARTED", message="STARTED")
+    (online,) = json.loads(cli(broker_url, "status", "--json").stdout)
+    assert online["pid"] == worker.pid and online["concurrency"] == 1
+    (active,) = json.loads(cli(broker_url, "inspect", "active", "--json").stdout)
+    assert active["id"] == running.id and active["args"] == [30]
+    (scheduled,) = json.loads(cli(broker_url, "inspect", "scheduled", "--json").stdout)
+    assert scheduled["id"] == later.id
+    stats = json.loads(cli(broker_url, "inspect", "stats", "--json").stdout)
+    assert {"queue": "celery", "state": "STARTED", "count": 1} in stats
+    assert "1 running." in cli(broker_url, "inspect", "active").stdout
+
+
+def test_call_result_and_purge(app, start_worker, broker_url):
+    queued = [tasks.add.delay(1, 1) for _ in range(3)]
+    env = dict(__import__("os").environ, MINIQ_BROKER_URL=broker_url, PYTHONPATH=ROOT)
+    asked = subprocess.run([sys.executable, "-m", "miniq", "-A", "tests.tasks", "purge"],
+                           input="n\n", env=env, cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert asked.returncode == 1 and queued[0].state == "PENDING"
+    assert "Purged 3 messages." in cli(broker_url, "purge", "-f").stdout
+    sent = cli(broker_url, "call", "tests.tasks.add", "--args", "[2, 3]")
+    task_id = sent.stdout.strip()
+    start_worker("-c", "1")
+    shown = cli(broker_url, "result", task_id, "--wait", "--timeout", "20")
+    assert shown.stdout.split() == ["SUCCESS", "5"]
+    bad = cli(broker_url, "call", "tests.tasks.add", "--args", "[1,")
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
