@@ -146,13 +146,16 @@ class Miniq:
             module = self.main
         return f"{module}.{fun.__qualname__}"
 
-    def _queue_for(self, name: str) -> Optional[str]:
-        """The queue task_routes gives this name (exact name, then glob), cached."""
+    def _defaults(self, name: str) -> tuple:
+        """(queue, priority, soft, hard) for a name: task_routes, then the task, then conf."""
         if name not in self._routes:
-            routes = self.conf.task_routes or {}
+            task, routes = self.tasks.get(name), self.conf.task_routes or {}
             route = routes.get(name) or next(
                 (r for pattern, r in routes.items() if fnmatch.fnmatchcase(name, pattern)), None)
-            self._routes[name] = route.get("queue") if isinstance(route, dict) else route
+            queue = route.get("queue") if isinstance(route, dict) else route
+            self._routes[name] = (queue or (task and task.queue) or self.conf.task_default_queue,
+                                  (task and task.priority) or 0,
+                                  task and task.soft_time_limit, task and task.time_limit)
         return self._routes[name]
 
     def message_row(self, name: str, args: Any = None, kwargs: Any = None,
@@ -162,7 +165,7 @@ class Miniq:
                     time_limit: Optional[float] = None, chain: Optional[list] = None,
                     chord: Optional[str] = None, waiting: bool = False, **_ignored: Any) -> tuple:
         """The row ``send_task`` inserts; JSON-encodes the arguments (TypeError if it can't)."""
-        task = self.tasks.get(name)
+        default_queue, default_priority, soft, hard = self._defaults(name)
         body = encode_args(name, args, kwargs)
         now = time.time()
         due = now + countdown if countdown else (to_timestamp(eta) if eta is not None else 0.0)
@@ -170,20 +173,25 @@ class Miniq:
             if isinstance(expires, timedelta):
                 expires = expires.total_seconds()
             expires = now + expires if isinstance(expires, (int, float)) else to_timestamp(expires)
-        soft = soft_time_limit if soft_time_limit is not None else task and task.soft_time_limit
-        hard = time_limit if time_limit is not None else task and task.time_limit
-        if soft and hard and soft > hard:  # as Celery: refused at the call
-            raise ValueError("soft_time_limit must be less than or equal to time_limit")
+        _check_limits(soft if soft_time_limit is None else soft_time_limit,
+                      hard if time_limit is None else time_limit)
         options = None
         if soft_time_limit is not None or time_limit is not None or chain:
             options = json.dumps({"soft_time_limit": soft_time_limit, "time_limit": time_limit,
                                   "chain": chain or None})
-        if queue is None:
-            queue = self._queue_for(name) or (task and task.queue) or self.conf.task_default_queue
-        if priority is None:
-            priority = (task and task.priority) or 0
-        return (task_id or new_id(), name, queue, priority, body, options, due,
+        return (task_id or new_id(), name, queue or default_queue,
+                default_priority if priority is None else priority, body, options, due,
                 expires, now, chord, 3 if waiting else 0)
+
+    def message_rows(self, calls: Iterable[tuple]) -> list:
+        """Rows for many (name, args, kwargs) calls without options: group's fast path."""
+        now, rows = time.time(), []
+        for name, args, kwargs in calls:
+            queue, priority, soft, hard = self._defaults(name)
+            _check_limits(soft, hard)
+            rows.append((new_id(), name, queue, priority, encode_args(name, args, kwargs),
+                         None, 0.0, None, now, None, 0))
+        return rows
 
     def send_task(self, name: str, args: Any = None, kwargs: Any = None,
                   **options: Any) -> AsyncResult:
@@ -212,6 +220,11 @@ class Control:
             signum = int(getattr(signals, signal) if isinstance(signal, str) else signal)
         self.app.broker.revoke(ids, signum)
         self.app.waker.notify()
+
+
+def _check_limits(soft: Optional[float], hard: Optional[float]) -> None:
+    if soft and hard and soft > hard:  # as Celery: refused at the call
+        raise ValueError("soft_time_limit must be less than or equal to time_limit")
 
 
 _loaded: Dict[str, Miniq] = {}

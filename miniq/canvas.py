@@ -15,9 +15,9 @@ class Signature(dict):
     def __init__(self, task: Any, args: Sequence = (), kwargs: Optional[dict] = None,
                  options: Optional[dict] = None, immutable: bool = False, app=None):
         name = task if isinstance(task, str) else task.name
-        super().__init__(task=name, args=list(args), kwargs=dict(kwargs or {}),
-                         options=dict(options or {}), immutable=immutable)
-        self._app = app if app is not None else getattr(task, "app", None)
+        super().__init__(task=name, args=list(args), kwargs=dict(kwargs) if kwargs else {},
+                         options=dict(options) if options else {}, immutable=immutable)
+        self._app = app if app is not None or isinstance(task, str) else task.app
 
     @property
     def app(self):
@@ -114,12 +114,11 @@ class group:
         if app.conf.task_always_eager:
             return GroupResult(new_id(),
                                [s.apply_async(args, kwargs, **options) for s in self.tasks])
-        row = app.message_row
-        if not (args or kwargs or options):  # the common case, kept lean: one insert per task
-            rows = [row(s["task"], s["args"], s["kwargs"], **s["options"]) for s in self.tasks]
+        if not (args or kwargs or options or any(s["options"] for s in self.tasks)):
+            rows = app.message_rows((s["task"], s["args"], s["kwargs"]) for s in self.tasks)
         else:
-            rows = [row(s.name, (*args, *s["args"]), {**s["kwargs"], **(kwargs or {})},
-                        **{**s["options"], **options}) for s in self.tasks]
+            rows = [app.message_row(s.name, (*args, *s["args"]), {**s["kwargs"], **(kwargs or {})},
+                                    **{**s["options"], **options}) for s in self.tasks]
         app.broker.enqueue(rows)
         app.waker.notify()
         return GroupResult(new_id(), [AsyncResult(row[0], app) for row in rows])

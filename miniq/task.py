@@ -181,17 +181,14 @@ class Task:
 
     def s(self, *args: Any, **kwargs: Any):
         """A signature: this call as a value, for chain, group and chord."""
-        from .canvas import Signature
-        return Signature(self, args, kwargs)
+        return _canvas().Signature(self, args, kwargs)
 
     def si(self, *args: Any, **kwargs: Any):
         """An immutable signature: a chain does not pass it the previous result."""
-        from .canvas import Signature
-        return Signature(self, args, kwargs, immutable=True)
+        return _canvas().Signature(self, args, kwargs, immutable=True)
 
     def signature(self, args: Any = (), kwargs: Any = None, **options: Any):
-        from .canvas import Signature
-        return Signature(self, args or (), kwargs, options)
+        return _canvas().Signature(self, args or (), kwargs, options)
 
     # -- inside a running task ---------------------------------------------
 
@@ -240,6 +237,13 @@ class Task:
         if task_id is None or self.request.is_eager:
             return False
         return self.app.broker.is_aborted(task_id)
+
+
+@functools.lru_cache(maxsize=None)
+def _canvas():
+    """canvas.py, imported once on first use (it imports this module)."""
+    from . import canvas
+    return canvas
 
 
 def _call(task: Task, args: list, kwargs: dict, soft_limit: Optional[float]) -> Any:
