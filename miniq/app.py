@@ -165,6 +165,8 @@ class Miniq:
                     time_limit: Optional[float] = None, chain: Optional[list] = None,
                     chord: Optional[str] = None, waiting: bool = False, **_ignored: Any) -> tuple:
         """The row ``send_task`` inserts; JSON-encodes the arguments (TypeError if it can't)."""
+        if _ignored.keys() & {"link", "link_error"}:
+            raise TypeError(f"{name}: link and link_error callbacks are not supported; use chain")
         default_queue, default_priority, soft, hard = self._defaults(name)
         body = encode_args(name, args, kwargs)
         now = time.time()

@@ -11,7 +11,8 @@ import threading
 import time
 import traceback
 from datetime import datetime, timezone
-from typing import Any, NamedTuple, Optional, Sequence
+from types import SimpleNamespace
+from typing import Any, NamedTuple, Optional
 
 from .exceptions import MaxRetriesExceededError, NotRegistered, Retry, SoftTimeLimitExceeded
 from .result import EagerResult, exception_to_json
@@ -20,7 +21,7 @@ TASK_OPTIONS = frozenset({
     "bind", "name", "soft_time_limit", "time_limit", "ignore_result", "max_retries",
     "default_retry_delay", "autoretry_for", "retry_kwargs", "retry_backoff",
     "retry_backoff_max", "retry_jitter", "acks_late", "reject_on_worker_lost", "queue",
-    "priority", "typing", "serializer", "rate_limit", "track_started", "base",
+    "priority", "typing", "track_started", "base",  # the last three change nothing here
 })
 
 
@@ -45,20 +46,13 @@ class Outcome(NamedTuple):
     exc: Optional[BaseException] = None  # in-process only; never crosses a pipe
 
 
-class Context:
+class Context(SimpleNamespace):
     """``self.request``: what a running task knows about its own call."""
 
     def __init__(self, **fields: Any):
-        self.id: Optional[str] = None
-        self.args: Sequence = ()
-        self.kwargs: dict = {}
-        self.retries = 0
-        self.attempts = 1
-        self.is_eager = False
-        self.called_directly = True
-        self.hostname: Optional[str] = None
-        self.delivery_info: dict = {}
-        self.__dict__.update(fields)
+        super().__init__(**{"id": None, "args": (), "kwargs": {}, "retries": 0, "attempts": 1,
+                            "is_eager": False, "called_directly": True, "hostname": None,
+                            "delivery_info": {}, **fields})
 
     def get(self, key: str, default: Any = None) -> Any:
         return getattr(self, key, default)

@@ -399,6 +399,7 @@ class Worker:
         if self._db(self._check_file) is None:
             return
         kills = self._db(lambda: self.broker.heartbeat(self.id, self.lease)) or []
+        self._db(self.broker.checkpoint)
         for task_id, signum in kills:
             for child in self.children:
                 if child.message is not None and child.message.id == task_id \

@@ -189,3 +189,11 @@ def test_call_result_and_purge(app, start_worker, broker_url):
     assert shown.stdout.split() == ["SUCCESS", "5"]
     bad = cli(broker_url, "call", "tests.tasks.add", "--args", "[1,")
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_options_miniq_would_not_honour_are_refused_at_the_call(app):
+    with pytest.raises(TypeError, match="chain"):
+        tasks.add.apply_async((1, 1), link=tasks.echo.s())
+    with pytest.raises(TypeError, match="rate_limit"):
+        app.task(rate_limit="10/m")(lambda: None)
+    assert app.broker.db.execute("SELECT COUNT(*) FROM task").fetchone()[0] == 0
