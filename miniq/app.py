@@ -147,13 +147,13 @@ class Miniq:
         return f"{module}.{fun.__qualname__}"
 
     def _defaults(self, name: str) -> tuple:
-        """(queue, priority, soft, hard) for a name: task_routes, then the task, then conf."""
+        """(queue, priority, soft, hard) for a name: the task's option, task_routes, conf."""
         if name not in self._routes:
             task, routes = self.tasks.get(name), self.conf.task_routes or {}
             route = routes.get(name) or next(
                 (r for pattern, r in routes.items() if fnmatch.fnmatchcase(name, pattern)), None)
             queue = route.get("queue") if isinstance(route, dict) else route
-            self._routes[name] = (queue or (task and task.queue) or self.conf.task_default_queue,
+            self._routes[name] = ((task and task.queue) or queue or self.conf.task_default_queue,
                                   (task and task.priority) or 0,
                                   task and task.soft_time_limit, task and task.time_limit)
         return self._routes[name]
@@ -163,7 +163,8 @@ class Miniq:
                     task_id: Optional[str] = None, queue: Optional[str] = None,
                     priority: Optional[int] = None, soft_time_limit: Optional[float] = None,
                     time_limit: Optional[float] = None, chain: Optional[list] = None,
-                    chord: Optional[str] = None, waiting: bool = False, **_ignored: Any) -> tuple:
+                    chord: Optional[str] = None, waiting: bool = False, immutable: bool = False,
+                    **_ignored: Any) -> tuple:
         """The row ``send_task`` inserts; JSON-encodes the arguments (TypeError if it can't)."""
         if _ignored.keys() & {"link", "link_error"}:
             raise TypeError(f"{name}: link and link_error callbacks are not supported; use chain")
@@ -178,9 +179,9 @@ class Miniq:
         _check_limits(soft if soft_time_limit is None else soft_time_limit,
                       hard if time_limit is None else time_limit)
         options = None
-        if soft_time_limit is not None or time_limit is not None or chain:
+        if soft_time_limit is not None or time_limit is not None or chain or immutable:
             options = json.dumps({"soft_time_limit": soft_time_limit, "time_limit": time_limit,
-                                  "chain": chain or None})
+                                  "chain": chain or None, "immutable": immutable})
         return (task_id or new_id(), name, queue or default_queue,
                 default_priority if priority is None else priority, body, options, due,
                 expires, now, chord, 3 if waiting else 0)

@@ -297,13 +297,14 @@ class Broker:
             self.db.execute("UPDATE task SET status = 2, state = 'FAILURE', result = ?,"
                             " finished = ? WHERE id = ? AND status = 3", (error, now, callback))
             return
-        row = self.db.execute("SELECT body FROM task WHERE id = ? AND status = 3",
+        row = self.db.execute("SELECT body, options FROM task WHERE id = ? AND status = 3",
                               (callback,)).fetchone()
         if row is not None:
             args, kwargs = json.loads(row[0])
-            values = [json.loads(m[3]) if m[3] is not None else None for m in members]
+            if not json.loads(row[1] or "{}").get("immutable"):  # an si() body gets nothing
+                args = [[json.loads(m[3]) if m[3] is not None else None for m in members], *args]
             self.db.execute("UPDATE task SET status = 0, body = ? WHERE id = ?",
-                            (json.dumps([[values, *args], kwargs]), callback))
+                            (json.dumps([args, kwargs]), callback))
 
     def settle(self, worker: str, outcomes: Sequence[Outcome]) -> None:
         if outcomes:

@@ -54,7 +54,7 @@ class Signature(dict):
     def delay(self, *args: Any, **kwargs: Any):
         return self.apply_async(args, kwargs)
 
-    def __or__(self, other: "Signature") -> "chain":
+    def __or__(self, other: Any) -> "chain":
         return chain(self, other)
 
     def __repr__(self) -> str:
@@ -70,7 +70,13 @@ def signature(task: Any, args: Sequence = (), kwargs: Optional[dict] = None, **o
 def _signatures(tasks: Tuple) -> List[Signature]:
     if len(tasks) == 1 and not isinstance(tasks[0], dict):
         tasks = tuple(tasks[0])  # one iterable of signatures
-    return [task if isinstance(task, Signature) else Signature(**task) for task in tasks]
+    flat: List[Signature] = []
+    for task in tasks:  # a chain inside a chain is its steps, as in Celery
+        if isinstance(task, chain):
+            flat.extend(task.tasks)
+        else:
+            flat.append(task if isinstance(task, Signature) else Signature(**task))
+    return flat
 
 
 class chain:
@@ -85,7 +91,8 @@ class chain:
         if app.conf.task_always_eager:
             result = steps[0].apply_async(args, kwargs, **options)
             for step in steps[1:]:
-                result = step.apply_async((result.get(),))
+                parent, result = result, step.apply_async((result.get(),))
+                result.parent = parent
             return result
         first = steps[0].clone(args, kwargs, **options)
         first.apply_async(chain=[dict(s) for s in steps[1:]] or None)
@@ -145,6 +152,7 @@ class chord:
             values = self.header.apply_async(args, kwargs, **options).get()
             return body.apply_async((values,))
         callback = app.message_row(body.name, body["args"], body["kwargs"], waiting=True,
+                                   immutable=body["immutable"],
                                    **{**body["options"], "task_id": body.id})
         rows = [app.message_row(s.name, (*args, *s["args"]), {**s["kwargs"], **(kwargs or {})},
                                 **{**s["options"], **options}, chord=callback[0])

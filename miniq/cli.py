@@ -136,7 +136,10 @@ def purge(app: Miniq, args: argparse.Namespace) -> int:
     queues = args.queues.split(",") if args.queues else None
     if not args.force:
         where = ", ".join(queues) if queues else "all queues"
-        answer = input(f"Delete every queued task of {where}? There is no undo. [y/N] ")
+        try:
+            answer = input(f"Delete every queued task of {where}? There is no undo. [y/N] ")
+        except EOFError:  # no one to ask (cron, CI): that is a no
+            answer = ""
         if answer.strip().lower() not in ("y", "yes"):
             print("Nothing purged.")
             return 1
@@ -176,6 +179,10 @@ def call(app: Miniq, args: argparse.Namespace) -> int:
         call_args, call_kwargs = json.loads(args.args), json.loads(args.kwargs)
     except ValueError as exc:
         print(f"miniq: error: --args and --kwargs must be JSON: {exc}", file=sys.stderr)
+        return 2
+    if not isinstance(call_args, list) or not isinstance(call_kwargs, dict):
+        print("miniq: error: --args must be a JSON list and --kwargs a JSON object",
+              file=sys.stderr)
         return 2
     sent = app.send_task(args.name, call_args, call_kwargs, queue=args.queue,
                          countdown=args.countdown)

@@ -65,6 +65,7 @@ class AsyncResult:
             from .app import default_app
             app = default_app()
         self.id, self.app = id, app
+        self.parent: Optional["AsyncResult"] = None  # the previous step, in a chain
         self._done: Optional[tuple] = None  # a finished row never changes: keep it
 
     @property

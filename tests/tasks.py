@@ -185,3 +185,36 @@ def autoretry(path):
 def hog(megabytes=60):
     _hoard.append(bytearray(megabytes * 1024 * 1024))
     return os.getpid()
+
+
+# -- canvas, routing and eager tests (test_canvas, test_routing, test_eager) ------
+
+@app.task
+def tsum(values, extra=0):
+    """A chord callback: the sum of the members' results."""
+    return sum(values) + extra
+
+
+@app.task(queue="q_opt")
+def in_q_opt(value):
+    return value
+
+
+@app.task
+def route_exact(value):  # routed only by test_routing's task_routes
+    return value
+
+
+@app.task
+def heavy_one(value):  # matched by the glob "tests.tasks.heavy_*" in test_routing
+    return value
+
+
+@app.task
+def heavy_two(value):
+    return value
+
+
+@app.task
+def default_probe(value):  # sent only by test_routing, after it changes task_default_queue
+    return value

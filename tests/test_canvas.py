@@ -1,0 +1,262 @@
+"""Workflows against a real worker: signatures (s, si, set), chain, group and
+chord, and the atomicity the README promises for each of them."""
+import sqlite3
+import threading
+import time
+
+import pytest
+
+from miniq import GroupResult, Signature, chain, chord, exceptions, group, signature
+from tests import tasks
+from tests.conftest import wait_for
+
+
+def count_rows(app, where="1"):
+    return app.broker.db.execute(f"SELECT COUNT(*) FROM task WHERE {where}").fetchone()[0]
+
+
+def row(app, task_id, columns="status, state, queue"):
+    return app.broker.db.execute(f"SELECT {columns} FROM task WHERE id = ?", (task_id,)).fetchone()
+
+
+# -- signatures ----------------------------------------------------------------------
+
+def test_s_is_a_value_that_sends_nothing_until_delay_or_apply_async(app, start_worker):
+    sig = tasks.add.s(2, 3)
+    assert isinstance(sig, Signature) and isinstance(sig, dict)
+    assert sig.name == "tests.tasks.add" and sig["args"] == [2, 3]
+    assert count_rows(app) == 0
+    start_worker("-c", "2")
+    assert sig.delay().get(timeout=30) == 5
+    assert sig.apply_async().get(timeout=30) == 5
+    assert signature("tests.tasks.add", (4, 5)).delay().get(timeout=30) == 9  # by name
+    assert tasks.add.signature((1, 1)).apply_async().get(timeout=30) == 2
+    assert count_rows(app) == 4  # the signature was not consumed: each call sent one task
+
+
+def test_partial_signature_puts_new_arguments_first_as_celery(app, start_worker):
+    start_worker("-c", "2")
+    assert tasks.add.s("x").delay("y").get(timeout=30) == "yx"
+    assert tasks.add.s("x").apply_async(("y",)).get(timeout=30) == "yx"
+    assert tasks.add.s(x="a").delay(y="b").get(timeout=30) == "ab"
+
+
+def test_set_queue_and_countdown_take_effect_when_the_signature_is_sent(app, start_worker):
+    sig = tasks.add.s(2, 3).set(queue="canvas_q", countdown=1.0)
+    assert sig["options"] == {"queue": "canvas_q", "countdown": 1.0}
+    result = sig.delay()
+    status, queue, eta, created = row(app, result.id, "status, queue, eta, created")
+    assert (status, queue) == (0, "canvas_q")
+    assert 0.9 <= eta - created <= 1.5
+    start_worker("-c", "1", "-Q", "canvas_q")
+    assert result.get(timeout=30) == 5
+    started, created = row(app, result.id, "started, created")
+    assert started - created >= 0.9  # the countdown was honoured
+
+
+def test_set_on_a_later_chain_step_routes_that_step(app, start_worker):
+    start_worker("-c", "2", "-Q", "celery,canvas_b")
+    result = chain(tasks.add.s(1, 1), tasks.add.s(1).set(queue="canvas_b")).apply_async()
+    assert result.get(timeout=30) == 3
+    assert row(app, result.id)[2] == "canvas_b"
+    assert row(app, result.parent.id)[2] == "celery"
+
+
+def test_si_ignores_the_previous_result(app, start_worker):
+    start_worker("-c", "2")
+    assert tasks.add.si(10, 20)["immutable"] is True
+    result = chain(tasks.add.s(1, 2), tasks.add.si(10, 20), tasks.add.s(5)).apply_async()
+    assert result.get(timeout=30) == 35
+    assert result.parent.get(timeout=30) == 30
+    assert result.parent.parent.get(timeout=30) == 3  # the first step did run
+
+
+# -- chain ---------------------------------------------------------------------------
+
+def test_chain_passes_each_result_on_and_links_parents(app, start_worker):
+    result = chain(tasks.add.s(1, 2), tasks.add.s(10), tasks.add.s(100)).apply_async()
+    assert count_rows(app) == 1  # the later steps travel inside the first message
+    start_worker("-c", "2")
+    assert result.get(timeout=30) == 113
+    assert result.parent.get(timeout=30) == 13
+    assert result.parent.parent.get(timeout=30) == 3
+    assert count_rows(app) == 3
+
+
+def test_pipe_operator_builds_a_chain(app, start_worker):
+    start_worker("-c", "2")
+    assert (tasks.add.s(1, 1) | tasks.add.s(5)).delay().get(timeout=30) == 7
+    piped = tasks.add.s("a", "b") | tasks.add.s("c") | tasks.add.s("d")
+    assert isinstance(piped, chain) and len(piped.tasks) == 3
+    assert piped.apply_async().get(timeout=30) == "abcd"
+
+
+def test_signature_piped_into_a_chain_flattens(app, start_worker):
+    start_worker("-c", "1")
+    piped = tasks.add.s("a", "b") | (tasks.add.s("c") | tasks.add.s("d"))
+    assert piped.apply_async().get(timeout=30) == "abcd"
+
+
+def test_a_result_with_no_parent_has_parent_none(app):
+    assert tasks.add.delay(1, 1).parent is None
+
+
+def test_chain_next_step_is_stored_with_the_result_that_releases_it(app, start_worker):
+    steps = [tasks.add.s(0, 1)] + [tasks.add.s(1) for _ in range(5)]
+    last = chain(*steps).apply_async()
+    results = [last]
+    while hasattr(results[0], "parent") and results[0].parent is not None:
+        results.insert(0, results[0].parent)
+    assert len(results) == 6
+    ids = [r.id for r in results]
+    start_worker("-c", "2")
+    reader = sqlite3.connect(app.broker.path, timeout=10)
+    marks = ",".join("?" * len(ids))
+    deadline = time.monotonic() + 30
+    while True:  # each SELECT is one snapshot: never a finished step without its successor
+        seen = dict(reader.execute(f"SELECT id, state FROM task WHERE id IN ({marks})", ids))
+        for done, following in zip(ids, ids[1:]):
+            if seen.get(done) == "SUCCESS":
+                assert following in seen, "a step finished but its successor was not stored"
+        if seen.get(ids[-1]) == "SUCCESS":
+            break
+        assert time.monotonic() < deadline, "the chain did not finish"
+        time.sleep(0.002)
+    reader.close()
+    assert last.get(timeout=30) == 6
+
+
+def test_a_failure_stops_the_chain_and_fails_the_rest_with_the_same_error(app, start_worker,
+                                                                          tmp_path):
+    marker = str(tmp_path / "ran")
+    result = chain(tasks.add.s(1, 2), tasks.fail.s(), tasks.record.si(marker, "after"),
+                   tasks.record.si(marker, "last")).apply_async()
+    start_worker("-c", "2")
+    with pytest.raises(ValueError, match="^3$"):  # fail() got 3, the first step's result
+        result.get(timeout=30)
+    assert result.state == "FAILURE" and "ValueError" in result.traceback
+    with pytest.raises(ValueError, match="^3$"):
+        result.parent.get(timeout=30)
+    failing = result.parent.parent
+    assert failing.state == "FAILURE" and isinstance(failing.info, ValueError)
+    assert failing.parent.get(timeout=30) == 3
+    assert not (tmp_path / "ran").exists()  # the steps after the failure never ran
+
+
+# -- group ---------------------------------------------------------------------------
+
+def test_group_returns_a_group_result_that_collects_every_member(app, start_worker):
+    result = group(tasks.add.s(i, i) for i in range(6)).apply_async()
+    assert isinstance(result, GroupResult) and len(result) == 6
+    assert not result.ready() and result.completed_count() == 0
+    start_worker("-c", "2")
+    assert result.get(timeout=30) == [0, 2, 4, 6, 8, 10]
+    assert result.ready() and result.successful() and not result.failed()
+    assert result.completed_count() == 6
+
+
+def test_group_with_a_failing_member_is_failed_and_get_raises(app, start_worker):
+    start_worker("-c", "2")
+    result = group([tasks.add.s(1, 1), tasks.fail.s("bad"), tasks.add.s(2, 2)]).apply_async()
+    wait_for(result.ready, timeout=30, message="group ready")
+    assert result.failed() and not result.successful()
+    assert result.completed_count() == 2
+    with pytest.raises(ValueError, match="bad"):
+        result.get(timeout=10)
+    values = result.get(timeout=10, propagate=False)
+    assert values[0] == 2 and values[2] == 4 and isinstance(values[1], ValueError)
+
+
+def with_options(sig):
+    return sig.set(priority=1)  # takes group's per-member path instead of its batch path
+
+
+@pytest.mark.parametrize("shape", [lambda s: s, with_options], ids=["plain", "with_options"])
+def test_group_inserts_all_members_in_one_transaction(app, shape):
+    n = 3000
+    assert count_rows(app) == 0  # opens the database: the schema exists for the reader
+    path = app.broker.path
+    seen, reading, stop = set(), threading.Event(), threading.Event()
+
+    def watch():  # another connection, committed snapshots only
+        reader = sqlite3.connect(path, timeout=10)
+        try:
+            while not stop.is_set():
+                seen.add(reader.execute("SELECT COUNT(*) FROM task").fetchone()[0])
+                reading.set()
+        finally:
+            reader.close()
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        assert reading.wait(10)
+        result = group(shape(tasks.add.s(i, 1)) for i in range(n)).apply_async()
+        assert count_rows(app) == n  # all present at once, with no worker running
+        wait_for(lambda: n in seen, timeout=10, message="the reader to see the group")
+    finally:
+        stop.set()
+        thread.join(10)
+    assert seen <= {0, n}, f"a reader saw a partial group: {sorted(seen)[:5]}"
+    assert len(result) == n and result.completed_count() == 0
+
+
+@pytest.mark.parametrize("shape", [lambda s: s, with_options], ids=["plain", "with_options"])
+def test_group_with_an_unserializable_member_raises_and_inserts_none(app, shape):
+    members = [tasks.echo.s(1), tasks.echo.s(2), tasks.echo.s({3}), tasks.echo.s(4)]
+    with pytest.raises(TypeError, match="JSON serializable"):
+        group(shape(s) for s in members).apply_async()
+    assert count_rows(app) == 0
+
+
+# -- chord ---------------------------------------------------------------------------
+
+def test_chord_callback_gets_the_results_in_header_order(app, start_worker):
+    start_worker("-c", "3")
+    # finishing order is 2, 3, 1; the callback still sees the header's order
+    header = [tasks.sleep.s(0.8, 1), tasks.sleep.s(0.05, 2), tasks.sleep.s(0.4, 3)]
+    assert chord(group(header), tasks.echo.s()).apply_async().get(timeout=30) == [1, 2, 3]
+    assert chord(header)(tasks.tsum.s(extra=10)).get(timeout=30) == 16
+
+
+def test_a_failing_member_fails_the_chord_callback_with_chord_error(app, start_worker):
+    start_worker("-c", "2")
+    header = [tasks.add.s(1, 1), tasks.fail.s("nope"), tasks.add.s(2, 2)]
+    result = chord(header, tasks.tsum.s()).apply_async()
+    with pytest.raises(exceptions.ChordError, match="ValueError"):
+        result.get(timeout=30)
+    assert result.state == "FAILURE"
+    assert row(app, result.id, "started")[0] is None  # failed without ever running
+
+
+def test_an_immutable_chord_callback_gets_no_results(app, start_worker, tmp_path):
+    start_worker("-c", "2")
+    marker = str(tmp_path / "callback-ran")
+    result = chord([tasks.add.s(1, 1), tasks.add.s(2, 2)], tasks.record.si(marker, "cb")).apply_async()
+    assert result.get(timeout=30) == "cb"
+
+
+def test_chord_callback_waits_in_its_row_until_the_last_member_settles(app, start_worker):
+    result = chord([tasks.sleep.s(1.5, "slow"), tasks.add.s(1, 1)], tasks.echo.s()).apply_async()
+    assert row(app, result.id)[:2] == (3, "PENDING")  # status 3: waiting for its members
+    members = [r[0] for r in app.broker.db.execute(
+        "SELECT id FROM task WHERE chord = ? ORDER BY seq", (result.id,))]
+    assert len(members) == 2 and count_rows(app) == 3
+    start_worker("-c", "2")
+    reader = sqlite3.connect(app.broker.path, timeout=10)
+    waited_while_running = False
+    deadline = time.monotonic() + 30
+    while not result.ready():  # one SELECT, one snapshot: members' and callback's states
+        states = dict(reader.execute("SELECT id, status FROM task WHERE id IN (?, ?, ?)",
+                                     (result.id, *members)))
+        callback, slow, fast = states[result.id], states[members[0]], states[members[1]]
+        if slow == 2 and fast == 2:
+            assert callback != 3, "every member settled but the callback still waits"
+        else:
+            assert callback == 3, "the callback left its waiting state too early"
+            waited_while_running = waited_while_running or (fast == 2 and slow == 1)
+        assert time.monotonic() < deadline, "the chord did not finish"
+        time.sleep(0.005)
+    reader.close()
+    assert waited_while_running  # observed: one member done, the other running, callback waiting
+    assert result.get(timeout=10) == ["slow", 2]
+    assert count_rows(app) == 3  # no unlock or polling task was ever sent

@@ -1,0 +1,117 @@
+"""Eager mode (``task_always_eager``): tasks run in this process at delay(),
+no worker and no row, with the same result API; arguments still go through
+JSON; retries and workflows run through."""
+import os
+import time
+
+import pytest
+
+from miniq import EagerResult, GroupResult, chain, chord, exceptions, group
+from tests import tasks
+
+
+@pytest.fixture
+def eager(app, monkeypatch):
+    monkeypatch.setitem(app.conf, "task_always_eager", True)
+    return app
+
+
+def count_rows(app):
+    return app.broker.db.execute("SELECT COUNT(*) FROM task").fetchone()[0]
+
+
+def test_delay_runs_here_at_once_and_returns_an_eager_result(eager):
+    result = tasks.add.delay(2, 3)
+    assert isinstance(result, EagerResult)
+    assert result.state == result.status == "SUCCESS"
+    assert result.get() == result.result == 5
+    assert result.ready() and result.successful() and not result.failed()
+    assert result.traceback is None
+    assert tasks.pid.apply_async().get() == os.getpid()  # in this very process
+    assert tasks.add.apply_async((1, 1), task_id="fixed-id").id == "fixed-id"
+    assert count_rows(eager) == 0  # nothing stored, no worker needed
+
+
+def test_a_failing_task_gives_a_failed_result_with_its_traceback(eager):
+    result = tasks.fail.delay("bad")
+    assert result.state == "FAILURE" and result.failed() and not result.successful()
+    assert isinstance(result.result, ValueError)
+    with pytest.raises(ValueError, match="bad"):
+        result.get()
+    assert isinstance(result.get(propagate=False), ValueError)
+    assert "ValueError: bad" in result.traceback and "tasks.py" in result.traceback
+
+
+def test_eager_propagates_raises_at_the_call(eager, monkeypatch):
+    monkeypatch.setitem(eager.conf, "task_eager_propagates", True)
+    with pytest.raises(ValueError, match="now"):
+        tasks.fail.delay("now")
+    with pytest.raises(tasks.CustomError):
+        tasks.fail_custom.apply_async()  # the real type: it never left this process
+
+
+def test_apply_runs_eagerly_without_the_setting(app):
+    assert not app.conf.task_always_eager
+    assert tasks.add.apply((1, 2)).get() == 3
+    assert count_rows(app) == 0
+
+
+def test_bound_task_sees_its_request(eager):
+    result = tasks.request_info.delay(1, k=2)
+    assert result.get() == {"id": result.id, "args": [1], "kwargs": {"k": 2}, "retries": 0}
+    assert tasks.progress.delay(3).get()["done"] == 3  # update_state is a no-op here
+
+
+def test_retries_run_through_at_once(eager, tmp_path):
+    started = time.monotonic()
+    assert tasks.retry_twice.delay(first_delay=30).get() == 2
+    assert time.monotonic() - started < 10  # as Celery: eager retries do not wait
+    log = tmp_path / "runs"
+    result = tasks.autoretry.delay(str(log))
+    assert result.failed() and isinstance(result.result, ValueError)
+    assert log.read_text().count("run") == 3  # the first run and max_retries=2 retries
+    with pytest.raises(KeyError):
+        tasks.retry_forever.delay(with_exc=True).get()
+    with pytest.raises(exceptions.MaxRetriesExceededError):
+        tasks.retry_forever.delay().get()
+
+
+def test_arguments_still_go_through_json(eager, tmp_path):
+    with pytest.raises(TypeError, match="JSON serializable"):
+        tasks.echo.delay({1, 2})
+    with pytest.raises(TypeError, match="JSON serializable"):
+        tasks.record.delay(str(tmp_path / "never"), token=object())
+    assert not (tmp_path / "never").exists()
+    assert tasks.echo.delay((1, 2)).get() == [1, 2]  # what a worker would have received
+    unserializable = tasks.unserializable_result.delay()
+    assert unserializable.failed() and isinstance(unserializable.result, TypeError)
+
+
+def test_chain_runs_eagerly(eager):
+    assert chain(tasks.add.s(1, 2), tasks.add.s(10), tasks.add.s(100)).apply_async().get() == 113
+    assert (tasks.add.s(1, 2) | tasks.add.si(5, 5) | tasks.add.s(1)).delay().get() == 11
+    assert count_rows(eager) == 0
+
+
+def test_eager_chain_links_parents(eager):
+    result = chain(tasks.add.s(1, 2), tasks.add.s(10)).apply_async()
+    assert result.parent.get() == 3
+
+
+def test_group_runs_eagerly(eager):
+    result = group(tasks.add.s(i, i) for i in range(4)).apply_async()
+    assert isinstance(result, GroupResult)
+    assert result.get() == [0, 2, 4, 6]
+    assert result.ready() and result.successful() and result.completed_count() == 4
+    mixed = group([tasks.add.s(1, 1), tasks.fail.s("no")]).apply_async()
+    assert mixed.failed() and not mixed.successful() and mixed.completed_count() == 1
+    assert count_rows(eager) == 0
+
+
+def test_chord_runs_eagerly_and_the_callback_gets_the_list(eager):
+    header = [tasks.add.s(1, 1), tasks.add.s(2, 2), tasks.add.s(3, 3)]
+    assert chord(header, tasks.echo.s()).apply_async().get() == [2, 4, 6]
+    assert chord(header)(tasks.tsum.s(extra=1)).get() == 13
+    with pytest.raises(ValueError):  # as Celery's eager chord: the member's error, at the call
+        chord([tasks.add.s(1, 1), tasks.fail.s("no")], tasks.tsum.s()).apply_async()
+    assert count_rows(eager) == 0

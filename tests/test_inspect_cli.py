@@ -1,0 +1,225 @@
+"""The command line as a user runs it (``python -m miniq -A tests.tasks ...``):
+status, inspect active|scheduled|stats, purge, result and call, in human
+form and with --json."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests import tasks
+from tests.conftest import ROOT, run_cli, wait_for
+
+
+def cli(broker_url, *args, **kwargs):
+    return run_cli("-A", "tests.tasks", *args, env={"MINIQ_BROKER_URL": broker_url}, **kwargs)
+
+
+def cli_json(broker_url, *args):
+    out = cli(broker_url, *args, "--json")
+    return out.returncode, json.loads(out.stdout)
+
+
+def cli_with_input(broker_url, *args, stdin_text=None, stdin=None, timeout=30):
+    """run_cli, but with something on stdin (purge asks before it deletes)."""
+    env = dict(os.environ, MINIQ_BROKER_URL=broker_url)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run([sys.executable, "-m", "miniq", "-A", "tests.tasks", *args], cwd=ROOT,
+                          env=env, input=stdin_text, stdin=stdin, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def count_rows(app, where="1"):
+    return app.broker.db.execute(f"SELECT COUNT(*) FROM task WHERE {where}").fetchone()[0]
+
+
+# -- status ------------------------------------------------------------------------
+
+def test_status_lists_a_live_worker_and_exits_1_with_none(app, broker_url, start_worker):
+    none = cli(broker_url, "status")
+    assert none.returncode == 1 and "0 workers online." in none.stdout
+    assert cli_json(broker_url, "status") == (1, [])
+
+    worker = start_worker("-c", "2", "-Q", "a,b")
+    shown = cli(broker_url, "status")
+    assert shown.returncode == 0, shown.stderr
+    assert f"pid {worker.pid}," in shown.stdout and "-c 2" in shown.stdout
+    assert "queues a,b" in shown.stdout and "1 worker online." in shown.stdout
+    code, rows = cli_json(broker_url, "status")
+    assert code == 0 and len(rows) == 1
+    assert (rows[0]["pid"], rows[0]["concurrency"], rows[0]["queues"]) == (worker.pid, 2, "a,b")
+    assert abs(time.time() - rows[0]["heartbeat"]) < 30
+
+    worker.signal(signal.SIGTERM)  # a warm shutdown takes the worker off the list
+    assert worker.wait(30) == 0
+    assert cli(broker_url, "status").returncode == 1
+
+
+# -- inspect -----------------------------------------------------------------------
+
+def test_inspect_active_shows_a_running_task_and_its_runtime(app, broker_url, start_worker):
+    worker = start_worker("-c", "1")
+    running = tasks.sleep.delay(60, "x")
+    wait_for(lambda: running.state == "STARTED", timeout=30, message="the task to start")
+    code, rows = cli_json(broker_url, "inspect", "active")
+    assert code == 0 and len(rows) == 1
+    first = rows[0]
+    assert (first["id"], first["name"], first["state"]) == (running.id, "tests.tasks.sleep", "STARTED")
+    assert first["args"] == [60, "x"] and first["kwargs"] == {}
+    assert 0 <= first["runtime"] < 60
+    shown = cli(broker_url, "inspect", "active")
+    assert f"tests.tasks.sleep[{running.id}] STARTED for " in shown.stdout
+    assert "1 running." in shown.stdout
+    later = cli_json(broker_url, "inspect", "active")[1][0]
+    assert later["runtime"] > first["runtime"]  # measured from when it started
+    worker.kill_group()  # no need to wait out the sleep
+
+
+def test_inspect_scheduled_shows_a_countdown_task_and_not_a_due_one(app, broker_url):
+    later = tasks.add.apply_async((1, 2), countdown=300)
+    tasks.add.delay(0, 0)  # due now: not scheduled
+    code, rows = cli_json(broker_url, "inspect", "scheduled")
+    assert code == 0 and [r["id"] for r in rows] == [later.id]
+    assert rows[0]["name"] == "tests.tasks.add" and rows[0]["queue"] == "celery"
+    assert rows[0]["args"] == [1, 2]
+    assert 250 < rows[0]["eta"] - time.time() <= 301
+    shown = cli(broker_url, "inspect", "scheduled")
+    assert f"tests.tasks.add[{later.id}] on celery in 2" in shown.stdout  # in 29x.xs
+    assert "1 scheduled." in shown.stdout
+
+
+def test_inspect_stats_counts_tasks_by_queue_and_state(app, broker_url, start_worker):
+    empty = cli(broker_url, "inspect", "stats")
+    assert empty.returncode == 0 and "(no tasks)" in empty.stdout
+    tasks.add.apply_async((1, 1), queue="a")
+    tasks.add.apply_async((2, 2), queue="a")
+    tasks.add.apply_async((3, 3), queue="a").revoke()
+    done = tasks.add.apply_async((4, 4), queue="b")
+    start_worker("-c", "1", "-Q", "b")
+    assert done.get(timeout=30) == 8
+    code, rows = cli_json(broker_url, "inspect", "stats")
+    assert code == 0
+    assert sorted((r["queue"], r["state"], r["count"]) for r in rows) == [
+        ("a", "PENDING", 2), ("a", "REVOKED", 1), ("b", "SUCCESS", 1)]
+    lines = [line.split() for line in cli(broker_url, "inspect", "stats").stdout.splitlines()]
+    assert ["a", "PENDING", "2"] in lines and ["b", "SUCCESS", "1"] in lines
+
+
+# -- purge ---------------------------------------------------------------------------
+
+def test_purge_force_deletes_queued_tasks_only(app, broker_url, start_worker):
+    worker = start_worker("-c", "1", "-Q", "busy")
+    running = tasks.sleep.apply_async((60,), queue="busy")
+    wait_for(lambda: running.state == "STARTED", timeout=30, message="the task to start")
+    for i in range(3):
+        tasks.add.delay(i, i)
+    kept = tasks.add.apply_async((9, 9), queue="other")
+    finished = tasks.add.delay(0, 1)
+    finished.revoke()
+    some = cli(broker_url, "purge", "-Q", "celery", "-f")
+    assert some.returncode == 0 and "Purged 3 messages." in some.stdout
+    assert kept.state == "PENDING" and count_rows(app, "status = 0") == 1
+    code, out = cli_json(broker_url, "purge", "-f")
+    assert (code, out) == (0, {"purged": 1})
+    assert count_rows(app, "status = 0") == 0
+    assert running.state == "STARTED" and finished.state == "REVOKED"  # not queued: kept
+    worker.kill_group()  # no need to wait out the sleep
+
+
+def test_purge_without_force_asks_and_deletes_only_on_yes(app, broker_url):
+    for i in range(2):
+        tasks.add.delay(i, i)
+    no = cli_with_input(broker_url, "purge", stdin_text="n\n")
+    assert "[y/N]" in no.stdout and "Nothing purged." in no.stdout
+    assert no.returncode == 1 and count_rows(app) == 2
+    yes = cli_with_input(broker_url, "purge", stdin_text="y\n")
+    assert yes.returncode == 0 and "Purged 2 messages." in yes.stdout
+    assert count_rows(app) == 0
+
+
+def test_purge_without_force_and_no_answer_deletes_nothing_and_prints_no_traceback(app, broker_url):
+    tasks.add.delay(1, 1)
+    out = cli_with_input(broker_url, "purge", stdin=subprocess.DEVNULL)
+    assert count_rows(app) == 1
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+
+
+# -- result --------------------------------------------------------------------------
+
+def test_result_prints_the_state_and_the_value_or_the_error(app, broker_url, start_worker):
+    start_worker("-c", "2")
+    ok, bad = tasks.add.delay(2, 3), tasks.fail.delay("boom")
+    assert ok.get(timeout=30) == 5
+    with pytest.raises(ValueError):
+        bad.get(timeout=30)
+    shown = cli(broker_url, "result", ok.id)
+    assert shown.returncode == 0 and shown.stdout.split() == ["SUCCESS", "5"]
+    assert cli_json(broker_url, "result", ok.id) == (0, {"id": ok.id, "state": "SUCCESS", "result": 5})
+    failed = cli(broker_url, "result", bad.id)
+    assert failed.returncode == 1
+    assert failed.stdout.splitlines() == ["FAILURE", "ValueError: boom"]
+    assert "Traceback" in failed.stderr  # the task's remote traceback
+    unknown = cli(broker_url, "result", "no-such-id")
+    assert unknown.returncode == 0 and unknown.stdout.split() == ["PENDING"]
+
+
+def test_result_wait_waits_for_the_task_and_timeout_gives_up(app, broker_url, start_worker):
+    pending = tasks.add.delay(1, 1)
+    started = time.monotonic()
+    gave_up = cli(broker_url, "result", pending.id, "--wait", "--timeout", "1")
+    assert gave_up.returncode == 1 and "not done after 1.0s" in gave_up.stderr
+    assert time.monotonic() - started >= 1.0
+
+    env = dict(os.environ, MINIQ_BROKER_URL=broker_url)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    later = tasks.sleep.delay(0.5, "late")
+    waiter = subprocess.Popen(
+        [sys.executable, "-m", "miniq", "-A", "tests.tasks", "result", later.id, "--wait",
+         "--timeout", "60", "--json"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        start_worker("-c", "1")  # only now can the task run: the command must be waiting
+        out, err = waiter.communicate(timeout=60)
+    finally:
+        if waiter.poll() is None:
+            waiter.kill()
+            waiter.wait(10)
+    assert waiter.returncode == 0, err
+    assert json.loads(out) == {"id": later.id, "state": "SUCCESS", "result": "late"}
+
+
+# -- call ----------------------------------------------------------------------------
+
+def test_call_sends_a_task_by_name_and_prints_its_id(app, broker_url, start_worker):
+    start_worker("-c", "2")
+    sent = cli(broker_url, "call", "tests.tasks.add", "--args", "[1, 2]")
+    assert sent.returncode == 0, sent.stderr
+    task_id = sent.stdout.strip()
+    assert len(sent.stdout.splitlines()) == 1
+    assert app.AsyncResult(task_id).get(timeout=30) == 3
+    code, out = cli_json(broker_url, "call", "tests.tasks.add", "--args", "[1]", "--kwargs",
+                         '{"y": 5}')
+    assert code == 0 and app.AsyncResult(out["id"]).get(timeout=30) == 6
+    queued = cli(broker_url, "call", "tests.tasks.add", "--args", "[0, 0]", "--queue", "elsewhere",
+                 "--countdown", "300").stdout.strip()
+    queue, eta, created = app.broker.db.execute(
+        "SELECT queue, eta, created FROM task WHERE id = ?", (queued,)).fetchone()
+    assert queue == "elsewhere" and 299 <= eta - created <= 301
+
+
+@pytest.mark.parametrize("option, value", [("--args", "[1,"), ("--kwargs", "{'y': 1}")])
+def test_call_with_bad_json_exits_2_with_one_line_and_sends_nothing(app, broker_url, option, value):
+    out = cli(broker_url, "call", "tests.tasks.add", option, value)
+    assert out.returncode == 2 and out.stdout == ""
+    assert len(out.stderr.strip().splitlines()) == 1 and "JSON" in out.stderr
+    assert count_rows(app) == 0
+
+
+@pytest.mark.parametrize("value", ['{"x": 1}', "5"])
+def test_call_with_args_that_are_not_a_json_list_exits_2_and_sends_nothing(app, broker_url, value):
+    out = cli(broker_url, "call", "tests.tasks.add", "--args", value)
+    assert count_rows(app) == 0
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1

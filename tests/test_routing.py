@@ -1,0 +1,122 @@
+"""Queues, routing and priority against real workers: the producer picks the
+queue when it sends (apply_async(queue=), the task's queue=, task_routes,
+task_default_queue); ``worker -Q`` serves only its queues."""
+import pytest
+
+from tests import tasks
+from tests.conftest import wait_for
+
+
+def queue_of(app, result):
+    return app.broker.db.execute("SELECT queue FROM task WHERE id = ?", (result.id,)).fetchone()[0]
+
+
+class ProducerConf:
+    """Changes to app.conf for one test, undone by restore()."""
+
+    def __init__(self, app):
+        self.app, self.saved = app, {}
+
+    def __call__(self, **values):
+        for key, value in values.items():
+            self.saved.setdefault(key, self.app.conf[key])
+            self.app.conf[key] = value
+
+    def restore(self):
+        self.app.conf.update(self.saved)
+        self.saved.clear()
+
+
+@pytest.fixture(autouse=True)
+def producer_conf(app):
+    """The app reads a task name's route once and starts afresh when its database
+    changes; opening this test's database first makes every test here route from the
+    settings it sets. Under changed settings the tests send only names that no other
+    test module sends (tasks.route_exact, heavy_*, in_q_opt, default_probe)."""
+    app.broker  # noqa: B018
+    conf = ProducerConf(app)
+    yield conf
+    conf.restore()
+
+
+def test_a_worker_runs_only_its_queue_and_a_worker_of_the_other_queue_runs_the_rest(
+        app, start_worker):
+    other = tasks.pid.apply_async(queue="b")  # first in line: a worker of queue a would take it
+    mine = [tasks.pid.apply_async(queue="a") for _ in range(3)]
+    assert queue_of(app, other) == "b" and queue_of(app, mine[0]) == "a"
+    worker_a = start_worker("-c", "1", "-Q", "a")
+    pids_a = {r.get(timeout=30) for r in mine}
+    assert pids_a <= set(worker_a.children())
+    assert other.state == "PENDING"
+    assert app.broker.db.execute("SELECT status, worker FROM task WHERE id = ?",
+                                 (other.id,)).fetchone() == (0, None)
+    worker_b = start_worker("-c", "1", "-Q", "b")
+    assert other.get(timeout=30) in worker_b.children()
+
+
+def test_worker_with_several_queues_serves_each_and_not_the_default(app, start_worker):
+    default = tasks.add.delay(0, 0)
+    sent = [tasks.add.apply_async((1, 1), queue="a"), tasks.add.apply_async((2, 2), queue="b")]
+    assert queue_of(app, default) == "celery"  # task_default_queue
+    start_worker("-c", "2", "-Q", "a,b")
+    assert [r.get(timeout=30) for r in sent] == [2, 4]
+    assert default.state == "PENDING"
+
+
+def test_task_option_queue_routes_the_task_and_apply_async_queue_beats_it(app, start_worker):
+    opt = tasks.in_q_opt.delay(5)
+    explicit = tasks.in_q_opt.apply_async((6,), queue="q_explicit")
+    assert queue_of(app, opt) == "q_opt" and queue_of(app, explicit) == "q_explicit"
+    start_worker("-c", "1")  # the default queue only
+    assert tasks.add.delay(1, 2).get(timeout=30) == 3  # sent after opt, done before it
+    assert opt.state == "PENDING"
+    start_worker("-c", "1", "-Q", "q_opt")
+    assert opt.get(timeout=30) == 5
+    assert explicit.state == "PENDING"
+
+
+def test_task_routes_by_exact_name_and_by_glob(app, start_worker, producer_conf):
+    producer_conf(task_routes={"tests.tasks.route_exact": {"queue": "r_exact"},
+                               "tests.tasks.heavy_*": {"queue": "r_heavy"}})
+    exact = tasks.route_exact.delay("e")
+    heavy = [tasks.heavy_one.delay(1), tasks.heavy_two.delay(2)]
+    explicit = tasks.heavy_one.apply_async((3,), queue="r_explicit")  # beats the route
+    assert queue_of(app, exact) == "r_exact"
+    assert [queue_of(app, r) for r in heavy] == ["r_heavy", "r_heavy"]
+    assert queue_of(app, explicit) == "r_explicit"
+    start_worker("-c", "1", "-Q", "r_heavy")
+    assert [r.get(timeout=30) for r in heavy] == [1, 2]
+    assert exact.state == "PENDING" and explicit.state == "PENDING"
+    start_worker("-c", "1", "-Q", "r_exact")  # the worker has no routes: the message says where
+    assert exact.get(timeout=30) == "e"
+
+
+def test_task_option_queue_beats_task_routes_as_in_celery(app, producer_conf):
+    producer_conf(task_routes={"tests.tasks.in_q_opt": {"queue": "r_elsewhere"}})
+    assert queue_of(app, tasks.in_q_opt.delay(1)) == "q_opt"
+
+
+def test_task_default_queue_decides_where_unrouted_tasks_go_and_what_a_worker_serves(
+        app, start_worker, producer_conf):
+    assert app.conf.task_default_queue == "celery"
+    producer_conf(task_default_queue="dq")
+    probe = tasks.default_probe.delay("probe")
+    producer_conf.restore()
+    assert queue_of(app, probe) == "dq"
+    start_worker("-c", "1")  # tests.tasks' own conf: the default queue "celery"
+    assert tasks.pid.apply_async(queue="celery").get(timeout=30)
+    assert probe.state == "PENDING"
+    start_worker("-c", "1", env={"MINIQ_TEST_CONF": '{"task_default_queue": "dq"}'})  # no -Q
+    assert probe.get(timeout=30) == "probe"
+
+
+def test_higher_priority_runs_first_and_fifo_among_equals(app, start_worker, tmp_path):
+    path = str(tmp_path / "order")
+    sent = [("p0a", 0), ("p5a", 5), ("p0b", 0), ("p9", 9), ("p5b", 5), ("p0c", 0), ("p5c", 5)]
+    results = [tasks.record.apply_async((path, token), priority=priority)
+               for token, priority in sent]
+    start_worker("-c", "1")
+    wait_for(lambda: all(r.ready() for r in results), timeout=30, message="all recorded")
+    with open(path) as f:
+        order = [line.split()[0] for line in f]
+    assert order == ["p9", "p5a", "p5b", "p5c", "p0a", "p0b", "p0c"]
