@@ -81,7 +81,7 @@ class Miniq:
         self.control = Control(self)
         self._broker: Optional[Broker] = None
         self._waker: Optional[Waker] = None
-        self._routes: Dict[str, Optional[str]] = {}
+        self._routes: Dict[tuple, tuple] = {}
         _default = self
 
     def __repr__(self) -> str:
@@ -109,7 +109,6 @@ class Miniq:
             self._broker = Broker(path, durable=self.conf.sqlite_synchronous.upper() == "FULL")
             self._waker = Waker(self._broker.path)
             self._broker_url = url
-            self._routes.clear()
         return self._broker
 
     @property
@@ -148,15 +147,16 @@ class Miniq:
 
     def _defaults(self, name: str) -> tuple:
         """(queue, priority, soft, hard) for a name: the task's option, task_routes, conf."""
-        if name not in self._routes:
+        key = (name, self.conf.task_default_queue, id(self.conf.task_routes), self.conf.broker_url)
+        if key not in self._routes:  # keyed on the settings, so changing them takes effect
             task, routes = self.tasks.get(name), self.conf.task_routes or {}
             route = routes.get(name) or next(
                 (r for pattern, r in routes.items() if fnmatch.fnmatchcase(name, pattern)), None)
             queue = route.get("queue") if isinstance(route, dict) else route
-            self._routes[name] = ((task and task.queue) or queue or self.conf.task_default_queue,
+            self._routes[key] = ((task and task.queue) or queue or self.conf.task_default_queue,
                                   (task and task.priority) or 0,
                                   task and task.soft_time_limit, task and task.time_limit)
-        return self._routes[name]
+        return self._routes[key]
 
     def message_row(self, name: str, args: Any = None, kwargs: Any = None,
                     countdown: Optional[float] = None, eta: Any = None, expires: Any = None,

@@ -72,6 +72,7 @@ class Waker:
         if sock is not None:
             try:
                 os.unlink(sock.getsockname())
+                os.rmdir(self.folder)  # only succeeds for the last worker of this file
             except OSError:
                 pass
             sock.close()

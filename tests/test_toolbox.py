@@ -131,7 +131,7 @@ def test_chord_with_a_failed_member_fails_its_callback(app, start_worker):
 def test_a_worker_serves_only_its_queues(app, start_worker, monkeypatch):
     monkeypatch.setitem(app.conf, "task_routes", {"tests.tasks.mul*": {"queue": "never"},
                                                   "tests.tasks.echo": {"queue": "b"}})
-    app._routes.clear()
+
     on_a = tasks.add.apply_async((1, 1), queue="a")
     routed = tasks.echo.delay("routed")
     start_worker("-c", "1", "-Q", "a")
@@ -140,7 +140,7 @@ def test_a_worker_serves_only_its_queues(app, start_worker, monkeypatch):
     assert app.broker.db.execute("SELECT queue FROM task WHERE id = ?", (routed.id,)).fetchone() == ("b",)
     start_worker("-c", "1", "-Q", "b")
     assert routed.get(timeout=20) == "routed"
-    app._routes.clear()
+
 
 
 def test_higher_priority_first_fifo_among_equals(app, start_worker, tmp_path):

@@ -1,24 +1,37 @@
-"""Tasks written only in Celery's API: the same file runs on miniq and on Celery.
+"""Tasks written only in Celery's API: the same module runs on miniq and on Celery.
 
-The implementation is picked by MINIQ_COMPAT_IMPL ("miniq" or "celery"); a
-user moving to Celery changes only the import line.
+MINIQ_COMPAT_IMPL names the implementation ("miniq", the default, or
+"celery"); for a user, moving to Celery is changing the import lines, which
+read ``from <impl> import Celery, chain, group`` and
+``from <impl>.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded``.
+On Celery the broker is its server-free filesystem transport and the results
+are files, all under the folder COMPAT_DIR.
 """
 import importlib
 import os
 import time
 
 impl = importlib.import_module(os.environ.get("MINIQ_COMPAT_IMPL", "miniq"))
+_exceptions = importlib.import_module(impl.__name__ + ".exceptions")
 Celery, chain, group = impl.Celery, impl.chain, impl.group
-SoftTimeLimitExceeded = importlib.import_module(impl.__name__ + ".exceptions").SoftTimeLimitExceeded
+SoftTimeLimitExceeded = _exceptions.SoftTimeLimitExceeded
+TimeLimitExceeded = _exceptions.TimeLimitExceeded
+MaxRetriesExceededError = _exceptions.MaxRetriesExceededError
 
-app = Celery("compat")
-if impl.__name__ == "celery":  # Celery's server-free transport and result store
+app = Celery("compat")  # miniq: the broker comes from MINIQ_BROKER_URL
+if impl.__name__ == "celery":
     folder = os.environ["COMPAT_DIR"]
+    for sub in ("queue", "done", "results", "control"):
+        os.makedirs(os.path.join(folder, sub), exist_ok=True)
     app.conf.update(
-        broker_url="filesystem://", result_backend=f"file://{folder}/results",
+        broker_url="filesystem://",
         broker_transport_options={"data_folder_in": f"{folder}/queue",
                                   "data_folder_out": f"{folder}/queue",
-                                  "processed_folder": f"{folder}/done"})
+                                  "processed_folder": f"{folder}/done",
+                                  "control_folder": f"{folder}/control",  # else ./control
+                                  "polling_interval": 0.1},
+        result_backend=f"file://{folder}/results",
+        broker_connection_retry_on_startup=True)
 
 
 @app.task
@@ -31,11 +44,16 @@ def whoami(self):
     return self.request.id
 
 
-@app.task(bind=True, max_retries=3)
+@app.task(bind=True)
 def flaky(self):
     if self.request.retries < 2:
-        raise self.retry(countdown=0.1)
+        raise self.retry(countdown=0.1, max_retries=2)
     return self.request.retries
+
+
+@app.task(bind=True)
+def always_retry(self):
+    raise self.retry(countdown=0.1, max_retries=2)
 
 
 @app.task(soft_time_limit=0.5, time_limit=10)
