@@ -127,7 +127,11 @@ class Task:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run in this process, now, as a plain function call (as Celery)."""
-        return self.run(*args, **kwargs)
+        self.push_request(Context(args=args, kwargs=kwargs))
+        try:
+            return self.run(*args, **kwargs)
+        finally:
+            self.pop_request()
 
     def __repr__(self) -> str:
         return f"<@task: {self.name}>"
