@@ -86,6 +86,14 @@ def path_from_url(url: str) -> str:
     return url[len(prefix):]
 
 
+def file_inode(path: str) -> Optional[int]:
+    """The file's identity, None when it is gone: a change means deleted or replaced."""
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
 def _retrying(fn: Callable):
     """Call fn(), retrying with growing jitter while SQLite reports the file locked."""
     for attempt in range(LOCK_RETRIES):
@@ -111,11 +119,17 @@ class Broker:
 
     @property
     def db(self) -> sqlite3.Connection:
-        """This thread's connection, reopened after a fork (a connection never crosses one)."""
+        """This thread's connection, reopened after a fork (a connection never crosses
+        one) and, between transactions, once the file was deleted or replaced: else a
+        long-lived producer would go on writing into a file nobody reads."""
         local = self._local
-        if getattr(local, "pid", None) != os.getpid():
-            local.conn = self._connect()
-            local.pid = os.getpid()
+        if getattr(local, "pid", None) == os.getpid():
+            if local.conn.in_transaction or file_inode(self.path) == local.inode:
+                return local.conn
+            local.pid = None  # stays closed until a connect succeeds
+            local.conn.close()
+        local.conn = self._connect()
+        local.pid, local.inode = os.getpid(), file_inode(self.path)
         return local.conn
 
     def _connect(self) -> sqlite3.Connection:

@@ -25,6 +25,7 @@ from typing import Dict, List, Optional
 
 from . import result as results
 from .app import Miniq, load_app
+from .broker import file_inode
 from .canvas import next_steps
 from .exceptions import (ImproperlyConfigured, MiniqError, TaskRevokedError,
                          TimeLimitExceeded, WorkerLostError)
@@ -36,6 +37,7 @@ log = logging.getLogger("miniq.worker")
 POLL = 0.05             # fallback poll of the database when no hint arrives
 TERMINATE_GRACE = 1.0   # revoke(terminate=True): SIGKILL if the signal did not end the task
 LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 def _rss_kib() -> int:
@@ -50,8 +52,10 @@ def child_main(app_path: str, conn, loglevel: Optional[str], max_tasks: Optional
     if hasattr(signal, "set_wakeup_fd"):
         signal.set_wakeup_fd(-1)
     # Ctrl-C and a group-wide SIGTERM (systemd's default) reach us too: the manager decides.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # They came ignored, and perhaps blocked (see Worker._spawn): keep them ignored.
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     signal.signal(signal.SIGQUIT, signal.SIG_DFL)
     if loglevel and not logging.getLogger().handlers:
         logging.basicConfig(level=loglevel.upper(), format=LOG_FORMAT)
@@ -129,7 +133,7 @@ class Worker:
     def run(self) -> int:
         """Serve until shut down; 0 after a warm shutdown, 1 after a cold one."""
         self.broker.register(self.id, self.host, os.getpid(), self.concurrency, self.queues)
-        self.inode = os.stat(self.broker.path).st_ino
+        self.inode = file_inode(self.broker.path)
         self._signals_r, signals_w = socket.socketpair()
         for sock in (self._signals_r, signals_w):
             sock.setblocking(False)
@@ -165,7 +169,17 @@ class Worker:
             target=child_main, name=f"ForkPoolWorker-{index + 1}", daemon=True,
             args=(self.app_path, theirs, self.loglevel, conf.worker_max_tasks_per_child,
                   conf.worker_max_memory_per_child))
-        process.start()
+        # A signal to the whole group must not kill a child (or the fork server) still
+        # booting: they start with it ignored, which even exec keeps. The manager's own
+        # wait, blocked, until its handlers are back.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        handlers = {signum: signal.signal(signum, signal.SIG_IGN) for signum in STOP_SIGNALS}
+        try:
+            process.start()
+        finally:
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         theirs.close()
         return Child(process, ours)
 
@@ -232,7 +246,7 @@ class Worker:
                 timeout = max(0.0, min(timeout, min(deadlines) - time.monotonic()))
             if self._wait(timeout):
                 want = True
-            elif idle:
+            elif idle and now >= self.db_retry_at:
                 version = self._db(self.broker.data_version)
                 want = want or (version is not None and version != seen)
                 seen = version if version is not None else seen
@@ -278,7 +292,13 @@ class Worker:
         return rows
 
     def _dispatch(self, child: Child, message: Message) -> None:
-        soft, hard = self._limits(message)
+        try:
+            soft, hard = self._limits(message)
+        except (ValueError, TypeError, AttributeError) as exc:
+            error = ValueError(f"corrupt message {message.id}: bad options ({exc})")
+            log.error("Task %s[%s] not run: %s", message.name, message.id, error)
+            self._settle_row(message._replace(options=None), "FAILURE", error)
+            return
         child.message, child.started = message, time.monotonic()
         child.deadline = child.started + hard if hard else None
         child.conn.send((message, soft))
@@ -289,11 +309,12 @@ class Worker:
         per_call = json.loads(message.options) if message.options else {}
         conf = self.app.conf
 
-        def pick(key: str):
+        def pick(key: str) -> Optional[float]:
             value = per_call.get(key)
             if value is None and task is not None:
                 value = getattr(task, key)
-            return value if value is not None else conf[f"task_{key}"]
+            value = value if value is not None else conf[f"task_{key}"]
+            return float(value) if value is not None else None
         return pick("soft_time_limit"), pick("time_limit")
 
     # -- outcomes ------------------------------------------------------------
@@ -396,9 +417,9 @@ class Worker:
     # -- housekeeping ----------------------------------------------------------
 
     def _heartbeat(self, beats: int) -> None:
-        if self._db(self._check_file) is None:
+        kills = self._db(self._beat_file)
+        if kills is None:
             return
-        kills = self._db(lambda: self.broker.heartbeat(self.id, self.lease)) or []
         self._db(self.broker.checkpoint)
         for task_id, signum in kills:
             for child in self.children:
@@ -414,18 +435,16 @@ class Worker:
             seconds = expires.total_seconds() if hasattr(expires, "total_seconds") else expires
             self._db(lambda: self.broker.sweep(time.time() - seconds))
 
-    def _check_file(self) -> bool:
-        """The file was deleted or replaced: reconnect, so we serve the file producers see."""
-        try:
-            inode = os.stat(self.broker.path).st_ino
-        except FileNotFoundError:
-            inode = None
+    def _beat_file(self) -> list:
+        """Heartbeat, registering again in a file that was deleted or replaced (the broker
+        follows the path); returns the revoked tasks to kill."""
+        inode = file_inode(self.broker.path)
         if inode != self.inode:
             log.error("database %s was removed or replaced: reopening it", self.broker.path)
-            self.broker.close()
+            self.inode = inode  # said once; a failing reopen is _db's to report
             self.broker.register(self.id, self.host, os.getpid(), self.concurrency, self.queues)
-            self.inode = os.stat(self.broker.path).st_ino
-        return True
+            self.inode = file_inode(self.broker.path)
+        return self.broker.heartbeat(self.id, self.lease)
 
     def _recover(self) -> None:
         """Put back the tasks of workers that died (pid gone here, or silent too long)."""
