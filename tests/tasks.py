@@ -218,3 +218,63 @@ def heavy_two(value):
 @app.task
 def default_probe(value):  # sent only by test_routing, after it changes task_default_queue
     return value
+
+
+# -- worker lifecycle tests (test_worker_lifecycle) ----------------------------------
+
+@app.task
+def wait_for_gate(gate, value=None, timeout=60.0):
+    """Say it runs (file ``gate.running.<value>``), then wait until the test creates the
+    file ``gate`` (at most timeout seconds), then return value (default: the pid)."""
+    open(f"{gate}.running.{value}", "w").close()
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(gate):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gate {gate} never opened")
+        time.sleep(0.01)
+    return value if value is not None else os.getpid()
+
+
+# -- reliability and timing tests (test_reliability, test_timing) ---------------------
+
+@app.task(acks_late=True, reject_on_worker_lost=True)
+def die_always():
+    """Kills its child on every delivery: the delivery cap must stop the loop."""
+    os._exit(1)
+
+
+@app.task(bind=True, max_retries=5)
+def retry_record(self, path, times, countdown=0.1):
+    """Append 'retries time' per run; retry until it has retried ``times`` times."""
+    with open(path, "a") as f:
+        f.write(f"{self.request.retries} {time.time()}\n")
+    if self.request.retries < times:
+        raise self.retry(countdown=countdown)
+    return self.request.retries
+
+
+@app.task(autoretry_for=(ValueError,), max_retries=2, retry_backoff=1, retry_jitter=False)
+def autoretry_backoff(path):
+    """Fails every run; Celery's backoff without jitter waits 1 s, then 2 s."""
+    with open(path, "a") as f:
+        f.write(f"{time.time()}\n")
+    raise ValueError("still failing")
+
+
+# -- core behaviour tests (test_core) ---------------------------------------------------
+
+@app.task
+def span(seconds):
+    """Sleep; return [pid, start, end] (unix times) so a test can see runs overlap."""
+    start = time.time()
+    time.sleep(seconds)
+    return [os.getpid(), start, time.time()]
+
+
+@app.task
+def kill_self_with(signame):
+    """The child sends itself a signal whose default action ends it (unlike SIGKILL,
+    one it could in principle handle)."""
+    os.kill(os.getpid(), getattr(signal, signame))
+    time.sleep(5)  # not reached: the signal ends the process first
+    return "survived"

@@ -1,0 +1,228 @@
+"""The worker command's life against real processes: warm and cold shutdown,
+the three start methods, and two worker commands sharing one file."""
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+
+import pytest
+
+from miniq.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from tests import tasks
+from tests.conftest import ROOT, wait_for
+
+SIGNALS = {"SIGTERM": signal.SIGTERM, "SIGINT": signal.SIGINT}
+
+
+def alive(pid):
+    """True while pid is a running process (a zombie has finished: it counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)],
+                          capture_output=True, text=True).stdout.strip()
+    return bool(stat) and not stat.startswith("Z")
+
+
+def group_alive(pgid):
+    """Live processes of a process group: a worker's children and any helper it started."""
+    out = subprocess.run(["ps", "-A", "-o", "pid=,pgid=,stat="],
+                         capture_output=True, text=True).stdout
+    return [int(pid) for pid, group, stat in (line.split() for line in out.splitlines())
+            if int(group) == pgid and not stat.startswith("Z")]
+
+
+def assert_nothing_left(worker, children):
+    wait_for(lambda: not any(alive(pid) for pid in children), timeout=15, interval=0.1,
+             message=f"children {children} gone")
+    wait_for(lambda: not group_alive(worker.pid), timeout=15, interval=0.1,
+             message="no process left in the worker's group")
+
+
+def deliver(worker, signum, to_group=False):
+    """Send signum, then wait until the manager has taken it, so a second one is not merged.
+
+    Linux shows pending signals in /proc; once taken, Python runs the handler before the
+    manager does anything else. Elsewhere there is nothing to poll: allow half a second.
+    """
+    (os.killpg if to_group else os.kill)(worker.pid, signum)
+    status = f"/proc/{worker.pid}/status"
+    if not os.path.exists(status):
+        time.sleep(0.5)
+        return
+    bit = 1 << (signum - 1)
+
+    def taken():
+        with open(status) as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+        return not (int(fields["SigPnd"], 16) | int(fields["ShdPnd"], 16)) & bit
+    wait_for(taken, timeout=10, interval=0.005, message=f"signal {signum} taken")
+
+
+def rows(app, results):
+    """(status, state, worker) of each task's row, straight from the database."""
+    query = "SELECT status, state, worker FROM task WHERE id = ?"
+    return [app.broker.db.execute(query, (r.id,)).fetchone() for r in results]
+
+
+def start_gated(gate, n):
+    """n tasks that run until the test creates the file gate, each returning its index.
+
+    Waits until each task's code runs: STARTED alone means handed to a child, which may
+    still be booting."""
+    running = [tasks.wait_for_gate.delay(str(gate), i) for i in range(n)]
+    wait_for(lambda: all(os.path.exists(f"{gate}.running.{i}") for i in range(n)),
+             timeout=60, message="tasks running")
+    assert [r.state for r in running] == ["STARTED"] * n
+    return running
+
+
+# 9. warm and cold shutdown ---------------------------------------------------------------
+
+@pytest.mark.parametrize("name, to_group", [
+    ("SIGTERM", False),   # kill <pid>
+    ("SIGINT", False),
+    ("SIGINT", True),     # Ctrl-C in a terminal reaches the whole group, children too
+], ids=["SIGTERM", "SIGINT", "ctrl-c-to-group"])
+def test_warm_shutdown_finishes_running_tasks_and_leaves_queued_ones(
+        app, start_worker, tmp_path, name, to_group):
+    worker = start_worker("-c", "2")
+    children = worker.children()
+    gate = tmp_path / "gate"
+    running = start_gated(gate, 2)
+    queued = [tasks.add.delay(i, i) for i in range(3)]
+    deliver(worker, SIGNALS[name], to_group)
+    gate.touch()  # both children now free up; a worker still claiming would take the queue
+    assert worker.wait(30) == 0, worker.output()
+    assert [r.get(timeout=5) for r in running] == [0, 1]
+    assert rows(app, queued) == [(0, "PENDING", None)] * 3
+    assert_nothing_left(worker, children)
+
+
+@pytest.mark.parametrize("name, to_group", [("SIGTERM", False), ("SIGINT", True)],
+                         ids=["SIGTERM-twice", "ctrl-c-twice"])
+def test_second_signal_is_a_cold_shutdown_that_requeues_running_tasks(
+        app, start_worker, tmp_path, name, to_group):
+    worker = start_worker("-c", "2")
+    children = worker.children()
+    gate = tmp_path / "gate"
+    running = start_gated(gate, 2)  # never released: only a cold shutdown ends them
+    deliver(worker, SIGNALS[name], to_group)
+    deliver(worker, SIGNALS[name], to_group)
+    assert worker.wait(30) != 0, worker.output()
+    assert_nothing_left(worker, children)
+    assert rows(app, running) == [(0, "PENDING", None)] * 2
+    assert [r.state for r in running] == ["PENDING"] * 2
+    gate.touch()
+    start_worker("-c", "2")
+    assert [r.get(timeout=30) for r in running] == [0, 1]
+
+
+# 10. start methods ----------------------------------------------------------------------------
+
+def ps(field, pid):
+    return subprocess.run(["ps", "-ww", "-o", f"{field}=", "-p", str(pid)],
+                          capture_output=True, text=True).stdout.strip()
+
+
+def assert_started_by(method, child, manager):
+    """The child's lineage and command line match how the method starts processes."""
+    parent = int(ps("ppid", child))
+    if method == "forkserver":  # forked by the fork server, which the manager started
+        assert parent != manager and int(ps("ppid", parent)) == manager
+        assert "multiprocessing.forkserver" in ps("args", child)
+    else:
+        assert parent == manager
+        assert ("multiprocessing.spawn" in ps("args", child)) == (method == "spawn")
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+def test_children_work_under_each_start_method(app, start_worker, method):
+    worker = start_worker("-c", "1", "--start-method", method)
+    assert f"1 children ({method})" in worker.output()
+    first = tasks.pid.delay().get(timeout=60)
+    assert_started_by(method, first, worker.pid)
+    assert tasks.add.delay(2, 3).get(timeout=30) == 5
+    assert tasks.soft_catch.delay(10).get(timeout=30) == "cleaned up"
+    with pytest.raises(SoftTimeLimitExceeded):
+        tasks.soft_raise.delay(10).get(timeout=30)
+    assert tasks.pid.delay().get(timeout=30) == first  # a soft limit costs no child
+    with pytest.raises(TimeLimitExceeded):
+        tasks.busy_loop.delay().get(timeout=30)
+    wait_for(lambda: not alive(first), timeout=10, message="killed child gone")
+    second = tasks.pid.delay().get(timeout=60)  # on the replacement child
+    assert second != first
+    assert_started_by(method, second, worker.pid)
+    assert tasks.add.delay(1, 1).get(timeout=30) == 2
+
+
+@pytest.mark.parametrize("name, method", [
+    ("SIGTERM", "fork"),     # systemd's default stop: the whole group
+    ("SIGTERM", "forkserver"),
+    ("SIGTERM", "spawn"),
+    ("SIGINT", "fork"),      # Ctrl-C in a terminal: the whole foreground group
+    ("SIGINT", "forkserver"),
+    ("SIGINT", "spawn"),
+])
+def test_group_wide_signal_is_a_warm_shutdown_under_each_start_method(
+        app, start_worker, tmp_path, name, method):
+    """Children and helper processes get the signal too, and must leave it to the manager."""
+    worker = start_worker("-c", "2", "--start-method", method)
+    gate = tmp_path / "gate"
+    running = start_gated(gate, 2)
+    deliver(worker, SIGNALS[name], to_group=True)
+    gate.touch()
+    assert worker.wait(30) == 0, worker.output()
+    assert [r.get(timeout=5) for r in running] == [0, 1]
+    wait_for(lambda: not group_alive(worker.pid), timeout=15, interval=0.1,
+             message="no process left in the worker's group")
+
+
+SLOW_BOOT = """
+import multiprocessing, time
+from tests.tasks import app  # noqa: F401 - the app, its tasks registered
+if multiprocessing.parent_process() is not None:
+    time.sleep(2)  # a child still booting when its first task arrives
+"""
+
+
+@pytest.mark.parametrize("name, method", [
+    ("SIGTERM", "fork"),  # children start with the manager's app loaded: no boot window
+    ("SIGTERM", "spawn"),
+    ("SIGINT", "spawn"),
+])
+def test_group_wide_signal_while_children_boot_is_a_warm_shutdown(
+        app, start_worker, tmp_path, name, method):
+    (tmp_path / "slowboot.py").write_text(SLOW_BOOT)
+    worker = start_worker("-c", "1", "--start-method", method, app_path="slowboot",
+                          env={"PYTHONPATH": os.pathsep.join([str(tmp_path), ROOT])})
+    result = tasks.add.delay(2, 2)
+    wait_for(lambda: result.state != "PENDING", message="task handed to the child")
+    os.killpg(worker.pid, SIGNALS[name])
+    assert worker.wait(30) == 0, worker.output()
+    assert result.get(timeout=5) == 4
+
+
+# 11. two worker commands, one database file ------------------------------------------------------
+
+def test_two_workers_share_two_thousand_tasks_each_run_once(app, start_worker, tmp_path):
+    runs = tmp_path / "runs.txt"
+    first, second = start_worker("-c", "2"), start_worker("-c", "2")
+    owner = {**{pid: "first" for pid in first.children()},
+             **{pid: "second" for pid in second.children()}}
+    assert len(owner) == 4
+    results = [tasks.record.delay(str(runs), i) for i in range(2000)]
+    count_done = "SELECT COUNT(*) FROM task WHERE status = 2"
+    wait_for(lambda: app.broker.db.execute(count_done).fetchone()[0] == 2000, timeout=120,
+             interval=0.1, message="2000 tasks done")
+    for worker in (first, second):  # stopped, so no late second run can still write
+        worker.signal(signal.SIGTERM)
+        assert worker.wait(30) == 0
+    assert Counter(r.state for r in results) == {"SUCCESS": 2000}
+    assert [r.get(timeout=5) for r in results] == list(range(2000))
+    lines = [line.split() for line in runs.read_text().splitlines()]
+    assert sorted(int(token) for token, _ in lines) == list(range(2000))
+    by_worker = Counter(owner.get(int(pid), f"stranger {pid}") for _, pid in lines)
+    assert set(by_worker) == {"first", "second"}, by_worker
