@@ -210,9 +210,13 @@ class Broker:
 
         def run():
             for task_id in ids:
+                queued = self.db.execute("SELECT chord FROM task WHERE id = ? AND status = 0",
+                                         (task_id,)).fetchone()
                 self.db.execute(
                     "UPDATE task SET status = 2, state = 'REVOKED', revoked = 0, finished = ?,"
                     " result = ? WHERE id = ? AND status = 0", (now, REVOKED_RESULT, task_id))
+                if queued and queued[0]:  # a chord member: its callback fails now, not never
+                    self._release_chord(queued[0], now)
                 self.db.execute("UPDATE task SET revoked = MAX(COALESCE(revoked, 0), ?)"
                                 " WHERE id = ? AND status = 1", (mark, task_id))
         self._tx(run)

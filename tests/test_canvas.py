@@ -228,6 +228,17 @@ def test_a_failing_member_fails_the_chord_callback_with_chord_error(app, start_w
     assert row(app, result.id, "started")[0] is None  # failed without ever running
 
 
+def test_revoking_a_queued_member_fails_the_chord_callback(app):
+    result = chord([tasks.add.s(1, 1), tasks.add.s(2, 2)], tasks.tsum.s()).apply_async()
+    first, second = [r[0] for r in app.broker.db.execute(
+        "SELECT id FROM task WHERE chord = ? ORDER BY seq", (result.id,))]
+    app.AsyncResult(first).revoke()
+    assert row(app, result.id)[:2] == (3, "PENDING")  # the other member may still succeed
+    app.control.revoke(second)
+    with pytest.raises(exceptions.ChordError, match="TaskRevokedError"):
+        result.get(timeout=10)
+
+
 def test_an_immutable_chord_callback_gets_no_results(app, start_worker, tmp_path):
     start_worker("-c", "2")
     marker = str(tmp_path / "callback-ran")
