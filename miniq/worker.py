@@ -307,13 +307,11 @@ class Worker:
         """(soft, hard) seconds: per-call options over task options over app.conf."""
         task = self.app.tasks.get(message.name)
         per_call = json.loads(message.options) if message.options else {}
-        conf = self.app.conf
 
         def pick(key: str) -> Optional[float]:
             value = per_call.get(key)
-            if value is None and task is not None:
-                value = getattr(task, key)
-            value = value if value is not None else conf[f"task_{key}"]
+            if value is None:
+                value = _option(task, key, self.app.conf[f"task_{key}"])
             return float(value) if value is not None else None
         return pick("soft_time_limit"), pick("time_limit")
 
