@@ -59,8 +59,7 @@ class Conf(dict):
         except KeyError:
             raise AttributeError(key) from None
 
-    def __setattr__(self, key: str, value: Any) -> None:
-        self[key] = value
+    __setattr__ = dict.__setitem__
 
 
 class Miniq:
@@ -71,8 +70,7 @@ class Miniq:
                  **conf: Any):
         global _default
         self.main = main
-        self.conf = Conf(DEFAULTS)
-        self.conf.update(conf)
+        self.conf = Conf(DEFAULTS, **conf)
         self.conf.broker_url = (broker or conf.get("broker_url")
                                 or os.environ.get("MINIQ_BROKER_URL") or "sqlite:///miniq.db")
         self.conf.result_backend = backend
@@ -86,8 +84,6 @@ class Miniq:
 
     def __repr__(self) -> str:
         return f"<Miniq {self.main or '__main__'} {self.conf.broker_url}>"
-
-    # -- configuration -----------------------------------------------------
 
     def config_from_object(self, obj: Any) -> None:
         """Take known lower-case settings from a module (or its name) or an object."""
@@ -123,12 +119,12 @@ class Miniq:
             except ImportError as exc:
                 raise ImproperlyConfigured(f"cannot import included module {name!r}: {exc}") from None
 
-    # -- tasks -------------------------------------------------------------
-
     def task(self, *args: Any, **options: Any) -> Any:
         """Register a function as a task: ``@app.task`` or ``@app.task(bind=True, ...)``."""
         def register(fun: Callable) -> Task:
-            name = options.pop("name", None) or self._task_name(fun)
+            # as Celery: a script's tasks are named after the app, not after __main__
+            module = self.main if fun.__module__ == "__main__" and self.main else fun.__module__
+            name = options.pop("name", None) or f"{module}.{fun.__qualname__}"
             base = options.pop("base", None) or Task
             task = base(self, fun, name, **options)
             self.tasks[name] = task
@@ -138,12 +134,6 @@ class Miniq:
         if args:
             raise TypeError("use @app.task or @app.task(option=value, ...)")
         return register
-
-    def _task_name(self, fun: Callable) -> str:
-        module = fun.__module__
-        if module == "__main__" and self.main:  # as Celery: a script's tasks use the app's name
-            module = self.main
-        return f"{module}.{fun.__qualname__}"
 
     def _defaults(self, name: str) -> tuple:
         """(queue, priority, soft, hard) for a name: the task's option, task_routes, conf."""
@@ -240,19 +230,16 @@ def load_app(path: str) -> Miniq:
     module_name, _, attr = path.partition(":")
     try:
         module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        parent, _, attr = module_name.rpartition(".")
-        if not parent or exc.name != module_name:
-            raise ImproperlyConfigured(f"cannot import app module {module_name!r}: {exc}") from None
-        return load_app(f"{parent}:{attr}")
     except ImportError as exc:
+        parent, _, name = module_name.rpartition(".")
+        if parent and isinstance(exc, ModuleNotFoundError) and exc.name == module_name:
+            return load_app(f"{parent}:{name}")  # proj.app: an attribute, not a module
         raise ImproperlyConfigured(f"cannot import app module {module_name!r}: {exc}") from None
     if attr:
         app = getattr(module, attr, None)
-    else:
-        app = next((v for k in ("app", "celery") for v in [getattr(module, k, None)]
-                    if isinstance(v, Miniq)), None)
-        app = app or next((v for v in vars(module).values() if isinstance(v, Miniq)), None)
+    else:  # as Celery: module.app or module.celery first, then any app in the module
+        named = (getattr(module, key, None) for key in ("app", "celery"))
+        app = next((v for v in (*named, *vars(module).values()) if isinstance(v, Miniq)), None)
     if not isinstance(app, Miniq):
         raise ImproperlyConfigured(f"{path!r} is not a miniq app (no Miniq instance found there)")
     app.import_includes()

@@ -3,6 +3,7 @@ library, print. No supervision or SQL lives here, so every command is a
 function to test in-process or as a subprocess.
 """
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -25,8 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print JSON for scripts instead of text for people")
     parser = argparse.ArgumentParser(prog="miniq", parents=[common],
                                      description="A task queue for one machine, on one SQLite file.")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.required = True
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(name: str, text: str) -> argparse.ArgumentParser:
         return commands.add_parser(name, parents=[common], help=text, description=text)
@@ -69,8 +69,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         app = load_app(args.app)
         return COMMANDS[args.command](app, args)
     except ImproperlyConfigured as exc:
-        print(f"miniq: error: {exc}", file=sys.stderr)
-        return 2
+        return _error(exc)
 
 
 def worker(app: Miniq, args: argparse.Namespace) -> int:
@@ -86,10 +85,8 @@ def beat(app: Miniq, args: argparse.Namespace) -> int:
     from .worker import LOG_FORMAT
     logging.basicConfig(level=args.loglevel, format=LOG_FORMAT)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop as on Ctrl-C
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         Beat(app).run()
-    except KeyboardInterrupt:
-        pass
     return 0
 
 
@@ -97,12 +94,11 @@ def status(app: Miniq, args: argparse.Namespace) -> int:
     now = time.time()
     workers = [dict(zip(("id", "host", "pid", "concurrency", "queues", "started", "heartbeat"), w))
                for w in app.broker.workers()]
-    if _emit(args, workers):
-        return 0 if workers else 1
-    for w in workers:
-        print(f"{w['id'][:8]}@{w['host']}: pid {w['pid']}, -c {w['concurrency']}, "
-              f"queues {w['queues']}, heartbeat {now - w['heartbeat']:.1f}s ago")
-    print(f"{len(workers)} worker{'' if len(workers) == 1 else 's'} online.")
+    if not _emit(args, workers):
+        for w in workers:
+            print(f"{w['id'][:8]}@{w['host']}: pid {w['pid']}, -c {w['concurrency']}, "
+                  f"queues {w['queues']}, heartbeat {now - w['heartbeat']:.1f}s ago")
+        print(f"{len(workers)} worker{'' if len(workers) == 1 else 's'} online.")
     return 0 if workers else 1
 
 
@@ -110,25 +106,22 @@ def inspect(app: Miniq, args: argparse.Namespace) -> int:
     now = time.time()
     if args.what == "stats":
         rows = [{"queue": q, "state": s, "count": n} for q, s, n in app.broker.counts()]
-        if not _emit(args, rows):
-            for row in rows or [{"queue": "-", "state": "(no tasks)", "count": 0}]:
-                print(f"{row['queue']:<20} {row['state']:<12} {row['count']:>8}")
+        lines = [f"{r['queue']:<20} {r['state']:<12} {r['count']:>8}"
+                 for r in rows or [{"queue": "-", "state": "(no tasks)", "count": 0}]]
     elif args.what == "active":
         rows = [{"id": i, "name": n, "worker": w, "runtime": now - (s or now), "state": st,
                  **_call_of(b)} for i, n, w, s, st, b in app.broker.active()]
-        if not _emit(args, rows):
-            for r in rows:
-                print(f"{r['name']}[{r['id']}] {r['state']} for {r['runtime']:.1f}s "
-                      f"on {str(r['worker'])[:8]} args={r['args']} kwargs={r['kwargs']}")
-            print(f"{len(rows)} running.")
+        lines = [f"{r['name']}[{r['id']}] {r['state']} for {r['runtime']:.1f}s "
+                 f"on {str(r['worker'])[:8]} args={r['args']} kwargs={r['kwargs']}" for r in rows]
+        lines.append(f"{len(rows)} running.")
     else:
         rows = [{"id": i, "name": n, "queue": q, "eta": e, **_call_of(b)}
                 for i, n, q, e, b in app.broker.scheduled()]
-        if not _emit(args, rows):
-            for r in rows:
-                print(f"{r['name']}[{r['id']}] on {r['queue']} in {r['eta'] - now:.1f}s "
-                      f"args={r['args']} kwargs={r['kwargs']}")
-            print(f"{len(rows)} scheduled.")
+        lines = [f"{r['name']}[{r['id']}] on {r['queue']} in {r['eta'] - now:.1f}s "
+                 f"args={r['args']} kwargs={r['kwargs']}" for r in rows]
+        lines.append(f"{len(rows)} scheduled.")
+    if not _emit(args, rows):
+        print("\n".join(lines))
     return 0
 
 
@@ -159,9 +152,8 @@ def result(app: Miniq, args: argparse.Namespace) -> int:
             print(f"\r[{'#' * done}{'.' * (30 - done)}] {info['current']}/{info['total']}",
                   end="", file=sys.stderr, flush=True)
         if deadline is not None and time.monotonic() > deadline:
-            print(f"\nminiq: error: task {args.task_id} not done after {args.timeout}s",
-                  file=sys.stderr)
-            return 1
+            print(file=sys.stderr)  # end the progress bar's line, if one was drawn
+            return _error(f"task {args.task_id} not done after {args.timeout}s", 1)
         time.sleep(0.1)
     state, info = res.state, res.info
     value = info if not isinstance(info, BaseException) else f"{type(info).__name__}: {info}"
@@ -178,12 +170,9 @@ def call(app: Miniq, args: argparse.Namespace) -> int:
     try:
         call_args, call_kwargs = json.loads(args.args), json.loads(args.kwargs)
     except ValueError as exc:
-        print(f"miniq: error: --args and --kwargs must be JSON: {exc}", file=sys.stderr)
-        return 2
+        return _error(f"--args and --kwargs must be JSON: {exc}")
     if not isinstance(call_args, list) or not isinstance(call_kwargs, dict):
-        print("miniq: error: --args must be a JSON list and --kwargs a JSON object",
-              file=sys.stderr)
-        return 2
+        return _error("--args must be a JSON list and --kwargs a JSON object")
     sent = app.send_task(args.name, call_args, call_kwargs, queue=args.queue,
                          countdown=args.countdown)
     if not _emit(args, {"id": sent.id}):
@@ -199,6 +188,11 @@ def _call_of(body: str) -> dict:
     return {"args": call_args, "kwargs": call_kwargs}
 
 
+def _error(message: Any, code: int = 2) -> int:
+    print(f"miniq: error: {message}", file=sys.stderr)
+    return code
+
+
 def _emit(args: argparse.Namespace, data: Any) -> bool:
     """Print data as JSON when --json was given; say whether it did."""
     if getattr(args, "json", False):
@@ -207,5 +201,4 @@ def _emit(args: argparse.Namespace, data: Any) -> bool:
     return False
 
 
-COMMANDS = {"worker": worker, "beat": beat, "status": status, "inspect": inspect,
-            "purge": purge, "result": result, "call": call}
+COMMANDS = {f.__name__: f for f in (worker, beat, status, inspect, purge, result, call)}

@@ -5,32 +5,29 @@ builtin or miniq types, or as a generated class of the same name: nothing
 named in the database is ever imported or unpickled.
 """
 import builtins
+import functools
 import json
 import time
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional
 
 from . import exceptions
 from .broker import DONE, RUNNING
 
 PENDING, STARTED, SUCCESS, FAILURE = "PENDING", "STARTED", "SUCCESS", "FAILURE"
 RETRY, REVOKED = "RETRY", "REVOKED"
-READY_STATES = frozenset({SUCCESS, FAILURE, REVOKED})
 EXCEPTION_STATES = frozenset({FAILURE, RETRY, REVOKED})
 
 # True inside worker children: get() there could wait on a task that needs this very child.
 join_will_block = False
-_remote_classes: Dict[Tuple[str, str], type] = {}
 
 
 def exception_to_json(exc: BaseException) -> str:
     cls = type(exc)
-    args = list(exc.args)
+    data = {"exc_type": cls.__qualname__, "exc_module": cls.__module__, "exc_message": exc.args}
     try:
-        json.dumps(args)
-    except (TypeError, ValueError):
-        args = [str(exc)]
-    return json.dumps({"exc_type": cls.__qualname__, "exc_module": cls.__module__,
-                       "exc_message": args})
+        return json.dumps(data)
+    except (TypeError, ValueError):  # arguments JSON cannot carry: keep the message
+        return json.dumps({**data, "exc_message": [str(exc)]})
 
 
 def exception_from_json(data: Dict[str, Any]) -> BaseException:
@@ -48,13 +45,11 @@ def exception_from_json(data: Dict[str, Any]) -> BaseException:
         return _remote_class(module, name)(*args)
 
 
+@functools.lru_cache(maxsize=None)
 def _remote_class(module: str, name: str) -> type:
     """A stand-in class for an exception type this process must not import."""
-    key = (module, name)
-    if key not in _remote_classes:
-        safe = name if name.isidentifier() else "RemoteError"
-        _remote_classes[key] = type(safe, (Exception,), {"__module__": module})
-    return _remote_classes[key]
+    safe = name if name.isidentifier() else "RemoteError"
+    return type(safe, (Exception,), {"__module__": module})
 
 
 class AsyncResult:
@@ -162,9 +157,7 @@ class AsyncResult:
         self.app.broker.abort(self.id)
 
     def __eq__(self, other: object) -> bool:
-        if isinstance(other, AsyncResult):
-            return other.id == self.id
-        return other == self.id
+        return (other.id if isinstance(other, AsyncResult) else other) == self.id
 
     def __hash__(self) -> int:
         return hash(self.id)
@@ -181,10 +174,8 @@ class EagerResult(AsyncResult):
 
     def __init__(self, id: str, state: str, value: Any, traceback: Optional[str] = None, app=None):
         super().__init__(id, app)
-        self._state, self._value, self._traceback = state, value, traceback
-
-    def _row(self) -> Optional[tuple]:
-        return (DONE, self._state, None, self._traceback, None)
+        self._done = (DONE, state, None, traceback, None)  # so _row() never reads the database
+        self._value = value
 
     @property
     def info(self) -> Any:
@@ -193,7 +184,7 @@ class EagerResult(AsyncResult):
     result = info
 
     def get(self, timeout=None, propagate=True, **_ignored) -> Any:
-        if propagate and self._state != SUCCESS:
+        if propagate and self.state != SUCCESS:
             raise self._value
         return self._value
 
