@@ -9,7 +9,12 @@ from .result import AsyncResult, GroupResult
 from .task import new_id
 
 
-class Signature(dict):
+class _Delay:
+    def delay(self, *args: Any, **kwargs: Any):
+        return self.apply_async(args, kwargs)
+
+
+class Signature(_Delay, dict):
     """One task call as a value; a dict (as Celery's), so it travels as JSON."""
 
     def __init__(self, task: Any, args: Sequence = (), kwargs: Optional[dict] = None,
@@ -51,9 +56,6 @@ class Signature(dict):
             return task.apply_async(sig["args"], sig["kwargs"], **sig["options"])
         return sig.app.send_task(sig.name, sig["args"], sig["kwargs"], **sig["options"])
 
-    def delay(self, *args: Any, **kwargs: Any):
-        return self.apply_async(args, kwargs)
-
     def __or__(self, other: Any) -> "chain":
         return chain(self, other)
 
@@ -79,7 +81,7 @@ def _signatures(tasks: Tuple) -> List[Signature]:
     return flat
 
 
-class chain:
+class chain(_Delay):
     """Run tasks one after another, each result passed as the next one's first argument."""
 
     def __init__(self, *tasks: Any):
@@ -101,14 +103,11 @@ class chain:
             child.parent = parent
         return results[-1]
 
-    def delay(self, *args: Any, **kwargs: Any):
-        return self.apply_async(args, kwargs)
-
     def __or__(self, other: Signature) -> "chain":
         return chain(*self.tasks, other)
 
 
-class group:
+class group(_Delay):
     """Run tasks in parallel; all messages are inserted in one transaction."""
 
     def __init__(self, *tasks: Any):
@@ -130,9 +129,6 @@ class group:
         app.waker.notify()
         return GroupResult(new_id(), [AsyncResult(row[0], app) for row in rows])
 
-    def delay(self, *args: Any, **kwargs: Any):
-        return self.apply_async(args, kwargs)
-
 
 class chord:
     """A group, then a callback called with the list of the group's results."""
@@ -152,8 +148,7 @@ class chord:
             values = self.header.apply_async(args, kwargs, **options).get()
             return body.apply_async((values,))
         callback = app.message_row(body.name, body["args"], body["kwargs"], waiting=True,
-                                   immutable=body["immutable"],
-                                   **{**body["options"], "task_id": body.id})
+                                   immutable=body["immutable"], **body["options"])
         rows = [app.message_row(s.name, (*args, *s["args"]), {**s["kwargs"], **(kwargs or {})},
                                 **{**s["options"], **options}, chord=callback[0])
                 for s in self.header.tasks]
@@ -169,9 +164,8 @@ def next_steps(app, options: Optional[str], state: str, result: Optional[str]):
         return (), ()
     following = [Signature(**s) for s in steps]
     if state == "SUCCESS":
-        first, rest = following[0], following[1:]
         value = json.loads(result) if result is not None else None
-        step = first.clone((value,))
-        return [app.message_row(step.name, step["args"], step["kwargs"],
-                                chain=[dict(s) for s in rest] or None, **step["options"])], ()
+        step = following[0].clone((value,))
+        return [app.message_row(step.name, step["args"], step["kwargs"], **step["options"],
+                                chain=[dict(s) for s in following[1:]] or None)], ()
     return (), [(s.id, s.name) for s in following]

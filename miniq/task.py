@@ -79,9 +79,7 @@ def encode_args(name: str, args: Any, kwargs: Any) -> str:
 def to_timestamp(when: Any) -> float:
     """A datetime (naive means UTC, as Celery) or unix time, as unix time."""
     if isinstance(when, datetime):
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        return when.timestamp()
+        return (when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when).timestamp()
     return float(when)
 
 
@@ -147,8 +145,6 @@ class Task:
     def pop_request(self) -> None:
         self._requests.stack.pop()
 
-    # -- sending -----------------------------------------------------------
-
     def delay(self, *args: Any, **kwargs: Any):
         """Send the task with these arguments; returns an AsyncResult at once."""
         return self.apply_async(args, kwargs)
@@ -179,16 +175,14 @@ class Task:
 
     def s(self, *args: Any, **kwargs: Any):
         """A signature: this call as a value, for chain, group and chord."""
-        return _canvas().Signature(self, args, kwargs)
+        return canvas.Signature(self, args, kwargs)
 
     def si(self, *args: Any, **kwargs: Any):
         """An immutable signature: a chain does not pass it the previous result."""
-        return _canvas().Signature(self, args, kwargs, immutable=True)
+        return canvas.Signature(self, args, kwargs, immutable=True)
 
     def signature(self, args: Any = (), kwargs: Any = None, **options: Any):
-        return _canvas().Signature(self, args or (), kwargs, options)
-
-    # -- inside a running task ---------------------------------------------
+        return canvas.Signature(self, args or (), kwargs, options)
 
     def retry(self, args: Any = None, kwargs: Any = None, exc: Optional[BaseException] = None,
               throw: bool = True, eta: Any = None, countdown: Optional[float] = None,
@@ -199,17 +193,12 @@ class Task:
         if request.called_directly:
             raise exc or Retry("Task can be retried", None)
         if limit is not None and request.retries >= limit:
-            if exc is not None:
-                raise exc
-            raise MaxRetriesExceededError(
+            raise exc if exc is not None else MaxRetriesExceededError(
                 f"Can't retry {self.name}[{request.id}] args:{request.args} kwargs:{request.kwargs}")
-        if eta is not None:
-            when = to_timestamp(eta)
-        else:
-            when = time.time() + (self.default_retry_delay if countdown is None else countdown)
+        delay = self.default_retry_delay if countdown is None else countdown
+        when = to_timestamp(eta) if eta is not None else time.time() + delay
         retry = Retry(exc=exc, when=round(max(0.0, when - time.time()), 3))
-        retry.eta = when
-        retry.body = None
+        retry.eta, retry.body = when, None
         if args is not None or kwargs is not None:
             retry.body = encode_args(self.name, request.args if args is None else args,
                                      request.kwargs if kwargs is None else kwargs)
@@ -235,13 +224,6 @@ class Task:
         if task_id is None or self.request.is_eager:
             return False
         return self.app.broker.is_aborted(task_id)
-
-
-@functools.lru_cache(maxsize=None)
-def _canvas():
-    """canvas.py, imported once on first use (it imports this module)."""
-    from . import canvas
-    return canvas
 
 
 def _call(task: Task, args: list, kwargs: dict, soft_limit: Optional[float]) -> Any:
@@ -270,7 +252,6 @@ def execute(app, message: Message, soft_limit: Optional[float] = None,
             eager: bool = False, hostname: Optional[str] = None) -> Outcome:
     """Run one message and say what happened; never raises for the task's errors."""
     task = app.tasks.get(message.name)
-    pushed = False
     try:
         if task is None:
             raise NotRegistered(f"Task of name {message.name!r} is not registered in this worker")
@@ -281,22 +262,24 @@ def execute(app, message: Message, soft_limit: Optional[float] = None,
         task.push_request(Context(
             id=message.id, args=args, kwargs=kwargs, retries=message.retries,
             attempts=message.attempts, is_eager=eager, called_directly=False, hostname=hostname))
-        pushed = True
-        value = _call(task, args, kwargs, soft_limit)
+        try:
+            value = _call(task, args, kwargs, soft_limit)
+        finally:
+            task.pop_request()
     except Retry as retry:
         cause = retry.exc if retry.exc is not None else retry
         return Outcome("RETRY", exception_to_json(cause), traceback.format_exc(),
                        retry.eta, retry.body, cause)
     except Exception as exc:
         return Outcome("FAILURE", exception_to_json(exc), traceback.format_exc(), exc=exc)
-    finally:
-        if pushed:
-            task.pop_request()
-    ignore = task.ignore_result or app.conf.task_ignore_result
-    if ignore and not eager:
+    if (task.ignore_result or app.conf.task_ignore_result) and not eager:
         return Outcome(None, None)
     try:
         return Outcome("SUCCESS", json.dumps(value))
     except (TypeError, ValueError) as exc:
         error = TypeError(f"result of {message.name} is not JSON serializable: {exc}")
         return Outcome("FAILURE", exception_to_json(error), None, exc=error)
+
+
+# Last: canvas imports new_id from this module, and Task.s(), si() and signature() need canvas.
+from . import canvas  # noqa: E402
