@@ -3,9 +3,8 @@ as broker and result backend. Public names are re-exported here.
 """
 from . import exceptions
 from .app import Miniq
-from .exceptions import (MaxRetriesExceededError, MiniqError, NotRegistered, Retry,
+from .exceptions import (ChordError, MaxRetriesExceededError, MiniqError, NotRegistered, Retry,
                          SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded,
-                         ChordError,
                          TimeoutError, WorkerLostError)
 from .canvas import Signature, chain, chord, group, signature
 from .result import AsyncResult, EagerResult, GroupResult
@@ -15,15 +14,9 @@ __version__ = "0.1.0"
 
 Celery = Miniq  # so `from miniq import Celery` reads as the code it may one day be
 
-__all__ = [
-    # the app and its tasks
-    "Miniq", "Celery", "Task",
-    # workflows
-    "Signature", "signature", "chain", "group", "chord",
-    # results
-    "AsyncResult", "EagerResult", "GroupResult",
-    # errors
-    "exceptions", "MiniqError", "SoftTimeLimitExceeded", "TimeLimitExceeded",
-    "WorkerLostError", "TimeoutError", "NotRegistered", "Retry",
-    "MaxRetriesExceededError", "TaskRevokedError", "ChordError",
+__all__ = [  # the app and its tasks, workflows, results, errors
+    "Miniq", "Celery", "Task", "Signature", "signature", "chain", "group", "chord",
+    "AsyncResult", "EagerResult", "GroupResult", "exceptions", "MiniqError",
+    "SoftTimeLimitExceeded", "TimeLimitExceeded", "WorkerLostError", "TimeoutError",
+    "NotRegistered", "Retry", "MaxRetriesExceededError", "TaskRevokedError", "ChordError",
 ]

@@ -1,22 +1,6 @@
-"""The error hierarchy, in Celery's names.
-
-Everything miniq raises on purpose derives from ``MiniqError``::
-
-    MiniqError
-     ├── ImproperlyConfigured        bad broker URL, unusable database path, no app
-     ├── TaskError
-     │    ├── TimeoutError            AsyncResult.get(timeout=) ran out
-     │    ├── NotRegistered (+KeyError)  no task of that name in the worker
-     │    ├── MaxRetriesExceededError retry() with no retries left
-     │    ├── TaskRevokedError        revoked, expired or terminated
-     │    ├── ChordError              a chord member failed, so its callback did
-     │    └── WorkerLostError         the child running the task died
-     ├── SoftTimeLimitExceeded       raised inside the task at its soft limit
-     ├── TimeLimitExceeded           the manager killed the child at the hard limit
-     └── Retry                       raised by Task.retry() to ask for a later run
-
-All derive from ``Exception`` too, so ``except Exception`` in a task also
-catches ``SoftTimeLimitExceeded``, exactly as in Celery.
+"""The error hierarchy, in Celery's names. Everything miniq raises on purpose
+derives from ``MiniqError``, and so from ``Exception`` too: ``except Exception``
+in a task also catches ``SoftTimeLimitExceeded``, exactly as in Celery.
 """
 
 
@@ -71,13 +55,10 @@ class Retry(MiniqError):
     """Raised by ``Task.retry()``: the worker schedules the task again."""
 
     def __init__(self, message=None, exc=None, when=None):
-        self.exc = exc
-        self.when = when
+        self.exc, self.when = exc, when
         super().__init__(message or f"Retry in {when}s" + (f": {exc!r}" if exc else ""))
 
 
-__all__ = [
-    "MiniqError", "ImproperlyConfigured", "TaskError", "TimeoutError",
-    "NotRegistered", "MaxRetriesExceededError", "TaskRevokedError", "ChordError",
-    "WorkerLostError", "SoftTimeLimitExceeded", "TimeLimitExceeded", "Retry",
-]
+__all__ = ["MiniqError", "ImproperlyConfigured", "TaskError", "TimeoutError", "NotRegistered",
+           "MaxRetriesExceededError", "TaskRevokedError", "ChordError", "WorkerLostError",
+           "SoftTimeLimitExceeded", "TimeLimitExceeded", "Retry"]

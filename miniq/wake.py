@@ -4,6 +4,7 @@ A hint is one datagram to each worker's Unix socket in a folder named after
 the database. It is only a hint: workers also poll ``PRAGMA data_version``,
 so a lost or refused datagram delays a task by one poll, never loses it.
 """
+import contextlib
 import hashlib
 import os
 import socket
@@ -70,18 +71,14 @@ class Waker:
 
     def unlisten(self, sock: Optional[socket.socket]) -> None:
         if sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(sock.getsockname())
                 os.rmdir(self.folder)  # only succeeds for the last worker of this file
-            except OSError:
-                pass
             sock.close()
 
 
 def drain(sock: socket.socket) -> None:
     """Read every pending hint: many pokes mean the same as one."""
-    try:
+    with contextlib.suppress(OSError):
         while sock.recv(64):
             pass
-    except OSError:
-        pass
