@@ -243,11 +243,8 @@ class Broker:
 
     def claim(self, worker: str, queues: Sequence[str], n: int, lease: float,
               outcomes: Sequence[Outcome] = ()) -> List[tuple]:
-        """Settle outcomes, then claim up to n due tasks, in one transaction.
-
-        Rows come back highest priority first, then oldest, as tuples of
-        CLAIM_COLUMNS.
-        """
+        """Settle outcomes, then claim up to n due tasks, in one transaction: rows of
+        CLAIM_COLUMNS, highest priority first, then oldest."""
         now = self.clock()
 
         def run():

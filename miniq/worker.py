@@ -14,6 +14,7 @@ import json
 import logging
 import multiprocessing
 import os
+import resource
 import signal
 import socket
 import sqlite3
@@ -41,7 +42,6 @@ STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 def _rss_kib() -> int:
-    import resource
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak // 1024 if sys.platform == "darwin" else peak
 
@@ -236,15 +236,11 @@ class Worker:
                     if idle and not want:
                         next_due = self._db(lambda: self.broker.next_eta(self.queues))
                     continue
-            timeout = min(POLL if idle else 1.0, max(0.0, next_beat - now))
-            if next_due is not None:
-                timeout = min(timeout, max(0.0, next_due - now))
-            if self.beat is not None:
-                timeout = min(timeout, max(0.0, self.beat_due - now))
-            deadlines = [c.deadline for c in busy if c.deadline is not None]
-            if deadlines:
-                timeout = max(0.0, min(timeout, min(deadlines) - time.monotonic()))
-            if self._wait(timeout):
+            waits = [POLL if idle else 1.0, next_beat - now,
+                     self.beat_due - now if self.beat else 1.0,
+                     next_due - now if next_due is not None else 1.0]
+            waits += [c.deadline - time.monotonic() for c in busy if c.deadline is not None]
+            if self._wait(max(0.0, min(waits))):
                 want = True
             elif idle and now >= self.db_retry_at:
                 version = self._db(self.broker.data_version)
