@@ -292,12 +292,16 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def delete_database(path):
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(path + suffix):
+            os.unlink(path + suffix)
+
+
 def test_database_vanishing_is_logged_once_and_survived(app, start_worker):
     worker = start_worker("-c", "1")
     assert tasks.add.delay(1, 1).get(timeout=30) == 2
-    for suffix in ("", "-wal", "-shm"):
-        if os.path.exists(app.broker.path + suffix):
-            os.unlink(app.broker.path + suffix)
+    delete_database(app.broker.path)
     wait_for(lambda: "removed or replaced" in worker.output(), timeout=30,
              message="the worker's error line")
     app.broker.close()  # as a new producer would: connect again, (re)creating the file
@@ -345,9 +349,7 @@ def test_an_unusable_database_is_logged_once_retried_without_spinning_and_surviv
 def test_a_long_lived_producer_follows_a_recreated_database(app, start_worker):
     worker = start_worker("-c", "1")
     assert tasks.add.delay(1, 1).get(timeout=30) == 2
-    for suffix in ("", "-wal", "-shm"):
-        if os.path.exists(app.broker.path + suffix):
-            os.unlink(app.broker.path + suffix)
+    delete_database(app.broker.path)
     wait_for(lambda: "removed or replaced" in worker.output() and os.path.exists(app.broker.path),
              timeout=30, message="the worker reopened the file")
     result = tasks.add.delay(2, 2)  # the same producer, no close(): as a web app would send

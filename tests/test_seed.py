@@ -115,7 +115,7 @@ def seed(tmp_path, start_worker):
     return start, marks
 
 
-def test_a_task_sent_before_any_worker_waits_then_runs_in_a_child(app, seed):
+def test_a_task_sent_before_any_worker_waits_for_one(app, seed):
     start, _ = seed
     result = app.send_task("tasks.basic_tasks.add", (4, 5))
     assert result.state == "PENDING"  # sent, not run: no worker yet
