@@ -137,9 +137,10 @@ class Miniq:
 
     def _defaults(self, name: str) -> tuple:
         """(queue, priority, soft, hard) for a name: the task's option, task_routes, conf."""
-        key = (name, self.conf.task_default_queue, id(self.conf.task_routes), self.conf.broker_url)
+        conf = self.conf  # items, not attributes: this runs at every send
+        key = (name, conf["task_default_queue"], id(conf["task_routes"]), conf["broker_url"])
         if key not in self._routes:  # keyed on the settings, so changing them takes effect
-            task, routes = self.tasks.get(name), self.conf.task_routes or {}
+            task, routes = self.tasks.get(name), conf.task_routes or {}
             route = routes.get(name) or next(
                 (r for pattern, r in routes.items() if fnmatch.fnmatchcase(name, pattern)), None)
             queue = route.get("queue") if isinstance(route, dict) else route
@@ -178,10 +179,12 @@ class Miniq:
 
     def message_rows(self, calls: Iterable[tuple]) -> list:
         """Rows for many (name, args, kwargs) calls without options: group's fast path."""
-        now, rows = time.time(), []
+        now, rows, checked = time.time(), [], {}
         for name, args, kwargs in calls:
-            queue, priority, soft, hard = self._defaults(name)
-            _check_limits(soft, hard)
+            if name not in checked:
+                checked[name] = self._defaults(name)
+                _check_limits(*checked[name][2:])
+            queue, priority = checked[name][:2]
             rows.append((new_id(), name, queue, priority, encode_args(name, args, kwargs),
                          None, 0.0, None, now, None, 0))
         return rows
