@@ -16,18 +16,29 @@ from .broker import DONE, RUNNING
 PENDING, STARTED, SUCCESS, FAILURE = "PENDING", "STARTED", "SUCCESS", "FAILURE"
 RETRY, REVOKED = "RETRY", "REVOKED"
 EXCEPTION_STATES = frozenset({FAILURE, RETRY, REVOKED})
+WIRE_MODULE = "miniq.exceptions"  # the stored name of miniq's exceptions module
 
 # True inside worker children: get() there could wait on a task that needs this very child.
 join_will_block = False
 
 
 def exception_to_json(exc: BaseException) -> str:
+    """Type name, module and args as JSON; miniq's own module is written as
+    ``miniq.exceptions`` wherever the package lives, so a vendored copy reads it."""
     cls = type(exc)
-    data = {"exc_type": cls.__qualname__, "exc_module": cls.__module__, "exc_message": exc.args}
+    module = WIRE_MODULE if cls.__module__ == exceptions.__name__ else cls.__module__
+    data = {"exc_type": cls.__qualname__, "exc_module": module, "exc_message": exc.args}
     try:
         return json.dumps(data)
-    except (TypeError, ValueError):  # arguments JSON cannot carry: keep the message
-        return json.dumps({**data, "exc_message": [str(exc)]})
+    except (TypeError, ValueError, RecursionError):  # args JSON cannot carry: keep the text
+        return json.dumps({**data, "exc_message": [_text_of(exc)]})
+
+
+def _text_of(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001 - a broken __str__ must not hide the failure
+        return f"<unprintable {type(exc).__name__}>"
 
 
 def exception_from_json(data: Dict[str, Any]) -> BaseException:
@@ -35,7 +46,7 @@ def exception_from_json(data: Dict[str, Any]) -> BaseException:
     name, module = str(data.get("exc_type")), str(data.get("exc_module"))
     args = data.get("exc_message")
     args = args if isinstance(args, list) else [args]
-    home = {"builtins": builtins, "miniq.exceptions": exceptions}.get(module)
+    home = {"builtins": builtins, WIRE_MODULE: exceptions}.get(module)
     cls = getattr(home, name, None)
     if not (isinstance(cls, type) and issubclass(cls, BaseException)):
         cls = _remote_class(module, name)
