@@ -4,8 +4,10 @@ decorator, sending by name, control, and loading an app from an ``-A`` path.
 import fnmatch
 import importlib
 import json
+import math
 import os
 import signal as signals
+import sys
 import time
 from datetime import timedelta
 from typing import Any, Callable, Dict, Iterable, Optional
@@ -80,6 +82,12 @@ class Miniq:
         self._broker: Optional[Broker] = None
         self._waker: Optional[Waker] = None
         self._routes: Dict[tuple, tuple] = {}
+        # A relative database path is taken from the folder of the file making the app, so
+        # producers and workers find the same file from any current folder.
+        caller = sys._getframe(1).f_globals
+        self.home = os.getcwd()
+        if caller.get("__file__") and caller.get("__name__") != __name__:
+            self.home = os.path.dirname(os.path.abspath(caller["__file__"]))
         _default = self
 
     def __repr__(self) -> str:
@@ -97,9 +105,9 @@ class Miniq:
         """The database, opened for the current ``conf.broker_url``."""
         url = self.conf.broker_url
         if self._broker is None or self._broker_url != url:
-            path = path_from_url(url)
+            path = os.path.join(self.home, path_from_url(url))
             backend = self.conf.result_backend
-            if backend and os.path.abspath(path_from_url(backend)) != os.path.abspath(path):
+            if backend and os.path.join(self.home, path_from_url(backend)) != path:
                 raise ImproperlyConfigured(
                     "miniq keeps results in the broker's file: leave backend unset or equal to broker")
             self._broker = Broker(path, durable=self.conf.sqlite_synchronous.upper() == "FULL")
@@ -167,14 +175,17 @@ class Miniq:
             if isinstance(expires, timedelta):
                 expires = expires.total_seconds()
             expires = now + expires if isinstance(expires, (int, float)) else to_timestamp(expires)
+        if not math.isfinite(due) or not math.isfinite(expires or 0):
+            raise ValueError(f"{name}: countdown, eta and expires must be finite times")
+        priority = default_priority if priority is None else priority
+        _check_call(name, queue, task_id, priority)
         _check_limits(soft if soft_time_limit is None else soft_time_limit,
                       hard if time_limit is None else time_limit)
         options = None
         if soft_time_limit is not None or time_limit is not None or chain or immutable:
             options = json.dumps({"soft_time_limit": soft_time_limit, "time_limit": time_limit,
                                   "chain": chain or None, "immutable": immutable})
-        return (task_id or new_id(), name, queue or default_queue,
-                default_priority if priority is None else priority, body, options, due,
+        return (task_id or new_id(), name, queue or default_queue, priority, body, options, due,
                 expires, now, chord, 3 if waiting else 0)
 
     def message_rows(self, calls: Iterable[tuple]) -> list:
@@ -183,6 +194,7 @@ class Miniq:
         for name, args, kwargs in calls:
             if name not in checked:
                 checked[name] = self._defaults(name)
+                _check_call(name, None, None, checked[name][1])
                 _check_limits(*checked[name][2:])
             queue, priority = checked[name][:2]
             rows.append((new_id(), name, queue, priority, encode_args(name, args, kwargs),
@@ -210,15 +222,40 @@ class Control:
     def revoke(self, task_id: Any, terminate: bool = False, signal: Any = None, **_ignored) -> None:
         """A queued task never runs; with terminate=True a running one's child is killed."""
         ids = [task_id] if isinstance(task_id, str) else list(task_id)
-        signum = None
-        if terminate:
-            signal = signal or "SIGTERM"
-            signum = int(getattr(signals, signal) if isinstance(signal, str) else signal)
+        signum = _signum(signal or "SIGTERM") if terminate else None
         self.app.broker.revoke(ids, signum)
         self.app.waker.notify()
 
 
-def _check_limits(soft: Optional[float], hard: Optional[float]) -> None:
+def _signum(value: Any) -> int:
+    """A real signal, by number or name (``SIGUSR1`` or ``USR1``), else ValueError."""
+    try:
+        if isinstance(value, str):
+            return signals.Signals[value if value.startswith("SIG") else "SIG" + value]
+        return signals.Signals(value)
+    except (KeyError, ValueError, TypeError):
+        raise ValueError(f"revoke: {value!r} is not a signal of this platform") from None
+
+
+def _check_call(name: str, queue: Any, task_id: Any, priority: Any) -> None:
+    """Refuse at the call what a worker could not use, as Celery checks its options."""
+    for key, value in (("queue", queue), ("task_id", task_id)):
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"{name}: {key} must be a str, not {value!r}")
+    if priority is None:
+        return
+    if type(priority) is not int:
+        raise TypeError(f"{name}: priority must be an int from 0 to 255, not {priority!r}")
+    if not 0 <= priority <= 255:
+        raise ValueError(f"{name}: priority must be from 0 to 255, not {priority}")
+
+
+def _check_limits(soft: Any, hard: Any) -> None:
+    for value in (soft, hard):
+        if value is not None and (type(value) not in (int, float)):
+            raise TypeError(f"time limits are seconds as numbers, not {value!r}")
+        if value is not None and not value >= 0:
+            raise ValueError(f"time limits cannot be negative: {value!r}")
     if soft and hard and soft > hard:  # as Celery: refused at the call
         raise ValueError("soft_time_limit must be less than or equal to time_limit")
 

@@ -6,6 +6,7 @@ code relies on (queued, running, done); ``state`` is what users see (PENDING,
 STARTED, PROGRESS, SUCCESS, ...), so a task may report any custom state while
 it runs without confusing the claim or the recovery.
 """
+import functools
 import json
 import os
 import random
@@ -13,9 +14,9 @@ import re
 import sqlite3
 import threading
 import time
-from typing import Callable, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
-from .exceptions import ImproperlyConfigured
+from .exceptions import ImproperlyConfigured, OperationalError
 
 QUEUED, RUNNING, DONE, WAITING = 0, 1, 2, 3  # WAITING: a chord callback
 
@@ -56,7 +57,8 @@ CREATE TABLE IF NOT EXISTS worker (
     concurrency INTEGER NOT NULL,
     queues      TEXT NOT NULL,
     started     REAL NOT NULL,
-    heartbeat   REAL NOT NULL
+    heartbeat   REAL NOT NULL,
+    machine     TEXT                -- host, boot and pid namespace: where pid means something
 );
 CREATE TABLE IF NOT EXISTS beat (                -- one row per periodic run sent
     entry TEXT NOT NULL,
@@ -64,16 +66,55 @@ CREATE TABLE IF NOT EXISTS beat (                -- one row per periodic run sen
     PRIMARY KEY (entry, slot)
 ) WITHOUT ROWID;
 """
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+APPLICATION_ID = 0x6D696E71  # "minq" in the file header: this file is miniq's
+LOCK_WAIT = 10.0  # seconds any one call may wait for a locked file, in all
 HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35)
-LOCK_RETRIES = 20
-# One settle row: (id, attempts, state, result, traceback, eta, body, chord, follow, failed):
-# follow holds message rows to send next (a chain), failed (id, name) pairs that fail with it.
-Outcome = Tuple[str, int, Optional[str], Optional[str], Optional[str], float, Optional[str],
-                Optional[str], Sequence[tuple], Sequence[Tuple[str, str]]]
 INSERT = ("INSERT INTO task (id, name, queue, priority, body, options, eta, expires, created,"
           " chord, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-CLAIM_COLUMNS = "id, name, body, retries, attempts, options, chord, expires, priority, seq"
+CLAIM_COLUMNS = ("id, name, body, retries, attempts, options, chord, expires,"
+                 " priority, revoked, eta, seq")
+NUMBER = (int, float)
+
+
+class Message(NamedTuple):
+    """A claimed row, as the worker and its children see it."""
+    id: str
+    name: str
+    body: str                       # JSON [args, kwargs]
+    retries: int = 0
+    attempts: int = 1
+    options: Optional[dict] = None  # per-call options (limits, chain, immutable)
+    chord: Optional[str] = None     # the chord callback this task is a member of
+    expires: Optional[float] = None
+    priority: int = 0
+    revoked: Optional[int] = None   # >0: terminate with this signal
+    fault: Optional[str] = None     # what is malformed in the row, if anything
+
+
+class Settle(NamedTuple):
+    """One outcome to write, fenced by the delivery (id, attempts) it belongs to."""
+    id: str
+    attempts: int
+    state: Optional[str]           # None: a success not kept (ignore_result)
+    result: Optional[str] = None   # JSON value, exception info or meta
+    traceback: Optional[str] = None
+    eta: float = 0.0               # RETRY: when to run again
+    body: Optional[str] = None     # RETRY with new arguments
+    chord: Optional[str] = None
+    follow: Sequence[tuple] = ()   # message rows to send next (a chain)
+    failed: Sequence[Tuple[str, str]] = ()  # (id, name) of steps that fail with it
+
+
+class WorkerRow(NamedTuple):
+    id: str
+    host: str
+    pid: int
+    concurrency: int
+    queues: str
+    started: float
+    heartbeat: float
+    machine: Optional[str]
 
 
 def path_from_url(url: str) -> str:
@@ -94,16 +135,43 @@ def file_inode(path: str) -> Optional[int]:
         return None
 
 
+def files_of(path: str) -> tuple:
+    """The identities of the database and its WAL and shared-memory files."""
+    return tuple(file_inode(path + end) for end in ("", "-wal", "-shm"))
+
+
+def printable(text: Optional[str]) -> Optional[str]:
+    """Any str as valid UTF-8 (a lone surrogate becomes an escape): SQLite stores it."""
+    if text is None:
+        return None
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _retrying(fn: Callable):
-    """Call fn(), retrying with growing jitter while SQLite reports the file locked."""
-    for attempt in range(LOCK_RETRIES):
+    """Call fn(), retrying with growing jitter while the file is locked, LOCK_WAIT at most."""
+    give_up, attempt = time.monotonic() + LOCK_WAIT, 0
+    while True:
         try:
             return fn()
         except sqlite3.OperationalError as exc:
             text = str(exc)
-            if ("locked" not in text and "busy" not in text) or attempt == LOCK_RETRIES - 1:
+            if "locked" not in text and "busy" not in text:
                 raise
-            time.sleep(random.uniform(0.005, 0.02) * (attempt + 1))
+            if time.monotonic() > give_up:
+                raise sqlite3.OperationalError(f"{text} (gave up after {LOCK_WAIT:g}s)") from None
+        attempt += 1
+        time.sleep(random.uniform(0.005, 0.02) * min(attempt, 20))
+
+
+def _translated(method: Callable) -> Callable:
+    """The broker's own error for any database failure, naming the file."""
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise OperationalError(f"database {self.path}: {exc}") from exc
+    return call
 
 
 class Broker:
@@ -124,29 +192,24 @@ class Broker:
         long-lived producer would go on writing into a file nobody reads."""
         local = self._local
         if getattr(local, "pid", None) == os.getpid():
-            if local.conn.in_transaction or file_inode(self.path) == local.inode:
+            if local.conn.in_transaction or files_of(self.path) == local.files:
                 return local.conn
             local.pid = None  # stays closed until a connect succeeds
             local.conn.close()
         local.conn = self._connect()
-        local.pid, local.inode = os.getpid(), file_inode(self.path)
+        local.pid, local.files = os.getpid(), files_of(self.path)
         return local.conn
 
+    def in_transaction(self) -> bool:
+        """True while this thread is inside one of the broker's transactions."""
+        local = self._local
+        return getattr(local, "pid", None) == os.getpid() and local.conn.in_transaction
+
     def _connect(self) -> sqlite3.Connection:
-        folder = os.path.dirname(self.path)
-        if not os.path.isdir(folder):
-            raise ImproperlyConfigured(f"database folder {folder} does not exist")
-        if not os.path.exists(self.path):
-            try:  # owner-only: messages may carry secrets
-                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-            except OSError as exc:
-                raise ImproperlyConfigured(f"cannot create database {self.path}: {exc.strerror}") from None
-        if not os.access(self.path, os.W_OK) or not os.access(folder, os.W_OK):
-            raise ImproperlyConfigured(
-                f"database {self.path} is not writable (the file and its folder must be)")
+        self._check_file()
         try:
-            db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
-            db.execute("PRAGMA busy_timeout = 10000")
+            db = sqlite3.connect(self.path, timeout=LOCK_WAIT / 2, isolation_level=None)
+            _check_owner(db, self.path)
             mode = _retrying(lambda: db.execute("PRAGMA journal_mode = WAL").fetchone()[0])
             if mode.lower() != "wal":
                 raise ImproperlyConfigured(
@@ -157,15 +220,40 @@ class Broker:
             # Workers checkpoint at each heartbeat, off the request path; this is the net.
             db.execute("PRAGMA wal_autocheckpoint = 10000")
             if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
-                self._with(db, lambda: _create_schema(db))
+                self._with(db, lambda: _create_schema(db, self.path))
         except sqlite3.DatabaseError as exc:
             raise ImproperlyConfigured(f"cannot use database {self.path}: {exc}") from None
         return db
 
-    def _with(self, db: sqlite3.Connection, fn: Callable):
-        """Run fn() in one BEGIN IMMEDIATE transaction, retrying while the file is locked."""
-        _retrying(lambda: db.execute("BEGIN IMMEDIATE"))
+    def _check_file(self) -> None:
+        """Create the file owner-only (messages may carry secrets); refuse one that
+        another user owns or planted a link to."""
+        folder = os.path.dirname(self.path)
+        if not os.path.isdir(folder):
+            raise ImproperlyConfigured(f"database folder {folder} does not exist")
+        flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0)
         try:
+            os.close(os.open(self.path, flags, 0o600))
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise ImproperlyConfigured(f"cannot create database {self.path}: {exc.strerror}") from None
+        try:
+            owners = {os.lstat(self.path).st_uid, os.stat(self.path).st_uid}
+        except OSError as exc:
+            raise ImproperlyConfigured(f"cannot use database {self.path}: {exc.strerror}") from None
+        if owners != {os.geteuid()}:
+            raise ImproperlyConfigured(
+                f"database {self.path} belongs to another user: miniq only uses its own files")
+        if not os.access(self.path, os.W_OK) or not os.access(folder, os.W_OK):
+            raise ImproperlyConfigured(
+                f"database {self.path} is not writable (the file and its folder must be)")
+
+    def _with(self, db: sqlite3.Connection, fn: Callable):
+        """Run fn() in one BEGIN IMMEDIATE transaction, retrying while the file is locked.
+        Whatever interrupts it (a signal's exception too) leaves no transaction open."""
+        try:
+            _retrying(lambda: db.execute("BEGIN IMMEDIATE"))
             out = fn()
             db.execute("COMMIT")
             return out
@@ -185,6 +273,7 @@ class Broker:
 
     # -- producers ---------------------------------------------------------
 
+    @_translated
     def enqueue(self, rows: Sequence[tuple]) -> None:
         """Insert messages, all or none: (id, name, queue, priority, body, options, eta,
         expires, created, chord, status)."""
@@ -193,16 +282,19 @@ class Broker:
         else:
             self._tx(lambda: self.db.executemany(INSERT, rows))
 
+    @_translated
     def state(self, task_id: str) -> Optional[tuple]:
         """(status, state, result, traceback, name) of one task, or None if unknown."""
         return self.db.execute(
             "SELECT status, state, result, traceback, name FROM task WHERE id = ?",
             (task_id,)).fetchone()
 
+    @_translated
     def data_version(self) -> int:
         """Changes whenever another connection commits; costs microseconds."""
         return self.db.execute("PRAGMA data_version").fetchone()[0]
 
+    @_translated
     def revoke(self, ids: Iterable[str], signum: Optional[int]) -> None:
         """Queued tasks end REVOKED now; running ones are flagged (killed if signum)."""
         ids = list(ids)
@@ -221,30 +313,35 @@ class Broker:
                                 " WHERE id = ? AND status = 1", (mark, task_id))
         self._tx(run)
 
+    @_translated
     def abort(self, task_id: str) -> None:
         self._tx(lambda: self.db.execute(
             "UPDATE task SET revoked = COALESCE(revoked, 0) WHERE id = ? AND status < 2",
             (task_id,)))
 
+    @_translated
     def is_aborted(self, task_id: str) -> bool:
         row = self.db.execute("SELECT revoked FROM task WHERE id = ?", (task_id,)).fetchone()
         return bool(row) and row[0] is not None
 
+    @_translated
     def forget(self, task_id: str) -> None:
         self._tx(lambda: self.db.execute("DELETE FROM task WHERE id = ? AND status = 2", (task_id,)))
 
+    @_translated
     def update_state(self, task_id: str, state: str, meta: Optional[str]) -> None:
         """A running task reports a custom state and meta; the final outcome overwrites it."""
         self._tx(lambda: self.db.execute(
             "UPDATE task SET state = ?, result = ? WHERE id = ? AND status = 1",
-            (state, meta, task_id)))
+            (printable(state), meta, task_id)))
 
     # -- workers -----------------------------------------------------------
 
+    @_translated
     def claim(self, worker: str, queues: Sequence[str], n: int, lease: float,
-              outcomes: Sequence[Outcome] = ()) -> List[tuple]:
-        """Settle outcomes, then claim up to n due tasks, in one transaction: rows of
-        CLAIM_COLUMNS, highest priority first, then oldest."""
+              outcomes: Sequence[Settle] = ()) -> List[Message]:
+        """Settle outcomes, then claim up to n due tasks, in one transaction: highest
+        priority first, then oldest. A malformed row comes back with its fault named."""
         now = self.clock()
 
         def run():
@@ -254,7 +351,8 @@ class Broker:
                 return []
             marks = ",".join("?" * len(queues))
             pick = ("SELECT seq FROM task INDEXED BY task_queued"
-                    f" WHERE status = 0 AND queue IN ({marks}) AND eta <= ?"
+                    f" WHERE status = 0 AND queue IN ({marks})"
+                    " AND (eta <= ? OR typeof(eta) NOT IN ('integer', 'real'))"
                     " ORDER BY priority DESC, seq LIMIT ?")
             update = ("UPDATE task SET status = 1, state = 'STARTED', worker = ?, lease = ?,"
                       " started = ?, attempts = attempts + 1 WHERE seq IN ")
@@ -268,15 +366,16 @@ class Broker:
                 self.db.execute(f"{update}({seq_marks})", (*args, *seqs))
                 rows = self.db.execute(f"SELECT {CLAIM_COLUMNS} FROM task WHERE seq IN ({seq_marks})",
                                        seqs).fetchall()
-            rows.sort(key=lambda r: (-r[8], r[9]))
-            return rows
+            rows.sort(key=lambda r: r[-1])  # by seq; then by priority, whatever its type
+            rows.sort(key=lambda r: r[8] if isinstance(r[8], NUMBER) else 0, reverse=True)
+            return [_message(row) for row in rows]
         return self._tx(run)
 
-    def _settle(self, worker: str, outcomes: Sequence[Outcome], now: float) -> None:
+    def _settle(self, worker: str, outcomes: Sequence[Settle], now: float) -> None:
         """Write outcomes, each only if this worker still holds that delivery (the fence)."""
         fence = "WHERE id = ? AND worker = ? AND attempts = ? AND status = 1"
         for task_id, attempts, state, result, tb, eta, body, chord, follow, failed in outcomes:
-            key = (task_id, worker, attempts)
+            key, state, tb = (task_id, worker, attempts), printable(state), printable(tb)
             if state is None:  # success with ignore_result: nothing to keep
                 self.db.execute(f"DELETE FROM task {fence}", key)
             elif state == "RETRY":
@@ -321,26 +420,33 @@ class Broker:
             self.db.execute("UPDATE task SET status = 0, body = ? WHERE id = ?",
                             (json.dumps([args, kwargs]), callback))
 
-    def settle(self, worker: str, outcomes: Sequence[Outcome]) -> None:
+    @_translated
+    def settle(self, worker: str, outcomes: Sequence[Settle]) -> None:
         if outcomes:
             self.claim(worker, (), 0, 0.0, outcomes)
 
+    @_translated
     def next_eta(self, queues: Sequence[str]) -> Optional[float]:
         """When the earliest queued task on these queues becomes due."""
         marks = ",".join("?" * len(queues))
-        return self.db.execute(f"SELECT MIN(eta) FROM task WHERE status = 0 AND queue IN ({marks})",
-                               tuple(queues)).fetchone()[0]
+        return self.db.execute(
+            f"SELECT MIN(eta) FROM task WHERE status = 0 AND queue IN ({marks})"
+            " AND typeof(eta) IN ('integer', 'real')", tuple(queues)).fetchone()[0]
 
+    @_translated
     def register(self, worker: str, host: str, pid: int, concurrency: int,
-                 queues: Sequence[str]) -> None:
+                 queues: Sequence[str], machine: Optional[str] = None) -> None:
         now = self.clock()
         self._tx(lambda: self.db.execute(
-            "INSERT OR REPLACE INTO worker VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (worker, host, pid, concurrency, ",".join(queues), now, now)))
+            "INSERT OR REPLACE INTO worker (id, host, pid, concurrency, queues, started,"
+            " heartbeat, machine) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (worker, host, pid, concurrency, ",".join(queues), now, now, machine)))
 
+    @_translated
     def unregister(self, worker: str) -> None:
         self._tx(lambda: self.db.execute("DELETE FROM worker WHERE id = ?", (worker,)))
 
+    @_translated
     def heartbeat(self, worker: str, lease: float) -> List[Tuple[str, int]]:
         """Prove this worker alive, extend its leases; return (id, signal) to terminate."""
         now = self.clock()
@@ -354,14 +460,19 @@ class Broker:
             "SELECT id, revoked FROM task WHERE worker = ? AND status = 1 AND revoked > 0",
             (worker,)).fetchall()
 
+    @_translated
     def checkpoint(self) -> None:
         """Copy the WAL into the file without waiting on readers: keeps it small."""
         self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
-    def workers(self) -> List[tuple]:
-        """(id, host, pid, concurrency, queues, started, heartbeat) of registered workers."""
-        return self.db.execute("SELECT * FROM worker ORDER BY started").fetchall()
+    @_translated
+    def workers(self) -> List[WorkerRow]:
+        """The registered workers, oldest first."""
+        rows = self.db.execute(f"SELECT {', '.join(WorkerRow._fields)} FROM worker"
+                               " ORDER BY started").fetchall()
+        return [WorkerRow(*row) for row in rows]
 
+    @_translated
     def recover(self, dead: Sequence[str], max_deliveries: int, lost_result: str) -> int:
         """Requeue tasks of dead workers or lapsed leases; fail those delivered too often."""
         now = self.clock()
@@ -379,6 +490,7 @@ class Broker:
                 (now, *dead)).rowcount
         return self._tx(run)
 
+    @_translated
     def claim_beat_slot(self, entry: str, slot: float) -> bool:
         """True for the one caller, among any number of beats, that may send this run."""
         def run():
@@ -389,6 +501,7 @@ class Broker:
 
     # -- inspection and control ----------------------------------------------
 
+    @_translated
     def purge(self, queues: Optional[Sequence[str]] = None) -> int:
         """Delete queued (not running, not finished) tasks; all queues if none given."""
         where, args = "status = 0", ()
@@ -397,21 +510,25 @@ class Broker:
             args = tuple(queues)
         return self._tx(lambda: self.db.execute(f"DELETE FROM task WHERE {where}", args).rowcount)
 
+    @_translated
     def counts(self) -> List[tuple]:
         """(queue, state, count) for every queue and state present."""
         return self.db.execute("SELECT queue, state, COUNT(*) FROM task"
                                " GROUP BY queue, state ORDER BY queue, state").fetchall()
 
+    @_translated
     def active(self) -> List[tuple]:
         """(id, name, worker, started, state, body) of running tasks, oldest first."""
         return self.db.execute("SELECT id, name, worker, started, state, body FROM task"
                                " WHERE status = 1 ORDER BY started").fetchall()
 
+    @_translated
     def scheduled(self) -> List[tuple]:
         """(id, name, queue, eta, body) of queued tasks not yet due, soonest first."""
         return self.db.execute("SELECT id, name, queue, eta, body FROM task WHERE status = 0"
                                " AND eta > ? ORDER BY eta", (self.clock(),)).fetchall()
 
+    @_translated
     def sweep(self, before: float, limit: int = 1000) -> int:
         """Delete up to limit results finished before the given time."""
         return self._tx(lambda: self.db.execute(
@@ -419,11 +536,67 @@ class Broker:
             " AND finished < ? LIMIT ?)", (before, limit)).rowcount)
 
 
-def _create_schema(db: sqlite3.Connection) -> None:
+def _check_owner(db: sqlite3.Connection, path: str) -> None:
+    """Refuse another application's SQLite file before changing anything in it."""
+    if db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID:
+        return
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if tables and tables != {"task", "worker", "beat"}:  # else new, or miniq's before the mark
+        raise ImproperlyConfigured(
+            f"{path} is not a miniq database (it holds tables {', '.join(sorted(tables))});"
+            " point the broker URL at a file of its own")
+
+
+def _create_schema(db: sqlite3.Connection, path: str) -> None:
+    version = db.execute("PRAGMA user_version").fetchone()[0]  # again: inside the transaction
+    if version > SCHEMA_VERSION:
+        raise ImproperlyConfigured(f"{path} was made by a newer miniq (schema {version})")
     for statement in re.sub(r"--[^\n]*", "", SCHEMA).split(";"):
         if statement.strip():
             db.execute(statement)
+    if version == 1:  # the worker's machine identity came with schema 2
+        db.execute("ALTER TABLE worker ADD COLUMN machine TEXT")
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+
+
+def _message(row: tuple) -> Message:
+    """A claimed row as a Message, or with ``fault`` set when a column is malformed."""
+    *fields, eta, _seq = row
+    message = Message(*fields)
+    if message.revoked is not None and not isinstance(message.revoked, int):
+        message = message._replace(revoked=9)  # terminate, and by SIGKILL: no valid signal
+    try:
+        options = _options(message.options)
+        checks = {"priority": isinstance(message.priority, int), "retries":
+                  isinstance(message.retries, int), "eta": isinstance(eta, NUMBER),
+                  "expires": message.expires is None or isinstance(message.expires, NUMBER)}
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"bad {', '.join(bad)}")
+    except (ValueError, TypeError) as exc:
+        return message._replace(options={}, revoked=None, fault=f"{exc}")
+    return message._replace(options=options)
+
+
+def _options(text: Any) -> dict:
+    """Per-call options as written by the app: limits, a chain of signatures, flags."""
+    try:
+        options = json.loads(text) if text else {}
+    except (ValueError, TypeError):
+        options = None
+    if not isinstance(options, dict):
+        raise ValueError("options is not a JSON object")
+    for key in ("soft_time_limit", "time_limit"):
+        if not isinstance(options.get(key, 0) or 0, NUMBER):
+            raise ValueError(f"bad {key} in options")
+    steps = options.get("chain") or []
+    kinds = {"task": str, "args": list, "kwargs": dict, "options": dict}
+    if not isinstance(steps, list) or not all(
+            isinstance(step, dict) and all(isinstance(step.get(k), t) for k, t in kinds.items())
+            for step in steps):
+        raise ValueError("bad chain in options")
+    return options
 
 
 REVOKED_RESULT = ('{"exc_type": "TaskRevokedError", "exc_module": "miniq.exceptions",'

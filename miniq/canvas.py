@@ -157,9 +157,9 @@ class chord:
         return AsyncResult(callback[0], app)
 
 
-def next_steps(app, options: Optional[str], state: str, result: Optional[str]):
+def next_steps(app, options: dict, state: str, result: Optional[str]):
     """After a chain step ends: (rows to send next, (id, name) of steps that fail with it)."""
-    steps = json.loads(options).get("chain") if options else None
+    steps = options.get("chain")
     if not steps:
         return (), ()
     following = [Signature(**s) for s in steps]

@@ -12,6 +12,10 @@ class ImproperlyConfigured(MiniqError):
     """The app, the broker URL or the database path cannot work."""
 
 
+class OperationalError(MiniqError):
+    """The database failed: locked for too long, unreadable, or gone."""
+
+
 class TaskError(MiniqError):
     """A task-related error."""
 
@@ -59,6 +63,6 @@ class Retry(MiniqError):
         super().__init__(message or f"Retry in {when}s" + (f": {exc!r}" if exc else ""))
 
 
-__all__ = ["MiniqError", "ImproperlyConfigured", "TaskError", "TimeoutError", "NotRegistered",
+__all__ = ["MiniqError", "ImproperlyConfigured", "OperationalError", "TaskError", "TimeoutError", "NotRegistered",
            "MaxRetriesExceededError", "TaskRevokedError", "ChordError", "WorkerLostError",
            "SoftTimeLimitExceeded", "TimeLimitExceeded", "Retry"]

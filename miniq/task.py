@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from types import SimpleNamespace
 from typing import Any, NamedTuple, Optional
 
+from .broker import Message, printable
 from .exceptions import MaxRetriesExceededError, NotRegistered, Retry, SoftTimeLimitExceeded
 from .result import EagerResult, exception_to_json
 
@@ -23,17 +24,6 @@ TASK_OPTIONS = frozenset({
     "retry_backoff_max", "retry_jitter", "acks_late", "reject_on_worker_lost", "queue",
     "priority", "typing", "track_started", "base",  # the last three change nothing here
 })
-
-
-class Message(NamedTuple):
-    """What a child is handed: one claimed row."""
-    id: str
-    name: str
-    body: str                      # JSON [args, kwargs]
-    retries: int = 0
-    attempts: int = 1
-    options: Optional[str] = None  # JSON of per-call options
-    chord: Optional[str] = None    # the chord callback this task is a member of
 
 
 class Outcome(NamedTuple):
@@ -72,7 +62,7 @@ def encode_args(name: str, args: Any, kwargs: Any) -> str:
     """JSON of the call's arguments; what JSON cannot carry fails here, at the call."""
     try:
         return _encode([list(args or ()), dict(kwargs or {})])
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise TypeError(f"{name}: arguments must be JSON serializable: {exc}") from None
 
 
@@ -230,6 +220,9 @@ def _call(task: Task, args: list, kwargs: dict, soft_limit: Optional[float]) -> 
     """The function itself, under its soft time limit, with autoretry_for applied."""
     if soft_limit:
         def expire(signum, frame):
+            if task.app.broker.in_transaction():  # never inside miniq's own write: a moment later
+                signal.setitimer(signal.ITIMER_REAL, 0.001)
+                return
             raise SoftTimeLimitExceeded(f"soft time limit ({soft_limit:g}s) exceeded")
         signal.signal(signal.SIGALRM, expire)
         signal.setitimer(signal.ITIMER_REAL, soft_limit)
@@ -268,17 +261,20 @@ def execute(app, message: Message, soft_limit: Optional[float] = None,
             task.pop_request()
     except Retry as retry:
         cause = retry.exc if retry.exc is not None else retry
-        return Outcome("RETRY", exception_to_json(cause), traceback.format_exc(),
-                       retry.eta, retry.body, cause)
+        return Outcome("RETRY", exception_to_json(cause), _traceback(), retry.eta, retry.body, cause)
     except Exception as exc:
-        return Outcome("FAILURE", exception_to_json(exc), traceback.format_exc(), exc=exc)
+        return Outcome("FAILURE", exception_to_json(exc), _traceback(), exc=exc)
     if (task.ignore_result or app.conf.task_ignore_result) and not eager:
         return Outcome(None, None)
     try:
         return Outcome("SUCCESS", json.dumps(value))
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         error = TypeError(f"result of {message.name} is not JSON serializable: {exc}")
         return Outcome("FAILURE", exception_to_json(error), None, exc=error)
+
+
+def _traceback() -> str:
+    return printable(traceback.format_exc())
 
 
 # Last: canvas imports new_id from this module, and Task.s(), si() and signature() need canvas.

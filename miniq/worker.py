@@ -10,6 +10,7 @@ Each child runs one message at a time and reports back over its pipe; only
 the manager writes a task's lifecycle. Soft limits are a timer inside the
 child; hard limits, dead children and revocations are the manager's job.
 """
+import contextlib
 import json
 import logging
 import multiprocessing
@@ -17,21 +18,19 @@ import os
 import resource
 import signal
 import socket
-import sqlite3
 import sys
 import time
 import uuid
 from multiprocessing.connection import wait
-from typing import Dict, List, Optional
+from typing import List, Optional, Tuple
 
 from . import result as results
 from .app import Miniq, load_app
-from .broker import file_inode
+from .broker import Message, Settle, file_inode
 from .canvas import next_steps
-from .exceptions import (ImproperlyConfigured, MiniqError, TaskRevokedError,
-                         TimeLimitExceeded, WorkerLostError)
+from .exceptions import MiniqError, TaskRevokedError, TimeLimitExceeded, WorkerLostError
 from .result import exception_from_json, exception_to_json
-from .task import Message, Outcome, execute
+from .task import Outcome, execute
 from .wake import drain, pid_alive
 
 log = logging.getLogger("miniq.worker")
@@ -46,8 +45,27 @@ def _rss_kib() -> int:
     return peak // 1024 if sys.platform == "darwin" else peak
 
 
+def machine_id() -> str:
+    """Where a pid means something: this host, this boot, this pid namespace (a
+    container sharing the file and the hostname has another)."""
+    parts = [socket.gethostname()]
+    with contextlib.suppress(OSError):
+        with open("/proc/sys/kernel/random/boot_id") as boot:
+            parts.append(boot.read().strip())
+        parts.append(os.readlink("/proc/self/ns/pid"))
+    return " ".join(parts)
+
+
+def _signal(value) -> int:
+    """The signal a stored value names; SIGKILL for one no caller could have sent."""
+    try:
+        return signal.Signals(value)
+    except (ValueError, TypeError):
+        return signal.SIGKILL
+
+
 def child_main(app_path: str, conn, loglevel: Optional[str], max_tasks: Optional[int],
-               max_memory_kib: Optional[int]) -> None:
+               max_memory_kib: Optional[int], manager: int) -> None:
     """A child's whole life: import the app, then run messages until told to stop."""
     if hasattr(signal, "set_wakeup_fd"):
         signal.set_wakeup_fd(-1)
@@ -61,11 +79,11 @@ def child_main(app_path: str, conn, loglevel: Optional[str], max_tasks: Optional
         logging.basicConfig(level=loglevel.upper(), format=LOG_FORMAT)
     results.join_will_block = True
     app = load_app(app_path)
-    manager, hostname, done = os.getppid(), socket.gethostname(), 0
+    parent, hostname, done = os.getppid(), socket.gethostname(), 0
     while True:
-        if not conn.poll(1.0):
-            if os.getppid() != manager:
-                return  # orphaned: the manager died, our task (if any) will be recovered
+        if not conn.poll(1.0):  # orphaned? The manager's pid came from the manager itself
+            if os.getppid() != parent or not pid_alive(manager):
+                return  # our task, if any, will be recovered
             continue
         try:
             job = conn.recv()
@@ -94,7 +112,7 @@ class Child:
         self.message: Optional[Message] = None
         self.started = 0.0
         self.deadline: Optional[float] = None
-        self.killed_for: Optional[Outcome] = None  # why the manager killed it
+        self.killed_for: Optional[Tuple[str, Optional[Exception]]] = None  # (state, why)
         self.retiring = False
 
 
@@ -110,15 +128,19 @@ class Worker:
         self.queues = list(queues or [conf.task_default_queue])
         method = start_method or conf.worker_start_method
         if method is None and sys.platform.startswith("linux"):
-            method = "fork"  # the manager has no threads, so fork is safe and fastest
+            method = "fork"  # fastest; children start with a fresh connection of their own
         self.ctx = multiprocessing.get_context(method)
         self.id = uuid.uuid4().hex
-        self.host = socket.gethostname()
+        self.host, self.machine = socket.gethostname(), machine_id()
         self.broker = app.broker
         self.lease = float(conf.worker_lost_after)
         self.children: List[Child] = []
-        self.outcomes: List[tuple] = []
+        self.outcomes: List[Settle] = []
         self.warm = self.cold = False
+        self.want = True  # worth a claim: a child freed, or the database changed
+        self.seen = None  # the database's data_version when last looked
+        self.next_due: Optional[float] = None  # the earliest scheduled task
+        self.next_heartbeat, self.heartbeats = 0.0, 0
         self.idle_deaths = 0
         self.db_error: Optional[str] = None
         self.db_retry_at = self.db_delay = 0.0
@@ -132,8 +154,7 @@ class Worker:
 
     def run(self) -> int:
         """Serve until shut down; 0 after a warm shutdown, 1 after a cold one."""
-        self.broker.register(self.id, self.host, os.getpid(), self.concurrency, self.queues)
-        self.inode = file_inode(self.broker.path)
+        self._register()
         self._signals_r, signals_w = socket.socketpair()
         for sock in (self._signals_r, signals_w):
             sock.setblocking(False)
@@ -156,6 +177,11 @@ class Worker:
             self._signals_r.close()
         return 1 if self.cold else 0
 
+    def _register(self) -> None:
+        self.broker.register(self.id, self.host, os.getpid(), self.concurrency,
+                             self.queues, self.machine)
+        self.inode = file_inode(self.broker.path)
+
     def _on_signal(self, signum, frame) -> None:
         """Only set flags: the loop acts. First signal warm, second (or SIGQUIT) cold."""
         if self.warm or signum == signal.SIGQUIT:
@@ -168,7 +194,7 @@ class Worker:
         process = self.ctx.Process(
             target=child_main, name=f"ForkPoolWorker-{index + 1}", daemon=True,
             args=(self.app_path, theirs, self.loglevel, conf.worker_max_tasks_per_child,
-                  conf.worker_max_memory_per_child))
+                  conf.worker_max_memory_per_child, os.getpid()))
         # A signal to the whole group must not kill a child (or the fork server) still
         # booting: they start with it ignored, which even exec keeps. The manager's own
         # wait, blocked, until its handlers are back.
@@ -189,14 +215,12 @@ class Worker:
             if child.message is not None:
                 child.process.kill()
                 child.process.join(5)
-                self._settle_row(child.message, "PENDING")
                 log.warning("cold shutdown: task %s[%s] put back in the queue",
                             child.message.name, child.message.id)
+                self._put_back(child.message)
         for child in self.children:
-            try:
+            with contextlib.suppress(OSError):
                 child.conn.send(None)
-            except OSError:
-                pass
         deadline = time.monotonic() + 5
         for child in self.children:
             child.process.join(max(0.0, deadline - time.monotonic()))
@@ -206,110 +230,132 @@ class Worker:
         try:
             self.broker.settle(self.id, self.outcomes)
             self.broker.unregister(self.id)
-        except (sqlite3.Error, MiniqError, OSError) as exc:
+        except (MiniqError, OSError) as exc:
             log.error("could not record the last results: %s", exc)
 
-    # -- the loop ----------------------------------------------------------
+    # -- the loop: named steps ---------------------------------------------
 
     def _loop(self) -> None:
-        want, seen = True, None
-        next_due: Optional[float] = None
-        next_beat = beats = 0
+        """Heartbeat (and now and then recover and sweep), send periodic tasks, settle
+        and claim, dispatch, then wait and collect outcomes, then enforce limits."""
         while not self.cold:
             busy = [c for c in self.children if c.message is not None]
             if self.warm and not busy:
                 break
             now = time.time()
-            if now >= next_beat:
-                self._heartbeat(beats)
-                beats, next_beat = beats + 1, now + self.app.conf.worker_heartbeat
-            idle = 0 if self.warm else sum(1 for c in self.children if c.message is None)
-            if next_due is not None and now >= next_due:
-                want, next_due = True, None
+            if now >= self.next_heartbeat:
+                self._heartbeat()
             if self.beat is not None and now >= self.beat_due:
                 wait_s = self._db(self.beat.tick)
                 self.beat_due = now + (1.0 if wait_s is None else max(0.01, wait_s))
-            if (self.outcomes or (want and idle)) and now >= self.db_retry_at:
-                rows = self._exchange(idle if want else 0)
-                if rows is not None:
-                    want = idle > 0 and len(rows) == idle
-                    if idle and not want:
-                        next_due = self._db(lambda: self.broker.next_eta(self.queues))
-                    continue
-            waits = [POLL if idle else 1.0, next_beat - now,
-                     self.beat_due - now if self.beat else 1.0,
-                     next_due - now if next_due is not None else 1.0]
-            waits += [c.deadline - time.monotonic() for c in busy if c.deadline is not None]
-            if self._wait(max(0.0, min(waits))):
-                want = True
-            elif idle and now >= self.db_retry_at:
-                version = self._db(self.broker.data_version)
-                want = want or (version is not None and version != seen)
-                seen = version if version is not None else seen
+            idle = 0 if self.warm else len(self.children) - len(busy)
+            if self._claim(idle, now):
+                continue
+            self._collect(self._timeout(now, idle, busy), idle)
             self._enforce_time_limits()
 
-    def _wait(self, timeout: float) -> bool:
-        """Wait for children, hints and signals; True when a child became free or a hint came."""
+    def _timeout(self, now: float, idle: int, busy: List[Child]) -> float:
+        """Until the nearest deadline: a poll, a heartbeat, a due task, a hard limit."""
+        waits = [POLL if idle else 1.0, self.next_heartbeat - now]
+        if self.beat is not None:
+            waits.append(self.beat_due - now)
+        if self.next_due is not None:
+            waits.append(self.next_due - now)
+        waits += [c.deadline - time.monotonic() for c in busy if c.deadline is not None]
+        return max(0.0, min(waits))
+
+    def _claim(self, idle: int, now: float) -> bool:
+        """Write buffered outcomes and claim up to ``idle`` tasks, in one transaction;
+        True if it ran."""
+        if self.next_due is not None and now >= self.next_due:
+            self.want, self.next_due = True, None
+        wanted = idle if self.want else 0
+        if not (self.outcomes or wanted) or now < self.db_retry_at:
+            return False
+        outcomes, self.outcomes = self.outcomes, []
+        messages = self._db(
+            lambda: self.broker.claim(self.id, self.queues, wanted, self.lease, outcomes))
+        if messages is None:
+            self.outcomes = outcomes + self.outcomes
+            return False
+        self.want = wanted > 0 and len(messages) == wanted
+        if wanted and not self.want:
+            self.next_due = self._db(lambda: self.broker.next_eta(self.queues))
+        free = iter([c for c in self.children if c.message is None])
+        for message in messages:
+            refusal = self._refusal(message, now)
+            if refusal is None:
+                self._dispatch(next(free), message)
+            else:
+                log.warning("Task %s[%s] not run: %s", message.name, message.id, refusal[1])
+                self._settle_row(message, *refusal)
+        return True
+
+    def _refusal(self, message: Message, now: float) -> Optional[Tuple[str, Exception]]:
+        """(state, error) for a claimed message that must not run, else None."""
+        if message.fault:
+            return "FAILURE", ValueError(f"corrupt message {message.id}: {message.fault}")
+        if (message.revoked or 0) > 0:  # revoked with terminate, then put back
+            return "REVOKED", TaskRevokedError("terminated")
+        if message.expires is not None and message.expires < now:
+            return "REVOKED", TaskRevokedError("expired")
+        return None
+
+    def _dispatch(self, child: Child, message: Message) -> None:
+        """Hand a message to an idle child; one that died meanwhile gives it back."""
+        try:
+            soft, hard = self._limits(message)
+        except (ValueError, TypeError) as exc:
+            error = ValueError(f"bad time limit for {message.name}: {exc}")
+            log.error("Task %s[%s] not run: %s", message.name, message.id, error)
+            self._settle_row(message, "FAILURE", error)
+            return
+        child.message, child.started = message, time.monotonic()
+        child.deadline = child.started + hard if hard else None
+        try:
+            child.conn.send((message, soft))
+        except OSError:  # it never got the task: a fresh child will
+            child.killed_for = ("PENDING", None)
+            child.process.kill()
+            child.process.join(5)
+            self._reap(child)
+
+    def _limits(self, message: Message):
+        """(soft, hard) seconds: per-call options over task options over app.conf."""
+        task = self.app.tasks.get(message.name)
+
+        def pick(key: str) -> Optional[float]:
+            value = message.options.get(key)
+            if value is None:
+                value = _option(task, key, self.app.conf[f"task_{key}"])
+            return float(value) if value is not None else None
+        return pick("soft_time_limit"), pick("time_limit")
+
+    def _collect(self, timeout: float, idle: int) -> None:
+        """Wait for outcomes, deaths, hints and signals. A hint (or a quiet poll) only
+        reads the cheap data_version, so a flood of hints never costs a claim each."""
         waitables = {self._signals_r: None}
         if self.wake is not None:
             waitables[self.wake] = None
         for child in self.children:
             waitables[child.conn] = child
             waitables[child.process.sentinel] = child
-        freed = False
-        for ready in wait(list(waitables), timeout):
-            child = waitables[ready]
+        ready = wait(list(waitables), timeout)
+        hinted = not ready
+        for item in ready:
+            child = waitables[item]
             if child is None:
-                drain(ready)
-                freed = freed or ready is self.wake
-            elif ready is child.conn:
-                freed = self._receive(child) or freed
+                drain(item)
+                hinted = hinted or item is self.wake
+            elif item is child.conn:
+                self.want = self._receive(child) or self.want
             elif not child.process.is_alive() and child in self.children:
                 self._reap(child)
-                freed = True
-        return freed
-
-    def _exchange(self, idle: int) -> Optional[list]:
-        """Write buffered outcomes and claim up to ``idle`` tasks in one transaction."""
-        outcomes, self.outcomes = self.outcomes, []
-        rows = self._db(lambda: self.broker.claim(self.id, self.queues, idle, self.lease, outcomes))
-        if rows is None:
-            self.outcomes = outcomes + self.outcomes
-            return None
-        free = iter([c for c in self.children if c.message is None])
-        now = time.time()
-        for row in rows:
-            message, expires = Message(*row[:7]), row[7]
-            if expires is not None and expires < now:
-                self._settle_row(message, "REVOKED", TaskRevokedError("expired"))
-                log.info("Task %s[%s] expired, not run", message.name, message.id)
-                continue
-            self._dispatch(next(free), message)
-        return rows
-
-    def _dispatch(self, child: Child, message: Message) -> None:
-        try:
-            soft, hard = self._limits(message)
-        except (ValueError, TypeError, AttributeError) as exc:
-            error = ValueError(f"corrupt message {message.id}: bad options ({exc})")
-            log.error("Task %s[%s] not run: %s", message.name, message.id, error)
-            self._settle_row(message._replace(options=None), "FAILURE", error)
-            return
-        child.message, child.started = message, time.monotonic()
-        child.deadline = child.started + hard if hard else None
-        child.conn.send((message, soft))
-
-    def _limits(self, message: Message):
-        """(soft, hard) seconds: per-call options over task options over app.conf."""
-        task = self.app.tasks.get(message.name)
-        per_call = json.loads(message.options) if message.options else {}
-
-        def pick(key: str) -> Optional[float]:
-            value = per_call.get(key)
-            if value is None:
-                value = _option(task, key, self.app.conf[f"task_{key}"])
-            return float(value) if value is not None else None
-        return pick("soft_time_limit"), pick("time_limit")
+                self.want = True
+        if idle and hinted and time.time() >= self.db_retry_at:
+            version = self._db(self.broker.data_version)
+            self.want = self.want or (version is not None and version != self.seen)
+            self.seen = self.seen if version is None else version
 
     # -- outcomes ------------------------------------------------------------
 
@@ -343,14 +389,26 @@ class Worker:
     def _settle_row(self, message: Message, state: str, exc: Optional[Exception] = None) -> None:
         self._record(message, state, exception_to_json(exc) if exc is not None else None)
 
+    def _put_back(self, message: Message) -> None:
+        """Back to the queue, unless it had all its deliveries: every put-back counts."""
+        cap = self.app.conf.task_max_deliveries
+        if message.attempts < cap:
+            self._settle_row(message, "PENDING")
+        else:
+            self._settle_row(message, "FAILURE", WorkerLostError(
+                f"task was delivered {cap} times and its worker died each time"))
+
     def _record(self, message: Message, state: Optional[str], result: Optional[str],
                 tb: Optional[str] = None, eta: float = 0.0, body: Optional[str] = None) -> None:
         """Buffer an outcome for the next transaction, with a chain's next step if any."""
         follow = failed = ()
-        if message.options and state in ("SUCCESS", "FAILURE", "REVOKED"):
-            follow, failed = next_steps(self.app, message.options, state, result)
-        self.outcomes.append((message.id, message.attempts, state, result, tb, eta, body,
-                              message.chord, follow, failed))
+        if message.options.get("chain") and state in ("SUCCESS", "FAILURE", "REVOKED"):
+            try:  # the claim checked the chain's shape; this is the net
+                follow, failed = next_steps(self.app, message.options, state, result)
+            except (TypeError, ValueError) as exc:
+                log.error("Task %s[%s]: its chain ends here: %s", message.name, message.id, exc)
+        self.outcomes.append(Settle(message.id, message.attempts, state, result, tb, eta,
+                                    body, message.chord, follow, failed))
 
     def _reap(self, child: Child) -> None:
         """A child exited: account for its task, then start a new one in its place."""
@@ -382,15 +440,17 @@ class Worker:
             how = (f"signal {-code} ({signal.Signals(-code).name})" if code and code < 0
                    else f"exitcode {code}")
             state, exc = "FAILURE", WorkerLostError(f"Worker exited prematurely: {how}")
-            task = self.app.tasks.get(message.name)
-            conf = self.app.conf
+            task, conf = self.app.tasks.get(message.name), self.app.conf
             late = _option(task, "acks_late", conf.task_acks_late)
             reject = _option(task, "reject_on_worker_lost", conf.task_reject_on_worker_lost)
             if late and reject and message.attempts < conf.task_max_deliveries:
                 state = "PENDING"
         log.error("Task %s[%s] %s: %s", message.name, message.id,
                   "requeued" if state == "PENDING" else state, exc)
-        self._settle_row(message, state, None if state == "PENDING" else exc)
+        if state == "PENDING":
+            self._put_back(message)
+        else:
+            self._settle_row(message, state, exc)
 
     def _enforce_time_limits(self) -> None:
         now = time.monotonic()
@@ -410,58 +470,70 @@ class Worker:
 
     # -- housekeeping ----------------------------------------------------------
 
-    def _heartbeat(self, beats: int) -> None:
+    def _heartbeat(self) -> None:
+        """Prove this worker alive and end revoked tasks; now and then recover the tasks
+        of dead workers and sweep expired results."""
+        self.heartbeats += 1
+        self.next_heartbeat = time.time() + self.app.conf.worker_heartbeat
         kills = self._db(self._beat_file)
         if kills is None:
             return
         self._db(self.broker.checkpoint)
         for task_id, signum in kills:
-            for child in self.children:
-                if child.message is not None and child.message.id == task_id \
-                        and child.killed_for is None:
-                    child.killed_for = ("REVOKED", TaskRevokedError("terminated"))
-                    child.deadline = time.monotonic() + TERMINATE_GRACE  # then SIGKILL
-                    os.kill(child.process.pid, signum)
-        if beats % 5 == 0:
+            self._terminate(task_id, signum)
+        if self.heartbeats % 5 == 1:
             self._db(self._recover)
-        if beats % 60 == 0 and self.app.conf.result_expires:
-            expires = self.app.conf.result_expires
-            seconds = expires.total_seconds() if hasattr(expires, "total_seconds") else expires
-            self._db(lambda: self.broker.sweep(time.time() - seconds))
+        if self.heartbeats % 60 == 1 and self.app.conf.result_expires:
+            self._db(self._sweep)
 
     def _beat_file(self) -> list:
         """Heartbeat, registering again in a file that was deleted or replaced (the broker
         follows the path); returns the revoked tasks to kill."""
-        inode = file_inode(self.broker.path)
-        if inode != self.inode:
+        if file_inode(self.broker.path) != self.inode:
             log.error("database %s was removed or replaced: reopening it", self.broker.path)
-            self.inode = inode  # said once; a failing reopen is _db's to report
-            self.broker.register(self.id, self.host, os.getpid(), self.concurrency, self.queues)
-            self.inode = file_inode(self.broker.path)
+            self.inode = file_inode(self.broker.path)  # said once; a failing reopen is _db's
+            self._register()
         return self.broker.heartbeat(self.id, self.lease)
+
+    def _terminate(self, task_id: str, signum) -> None:
+        for child in self.children:
+            if child.message is not None and child.message.id == task_id \
+                    and child.killed_for is None:
+                child.killed_for = ("REVOKED", TaskRevokedError("terminated"))
+                child.deadline = time.monotonic() + TERMINATE_GRACE  # then SIGKILL
+                with contextlib.suppress(ProcessLookupError):  # it has just ended
+                    os.kill(child.process.pid, _signal(signum))
 
     def _recover(self) -> None:
         """Put back the tasks of workers that died (pid gone here, or silent too long)."""
         now, dead = time.time(), []
-        for worker_id, host, pid, *_rest, heartbeat in self.broker.workers():
-            if worker_id == self.id:
+        for worker in self.broker.workers():
+            if worker.id == self.id:
                 continue
-            gone = host == self.host and not pid_alive(pid)
-            if gone or now - heartbeat > self.app.conf.worker_lost_after:
-                dead.append(worker_id)
+            gone = worker.machine == self.machine and not pid_alive(worker.pid)
+            if gone or now - worker.heartbeat > self.app.conf.worker_lost_after:
+                dead.append(worker.id)
         lost = exception_to_json(WorkerLostError(
             f"task was delivered {self.app.conf.task_max_deliveries} times and its worker"
             " died each time"))
         count = self.broker.recover(dead, self.app.conf.task_max_deliveries, lost)
         if count or dead:
             log.warning("recovered %d task(s) from %d dead worker(s)", count, len(dead))
+        self.want = self.want or count > 0  # our own commit does not move data_version
+
+    def _sweep(self) -> None:
+        expires = self.app.conf.result_expires
+        seconds = expires.total_seconds() if hasattr(expires, "total_seconds") else expires
+        self.broker.sweep(time.time() - seconds)
 
     def _db(self, fn):
-        """Run a database step; on failure log once, back off, and return None."""
+        """Run a database step; on failure log once, reopen later with backoff, and
+        return None."""
         try:
             value = fn()
-        except (sqlite3.Error, ImproperlyConfigured, OSError) as exc:
+        except (MiniqError, OSError) as exc:
             text = str(exc)
+            self.broker.close()  # the next step opens the file afresh
             self.db_delay = min(5.0, max(0.1, 2 * self.db_delay))
             self.db_retry_at = time.time() + self.db_delay
             if text != self.db_error:
@@ -471,6 +543,7 @@ class Worker:
         if self.db_error is not None:
             log.warning("database usable again")
             self.db_error, self.db_retry_at, self.db_delay = None, 0.0, 0.0
+            self.want = True
         return value
 
 
