@@ -1,15 +1,25 @@
 """Wake-up hints: a producer pokes idle workers of the same database file.
 
-A hint is one datagram to each worker's Unix socket in a folder named after
-the database. It is only a hint: workers also poll ``PRAGMA data_version``,
-so a lost or refused datagram delays a task by one poll, never loses it.
+A hint is one datagram to each worker's Unix socket, ``<db digest>-<pid>.sock``
+in one folder per user. It is only a hint: workers also poll ``PRAGMA
+data_version``, so a lost or refused datagram delays a task by one poll.
+
+Security: the folder must be a real directory (checked with lstat), owned by
+this user, mode 0700, so only this user and root can reach the sockets. If it
+is not, miniq leaves it untouched and hints are off: workers warn and poll.
 """
 import contextlib
 import hashlib
+import logging
 import os
+import re
 import socket
+import stat
 import tempfile
 from typing import List, Optional
+
+log = logging.getLogger("miniq.worker")
+SOCKET_NAME = re.compile(r"[0-9a-f]{16}-([1-9][0-9]{0,8})\.sock")
 
 
 def pid_alive(pid: int) -> bool:
@@ -23,22 +33,40 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def is_private(st: os.stat_result) -> bool:
+    """True for a real folder of this user that group and others cannot enter."""
+    return (stat.S_ISDIR(st.st_mode)
+            and st.st_uid == os.getuid()
+            and not st.st_mode & 0o077)
+
+
+def unlink_socket(path: str) -> None:
+    """Remove path only if it is a socket: never a file, folder or symlink."""
+    with contextlib.suppress(FileNotFoundError):  # another worker swept it first
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)
+
+
 class Waker:
     def __init__(self, db_path: str):
-        digest = hashlib.sha1(os.path.realpath(db_path).encode()).hexdigest()[:16]
-        self.folder = os.path.join(tempfile.gettempdir(), f"miniq-{digest}")
+        real = os.path.realpath(db_path).encode()
+        self.digest = hashlib.sha1(real).hexdigest()[:16]
+        user = f"miniq-{os.getuid()}"
+        self.folder = os.path.join(tempfile.gettempdir(), user)
         self._stamp: Optional[int] = None
         self._targets: List[str] = []
         self._sender: Optional[socket.socket] = None
         self._pid = 0
 
     def notify(self) -> None:
-        """Poke every listening worker; never blocks, never raises."""
+        """Poke every listening worker of this database; never blocks, never raises."""
         try:
-            stamp = os.stat(self.folder).st_mtime_ns
-            if stamp != self._stamp:
-                self._targets = [os.path.join(self.folder, f) for f in os.listdir(self.folder)]
-                self._stamp = stamp
+            st = os.lstat(self.folder)
+            if not is_private(st):
+                return
+            if st.st_mtime_ns != self._stamp:
+                self._targets = self._peers()
+                self._stamp = st.st_mtime_ns
             if self._pid != os.getpid():
                 self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
                 self._sender.setblocking(False)
@@ -51,29 +79,54 @@ class Waker:
             except OSError:  # a worker gone, or its queue of hints already full
                 pass
 
+    def _peers(self) -> List[str]:
+        """Socket paths of this database's workers (other databases share the folder)."""
+        prefix = f"{self.digest}-"
+        names = [n for n in os.listdir(self.folder) if n.startswith(prefix)]
+        return [os.path.join(self.folder, n) for n in names]
+
     def listen(self) -> Optional[socket.socket]:
         """A non-blocking socket for this process to receive hints on, or None."""
         try:
-            os.makedirs(self.folder, mode=0o700, exist_ok=True)
-            for name in os.listdir(self.folder):  # sockets of workers that died
-                pid = name.split(".")[0]
-                if pid.isdigit() and not pid_alive(int(pid)):
-                    os.unlink(os.path.join(self.folder, name))
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            path = os.path.join(self.folder, f"{os.getpid()}.sock")
-            if os.path.exists(path):
-                os.unlink(path)
-            sock.bind(path)
-            sock.setblocking(False)
-            return sock
-        except OSError:
+            self._make_folder()
+            self._sweep()
+            return self._bind()
+        except OSError as exc:
+            log.warning("wake hints off, polling only: %s", exc)
             return None
 
+    def _make_folder(self) -> None:
+        """Create this user's folder if missing; raise unless it is private."""
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(self.folder, 0o700)
+        if not is_private(os.lstat(self.folder)):
+            raise PermissionError(
+                f"{self.folder} is a symlink, another user's, or open to others")
+
+    def _sweep(self) -> None:
+        """Remove sockets of workers that died, of any database of this user."""
+        for name in os.listdir(self.folder):
+            match = SOCKET_NAME.fullmatch(name)
+            if match and not pid_alive(int(match[1])):
+                unlink_socket(os.path.join(self.folder, name))
+
+    def _bind(self) -> socket.socket:
+        path = os.path.join(self.folder, f"{self.digest}-{os.getpid()}.sock")
+        unlink_socket(path)  # left by an earlier process with our pid
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            sock.bind(path)
+        except OSError:
+            sock.close()
+            raise
+        sock.setblocking(False)
+        return sock
+
     def unlisten(self, sock: Optional[socket.socket]) -> None:
+        """Remove this process's socket; the folder stays, shared by the user's workers."""
         if sock is not None:
             with contextlib.suppress(OSError):
                 os.unlink(sock.getsockname())
-                os.rmdir(self.folder)  # only succeeds for the last worker of this file
             sock.close()
 
 
