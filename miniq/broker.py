@@ -6,6 +6,7 @@ code relies on (queued, running, done); ``state`` is what users see (PENDING,
 STARTED, PROGRESS, SUCCESS, ...), so a task may report any custom state while
 it runs without confusing the claim or the recovery.
 """
+import contextlib
 import functools
 import json
 import os
@@ -195,6 +196,8 @@ class Broker:
             if local.conn.in_transaction or files_of(self.path) == local.files:
                 return local.conn
             local.pid = None  # stays closed until a connect succeeds
+            with contextlib.suppress(sqlite3.Error):  # a deleted WAL: save its pages, reset
+                local.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the index for all
             local.conn.close()
         local.conn = self._connect()
         local.pid, local.files = os.getpid(), files_of(self.path)

@@ -1,0 +1,122 @@
+"""The database file itself: where a relative URL points, whose file miniq will
+use, and what it refuses to take over."""
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from miniq import Miniq
+from miniq.broker import APPLICATION_ID, SCHEMA, SCHEMA_VERSION, Broker
+from miniq.exceptions import ImproperlyConfigured
+from tests.conftest import ROOT, run_cli, wait_for
+
+PROJ = textwrap.dedent("""
+    from miniq import Miniq
+    app = Miniq("proj", broker="sqlite:///proj.db")
+
+    @app.task
+    def add(x, y):
+        return x + y
+""")
+
+
+def test_a_relative_url_means_the_same_file_from_any_folder(tmp_path):
+    """A worker started in the app's folder and a producer run from elsewhere meet."""
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "proj.py").write_text(PROJ)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path / "app"), ROOT]))
+    env.pop("MINIQ_BROKER_URL", None)
+    worker = subprocess.Popen([sys.executable, "-m", "miniq", "-A", "proj", "worker", "-c", "1"],
+                              cwd=tmp_path / "app", env=env, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        producer = "import proj; print(proj.add.delay(2, 3).get(timeout=20))"
+        out = subprocess.run([sys.executable, "-c", producer], cwd=elsewhere, env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert out.stdout.strip() == "5", out.stderr
+        assert os.path.exists(tmp_path / "app" / "proj.db")
+        assert not os.path.exists(elsewhere / "proj.db")
+    finally:
+        os.killpg(worker.pid, 9)
+        worker.wait(10)
+
+
+def test_an_absolute_url_and_an_interactive_app_keep_their_meaning(tmp_path, monkeypatch):
+    absolute = Miniq("a", broker=f"sqlite:///{tmp_path / 'abs.db'}")
+    assert absolute.broker.path == str(tmp_path / "abs.db")
+    monkeypatch.chdir(tmp_path)  # no file made this app: the current folder, as before
+    made = subprocess.run([sys.executable, "-c", "from miniq import Miniq; "
+                           "print(Miniq(broker='sqlite:///x.db').broker.path)"],
+                          cwd=tmp_path, env=dict(os.environ, PYTHONPATH=ROOT),
+                          capture_output=True, text=True, timeout=30)
+    assert made.stdout.strip() == str(tmp_path / "x.db"), made.stderr
+
+
+def test_another_applications_sqlite_file_is_refused_and_left_unchanged(tmp_path):
+    path = tmp_path / "theirs.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE task (id INTEGER, title TEXT)")
+    db.execute("PRAGMA user_version = 7")
+    db.commit()
+    db.close()
+    with pytest.raises(ImproperlyConfigured, match="not a miniq database"):
+        Broker(str(path)).db
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 7
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    assert tables == ["task"]
+    db.close()
+
+
+def test_the_worker_says_so_in_one_line_for_a_foreign_file(tmp_path):
+    path = tmp_path / "theirs.db"
+    sqlite3.connect(path).execute("CREATE TABLE notes (body TEXT)").connection.commit()
+    done = run_cli("-A", "tests.tasks", "worker", env={"MINIQ_BROKER_URL": f"sqlite:///{path}"})
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and "not a miniq database" in done.stderr
+
+
+def test_a_file_marked_as_miniq_s_and_a_file_from_before_the_mark(tmp_path):
+    fresh = Broker(str(tmp_path / "new.db"))
+    assert fresh.db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+    fresh.close()
+    old = sqlite3.connect(tmp_path / "old.db")  # schema 1: no mark, no machine column
+    old.executescript(SCHEMA.replace(",\n    machine     TEXT", "") + "PRAGMA user_version = 1;")
+    old.close()
+    upgraded = Broker(str(tmp_path / "old.db"))
+    upgraded.register("w", "host", 1, 1, ["celery"], "here")
+    assert upgraded.workers()[0].machine == "here"
+    assert upgraded.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    upgraded.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a file of another user needs root")
+def test_a_database_of_another_user_is_refused(tmp_path):
+    path = tmp_path / "planted.db"
+    Broker(str(path)).db.close()
+    os.chown(path, 12345, 12345)
+    with pytest.raises(ImproperlyConfigured, match="belongs to another user"):
+        Broker(str(path)).db
+
+
+def test_a_planted_link_is_not_followed_to_create_a_file(tmp_path):
+    target = tmp_path / "victim.db"
+    os.symlink(target, tmp_path / "miniq.db")  # dangling: creating would make the target
+    with pytest.raises(ImproperlyConfigured):
+        Broker(str(tmp_path / "miniq.db")).db
+    assert not target.exists()
+
+
+def test_a_worker_keeps_serving_once_its_wal_is_deleted(app, start_worker):
+    start_worker("-c", "1")
+    from tests import tasks
+    assert tasks.add.delay(1, 1).get(timeout=20) == 2
+    os.unlink(app.broker.path + "-wal")
+    wait_for(lambda: tasks.add.delay(2, 2).get(timeout=5) == 4, timeout=30,
+             message="a task sent after the WAL was deleted runs")
