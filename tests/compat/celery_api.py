@@ -3,9 +3,9 @@
 MINIQ_COMPAT_IMPL names the implementation ("miniq", the default, or
 "celery"); for a user, moving to Celery is changing the import lines, which
 read ``from <impl> import Celery, chain, group`` and
-``from <impl>.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded``.
-On Celery the broker is its server-free filesystem transport and the results
-are files, all under the folder COMPAT_DIR.
+``from <impl>.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded``,
+and giving Celery a broker. Here that is Redis, broker and result backend at
+the URL in COMPAT_REDIS_URL; miniq takes its SQLite file from MINIQ_BROKER_URL.
 """
 import importlib
 import os
@@ -20,18 +20,9 @@ MaxRetriesExceededError = _exceptions.MaxRetriesExceededError
 
 app = Celery("compat")  # miniq: the broker comes from MINIQ_BROKER_URL
 if impl.__name__ == "celery":
-    folder = os.environ["COMPAT_DIR"]
-    for sub in ("queue", "done", "results", "control"):
-        os.makedirs(os.path.join(folder, sub), exist_ok=True)
-    app.conf.update(
-        broker_url="filesystem://",
-        broker_transport_options={"data_folder_in": f"{folder}/queue",
-                                  "data_folder_out": f"{folder}/queue",
-                                  "processed_folder": f"{folder}/done",
-                                  "control_folder": f"{folder}/control",  # else ./control
-                                  "polling_interval": 0.1},
-        result_backend=f"file://{folder}/results",
-        broker_connection_retry_on_startup=True)
+    redis_url = os.environ["COMPAT_REDIS_URL"]
+    app.conf.update(broker_url=redis_url, result_backend=redis_url,
+                    broker_connection_retry_on_startup=True)
 
 
 @app.task
