@@ -6,8 +6,8 @@ from .app import Miniq
 from .exceptions import (ChordError, MaxRetriesExceededError, MiniqError, NotRegistered, Retry,
                          SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded,
                          TimeoutError, WorkerLostError)
-from .canvas import Signature, chain, chord, group, signature
-from .result import AsyncResult, EagerResult, GroupResult
+from .canvas import GroupResult, Signature, chain, chord, group, signature
+from .result import AsyncResult, EagerResult
 from .task import Task
 
 __version__ = "0.1.0"

@@ -76,6 +76,7 @@ INSERT = ("INSERT INTO task (id, name, queue, priority, body, options, eta, expi
 CLAIM_COLUMNS = ("id, name, body, retries, attempts, options, chord, expires,"
                  " priority, revoked, eta, seq")
 NUMBER = (int, float)
+STEP = {"task": str, "args": list, "kwargs": dict, "options": dict}  # a chain's signature
 
 
 class Message(NamedTuple):
@@ -564,42 +565,32 @@ def _create_schema(db: sqlite3.Connection, path: str) -> None:
 
 
 def _message(row: tuple) -> Message:
-    """A claimed row as a Message, or with ``fault`` set when a column is malformed."""
+    """A claimed row as a Message, with ``fault`` naming its malformed columns if any."""
     *fields, eta, _seq = row
     message = Message(*fields)
     if message.revoked is not None and not isinstance(message.revoked, int):
-        message = message._replace(revoked=9)  # terminate, and by SIGKILL: no valid signal
-    try:
-        options = _options(message.options)
-        checks = {"priority": isinstance(message.priority, int), "retries":
-                  isinstance(message.retries, int), "eta": isinstance(eta, NUMBER),
-                  "expires": message.expires is None or isinstance(message.expires, NUMBER)}
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(f"bad {', '.join(bad)}")
-    except (ValueError, TypeError) as exc:
-        return message._replace(options={}, revoked=None, fault=f"{exc}")
+        message = message._replace(revoked=9)  # terminate, by SIGKILL: no valid signal
+    options = _options(message.options)
+    bad = [name for name, value, kind in (
+        ("priority", message.priority, int), ("retries", message.retries, int),
+        ("eta", eta, NUMBER), ("expires", message.expires or 0, NUMBER),
+        ("options", options, dict)) if not isinstance(value, kind)]
+    if bad:
+        return message._replace(options={}, revoked=None, fault=f"bad {', '.join(bad)}")
     return message._replace(options=options)
 
 
-def _options(text: Any) -> dict:
-    """Per-call options as written by the app: limits, a chain of signatures, flags."""
+def _options(text: Any) -> Optional[dict]:
+    """Per-call options as the app writes them (limits, a chain of signatures), else None."""
     try:
         options = json.loads(text) if text else {}
-    except (ValueError, TypeError):
-        options = None
-    if not isinstance(options, dict):
-        raise ValueError("options is not a JSON object")
-    for key in ("soft_time_limit", "time_limit"):
-        if not isinstance(options.get(key, 0) or 0, NUMBER):
-            raise ValueError(f"bad {key} in options")
-    steps = options.get("chain") or []
-    kinds = {"task": str, "args": list, "kwargs": dict, "options": dict}
-    if not isinstance(steps, list) or not all(
-            isinstance(step, dict) and all(isinstance(step.get(k), t) for k, t in kinds.items())
-            for step in steps):
-        raise ValueError("bad chain in options")
-    return options
+        steps = options.get("chain") or []
+        limits = [options.get(key) or 0 for key in ("soft_time_limit", "time_limit")]
+        shapes = [(steps, list), *((limit, NUMBER) for limit in limits)]
+        shapes += [(step.get(key), kind) for step in steps for key, kind in STEP.items()]
+    except (ValueError, TypeError, AttributeError):
+        return None
+    return options if all(isinstance(v, kind) for v, kind in shapes) else None
 
 
 REVOKED_RESULT = ('{"exc_type": "TaskRevokedError", "exc_module": "miniq.exceptions",'

@@ -3,9 +3,10 @@
 the steps when it stores each result (``next_steps``), so none is lost.
 """
 import json
+import time
 from typing import Any, Iterable, List, Optional, Sequence, Tuple
 
-from .result import AsyncResult, GroupResult
+from .result import AsyncResult
 from .task import new_id
 
 
@@ -155,6 +156,54 @@ class chord:
         app.broker.enqueue([callback, *rows])
         app.waker.notify()
         return AsyncResult(callback[0], app)
+
+
+class GroupResult:
+    """The results of a group: wait for all, count the finished ones."""
+
+    def __init__(self, id: str, results: list):
+        self.id, self.results = id, list(results)
+
+    def ready(self) -> bool:
+        return all(r.ready() for r in self.results)
+
+    def successful(self) -> bool:
+        return all(r.successful() for r in self.results)
+
+    def failed(self) -> bool:
+        return any(r.failed() for r in self.results)
+
+    def completed_count(self) -> int:
+        return sum(1 for r in self.results if r.successful())
+
+    def get(self, timeout: Optional[float] = None, propagate: bool = True,
+            interval: float = 0.1, **options: Any) -> list:
+        """Every member's value, in order; the first failure raises (if propagate)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        values = []
+        for r in self.results:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            values.append(r.get(timeout=left, propagate=propagate, interval=interval, **options))
+        return values
+
+    join = get
+
+    def revoke(self, terminate: bool = False, signal: Any = None) -> None:
+        for r in self.results:
+            r.revoke(terminate=terminate, signal=signal)
+
+    def forget(self) -> None:
+        for r in self.results:
+            r.forget()
+
+    def __iter__(self):
+        return iter(self.results)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __repr__(self) -> str:
+        return f"<GroupResult: {self.id} [{', '.join(r.id for r in self.results)}]>"
 
 
 def next_steps(app, options: dict, state: str, result: Optional[str]):
