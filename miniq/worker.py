@@ -139,6 +139,7 @@ class Worker:
         self.warm = self.cold = False
         self.want = True  # worth a claim: a child freed, or the database changed
         self.seen = None  # the database's data_version when last looked
+        self.hints_muted_until, self.empty_hints = 0.0, 0  # a flood is heard once a poll
         self.next_due: Optional[float] = None  # the earliest scheduled task
         self.next_heartbeat, self.heartbeats = 0.0, 0
         self.idle_deaths = 0
@@ -333,29 +334,33 @@ class Worker:
 
     def _collect(self, timeout: float, idle: int) -> None:
         """Wait for outcomes, deaths, hints and signals. A hint (or a quiet poll) only
-        reads the cheap data_version, so a flood of hints never costs a claim each."""
+        reads the cheap data_version; hints that bring no change are muted for a poll."""
         waitables = {self._signals_r: None}
-        if self.wake is not None:
+        if self.wake is not None and idle and time.time() >= self.hints_muted_until:
             waitables[self.wake] = None
         for child in self.children:
             waitables[child.conn] = child
             waitables[child.process.sentinel] = child
         ready = wait(list(waitables), timeout)
-        hinted = not ready
+        look = not ready  # a quiet poll, or a hint
         for item in ready:
             child = waitables[item]
             if child is None:
                 drain(item)
-                hinted = hinted or item is self.wake
+                look = look or item is self.wake
             elif item is child.conn:
                 self.want = self._receive(child) or self.want
             elif not child.process.is_alive() and child in self.children:
                 self._reap(child)
                 self.want = True
-        if idle and hinted and time.time() >= self.db_retry_at:
+        if idle and look and time.time() >= self.db_retry_at:
             version = self._db(self.broker.data_version)
-            self.want = self.want or (version is not None and version != self.seen)
-            self.seen = self.seen if version is None else version
+            if version is not None and version != self.seen:
+                self.want, self.seen, self.empty_hints = True, version, 0
+            elif ready:  # hints with no news, again: hear the next ones a poll later
+                self.empty_hints += 1
+                if self.empty_hints > 1:
+                    self.hints_muted_until = time.time() + POLL
 
     # -- outcomes ------------------------------------------------------------
 
