@@ -412,6 +412,14 @@ class Broker:
         return self.db.execute("SELECT id, name, queue, eta, body FROM task WHERE status = 0"
                                " AND eta > ? ORDER BY eta", (self.clock(),)).fetchall()
 
+    def queued(self, queues: Optional[Sequence[str]] = None) -> int:
+        """How many tasks purge would delete: queued ones, in all queues if none given."""
+        where, args = "status = 0", ()
+        if queues:
+            where += f" AND queue IN ({','.join('?' * len(queues))})"
+            args = tuple(queues)
+        return self.db.execute(f"SELECT COUNT(*) FROM task WHERE {where}", args).fetchone()[0]
+
     def sweep(self, before: float, limit: int = 1000) -> int:
         """Delete up to limit results finished before the given time."""
         return self._tx(lambda: self.db.execute(
