@@ -35,14 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("-c", "--concurrency", type=positive_int,
                         help="child processes (default: CPUs)")
     worker.add_argument("-Q", "--queues", help="comma-separated queues to serve")
-    worker.add_argument("-l", "--loglevel", type=str.upper, choices=LEVELS, default="WARNING",
-                        help="least severe log messages shown (default: WARNING)")
+    worker.add_argument("-l", "--loglevel", type=str.upper, choices=LEVELS,
+                        default="WARNING", help="least severe messages logged (default: WARNING)")
     worker.add_argument("--start-method", choices=("fork", "forkserver", "spawn"),
                         help="how children start (default: fork on Linux)")
     worker.add_argument("-B", "--beat", action="store_true", help="also send periodic tasks")
     beat = command("beat", "send the periodic tasks of app.conf.beat_schedule")
-    beat.add_argument("-l", "--loglevel", type=str.upper, choices=LEVELS, default="INFO",
-                      help="least severe log messages shown (default: INFO)")
+    beat.add_argument("-l", "--loglevel", type=str.upper, choices=LEVELS,
+                      default="INFO", help="least severe messages logged (default: INFO)")
     command("status", "list live workers")
     inspect = command("inspect", "show running tasks, future tasks, or counts")
     inspect.add_argument("what", choices=("active", "scheduled", "stats"))
@@ -90,11 +90,12 @@ def worker(app: Miniq, args: argparse.Namespace) -> int:
     manager = Worker(app, args.app, args.concurrency, queues, args.start_method,
                      args.loglevel, beat=args.beat)
     app.broker.db  # noqa: B018 - open the file first: a setup error prints no banner
+    tasks = [f"  . {name}" for name in sorted(app.tasks)]
     print(f"miniq worker for {args.app}",  # at any log level, as Celery's banner
           f"  database:    {app.broker.path}",
           f"  concurrency: {manager.concurrency}",
           f"  queues:      {','.join(manager.queues)}",
-          "[tasks]", *(f"  . {name}" for name in sorted(app.tasks)), sep="\n", flush=True)
+          "[tasks]", *tasks, sep="\n", flush=True)
     return manager.run()
 
 
@@ -180,23 +181,27 @@ def result(app: Miniq, args: argparse.Namespace) -> int:
 
 
 def _wait(res: Any, timeout: Optional[float]) -> bool:
-    """Wait until res is ready, with a progress bar for PROGRESS meta on a terminal;
-    False after timeout seconds. The bar's line is ended either way."""
-    deadline = None if timeout is None else time.monotonic() + timeout
+    """Wait until res is ready or timeout seconds pass; say whether it is ready."""
+    deadline = time.monotonic() + (float("inf") if timeout is None else timeout)
     drawn = False
-    while not res.ready():
-        info = res.info if res.state not in ("PENDING", "STARTED") else None
-        if isinstance(info, dict) and {"current", "total"} <= info.keys() and sys.stderr.isatty():
-            done = int(30 * info["current"] / max(1, info["total"]))
-            print(f"\r[{'#' * done}{'.' * (30 - done)}] {info['current']}/{info['total']}",
-                  end="", file=sys.stderr, flush=True)
-            drawn = True
-        if deadline is not None and time.monotonic() > deadline:
-            break
+    while not res.ready() and time.monotonic() < deadline:
+        drawn = _draw_progress(res) or drawn
         time.sleep(0.1)
-    if drawn:
+    if drawn:  # end the bar's line, or the shell prompt would follow it
         print(file=sys.stderr)
     return res.ready()
+
+
+def _draw_progress(res: Any) -> bool:
+    """On a terminal, draw a bar for PROGRESS meta ({"current", "total"}); say if it did."""
+    running = sys.stderr.isatty() and res.state not in ("PENDING", "STARTED")
+    info = res.info if running else None
+    if not (isinstance(info, dict) and {"current", "total"} <= info.keys()):
+        return False
+    done = int(30 * info["current"] / max(1, info["total"]))
+    bar = "#" * done + "." * (30 - done)
+    print(f"\r[{bar}] {info['current']}/{info['total']}", end="", file=sys.stderr, flush=True)
+    return True
 
 
 def call(app: Miniq, args: argparse.Namespace) -> int:

@@ -81,14 +81,14 @@ def test_missing_app_option_is_a_usage_error():
 def test_concurrency_that_is_not_a_positive_integer_is_a_usage_error(value):
     proc = run_cli("-A", "tests.tasks", "worker", "-c", value)
     assert proc.returncode == 2 and proc.stderr.startswith("usage: miniq worker"), proc.stderr
-    assert proc.stderr.splitlines()[-1] == (
-        f"miniq worker: error: argument -c/--concurrency: must be a positive integer, not '{value}'")
+    assert proc.stderr.splitlines()[-1] == ("miniq worker: error: argument -c/--concurrency:"
+                                            f" must be a positive integer, not '{value}'")
 
 
 def test_worker_help_explains_every_option():
     proc = run_cli("worker", "--help")
     assert proc.returncode == 0, proc.stderr
-    assert "least severe log messages shown (default: WARNING)" in proc.stdout
+    assert "least severe messages logged (default: WARNING)" in proc.stdout
     assert "how children start (default: fork on Linux)" in proc.stdout
 
 

@@ -169,7 +169,8 @@ def test_result_prints_the_state_and_the_value_or_the_error(app, broker_url, sta
     assert "Traceback" in failed.stderr  # the task's remote traceback
     unknown = cli(broker_url, "result", "no-such-id")  # not PENDING: the file has no such row
     assert unknown.returncode == 1 and unknown.stdout == ""
-    assert unknown.stderr == "miniq: error: unknown task no-such-id: never sent, or its result is gone\n"
+    assert unknown.stderr == ("miniq: error: unknown task no-such-id:"
+                              " never sent, or its result is gone\n")
     queued = tasks.add.apply_async((1, 1), queue="nobody")
     assert cli(broker_url, "result", queued.id).stdout.split() == ["PENDING"]
 

@@ -21,7 +21,7 @@ FILE = re.compile(r"# ([\w/]+\.py)\b")
 SKIP = {  # the first line of each block that cannot run in an empty folder: why
     "pip install .": "installs from a clone of the repository",
     "# myproj/tasks.py": "imports the vendored copy the next block makes",
-    "mkdir -p myproj/_vendor": "copies miniq from a clone; tests/test_vendoring.py runs this layout",
+    "mkdir -p myproj/_vendor": "copies miniq from a clone (tests/test_vendoring.py does this)",
     "python benchmarks/bench.py": "the benchmark: minutes of load, from a clone",
 }
 
