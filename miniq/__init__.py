@@ -1,6 +1,13 @@
 """miniq: Celery's programming model on one machine, with one SQLite file
 as broker and result backend. Public names are re-exported here.
 """
+import sys
+
+if sys.version_info < (3, 9):  # checked first, in syntax Python 3.6 still parses
+    version = sys.version.split()[0]
+    raise ImportError(  # name= lets `python -m miniq` print one line, not a traceback
+        "miniq needs Python 3.9 or newer, not %s" % version, name=__name__)
+
 from . import exceptions
 from .app import Miniq
 from .exceptions import (ChordError, MaxRetriesExceededError, MiniqError, NotRegistered, Retry,

@@ -506,12 +506,15 @@ class Broker:
     # -- inspection and control ----------------------------------------------
 
     @_translated
-    def purge(self, queues: Optional[Sequence[str]] = None) -> int:
-        """Delete queued (not running, not finished) tasks; all queues if none given."""
+    def purge(self, queues: Optional[Sequence[str]] = None, dry_run: bool = False) -> int:
+        """Delete queued (not running, not finished) tasks, of all queues if none given;
+        with dry_run, only count them."""
         where, args = "status = 0", ()
         if queues:
             where += f" AND queue IN ({','.join('?' * len(queues))})"
             args = tuple(queues)
+        if dry_run:
+            return self.db.execute(f"SELECT COUNT(*) FROM task WHERE {where}", args).fetchone()[0]
         return self._tx(lambda: self.db.execute(f"DELETE FROM task WHERE {where}", args).rowcount)
 
     @_translated

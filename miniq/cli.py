@@ -32,13 +32,17 @@ def build_parser() -> argparse.ArgumentParser:
         return commands.add_parser(name, parents=[common], help=text, description=text)
 
     worker = command("worker", "start a worker")
-    worker.add_argument("-c", "--concurrency", type=int, help="child processes (default: CPUs)")
+    worker.add_argument("-c", "--concurrency", type=positive_int,
+                        help="child processes (default: CPUs)")
     worker.add_argument("-Q", "--queues", help="comma-separated queues to serve")
-    worker.add_argument("-l", "--loglevel", type=str.upper, choices=LEVELS, default="WARNING")
-    worker.add_argument("--start-method", choices=("fork", "forkserver", "spawn"))
+    worker.add_argument("-l", "--loglevel", type=str.upper, choices=LEVELS,
+                        default="WARNING", help="least severe messages logged (default: WARNING)")
+    worker.add_argument("--start-method", choices=("fork", "forkserver", "spawn"),
+                        help="how children start (default: fork on Linux)")
     worker.add_argument("-B", "--beat", action="store_true", help="also send periodic tasks")
     beat = command("beat", "send the periodic tasks of app.conf.beat_schedule")
-    beat.add_argument("-l", "--loglevel", type=str.upper, choices=LEVELS, default="INFO")
+    beat.add_argument("-l", "--loglevel", type=str.upper, choices=LEVELS,
+                      default="INFO", help="least severe messages logged (default: INFO)")
     command("status", "list live workers")
     inspect = command("inspect", "show running tasks, future tasks, or counts")
     inspect.add_argument("what", choices=("active", "scheduled", "stats"))
@@ -56,6 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("--queue")
     call.add_argument("--countdown", type=float)
     return parser
+
+
+def positive_int(text: str) -> int:
+    """argparse type for -c: a worker with no children would never run a task."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
+    return int(text)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -76,8 +87,16 @@ def worker(app: Miniq, args: argparse.Namespace) -> int:
     from .worker import LOG_FORMAT, Worker
     logging.basicConfig(level=args.loglevel, format=LOG_FORMAT)
     queues = args.queues.split(",") if args.queues else None
-    return Worker(app, args.app, args.concurrency, queues, args.start_method,
-                  args.loglevel, beat=args.beat).run()
+    manager = Worker(app, args.app, args.concurrency, queues, args.start_method,
+                     args.loglevel, beat=args.beat)
+    app.broker.db  # noqa: B018 - open the file first: a setup error prints no banner
+    tasks = [f"  . {name}" for name in sorted(app.tasks)]
+    print(f"miniq worker for {args.app}",  # at any log level, as Celery's banner
+          f"  database:    {app.broker.path}",
+          f"  concurrency: {manager.concurrency}",
+          f"  queues:      {','.join(manager.queues)}",
+          "[tasks]", *tasks, sep="\n", flush=True)
+    return manager.run()
 
 
 def beat(app: Miniq, args: argparse.Namespace) -> int:
@@ -129,8 +148,10 @@ def purge(app: Miniq, args: argparse.Namespace) -> int:
     queues = args.queues.split(",") if args.queues else None
     if not args.force:
         where = ", ".join(queues) if queues else "all queues"
+        count = app.broker.purge(queues, dry_run=True)
         try:
-            answer = input(f"Delete every queued task of {where}? There is no undo. [y/N] ")
+            answer = input(f"Delete {count} queued task{'' if count == 1 else 's'} of {where}?"
+                           " There is no undo. [y/N] ")
         except EOFError:  # no one to ask (cron, CI): that is a no
             answer = ""
         if answer.strip().lower() not in ("y", "yes"):
@@ -144,17 +165,10 @@ def purge(app: Miniq, args: argparse.Namespace) -> int:
 
 def result(app: Miniq, args: argparse.Namespace) -> int:
     res = app.AsyncResult(args.task_id)
-    deadline = None if args.timeout is None else time.monotonic() + args.timeout
-    while args.wait and not res.ready():
-        info = res.info if res.state not in ("PENDING", "STARTED") else None
-        if isinstance(info, dict) and {"current", "total"} <= info.keys() and sys.stderr.isatty():
-            done = int(30 * info["current"] / max(1, info["total"]))
-            print(f"\r[{'#' * done}{'.' * (30 - done)}] {info['current']}/{info['total']}",
-                  end="", file=sys.stderr, flush=True)
-        if deadline is not None and time.monotonic() > deadline:
-            print(file=sys.stderr)  # end the progress bar's line, if one was drawn
-            return _error(f"task {args.task_id} not done after {args.timeout}s", 1)
-        time.sleep(0.1)
+    if app.broker.state(res.id) is None:  # else it would read as PENDING forever
+        return _error(f"unknown task {args.task_id}: never sent, or its result is gone", 1)
+    if args.wait and not _wait(res, args.timeout):
+        return _error(f"task {args.task_id} not done after {args.timeout}s", 1)
     state, info = res.state, res.info
     value = info if not isinstance(info, BaseException) else f"{type(info).__name__}: {info}"
     if not _emit(args, {"id": res.id, "state": state, "result": value}):
@@ -166,6 +180,30 @@ def result(app: Miniq, args: argparse.Namespace) -> int:
     return 0 if state in ("SUCCESS", "PENDING", "STARTED") or not res.ready() else 1
 
 
+def _wait(res: Any, timeout: Optional[float]) -> bool:
+    """Wait until res is ready or timeout seconds pass; say whether it is ready."""
+    deadline = time.monotonic() + (float("inf") if timeout is None else timeout)
+    drawn = False
+    while not res.ready() and time.monotonic() < deadline:
+        drawn = _draw_progress(res) or drawn
+        time.sleep(0.1)
+    if drawn:  # end the bar's line, or the shell prompt would follow it
+        print(file=sys.stderr)
+    return res.ready()
+
+
+def _draw_progress(res: Any) -> bool:
+    """On a terminal, draw a bar for PROGRESS meta ({"current", "total"}); say if it did."""
+    running = sys.stderr.isatty() and res.state not in ("PENDING", "STARTED")
+    info = res.info if running else None
+    if not (isinstance(info, dict) and {"current", "total"} <= info.keys()):
+        return False
+    done = int(30 * info["current"] / max(1, info["total"]))
+    bar = "#" * done + "." * (30 - done)
+    print(f"\r[{bar}] {info['current']}/{info['total']}", end="", file=sys.stderr, flush=True)
+    return True
+
+
 def call(app: Miniq, args: argparse.Namespace) -> int:
     try:
         call_args, call_kwargs = json.loads(args.args), json.loads(args.kwargs)
@@ -173,6 +211,9 @@ def call(app: Miniq, args: argparse.Namespace) -> int:
         return _error(f"--args and --kwargs must be JSON: {exc}")
     if not isinstance(call_args, list) or not isinstance(call_kwargs, dict):
         return _error("--args must be a JSON list and --kwargs a JSON object")
+    if args.name not in app.tasks:  # still sent: a worker with other code may know it
+        print(f"miniq: warning: {args.name!r} is not a task of {args.app}; sent anyway",
+              file=sys.stderr)
     sent = app.send_task(args.name, call_args, call_kwargs, queue=args.queue,
                          countdown=args.countdown)
     if not _emit(args, {"id": sent.id}):

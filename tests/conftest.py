@@ -44,11 +44,11 @@ def app(broker_url):
 class WorkerProcess:
     """A real worker command in its own process group, killed on teardown."""
 
-    def __init__(self, args, env, log_path):
+    def __init__(self, args, env, log_path, cwd=ROOT, module="miniq"):
         self.log_path = log_path
         self.log = open(log_path, "w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "miniq", *args], cwd=ROOT, env=env,
+        self.proc = subprocess.Popen(  # module: a vendored copy's path runs the same way
+            [sys.executable, "-m", module, *args], cwd=cwd, env=env,
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
 
     @property

@@ -18,7 +18,7 @@ def worker_cli(*args, broker_url=None, cwd=ROOT):
 def assert_setup_error(proc, *fragments):
     """Exit 2 and one line, ``miniq: error: ...``, naming what is wrong; no traceback."""
     assert proc.returncode == 2, (proc.returncode, proc.stderr)
-    assert "Traceback" not in proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""  # no banner either
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("miniq: error: "), proc.stderr
     for fragment in fragments:
@@ -75,6 +75,32 @@ def test_missing_app_option_is_a_usage_error():
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("usage: miniq") and "-A/--app" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "two"])
+def test_concurrency_that_is_not_a_positive_integer_is_a_usage_error(value):
+    proc = run_cli("-A", "tests.tasks", "worker", "-c", value)
+    assert proc.returncode == 2 and proc.stderr.startswith("usage: miniq worker"), proc.stderr
+    assert proc.stderr.splitlines()[-1] == ("miniq worker: error: argument -c/--concurrency:"
+                                            f" must be a positive integer, not '{value}'")
+
+
+def test_worker_help_explains_every_option():
+    proc = run_cli("worker", "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "least severe messages logged (default: WARNING)" in proc.stdout
+    assert "how children start (default: fork on Linux)" in proc.stdout
+
+
+def test_worker_prints_a_banner_at_the_default_log_level(app, broker_url, start_worker):
+    worker = start_worker("-c", "1", "-Q", "a,b", "--loglevel", "warning", ready=False)
+    out = wait_for(lambda: "[tasks]" in worker.output() and worker.output(), message="the banner")
+    path = broker_url[len("sqlite:///"):]
+    assert out.splitlines()[:5] == ["miniq worker for tests.tasks", f"  database:    {path}",
+                                    "  concurrency: 1", "  queues:      a,b", "[tasks]"]
+    assert "  . tests.tasks.add\n" in out and "  . tests.tasks.wait_for_gate\n" in out
+    assert "ready" not in out  # the INFO log line stays quiet at WARNING
+    assert app.tasks["tests.tasks.add"].apply_async((2, 2), queue="b").get(timeout=30) == 4
 
 
 # -A forms, from the current folder ----------------------------------------------------------

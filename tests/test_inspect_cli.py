@@ -3,6 +3,8 @@ status, inspect active|scheduled|stats, purge, result and call, in human
 form and with --json."""
 import json
 import os
+import pty
+import re
 import signal
 import subprocess
 import sys
@@ -132,11 +134,14 @@ def test_purge_force_deletes_queued_tasks_only(app, broker_url, start_worker):
 def test_purge_without_force_asks_and_deletes_only_on_yes(app, broker_url):
     for i in range(2):
         tasks.add.delay(i, i)
+    tasks.add.apply_async((2, 2), queue="other")
+    asked = cli_with_input(broker_url, "purge", "-Q", "other", stdin_text="n\n")
+    assert "Delete 1 queued task of other? There is no undo. [y/N]" in asked.stdout
     no = cli_with_input(broker_url, "purge", stdin_text="n\n")
-    assert "[y/N]" in no.stdout and "Nothing purged." in no.stdout
-    assert no.returncode == 1 and count_rows(app) == 2
+    assert "Delete 3 queued tasks of all queues?" in no.stdout and "Nothing purged." in no.stdout
+    assert no.returncode == 1 and count_rows(app) == 3
     yes = cli_with_input(broker_url, "purge", stdin_text="y\n")
-    assert yes.returncode == 0 and "Purged 2 messages." in yes.stdout
+    assert yes.returncode == 0 and "Purged 3 messages." in yes.stdout
     assert count_rows(app) == 0
 
 
@@ -162,8 +167,12 @@ def test_result_prints_the_state_and_the_value_or_the_error(app, broker_url, sta
     assert failed.returncode == 1
     assert failed.stdout.splitlines() == ["FAILURE", "ValueError: boom"]
     assert "Traceback" in failed.stderr  # the task's remote traceback
-    unknown = cli(broker_url, "result", "no-such-id")
-    assert unknown.returncode == 0 and unknown.stdout.split() == ["PENDING"]
+    unknown = cli(broker_url, "result", "no-such-id")  # not PENDING: the file has no such row
+    assert unknown.returncode == 1 and unknown.stdout == ""
+    assert unknown.stderr == ("miniq: error: unknown task no-such-id:"
+                              " never sent, or its result is gone\n")
+    queued = tasks.add.apply_async((1, 1), queue="nobody")
+    assert cli(broker_url, "result", queued.id).stdout.split() == ["PENDING"]
 
 
 def test_result_wait_waits_for_the_task_and_timeout_gives_up(app, broker_url, start_worker):
@@ -191,6 +200,42 @@ def test_result_wait_waits_for_the_task_and_timeout_gives_up(app, broker_url, st
     assert json.loads(out) == {"id": later.id, "state": "SUCCESS", "result": "late"}
 
 
+def test_result_wait_ends_the_progress_bar_line_when_the_task_ends(app, broker_url, start_worker):
+    running = tasks.progress.delay(20, 0.1)
+    env = dict(os.environ, MINIQ_BROKER_URL=broker_url)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    terminal, stderr = pty.openpty()  # the bar is drawn only on a terminal
+    try:
+        waiter = subprocess.Popen(
+            [sys.executable, "-m", "miniq", "-A", "tests.tasks", "result", running.id, "--wait",
+             "--timeout", "60"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        os.close(stderr)
+        start_worker("-c", "1")  # only now can the task run: the command is already waiting
+        out, _ = waiter.communicate(timeout=60)
+        drawn = read_terminal(terminal)
+    finally:
+        os.close(terminal)
+        if waiter.poll() is None:
+            waiter.kill()
+            waiter.wait(10)
+    assert waiter.returncode == 0 and out.splitlines()[0] == "SUCCESS"
+    assert re.search(r"\] 1?\d/20\r?\n$", drawn), repr(drawn)  # the last bar, then its newline
+
+
+def read_terminal(fd):
+    """All a closed pseudo-terminal holds (Linux ends it with EIO, macOS with b"")."""
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks).decode()
+
+
 # -- call ----------------------------------------------------------------------------
 
 def test_call_sends_a_task_by_name_and_prints_its_id(app, broker_url, start_worker):
@@ -208,6 +253,16 @@ def test_call_sends_a_task_by_name_and_prints_its_id(app, broker_url, start_work
     queue, eta, created = app.broker.db.execute(
         "SELECT queue, eta, created FROM task WHERE id = ?", (queued,)).fetchone()
     assert queue == "elsewhere" and 299 <= eta - created <= 301
+
+
+def test_call_warns_about_a_name_the_app_lacks_and_sends_it_anyway(app, broker_url):
+    sent = cli(broker_url, "call", "elsewhere.resize", "--args", "[1]")
+    assert sent.returncode == 0
+    assert sent.stderr == ("miniq: warning: 'elsewhere.resize' is not a task of tests.tasks;"
+                           " sent anyway\n")
+    assert app.AsyncResult(sent.stdout.strip()).state == "PENDING" and count_rows(app) == 1
+    known = cli(broker_url, "call", "tests.tasks.add", "--args", "[1, 2]")
+    assert known.returncode == 0 and known.stderr == ""
 
 
 @pytest.mark.parametrize("option, value", [("--args", "[1,"), ("--kwargs", "{'y': 1}")])

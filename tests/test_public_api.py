@@ -1,15 +1,21 @@
-"""miniq's public surface: the names ``__all__`` promises, their docstrings, and a
-package that imports nothing beyond the standard library (it is meant to be vendored)."""
+"""miniq's public surface: the names ``__all__`` promises, their docstrings, a
+package that imports nothing beyond the standard library (it is meant to be vendored),
+and one clear line, not a traceback, on a Python older than 3.9."""
 import ast
+import glob
 import inspect
 import os
 import pkgutil
+import re
+import shutil
+import subprocess
 import sys
 import sysconfig
 
 import pytest
 
 import miniq
+from tests.conftest import ROOT
 
 PACKAGE = os.path.dirname(os.path.abspath(miniq.__file__))
 PUBLIC = [
@@ -72,3 +78,36 @@ def test_package_imports_only_the_standard_library():
     outside = [(f, m) for f in files for m in imported_modules(os.path.join(PACKAGE, f))
                if m.split(".")[0] not in stdlib]
     assert outside == []
+
+
+def old_python(version):
+    """pyenv's newest interpreter of a minor version, or None when there is none."""
+    pyenv = shutil.which("pyenv")
+    root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+    if pyenv:
+        root = subprocess.run([pyenv, "root"], capture_output=True, text=True).stdout.strip()
+    found = glob.glob(os.path.join(root, "versions", f"{version}.*", "bin", "python"))
+
+    def release(path):  # .../versions/3.8.18/bin/python → [3, 8, 18]
+        return [int(n) for n in re.findall(r"\d+", path.split(os.sep)[-3])]
+    return max(found, key=release, default=None)
+
+
+@pytest.mark.parametrize("version", ["3.6", "3.7", "3.8"])
+def test_an_older_python_is_refused_in_one_line(version, tmp_path):
+    python = old_python(version)
+    if python is None:
+        pytest.skip(f"no Python {version} under pyenv")
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    imported = subprocess.run([python, "-c", "import miniq"], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=60)
+    last = imported.stderr.strip().splitlines()[-1]
+    assert imported.returncode == 1
+    needs = rf"miniq needs Python 3\.9 or newer, not {version}\.\d+"
+    assert re.fullmatch(f"ImportError: {needs}", last), imported.stderr
+    command = subprocess.run([python, "-m", "miniq", "-A", "proj", "worker"], cwd=tmp_path,
+                             env=env, capture_output=True, text=True, timeout=60)
+    assert command.returncode == 1
+    lines = command.stderr.strip().splitlines()
+    assert len(lines) == 1, command.stderr  # no traceback: runpy prints the message alone
+    assert re.search(rf"\(ImportError: {needs}\)$", lines[0]), command.stderr

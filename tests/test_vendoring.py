@@ -1,0 +1,69 @@
+"""miniq copied into another package, as the README's Vendoring section says:
+``myproj/_vendor/miniq``, imported by that path and run with
+``python -m myproj._vendor.miniq``. Its errors come back as the copy's own
+classes, not as the installed miniq's or as stand-ins."""
+import importlib
+import os
+import shutil
+import sys
+
+import pytest
+
+import miniq
+from tests.conftest import ROOT, WorkerProcess
+
+TASKS = """
+import time
+
+from myproj._vendor.miniq import Miniq
+
+app = Miniq("myproj", broker={url!r})
+
+
+@app.task(time_limit=1)
+def stuck():
+    time.sleep(60)
+
+
+@app.task
+def fail():
+    raise ValueError("boom")
+"""
+
+
+@pytest.fixture
+def vendored(tmp_path, monkeypatch):
+    """A tree with myproj/_vendor/miniq and myproj/tasks.py; yields myproj.tasks."""
+    vendor = tmp_path / "myproj" / "_vendor"
+    shutil.copytree(os.path.join(ROOT, "miniq"), vendor / "miniq",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for package in (vendor.parent, vendor):
+        (package / "__init__.py").write_text("")
+    url = f"sqlite:///{tmp_path / 'myproj.db'}"
+    (vendor.parent / "tasks.py").write_text(TASKS.format(url=url))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    tasks = importlib.import_module("myproj.tasks")
+    yield tasks
+    tasks.app.broker.close()
+    for name in [n for n in sys.modules if n == "myproj" or n.startswith("myproj.")]:
+        del sys.modules[name]
+
+
+def test_a_vendored_worker_returns_the_vendored_exceptions(vendored, tmp_path):
+    exceptions = importlib.import_module("myproj._vendor.miniq.exceptions")
+    assert exceptions is not miniq.exceptions
+    env = dict(os.environ, PYTHONPATH=str(tmp_path), PYTHONFAULTHANDLER="1")
+    args = ["-A", "myproj.tasks", "worker", "-c", "1", "-l", "info"]
+    worker = WorkerProcess(args, env, tmp_path / "worker.log", cwd=tmp_path,
+                           module="myproj._vendor.miniq")
+    try:
+        worker.wait_ready()
+        assert "  . myproj.tasks.stuck\n" in worker.output()  # the copy's banner
+        with pytest.raises(exceptions.TimeLimitExceeded) as killed:
+            vendored.stuck.delay().get(timeout=30)
+        with pytest.raises(ValueError, match="boom"):
+            vendored.fail.delay().get(timeout=30)
+    finally:
+        worker.kill_group()
+    assert isinstance(killed.value, exceptions.MiniqError)
+    assert not isinstance(killed.value, miniq.MiniqError)  # not the installed package's
