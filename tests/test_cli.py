@@ -107,7 +107,7 @@ def test_worker_prints_a_banner_at_the_default_log_level(app, broker_url, start_
 
 PROJ = """
 from miniq import Miniq
-app = Miniq("myproj", broker="sqlite:///miniq.db")  # relative: the worker's current folder
+app = Miniq("myproj", broker="sqlite:///miniq.db")  # relative: beside this module
 
 @app.task
 def add(x, y):

@@ -19,7 +19,7 @@ BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 FILE = re.compile(r"# ([\w/]+\.py)\b")
 
 SKIP = {  # the first line of each block that cannot run in an empty folder: why
-    "pip install .": "installs from a clone of the repository",
+    "python examples/demo.py": "the demo and the test suite themselves, from a clone",
     "# myproj/tasks.py": "imports the vendored copy the next block makes",
     "mkdir -p myproj/_vendor": "copies miniq from a clone (tests/test_vendoring.py does this)",
     "python benchmarks/bench.py": "the benchmark: minutes of load, from a clone",
