@@ -18,6 +18,9 @@ from .result import AsyncResult
 from .task import Task, encode_args, new_id, to_timestamp
 from .wake import Waker
 
+NUMBER = (int, float)
+CALL_TYPES = {"queue": str, "task_id": str, "priority": int, "countdown": NUMBER,
+              "soft_time_limit": NUMBER, "time_limit": NUMBER}
 DEFAULTS: Dict[str, Any] = {
     "broker_url": None,
     "result_backend": None,
@@ -168,6 +171,10 @@ class Miniq:
         if _ignored.keys() & {"link", "link_error"}:
             raise TypeError(f"{name}: link and link_error callbacks are not supported; use chain")
         default_queue, default_priority, soft, hard = self._defaults(name)
+        priority = default_priority if priority is None else priority
+        _check_call(name, queue=queue, task_id=task_id, priority=priority, countdown=countdown,
+                    soft_time_limit=soft if soft_time_limit is None else soft_time_limit,
+                    time_limit=hard if time_limit is None else time_limit)
         body = encode_args(name, args, kwargs)
         now = time.time()
         due = now + countdown if countdown else (to_timestamp(eta) if eta is not None else 0.0)
@@ -177,10 +184,6 @@ class Miniq:
             expires = now + expires if isinstance(expires, (int, float)) else to_timestamp(expires)
         if not math.isfinite(due) or not math.isfinite(expires or 0):
             raise ValueError(f"{name}: countdown, eta and expires must be finite times")
-        priority = default_priority if priority is None else priority
-        _check_call(name, queue, task_id, priority)
-        _check_limits(soft if soft_time_limit is None else soft_time_limit,
-                      hard if time_limit is None else time_limit)
         options = None
         if soft_time_limit is not None or time_limit is not None or chain or immutable:
             options = json.dumps({"soft_time_limit": soft_time_limit, "time_limit": time_limit,
@@ -194,8 +197,8 @@ class Miniq:
         for name, args, kwargs in calls:
             if name not in checked:
                 checked[name] = self._defaults(name)
-                _check_call(name, None, None, checked[name][1])
-                _check_limits(*checked[name][2:])
+                _, priority, soft, hard = checked[name]
+                _check_call(name, priority=priority, soft_time_limit=soft, time_limit=hard)
             queue, priority = checked[name][:2]
             rows.append((new_id(), name, queue, priority, encode_args(name, args, kwargs),
                          None, 0.0, None, now, None, 0))
@@ -237,27 +240,19 @@ def _signum(value: Any) -> int:
         raise ValueError(f"revoke: {value!r} is not a signal of this platform") from None
 
 
-def _check_call(name: str, queue: Any, task_id: Any, priority: Any) -> None:
+def _check_call(name: str, **values: Any) -> None:
     """Refuse at the call what a worker could not use, as Celery checks its options."""
-    for key, value in (("queue", queue), ("task_id", task_id)):
-        if value is not None and not isinstance(value, str):
-            raise TypeError(f"{name}: {key} must be a str, not {value!r}")
-    if priority is None:
-        return
-    if type(priority) is not int:
-        raise TypeError(f"{name}: priority must be an int from 0 to 255, not {priority!r}")
-    if not 0 <= priority <= 255:
-        raise ValueError(f"{name}: priority must be from 0 to 255, not {priority}")
-
-
-def _check_limits(soft: Any, hard: Any) -> None:
-    for value in (soft, hard):
-        if value is not None and (type(value) not in (int, float)):
-            raise TypeError(f"time limits are seconds as numbers, not {value!r}")
-        if value is not None and not value >= 0:
-            raise ValueError(f"time limits cannot be negative: {value!r}")
+    for key, value in values.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, CALL_TYPES[key])):
+            raise TypeError(f"{name}: {key} cannot be {value!r}")
+    soft, hard = values.get("soft_time_limit"), values.get("time_limit")
+    if any(limit is not None and not limit >= 0 for limit in (soft, hard)):
+        raise ValueError(f"{name}: time limits cannot be negative: {soft!r}, {hard!r}")
     if soft and hard and soft > hard:  # as Celery: refused at the call
         raise ValueError("soft_time_limit must be less than or equal to time_limit")
+    priority = values.get("priority")
+    if priority is not None and not 0 <= priority <= 255:
+        raise ValueError(f"{name}: priority must be from 0 to 255, not {priority}")
 
 
 _loaded: Dict[str, Miniq] = {}

@@ -76,6 +76,7 @@ INSERT = ("INSERT INTO task (id, name, queue, priority, body, options, eta, expi
 CLAIM_COLUMNS = ("id, name, body, retries, attempts, options, chord, expires,"
                  " priority, revoked, eta, seq")
 NUMBER = (int, float)
+MAYBE_NUMBER = (int, float, type(None))
 STEP = {"task": str, "args": list, "kwargs": dict, "options": dict}  # a chain's signature
 
 
@@ -576,7 +577,7 @@ def _message(row: tuple) -> Message:
     options = _options(message.options)
     bad = [name for name, value, kind in (
         ("priority", message.priority, int), ("retries", message.retries, int),
-        ("eta", eta, NUMBER), ("expires", message.expires or 0, NUMBER),
+        ("eta", eta, NUMBER), ("expires", message.expires, MAYBE_NUMBER),
         ("options", options, dict)) if not isinstance(value, kind)]
     if bad:
         return message._replace(options={}, revoked=None, fault=f"bad {', '.join(bad)}")
@@ -588,8 +589,8 @@ def _options(text: Any) -> Optional[dict]:
     try:
         options = json.loads(text) if text else {}
         steps = options.get("chain") or []
-        limits = [options.get(key) or 0 for key in ("soft_time_limit", "time_limit")]
-        shapes = [(steps, list), *((limit, NUMBER) for limit in limits)]
+        limits = [options.get(key) for key in ("soft_time_limit", "time_limit")]
+        shapes = [(steps, list), *((limit, MAYBE_NUMBER) for limit in limits)]
         shapes += [(step.get(key), kind) for step in steps for key, kind in STEP.items()]
     except (ValueError, TypeError, AttributeError):
         return None

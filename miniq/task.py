@@ -70,6 +70,8 @@ def to_timestamp(when: Any) -> float:
     """A datetime (naive means UTC, as Celery) or unix time, as unix time."""
     if isinstance(when, datetime):
         return (when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when).timestamp()
+    if isinstance(when, bool) or not isinstance(when, (int, float)):
+        raise TypeError(f"a time is a datetime or a unix time, not {when!r}")
     return float(when)
 
 
