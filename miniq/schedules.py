@@ -110,11 +110,13 @@ class crontab:
 
     def next_after(self, t: float, tz: tzinfo) -> float:
         """The first run time after t."""
-        return next(s for s in self._times(t, tz, 1) if s > t)
+        forward = self._times(t, tz, 1)
+        return next(s for s in forward if s > t)
 
     def last_at_or_before(self, t: float, tz: tzinfo) -> Optional[float]:
         """The latest run time at or before t; None if there is none in ~5 years."""
-        return next((s for s in self._times(t, tz, -1) if s <= t), None)
+        backward = self._times(t, tz, -1)
+        return next((s for s in backward if s <= t), None)
 
     def __repr__(self) -> str:
         return "<crontab: {} {} {} {} {} (m/h/dow/dom/moy)>".format(*self.spec)
