@@ -4,38 +4,55 @@ the steps when it stores each result (``next_steps``), so none is lost.
 """
 import json
 import time
-from typing import Any, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence
 
 from .result import AsyncResult
 from .task import new_id
 
 
 class _Delay:
+    """The ``delay`` shortcut that signatures, chains and groups share."""
+
     def delay(self, *args: Any, **kwargs: Any):
+        """``apply_async`` with the arguments spread out, as in Celery."""
         return self.apply_async(args, kwargs)
 
 
 class Signature(_Delay, dict):
     """One task call as a value; a dict (as Celery's), so it travels as JSON."""
 
-    def __init__(self, task: Any, args: Sequence = (), kwargs: Optional[dict] = None,
-                 options: Optional[dict] = None, immutable: bool = False, app=None):
-        name = task if isinstance(task, str) else task.name
-        super().__init__(task=name, args=list(args), kwargs=dict(kwargs) if kwargs else {},
-                         options=dict(options) if options else {}, immutable=immutable)
-        self._app = app if app is not None or isinstance(task, str) else task.app
+    def __init__(self,
+                 task: Any,
+                 args: Sequence = (),
+                 kwargs: Optional[dict] = None,
+                 options: Optional[dict] = None,
+                 immutable: bool = False,
+                 app=None):
+        by_name = isinstance(task, str)
+        name = task if by_name else task.name
+        super().__init__(task=name,
+                         args=list(args),
+                         kwargs=dict(kwargs or {}),
+                         options=dict(options or {}),
+                         immutable=immutable)
+        if app is None and not by_name:
+            app = task.app
+        self._app = app
 
     @property
     def app(self):
+        """The app that sends it: the one given, else the task's, else the default app."""
         from .app import default_app
         return self._app or default_app()
 
     @property
     def name(self) -> str:
+        """The task's registered name."""
         return self["task"]
 
     @property
     def id(self) -> Optional[str]:
+        """The task id, once ``set(task_id=...)`` or a chain has given it one."""
         return self["options"].get("task_id")
 
     def set(self, **options: Any) -> "Signature":
@@ -43,62 +60,101 @@ class Signature(_Delay, dict):
         self["options"].update(options)
         return self
 
-    def clone(self, args: Sequence = (), kwargs: Optional[dict] = None, **options: Any) -> "Signature":
+    def clone(self,
+              args: Sequence = (),
+              kwargs: Optional[dict] = None,
+              **options: Any) -> "Signature":
         """A copy with more arguments: new args go first, as in Celery's partials."""
         if self["immutable"]:
-            args, kwargs = (), None
-        return Signature(self["task"], (*args, *self["args"]), {**self["kwargs"], **(kwargs or {})},
-                         {**self["options"], **options}, self["immutable"], self._app)
+            args = ()
+            kwargs = None
+        return Signature(self["task"],
+                         (*args, *self["args"]),
+                         {**self["kwargs"], **(kwargs or {})},
+                         {**self["options"], **options},
+                         self["immutable"],
+                         self._app)
 
-    def apply_async(self, args: Sequence = (), kwargs: Optional[dict] = None, **options: Any):
+    def apply_async(self,
+                    args: Sequence = (),
+                    kwargs: Optional[dict] = None,
+                    **options: Any):
+        """Send this call, with more arguments and options as ``clone`` takes them."""
         sig = self.clone(args, kwargs, **options)
         task = sig.app.tasks.get(sig.name)
         if task is not None:
             return task.apply_async(sig["args"], sig["kwargs"], **sig["options"])
         return sig.app.send_task(sig.name, sig["args"], sig["kwargs"], **sig["options"])
 
+    def _row(self,
+             app,
+             args: Sequence = (),
+             kwargs: Optional[dict] = None,
+             options: Optional[dict] = None,
+             **fields: Any) -> tuple:
+        """This call's message row: args go first, kwargs and options over its own.
+
+        Unlike ``clone``, it passes the arguments to an immutable signature too."""
+        call_args = (*args, *self["args"])
+        call_kwargs = {**self["kwargs"], **(kwargs or {})}
+        call_options = {**self["options"], **(options or {})}
+        return app.message_row(self.name, call_args, call_kwargs, **call_options, **fields)
+
     def __or__(self, other: Any) -> "chain":
         return chain(self, other)
 
     def __repr__(self) -> str:
-        args = ", ".join([*map(repr, self["args"]), *(f"{k}={v!r}" for k, v in self["kwargs"].items())])
+        positional = list(map(repr, self["args"]))
+        keywords = [f"{k}={v!r}" for k, v in self["kwargs"].items()]
+        args = ", ".join(positional + keywords)
         return f"{self['task']}({args}){'!' if self['immutable'] else ''}"
 
 
-def signature(task: Any, args: Sequence = (), kwargs: Optional[dict] = None, **options: Any):
+def signature(task: Any,
+              args: Sequence = (),
+              kwargs: Optional[dict] = None,
+              **options: Any):
     """A signature by task or name: ``signature("proj.add", (1, 2), countdown=5)``."""
     return Signature(task, args, kwargs, options)
 
 
-def _signatures(tasks: Tuple) -> List[Signature]:
-    if len(tasks) == 1 and not isinstance(tasks[0], dict):
-        tasks = tuple(tasks[0])  # one iterable of signatures
-    flat: List[Signature] = []
-    for task in tasks:  # a chain inside a chain is its steps, as in Celery
-        if isinstance(task, chain):
-            flat.extend(task.tasks)
-        else:
-            flat.append(task if isinstance(task, Signature) else Signature(**task))
-    return flat
-
-
-class chain(_Delay):
-    """Run tasks one after another, each result passed as the next one's first argument."""
+class _Steps(_Delay):
+    """What chain and group hold: signatures given as ``f(a, b)`` or ``f([a, b])``."""
 
     def __init__(self, *tasks: Any):
-        self.tasks = _signatures(tasks)
+        if len(tasks) == 1 and not isinstance(tasks[0], dict):
+            tasks = tuple(tasks[0])  # one iterable of signatures
+        self.tasks: List[Signature] = []
+        for task in tasks:  # a chain inside a chain is its steps, as in Celery
+            if isinstance(task, chain):
+                self.tasks.extend(task.tasks)
+            elif isinstance(task, Signature):
+                self.tasks.append(task)
+            else:  # a signature that travelled as JSON
+                self.tasks.append(Signature(**task))
 
-    def apply_async(self, args: Sequence = (), kwargs: Optional[dict] = None, **options: Any):
-        steps = [s.clone(**{"task_id": s.id or new_id()}) for s in self.tasks]
-        app = steps[0].app
+
+class chain(_Steps):
+    """Run tasks one after another, each result passed as the next one's first argument."""
+
+    def apply_async(self,
+                    args: Sequence = (),
+                    kwargs: Optional[dict] = None,
+                    **options: Any):
+        """Run the steps in order; return the last one's result, linked by ``parent``."""
+        steps = [s.clone(task_id=s.id or new_id()) for s in self.tasks]
+        first = steps[0].clone(args, kwargs, **options)
+        rest = steps[1:]
+        app = first.app
         if app.conf.task_always_eager:
-            result = steps[0].apply_async(args, kwargs, **options)
-            for step in steps[1:]:
-                parent, result = result, step.apply_async((result.get(),))
+            result = first.apply_async()
+            for step in rest:
+                parent = result
+                result = step.apply_async((parent.get(),))
                 result.parent = parent
             return result
-        first = steps[0].clone(args, kwargs, **options)
-        first.apply_async(chain=[dict(s) for s in steps[1:]] or None)
+        following = [dict(s) for s in rest]  # the worker sends each one in turn
+        first.apply_async(chain=following or None)
         results = [AsyncResult(s.id, app) for s in steps]
         for parent, child in zip(results, results[1:]):
             child.parent = parent
@@ -108,27 +164,30 @@ class chain(_Delay):
         return chain(*self.tasks, other)
 
 
-class group(_Delay):
+class group(_Steps):
     """Run tasks in parallel; all messages are inserted in one transaction."""
 
-    def __init__(self, *tasks: Any):
-        self.tasks = _signatures(tasks)
-
-    def apply_async(self, args: Sequence = (), kwargs: Optional[dict] = None, **options: Any):
+    def apply_async(self,
+                    args: Sequence = (),
+                    kwargs: Optional[dict] = None,
+                    **options: Any):
+        """Send every member (args go before each one's own); return a GroupResult."""
         if not self.tasks:
             return GroupResult(new_id(), [])
         app = self.tasks[0].app
         if app.conf.task_always_eager:
-            return GroupResult(new_id(),
-                               [s.apply_async(args, kwargs, **options) for s in self.tasks])
-        if not (args or kwargs or options or any(s["options"] for s in self.tasks)):
-            rows = app.message_rows((s["task"], s["args"], s["kwargs"]) for s in self.tasks)
-        else:
-            rows = [app.message_row(s.name, (*args, *s["args"]), {**s["kwargs"], **(kwargs or {})},
-                                    **{**s["options"], **options}) for s in self.tasks]
+            results = [s.apply_async(args, kwargs, **options) for s in self.tasks]
+            return GroupResult(new_id(), results)
+        extras = args or kwargs or options or any(s["options"] for s in self.tasks)
+        if extras:
+            rows = [s._row(app, args, kwargs, options) for s in self.tasks]
+        else:  # plain calls, the fast path: each task name is checked once
+            calls = [(s["task"], s["args"], s["kwargs"]) for s in self.tasks]
+            rows = app.message_rows(calls)
         app.broker.enqueue(rows)
         app.waker.notify()
-        return GroupResult(new_id(), [AsyncResult(row[0], app) for row in rows])
+        results = [AsyncResult(row[0], app) for row in rows]
+        return GroupResult(new_id(), results)
 
 
 class chord:
@@ -139,60 +198,75 @@ class chord:
         self.body = body
 
     def __call__(self, body: Optional[Signature] = None, **options: Any):
+        """``chord(header)(body)``: send it, with this body if one is given."""
         return self.apply_async(body=body, **options)
 
-    def apply_async(self, args: Sequence = (), kwargs: Optional[dict] = None,
-                    body: Optional[Signature] = None, **options: Any):
+    def apply_async(self,
+                    args: Sequence = (),
+                    kwargs: Optional[dict] = None,
+                    body: Optional[Signature] = None,
+                    **options: Any):
+        """Send the members and the callback that waits for them; return its result."""
         body = body or self.body
         app = body.app
         if app.conf.task_always_eager:
-            values = self.header.apply_async(args, kwargs, **options).get()
-            return body.apply_async((values,))
-        callback = app.message_row(body.name, body["args"], body["kwargs"], waiting=True,
-                                   immutable=body["immutable"], **body["options"])
-        rows = [app.message_row(s.name, (*args, *s["args"]), {**s["kwargs"], **(kwargs or {})},
-                                **{**s["options"], **options}, chord=callback[0])
+            header = self.header.apply_async(args, kwargs, **options)
+            return body.apply_async((header.get(),))
+        callback = body._row(app, waiting=True, immutable=body["immutable"])
+        callback_id = callback[0]
+        rows = [s._row(app, args, kwargs, options, chord=callback_id)
                 for s in self.header.tasks]
         app.broker.enqueue([callback, *rows])
         app.waker.notify()
-        return AsyncResult(callback[0], app)
+        return AsyncResult(callback_id, app)
 
 
 class GroupResult:
     """The results of a group: wait for all, count the finished ones."""
 
     def __init__(self, id: str, results: list):
-        self.id, self.results = id, list(results)
+        self.id = id
+        self.results = list(results)
 
     def ready(self) -> bool:
+        """Whether every member has finished, whatever its outcome."""
         return all(r.ready() for r in self.results)
 
     def successful(self) -> bool:
+        """Whether every member succeeded."""
         return all(r.successful() for r in self.results)
 
     def failed(self) -> bool:
+        """Whether any member failed."""
         return any(r.failed() for r in self.results)
 
     def completed_count(self) -> int:
+        """How many members succeeded (failures are finished but not counted, as in Celery)."""
         return sum(1 for r in self.results if r.successful())
 
-    def get(self, timeout: Optional[float] = None, propagate: bool = True,
-            interval: float = 0.1, **options: Any) -> list:
+    def get(self,
+            timeout: Optional[float] = None,
+            propagate: bool = True,
+            interval: float = 0.1,
+            **options: Any) -> list:
         """Every member's value, in order; the first failure raises (if propagate)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         values = []
         for r in self.results:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            values.append(r.get(timeout=left, propagate=propagate, interval=interval, **options))
+            value = r.get(timeout=left, propagate=propagate, interval=interval, **options)
+            values.append(value)
         return values
 
     join = get
 
     def revoke(self, terminate: bool = False, signal: Any = None) -> None:
+        """Revoke every member; with terminate=True, running ones are killed."""
         for r in self.results:
             r.revoke(terminate=terminate, signal=signal)
 
     def forget(self) -> None:
+        """Forget every member's stored result."""
         for r in self.results:
             r.forget()
 
@@ -212,9 +286,10 @@ def next_steps(app, options: dict, state: str, result: Optional[str]):
     if not steps:
         return (), ()
     following = [Signature(**s) for s in steps]
-    if state == "SUCCESS":
-        value = json.loads(result) if result is not None else None
-        step = following[0].clone((value,))
-        return [app.message_row(step.name, step["args"], step["kwargs"], **step["options"],
-                                chain=[dict(s) for s in following[1:]] or None)], ()
-    return (), [(s.id, s.name) for s in following]
+    if state != "SUCCESS":
+        return (), [(s.id, s.name) for s in following]
+    value = json.loads(result) if result is not None else None
+    step = following[0].clone((value,))
+    rest = [dict(s) for s in following[1:]]
+    row = step._row(app, chain=rest or None)
+    return [row], ()

@@ -2,7 +2,6 @@
 library, print. No supervision or SQL lives here, so every command is a
 function to test in-process or as a subprocess.
 """
-import argparse
 import contextlib
 import json
 import logging
@@ -10,6 +9,7 @@ import os
 import signal
 import sys
 import time
+from argparse import SUPPRESS, ArgumentParser, ArgumentTypeError, Namespace
 from typing import Any, List, Optional
 
 from .app import Miniq, load_app
@@ -18,31 +18,34 @@ from .exceptions import ImproperlyConfigured
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-A", "--app", default=argparse.SUPPRESS,
+def build_parser() -> ArgumentParser:
+    """The ``miniq`` command line: -A and --json, then one subcommand."""
+    common = ArgumentParser(add_help=False)
+    common.add_argument("-A", "--app",
+                        default=SUPPRESS,
                         help="the app: module, module:attribute or module.attribute")
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+    common.add_argument("--json",
+                        action="store_true",
+                        default=SUPPRESS,
                         help="print JSON for scripts instead of text for people")
-    parser = argparse.ArgumentParser(prog="miniq", parents=[common],
-                                     description="A task queue for one machine, on one SQLite file.")
+    parser = ArgumentParser(prog="miniq",
+                            parents=[common],
+                            description="A task queue for one machine, on one SQLite file.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def command(name: str, text: str) -> argparse.ArgumentParser:
+    def command(name: str, text: str) -> ArgumentParser:
         return commands.add_parser(name, parents=[common], help=text, description=text)
 
     worker = command("worker", "start a worker")
     worker.add_argument("-c", "--concurrency", type=positive_int,
                         help="child processes (default: CPUs)")
     worker.add_argument("-Q", "--queues", help="comma-separated queues to serve")
-    worker.add_argument("-l", "--loglevel", type=str.upper, choices=LEVELS,
-                        default="WARNING", help="least severe messages logged (default: WARNING)")
+    _add_loglevel(worker, "WARNING")
     worker.add_argument("--start-method", choices=("fork", "forkserver", "spawn"),
                         help="how children start (default: fork on Linux)")
     worker.add_argument("-B", "--beat", action="store_true", help="also send periodic tasks")
     beat = command("beat", "send the periodic tasks of app.conf.beat_schedule")
-    beat.add_argument("-l", "--loglevel", type=str.upper, choices=LEVELS,
-                      default="INFO", help="least severe messages logged (default: INFO)")
+    _add_loglevel(beat, "INFO")
     command("status", "list live workers")
     inspect = command("inspect", "show running tasks, future tasks, or counts")
     inspect.add_argument("what", choices=("active", "scheduled", "stats"))
@@ -62,20 +65,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_loglevel(parser: ArgumentParser, default: str) -> None:
+    """-l/--loglevel: worker and beat differ only in the default."""
+    parser.add_argument("-l", "--loglevel",
+                        type=str.upper,
+                        choices=LEVELS,
+                        default=default,
+                        help=f"least severe messages logged (default: {default})")
+
+
 def positive_int(text: str) -> int:
     """argparse type for -c: a worker with no children would never run a task."""
     if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
+        raise ArgumentTypeError(f"must be a positive integer, not {text!r}")
     return int(text)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run one command line; return its exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "app", None):
         parser.error("the -A/--app option is required (e.g. -A proj)")
-    if os.getcwd() not in sys.path:  # as Celery: the app module is found from here
-        sys.path.insert(0, os.getcwd())
+    cwd = os.getcwd()
+    if cwd not in sys.path:  # as Celery: the app module is found from here
+        sys.path.insert(0, cwd)
     try:
         app = load_app(args.app)
         return COMMANDS[args.command](app, args)
@@ -83,7 +97,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return _error(exc)
 
 
-def worker(app: Miniq, args: argparse.Namespace) -> int:
+def worker(app: Miniq, args: Namespace) -> int:
+    """Print the banner, then run the worker until it is stopped."""
     from .worker import LOG_FORMAT, Worker
     logging.basicConfig(level=args.loglevel, format=LOG_FORMAT)
     queues = args.queues.split(",") if args.queues else None
@@ -99,7 +114,8 @@ def worker(app: Miniq, args: argparse.Namespace) -> int:
     return manager.run()
 
 
-def beat(app: Miniq, args: argparse.Namespace) -> int:
+def beat(app: Miniq, args: Namespace) -> int:
+    """Send periodic tasks until Ctrl-C or SIGTERM."""
     from .beat import Beat
     from .worker import LOG_FORMAT
     logging.basicConfig(level=args.loglevel, format=LOG_FORMAT)
@@ -109,10 +125,11 @@ def beat(app: Miniq, args: argparse.Namespace) -> int:
     return 0
 
 
-def status(app: Miniq, args: argparse.Namespace) -> int:
+def status(app: Miniq, args: Namespace) -> int:
+    """List the live workers; exit status 1 if there are none."""
     now = time.time()
-    workers = [dict(zip(("id", "host", "pid", "concurrency", "queues", "started", "heartbeat"), w))
-               for w in app.broker.workers()]
+    fields = "id host pid concurrency queues started heartbeat".split()
+    workers = [dict(zip(fields, w)) for w in app.broker.workers()]
     if not _emit(args, workers):
         for w in workers:
             print(f"{w['id'][:8]}@{w['host']}: pid {w['pid']}, -c {w['concurrency']}, "
@@ -121,30 +138,44 @@ def status(app: Miniq, args: argparse.Namespace) -> int:
     return 0 if workers else 1
 
 
-def inspect(app: Miniq, args: argparse.Namespace) -> int:
+def inspect(app: Miniq, args: Namespace) -> int:
+    """Show the running tasks, the tasks not yet due, or counts by queue and state."""
     now = time.time()
     if args.what == "stats":
-        rows = [{"queue": q, "state": s, "count": n} for q, s, n in app.broker.counts()]
-        lines = [f"{r['queue']:<20} {r['state']:<12} {r['count']:>8}"
-                 for r in rows or [{"queue": "-", "state": "(no tasks)", "count": 0}]]
+        fields = "queue state count".split()
+        rows = [dict(zip(fields, c)) for c in app.broker.counts()]
+        shown = rows or [{"queue": "-", "state": "(no tasks)", "count": 0}]
+        lines = [f"{r['queue']:<20} {r['state']:<12} {r['count']:>8}" for r in shown]
     elif args.what == "active":
-        rows = [{"id": i, "name": n, "worker": w, "runtime": now - (s or now), "state": st,
-                 **_call_of(b)} for i, n, w, s, st, b in app.broker.active()]
+        rows = [{"id": i,
+                 "name": n,
+                 "worker": w,
+                 "runtime": now - (s or now),
+                 "state": st,
+                 **_call_of(b)}
+                for i, n, w, s, st, b in app.broker.active()]
         lines = [f"{r['name']}[{r['id']}] {r['state']} for {r['runtime']:.1f}s "
-                 f"on {str(r['worker'])[:8]} args={r['args']} kwargs={r['kwargs']}" for r in rows]
+                 f"on {str(r['worker'])[:8]} args={r['args']} kwargs={r['kwargs']}"
+                 for r in rows]
         lines.append(f"{len(rows)} running.")
     else:
-        rows = [{"id": i, "name": n, "queue": q, "eta": e, **_call_of(b)}
+        rows = [{"id": i,
+                 "name": n,
+                 "queue": q,
+                 "eta": e,
+                 **_call_of(b)}
                 for i, n, q, e, b in app.broker.scheduled()]
         lines = [f"{r['name']}[{r['id']}] on {r['queue']} in {r['eta'] - now:.1f}s "
-                 f"args={r['args']} kwargs={r['kwargs']}" for r in rows]
+                 f"args={r['args']} kwargs={r['kwargs']}"
+                 for r in rows]
         lines.append(f"{len(rows)} scheduled.")
     if not _emit(args, rows):
         print("\n".join(lines))
     return 0
 
 
-def purge(app: Miniq, args: argparse.Namespace) -> int:
+def purge(app: Miniq, args: Namespace) -> int:
+    """Delete queued tasks, after asking unless --force; exit status 1 if refused."""
     queues = args.queues.split(",") if args.queues else None
     if not args.force:
         where = ", ".join(queues) if queues else "all queues"
@@ -163,21 +194,26 @@ def purge(app: Miniq, args: argparse.Namespace) -> int:
     return 0
 
 
-def result(app: Miniq, args: argparse.Namespace) -> int:
+def result(app: Miniq, args: Namespace) -> int:
+    """Show a task's state and result; exit status 1 if it finished without success."""
     res = app.AsyncResult(args.task_id)
     if app.broker.state(res.id) is None:  # else it would read as PENDING forever
         return _error(f"unknown task {args.task_id}: never sent, or its result is gone", 1)
     if args.wait and not _wait(res, args.timeout):
         return _error(f"task {args.task_id} not done after {args.timeout}s", 1)
-    state, info = res.state, res.info
-    value = info if not isinstance(info, BaseException) else f"{type(info).__name__}: {info}"
+    state = res.state
+    info = res.info
+    value = info
+    if isinstance(info, BaseException):
+        value = f"{type(info).__name__}: {info}"
     if not _emit(args, {"id": res.id, "state": state, "result": value}):
         print(state)
         if value is not None:
             print(value if isinstance(value, str) else json.dumps(value))
         if res.traceback and state == "FAILURE":
             print(res.traceback, file=sys.stderr)
-    return 0 if state in ("SUCCESS", "PENDING", "STARTED") or not res.ready() else 1
+    unsuccessful = state not in ("SUCCESS", "PENDING", "STARTED") and res.ready()
+    return 1 if unsuccessful else 0
 
 
 def _wait(res: Any, timeout: Optional[float]) -> bool:
@@ -196,7 +232,8 @@ def _draw_progress(res: Any) -> bool:
     """On a terminal, draw a bar for PROGRESS meta ({"current", "total"}); say if it did."""
     running = sys.stderr.isatty() and res.state not in ("PENDING", "STARTED")
     info = res.info if running else None
-    if not (isinstance(info, dict) and {"current", "total"} <= info.keys()):
+    has_progress = isinstance(info, dict) and {"current", "total"} <= info.keys()
+    if not has_progress:
         return False
     done = int(30 * info["current"] / max(1, info["total"]))
     bar = "#" * done + "." * (30 - done)
@@ -204,9 +241,11 @@ def _draw_progress(res: Any) -> bool:
     return True
 
 
-def call(app: Miniq, args: argparse.Namespace) -> int:
+def call(app: Miniq, args: Namespace) -> int:
+    """Send a task by name, with JSON arguments, and print its id."""
     try:
-        call_args, call_kwargs = json.loads(args.args), json.loads(args.kwargs)
+        call_args = json.loads(args.args)
+        call_kwargs = json.loads(args.kwargs)
     except ValueError as exc:
         return _error(f"--args and --kwargs must be JSON: {exc}")
     if not isinstance(call_args, list) or not isinstance(call_kwargs, dict):
@@ -214,7 +253,10 @@ def call(app: Miniq, args: argparse.Namespace) -> int:
     if args.name not in app.tasks:  # still sent: a worker with other code may know it
         print(f"miniq: warning: {args.name!r} is not a task of {args.app}; sent anyway",
               file=sys.stderr)
-    sent = app.send_task(args.name, call_args, call_kwargs, queue=args.queue,
+    sent = app.send_task(args.name,
+                         call_args,
+                         call_kwargs,
+                         queue=args.queue,
                          countdown=args.countdown)
     if not _emit(args, {"id": sent.id}):
         print(sent.id)
@@ -222,6 +264,7 @@ def call(app: Miniq, args: argparse.Namespace) -> int:
 
 
 def _call_of(body: str) -> dict:
+    """A message body's arguments, for inspect; "(corrupt message)" if unreadable."""
     try:
         call_args, call_kwargs = json.loads(body)
     except (ValueError, TypeError):
@@ -230,11 +273,12 @@ def _call_of(body: str) -> dict:
 
 
 def _error(message: Any, code: int = 2) -> int:
+    """Print an error the way argparse does, and return the exit status."""
     print(f"miniq: error: {message}", file=sys.stderr)
     return code
 
 
-def _emit(args: argparse.Namespace, data: Any) -> bool:
+def _emit(args: Namespace, data: Any) -> bool:
     """Print data as JSON when --json was given; say whether it did."""
     if getattr(args, "json", False):
         print(json.dumps(data, indent=2, default=str))
