@@ -3,15 +3,20 @@ worker: one bad call, row, signal or file fails alone (at the call, or as that t
 FAILURE) and never stops the worker or leaves a task waiting forever."""
 import random
 import signal
+import sqlite3
 import subprocess
 import threading
 import time
 from collections import Counter
+from contextlib import closing
 
 import pytest
 
 from tests import tasks
 from tests.test_reliability import states
+
+COLUMNS = ("id", "name", "queue", "priority", "body", "options", "eta", "expires", "created",
+           "chord", "status")  # the order of app.message_row()
 
 
 def tail(worker, chars=3000):
@@ -20,6 +25,11 @@ def tail(worker, chars=3000):
 
 def count_rows(app, where="1", args=()):
     return app.broker.db.execute(f"SELECT COUNT(*) FROM task WHERE {where}", args).fetchone()[0]
+
+
+def row_of(app, result, columns="status, state, worker, attempts"):
+    return app.broker.db.execute(f"SELECT {columns} FROM task WHERE id = ?",
+                                 (result.id,)).fetchone()
 
 
 def within(seconds, fn, *args, what=None, **kwargs):
@@ -42,6 +52,30 @@ def within(seconds, fn, *args, what=None, **kwargs):
     if "error" in box:
         raise box["error"]
     return box["value"]
+
+
+def raw_db(app):
+    """A connection of our own, as another program writing to the file would have."""
+    return closing(sqlite3.connect(app.broker.path, timeout=10))
+
+
+def insert_raw(app, task_name, task_args=(), **columns):
+    """Insert a queued message row as app.message_row() makes it, some columns replaced."""
+    row = dict(zip(COLUMNS, app.message_row(task_name, task_args)))
+    row.update(columns)
+    with raw_db(app) as db, db:
+        db.execute(f"INSERT INTO task ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                   tuple(row.values()))
+    return app.AsyncResult(row["id"])
+
+
+def settle(result, worker, timeout=15):
+    """Until the task is done; the worker must still be there all along."""
+    deadline = time.monotonic() + timeout
+    while not result.ready() and worker.proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert worker.proc.poll() is None, f"the worker died:\n{tail(worker)}"
+    assert result.ready(), f"task not done after {timeout}s: {row_of(result.app, result)}"
 
 
 def not_done(app, worker):
@@ -68,6 +102,12 @@ def wait_done(app, worker, explain, stall=15.0, timeout=120.0, interval=0.1):
         time.sleep(interval)
 
 
+def assert_serving(worker, timeout=15):
+    assert worker.proc.poll() is None, f"the worker died:\n{tail(worker)}"
+    assert within(timeout + 5, lambda: tasks.add.delay(20, 22).get(timeout=timeout)) == 42
+    assert worker.proc.poll() is None, f"the worker died:\n{tail(worker)}"
+
+
 # a soft limit that lands inside miniq's own database calls ---------------------------------------
 
 def test_soft_limits_landing_inside_database_calls_leave_the_database_usable(app, start_worker):
@@ -87,3 +127,38 @@ def test_soft_limits_landing_inside_database_calls_leave_the_database_usable(app
     except subprocess.TimeoutExpired:
         code = None
     assert code == 0, f"SIGTERM: exit code {code} after 10s (None: still running)\n{tail(worker)}"
+
+
+# priorities --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("priority", ["high", "", b"1", "1.5", 1.5, True],
+                         ids=["word", "empty", "bytes", "numeric-text", "float", "bool"])
+def test_a_priority_that_is_not_an_int_is_refused_at_the_call(app, priority):
+    with pytest.raises(TypeError):
+        tasks.add.apply_async((1, 1), priority=priority)
+    assert count_rows(app) == 0
+
+
+@pytest.mark.parametrize("priority", [-1, 256, 10 ** 30])
+def test_a_priority_outside_0_to_255_is_refused_at_the_call(app, priority):
+    with pytest.raises(ValueError):
+        tasks.add.apply_async((1, 1), priority=priority)
+    assert count_rows(app) == 0
+
+
+def test_priorities_none_0_and_255_are_accepted(app):
+    ids = [tasks.add.apply_async((1, 1), priority=p).id for p in (None, 0, 255)]
+    stored = dict(app.broker.db.execute("SELECT id, priority FROM task"))
+    assert [stored[i] for i in ids] == [0, 0, 255]
+
+
+def test_a_stored_priority_that_is_text_fails_that_task_and_the_worker_keeps_serving(
+        app, start_worker, tmp_path):
+    worker = start_worker("-c", "1")
+    bad = insert_raw(app, tasks.record.name, (str(tmp_path / "runs.txt"), 1), priority="high")
+    settle(bad, worker)
+    assert bad.state == "FAILURE"
+    assert "priority" in f"{type(bad.info).__name__}: {bad.info}"
+    after = [tasks.add.delay(i, i) for i in range(3)]
+    assert [r.get(timeout=15) for r in after] == [0, 2, 4]
+    assert_serving(worker)
