@@ -12,8 +12,11 @@ from contextlib import closing
 
 import pytest
 
+from miniq import exceptions
 from tests import tasks
-from tests.test_reliability import states
+from tests.conftest import wait_for
+from tests.test_reliability import states, tokens_run
+from tests.test_worker_lifecycle import alive, deliver
 
 COLUMNS = ("id", "name", "queue", "priority", "body", "options", "eta", "expires", "created",
            "chord", "status")  # the order of app.message_row()
@@ -162,3 +165,70 @@ def test_a_stored_priority_that_is_text_fails_that_task_and_the_worker_keeps_ser
     after = [tasks.add.delay(i, i) for i in range(3)]
     assert [r.get(timeout=15) for r in after] == [0, 2, 4]
     assert_serving(worker)
+
+
+# revoke's signal, and the delivery cap -----------------------------------------------------------
+
+@pytest.mark.parametrize("signum", [999, "NOSUCH", -1])
+def test_revoke_with_a_signal_that_does_not_exist_is_refused_at_the_call(app, signum):
+    queued = tasks.add.delay(1, 1)  # no worker: it stays queued
+    with pytest.raises(ValueError):
+        app.control.revoke(queued.id, terminate=True, signal=signum)
+    assert row_of(app, queued, "status, state, revoked") == (0, "PENDING", None)
+
+
+def start_sleeper(app, worker):
+    """A task running in the worker's only child; returns (result, that child's pid)."""
+    (child,) = worker.children()
+    result = tasks.sleep.delay(30)
+    wait_for(lambda: result.state == "STARTED", timeout=15, message="the task running")
+    return result, child
+
+
+@pytest.mark.parametrize("signum", ["SIGUSR1", "USR1", signal.SIGKILL],
+                         ids=["SIGUSR1", "USR1", "SIGKILL-number"])
+def test_revoke_terminate_takes_names_and_numbers_of_real_signals(app, start_worker, signum):
+    worker = start_worker("-c", "1")
+    result, child = start_sleeper(app, worker)
+    app.control.revoke(result.id, terminate=True, signal=signum)
+    with pytest.raises(exceptions.TaskRevokedError):
+        result.get(timeout=15)
+    assert result.state == "REVOKED"
+    wait_for(lambda: not alive(child), timeout=10, message=f"child {child} killed")
+    assert_serving(worker)
+
+
+@pytest.mark.parametrize("mark", [999, "abc"], ids=["no-such-signal", "text"])
+def test_a_stored_revoke_signal_no_caller_could_send_still_kills_the_task(
+        app, start_worker, mark):
+    worker = start_worker("-c", "1")
+    result, child = start_sleeper(app, worker)
+    with raw_db(app) as db, db:
+        db.execute("UPDATE task SET revoked = ? WHERE id = ? AND status = 1", (mark, result.id))
+    settle(result, worker)
+    assert result.state == "REVOKED"
+    assert isinstance(result.info, exceptions.TaskRevokedError)
+    wait_for(lambda: not alive(child), timeout=10, message=f"child {child} killed")
+    assert_serving(worker)
+
+
+def test_a_task_put_back_by_cold_shutdowns_stops_at_the_delivery_cap(
+        app, start_worker, tmp_path):
+    """Each cold shutdown puts the running task back; the third put-back is its last."""
+    runs, gate = tmp_path / "runs.txt", tmp_path / "gate"  # the gate never opens
+    result = tasks.record_gated.delay(str(runs), 1, str(gate))
+    cap = app.conf.task_max_deliveries
+    for delivery in range(1, cap + 1):
+        worker = start_worker("-c", "1")
+        wait_for(lambda: tokens_run(runs)[1] == delivery, timeout=30,
+                 message=f"delivery {delivery} running")
+        deliver(worker, signal.SIGTERM)
+        deliver(worker, signal.SIGTERM)  # the second one: cold, the task goes back
+        assert worker.wait(30) != 0, tail(worker)
+    start_worker("-c", "1")
+    wait_for(lambda: result.ready() or tokens_run(runs)[1] > cap, timeout=15,
+             message=f"the task failed after {cap} deliveries")
+    assert tokens_run(runs)[1] == cap, f"delivered more than {cap} times"
+    with pytest.raises(exceptions.WorkerLostError):
+        result.get(timeout=1)
+    assert row_of(app, result, "status, state, attempts") == (2, "FAILURE", cap)
