@@ -232,3 +232,25 @@ def test_a_task_put_back_by_cold_shutdowns_stops_at_the_delivery_cap(
     with pytest.raises(exceptions.WorkerLostError):
         result.get(timeout=1)
     assert row_of(app, result, "status, state, attempts") == (2, "FAILURE", cap)
+
+
+# text that is not UTF-8 --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("in_message", [False, True], ids=["as-filename", "in-message"])
+def test_an_exception_with_an_undecodable_file_name_fails_the_task_alone(
+        app, start_worker, in_message):
+    worker = start_worker("-c", "1")
+    result = tasks.raise_undecodable_path.delay(in_message)
+    settle(result, worker)
+    assert result.state == "FAILURE"
+    with pytest.raises(FileNotFoundError):
+        result.get(timeout=1)
+    assert_serving(worker)
+
+
+def test_update_state_with_an_undecodable_state_does_not_break_the_task(app, start_worker):
+    worker = start_worker("-c", "1")
+    result = tasks.undecodable_state.delay()
+    settle(result, worker)
+    assert result.get(timeout=1) == "done"
+    assert_serving(worker)
