@@ -1,6 +1,8 @@
 """Faults a hostile caller, another program or the system can cause, each against a real
 worker: one bad call, row, signal or file fails alone (at the call, or as that task's
 FAILURE) and never stops the worker or leaves a task waiting forever."""
+import json
+import os
 import random
 import signal
 import sqlite3
@@ -18,8 +20,14 @@ from tests.conftest import wait_for
 from tests.test_reliability import states, tokens_run
 from tests.test_worker_lifecycle import alive, deliver
 
+FAST = {"worker_lost_after": 2, "worker_heartbeat": 0.2}  # recovery within seconds
 COLUMNS = ("id", "name", "queue", "priority", "body", "options", "eta", "expires", "created",
            "chord", "status")  # the order of app.message_row()
+
+
+def conf_env(**conf):
+    """Worker settings read by tests/tasks.py at import: this worker only."""
+    return {"MINIQ_TEST_CONF": json.dumps(conf)}
 
 
 def tail(worker, chars=3000):
@@ -103,6 +111,16 @@ def wait_done(app, worker, explain, stall=15.0, timeout=120.0, interval=0.1):
             pytest.fail(f"{left} rows not done after {now - started:.0f}s, none done in the "
                         f"last {now - last_change:.0f}s: {explain()}")
         time.sleep(interval)
+
+
+def get_or_fail(result, timeout):
+    """result.get(timeout), failing with the row's lifecycle when it is not done in time."""
+    try:
+        return result.get(timeout=timeout)
+    except exceptions.TimeoutError:
+        pass
+    pytest.fail(f"task {result.id} not done after {timeout}s: (status, state, worker, attempts)"
+                f" = {row_of(result.app, result)}")
 
 
 def assert_serving(worker, timeout=15):
@@ -254,3 +272,26 @@ def test_update_state_with_an_undecodable_state_does_not_break_the_task(app, sta
     settle(result, worker)
     assert result.get(timeout=1) == "done"
     assert_serving(worker)
+
+
+# a worker killed with its children, nothing else sent --------------------------------------------
+
+def test_the_surviving_worker_puts_back_and_runs_the_task_of_a_killed_one(
+        app, start_worker, tmp_path):
+    runs = tmp_path / "runs.txt"
+    workers = [start_worker("-c", "1", env=conf_env(**FAST)) for _ in range(2)]
+    result = tasks.record_attempt.delay(str(runs), 30)
+    wait_for(lambda: runs.exists(), timeout=15, message="the task running")
+    (holder,) = app.broker.db.execute(
+        "SELECT w.pid FROM task t JOIN worker w ON w.id = t.worker WHERE t.id = ?",
+        (result.id,)).fetchone()
+    busy = next(w for w in workers if w.pid == holder)
+    survivor = next(w for w in workers if w is not busy)
+    os.killpg(busy.pid, signal.SIGKILL)
+    busy.wait(10)
+    killed = time.monotonic()
+    budget = FAST["worker_lost_after"] + 10
+    assert get_or_fail(result, budget) == 2
+    print(f"\nkill -9 of the busy worker: task run again after {time.monotonic() - killed:.1f}s")
+    assert [line.split()[0] for line in runs.read_text().splitlines()] == ["1", "2"]
+    assert survivor.proc.poll() is None, tail(survivor)
