@@ -17,7 +17,7 @@ import pytest
 from miniq import exceptions
 from tests import tasks
 from tests.conftest import wait_for
-from tests.test_reliability import states, tokens_run
+from tests.test_reliability import group_alive, states, tokens_run
 from tests.test_worker_lifecycle import alive, deliver
 
 FAST = {"worker_lost_after": 2, "worker_heartbeat": 0.2}  # recovery within seconds
@@ -295,3 +295,56 @@ def test_the_surviving_worker_puts_back_and_runs_the_task_of_a_killed_one(
     print(f"\nkill -9 of the busy worker: task run again after {time.monotonic() - killed:.1f}s")
     assert [line.split()[0] for line in runs.read_text().splitlines()] == ["1", "2"]
     assert survivor.proc.poll() is None, tail(survivor)
+
+
+# orphans -----------------------------------------------------------------------------------------
+
+def descendants(pid):
+    """Pids of pid's children and of theirs (a fork server's), from /proc: fast enough to
+    catch a child as it appears, where running pgrep takes milliseconds."""
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            with open(f"/proc/{parent}/task/{parent}/children") as f:
+                kids = [int(p) for p in f.read().split()]
+        except OSError:  # gone meanwhile
+            kids = []
+        found += kids
+        todo += kids
+    return found
+
+
+ORPHAN_ROUNDS = 10
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+def test_children_exit_when_the_manager_dies_while_it_replaces_one(
+        app, start_worker, method):
+    if not os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children"):
+        pytest.skip("needs /proc/<pid>/task/<pid>/children to catch a child as it appears")
+    leftovers = []
+    try:
+        for round_ in range(ORPHAN_ROUNDS):
+            worker = start_worker("-c", "1", "--start-method", method)
+            before = set(descendants(worker.pid))
+            tasks.exit_now.delay(3)  # the child exits; the manager starts another
+            new = wait_for(lambda: set(descendants(worker.pid)) - before, timeout=30,
+                           interval=0.001, message="the replacement child")
+            os.kill(worker.pid, signal.SIGKILL)  # the manager only, as it boots the child
+            gone = time.monotonic()
+            worker.wait(10)
+            with raw_db(app) as db, db:  # its task is not for the next round to recover
+                db.execute("DELETE FROM task")
+            while group_alive(worker.pid) and time.monotonic() - gone < 5:
+                time.sleep(0.05)
+            leftovers = group_alive(worker.pid)
+            assert not leftovers, (f"round {round_ + 1}: processes {leftovers} of the killed "
+                                   f"manager (replacement {sorted(new)}) still running after 5s")
+    finally:
+        for pid in leftovers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
