@@ -348,3 +348,36 @@ def test_children_exit_when_the_manager_dies_while_it_replaces_one(
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+# malformed rows from another program -------------------------------------------------------------
+
+MALFORMED = [
+    ("options", '{"chain": 5}'),
+    ("options", '{"chain": [{"foo": 1}]}'),
+    ("options", "not json"),
+    ("options", "[1]"),
+    ("options", '{"soft_time_limit": "x"}'),
+    ("eta", "abc"),
+    ("expires", "abc"),
+    ("priority", "abc"),
+    ("retries", "x"),
+]
+
+
+@pytest.mark.parametrize("column, value", MALFORMED,
+                         ids=[f"{c}={v}" for c, v in MALFORMED])
+def test_a_malformed_row_fails_without_running_and_the_worker_keeps_serving(
+        app, start_worker, tmp_path, column, value):
+    runs = tmp_path / "runs.txt"
+    worker = start_worker("-c", "1")
+    before = tasks.record.delay(str(runs), 1)
+    bad = insert_raw(app, tasks.record.name, (str(runs), 2), **{column: value})
+    after = tasks.record.delay(str(runs), 3)
+    settle(bad, worker)
+    assert bad.state == "FAILURE"
+    with pytest.raises(ValueError, match=rf"(?i)corrupt|{column}"):
+        bad.get(timeout=1)
+    assert (before.get(timeout=15), after.get(timeout=15)) == (1, 3)
+    assert tokens_run(runs) == Counter({1: 1, 3: 1}), "the malformed task ran"
+    assert_serving(worker)
