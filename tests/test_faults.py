@@ -4,7 +4,9 @@ FAILURE) and never stops the worker or leaves a task waiting forever."""
 import json
 import os
 import random
+import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -448,3 +450,163 @@ def test_a_fresh_producer_copes_with_damaged_database_files(
         assert seen.get("value") == 5, seen
     assert seen["seconds"] <= 15, seen
     stays(lambda: worker.proc.poll() is None, 2, lambda: f"the worker died:\n{tail(worker)}")
+
+
+# workers in other PID namespaces on the same host ------------------------------------------------
+
+def free_pid():
+    """A pid no process here has, high enough that none will soon."""
+    try:
+        with open("/proc/sys/kernel/pid_max") as f:
+            top = int(f.read())
+    except OSError:  # macOS
+        top = 99_999
+    for pid in range(top - 2000, top - 1000):
+        if not alive(pid):
+            return pid
+    pytest.skip("no free pid found")
+
+
+class FreshHeartbeat:
+    """Keeps a worker row's heartbeat fresh from a thread until stop()."""
+
+    def __init__(self, app, worker_id, every=0.2):
+        self.path, self.worker_id, self.every = app.broker.path, worker_id, every
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        with closing(sqlite3.connect(self.path, timeout=10)) as db:
+            while not self.done.wait(self.every):
+                with db:
+                    db.execute("UPDATE worker SET heartbeat = ? WHERE id = ?",
+                               (time.time(), self.worker_id))
+
+    def stop(self):
+        self.done.set()
+        self.thread.join(15)
+
+
+def test_a_worker_of_another_pid_namespace_is_judged_by_its_heartbeat_not_its_pid(
+        app, start_worker):
+    worker = start_worker("-c", "1", env=conf_env(**FAST))
+    foreign, now = "foreign-worker", time.time()
+    with raw_db(app) as db, db:
+        columns = [c[1] for c in db.execute("PRAGMA table_info(worker)")]
+        values = {"id": foreign, "host": socket.gethostname(), "pid": free_pid(),
+                  "concurrency": 1, "queues": "celery", "started": now, "heartbeat": now,
+                  "machine": "another-pid-namespace"}
+        values = {k: v for k, v in values.items() if k in columns}  # machine: if there is one
+        db.execute(f"INSERT INTO worker ({', '.join(values)}) VALUES "
+                   f"({', '.join('?' * len(values))})", tuple(values.values()))
+        row = dict(zip(COLUMNS, app.message_row(tasks.add.name, (2, 3))))
+        db.execute("INSERT INTO task (id, name, queue, priority, body, created, status, state,"
+                   " worker, lease, attempts, started) VALUES (?, ?, ?, ?, ?, ?, 1, 'STARTED',"
+                   " ?, ?, 1, ?)", (row["id"], row["name"], row["queue"], row["priority"],
+                                    row["body"], now, foreign, now + 3600, now))
+    held = app.AsyncResult(row["id"])
+    heartbeat = FreshHeartbeat(app, foreign)
+    try:
+        def still_held():
+            return (row_of(app, held, "status, worker, attempts") == (1, foreign, 1)
+                    and app.broker.db.execute("SELECT COUNT(*) FROM worker WHERE id = ?",
+                                              (foreign,)).fetchone()[0] == 1)
+        stays(still_held, 4, lambda: f"the live foreign worker was judged dead: task row "
+                                     f"{row_of(app, held)}\n{tail(worker)}")
+    finally:
+        heartbeat.stop()
+    silent = time.monotonic()
+    assert get_or_fail(held, FAST["worker_lost_after"] + 10) == 5
+    print(f"\nforeign worker silent: its task run again after {time.monotonic() - silent:.1f}s")
+    assert "machine" in columns, "the worker table has no machine column"
+    assert worker.proc.poll() is None
+
+
+class NamespacedWorker:
+    """A real worker command in a PID namespace of its own (unshare), on our database."""
+
+    def __init__(self, broker_url, log_path, inner_pid, *args, conf=None):
+        env = dict(os.environ, MINIQ_BROKER_URL=broker_url, PYTHONFAULTHANDLER="1",
+                   PYTHONPATH=ROOT, **conf_env(**(conf or {})))
+        # sh is the namespace's pid 1; the worker gets inner_pid, which no process here has
+        script = (f'echo {inner_pid - 1} 2>/dev/null >/proc/sys/kernel/ns_last_pid; '
+                  f'"$0" -m miniq -A tests.tasks worker --loglevel info {" ".join(args)}; '
+                  f'exit $?')
+        self.log_path, self.inner_pid = log_path, inner_pid
+        self.log = open(log_path, "w")
+        self.proc = subprocess.Popen(
+            ["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c", script, sys.executable],
+            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+
+    def output(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+    def stop(self):
+        """SIGTERM to the worker (a warm shutdown), then SIGKILL to whatever is left."""
+        for pid in group_alive(self.proc.pid):
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    fields = dict(line.split(":", 1) for line in f if ":" in line)
+            except OSError:
+                continue
+            if fields.get("NSpid", "").split()[-1:] == [str(self.inner_pid)]:
+                os.kill(pid, signal.SIGTERM)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.proc.wait(10)
+        self.log.close()
+
+
+def unshare_works():
+    if shutil.which("unshare") is None:
+        return False
+    try:
+        return subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"],
+                              capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def test_two_real_workers_in_different_pid_namespaces_do_not_judge_each_other_by_pid(
+        app, start_worker, broker_url, tmp_path):
+    if not unshare_works():
+        pytest.skip("unshare --pid --fork --mount-proc is not permitted here")
+    outer = start_worker("-c", "1", env=conf_env(**FAST))
+    inner_pid = free_pid()
+    inner = NamespacedWorker(broker_url, tmp_path / "inner.log", inner_pid, "-c", "1",
+                             "-Q", "inner", conf=FAST)
+    runs, gate = tmp_path / "runs.txt", tmp_path / "gate"
+    try:
+        wait_for(lambda: "ready" in inner.output() or inner.proc.poll() is not None,
+                 timeout=30, message="the namespaced worker ready")
+        assert inner.proc.poll() is None, inner.output()
+        pids = [p for (p,) in app.broker.db.execute("SELECT pid FROM worker")]
+        if inner_pid not in pids:
+            pytest.skip(f"could not choose the namespaced worker's pid ({pids})")
+        result = tasks.record_gated.apply_async((str(runs), 1, str(gate)), queue="inner")
+        wait_for(lambda: runs.exists(), timeout=15, message="the task running in the namespace")
+        (holder,) = row_of(app, result, "worker")
+
+        def still_held():
+            return (row_of(app, result, "status, worker, attempts") == (1, holder, 1)
+                    and app.broker.db.execute("SELECT COUNT(*) FROM worker WHERE id = ?",
+                                              (holder,)).fetchone()[0] == 1)
+        stays(still_held, 4, lambda: f"the namespaced worker was judged dead: task row "
+                                     f"{row_of(app, result)}, runs {tokens_run(runs)}\n"
+                                     f"{tail(outer)}")
+        gate.touch()
+        assert result.get(timeout=15) == 1
+        assert tokens_run(runs) == Counter({1: 1})
+        assert outer.proc.poll() is None and inner.proc.poll() is None
+    finally:
+        gate.touch()  # a warm shutdown need not wait for the task
+        inner.stop()
