@@ -610,3 +610,50 @@ def test_two_real_workers_in_different_pid_namespaces_do_not_judge_each_other_by
     finally:
         gate.touch()  # a warm shutdown need not wait for the task
         inner.stop()
+
+
+# what JSON cannot carry, exceptions without text, bad time limits --------------------------------
+
+def test_an_argument_nested_too_deep_is_a_type_error_at_the_call(app):
+    deep = []
+    for _ in range(100_000):
+        deep = [deep]
+    with pytest.raises(TypeError):
+        tasks.add.delay(deep, 1)
+    assert count_rows(app) == 0
+
+
+@pytest.mark.parametrize("task, args", [
+    (tasks.unserializable_result, ()),
+    (tasks.bytes_result, ()),
+    (tasks.nested_result, (100_000,)),
+], ids=["set", "bytes", "nested-100000"])
+def test_a_result_json_cannot_carry_fails_with_a_type_error(app, start_worker, task, args):
+    worker = start_worker("-c", "1")
+    result = task.delay(*args)
+    settle(result, worker)
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        result.get(timeout=1)
+    assert result.state == "FAILURE"
+    assert_serving(worker)
+
+
+@pytest.mark.parametrize("json_args", [True, False], ids=["json-args", "object-arg"])
+def test_an_exception_whose_str_raises_fails_the_task_under_its_own_name(
+        app, start_worker, json_args):
+    worker = start_worker("-c", "1")
+    result = tasks.raise_unprintable.delay(json_args)
+    settle(result, worker)
+    assert result.state == "FAILURE"
+    assert type(result.info).__name__ == "UnprintableError", repr(result.info)
+    assert_serving(worker)
+
+
+@pytest.mark.parametrize("options, error", [
+    ({"soft_time_limit": -1}, ValueError),
+    ({"time_limit": "abc"}, TypeError),
+], ids=["negative-soft-limit", "text-hard-limit"])
+def test_a_bad_time_limit_is_refused_at_the_call(app, options, error):
+    with pytest.raises(error):
+        tasks.add.apply_async((1, 1), **options)
+    assert count_rows(app) == 0
