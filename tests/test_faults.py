@@ -657,3 +657,111 @@ def test_a_bad_time_limit_is_refused_at_the_call(app, options, error):
     with pytest.raises(error):
         tasks.add.apply_async((1, 1), **options)
     assert count_rows(app) == 0
+
+
+# fuzz: malformed rows and bad options while a worker runs ----------------------------------------
+
+FUZZ_SEED, FUZZ_SECONDS, FUZZ_CALLS = 20240611, 20, 1000
+BAD_COLUMNS = ("name", "body", "options", "priority", "eta", "expires", "retries", "chord")
+HUGE = 2 ** 63 - 1
+
+
+def malformed_values(column, runs, token):
+    """Wrong types, text, blobs, huge numbers, NULLs where allowed, invalid JSON, JSON of
+    the wrong shape; never a future eta (a task legitimately waiting)."""
+    path = str(runs)
+    step = {"task": tasks.record.name, "args": [path, token + 100_000]}  # the next step's
+    return {
+        "name": ["", "tests.tasks.nope", "TESTS.TASKS.RECORD", b"tests.tasks.record", 12345, 1.5,
+                 "x" * 10_000, "tests.tasks.record\x00", tasks.add.name, tasks.record_slow.name],
+        "body": ["not json", "", "[", "null", "5", '"text"', "{}", "[]", "[1, 2, 3]", "[5, {}]",
+                 "[[], 5]", "[[], []]", '[{"a": 1}, {}]', b"\xff\xfe\x00", 5, 1e308,
+                 "[" * 100_000 + "]" * 100_000,
+                 json.dumps([[path, token], {"token": token}]).encode(),
+                 json.dumps([[], {"path": path, "token": token}]),
+                 json.dumps([[path, token], {}]).encode()],
+        "options": ["not json", "", "null", "5", '"s"', "[1]", "{}", '{"chain": 5}',
+                    '{"chain": "abc"}', '{"chain": [5]}', '{"chain": [{}]}',
+                    '{"chain": [{"foo": 1}]}', '{"chain": [{"task": 5}]}',
+                    '{"chain": {"task": "x"}}', '{"soft_time_limit": "x"}',
+                    '{"time_limit": "x"}', '{"soft_time_limit": -1}', '{"time_limit": -1}',
+                    '{"soft_time_limit": 1e308}', '{"time_limit": [1]}', '{"immutable": "yes"}',
+                    b"{}", b"\xff", 5, None,
+                    json.dumps({"chain": [{**step, "options": {"priority": "high"}}]}),
+                    json.dumps({"chain": [{**step, "options": {"countdown": "abc"}}]})],
+        "priority": ["abc", "", b"\x01", 1e308, -1e308, 2.5, -1, 256, HUGE, -HUGE - 1, "5"],
+        "eta": ["abc", "", b"x", -1e308, -1.0, "5", float("-inf"), 0],
+        "expires": ["abc", "", b"x", None, -1.0, 1e308, float("inf"), float("-inf"), 0],
+        "retries": ["x", "", b"x", -1, HUGE, 1.5, "5"],
+        "chord": ["no-such-callback", "", b"\x00\xff", 12345, 1.5, None],
+    }[column]
+
+
+BAD_OPTIONS = {
+    "priority": ["high", "", b"1", "1.5", 1.5, True, -1, 256, 10 ** 30, [1], {}],
+    "countdown": ["abc", b"1", [1], {}, object()],
+    "expires": ["abc", b"1", [1], {}, object()],
+    "soft_time_limit": ["abc", b"1", [1], {}, -1],
+    "time_limit": ["abc", b"1", [1], {}],
+    "queue": [5, b"q", ["q"], 1.5, {}],
+    "task_id": [5, b"id", ["x"], 1.5, {}],
+}
+
+
+@pytest.mark.slow
+def test_fuzz_malformed_rows_and_bad_options_never_stop_the_worker(app, start_worker, tmp_path):
+    rng = random.Random(FUZZ_SEED)
+    print(f"\nfuzz seed {FUZZ_SEED}")
+    runs = tmp_path / "runs.txt"
+    worker = start_worker("-c", "2")
+    api_runs = tmp_path / "api-runs.txt"  # a bad call that got stored and ran writes here
+    good, bad, problems = {}, {}, []
+    deadline = time.monotonic() + FUZZ_SECONDS
+    for token in range(FUZZ_CALLS):
+        if time.monotonic() > deadline:
+            break
+        assert worker.proc.poll() is None, f"the worker died at call {token}:\n{tail(worker)}"
+        draw = rng.random()
+        if draw < 0.35:
+            good[token] = within(10, tasks.record.delay, str(runs), token)
+        elif draw < 0.75:
+            columns = rng.sample(list(BAD_COLUMNS), rng.choice([1, 1, 1, 2]))
+            mutation = {c: rng.choice(malformed_values(c, runs, token)) for c in columns}
+            bad[token] = (within(10, insert_raw, app, tasks.record.name, (str(runs), token),
+                                 **mutation), mutation)
+        else:
+            option = rng.choice(sorted(BAD_OPTIONS))
+            value = rng.choice(BAD_OPTIONS[option])
+            marker = f"api-{token}"
+            try:
+                within(10, tasks.record.apply_async, (str(api_runs), marker), **{option: value})
+                problems.append(f"apply_async({option}={value!r}) was accepted")
+            except (TypeError, ValueError):
+                pass
+            except Exception as exc:  # noqa: BLE001 - reported below
+                problems.append(f"apply_async({option}={value!r}) raised {exc!r}")
+            like = f'%"{marker}"%'
+            if count_rows(app, "body LIKE ?", (like,)):
+                problems.append(f"apply_async({option}={value!r}) stored a row")
+                with raw_db(app) as db, db:  # it would wait forever on a queue nobody serves
+                    db.execute("DELETE FROM task WHERE body LIKE ?", (like,))
+    print(f"fuzz: {len(good)} good tasks, {len(bad)} malformed rows, {len(problems)} bad calls"
+          " not refused")
+
+    def unfinished():
+        return app.broker.db.execute(
+            "SELECT id, name, status, state, priority, eta, expires, retries, options FROM task"
+            " WHERE status != 2").fetchall()
+    wait_done(app, worker, lambda: f"{unfinished()[:10]}", stall=30, timeout=90)
+    assert {t: r.state for t, r in good.items()} == {t: "SUCCESS" for t in good}
+    assert {t: r.get(timeout=1) for t, r in good.items()} == {t: t for t in good}
+    ran = tokens_run(runs)
+    assert {t: ran[t] for t in good} == {t: 1 for t in good}
+    assert max(ran.values(), default=1) == 1, [t for t, n in ran.items() if n > 1]
+    for token, (result, mutation) in bad.items():
+        status, state, stored = row_of(app, result, "status, state, result")
+        assert status == 2 and state in ("SUCCESS", "FAILURE", "REVOKED"), (mutation, state)
+        if state != "SUCCESS":
+            assert "exc_type" in json.loads(stored), (mutation, stored)
+    assert not problems, "\n".join(problems)
+    assert_serving(worker)
