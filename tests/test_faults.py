@@ -765,3 +765,45 @@ def test_fuzz_malformed_rows_and_bad_options_never_stop_the_worker(app, start_wo
             assert "exc_type" in json.loads(stored), (mutation, stored)
     assert not problems, "\n".join(problems)
     assert_serving(worker)
+
+
+# chaos: children killed at random under load -----------------------------------------------------
+
+CHAOS_SEED, CHAOS_SECONDS = 31337, 30
+NOT_DONE = "SELECT id, status, state, worker, attempts FROM task WHERE status != 2 LIMIT 10"
+
+
+@pytest.mark.slow
+def test_children_killed_at_random_under_load_leave_every_task_done(app, start_worker):
+    rng = random.Random(CHAOS_SEED)
+    worker = start_worker("-c", "4")
+    results, kills = [], 0
+    deadline = time.monotonic() + CHAOS_SECONDS
+    while time.monotonic() < deadline:
+        assert worker.proc.poll() is None, f"the manager died after {kills} kills:\n{tail(worker)}"
+        children = worker.children()
+        for _ in range(3):  # the manager claims them now: a kill may land before hand-off
+            value = len(results)
+            results.append((value, tasks.sleep.delay(round(rng.uniform(0.05, 0.3), 3), value)))
+        if children:
+            try:
+                os.kill(rng.choice(children), signal.SIGKILL)
+                kills += 1
+            except ProcessLookupError:
+                pass
+        time.sleep(rng.uniform(0.05, 0.3))
+    print(f"\nchaos: {len(results)} tasks, {kills} children killed")
+    wait_done(app, worker, lambda: f"states {states(app)}, rows not done "
+                                   f"{app.broker.db.execute(NOT_DONE).fetchall()}",
+              stall=30, timeout=90)
+    outcomes = Counter()
+    for value, result in results:
+        if result.state == "SUCCESS":
+            assert result.get(timeout=1) == value
+            outcomes["SUCCESS"] += 1
+        else:
+            assert result.state == "FAILURE", result.state
+            assert isinstance(result.info, exceptions.WorkerLostError), repr(result.info)
+            outcomes["WorkerLostError"] += 1
+    print(f"chaos outcomes: {dict(outcomes)}")
+    assert_serving(worker)
