@@ -278,3 +278,82 @@ def kill_self_with(signame):
     os.kill(os.getpid(), getattr(signal, signame))
     time.sleep(5)  # not reached: the signal ends the process first
     return "survived"
+
+
+# -- fault tests (test_faults) ---------------------------------------------------------
+
+@app.task(bind=True)
+def progress_forever(self):
+    """Report progress until aborted: under a short soft limit, the limit lands inside
+    miniq's own database calls (is_aborted, update_state)."""
+    i = 0
+    while True:
+        if self.is_aborted():
+            return "aborted"
+        self.update_state(state="PROGRESS", meta={"i": i})
+        i += 1
+
+
+@app.task
+def record_gated(path, token, gate, timeout=60.0):
+    """Append 'token pid' per run, then wait until the file gate exists (at most timeout)."""
+    with open(path, "a") as f:
+        f.write(f"{token} {os.getpid()}\n")
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(gate):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gate {gate} never opened")
+        time.sleep(0.01)
+    return token
+
+
+@app.task
+def raise_undecodable_path(in_message=False):
+    """A file name that is not UTF-8 (as os.listdir gives it) holds a lone surrogate: as
+    the error's filename (str() shows its repr), or in the message text itself."""
+    name = os.fsdecode(b"/data/r\xe9sum\xe9.txt")
+    if in_message:
+        raise FileNotFoundError(2, f"No such file: {name}")
+    raise FileNotFoundError(2, "No such file", name)
+
+
+@app.task(bind=True)
+def undecodable_state(self):
+    """Report a custom state that is not valid UTF-8 text (a lone surrogate)."""
+    self.update_state(state="PROGRESS\udce9", meta={"i": 1})
+    return "done"
+
+
+@app.task(bind=True)
+def record_attempt(self, path, seconds=30.0):
+    """Append 'attempts pid' per run; sleep on the first delivery only, return attempts."""
+    with open(path, "a") as f:
+        f.write(f"{self.request.attempts} {os.getpid()}\n")
+    if self.request.attempts == 1:
+        time.sleep(seconds)
+    return self.request.attempts
+
+
+@app.task
+def nested_result(depth):
+    value = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@app.task
+def bytes_result():
+    return b"raw bytes"
+
+
+class UnprintableError(Exception):
+    """An exception whose text cannot be had: str() raises."""
+
+    def __str__(self):
+        raise RuntimeError("no text for this exception")
+
+
+@app.task
+def raise_unprintable(json_args=True):
+    raise UnprintableError("json", 1) if json_args else UnprintableError(object())

@@ -1,0 +1,809 @@
+"""Faults a hostile caller, another program or the system can cause, each against a real
+worker: one bad call, row, signal or file fails alone (at the call, or as that task's
+FAILURE) and never stops the worker or leaves a task waiting forever."""
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from contextlib import closing
+
+import pytest
+
+from miniq import exceptions
+from tests import tasks
+from tests.conftest import ROOT, wait_for
+from tests.test_reliability import group_alive, states, tokens_run
+from tests.test_worker_lifecycle import alive, deliver
+
+FAST = {"worker_lost_after": 2, "worker_heartbeat": 0.2}  # recovery within seconds
+COLUMNS = ("id", "name", "queue", "priority", "body", "options", "eta", "expires", "created",
+           "chord", "status")  # the order of app.message_row()
+
+
+def conf_env(**conf):
+    """Worker settings read by tests/tasks.py at import: this worker only."""
+    return {"MINIQ_TEST_CONF": json.dumps(conf)}
+
+
+def tail(worker, chars=3000):
+    return worker.output()[-chars:]
+
+
+def count_rows(app, where="1", args=()):
+    return app.broker.db.execute(f"SELECT COUNT(*) FROM task WHERE {where}", args).fetchone()[0]
+
+
+def row_of(app, result, columns="status, state, worker, attempts"):
+    return app.broker.db.execute(f"SELECT {columns} FROM task WHERE id = ?",
+                                 (result.id,)).fetchone()
+
+
+def within(seconds, fn, *args, what=None, **kwargs):
+    """fn(*args, **kwargs), failing the test if it takes longer than seconds: a call stuck on
+    a locked database fails the test instead of hanging it. A stuck call's thread finishes
+    once teardown has stopped the worker that holds the lock."""
+    box = {}
+
+    def run():
+        try:
+            box["value"] = fn(*args, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
+            box["error"] = exc
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise AssertionError(f"{what or getattr(fn, '__qualname__', fn)} still running after "
+                             f"{seconds}s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def raw_db(app):
+    """A connection of our own, as another program writing to the file would have."""
+    return closing(sqlite3.connect(app.broker.path, timeout=10))
+
+
+def insert_raw(app, task_name, task_args=(), **columns):
+    """Insert a queued message row as app.message_row() makes it, some columns replaced."""
+    row = dict(zip(COLUMNS, app.message_row(task_name, task_args)))
+    row.update(columns)
+    with raw_db(app) as db, db:
+        db.execute(f"INSERT INTO task ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                   tuple(row.values()))
+    return app.AsyncResult(row["id"])
+
+
+def settle(result, worker, timeout=15):
+    """Until the task is done; the worker must still be there all along."""
+    deadline = time.monotonic() + timeout
+    while not result.ready() and worker.proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert worker.proc.poll() is None, f"the worker died:\n{tail(worker)}"
+    assert result.ready(), f"task not done after {timeout}s: {row_of(result.app, result)}"
+
+
+def not_done(app, worker):
+    """Rows not done yet, while the worker lives."""
+    assert worker.proc.poll() is None, f"the worker died:\n{tail(worker)}"
+    return count_rows(app, "status != 2")
+
+
+def wait_done(app, worker, explain, stall=15.0, timeout=120.0, interval=0.1):
+    """Until every row is done; fails once none got done for stall seconds (a stuck worker
+    fails fast), or after timeout, with the text explain() gives then."""
+    started = last_change = time.monotonic()
+    seen = None
+    while True:
+        left = not_done(app, worker)
+        if not left:
+            return
+        now = time.monotonic()
+        if left != seen:
+            seen, last_change = left, now
+        if now - last_change > stall or now - started > timeout:
+            pytest.fail(f"{left} rows not done after {now - started:.0f}s, none done in the "
+                        f"last {now - last_change:.0f}s: {explain()}")
+        time.sleep(interval)
+
+
+def stays(condition, seconds, explain, interval=0.05):
+    """condition() holds on every poll for seconds; fails at the first poll it does not,
+    with the text explain() gives then."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not condition():
+            pytest.fail(explain())
+        time.sleep(interval)
+
+
+def get_or_fail(result, timeout):
+    """result.get(timeout), failing with the row's lifecycle when it is not done in time."""
+    try:
+        return result.get(timeout=timeout)
+    except exceptions.TimeoutError:
+        pass
+    pytest.fail(f"task {result.id} not done after {timeout}s: (status, state, worker, attempts)"
+                f" = {row_of(result.app, result)}")
+
+
+def assert_serving(worker, timeout=15):
+    assert worker.proc.poll() is None, f"the worker died:\n{tail(worker)}"
+    assert within(timeout + 5, lambda: tasks.add.delay(20, 22).get(timeout=timeout)) == 42
+    assert worker.proc.poll() is None, f"the worker died:\n{tail(worker)}"
+
+
+# a soft limit that lands inside miniq's own database calls ---------------------------------------
+
+def test_soft_limits_landing_inside_database_calls_leave_the_database_usable(app, start_worker):
+    rng = random.Random(0)
+    worker = start_worker("-c", "2")
+    results = [within(5, tasks.progress_forever.apply_async, what=f"delay() number {n + 1}",
+                      soft_time_limit=round(rng.uniform(0.02, 0.2), 3)) for n in range(100)]
+    wait_done(app, worker, lambda: f"states {states(app)}\n{tail(worker)}")
+    assert Counter(type(r.info).__name__ for r in results) == {"SoftTimeLimitExceeded": 100}
+    assert {r.state for r in results} == {"FAILURE"}
+    started = time.monotonic()
+    assert within(5, lambda: tasks.add.delay(1, 1).get(timeout=5), what="add(1, 1)") == 2
+    assert time.monotonic() - started < 5
+    worker.signal(signal.SIGTERM)
+    try:
+        code = worker.wait(10)
+    except subprocess.TimeoutExpired:
+        code = None
+    assert code == 0, f"SIGTERM: exit code {code} after 10s (None: still running)\n{tail(worker)}"
+
+
+# priorities --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("priority", ["high", "", b"1", "1.5", 1.5, True],
+                         ids=["word", "empty", "bytes", "numeric-text", "float", "bool"])
+def test_a_priority_that_is_not_an_int_is_refused_at_the_call(app, priority):
+    with pytest.raises(TypeError):
+        tasks.add.apply_async((1, 1), priority=priority)
+    assert count_rows(app) == 0
+
+
+@pytest.mark.parametrize("priority", [-1, 256, 10 ** 30])
+def test_a_priority_outside_0_to_255_is_refused_at_the_call(app, priority):
+    with pytest.raises(ValueError):
+        tasks.add.apply_async((1, 1), priority=priority)
+    assert count_rows(app) == 0
+
+
+def test_priorities_none_0_and_255_are_accepted(app):
+    ids = [tasks.add.apply_async((1, 1), priority=p).id for p in (None, 0, 255)]
+    stored = dict(app.broker.db.execute("SELECT id, priority FROM task"))
+    assert [stored[i] for i in ids] == [0, 0, 255]
+
+
+def test_a_stored_priority_that_is_text_fails_that_task_and_the_worker_keeps_serving(
+        app, start_worker, tmp_path):
+    worker = start_worker("-c", "1")
+    bad = insert_raw(app, tasks.record.name, (str(tmp_path / "runs.txt"), 1), priority="high")
+    settle(bad, worker)
+    assert bad.state == "FAILURE"
+    assert "priority" in f"{type(bad.info).__name__}: {bad.info}"
+    after = [tasks.add.delay(i, i) for i in range(3)]
+    assert [r.get(timeout=15) for r in after] == [0, 2, 4]
+    assert_serving(worker)
+
+
+# revoke's signal, and the delivery cap -----------------------------------------------------------
+
+@pytest.mark.parametrize("signum", [999, "NOSUCH", -1])
+def test_revoke_with_a_signal_that_does_not_exist_is_refused_at_the_call(app, signum):
+    queued = tasks.add.delay(1, 1)  # no worker: it stays queued
+    with pytest.raises(ValueError):
+        app.control.revoke(queued.id, terminate=True, signal=signum)
+    assert row_of(app, queued, "status, state, revoked") == (0, "PENDING", None)
+
+
+def start_sleeper(app, worker):
+    """A task running in the worker's only child; returns (result, that child's pid)."""
+    (child,) = worker.children()
+    result = tasks.sleep.delay(30)
+    wait_for(lambda: result.state == "STARTED", timeout=15, message="the task running")
+    return result, child
+
+
+@pytest.mark.parametrize("signum", ["SIGUSR1", "USR1", signal.SIGKILL],
+                         ids=["SIGUSR1", "USR1", "SIGKILL-number"])
+def test_revoke_terminate_takes_names_and_numbers_of_real_signals(app, start_worker, signum):
+    worker = start_worker("-c", "1")
+    result, child = start_sleeper(app, worker)
+    app.control.revoke(result.id, terminate=True, signal=signum)
+    with pytest.raises(exceptions.TaskRevokedError):
+        result.get(timeout=15)
+    assert result.state == "REVOKED"
+    wait_for(lambda: not alive(child), timeout=10, message=f"child {child} killed")
+    assert_serving(worker)
+
+
+@pytest.mark.parametrize("mark", [999, "abc"], ids=["no-such-signal", "text"])
+def test_a_stored_revoke_signal_no_caller_could_send_still_kills_the_task(
+        app, start_worker, mark):
+    worker = start_worker("-c", "1")
+    result, child = start_sleeper(app, worker)
+    with raw_db(app) as db, db:
+        db.execute("UPDATE task SET revoked = ? WHERE id = ? AND status = 1", (mark, result.id))
+    settle(result, worker)
+    assert result.state == "REVOKED"
+    assert isinstance(result.info, exceptions.TaskRevokedError)
+    wait_for(lambda: not alive(child), timeout=10, message=f"child {child} killed")
+    assert_serving(worker)
+
+
+def test_a_task_put_back_by_cold_shutdowns_stops_at_the_delivery_cap(
+        app, start_worker, tmp_path):
+    """Each cold shutdown puts the running task back; the third put-back is its last."""
+    runs, gate = tmp_path / "runs.txt", tmp_path / "gate"  # the gate never opens
+    result = tasks.record_gated.delay(str(runs), 1, str(gate))
+    cap = app.conf.task_max_deliveries
+    for delivery in range(1, cap + 1):
+        worker = start_worker("-c", "1")
+        wait_for(lambda: tokens_run(runs)[1] == delivery, timeout=30,
+                 message=f"delivery {delivery} running")
+        deliver(worker, signal.SIGTERM)
+        deliver(worker, signal.SIGTERM)  # the second one: cold, the task goes back
+        assert worker.wait(30) != 0, tail(worker)
+    start_worker("-c", "1")
+    wait_for(lambda: result.ready() or tokens_run(runs)[1] > cap, timeout=15,
+             message=f"the task failed after {cap} deliveries")
+    assert tokens_run(runs)[1] == cap, f"delivered more than {cap} times"
+    with pytest.raises(exceptions.WorkerLostError):
+        result.get(timeout=1)
+    assert row_of(app, result, "status, state, attempts") == (2, "FAILURE", cap)
+
+
+# text that is not UTF-8 --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("in_message", [False, True], ids=["as-filename", "in-message"])
+def test_an_exception_with_an_undecodable_file_name_fails_the_task_alone(
+        app, start_worker, in_message):
+    worker = start_worker("-c", "1")
+    result = tasks.raise_undecodable_path.delay(in_message)
+    settle(result, worker)
+    assert result.state == "FAILURE"
+    with pytest.raises(FileNotFoundError):
+        result.get(timeout=1)
+    assert_serving(worker)
+
+
+def test_update_state_with_an_undecodable_state_does_not_break_the_task(app, start_worker):
+    worker = start_worker("-c", "1")
+    result = tasks.undecodable_state.delay()
+    settle(result, worker)
+    assert result.get(timeout=1) == "done"
+    assert_serving(worker)
+
+
+# a worker killed with its children, nothing else sent --------------------------------------------
+
+def test_the_surviving_worker_puts_back_and_runs_the_task_of_a_killed_one(
+        app, start_worker, tmp_path):
+    runs = tmp_path / "runs.txt"
+    workers = [start_worker("-c", "1", env=conf_env(**FAST)) for _ in range(2)]
+    result = tasks.record_attempt.delay(str(runs), 30)
+    wait_for(lambda: runs.exists(), timeout=15, message="the task running")
+    (holder,) = app.broker.db.execute(
+        "SELECT w.pid FROM task t JOIN worker w ON w.id = t.worker WHERE t.id = ?",
+        (result.id,)).fetchone()
+    busy = next(w for w in workers if w.pid == holder)
+    survivor = next(w for w in workers if w is not busy)
+    os.killpg(busy.pid, signal.SIGKILL)
+    busy.wait(10)
+    killed = time.monotonic()
+    budget = FAST["worker_lost_after"] + 10
+    assert get_or_fail(result, budget) == 2
+    print(f"\nkill -9 of the busy worker: task run again after {time.monotonic() - killed:.1f}s")
+    assert [line.split()[0] for line in runs.read_text().splitlines()] == ["1", "2"]
+    assert survivor.proc.poll() is None, tail(survivor)
+
+
+# orphans -----------------------------------------------------------------------------------------
+
+def descendants(pid):
+    """Pids of pid's children and of theirs (a fork server's), from /proc: fast enough to
+    catch a child as it appears, where running pgrep takes milliseconds."""
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            with open(f"/proc/{parent}/task/{parent}/children") as f:
+                kids = [int(p) for p in f.read().split()]
+        except OSError:  # gone meanwhile
+            kids = []
+        found += kids
+        todo += kids
+    return found
+
+
+ORPHAN_ROUNDS = 10
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+def test_children_exit_when_the_manager_dies_while_it_replaces_one(
+        app, start_worker, method):
+    if not os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children"):
+        pytest.skip("needs /proc/<pid>/task/<pid>/children to catch a child as it appears")
+    leftovers = []
+    try:
+        for round_ in range(ORPHAN_ROUNDS):
+            worker = start_worker("-c", "1", "--start-method", method)
+            before = set(descendants(worker.pid))
+            tasks.exit_now.delay(3)  # the child exits; the manager starts another
+            new = wait_for(lambda: set(descendants(worker.pid)) - before, timeout=30,
+                           interval=0.001, message="the replacement child")
+            os.kill(worker.pid, signal.SIGKILL)  # the manager only, as it boots the child
+            gone = time.monotonic()
+            worker.wait(10)
+            with raw_db(app) as db, db:  # its task is not for the next round to recover
+                db.execute("DELETE FROM task")
+            while group_alive(worker.pid) and time.monotonic() - gone < 5:
+                time.sleep(0.05)
+            leftovers = group_alive(worker.pid)
+            assert not leftovers, (f"round {round_ + 1}: processes {leftovers} of the killed "
+                                   f"manager (replacement {sorted(new)}) still running after 5s")
+    finally:
+        for pid in leftovers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+# malformed rows from another program -------------------------------------------------------------
+
+MALFORMED = [
+    ("options", '{"chain": 5}'),
+    ("options", '{"chain": [{"foo": 1}]}'),
+    ("options", "not json"),
+    ("options", "[1]"),
+    ("options", '{"soft_time_limit": "x"}'),
+    ("eta", "abc"),
+    ("expires", "abc"),
+    ("priority", "abc"),
+    ("retries", "x"),
+]
+
+
+@pytest.mark.parametrize("column, value", MALFORMED,
+                         ids=[f"{c}={v}" for c, v in MALFORMED])
+def test_a_malformed_row_fails_without_running_and_the_worker_keeps_serving(
+        app, start_worker, tmp_path, column, value):
+    runs = tmp_path / "runs.txt"
+    worker = start_worker("-c", "1")
+    before = tasks.record.delay(str(runs), 1)
+    bad = insert_raw(app, tasks.record.name, (str(runs), 2), **{column: value})
+    after = tasks.record.delay(str(runs), 3)
+    settle(bad, worker)
+    assert bad.state == "FAILURE"
+    with pytest.raises(ValueError, match=rf"(?i)corrupt|{column}"):
+        bad.get(timeout=1)
+    assert (before.get(timeout=15), after.get(timeout=15)) == (1, 3)
+    assert tokens_run(runs) == Counter({1: 1, 3: 1}), "the malformed task ran"
+    assert_serving(worker)
+
+
+# the database's side files -----------------------------------------------------------------------
+
+PRODUCER_ONCE = """
+import json, sys, time
+from miniq.exceptions import MiniqError
+from tests import tasks
+started = time.monotonic()
+try:
+    result = tasks.add.delay(2, 3)
+    out = {"value": result.get(timeout=15) if sys.argv[1] == "get" else "sent"}
+except MiniqError as exc:
+    out = {"miniq_error": f"{type(exc).__name__}: {exc}"}
+except Exception as exc:
+    out = {"other_error": f"{type(exc).__module__}.{type(exc).__name__}: {exc}"}
+out["seconds"] = time.monotonic() - started
+print(json.dumps(out))
+"""
+
+
+def fresh_producer(broker_url, mode):
+    """A new process sends add(2, 3) (and with mode 'get' waits for it): what it saw."""
+    env = dict(os.environ, MINIQ_BROKER_URL=broker_url, PYTHONPATH=ROOT)
+    try:
+        done = subprocess.run([sys.executable, "-c", PRODUCER_ONCE, mode], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=25)
+    except subprocess.TimeoutExpired:
+        done = None
+    if done is None:
+        pytest.fail("the producer hung for 25s")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+@pytest.mark.parametrize("damage", ["delete-wal", "delete-shm", "truncate"])
+def test_a_fresh_producer_copes_with_damaged_database_files(
+        app, start_worker, broker_url, damage):
+    worker = start_worker("-c", "1", env=conf_env(worker_heartbeat=0.2))
+    assert tasks.add.delay(1, 1).get(timeout=15) == 2
+    path = app.broker.path
+    app.broker.close()  # ours would keep the files in use: only the worker's remain
+    if damage == "truncate":
+        os.truncate(path, 0)
+    else:
+        suffix = "-" + damage.split("-")[1]
+        assert os.path.exists(path + suffix)
+        os.unlink(path + suffix)
+    seen = fresh_producer(broker_url, "send" if damage == "truncate" else "get")
+    print(f"\n{damage}: the producer saw {seen}")
+    if damage == "truncate":  # sent, or refused in miniq's words; promptly either way
+        assert "other_error" not in seen, seen
+    else:
+        assert seen.get("value") == 5, seen
+    assert seen["seconds"] <= 15, seen
+    stays(lambda: worker.proc.poll() is None, 2, lambda: f"the worker died:\n{tail(worker)}")
+
+
+# workers in other PID namespaces on the same host ------------------------------------------------
+
+def free_pid():
+    """A pid no process here has, high enough that none will soon."""
+    try:
+        with open("/proc/sys/kernel/pid_max") as f:
+            top = int(f.read())
+    except OSError:  # macOS
+        top = 99_999
+    for pid in range(top - 2000, top - 1000):
+        if not alive(pid):
+            return pid
+    pytest.skip("no free pid found")
+
+
+class FreshHeartbeat:
+    """Keeps a worker row's heartbeat fresh from a thread until stop()."""
+
+    def __init__(self, app, worker_id, every=0.2):
+        self.path, self.worker_id, self.every = app.broker.path, worker_id, every
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        with closing(sqlite3.connect(self.path, timeout=10)) as db:
+            while not self.done.wait(self.every):
+                with db:
+                    db.execute("UPDATE worker SET heartbeat = ? WHERE id = ?",
+                               (time.time(), self.worker_id))
+
+    def stop(self):
+        self.done.set()
+        self.thread.join(15)
+
+
+def test_a_worker_of_another_pid_namespace_is_judged_by_its_heartbeat_not_its_pid(
+        app, start_worker):
+    worker = start_worker("-c", "1", env=conf_env(**FAST))
+    foreign, now = "foreign-worker", time.time()
+    with raw_db(app) as db, db:
+        columns = [c[1] for c in db.execute("PRAGMA table_info(worker)")]
+        values = {"id": foreign, "host": socket.gethostname(), "pid": free_pid(),
+                  "concurrency": 1, "queues": "celery", "started": now, "heartbeat": now,
+                  "machine": "another-pid-namespace"}
+        values = {k: v for k, v in values.items() if k in columns}  # machine: if there is one
+        db.execute(f"INSERT INTO worker ({', '.join(values)}) VALUES "
+                   f"({', '.join('?' * len(values))})", tuple(values.values()))
+        row = dict(zip(COLUMNS, app.message_row(tasks.add.name, (2, 3))))
+        db.execute("INSERT INTO task (id, name, queue, priority, body, created, status, state,"
+                   " worker, lease, attempts, started) VALUES (?, ?, ?, ?, ?, ?, 1, 'STARTED',"
+                   " ?, ?, 1, ?)", (row["id"], row["name"], row["queue"], row["priority"],
+                                    row["body"], now, foreign, now + 3600, now))
+    held = app.AsyncResult(row["id"])
+    heartbeat = FreshHeartbeat(app, foreign)
+    try:
+        def still_held():
+            return (row_of(app, held, "status, worker, attempts") == (1, foreign, 1)
+                    and app.broker.db.execute("SELECT COUNT(*) FROM worker WHERE id = ?",
+                                              (foreign,)).fetchone()[0] == 1)
+        stays(still_held, 4, lambda: f"the live foreign worker was judged dead: task row "
+                                     f"{row_of(app, held)}\n{tail(worker)}")
+    finally:
+        heartbeat.stop()
+    silent = time.monotonic()
+    assert get_or_fail(held, FAST["worker_lost_after"] + 10) == 5
+    print(f"\nforeign worker silent: its task run again after {time.monotonic() - silent:.1f}s")
+    assert "machine" in columns, "the worker table has no machine column"
+    assert worker.proc.poll() is None
+
+
+class NamespacedWorker:
+    """A real worker command in a PID namespace of its own (unshare), on our database."""
+
+    def __init__(self, broker_url, log_path, inner_pid, *args, conf=None):
+        env = dict(os.environ, MINIQ_BROKER_URL=broker_url, PYTHONFAULTHANDLER="1",
+                   PYTHONPATH=ROOT, **conf_env(**(conf or {})))
+        # sh is the namespace's pid 1; the worker gets inner_pid, which no process here has
+        script = (f'echo {inner_pid - 1} 2>/dev/null >/proc/sys/kernel/ns_last_pid; '
+                  f'"$0" -m miniq -A tests.tasks worker --loglevel info {" ".join(args)}; '
+                  f'exit $?')
+        self.log_path, self.inner_pid = log_path, inner_pid
+        self.log = open(log_path, "w")
+        self.proc = subprocess.Popen(
+            ["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c", script, sys.executable],
+            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+
+    def output(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+    def stop(self):
+        """SIGTERM to the worker (a warm shutdown), then SIGKILL to whatever is left."""
+        for pid in group_alive(self.proc.pid):
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    fields = dict(line.split(":", 1) for line in f if ":" in line)
+            except OSError:
+                continue
+            if fields.get("NSpid", "").split()[-1:] == [str(self.inner_pid)]:
+                os.kill(pid, signal.SIGTERM)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.proc.wait(10)
+        self.log.close()
+
+
+def unshare_works():
+    if shutil.which("unshare") is None:
+        return False
+    try:
+        return subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"],
+                              capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def test_two_real_workers_in_different_pid_namespaces_do_not_judge_each_other_by_pid(
+        app, start_worker, broker_url, tmp_path):
+    if not unshare_works():
+        pytest.skip("unshare --pid --fork --mount-proc is not permitted here")
+    outer = start_worker("-c", "1", env=conf_env(**FAST))
+    inner_pid = free_pid()
+    inner = NamespacedWorker(broker_url, tmp_path / "inner.log", inner_pid, "-c", "1",
+                             "-Q", "inner", conf=FAST)
+    runs, gate = tmp_path / "runs.txt", tmp_path / "gate"
+    try:
+        wait_for(lambda: "ready" in inner.output() or inner.proc.poll() is not None,
+                 timeout=30, message="the namespaced worker ready")
+        assert inner.proc.poll() is None, inner.output()
+        pids = [p for (p,) in app.broker.db.execute("SELECT pid FROM worker")]
+        if inner_pid not in pids:
+            pytest.skip(f"could not choose the namespaced worker's pid ({pids})")
+        result = tasks.record_gated.apply_async((str(runs), 1, str(gate)), queue="inner")
+        wait_for(lambda: runs.exists(), timeout=15, message="the task running in the namespace")
+        (holder,) = row_of(app, result, "worker")
+
+        def still_held():
+            return (row_of(app, result, "status, worker, attempts") == (1, holder, 1)
+                    and app.broker.db.execute("SELECT COUNT(*) FROM worker WHERE id = ?",
+                                              (holder,)).fetchone()[0] == 1)
+        stays(still_held, 4, lambda: f"the namespaced worker was judged dead: task row "
+                                     f"{row_of(app, result)}, runs {tokens_run(runs)}\n"
+                                     f"{tail(outer)}")
+        gate.touch()
+        assert result.get(timeout=15) == 1
+        assert tokens_run(runs) == Counter({1: 1})
+        assert outer.proc.poll() is None and inner.proc.poll() is None
+    finally:
+        gate.touch()  # a warm shutdown need not wait for the task
+        inner.stop()
+
+
+# what JSON cannot carry, exceptions without text, bad time limits --------------------------------
+
+def test_an_argument_nested_too_deep_is_a_type_error_at_the_call(app):
+    deep = []
+    for _ in range(100_000):
+        deep = [deep]
+    with pytest.raises(TypeError):
+        tasks.add.delay(deep, 1)
+    assert count_rows(app) == 0
+
+
+@pytest.mark.parametrize("task, args", [
+    (tasks.unserializable_result, ()),
+    (tasks.bytes_result, ()),
+    (tasks.nested_result, (100_000,)),
+], ids=["set", "bytes", "nested-100000"])
+def test_a_result_json_cannot_carry_fails_with_a_type_error(app, start_worker, task, args):
+    worker = start_worker("-c", "1")
+    result = task.delay(*args)
+    settle(result, worker)
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        result.get(timeout=1)
+    assert result.state == "FAILURE"
+    assert_serving(worker)
+
+
+@pytest.mark.parametrize("json_args", [True, False], ids=["json-args", "object-arg"])
+def test_an_exception_whose_str_raises_fails_the_task_under_its_own_name(
+        app, start_worker, json_args):
+    worker = start_worker("-c", "1")
+    result = tasks.raise_unprintable.delay(json_args)
+    settle(result, worker)
+    assert result.state == "FAILURE"
+    assert type(result.info).__name__ == "UnprintableError", repr(result.info)
+    assert_serving(worker)
+
+
+@pytest.mark.parametrize("options, error", [
+    ({"soft_time_limit": -1}, ValueError),
+    ({"time_limit": "abc"}, TypeError),
+], ids=["negative-soft-limit", "text-hard-limit"])
+def test_a_bad_time_limit_is_refused_at_the_call(app, options, error):
+    with pytest.raises(error):
+        tasks.add.apply_async((1, 1), **options)
+    assert count_rows(app) == 0
+
+
+# fuzz: malformed rows and bad options while a worker runs ----------------------------------------
+
+FUZZ_SEED, FUZZ_SECONDS, FUZZ_CALLS = 20240611, 20, 1000
+BAD_COLUMNS = ("name", "body", "options", "priority", "eta", "expires", "retries", "chord")
+HUGE = 2 ** 63 - 1
+
+
+def malformed_values(column, runs, token):
+    """Wrong types, text, blobs, huge numbers, NULLs where allowed, invalid JSON, JSON of
+    the wrong shape; never a future eta (a task legitimately waiting)."""
+    path = str(runs)
+    step = {"task": tasks.record.name, "args": [path, token + 100_000]}  # the next step's
+    return {
+        "name": ["", "tests.tasks.nope", "TESTS.TASKS.RECORD", b"tests.tasks.record", 12345, 1.5,
+                 "x" * 10_000, "tests.tasks.record\x00", tasks.add.name, tasks.record_slow.name],
+        "body": ["not json", "", "[", "null", "5", '"text"', "{}", "[]", "[1, 2, 3]", "[5, {}]",
+                 "[[], 5]", "[[], []]", '[{"a": 1}, {}]', b"\xff\xfe\x00", 5, 1e308,
+                 "[" * 100_000 + "]" * 100_000,
+                 json.dumps([[path, token], {"token": token}]).encode(),
+                 json.dumps([[], {"path": path, "token": token}]),
+                 json.dumps([[path, token], {}]).encode()],
+        "options": ["not json", "", "null", "5", '"s"', "[1]", "{}", '{"chain": 5}',
+                    '{"chain": "abc"}', '{"chain": [5]}', '{"chain": [{}]}',
+                    '{"chain": [{"foo": 1}]}', '{"chain": [{"task": 5}]}',
+                    '{"chain": {"task": "x"}}', '{"soft_time_limit": "x"}',
+                    '{"time_limit": "x"}', '{"soft_time_limit": -1}', '{"time_limit": -1}',
+                    '{"soft_time_limit": 1e308}', '{"time_limit": [1]}', '{"immutable": "yes"}',
+                    b"{}", b"\xff", 5, None,
+                    json.dumps({"chain": [{**step, "options": {"priority": "high"}}]}),
+                    json.dumps({"chain": [{**step, "options": {"countdown": "abc"}}]})],
+        "priority": ["abc", "", b"\x01", 1e308, -1e308, 2.5, -1, 256, HUGE, -HUGE - 1, "5"],
+        "eta": ["abc", "", b"x", -1e308, -1.0, "5", float("-inf"), 0],
+        "expires": ["abc", "", b"x", None, -1.0, 1e308, float("inf"), float("-inf"), 0],
+        "retries": ["x", "", b"x", -1, HUGE, 1.5, "5"],
+        "chord": ["no-such-callback", "", b"\x00\xff", 12345, 1.5, None],
+    }[column]
+
+
+BAD_OPTIONS = {
+    "priority": ["high", "", b"1", "1.5", 1.5, True, -1, 256, 10 ** 30, [1], {}],
+    "countdown": ["abc", b"1", [1], {}, object()],
+    "expires": ["abc", b"1", [1], {}, object()],
+    "soft_time_limit": ["abc", b"1", [1], {}, -1],
+    "time_limit": ["abc", b"1", [1], {}],
+    "queue": [5, b"q", ["q"], 1.5, {}],
+    "task_id": [5, b"id", ["x"], 1.5, {}],
+}
+
+
+@pytest.mark.slow
+def test_fuzz_malformed_rows_and_bad_options_never_stop_the_worker(app, start_worker, tmp_path):
+    rng = random.Random(FUZZ_SEED)
+    print(f"\nfuzz seed {FUZZ_SEED}")
+    runs = tmp_path / "runs.txt"
+    worker = start_worker("-c", "2")
+    api_runs = tmp_path / "api-runs.txt"  # a bad call that got stored and ran writes here
+    good, bad, problems = {}, {}, []
+    deadline = time.monotonic() + FUZZ_SECONDS
+    for token in range(FUZZ_CALLS):
+        if time.monotonic() > deadline:
+            break
+        assert worker.proc.poll() is None, f"the worker died at call {token}:\n{tail(worker)}"
+        draw = rng.random()
+        if draw < 0.35:
+            good[token] = within(10, tasks.record.delay, str(runs), token)
+        elif draw < 0.75:
+            columns = rng.sample(list(BAD_COLUMNS), rng.choice([1, 1, 1, 2]))
+            mutation = {c: rng.choice(malformed_values(c, runs, token)) for c in columns}
+            bad[token] = (within(10, insert_raw, app, tasks.record.name, (str(runs), token),
+                                 **mutation), mutation)
+        else:
+            option = rng.choice(sorted(BAD_OPTIONS))
+            value = rng.choice(BAD_OPTIONS[option])
+            marker = f"api-{token}"
+            try:
+                within(10, tasks.record.apply_async, (str(api_runs), marker), **{option: value})
+                problems.append(f"apply_async({option}={value!r}) was accepted")
+            except (TypeError, ValueError):
+                pass
+            except Exception as exc:  # noqa: BLE001 - reported below
+                problems.append(f"apply_async({option}={value!r}) raised {exc!r}")
+            like = f'%"{marker}"%'
+            if count_rows(app, "body LIKE ?", (like,)):
+                problems.append(f"apply_async({option}={value!r}) stored a row")
+                with raw_db(app) as db, db:  # it would wait forever on a queue nobody serves
+                    db.execute("DELETE FROM task WHERE body LIKE ?", (like,))
+    print(f"fuzz: {len(good)} good tasks, {len(bad)} malformed rows, {len(problems)} bad calls"
+          " not refused")
+
+    def unfinished():
+        return app.broker.db.execute(
+            "SELECT id, name, status, state, priority, eta, expires, retries, options FROM task"
+            " WHERE status != 2").fetchall()
+    wait_done(app, worker, lambda: f"{unfinished()[:10]}", stall=30, timeout=90)
+    assert {t: r.state for t, r in good.items()} == {t: "SUCCESS" for t in good}
+    assert {t: r.get(timeout=1) for t, r in good.items()} == {t: t for t in good}
+    ran = tokens_run(runs)
+    assert {t: ran[t] for t in good} == {t: 1 for t in good}
+    assert max(ran.values(), default=1) == 1, [t for t, n in ran.items() if n > 1]
+    for token, (result, mutation) in bad.items():
+        status, state, stored = row_of(app, result, "status, state, result")
+        assert status == 2 and state in ("SUCCESS", "FAILURE", "REVOKED"), (mutation, state)
+        if state != "SUCCESS":
+            assert "exc_type" in json.loads(stored), (mutation, stored)
+    assert not problems, "\n".join(problems)
+    assert_serving(worker)
+
+
+# chaos: children killed at random under load -----------------------------------------------------
+
+CHAOS_SEED, CHAOS_SECONDS = 31337, 30
+NOT_DONE = "SELECT id, status, state, worker, attempts FROM task WHERE status != 2 LIMIT 10"
+
+
+@pytest.mark.slow
+def test_children_killed_at_random_under_load_leave_every_task_done(app, start_worker):
+    rng = random.Random(CHAOS_SEED)
+    worker = start_worker("-c", "4")
+    results, kills = [], 0
+    deadline = time.monotonic() + CHAOS_SECONDS
+    while time.monotonic() < deadline:
+        assert worker.proc.poll() is None, f"the manager died after {kills} kills:\n{tail(worker)}"
+        children = worker.children()
+        for _ in range(3):  # the manager claims them now: a kill may land before hand-off
+            value = len(results)
+            results.append((value, tasks.sleep.delay(round(rng.uniform(0.05, 0.3), 3), value)))
+        if children:
+            try:
+                os.kill(rng.choice(children), signal.SIGKILL)
+                kills += 1
+            except ProcessLookupError:
+                pass
+        time.sleep(rng.uniform(0.05, 0.3))
+    print(f"\nchaos: {len(results)} tasks, {kills} children killed")
+    wait_done(app, worker, lambda: f"states {states(app)}, rows not done "
+                                   f"{app.broker.db.execute(NOT_DONE).fetchall()}",
+              stall=30, timeout=90)
+    outcomes = Counter()
+    for value, result in results:
+        if result.state == "SUCCESS":
+            assert result.get(timeout=1) == value
+            outcomes["SUCCESS"] += 1
+        else:
+            assert result.state == "FAILURE", result.state
+            assert isinstance(result.info, exceptions.WorkerLostError), repr(result.info)
+            outcomes["WorkerLostError"] += 1
+    print(f"chaos outcomes: {dict(outcomes)}")
+    assert_serving(worker)
