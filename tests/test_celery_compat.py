@@ -10,6 +10,7 @@ once and the scenario run again; if that fails too, the scenario is skipped
 as a Celery infrastructure problem. A wrong result fails on either side.
 """
 import contextlib
+import gc
 import importlib
 import os
 import shutil
@@ -219,6 +220,7 @@ def api(request, tmp_path_factory):
         yield side
     finally:
         side.stop()
+        gc.collect()  # Celery's results in cycles say goodbye to Redis now, while it is up
         sys.modules.pop(MODULE, None)
 
 

@@ -22,7 +22,9 @@ app = Celery("compat")  # miniq: the broker comes from MINIQ_BROKER_URL
 if impl.__name__ == "celery":
     redis_url = os.environ["COMPAT_REDIS_URL"]
     app.conf.update(broker_url=redis_url, result_backend=redis_url,
-                    broker_connection_retry_on_startup=True)
+                    broker_connection_retry_on_startup=True,
+                    # a result collected after the server is gone: give up at once
+                    result_backend_transport_options={"retry_policy": {"max_retries": 1}})
 
 
 @app.task
