@@ -10,15 +10,14 @@ import signal as signals
 import sys
 import time
 from datetime import timedelta
-from typing import Any, Callable, Dict, Iterable, Optional
+from typing import Any, Dict, Iterable, Optional
 
-from .broker import Broker, path_from_url
+from .broker import NUMBER, Broker, path_from_url
 from .exceptions import ImproperlyConfigured
 from .result import AsyncResult
 from .task import Task, encode_args, new_id, to_timestamp
 from .wake import Waker
 
-NUMBER = (int, float)
 CALL_TYPES = {"queue": str, "task_id": str, "priority": int, "countdown": NUMBER,
               "soft_time_limit": NUMBER, "time_limit": NUMBER}
 DEFAULTS: Dict[str, Any] = {
@@ -82,9 +81,8 @@ class Miniq:
         self.conf.include = list(include or ())
         self.tasks: Dict[str, Task] = {}
         self.control = Control(self)
-        self._broker: Optional[Broker] = None
-        self._waker: Optional[Waker] = None
-        self._routes: Dict[tuple, tuple] = {}
+        self._broker = self._waker = None
+        self._routes = {}
         # A relative database path is taken from the folder of the file making the app, so
         # producers and workers find the same file from any current folder.
         caller = sys._getframe(1).f_globals
@@ -132,7 +130,7 @@ class Miniq:
 
     def task(self, *args: Any, **options: Any) -> Any:
         """Register a function as a task: ``@app.task`` or ``@app.task(bind=True, ...)``."""
-        def register(fun: Callable) -> Task:
+        def register(fun):
             # as Celery: a script's tasks are named after the app, not after __main__
             module = self.main if fun.__module__ == "__main__" and self.main else fun.__module__
             name = options.pop("name", None) or f"{module}.{fun.__qualname__}"
@@ -146,18 +144,17 @@ class Miniq:
             raise TypeError("use @app.task or @app.task(option=value, ...)")
         return register
 
-    def _defaults(self, name: str) -> tuple:
+    def _defaults(self, name):
         """(queue, priority, soft, hard) for a name: the task's option, task_routes, conf."""
         conf = self.conf  # items, not attributes: this runs at every send
         key = (name, conf["task_default_queue"], id(conf["task_routes"]), conf["broker_url"])
         if key not in self._routes:  # keyed on the settings, so changing them takes effect
-            task, routes = self.tasks.get(name), conf.task_routes or {}
+            task, routes = self.tasks.get(name) or Task, conf.task_routes or {}
             route = routes.get(name) or next(
                 (r for pattern, r in routes.items() if fnmatch.fnmatchcase(name, pattern)), None)
             queue = route.get("queue") if isinstance(route, dict) else route
-            self._routes[key] = ((task and task.queue) or queue or self.conf.task_default_queue,
-                                  (task and task.priority) or 0,
-                                  task and task.soft_time_limit, task and task.time_limit)
+            self._routes[key] = (task.queue or queue or conf.task_default_queue,
+                                 task.priority or 0, task.soft_time_limit, task.time_limit)
         return self._routes[key]
 
     def message_row(self, name: str, args: Any = None, kwargs: Any = None,
@@ -181,7 +178,7 @@ class Miniq:
         if expires is not None:
             if isinstance(expires, timedelta):
                 expires = expires.total_seconds()
-            expires = now + expires if isinstance(expires, (int, float)) else to_timestamp(expires)
+            expires = now + expires if isinstance(expires, NUMBER) else to_timestamp(expires)
         if not math.isfinite(due) or not math.isfinite(expires or 0):
             raise ValueError(f"{name}: countdown, eta and expires must be finite times")
         options = None
@@ -230,7 +227,7 @@ class Control:
         self.app.waker.notify()
 
 
-def _signum(value: Any) -> int:
+def _signum(value):
     """A real signal, by number or name (``SIGUSR1`` or ``USR1``), else ValueError."""
     try:
         if isinstance(value, str):
@@ -240,7 +237,7 @@ def _signum(value: Any) -> int:
         raise ValueError(f"revoke: {value!r} is not a signal of this platform") from None
 
 
-def _check_call(name: str, **values: Any) -> None:
+def _check_call(name, **values):
     """Refuse at the call what a worker could not use, as Celery checks its options."""
     for key, value in values.items():
         if value is not None and (isinstance(value, bool) or not isinstance(value, CALL_TYPES[key])):

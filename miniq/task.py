@@ -218,7 +218,7 @@ class Task:
         return self.app.broker.is_aborted(task_id)
 
 
-def _call(task: Task, args: list, kwargs: dict, soft_limit: Optional[float]) -> Any:
+def _call(task, args, kwargs, soft_limit):
     """The function itself, under its soft time limit, with autoretry_for applied."""
     if soft_limit:
         def expire(signum, frame):
@@ -275,7 +275,7 @@ def execute(app, message: Message, soft_limit: Optional[float] = None,
         return Outcome("FAILURE", exception_to_json(error), None, exc=error)
 
 
-def _traceback() -> str:
+def _traceback():
     return printable(traceback.format_exc())
 
 
