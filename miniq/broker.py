@@ -94,6 +94,9 @@ class Message(NamedTuple):
     revoked: Optional[int] = None   # >0: terminate with this signal
     fault: Optional[str] = None     # what is malformed in the row, if anything
 
+    def __str__(self) -> str:  # as Celery's log lines name a task
+        return f"{self.name}[{self.id}]"
+
 
 class Settle(NamedTuple):
     """One outcome to write, fenced by the delivery (id, attempts) it belongs to."""
