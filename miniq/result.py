@@ -13,9 +13,7 @@ from typing import Any, Dict, Optional
 from . import exceptions
 from .broker import DONE, RUNNING
 
-PENDING, STARTED, SUCCESS, FAILURE = "PENDING", "STARTED", "SUCCESS", "FAILURE"
-RETRY, REVOKED = "RETRY", "REVOKED"
-EXCEPTION_STATES = frozenset({FAILURE, RETRY, REVOKED})
+EXCEPTION_STATES = frozenset({"FAILURE", "RETRY", "REVOKED"})
 WIRE_MODULE = "miniq.exceptions"  # the stored name of miniq's exceptions module
 
 # True inside worker children: get() there could wait on a task that needs this very child.
@@ -34,7 +32,7 @@ def exception_to_json(exc: BaseException) -> str:
         return json.dumps({**data, "exc_message": [_text_of(exc)]})
 
 
-def _text_of(exc: BaseException) -> str:
+def _text_of(exc):
     try:
         return str(exc)
     except Exception:  # noqa: BLE001 - a broken __str__ must not hide the failure
@@ -57,7 +55,7 @@ def exception_from_json(data: Dict[str, Any]) -> BaseException:
 
 
 @functools.lru_cache(maxsize=None)
-def _remote_class(module: str, name: str) -> type:
+def _remote_class(module, name):
     """A stand-in class for an exception type this process must not import."""
     safe = name if name.isidentifier() else "RemoteError"
     return type(safe, (Exception,), {"__module__": module})
@@ -78,11 +76,11 @@ class AsyncResult:
     def task_id(self) -> str:
         return self.id
 
-    def _row(self) -> Optional[tuple]:
-        if self._done is not None:
+    def _row(self):
+        if self._done:
             return self._done
         row = self.app.broker.state(self.id)
-        if row is not None and row[0] == DONE:
+        if row and row[0] == DONE:
             self._done = row
         return row
 
@@ -90,7 +88,7 @@ class AsyncResult:
     def state(self) -> str:
         """PENDING (queued or unknown), STARTED, a custom state, RETRY, or a final state."""
         row = self._row()
-        return row[1] if row else PENDING
+        return row[1] if row else "PENDING"
 
     status = state
 
@@ -122,10 +120,10 @@ class AsyncResult:
         return row is not None and row[0] == DONE
 
     def successful(self) -> bool:
-        return self.ready() and self.state == SUCCESS
+        return self.ready() and self.state == "SUCCESS"
 
     def failed(self) -> bool:
-        return self.ready() and self.state == FAILURE
+        return self.ready() and self.state == "FAILURE"
 
     def get(self, timeout: Optional[float] = None, propagate: bool = True,
             interval: float = 0.1, disable_sync_subtasks: bool = True, **_ignored) -> Any:
@@ -133,13 +131,13 @@ class AsyncResult:
         if disable_sync_subtasks and join_will_block:
             raise RuntimeError("Never call result.get() within a task: it can deadlock the pool")
         self._wait(timeout, interval)
-        if propagate and self.state != SUCCESS:
+        if propagate and self.state != "SUCCESS":
             raise self.info
         return self.info
 
     wait = get
 
-    def _wait(self, timeout: Optional[float], interval: float) -> None:
+    def _wait(self, timeout, interval):
         """Poll cheaply: reread the row only when another connection has committed."""
         broker, start, seen = self.app.broker, time.monotonic(), None
         while True:
@@ -195,7 +193,7 @@ class EagerResult(AsyncResult):
     result = info
 
     def get(self, timeout=None, propagate=True, **_ignored) -> Any:
-        if propagate and self.state != SUCCESS:
+        if propagate and self.state != "SUCCESS":
             raise self._value
         return self._value
 
