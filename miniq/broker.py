@@ -15,7 +15,7 @@ import re
 import sqlite3
 import threading
 import time
-from typing import Any, Callable, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from .exceptions import ImproperlyConfigured, OperationalError
 
@@ -153,7 +153,12 @@ def printable(text: Optional[str]) -> Optional[str]:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _retrying(fn: Callable):
+def _marks(values):
+    """The placeholders of an IN list: ``?,?,?`` for three values."""
+    return ",".join("?" * len(values))
+
+
+def _retrying(fn):
     """Call fn(), retrying with growing jitter while the file is locked, LOCK_WAIT at most."""
     give_up, attempt = time.monotonic() + LOCK_WAIT, 0
     while True:
@@ -169,7 +174,7 @@ def _retrying(fn: Callable):
         time.sleep(random.uniform(0.005, 0.02) * min(attempt, 20))
 
 
-def _translated(method: Callable) -> Callable:
+def _translated(method):
     """The broker's own error for any database failure, naming the file."""
     @functools.wraps(method)
     def call(self, *args, **kwargs):
@@ -197,7 +202,7 @@ class Broker:
         one) and, between transactions, once the file was deleted or replaced: else a
         long-lived producer would go on writing into a file nobody reads."""
         local = self._local
-        if getattr(local, "pid", None) == os.getpid():
+        if self._open():
             if local.conn.in_transaction or files_of(self.path) == local.files:
                 return local.conn
             local.pid = None  # stays closed until a connect succeeds
@@ -210,10 +215,13 @@ class Broker:
 
     def in_transaction(self) -> bool:
         """True while this thread is inside one of the broker's transactions."""
-        local = self._local
-        return getattr(local, "pid", None) == os.getpid() and local.conn.in_transaction
+        return self._open() and self._local.conn.in_transaction
 
-    def _connect(self) -> sqlite3.Connection:
+    def _open(self):
+        """Whether this thread holds a connection that this process opened."""
+        return getattr(self._local, "pid", None) == os.getpid()
+
+    def _connect(self):
         self._check_file()
         try:
             db = sqlite3.connect(self.path, timeout=LOCK_WAIT / 2, isolation_level=None)
@@ -233,20 +241,15 @@ class Broker:
             raise ImproperlyConfigured(f"cannot use database {self.path}: {exc}") from None
         return db
 
-    def _check_file(self) -> None:
+    def _check_file(self):
         """Create the file owner-only (messages may carry secrets); refuse one that
         another user owns or planted a link to."""
         folder = os.path.dirname(self.path)
         if not os.path.isdir(folder):
             raise ImproperlyConfigured(f"database folder {folder} does not exist")
-        flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0)
         try:
-            os.close(os.open(self.path, flags, 0o600))
-        except FileExistsError:
-            pass
-        except OSError as exc:
-            raise ImproperlyConfigured(f"cannot create database {self.path}: {exc.strerror}") from None
-        try:
+            with contextlib.suppress(FileExistsError):  # O_EXCL: a planted link fails here too
+                os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
             owners = {os.lstat(self.path).st_uid, os.stat(self.path).st_uid}
         except OSError as exc:
             raise ImproperlyConfigured(f"cannot use database {self.path}: {exc.strerror}") from None
@@ -257,7 +260,7 @@ class Broker:
             raise ImproperlyConfigured(
                 f"database {self.path} is not writable (the file and its folder must be)")
 
-    def _with(self, db: sqlite3.Connection, fn: Callable):
+    def _with(self, db, fn):
         """Run fn() in one BEGIN IMMEDIATE transaction, retrying while the file is locked.
         Whatever interrupts it (a signal's exception too) leaves no transaction open."""
         try:
@@ -270,13 +273,16 @@ class Broker:
                 db.execute("ROLLBACK")
             raise
 
-    def _tx(self, fn: Callable):
+    def _tx(self, fn):
         return self._with(self.db, fn)
 
+    def _write(self, sql, args=()):
+        """One statement in a transaction of its own; returns how many rows it changed."""
+        return self._tx(lambda: self.db.execute(sql, args).rowcount)
+
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None and self._local.pid == os.getpid():
-            conn.close()
+        if self._open():
+            self._local.conn.close()
         self._local = threading.local()
 
     # -- producers ---------------------------------------------------------
@@ -305,7 +311,6 @@ class Broker:
     @_translated
     def revoke(self, ids: Iterable[str], signum: Optional[int]) -> None:
         """Queued tasks end REVOKED now; running ones are flagged (killed if signum)."""
-        ids = list(ids)
         now, mark = self.clock(), (signum or 0)
 
         def run():
@@ -323,9 +328,8 @@ class Broker:
 
     @_translated
     def abort(self, task_id: str) -> None:
-        self._tx(lambda: self.db.execute(
-            "UPDATE task SET revoked = COALESCE(revoked, 0) WHERE id = ? AND status < 2",
-            (task_id,)))
+        self._write("UPDATE task SET revoked = COALESCE(revoked, 0) WHERE id = ? AND status < 2",
+                    (task_id,))
 
     @_translated
     def is_aborted(self, task_id: str) -> bool:
@@ -334,14 +338,13 @@ class Broker:
 
     @_translated
     def forget(self, task_id: str) -> None:
-        self._tx(lambda: self.db.execute("DELETE FROM task WHERE id = ? AND status = 2", (task_id,)))
+        self._write("DELETE FROM task WHERE id = ? AND status = 2", (task_id,))
 
     @_translated
     def update_state(self, task_id: str, state: str, meta: Optional[str]) -> None:
         """A running task reports a custom state and meta; the final outcome overwrites it."""
-        self._tx(lambda: self.db.execute(
-            "UPDATE task SET state = ?, result = ? WHERE id = ? AND status = 1",
-            (printable(state), meta, task_id)))
+        self._write("UPDATE task SET state = ?, result = ? WHERE id = ? AND status = 1",
+                    (printable(state), meta, task_id))
 
     # -- workers -----------------------------------------------------------
 
@@ -353,13 +356,11 @@ class Broker:
         now = self.clock()
 
         def run():
-            if outcomes:
-                self._settle(worker, outcomes, now)
+            self._settle(worker, outcomes, now)
             if n <= 0:
                 return []
-            marks = ",".join("?" * len(queues))
             pick = ("SELECT seq FROM task INDEXED BY task_queued"
-                    f" WHERE status = 0 AND queue IN ({marks})"
+                    f" WHERE status = 0 AND queue IN ({_marks(queues)})"
                     " AND (eta <= ? OR typeof(eta) NOT IN ('integer', 'real'))"
                     " ORDER BY priority DESC, seq LIMIT ?")
             update = ("UPDATE task SET status = 1, state = 'STARTED', worker = ?, lease = ?,"
@@ -370,20 +371,20 @@ class Broker:
                                        (*args, *queues, now, n)).fetchall()
             else:
                 seqs = [r[0] for r in self.db.execute(pick, (*queues, now, n))]
-                seq_marks = ",".join("?" * len(seqs))
-                self.db.execute(f"{update}({seq_marks})", (*args, *seqs))
-                rows = self.db.execute(f"SELECT {CLAIM_COLUMNS} FROM task WHERE seq IN ({seq_marks})",
-                                       seqs).fetchall()
+                self.db.execute(f"{update}({_marks(seqs)})", (*args, *seqs))
+                rows = self.db.execute(
+                    f"SELECT {CLAIM_COLUMNS} FROM task WHERE seq IN ({_marks(seqs)})",
+                    seqs).fetchall()
             rows.sort(key=lambda r: r[-1])  # by seq; then by priority, whatever its type
             rows.sort(key=lambda r: r[8] if isinstance(r[8], NUMBER) else 0, reverse=True)
             return [_message(row) for row in rows]
         return self._tx(run)
 
-    def _settle(self, worker: str, outcomes: Sequence[Settle], now: float) -> None:
+    def _settle(self, worker, outcomes, now):
         """Write outcomes, each only if this worker still holds that delivery (the fence)."""
         fence = "WHERE id = ? AND worker = ? AND attempts = ? AND status = 1"
         for task_id, attempts, state, result, tb, eta, body, chord, follow, failed in outcomes:
-            key, state, tb = (task_id, worker, attempts), printable(state), printable(tb)
+            key = (task_id, worker, attempts)
             if state is None:  # success with ignore_result: nothing to keep
                 self.db.execute(f"DELETE FROM task {fence}", key)
             elif state == "RETRY":
@@ -404,7 +405,7 @@ class Broker:
                 if chord:
                     self._release_chord(chord, now)
 
-    def _release_chord(self, callback: str, now: float) -> None:
+    def _release_chord(self, callback, now):
         """The last member is done: queue the callback with their results, or fail it."""
         members = self.db.execute("SELECT id, status, state, result FROM task WHERE chord = ?"
                                   " ORDER BY seq", (callback,)).fetchall()
@@ -412,7 +413,7 @@ class Broker:
             return
         failed = next((m for m in members if m[2] != "SUCCESS"), None)
         if failed is not None:
-            info = json.loads(failed[3]) if failed[3] else {}
+            info = json.loads(failed[3] or "{}")
             cause = f"{info.get('exc_type', failed[2])}{tuple(info.get('exc_message') or ())!r}"
             error = json.dumps({"exc_type": "ChordError", "exc_module": "miniq.exceptions",
                                 "exc_message": [f"Dependency {failed[0]} raised {cause}"]})
@@ -436,23 +437,21 @@ class Broker:
     @_translated
     def next_eta(self, queues: Sequence[str]) -> Optional[float]:
         """When the earliest queued task on these queues becomes due."""
-        marks = ",".join("?" * len(queues))
         return self.db.execute(
-            f"SELECT MIN(eta) FROM task WHERE status = 0 AND queue IN ({marks})"
+            f"SELECT MIN(eta) FROM task WHERE status = 0 AND queue IN ({_marks(queues)})"
             " AND typeof(eta) IN ('integer', 'real')", tuple(queues)).fetchone()[0]
 
     @_translated
     def register(self, worker: str, host: str, pid: int, concurrency: int,
                  queues: Sequence[str], machine: Optional[str] = None) -> None:
         now = self.clock()
-        self._tx(lambda: self.db.execute(
-            "INSERT OR REPLACE INTO worker (id, host, pid, concurrency, queues, started,"
-            " heartbeat, machine) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (worker, host, pid, concurrency, ",".join(queues), now, now, machine)))
+        self._write("INSERT OR REPLACE INTO worker (id, host, pid, concurrency, queues, started,"
+                    " heartbeat, machine) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (worker, host, pid, concurrency, ",".join(queues), now, now, machine))
 
     @_translated
     def unregister(self, worker: str) -> None:
-        self._tx(lambda: self.db.execute("DELETE FROM worker WHERE id = ?", (worker,)))
+        self._write("DELETE FROM worker WHERE id = ?", (worker,))
 
     @_translated
     def heartbeat(self, worker: str, lease: float) -> List[Tuple[str, int]]:
@@ -484,11 +483,10 @@ class Broker:
     def recover(self, dead: Sequence[str], max_deliveries: int, lost_result: str) -> int:
         """Requeue tasks of dead workers or lapsed leases; fail those delivered too often."""
         now = self.clock()
-        marks = ",".join("?" * len(dead))
-        lost = f"status = 1 AND (lease < ? OR worker IN ({marks}))"
+        lost = f"status = 1 AND (lease < ? OR worker IN ({_marks(dead)}))"
 
         def run():
-            self.db.execute(f"DELETE FROM worker WHERE id IN ({marks})", tuple(dead))
+            self.db.execute(f"DELETE FROM worker WHERE id IN ({_marks(dead)})", tuple(dead))
             self.db.execute(
                 "UPDATE task SET status = 2, state = 'FAILURE', result = ?, finished = ?,"
                 f" traceback = NULL WHERE {lost} AND attempts >= ?",
@@ -515,11 +513,11 @@ class Broker:
         with dry_run, only count them."""
         where, args = "status = 0", ()
         if queues:
-            where += f" AND queue IN ({','.join('?' * len(queues))})"
+            where += f" AND queue IN ({_marks(queues)})"
             args = tuple(queues)
         if dry_run:
             return self.db.execute(f"SELECT COUNT(*) FROM task WHERE {where}", args).fetchone()[0]
-        return self._tx(lambda: self.db.execute(f"DELETE FROM task WHERE {where}", args).rowcount)
+        return self._write(f"DELETE FROM task WHERE {where}", args)
 
     @_translated
     def counts(self) -> List[tuple]:
@@ -542,12 +540,11 @@ class Broker:
     @_translated
     def sweep(self, before: float, limit: int = 1000) -> int:
         """Delete up to limit results finished before the given time."""
-        return self._tx(lambda: self.db.execute(
-            "DELETE FROM task WHERE seq IN (SELECT seq FROM task WHERE status = 2"
-            " AND finished < ? LIMIT ?)", (before, limit)).rowcount)
+        return self._write("DELETE FROM task WHERE seq IN (SELECT seq FROM task WHERE status = 2"
+                           " AND finished < ? LIMIT ?)", (before, limit))
 
 
-def _check_owner(db: sqlite3.Connection, path: str) -> None:
+def _check_owner(db, path):
     """Refuse another application's SQLite file before changing anything in it."""
     if db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID:
         return
@@ -558,7 +555,7 @@ def _check_owner(db: sqlite3.Connection, path: str) -> None:
             " point the broker URL at a file of its own")
 
 
-def _create_schema(db: sqlite3.Connection, path: str) -> None:
+def _create_schema(db, path):
     version = db.execute("PRAGMA user_version").fetchone()[0]  # again: inside the transaction
     if version > SCHEMA_VERSION:
         raise ImproperlyConfigured(f"{path} was made by a newer miniq (schema {version})")
@@ -571,7 +568,7 @@ def _create_schema(db: sqlite3.Connection, path: str) -> None:
     db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
 
 
-def _message(row: tuple) -> Message:
+def _message(row):
     """A claimed row as a Message, with ``fault`` naming its malformed columns if any."""
     *fields, eta, _seq = row
     message = Message(*fields)
@@ -587,7 +584,7 @@ def _message(row: tuple) -> Message:
     return message._replace(options=options)
 
 
-def _options(text: Any) -> Optional[dict]:
+def _options(text):
     """Per-call options as the app writes them (limits, a chain of signatures), else None."""
     try:
         options = json.loads(text) if text else {}
