@@ -159,7 +159,7 @@ class Task:
             if self.app.conf.task_eager_propagates:
                 raise outcome.exc
             return EagerResult(message.id, "FAILURE", outcome.exc, outcome.traceback, self.app)
-        value = json.loads(outcome.result) if outcome.result is not None else None
+        value = json.loads(outcome.result)  # eager: a success always keeps its result
         return EagerResult(message.id, "SUCCESS", value, app=self.app)
 
     def AsyncResult(self, task_id: str):

@@ -67,15 +67,14 @@ def _signal(value):
 def child_main(app_path: str, conn, loglevel: Optional[str], max_tasks: Optional[int],
                max_memory_kib: Optional[int], manager: int) -> None:
     """A child's whole life: import the app, then run messages until told to stop."""
-    if hasattr(signal, "set_wakeup_fd"):
-        signal.set_wakeup_fd(-1)
+    signal.set_wakeup_fd(-1)
     # Ctrl-C and a group-wide SIGTERM (systemd's default) reach us too: the manager decides.
     # They came ignored, and perhaps blocked (see Worker._spawn): keep them ignored.
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     signal.signal(signal.SIGQUIT, signal.SIG_DFL)
-    if loglevel and not logging.getLogger().handlers:
+    if loglevel:  # does nothing where the app configured logging already
         logging.basicConfig(level=loglevel.upper(), format=LOG_FORMAT)
     results.join_will_block = True
     app = load_app(app_path)
@@ -94,8 +93,8 @@ def child_main(app_path: str, conn, loglevel: Optional[str], max_tasks: Optional
         message, soft_limit = job
         outcome = execute(app, message, soft_limit, hostname=hostname)
         done += 1
-        retire = bool((max_tasks and done >= max_tasks)
-                      or (max_memory_kib and _rss_kib() > max_memory_kib))
+        retire = ((max_tasks and done >= max_tasks)
+                  or (max_memory_kib and _rss_kib() > max_memory_kib))
         try:
             conn.send((outcome._replace(exc=None), retire))
         except OSError:
@@ -512,7 +511,7 @@ class Worker:
             if worker.id == self.id:
                 continue
             gone = worker.machine == self.machine and not pid_alive(worker.pid)
-            if gone or now - worker.heartbeat > self.app.conf.worker_lost_after:
+            if gone or now - worker.heartbeat > self.lease:
                 dead.append(worker.id)
         lost = exception_to_json(self._too_often())
         count = self.broker.recover(dead, self.app.conf.task_max_deliveries, lost)
