@@ -231,12 +231,13 @@ class Broker:
                 raise ImproperlyConfigured(
                     f"database {self.path} could not use WAL journal mode (got {mode!r}); "
                     "keep it on a local disk, not a network share")
-            db.execute(f"PRAGMA synchronous = {self.synchronous}")
-            db.execute("PRAGMA journal_size_limit = 67108864")
-            # Workers checkpoint at each heartbeat, off the request path; this is the net.
-            db.execute("PRAGMA wal_autocheckpoint = 10000")
+            # Workers checkpoint at each heartbeat, off the request path; autocheckpoint
+            # is the net.
+            db.executescript(f"""PRAGMA synchronous = {self.synchronous};
+                PRAGMA journal_size_limit = 67108864;
+                PRAGMA wal_autocheckpoint = 10000;""")
             if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
-                self._with(db, lambda: _create_schema(db, self.path))
+                self._tx(lambda tx: _create_schema(tx, self.path), db)
         except sqlite3.DatabaseError as exc:
             raise ImproperlyConfigured(f"cannot use database {self.path}: {exc}") from None
         return db
@@ -260,12 +261,14 @@ class Broker:
             raise ImproperlyConfigured(
                 f"database {self.path} is not writable (the file and its folder must be)")
 
-    def _with(self, db, fn):
-        """Run fn() in one BEGIN IMMEDIATE transaction, retrying while the file is locked.
-        Whatever interrupts it (a signal's exception too) leaves no transaction open."""
+    def _tx(self, fn, db=None):
+        """fn(db) in one BEGIN IMMEDIATE transaction on db (this thread's connection if
+        none is given), retrying while the file is locked. Whatever interrupts it (a
+        signal's exception too) leaves no transaction open."""
+        db = db or self.db
         try:
             _retrying(lambda: db.execute("BEGIN IMMEDIATE"))
-            out = fn()
+            out = fn(db)
             db.execute("COMMIT")
             return out
         except BaseException:
@@ -273,12 +276,9 @@ class Broker:
                 db.execute("ROLLBACK")
             raise
 
-    def _tx(self, fn):
-        return self._with(self.db, fn)
-
     def _write(self, sql, args=()):
         """One statement in a transaction of its own; returns how many rows it changed."""
-        return self._tx(lambda: self.db.execute(sql, args).rowcount)
+        return self._tx(lambda db: db.execute(sql, args).rowcount)
 
     def close(self) -> None:
         if self._open():
@@ -294,7 +294,7 @@ class Broker:
         if len(rows) == 1:  # a lone INSERT is its own atomic write transaction
             _retrying(lambda: self.db.execute(INSERT, rows[0]))
         else:
-            self._tx(lambda: self.db.executemany(INSERT, rows))
+            self._tx(lambda db: db.executemany(INSERT, rows))
 
     @_translated
     def state(self, task_id: str) -> Optional[tuple]:
@@ -313,17 +313,17 @@ class Broker:
         """Queued tasks end REVOKED now; running ones are flagged (killed if signum)."""
         now, mark = self.clock(), (signum or 0)
 
-        def run():
+        def run(db):
             for task_id in ids:
-                queued = self.db.execute("SELECT chord FROM task WHERE id = ? AND status = 0",
-                                         (task_id,)).fetchone()
-                self.db.execute(
+                queued = db.execute("SELECT chord FROM task WHERE id = ? AND status = 0",
+                                    (task_id,)).fetchone()
+                db.execute(
                     "UPDATE task SET status = 2, state = 'REVOKED', revoked = 0, finished = ?,"
                     " result = ? WHERE id = ? AND status = 0", (now, REVOKED_RESULT, task_id))
                 if queued and queued[0]:  # a chord member: its callback fails now, not never
-                    self._release_chord(queued[0], now)
-                self.db.execute("UPDATE task SET revoked = MAX(COALESCE(revoked, 0), ?)"
-                                " WHERE id = ? AND status = 1", (mark, task_id))
+                    _release_chord(db, queued[0], now)
+                db.execute("UPDATE task SET revoked = MAX(COALESCE(revoked, 0), ?)"
+                           " WHERE id = ? AND status = 1", (mark, task_id))
         self._tx(run)
 
     @_translated
@@ -355,8 +355,8 @@ class Broker:
         priority first, then oldest. A malformed row comes back with its fault named."""
         now = self.clock()
 
-        def run():
-            self._settle(worker, outcomes, now)
+        def run(db):
+            _settle(db, worker, outcomes, now)
             if n <= 0:
                 return []
             pick = ("SELECT seq FROM task INDEXED BY task_queued"
@@ -367,67 +367,18 @@ class Broker:
                       " started = ?, attempts = attempts + 1 WHERE seq IN ")
             args = (worker, now + lease, now)
             if HAS_RETURNING:
-                rows = self.db.execute(f"{update}({pick}) RETURNING {CLAIM_COLUMNS}",
-                                       (*args, *queues, now, n)).fetchall()
+                rows = db.execute(f"{update}({pick}) RETURNING {CLAIM_COLUMNS}",
+                                  (*args, *queues, now, n)).fetchall()
             else:
-                seqs = [r[0] for r in self.db.execute(pick, (*queues, now, n))]
-                self.db.execute(f"{update}({_marks(seqs)})", (*args, *seqs))
-                rows = self.db.execute(
+                seqs = [r[0] for r in db.execute(pick, (*queues, now, n))]
+                db.execute(f"{update}({_marks(seqs)})", (*args, *seqs))
+                rows = db.execute(
                     f"SELECT {CLAIM_COLUMNS} FROM task WHERE seq IN ({_marks(seqs)})",
                     seqs).fetchall()
             rows.sort(key=lambda r: r[-1])  # by seq; then by priority, whatever its type
             rows.sort(key=lambda r: r[8] if isinstance(r[8], NUMBER) else 0, reverse=True)
             return [_message(row) for row in rows]
         return self._tx(run)
-
-    def _settle(self, worker, outcomes, now):
-        """Write outcomes, each only if this worker still holds that delivery (the fence)."""
-        fence = "WHERE id = ? AND worker = ? AND attempts = ? AND status = 1"
-        for task_id, attempts, state, result, tb, eta, body, chord, follow, failed in outcomes:
-            key = (task_id, worker, attempts)
-            if state is None:  # success with ignore_result: nothing to keep
-                self.db.execute(f"DELETE FROM task {fence}", key)
-            elif state == "RETRY":
-                self.db.execute(
-                    "UPDATE task SET status = 0, state = 'RETRY', retries = retries + 1,"
-                    " attempts = 0, worker = NULL, eta = ?, result = ?, traceback = ?,"
-                    f" body = COALESCE(?, body) {fence}", (eta, result, tb, body, *key))
-            elif state == "PENDING":  # put back; the delivery still counts towards the cap
-                self.db.execute(f"UPDATE task SET status = 0, state = 'PENDING', worker = NULL {fence}",
-                                key)
-            elif self.db.execute("UPDATE task SET status = 2, state = ?, result = ?, traceback"
-                                 f" = ?, finished = ? {fence}", (state, result, tb, now, *key)).rowcount:
-                self.db.executemany(INSERT, follow)
-                self.db.executemany(
-                    "INSERT INTO task (id, name, queue, body, status, state, result, traceback,"
-                    " created, finished) VALUES (?, ?, '', '[]', 2, ?, ?, ?, ?, ?)",
-                    [(i, name, state, result, tb, now, now) for i, name in failed])
-                if chord:
-                    self._release_chord(chord, now)
-
-    def _release_chord(self, callback, now):
-        """The last member is done: queue the callback with their results, or fail it."""
-        members = self.db.execute("SELECT id, status, state, result FROM task WHERE chord = ?"
-                                  " ORDER BY seq", (callback,)).fetchall()
-        if any(status != DONE for _, status, _, _ in members):
-            return
-        failed = next((m for m in members if m[2] != "SUCCESS"), None)
-        if failed is not None:
-            info = json.loads(failed[3] or "{}")
-            cause = f"{info.get('exc_type', failed[2])}{tuple(info.get('exc_message') or ())!r}"
-            error = json.dumps({"exc_type": "ChordError", "exc_module": "miniq.exceptions",
-                                "exc_message": [f"Dependency {failed[0]} raised {cause}"]})
-            self.db.execute("UPDATE task SET status = 2, state = 'FAILURE', result = ?,"
-                            " finished = ? WHERE id = ? AND status = 3", (error, now, callback))
-            return
-        row = self.db.execute("SELECT body, options FROM task WHERE id = ? AND status = 3",
-                              (callback,)).fetchone()
-        if row is not None:
-            args, kwargs = json.loads(row[0])
-            if not json.loads(row[1] or "{}").get("immutable"):  # an si() body gets nothing
-                args = [[json.loads(m[3]) if m[3] is not None else None for m in members], *args]
-            self.db.execute("UPDATE task SET status = 0, body = ? WHERE id = ?",
-                            (json.dumps([args, kwargs]), callback))
 
     @_translated
     def settle(self, worker: str, outcomes: Sequence[Settle]) -> None:
@@ -458,10 +409,10 @@ class Broker:
         """Prove this worker alive, extend its leases; return (id, signal) to terminate."""
         now = self.clock()
 
-        def run():
-            self.db.execute("UPDATE worker SET heartbeat = ? WHERE id = ?", (now, worker))
-            self.db.execute("UPDATE task SET lease = ? WHERE worker = ? AND status = 1",
-                            (now + lease, worker))
+        def run(db):
+            db.execute("UPDATE worker SET heartbeat = ? WHERE id = ?", (now, worker))
+            db.execute("UPDATE task SET lease = ? WHERE worker = ? AND status = 1",
+                       (now + lease, worker))
         self._tx(run)
         return self.db.execute(
             "SELECT id, revoked FROM task WHERE worker = ? AND status = 1 AND revoked > 0",
@@ -485,13 +436,13 @@ class Broker:
         now = self.clock()
         lost = f"status = 1 AND (lease < ? OR worker IN ({_marks(dead)}))"
 
-        def run():
-            self.db.execute(f"DELETE FROM worker WHERE id IN ({_marks(dead)})", tuple(dead))
-            self.db.execute(
+        def run(db):
+            db.execute(f"DELETE FROM worker WHERE id IN ({_marks(dead)})", tuple(dead))
+            db.execute(
                 "UPDATE task SET status = 2, state = 'FAILURE', result = ?, finished = ?,"
                 f" traceback = NULL WHERE {lost} AND attempts >= ?",
                 (lost_result, now, now, *dead, max_deliveries))
-            return self.db.execute(
+            return db.execute(
                 f"UPDATE task SET status = 0, state = 'PENDING', worker = NULL WHERE {lost}",
                 (now, *dead)).rowcount
         return self._tx(run)
@@ -499,10 +450,10 @@ class Broker:
     @_translated
     def claim_beat_slot(self, entry: str, slot: float) -> bool:
         """True for the one caller, among any number of beats, that may send this run."""
-        def run():
-            self.db.execute("DELETE FROM beat WHERE entry = ? AND slot < ?", (entry, slot - 86400))
-            return self.db.execute("INSERT OR IGNORE INTO beat VALUES (?, ?)",
-                                   (entry, slot)).rowcount == 1
+        def run(db):
+            db.execute("DELETE FROM beat WHERE entry = ? AND slot < ?", (entry, slot - 86400))
+            return db.execute("INSERT OR IGNORE INTO beat VALUES (?, ?)",
+                              (entry, slot)).rowcount == 1
         return self._tx(run)
 
     # -- inspection and control ----------------------------------------------
@@ -542,6 +493,57 @@ class Broker:
         """Delete up to limit results finished before the given time."""
         return self._write("DELETE FROM task WHERE seq IN (SELECT seq FROM task WHERE status = 2"
                            " AND finished < ? LIMIT ?)", (before, limit))
+
+
+def _settle(db, worker, outcomes, now):
+    """Write outcomes, each only if this worker still holds that delivery (the fence)."""
+    fence = "WHERE id = ? AND worker = ? AND attempts = ? AND status = 1"
+    for task_id, attempts, state, result, tb, eta, body, chord, follow, failed in outcomes:
+        key = (task_id, worker, attempts)
+        if state is None:  # success with ignore_result: nothing to keep
+            db.execute(f"DELETE FROM task {fence}", key)
+        elif state == "RETRY":
+            db.execute(
+                "UPDATE task SET status = 0, state = 'RETRY', retries = retries + 1,"
+                " attempts = 0, worker = NULL, eta = ?, result = ?, traceback = ?,"
+                f" body = COALESCE(?, body) {fence}", (eta, result, tb, body, *key))
+        elif state == "PENDING":  # put back; the delivery still counts towards the cap
+            db.execute(f"UPDATE task SET status = 0, state = 'PENDING', worker = NULL {fence}",
+                       key)
+        elif db.execute("UPDATE task SET status = 2, state = ?, result = ?, traceback = ?,"
+                        f" finished = ? {fence}", (state, result, tb, now, *key)).rowcount:
+            db.executemany(INSERT, follow)
+            db.executemany(
+                "INSERT INTO task (id, name, queue, body, status, state, result, traceback,"
+                " created, finished) VALUES (?, ?, '', '[]', 2, ?, ?, ?, ?, ?)",
+                [(i, name, state, result, tb, now, now) for i, name in failed])
+            if chord:
+                _release_chord(db, chord, now)
+
+
+def _release_chord(db, callback, now):
+    """The last member is done: queue the callback with their results, or fail it."""
+    members = db.execute("SELECT id, status, state, result FROM task WHERE chord = ?"
+                         " ORDER BY seq", (callback,)).fetchall()
+    if any(status != DONE for _, status, _, _ in members):
+        return
+    failed = next((m for m in members if m[2] != "SUCCESS"), None)
+    if failed is not None:
+        info = json.loads(failed[3] or "{}")
+        cause = f"{info.get('exc_type', failed[2])}{tuple(info.get('exc_message') or ())!r}"
+        error = json.dumps({"exc_type": "ChordError", "exc_module": "miniq.exceptions",
+                            "exc_message": [f"Dependency {failed[0]} raised {cause}"]})
+        db.execute("UPDATE task SET status = 2, state = 'FAILURE', result = ?,"
+                   " finished = ? WHERE id = ? AND status = 3", (error, now, callback))
+        return
+    row = db.execute("SELECT body, options FROM task WHERE id = ? AND status = 3",
+                     (callback,)).fetchone()
+    if row is not None:
+        args, kwargs = json.loads(row[0])
+        if not json.loads(row[1] or "{}").get("immutable"):  # an si() body gets nothing
+            args = [[json.loads(m[3]) if m[3] is not None else None for m in members], *args]
+        db.execute("UPDATE task SET status = 0, body = ? WHERE id = ?",
+                   (json.dumps([args, kwargs]), callback))
 
 
 def _check_owner(db, path):
@@ -589,8 +591,8 @@ def _options(text):
     try:
         options = json.loads(text) if text else {}
         steps = options.get("chain") or []
-        limits = [options.get(key) for key in ("soft_time_limit", "time_limit")]
-        shapes = [(steps, list), *((limit, MAYBE_NUMBER) for limit in limits)]
+        shapes = [(steps, list), (options.get("soft_time_limit"), MAYBE_NUMBER),
+                  (options.get("time_limit"), MAYBE_NUMBER)]
         shapes += [(step.get(key), kind) for step in steps for key, kind in STEP.items()]
     except (ValueError, TypeError, AttributeError):
         return None
