@@ -46,7 +46,7 @@ DEFAULTS: Dict[str, Any] = {
     "beat_schedule": {},
 }
 
-_default: Optional["Miniq"] = None
+_default = None  # the most recently created app
 
 
 def default_app() -> "Miniq":
@@ -231,7 +231,7 @@ def _signum(value):
     """A real signal, by number or name (``SIGUSR1`` or ``USR1``), else ValueError."""
     try:
         if isinstance(value, str):
-            return signals.Signals[value if value.startswith("SIG") else "SIG" + value]
+            return signals.Signals["SIG" + value.removeprefix("SIG")]
         return signals.Signals(value)
     except (KeyError, ValueError, TypeError):
         raise ValueError(f"revoke: {value!r} is not a signal of this platform") from None
@@ -252,7 +252,7 @@ def _check_call(name, **values):
         raise ValueError(f"{name}: priority must be from 0 to 255, not {priority}")
 
 
-_loaded: Dict[str, Miniq] = {}
+_loaded = {}  # apps by -A path
 
 
 def load_app(path: str) -> Miniq:

@@ -70,7 +70,7 @@ class AsyncResult:
             app = default_app()
         self.id, self.app = id, app
         self.parent: Optional["AsyncResult"] = None  # the previous step, in a chain
-        self._done: Optional[tuple] = None  # a finished row never changes: keep it
+        self._done = None  # a finished row never changes: keep it
 
     @property
     def task_id(self) -> str:
@@ -116,8 +116,8 @@ class AsyncResult:
         return row[3] if row else None
 
     def ready(self) -> bool:
-        row = self._row()
-        return row is not None and row[0] == DONE
+        self._row()  # keeps a finished row
+        return self._done is not None
 
     def successful(self) -> bool:
         return self.ready() and self.state == "SUCCESS"

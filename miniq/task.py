@@ -185,7 +185,7 @@ class Task:
         if request.called_directly:
             raise exc or Retry("Task can be retried", None)
         if limit is not None and request.retries >= limit:
-            raise exc if exc is not None else MaxRetriesExceededError(
+            raise exc or MaxRetriesExceededError(
                 f"Can't retry {self.name}[{request.id}] args:{request.args} kwargs:{request.kwargs}")
         delay = self.default_retry_delay if countdown is None else countdown
         when = to_timestamp(eta) if eta is not None else time.time() + delay
@@ -262,7 +262,7 @@ def execute(app, message: Message, soft_limit: Optional[float] = None,
         finally:
             task.pop_request()
     except Retry as retry:
-        cause = retry.exc if retry.exc is not None else retry
+        cause = retry.exc or retry
         return Outcome("RETRY", exception_to_json(cause), _traceback(), retry.eta, retry.body, cause)
     except Exception as exc:
         return Outcome("FAILURE", exception_to_json(exc), _traceback(), exc=exc)

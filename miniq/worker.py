@@ -121,7 +121,7 @@ class Worker:
     def __init__(self, app: Miniq, app_path: str, concurrency: Optional[int] = None,
                  queues: Optional[List[str]] = None, start_method: Optional[str] = None,
                  loglevel: Optional[str] = None, beat: bool = False):
-        conf = app.conf
+        conf = self.conf = app.conf
         self.app, self.app_path, self.loglevel = app, app_path, loglevel
         self.concurrency = concurrency or conf.worker_concurrency or os.cpu_count() or 1
         self.queues = list(queues or [conf.task_default_queue])
@@ -130,7 +130,7 @@ class Worker:
             method = "fork"  # fastest; children start with a fresh connection of their own
         self.ctx = multiprocessing.get_context(method)
         self.id = uuid.uuid4().hex
-        self.host, self.machine = socket.gethostname(), machine_id()
+        self.machine = machine_id()
         self.broker = app.broker
         self.lease = float(conf.worker_lost_after)
         self.children = []
@@ -178,7 +178,7 @@ class Worker:
         return 1 if self.cold else 0
 
     def _register(self):
-        self.broker.register(self.id, self.host, os.getpid(), self.concurrency,
+        self.broker.register(self.id, socket.gethostname(), os.getpid(), self.concurrency,
                              self.queues, self.machine)
         self.inode = file_inode(self.broker.path)
 
@@ -189,12 +189,11 @@ class Worker:
         self.warm = True
 
     def _spawn(self, index):
-        conf = self.app.conf
         ours, theirs = self.ctx.Pipe()
         process = self.ctx.Process(
             target=child_main, name=f"ForkPoolWorker-{index + 1}", daemon=True,
-            args=(self.app_path, theirs, self.loglevel, conf.worker_max_tasks_per_child,
-                  conf.worker_max_memory_per_child, os.getpid()))
+            args=(self.app_path, theirs, self.loglevel, self.conf.worker_max_tasks_per_child,
+                  self.conf.worker_max_memory_per_child, os.getpid()))
         # A signal to the whole group must not kill a child (or the fork server) still
         # booting: they start with it ignored, which even exec keeps. The manager's own
         # wait, blocked, until its handlers are back.
@@ -314,9 +313,7 @@ class Worker:
             child.conn.send((message, soft))
         except OSError:  # it never got the task: a fresh child will
             child.killed_for = ("PENDING", None)
-            child.process.kill()
-            child.process.join(5)
-            self._reap(child)
+            self._kill(child)
 
     def _limits(self, message):
         """(soft, hard) seconds: per-call options over task options over app.conf."""
@@ -329,13 +326,13 @@ class Worker:
     def _setting(self, message, key):
         """The task's own option if it has one, else app.conf's ``task_<key>``."""
         value = getattr(self.app.tasks.get(message.name), key, None)
-        return self.app.conf[f"task_{key}"] if value is None else value
+        return self.conf[f"task_{key}"] if value is None else value
 
     def _collect(self, timeout, idle):
         """Wait for outcomes, deaths, hints and signals. A hint (or a quiet poll) only
         reads the cheap data_version; hints that bring no change are muted for a poll."""
         waitables = {self._signals_r: None}
-        if self.wake is not None and idle and time.time() >= self.hints_muted_until:
+        if self.wake and idle and time.time() >= self.hints_muted_until:
             waitables[self.wake] = None
         for child in self.children:
             waitables[child.conn] = child
@@ -394,13 +391,13 @@ class Worker:
 
     def _put_back(self, message):
         """Back to the queue, unless it had all its deliveries: every put-back counts."""
-        if message.attempts < self.app.conf.task_max_deliveries:
+        if message.attempts < self.conf.task_max_deliveries:
             self._settle_row(message, "PENDING")
         else:
             self._settle_row(message, "FAILURE", self._too_often())
 
     def _too_often(self):
-        cap = self.app.conf.task_max_deliveries
+        cap = self.conf.task_max_deliveries
         return WorkerLostError(f"task was delivered {cap} times and its worker died each time")
 
     def _record(self, message, outcome):
@@ -447,7 +444,7 @@ class Worker:
             state, exc = "FAILURE", WorkerLostError(f"Worker exited prematurely: {how}")
             late = self._setting(message, "acks_late")
             reject = self._setting(message, "reject_on_worker_lost")
-            if late and reject and message.attempts < self.app.conf.task_max_deliveries:
+            if late and reject and message.attempts < self.conf.task_max_deliveries:
                 state = "PENDING"
         log.error("Task %s %s: %s", message, "requeued" if state == "PENDING" else state, exc)
         if state == "PENDING":
@@ -465,9 +462,12 @@ class Worker:
                 child.killed_for = ("FAILURE", TimeLimitExceeded(
                     f"task {child.message} exceeded its hard time limit of {limit:g}s"))
                 log.error("Hard time limit (%gs) exceeded for %s", limit, child.message)
-            child.process.kill()
-            child.process.join(5)
-            self._reap(child)
+            self._kill(child)
+
+    def _kill(self, child):
+        child.process.kill()
+        child.process.join(5)
+        self._reap(child)
 
     # -- housekeeping ----------------------------------------------------------
 
@@ -475,7 +475,7 @@ class Worker:
         """Prove this worker alive and end revoked tasks; now and then recover the tasks
         of dead workers and sweep expired results."""
         self.heartbeats += 1
-        self.next_heartbeat = time.time() + self.app.conf.worker_heartbeat
+        self.next_heartbeat = time.time() + self.conf.worker_heartbeat
         kills = self._db(self._beat_file)
         if kills is None:
             return
@@ -484,7 +484,7 @@ class Worker:
             self._terminate(task_id, signum)
         if self.heartbeats % 5 == 1:
             self._db(self._recover)
-        if self.heartbeats % 60 == 1 and self.app.conf.result_expires:
+        if self.heartbeats % 60 == 1 and self.conf.result_expires:
             self._db(self._sweep)
 
     def _beat_file(self):
@@ -514,13 +514,13 @@ class Worker:
             if gone or now - worker.heartbeat > self.lease:
                 dead.append(worker.id)
         lost = exception_to_json(self._too_often())
-        count = self.broker.recover(dead, self.app.conf.task_max_deliveries, lost)
+        count = self.broker.recover(dead, self.conf.task_max_deliveries, lost)
         if count or dead:
             log.warning("recovered %d task(s) from %d dead worker(s)", count, len(dead))
         self.want = self.want or count > 0  # our own commit does not move data_version
 
     def _sweep(self):
-        expires = self.app.conf.result_expires
+        expires = self.conf.result_expires
         seconds = expires.total_seconds() if hasattr(expires, "total_seconds") else expires
         self.broker.sweep(time.time() - seconds)
 
