@@ -1,6 +1,8 @@
 """Miniq, the app: configuration, the task registry, the ``@app.task``
 decorator, sending by name, control, and loading an app from an ``-A`` path.
 """
+from __future__ import annotations
+
 import fnmatch
 import importlib
 import json
@@ -10,7 +12,7 @@ import signal as signals
 import sys
 import time
 from datetime import timedelta
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Iterable
 
 from .broker import NUMBER, Broker, path_from_url
 from .exceptions import ImproperlyConfigured
@@ -20,7 +22,7 @@ from .wake import Waker
 
 CALL_TYPES = {"queue": str, "task_id": str, "priority": int, "countdown": NUMBER,
               "soft_time_limit": NUMBER, "time_limit": NUMBER}
-DEFAULTS: Dict[str, Any] = {
+DEFAULTS: dict[str, Any] = {
     "broker_url": None,
     "result_backend": None,
     "include": [],
@@ -69,8 +71,8 @@ class Conf(dict):
 class Miniq:
     """The app: ``Miniq("proj", broker="sqlite:///proj.db", include=[...])``."""
 
-    def __init__(self, main: Optional[str] = None, broker: Optional[str] = None,
-                 backend: Optional[str] = None, include: Optional[Iterable[str]] = None,
+    def __init__(self, main: str | None = None, broker: str | None = None,
+                 backend: str | None = None, include: Iterable[str] | None = None,
                  **conf: Any):
         global _default
         self.main = main
@@ -79,7 +81,7 @@ class Miniq:
                                 or os.environ.get("MINIQ_BROKER_URL") or "sqlite:///miniq.db")
         self.conf.result_backend = backend
         self.conf.include = list(include or ())
-        self.tasks: Dict[str, Task] = {}
+        self.tasks: dict[str, Task] = {}
         self.control = Control(self)
         self._broker = self._waker = None
         self._routes = {}
@@ -158,11 +160,11 @@ class Miniq:
         return self._routes[key]
 
     def message_row(self, name: str, args: Any = None, kwargs: Any = None,
-                    countdown: Optional[float] = None, eta: Any = None, expires: Any = None,
-                    task_id: Optional[str] = None, queue: Optional[str] = None,
-                    priority: Optional[int] = None, soft_time_limit: Optional[float] = None,
-                    time_limit: Optional[float] = None, chain: Optional[list] = None,
-                    chord: Optional[str] = None, waiting: bool = False, immutable: bool = False,
+                    countdown: float | None = None, eta: Any = None, expires: Any = None,
+                    task_id: str | None = None, queue: str | None = None,
+                    priority: int | None = None, soft_time_limit: float | None = None,
+                    time_limit: float | None = None, chain: list | None = None,
+                    chord: str | None = None, waiting: bool = False, immutable: bool = False,
                     **_ignored: Any) -> tuple:
         """The row ``send_task`` inserts; JSON-encodes the arguments (TypeError if it can't)."""
         if _ignored.keys() & {"link", "link_error"}:

@@ -6,6 +6,8 @@ code relies on (queued, running, done); ``state`` is what users see (PENDING,
 STARTED, PROGRESS, SUCCESS, ...), so a task may report any custom state while
 it runs without confusing the claim or the recovery.
 """
+from __future__ import annotations
+
 import contextlib
 import functools
 import json
@@ -15,7 +17,7 @@ import re
 import sqlite3
 import threading
 import time
-from typing import Callable, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Iterable, NamedTuple, Sequence
 
 from .exceptions import ImproperlyConfigured, OperationalError
 
@@ -84,15 +86,15 @@ class Message(NamedTuple):
     """A claimed row, as the worker and its children see it."""
     id: str
     name: str
-    body: str                       # JSON [args, kwargs]
+    body: str                    # JSON [args, kwargs]
     retries: int = 0
     attempts: int = 1
-    options: Optional[dict] = None  # per-call options (limits, chain, immutable)
-    chord: Optional[str] = None     # the chord callback this task is a member of
-    expires: Optional[float] = None
+    options: dict | None = None  # per-call options (limits, chain, immutable)
+    chord: str | None = None     # the chord callback this task is a member of
+    expires: float | None = None
     priority: int = 0
-    revoked: Optional[int] = None   # >0: terminate with this signal
-    fault: Optional[str] = None     # what is malformed in the row, if anything
+    revoked: int | None = None   # >0: terminate with this signal
+    fault: str | None = None     # what is malformed in the row, if anything
 
     def __str__(self) -> str:  # as Celery's log lines name a task
         return f"{self.name}[{self.id}]"
@@ -102,14 +104,14 @@ class Settle(NamedTuple):
     """One outcome to write, fenced by the delivery (id, attempts) it belongs to."""
     id: str
     attempts: int
-    state: Optional[str]           # None: a success not kept (ignore_result)
-    result: Optional[str] = None   # JSON value, exception info or meta
-    traceback: Optional[str] = None
-    eta: float = 0.0               # RETRY: when to run again
-    body: Optional[str] = None     # RETRY with new arguments
-    chord: Optional[str] = None
-    follow: Sequence[tuple] = ()   # message rows to send next (a chain)
-    failed: Sequence[Tuple[str, str]] = ()  # (id, name) of steps that fail with it
+    state: str | None                       # None: a success not kept (ignore_result)
+    result: str | None = None               # JSON value, exception info or meta
+    traceback: str | None = None
+    eta: float = 0.0                        # RETRY: when to run again
+    body: str | None = None                 # RETRY with new arguments
+    chord: str | None = None
+    follow: Sequence[tuple] = ()            # message rows to send next (a chain)
+    failed: Sequence[tuple[str, str]] = ()  # (id, name) of steps that fail with it
 
 
 class WorkerRow(NamedTuple):
@@ -120,7 +122,7 @@ class WorkerRow(NamedTuple):
     queues: str
     started: float
     heartbeat: float
-    machine: Optional[str]
+    machine: str | None
 
 
 def path_from_url(url: str) -> str:
@@ -133,7 +135,7 @@ def path_from_url(url: str) -> str:
     return url[len(prefix):]
 
 
-def file_inode(path: str) -> Optional[int]:
+def file_inode(path: str) -> int | None:
     """The file's identity, None when it is gone: a change means deleted or replaced."""
     try:
         return os.stat(path).st_ino
@@ -146,7 +148,7 @@ def files_of(path: str) -> tuple:
     return tuple(file_inode(path + end) for end in ("", "-wal", "-shm"))
 
 
-def printable(text: Optional[str]) -> Optional[str]:
+def printable(text: str | None) -> str | None:
     """Any str as valid UTF-8 (a lone surrogate becomes an escape): SQLite stores it."""
     if text is None:
         return None
@@ -297,7 +299,7 @@ class Broker:
             self._tx(lambda db: db.executemany(INSERT, rows))
 
     @_translated
-    def state(self, task_id: str) -> Optional[tuple]:
+    def state(self, task_id: str) -> tuple | None:
         """(status, state, result, traceback, name) of one task, or None if unknown."""
         return self.db.execute(
             "SELECT status, state, result, traceback, name FROM task WHERE id = ?",
@@ -309,7 +311,7 @@ class Broker:
         return self.db.execute("PRAGMA data_version").fetchone()[0]
 
     @_translated
-    def revoke(self, ids: Iterable[str], signum: Optional[int]) -> None:
+    def revoke(self, ids: Iterable[str], signum: int | None) -> None:
         """Queued tasks end REVOKED now; running ones are flagged (killed if signum)."""
         now, mark = self.clock(), (signum or 0)
 
@@ -341,7 +343,7 @@ class Broker:
         self._write("DELETE FROM task WHERE id = ? AND status = 2", (task_id,))
 
     @_translated
-    def update_state(self, task_id: str, state: str, meta: Optional[str]) -> None:
+    def update_state(self, task_id: str, state: str, meta: str | None) -> None:
         """A running task reports a custom state and meta; the final outcome overwrites it."""
         self._write("UPDATE task SET state = ?, result = ? WHERE id = ? AND status = 1",
                     (printable(state), meta, task_id))
@@ -350,7 +352,7 @@ class Broker:
 
     @_translated
     def claim(self, worker: str, queues: Sequence[str], n: int, lease: float,
-              outcomes: Sequence[Settle] = ()) -> List[Message]:
+              outcomes: Sequence[Settle] = ()) -> list[Message]:
         """Settle outcomes, then claim up to n due tasks, in one transaction: highest
         priority first, then oldest. A malformed row comes back with its fault named."""
         now = self.clock()
@@ -386,7 +388,7 @@ class Broker:
             self.claim(worker, (), 0, 0.0, outcomes)
 
     @_translated
-    def next_eta(self, queues: Sequence[str]) -> Optional[float]:
+    def next_eta(self, queues: Sequence[str]) -> float | None:
         """When the earliest queued task on these queues becomes due."""
         return self.db.execute(
             f"SELECT MIN(eta) FROM task WHERE status = 0 AND queue IN ({_marks(queues)})"
@@ -394,7 +396,7 @@ class Broker:
 
     @_translated
     def register(self, worker: str, host: str, pid: int, concurrency: int,
-                 queues: Sequence[str], machine: Optional[str] = None) -> None:
+                 queues: Sequence[str], machine: str | None = None) -> None:
         now = self.clock()
         self._write("INSERT OR REPLACE INTO worker (id, host, pid, concurrency, queues, started,"
                     " heartbeat, machine) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -405,7 +407,7 @@ class Broker:
         self._write("DELETE FROM worker WHERE id = ?", (worker,))
 
     @_translated
-    def heartbeat(self, worker: str, lease: float) -> List[Tuple[str, int]]:
+    def heartbeat(self, worker: str, lease: float) -> list[tuple[str, int]]:
         """Prove this worker alive, extend its leases; return (id, signal) to terminate."""
         now = self.clock()
 
@@ -424,7 +426,7 @@ class Broker:
         self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     @_translated
-    def workers(self) -> List[WorkerRow]:
+    def workers(self) -> list[WorkerRow]:
         """The registered workers, oldest first."""
         rows = self.db.execute(f"SELECT {', '.join(WorkerRow._fields)} FROM worker"
                                " ORDER BY started").fetchall()
@@ -459,7 +461,7 @@ class Broker:
     # -- inspection and control ----------------------------------------------
 
     @_translated
-    def purge(self, queues: Optional[Sequence[str]] = None, dry_run: bool = False) -> int:
+    def purge(self, queues: Sequence[str] | None = None, dry_run: bool = False) -> int:
         """Delete queued (not running, not finished) tasks, of all queues if none given;
         with dry_run, only count them."""
         where, args = "status = 0", ()
@@ -471,19 +473,19 @@ class Broker:
         return self._write(f"DELETE FROM task WHERE {where}", args)
 
     @_translated
-    def counts(self) -> List[tuple]:
+    def counts(self) -> list[tuple]:
         """(queue, state, count) for every queue and state present."""
         return self.db.execute("SELECT queue, state, COUNT(*) FROM task"
                                " GROUP BY queue, state ORDER BY queue, state").fetchall()
 
     @_translated
-    def active(self) -> List[tuple]:
+    def active(self) -> list[tuple]:
         """(id, name, worker, started, state, body) of running tasks, oldest first."""
         return self.db.execute("SELECT id, name, worker, started, state, body FROM task"
                                " WHERE status = 1 ORDER BY started").fetchall()
 
     @_translated
-    def scheduled(self) -> List[tuple]:
+    def scheduled(self) -> list[tuple]:
         """(id, name, queue, eta, body) of queued tasks not yet due, soonest first."""
         return self.db.execute("SELECT id, name, queue, eta, body FROM task WHERE status = 0"
                                " AND eta > ? ORDER BY eta", (self.clock(),)).fetchall()

@@ -4,11 +4,13 @@ Exceptions travel as JSON (type name, module, args). They come back as
 builtin or miniq types, or as a generated class of the same name: nothing
 named in the database is ever imported or unpickled.
 """
+from __future__ import annotations
+
 import builtins
 import functools
 import json
 import time
-from typing import Any, Dict, Optional
+from typing import Any
 
 from . import exceptions
 from .broker import DONE, RUNNING
@@ -39,7 +41,7 @@ def _text_of(exc):
         return f"<unprintable {type(exc).__name__}>"
 
 
-def exception_from_json(data: Dict[str, Any]) -> BaseException:
+def exception_from_json(data: dict[str, Any]) -> BaseException:
     """Rebuild an exception by name, from builtins or miniq only; never an import."""
     name, module = str(data.get("exc_type")), str(data.get("exc_module"))
     args = data.get("exc_message")
@@ -69,7 +71,7 @@ class AsyncResult:
             from .app import default_app
             app = default_app()
         self.id, self.app = id, app
-        self.parent: Optional["AsyncResult"] = None  # the previous step, in a chain
+        self.parent: AsyncResult | None = None  # the previous step, in a chain
         self._done = None  # a finished row never changes: keep it
 
     @property
@@ -93,7 +95,7 @@ class AsyncResult:
     status = state
 
     @property
-    def name(self) -> Optional[str]:
+    def name(self) -> str | None:
         row = self._row()
         return row[4] if row else None
 
@@ -111,7 +113,7 @@ class AsyncResult:
     result = info
 
     @property
-    def traceback(self) -> Optional[str]:
+    def traceback(self) -> str | None:
         row = self._row()
         return row[3] if row else None
 
@@ -125,7 +127,7 @@ class AsyncResult:
     def failed(self) -> bool:
         return self.ready() and self.state == "FAILURE"
 
-    def get(self, timeout: Optional[float] = None, propagate: bool = True,
+    def get(self, timeout: float | None = None, propagate: bool = True,
             interval: float = 0.1, disable_sync_subtasks: bool = True, **_ignored) -> Any:
         """Wait until the task is done; return its value or raise its exception."""
         if disable_sync_subtasks and join_will_block:
@@ -181,7 +183,7 @@ class AsyncResult:
 class EagerResult(AsyncResult):
     """The outcome of a task run in-process (``apply()``, ``task_always_eager``)."""
 
-    def __init__(self, id: str, state: str, value: Any, traceback: Optional[str] = None, app=None):
+    def __init__(self, id: str, state: str, value: Any, traceback: str | None = None, app=None):
         super().__init__(id, app)
         self._done = (DONE, state, None, traceback, None)  # so _row() never reads the database
         self._value = value

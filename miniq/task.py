@@ -2,6 +2,8 @@
 request), and ``execute()``: the one place a message is run, by worker
 children, by eager mode and by tests alike.
 """
+from __future__ import annotations
+
 import functools
 import json
 import os
@@ -12,7 +14,7 @@ import time
 import traceback
 from datetime import datetime, timezone
 from types import SimpleNamespace
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 from .broker import Message, printable
 from .exceptions import MaxRetriesExceededError, NotRegistered, Retry, SoftTimeLimitExceeded
@@ -28,12 +30,12 @@ TASK_OPTIONS = frozenset({
 
 class Outcome(NamedTuple):
     """What running a message produced, ready to store."""
-    state: Optional[str]             # SUCCESS, FAILURE, RETRY; None: success not kept
-    result: Optional[str]            # JSON value or exception info
-    traceback: Optional[str] = None
-    eta: float = 0.0                 # RETRY: when to run again
-    body: Optional[str] = None       # RETRY with new arguments
-    exc: Optional[BaseException] = None  # in-process only; never crosses a pipe
+    state: str | None                 # SUCCESS, FAILURE, RETRY; None: success not kept
+    result: str | None                # JSON value or exception info
+    traceback: str | None = None
+    eta: float = 0.0                  # RETRY: when to run again
+    body: str | None = None           # RETRY with new arguments
+    exc: BaseException | None = None  # in-process only; never crosses a pipe
 
 
 class Context(SimpleNamespace):
@@ -85,20 +87,20 @@ class Task:
     """A registered function with Celery's calling API and options."""
 
     bind = False
-    soft_time_limit: Optional[float] = None
-    time_limit: Optional[float] = None
+    soft_time_limit: float | None = None
+    time_limit: float | None = None
     ignore_result = False
-    max_retries: Optional[int] = 3
+    max_retries: int | None = 3
     default_retry_delay = 180
     autoretry_for: tuple = ()
     retry_kwargs: dict = {}
     retry_backoff: Any = False
     retry_backoff_max = 600
     retry_jitter = True
-    acks_late: Optional[bool] = None
-    reject_on_worker_lost: Optional[bool] = None
-    queue: Optional[str] = None
-    priority: Optional[int] = None
+    acks_late: bool | None = None
+    reject_on_worker_lost: bool | None = None
+    queue: str | None = None
+    priority: int | None = None
 
     def __init__(self, app, fun, name: str, **options: Any):
         unknown = set(options) - TASK_OPTIONS
@@ -147,7 +149,7 @@ class Task:
             return self.apply(args, kwargs, **options)
         return self.app.send_task(self.name, args, kwargs, **options)
 
-    def apply(self, args: Any = None, kwargs: Any = None, task_id: Optional[str] = None,
+    def apply(self, args: Any = None, kwargs: Any = None, task_id: str | None = None,
               **_options: Any) -> EagerResult:
         """Run now in this process, retries included, and return an EagerResult."""
         message = Message(task_id or new_id(), self.name, encode_args(self.name, args, kwargs))
@@ -176,9 +178,9 @@ class Task:
     def signature(self, args: Any = (), kwargs: Any = None, **options: Any):
         return canvas.Signature(self, args or (), kwargs, options)
 
-    def retry(self, args: Any = None, kwargs: Any = None, exc: Optional[BaseException] = None,
-              throw: bool = True, eta: Any = None, countdown: Optional[float] = None,
-              max_retries: Optional[int] = None, **_options: Any) -> Retry:
+    def retry(self, args: Any = None, kwargs: Any = None, exc: BaseException | None = None,
+              throw: bool = True, eta: Any = None, countdown: float | None = None,
+              max_retries: int | None = None, **_options: Any) -> Retry:
         """Ask for another run later; raises Retry (or exc / MaxRetriesExceededError when out)."""
         request = self.request
         limit = self.max_retries if max_retries is None else max_retries
@@ -198,7 +200,7 @@ class Task:
             raise retry
         return retry
 
-    def update_state(self, task_id: Optional[str] = None, state: Optional[str] = None,
+    def update_state(self, task_id: str | None = None, state: str | None = None,
                      meta: Any = None, **_ignored: Any) -> None:
         """Report a custom state (e.g. PROGRESS) and meta while running."""
         task_id = task_id or self.request.id
@@ -243,8 +245,8 @@ def _call(task, args, kwargs, soft_limit):
             signal.setitimer(signal.ITIMER_REAL, 0)
 
 
-def execute(app, message: Message, soft_limit: Optional[float] = None,
-            eager: bool = False, hostname: Optional[str] = None) -> Outcome:
+def execute(app, message: Message, soft_limit: float | None = None,
+            eager: bool = False, hostname: str | None = None) -> Outcome:
     """Run one message and say what happened; never raises for the task's errors."""
     task = app.tasks.get(message.name)
     try:

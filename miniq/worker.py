@@ -10,6 +10,8 @@ Each child runs one message at a time and reports back over its pipe; only
 the manager writes a task's lifecycle. Soft limits are a timer inside the
 child; hard limits, dead children and revocations are the manager's job.
 """
+from __future__ import annotations
+
 import contextlib
 import json
 import logging
@@ -22,7 +24,6 @@ import sys
 import time
 import uuid
 from multiprocessing.connection import wait
-from typing import List, Optional
 
 from . import result as results
 from .app import Miniq, load_app
@@ -64,8 +65,8 @@ def _signal(value):
         return signal.SIGKILL
 
 
-def child_main(app_path: str, conn, loglevel: Optional[str], max_tasks: Optional[int],
-               max_memory_kib: Optional[int], manager: int) -> None:
+def child_main(app_path: str, conn, loglevel: str | None, max_tasks: int | None,
+               max_memory_kib: int | None, manager: int) -> None:
     """A child's whole life: import the app, then run messages until told to stop."""
     signal.set_wakeup_fd(-1)
     # Ctrl-C and a group-wide SIGTERM (systemd's default) reach us too: the manager decides.
@@ -118,9 +119,9 @@ class Child:
 class Worker:
     """The manager: claims as many tasks as it has idle children, watches limits."""
 
-    def __init__(self, app: Miniq, app_path: str, concurrency: Optional[int] = None,
-                 queues: Optional[List[str]] = None, start_method: Optional[str] = None,
-                 loglevel: Optional[str] = None, beat: bool = False):
+    def __init__(self, app: Miniq, app_path: str, concurrency: int | None = None,
+                 queues: list[str] | None = None, start_method: str | None = None,
+                 loglevel: str | None = None, beat: bool = False):
         conf = self.conf = app.conf
         self.app, self.app_path, self.loglevel = app, app_path, loglevel
         self.concurrency = concurrency or conf.worker_concurrency or os.cpu_count() or 1
