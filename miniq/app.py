@@ -53,7 +53,7 @@ _default = None  # the most recently created app
 
 def default_app() -> "Miniq":
     """The most recently created app (Celery's current_app), made on demand."""
-    return _default if _default is not None else Miniq()
+    return _default or Miniq()
 
 
 class Conf(dict):
@@ -100,8 +100,8 @@ class Miniq:
         """Take known lower-case settings from a module (or its name) or an object."""
         if isinstance(obj, str):
             obj = importlib.import_module(obj)
-        items = obj.items() if isinstance(obj, dict) else vars(obj).items()
-        self.conf.update({k: v for k, v in items if k in DEFAULTS})
+        settings = obj if isinstance(obj, dict) else vars(obj)
+        self.conf.update({k: v for k, v in settings.items() if k in DEFAULTS})
 
     @property
     def broker(self) -> Broker:

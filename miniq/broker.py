@@ -392,7 +392,7 @@ class Broker:
         """When the earliest queued task on these queues becomes due."""
         return self.db.execute(
             f"SELECT MIN(eta) FROM task WHERE status = 0 AND queue IN ({_marks(queues)})"
-            " AND typeof(eta) IN ('integer', 'real')", tuple(queues)).fetchone()[0]
+            " AND typeof(eta) IN ('integer', 'real')", queues).fetchone()[0]
 
     @_translated
     def register(self, worker: str, host: str, pid: int, concurrency: int,
@@ -439,7 +439,7 @@ class Broker:
         lost = f"status = 1 AND (lease < ? OR worker IN ({_marks(dead)}))"
 
         def run(db):
-            db.execute(f"DELETE FROM worker WHERE id IN ({_marks(dead)})", tuple(dead))
+            db.execute(f"DELETE FROM worker WHERE id IN ({_marks(dead)})", dead)
             db.execute(
                 "UPDATE task SET status = 2, state = 'FAILURE', result = ?, finished = ?,"
                 f" traceback = NULL WHERE {lost} AND attempts >= ?",

@@ -9,13 +9,15 @@ from __future__ import annotations
 import builtins
 import functools
 import json
+import math
 import time
 from typing import Any
 
 from . import exceptions
-from .broker import DONE, RUNNING
+from .broker import DONE, QUEUED, RUNNING
 
 EXCEPTION_STATES = frozenset({"FAILURE", "RETRY", "REVOKED"})
+UNKNOWN = (QUEUED, "PENDING", None, None, None)  # a task the database does not know (yet)
 WIRE_MODULE = "miniq.exceptions"  # the stored name of miniq's exceptions module
 
 # True inside worker children: get() there could wait on a task that needs this very child.
@@ -79,31 +81,30 @@ class AsyncResult:
         return self.id
 
     def _row(self):
+        """(status, state, result, traceback, name), as the broker's state() reads them."""
         if self._done:
             return self._done
         row = self.app.broker.state(self.id)
         if row and row[0] == DONE:
             self._done = row
-        return row
+        return row or UNKNOWN
 
     @property
     def state(self) -> str:
         """PENDING (queued or unknown), STARTED, a custom state, RETRY, or a final state."""
-        row = self._row()
-        return row[1] if row else "PENDING"
+        return self._row()[1]
 
     status = state
 
     @property
     def name(self) -> str | None:
-        row = self._row()
-        return row[4] if row else None
+        return self._row()[4]
 
     @property
     def info(self) -> Any:
         """The value, the exception, or the meta a running task reported."""
         row = self._row()
-        if row is None or row[2] is None:
+        if row[2] is None:
             return None
         data = json.loads(row[2])
         if row[1] in EXCEPTION_STATES and row[0] != RUNNING and isinstance(data, dict):
@@ -114,8 +115,7 @@ class AsyncResult:
 
     @property
     def traceback(self) -> str | None:
-        row = self._row()
-        return row[3] if row else None
+        return self._row()[3]
 
     def ready(self) -> bool:
         self._row()  # keeps a finished row
@@ -142,18 +142,18 @@ class AsyncResult:
     def _wait(self, timeout, interval):
         """Poll cheaply: reread the row only when another connection has committed."""
         broker, start, seen = self.app.broker, time.monotonic(), None
+        if timeout is None:
+            timeout = math.inf
         while True:
             version = broker.data_version()
             if version != seen and self.ready():
                 return
             seen = version
             elapsed = time.monotonic() - start
-            if timeout is not None and elapsed >= timeout:
+            if elapsed >= timeout:
                 raise exceptions.TimeoutError("The operation timed out.")
             pause = min(interval, 0.0001 + elapsed * 0.05)  # late by at most ~5%
-            if timeout is not None:
-                pause = min(pause, timeout - elapsed)
-            time.sleep(pause)
+            time.sleep(min(pause, timeout - elapsed))
 
     def forget(self) -> None:
         """Delete the stored result."""
