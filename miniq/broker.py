@@ -282,6 +282,14 @@ class Broker:
         """One statement in a transaction of its own; returns how many rows it changed."""
         return self._tx(lambda db: db.execute(sql, args).rowcount)
 
+    def _row(self, sql, args=()):
+        """The first row a query reads, or None."""
+        return self.db.execute(sql, args).fetchone()
+
+    def _rows(self, sql, args=()):
+        """Every row a query reads."""
+        return self.db.execute(sql, args).fetchall()
+
     def close(self) -> None:
         if self._open():
             self._local.conn.close()
@@ -301,14 +309,13 @@ class Broker:
     @_translated
     def state(self, task_id: str) -> tuple | None:
         """(status, state, result, traceback, name) of one task, or None if unknown."""
-        return self.db.execute(
-            "SELECT status, state, result, traceback, name FROM task WHERE id = ?",
-            (task_id,)).fetchone()
+        return self._row("SELECT status, state, result, traceback, name FROM task WHERE id = ?",
+                         (task_id,))
 
     @_translated
     def data_version(self) -> int:
         """Changes whenever another connection commits; costs microseconds."""
-        return self.db.execute("PRAGMA data_version").fetchone()[0]
+        return self._row("PRAGMA data_version")[0]
 
     @_translated
     def revoke(self, ids: Iterable[str], signum: int | None) -> None:
@@ -335,7 +342,7 @@ class Broker:
 
     @_translated
     def is_aborted(self, task_id: str) -> bool:
-        row = self.db.execute("SELECT revoked FROM task WHERE id = ?", (task_id,)).fetchone()
+        row = self._row("SELECT revoked FROM task WHERE id = ?", (task_id,))
         return bool(row) and row[0] is not None
 
     @_translated
@@ -390,13 +397,12 @@ class Broker:
     @_translated
     def next_eta(self, queues: Sequence[str]) -> float | None:
         """When the earliest queued task on these queues becomes due."""
-        return self.db.execute(
-            f"SELECT MIN(eta) FROM task WHERE status = 0 AND queue IN ({_marks(queues)})"
-            " AND typeof(eta) IN ('integer', 'real')", queues).fetchone()[0]
+        return self._row("SELECT MIN(eta) FROM task WHERE status = 0 AND typeof(eta) IN"
+                         f" ('integer', 'real') AND queue IN ({_marks(queues)})", queues)[0]
 
     @_translated
     def register(self, worker: str, host: str, pid: int, concurrency: int,
-                 queues: Sequence[str], machine: str | None = None) -> None:
+                 queues: Sequence[str], machine: str) -> None:
         now = self.clock()
         self._write("INSERT OR REPLACE INTO worker (id, host, pid, concurrency, queues, started,"
                     " heartbeat, machine) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -416,9 +422,8 @@ class Broker:
             db.execute("UPDATE task SET lease = ? WHERE worker = ? AND status = 1",
                        (now + lease, worker))
         self._tx(run)
-        return self.db.execute(
-            "SELECT id, revoked FROM task WHERE worker = ? AND status = 1 AND revoked > 0",
-            (worker,)).fetchall()
+        return self._rows("SELECT id, revoked FROM task WHERE worker = ? AND status = 1"
+                          " AND revoked > 0", (worker,))
 
     @_translated
     def checkpoint(self) -> None:
@@ -428,8 +433,7 @@ class Broker:
     @_translated
     def workers(self) -> list[WorkerRow]:
         """The registered workers, oldest first."""
-        rows = self.db.execute(f"SELECT {', '.join(WorkerRow._fields)} FROM worker"
-                               " ORDER BY started").fetchall()
+        rows = self._rows(f"SELECT {', '.join(WorkerRow._fields)} FROM worker ORDER BY started")
         return [WorkerRow(*row) for row in rows]
 
     @_translated
@@ -467,34 +471,34 @@ class Broker:
         where, args = "status = 0", ()
         if queues:
             where += f" AND queue IN ({_marks(queues)})"
-            args = tuple(queues)
+            args = queues
         if dry_run:
-            return self.db.execute(f"SELECT COUNT(*) FROM task WHERE {where}", args).fetchone()[0]
+            return self._row(f"SELECT COUNT(*) FROM task WHERE {where}", args)[0]
         return self._write(f"DELETE FROM task WHERE {where}", args)
 
     @_translated
     def counts(self) -> list[tuple]:
         """(queue, state, count) for every queue and state present."""
-        return self.db.execute("SELECT queue, state, COUNT(*) FROM task"
-                               " GROUP BY queue, state ORDER BY queue, state").fetchall()
+        return self._rows("SELECT queue, state, COUNT(*) FROM task"
+                          " GROUP BY queue, state ORDER BY queue, state")
 
     @_translated
     def active(self) -> list[tuple]:
         """(id, name, worker, started, state, body) of running tasks, oldest first."""
-        return self.db.execute("SELECT id, name, worker, started, state, body FROM task"
-                               " WHERE status = 1 ORDER BY started").fetchall()
+        return self._rows("SELECT id, name, worker, started, state, body FROM task"
+                          " WHERE status = 1 ORDER BY started")
 
     @_translated
     def scheduled(self) -> list[tuple]:
         """(id, name, queue, eta, body) of queued tasks not yet due, soonest first."""
-        return self.db.execute("SELECT id, name, queue, eta, body FROM task WHERE status = 0"
-                               " AND eta > ? ORDER BY eta", (self.clock(),)).fetchall()
+        return self._rows("SELECT id, name, queue, eta, body FROM task WHERE status = 0"
+                          " AND eta > ? ORDER BY eta", (self.clock(),))
 
     @_translated
-    def sweep(self, before: float, limit: int = 1000) -> int:
-        """Delete up to limit results finished before the given time."""
+    def sweep(self, before: float) -> int:
+        """Delete up to 1000 results finished before the given time: a short transaction."""
         return self._write("DELETE FROM task WHERE seq IN (SELECT seq FROM task WHERE status = 2"
-                           " AND finished < ? LIMIT ?)", (before, limit))
+                           " AND finished < ? LIMIT 1000)", (before,))
 
 
 def _settle(db, worker, outcomes, now):

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from types import SimpleNamespace
 from typing import Any, NamedTuple
 
-from .broker import Message, printable
+from .broker import NUMBER, Message, printable
 from .exceptions import MaxRetriesExceededError, NotRegistered, Retry, SoftTimeLimitExceeded
 from .result import EagerResult, exception_to_json
 
@@ -72,7 +72,7 @@ def to_timestamp(when: Any) -> float:
     """A datetime (naive means UTC, as Celery) or unix time, as unix time."""
     if isinstance(when, datetime):
         return (when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when).timestamp()
-    if isinstance(when, bool) or not isinstance(when, (int, float)):
+    if isinstance(when, bool) or not isinstance(when, NUMBER):
         raise TypeError(f"a time is a datetime or a unix time, not {when!r}")
     return float(when)
 
@@ -107,8 +107,7 @@ class Task:
         if unknown:
             raise TypeError(f"unknown task option(s) for {name}: {', '.join(sorted(unknown))}")
         self.app, self.name = app, name
-        for key, value in options.items():
-            setattr(self, key, value)
+        vars(self).update(options)
         self.autoretry_for = tuple(self.autoretry_for)
         functools.update_wrapper(self, fun)
         self._requests = threading.local()
