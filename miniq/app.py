@@ -4,6 +4,7 @@ decorator, sending by name, control, and loading an app from an ``-A`` path.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import importlib
 import json
 import math
@@ -254,13 +255,9 @@ def _check_call(name, **values):
         raise ValueError(f"{name}: priority must be from 0 to 255, not {priority}")
 
 
-_loaded = {}  # apps by -A path
-
-
+@functools.cache
 def load_app(path: str) -> Miniq:
     """Import the app named by ``-A``: ``proj``, ``proj:app`` or ``proj.app``; cached."""
-    if path in _loaded:
-        return _loaded[path]
     module_name, _, attr = path.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -277,5 +274,4 @@ def load_app(path: str) -> Miniq:
     if not isinstance(app, Miniq):
         raise ImproperlyConfigured(f"{path!r} is not a miniq app (no Miniq instance found there)")
     app.import_includes()
-    _loaded[path] = app
     return app

@@ -20,12 +20,7 @@ from .broker import NUMBER, Message, printable
 from .exceptions import MaxRetriesExceededError, NotRegistered, Retry, SoftTimeLimitExceeded
 from .result import EagerResult, exception_to_json
 
-TASK_OPTIONS = frozenset({
-    "bind", "name", "soft_time_limit", "time_limit", "ignore_result", "max_retries",
-    "default_retry_delay", "autoretry_for", "retry_kwargs", "retry_backoff",
-    "retry_backoff_max", "retry_jitter", "acks_late", "reject_on_worker_lost", "queue",
-    "priority", "typing", "track_started", "base",  # the last three change nothing here
-})
+IGNORED_OPTIONS = {"typing", "track_started", "base"}  # Celery's; they change nothing here
 
 
 class Outcome(NamedTuple):
@@ -86,24 +81,25 @@ def backoff(retries: int, factor: int, maximum: float, jitter: bool) -> float:
 class Task:
     """A registered function with Celery's calling API and options."""
 
-    bind = False
+    # The options @app.task takes, besides name: every annotated attribute here.
+    bind: bool = False
     soft_time_limit: float | None = None
     time_limit: float | None = None
-    ignore_result = False
+    ignore_result: bool = False
     max_retries: int | None = 3
-    default_retry_delay = 180
+    default_retry_delay: float = 180
     autoretry_for: tuple = ()
     retry_kwargs: dict = {}
     retry_backoff: Any = False
-    retry_backoff_max = 600
-    retry_jitter = True
+    retry_backoff_max: float = 600
+    retry_jitter: bool = True
     acks_late: bool | None = None
     reject_on_worker_lost: bool | None = None
     queue: str | None = None
     priority: int | None = None
 
     def __init__(self, app, fun, name: str, **options: Any):
-        unknown = set(options) - TASK_OPTIONS
+        unknown = set(options) - {*Task.__annotations__, "name", *IGNORED_OPTIONS}
         if unknown:
             raise TypeError(f"unknown task option(s) for {name}: {', '.join(sorted(unknown))}")
         self.app, self.name = app, name
