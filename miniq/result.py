@@ -24,7 +24,7 @@ WIRE_MODULE = "miniq.exceptions"  # the stored name of miniq's exceptions module
 join_will_block = False
 
 
-def exception_to_json(exc: BaseException) -> str:
+def exception_to_json(exc):
     """Type name, module and args as JSON; miniq's own module is written as
     ``miniq.exceptions`` wherever the package lives, so a vendored copy reads it."""
     cls = type(exc)
@@ -43,7 +43,7 @@ def _text_of(exc):
         return f"<unprintable {type(exc).__name__}>"
 
 
-def exception_from_json(data: dict[str, Any]) -> BaseException:
+def exception_from_json(data):
     """Rebuild an exception by name, from builtins or miniq only; never an import."""
     name, module = str(data.get("exc_type")), str(data.get("exc_module"))
     args = data.get("exc_message")

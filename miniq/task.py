@@ -49,13 +49,13 @@ _encode = json.JSONEncoder(separators=(",", ":")).encode
 _VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
 
 
-def new_id() -> str:
+def new_id():
     """A random (version 4) UUID string, three times cheaper than str(uuid.uuid4())."""
     h = os.urandom(16).hex()
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 
-def encode_args(name: str, args: Any, kwargs: Any) -> str:
+def encode_args(name, args, kwargs):
     """JSON of the call's arguments; what JSON cannot carry fails here, at the call."""
     try:
         return _encode([list(args or ()), dict(kwargs or {})])
@@ -63,7 +63,7 @@ def encode_args(name: str, args: Any, kwargs: Any) -> str:
         raise TypeError(f"{name}: arguments must be JSON serializable: {exc}") from None
 
 
-def to_timestamp(when: Any) -> float:
+def to_timestamp(when):
     """A datetime (naive means UTC, as Celery) or unix time, as unix time."""
     if isinstance(when, datetime):
         return (when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when).timestamp()
@@ -72,7 +72,7 @@ def to_timestamp(when: Any) -> float:
     return float(when)
 
 
-def backoff(retries: int, factor: int, maximum: float, jitter: bool) -> float:
+def _backoff(retries, factor, maximum, jitter):
     """Celery's exponential backoff: factor * 2**retries, capped, optionally full jitter."""
     countdown = min(maximum, factor * (2 ** retries))
     return random.randrange(int(countdown) + 1) if jitter else countdown
@@ -232,17 +232,16 @@ def _call(task, args, kwargs, soft_limit):
     except task.autoretry_for as exc:
         options = dict(task.retry_kwargs)
         if task.retry_backoff:
-            options["countdown"] = backoff(task.request.retries, int(task.retry_backoff),
-                                           task.retry_backoff_max, task.retry_jitter)
+            options["countdown"] = _backoff(task.request.retries, int(task.retry_backoff),
+                                            task.retry_backoff_max, task.retry_jitter)
         task.retry(exc=exc, **options)
     finally:
         if soft_limit:
             signal.setitimer(signal.ITIMER_REAL, 0)
 
 
-def execute(app, message: Message, soft_limit: float | None = None,
-            eager: bool = False, hostname: str | None = None) -> Outcome:
-    """Run one message and say what happened; never raises for the task's errors."""
+def execute(app, message, soft_limit=None, eager=False, hostname=None):
+    """Run one Message and return its Outcome; never raises for the task's errors."""
     task = app.tasks.get(message.name)
     try:
         if task is None:

@@ -26,7 +26,7 @@ import uuid
 from multiprocessing.connection import wait
 
 from . import result as results
-from .app import Miniq, load_app
+from .app import load_app
 from .broker import Settle, file_inode
 from .canvas import next_steps
 from .exceptions import MiniqError, TaskRevokedError, TimeLimitExceeded, WorkerLostError
@@ -46,7 +46,7 @@ def _rss_kib():
     return peak // 1024 if sys.platform == "darwin" else peak
 
 
-def machine_id() -> str:
+def _machine_id():
     """Where a pid means something: this host, this boot, this pid namespace (a
     container sharing the file and the hostname has another)."""
     parts = [socket.gethostname()]
@@ -65,9 +65,9 @@ def _signal(value):
         return signal.SIGKILL
 
 
-def child_main(app_path: str, conn, loglevel: str | None, max_tasks: int | None,
-               max_memory_kib: int | None, manager: int) -> None:
-    """A child's whole life: import the app, then run messages until told to stop."""
+def child_main(app_path, conn, loglevel, max_tasks, max_memory_kib, manager):
+    """A child's whole life: import the app, then run messages until told to stop.
+    ``manager`` is the manager's pid, as the manager gave it."""
     signal.set_wakeup_fd(-1)
     # Ctrl-C and a group-wide SIGTERM (systemd's default) reach us too: the manager decides.
     # They came ignored, and perhaps blocked (see Worker._spawn): keep them ignored.
@@ -119,9 +119,8 @@ class Child:
 class Worker:
     """The manager: claims as many tasks as it has idle children, watches limits."""
 
-    def __init__(self, app: Miniq, app_path: str, concurrency: int | None = None,
-                 queues: list[str] | None = None, start_method: str | None = None,
-                 loglevel: str | None = None, beat: bool = False):
+    def __init__(self, app, app_path, concurrency=None, queues=None, start_method=None,
+                 loglevel=None, beat=False):
         conf = self.conf = app.conf
         self.app, self.app_path, self.loglevel = app, app_path, loglevel
         self.concurrency = concurrency or conf.worker_concurrency or os.cpu_count() or 1
@@ -131,7 +130,7 @@ class Worker:
             method = "fork"  # fastest; children start with a fresh connection of their own
         self.ctx = multiprocessing.get_context(method)
         self.id = uuid.uuid4().hex
-        self.machine = machine_id()
+        self.machine = _machine_id()
         self.broker = app.broker
         self.lease = float(conf.worker_lost_after)
         self.children = []
@@ -153,7 +152,7 @@ class Worker:
 
     # -- life cycle --------------------------------------------------------
 
-    def run(self) -> int:
+    def run(self):
         """Serve until shut down; 0 after a warm shutdown, 1 after a cold one."""
         self._register()
         self._signals_r, signals_w = socket.socketpair()
