@@ -17,7 +17,7 @@ import re
 import sqlite3
 import threading
 import time
-from typing import Callable, Iterable, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 from .exceptions import ImproperlyConfigured, OperationalError
 
@@ -125,7 +125,7 @@ class WorkerRow(NamedTuple):
     machine: str | None
 
 
-def path_from_url(url: str) -> str:
+def path_from_url(url):
     """``sqlite:///rel.db`` → ``rel.db``; ``sqlite:////abs.db`` → ``/abs.db``."""
     prefix = "sqlite:///"
     if not url.startswith(prefix) or len(url) == len(prefix):
@@ -135,7 +135,7 @@ def path_from_url(url: str) -> str:
     return url[len(prefix):]
 
 
-def file_inode(path: str) -> int | None:
+def file_inode(path):
     """The file's identity, None when it is gone: a change means deleted or replaced."""
     try:
         return os.stat(path).st_ino
@@ -143,12 +143,12 @@ def file_inode(path: str) -> int | None:
         return None
 
 
-def files_of(path: str) -> tuple:
+def _files_of(path):
     """The identities of the database and its WAL and shared-memory files."""
     return tuple(file_inode(path + end) for end in ("", "-wal", "-shm"))
 
 
-def printable(text: str | None) -> str | None:
+def printable(text):
     """Any str as valid UTF-8 (a lone surrogate becomes an escape): SQLite stores it."""
     if text is None:
         return None
@@ -190,7 +190,8 @@ def _translated(method):
 class Broker:
     """One SQLite file as queue and result store; one connection per process and thread."""
 
-    def __init__(self, path: str, durable: bool = False, clock: Callable[[], float] = time.time):
+    def __init__(self, path, durable=False, clock=time.time):
+        """The file at path; durable: survive power loss too; clock: unix time now."""
         self.path = os.path.abspath(path)
         self.synchronous = "FULL" if durable else "NORMAL"
         self.clock = clock
@@ -199,23 +200,23 @@ class Broker:
     # -- connections and transactions ------------------------------------
 
     @property
-    def db(self) -> sqlite3.Connection:
+    def db(self):
         """This thread's connection, reopened after a fork (a connection never crosses
         one) and, between transactions, once the file was deleted or replaced: else a
         long-lived producer would go on writing into a file nobody reads."""
         local = self._local
         if self._open():
-            if local.conn.in_transaction or files_of(self.path) == local.files:
+            if local.conn.in_transaction or _files_of(self.path) == local.files:
                 return local.conn
             local.pid = None  # stays closed until a connect succeeds
             with contextlib.suppress(sqlite3.Error):  # a deleted WAL: save its pages, reset
                 local.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the index for all
             local.conn.close()
         local.conn = self._connect()
-        local.pid, local.files = os.getpid(), files_of(self.path)
+        local.pid, local.files = os.getpid(), _files_of(self.path)
         return local.conn
 
-    def in_transaction(self) -> bool:
+    def in_transaction(self):
         """True while this thread is inside one of the broker's transactions."""
         return self._open() and self._local.conn.in_transaction
 
@@ -290,7 +291,7 @@ class Broker:
         """Every row a query reads."""
         return self.db.execute(sql, args).fetchall()
 
-    def close(self) -> None:
+    def close(self):
         if self._open():
             self._local.conn.close()
         self._local = threading.local()
@@ -298,7 +299,7 @@ class Broker:
     # -- producers ---------------------------------------------------------
 
     @_translated
-    def enqueue(self, rows: Sequence[tuple]) -> None:
+    def enqueue(self, rows):
         """Insert messages, all or none: (id, name, queue, priority, body, options, eta,
         expires, created, chord, status)."""
         if len(rows) == 1:  # a lone INSERT is its own atomic write transaction
@@ -307,18 +308,18 @@ class Broker:
             self._tx(lambda db: db.executemany(INSERT, rows))
 
     @_translated
-    def state(self, task_id: str) -> tuple | None:
+    def state(self, task_id):
         """(status, state, result, traceback, name) of one task, or None if unknown."""
         return self._row("SELECT status, state, result, traceback, name FROM task WHERE id = ?",
                          (task_id,))
 
     @_translated
-    def data_version(self) -> int:
-        """Changes whenever another connection commits; costs microseconds."""
+    def data_version(self):
+        """A number that changes whenever another connection commits; costs microseconds."""
         return self._row("PRAGMA data_version")[0]
 
     @_translated
-    def revoke(self, ids: Iterable[str], signum: int | None) -> None:
+    def revoke(self, ids, signum):
         """Queued tasks end REVOKED now; running ones are flagged (killed if signum)."""
         now, mark = self.clock(), (signum or 0)
 
@@ -336,32 +337,32 @@ class Broker:
         self._tx(run)
 
     @_translated
-    def abort(self, task_id: str) -> None:
+    def abort(self, task_id):
         self._write("UPDATE task SET revoked = COALESCE(revoked, 0) WHERE id = ? AND status < 2",
                     (task_id,))
 
     @_translated
-    def is_aborted(self, task_id: str) -> bool:
+    def is_aborted(self, task_id):
         row = self._row("SELECT revoked FROM task WHERE id = ?", (task_id,))
         return bool(row) and row[0] is not None
 
     @_translated
-    def forget(self, task_id: str) -> None:
+    def forget(self, task_id):
         self._write("DELETE FROM task WHERE id = ? AND status = 2", (task_id,))
 
     @_translated
-    def update_state(self, task_id: str, state: str, meta: str | None) -> None:
-        """A running task reports a custom state and meta; the final outcome overwrites it."""
+    def update_state(self, task_id, state, meta):
+        """A running task reports a custom state and meta (JSON); its outcome overwrites them."""
         self._write("UPDATE task SET state = ?, result = ? WHERE id = ? AND status = 1",
                     (printable(state), meta, task_id))
 
     # -- workers -----------------------------------------------------------
 
     @_translated
-    def claim(self, worker: str, queues: Sequence[str], n: int, lease: float,
-              outcomes: Sequence[Settle] = ()) -> list[Message]:
-        """Settle outcomes, then claim up to n due tasks, in one transaction: highest
-        priority first, then oldest. A malformed row comes back with its fault named."""
+    def claim(self, worker, queues, n, lease, outcomes=()):
+        """Write the Settle records, then claim up to n due tasks as Message records, in
+        one transaction: highest priority first, then oldest. A malformed row comes back
+        with its fault named."""
         now = self.clock()
 
         def run(db):
@@ -390,30 +391,31 @@ class Broker:
         return self._tx(run)
 
     @_translated
-    def settle(self, worker: str, outcomes: Sequence[Settle]) -> None:
+    def settle(self, worker, outcomes):
+        """Write the Settle records and claim nothing."""
         if outcomes:
             self.claim(worker, (), 0, 0.0, outcomes)
 
     @_translated
-    def next_eta(self, queues: Sequence[str]) -> float | None:
-        """When the earliest queued task on these queues becomes due."""
+    def next_eta(self, queues):
+        """When the earliest queued task on these queues becomes due; None if none is queued."""
         return self._row("SELECT MIN(eta) FROM task WHERE status = 0 AND typeof(eta) IN"
                          f" ('integer', 'real') AND queue IN ({_marks(queues)})", queues)[0]
 
     @_translated
-    def register(self, worker: str, host: str, pid: int, concurrency: int,
-                 queues: Sequence[str], machine: str) -> None:
+    def register(self, worker, host, pid, concurrency, queues, machine):
+        """Record a worker (its id, where it runs, its queues) with a fresh heartbeat."""
         now = self.clock()
         self._write("INSERT OR REPLACE INTO worker (id, host, pid, concurrency, queues, started,"
                     " heartbeat, machine) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (worker, host, pid, concurrency, ",".join(queues), now, now, machine))
 
     @_translated
-    def unregister(self, worker: str) -> None:
+    def unregister(self, worker):
         self._write("DELETE FROM worker WHERE id = ?", (worker,))
 
     @_translated
-    def heartbeat(self, worker: str, lease: float) -> list[tuple[str, int]]:
+    def heartbeat(self, worker, lease):
         """Prove this worker alive, extend its leases; return (id, signal) to terminate."""
         now = self.clock()
 
@@ -426,19 +428,20 @@ class Broker:
                           " AND revoked > 0", (worker,))
 
     @_translated
-    def checkpoint(self) -> None:
+    def checkpoint(self):
         """Copy the WAL into the file without waiting on readers: keeps it small."""
         self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     @_translated
-    def workers(self) -> list[WorkerRow]:
-        """The registered workers, oldest first."""
+    def workers(self):
+        """The registered workers as WorkerRow records, oldest first."""
         rows = self._rows(f"SELECT {', '.join(WorkerRow._fields)} FROM worker ORDER BY started")
         return [WorkerRow(*row) for row in rows]
 
     @_translated
-    def recover(self, dead: Sequence[str], max_deliveries: int, lost_result: str) -> int:
-        """Requeue tasks of dead workers or lapsed leases; fail those delivered too often."""
+    def recover(self, dead, max_deliveries, lost_result):
+        """Requeue tasks of dead workers or lapsed leases and say how many; fail those
+        delivered max_deliveries times, with lost_result (exception JSON) as their result."""
         now = self.clock()
         lost = f"status = 1 AND (lease < ? OR worker IN ({_marks(dead)}))"
 
@@ -454,7 +457,7 @@ class Broker:
         return self._tx(run)
 
     @_translated
-    def claim_beat_slot(self, entry: str, slot: float) -> bool:
+    def claim_beat_slot(self, entry, slot):
         """True for the one caller, among any number of beats, that may send this run."""
         def run(db):
             db.execute("DELETE FROM beat WHERE entry = ? AND slot < ?", (entry, slot - 86400))
@@ -465,9 +468,9 @@ class Broker:
     # -- inspection and control ----------------------------------------------
 
     @_translated
-    def purge(self, queues: Sequence[str] | None = None, dry_run: bool = False) -> int:
-        """Delete queued (not running, not finished) tasks, of all queues if none given;
-        with dry_run, only count them."""
+    def purge(self, queues=None, dry_run=False):
+        """Delete queued (not running, not finished) tasks, of all queues if none given,
+        and say how many; with dry_run, only count them."""
         where, args = "status = 0", ()
         if queues:
             where += f" AND queue IN ({_marks(queues)})"
@@ -477,26 +480,26 @@ class Broker:
         return self._write(f"DELETE FROM task WHERE {where}", args)
 
     @_translated
-    def counts(self) -> list[tuple]:
+    def counts(self):
         """(queue, state, count) for every queue and state present."""
         return self._rows("SELECT queue, state, COUNT(*) FROM task"
                           " GROUP BY queue, state ORDER BY queue, state")
 
     @_translated
-    def active(self) -> list[tuple]:
+    def active(self):
         """(id, name, worker, started, state, body) of running tasks, oldest first."""
         return self._rows("SELECT id, name, worker, started, state, body FROM task"
                           " WHERE status = 1 ORDER BY started")
 
     @_translated
-    def scheduled(self) -> list[tuple]:
+    def scheduled(self):
         """(id, name, queue, eta, body) of queued tasks not yet due, soonest first."""
         return self._rows("SELECT id, name, queue, eta, body FROM task WHERE status = 0"
                           " AND eta > ? ORDER BY eta", (self.clock(),))
 
     @_translated
-    def sweep(self, before: float) -> int:
-        """Delete up to 1000 results finished before the given time: a short transaction."""
+    def sweep(self, before):
+        """Delete up to 1000 results finished before the given unix time; say how many."""
         return self._write("DELETE FROM task WHERE seq IN (SELECT seq FROM task WHERE status = 2"
                            " AND finished < ? LIMIT 1000)", (before,))
 
