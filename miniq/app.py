@@ -21,8 +21,14 @@ from .result import AsyncResult
 from .task import Task, encode_args, new_id, to_timestamp
 from .wake import Waker
 
-CALL_TYPES = {"queue": str, "task_id": str, "priority": int, "countdown": NUMBER,
-              "soft_time_limit": NUMBER, "time_limit": NUMBER}
+CALL_TYPES = {  # the type each checked call option must have
+    "queue": str,
+    "task_id": str,
+    "priority": int,
+    "countdown": NUMBER,
+    "soft_time_limit": NUMBER,
+    "time_limit": NUMBER,
+}
 DEFAULTS: dict[str, Any] = {
     "broker_url": None,
     "result_backend": None,
@@ -72,14 +78,19 @@ class Conf(dict):
 class Miniq:
     """The app: ``Miniq("proj", broker="sqlite:///proj.db", include=[...])``."""
 
-    def __init__(self, main: str | None = None, broker: str | None = None,
-                 backend: str | None = None, include: Iterable[str] | None = None,
+    def __init__(self,
+                 main: str | None = None,
+                 broker: str | None = None,
+                 backend: str | None = None,
+                 include: Iterable[str] | None = None,
                  **conf: Any):
         global _default
         self.main = main
         self.conf = Conf(DEFAULTS, **conf)
-        self.conf.broker_url = (broker or conf.get("broker_url")
-                                or os.environ.get("MINIQ_BROKER_URL") or "sqlite:///miniq.db")
+        self.conf.broker_url = (broker
+                                or conf.get("broker_url")
+                                or os.environ.get("MINIQ_BROKER_URL")
+                                or "sqlite:///miniq.db")
         self.conf.result_backend = backend
         self.conf.include = list(include or ())
         self.tasks: dict[str, Task] = {}
@@ -91,7 +102,8 @@ class Miniq:
         caller = sys._getframe(1).f_globals
         self.home = os.getcwd()
         if caller.get("__file__") and caller.get("__name__") != __name__:
-            self.home = os.path.dirname(os.path.abspath(caller["__file__"]))
+            maker = os.path.abspath(caller["__file__"])
+            self.home = os.path.dirname(maker)
         _default = self
 
     def __repr__(self) -> str:
@@ -114,7 +126,8 @@ class Miniq:
             if backend and os.path.join(self.home, path_from_url(backend)) != path:
                 raise ImproperlyConfigured(
                     "miniq keeps results in the broker's file: leave backend unset or equal to broker")
-            self._broker = Broker(path, durable=self.conf.sqlite_synchronous.upper() == "FULL")
+            durable = self.conf.sqlite_synchronous.upper() == "FULL"
+            self._broker = Broker(path, durable)
             self._waker = Waker(self._broker.path)
             self._broker_url = url
         return self._broker
@@ -135,7 +148,9 @@ class Miniq:
         """Register a function as a task: ``@app.task`` or ``@app.task(bind=True, ...)``."""
         def register(fun):
             # as Celery: a script's tasks are named after the app, not after __main__
-            module = self.main if fun.__module__ == "__main__" and self.main else fun.__module__
+            module = fun.__module__
+            if module == "__main__" and self.main:
+                module = self.main
             name = options.pop("name", None) or f"{module}.{fun.__qualname__}"
             base = options.pop("base", None) or Task
             task = base(self, fun, name, **options)
@@ -150,29 +165,48 @@ class Miniq:
     def _defaults(self, name):
         """(queue, priority, soft, hard) for a name: the task's option, task_routes, conf."""
         conf = self.conf  # items, not attributes: this runs at every send
-        key = (name, conf["task_default_queue"], id(conf["task_routes"]), conf["broker_url"])
+        key = (name,
+               conf["task_default_queue"],
+               id(conf["task_routes"]),
+               conf["broker_url"])
         if key not in self._routes:  # keyed on the settings, so changing them takes effect
             task, routes = self.tasks.get(name) or Task, conf.task_routes or {}
             route = routes.get(name) or next(
                 (r for pattern, r in routes.items() if fnmatch.fnmatchcase(name, pattern)), None)
             queue = route.get("queue") if isinstance(route, dict) else route
             self._routes[key] = (task.queue or queue or conf.task_default_queue,
-                                 task.priority or 0, task.soft_time_limit, task.time_limit)
+                                 task.priority or 0,
+                                 task.soft_time_limit,
+                                 task.time_limit)
         return self._routes[key]
 
-    def message_row(self, name: str, args: Any = None, kwargs: Any = None,
-                    countdown: float | None = None, eta: Any = None, expires: Any = None,
-                    task_id: str | None = None, queue: str | None = None,
-                    priority: int | None = None, soft_time_limit: float | None = None,
-                    time_limit: float | None = None, chain: list | None = None,
-                    chord: str | None = None, waiting: bool = False, immutable: bool = False,
+    def message_row(self,
+                    name: str,
+                    args: Any = None,
+                    kwargs: Any = None,
+                    countdown: float | None = None,
+                    eta: Any = None,
+                    expires: Any = None,
+                    task_id: str | None = None,
+                    queue: str | None = None,
+                    priority: int | None = None,
+                    soft_time_limit: float | None = None,
+                    time_limit: float | None = None,
+                    chain: list | None = None,
+                    chord: str | None = None,
+                    waiting: bool = False,
+                    immutable: bool = False,
                     **_ignored: Any) -> tuple:
         """The row ``send_task`` inserts; JSON-encodes the arguments (TypeError if it can't)."""
         if _ignored.keys() & {"link", "link_error"}:
             raise TypeError(f"{name}: link and link_error callbacks are not supported; use chain")
         default_queue, default_priority, soft, hard = self._defaults(name)
         priority = default_priority if priority is None else priority
-        _check_call(name, queue=queue, task_id=task_id, priority=priority, countdown=countdown,
+        _check_call(name,
+                    queue=queue,
+                    task_id=task_id,
+                    priority=priority,
+                    countdown=countdown,
                     soft_time_limit=soft if soft_time_limit is None else soft_time_limit,
                     time_limit=hard if time_limit is None else time_limit)
         body = encode_args(name, args, kwargs)
@@ -182,14 +216,17 @@ class Miniq:
             if isinstance(expires, timedelta):
                 expires = expires.total_seconds()
             expires = now + expires if isinstance(expires, NUMBER) else to_timestamp(expires)
-        if not math.isfinite(due) or not math.isfinite(expires or 0):
+        if not (math.isfinite(due) and math.isfinite(expires or 0)):
             raise ValueError(f"{name}: countdown, eta and expires must be finite times")
         options = None
         if soft_time_limit is not None or time_limit is not None or chain or immutable:
-            options = json.dumps({"soft_time_limit": soft_time_limit, "time_limit": time_limit,
-                                  "chain": chain or None, "immutable": immutable})
-        return (task_id or new_id(), name, queue or default_queue, priority, body, options, due,
-                expires, now, chord, 3 if waiting else 0)
+            options = json.dumps({"soft_time_limit": soft_time_limit,
+                                  "time_limit": time_limit,
+                                  "chain": chain or None,
+                                  "immutable": immutable})
+        status = 3 if waiting else 0  # a chord callback waits for its members
+        return (task_id or new_id(), name, queue or default_queue, priority, body, options,
+                due, expires, now, chord, status)
 
     def message_rows(self, calls: Iterable[tuple]) -> list:
         """Rows for many (name, args, kwargs) calls without options: group's fast path."""
@@ -200,11 +237,14 @@ class Miniq:
                 _, priority, soft, hard = checked[name]
                 _check_call(name, priority=priority, soft_time_limit=soft, time_limit=hard)
             queue, priority = checked[name][:2]
-            rows.append((new_id(), name, queue, priority, encode_args(name, args, kwargs),
-                         None, 0.0, None, now, None, 0))
+            body = encode_args(name, args, kwargs)
+            rows.append((new_id(), name, queue, priority, body, None, 0.0, None, now, None, 0))
         return rows
 
-    def send_task(self, name: str, args: Any = None, kwargs: Any = None,
+    def send_task(self,
+                  name: str,
+                  args: Any = None,
+                  kwargs: Any = None,
                   **options: Any) -> AsyncResult:
         """Send a task by name, with no need for its code in this process."""
         row = self.message_row(name, args, kwargs, **options)
@@ -222,7 +262,11 @@ class Control:
     def __init__(self, app: Miniq):
         self.app = app
 
-    def revoke(self, task_id: Any, terminate: bool = False, signal: Any = None, **_ignored) -> None:
+    def revoke(self,
+               task_id: Any,
+               terminate: bool = False,
+               signal: Any = None,
+               **_ignored) -> None:
         """A queued task never runs; with terminate=True a running one's child is killed."""
         ids = [task_id] if isinstance(task_id, str) else list(task_id)
         signum = _signum(signal or "SIGTERM") if terminate else None
@@ -243,9 +287,12 @@ def _signum(value):
 def _check_call(name, **values):
     """Refuse at the call what a worker could not use, as Celery checks its options."""
     for key, value in values.items():
-        if value is not None and (isinstance(value, bool) or not isinstance(value, CALL_TYPES[key])):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, CALL_TYPES[key]):
             raise TypeError(f"{name}: {key} cannot be {value!r}")
-    soft, hard = values.get("soft_time_limit"), values.get("time_limit")
+    soft = values.get("soft_time_limit")
+    hard = values.get("time_limit")
     if any(limit is not None and not limit >= 0 for limit in (soft, hard)):
         raise ValueError(f"{name}: time limits cannot be negative: {soft!r}, {hard!r}")
     if soft and hard and soft > hard:  # as Celery: refused at the call
@@ -270,7 +317,8 @@ def load_app(path: str) -> Miniq:
         app = getattr(module, attr, None)
     else:  # as Celery: module.app or module.celery first, then any app in the module
         named = (getattr(module, key, None) for key in ("app", "celery"))
-        app = next((v for v in (*named, *vars(module).values()) if isinstance(v, Miniq)), None)
+        candidates = (*named, *vars(module).values())
+        app = next((v for v in candidates if isinstance(v, Miniq)), None)
     if not isinstance(app, Miniq):
         raise ImproperlyConfigured(f"{path!r} is not a miniq app (no Miniq instance found there)")
     app.import_includes()

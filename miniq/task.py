@@ -37,9 +37,16 @@ class Context(SimpleNamespace):
     """``self.request``: what a running task knows about its own call."""
 
     def __init__(self, **fields: Any):
-        super().__init__(**{"id": None, "args": (), "kwargs": {}, "retries": 0, "attempts": 1,
-                            "is_eager": False, "called_directly": True, "hostname": None,
-                            "delivery_info": {}, **fields})
+        super().__init__(**{"id": None,
+                            "args": (),
+                            "kwargs": {},
+                            "retries": 0,
+                            "attempts": 1,
+                            "is_eager": False,
+                            "called_directly": True,
+                            "hostname": None,
+                            "delivery_info": {},
+                            **fields})
 
     def get(self, key: str, default: Any = None) -> Any:
         return getattr(self, key, default)
@@ -66,7 +73,9 @@ def encode_args(name, args, kwargs):
 def to_timestamp(when):
     """A datetime (naive means UTC, as Celery) or unix time, as unix time."""
     if isinstance(when, datetime):
-        return (when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when).timestamp()
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        return when.timestamp()
     if isinstance(when, bool) or not isinstance(when, NUMBER):
         raise TypeError(f"a time is a datetime or a unix time, not {when!r}")
     return float(when)
@@ -110,7 +119,9 @@ class Task:
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         fun = self.__wrapped__
-        return fun(self, *args, **kwargs) if self.bind else fun(*args, **kwargs)
+        if self.bind:
+            return fun(self, *args, **kwargs)
+        return fun(*args, **kwargs)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run in this process, now, as a plain function call (as Celery)."""
@@ -138,24 +149,33 @@ class Task:
         """Send the task with these arguments; returns an AsyncResult at once."""
         return self.apply_async(args, kwargs)
 
-    def apply_async(self, args: Any = None, kwargs: Any = None, **options: Any):
+    def apply_async(self,
+                    args: Any = None,
+                    kwargs: Any = None,
+                    **options: Any):
         """Send with options: countdown, eta, expires, task_id, queue, priority, time limits."""
         if self.app.conf.task_always_eager:
             return self.apply(args, kwargs, **options)
         return self.app.send_task(self.name, args, kwargs, **options)
 
-    def apply(self, args: Any = None, kwargs: Any = None, task_id: str | None = None,
+    def apply(self,
+              args: Any = None,
+              kwargs: Any = None,
+              task_id: str | None = None,
               **_options: Any) -> EagerResult:
         """Run now in this process, retries included, and return an EagerResult."""
-        message = Message(task_id or new_id(), self.name, encode_args(self.name, args, kwargs))
+        body = encode_args(self.name, args, kwargs)
+        message = Message(task_id or new_id(), self.name, body)
         outcome = execute(self.app, message, eager=True)
         while outcome.state == "RETRY":
-            message = message._replace(retries=message.retries + 1, body=outcome.body or message.body)
+            message = message._replace(retries=message.retries + 1,
+                                       body=outcome.body or message.body)
             outcome = execute(self.app, message, eager=True)
         if outcome.state == "FAILURE":
             if self.app.conf.task_eager_propagates:
                 raise outcome.exc
-            return EagerResult(message.id, "FAILURE", outcome.exc, outcome.traceback, self.app)
+            return EagerResult(message.id, "FAILURE", outcome.exc, outcome.traceback,
+                               self.app)
         value = json.loads(outcome.result)  # eager: a success always keeps its result
         return EagerResult(message.id, "SUCCESS", value, app=self.app)
 
@@ -170,12 +190,21 @@ class Task:
         """An immutable signature: a chain does not pass it the previous result."""
         return canvas.Signature(self, args, kwargs, immutable=True)
 
-    def signature(self, args: Any = (), kwargs: Any = None, **options: Any):
+    def signature(self,
+                  args: Any = (),
+                  kwargs: Any = None,
+                  **options: Any):
         return canvas.Signature(self, args or (), kwargs, options)
 
-    def retry(self, args: Any = None, kwargs: Any = None, exc: BaseException | None = None,
-              throw: bool = True, eta: Any = None, countdown: float | None = None,
-              max_retries: int | None = None, **_options: Any) -> Retry:
+    def retry(self,
+              args: Any = None,
+              kwargs: Any = None,
+              exc: BaseException | None = None,
+              throw: bool = True,
+              eta: Any = None,
+              countdown: float | None = None,
+              max_retries: int | None = None,
+              **_options: Any) -> Retry:
         """Ask for another run later; raises Retry (or exc / MaxRetriesExceededError when out)."""
         request = self.request
         limit = self.max_retries if max_retries is None else max_retries
@@ -186,17 +215,22 @@ class Task:
                 f"Can't retry {self.name}[{request.id}] args:{request.args} kwargs:{request.kwargs}")
         delay = self.default_retry_delay if countdown is None else countdown
         when = to_timestamp(eta) if eta is not None else time.time() + delay
-        retry = Retry(exc=exc, when=round(max(0.0, when - time.time()), 3))
+        seconds = round(max(0.0, when - time.time()), 3)
+        retry = Retry(exc=exc, when=seconds)
         retry.eta, retry.body = when, None
         if args is not None or kwargs is not None:
-            retry.body = encode_args(self.name, request.args if args is None else args,
+            retry.body = encode_args(self.name,
+                                     request.args if args is None else args,
                                      request.kwargs if kwargs is None else kwargs)
         if throw:
             raise retry
         return retry
 
-    def update_state(self, task_id: str | None = None, state: str | None = None,
-                     meta: Any = None, **_ignored: Any) -> None:
+    def update_state(self,
+                     task_id: str | None = None,
+                     state: str | None = None,
+                     meta: Any = None,
+                     **_ignored: Any) -> None:
         """Report a custom state (e.g. PROGRESS) and meta while running."""
         task_id = task_id or self.request.id
         if task_id is None or self.request.is_eager:
@@ -232,8 +266,10 @@ def _call(task, args, kwargs, soft_limit):
     except task.autoretry_for as exc:
         options = dict(task.retry_kwargs)
         if task.retry_backoff:
-            options["countdown"] = _backoff(task.request.retries, int(task.retry_backoff),
-                                            task.retry_backoff_max, task.retry_jitter)
+            options["countdown"] = _backoff(task.request.retries,
+                                            int(task.retry_backoff),
+                                            task.retry_backoff_max,
+                                            task.retry_jitter)
         task.retry(exc=exc, **options)
     finally:
         if soft_limit:
@@ -249,17 +285,24 @@ def execute(app, message, soft_limit=None, eager=False, hostname=None):
         try:
             args, kwargs = json.loads(message.body)
         except (ValueError, TypeError) as exc:
-            raise ValueError(f"corrupt message {message.id}: body is not [args, kwargs] JSON ({exc})")
-        task.push_request(Context(
-            id=message.id, args=args, kwargs=kwargs, retries=message.retries,
-            attempts=message.attempts, is_eager=eager, called_directly=False, hostname=hostname))
+            raise ValueError(
+                f"corrupt message {message.id}: body is not [args, kwargs] JSON ({exc})")
+        task.push_request(Context(id=message.id,
+                                  args=args,
+                                  kwargs=kwargs,
+                                  retries=message.retries,
+                                  attempts=message.attempts,
+                                  is_eager=eager,
+                                  called_directly=False,
+                                  hostname=hostname))
         try:
             value = _call(task, args, kwargs, soft_limit)
         finally:
             task.pop_request()
     except Retry as retry:
         cause = retry.exc or retry
-        return Outcome("RETRY", exception_to_json(cause), _traceback(), retry.eta, retry.body, cause)
+        return Outcome("RETRY", exception_to_json(cause), _traceback(),
+                       retry.eta, retry.body, cause)
     except Exception as exc:
         return Outcome("FAILURE", exception_to_json(exc), _traceback(), exc=exc)
     if (task.ignore_result or app.conf.task_ignore_result) and not eager:
