@@ -252,7 +252,7 @@ class Broker:
         if not os.path.isdir(folder):
             raise ImproperlyConfigured(f"database folder {folder} does not exist")
         try:
-            with contextlib.suppress(FileExistsError):  # O_EXCL: a planted link fails here too
+            with contextlib.suppress(FileExistsError):  # O_EXCL follows no link
                 os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
             owners = {os.lstat(self.path).st_uid, os.stat(self.path).st_uid}
         except OSError as exc:

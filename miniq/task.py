@@ -112,7 +112,8 @@ class Task:
         if unknown:
             raise TypeError(f"unknown task option(s) for {name}: {', '.join(sorted(unknown))}")
         self.app, self.name = app, name
-        vars(self).update(options)
+        for key, value in options.items():
+            setattr(self, key, value)
         self.autoretry_for = tuple(self.autoretry_for)
         functools.update_wrapper(self, fun)
         self._requests = threading.local()

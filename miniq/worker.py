@@ -397,6 +397,7 @@ class Worker:
             self._settle_row(message, "FAILURE", self._too_often())
 
     def _too_often(self):
+        """The error of a task whose worker died at every one of its deliveries."""
         cap = self.conf.task_max_deliveries
         return WorkerLostError(f"task was delivered {cap} times and its worker died each time")
 
