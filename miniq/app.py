@@ -1,7 +1,10 @@
 """Miniq, the app: configuration, the task registry, the ``@app.task``
 decorator, sending by name, control, and loading an app from an ``-A`` path.
 """
+from __future__ import annotations
+
 import fnmatch
+import functools
 import importlib
 import json
 import math
@@ -10,18 +13,23 @@ import signal as signals
 import sys
 import time
 from datetime import timedelta
-from typing import Any, Callable, Dict, Iterable, Optional
+from typing import Any, Iterable
 
-from .broker import Broker, path_from_url
+from .broker import NUMBER, Broker, path_from_url
 from .exceptions import ImproperlyConfigured
 from .result import AsyncResult
 from .task import Task, encode_args, new_id, to_timestamp
 from .wake import Waker
 
-NUMBER = (int, float)
-CALL_TYPES = {"queue": str, "task_id": str, "priority": int, "countdown": NUMBER,
-              "soft_time_limit": NUMBER, "time_limit": NUMBER}
-DEFAULTS: Dict[str, Any] = {
+CALL_TYPES = {  # the type each checked call option must have
+    "queue": str,
+    "task_id": str,
+    "priority": int,
+    "countdown": NUMBER,
+    "soft_time_limit": NUMBER,
+    "time_limit": NUMBER,
+}
+DEFAULTS: dict[str, Any] = {
     "broker_url": None,
     "result_backend": None,
     "include": [],
@@ -47,12 +55,12 @@ DEFAULTS: Dict[str, Any] = {
     "beat_schedule": {},
 }
 
-_default: Optional["Miniq"] = None
+_default = None  # the most recently created app
 
 
 def default_app() -> "Miniq":
     """The most recently created app (Celery's current_app), made on demand."""
-    return _default if _default is not None else Miniq()
+    return _default or Miniq()
 
 
 class Conf(dict):
@@ -70,27 +78,32 @@ class Conf(dict):
 class Miniq:
     """The app: ``Miniq("proj", broker="sqlite:///proj.db", include=[...])``."""
 
-    def __init__(self, main: Optional[str] = None, broker: Optional[str] = None,
-                 backend: Optional[str] = None, include: Optional[Iterable[str]] = None,
+    def __init__(self,
+                 main: str | None = None,
+                 broker: str | None = None,
+                 backend: str | None = None,
+                 include: Iterable[str] | None = None,
                  **conf: Any):
         global _default
         self.main = main
         self.conf = Conf(DEFAULTS, **conf)
-        self.conf.broker_url = (broker or conf.get("broker_url")
-                                or os.environ.get("MINIQ_BROKER_URL") or "sqlite:///miniq.db")
+        self.conf.broker_url = (broker
+                                or conf.get("broker_url")
+                                or os.environ.get("MINIQ_BROKER_URL")
+                                or "sqlite:///miniq.db")
         self.conf.result_backend = backend
         self.conf.include = list(include or ())
-        self.tasks: Dict[str, Task] = {}
+        self.tasks: dict[str, Task] = {}
         self.control = Control(self)
-        self._broker: Optional[Broker] = None
-        self._waker: Optional[Waker] = None
-        self._routes: Dict[tuple, tuple] = {}
+        self._broker = self._waker = None
+        self._routes = {}
         # A relative database path is taken from the folder of the file making the app, so
         # producers and workers find the same file from any current folder.
         caller = sys._getframe(1).f_globals
         self.home = os.getcwd()
         if caller.get("__file__") and caller.get("__name__") != __name__:
-            self.home = os.path.dirname(os.path.abspath(caller["__file__"]))
+            maker = os.path.abspath(caller["__file__"])
+            self.home = os.path.dirname(maker)
         _default = self
 
     def __repr__(self) -> str:
@@ -100,8 +113,8 @@ class Miniq:
         """Take known lower-case settings from a module (or its name) or an object."""
         if isinstance(obj, str):
             obj = importlib.import_module(obj)
-        items = obj.items() if isinstance(obj, dict) else vars(obj).items()
-        self.conf.update({k: v for k, v in items if k in DEFAULTS})
+        settings = obj if isinstance(obj, dict) else vars(obj)
+        self.conf.update({k: v for k, v in settings.items() if k in DEFAULTS})
 
     @property
     def broker(self) -> Broker:
@@ -113,7 +126,8 @@ class Miniq:
             if backend and os.path.join(self.home, path_from_url(backend)) != path:
                 raise ImproperlyConfigured(
                     "miniq keeps results in the broker's file: leave backend unset or equal to broker")
-            self._broker = Broker(path, durable=self.conf.sqlite_synchronous.upper() == "FULL")
+            durable = self.conf.sqlite_synchronous.upper() == "FULL"
+            self._broker = Broker(path, durable)
             self._waker = Waker(self._broker.path)
             self._broker_url = url
         return self._broker
@@ -132,9 +146,11 @@ class Miniq:
 
     def task(self, *args: Any, **options: Any) -> Any:
         """Register a function as a task: ``@app.task`` or ``@app.task(bind=True, ...)``."""
-        def register(fun: Callable) -> Task:
+        def register(fun):
             # as Celery: a script's tasks are named after the app, not after __main__
-            module = self.main if fun.__module__ == "__main__" and self.main else fun.__module__
+            module = fun.__module__
+            if module == "__main__" and self.main:
+                module = self.main
             name = options.pop("name", None) or f"{module}.{fun.__qualname__}"
             base = options.pop("base", None) or Task
             task = base(self, fun, name, **options)
@@ -146,33 +162,51 @@ class Miniq:
             raise TypeError("use @app.task or @app.task(option=value, ...)")
         return register
 
-    def _defaults(self, name: str) -> tuple:
+    def _defaults(self, name):
         """(queue, priority, soft, hard) for a name: the task's option, task_routes, conf."""
         conf = self.conf  # items, not attributes: this runs at every send
-        key = (name, conf["task_default_queue"], id(conf["task_routes"]), conf["broker_url"])
+        key = (name,
+               conf["task_default_queue"],
+               id(conf["task_routes"]),
+               conf["broker_url"])
         if key not in self._routes:  # keyed on the settings, so changing them takes effect
-            task, routes = self.tasks.get(name), conf.task_routes or {}
+            task, routes = self.tasks.get(name) or Task, conf.task_routes or {}
             route = routes.get(name) or next(
                 (r for pattern, r in routes.items() if fnmatch.fnmatchcase(name, pattern)), None)
             queue = route.get("queue") if isinstance(route, dict) else route
-            self._routes[key] = ((task and task.queue) or queue or self.conf.task_default_queue,
-                                  (task and task.priority) or 0,
-                                  task and task.soft_time_limit, task and task.time_limit)
+            self._routes[key] = (task.queue or queue or conf.task_default_queue,
+                                 task.priority or 0,
+                                 task.soft_time_limit,
+                                 task.time_limit)
         return self._routes[key]
 
-    def message_row(self, name: str, args: Any = None, kwargs: Any = None,
-                    countdown: Optional[float] = None, eta: Any = None, expires: Any = None,
-                    task_id: Optional[str] = None, queue: Optional[str] = None,
-                    priority: Optional[int] = None, soft_time_limit: Optional[float] = None,
-                    time_limit: Optional[float] = None, chain: Optional[list] = None,
-                    chord: Optional[str] = None, waiting: bool = False, immutable: bool = False,
+    def message_row(self,
+                    name: str,
+                    args: Any = None,
+                    kwargs: Any = None,
+                    countdown: float | None = None,
+                    eta: Any = None,
+                    expires: Any = None,
+                    task_id: str | None = None,
+                    queue: str | None = None,
+                    priority: int | None = None,
+                    soft_time_limit: float | None = None,
+                    time_limit: float | None = None,
+                    chain: list | None = None,
+                    chord: str | None = None,
+                    waiting: bool = False,
+                    immutable: bool = False,
                     **_ignored: Any) -> tuple:
         """The row ``send_task`` inserts; JSON-encodes the arguments (TypeError if it can't)."""
         if _ignored.keys() & {"link", "link_error"}:
             raise TypeError(f"{name}: link and link_error callbacks are not supported; use chain")
         default_queue, default_priority, soft, hard = self._defaults(name)
         priority = default_priority if priority is None else priority
-        _check_call(name, queue=queue, task_id=task_id, priority=priority, countdown=countdown,
+        _check_call(name,
+                    queue=queue,
+                    task_id=task_id,
+                    priority=priority,
+                    countdown=countdown,
                     soft_time_limit=soft if soft_time_limit is None else soft_time_limit,
                     time_limit=hard if time_limit is None else time_limit)
         body = encode_args(name, args, kwargs)
@@ -181,15 +215,18 @@ class Miniq:
         if expires is not None:
             if isinstance(expires, timedelta):
                 expires = expires.total_seconds()
-            expires = now + expires if isinstance(expires, (int, float)) else to_timestamp(expires)
-        if not math.isfinite(due) or not math.isfinite(expires or 0):
+            expires = now + expires if isinstance(expires, NUMBER) else to_timestamp(expires)
+        if not (math.isfinite(due) and math.isfinite(expires or 0)):
             raise ValueError(f"{name}: countdown, eta and expires must be finite times")
         options = None
         if soft_time_limit is not None or time_limit is not None or chain or immutable:
-            options = json.dumps({"soft_time_limit": soft_time_limit, "time_limit": time_limit,
-                                  "chain": chain or None, "immutable": immutable})
-        return (task_id or new_id(), name, queue or default_queue, priority, body, options, due,
-                expires, now, chord, 3 if waiting else 0)
+            options = json.dumps({"soft_time_limit": soft_time_limit,
+                                  "time_limit": time_limit,
+                                  "chain": chain or None,
+                                  "immutable": immutable})
+        status = 3 if waiting else 0  # a chord callback waits for its members
+        return (task_id or new_id(), name, queue or default_queue, priority, body, options,
+                due, expires, now, chord, status)
 
     def message_rows(self, calls: Iterable[tuple]) -> list:
         """Rows for many (name, args, kwargs) calls without options: group's fast path."""
@@ -200,11 +237,14 @@ class Miniq:
                 _, priority, soft, hard = checked[name]
                 _check_call(name, priority=priority, soft_time_limit=soft, time_limit=hard)
             queue, priority = checked[name][:2]
-            rows.append((new_id(), name, queue, priority, encode_args(name, args, kwargs),
-                         None, 0.0, None, now, None, 0))
+            body = encode_args(name, args, kwargs)
+            rows.append((new_id(), name, queue, priority, body, None, 0.0, None, now, None, 0))
         return rows
 
-    def send_task(self, name: str, args: Any = None, kwargs: Any = None,
+    def send_task(self,
+                  name: str,
+                  args: Any = None,
+                  kwargs: Any = None,
                   **options: Any) -> AsyncResult:
         """Send a task by name, with no need for its code in this process."""
         row = self.message_row(name, args, kwargs, **options)
@@ -222,7 +262,11 @@ class Control:
     def __init__(self, app: Miniq):
         self.app = app
 
-    def revoke(self, task_id: Any, terminate: bool = False, signal: Any = None, **_ignored) -> None:
+    def revoke(self,
+               task_id: Any,
+               terminate: bool = False,
+               signal: Any = None,
+               **_ignored) -> None:
         """A queued task never runs; with terminate=True a running one's child is killed."""
         ids = [task_id] if isinstance(task_id, str) else list(task_id)
         signum = _signum(signal or "SIGTERM") if terminate else None
@@ -230,22 +274,25 @@ class Control:
         self.app.waker.notify()
 
 
-def _signum(value: Any) -> int:
+def _signum(value):
     """A real signal, by number or name (``SIGUSR1`` or ``USR1``), else ValueError."""
     try:
         if isinstance(value, str):
-            return signals.Signals[value if value.startswith("SIG") else "SIG" + value]
+            return signals.Signals["SIG" + value.removeprefix("SIG")]
         return signals.Signals(value)
     except (KeyError, ValueError, TypeError):
         raise ValueError(f"revoke: {value!r} is not a signal of this platform") from None
 
 
-def _check_call(name: str, **values: Any) -> None:
+def _check_call(name, **values):
     """Refuse at the call what a worker could not use, as Celery checks its options."""
     for key, value in values.items():
-        if value is not None and (isinstance(value, bool) or not isinstance(value, CALL_TYPES[key])):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, CALL_TYPES[key]):
             raise TypeError(f"{name}: {key} cannot be {value!r}")
-    soft, hard = values.get("soft_time_limit"), values.get("time_limit")
+    soft = values.get("soft_time_limit")
+    hard = values.get("time_limit")
     if any(limit is not None and not limit >= 0 for limit in (soft, hard)):
         raise ValueError(f"{name}: time limits cannot be negative: {soft!r}, {hard!r}")
     if soft and hard and soft > hard:  # as Celery: refused at the call
@@ -255,13 +302,9 @@ def _check_call(name: str, **values: Any) -> None:
         raise ValueError(f"{name}: priority must be from 0 to 255, not {priority}")
 
 
-_loaded: Dict[str, Miniq] = {}
-
-
+@functools.cache
 def load_app(path: str) -> Miniq:
     """Import the app named by ``-A``: ``proj``, ``proj:app`` or ``proj.app``; cached."""
-    if path in _loaded:
-        return _loaded[path]
     module_name, _, attr = path.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -274,9 +317,9 @@ def load_app(path: str) -> Miniq:
         app = getattr(module, attr, None)
     else:  # as Celery: module.app or module.celery first, then any app in the module
         named = (getattr(module, key, None) for key in ("app", "celery"))
-        app = next((v for v in (*named, *vars(module).values()) if isinstance(v, Miniq)), None)
+        candidates = (*named, *vars(module).values())
+        app = next((v for v in candidates if isinstance(v, Miniq)), None)
     if not isinstance(app, Miniq):
         raise ImproperlyConfigured(f"{path!r} is not a miniq app (no Miniq instance found there)")
     app.import_includes()
-    _loaded[path] = app
     return app

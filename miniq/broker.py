@@ -6,6 +6,8 @@ code relies on (queued, running, done); ``state`` is what users see (PENDING,
 STARTED, PROGRESS, SUCCESS, ...), so a task may report any custom state while
 it runs without confusing the claim or the recovery.
 """
+from __future__ import annotations
+
 import contextlib
 import functools
 import json
@@ -15,7 +17,7 @@ import re
 import sqlite3
 import threading
 import time
-from typing import Any, Callable, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import NamedTuple, Sequence
 
 from .exceptions import ImproperlyConfigured, OperationalError
 
@@ -84,29 +86,32 @@ class Message(NamedTuple):
     """A claimed row, as the worker and its children see it."""
     id: str
     name: str
-    body: str                       # JSON [args, kwargs]
+    body: str                    # JSON [args, kwargs]
     retries: int = 0
     attempts: int = 1
-    options: Optional[dict] = None  # per-call options (limits, chain, immutable)
-    chord: Optional[str] = None     # the chord callback this task is a member of
-    expires: Optional[float] = None
+    options: dict | None = None  # per-call options (limits, chain, immutable)
+    chord: str | None = None     # the chord callback this task is a member of
+    expires: float | None = None
     priority: int = 0
-    revoked: Optional[int] = None   # >0: terminate with this signal
-    fault: Optional[str] = None     # what is malformed in the row, if anything
+    revoked: int | None = None   # >0: terminate with this signal
+    fault: str | None = None     # what is malformed in the row, if anything
+
+    def __str__(self) -> str:  # as Celery's log lines name a task
+        return f"{self.name}[{self.id}]"
 
 
 class Settle(NamedTuple):
     """One outcome to write, fenced by the delivery (id, attempts) it belongs to."""
     id: str
     attempts: int
-    state: Optional[str]           # None: a success not kept (ignore_result)
-    result: Optional[str] = None   # JSON value, exception info or meta
-    traceback: Optional[str] = None
-    eta: float = 0.0               # RETRY: when to run again
-    body: Optional[str] = None     # RETRY with new arguments
-    chord: Optional[str] = None
-    follow: Sequence[tuple] = ()   # message rows to send next (a chain)
-    failed: Sequence[Tuple[str, str]] = ()  # (id, name) of steps that fail with it
+    state: str | None                       # None: a success not kept (ignore_result)
+    result: str | None = None               # JSON value, exception info or meta
+    traceback: str | None = None
+    eta: float = 0.0                        # RETRY: when to run again
+    body: str | None = None                 # RETRY with new arguments
+    chord: str | None = None
+    follow: Sequence[tuple] = ()            # message rows to send next (a chain)
+    failed: Sequence[tuple[str, str]] = ()  # (id, name) of steps that fail with it
 
 
 class WorkerRow(NamedTuple):
@@ -117,10 +122,10 @@ class WorkerRow(NamedTuple):
     queues: str
     started: float
     heartbeat: float
-    machine: Optional[str]
+    machine: str | None
 
 
-def path_from_url(url: str) -> str:
+def path_from_url(url):
     """``sqlite:///rel.db`` → ``rel.db``; ``sqlite:////abs.db`` → ``/abs.db``."""
     prefix = "sqlite:///"
     if not url.startswith(prefix) or len(url) == len(prefix):
@@ -130,7 +135,7 @@ def path_from_url(url: str) -> str:
     return url[len(prefix):]
 
 
-def file_inode(path: str) -> Optional[int]:
+def file_inode(path):
     """The file's identity, None when it is gone: a change means deleted or replaced."""
     try:
         return os.stat(path).st_ino
@@ -138,19 +143,24 @@ def file_inode(path: str) -> Optional[int]:
         return None
 
 
-def files_of(path: str) -> tuple:
+def _files_of(path):
     """The identities of the database and its WAL and shared-memory files."""
     return tuple(file_inode(path + end) for end in ("", "-wal", "-shm"))
 
 
-def printable(text: Optional[str]) -> Optional[str]:
+def printable(text):
     """Any str as valid UTF-8 (a lone surrogate becomes an escape): SQLite stores it."""
     if text is None:
         return None
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _retrying(fn: Callable):
+def _marks(values):
+    """The placeholders of an IN list: ``?,?,?`` for three values."""
+    return ",".join("?" * len(values))
+
+
+def _retrying(fn):
     """Call fn(), retrying with growing jitter while the file is locked, LOCK_WAIT at most."""
     give_up, attempt = time.monotonic() + LOCK_WAIT, 0
     while True:
@@ -166,7 +176,7 @@ def _retrying(fn: Callable):
         time.sleep(random.uniform(0.005, 0.02) * min(attempt, 20))
 
 
-def _translated(method: Callable) -> Callable:
+def _translated(method):
     """The broker's own error for any database failure, naming the file."""
     @functools.wraps(method)
     def call(self, *args, **kwargs):
@@ -180,7 +190,8 @@ def _translated(method: Callable) -> Callable:
 class Broker:
     """One SQLite file as queue and result store; one connection per process and thread."""
 
-    def __init__(self, path: str, durable: bool = False, clock: Callable[[], float] = time.time):
+    def __init__(self, path, durable=False, clock=time.time):
+        """The file at path; durable: survive power loss too; clock: unix time now."""
         self.path = os.path.abspath(path)
         self.synchronous = "FULL" if durable else "NORMAL"
         self.clock = clock
@@ -189,28 +200,31 @@ class Broker:
     # -- connections and transactions ------------------------------------
 
     @property
-    def db(self) -> sqlite3.Connection:
+    def db(self):
         """This thread's connection, reopened after a fork (a connection never crosses
         one) and, between transactions, once the file was deleted or replaced: else a
         long-lived producer would go on writing into a file nobody reads."""
         local = self._local
-        if getattr(local, "pid", None) == os.getpid():
-            if local.conn.in_transaction or files_of(self.path) == local.files:
+        if self._open():
+            if local.conn.in_transaction or _files_of(self.path) == local.files:
                 return local.conn
             local.pid = None  # stays closed until a connect succeeds
             with contextlib.suppress(sqlite3.Error):  # a deleted WAL: save its pages, reset
                 local.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the index for all
             local.conn.close()
         local.conn = self._connect()
-        local.pid, local.files = os.getpid(), files_of(self.path)
+        local.pid, local.files = os.getpid(), _files_of(self.path)
         return local.conn
 
-    def in_transaction(self) -> bool:
+    def in_transaction(self):
         """True while this thread is inside one of the broker's transactions."""
-        local = self._local
-        return getattr(local, "pid", None) == os.getpid() and local.conn.in_transaction
+        return self._open() and self._local.conn.in_transaction
 
-    def _connect(self) -> sqlite3.Connection:
+    def _open(self):
+        """Whether this thread holds a connection that this process opened."""
+        return getattr(self._local, "pid", None) == os.getpid()
+
+    def _connect(self):
         self._check_file()
         try:
             db = sqlite3.connect(self.path, timeout=LOCK_WAIT / 2, isolation_level=None)
@@ -220,30 +234,26 @@ class Broker:
                 raise ImproperlyConfigured(
                     f"database {self.path} could not use WAL journal mode (got {mode!r}); "
                     "keep it on a local disk, not a network share")
-            db.execute(f"PRAGMA synchronous = {self.synchronous}")
-            db.execute("PRAGMA journal_size_limit = 67108864")
-            # Workers checkpoint at each heartbeat, off the request path; this is the net.
-            db.execute("PRAGMA wal_autocheckpoint = 10000")
+            # Workers checkpoint at each heartbeat, off the request path; autocheckpoint
+            # is the net.
+            db.executescript(f"""PRAGMA synchronous = {self.synchronous};
+                PRAGMA journal_size_limit = 67108864;
+                PRAGMA wal_autocheckpoint = 10000;""")
             if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
-                self._with(db, lambda: _create_schema(db, self.path))
+                self._tx(lambda tx: _create_schema(tx, self.path), db)
         except sqlite3.DatabaseError as exc:
             raise ImproperlyConfigured(f"cannot use database {self.path}: {exc}") from None
         return db
 
-    def _check_file(self) -> None:
+    def _check_file(self):
         """Create the file owner-only (messages may carry secrets); refuse one that
         another user owns or planted a link to."""
         folder = os.path.dirname(self.path)
         if not os.path.isdir(folder):
             raise ImproperlyConfigured(f"database folder {folder} does not exist")
-        flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0)
         try:
-            os.close(os.open(self.path, flags, 0o600))
-        except FileExistsError:
-            pass
-        except OSError as exc:
-            raise ImproperlyConfigured(f"cannot create database {self.path}: {exc.strerror}") from None
-        try:
+            with contextlib.suppress(FileExistsError):  # O_EXCL follows no link
+                os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
             owners = {os.lstat(self.path).st_uid, os.stat(self.path).st_uid}
         except OSError as exc:
             raise ImproperlyConfigured(f"cannot use database {self.path}: {exc.strerror}") from None
@@ -254,12 +264,14 @@ class Broker:
             raise ImproperlyConfigured(
                 f"database {self.path} is not writable (the file and its folder must be)")
 
-    def _with(self, db: sqlite3.Connection, fn: Callable):
-        """Run fn() in one BEGIN IMMEDIATE transaction, retrying while the file is locked.
-        Whatever interrupts it (a signal's exception too) leaves no transaction open."""
+    def _tx(self, fn, db=None):
+        """fn(db) in one BEGIN IMMEDIATE transaction on db (this thread's connection if
+        none is given), retrying while the file is locked. Whatever interrupts it (a
+        signal's exception too) leaves no transaction open."""
+        db = db or self.db
         try:
             _retrying(lambda: db.execute("BEGIN IMMEDIATE"))
-            out = fn()
+            out = fn(db)
             db.execute("COMMIT")
             return out
         except BaseException:
@@ -267,284 +279,283 @@ class Broker:
                 db.execute("ROLLBACK")
             raise
 
-    def _tx(self, fn: Callable):
-        return self._with(self.db, fn)
+    def _write(self, sql, args=()):
+        """One statement in a transaction of its own; returns how many rows it changed."""
+        return self._tx(lambda db: db.execute(sql, args).rowcount)
 
-    def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None and self._local.pid == os.getpid():
-            conn.close()
+    def _row(self, sql, args=()):
+        """The first row a query reads, or None."""
+        return self.db.execute(sql, args).fetchone()
+
+    def _rows(self, sql, args=()):
+        """Every row a query reads."""
+        return self.db.execute(sql, args).fetchall()
+
+    def close(self):
+        if self._open():
+            self._local.conn.close()
         self._local = threading.local()
 
     # -- producers ---------------------------------------------------------
 
     @_translated
-    def enqueue(self, rows: Sequence[tuple]) -> None:
+    def enqueue(self, rows):
         """Insert messages, all or none: (id, name, queue, priority, body, options, eta,
         expires, created, chord, status)."""
         if len(rows) == 1:  # a lone INSERT is its own atomic write transaction
             _retrying(lambda: self.db.execute(INSERT, rows[0]))
         else:
-            self._tx(lambda: self.db.executemany(INSERT, rows))
+            self._tx(lambda db: db.executemany(INSERT, rows))
 
     @_translated
-    def state(self, task_id: str) -> Optional[tuple]:
+    def state(self, task_id):
         """(status, state, result, traceback, name) of one task, or None if unknown."""
-        return self.db.execute(
-            "SELECT status, state, result, traceback, name FROM task WHERE id = ?",
-            (task_id,)).fetchone()
+        return self._row("SELECT status, state, result, traceback, name FROM task WHERE id = ?",
+                         (task_id,))
 
     @_translated
-    def data_version(self) -> int:
-        """Changes whenever another connection commits; costs microseconds."""
-        return self.db.execute("PRAGMA data_version").fetchone()[0]
+    def data_version(self):
+        """A number that changes whenever another connection commits; costs microseconds."""
+        return self._row("PRAGMA data_version")[0]
 
     @_translated
-    def revoke(self, ids: Iterable[str], signum: Optional[int]) -> None:
+    def revoke(self, ids, signum):
         """Queued tasks end REVOKED now; running ones are flagged (killed if signum)."""
-        ids = list(ids)
         now, mark = self.clock(), (signum or 0)
 
-        def run():
+        def run(db):
             for task_id in ids:
-                queued = self.db.execute("SELECT chord FROM task WHERE id = ? AND status = 0",
-                                         (task_id,)).fetchone()
-                self.db.execute(
+                queued = db.execute("SELECT chord FROM task WHERE id = ? AND status = 0",
+                                    (task_id,)).fetchone()
+                db.execute(
                     "UPDATE task SET status = 2, state = 'REVOKED', revoked = 0, finished = ?,"
                     " result = ? WHERE id = ? AND status = 0", (now, REVOKED_RESULT, task_id))
                 if queued and queued[0]:  # a chord member: its callback fails now, not never
-                    self._release_chord(queued[0], now)
-                self.db.execute("UPDATE task SET revoked = MAX(COALESCE(revoked, 0), ?)"
-                                " WHERE id = ? AND status = 1", (mark, task_id))
+                    _release_chord(db, queued[0], now)
+                db.execute("UPDATE task SET revoked = MAX(COALESCE(revoked, 0), ?)"
+                           " WHERE id = ? AND status = 1", (mark, task_id))
         self._tx(run)
 
     @_translated
-    def abort(self, task_id: str) -> None:
-        self._tx(lambda: self.db.execute(
-            "UPDATE task SET revoked = COALESCE(revoked, 0) WHERE id = ? AND status < 2",
-            (task_id,)))
+    def abort(self, task_id):
+        self._write("UPDATE task SET revoked = COALESCE(revoked, 0) WHERE id = ? AND status < 2",
+                    (task_id,))
 
     @_translated
-    def is_aborted(self, task_id: str) -> bool:
-        row = self.db.execute("SELECT revoked FROM task WHERE id = ?", (task_id,)).fetchone()
+    def is_aborted(self, task_id):
+        row = self._row("SELECT revoked FROM task WHERE id = ?", (task_id,))
         return bool(row) and row[0] is not None
 
     @_translated
-    def forget(self, task_id: str) -> None:
-        self._tx(lambda: self.db.execute("DELETE FROM task WHERE id = ? AND status = 2", (task_id,)))
+    def forget(self, task_id):
+        self._write("DELETE FROM task WHERE id = ? AND status = 2", (task_id,))
 
     @_translated
-    def update_state(self, task_id: str, state: str, meta: Optional[str]) -> None:
-        """A running task reports a custom state and meta; the final outcome overwrites it."""
-        self._tx(lambda: self.db.execute(
-            "UPDATE task SET state = ?, result = ? WHERE id = ? AND status = 1",
-            (printable(state), meta, task_id)))
+    def update_state(self, task_id, state, meta):
+        """A running task reports a custom state and meta (JSON); its outcome overwrites them."""
+        self._write("UPDATE task SET state = ?, result = ? WHERE id = ? AND status = 1",
+                    (printable(state), meta, task_id))
 
     # -- workers -----------------------------------------------------------
 
     @_translated
-    def claim(self, worker: str, queues: Sequence[str], n: int, lease: float,
-              outcomes: Sequence[Settle] = ()) -> List[Message]:
-        """Settle outcomes, then claim up to n due tasks, in one transaction: highest
-        priority first, then oldest. A malformed row comes back with its fault named."""
+    def claim(self, worker, queues, n, lease, outcomes=()):
+        """Write the Settle records, then claim up to n due tasks as Message records, in
+        one transaction: highest priority first, then oldest. A malformed row comes back
+        with its fault named."""
         now = self.clock()
 
-        def run():
-            if outcomes:
-                self._settle(worker, outcomes, now)
+        def run(db):
+            _settle(db, worker, outcomes, now)
             if n <= 0:
                 return []
-            marks = ",".join("?" * len(queues))
             pick = ("SELECT seq FROM task INDEXED BY task_queued"
-                    f" WHERE status = 0 AND queue IN ({marks})"
+                    f" WHERE status = 0 AND queue IN ({_marks(queues)})"
                     " AND (eta <= ? OR typeof(eta) NOT IN ('integer', 'real'))"
                     " ORDER BY priority DESC, seq LIMIT ?")
             update = ("UPDATE task SET status = 1, state = 'STARTED', worker = ?, lease = ?,"
                       " started = ?, attempts = attempts + 1 WHERE seq IN ")
             args = (worker, now + lease, now)
             if HAS_RETURNING:
-                rows = self.db.execute(f"{update}({pick}) RETURNING {CLAIM_COLUMNS}",
-                                       (*args, *queues, now, n)).fetchall()
+                rows = db.execute(f"{update}({pick}) RETURNING {CLAIM_COLUMNS}",
+                                  (*args, *queues, now, n)).fetchall()
             else:
-                seqs = [r[0] for r in self.db.execute(pick, (*queues, now, n))]
-                seq_marks = ",".join("?" * len(seqs))
-                self.db.execute(f"{update}({seq_marks})", (*args, *seqs))
-                rows = self.db.execute(f"SELECT {CLAIM_COLUMNS} FROM task WHERE seq IN ({seq_marks})",
-                                       seqs).fetchall()
+                seqs = [r[0] for r in db.execute(pick, (*queues, now, n))]
+                db.execute(f"{update}({_marks(seqs)})", (*args, *seqs))
+                rows = db.execute(
+                    f"SELECT {CLAIM_COLUMNS} FROM task WHERE seq IN ({_marks(seqs)})",
+                    seqs).fetchall()
             rows.sort(key=lambda r: r[-1])  # by seq; then by priority, whatever its type
             rows.sort(key=lambda r: r[8] if isinstance(r[8], NUMBER) else 0, reverse=True)
             return [_message(row) for row in rows]
         return self._tx(run)
 
-    def _settle(self, worker: str, outcomes: Sequence[Settle], now: float) -> None:
-        """Write outcomes, each only if this worker still holds that delivery (the fence)."""
-        fence = "WHERE id = ? AND worker = ? AND attempts = ? AND status = 1"
-        for task_id, attempts, state, result, tb, eta, body, chord, follow, failed in outcomes:
-            key, state, tb = (task_id, worker, attempts), printable(state), printable(tb)
-            if state is None:  # success with ignore_result: nothing to keep
-                self.db.execute(f"DELETE FROM task {fence}", key)
-            elif state == "RETRY":
-                self.db.execute(
-                    "UPDATE task SET status = 0, state = 'RETRY', retries = retries + 1,"
-                    " attempts = 0, worker = NULL, eta = ?, result = ?, traceback = ?,"
-                    f" body = COALESCE(?, body) {fence}", (eta, result, tb, body, *key))
-            elif state == "PENDING":  # put back; the delivery still counts towards the cap
-                self.db.execute(f"UPDATE task SET status = 0, state = 'PENDING', worker = NULL {fence}",
-                                key)
-            elif self.db.execute("UPDATE task SET status = 2, state = ?, result = ?, traceback"
-                                 f" = ?, finished = ? {fence}", (state, result, tb, now, *key)).rowcount:
-                self.db.executemany(INSERT, follow)
-                self.db.executemany(
-                    "INSERT INTO task (id, name, queue, body, status, state, result, traceback,"
-                    " created, finished) VALUES (?, ?, '', '[]', 2, ?, ?, ?, ?, ?)",
-                    [(i, name, state, result, tb, now, now) for i, name in failed])
-                if chord:
-                    self._release_chord(chord, now)
-
-    def _release_chord(self, callback: str, now: float) -> None:
-        """The last member is done: queue the callback with their results, or fail it."""
-        members = self.db.execute("SELECT id, status, state, result FROM task WHERE chord = ?"
-                                  " ORDER BY seq", (callback,)).fetchall()
-        if any(status != DONE for _, status, _, _ in members):
-            return
-        failed = next((m for m in members if m[2] != "SUCCESS"), None)
-        if failed is not None:
-            info = json.loads(failed[3]) if failed[3] else {}
-            cause = f"{info.get('exc_type', failed[2])}{tuple(info.get('exc_message') or ())!r}"
-            error = json.dumps({"exc_type": "ChordError", "exc_module": "miniq.exceptions",
-                                "exc_message": [f"Dependency {failed[0]} raised {cause}"]})
-            self.db.execute("UPDATE task SET status = 2, state = 'FAILURE', result = ?,"
-                            " finished = ? WHERE id = ? AND status = 3", (error, now, callback))
-            return
-        row = self.db.execute("SELECT body, options FROM task WHERE id = ? AND status = 3",
-                              (callback,)).fetchone()
-        if row is not None:
-            args, kwargs = json.loads(row[0])
-            if not json.loads(row[1] or "{}").get("immutable"):  # an si() body gets nothing
-                args = [[json.loads(m[3]) if m[3] is not None else None for m in members], *args]
-            self.db.execute("UPDATE task SET status = 0, body = ? WHERE id = ?",
-                            (json.dumps([args, kwargs]), callback))
-
     @_translated
-    def settle(self, worker: str, outcomes: Sequence[Settle]) -> None:
+    def settle(self, worker, outcomes):
+        """Write the Settle records and claim nothing."""
         if outcomes:
             self.claim(worker, (), 0, 0.0, outcomes)
 
     @_translated
-    def next_eta(self, queues: Sequence[str]) -> Optional[float]:
-        """When the earliest queued task on these queues becomes due."""
-        marks = ",".join("?" * len(queues))
-        return self.db.execute(
-            f"SELECT MIN(eta) FROM task WHERE status = 0 AND queue IN ({marks})"
-            " AND typeof(eta) IN ('integer', 'real')", tuple(queues)).fetchone()[0]
+    def next_eta(self, queues):
+        """When the earliest queued task on these queues becomes due; None if none is queued."""
+        return self._row("SELECT MIN(eta) FROM task WHERE status = 0 AND typeof(eta) IN"
+                         f" ('integer', 'real') AND queue IN ({_marks(queues)})", queues)[0]
 
     @_translated
-    def register(self, worker: str, host: str, pid: int, concurrency: int,
-                 queues: Sequence[str], machine: Optional[str] = None) -> None:
+    def register(self, worker, host, pid, concurrency, queues, machine):
+        """Record a worker (its id, where it runs, its queues) with a fresh heartbeat."""
         now = self.clock()
-        self._tx(lambda: self.db.execute(
-            "INSERT OR REPLACE INTO worker (id, host, pid, concurrency, queues, started,"
-            " heartbeat, machine) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (worker, host, pid, concurrency, ",".join(queues), now, now, machine)))
+        self._write("INSERT OR REPLACE INTO worker (id, host, pid, concurrency, queues, started,"
+                    " heartbeat, machine) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (worker, host, pid, concurrency, ",".join(queues), now, now, machine))
 
     @_translated
-    def unregister(self, worker: str) -> None:
-        self._tx(lambda: self.db.execute("DELETE FROM worker WHERE id = ?", (worker,)))
+    def unregister(self, worker):
+        self._write("DELETE FROM worker WHERE id = ?", (worker,))
 
     @_translated
-    def heartbeat(self, worker: str, lease: float) -> List[Tuple[str, int]]:
+    def heartbeat(self, worker, lease):
         """Prove this worker alive, extend its leases; return (id, signal) to terminate."""
         now = self.clock()
 
-        def run():
-            self.db.execute("UPDATE worker SET heartbeat = ? WHERE id = ?", (now, worker))
-            self.db.execute("UPDATE task SET lease = ? WHERE worker = ? AND status = 1",
-                            (now + lease, worker))
+        def run(db):
+            db.execute("UPDATE worker SET heartbeat = ? WHERE id = ?", (now, worker))
+            db.execute("UPDATE task SET lease = ? WHERE worker = ? AND status = 1",
+                       (now + lease, worker))
         self._tx(run)
-        return self.db.execute(
-            "SELECT id, revoked FROM task WHERE worker = ? AND status = 1 AND revoked > 0",
-            (worker,)).fetchall()
+        return self._rows("SELECT id, revoked FROM task WHERE worker = ? AND status = 1"
+                          " AND revoked > 0", (worker,))
 
     @_translated
-    def checkpoint(self) -> None:
+    def checkpoint(self):
         """Copy the WAL into the file without waiting on readers: keeps it small."""
         self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     @_translated
-    def workers(self) -> List[WorkerRow]:
-        """The registered workers, oldest first."""
-        rows = self.db.execute(f"SELECT {', '.join(WorkerRow._fields)} FROM worker"
-                               " ORDER BY started").fetchall()
+    def workers(self):
+        """The registered workers as WorkerRow records, oldest first."""
+        rows = self._rows(f"SELECT {', '.join(WorkerRow._fields)} FROM worker ORDER BY started")
         return [WorkerRow(*row) for row in rows]
 
     @_translated
-    def recover(self, dead: Sequence[str], max_deliveries: int, lost_result: str) -> int:
-        """Requeue tasks of dead workers or lapsed leases; fail those delivered too often."""
+    def recover(self, dead, max_deliveries, lost_result):
+        """Requeue tasks of dead workers or lapsed leases and say how many; fail those
+        delivered max_deliveries times, with lost_result (exception JSON) as their result."""
         now = self.clock()
-        marks = ",".join("?" * len(dead))
-        lost = f"status = 1 AND (lease < ? OR worker IN ({marks}))"
+        lost = f"status = 1 AND (lease < ? OR worker IN ({_marks(dead)}))"
 
-        def run():
-            self.db.execute(f"DELETE FROM worker WHERE id IN ({marks})", tuple(dead))
-            self.db.execute(
+        def run(db):
+            db.execute(f"DELETE FROM worker WHERE id IN ({_marks(dead)})", dead)
+            db.execute(
                 "UPDATE task SET status = 2, state = 'FAILURE', result = ?, finished = ?,"
                 f" traceback = NULL WHERE {lost} AND attempts >= ?",
                 (lost_result, now, now, *dead, max_deliveries))
-            return self.db.execute(
+            return db.execute(
                 f"UPDATE task SET status = 0, state = 'PENDING', worker = NULL WHERE {lost}",
                 (now, *dead)).rowcount
         return self._tx(run)
 
     @_translated
-    def claim_beat_slot(self, entry: str, slot: float) -> bool:
+    def claim_beat_slot(self, entry, slot):
         """True for the one caller, among any number of beats, that may send this run."""
-        def run():
-            self.db.execute("DELETE FROM beat WHERE entry = ? AND slot < ?", (entry, slot - 86400))
-            return self.db.execute("INSERT OR IGNORE INTO beat VALUES (?, ?)",
-                                   (entry, slot)).rowcount == 1
+        def run(db):
+            db.execute("DELETE FROM beat WHERE entry = ? AND slot < ?", (entry, slot - 86400))
+            return db.execute("INSERT OR IGNORE INTO beat VALUES (?, ?)",
+                              (entry, slot)).rowcount == 1
         return self._tx(run)
 
     # -- inspection and control ----------------------------------------------
 
     @_translated
-    def purge(self, queues: Optional[Sequence[str]] = None, dry_run: bool = False) -> int:
-        """Delete queued (not running, not finished) tasks, of all queues if none given;
-        with dry_run, only count them."""
+    def purge(self, queues=None, dry_run=False):
+        """Delete queued (not running, not finished) tasks, of all queues if none given,
+        and say how many; with dry_run, only count them."""
         where, args = "status = 0", ()
         if queues:
-            where += f" AND queue IN ({','.join('?' * len(queues))})"
-            args = tuple(queues)
+            where += f" AND queue IN ({_marks(queues)})"
+            args = queues
         if dry_run:
-            return self.db.execute(f"SELECT COUNT(*) FROM task WHERE {where}", args).fetchone()[0]
-        return self._tx(lambda: self.db.execute(f"DELETE FROM task WHERE {where}", args).rowcount)
+            return self._row(f"SELECT COUNT(*) FROM task WHERE {where}", args)[0]
+        return self._write(f"DELETE FROM task WHERE {where}", args)
 
     @_translated
-    def counts(self) -> List[tuple]:
+    def counts(self):
         """(queue, state, count) for every queue and state present."""
-        return self.db.execute("SELECT queue, state, COUNT(*) FROM task"
-                               " GROUP BY queue, state ORDER BY queue, state").fetchall()
+        return self._rows("SELECT queue, state, COUNT(*) FROM task"
+                          " GROUP BY queue, state ORDER BY queue, state")
 
     @_translated
-    def active(self) -> List[tuple]:
+    def active(self):
         """(id, name, worker, started, state, body) of running tasks, oldest first."""
-        return self.db.execute("SELECT id, name, worker, started, state, body FROM task"
-                               " WHERE status = 1 ORDER BY started").fetchall()
+        return self._rows("SELECT id, name, worker, started, state, body FROM task"
+                          " WHERE status = 1 ORDER BY started")
 
     @_translated
-    def scheduled(self) -> List[tuple]:
+    def scheduled(self):
         """(id, name, queue, eta, body) of queued tasks not yet due, soonest first."""
-        return self.db.execute("SELECT id, name, queue, eta, body FROM task WHERE status = 0"
-                               " AND eta > ? ORDER BY eta", (self.clock(),)).fetchall()
+        return self._rows("SELECT id, name, queue, eta, body FROM task WHERE status = 0"
+                          " AND eta > ? ORDER BY eta", (self.clock(),))
 
     @_translated
-    def sweep(self, before: float, limit: int = 1000) -> int:
-        """Delete up to limit results finished before the given time."""
-        return self._tx(lambda: self.db.execute(
-            "DELETE FROM task WHERE seq IN (SELECT seq FROM task WHERE status = 2"
-            " AND finished < ? LIMIT ?)", (before, limit)).rowcount)
+    def sweep(self, before):
+        """Delete up to 1000 results finished before the given unix time; say how many."""
+        return self._write("DELETE FROM task WHERE seq IN (SELECT seq FROM task WHERE status = 2"
+                           " AND finished < ? LIMIT 1000)", (before,))
 
 
-def _check_owner(db: sqlite3.Connection, path: str) -> None:
+def _settle(db, worker, outcomes, now):
+    """Write outcomes, each only if this worker still holds that delivery (the fence)."""
+    fence = "WHERE id = ? AND worker = ? AND attempts = ? AND status = 1"
+    for task_id, attempts, state, result, tb, eta, body, chord, follow, failed in outcomes:
+        key = (task_id, worker, attempts)
+        if state is None:  # success with ignore_result: nothing to keep
+            db.execute(f"DELETE FROM task {fence}", key)
+        elif state == "RETRY":
+            db.execute(
+                "UPDATE task SET status = 0, state = 'RETRY', retries = retries + 1,"
+                " attempts = 0, worker = NULL, eta = ?, result = ?, traceback = ?,"
+                f" body = COALESCE(?, body) {fence}", (eta, result, tb, body, *key))
+        elif state == "PENDING":  # put back; the delivery still counts towards the cap
+            db.execute(f"UPDATE task SET status = 0, state = 'PENDING', worker = NULL {fence}",
+                       key)
+        elif db.execute("UPDATE task SET status = 2, state = ?, result = ?, traceback = ?,"
+                        f" finished = ? {fence}", (state, result, tb, now, *key)).rowcount:
+            db.executemany(INSERT, follow)
+            db.executemany(
+                "INSERT INTO task (id, name, queue, body, status, state, result, traceback,"
+                " created, finished) VALUES (?, ?, '', '[]', 2, ?, ?, ?, ?, ?)",
+                [(i, name, state, result, tb, now, now) for i, name in failed])
+            if chord:
+                _release_chord(db, chord, now)
+
+
+def _release_chord(db, callback, now):
+    """The last member is done: queue the callback with their results, or fail it."""
+    members = db.execute("SELECT id, status, state, result FROM task WHERE chord = ?"
+                         " ORDER BY seq", (callback,)).fetchall()
+    if any(status != DONE for _, status, _, _ in members):
+        return
+    failed = next((m for m in members if m[2] != "SUCCESS"), None)
+    if failed is not None:
+        info = json.loads(failed[3] or "{}")
+        cause = f"{info.get('exc_type', failed[2])}{tuple(info.get('exc_message') or ())!r}"
+        error = json.dumps({"exc_type": "ChordError", "exc_module": "miniq.exceptions",
+                            "exc_message": [f"Dependency {failed[0]} raised {cause}"]})
+        db.execute("UPDATE task SET status = 2, state = 'FAILURE', result = ?,"
+                   " finished = ? WHERE id = ? AND status = 3", (error, now, callback))
+        return
+    row = db.execute("SELECT body, options FROM task WHERE id = ? AND status = 3",
+                     (callback,)).fetchone()
+    if row is not None:
+        args, kwargs = json.loads(row[0])
+        if not json.loads(row[1] or "{}").get("immutable"):  # an si() body gets nothing
+            args = [[json.loads(m[3]) if m[3] is not None else None for m in members], *args]
+        db.execute("UPDATE task SET status = 0, body = ? WHERE id = ?",
+                   (json.dumps([args, kwargs]), callback))
+
+
+def _check_owner(db, path):
     """Refuse another application's SQLite file before changing anything in it."""
     if db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID:
         return
@@ -555,7 +566,7 @@ def _check_owner(db: sqlite3.Connection, path: str) -> None:
             " point the broker URL at a file of its own")
 
 
-def _create_schema(db: sqlite3.Connection, path: str) -> None:
+def _create_schema(db, path):
     version = db.execute("PRAGMA user_version").fetchone()[0]  # again: inside the transaction
     if version > SCHEMA_VERSION:
         raise ImproperlyConfigured(f"{path} was made by a newer miniq (schema {version})")
@@ -568,7 +579,7 @@ def _create_schema(db: sqlite3.Connection, path: str) -> None:
     db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
 
 
-def _message(row: tuple) -> Message:
+def _message(row):
     """A claimed row as a Message, with ``fault`` naming its malformed columns if any."""
     *fields, eta, _seq = row
     message = Message(*fields)
@@ -584,13 +595,13 @@ def _message(row: tuple) -> Message:
     return message._replace(options=options)
 
 
-def _options(text: Any) -> Optional[dict]:
+def _options(text):
     """Per-call options as the app writes them (limits, a chain of signatures), else None."""
     try:
         options = json.loads(text) if text else {}
         steps = options.get("chain") or []
-        limits = [options.get(key) for key in ("soft_time_limit", "time_limit")]
-        shapes = [(steps, list), *((limit, MAYBE_NUMBER) for limit in limits)]
+        shapes = [(steps, list), (options.get("soft_time_limit"), MAYBE_NUMBER),
+                  (options.get("time_limit"), MAYBE_NUMBER)]
         shapes += [(step.get(key), kind) for step in steps for key, kind in STEP.items()]
     except (ValueError, TypeError, AttributeError):
         return None

@@ -4,25 +4,27 @@ Exceptions travel as JSON (type name, module, args). They come back as
 builtin or miniq types, or as a generated class of the same name: nothing
 named in the database is ever imported or unpickled.
 """
+from __future__ import annotations
+
 import builtins
 import functools
 import json
+import math
 import time
-from typing import Any, Dict, Optional
+from typing import Any
 
 from . import exceptions
-from .broker import DONE, RUNNING
+from .broker import DONE, QUEUED, RUNNING
 
-PENDING, STARTED, SUCCESS, FAILURE = "PENDING", "STARTED", "SUCCESS", "FAILURE"
-RETRY, REVOKED = "RETRY", "REVOKED"
-EXCEPTION_STATES = frozenset({FAILURE, RETRY, REVOKED})
+EXCEPTION_STATES = frozenset({"FAILURE", "RETRY", "REVOKED"})
+UNKNOWN = (QUEUED, "PENDING", None, None, None)  # a task the database does not know (yet)
 WIRE_MODULE = "miniq.exceptions"  # the stored name of miniq's exceptions module
 
 # True inside worker children: get() there could wait on a task that needs this very child.
 join_will_block = False
 
 
-def exception_to_json(exc: BaseException) -> str:
+def exception_to_json(exc):
     """Type name, module and args as JSON; miniq's own module is written as
     ``miniq.exceptions`` wherever the package lives, so a vendored copy reads it."""
     cls = type(exc)
@@ -34,14 +36,14 @@ def exception_to_json(exc: BaseException) -> str:
         return json.dumps({**data, "exc_message": [_text_of(exc)]})
 
 
-def _text_of(exc: BaseException) -> str:
+def _text_of(exc):
     try:
         return str(exc)
     except Exception:  # noqa: BLE001 - a broken __str__ must not hide the failure
         return f"<unprintable {type(exc).__name__}>"
 
 
-def exception_from_json(data: Dict[str, Any]) -> BaseException:
+def exception_from_json(data):
     """Rebuild an exception by name, from builtins or miniq only; never an import."""
     name, module = str(data.get("exc_type")), str(data.get("exc_module"))
     args = data.get("exc_message")
@@ -57,7 +59,7 @@ def exception_from_json(data: Dict[str, Any]) -> BaseException:
 
 
 @functools.lru_cache(maxsize=None)
-def _remote_class(module: str, name: str) -> type:
+def _remote_class(module, name):
     """A stand-in class for an exception type this process must not import."""
     safe = name if name.isidentifier() else "RemoteError"
     return type(safe, (Exception,), {"__module__": module})
@@ -71,39 +73,38 @@ class AsyncResult:
             from .app import default_app
             app = default_app()
         self.id, self.app = id, app
-        self.parent: Optional["AsyncResult"] = None  # the previous step, in a chain
-        self._done: Optional[tuple] = None  # a finished row never changes: keep it
+        self.parent: AsyncResult | None = None  # the previous step, in a chain
+        self._done = None  # a finished row never changes: keep it
 
     @property
     def task_id(self) -> str:
         return self.id
 
-    def _row(self) -> Optional[tuple]:
-        if self._done is not None:
+    def _row(self):
+        """(status, state, result, traceback, name), as the broker's state() reads them."""
+        if self._done:
             return self._done
         row = self.app.broker.state(self.id)
-        if row is not None and row[0] == DONE:
+        if row and row[0] == DONE:
             self._done = row
-        return row
+        return row or UNKNOWN
 
     @property
     def state(self) -> str:
         """PENDING (queued or unknown), STARTED, a custom state, RETRY, or a final state."""
-        row = self._row()
-        return row[1] if row else PENDING
+        return self._row()[1]
 
     status = state
 
     @property
-    def name(self) -> Optional[str]:
-        row = self._row()
-        return row[4] if row else None
+    def name(self) -> str | None:
+        return self._row()[4]
 
     @property
     def info(self) -> Any:
         """The value, the exception, or the meta a running task reported."""
         row = self._row()
-        if row is None or row[2] is None:
+        if row[2] is None:
             return None
         data = json.loads(row[2])
         if row[1] in EXCEPTION_STATES and row[0] != RUNNING and isinstance(data, dict):
@@ -113,47 +114,46 @@ class AsyncResult:
     result = info
 
     @property
-    def traceback(self) -> Optional[str]:
-        row = self._row()
-        return row[3] if row else None
+    def traceback(self) -> str | None:
+        return self._row()[3]
 
     def ready(self) -> bool:
-        row = self._row()
-        return row is not None and row[0] == DONE
+        self._row()  # keeps a finished row
+        return self._done is not None
 
     def successful(self) -> bool:
-        return self.ready() and self.state == SUCCESS
+        return self.ready() and self.state == "SUCCESS"
 
     def failed(self) -> bool:
-        return self.ready() and self.state == FAILURE
+        return self.ready() and self.state == "FAILURE"
 
-    def get(self, timeout: Optional[float] = None, propagate: bool = True,
+    def get(self, timeout: float | None = None, propagate: bool = True,
             interval: float = 0.1, disable_sync_subtasks: bool = True, **_ignored) -> Any:
         """Wait until the task is done; return its value or raise its exception."""
         if disable_sync_subtasks and join_will_block:
             raise RuntimeError("Never call result.get() within a task: it can deadlock the pool")
         self._wait(timeout, interval)
-        if propagate and self.state != SUCCESS:
+        if propagate and self.state != "SUCCESS":
             raise self.info
         return self.info
 
     wait = get
 
-    def _wait(self, timeout: Optional[float], interval: float) -> None:
+    def _wait(self, timeout, interval):
         """Poll cheaply: reread the row only when another connection has committed."""
         broker, start, seen = self.app.broker, time.monotonic(), None
+        if timeout is None:
+            timeout = math.inf
         while True:
             version = broker.data_version()
             if version != seen and self.ready():
                 return
             seen = version
             elapsed = time.monotonic() - start
-            if timeout is not None and elapsed >= timeout:
+            if elapsed >= timeout:
                 raise exceptions.TimeoutError("The operation timed out.")
             pause = min(interval, 0.0001 + elapsed * 0.05)  # late by at most ~5%
-            if timeout is not None:
-                pause = min(pause, timeout - elapsed)
-            time.sleep(pause)
+            time.sleep(min(pause, timeout - elapsed))
 
     def forget(self) -> None:
         """Delete the stored result."""
@@ -183,7 +183,7 @@ class AsyncResult:
 class EagerResult(AsyncResult):
     """The outcome of a task run in-process (``apply()``, ``task_always_eager``)."""
 
-    def __init__(self, id: str, state: str, value: Any, traceback: Optional[str] = None, app=None):
+    def __init__(self, id: str, state: str, value: Any, traceback: str | None = None, app=None):
         super().__init__(id, app)
         self._done = (DONE, state, None, traceback, None)  # so _row() never reads the database
         self._value = value
@@ -195,7 +195,7 @@ class EagerResult(AsyncResult):
     result = info
 
     def get(self, timeout=None, propagate=True, **_ignored) -> Any:
-        if propagate and self.state != SUCCESS:
+        if propagate and self.state != "SUCCESS":
             raise self._value
         return self._value
 

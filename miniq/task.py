@@ -2,6 +2,8 @@
 request), and ``execute()``: the one place a message is run, by worker
 children, by eager mode and by tests alike.
 """
+from __future__ import annotations
+
 import functools
 import json
 import os
@@ -12,37 +14,39 @@ import time
 import traceback
 from datetime import datetime, timezone
 from types import SimpleNamespace
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
-from .broker import Message, printable
+from .broker import NUMBER, Message, printable
 from .exceptions import MaxRetriesExceededError, NotRegistered, Retry, SoftTimeLimitExceeded
 from .result import EagerResult, exception_to_json
 
-TASK_OPTIONS = frozenset({
-    "bind", "name", "soft_time_limit", "time_limit", "ignore_result", "max_retries",
-    "default_retry_delay", "autoretry_for", "retry_kwargs", "retry_backoff",
-    "retry_backoff_max", "retry_jitter", "acks_late", "reject_on_worker_lost", "queue",
-    "priority", "typing", "track_started", "base",  # the last three change nothing here
-})
+IGNORED_OPTIONS = {"typing", "track_started", "base"}  # Celery's; they change nothing here
 
 
 class Outcome(NamedTuple):
     """What running a message produced, ready to store."""
-    state: Optional[str]             # SUCCESS, FAILURE, RETRY; None: success not kept
-    result: Optional[str]            # JSON value or exception info
-    traceback: Optional[str] = None
-    eta: float = 0.0                 # RETRY: when to run again
-    body: Optional[str] = None       # RETRY with new arguments
-    exc: Optional[BaseException] = None  # in-process only; never crosses a pipe
+    state: str | None                 # SUCCESS, FAILURE, RETRY; None: success not kept
+    result: str | None                # JSON value or exception info
+    traceback: str | None = None
+    eta: float = 0.0                  # RETRY: when to run again
+    body: str | None = None           # RETRY with new arguments
+    exc: BaseException | None = None  # in-process only; never crosses a pipe
 
 
 class Context(SimpleNamespace):
     """``self.request``: what a running task knows about its own call."""
 
     def __init__(self, **fields: Any):
-        super().__init__(**{"id": None, "args": (), "kwargs": {}, "retries": 0, "attempts": 1,
-                            "is_eager": False, "called_directly": True, "hostname": None,
-                            "delivery_info": {}, **fields})
+        super().__init__(**{"id": None,
+                            "args": (),
+                            "kwargs": {},
+                            "retries": 0,
+                            "attempts": 1,
+                            "is_eager": False,
+                            "called_directly": True,
+                            "hostname": None,
+                            "delivery_info": {},
+                            **fields})
 
     def get(self, key: str, default: Any = None) -> Any:
         return getattr(self, key, default)
@@ -52,13 +56,13 @@ _encode = json.JSONEncoder(separators=(",", ":")).encode
 _VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
 
 
-def new_id() -> str:
+def new_id():
     """A random (version 4) UUID string, three times cheaper than str(uuid.uuid4())."""
     h = os.urandom(16).hex()
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 
-def encode_args(name: str, args: Any, kwargs: Any) -> str:
+def encode_args(name, args, kwargs):
     """JSON of the call's arguments; what JSON cannot carry fails here, at the call."""
     try:
         return _encode([list(args or ()), dict(kwargs or {})])
@@ -66,16 +70,18 @@ def encode_args(name: str, args: Any, kwargs: Any) -> str:
         raise TypeError(f"{name}: arguments must be JSON serializable: {exc}") from None
 
 
-def to_timestamp(when: Any) -> float:
+def to_timestamp(when):
     """A datetime (naive means UTC, as Celery) or unix time, as unix time."""
     if isinstance(when, datetime):
-        return (when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when).timestamp()
-    if isinstance(when, bool) or not isinstance(when, (int, float)):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        return when.timestamp()
+    if isinstance(when, bool) or not isinstance(when, NUMBER):
         raise TypeError(f"a time is a datetime or a unix time, not {when!r}")
     return float(when)
 
 
-def backoff(retries: int, factor: int, maximum: float, jitter: bool) -> float:
+def _backoff(retries, factor, maximum, jitter):
     """Celery's exponential backoff: factor * 2**retries, capped, optionally full jitter."""
     countdown = min(maximum, factor * (2 ** retries))
     return random.randrange(int(countdown) + 1) if jitter else countdown
@@ -84,24 +90,25 @@ def backoff(retries: int, factor: int, maximum: float, jitter: bool) -> float:
 class Task:
     """A registered function with Celery's calling API and options."""
 
-    bind = False
-    soft_time_limit: Optional[float] = None
-    time_limit: Optional[float] = None
-    ignore_result = False
-    max_retries: Optional[int] = 3
-    default_retry_delay = 180
+    # The options @app.task takes, besides name: every annotated attribute here.
+    bind: bool = False
+    soft_time_limit: float | None = None
+    time_limit: float | None = None
+    ignore_result: bool = False
+    max_retries: int | None = 3
+    default_retry_delay: float = 180
     autoretry_for: tuple = ()
     retry_kwargs: dict = {}
     retry_backoff: Any = False
-    retry_backoff_max = 600
-    retry_jitter = True
-    acks_late: Optional[bool] = None
-    reject_on_worker_lost: Optional[bool] = None
-    queue: Optional[str] = None
-    priority: Optional[int] = None
+    retry_backoff_max: float = 600
+    retry_jitter: bool = True
+    acks_late: bool | None = None
+    reject_on_worker_lost: bool | None = None
+    queue: str | None = None
+    priority: int | None = None
 
     def __init__(self, app, fun, name: str, **options: Any):
-        unknown = set(options) - TASK_OPTIONS
+        unknown = set(options) - {*Task.__annotations__, "name", *IGNORED_OPTIONS}
         if unknown:
             raise TypeError(f"unknown task option(s) for {name}: {', '.join(sorted(unknown))}")
         self.app, self.name = app, name
@@ -113,7 +120,9 @@ class Task:
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         fun = self.__wrapped__
-        return fun(self, *args, **kwargs) if self.bind else fun(*args, **kwargs)
+        if self.bind:
+            return fun(self, *args, **kwargs)
+        return fun(*args, **kwargs)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run in this process, now, as a plain function call (as Celery)."""
@@ -141,25 +150,34 @@ class Task:
         """Send the task with these arguments; returns an AsyncResult at once."""
         return self.apply_async(args, kwargs)
 
-    def apply_async(self, args: Any = None, kwargs: Any = None, **options: Any):
+    def apply_async(self,
+                    args: Any = None,
+                    kwargs: Any = None,
+                    **options: Any):
         """Send with options: countdown, eta, expires, task_id, queue, priority, time limits."""
         if self.app.conf.task_always_eager:
             return self.apply(args, kwargs, **options)
         return self.app.send_task(self.name, args, kwargs, **options)
 
-    def apply(self, args: Any = None, kwargs: Any = None, task_id: Optional[str] = None,
+    def apply(self,
+              args: Any = None,
+              kwargs: Any = None,
+              task_id: str | None = None,
               **_options: Any) -> EagerResult:
         """Run now in this process, retries included, and return an EagerResult."""
-        message = Message(task_id or new_id(), self.name, encode_args(self.name, args, kwargs))
+        body = encode_args(self.name, args, kwargs)
+        message = Message(task_id or new_id(), self.name, body)
         outcome = execute(self.app, message, eager=True)
         while outcome.state == "RETRY":
-            message = message._replace(retries=message.retries + 1, body=outcome.body or message.body)
+            message = message._replace(retries=message.retries + 1,
+                                       body=outcome.body or message.body)
             outcome = execute(self.app, message, eager=True)
         if outcome.state == "FAILURE":
             if self.app.conf.task_eager_propagates:
                 raise outcome.exc
-            return EagerResult(message.id, "FAILURE", outcome.exc, outcome.traceback, self.app)
-        value = json.loads(outcome.result) if outcome.result is not None else None
+            return EagerResult(message.id, "FAILURE", outcome.exc, outcome.traceback,
+                               self.app)
+        value = json.loads(outcome.result)  # eager: a success always keeps its result
         return EagerResult(message.id, "SUCCESS", value, app=self.app)
 
     def AsyncResult(self, task_id: str):
@@ -173,33 +191,47 @@ class Task:
         """An immutable signature: a chain does not pass it the previous result."""
         return canvas.Signature(self, args, kwargs, immutable=True)
 
-    def signature(self, args: Any = (), kwargs: Any = None, **options: Any):
+    def signature(self,
+                  args: Any = (),
+                  kwargs: Any = None,
+                  **options: Any):
         return canvas.Signature(self, args or (), kwargs, options)
 
-    def retry(self, args: Any = None, kwargs: Any = None, exc: Optional[BaseException] = None,
-              throw: bool = True, eta: Any = None, countdown: Optional[float] = None,
-              max_retries: Optional[int] = None, **_options: Any) -> Retry:
+    def retry(self,
+              args: Any = None,
+              kwargs: Any = None,
+              exc: BaseException | None = None,
+              throw: bool = True,
+              eta: Any = None,
+              countdown: float | None = None,
+              max_retries: int | None = None,
+              **_options: Any) -> Retry:
         """Ask for another run later; raises Retry (or exc / MaxRetriesExceededError when out)."""
         request = self.request
         limit = self.max_retries if max_retries is None else max_retries
         if request.called_directly:
             raise exc or Retry("Task can be retried", None)
         if limit is not None and request.retries >= limit:
-            raise exc if exc is not None else MaxRetriesExceededError(
+            raise exc or MaxRetriesExceededError(
                 f"Can't retry {self.name}[{request.id}] args:{request.args} kwargs:{request.kwargs}")
         delay = self.default_retry_delay if countdown is None else countdown
         when = to_timestamp(eta) if eta is not None else time.time() + delay
-        retry = Retry(exc=exc, when=round(max(0.0, when - time.time()), 3))
+        seconds = round(max(0.0, when - time.time()), 3)
+        retry = Retry(exc=exc, when=seconds)
         retry.eta, retry.body = when, None
         if args is not None or kwargs is not None:
-            retry.body = encode_args(self.name, request.args if args is None else args,
+            retry.body = encode_args(self.name,
+                                     request.args if args is None else args,
                                      request.kwargs if kwargs is None else kwargs)
         if throw:
             raise retry
         return retry
 
-    def update_state(self, task_id: Optional[str] = None, state: Optional[str] = None,
-                     meta: Any = None, **_ignored: Any) -> None:
+    def update_state(self,
+                     task_id: str | None = None,
+                     state: str | None = None,
+                     meta: Any = None,
+                     **_ignored: Any) -> None:
         """Report a custom state (e.g. PROGRESS) and meta while running."""
         task_id = task_id or self.request.id
         if task_id is None or self.request.is_eager:
@@ -218,7 +250,7 @@ class Task:
         return self.app.broker.is_aborted(task_id)
 
 
-def _call(task: Task, args: list, kwargs: dict, soft_limit: Optional[float]) -> Any:
+def _call(task, args, kwargs, soft_limit):
     """The function itself, under its soft time limit, with autoretry_for applied."""
     if soft_limit:
         def expire(signum, frame):
@@ -235,17 +267,18 @@ def _call(task: Task, args: list, kwargs: dict, soft_limit: Optional[float]) -> 
     except task.autoretry_for as exc:
         options = dict(task.retry_kwargs)
         if task.retry_backoff:
-            options["countdown"] = backoff(task.request.retries, int(task.retry_backoff),
-                                           task.retry_backoff_max, task.retry_jitter)
+            options["countdown"] = _backoff(task.request.retries,
+                                            int(task.retry_backoff),
+                                            task.retry_backoff_max,
+                                            task.retry_jitter)
         task.retry(exc=exc, **options)
     finally:
         if soft_limit:
             signal.setitimer(signal.ITIMER_REAL, 0)
 
 
-def execute(app, message: Message, soft_limit: Optional[float] = None,
-            eager: bool = False, hostname: Optional[str] = None) -> Outcome:
-    """Run one message and say what happened; never raises for the task's errors."""
+def execute(app, message, soft_limit=None, eager=False, hostname=None):
+    """Run one Message and return its Outcome; never raises for the task's errors."""
     task = app.tasks.get(message.name)
     try:
         if task is None:
@@ -253,17 +286,24 @@ def execute(app, message: Message, soft_limit: Optional[float] = None,
         try:
             args, kwargs = json.loads(message.body)
         except (ValueError, TypeError) as exc:
-            raise ValueError(f"corrupt message {message.id}: body is not [args, kwargs] JSON ({exc})")
-        task.push_request(Context(
-            id=message.id, args=args, kwargs=kwargs, retries=message.retries,
-            attempts=message.attempts, is_eager=eager, called_directly=False, hostname=hostname))
+            raise ValueError(
+                f"corrupt message {message.id}: body is not [args, kwargs] JSON ({exc})")
+        task.push_request(Context(id=message.id,
+                                  args=args,
+                                  kwargs=kwargs,
+                                  retries=message.retries,
+                                  attempts=message.attempts,
+                                  is_eager=eager,
+                                  called_directly=False,
+                                  hostname=hostname))
         try:
             value = _call(task, args, kwargs, soft_limit)
         finally:
             task.pop_request()
     except Retry as retry:
-        cause = retry.exc if retry.exc is not None else retry
-        return Outcome("RETRY", exception_to_json(cause), _traceback(), retry.eta, retry.body, cause)
+        cause = retry.exc or retry
+        return Outcome("RETRY", exception_to_json(cause), _traceback(),
+                       retry.eta, retry.body, cause)
     except Exception as exc:
         return Outcome("FAILURE", exception_to_json(exc), _traceback(), exc=exc)
     if (task.ignore_result or app.conf.task_ignore_result) and not eager:
@@ -275,7 +315,7 @@ def execute(app, message: Message, soft_limit: Optional[float] = None,
         return Outcome("FAILURE", exception_to_json(error), None, exc=error)
 
 
-def _traceback() -> str:
+def _traceback():
     return printable(traceback.format_exc())
 
 

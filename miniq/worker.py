@@ -10,6 +10,8 @@ Each child runs one message at a time and reports back over its pipe; only
 the manager writes a task's lifecycle. Soft limits are a timer inside the
 child; hard limits, dead children and revocations are the manager's job.
 """
+from __future__ import annotations
+
 import contextlib
 import json
 import logging
@@ -22,11 +24,10 @@ import sys
 import time
 import uuid
 from multiprocessing.connection import wait
-from typing import List, Optional, Tuple
 
 from . import result as results
-from .app import Miniq, load_app
-from .broker import Message, Settle, file_inode
+from .app import load_app
+from .broker import Settle, file_inode
 from .canvas import next_steps
 from .exceptions import MiniqError, TaskRevokedError, TimeLimitExceeded, WorkerLostError
 from .result import exception_from_json, exception_to_json
@@ -40,12 +41,12 @@ LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
-def _rss_kib() -> int:
+def _rss_kib():
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak // 1024 if sys.platform == "darwin" else peak
 
 
-def machine_id() -> str:
+def _machine_id():
     """Where a pid means something: this host, this boot, this pid namespace (a
     container sharing the file and the hostname has another)."""
     parts = [socket.gethostname()]
@@ -56,7 +57,7 @@ def machine_id() -> str:
     return " ".join(parts)
 
 
-def _signal(value) -> int:
+def _signal(value):
     """The signal a stored value names; SIGKILL for one no caller could have sent."""
     try:
         return signal.Signals(value)
@@ -64,18 +65,17 @@ def _signal(value) -> int:
         return signal.SIGKILL
 
 
-def child_main(app_path: str, conn, loglevel: Optional[str], max_tasks: Optional[int],
-               max_memory_kib: Optional[int], manager: int) -> None:
-    """A child's whole life: import the app, then run messages until told to stop."""
-    if hasattr(signal, "set_wakeup_fd"):
-        signal.set_wakeup_fd(-1)
+def child_main(app_path, conn, loglevel, max_tasks, max_memory_kib, manager):
+    """A child's whole life: import the app, then run messages until told to stop.
+    ``manager`` is the manager's pid, as the manager gave it."""
+    signal.set_wakeup_fd(-1)
     # Ctrl-C and a group-wide SIGTERM (systemd's default) reach us too: the manager decides.
     # They came ignored, and perhaps blocked (see Worker._spawn): keep them ignored.
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     signal.signal(signal.SIGQUIT, signal.SIG_DFL)
-    if loglevel and not logging.getLogger().handlers:
+    if loglevel:  # does nothing where the app configured logging already
         logging.basicConfig(level=loglevel.upper(), format=LOG_FORMAT)
     results.join_will_block = True
     app = load_app(app_path)
@@ -94,8 +94,8 @@ def child_main(app_path: str, conn, loglevel: Optional[str], max_tasks: Optional
         message, soft_limit = job
         outcome = execute(app, message, soft_limit, hostname=hostname)
         done += 1
-        retire = bool((max_tasks and done >= max_tasks)
-                      or (max_memory_kib and _rss_kib() > max_memory_kib))
+        retire = ((max_tasks and done >= max_tasks)
+                  or (max_memory_kib and _rss_kib() > max_memory_kib))
         try:
             conn.send((outcome._replace(exc=None), retire))
         except OSError:
@@ -109,20 +109,19 @@ class Child:
 
     def __init__(self, process, conn):
         self.process, self.conn = process, conn
-        self.message: Optional[Message] = None
+        self.message = None  # the Message it runs
         self.started = 0.0
-        self.deadline: Optional[float] = None
-        self.killed_for: Optional[Tuple[str, Optional[Exception]]] = None  # (state, why)
+        self.deadline = None
+        self.killed_for = None  # (state, exception) to record when it dies
         self.retiring = False
 
 
 class Worker:
     """The manager: claims as many tasks as it has idle children, watches limits."""
 
-    def __init__(self, app: Miniq, app_path: str, concurrency: Optional[int] = None,
-                 queues: Optional[List[str]] = None, start_method: Optional[str] = None,
-                 loglevel: Optional[str] = None, beat: bool = False):
-        conf = app.conf
+    def __init__(self, app, app_path, concurrency=None, queues=None, start_method=None,
+                 loglevel=None, beat=False):
+        conf = self.conf = app.conf
         self.app, self.app_path, self.loglevel = app, app_path, loglevel
         self.concurrency = concurrency or conf.worker_concurrency or os.cpu_count() or 1
         self.queues = list(queues or [conf.task_default_queue])
@@ -131,19 +130,19 @@ class Worker:
             method = "fork"  # fastest; children start with a fresh connection of their own
         self.ctx = multiprocessing.get_context(method)
         self.id = uuid.uuid4().hex
-        self.host, self.machine = socket.gethostname(), machine_id()
+        self.machine = _machine_id()
         self.broker = app.broker
         self.lease = float(conf.worker_lost_after)
-        self.children: List[Child] = []
-        self.outcomes: List[Settle] = []
+        self.children = []
+        self.outcomes = []  # Settle records for the next transaction
         self.warm = self.cold = False
         self.want = True  # worth a claim: a child freed, or the database changed
         self.seen = None  # the database's data_version when last looked
         self.hints_muted_until, self.empty_hints = 0.0, 0  # a flood is heard once a poll
-        self.next_due: Optional[float] = None  # the earliest scheduled task
+        self.next_due = None  # the earliest scheduled task
         self.next_heartbeat, self.heartbeats = 0.0, 0
         self.idle_deaths = 0
-        self.db_error: Optional[str] = None
+        self.db_error = None
         self.db_retry_at = self.db_delay = 0.0
         self.beat = None
         if beat:  # -B: periodic tasks from this loop; the database keeps each run unique
@@ -153,14 +152,14 @@ class Worker:
 
     # -- life cycle --------------------------------------------------------
 
-    def run(self) -> int:
+    def run(self):
         """Serve until shut down; 0 after a warm shutdown, 1 after a cold one."""
         self._register()
         self._signals_r, signals_w = socket.socketpair()
         for sock in (self._signals_r, signals_w):
             sock.setblocking(False)
         signal.set_wakeup_fd(signals_w.fileno())
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
+        for signum in (*STOP_SIGNALS, signal.SIGQUIT):
             signal.signal(signum, self._on_signal)
         self.wake = self.app.waker.listen()
         try:
@@ -178,24 +177,23 @@ class Worker:
             self._signals_r.close()
         return 1 if self.cold else 0
 
-    def _register(self) -> None:
-        self.broker.register(self.id, self.host, os.getpid(), self.concurrency,
+    def _register(self):
+        self.broker.register(self.id, socket.gethostname(), os.getpid(), self.concurrency,
                              self.queues, self.machine)
         self.inode = file_inode(self.broker.path)
 
-    def _on_signal(self, signum, frame) -> None:
+    def _on_signal(self, signum, frame):
         """Only set flags: the loop acts. First signal warm, second (or SIGQUIT) cold."""
         if self.warm or signum == signal.SIGQUIT:
             self.cold = True
         self.warm = True
 
-    def _spawn(self, index: int) -> Child:
-        conf = self.app.conf
+    def _spawn(self, index):
         ours, theirs = self.ctx.Pipe()
         process = self.ctx.Process(
             target=child_main, name=f"ForkPoolWorker-{index + 1}", daemon=True,
-            args=(self.app_path, theirs, self.loglevel, conf.worker_max_tasks_per_child,
-                  conf.worker_max_memory_per_child, os.getpid()))
+            args=(self.app_path, theirs, self.loglevel, self.conf.worker_max_tasks_per_child,
+                  self.conf.worker_max_memory_per_child, os.getpid()))
         # A signal to the whole group must not kill a child (or the fork server) still
         # booting: they start with it ignored, which even exec keeps. The manager's own
         # wait, blocked, until its handlers are back.
@@ -210,14 +208,13 @@ class Worker:
         theirs.close()
         return Child(process, ours)
 
-    def _shutdown(self) -> None:
+    def _shutdown(self):
         """Cold: kill the children and put their tasks back. Then stop the rest."""
         for child in self.children:
-            if child.message is not None:
+            if child.message:
                 child.process.kill()
                 child.process.join(5)
-                log.warning("cold shutdown: task %s[%s] put back in the queue",
-                            child.message.name, child.message.id)
+                log.warning("cold shutdown: task %s put back in the queue", child.message)
                 self._put_back(child.message)
         for child in self.children:
             with contextlib.suppress(OSError):
@@ -236,17 +233,17 @@ class Worker:
 
     # -- the loop: named steps ---------------------------------------------
 
-    def _loop(self) -> None:
+    def _loop(self):
         """Heartbeat (and now and then recover and sweep), send periodic tasks, settle
         and claim, dispatch, then wait and collect outcomes, then enforce limits."""
         while not self.cold:
-            busy = [c for c in self.children if c.message is not None]
+            busy = [c for c in self.children if c.message]
             if self.warm and not busy:
                 break
             now = time.time()
             if now >= self.next_heartbeat:
                 self._heartbeat()
-            if self.beat is not None and now >= self.beat_due:
+            if self.beat and now >= self.beat_due:
                 wait_s = self._db(self.beat.tick)
                 self.beat_due = now + (1.0 if wait_s is None else max(0.01, wait_s))
             idle = 0 if self.warm else len(self.children) - len(busy)
@@ -255,17 +252,17 @@ class Worker:
             self._collect(self._timeout(now, idle, busy), idle)
             self._enforce_time_limits()
 
-    def _timeout(self, now: float, idle: int, busy: List[Child]) -> float:
+    def _timeout(self, now, idle, busy):
         """Until the nearest deadline: a poll, a heartbeat, a due task, a hard limit."""
         waits = [POLL if idle else 1.0, self.next_heartbeat - now]
-        if self.beat is not None:
+        if self.beat:
             waits.append(self.beat_due - now)
         if self.next_due is not None:
             waits.append(self.next_due - now)
         waits += [c.deadline - time.monotonic() for c in busy if c.deadline is not None]
         return max(0.0, min(waits))
 
-    def _claim(self, idle: int, now: float) -> bool:
+    def _claim(self, idle, now):
         """Write buffered outcomes and claim up to ``idle`` tasks, in one transaction;
         True if it ran."""
         if self.next_due is not None and now >= self.next_due:
@@ -273,26 +270,25 @@ class Worker:
         wanted = idle if self.want else 0
         if not (self.outcomes or wanted) or now < self.db_retry_at:
             return False
-        outcomes, self.outcomes = self.outcomes, []
         messages = self._db(
-            lambda: self.broker.claim(self.id, self.queues, wanted, self.lease, outcomes))
+            lambda: self.broker.claim(self.id, self.queues, wanted, self.lease, self.outcomes))
         if messages is None:
-            self.outcomes = outcomes + self.outcomes
             return False
+        self.outcomes = []
         self.want = wanted > 0 and len(messages) == wanted
         if wanted and not self.want:
             self.next_due = self._db(lambda: self.broker.next_eta(self.queues))
-        free = iter([c for c in self.children if c.message is None])
+        free = iter([c for c in self.children if not c.message])
         for message in messages:
             refusal = self._refusal(message, now)
             if refusal is None:
                 self._dispatch(next(free), message)
             else:
-                log.warning("Task %s[%s] not run: %s", message.name, message.id, refusal[1])
+                log.warning("Task %s not run: %s", message, refusal[1])
                 self._settle_row(message, *refusal)
         return True
 
-    def _refusal(self, message: Message, now: float) -> Optional[Tuple[str, Exception]]:
+    def _refusal(self, message, now):
         """(state, error) for a claimed message that must not run, else None."""
         if message.fault:
             return "FAILURE", ValueError(f"corrupt message {message.id}: {message.fault}")
@@ -302,13 +298,13 @@ class Worker:
             return "REVOKED", TaskRevokedError("expired")
         return None
 
-    def _dispatch(self, child: Child, message: Message) -> None:
+    def _dispatch(self, child, message):
         """Hand a message to an idle child; one that died meanwhile gives it back."""
         try:
             soft, hard = self._limits(message)
         except (ValueError, TypeError) as exc:
             error = ValueError(f"bad time limit for {message.name}: {exc}")
-            log.error("Task %s[%s] not run: %s", message.name, message.id, error)
+            log.error("Task %s not run: %s", message, error)
             self._settle_row(message, "FAILURE", error)
             return
         child.message, child.started = message, time.monotonic()
@@ -317,26 +313,26 @@ class Worker:
             child.conn.send((message, soft))
         except OSError:  # it never got the task: a fresh child will
             child.killed_for = ("PENDING", None)
-            child.process.kill()
-            child.process.join(5)
-            self._reap(child)
+            self._kill(child)
 
-    def _limits(self, message: Message):
+    def _limits(self, message):
         """(soft, hard) seconds: per-call options over task options over app.conf."""
-        task = self.app.tasks.get(message.name)
-
-        def pick(key: str) -> Optional[float]:
+        def pick(key):
             value = message.options.get(key)
-            if value is None:
-                value = _option(task, key, self.app.conf[f"task_{key}"])
-            return float(value) if value is not None else None
+            value = self._setting(message, key) if value is None else value
+            return None if value is None else float(value)
         return pick("soft_time_limit"), pick("time_limit")
 
-    def _collect(self, timeout: float, idle: int) -> None:
+    def _setting(self, message, key):
+        """The task's own option if it has one, else app.conf's ``task_<key>``."""
+        value = getattr(self.app.tasks.get(message.name), key, None)
+        return self.conf[f"task_{key}"] if value is None else value
+
+    def _collect(self, timeout, idle):
         """Wait for outcomes, deaths, hints and signals. A hint (or a quiet poll) only
         reads the cheap data_version; hints that bring no change are muted for a poll."""
         waitables = {self._signals_r: None}
-        if self.wake is not None and idle and time.time() >= self.hints_muted_until:
+        if self.wake and idle and time.time() >= self.hints_muted_until:
             waitables[self.wake] = None
         for child in self.children:
             waitables[child.conn] = child
@@ -364,7 +360,7 @@ class Worker:
 
     # -- outcomes ------------------------------------------------------------
 
-    def _receive(self, child: Child) -> bool:
+    def _receive(self, child):
         try:
             outcome, retire = child.conn.recv()
         except (EOFError, OSError):
@@ -377,51 +373,53 @@ class Worker:
             self._reap(child)
         return True
 
-    def _finish(self, child: Child, outcome: Outcome) -> None:
+    def _finish(self, child, outcome):
         message, runtime = child.message, time.monotonic() - child.started
         child.message = child.deadline = child.killed_for = None
-        self._record(message, outcome.state, outcome.result, outcome.traceback,
-                     outcome.eta, outcome.body)
+        self._record(message, outcome)
         if outcome.state == "FAILURE":
-            log.error("Task %s[%s] raised unexpected: %r\n%s", message.name, message.id,
+            log.error("Task %s raised unexpected: %r\n%s", message,
                       exception_from_json(json.loads(outcome.result)), outcome.traceback or "")
         elif outcome.state == "RETRY":
-            log.info("Task %s[%s] retry at %s", message.name, message.id, outcome.eta)
+            log.info("Task %s retry at %s", message, outcome.eta)
         elif log.isEnabledFor(logging.INFO):
-            log.info("Task %s[%s] succeeded in %.4fs: %s", message.name, message.id, runtime,
+            log.info("Task %s succeeded in %.4fs: %s", message, runtime,
                      (outcome.result or "")[:200])
 
-    def _settle_row(self, message: Message, state: str, exc: Optional[Exception] = None) -> None:
-        self._record(message, state, exception_to_json(exc) if exc is not None else None)
+    def _settle_row(self, message, state, exc=None):
+        self._record(message, Outcome(state, exception_to_json(exc) if exc else None))
 
-    def _put_back(self, message: Message) -> None:
+    def _put_back(self, message):
         """Back to the queue, unless it had all its deliveries: every put-back counts."""
-        cap = self.app.conf.task_max_deliveries
-        if message.attempts < cap:
+        if message.attempts < self.conf.task_max_deliveries:
             self._settle_row(message, "PENDING")
         else:
-            self._settle_row(message, "FAILURE", WorkerLostError(
-                f"task was delivered {cap} times and its worker died each time"))
+            self._settle_row(message, "FAILURE", self._too_often())
 
-    def _record(self, message: Message, state: Optional[str], result: Optional[str],
-                tb: Optional[str] = None, eta: float = 0.0, body: Optional[str] = None) -> None:
+    def _too_often(self):
+        """The error of a task whose worker died at every one of its deliveries."""
+        cap = self.conf.task_max_deliveries
+        return WorkerLostError(f"task was delivered {cap} times and its worker died each time")
+
+    def _record(self, message, outcome):
         """Buffer an outcome for the next transaction, with a chain's next step if any."""
+        state, result = outcome.state, outcome.result
         follow = failed = ()
         if message.options.get("chain") and state in ("SUCCESS", "FAILURE", "REVOKED"):
             try:  # the claim checked the chain's shape; this is the net
                 follow, failed = next_steps(self.app, message.options, state, result)
             except (TypeError, ValueError) as exc:
-                log.error("Task %s[%s]: its chain ends here: %s", message.name, message.id, exc)
-        self.outcomes.append(Settle(message.id, message.attempts, state, result, tb, eta,
-                                    body, message.chord, follow, failed))
+                log.error("Task %s: its chain ends here: %s", message, exc)
+        self.outcomes.append(Settle(message.id, message.attempts, state, result,
+                                    outcome.traceback, outcome.eta, outcome.body,
+                                    message.chord, follow, failed))
 
-    def _reap(self, child: Child) -> None:
+    def _reap(self, child):
         """A child exited: account for its task, then start a new one in its place."""
-        if child.message is not None and child.conn.poll():
+        if child.message and child.conn.poll():
             self._receive(child)  # it reported before exiting
-        message = child.message
-        if message is not None:
-            self._lost(child, message)
+        if child.message:
+            self._lost(child)
         elif not child.retiring:
             self.idle_deaths += 1
             log.error("child %s exited unexpectedly (exitcode %s)", child.process.pid,
@@ -436,50 +434,49 @@ class Worker:
         else:
             self.children.pop(index)
 
-    def _lost(self, child: Child, message: Message) -> None:
-        child.message = None
-        if child.killed_for is not None:
+    def _lost(self, child):
+        message, child.message = child.message, None
+        if child.killed_for:
             state, exc = child.killed_for
         else:
             code = child.process.exitcode
             how = (f"signal {-code} ({signal.Signals(-code).name})" if code and code < 0
                    else f"exitcode {code}")
             state, exc = "FAILURE", WorkerLostError(f"Worker exited prematurely: {how}")
-            task, conf = self.app.tasks.get(message.name), self.app.conf
-            late = _option(task, "acks_late", conf.task_acks_late)
-            reject = _option(task, "reject_on_worker_lost", conf.task_reject_on_worker_lost)
-            if late and reject and message.attempts < conf.task_max_deliveries:
+            late = self._setting(message, "acks_late")
+            reject = self._setting(message, "reject_on_worker_lost")
+            if late and reject and message.attempts < self.conf.task_max_deliveries:
                 state = "PENDING"
-        log.error("Task %s[%s] %s: %s", message.name, message.id,
-                  "requeued" if state == "PENDING" else state, exc)
+        log.error("Task %s %s: %s", message, "requeued" if state == "PENDING" else state, exc)
         if state == "PENDING":
             self._put_back(message)
         else:
             self._settle_row(message, state, exc)
 
-    def _enforce_time_limits(self) -> None:
+    def _enforce_time_limits(self):
         now = time.monotonic()
         for child in list(self.children):
             if child.deadline is None or now < child.deadline:
                 continue
-            if child.killed_for is None:  # else it was revoked and ignored the signal
+            if not child.killed_for:  # else it was revoked and ignored the signal
                 limit = child.deadline - child.started
                 child.killed_for = ("FAILURE", TimeLimitExceeded(
-                    f"task {child.message.name}[{child.message.id}] exceeded its hard time limit"
-                    f" of {limit:g}s"))
-                log.error("Hard time limit (%gs) exceeded for %s[%s]", limit,
-                          child.message.name, child.message.id)
-            child.process.kill()
-            child.process.join(5)
-            self._reap(child)
+                    f"task {child.message} exceeded its hard time limit of {limit:g}s"))
+                log.error("Hard time limit (%gs) exceeded for %s", limit, child.message)
+            self._kill(child)
+
+    def _kill(self, child):
+        child.process.kill()
+        child.process.join(5)
+        self._reap(child)
 
     # -- housekeeping ----------------------------------------------------------
 
-    def _heartbeat(self) -> None:
+    def _heartbeat(self):
         """Prove this worker alive and end revoked tasks; now and then recover the tasks
         of dead workers and sweep expired results."""
         self.heartbeats += 1
-        self.next_heartbeat = time.time() + self.app.conf.worker_heartbeat
+        self.next_heartbeat = time.time() + self.conf.worker_heartbeat
         kills = self._db(self._beat_file)
         if kills is None:
             return
@@ -488,10 +485,10 @@ class Worker:
             self._terminate(task_id, signum)
         if self.heartbeats % 5 == 1:
             self._db(self._recover)
-        if self.heartbeats % 60 == 1 and self.app.conf.result_expires:
+        if self.heartbeats % 60 == 1 and self.conf.result_expires:
             self._db(self._sweep)
 
-    def _beat_file(self) -> list:
+    def _beat_file(self):
         """Heartbeat, registering again in a file that was deleted or replaced (the broker
         follows the path); returns the revoked tasks to kill."""
         if file_inode(self.broker.path) != self.inode:
@@ -500,34 +497,31 @@ class Worker:
             self._register()
         return self.broker.heartbeat(self.id, self.lease)
 
-    def _terminate(self, task_id: str, signum) -> None:
+    def _terminate(self, task_id, signum):
         for child in self.children:
-            if child.message is not None and child.message.id == task_id \
-                    and child.killed_for is None:
+            if child.message and child.message.id == task_id and not child.killed_for:
                 child.killed_for = ("REVOKED", TaskRevokedError("terminated"))
                 child.deadline = time.monotonic() + TERMINATE_GRACE  # then SIGKILL
                 with contextlib.suppress(ProcessLookupError):  # it has just ended
                     os.kill(child.process.pid, _signal(signum))
 
-    def _recover(self) -> None:
+    def _recover(self):
         """Put back the tasks of workers that died (pid gone here, or silent too long)."""
         now, dead = time.time(), []
         for worker in self.broker.workers():
             if worker.id == self.id:
                 continue
             gone = worker.machine == self.machine and not pid_alive(worker.pid)
-            if gone or now - worker.heartbeat > self.app.conf.worker_lost_after:
+            if gone or now - worker.heartbeat > self.lease:
                 dead.append(worker.id)
-        lost = exception_to_json(WorkerLostError(
-            f"task was delivered {self.app.conf.task_max_deliveries} times and its worker"
-            " died each time"))
-        count = self.broker.recover(dead, self.app.conf.task_max_deliveries, lost)
+        lost = exception_to_json(self._too_often())
+        count = self.broker.recover(dead, self.conf.task_max_deliveries, lost)
         if count or dead:
             log.warning("recovered %d task(s) from %d dead worker(s)", count, len(dead))
         self.want = self.want or count > 0  # our own commit does not move data_version
 
-    def _sweep(self) -> None:
-        expires = self.app.conf.result_expires
+    def _sweep(self):
+        expires = self.conf.result_expires
         seconds = expires.total_seconds() if hasattr(expires, "total_seconds") else expires
         self.broker.sweep(time.time() - seconds)
 
@@ -551,8 +545,4 @@ class Worker:
             self.want = True
         return value
 
-
-def _option(task, name: str, default):
-    value = getattr(task, name, None) if task is not None else None
-    return default if value is None else value
 
