@@ -3,6 +3,7 @@ decorator, sending by name, control, and loading an app from an ``-A`` path.
 """
 from __future__ import annotations
 
+import copy
 import fnmatch
 import functools
 import importlib
@@ -86,7 +87,7 @@ class Miniq:
                  **conf: Any):
         global _default
         self.main = main
-        self.conf = Conf(DEFAULTS, **conf)
+        self.conf = Conf(copy.deepcopy(DEFAULTS), **conf)  # no app shares a default's dict
         self.conf.broker_url = (broker
                                 or conf.get("broker_url")
                                 or os.environ.get("MINIQ_BROKER_URL")
@@ -166,6 +167,7 @@ class Miniq:
         """(queue, priority, soft, hard) for a name: the task's option, task_routes, conf."""
         conf = self.conf  # items, not attributes: this runs at every send
         key = (name,
+               name in self.tasks,
                conf["task_default_queue"],
                id(conf["task_routes"]),
                conf["broker_url"])

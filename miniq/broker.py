@@ -352,8 +352,9 @@ class Broker:
 
     @_translated
     def update_state(self, task_id, state, meta):
-        """A running task reports a custom state and meta (JSON); its outcome overwrites them."""
-        self._write("UPDATE task SET state = ?, result = ? WHERE id = ? AND status = 1",
+        """A running task reports a custom state (None: keeps its own) and meta (JSON)."""
+        self._write("UPDATE task SET state = COALESCE(?, state), result = ?"
+                    " WHERE id = ? AND status = 1",
                     (printable(state), meta, task_id))
 
     # -- workers -----------------------------------------------------------

@@ -301,6 +301,9 @@ def execute(app, message, soft_limit=None, eager=False, hostname=None):
         finally:
             task.pop_request()
     except Retry as retry:
+        if not hasattr(retry, "eta"):  # raised by hand: only Task.retry() says when
+            error = RuntimeError("a bare Retry says neither when nor how often: raise self.retry()")
+            return Outcome("FAILURE", exception_to_json(error), _traceback(), exc=error)
         cause = retry.exc or retry
         return Outcome("RETRY", exception_to_json(cause), _traceback(),
                        retry.eta, retry.body, cause)

@@ -440,8 +440,7 @@ class Worker:
             state, exc = child.killed_for
         else:
             code = child.process.exitcode
-            how = (f"signal {-code} ({signal.Signals(-code).name})" if code and code < 0
-                   else f"exitcode {code}")
+            how = f"signal {-code} ({signal.strsignal(-code)})" if code < 0 else f"exitcode {code}"
             state, exc = "FAILURE", WorkerLostError(f"Worker exited prematurely: {how}")
             late = self._setting(message, "acks_late")
             reject = self._setting(message, "reject_on_worker_lost")

@@ -357,3 +357,15 @@ class UnprintableError(Exception):
 @app.task
 def raise_unprintable(json_args=True):
     raise UnprintableError("json", 1) if json_args else UnprintableError(object())
+
+
+@app.task
+def bare_retry():
+    from miniq.exceptions import Retry
+    raise Retry()
+
+
+@app.task(bind=True)
+def state_less_meta(self):
+    self.update_state(meta={"step": 1})
+    return self.AsyncResult(self.request.id).state

@@ -8,10 +8,19 @@ import textwrap
 
 import pytest
 
+import miniq.app
 from miniq import Miniq
 from miniq.broker import APPLICATION_ID, SCHEMA, SCHEMA_VERSION, Broker
 from miniq.exceptions import ImproperlyConfigured
 from tests.conftest import ROOT, run_cli, wait_for
+
+@pytest.fixture(autouse=True)
+def keep_the_default_app():
+    """Apps made here must not become the default app of the tests that follow."""
+    saved = miniq.app._default
+    yield
+    miniq.app._default = saved
+
 
 PROJ = textwrap.dedent("""
     from miniq import Miniq
@@ -120,3 +129,11 @@ def test_a_worker_keeps_serving_once_its_wal_is_deleted(app, start_worker):
     os.unlink(app.broker.path + "-wal")
     wait_for(lambda: tasks.add.delay(2, 2).get(timeout=5) == 4, timeout=30,
              message="a task sent after the WAL was deleted runs")
+
+
+def test_apps_share_no_setting_of_the_defaults(tmp_path):
+    first = Miniq("a", broker=f"sqlite:///{tmp_path / 'a.db'}")
+    first.conf.beat_schedule["tick"] = {"task": "a.tick", "schedule": 1.0}
+    first.conf.task_routes["a.*"] = {"queue": "a"}
+    second = Miniq("b", broker=f"sqlite:///{tmp_path / 'b.db'}")
+    assert second.conf.beat_schedule == {} and second.conf.task_routes == {}

@@ -807,3 +807,21 @@ def test_children_killed_at_random_under_load_leave_every_task_done(app, start_w
             outcomes["WorkerLostError"] += 1
     print(f"chaos outcomes: {dict(outcomes)}")
     assert_serving(worker)
+
+
+def test_a_child_killed_by_a_real_time_signal_fails_its_task_alone(app, start_worker):
+    worker = start_worker("-c", "1")
+    result = tasks.sleep.delay(30)
+    wait_for(lambda: result.state == "STARTED", message="the task started")
+    (child,) = worker.children()
+    os.kill(child, signal.SIGRTMIN + 2)  # a signal with no name in signal.Signals
+    with pytest.raises(exceptions.WorkerLostError, match="signal"):
+        result.get(timeout=20)
+    assert tasks.add.delay(1, 1).get(timeout=20) == 2
+
+
+def test_a_bare_retry_fails_with_a_clear_error_and_meta_alone_keeps_the_state(app, start_worker):
+    start_worker("-c", "1")
+    with pytest.raises(RuntimeError, match="self.retry"):
+        tasks.bare_retry.delay().get(timeout=20)
+    assert tasks.state_less_meta.delay().get(timeout=20) == "STARTED"
