@@ -39,6 +39,7 @@ POLL = 0.05             # fallback poll of the database when no hint arrives
 TERMINATE_GRACE = 1.0   # revoke(terminate=True): SIGKILL if the signal did not end the task
 LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+SIGNAL_NAMES = {number.value: number.name for number in signal.Signals}
 
 
 def _rss_kib():
@@ -440,7 +441,8 @@ class Worker:
             state, exc = child.killed_for
         else:
             code = child.process.exitcode
-            how = f"signal {-code} ({signal.strsignal(-code)})" if code < 0 else f"exitcode {code}"
+            name = SIGNAL_NAMES.get(-code, "a real-time signal")
+            how = f"signal {-code} ({name})" if code < 0 else f"exitcode {code}"
             state, exc = "FAILURE", WorkerLostError(f"Worker exited prematurely: {how}")
             late = self._setting(message, "acks_late")
             reject = self._setting(message, "reject_on_worker_lost")
