@@ -9,20 +9,18 @@ if sys.version_info < (3, 9):  # checked first, in syntax Python 3.6 still parse
         "miniq needs Python 3.9 or newer, not %s" % version, name=__name__)
 
 from . import exceptions
-from .app import Miniq
 from .exceptions import (ChordError, MaxRetriesExceededError, MiniqError, NotRegistered, Retry,
                          SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded,
                          TimeoutError, WorkerLostError)
 from .canvas import GroupResult, Signature, chain, chord, group, signature
+from .project import Celery, Miniq, shared_task
 from .result import AsyncResult, EagerResult
 from .task import Task
 
 __version__ = "0.1.0"
 
-Celery = Miniq  # so `from miniq import Celery` reads as the code it may one day be
-
 __all__ = [  # the app and its tasks, workflows, results, errors
-    "Miniq", "Celery", "Task", "Signature", "signature", "chain", "group", "chord",
+    "Miniq", "Celery", "shared_task", "Task", "Signature", "signature", "chain", "group", "chord",
     "AsyncResult", "EagerResult", "GroupResult", "exceptions", "MiniqError",
     "SoftTimeLimitExceeded", "TimeLimitExceeded", "WorkerLostError", "TimeoutError",
     "NotRegistered", "Retry", "MaxRetriesExceededError", "TaskRevokedError", "ChordError",

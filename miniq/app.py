@@ -3,6 +3,7 @@ decorator, sending by name, control, and loading an app from an ``-A`` path.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import fnmatch
 import functools
@@ -34,6 +35,7 @@ DEFAULTS: dict[str, Any] = {
     "broker_url": None,
     "result_backend": None,
     "include": [],
+    "imports": [],
     "task_soft_time_limit": None,
     "task_time_limit": None,
     "task_default_queue": "celery",
@@ -101,21 +103,14 @@ class Miniq:
         # A relative database path is taken from the folder of the file making the app, so
         # producers and workers find the same file from any current folder.
         caller = sys._getframe(1).f_globals
-        self.home = os.getcwd()
-        if caller.get("__file__") and caller.get("__name__") != __name__:
+        self.home, self.origin = os.getcwd(), caller.get("__name__")  # origin: for -A
+        if caller.get("__file__") and self.origin != __name__:
             maker = os.path.abspath(caller["__file__"])
             self.home = os.path.dirname(maker)
         _default = self
 
     def __repr__(self) -> str:
         return f"<Miniq {self.main or '__main__'} {self.conf.broker_url}>"
-
-    def config_from_object(self, obj: Any) -> None:
-        """Take known lower-case settings from a module (or its name) or an object."""
-        if isinstance(obj, str):
-            obj = importlib.import_module(obj)
-        settings = obj if isinstance(obj, dict) else vars(obj)
-        self.conf.update({k: v for k, v in settings.items() if k in DEFAULTS})
 
     @property
     def broker(self) -> Broker:
@@ -124,9 +119,9 @@ class Miniq:
         if self._broker is None or self._broker_url != url:
             path = os.path.join(self.home, path_from_url(url))
             backend = self.conf.result_backend
-            if backend and os.path.join(self.home, path_from_url(backend)) != path:
-                raise ImproperlyConfigured(
-                    "miniq keeps results in the broker's file: leave backend unset or equal to broker")
+            if backend and backend != "rpc://" and os.path.join(self.home, path_from_url(backend)) != path:
+                raise ImproperlyConfigured("miniq keeps results in the broker's file:"
+                                           " leave backend unset, rpc:// or equal to broker")
             durable = self.conf.sqlite_synchronous.upper() == "FULL"
             self._broker = Broker(path, durable)
             self._waker = Waker(self._broker.path)
@@ -139,7 +134,8 @@ class Miniq:
         return self._waker
 
     def import_includes(self) -> None:
-        for name in self.conf.include:
+        """Import the modules of ``include`` and ``conf.imports``: a worker's tasks."""
+        for name in [*self.conf.include, *self.conf.imports]:
             try:
                 importlib.import_module(name)
             except ImportError as exc:
@@ -148,11 +144,7 @@ class Miniq:
     def task(self, *args: Any, **options: Any) -> Any:
         """Register a function as a task: ``@app.task`` or ``@app.task(bind=True, ...)``."""
         def register(fun):
-            # as Celery: a script's tasks are named after the app, not after __main__
-            module = fun.__module__
-            if module == "__main__" and self.main:
-                module = self.main
-            name = options.pop("name", None) or f"{module}.{fun.__qualname__}"
+            name = options.pop("name", None) or self.gen_task_name(fun.__name__, fun.__module__)
             base = options.pop("base", None) or Task
             task = base(self, fun, name, **options)
             self.tasks[name] = task
@@ -162,6 +154,12 @@ class Miniq:
         if args:
             raise TypeError("use @app.task or @app.task(option=value, ...)")
         return register
+
+    def gen_task_name(self, name: str, module: str) -> str:
+        """A task's name: ``module.function``; a script's are named after the app."""
+        if module == "__main__" and self.main:
+            module = self.main
+        return f"{module}.{name}"
 
     def _defaults(self, name):
         """(queue, priority, soft, hard) for a name: the task's option, task_routes, conf."""
@@ -315,6 +313,9 @@ def load_app(path: str) -> Miniq:
         if parent and isinstance(exc, ModuleNotFoundError) and exc.name == module_name:
             return load_app(f"{parent}:{name}")  # proj.app: an attribute, not a module
         raise ImproperlyConfigured(f"cannot import app module {module_name!r}: {exc}") from None
+    if not attr and not _apps_in(module) and hasattr(module, "__path__"):
+        with contextlib.suppress(ImproperlyConfigured):  # as Celery: -A proj finds proj.celery
+            return load_app(f"{module_name}.celery")
     if attr:
         app = getattr(module, attr, None)
     else:  # as Celery: module.app or module.celery first, then any app in the module
@@ -325,3 +326,7 @@ def load_app(path: str) -> Miniq:
         raise ImproperlyConfigured(f"{path!r} is not a miniq app (no Miniq instance found there)")
     app.import_includes()
     return app
+
+
+def _apps_in(module) -> bool:
+    return any(isinstance(value, Miniq) for value in vars(module).values())

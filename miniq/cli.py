@@ -81,17 +81,22 @@ def positive_int(text: str) -> int:
     return int(text)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    """Run one command line; return its exit status."""
+def main(argv: Optional[List[str]] = None, app: Optional[Miniq] = None) -> int:
+    """Run one command line, for the ``-A`` app or the one given; return its exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if app is not None:  # app.start(): children import the module that made it
+        args.app = app.main if app.origin == "__main__" else app.origin
     if not getattr(args, "app", None):
         parser.error("the -A/--app option is required (e.g. -A proj)")
     cwd = os.getcwd()
     if cwd not in sys.path:  # as Celery: the app module is found from here
         sys.path.insert(0, cwd)
     try:
-        app = load_app(args.app)
+        if app is None:
+            app = load_app(args.app)
+        else:
+            app.import_includes()
         return COMMANDS[args.command](app, args)
     except ImproperlyConfigured as exc:
         return _error(exc)

@@ -22,7 +22,8 @@ PUBLIC = [
     "AsyncResult", "Celery", "ChordError", "EagerResult", "GroupResult",
     "MaxRetriesExceededError", "Miniq", "MiniqError", "NotRegistered", "Retry",
     "Signature", "SoftTimeLimitExceeded", "Task", "TaskRevokedError", "TimeLimitExceeded",
-    "TimeoutError", "WorkerLostError", "chain", "chord", "exceptions", "group", "signature",
+    "TimeoutError", "WorkerLostError", "chain", "chord", "exceptions", "group",
+    "shared_task", "signature",
 ]
 
 

@@ -1,0 +1,167 @@
+"""What a Celery project asks of its app beyond the core: settings under a
+namespace, task autodiscovery, periodic tasks added in code, ``app.start()``,
+and ``shared_task``. The ``Miniq`` (and ``Celery``) users import is the core's app
+with these; the core never imports this module.
+"""
+import functools
+import importlib
+import sys
+from typing import Any, Callable
+
+from . import app as apps
+from .exceptions import ImproperlyConfigured
+
+REFUSED = {  # settings miniq cannot honour: refused at configuration, never ignored
+    "task_serializer": "json", "result_serializer": "json", "accept_content": ["json"],
+    "result_accept_content": ["json"], "task_annotations": None,
+}
+
+
+class Signal(list):
+    """``app.on_after_configure``: functions connected here are called with
+    ``sender=app`` once a worker, beat or command has loaded the app."""
+
+    def connect(self, fun: Callable = None, **_options: Any) -> Any:
+        if fun is None:  # @connect(weak=False) and the like
+            return self.connect
+        self.append(fun)
+        return fun
+
+    def send(self, sender: Any, **named: Any) -> list:
+        return [(fun, fun(sender=sender, signal=self, **named)) for fun in self]
+
+
+class Miniq(apps.Miniq):
+    """The app: ``Miniq("proj", broker="sqlite:///proj.db", include=[...])``, with
+    what Celery projects use to wire it up."""
+
+    _discover = None  # (packages, related_name) given to autodiscover_tasks
+    _settings = None  # what config_from_object read: INSTALLED_APPS, for autodiscovery
+
+    @property
+    def on_after_configure(self) -> Signal:
+        return self.__dict__.setdefault("_on_after_configure", Signal())
+
+    def config_from_object(self, obj: Any, silent: bool = False, force: bool = False,
+                           namespace: str = None) -> bool:
+        """Settings from an object, a module or its name (``"proj.settings"``,
+        ``"pkg.module:obj"``); with ``namespace="CELERY"``, its ``CELERY_*`` names."""
+        if isinstance(obj, str):
+            module, _, attr = obj.partition(":")
+            try:
+                obj = importlib.import_module(module)
+            except ImportError:
+                if silent:
+                    return False
+                raise
+            obj = getattr(obj, attr) if attr else obj
+        self._settings = obj
+        items = obj if isinstance(obj, dict) else vars(obj)
+        prefix = f"{namespace}_" if namespace else ""
+        settings = {key[len(prefix):].lower(): value for key, value in items.items()
+                    if key.startswith(prefix) and (prefix or key.islower())}
+        _refuse(settings)
+        self.conf.update(settings)
+        return True
+
+    def autodiscover_tasks(self, packages: Any = None, related_name: str = "tasks",
+                           force: bool = False) -> None:
+        """Import ``<package>.tasks`` of each package (by default the settings'
+        ``INSTALLED_APPS``, as Django's) when a worker loads the app, or now."""
+        self._discover = (packages, related_name)
+        if force:
+            self._import_discovered()
+
+    def _import_discovered(self) -> None:
+        packages, related_name = self._discover
+        if callable(packages):
+            packages = packages()
+        if packages is None:
+            packages = getattr(self._settings, "INSTALLED_APPS", ())
+        for package in packages:
+            name = f"{package}.{related_name}" if related_name else package
+            try:
+                importlib.import_module(name)
+            except ModuleNotFoundError as exc:
+                if exc.name != name:  # a package without that module is skipped, as Celery
+                    raise
+
+    def import_includes(self) -> None:
+        super().import_includes()
+        if self._discover is not None:
+            self._import_discovered()
+        _refuse(self.conf)
+        self.on_after_configure.send(self)
+
+    def add_periodic_task(self, schedule: Any, sig: Any, args: Any = (), kwargs: Any = (),
+                          name: str = None, **options: Any) -> str:
+        """Run ``sig`` every ``schedule`` (seconds, a timedelta or a crontab): an entry
+        of ``conf.beat_schedule`` named ``name``."""
+        key = name or repr(sig)
+        self.conf.beat_schedule[key] = {
+            "task": sig["task"],
+            "schedule": schedule,
+            "args": (*sig["args"], *args),
+            "kwargs": {**sig["kwargs"], **dict(kwargs)},
+            "options": {**sig["options"], **options},
+        }
+        return key
+
+    def start(self, argv: list = None) -> int:
+        """The command line for this app: ``python proj.py worker -l INFO``."""
+        from .cli import main
+        return main(sys.argv[1:] if argv is None else list(argv), app=self)
+
+    def worker_main(self, argv: list = None) -> int:
+        """``start()`` with ``worker`` as the command."""
+        argv = sys.argv[1:] if argv is None else list(argv)
+        return self.start(argv if argv[:1] == ["worker"] else ["worker", *argv])
+
+
+Celery = Miniq  # so `from miniq import Celery` reads as the code it may one day be
+
+
+def _refuse(settings: dict) -> None:
+    for key, allowed in REFUSED.items():
+        value = settings.get(key, allowed)
+        if value != allowed and not (isinstance(value, (list, tuple)) and list(value) == allowed):
+            raise ImproperlyConfigured(f"{key}={value!r} is not supported: miniq speaks JSON"
+                                       " only and has no task annotations")
+
+
+class SharedTask:
+    """Stands for the task of that name in the current app, made there on first use."""
+
+    def __init__(self, fun: Callable, options: dict):
+        self._fun, self._options = fun, options
+        functools.update_wrapper(self, fun)
+
+    def _task(self):
+        app, fun = apps.default_app(), self._fun
+        name = self._options.get("name") or app.gen_task_name(fun.__name__, fun.__module__)
+        return app.tasks.get(name) or app.task(**self._options)(fun)
+
+    def __getattr__(self, key: str) -> Any:
+        return getattr(self._task(), key)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._task()(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<@shared_task: {self._fun.__qualname__}>"
+
+
+def shared_task(*args: Any, **options: Any) -> Any:
+    """``@shared_task`` or ``@shared_task(bind=True, ...)``: a task for whichever app
+    the project makes; registered at once on the current app, if there is one, so a
+    worker that imports the module knows it."""
+    def register(fun: Callable) -> SharedTask:
+        task = SharedTask(fun, options)
+        if apps._default is not None:
+            task._task()
+        return task
+    if len(args) == 1 and callable(args[0]) and not options:
+        return register(args[0])
+    if args:
+        raise TypeError("use @shared_task or @shared_task(option=value, ...)")
+    return register

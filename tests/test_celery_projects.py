@@ -1,0 +1,234 @@
+"""Projects laid out as Celery's own examples lay them out, with ``celery``
+swapped for ``miniq`` and the broker pointed at a file, run by a real worker:
+the next-steps package (``-A proj`` finds ``proj.celery``), the periodic-tasks
+script (``app.start()`` and ``on_after_configure``), and a Django-style project
+(settings with a ``CELERY_`` namespace, ``autodiscover_tasks``, ``shared_task``)
+with no Django installed."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import miniq.app
+from miniq import Celery
+from miniq.exceptions import ImproperlyConfigured
+from tests.conftest import ROOT, WorkerProcess, wait_for
+
+
+def write(folder, files):
+    for name, text in files.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip())
+
+
+@pytest.fixture
+def project(tmp_path):
+    """(write files, start a worker there, run a producer script there)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), ROOT]))
+    env.pop("MINIQ_BROKER_URL", None)
+    workers = []
+
+    def start(*args, module="miniq"):
+        log = tmp_path / f"worker-{len(workers)}.log"
+        workers.append(WorkerProcess(list(args), env, log, cwd=tmp_path, module=module))
+        return workers[-1].wait_ready()
+
+    def run(script):
+        done = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr + "".join(w.output() for w in workers)
+        return done.stdout.split()
+
+    yield (lambda files: write(tmp_path, files)), start, run
+    for worker in workers:
+        worker.kill_group()
+
+
+NEXT_STEPS = {
+    "proj/__init__.py": "",
+    "proj/celery.py": """
+        from miniq import Celery
+
+        app = Celery("proj", broker="sqlite:///proj.db", backend="rpc://",
+                     include=["proj.tasks"])
+        app.conf.update(result_expires=3600)
+
+        if __name__ == "__main__":
+            app.start()
+    """,
+    "proj/tasks.py": """
+        from .celery import app
+
+
+        @app.task
+        def add(x, y):
+            return x + y
+
+
+        @app.task
+        def mul(x, y):
+            return x * y
+
+
+        @app.task
+        def xsum(numbers):
+            return sum(numbers)
+    """,
+}
+
+
+def test_the_next_steps_package_runs_with_a_plain_dash_a(project):
+    write, start, run = project
+    write(NEXT_STEPS)
+    start("-A", "proj", "worker", "-l", "INFO")
+    assert run("""
+        from miniq import group
+        from proj.tasks import add, mul, xsum
+        print(add.delay(4, 4).get(timeout=20))
+        print(mul.delay(8, 8).get(timeout=20))
+        print(xsum.delay([1, 2, 3]).get(timeout=20))
+        print(sum(group(add.s(i, i) for i in range(10)).apply_async().get(timeout=20)))
+    """) == ["8", "64", "6", "90"]
+
+
+PERIODIC = {
+    "myapp.py": """
+        from miniq import Celery
+
+        app = Celery("myapp", broker="sqlite:///myapp.db")
+        app.conf.timezone = "UTC"
+
+
+        @app.task
+        def say(what):
+            print(what, flush=True)
+
+
+        @app.on_after_configure.connect
+        def setup_periodic_tasks(sender, **kwargs):
+            sender.add_periodic_task(1.0, say.s("hello"), name="say hello every second")
+
+
+        if __name__ == "__main__":
+            app.start()
+    """,
+}
+
+
+def test_the_periodic_tasks_script_runs_its_schedule_through_app_start(project, tmp_path):
+    write, _start, _run = project
+    write(PERIODIC)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), ROOT]))
+    log = open(tmp_path / "script.log", "w")
+    script = subprocess.Popen([sys.executable, "myapp.py", "worker", "-B", "-l", "INFO"],
+                              cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    try:
+        wait_for(lambda: (tmp_path / "script.log").read_text().count("hello") >= 3
+                 or script.poll() is not None, timeout=30, message="three hellos")
+        assert script.poll() is None, (tmp_path / "script.log").read_text()
+    finally:
+        os.killpg(script.pid, 9)
+        script.wait(10)
+        log.close()
+
+
+DJANGO = {
+    "proj/__init__.py": """
+        from .celery import app as celery_app
+
+        __all__ = ("celery_app",)
+    """,
+    "proj/settings.py": """
+        INSTALLED_APPS = ["demoapp"]
+        SECRET_KEY = "not used by the queue"
+        CELERY_BROKER_URL = "sqlite:///proj.db"
+        CELERY_RESULT_EXPIRES = 3600
+        CELERY_TASK_ROUTES = {"demoapp.tasks.mul": {"queue": "math"}}
+    """,
+    "proj/celery.py": """
+        import os
+
+        from miniq import Celery
+
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "proj.settings")
+        app = Celery("proj")
+        app.config_from_object("proj.settings", namespace="CELERY")
+        app.autodiscover_tasks()
+
+
+        @app.task(bind=True, ignore_result=True)
+        def debug_task(self):
+            print(f"Request: {self.request!r}")
+    """,
+    "demoapp/__init__.py": "",
+    "demoapp/tasks.py": """
+        from miniq import shared_task
+
+
+        @shared_task
+        def add(x, y):
+            return x + y
+
+
+        @shared_task
+        def mul(x, y):
+            return x * y
+
+
+        @shared_task(bind=True, autoretry_for=(Exception,),
+                     retry_kwargs={"max_retries": 2, "countdown": 0.1})
+        def error_task(self):
+            raise Exception(f"failed on try {self.request.retries}")
+    """,
+}
+
+
+def test_a_django_style_project_runs_without_django(project):
+    write, start, run = project
+    write(DJANGO)
+    start("-A", "proj", "worker", "-l", "INFO", "-Q", "celery,math")
+    assert run("""
+        import proj
+        from demoapp.tasks import add, error_task, mul
+        conf = proj.celery_app.conf
+        print(conf.result_expires, conf.task_routes["demoapp.tasks.mul"]["queue"])
+        print(add.delay(2, 3).get(timeout=20), mul.delay(6, 7).get(timeout=20))
+        try:
+            error_task.delay().get(timeout=20)
+        except Exception as exc:
+            print(type(exc).__name__, str(exc).replace(" ", "_"))
+    """) == ["3600", "math", "5", "42", "Exception", "failed_on_try_2"]
+
+
+@pytest.fixture
+def fresh_app(tmp_path, monkeypatch):
+    """A Celery app of its own; the default app of the other tests is kept."""
+    saved = miniq.app._default
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield Celery("fresh", broker=f"sqlite:///{tmp_path / 'fresh.db'}")
+    miniq.app._default = saved
+
+
+@pytest.mark.parametrize("setting, value", [
+    ("task_serializer", "pickle"), ("accept_content", ["json", "pickle"]),
+    ("result_serializer", "yaml"), ("task_annotations", {"*": {"rate_limit": "10/s"}})])
+def test_settings_miniq_cannot_honour_are_refused_not_ignored(fresh_app, setting, value):
+    with pytest.raises(ImproperlyConfigured, match=setting):
+        fresh_app.config_from_object({setting: value})
+    fresh_app.conf[setting] = value  # set by hand: refused when a worker loads the app
+    with pytest.raises(ImproperlyConfigured, match=setting):
+        fresh_app.import_includes()
+
+
+def test_imports_and_namespaced_settings_are_taken(fresh_app, tmp_path):
+    (tmp_path / "settings_mod.py").write_text(
+        "CELERY_IMPORTS = ['extra_tasks']\nCELERY_TASK_SERIALIZER = 'json'\nDEBUG = True\n")
+    (tmp_path / "extra_tasks.py").write_text("LOADED = True\n")
+    fresh_app.config_from_object("settings_mod", namespace="CELERY")
+    assert fresh_app.conf.imports == ["extra_tasks"] and "debug" not in fresh_app.conf
+    fresh_app.import_includes()
+    assert sys.modules["extra_tasks"].LOADED
