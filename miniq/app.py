@@ -15,7 +15,7 @@ import signal as signals
 import sys
 import time
 from datetime import timedelta
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from .broker import NUMBER, Broker, path_from_url
 from .exceptions import ImproperlyConfigured
@@ -149,11 +149,7 @@ class Miniq:
             task = base(self, fun, name, **options)
             self.tasks[name] = task
             return task
-        if len(args) == 1 and callable(args[0]) and not options:
-            return register(args[0])
-        if args:
-            raise TypeError("use @app.task or @app.task(option=value, ...)")
-        return register
+        return decorator(register, args, options, "app.task")
 
     def gen_task_name(self, name: str, module: str) -> str:
         """A task's name: ``module.function``; a script's are named after the app."""
@@ -326,6 +322,15 @@ def load_app(path: str) -> Miniq:
         raise ImproperlyConfigured(f"{path!r} is not a miniq app (no Miniq instance found there)")
     app.import_includes()
     return app
+
+
+def decorator(register: Callable, args: tuple, options: dict, name: str) -> Any:
+    """``@name`` or ``@name(option=value, ...)``: register the function either way."""
+    if len(args) == 1 and callable(args[0]) and not options:
+        return register(args[0])
+    if args:
+        raise TypeError(f"use @{name} or @{name}(option=value, ...)")
+    return register
 
 
 def _apps_in(module) -> bool:

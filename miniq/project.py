@@ -160,8 +160,4 @@ def shared_task(*args: Any, **options: Any) -> Any:
         if apps._default is not None:
             task._task()
         return task
-    if len(args) == 1 and callable(args[0]) and not options:
-        return register(args[0])
-    if args:
-        raise TypeError("use @shared_task or @shared_task(option=value, ...)")
-    return register
+    return apps.decorator(register, args, options, "shared_task")
