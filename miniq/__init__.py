@@ -8,7 +8,7 @@ if sys.version_info < (3, 9):  # checked first, in syntax Python 3.6 still parse
     raise ImportError(  # name= lets `python -m miniq` print one line, not a traceback
         "miniq needs Python 3.9 or newer, not %s" % version, name=__name__)
 
-from . import exceptions
+from . import exceptions, states
 from .exceptions import (ChordError, MaxRetriesExceededError, MiniqError, NotRegistered, Retry,
                          SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded,
                          TimeoutError, WorkerLostError)
@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 
 __all__ = [  # the app and its tasks, workflows, results, errors
     "Miniq", "Celery", "shared_task", "Task", "Signature", "signature", "chain", "group", "chord",
-    "AsyncResult", "EagerResult", "GroupResult", "exceptions", "MiniqError",
+    "AsyncResult", "EagerResult", "GroupResult", "exceptions", "states", "MiniqError",
     "SoftTimeLimitExceeded", "TimeLimitExceeded", "WorkerLostError", "TimeoutError",
     "NotRegistered", "Retry", "MaxRetriesExceededError", "TaskRevokedError", "ChordError",
 ]

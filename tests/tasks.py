@@ -4,8 +4,9 @@ import os
 import signal
 import time
 
-from miniq import Miniq
+from miniq import Miniq, states
 from miniq.exceptions import SoftTimeLimitExceeded
+from miniq.utils.log import get_task_logger
 
 app = Miniq("tests")  # broker: MINIQ_BROKER_URL, set per test by the fixtures
 app.conf.update(json.loads(os.environ.get("MINIQ_TEST_CONF", "{}")))  # per-worker tuning
@@ -369,3 +370,12 @@ def bare_retry():
 def state_less_meta(self):
     self.update_state(meta={"step": 1})
     return self.AsyncResult(self.request.id).state
+
+
+logger = get_task_logger(__name__)
+
+
+@app.task(bind=True)
+def log_line(self, text):
+    logger.warning("%s from %s", text, self.request.id)
+    return states.SUCCESS

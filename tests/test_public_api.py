@@ -15,7 +15,8 @@ import sysconfig
 import pytest
 
 import miniq
-from tests.conftest import ROOT
+from tests import tasks
+from tests.conftest import ROOT, wait_for
 
 PACKAGE = os.path.dirname(os.path.abspath(miniq.__file__))
 PUBLIC = [
@@ -23,7 +24,7 @@ PUBLIC = [
     "MaxRetriesExceededError", "Miniq", "MiniqError", "NotRegistered", "Retry",
     "Signature", "SoftTimeLimitExceeded", "Task", "TaskRevokedError", "TimeLimitExceeded",
     "TimeoutError", "WorkerLostError", "chain", "chord", "exceptions", "group",
-    "shared_task", "signature",
+    "shared_task", "signature", "states",
 ]
 
 
@@ -74,8 +75,9 @@ def stdlib_module_names():
 def test_package_imports_only_the_standard_library():
     stdlib = stdlib_module_names()
     assert {"json", "sqlite3", "select"} <= stdlib and "pytest" not in stdlib
-    files = sorted(f for f in os.listdir(PACKAGE) if f.endswith(".py"))
-    assert "worker.py" in files
+    files = sorted(os.path.relpath(os.path.join(folder, f), PACKAGE)
+                   for folder, _, names in os.walk(PACKAGE) for f in names if f.endswith(".py"))
+    assert "worker.py" in files and os.path.join("utils", "log.py") in files
     outside = [(f, m) for f in files for m in imported_modules(os.path.join(PACKAGE, f))
                if m.split(".")[0] not in stdlib]
     assert outside == []
@@ -112,3 +114,13 @@ def test_an_older_python_is_refused_in_one_line(version, tmp_path):
     lines = command.stderr.strip().splitlines()
     assert len(lines) == 1, command.stderr  # no traceback: runpy prints the message alone
     assert re.search(rf"\(ImportError: {needs}\)$", lines[0]), command.stderr
+
+
+def test_celery_s_states_and_task_logger_are_where_task_modules_look(app, start_worker):
+    from miniq import states
+    assert states.READY_STATES == {"SUCCESS", "FAILURE", "REVOKED"}
+    assert states.PROPAGATE_STATES <= states.EXCEPTION_STATES <= states.ALL_STATES
+    worker = start_worker("-c", "1")
+    result = tasks.log_line.delay("a line")
+    assert result.get(timeout=20) == states.SUCCESS
+    wait_for(lambda: f"a line from {result.id}" in worker.output(), message="the task's log line")

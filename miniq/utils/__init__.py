@@ -1,0 +1,1 @@
+"""Helpers under the paths Celery's task modules import them from."""
