@@ -145,7 +145,7 @@ class Miniq:
         """Register a function as a task: ``@app.task`` or ``@app.task(bind=True, ...)``."""
         def register(fun):
             name = options.pop("name", None) or self.gen_task_name(fun.__name__, fun.__module__)
-            base = options.pop("base", None) or Task
+            base = options.pop("base", None) or self.conf.get("task_cls") or Task
             task = base(self, fun, name, **options)
             self.tasks[name] = task
             return task

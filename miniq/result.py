@@ -10,6 +10,7 @@ import builtins
 import functools
 import json
 import math
+import sys
 import time
 from typing import Any
 
@@ -44,11 +45,12 @@ def _text_of(exc):
 
 
 def exception_from_json(data):
-    """Rebuild an exception by name, from builtins or miniq only; never an import."""
+    """Rebuild an exception by name, from builtins, miniq or a module this process has
+    already imported (so ``except MyError`` matches); never an import."""
     name, module = str(data.get("exc_type")), str(data.get("exc_module"))
     args = data.get("exc_message")
     args = args if isinstance(args, list) else [args]
-    home = {"builtins": builtins, WIRE_MODULE: exceptions}.get(module)
+    home = {"builtins": builtins, WIRE_MODULE: exceptions}.get(module, sys.modules.get(module))
     cls = getattr(home, name, None)
     if not (isinstance(cls, type) and issubclass(cls, BaseException)):
         cls = _remote_class(module, name)

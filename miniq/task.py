@@ -5,7 +5,9 @@ children, by eager mode and by tests alike.
 from __future__ import annotations
 
 import functools
+import inspect
 import json
+import logging
 import os
 import random
 import signal
@@ -20,7 +22,9 @@ from .broker import NUMBER, Message, printable
 from .exceptions import MaxRetriesExceededError, NotRegistered, Retry, SoftTimeLimitExceeded
 from .result import EagerResult, exception_to_json
 
-IGNORED_OPTIONS = {"typing", "track_started", "base"}  # Celery's; they change nothing here
+log = logging.getLogger("miniq.worker")
+
+IGNORED_OPTIONS = {"track_started", "base"}  # Celery's; they change nothing here
 
 
 class Outcome(NamedTuple):
@@ -106,6 +110,7 @@ class Task:
     reject_on_worker_lost: bool | None = None
     queue: str | None = None
     priority: int | None = None
+    typing: bool = True  # check the arguments against the function's at the call
 
     def __init__(self, app, fun, name: str, **options: Any):
         unknown = set(options) - {*Task.__annotations__, "name", *IGNORED_OPTIONS}
@@ -135,6 +140,22 @@ class Task:
     def __repr__(self) -> str:
         return f"<@task: {self.name}>"
 
+    # Celery's hooks, called in the worker around each run; a base class overrides them.
+    def before_start(self, task_id, args, kwargs) -> None:
+        """Before the function runs."""
+
+    def on_success(self, retval, task_id, args, kwargs) -> None:
+        """After it returned."""
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
+        """After it raised (einfo: the exception and its traceback text)."""
+
+    def on_retry(self, exc, task_id, args, kwargs, einfo) -> None:
+        """After it asked to be retried."""
+
+    def after_return(self, status, retval, task_id, args, kwargs, einfo) -> None:
+        """After any of those, with the final state."""
+
     @property
     def request(self) -> Context:
         stack = getattr(self._requests, "stack", None)
@@ -155,6 +176,14 @@ class Task:
                     kwargs: Any = None,
                     **options: Any):
         """Send with options: countdown, eta, expires, task_id, queue, priority, time limits."""
+        if self.typing:  # as Celery: a call the function cannot take fails here
+            if "_arguments" not in self.__dict__:
+                self._arguments = inspect.signature(self.__wrapped__)
+            own = (self,) if self.bind else ()
+            try:
+                self._arguments.bind(*own, *(args or ()), **(kwargs or {}))
+            except TypeError as exc:
+                raise TypeError(f"{self.name}: {exc}") from None
         if self.app.conf.task_always_eager:
             return self.apply(args, kwargs, **options)
         return self.app.send_task(self.name, args, kwargs, **options)
@@ -260,8 +289,9 @@ def _call(task, args, kwargs, soft_limit):
             raise SoftTimeLimitExceeded(f"soft time limit ({soft_limit:g}s) exceeded")
         signal.signal(signal.SIGALRM, expire)
         signal.setitimer(signal.ITIMER_REAL, soft_limit)
+    custom = type(task).__call__ is not Task.__call__  # as Celery: a base's __call__ runs
     try:
-        return task.run(*args, **kwargs)
+        return task(*args, **kwargs) if custom else task.run(*args, **kwargs)
     except Retry:
         raise
     except task.autoretry_for as exc:
@@ -288,27 +318,44 @@ def execute(app, message, soft_limit=None, eager=False, hostname=None):
         except (ValueError, TypeError) as exc:
             raise ValueError(
                 f"corrupt message {message.id}: body is not [args, kwargs] JSON ({exc})")
-        task.push_request(Context(id=message.id,
-                                  args=args,
-                                  kwargs=kwargs,
-                                  retries=message.retries,
-                                  attempts=message.attempts,
-                                  is_eager=eager,
-                                  called_directly=False,
-                                  hostname=hostname))
-        try:
-            value = _call(task, args, kwargs, soft_limit)
-        finally:
-            task.pop_request()
+    except Exception as exc:
+        return Outcome("FAILURE", exception_to_json(exc), _traceback(), exc=exc)
+    task.push_request(Context(id=message.id,
+                              args=args,
+                              kwargs=kwargs,
+                              retries=message.retries,
+                              attempts=message.attempts,
+                              is_eager=eager,
+                              called_directly=False,
+                              hostname=hostname))
+    try:
+        outcome, value = _run(task, message.id, args, kwargs, soft_limit)
+        if outcome.state == "SUCCESS":
+            outcome = _kept(app, task, message, value, eager)
+        _hooks(task, outcome, value, message.id, args, kwargs)
+        return outcome
+    finally:
+        task.pop_request()
+
+
+def _run(task, task_id, args, kwargs, soft_limit):
+    """(Outcome, value) of calling the task, before_start first."""
+    try:
+        task.before_start(task_id, args, kwargs)
+        return Outcome("SUCCESS", None), _call(task, args, kwargs, soft_limit)
     except Retry as retry:
         if not hasattr(retry, "eta"):  # raised by hand: only Task.retry() says when
             error = RuntimeError("a bare Retry says neither when nor how often: raise self.retry()")
-            return Outcome("FAILURE", exception_to_json(error), _traceback(), exc=error)
+            return Outcome("FAILURE", exception_to_json(error), _traceback(), exc=error), None
         cause = retry.exc or retry
         return Outcome("RETRY", exception_to_json(cause), _traceback(),
-                       retry.eta, retry.body, cause)
+                       retry.eta, retry.body, cause), None
     except Exception as exc:
-        return Outcome("FAILURE", exception_to_json(exc), _traceback(), exc=exc)
+        return Outcome("FAILURE", exception_to_json(exc), _traceback(), exc=exc), None
+
+
+def _kept(app, task, message, value, eager):
+    """A success as stored: nothing with ignore_result, else the value as JSON."""
     if (task.ignore_result or app.conf.task_ignore_result) and not eager:
         return Outcome(None, None)
     try:
@@ -316,6 +363,36 @@ def execute(app, message, soft_limit=None, eager=False, hostname=None):
     except (TypeError, ValueError, RecursionError) as exc:
         error = TypeError(f"result of {message.name} is not JSON serializable: {exc}")
         return Outcome("FAILURE", exception_to_json(error), None, exc=error)
+
+
+def _hooks(task, outcome, value, task_id, args, kwargs):
+    """Celery's hooks after a run; one that raises is logged, never the task's outcome."""
+    exc = outcome.exc
+    einfo = ExceptionInfo(exc, outcome.traceback) if exc is not None else None
+    state = outcome.state or "SUCCESS"
+    calls = {"SUCCESS": (task.on_success, value, task_id, args, kwargs),
+             "RETRY": (task.on_retry, exc, task_id, args, kwargs, einfo),
+             "FAILURE": (task.on_failure, exc, task_id, args, kwargs, einfo)}
+    retval = value if exc is None else exc
+    for hook, *hook_args in (calls[state], (task.after_return, state, retval, task_id,
+                                            args, kwargs, None)):  # None: as Celery passes
+        try:
+            hook(*hook_args)
+        except Exception:  # noqa: BLE001 - a hook's bug is logged, the outcome stands
+            log.exception("%s of %s[%s] raised", hook.__name__, task.name, task_id)
+
+
+class ExceptionInfo(NamedTuple):
+    """What Celery's hooks get as ``einfo``: the exception and its traceback text."""
+    exception: BaseException
+    traceback: str | None
+
+    @property
+    def type(self) -> type:
+        return type(self.exception)
+
+    def __str__(self) -> str:
+        return self.traceback or ""
 
 
 def _traceback():

@@ -3,6 +3,7 @@ concurrency, soft and hard time limits, children that die, exceptions,
 waiting, unknown names, bound tasks, direct calls and eager mode."""
 import datetime
 import json
+import sys
 import os
 import time
 
@@ -282,17 +283,27 @@ def test_a_successful_result_reports_state_and_value(app, start_worker):
     assert result.traceback is None
 
 
-def test_an_unknown_exception_type_comes_back_as_a_generated_class(app, start_worker):
-    """tests.tasks.CustomError is importable here, but a result must never import it."""
+def test_a_user_exception_comes_back_as_its_class_when_already_imported(app, start_worker):
+    """As Celery: ``except CustomError`` around get() matches, tests.tasks being imported."""
     start_worker("-c", "1")
     result = tasks.fail_custom.delay("carried over")
-    with pytest.raises(Exception) as caught:
+    with pytest.raises(tasks.CustomError, match="carried over"):
         result.get(timeout=20)
-    exc = caught.value
-    assert type(exc).__name__ == "CustomError"
-    assert type(exc) is not tasks.CustomError and not isinstance(exc, tasks.CustomError)
-    assert str(exc) == "carried over"
     assert "raise CustomError(message)" in result.traceback
+
+
+def test_an_exception_of_a_module_not_imported_here_is_a_stand_in_and_imports_nothing(app):
+    """A module named in the database is never imported: a generated class of that name."""
+    error = ('{"exc_type": "Boom", "exc_module": "tests.never_imported",'
+             ' "exc_message": ["carried over"]}')
+    app.broker.db.execute("INSERT INTO task (id, name, queue, body, status, state, result,"
+                          " created) VALUES ('t1', 'n', 'celery', '[]', 2, 'FAILURE', ?, 0)",
+                          (error,))
+    with pytest.raises(Exception, match="carried over") as caught:
+        app.AsyncResult("t1").get(timeout=5)
+    assert type(caught.value).__name__ == "Boom"
+    assert type(caught.value).__module__ == "tests.never_imported"
+    assert "tests.never_imported" not in sys.modules
 
 
 def test_miniq_exceptions_come_back_as_themselves(app, start_worker):

@@ -1,0 +1,73 @@
+"""Task classes as Celery projects write them: hooks on a ``base=`` class, an
+overridden ``__call__``, ``task_cls``, arguments checked at the call, and
+their own exception classes caught around ``get()``."""
+import pytest
+
+import miniq.app
+from miniq import Miniq, Task
+from tests import tasks
+
+
+def notes(path):
+    return path.read_text().splitlines()
+
+
+def test_hooks_of_a_base_class_run_around_each_run(app, start_worker, tmp_path):
+    start_worker("-c", "1")
+    ok, failed, retried = (tmp_path / name for name in ("ok", "fail", "retry"))
+    assert tasks.hooked.delay(str(ok), "ok").get(timeout=20) == "ok"
+    with pytest.raises(ValueError):
+        tasks.hooked.delay(str(failed), "fail").get(timeout=20)
+    assert tasks.hooked.delay(str(retried), "retry").get(timeout=20) == "retry"
+    assert notes(ok) == ["before_start True", "on_success ok", "after_return SUCCESS 'ok'"]
+    assert notes(failed) == ["before_start True", "on_failure ValueError('no') ValueError True",
+                             "after_return FAILURE ValueError('no')"]
+    assert notes(retried) == ["before_start True", "on_retry KeyError('again')",
+                              "after_return RETRY KeyError('again')", "before_start True",
+                              "on_success retry", "after_return SUCCESS 'retry'"]
+
+
+def test_a_hook_that_raises_is_logged_and_the_outcome_stands(app, start_worker, tmp_path):
+    worker = start_worker("-c", "1")
+    path = tmp_path / "notes"
+    assert tasks.hooked.delay(str(path), "broken hook").get(timeout=20) == "broken hook"
+    assert "a bug in after_return" in worker.output()
+    assert tasks.add.delay(1, 1).get(timeout=20) == 2
+
+
+def test_an_overridden_call_runs_in_the_worker_as_in_celery(app, start_worker):
+    start_worker("-c", "1")
+    assert tasks.wrapped.delay(3).get(timeout=20) == ["wrapped", 3]
+    assert tasks.wrapped(4) == ["wrapped", 4]
+
+
+def test_task_cls_is_the_base_of_every_task_of_the_app(tmp_path):
+    saved = miniq.app._default
+    try:
+        app = Miniq("own", broker=f"sqlite:///{tmp_path / 'own.db'}", task_cls=tasks.Wrapped,
+                    task_always_eager=True)
+
+        @app.task
+        def double(x):
+            return 2 * x
+        assert isinstance(double, tasks.Wrapped) and app.gen_task_name("f", "m") == "m.f"
+        assert double.delay(5).get() == ["wrapped", 10]
+    finally:
+        miniq.app._default = saved
+
+
+@pytest.mark.parametrize("call", [lambda: tasks.add.delay(5),
+                                  lambda: tasks.add.apply_async((1, 2, 3)),
+                                  lambda: tasks.add.apply_async((1,), {"z": 2}),
+                                  lambda: tasks.until_aborted.delay(1, 2)],
+                         ids=["missing", "too-many", "unknown-keyword", "bound-extra"])
+def test_arguments_the_function_cannot_take_fail_at_the_call(app, call):
+    with pytest.raises(TypeError, match="tests.tasks"):
+        call()
+    assert app.broker.db.execute("SELECT COUNT(*) FROM task").fetchone()[0] == 0
+
+
+def test_typing_false_sends_what_it_is_given(app):
+    loose = app.task(typing=False, name="tests.loose")(lambda x: x)
+    assert loose.delay(1, 2, 3).id
+    assert isinstance(Task.typing, bool)
