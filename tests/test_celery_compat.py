@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -279,6 +280,33 @@ def group_collects_results_in_order(c, get):
     return get(c.group(c.add.s(i, i) for i in range(4)).apply_async())
 
 
+def own_exception_class_is_caught_around_get(c, get):
+    with pytest.raises(c.CompatError, match="own class"):
+        get(c.raise_own.delay())
+    return "CompatError"
+
+
+def hooks_of_a_base_class_run_around_each_run(c, get):
+    folder = tempfile.mkdtemp()
+    ok, bad = os.path.join(folder, "ok"), os.path.join(folder, "bad")
+    get(c.noted.delay(ok, False))
+    with pytest.raises(c.CompatError):
+        get(c.noted.delay(bad, True))
+    deadline = time.monotonic() + T  # Celery may store the result before its last hook
+
+    def lines(path):
+        while True:
+            text = open(path).read().splitlines()
+            if len(text) >= 3 or time.monotonic() > deadline:
+                return text
+            time.sleep(0.05)
+    return lines(ok), lines(bad)
+
+
+def a_missing_argument_fails_at_the_call(c, get):
+    return raised(lambda: c.add.delay(1))
+
+
 SCENARIOS = [
     (delay_and_get, 5),
     (bind_sees_its_request_id, True),
@@ -290,6 +318,11 @@ SCENARIOS = [
     (soft_limit_above_hard_limit_is_refused, "raised ValueError"),
     (chain_passes_results_on, 10),
     (group_collects_results_in_order, [0, 2, 4, 6]),
+    (own_exception_class_is_caught_around_get, "CompatError"),
+    (hooks_of_a_base_class_run_around_each_run, (
+        ["before_start", "on_success fine", "after_return SUCCESS"],
+        ["before_start", "on_failure CompatError as planned", "after_return FAILURE"])),
+    (a_missing_argument_fails_at_the_call, "raised TypeError"),
 ]
 
 

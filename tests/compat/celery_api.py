@@ -72,3 +72,42 @@ def contradictory():
 @app.task
 def fail():
     raise ValueError("as expected")
+
+
+Task = impl.Task
+
+
+class CompatError(Exception):
+    """A project's own exception class: ``except CompatError`` around get() must match."""
+
+
+@app.task
+def raise_own():
+    raise CompatError("own class")
+
+
+class Noted(Task):
+    """Notes the hooks Celery calls in the file the task's first argument names."""
+
+    def note(self, args, text):
+        with open(args[0], "a") as f:
+            f.write(text + "\n")
+
+    def before_start(self, task_id, args, kwargs):
+        self.note(args, "before_start")
+
+    def on_success(self, retval, task_id, args, kwargs):
+        self.note(args, f"on_success {retval}")
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        self.note(args, f"on_failure {einfo.type.__name__} {exc}")
+
+    def after_return(self, status, retval, task_id, args, kwargs, einfo):
+        self.note(args, f"after_return {status}")
+
+
+@app.task(base=Noted)
+def noted(path, fail):
+    if fail:
+        raise CompatError("as planned")
+    return "fine"
