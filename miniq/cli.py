@@ -6,14 +6,17 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
+import socket
 import sys
 import time
 from argparse import SUPPRESS, ArgumentParser, ArgumentTypeError, Namespace
-from typing import Any, List, Optional
+from typing import Any, Iterator, List, Optional
 
 from .app import Miniq, load_app
 from .exceptions import ImproperlyConfigured
+from .wake import pid_alive
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -36,14 +39,7 @@ def build_parser() -> ArgumentParser:
     def command(name: str, text: str) -> ArgumentParser:
         return commands.add_parser(name, parents=[common], help=text, description=text)
 
-    worker = command("worker", "start a worker")
-    worker.add_argument("-c", "--concurrency", type=positive_int,
-                        help="child processes (default: CPUs)")
-    worker.add_argument("-Q", "--queues", help="comma-separated queues to serve")
-    _add_loglevel(worker, "WARNING")
-    worker.add_argument("--start-method", choices=("fork", "forkserver", "spawn"),
-                        help="how children start (default: fork on Linux)")
-    worker.add_argument("-B", "--beat", action="store_true", help="also send periodic tasks")
+    _add_worker_options(command("worker", "start a worker"))
     beat = command("beat", "send the periodic tasks of app.conf.beat_schedule")
     _add_loglevel(beat, "INFO")
     command("status", "list live workers")
@@ -65,6 +61,24 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
+def _add_worker_options(worker: ArgumentParser) -> None:
+    """The worker's options: miniq's own, then Celery's that miniq honours or accepts."""
+    worker.add_argument("-c", "--concurrency", type=positive_int,
+                        help="child processes (default: CPUs)")
+    worker.add_argument("-Q", "--queues", help="comma-separated queues to serve")
+    _add_loglevel(worker, "WARNING")
+    worker.add_argument("--start-method", choices=("fork", "forkserver", "spawn"),
+                        help="how children start (default: fork on Linux)")
+    worker.add_argument("-B", "--beat", action="store_true", help="also send periodic tasks")
+    honoured = worker.add_argument_group("Celery's options that miniq honours")
+    for flags, options, text in HONOURED:
+        honoured.add_argument(*flags, **options, help=text)
+    ignored = worker.add_argument_group("Celery's options accepted with no effect on one machine")
+    for flags, metavar, why in NO_EFFECT:
+        kind = {"metavar": metavar} if metavar else {"action": "store_true"}
+        ignored.add_argument(*flags, **kind, help=f"no effect: {why}")
+
+
 def _add_loglevel(parser: ArgumentParser, default: str) -> None:
     """-l/--loglevel: worker and beat differ only in the default."""
     parser.add_argument("-l", "--loglevel",
@@ -79,6 +93,80 @@ def positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise ArgumentTypeError(f"must be a positive integer, not {text!r}")
     return int(text)
+
+
+def positive_float(text: str) -> float:
+    """argparse type for the time limits: seconds, more than none."""
+    with contextlib.suppress(ValueError):
+        if float(text) > 0:
+            return float(text)
+    raise ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
+
+
+def autoscale(text: str) -> int:
+    """argparse type for --autoscale MAX,MIN: MAX, the children miniq runs."""
+    high, _, low = text.partition(",")
+    if low and not low.isdigit():
+        raise ArgumentTypeError(f"must be MAX,MIN in children, not {text!r}")
+    return positive_int(high)
+
+
+POOLS = ("prefork", "processes")  # Celery's names for what miniq has: child processes
+
+# Celery's worker options that miniq honours: (flags, argparse options, --help text).
+HONOURED = (
+    (["-X", "--exclude-queues"],
+     {"metavar": "QUEUES"},
+     "comma-separated queues not to serve, of -Q's or else the default queue"),
+    (["-P", "--pool"],
+     {"default": "prefork"},
+     f"{' or '.join(POOLS)}: miniq's only pool, of child processes"),
+    (["--autoscale"],
+     {"type": autoscale, "metavar": "MAX,MIN"},
+     "run MAX children (miniq does not shrink the pool)"),
+    (["--max-tasks-per-child"],
+     {"type": positive_int, "metavar": "N"},
+     "replace a child after N tasks (worker_max_tasks_per_child)"),
+    (["--max-memory-per-child"],
+     {"type": positive_int, "metavar": "KIB"},
+     "replace a child whose memory passes KIB after a task (worker_max_memory_per_child)"),
+    (["--time-limit"],
+     {"type": positive_float, "metavar": "S"},
+     "kill a task running longer than S seconds (task_time_limit)"),
+    (["--soft-time-limit"],
+     {"type": positive_float, "metavar": "S"},
+     "raise SoftTimeLimitExceeded in a task after S seconds (task_soft_time_limit)"),
+    (["--logfile"],
+     {"metavar": "PATH"},
+     "log to PATH instead of stderr (the children's stderr too)"),
+    (["--pidfile"],
+     {"metavar": "PATH"},
+     "write the worker's pid to PATH; refuse to start if it names a live process"),
+    (["--purge"],
+     {"action": "store_true"},
+     "delete the served queues' queued tasks before starting"),
+)
+
+# Celery's worker options that mean nothing on one machine: (flags, metavar, why).
+# A metavar takes a value; None is a switch.
+NO_EFFECT = (
+    (["-E", "--task-events"], None, "miniq sends no monitoring events"),
+    (["-O"], "PROFILE", "children take a task only when idle, as with -O fair"),
+    (["--prefetch-multiplier"], "N", "miniq never prefetches: it claims for idle children"),
+    (["--without-gossip"], None, "there are no other machines to gossip with"),
+    (["--without-mingle"], None, "there are no other machines to sync with"),
+    (["--without-heartbeat"], None, "miniq's own liveness record stays on"),
+    (["-n", "--hostname"], "NAME", "only shown in the banner, with %%h, %%n and %%d"
+     " expanded as by Celery: miniq tells workers apart by host, boot and pid namespace"),
+)
+
+# Worker options that set app.conf before the Worker is made, as Celery's do.
+CONF_OPTIONS = {
+    "max_tasks_per_child": "worker_max_tasks_per_child",
+    "max_memory_per_child": "worker_max_memory_per_child",
+    "time_limit": "task_time_limit",
+    "soft_time_limit": "task_soft_time_limit",
+}
 
 
 def main(argv: Optional[List[str]] = None, app: Optional[Miniq] = None) -> int:
@@ -103,20 +191,108 @@ def main(argv: Optional[List[str]] = None, app: Optional[Miniq] = None) -> int:
 
 
 def worker(app: Miniq, args: Namespace) -> int:
-    """Print the banner, then run the worker until it is stopped."""
-    from .worker import LOG_FORMAT, Worker
-    logging.basicConfig(level=args.loglevel, format=LOG_FORMAT)
-    queues = args.queues.split(",") if args.queues else None
-    manager = Worker(app, args.app, args.concurrency, queues, args.start_method,
+    """Check the options, print the banner, then run the worker until it is stopped."""
+    from .worker import Worker
+    if args.pool not in POOLS:
+        return _error(f"-P {args.pool}: miniq's only pool is child processes"
+                      f" ({' or '.join(POOLS)})")
+    queues = _served_queues(app, args)
+    for option, key in CONF_OPTIONS.items():
+        if getattr(args, option) is not None:
+            app.conf[key] = getattr(args, option)
+    concurrency = args.autoscale or args.concurrency
+    manager = Worker(app, args.app, concurrency, queues, args.start_method,
                      args.loglevel, beat=args.beat)
     app.broker.db  # noqa: B018 - open the file first: a setup error prints no banner
+    with _pidfile(args.pidfile):
+        _start_logging(args)
+        if args.purge:
+            count = app.broker.purge(manager.queues)
+            print(_purged(count), flush=True)
+        _print_banner(app, args, manager)
+        return manager.run()
+
+
+def _served_queues(app: Miniq, args: Namespace) -> List[str]:
+    """-Q's queues, or else the default queue, minus -X's; refused if none is left."""
+    queues = _split(args.queues) or [app.conf.task_default_queue]
+    excluded = _split(args.exclude_queues)
+    served = [queue for queue in queues if queue not in excluded]
+    if not served:
+        raise ImproperlyConfigured(f"-X {args.exclude_queues} leaves no queue to serve"
+                                   f" of {','.join(queues)}")
+    return served
+
+
+@contextlib.contextmanager
+def _pidfile(path: Optional[str]) -> Iterator[None]:
+    """Hold PATH as the worker's pid file while it runs; refuse one naming a live process.
+    Our own pid there is stale: a container's worker is often pid 1 every time."""
+    if not path:
+        yield
+        return
+    old = _read_pid(path)
+    if old not in (None, os.getpid()) and pid_alive(old):
+        raise ImproperlyConfigured(f"pid file {path} names pid {old}, which is running:"
+                                   " is this worker running already?")
+    try:
+        with open(path, "w") as f:
+            f.write(f"{os.getpid()}\n")
+    except OSError as exc:
+        raise ImproperlyConfigured(f"cannot write the pid file: {exc}") from None
+    try:
+        yield
+    finally:
+        if _read_pid(path) == os.getpid():  # not a later worker's
+            os.remove(path)
+
+
+def _read_pid(path: str) -> Optional[int]:
+    """The pid a pid file holds; None if it is missing or holds none."""
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _start_logging(args: Namespace) -> None:
+    """Log to stderr, or with --logfile to that file: it becomes the stderr of the
+    manager and of every child, whatever the start method."""
+    from .worker import LOG_FORMAT
+    if args.logfile:
+        try:
+            log = open(args.logfile, "a")
+        except OSError as exc:
+            raise ImproperlyConfigured(f"cannot open the log file: {exc}") from None
+        with log:
+            os.dup2(log.fileno(), sys.stderr.fileno())
+    logging.basicConfig(level=args.loglevel, format=LOG_FORMAT)
+
+
+def _print_banner(app: Miniq, args: Namespace, manager: Any) -> None:
+    """What this worker is, at any log level, as Celery's banner."""
+    node = [f"  node:        {_hostname(args.hostname)}"] if args.hostname else []
     tasks = [f"  . {name}" for name in sorted(app.tasks)]
-    print(f"miniq worker for {args.app}",  # at any log level, as Celery's banner
+    print(f"miniq worker for {args.app}",
           f"  database:    {app.broker.path}",
           f"  concurrency: {manager.concurrency}",
           f"  queues:      {','.join(manager.queues)}",
+          *node,
           "[tasks]", *tasks, sep="\n", flush=True)
-    return manager.run()
+
+
+def _hostname(name: str) -> str:
+    """-n's name with Celery's expansions: %h the host, %n its first label, %d the rest."""
+    host = socket.gethostname()
+    short, _, domain = host.partition(".")
+    keys = {"h": host, "n": short, "d": domain, "%": "%"}
+    return re.sub("%([hnd%])", lambda m: keys[m.group(1)], name)
+
+
+def _split(text: Optional[str]) -> List[str]:
+    """A comma-separated option's names; none if it was not given."""
+    return text.split(",") if text else []
 
 
 def beat(app: Miniq, args: Namespace) -> int:
@@ -181,7 +357,7 @@ def inspect(app: Miniq, args: Namespace) -> int:
 
 def purge(app: Miniq, args: Namespace) -> int:
     """Delete queued tasks, after asking unless --force; exit status 1 if refused."""
-    queues = args.queues.split(",") if args.queues else None
+    queues = _split(args.queues)
     if not args.force:
         where = ", ".join(queues) if queues else "all queues"
         count = app.broker.purge(queues, dry_run=True)
@@ -195,7 +371,7 @@ def purge(app: Miniq, args: Namespace) -> int:
             return 1
     count = app.broker.purge(queues)
     if not _emit(args, {"purged": count}):
-        print(f"Purged {count} message{'' if count == 1 else 's'}.")
+        print(_purged(count))
     return 0
 
 
@@ -266,6 +442,11 @@ def call(app: Miniq, args: Namespace) -> int:
     if not _emit(args, {"id": sent.id}):
         print(sent.id)
     return 0
+
+
+def _purged(count: int) -> str:
+    """What purging said it did, for purge and worker --purge alike."""
+    return f"Purged {count} message{'' if count == 1 else 's'}."
 
 
 def _call_of(body: str) -> dict:

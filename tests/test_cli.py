@@ -1,6 +1,7 @@
 """``python -m miniq ... worker`` as a user types it: bad setup ends in one clear
 line on stderr and exit status 2; the ``-A`` forms load an app from the current folder."""
 import os
+import socket
 import signal
 import subprocess
 import sys
@@ -10,9 +11,9 @@ import pytest
 from tests.conftest import ROOT, run_cli, wait_for
 
 
-def worker_cli(*args, broker_url=None, cwd=ROOT):
+def worker_cli(*args, options=(), broker_url=None, cwd=ROOT):
     env = {"MINIQ_BROKER_URL": broker_url} if broker_url else None
-    return run_cli(*args, "worker", "-c", "1", env=env, cwd=cwd)
+    return run_cli(*args, "worker", "-c", "1", *options, env=env, cwd=cwd)
 
 
 def assert_setup_error(proc, *fragments):
@@ -133,3 +134,106 @@ def test_app_option_forms_load_the_app(app, tmp_path, option, spec):
     finally:
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait(10)
+
+
+# Celery's worker options, from real service files ---------------------------------------
+
+def test_a_service_file_command_line_runs(app, tmp_path, start_worker):
+    log, pidfile = tmp_path / "w.log", tmp_path / "w.pid"
+    worker = start_worker("-c", "2", "-P", "prefork", "-E", "-O", "fair", "--without-gossip",
+                          "--without-mingle", "--without-heartbeat",
+                          "--prefetch-multiplier", "1", "-n", "worker1@%h",
+                          "--max-tasks-per-child", "1", "--time-limit", "30",
+                          "--soft-time-limit", "20", "--logfile", str(log),
+                          "--pidfile", str(pidfile), ready=False)
+    wait_for(lambda: log.exists() and "ready" in log.read_text() or worker.proc.poll(),
+             message="worker ready in its log file")
+    assert worker.proc.poll() is None, worker.output()
+    assert pidfile.read_text() == f"{worker.pid}\n"
+    assert f"  node:        worker1@{socket.gethostname()}\n" in worker.output()
+    assert "ready" not in worker.output()  # the log went to the file, not stderr
+    assert app.tasks["tests.tasks.add"].delay(1, 2).get(timeout=20) == 3
+    first = app.tasks["tests.tasks.pid"].delay().get(timeout=20)
+    wait_for(lambda: first not in worker.children(), message="the used child replaced")
+    assert app.tasks["tests.tasks.pid"].delay().get(timeout=20) != first
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+    assert not pidfile.exists()
+
+
+def test_time_limit_kills_a_task_that_runs_too_long(app, start_worker):
+    start_worker("-c", "1", "--time-limit", "1")
+    res = app.tasks["tests.tasks.sleep"].delay(30)
+    with pytest.raises(Exception) as info:
+        res.get(timeout=20)
+    assert "TimeLimitExceeded" in type(info.value).__name__, info.value
+
+
+@pytest.mark.parametrize("pool", ["threads", "solo", "eventlet", "gevent"])
+def test_a_pool_miniq_does_not_have_is_refused(pool):
+    proc = worker_cli("-A", "tests.tasks", options=("-P", pool))
+    assert_setup_error(proc, f"-P {pool}", "prefork")
+
+
+def test_a_pidfile_naming_a_live_process_refuses(broker_url, tmp_path):
+    pidfile = tmp_path / "w.pid"
+    with subprocess.Popen(["sleep", "30"]) as other:
+        pidfile.write_text(f"{other.pid}\n")
+        proc = worker_cli("-A", "tests.tasks", options=("--pidfile", str(pidfile)),
+                          broker_url=broker_url)
+        other.kill()
+    assert_setup_error(proc, str(pidfile), str(other.pid))
+    assert pidfile.read_text() == f"{other.pid}\n"
+
+
+def test_a_stale_pidfile_is_taken_over(app, tmp_path, start_worker):
+    pidfile = tmp_path / "w.pid"
+    with subprocess.Popen(["true"]) as gone:
+        pass
+    pidfile.write_text(f"{gone.pid}\n")
+    worker = start_worker("-c", "1", "--pidfile", str(pidfile))
+    assert pidfile.read_text() == f"{worker.pid}\n"
+
+
+def test_purge_deletes_the_served_queues_tasks_first(app, start_worker):
+    add = app.tasks["tests.tasks.add"]
+    queued = [add.delay(1, 1), add.delay(2, 2)]
+    other = add.apply_async((3, 3), queue="other")
+    worker = start_worker("-c", "1", "--purge")
+    assert "Purged 2 messages." in worker.output()
+    assert all(app.broker.state(res.id) is None for res in queued)
+    assert app.broker.state(other.id) is not None
+    assert add.delay(4, 4).get(timeout=20) == 8
+
+
+def test_exclude_queues_leaves_their_tasks_queued(app, start_worker):
+    add = app.tasks["tests.tasks.add"]
+    skipped = add.apply_async((1, 1), queue="b")
+    worker = start_worker("-c", "1", "-Q", "a,b", "-X", "b")
+    assert "  queues:      a\n" in worker.output()
+    assert add.apply_async((2, 2), queue="a").get(timeout=20) == 4
+    assert skipped.state == "PENDING"
+
+
+def test_exclude_queues_without_q_serves_the_default_queue_minus_them(app, start_worker):
+    worker = start_worker("-c", "1", "-X", "other")
+    assert "  queues:      celery\n" in worker.output()
+
+
+def test_exclude_queues_that_leave_nothing_refuses():
+    proc = worker_cli("-A", "tests.tasks", options=("-X", "celery"))
+    assert_setup_error(proc, "-X celery", "no queue")
+
+
+def test_autoscale_runs_max_children(start_worker):
+    worker = start_worker("--autoscale", "3,1")
+    assert "  concurrency: 3\n" in worker.output()
+    wait_for(lambda: len(worker.children()) == 3, message="three children")
+
+
+def test_worker_help_says_which_celery_options_do_nothing():
+    out = run_cli("worker", "--help").stdout
+    assert "accepted with no effect on one machine" in out
+    for flag in ("--without-gossip", "--prefetch-multiplier", "-O PROFILE", "--task-events"):
+        assert flag in out.split("no effect on one machine")[1], flag
+    assert "does not shrink the pool" in out
