@@ -319,7 +319,7 @@ def execute(app, message, soft_limit=None, eager=False, hostname=None):
             raise ValueError(
                 f"corrupt message {message.id}: body is not [args, kwargs] JSON ({exc})")
     except Exception as exc:
-        return Outcome("FAILURE", exception_to_json(exc), _traceback(), exc=exc)
+        return _failed(exc)
     task.push_request(Context(id=message.id,
                               args=args,
                               kwargs=kwargs,
@@ -346,12 +346,12 @@ def _run(task, task_id, args, kwargs, soft_limit):
     except Retry as retry:
         if not hasattr(retry, "eta"):  # raised by hand: only Task.retry() says when
             error = RuntimeError("a bare Retry says neither when nor how often: raise self.retry()")
-            return Outcome("FAILURE", exception_to_json(error), _traceback(), exc=error), None
+            return _failed(error), None
         cause = retry.exc or retry
         return Outcome("RETRY", exception_to_json(cause), _traceback(),
                        retry.eta, retry.body, cause), None
     except Exception as exc:
-        return Outcome("FAILURE", exception_to_json(exc), _traceback(), exc=exc), None
+        return _failed(exc), None
 
 
 def _kept(app, task, message, value, eager):
@@ -362,20 +362,21 @@ def _kept(app, task, message, value, eager):
         return Outcome("SUCCESS", json.dumps(value))
     except (TypeError, ValueError, RecursionError) as exc:
         error = TypeError(f"result of {message.name} is not JSON serializable: {exc}")
-        return Outcome("FAILURE", exception_to_json(error), None, exc=error)
+        return _failed(error, trace=False)
 
 
 def _hooks(task, outcome, value, task_id, args, kwargs):
     """Celery's hooks after a run; one that raises is logged, never the task's outcome."""
-    exc = outcome.exc
-    einfo = ExceptionInfo(exc, outcome.traceback) if exc is not None else None
-    state = outcome.state or "SUCCESS"
-    calls = {"SUCCESS": (task.on_success, value, task_id, args, kwargs),
-             "RETRY": (task.on_retry, exc, task_id, args, kwargs, einfo),
-             "FAILURE": (task.on_failure, exc, task_id, args, kwargs, einfo)}
-    retval = value if exc is None else exc
-    for hook, *hook_args in (calls[state], (task.after_return, state, retval, task_id,
-                                            args, kwargs, None)):  # None: as Celery passes
+    exc, state = outcome.exc, outcome.state or "SUCCESS"
+    if exc is None:
+        calls = [(task.on_success, value, task_id, args, kwargs)]
+    else:
+        hook = task.on_retry if state == "RETRY" else task.on_failure
+        einfo = ExceptionInfo(exc, outcome.traceback)
+        calls = [(hook, exc, task_id, args, kwargs, einfo)]
+        value = exc  # after_return's retval
+    calls.append((task.after_return, state, value, task_id, args, kwargs, None))  # as Celery
+    for hook, *hook_args in calls:
         try:
             hook(*hook_args)
         except Exception:  # noqa: BLE001 - a hook's bug is logged, the outcome stands
@@ -388,15 +389,20 @@ class ExceptionInfo(NamedTuple):
     traceback: str | None
 
     @property
-    def type(self) -> type:
+    def type(self):
         return type(self.exception)
 
-    def __str__(self) -> str:
+    def __str__(self):
         return self.traceback or ""
 
 
 def _traceback():
     return printable(traceback.format_exc())
+
+
+def _failed(exc, trace=True):
+    """A FAILURE outcome for exc, with the traceback being handled unless trace is False."""
+    return Outcome("FAILURE", exception_to_json(exc), _traceback() if trace else None, exc=exc)
 
 
 # Last: canvas imports new_id from this module, and Task.s(), si() and signature() need canvas.
