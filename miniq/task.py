@@ -40,7 +40,7 @@ class Outcome(NamedTuple):
 class Context(SimpleNamespace):
     """``self.request``: what a running task knows about its own call."""
 
-    def __init__(self, **fields: Any):
+    def __init__(self, **fields):
         super().__init__(**{"id": None,
                             "args": (),
                             "kwargs": {},
@@ -52,11 +52,12 @@ class Context(SimpleNamespace):
                             "delivery_info": {},
                             **fields})
 
-    def get(self, key: str, default: Any = None) -> Any:
+    def get(self, key, default=None):
         return getattr(self, key, default)
 
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode
+_signature = functools.cache(inspect.signature)  # apply_async checks calls against it
 _VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
 
 
@@ -177,11 +178,9 @@ class Task:
                     **options: Any):
         """Send with options: countdown, eta, expires, task_id, queue, priority, time limits."""
         if self.typing:  # as Celery: a call the function cannot take fails here
-            if "_arguments" not in self.__dict__:
-                self._arguments = inspect.signature(self.__wrapped__)
             own = (self,) if self.bind else ()
             try:
-                self._arguments.bind(*own, *(args or ()), **(kwargs or {}))
+                _signature(self.__wrapped__).bind(*own, *(args or ()), **(kwargs or {}))
             except TypeError as exc:
                 raise TypeError(f"{self.name}: {exc}") from None
         if self.app.conf.task_always_eager:
@@ -194,20 +193,17 @@ class Task:
               task_id: str | None = None,
               **_options: Any) -> EagerResult:
         """Run now in this process, retries included, and return an EagerResult."""
-        body = encode_args(self.name, args, kwargs)
-        message = Message(task_id or new_id(), self.name, body)
+        message = Message(task_id or new_id(), self.name, encode_args(self.name, args, kwargs))
         outcome = execute(self.app, message, eager=True)
         while outcome.state == "RETRY":
             message = message._replace(retries=message.retries + 1,
                                        body=outcome.body or message.body)
             outcome = execute(self.app, message, eager=True)
-        if outcome.state == "FAILURE":
-            if self.app.conf.task_eager_propagates:
-                raise outcome.exc
-            return EagerResult(message.id, "FAILURE", outcome.exc, outcome.traceback,
-                               self.app)
-        value = json.loads(outcome.result)  # eager: a success always keeps its result
-        return EagerResult(message.id, "SUCCESS", value, app=self.app)
+        if outcome.state == "SUCCESS":  # eager: a success always keeps its result
+            return EagerResult(message.id, "SUCCESS", json.loads(outcome.result), app=self.app)
+        if self.app.conf.task_eager_propagates:
+            raise outcome.exc
+        return EagerResult(message.id, "FAILURE", outcome.exc, outcome.traceback, self.app)
 
     def AsyncResult(self, task_id: str):
         return self.app.AsyncResult(task_id)
@@ -291,7 +287,7 @@ def _call(task, args, kwargs, soft_limit):
         signal.setitimer(signal.ITIMER_REAL, soft_limit)
     custom = type(task).__call__ is not Task.__call__  # as Celery: a base's __call__ runs
     try:
-        return task(*args, **kwargs) if custom else task.run(*args, **kwargs)
+        return (task if custom else task.run)(*args, **kwargs)
     except Retry:
         raise
     except task.autoretry_for as exc:
@@ -330,8 +326,7 @@ def execute(app, message, soft_limit=None, eager=False, hostname=None):
                               hostname=hostname))
     try:
         outcome, value = _run(task, message.id, args, kwargs, soft_limit)
-        if outcome.state == "SUCCESS":
-            outcome = _kept(app, task, message, value, eager)
+        outcome = outcome or _kept(app, task, message, value, eager)
         _hooks(task, outcome, value, message.id, args, kwargs)
         return outcome
     finally:
@@ -339,10 +334,10 @@ def execute(app, message, soft_limit=None, eager=False, hostname=None):
 
 
 def _run(task, task_id, args, kwargs, soft_limit):
-    """(Outcome, value) of calling the task, before_start first."""
+    """(Outcome, value) of calling the task, before_start first; None for a success."""
     try:
         task.before_start(task_id, args, kwargs)
-        return Outcome("SUCCESS", None), _call(task, args, kwargs, soft_limit)
+        return None, _call(task, args, kwargs, soft_limit)
     except Retry as retry:
         if not hasattr(retry, "eta"):  # raised by hand: only Task.retry() says when
             error = RuntimeError("a bare Retry says neither when nor how often: raise self.retry()")
