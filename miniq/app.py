@@ -15,7 +15,7 @@ import signal as signals
 import sys
 import time
 from datetime import timedelta
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 from .broker import NUMBER, Broker, path_from_url
 from .exceptions import ImproperlyConfigured
@@ -69,7 +69,7 @@ def default_app() -> "Miniq":
 class Conf(dict):
     """``app.conf``: a dict whose keys are also attributes."""
 
-    def __getattr__(self, key: str) -> Any:
+    def __getattr__(self, key):
         try:
             return self[key]
         except KeyError:
@@ -105,8 +105,7 @@ class Miniq:
         caller = sys._getframe(1).f_globals
         self.home, self.origin = os.getcwd(), caller.get("__name__")  # origin: for -A
         if caller.get("__file__") and self.origin != __name__:
-            maker = os.path.abspath(caller["__file__"])
-            self.home = os.path.dirname(maker)
+            self.home = os.path.dirname(os.path.abspath(caller["__file__"]))
         _default = self
 
     def __repr__(self) -> str:
@@ -309,22 +308,22 @@ def load_app(path: str) -> Miniq:
         if parent and isinstance(exc, ModuleNotFoundError) and exc.name == module_name:
             return load_app(f"{parent}:{name}")  # proj.app: an attribute, not a module
         raise ImproperlyConfigured(f"cannot import app module {module_name!r}: {exc}") from None
-    if not attr and not _apps_in(module) and hasattr(module, "__path__"):
-        with contextlib.suppress(ImproperlyConfigured):  # as Celery: -A proj finds proj.celery
-            return load_app(f"{module_name}.celery")
     if attr:
         app = getattr(module, attr, None)
     else:  # as Celery: module.app or module.celery first, then any app in the module
         named = (getattr(module, key, None) for key in ("app", "celery"))
         candidates = (*named, *vars(module).values())
         app = next((v for v in candidates if isinstance(v, Miniq)), None)
+        if app is None and hasattr(module, "__path__"):  # as Celery: -A proj finds proj.celery
+            with contextlib.suppress(ImproperlyConfigured):
+                return load_app(f"{module_name}.celery")
     if not isinstance(app, Miniq):
         raise ImproperlyConfigured(f"{path!r} is not a miniq app (no Miniq instance found there)")
     app.import_includes()
     return app
 
 
-def decorator(register: Callable, args: tuple, options: dict, name: str) -> Any:
+def decorator(register, args, options, name):
     """``@name`` or ``@name(option=value, ...)``: register the function either way."""
     if len(args) == 1 and callable(args[0]) and not options:
         return register(args[0])
@@ -332,6 +331,3 @@ def decorator(register: Callable, args: tuple, options: dict, name: str) -> Any:
         raise TypeError(f"use @{name} or @{name}(option=value, ...)")
     return register
 
-
-def _apps_in(module) -> bool:
-    return any(isinstance(value, Miniq) for value in vars(module).values())

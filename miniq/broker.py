@@ -96,7 +96,7 @@ class Message(NamedTuple):
     revoked: int | None = None   # >0: terminate with this signal
     fault: str | None = None     # what is malformed in the row, if anything
 
-    def __str__(self) -> str:  # as Celery's log lines name a task
+    def __str__(self):  # as Celery's log lines name a task
         return f"{self.name}[{self.id}]"
 
 

@@ -75,7 +75,7 @@ class AsyncResult:
             from .app import default_app
             app = default_app()
         self.id, self.app = id, app
-        self.parent: AsyncResult | None = None  # the previous step, in a chain
+        self.parent = None  # the AsyncResult of the previous step, in a chain
         self._done = None  # a finished row never changes: keep it
 
     @property

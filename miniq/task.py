@@ -40,7 +40,7 @@ class Outcome(NamedTuple):
 class Context(SimpleNamespace):
     """``self.request``: what a running task knows about its own call."""
 
-    def __init__(self, **fields: Any):
+    def __init__(self, **fields):
         super().__init__(**{"id": None,
                             "args": (),
                             "kwargs": {},
@@ -52,11 +52,12 @@ class Context(SimpleNamespace):
                             "delivery_info": {},
                             **fields})
 
-    def get(self, key: str, default: Any = None) -> Any:
+    def get(self, key, default=None):
         return getattr(self, key, default)
 
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode
+_signature = functools.cache(inspect.signature)  # apply_async checks calls against it
 _VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
 
 
@@ -177,11 +178,9 @@ class Task:
                     **options: Any):
         """Send with options: countdown, eta, expires, task_id, queue, priority, time limits."""
         if self.typing:  # as Celery: a call the function cannot take fails here
-            if "_arguments" not in self.__dict__:
-                self._arguments = inspect.signature(self.__wrapped__)
             own = (self,) if self.bind else ()
             try:
-                self._arguments.bind(*own, *(args or ()), **(kwargs or {}))
+                _signature(self.__wrapped__).bind(*own, *(args or ()), **(kwargs or {}))
             except TypeError as exc:
                 raise TypeError(f"{self.name}: {exc}") from None
         if self.app.conf.task_always_eager:
@@ -194,20 +193,17 @@ class Task:
               task_id: str | None = None,
               **_options: Any) -> EagerResult:
         """Run now in this process, retries included, and return an EagerResult."""
-        body = encode_args(self.name, args, kwargs)
-        message = Message(task_id or new_id(), self.name, body)
+        message = Message(task_id or new_id(), self.name, encode_args(self.name, args, kwargs))
         outcome = execute(self.app, message, eager=True)
         while outcome.state == "RETRY":
             message = message._replace(retries=message.retries + 1,
                                        body=outcome.body or message.body)
             outcome = execute(self.app, message, eager=True)
-        if outcome.state == "FAILURE":
-            if self.app.conf.task_eager_propagates:
-                raise outcome.exc
-            return EagerResult(message.id, "FAILURE", outcome.exc, outcome.traceback,
-                               self.app)
-        value = json.loads(outcome.result)  # eager: a success always keeps its result
-        return EagerResult(message.id, "SUCCESS", value, app=self.app)
+        if outcome.state == "SUCCESS":  # eager: a success always keeps its result
+            return EagerResult(message.id, "SUCCESS", json.loads(outcome.result), app=self.app)
+        if self.app.conf.task_eager_propagates:
+            raise outcome.exc
+        return EagerResult(message.id, "FAILURE", outcome.exc, outcome.traceback, self.app)
 
     def AsyncResult(self, task_id: str):
         return self.app.AsyncResult(task_id)
@@ -291,7 +287,7 @@ def _call(task, args, kwargs, soft_limit):
         signal.setitimer(signal.ITIMER_REAL, soft_limit)
     custom = type(task).__call__ is not Task.__call__  # as Celery: a base's __call__ runs
     try:
-        return task(*args, **kwargs) if custom else task.run(*args, **kwargs)
+        return (task if custom else task.run)(*args, **kwargs)
     except Retry:
         raise
     except task.autoretry_for as exc:
@@ -319,7 +315,7 @@ def execute(app, message, soft_limit=None, eager=False, hostname=None):
             raise ValueError(
                 f"corrupt message {message.id}: body is not [args, kwargs] JSON ({exc})")
     except Exception as exc:
-        return Outcome("FAILURE", exception_to_json(exc), _traceback(), exc=exc)
+        return _failed(exc)
     task.push_request(Context(id=message.id,
                               args=args,
                               kwargs=kwargs,
@@ -330,8 +326,7 @@ def execute(app, message, soft_limit=None, eager=False, hostname=None):
                               hostname=hostname))
     try:
         outcome, value = _run(task, message.id, args, kwargs, soft_limit)
-        if outcome.state == "SUCCESS":
-            outcome = _kept(app, task, message, value, eager)
+        outcome = outcome or _kept(app, task, message, value, eager)
         _hooks(task, outcome, value, message.id, args, kwargs)
         return outcome
     finally:
@@ -339,19 +334,19 @@ def execute(app, message, soft_limit=None, eager=False, hostname=None):
 
 
 def _run(task, task_id, args, kwargs, soft_limit):
-    """(Outcome, value) of calling the task, before_start first."""
+    """(Outcome, value) of calling the task, before_start first; None for a success."""
     try:
         task.before_start(task_id, args, kwargs)
-        return Outcome("SUCCESS", None), _call(task, args, kwargs, soft_limit)
+        return None, _call(task, args, kwargs, soft_limit)
     except Retry as retry:
         if not hasattr(retry, "eta"):  # raised by hand: only Task.retry() says when
             error = RuntimeError("a bare Retry says neither when nor how often: raise self.retry()")
-            return Outcome("FAILURE", exception_to_json(error), _traceback(), exc=error), None
+            return _failed(error), None
         cause = retry.exc or retry
         return Outcome("RETRY", exception_to_json(cause), _traceback(),
                        retry.eta, retry.body, cause), None
     except Exception as exc:
-        return Outcome("FAILURE", exception_to_json(exc), _traceback(), exc=exc), None
+        return _failed(exc), None
 
 
 def _kept(app, task, message, value, eager):
@@ -362,20 +357,21 @@ def _kept(app, task, message, value, eager):
         return Outcome("SUCCESS", json.dumps(value))
     except (TypeError, ValueError, RecursionError) as exc:
         error = TypeError(f"result of {message.name} is not JSON serializable: {exc}")
-        return Outcome("FAILURE", exception_to_json(error), None, exc=error)
+        return _failed(error, trace=False)
 
 
 def _hooks(task, outcome, value, task_id, args, kwargs):
     """Celery's hooks after a run; one that raises is logged, never the task's outcome."""
-    exc = outcome.exc
-    einfo = ExceptionInfo(exc, outcome.traceback) if exc is not None else None
-    state = outcome.state or "SUCCESS"
-    calls = {"SUCCESS": (task.on_success, value, task_id, args, kwargs),
-             "RETRY": (task.on_retry, exc, task_id, args, kwargs, einfo),
-             "FAILURE": (task.on_failure, exc, task_id, args, kwargs, einfo)}
-    retval = value if exc is None else exc
-    for hook, *hook_args in (calls[state], (task.after_return, state, retval, task_id,
-                                            args, kwargs, None)):  # None: as Celery passes
+    exc, state = outcome.exc, outcome.state or "SUCCESS"
+    if exc is None:
+        calls = [(task.on_success, value, task_id, args, kwargs)]
+    else:
+        hook = task.on_retry if state == "RETRY" else task.on_failure
+        einfo = ExceptionInfo(exc, outcome.traceback)
+        calls = [(hook, exc, task_id, args, kwargs, einfo)]
+        value = exc  # after_return's retval
+    calls.append((task.after_return, state, value, task_id, args, kwargs, None))  # as Celery
+    for hook, *hook_args in calls:
         try:
             hook(*hook_args)
         except Exception:  # noqa: BLE001 - a hook's bug is logged, the outcome stands
@@ -388,15 +384,20 @@ class ExceptionInfo(NamedTuple):
     traceback: str | None
 
     @property
-    def type(self) -> type:
+    def type(self):
         return type(self.exception)
 
-    def __str__(self) -> str:
+    def __str__(self):
         return self.traceback or ""
 
 
 def _traceback():
     return printable(traceback.format_exc())
+
+
+def _failed(exc, trace=True):
+    """A FAILURE outcome for exc, with the traceback being handled unless trace is False."""
+    return Outcome("FAILURE", exception_to_json(exc), _traceback() if trace else None, exc=exc)
 
 
 # Last: canvas imports new_id from this module, and Task.s(), si() and signature() need canvas.

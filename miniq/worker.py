@@ -383,7 +383,7 @@ class Worker:
                       exception_from_json(json.loads(outcome.result)), outcome.traceback or "")
         elif outcome.state == "RETRY":
             log.info("Task %s retry at %s", message, outcome.eta)
-        elif log.isEnabledFor(logging.INFO):
+        else:
             log.info("Task %s succeeded in %.4fs: %s", message, runtime,
                      (outcome.result or "")[:200])
 
