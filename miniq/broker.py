@@ -209,8 +209,9 @@ class Broker:
             if local.conn.in_transaction or _files_of(self.path) == local.files:
                 return local.conn
             local.pid = None  # stays closed until a connect succeeds
-            with contextlib.suppress(sqlite3.Error):  # a deleted WAL: save its pages, reset
-                local.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the index for all
+            if not os.path.exists(self.path + "-wal"):  # deleted, and no one has a new one:
+                with contextlib.suppress(sqlite3.Error):  # save its pages, reset the index
+                    local.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             local.conn.close()
         local.conn = self._connect()
         local.pid, local.files = os.getpid(), _files_of(self.path)
