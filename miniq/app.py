@@ -97,7 +97,6 @@ class Miniq:
         self.conf.result_backend = backend
         self.conf.include = list(include or ())
         self.tasks: dict[str, Task] = {}
-        self.control = Control(self)
         self._broker = self._waker = None
         self._routes = {}
         # A relative database path is taken from the folder of the file making the app, so
@@ -110,6 +109,10 @@ class Miniq:
 
     def __repr__(self) -> str:
         return f"<Miniq {self.main or '__main__'} {self.conf.broker_url}>"
+
+    @functools.cached_property
+    def control(self) -> Control:
+        return Control(self)
 
     @property
     def broker(self) -> Broker:

@@ -61,7 +61,9 @@ CREATE TABLE IF NOT EXISTS worker (
     queues      TEXT NOT NULL,
     started     REAL NOT NULL,
     heartbeat   REAL NOT NULL,
-    machine     TEXT                -- host, boot and pid namespace: where pid means something
+    machine     TEXT,               -- host, boot and pid namespace: where pid means something
+    node        TEXT,               -- its node name (-n), as Celery's replies name workers
+    tasks       TEXT                -- JSON list of the task names it registered
 );
 CREATE TABLE IF NOT EXISTS beat (                -- one row per periodic run sent
     entry TEXT NOT NULL,
@@ -69,7 +71,7 @@ CREATE TABLE IF NOT EXISTS beat (                -- one row per periodic run sen
     PRIMARY KEY (entry, slot)
 ) WITHOUT ROWID;
 """
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 APPLICATION_ID = 0x6D696E71  # "minq" in the file header: this file is miniq's
 LOCK_WAIT = 10.0  # seconds any one call may wait for a locked file, in all
 HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35)
@@ -123,6 +125,8 @@ class WorkerRow(NamedTuple):
     started: float
     heartbeat: float
     machine: str | None
+    node: str | None
+    tasks: str | None  # JSON list of names
 
 
 def path_from_url(url):
@@ -405,12 +409,14 @@ class Broker:
                          f" ('integer', 'real') AND queue IN ({_marks(queues)})", queues)[0]
 
     @_translated
-    def register(self, worker, host, pid, concurrency, queues, machine):
-        """Record a worker (its id, where it runs, its queues) with a fresh heartbeat."""
+    def register(self, worker, host, pid, concurrency, queues, machine, node=None, tasks=()):
+        """Record a worker (its id, where it runs, its queues, its node name and task
+        names) with a fresh heartbeat."""
         now = self.clock()
         self._write("INSERT OR REPLACE INTO worker (id, host, pid, concurrency, queues, started,"
-                    " heartbeat, machine) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (worker, host, pid, concurrency, ",".join(queues), now, now, machine))
+                    " heartbeat, machine, node, tasks) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (worker, host, pid, concurrency, ",".join(queues), now, now, machine, node,
+                     json.dumps(list(tasks))))
 
     @_translated
     def unregister(self, worker):
@@ -489,15 +495,16 @@ class Broker:
 
     @_translated
     def active(self):
-        """(id, name, worker, started, state, body) of running tasks, oldest first."""
-        return self._rows("SELECT id, name, worker, started, state, body FROM task"
-                          " WHERE status = 1 ORDER BY started")
+        """(id, name, worker, started, state, body, queue, priority, attempts) of running
+        tasks, oldest first."""
+        return self._rows("SELECT id, name, worker, started, state, body, queue, priority,"
+                          " attempts FROM task WHERE status = 1 ORDER BY started")
 
     @_translated
     def scheduled(self):
-        """(id, name, queue, eta, body) of queued tasks not yet due, soonest first."""
-        return self._rows("SELECT id, name, queue, eta, body FROM task WHERE status = 0"
-                          " AND eta > ? ORDER BY eta", (self.clock(),))
+        """(id, name, queue, eta, body, priority) of queued tasks not yet due, soonest first."""
+        return self._rows("SELECT id, name, queue, eta, body, priority FROM task WHERE"
+                          " status = 0 AND eta > ? ORDER BY eta", (self.clock(),))
 
     @_translated
     def sweep(self, before):
@@ -575,8 +582,9 @@ def _create_schema(db, path):
     for statement in re.sub(r"--[^\n]*", "", SCHEMA).split(";"):
         if statement.strip():
             db.execute(statement)
-    if version == 1:  # the worker's machine identity came with schema 2
-        db.execute("ALTER TABLE worker ADD COLUMN machine TEXT")
+    have = {row[1] for row in db.execute("PRAGMA table_info(worker)")}
+    for column in {"machine", "node", "tasks"} - have:  # added by schemas 2 and 3
+        db.execute(f"ALTER TABLE worker ADD COLUMN {column} TEXT")
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
 

@@ -6,15 +6,16 @@ import contextlib
 import json
 import logging
 import os
-import re
 import signal
-import socket
 import sys
+import textwrap
 import time
 from argparse import SUPPRESS, ArgumentParser, ArgumentTypeError, Namespace
+from datetime import datetime
 from typing import Any, Iterator, List, Optional
 
 from .app import Miniq, load_app
+from .control import Control, Inspect, call_of, node_format, nodename
 from .exceptions import ImproperlyConfigured
 from .wake import pid_alive
 
@@ -27,7 +28,7 @@ def build_parser() -> ArgumentParser:
     common.add_argument("-A", "--app",
                         default=SUPPRESS,
                         help="the app: module, module:attribute or module.attribute")
-    common.add_argument("--json",
+    common.add_argument("-j", "--json",
                         action="store_true",
                         default=SUPPRESS,
                         help="print JSON for scripts instead of text for people")
@@ -36,15 +37,18 @@ def build_parser() -> ArgumentParser:
                             description="A task queue for one machine, on one SQLite file.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def command(name: str, text: str) -> ArgumentParser:
-        return commands.add_parser(name, parents=[common], help=text, description=text)
+    def command(name: str, text: str, under: Any = commands) -> ArgumentParser:
+        return under.add_parser(name, parents=[common], help=text, description=text)
 
     _add_worker_options(command("worker", "start a worker"))
     beat = command("beat", "send the periodic tasks of app.conf.beat_schedule")
     _add_loglevel(beat, "INFO")
     command("status", "list live workers")
-    inspect = command("inspect", "show running tasks, future tasks, or counts")
-    inspect.add_argument("what", choices=("active", "scheduled", "stats"))
+    inspect = command("inspect", "ask the live workers (ping, registered, reserved), or show"
+                      " running tasks, future tasks, or counts")
+    inspect.add_argument("what", choices=(*ASKED, "active", "scheduled", "stats"))
+    _add_remote_options(inspect)
+    _add_control(command("control", "shut workers down, or revoke or terminate tasks"), command)
     purge = command("purge", "delete queued tasks")
     purge.add_argument("-Q", "--queues", help="only these comma-separated queues")
     purge.add_argument("-f", "--force", action="store_true", help="do not ask")
@@ -52,13 +56,53 @@ def build_parser() -> ArgumentParser:
     result.add_argument("task_id")
     result.add_argument("--wait", action="store_true", help="wait until it is done")
     result.add_argument("--timeout", type=float, help="with --wait: give up after seconds")
-    call = command("call", "send a task by name and print its id")
-    call.add_argument("name")
-    call.add_argument("--args", default="[]", help="JSON list of positional arguments")
-    call.add_argument("--kwargs", default="{}", help="JSON object of keyword arguments")
-    call.add_argument("--queue")
-    call.add_argument("--countdown", type=float)
+    result.add_argument("--traceback", action="store_true",
+                        help="print the task's traceback instead of its result")
+    result.add_argument("-t", "--task", metavar="NAME",
+                        help="the task's name: accepted, as Celery's; one file holds every result")
+    _add_call_options(command("call", "send a task by name and print its id"))
     return parser
+
+
+ASKED = ("ping", "registered", "reserved")  # inspect commands the workers answer, as Celery's
+
+
+def _add_remote_options(parser: ArgumentParser) -> None:
+    """Celery's -d and -t for the commands that address workers."""
+    parser.add_argument("-d", "--destination", metavar="NODES",
+                        help="comma-separated node names of the workers to address")
+    parser.add_argument("-t", "--timeout", type=float, default=1.0,
+                        help="accepted, as Celery's: the database answers at once")
+
+
+def _add_control(control: ArgumentParser, command: Any) -> None:
+    """control shutdown | revoke ID... | terminate SIGNAL ID..., as Celery's."""
+    kinds = control.add_subparsers(dest="what", metavar="WHAT", required=True)
+    _add_remote_options(command("shutdown", "warm shutdown of the live workers", kinds))
+    revoke = command("revoke", "queued tasks never run; with --terminate, running ones end",
+                     kinds)
+    revoke.add_argument("ids", nargs="+", metavar="ID")
+    revoke.add_argument("--terminate", action="store_true", help="end the running ones too")
+    revoke.add_argument("--signal", help="with --terminate: the signal (default SIGTERM)")
+    terminate = command("terminate", "revoke --terminate with this signal", kinds)
+    terminate.add_argument("signal")
+    terminate.add_argument("ids", nargs="+", metavar="ID")
+    terminate.set_defaults(terminate=True)
+
+
+def _add_call_options(call: ArgumentParser) -> None:
+    """call's arguments and options, Celery's names."""
+    call.add_argument("name")
+    call.add_argument("-a", "--args", default="[]", help="JSON list of positional arguments")
+    call.add_argument("-k", "--kwargs", default="{}", help="JSON object of keyword arguments")
+    call.add_argument("--eta", type=iso8601,
+                      help="not before this ISO 8601 time (without a zone: UTC)")
+    call.add_argument("--countdown", type=float, help="not before this many seconds from now")
+    call.add_argument("--expires", type=seconds_or_iso8601,
+                      help="not after this: seconds from now, or an ISO 8601 time")
+    call.add_argument("--queue", help="the queue (default: the task's route)")
+    call.add_argument("--serializer", choices=("json",), default="json",
+                      help="json, miniq's only serializer")
 
 
 def _add_worker_options(worker: ArgumentParser) -> None:
@@ -93,6 +137,21 @@ def positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise ArgumentTypeError(f"must be a positive integer, not {text!r}")
     return int(text)
+
+
+def iso8601(text: str) -> datetime:
+    """argparse type for --eta: an ISO 8601 time, such as 2030-01-31T09:00:00+01:00."""
+    try:  # fromisoformat reads a final Z only from Python 3.11
+        return datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+    except ValueError:
+        raise ArgumentTypeError(f"must be an ISO 8601 time, not {text!r}") from None
+
+
+def seconds_or_iso8601(text: str) -> Any:
+    """argparse type for --expires: seconds from now, or an ISO 8601 time."""
+    with contextlib.suppress(ValueError):
+        return float(text)
+    return iso8601(text)
 
 
 def positive_float(text: str) -> float:
@@ -136,12 +195,19 @@ HONOURED = (
     (["--soft-time-limit"],
      {"type": positive_float, "metavar": "S"},
      "raise SoftTimeLimitExceeded in a task after S seconds (task_soft_time_limit)"),
+    (["-n", "--hostname"],
+     {"metavar": "NAME"},
+     "the node name inspect and control replies give this worker (default celery@%%h);"
+     " %%h, %%n and %%d expanded as by Celery"),
     (["--logfile"],
      {"metavar": "PATH"},
-     "log to PATH instead of stderr (the children's stderr too)"),
+     "log to PATH instead of stderr (the children's stderr too); %%n, %%h, %%d and %%p"
+     " expanded as by Celery, %%i and %%I as in the manager (0 and nothing): the children"
+     " write into the manager's file"),
     (["--pidfile"],
      {"metavar": "PATH"},
-     "write the worker's pid to PATH; refuse to start if it names a live process"),
+     "write the worker's pid to PATH, with --logfile's expansions; refuse to start if it"
+     " names a live process"),
     (["--purge"],
      {"action": "store_true"},
      "delete the served queues' queued tasks before starting"),
@@ -156,8 +222,6 @@ NO_EFFECT = (
     (["--without-gossip"], None, "there are no other machines to gossip with"),
     (["--without-mingle"], None, "there are no other machines to sync with"),
     (["--without-heartbeat"], None, "miniq's own liveness record stays on"),
-    (["-n", "--hostname"], "NAME", "only shown in the banner, with %%h, %%n and %%d"
-     " expanded as by Celery: miniq tells workers apart by host, boot and pid namespace"),
 )
 
 # Worker options that set app.conf before the Worker is made, as Celery's do.
@@ -200,16 +264,19 @@ def worker(app: Miniq, args: Namespace) -> int:
     for option, key in CONF_OPTIONS.items():
         if getattr(args, option) is not None:
             app.conf[key] = getattr(args, option)
+    node = nodename(args.hostname)
+    args.pidfile, args.logfile = (path and node_format(path, node)
+                                  for path in (args.pidfile, args.logfile))
     concurrency = args.autoscale or args.concurrency
     manager = Worker(app, args.app, concurrency, queues, args.start_method,
-                     args.loglevel, beat=args.beat)
+                     args.loglevel, beat=args.beat, hostname=node)
     app.broker.db  # noqa: B018 - open the file first: a setup error prints no banner
     with _pidfile(args.pidfile):
         _start_logging(args)
         if args.purge:
             count = app.broker.purge(manager.queues)
             print(_purged(count), flush=True)
-        _print_banner(app, args, manager)
+        _print_banner(app, args, manager, node)
         return manager.run()
 
 
@@ -270,9 +337,9 @@ def _start_logging(args: Namespace) -> None:
     logging.basicConfig(level=args.loglevel, format=LOG_FORMAT)
 
 
-def _print_banner(app: Miniq, args: Namespace, manager: Any) -> None:
+def _print_banner(app: Miniq, args: Namespace, manager: Any, node: str) -> None:
     """What this worker is, at any log level, as Celery's banner."""
-    node = [f"  node:        {_hostname(args.hostname)}"] if args.hostname else []
+    node = [f"  node:        {node}"] if args.hostname else []
     tasks = [f"  . {name}" for name in sorted(app.tasks)]
     print(f"miniq worker for {args.app}",
           f"  database:    {app.broker.path}",
@@ -280,14 +347,6 @@ def _print_banner(app: Miniq, args: Namespace, manager: Any) -> None:
           f"  queues:      {','.join(manager.queues)}",
           *node,
           "[tasks]", *tasks, sep="\n", flush=True)
-
-
-def _hostname(name: str) -> str:
-    """-n's name with Celery's expansions: %h the host, %n its first label, %d the rest."""
-    host = socket.gethostname()
-    short, _, domain = host.partition(".")
-    keys = {"h": host, "n": short, "d": domain, "%": "%"}
-    return re.sub("%([hnd%])", lambda m: keys[m.group(1)], name)
 
 
 def _split(text: Optional[str]) -> List[str]:
@@ -320,7 +379,14 @@ def status(app: Miniq, args: Namespace) -> int:
 
 
 def inspect(app: Miniq, args: Namespace) -> int:
-    """Show the running tasks, the tasks not yet due, or counts by queue and state."""
+    """Ask the live workers, as Celery's inspect; or show the running tasks, the tasks
+    not yet due, or counts by queue and state, from the whole database."""
+    if args.what in ASKED:
+        asked = Inspect(_split(args.destination) or None, args.timeout, app=app)
+        return _say(args, getattr(asked, args.what)())
+    if args.destination:
+        return _error(f"-d: inspect {args.what} reads the whole database;"
+                      f" only {', '.join(ASKED)} address workers")
     now = time.time()
     if args.what == "stats":
         fields = "queue state count".split()
@@ -333,8 +399,8 @@ def inspect(app: Miniq, args: Namespace) -> int:
                  "worker": w,
                  "runtime": now - (s or now),
                  "state": st,
-                 **_call_of(b)}
-                for i, n, w, s, st, b in app.broker.active()]
+                 **call_of(b)}
+                for i, n, w, s, st, b, *_ in app.broker.active()]
         lines = [f"{r['name']}[{r['id']}] {r['state']} for {r['runtime']:.1f}s "
                  f"on {str(r['worker'])[:8]} args={r['args']} kwargs={r['kwargs']}"
                  for r in rows]
@@ -344,8 +410,8 @@ def inspect(app: Miniq, args: Namespace) -> int:
                  "name": n,
                  "queue": q,
                  "eta": e,
-                 **_call_of(b)}
-                for i, n, q, e, b in app.broker.scheduled()]
+                 **call_of(b)}
+                for i, n, q, e, b, _ in app.broker.scheduled()]
         lines = [f"{r['name']}[{r['id']}] on {r['queue']} in {r['eta'] - now:.1f}s "
                  f"args={r['args']} kwargs={r['kwargs']}"
                  for r in rows]
@@ -353,6 +419,46 @@ def inspect(app: Miniq, args: Namespace) -> int:
     if not _emit(args, rows):
         print("\n".join(lines))
     return 0
+
+
+def control(app: Miniq, args: Namespace) -> int:
+    """Shut the live workers down (warm), or revoke or terminate tasks by id."""
+    if args.what == "shutdown":
+        replies = Control(app).shutdown(_split(args.destination) or None)
+        return _say(args, {node: reply for one in replies for node, reply in one.items()})
+    if args.signal and not args.terminate:
+        return _error("--signal is the signal of --terminate; add --terminate")
+    try:  # the database holds the flag, for whichever worker runs the task
+        Control(app).revoke(args.ids, terminate=args.terminate, signal=args.signal)
+    except ValueError as exc:
+        return _error(exc)
+    ended = f"; running ones end by {args.signal or 'SIGTERM'}" if args.terminate else ""
+    reply = {"ok": f"tasks {', '.join(args.ids)} flagged as revoked{ended}"}
+    if not _emit(args, reply):
+        print(reply["ok"])
+    return 0
+
+
+def _say(args: Namespace, replies: Optional[dict]) -> int:
+    """Print the workers' replies as Celery's commands do (with --json, as they are);
+    exit status 1 if none replied or one replied with an error."""
+    if not replies:
+        return _error("no nodes replied: no worker is live on this database", 1)
+    if not _emit(args, replies):
+        for node, reply in replies.items():
+            status, text = _pretty(reply)
+            print(f"-> {node}: {status}", textwrap.indent(text, "    "), sep="\n")
+        print(f"\n{len(replies)} node{'' if len(replies) == 1 else 's'} online.")
+    errors = [reply for reply in replies.values() if isinstance(reply, dict) and "error" in reply]
+    return 1 if errors else 0
+
+
+def _pretty(reply: Any) -> tuple:
+    """("OK" or "ERROR", text) for a list or an {"ok"} or {"error"} reply, as Celery's
+    commands print them."""
+    if isinstance(reply, list):
+        return "OK", "\n".join(f"* {item}" for item in reply) or "- empty -"
+    return ("OK", reply["ok"]) if "ok" in reply else ("ERROR", reply["error"])
 
 
 def purge(app: Miniq, args: Namespace) -> int:
@@ -387,7 +493,10 @@ def result(app: Miniq, args: Namespace) -> int:
     value = info
     if isinstance(info, BaseException):
         value = f"{type(info).__name__}: {info}"
-    if not _emit(args, {"id": res.id, "state": state, "result": value}):
+    if args.traceback:  # as Celery's: the traceback instead of the result
+        if not _emit(args, {"id": res.id, "state": state, "traceback": res.traceback}):
+            print(res.traceback or "", end="")
+    elif not _emit(args, {"id": res.id, "state": state, "result": value}):
         print(state)
         if value is not None:
             print(value if isinstance(value, str) else json.dumps(value))
@@ -434,11 +543,16 @@ def call(app: Miniq, args: Namespace) -> int:
     if args.name not in app.tasks:  # still sent: a worker with other code may know it
         print(f"miniq: warning: {args.name!r} is not a task of {args.app}; sent anyway",
               file=sys.stderr)
-    sent = app.send_task(args.name,
-                         call_args,
-                         call_kwargs,
-                         queue=args.queue,
-                         countdown=args.countdown)
+    try:
+        sent = app.send_task(args.name,
+                             call_args,
+                             call_kwargs,
+                             queue=args.queue,
+                             countdown=args.countdown,
+                             eta=args.eta,
+                             expires=args.expires)
+    except (TypeError, ValueError) as exc:  # arguments JSON cannot carry, a time not finite
+        return _error(exc)
     if not _emit(args, {"id": sent.id}):
         print(sent.id)
     return 0
@@ -447,15 +561,6 @@ def call(app: Miniq, args: Namespace) -> int:
 def _purged(count: int) -> str:
     """What purging said it did, for purge and worker --purge alike."""
     return f"Purged {count} message{'' if count == 1 else 's'}."
-
-
-def _call_of(body: str) -> dict:
-    """A message body's arguments, for inspect; "(corrupt message)" if unreadable."""
-    try:
-        call_args, call_kwargs = json.loads(body)
-    except (ValueError, TypeError):
-        return {"args": "(corrupt message)", "kwargs": {}}
-    return {"args": call_args, "kwargs": call_kwargs}
 
 
 def _error(message: Any, code: int = 2) -> int:
@@ -472,4 +577,4 @@ def _emit(args: Namespace, data: Any) -> bool:
     return False
 
 
-COMMANDS = {f.__name__: f for f in (worker, beat, status, inspect, purge, result, call)}
+COMMANDS = {f.__name__: f for f in (worker, beat, status, inspect, control, purge, result, call)}

@@ -1,7 +1,7 @@
 """What a Celery project asks of its app beyond the core: settings under a
 namespace, task autodiscovery, periodic tasks added in code, ``app.start()``,
-and ``shared_task``. The ``Miniq`` (and ``Celery``) users import is the core's app
-with these; the core never imports this module.
+``app.control.inspect()`` and ``shared_task``. The ``Miniq`` (and ``Celery``)
+users import is the core's app with these; the core never imports this module.
 """
 import functools
 import importlib
@@ -9,6 +9,7 @@ import sys
 from typing import Any, Callable
 
 from . import app as apps
+from .control import Control
 from .exceptions import ImproperlyConfigured
 
 REFUSED = {  # settings miniq cannot honour: refused at configuration, never ignored
@@ -37,6 +38,11 @@ class Miniq(apps.Miniq):
 
     _discover = None  # (packages, related_name) given to autodiscover_tasks
     _settings = None  # what config_from_object read: INSTALLED_APPS, for autodiscovery
+
+    @functools.cached_property
+    def control(self) -> Control:
+        """``app.control``: revoke, and ``inspect()``, ``ping()``, ``shutdown()``."""
+        return Control(self)
 
     @property
     def on_after_configure(self) -> Signal:

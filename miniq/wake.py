@@ -33,6 +33,17 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def machine_id() -> str:
+    """Where a pid means something: this host, this boot, this pid namespace (a
+    container sharing the file and the hostname has another)."""
+    parts = [socket.gethostname()]
+    with contextlib.suppress(OSError):
+        with open("/proc/sys/kernel/random/boot_id") as boot:
+            parts.append(boot.read().strip())
+        parts.append(os.readlink("/proc/self/ns/pid"))
+    return " ".join(parts)
+
+
 def is_private(st: os.stat_result) -> bool:
     """True for a real folder of this user that group and others cannot enter."""
     return (stat.S_ISDIR(st.st_mode)

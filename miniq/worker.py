@@ -32,7 +32,7 @@ from .canvas import next_steps
 from .exceptions import MiniqError, TaskRevokedError, TimeLimitExceeded, WorkerLostError
 from .result import exception_from_json, exception_to_json
 from .task import Outcome, execute
-from .wake import drain, pid_alive
+from .wake import drain, machine_id, pid_alive
 
 log = logging.getLogger("miniq.worker")
 POLL = 0.05             # fallback poll of the database when no hint arrives
@@ -45,17 +45,6 @@ SIGNAL_NAMES = {number.value: number.name for number in signal.Signals}
 def _rss_kib():
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak // 1024 if sys.platform == "darwin" else peak
-
-
-def _machine_id():
-    """Where a pid means something: this host, this boot, this pid namespace (a
-    container sharing the file and the hostname has another)."""
-    parts = [socket.gethostname()]
-    with contextlib.suppress(OSError):
-        with open("/proc/sys/kernel/random/boot_id") as boot:
-            parts.append(boot.read().strip())
-        parts.append(os.readlink("/proc/self/ns/pid"))
-    return " ".join(parts)
 
 
 def _signal(value):
@@ -121,8 +110,9 @@ class Worker:
     """The manager: claims as many tasks as it has idle children, watches limits."""
 
     def __init__(self, app, app_path, concurrency=None, queues=None, start_method=None,
-                 loglevel=None, beat=False):
+                 loglevel=None, beat=False, hostname=None):
         conf = self.conf = app.conf
+        self.hostname = hostname  # the node name (-n) replies to inspect() carry
         self.app, self.app_path, self.loglevel = app, app_path, loglevel
         self.concurrency = concurrency or conf.worker_concurrency or os.cpu_count() or 1
         self.queues = list(queues or [conf.task_default_queue])
@@ -131,7 +121,7 @@ class Worker:
             method = "fork"  # fastest; children start with a fresh connection of their own
         self.ctx = multiprocessing.get_context(method)
         self.id = uuid.uuid4().hex
-        self.machine = _machine_id()
+        self.machine = machine_id()
         self.broker = app.broker
         self.lease = float(conf.worker_lost_after)
         self.children = []
@@ -180,7 +170,7 @@ class Worker:
 
     def _register(self):
         self.broker.register(self.id, socket.gethostname(), os.getpid(), self.concurrency,
-                             self.queues, self.machine)
+                             self.queues, self.machine, self.hostname, sorted(self.app.tasks))
         self.inode = file_inode(self.broker.path)
 
     def _on_signal(self, signum, frame):

@@ -307,6 +307,17 @@ def a_missing_argument_fails_at_the_call(c, get):
     return raised(lambda: c.add.delay(1))
 
 
+def inspect_answers_for_each_worker(c, get):
+    inspect = c.app.control.inspect(timeout=T, limit=1)  # limit: back at the first reply
+    replies = inspect.ping(), inspect.registered(), inspect.stats()
+    if None in replies:
+        raise NoAnswer(f"the {c.impl.__name__} worker did not answer inspect()")
+    pings, registered, stats = replies
+    return (list(pings.values()), [c.add.name in names for names in registered.values()],
+            [each["pool"]["max-concurrency"] for each in stats.values()],
+            sorted({*pings, *registered, *stats}) == [f"celery@{socket.gethostname()}"])
+
+
 SCENARIOS = [
     (delay_and_get, 5),
     (bind_sees_its_request_id, True),
@@ -323,6 +334,7 @@ SCENARIOS = [
         ["before_start", "on_success fine", "after_return SUCCESS"],
         ["before_start", "on_failure CompatError as planned", "after_return FAILURE"])),
     (a_missing_argument_fails_at_the_call, "raised TypeError"),
+    (inspect_answers_for_each_worker, ([{"ok": "pong"}], [True], [2], True)),
 ]
 
 

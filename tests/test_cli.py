@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from miniq import control
 from tests.conftest import ROOT, run_cli, wait_for
 
 
@@ -237,3 +238,21 @@ def test_worker_help_says_which_celery_options_do_nothing():
     for flag in ("--without-gossip", "--prefetch-multiplier", "-O PROFILE", "--task-events"):
         assert flag in out.split("no effect on one machine")[1], flag
     assert "does not shrink the pool" in out
+
+
+def test_node_names_and_paths_expand_as_celery_s(monkeypatch):
+    monkeypatch.setattr(socket, "gethostname", lambda: "box.example.com")
+    assert control.nodename(None) == "celery@box.example.com"
+    assert control.nodename("w1") == "celery@w1"  # one part is the host, as Celery's nodesplit
+    assert control.nodename("w1@%h") == "w1@box.example.com"
+    assert control.nodename("%n-%i%I@%d") == "box-0@example.com"
+    assert control.node_format("/run/%n.pid", control.nodename(None)) == "/run/celery.pid"
+    assert control.node_format("%n%I.log", "w1@web.local") == "w1.log"
+    assert control.node_format("%h|%d|%p|%i", "w1@web.local") == "web.local|local|w1@web.local|0"
+
+
+def test_an_unknown_format_in_a_path_refuses(broker_url, tmp_path):
+    proc = worker_cli("-A", "tests.tasks", options=("--pidfile", str(tmp_path / "%Q.pid")),
+                      broker_url=broker_url)
+    assert_setup_error(proc, "unknown format %Q")
+    assert list(tmp_path.iterdir()) == []

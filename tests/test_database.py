@@ -1,5 +1,6 @@
 """The database file itself: where a relative URL points, whose file miniq will
 use, and what it refuses to take over."""
+import json
 import os
 import sqlite3
 import subprocess
@@ -101,6 +102,21 @@ def test_a_file_marked_as_miniq_s_and_a_file_from_before_the_mark(tmp_path):
     upgraded = Broker(str(tmp_path / "old.db"))
     upgraded.register("w", "host", 1, 1, ["celery"], "here")
     assert upgraded.workers()[0].machine == "here"
+    assert upgraded.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    upgraded.close()
+
+
+def test_a_file_of_schema_2_gains_the_worker_s_node_name_and_task_names(tmp_path):
+    old = sqlite3.connect(tmp_path / "v2.db")
+    lines = [line for line in SCHEMA.splitlines() if not line.startswith(("    node ", "    tasks "))]
+    without = "\n".join(lines).replace("machine     TEXT,", "machine     TEXT ")
+    old.executescript(without + f"PRAGMA user_version = 2; PRAGMA application_id = {APPLICATION_ID};")
+    assert [c[1] for c in old.execute("PRAGMA table_info(worker)")][-1] == "machine"
+    old.close()
+    upgraded = Broker(str(tmp_path / "v2.db"))
+    upgraded.register("w", "host", 1, 1, ["celery"], "here", "w1@host", ["b.task", "a.task"])
+    worker = upgraded.workers()[0]
+    assert (worker.node, json.loads(worker.tasks)) == ("w1@host", ["b.task", "a.task"])
     assert upgraded.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     upgraded.close()
 

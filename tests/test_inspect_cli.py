@@ -1,19 +1,27 @@
 """The command line as a user runs it (``python -m miniq -A tests.tasks ...``):
-status, inspect active|scheduled|stats, purge, result and call, in human
-form and with --json."""
+status, inspect, control, purge, result and call, in human form and with
+--json; and ``app.control.inspect()``, ``ping()`` and ``shutdown()``, which
+answer for live workers as Celery's do."""
 import json
 import os
 import pty
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
+import miniq.app
+from miniq import Miniq
+from miniq.wake import machine_id
 from tests import tasks
-from tests.conftest import ROOT, run_cli, wait_for
+from tests.conftest import ROOT, WorkerProcess, run_cli, wait_for
+
+NODE = f"shared@{socket.gethostname()}"  # the node name of the module's shared worker
 
 
 def cli(broker_url, *args, **kwargs):
@@ -278,3 +286,214 @@ def test_call_with_args_that_are_not_a_json_list_exits_2_and_sends_nothing(app, 
     out = cli(broker_url, "call", "tests.tasks.add", "--args", value)
     assert count_rows(app) == 0
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+
+
+# -- app.control and the commands that address workers, on one shared worker ------------
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """(broker URL, WorkerProcess): one worker, named with -n, for this module's tests."""
+    folder = tmp_path_factory.mktemp("shared")
+    url = f"sqlite:///{folder / 'miniq.db'}"
+    env = dict(os.environ, MINIQ_BROKER_URL=url, PYTHONFAULTHANDLER="1")
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    worker = WorkerProcess(["-A", "tests.tasks", "worker", "-c", "2", "-n", "shared@%h",
+                            "--loglevel", "info"], env, folder / "worker.log")
+    try:
+        yield url, worker.wait_ready()
+    finally:
+        worker.kill_group()
+
+
+@pytest.fixture
+def on_shared(shared, monkeypatch):
+    """This test sends to the shared worker's database; returns its broker URL."""
+    url, worker = shared
+    assert worker.proc.poll() is None, worker.output()
+    monkeypatch.setenv("MINIQ_BROKER_URL", url)
+    tasks.app.conf.broker_url = url
+    yield url
+    tasks.app.broker.close()
+
+
+def test_ping_names_the_live_worker_and_is_none_for_no_one(on_shared):
+    inspect, seen = tasks.app.control.inspect, []
+    assert inspect().ping() == {NODE: {"ok": "pong"}}
+    assert inspect(timeout=0.5).ping(destination=[NODE]) == {NODE: {"ok": "pong"}}
+    assert tasks.app.control.ping(timeout=0.5) == [{NODE: {"ok": "pong"}}]
+    assert inspect(destination=["other@host"]).ping() is None
+    assert inspect(limit=1, callback=seen.append).ping() == {NODE: {"ok": "pong"}}
+    assert seen == [{NODE: {"ok": "pong"}}]  # each reply as it comes, as Celery's callback
+    assert tasks.app.control.ping(destination=["other@host"]) == []
+    with pytest.raises(ValueError, match="list/tuple"):  # as Celery's: a list of names
+        inspect(destination=NODE)
+    with pytest.raises(TypeError):  # no pattern matching of node names: refused
+        inspect(pattern="shared@*")
+    shown = cli(on_shared, "inspect", "ping")
+    assert (shown.returncode, shown.stdout) == (0, f"-> {NODE}: OK\n    pong\n\n1 node online.\n")
+    assert cli_json(on_shared, "inspect", "ping", "-d", NODE) == (0, {NODE: {"ok": "pong"}})
+    nobody = cli(on_shared, "inspect", "ping", "-d", "other@host,third@host", "-t", "0.5")
+    assert nobody.returncode == 1 and nobody.stdout == ""
+    assert nobody.stderr == "miniq: error: no nodes replied: no worker is live on this database\n"
+
+
+def test_workers_that_share_a_name_are_told_apart_and_reached_by_it(on_shared):
+    real = tasks.app.broker.workers()[0].id
+    tasks.app.broker.register("twin-of-it", "host", os.getpid(), 1, ["celery"], machine_id(),
+                              NODE)  # live: this process runs, on this machine
+    try:
+        both = {f"{NODE} {real[:8]}": {"ok": "pong"}, f"{NODE} twin-of-": {"ok": "pong"}}
+        assert tasks.app.control.inspect().ping() == both
+        assert tasks.app.control.inspect(destination=[NODE]).ping() == both
+        one = tasks.app.control.inspect(destination=[f"{NODE} {real[:8]}"]).ping()
+        assert list(one) == [f"{NODE} {real[:8]}"]
+    finally:
+        tasks.app.broker.unregister("twin-of-it")
+
+
+def test_registered_lists_what_the_worker_registered_not_the_inspecting_app(
+        on_shared, shared, monkeypatch):
+    monkeypatch.setattr(miniq.app, "_default", miniq.app._default)  # Miniq() makes a default
+    inspector = Miniq("inspector", broker=on_shared)
+
+    @inspector.task(name="only.in.the.inspector")
+    def local():
+        """A task the worker never imported."""
+
+    names = inspector.control.inspect().registered()[NODE]
+    banner = re.findall(r"^  \. (\S+)$", shared[1].output(), re.MULTILINE)
+    assert names == banner and "tests.tasks.add" in names and "only.in.the.inspector" not in names
+    with pytest.raises(ValueError, match="names only"):  # Celery's task attributes: not recorded
+        inspector.control.inspect().registered("rate_limit")
+    inspector.broker.close()
+    code, replies = cli_json(on_shared, "inspect", "registered")
+    assert (code, replies) == (0, {NODE: names})
+    shown = cli(on_shared, "inspect", "registered", "-d", NODE).stdout
+    assert shown.startswith(f"-> {NODE}: OK\n    * ") and "\n    * tests.tasks.add\n" in shown
+
+
+def test_active_scheduled_reserved_and_stats_answer_as_celery_s(on_shared, shared, tmp_path):
+    gate = tmp_path / "gate"
+    running = tasks.wait_for_gate.delay(str(gate), "done")
+    later = tasks.add.apply_async((1, 2), countdown=300, priority=3)
+    elsewhere = tasks.add.apply_async((1, 2), countdown=300, queue="no-worker-serves-it")
+    try:
+        wait_for(lambda: running.state == "STARTED", message="the gated task to start")
+        inspect = tasks.app.control.inspect()
+        [info] = inspect.active()[NODE]
+        assert {key: info[key] for key in ("id", "name", "args", "kwargs", "type", "hostname")} == {
+            "id": running.id, "name": "tests.tasks.wait_for_gate", "args": [str(gate), "done"],
+            "kwargs": {}, "type": "tests.tasks.wait_for_gate", "hostname": NODE}
+        assert abs(info["time_start"] - time.time()) < 60
+        assert info["delivery_info"]["routing_key"] == "celery"
+        assert inspect.active(safe=True)[NODE][0]["args"] == repr([str(gate), "done"])
+        [waiting] = inspect.scheduled()[NODE]  # the one on a queue nobody serves: not listed
+        assert waiting["request"]["id"] == later.id and waiting["priority"] == 3
+        assert 250 < datetime.fromisoformat(waiting["eta"]).timestamp() - time.time() <= 301
+        assert inspect.reserved() == {NODE: []}  # miniq never holds a task it does not run
+        stats = inspect.stats()[NODE]
+        assert (stats["pid"], stats["pool"]["max-concurrency"]) == (shared[1].pid, 2)
+        assert 0 <= stats["uptime"] < 600
+        reserved = cli(on_shared, "inspect", "reserved")
+        assert reserved.stdout == f"-> {NODE}: OK\n    - empty -\n\n1 node online.\n"
+        refused = cli(on_shared, "inspect", "active", "-d", NODE)
+        assert refused.returncode == 2 and "reads the whole database" in refused.stderr
+    finally:
+        gate.touch()
+        revoked = cli(on_shared, "control", "revoke", later.id, elsewhere.id)
+    assert running.get(timeout=30) == "done"
+    assert revoked.returncode == 0, revoked.stderr
+    assert revoked.stdout == f"tasks {later.id}, {elsewhere.id} flagged as revoked\n"
+    assert later.state == elsewhere.state == "REVOKED"
+
+
+def test_control_revoke_terminate_and_celery_s_terminate_end_running_tasks(on_shared):
+    first = tasks.sleep.delay(60)
+    second = tasks.sleep.delay(60)
+    wait_for(lambda: first.state == second.state == "STARTED", message="both to start")
+    by_flag = cli(on_shared, "control", "revoke", first.id, "--terminate", "--signal", "SIGKILL")
+    by_celery_form = cli(on_shared, "control", "terminate", "KILL", second.id)
+    assert by_flag.returncode == by_celery_form.returncode == 0, by_flag.stderr
+    assert by_flag.stdout == f"tasks {first.id} flagged as revoked; running ones end by SIGKILL\n"
+    wait_for(lambda: first.state == second.state == "REVOKED", message="both revoked")
+    assert tasks.app.control.inspect().active() == {NODE: []}
+    for bad in (["revoke", first.id, "--signal", "KILL"], ["terminate", "NOSUCH", first.id],
+                ["revoke"], ["shutdown", first.id], ["revoke", first.id, "-d", NODE]):
+        out = cli(on_shared, "control", *bad)
+        assert out.returncode == 2 and "Traceback" not in out.stderr, (bad, out.stderr)
+        assert re.search(r"^(usage: |miniq: error: )", out.stderr, re.M), (bad, out.stderr)
+
+
+def test_call_takes_celery_s_flags(on_shared):
+    eta = datetime.now(timezone.utc) + timedelta(seconds=1)
+    sent = cli(on_shared, "call", "tests.tasks.add", "-a", "[1, 2]", "--eta",
+               eta.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+    assert sent.returncode == 0, sent.stderr
+    first = tasks.app.AsyncResult(sent.stdout.strip())
+    keyed = cli(on_shared, "call", "tests.tasks.add", "-a", "[1]", "-k", '{"y": 5}',
+                "--expires", "60").stdout.strip()
+    late = cli(on_shared, "call", "tests.tasks.add", "-a", "[1, 1]", "--expires",
+               "2000-01-01T00:00:00").stdout.strip()  # no zone: UTC, long past
+    rows = {row[0]: row[1:] for row in tasks.app.broker.db.execute(
+        "SELECT id, eta, expires, created FROM task")}
+    assert abs(rows[first.id][0] - eta.timestamp()) < 0.001
+    assert 59 <= rows[keyed][1] - rows[keyed][2] <= 61
+    assert rows[late][1] == datetime(2000, 1, 1, tzinfo=timezone.utc).timestamp()
+    assert first.get(timeout=30) == 3 and tasks.app.AsyncResult(keyed).get(timeout=30) == 6
+    wait_for(lambda: tasks.app.AsyncResult(late).state == "REVOKED", message="expired")
+    for flags in (["--eta", "tomorrow"], ["--expires", "soon"], ["--serializer", "pickle"],
+                  ["--countdown", "nan"]):
+        out = cli(on_shared, "call", "tests.tasks.add", "-a", "[1, 1]", *flags)
+        assert out.returncode == 2 and "Traceback" not in out.stderr, (flags, out.stderr)
+
+
+def test_result_traceback_prints_the_traceback_instead(on_shared):
+    bad, good = tasks.fail.delay("boom"), tasks.add.delay(1, 1)
+    with pytest.raises(ValueError):
+        bad.get(timeout=30)
+    assert good.get(timeout=30) == 2
+    shown = cli(on_shared, "result", bad.id, "--traceback", "-t", "tests.tasks.fail")
+    assert shown.returncode == 1 and shown.stderr == ""
+    assert shown.stdout.startswith("Traceback") and shown.stdout.endswith("ValueError: boom\n")
+    code, out = cli_json(on_shared, "result", bad.id, "--traceback")
+    assert (code, out["state"], out["traceback"]) == (1, "FAILURE", shown.stdout)
+    none = cli(on_shared, "result", good.id, "--traceback")
+    assert (none.returncode, none.stdout) == (0, "")
+
+
+def test_nothing_answers_for_a_dead_or_silent_worker(app, broker_url):
+    with subprocess.Popen(["true"]) as gone:
+        pass
+    app.broker.register("dead", "host", gone.pid, 1, ["celery"], machine_id())
+    app.broker.register("silent", "host", os.getpid(), 1, ["celery"], machine_id())
+    app.broker.db.execute("UPDATE worker SET heartbeat = heartbeat - 60 WHERE id = 'silent'")
+    assert app.control.inspect().ping() is None and app.control.inspect().registered() is None
+    assert app.control.ping() == [] and app.control.shutdown() == []
+    for command in (["inspect", "ping"], ["inspect", "stats", "-j"], ["control", "shutdown"]):
+        out = cli(broker_url, *command)
+        assert out.returncode == (0 if "stats" in command else 1), (command, out.stderr)
+
+
+def test_control_shutdown_stops_the_worker_warm_and_reports_one_it_cannot_reach(
+        app, broker_url, start_worker, tmp_path):
+    """The worker is named with -n, whose %n names its pid and log files, as Celery's."""
+    log, pidfile, gate = tmp_path / "stopme.log", tmp_path / "stopme.pid", tmp_path / "gate"
+    worker = start_worker("-c", "2", "-n", "stopme@%h", "--pidfile", str(tmp_path / "%n.pid"),
+                          "--logfile", str(tmp_path / "%n%I.log"), ready=False)
+    wait_for(lambda: log.exists() and "ready" in log.read_text() or worker.proc.poll(),
+             message="worker ready in its log file")
+    assert pidfile.read_text() == f"{worker.pid}\n"
+    running = tasks.wait_for_gate.delay(str(gate), "finished")
+    wait_for(lambda: os.path.exists(f"{gate}.running.finished"), message="the task to start")
+    app.broker.register("far", "otherhost", 1, 1, ["celery"], "another machine", "far@otherhost")
+    out = cli(broker_url, "control", "shutdown")
+    node = f"stopme@{socket.gethostname()}"
+    assert out.returncode == 1  # one worker could not be reached
+    assert f"-> {node}: OK\n    shutting down\n" in out.stdout
+    assert ("-> far@otherhost: ERROR\n    pid 1 runs on another machine, container or boot"
+            " (otherhost): stop it there\n") in out.stdout
+    assert worker.proc.poll() is None  # warm: it waits for its running task
+    gate.touch()
+    assert running.get(timeout=30) == "finished"
+    assert worker.wait(30) == 0 and not pidfile.exists()
+    assert app.control.inspect(destination=[node]).ping() is None

@@ -1,0 +1,213 @@
+"""``app.control`` beyond revoke: Celery's ``inspect()``, ``ping()`` and ``shutdown()``,
+and Celery's node names. miniq has no broadcast, so the database answers for
+each live worker: its row (heartbeat, node name, task names) and the rows it runs.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import time
+from datetime import datetime, timezone
+from typing import Any, Callable, Optional
+
+from . import app as apps
+from .exceptions import ImproperlyConfigured
+from .wake import machine_id, pid_alive
+
+
+class Control(apps.Control):
+    """``app.control``: revoke tasks; inspect, ping and shut down the live workers."""
+
+    def inspect(self, destination: Optional[list] = None, timeout: float = 1.0,
+                **options: Any) -> Inspect:
+        """What the live workers (or those named in ``destination``) are doing."""
+        return Inspect(destination, timeout, app=self.app, **options)
+
+    def ping(self, destination: Optional[list] = None, timeout: float = 1.0,
+             **options: Any) -> list:
+        """``[{node: {"ok": "pong"}}, ...]``, one for each live worker; [] if none."""
+        replies = self.inspect(destination, timeout, **options).ping() or {}
+        return [{node: reply} for node, reply in replies.items()]
+
+    def shutdown(self, destination: Optional[list] = None, limit: Optional[int] = None,
+                 **_broadcast: Any) -> list:
+        """Warm shutdown (SIGTERM) of the live workers, or those named: each finishes
+        its running tasks and exits. One of another machine (host, boot or pid
+        namespace) cannot be signalled from here: its reply is an error."""
+        here = machine_id()
+        return [{node: _stop(worker, here)}
+                for node, worker in self.inspect(destination, limit=limit)._nodes()]
+
+
+class Inspect:
+    """``app.control.inspect()``: each reply is ``{node name: answer}`` as Celery's, or
+    None when no live worker answers. The database answers at once: ``timeout`` is
+    accepted and never waited for."""
+
+    def __init__(self, destination: Optional[list] = None, timeout: float = 1.0,
+                 callback: Optional[Callable] = None, app: Any = None,
+                 limit: Optional[int] = None):
+        self.destination = _check(destination)
+        self.timeout, self.callback, self.limit = timeout, callback, limit
+        self.app = app or apps.default_app()
+
+    def ping(self, destination: Optional[list] = None) -> Optional[dict]:
+        """``{node: {"ok": "pong"}}`` for each live worker."""
+        self.destination = _check(destination) or self.destination
+        return self._request(lambda node, worker: {"ok": "pong"})
+
+    def active(self, safe: Optional[bool] = None) -> Optional[dict]:
+        """``{node: [task info, ...]}``: the tasks each worker is running."""
+        running = self.app.broker.active()
+        return self._request(lambda node, worker: [
+            _info(node, task_id, name, body, queue, priority, started, attempts, safe)
+            for task_id, name, held, started, _, body, queue, priority, attempts in running
+            if held == worker.id])
+
+    def scheduled(self, safe: Optional[bool] = None) -> Optional[dict]:
+        """``{node: [{"eta", "priority", "request"}, ...]}``: tasks waiting for their eta.
+        They wait in the database, not in a worker: each is listed once, under the
+        oldest live worker that serves its queue (any of those may run it)."""
+        everyone, owned = live_nodes(self.app), {}
+        for task_id, name, queue, eta, body, priority in self.app.broker.scheduled():
+            node = next((n for n, _, w in everyone if queue in w.queues.split(",")), None)
+            owned.setdefault(node, []).append({
+                "eta": datetime.fromtimestamp(eta, timezone.utc).isoformat(),
+                "priority": priority,
+                "request": _info(node, task_id, name, body, queue, priority)})
+        return self._request(lambda node, worker: owned.get(node, []), everyone)
+
+    def reserved(self, safe: Optional[bool] = None) -> Optional[dict]:
+        """``{node: []}``: a miniq worker claims a task only for an idle child, so it
+        holds none that it is not running."""
+        return self._request(lambda node, worker: [])
+
+    def registered(self, *taskinfoitems: str) -> Optional[dict]:
+        """``{node: [task name, ...]}``: the names each worker registered when it started,
+        as it recorded them (the inspecting app may know others)."""
+        if taskinfoitems:
+            raise ValueError("registered(): miniq's workers record their task names only,"
+                             f" not {', '.join(taskinfoitems)}")
+        return self._request(lambda node, worker: json.loads(worker.tasks or "[]"))
+
+    registered_tasks = registered
+
+    def stats(self) -> Optional[dict]:
+        """``{node: {"pid", "uptime", "pool": {"max-concurrency"}, "broker"}}``: what a
+        worker records of itself (no rusage or totals: those live in its process)."""
+        now = time.time()
+        return self._request(lambda node, worker: {
+            "pid": worker.pid,
+            "uptime": round(now - worker.started),
+            "pool": {"max-concurrency": worker.concurrency},
+            "broker": {"transport": "sqlite", "hostname": self.app.broker.path}})
+
+    def _nodes(self, everyone=None):
+        """(node, worker) of the live workers chosen by destination (a name several
+        share chooses them all) and limit, as Celery's broadcast chooses."""
+        everyone = live_nodes(self.app) if everyone is None else everyone
+        wanted = set(self.destination or ())
+        chosen = [(node, w) for node, name, w in everyone if not wanted or {node, name} & wanted]
+        return chosen[:self.limit] if self.limit else chosen
+
+    def _request(self, answer, everyone=None):
+        """{node: answer(node, worker)} for the chosen workers, each passed to the callback."""
+        replies = {}
+        for node, worker in self._nodes(everyone):
+            replies[node] = answer(node, worker)
+            if self.callback:
+                self.callback({node: replies[node]})
+        return replies or None
+
+
+def live_nodes(app: Any) -> list:
+    """(node, name, worker) of the live workers (a recent heartbeat and, on this
+    machine, a running process), oldest first. name is the one a worker was given
+    (-n), else Celery's default ``celery@host``; node is the name, or where several
+    share it, the name and the worker's id as ``status`` shows it, so no reply hides
+    another."""
+    now, here = time.time(), machine_id()
+    lost_after = float(app.conf.worker_lost_after)
+    workers = [worker for worker in app.broker.workers()
+               if now - worker.heartbeat <= lost_after
+               and (worker.machine != here or pid_alive(worker.pid))]
+    names = [worker.node or f"celery@{worker.host}" for worker in workers]
+    return [(name if names.count(name) == 1 else f"{name} {worker.id[:8]}", name, worker)
+            for name, worker in zip(names, workers)]
+
+
+def _check(destination):
+    """Celery's destination is a list (or tuple) of node names, never one name."""
+    if destination is not None and not isinstance(destination, (list, tuple)):
+        raise ValueError(f"destination must be a list/tuple not {type(destination)}")
+    return destination
+
+
+def _info(node, task_id, name, body, queue, priority, started=None, attempts=0, safe=None):
+    """A task as Celery's ``Request.info()`` describes it."""
+    call = call_of(body)
+    if safe:  # as Celery's: the arguments as text
+        call = {key: repr(value) for key, value in call.items()}
+    return {"id": task_id, "name": name, **call, "type": name, "hostname": node,
+            "time_start": started,
+            "acknowledged": False,  # the row stays leased, and runs again if its worker dies
+            "delivery_info": {"exchange": "", "routing_key": queue, "priority": priority,
+                              "redelivered": attempts > 1},
+            "worker_pid": None}  # which child runs it is the manager's to know
+
+
+def call_of(body: str) -> dict:
+    """A message body's arguments; "(corrupt message)" if unreadable."""
+    try:
+        call_args, call_kwargs = json.loads(body)
+    except (ValueError, TypeError):
+        return {"args": "(corrupt message)", "kwargs": {}}
+    return {"args": call_args, "kwargs": call_kwargs}
+
+
+def _stop(worker, here):
+    """SIGTERM to a worker on this machine: its warm shutdown. Celery's reply shape."""
+    if worker.machine != here:
+        return {"error": f"pid {worker.pid} runs on another machine, container or boot"
+                         f" ({worker.host}): stop it there"}
+    try:
+        os.kill(worker.pid, signal.SIGTERM)
+    except OSError as exc:
+        return {"error": f"cannot signal pid {worker.pid}: {exc.strerror}"}
+    return {"ok": "shutting down"}
+
+
+# -- node names, as Celery's ---------------------------------------------------------
+
+def nodename(name: Optional[str]) -> str:
+    """-n's node name as Celery makes it: NAME@HOST, ``celery`` and this host where
+    missing (``-n w1`` is celery@w1), then expanded by host_format."""
+    short, at, host = (name or "").partition("@")
+    if not at:
+        short, host = "", short
+    return host_format(f"{short or 'celery'}@{host or socket.gethostname()}")
+
+
+def node_format(text: str, node: str) -> str:
+    """A --pidfile or --logfile path, expanded for this node as Celery's: %n its
+    name, %h and %d its host and domain, %p the whole node name."""
+    short, _, host = node.partition("@")
+    return host_format(text, host, short, p=node)
+
+
+def host_format(text: str, host: str = "", name: str = "", **extra: str) -> str:
+    """Celery's %-expansions: %h the host (this one by default), %n the name (else the
+    host's first label), %d its domain, %i and %I the pool process index, which is
+    the manager's (0 and nothing): miniq's children share its log file."""
+    host = host or socket.gethostname()
+    short, _, domain = host.partition(".")
+    keys = {"h": host, "n": name or short, "d": domain, "i": "0", "I": "", **extra}
+
+    def expand(match):
+        if match[1] not in keys:
+            raise ImproperlyConfigured(f"unknown format %{match[1]} in {text!r}")
+        return keys[match[1]]
+    return re.sub(r"%(\w)", expand, text)
