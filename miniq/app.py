@@ -43,6 +43,8 @@ DEFAULTS: dict[str, Any] = {
     "task_ignore_result": False,
     "task_acks_late": False,
     "task_reject_on_worker_lost": False,
+    "task_acks_on_failure_or_timeout": True,
+    "task_store_errors_even_if_ignored": False,
     "task_always_eager": False,
     "task_eager_propagates": False,
     "task_max_deliveries": 3,          # miniq: a task whose worker keeps dying fails after this
@@ -148,7 +150,7 @@ class Miniq:
         def register(fun):
             name = options.pop("name", None) or self.gen_task_name(fun.__name__, fun.__module__)
             base = options.pop("base", None) or self.conf.get("task_cls") or Task
-            task = base(self, fun, name, **options)
+            task = functools.update_wrapper(base._subclass(self, fun, name, options)(), fun)
             self.tasks[name] = task
             return task
         return decorator(register, args, options, "app.task")
@@ -160,7 +162,8 @@ class Miniq:
         return f"{module}.{name}"
 
     def _defaults(self, name):
-        """(queue, priority, soft, hard) for a name: the task's option, task_routes, conf."""
+        """(queue, priority, soft, hard, expires) for a name: the task's option,
+        task_routes, conf."""
         conf = self.conf  # items, not attributes: this runs at every send
         key = (name,
                name in self.tasks,
@@ -175,7 +178,8 @@ class Miniq:
             self._routes[key] = (task.queue or queue or conf.task_default_queue,
                                  task.priority or 0,
                                  task.soft_time_limit,
-                                 task.time_limit)
+                                 task.time_limit,
+                                 task.expires)
         return self._routes[key]
 
     def message_row(self,
@@ -198,8 +202,9 @@ class Miniq:
         """The row ``send_task`` inserts; JSON-encodes the arguments (TypeError if it can't)."""
         if _ignored.keys() & {"link", "link_error"}:
             raise TypeError(f"{name}: link and link_error callbacks are not supported; use chain")
-        default_queue, default_priority, soft, hard = self._defaults(name)
+        default_queue, default_priority, soft, hard, default_expires = self._defaults(name)
         priority = default_priority if priority is None else priority
+        expires = default_expires if expires is None else expires
         _check_call(name,
                     queue=queue,
                     task_id=task_id,
@@ -210,10 +215,7 @@ class Miniq:
         body = encode_args(name, args, kwargs)
         now = time.time()
         due = now + countdown if countdown else (to_timestamp(eta) if eta is not None else 0.0)
-        if expires is not None:
-            if isinstance(expires, timedelta):
-                expires = expires.total_seconds()
-            expires = now + expires if isinstance(expires, NUMBER) else to_timestamp(expires)
+        expires = _deadline(expires, now)
         if not (math.isfinite(due) and math.isfinite(expires or 0)):
             raise ValueError(f"{name}: countdown, eta and expires must be finite times")
         options = None
@@ -231,12 +233,12 @@ class Miniq:
         now, rows, checked = time.time(), [], {}
         for name, args, kwargs in calls:
             if name not in checked:
-                checked[name] = self._defaults(name)
-                _, priority, soft, hard = checked[name]
+                queue, priority, soft, hard, expires = self._defaults(name)
                 _check_call(name, priority=priority, soft_time_limit=soft, time_limit=hard)
-            queue, priority = checked[name][:2]
+                checked[name] = (queue, priority, _deadline(expires, now))
+            queue, priority, expires = checked[name]
             body = encode_args(name, args, kwargs)
-            rows.append((new_id(), name, queue, priority, body, None, 0.0, None, now, None, 0))
+            rows.append((new_id(), name, queue, priority, body, None, 0.0, expires, now, None, 0))
         return rows
 
     def send_task(self,
@@ -280,6 +282,15 @@ def _signum(value):
         return signals.Signals(value)
     except (KeyError, ValueError, TypeError):
         raise ValueError(f"revoke: {value!r} is not a signal of this platform") from None
+
+
+def _deadline(expires, now):
+    """An expiry (seconds from now, a timedelta, a datetime or None) as unix time."""
+    if expires is None:
+        return None
+    if isinstance(expires, timedelta):
+        expires = expires.total_seconds()
+    return now + expires if isinstance(expires, NUMBER) else to_timestamp(expires)
 
 
 def _check_call(name, **values):

@@ -22,6 +22,7 @@ from typing import NamedTuple, Sequence
 from .exceptions import ImproperlyConfigured, OperationalError
 
 QUEUED, RUNNING, DONE, WAITING = 0, 1, 2, 3  # WAITING: a chord callback
+FINAL = ("SUCCESS", "FAILURE", "REVOKED")  # the states of a finished task that is not ignored
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS task (
@@ -528,6 +529,8 @@ def _settle(db, worker, outcomes, now):
         elif state == "PENDING":  # put back; the delivery still counts towards the cap
             db.execute(f"UPDATE task SET status = 0, state = 'PENDING', worker = NULL {fence}",
                        key)
+        elif state == "IGNORED":  # nothing recorded: it keeps the state it reported, if any
+            db.execute(f"UPDATE task SET status = 2, finished = ? {fence}", (now, *key))
         elif db.execute("UPDATE task SET status = 2, state = ?, result = ?, traceback = ?,"
                         f" finished = ? {fence}", (state, result, tb, now, *key)).rowcount:
             db.executemany(INSERT, follow)
@@ -543,8 +546,8 @@ def _release_chord(db, callback, now):
     """The last member is done: queue the callback with their results, or fail it."""
     members = db.execute("SELECT id, status, state, result FROM task WHERE chord = ?"
                          " ORDER BY seq", (callback,)).fetchall()
-    if any(status != DONE for _, status, _, _ in members):
-        return
+    if any(status != DONE or state not in FINAL for _, status, state, _ in members):
+        return  # an ignored member never ends: as Celery, the callback never runs
     failed = next((m for m in members if m[2] != "SUCCESS"), None)
     if failed is not None:
         info = json.loads(failed[3] or "{}")

@@ -1,6 +1,25 @@
 """The error hierarchy, in Celery's names. Everything miniq raises on purpose
 derives from ``MiniqError``, and so from ``Exception`` too: ``except Exception``
 in a task also catches ``SoftTimeLimitExceeded``, exactly as in Celery.
+
+    MiniqError
+    ├── ImproperlyConfigured
+    ├── OperationalError
+    ├── TaskError
+    │   ├── TimeoutError
+    │   ├── NotRegistered (also KeyError)
+    │   ├── QueueNotFound (also KeyError)
+    │   ├── InvalidTaskError
+    │   ├── MaxRetriesExceededError
+    │   ├── TaskRevokedError
+    │   ├── ChordError
+    │   └── WorkerLostError
+    ├── SoftTimeLimitExceeded
+    ├── TimeLimitExceeded
+    └── TaskPredicate: what a task raises to tell the worker what to do
+        ├── Retry
+        ├── Ignore
+        └── Reject
 """
 
 
@@ -31,6 +50,15 @@ class NotRegistered(KeyError, TaskError):
         return str(self.args[0]) if self.args else ""
 
 
+class QueueNotFound(KeyError, TaskError):
+    """Celery's error for a queue missing from ``task_queues``; miniq never raises it:
+    a queue exists once a name is used."""
+
+
+class InvalidTaskError(TaskError):
+    """A message miniq cannot run as it stands: its row is malformed."""
+
+
 class MaxRetriesExceededError(TaskError):
     """``Task.retry()`` was called with no retries left."""
 
@@ -55,7 +83,11 @@ class TimeLimitExceeded(MiniqError):
     """The task passed its hard time limit and its child was killed."""
 
 
-class Retry(MiniqError):
+class TaskPredicate(MiniqError):
+    """Base of what a task raises to tell the worker how to end its run."""
+
+
+class Retry(TaskPredicate):
     """Raised by ``Task.retry()``: the worker schedules the task again."""
 
     def __init__(self, message=None, exc=None, when=None):
@@ -63,6 +95,22 @@ class Retry(MiniqError):
         super().__init__(message or f"Retry in {when}s" + (f": {exc!r}" if exc else ""))
 
 
+class Ignore(TaskPredicate):
+    """Raised by a task: the worker records no state for this run."""
+
+
+class Reject(TaskPredicate):
+    """Raised by a task: refuse its message; with requeue (and acks_late) run it again."""
+
+    def __init__(self, reason=None, requeue=False):
+        self.reason, self.requeue = reason, requeue
+        super().__init__(reason, requeue)
+
+    def __repr__(self):
+        return f"reject requeue={self.requeue}: {self.reason}"
+
+
 __all__ = ["MiniqError", "ImproperlyConfigured", "OperationalError", "TaskError", "TimeoutError", "NotRegistered",
-           "MaxRetriesExceededError", "TaskRevokedError", "ChordError", "WorkerLostError",
-           "SoftTimeLimitExceeded", "TimeLimitExceeded", "Retry"]
+           "QueueNotFound", "InvalidTaskError", "MaxRetriesExceededError", "TaskRevokedError",
+           "ChordError", "WorkerLostError", "SoftTimeLimitExceeded", "TimeLimitExceeded",
+           "TaskPredicate", "Retry", "Ignore", "Reject"]

@@ -15,6 +15,7 @@ from .exceptions import ImproperlyConfigured
 REFUSED = {  # settings miniq cannot honour: refused at configuration, never ignored
     "task_serializer": "json", "result_serializer": "json", "accept_content": ["json"],
     "result_accept_content": ["json"], "task_annotations": None,
+    "task_create_missing_queues": True,  # Celery's QueueNotFound needs declared queues
 }
 
 
@@ -132,7 +133,8 @@ def _refuse(settings: dict) -> None:
         value = settings.get(key, allowed)
         if value != allowed and not (isinstance(value, (list, tuple)) and list(value) == allowed):
             raise ImproperlyConfigured(f"{key}={value!r} is not supported: miniq speaks JSON"
-                                       " only and has no task annotations")
+                                       " only, has no task annotations and serves any queue"
+                                       " it is given")
 
 
 class SharedTask:

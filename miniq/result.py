@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from . import exceptions
-from .broker import DONE, QUEUED, RUNNING
+from .broker import DONE, FINAL, QUEUED, RUNNING
 
 EXCEPTION_STATES = frozenset({"FAILURE", "RETRY", "REVOKED"})
 UNKNOWN = (QUEUED, "PENDING", None, None, None)  # a task the database does not know (yet)
@@ -87,7 +87,7 @@ class AsyncResult:
         if self._done:
             return self._done
         row = self.app.broker.state(self.id)
-        if row and row[0] == DONE:
+        if row and row[0] == DONE and row[1] in FINAL:  # else ignored: it never gets ready
             self._done = row
         return row or UNKNOWN
 
@@ -197,6 +197,8 @@ class EagerResult(AsyncResult):
     result = info
 
     def get(self, timeout=None, propagate=True, **_ignored) -> Any:
+        if self.state in ("IGNORED", "REJECTED"):  # as Celery: no outcome to give
+            return None
         if propagate and self.state != "SUCCESS":
             raise self._value
         return self._value

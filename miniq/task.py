@@ -19,12 +19,13 @@ from types import SimpleNamespace
 from typing import Any, NamedTuple
 
 from .broker import NUMBER, Message, printable
-from .exceptions import MaxRetriesExceededError, NotRegistered, Retry, SoftTimeLimitExceeded
+from .exceptions import (Ignore, InvalidTaskError, MaxRetriesExceededError, NotRegistered, Reject,
+                         Retry, SoftTimeLimitExceeded)
 from .result import EagerResult, exception_to_json
 
 log = logging.getLogger("miniq.worker")
 
-IGNORED_OPTIONS = {"track_started", "base"}  # Celery's; they change nothing here
+UNHOOKED = {"IGNORED", "REJECTED", "PENDING"}  # Ignore and Reject: Celery calls no hook
 
 
 class Outcome(NamedTuple):
@@ -35,6 +36,7 @@ class Outcome(NamedTuple):
     eta: float = 0.0                  # RETRY: when to run again
     body: str | None = None           # RETRY with new arguments
     exc: BaseException | None = None  # in-process only; never crosses a pipe
+    expected: bool = False            # FAILURE: one of the task's ``throws``
 
 
 class Context(SimpleNamespace):
@@ -112,17 +114,37 @@ class Task:
     queue: str | None = None
     priority: int | None = None
     typing: bool = True  # check the arguments against the function's at the call
+    expires: Any = None  # seconds or a datetime: apply_async's default
+    serializer: str | None = None  # JSON only
+    throws: tuple = ()  # expected errors: logged at INFO, without a traceback
+    dont_autoretry_for: tuple = ()
+    store_errors_even_if_ignored: bool | None = None
+    track_started: bool | None = None  # miniq always records STARTED
+    acks_on_failure_or_timeout: bool | None = None
 
-    def __init__(self, app, fun, name: str, **options: Any):
-        unknown = set(options) - {*Task.__annotations__, "name", *IGNORED_OPTIONS}
+    @classmethod
+    def _subclass(cls, app, fun, name: str, options: dict) -> type:
+        """Celery's way: a class of the task's own, options as its attributes, made
+        with no arguments (a base's own ``__init__(self)`` runs once per task)."""
+        unknown = set(options) - {*Task.__annotations__}
         if unknown:
             raise TypeError(f"unknown task option(s) for {name}: {', '.join(sorted(unknown))}")
-        self.app, self.name = app, name
-        for key, value in options.items():
-            setattr(self, key, value)
-        self.autoretry_for = tuple(self.autoretry_for)
-        functools.update_wrapper(self, fun)
-        self._requests = threading.local()
+        task = type(fun.__name__, (cls,), {**options,
+                                          "app": app,
+                                          "name": name,
+                                          "__wrapped__": fun,
+                                          "__module__": fun.__module__,
+                                          "__qualname__": fun.__qualname__,
+                                          "_requests": threading.local()})
+        for key in ("autoretry_for", "dont_autoretry_for", "throws"):
+            classes = tuple(getattr(task, key))
+            if not all(isinstance(c, type) and issubclass(c, BaseException) for c in classes):
+                raise TypeError(f"{name}: {key} must hold exception classes, not {classes!r}")
+            setattr(task, key, classes)
+        if task.serializer not in (None, "json"):
+            raise TypeError(f"{name}: serializer {task.serializer!r} is not supported:"
+                            " miniq speaks JSON only")
+        return task
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         fun = self.__wrapped__
@@ -201,9 +223,10 @@ class Task:
             outcome = execute(self.app, message, eager=True)
         if outcome.state == "SUCCESS":  # eager: a success always keeps its result
             return EagerResult(message.id, "SUCCESS", json.loads(outcome.result), app=self.app)
-        if self.app.conf.task_eager_propagates:
+        if self.app.conf.task_eager_propagates and outcome.state == "FAILURE":
             raise outcome.exc
-        return EagerResult(message.id, "FAILURE", outcome.exc, outcome.traceback, self.app)
+        state = "REJECTED" if outcome.state == "PENDING" else outcome.state
+        return EagerResult(message.id, state, outcome.exc, outcome.traceback, self.app)
 
     def AsyncResult(self, task_id: str):
         return self.app.AsyncResult(task_id)
@@ -288,7 +311,7 @@ def _call(task, args, kwargs, soft_limit):
     custom = type(task).__call__ is not Task.__call__  # as Celery: a base's __call__ runs
     try:
         return (task if custom else task.run)(*args, **kwargs)
-    except Retry:
+    except (Retry, Ignore, *task.dont_autoretry_for):  # as Celery: never retried
         raise
     except task.autoretry_for as exc:
         options = dict(task.retry_kwargs)
@@ -312,7 +335,7 @@ def execute(app, message, soft_limit=None, eager=False, hostname=None):
         try:
             args, kwargs = json.loads(message.body)
         except (ValueError, TypeError) as exc:
-            raise ValueError(
+            raise InvalidTaskError(
                 f"corrupt message {message.id}: body is not [args, kwargs] JSON ({exc})")
     except Exception as exc:
         return _failed(exc)
@@ -327,7 +350,8 @@ def execute(app, message, soft_limit=None, eager=False, hostname=None):
     try:
         outcome, value = _run(task, message.id, args, kwargs, soft_limit)
         outcome = outcome or _kept(app, task, message, value, eager)
-        _hooks(task, outcome, value, message.id, args, kwargs)
+        if outcome.state not in UNHOOKED:
+            _hooks(task, outcome, value, message.id, args, kwargs)
         return outcome
     finally:
         task.pop_request()
@@ -345,8 +369,13 @@ def _run(task, task_id, args, kwargs, soft_limit):
         cause = retry.exc or retry
         return Outcome("RETRY", exception_to_json(cause), _traceback(),
                        retry.eta, retry.body, cause), None
+    except Ignore as exc:
+        return Outcome("IGNORED", None, exc=exc), None
+    except Reject as exc:  # the worker requeues it (under acks_late) or records FAILURE
+        state = "PENDING" if exc.requeue else "REJECTED"
+        return _failed(exc)._replace(state=state), None
     except Exception as exc:
-        return _failed(exc), None
+        return _failed(exc)._replace(expected=isinstance(exc, task.throws)), None
 
 
 def _kept(app, task, message, value, eager):

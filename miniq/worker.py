@@ -29,7 +29,8 @@ from . import result as results
 from .app import load_app
 from .broker import Settle, file_inode
 from .canvas import next_steps
-from .exceptions import MiniqError, TaskRevokedError, TimeLimitExceeded, WorkerLostError
+from .exceptions import (InvalidTaskError, MiniqError, TaskRevokedError, TimeLimitExceeded,
+                         WorkerLostError)
 from .result import exception_from_json, exception_to_json
 from .task import Outcome, execute
 from .wake import drain, machine_id, pid_alive
@@ -282,7 +283,7 @@ class Worker:
     def _refusal(self, message, now):
         """(state, error) for a claimed message that must not run, else None."""
         if message.fault:
-            return "FAILURE", ValueError(f"corrupt message {message.id}: {message.fault}")
+            return "FAILURE", InvalidTaskError(f"corrupt message {message.id}: {message.fault}")
         if (message.revoked or 0) > 0:  # revoked with terminate, then put back
             return "REVOKED", TaskRevokedError("terminated")
         if message.expires is not None and message.expires < now:
@@ -367,25 +368,59 @@ class Worker:
     def _finish(self, child, outcome):
         message, runtime = child.message, time.monotonic() - child.started
         child.message = child.deadline = child.killed_for = None
-        self._record(message, outcome)
-        if outcome.state == "FAILURE":
-            log.error("Task %s raised unexpected: %r\n%s", message,
-                      exception_from_json(json.loads(outcome.result)), outcome.traceback or "")
-        elif outcome.state == "RETRY":
-            log.info("Task %s retry at %s", message, outcome.eta)
-        else:
+        state = outcome.state
+        if state in ("SUCCESS", None):
             log.info("Task %s succeeded in %.4fs: %s", message, runtime,
                      (outcome.result or "")[:200])
+        elif state == "RETRY":
+            log.info("Task %s retry at %s", message, outcome.eta)
+        elif state == "IGNORED":
+            log.info("Task %s ignored", message)
+        else:
+            exc = exception_from_json(json.loads(outcome.result))
+            trace = f"\n{outcome.traceback or ''}"
+            if state != "FAILURE":  # Celery's Reject
+                log.warning("Task %s %r%s", message, exc, trace)
+            elif outcome.expected:  # one of its throws: no traceback
+                log.info("Task %s raised expected: %r", message, exc)
+            else:
+                log.error("Task %s raised unexpected: %r%s", message, exc, trace)
+        if state == "PENDING":
+            self._requeue(message, outcome)
+        else:  # as Celery, Reject(requeue=False) stores a FAILURE
+            self._record(message, outcome._replace(state="FAILURE" if state == "REJECTED" else state))
+
+    def _requeue(self, message, outcome):
+        """Reject(requeue=True): as Celery, only under acks_late (else the message was
+        acknowledged before the run and nothing is recorded). Each delivery counts: at
+        the last, the Reject is a FAILURE."""
+        if self._setting(message, "acks_late"):
+            self._put_back(message, outcome._replace(state="FAILURE"))
+        else:
+            log.warning("Task %s not requeued: its acks_late is off", message)
+            self._record(message, outcome._replace(state="IGNORED"))
+
+    def _errors_kept(self, message):
+        """Celery's store_errors: a failure is stored unless results are ignored, or
+        store_errors_even_if_ignored keeps it anyway."""
+        ignored = self._setting(message, "ignore_result") or self.conf.task_ignore_result
+        return not ignored or self._setting(message, "store_errors_even_if_ignored")
 
     def _settle_row(self, message, state, exc=None):
         self._record(message, Outcome(state, exception_to_json(exc) if exc else None))
 
-    def _put_back(self, message):
-        """Back to the queue, unless it had all its deliveries: every put-back counts."""
-        if message.attempts < self.conf.task_max_deliveries:
-            self._settle_row(message, "PENDING")
+    def _put_back(self, message, last=None):
+        """Back to the queue, unless it had all its deliveries: every put-back counts.
+        Then the ``last`` outcome is final, by default a WorkerLostError."""
+        if self._spent(message):
+            self._record(message, last or Outcome("FAILURE", exception_to_json(self._too_often())))
         else:
-            self._settle_row(message, "FAILURE", self._too_often())
+            self._settle_row(message, "PENDING")
+            self.want = True  # our own commit does not move data_version
+
+    def _spent(self, message):
+        """Whether a message had all the deliveries ``task_max_deliveries`` allows."""
+        return message.attempts >= self.conf.task_max_deliveries
 
     def _too_often(self):
         """The error of a task whose worker died at every one of its deliveries."""
@@ -395,6 +430,8 @@ class Worker:
     def _record(self, message, outcome):
         """Buffer an outcome for the next transaction, with a chain's next step if any."""
         state, result = outcome.state, outcome.result
+        if state == "FAILURE" and not self._errors_kept(message):
+            state = None  # as Celery: ignore_result drops errors too
         follow = failed = ()
         if message.options.get("chain") and state in ("SUCCESS", "FAILURE", "REVOKED"):
             try:  # the claim checked the chain's shape; this is the net
@@ -435,9 +472,10 @@ class Worker:
             how = f"signal {-code} ({name})" if code < 0 else f"exitcode {code}"
             state, exc = "FAILURE", WorkerLostError(f"Worker exited prematurely: {how}")
             late = self._setting(message, "acks_late")
-            reject = self._setting(message, "reject_on_worker_lost")
-            if late and reject and message.attempts < self.conf.task_max_deliveries:
+            if late and self._setting(message, "reject_on_worker_lost"):
                 state = "PENDING"
+        if state == "PENDING" and exc and self._spent(message):
+            state = "FAILURE"  # delivered too often: the last reason it was put back is final
         log.error("Task %s %s: %s", message, "requeued" if state == "PENDING" else state, exc)
         if state == "PENDING":
             self._put_back(message)
@@ -450,9 +488,12 @@ class Worker:
             if child.deadline is None or now < child.deadline:
                 continue
             if not child.killed_for:  # else it was revoked and ignored the signal
-                limit = child.deadline - child.started
-                child.killed_for = ("FAILURE", TimeLimitExceeded(
-                    f"task {child.message} exceeded its hard time limit of {limit:g}s"))
+                limit, message = child.deadline - child.started, child.message
+                # as Celery: acks_late without acks_on_failure_or_timeout puts it back
+                late = self._setting(message, "acks_late")
+                back = late and not self._setting(message, "acks_on_failure_or_timeout")
+                child.killed_for = ("PENDING" if back else "FAILURE", TimeLimitExceeded(
+                    f"task {message} exceeded its hard time limit of {limit:g}s"))
                 log.error("Hard time limit (%gs) exceeded for %s", limit, child.message)
             self._kill(child)
 

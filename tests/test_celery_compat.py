@@ -318,6 +318,25 @@ def inspect_answers_for_each_worker(c, get):
             sorted({*pings, *registered, *stats}) == [f"celery@{socket.gethostname()}"])
 
 
+def a_base_with_its_own_init(c, get):
+    return get(c.opened.delay())
+
+
+def ignore_after_storing_the_result_by_hand(c, get):
+    return get(c.stored_by_hand.delay())
+
+
+def reject_without_requeue_fails(c, get):
+    result = c.reject.delay()
+    return raised(lambda: get(result)), result.state
+
+
+def dont_autoretry_for_is_not_retried(c, get):
+    with pytest.raises(KeyError) as caught:
+        get(c.picky.delay())
+    return str(caught.value)
+
+
 SCENARIOS = [
     (delay_and_get, 5),
     (bind_sees_its_request_id, True),
@@ -335,6 +354,10 @@ SCENARIOS = [
         ["before_start", "on_failure CompatError as planned", "after_return FAILURE"])),
     (a_missing_argument_fails_at_the_call, "raised TypeError"),
     (inspect_answers_for_each_worker, ([{"ok": "pong"}], [True], [2], True)),
+    (a_base_with_its_own_init, ["opened once for tests.compat.celery_api.opened", "opened"]),
+    (ignore_after_storing_the_result_by_hand, {"by": "hand"}),
+    (reject_without_requeue_fails, ("raised Reject", "FAILURE")),
+    (dont_autoretry_for_is_not_retried, "'try 0'"),
 ]
 
 

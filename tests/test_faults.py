@@ -389,7 +389,7 @@ def test_a_malformed_row_fails_without_running_and_the_worker_keeps_serving(
     after = tasks.record.delay(str(runs), 3)
     settle(bad, worker)
     assert bad.state == "FAILURE"
-    with pytest.raises(ValueError, match=rf"(?i)corrupt|{column}"):
+    with pytest.raises(exceptions.InvalidTaskError, match=rf"(?i)corrupt|{column}"):
         bad.get(timeout=1)
     assert (before.get(timeout=15), after.get(timeout=15)) == (1, 3)
     assert tokens_run(runs) == Counter({1: 1, 3: 1}), "the malformed task ran"

@@ -212,7 +212,7 @@ def test_corrupt_message_fails_alone_and_the_worker_keeps_serving(app, start_wor
     after = tasks.add.delay(2, 2)
     worker = start_worker("-c", "1")
     corrupt = app.AsyncResult(row[0])
-    with pytest.raises(ValueError, match="corrupt"):
+    with pytest.raises(exceptions.InvalidTaskError, match="corrupt"):
         corrupt.get(timeout=30)
     assert corrupt.state == "FAILURE"
     assert (before.get(timeout=30), after.get(timeout=30)) == (2, 4)

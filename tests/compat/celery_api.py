@@ -17,6 +17,7 @@ Celery, chain, group = impl.Celery, impl.chain, impl.group
 SoftTimeLimitExceeded = _exceptions.SoftTimeLimitExceeded
 TimeLimitExceeded = _exceptions.TimeLimitExceeded
 MaxRetriesExceededError = _exceptions.MaxRetriesExceededError
+Ignore, Reject = _exceptions.Ignore, _exceptions.Reject
 
 app = Celery("compat")  # miniq: the broker comes from MINIQ_BROKER_URL
 if impl.__name__ == "celery":
@@ -111,3 +112,32 @@ def noted(path, fail):
     if fail:
         raise CompatError("as planned")
     return "fine"
+
+
+class Opened(Task):
+    """A base with its own ``__init__(self)``: Celery makes each task with no arguments."""
+
+    def __init__(self):
+        self.opened = f"opened once for {self.name}"
+
+
+@app.task(base=Opened, bind=True)
+def opened(self):
+    return [self.opened, type(self).__name__]
+
+
+@app.task(bind=True)
+def stored_by_hand(self):
+    self.update_state(state="SUCCESS", meta={"by": "hand"})
+    raise Ignore()
+
+
+@app.task
+def reject():
+    raise Reject("no thanks", requeue=False)
+
+
+@app.task(bind=True, autoretry_for=(Exception,), dont_autoretry_for=(KeyError,), max_retries=2,
+          default_retry_delay=0)
+def picky(self):
+    raise KeyError(f"try {self.request.retries}")
