@@ -399,7 +399,8 @@ def _hooks(task, outcome, value, task_id, args, kwargs):
         einfo = ExceptionInfo(exc, outcome.traceback)
         calls = [(hook, exc, task_id, args, kwargs, einfo)]
         value = exc  # after_return's retval
-    calls.append((task.after_return, state, value, task_id, args, kwargs, None))  # as Celery
+    if state != "RETRY":  # as Celery: a retry is not a return
+        calls.append((task.after_return, state, value, task_id, args, kwargs, None))
     for hook, *hook_args in calls:
         try:
             hook(*hook_args)

@@ -288,19 +288,20 @@ def own_exception_class_is_caught_around_get(c, get):
 
 def hooks_of_a_base_class_run_around_each_run(c, get):
     folder = tempfile.mkdtemp()
-    ok, bad = os.path.join(folder, "ok"), os.path.join(folder, "bad")
+    ok, bad, again = (os.path.join(folder, name) for name in ("ok", "bad", "again"))
     get(c.noted.delay(ok, False))
     with pytest.raises(c.CompatError):
         get(c.noted.delay(bad, True))
+    get(c.noted.delay(again, "retry"))
     deadline = time.monotonic() + T  # Celery may store the result before its last hook
 
-    def lines(path):
+    def lines(path, count=3):
         while True:
             text = open(path).read().splitlines()
-            if len(text) >= 3 or time.monotonic() > deadline:
+            if len(text) >= count or time.monotonic() > deadline:
                 return text
             time.sleep(0.05)
-    return lines(ok), lines(bad)
+    return lines(ok), lines(bad), lines(again, 5)
 
 
 def a_missing_argument_fails_at_the_call(c, get):
@@ -351,7 +352,9 @@ SCENARIOS = [
     (own_exception_class_is_caught_around_get, "CompatError"),
     (hooks_of_a_base_class_run_around_each_run, (
         ["before_start", "on_success fine", "after_return SUCCESS"],
-        ["before_start", "on_failure CompatError as planned", "after_return FAILURE"])),
+        ["before_start", "on_failure CompatError as planned", "after_return FAILURE"],
+        ["before_start", "on_retry KeyError('again')",  # as Celery: no after_return
+         "before_start", "on_success fine", "after_return SUCCESS"])),
     (a_missing_argument_fails_at_the_call, "raised TypeError"),
     (inspect_answers_for_each_worker, ([{"ok": "pong"}], [True], [2], True)),
     (a_base_with_its_own_init, ["opened once for tests.compat.celery_api.opened", "opened"]),

@@ -103,13 +103,18 @@ class Noted(Task):
     def on_failure(self, exc, task_id, args, kwargs, einfo):
         self.note(args, f"on_failure {einfo.type.__name__} {exc}")
 
+    def on_retry(self, exc, task_id, args, kwargs, einfo):
+        self.note(args, f"on_retry {exc!r}")
+
     def after_return(self, status, retval, task_id, args, kwargs, einfo):
         self.note(args, f"after_return {status}")
 
 
-@app.task(base=Noted)
-def noted(path, fail):
-    if fail:
+@app.task(base=Noted, bind=True)
+def noted(self, path, fail):
+    if fail == "retry" and not self.request.retries:
+        raise self.retry(exc=KeyError("again"), countdown=0)
+    if fail is True:
         raise CompatError("as planned")
     return "fine"
 
