@@ -113,6 +113,7 @@ class Task:
     reject_on_worker_lost: bool | None = None
     queue: str | None = None
     priority: int | None = None
+    rate_limit: Any = None  # "10/s", "100/m", "1000/h" or a number a second, in all workers
     typing: bool = True  # check the arguments against the function's at the call
     expires: Any = None  # seconds or a datetime: apply_async's default
     serializer: str | None = None  # JSON only
