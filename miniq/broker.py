@@ -408,10 +408,10 @@ class Broker:
     @_translated
     def book(self, worker, claimed):
         """Rate limits, across all workers: of the claimed (id, attempts, name, interval),
-        the one whose turn it is starts, interval after its name's last start at least,
-        and gives the next turn to the first in its line. If early, it waits in the queue
-        until its turn; the others join the line, which no claim reads. Neither counts as
-        a delivery. Returns the ids of those that wait."""
+        the task whose turn it is starts, interval after its name's last start at least,
+        and passes the next turn to the first in its name's line; if early, it waits in
+        the queue until its turn. The others join the line, which no claim reads. Waiting
+        is no delivery. Returns the ids of those that wait."""
         def run(db):
             now, later = self.clock(), []  # read inside the lock: starts follow commits
             for task_id, attempts, name, interval in claimed:
@@ -490,14 +490,15 @@ class Broker:
     @_translated
     def recover(self, dead, max_deliveries, lost_result):
         """Requeue tasks of dead workers or lapsed leases and say how many; fail those
-        delivered max_deliveries times, with lost_result (exception JSON) as their result."""
+        delivered max_deliveries times, with lost_result (exception JSON) as their result.
+        A rate limit's line whose next task is gone moves on."""
         now = self.clock()
         lost = f"status = 1 AND (lease < ? OR worker IN ({_marks(dead)}))"
 
         def run(db):
             db.execute(f"DELETE FROM worker WHERE id IN ({_marks(dead)})", dead)
             for name, due, turn in db.execute("SELECT * FROM rate").fetchall():
-                if turn is not None and not _waiting(db, turn):  # revoked, purged, ...
+                if not _waiting(db, turn):  # the next one was revoked, purged...
                     db.execute("UPDATE rate SET next = ? WHERE name = ?",
                                (_next_in_line(db, name, due), name))
             db.execute(

@@ -171,7 +171,8 @@ def _annotations(conf: dict) -> list:
     """``task_annotations`` as a list of dicts, the forms miniq takes."""
     setting = conf.get("task_annotations") or []
     maps = list(setting) if isinstance(setting, (list, tuple)) else [setting]
-    if not all(isinstance(entry, dict) for entry in maps):
+    attrs = [value for entry in maps if isinstance(entry, dict) for value in entry.values()]
+    if not all(isinstance(entry, dict) for entry in maps + attrs):
         raise ImproperlyConfigured(
             f"task_annotations={setting!r} is not supported: miniq takes a dict of task"
             " name (or '*') to attributes, or a list of such dicts")
