@@ -6,9 +6,7 @@ the core's app with these; the core never imports this module.
 """
 import functools
 import importlib
-import inspect
 import sys
-import types
 from typing import Any, Callable
 
 from . import app as apps
@@ -187,9 +185,11 @@ def _annotate(task: Any, maps: list) -> Any:
             if not hasattr(task, attr):  # Celery's "@" wrappers too
                 raise ImproperlyConfigured(f"task_annotations: {task.name} has no"
                                            f" attribute {attr!r} to set")
-            if inspect.isfunction(value) and inspect.ismethod(getattr(task, attr)):
-                value = types.MethodType(value, task)  # a hook, as on Celery's class
-            setattr(task, attr, value)
+            setattr(type(task), attr, value)  # the task's own class, as Celery: hooks bind
+    try:
+        type(task)._checked()
+    except TypeError as exc:
+        raise ImproperlyConfigured(f"task_annotations: {exc}") from None
     rate(task.rate_limit, task.name)
     return task
 
@@ -197,14 +197,12 @@ def _annotate(task: Any, maps: list) -> Any:
 def rate(value: Any, name: str = "a task") -> float:
     """Starts a second that a rate limit allows, as Celery's ``rate()``: ``"10/s"``,
     ``"100/m"``, ``"1000/h"`` or a number a second; 0 (no limit) for None or 0."""
-    if not value:
-        return 0.0
-    count, _, unit = value.partition("/") if isinstance(value, str) else (value, "", "")
+    count, _, unit = str(value or 0).partition("/")
     try:
         per_second = float(count) / PER_SECOND[unit or "s"]
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, ValueError):  # True, [10], "10/x", "ten/s"
         per_second = -1.0
-    if isinstance(value, bool) or not 0 <= per_second < float("inf"):
+    if not 0 <= per_second < float("inf"):
         raise ImproperlyConfigured(f"{name}: rate_limit={value!r} is not a rate; use a number"
                                    " of tasks a second or a string like '10/s', '100/m', '1000/h'")
     return per_second

@@ -86,12 +86,12 @@ def test_the_line_is_kept_in_the_file_in_order_and_costs_no_delivery(tmp_path):
 
 @pytest.mark.parametrize("value, per_second", [
     ("10/s", 10), ("120/m", 2), ("7200/h", 2), ("5", 5), (2.5, 2.5), ("0.5/s", 0.5),
-    (None, 0), (0, 0), ("0/s", 0)])
+    (None, 0), (0, 0), ("", 0), ("0/s", 0)])
 def test_rates_read_as_celery_reads_them(value, per_second):
     assert rate(value) == per_second
 
 
-@pytest.mark.parametrize("value", ["10/x", "ten/s", "-1/s", "nan", True, [10], "10/ s"])
+@pytest.mark.parametrize("value", ["10/x", "ten/s", "-1/s", "nan", "inf", True, [10], "10/ s"])
 def test_a_rate_that_is_not_one_is_refused_at_the_decorator(fresh_app, value):
     with pytest.raises(ImproperlyConfigured, match="is not a rate"):
         fresh_app.task(rate_limit=value)(lambda: None)
@@ -104,7 +104,8 @@ def test_annotations_and_the_default_rate_set_the_limits(fresh_app):
     def on_failure(self, exc, task_id, args, kwargs, einfo):
         failures.append((self.name, exc))
 
-    fresh_app.conf.task_annotations = [{"fresh.mul": {"rate_limit": "1/s", "max_retries": 9}},
+    fresh_app.conf.task_annotations = [{"fresh.mul": {"rate_limit": "1/s", "max_retries": 9,
+                                                      "autoretry_for": [KeyError]}},
                                        {"fresh.mul": {"rate_limit": "9/s"}},  # not the first
                                        {"*": {"on_failure": on_failure}}]
     fresh_app.conf.task_default_rate_limit = "60/m"
@@ -122,7 +123,7 @@ def test_annotations_and_the_default_rate_set_the_limits(fresh_app):
         return "pong"
 
     assert fresh_app.rate_intervals() == {"fresh.add": 0.25, "fresh.mul": 1.0, "fresh.ping": 1.0}
-    assert mul.max_retries == 9
+    assert (mul.max_retries, mul.autoretry_for) == (9, (KeyError,))  # as the option makes it
     mul.on_failure(ValueError("x"), "id", (), {}, None)  # bound to the task, as Celery's
     assert failures[0][0] == "fresh.mul"
     fresh_app.config_from_object({"task_annotations": {"fresh.mul": {"rate_limit": "1/s"},
@@ -134,7 +135,9 @@ def test_annotations_and_the_default_rate_set_the_limits(fresh_app):
 
 @pytest.mark.parametrize("annotations, error", [
     ({"fresh.add": {"rate_limit": "10/x"}}, "is not a rate"),
-    ({"*": {"serializer": "pickle"}}, "no attribute 'serializer'"),
+    ({"*": {"serializer": "pickle"}}, "serializer 'pickle' is not supported"),
+    ({"*": {"autoretry_for": ["ValueError"]}}, "must hold exception classes"),
+    ({"*": {"compression": "gzip"}}, "no attribute 'compression'"),
     ({"*": {"@run": lambda fun: fun}}, "no attribute '@run'"),
     ("proj.annotations.Annotate", "is not supported"),
     ({"fresh.add": "10/s"}, "is not supported")])
