@@ -155,6 +155,10 @@ class Miniq:
             return task
         return decorator(register, args, options, "app.task")
 
+    def rate_intervals(self) -> dict[str, float]:
+        """Task name → seconds between its starts; the project's app reads rate limits."""
+        return {}
+
     def gen_task_name(self, name: str, module: str) -> str:
         """A task's name: ``module.function``; a script's are named after the app."""
         if module == "__main__" and self.main:

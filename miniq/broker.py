@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS task (
     priority  INTEGER NOT NULL DEFAULT 0,   -- higher runs first
     body      TEXT NOT NULL,                -- JSON [args, kwargs]
     options   TEXT,                         -- JSON of per-call options, or NULL
-    status    INTEGER NOT NULL DEFAULT 0,   -- 0 queued, 1 running, 2 done, 3 waiting
+    status    INTEGER NOT NULL DEFAULT 0,   -- 0 queued, 1 running, 2 done, 3 waiting,
+                                            -- -1 in line for its rate limit
     state     TEXT NOT NULL DEFAULT 'PENDING',
     eta       REAL NOT NULL DEFAULT 0,      -- not before (unix time)
     expires   REAL,
@@ -54,6 +55,7 @@ CREATE INDEX IF NOT EXISTS task_due ON task(queue, eta) WHERE status = 0;
 CREATE INDEX IF NOT EXISTS task_running ON task(worker) WHERE status = 1;
 CREATE INDEX IF NOT EXISTS task_done ON task(finished) WHERE status = 2;
 CREATE INDEX IF NOT EXISTS task_chord ON task(chord) WHERE chord IS NOT NULL;
+CREATE INDEX IF NOT EXISTS task_line ON task(name, priority DESC, seq) WHERE status = -1;
 CREATE TABLE IF NOT EXISTS worker (
     id          TEXT PRIMARY KEY,
     host        TEXT NOT NULL,
@@ -71,8 +73,13 @@ CREATE TABLE IF NOT EXISTS beat (                -- one row per periodic run sen
     slot  REAL NOT NULL,                         -- the run's scheduled time
     PRIMARY KEY (entry, slot)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rate (                -- rate limits, kept across all workers
+    name TEXT PRIMARY KEY,                       -- the task
+    due  REAL NOT NULL,                          -- its next start, not before (unix time)
+    next TEXT                                    -- the task whose turn that is, if any
+) WITHOUT ROWID;
 """
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4  # 4: rate limits (the rate table, the task_line index)
 APPLICATION_ID = 0x6D696E71  # "minq" in the file header: this file is miniq's
 LOCK_WAIT = 10.0  # seconds any one call may wait for a locked file, in all
 HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35)
@@ -80,6 +87,7 @@ INSERT = ("INSERT INTO task (id, name, queue, priority, body, options, eta, expi
           " chord, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 CLAIM_COLUMNS = ("id, name, body, retries, attempts, options, chord, expires,"
                  " priority, revoked, eta, seq")
+FENCE = "WHERE id = ? AND worker = ? AND attempts = ? AND status = 1"  # this delivery only
 NUMBER = (int, float)
 MAYBE_NUMBER = (int, float, type(None))
 STEP = {"task": str, "args": list, "kwargs": dict, "options": dict}  # a chain's signature
@@ -331,11 +339,11 @@ class Broker:
 
         def run(db):
             for task_id in ids:
-                queued = db.execute("SELECT chord FROM task WHERE id = ? AND status = 0",
+                queued = db.execute("SELECT chord FROM task WHERE id = ? AND status <= 0",
                                     (task_id,)).fetchone()
                 db.execute(
                     "UPDATE task SET status = 2, state = 'REVOKED', revoked = 0, finished = ?,"
-                    " result = ? WHERE id = ? AND status = 0", (now, REVOKED_RESULT, task_id))
+                    " result = ? WHERE id = ? AND status <= 0", (now, REVOKED_RESULT, task_id))
                 if queued and queued[0]:  # a chord member: its callback fails now, not never
                     _release_chord(db, queued[0], now)
                 db.execute("UPDATE task SET revoked = MAX(COALESCE(revoked, 0), ?)"
@@ -398,6 +406,38 @@ class Broker:
         return self._tx(run)
 
     @_translated
+    def book(self, worker, claimed):
+        """Rate limits, across all workers: of the claimed (id, attempts, name, interval),
+        the task whose turn it is starts, interval after its name's last start at least,
+        and passes the next turn to the first in its name's line; if early, it waits in
+        the queue until its turn. The others join the line, which no claim reads. Waiting
+        is no delivery. Returns the ids of those that wait."""
+        def run(db):
+            now, later = self.clock(), []  # read inside the lock: starts follow commits
+            for task_id, attempts, name, interval in claimed:
+                due, turn = db.execute("SELECT due, next FROM rate WHERE name = ?",
+                                       (name,)).fetchone() or (0.0, None)
+                if turn != task_id and not _waiting(db, turn):  # none, or gone: revoked...
+                    turn = _next_in_line(db, name, due) or task_id
+                if turn == task_id and now >= due:
+                    due = now + interval
+                    turn = _next_in_line(db, name, due)
+                else:
+                    db.execute("UPDATE task SET status = ?, state = 'PENDING', worker = NULL,"
+                               f" eta = ?, attempts = attempts - 1 {FENCE}",
+                               (0 if turn == task_id else -1, due, task_id, worker, attempts))
+                    later.append(task_id)
+                db.execute("INSERT OR REPLACE INTO rate VALUES (?, ?, ?)", (name, due, turn))
+            return later
+        return self._tx(run)
+
+    @_translated
+    def release(self, names):
+        """Tasks in line for a rate limit their names no longer have go back to the queue."""
+        self._tx(lambda db: db.executemany("UPDATE task SET status = 0 WHERE status = -1"
+                                           " AND name = ?", [(name,) for name in names]))
+
+    @_translated
     def settle(self, worker, outcomes):
         """Write the Settle records and claim nothing."""
         if outcomes:
@@ -450,12 +490,17 @@ class Broker:
     @_translated
     def recover(self, dead, max_deliveries, lost_result):
         """Requeue tasks of dead workers or lapsed leases and say how many; fail those
-        delivered max_deliveries times, with lost_result (exception JSON) as their result."""
+        delivered max_deliveries times, with lost_result (exception JSON) as their result.
+        A rate limit's line whose next task is gone moves on."""
         now = self.clock()
         lost = f"status = 1 AND (lease < ? OR worker IN ({_marks(dead)}))"
 
         def run(db):
             db.execute(f"DELETE FROM worker WHERE id IN ({_marks(dead)})", dead)
+            for name, due, turn in db.execute("SELECT * FROM rate").fetchall():
+                if not _waiting(db, turn):  # the next one was revoked, purged...
+                    db.execute("UPDATE rate SET next = ? WHERE name = ?",
+                               (_next_in_line(db, name, due), name))
             db.execute(
                 "UPDATE task SET status = 2, state = 'FAILURE', result = ?, finished = ?,"
                 f" traceback = NULL WHERE {lost} AND attempts >= ?",
@@ -480,7 +525,7 @@ class Broker:
     def purge(self, queues=None, dry_run=False):
         """Delete queued (not running, not finished) tasks, of all queues if none given,
         and say how many; with dry_run, only count them."""
-        where, args = "status = 0", ()
+        where, args = "status <= 0", ()  # a task in line for its rate limit is queued too
         if queues:
             where += f" AND queue IN ({_marks(queues)})"
             args = queues
@@ -516,23 +561,22 @@ class Broker:
 
 def _settle(db, worker, outcomes, now):
     """Write outcomes, each only if this worker still holds that delivery (the fence)."""
-    fence = "WHERE id = ? AND worker = ? AND attempts = ? AND status = 1"
     for task_id, attempts, state, result, tb, eta, body, chord, follow, failed in outcomes:
         key = (task_id, worker, attempts)
         if state is None:  # success with ignore_result: nothing to keep
-            db.execute(f"DELETE FROM task {fence}", key)
+            db.execute(f"DELETE FROM task {FENCE}", key)
         elif state == "RETRY":
             db.execute(
                 "UPDATE task SET status = 0, state = 'RETRY', retries = retries + 1,"
                 " attempts = 0, worker = NULL, eta = ?, result = ?, traceback = ?,"
-                f" body = COALESCE(?, body) {fence}", (eta, result, tb, body, *key))
+                f" body = COALESCE(?, body) {FENCE}", (eta, result, tb, body, *key))
         elif state == "PENDING":  # put back; the delivery still counts towards the cap
-            db.execute(f"UPDATE task SET status = 0, state = 'PENDING', worker = NULL {fence}",
+            db.execute(f"UPDATE task SET status = 0, state = 'PENDING', worker = NULL {FENCE}",
                        key)
         elif state == "IGNORED":  # nothing recorded: it keeps the state it reported, if any
-            db.execute(f"UPDATE task SET status = 2, finished = ? {fence}", (now, *key))
+            db.execute(f"UPDATE task SET status = 2, finished = ? {FENCE}", (now, *key))
         elif db.execute("UPDATE task SET status = 2, state = ?, result = ?, traceback = ?,"
-                        f" finished = ? {fence}", (state, result, tb, now, *key)).rowcount:
+                        f" finished = ? {FENCE}", (state, result, tb, now, *key)).rowcount:
             db.executemany(INSERT, follow)
             db.executemany(
                 "INSERT INTO task (id, name, queue, body, status, state, result, traceback,"
@@ -540,6 +584,22 @@ def _settle(db, worker, outcomes, now):
                 [(i, name, state, result, tb, now, now) for i, name in failed])
             if chord:
                 _release_chord(db, chord, now)
+
+
+def _waiting(db, task_id):
+    """Whether that task is still to start: queued, or claimed and not yet run."""
+    return db.execute("SELECT 1 FROM task WHERE id = ? AND status IN (0, 1)",
+                      (task_id,)).fetchone() is not None
+
+
+def _next_in_line(db, name, turn):
+    """The first in a rate limit's line (by priority, then age) goes back to the queue,
+    due at its turn; returns its id, None if the line is empty."""
+    row = db.execute("SELECT id FROM task INDEXED BY task_line WHERE status = -1 AND name = ?"
+                     " ORDER BY priority DESC, seq LIMIT 1", (name,)).fetchone()
+    if row:
+        db.execute("UPDATE task SET status = 0, eta = ? WHERE id = ?", (turn, row[0]))
+    return row and row[0]
 
 
 def _release_chord(db, callback, now):

@@ -1,7 +1,8 @@
 """What a Celery project asks of its app beyond the core: settings under a
 namespace, task autodiscovery, periodic tasks added in code, ``app.start()``,
-``app.control.inspect()`` and ``shared_task``. The ``Miniq`` (and ``Celery``)
-users import is the core's app with these; the core never imports this module.
+``app.control.inspect()``, ``shared_task``, and rate limits (parsed here, kept
+across workers by the broker). The ``Miniq`` (and ``Celery``) users import is
+the core's app with these; the core never imports this module.
 """
 import functools
 import importlib
@@ -14,9 +15,10 @@ from .exceptions import ImproperlyConfigured
 
 REFUSED = {  # settings miniq cannot honour: refused at configuration, never ignored
     "task_serializer": "json", "result_serializer": "json", "accept_content": ["json"],
-    "result_accept_content": ["json"], "task_annotations": None,
+    "result_accept_content": ["json"],
     "task_create_missing_queues": True,  # Celery's QueueNotFound needs declared queues
 }
+PER_SECOND = {"s": 1, "m": 60, "h": 3600}  # a rate's unit: "10/s", "100/m", "1000/h"
 
 
 class Signal(list):
@@ -69,6 +71,7 @@ class Miniq(apps.Miniq):
                     if key.startswith(prefix) and (prefix or key.islower())}
         _refuse(settings)
         self.conf.update(settings)
+        self._annotate_all()
         return True
 
     def autodiscover_tasks(self, packages: Any = None, related_name: str = "tasks",
@@ -98,7 +101,33 @@ class Miniq(apps.Miniq):
         if self._discover is not None:
             self._import_discovered()
         _refuse(self.conf)
+        self._annotate_all()
         self.on_after_configure.send(self)
+
+    def task(self, *args: Any, **options: Any) -> Any:
+        """``@app.task`` as the core's; a bad ``rate_limit`` fails here, and the task
+        made gets what ``task_annotations`` sets for it."""
+        rate(options.get("rate_limit"), "@app.task")
+        make = super().task(**options)
+
+        def register(fun: Callable) -> Any:
+            return _annotate(make(fun), _annotations(self.conf))
+        return apps.decorator(register, args, options, "app.task")
+
+    def _annotate_all(self) -> None:
+        maps = _annotations(self.conf)
+        for task in self.tasks.values():
+            _annotate(task, maps)
+
+    def rate_intervals(self) -> dict:
+        """Seconds between starts of each rate-limited task: its ``rate_limit``, else
+        ``task_default_rate_limit``. The broker keeps them across all workers."""
+        if self.conf.get("worker_disable_rate_limits"):
+            return {}
+        default = self.conf.get("task_default_rate_limit")
+        limits = {name: rate(default if task.rate_limit is None else task.rate_limit, name)
+                  for name, task in self.tasks.items()}
+        return {name: 1 / per_second for name, per_second in limits.items() if per_second}
 
     def add_periodic_task(self, schedule: Any, sig: Any, args: Any = (), kwargs: Any = (),
                           name: str = None, **options: Any) -> str:
@@ -133,8 +162,50 @@ def _refuse(settings: dict) -> None:
         value = settings.get(key, allowed)
         if value != allowed and not (isinstance(value, (list, tuple)) and list(value) == allowed):
             raise ImproperlyConfigured(f"{key}={value!r} is not supported: miniq speaks JSON"
-                                       " only, has no task annotations and serves any queue"
-                                       " it is given")
+                                       " only and serves any queue it is given")
+
+
+def _annotations(conf: dict) -> list:
+    """``task_annotations`` as a list of dicts, the forms miniq takes."""
+    setting = conf.get("task_annotations") or []
+    maps = list(setting) if isinstance(setting, (list, tuple)) else [setting]
+    attrs = [value for entry in maps if isinstance(entry, dict) for value in entry.values()]
+    if not all(isinstance(entry, dict) for entry in maps + attrs):
+        raise ImproperlyConfigured(
+            f"task_annotations={setting!r} is not supported: miniq takes a dict of task"
+            " name (or '*') to attributes, or a list of such dicts")
+    return maps
+
+
+def _annotate(task: Any, maps: list) -> Any:
+    """Set on the task what the annotations give it, in Celery's order: the first dict
+    naming it, then the first with ``"*"`` (so ``"*"`` has the last word)."""
+    for key in (task.name, "*"):
+        for attr, value in next((m[key] for m in maps if key in m), {}).items():
+            if not hasattr(task, attr):  # Celery's "@" wrappers too
+                raise ImproperlyConfigured(f"task_annotations: {task.name} has no"
+                                           f" attribute {attr!r} to set")
+            setattr(type(task), attr, value)  # the task's own class, as Celery: hooks bind
+    try:
+        type(task)._checked()
+    except TypeError as exc:
+        raise ImproperlyConfigured(f"task_annotations: {exc}") from None
+    rate(task.rate_limit, task.name)
+    return task
+
+
+def rate(value: Any, name: str = "a task") -> float:
+    """Starts a second that a rate limit allows, as Celery's ``rate()``: ``"10/s"``,
+    ``"100/m"``, ``"1000/h"`` or a number a second; 0 (no limit) for None or 0."""
+    count, _, unit = str(value or 0).partition("/")
+    try:
+        per_second = float(count) / PER_SECOND[unit or "s"]
+    except (KeyError, ValueError):  # True, [10], "10/x", "ten/s"
+        per_second = -1.0
+    if not 0 <= per_second < float("inf"):
+        raise ImproperlyConfigured(f"{name}: rate_limit={value!r} is not a rate; use a number"
+                                   " of tasks a second or a string like '10/s', '100/m', '1000/h'")
+    return per_second
 
 
 class SharedTask:

@@ -113,6 +113,7 @@ class Task:
     reject_on_worker_lost: bool | None = None
     queue: str | None = None
     priority: int | None = None
+    rate_limit: Any = None  # "10/s", "100/m", "1000/h" or a number a second, in all workers
     typing: bool = True  # check the arguments against the function's at the call
     expires: Any = None  # seconds or a datetime: apply_async's default
     serializer: str | None = None  # JSON only
@@ -136,15 +137,21 @@ class Task:
                                           "__module__": fun.__module__,
                                           "__qualname__": fun.__qualname__,
                                           "_requests": threading.local()})
+        return task._checked()
+
+    @classmethod
+    def _checked(cls) -> type:
+        """The class, its options in the shapes the worker uses (also after
+        ``task_annotations`` set them); TypeError for one that cannot be."""
         for key in ("autoretry_for", "dont_autoretry_for", "throws"):
-            classes = tuple(getattr(task, key))
+            classes = tuple(getattr(cls, key))
             if not all(isinstance(c, type) and issubclass(c, BaseException) for c in classes):
-                raise TypeError(f"{name}: {key} must hold exception classes, not {classes!r}")
-            setattr(task, key, classes)
-        if task.serializer not in (None, "json"):
-            raise TypeError(f"{name}: serializer {task.serializer!r} is not supported:"
+                raise TypeError(f"{cls.name}: {key} must hold exception classes, not {classes!r}")
+            setattr(cls, key, classes)
+        if cls.serializer not in (None, "json"):
+            raise TypeError(f"{cls.name}: serializer {cls.serializer!r} is not supported:"
                             " miniq speaks JSON only")
-        return task
+        return cls
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         fun = self.__wrapped__

@@ -425,3 +425,11 @@ class Wrapped(Task):
 @app.task(base=Wrapped)
 def wrapped(x):
     return x
+
+
+# -- rate limits (test_rate_limit) -----------------------------------------------------
+
+@app.task(rate_limit="20/s")
+def paced():
+    """Its start time; at most 20 starts a second across all workers on the file."""
+    return time.time()

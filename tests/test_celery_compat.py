@@ -338,6 +338,13 @@ def dont_autoretry_for_is_not_retried(c, get):
     return str(caught.value)
 
 
+def rate_limits_space_the_starts(c, get):
+    sent = [c.paced.delay() for _ in range(4)] + [c.annotated.delay() for _ in range(4)]
+    starts = [get(result) for result in sent]
+    spans = max(starts[:4]) - min(starts[:4]), max(starts[4:]) - min(starts[4:])
+    return [span >= 0.25 for span in spans]  # 10/s: 0.3 s from the first start to the fourth
+
+
 SCENARIOS = [
     (delay_and_get, 5),
     (bind_sees_its_request_id, True),
@@ -361,6 +368,7 @@ SCENARIOS = [
     (ignore_after_storing_the_result_by_hand, {"by": "hand"}),
     (reject_without_requeue_fails, ("raised Reject", "FAILURE")),
     (dont_autoretry_for_is_not_retried, "'try 0'"),
+    (rate_limits_space_the_starts, [True, True]),
 ]
 
 

@@ -215,7 +215,7 @@ def fresh_app(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("setting, value", [
     ("task_serializer", "pickle"), ("accept_content", ["json", "pickle"]),
-    ("result_serializer", "yaml"), ("task_annotations", {"*": {"rate_limit": "10/s"}}),
+    ("result_serializer", "yaml"), ("task_annotations", "proj.annotations.Annotate"),
     ("task_create_missing_queues", False)])
 def test_settings_miniq_cannot_honour_are_refused_not_ignored(fresh_app, setting, value):
     with pytest.raises(ImproperlyConfigured, match=setting):

@@ -97,7 +97,8 @@ def test_a_file_marked_as_miniq_s_and_a_file_from_before_the_mark(tmp_path):
     assert fresh.db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
     fresh.close()
     old = sqlite3.connect(tmp_path / "old.db")  # schema 1: no mark, no machine column
-    old.executescript(SCHEMA.replace(",\n    machine     TEXT", "") + "PRAGMA user_version = 1;")
+    old.executescript(SCHEMA.replace(",\n    machine     TEXT", "")
+                      + "DROP TABLE rate; PRAGMA user_version = 1;")
     old.close()
     upgraded = Broker(str(tmp_path / "old.db"))
     upgraded.register("w", "host", 1, 1, ["celery"], "here")
@@ -117,6 +118,19 @@ def test_a_file_of_schema_2_gains_the_worker_s_node_name_and_task_names(tmp_path
     upgraded.register("w", "host", 1, 1, ["celery"], "here", "w1@host", ["b.task", "a.task"])
     worker = upgraded.workers()[0]
     assert (worker.node, json.loads(worker.tasks)) == ("w1@host", ["b.task", "a.task"])
+    assert upgraded.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    upgraded.close()
+
+
+def test_a_file_of_schema_3_gains_the_rate_table(tmp_path):
+    old = sqlite3.connect(tmp_path / "v3.db")
+    old.executescript(SCHEMA + "DROP TABLE rate; DROP INDEX task_line;"
+                      f" PRAGMA user_version = 3; PRAGMA application_id = {APPLICATION_ID};")
+    old.close()
+    upgraded = Broker(str(tmp_path / "v3.db"))
+    assert upgraded.book("w", []) == []
+    assert upgraded.db.execute("SELECT COUNT(*) FROM rate").fetchone()[0] == 0
+    assert upgraded.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'task_line'").fetchone()
     assert upgraded.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     upgraded.close()
 

@@ -27,6 +27,8 @@ if impl.__name__ == "celery":
                     # a result collected after the server is gone: give up at once
                     result_backend_transport_options={"retry_policy": {"max_retries": 1}})
 
+app.conf.task_annotations = {__name__ + ".annotated": {"rate_limit": "10/s"}}
+
 
 @app.task
 def add(x, y):
@@ -146,3 +148,13 @@ def reject():
           default_retry_delay=0)
 def picky(self):
     raise KeyError(f"try {self.request.retries}")
+
+
+@app.task(rate_limit="10/s")
+def paced():
+    return time.time()
+
+
+@app.task
+def annotated():  # rate-limited by task_annotations
+    return time.time()
