@@ -1,6 +1,6 @@
 """Celery's signals: ``Signal`` (connect, disconnect, send) and the signals that
 producers, the worker and its children send. The core never imports this
-module; it calls the hooks at the end through ``task.signal`` once an app has.
+module; it calls the hooks at the end through ``task.emit`` once an app has.
 """
 from __future__ import annotations
 
@@ -157,7 +157,7 @@ setup_logging = Signal(name="setup_logging")
 after_setup_logger = Signal(name="after_setup_logger")
 
 
-# -- hooks: the core calls these through task.signal(), by name ---------------
+# -- hooks: the core calls these through task.emit(), by name -----------------
 
 HEADERS = {"lang", "task", "id", "eta", "expires", "group", "retries", "timelimit",
            "root_id", "parent_id", "origin"}  # Celery's own; any other header is custom

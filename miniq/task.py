@@ -28,7 +28,6 @@ log = logging.getLogger("miniq.worker")
 
 UNHOOKED = {"IGNORED", "REJECTED", "PENDING"}  # Ignore and Reject: Celery calls no hook
 SIGNALS = f"{__package__}.signals"  # by its path in this copy, vendored or not
-_running = threading.local()  # .request: the run of this thread, parent of what it sends
 
 
 class Outcome(NamedTuple):
@@ -43,25 +42,22 @@ class Outcome(NamedTuple):
 
 
 class Context(SimpleNamespace):
-    """``self.request``: what a running task knows about its own call."""
+    """``self.request``: what a running task knows about its own call. A field not
+    given has its class default, as in Celery's."""
 
-    task = root_id = parent_id = group = eta = expires = origin = headers = None
-    timelimit = time_limit = soft_time_limit = None
-
-    def __init__(self, **fields):
-        super().__init__(**{"id": None,
-                            "args": (),
-                            "kwargs": {},
-                            "retries": 0,
-                            "attempts": 1,
-                            "is_eager": False,
-                            "called_directly": True,
-                            "hostname": None,
-                            "delivery_info": {},
-                            **fields})
+    id = task = hostname = root_id = parent_id = group = eta = expires = origin = None
+    kwargs = delivery_info = headers = timelimit = time_limit = soft_time_limit = None
+    args, retries, attempts, is_eager, called_directly = (), 0, 1, False, True
 
     def get(self, key, default=None):
         return getattr(self, key, default)
+
+
+class _Running(threading.local):
+    request = None  # the run this thread is in: the parent of the messages it sends
+
+
+_running = _Running()
 
 
 def emit(hook, *args):
@@ -73,7 +69,7 @@ def emit(hook, *args):
 
 def lineage():
     """The parent_id and root_id of a message sent from inside a running task."""
-    parent = getattr(_running, "request", None)
+    parent = _running.request
     return {"parent_id": parent.id, "root_id": parent.root_id} if parent else {}
 
 
@@ -367,7 +363,7 @@ def execute(app, message, soft_limit=None, eager=False, hostname=None):
     except Exception as exc:
         return _failed(exc)
     request = _request(task, message, args, kwargs, eager, hostname)
-    parent, _running.request = getattr(_running, "request", None), request
+    parent, _running.request = _running.request, request
     task.push_request(request)
     try:
         emit("_task_started", task, request)
@@ -387,8 +383,9 @@ def _request(task, message, args, kwargs, eager, hostname):
     """``self.request`` for one run, with the fields of Celery's; custom headers are
     attributes too, as in Celery."""
     options = message.options or {}
-    hard, soft = (options[key] if options.get(key) is not None else getattr(task, key)
-                  for key in ("time_limit", "soft_time_limit"))
+    hard, soft = options.get("time_limit"), options.get("soft_time_limit")
+    hard = task.time_limit if hard is None else hard
+    soft = task.soft_time_limit if soft is None else soft
     # as Celery: a retry is a message sent by the run before it
     parent = options.get("parent_id") or (message.id if message.retries and not eager else None)
     delivery = {"is_eager": True} if eager else {"exchange": "",
