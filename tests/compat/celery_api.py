@@ -116,7 +116,9 @@ class Noted(Task):
 @app.task(base=Noted, bind=True)
 def noted(self, path, fail):
     if fail == "retry" and not self.request.retries:
-        raise self.retry(exc=KeyError("again"), countdown=0)
+        # not at once: Celery sends the retry before on_retry runs, and its other pool
+        # process would start the next run (and note before_start) meanwhile
+        raise self.retry(exc=KeyError("again"), countdown=0.5)
     if fail is True:
         raise CompatError("as planned")
     return "fine"
