@@ -231,6 +231,7 @@ def _task_outcome(task, request, outcome, value) -> None:
 
 
 def _task_finished(task, request, state, value) -> None:
+    state = "REJECTED" if state == "PENDING" else state  # Reject(requeue=True), as Celery
     task_postrun.send(sender=task, task_id=request.id, task=task, args=request.args,
                       kwargs=request.kwargs, retval=value, state=state)
 
