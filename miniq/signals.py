@@ -231,9 +231,13 @@ def _task_outcome(task, request, outcome, value) -> None:
 
 
 def _task_finished(task, request, state, value) -> None:
-    state = "REJECTED" if state == "PENDING" else state  # Reject(requeue=True), as Celery
-    task_postrun.send(sender=task, task_id=request.id, task=task, args=request.args,
-                      kwargs=request.kwargs, retval=value, state=state)
+    """task_postrun; after a Reject that does not requeue, task_failure too, as Celery."""
+    named = {"task_id": request.id, "args": request.args, "kwargs": request.kwargs}
+    task_postrun.send(sender=task, task=task, retval=value, **named,
+                      state="REJECTED" if state == "PENDING" else state)
+    if state == "REJECTED":
+        task_failure.send(sender=task, exception=value, traceback=value.__traceback__,
+                          einfo=ExceptionInfo(value, None), **named)
 
 
 def _task_settled(worker, message, state, exc) -> None:

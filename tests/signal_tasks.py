@@ -9,6 +9,7 @@ import time
 from types import SimpleNamespace
 
 from miniq import Miniq, Task, signals
+from miniq.exceptions import Ignore, Reject
 
 app = Miniq("signal_tasks")  # the broker comes from MINIQ_BROKER_URL
 LOG = os.environ.get("MINIQ_SIGNAL_LOG")
@@ -150,3 +151,13 @@ def die_once(self, marker):
         open(marker, "w").close()
         os._exit(1)
     return self.request.delivery_info
+
+
+@app.task
+def ignored():
+    raise Ignore()
+
+
+@app.task
+def rejected():
+    raise Reject("no thanks", requeue=False)

@@ -138,6 +138,18 @@ def test_a_failure_and_a_retry_send_theirs(tasks, worker):
     assert [e["state"] for e in worker.events("task_postrun", since)] == ["RETRY", "SUCCESS"]
 
 
+def test_ignore_and_reject_send_postrun_and_a_rejection_fails(tasks, worker):
+    for task, state, after in ((tasks.ignored, "IGNORED", []),
+                               (tasks.rejected, "REJECTED", ["task_failure"])):
+        since = len(worker.events())
+        result = task.delay()
+        postrun = wait_for(lambda: worker.events("task_postrun", since), message="postrun")
+        assert (postrun[0]["task_id"], postrun[0]["state"]) == (result.id, state)
+        run = [e for e in worker.events(since=since) if e["pid"] != os.getpid()]
+        assert [e["signal"] for e in run] == ["task_prerun", "task_postrun", *after]
+    assert run[-1]["task_id"] == result.id and run[-1]["exception"].startswith("Reject: ")
+
+
 def test_the_manager_sends_what_it_decides_itself(tasks, worker):
     since = len(worker.events())
     with pytest.raises(TimeLimitExceeded):
