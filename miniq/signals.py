@@ -16,6 +16,10 @@ from typing import Any, Callable
 from .exceptions import Retry
 from .task import Context, ExceptionInfo, iso_time
 
+__all__ = ["Signal", "before_task_publish", "after_task_publish", "task_prerun", "task_postrun",
+           "task_success", "task_retry", "task_failure", "task_revoked", "celeryd_init",
+           "import_modules", "worker_init", "worker_process_init", "worker_process_shutdown",
+           "worker_ready", "worker_shutdown", "setup_logging", "after_setup_logger"]
 log = logging.getLogger("miniq.signals")
 
 
