@@ -380,8 +380,7 @@ def execute(app, message, soft_limit=None, eager=False, hostname=None):
 
 
 def _request(task, message, args, kwargs, eager, hostname):
-    """``self.request`` for one run, with the fields of Celery's; custom headers are
-    attributes too, as in Celery."""
+    """``self.request`` for one run, with the fields of Celery's."""
     options = message.options or {}
     hard, soft = options.get("time_limit"), options.get("soft_time_limit")
     hard = task.time_limit if hard is None else hard
@@ -392,26 +391,29 @@ def _request(task, message, args, kwargs, eager, hostname):
                                                  "routing_key": message.queue,
                                                  "priority": message.priority,
                                                  "redelivered": message.attempts > 1}
-    return Context(**dict(options.get("headers") or {},
-                          id=message.id,
-                          task=message.name,
-                          args=args,
-                          kwargs=kwargs,
-                          retries=message.retries,
-                          attempts=message.attempts,
-                          is_eager=eager,
-                          called_directly=False,
-                          hostname=hostname,
-                          delivery_info=delivery,
-                          root_id=options.get("root_id") or message.id,
-                          parent_id=parent,
-                          group=options.get("group"),
-                          eta=iso_time(message.eta),
-                          expires=iso_time(message.expires),
-                          timelimit=[hard, soft],
-                          time_limit=hard,
-                          soft_time_limit=soft,
-                          headers=options.get("headers")))
+    headers = options.get("headers")
+    request = Context(id=message.id,
+                      task=message.name,
+                      args=args,
+                      kwargs=kwargs,
+                      retries=message.retries,
+                      attempts=message.attempts,
+                      is_eager=eager,
+                      called_directly=False,
+                      hostname=hostname,
+                      delivery_info=delivery,
+                      root_id=options.get("root_id") or message.id,
+                      parent_id=parent,
+                      group=options.get("group"),
+                      eta=iso_time(message.eta),
+                      expires=iso_time(message.expires),
+                      timelimit=[hard, soft],
+                      time_limit=hard,
+                      soft_time_limit=soft,
+                      headers=headers)
+    for key, value in (headers or {}).items():  # as Celery: custom headers are attributes
+        vars(request).setdefault(key, value)
+    return request
 
 
 def iso_time(when):
