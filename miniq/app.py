@@ -20,7 +20,7 @@ from typing import Any, Iterable
 from .broker import NUMBER, Broker, path_from_url
 from .exceptions import ImproperlyConfigured
 from .result import AsyncResult
-from .task import Task, encode_args, new_id, to_timestamp
+from .task import Task, emit, encode_args, lineage, new_id, to_timestamp
 from .wake import Waker
 
 CALL_TYPES = {  # the type each checked call option must have
@@ -30,6 +30,7 @@ CALL_TYPES = {  # the type each checked call option must have
     "countdown": NUMBER,
     "soft_time_limit": NUMBER,
     "time_limit": NUMBER,
+    "headers": dict,
 }
 DEFAULTS: dict[str, Any] = {
     "broker_url": None,
@@ -202,6 +203,10 @@ class Miniq:
                     chord: str | None = None,
                     waiting: bool = False,
                     immutable: bool = False,
+                    group_id: str | None = None,
+                    headers: dict | None = None,
+                    parent_id: str | None = None,
+                    root_id: str | None = None,
                     **_ignored: Any) -> tuple:
         """The row ``send_task`` inserts; JSON-encodes the arguments (TypeError if it can't)."""
         if _ignored.keys() & {"link", "link_error"}:
@@ -215,26 +220,25 @@ class Miniq:
                     priority=priority,
                     countdown=countdown,
                     soft_time_limit=soft if soft_time_limit is None else soft_time_limit,
-                    time_limit=hard if time_limit is None else time_limit)
+                    time_limit=hard if time_limit is None else time_limit,
+                    headers=headers)
         body = encode_args(name, args, kwargs)
         now = time.time()
         due = now + countdown if countdown else (to_timestamp(eta) if eta is not None else 0.0)
         expires = _deadline(expires, now)
         if not (math.isfinite(due) and math.isfinite(expires or 0)):
             raise ValueError(f"{name}: countdown, eta and expires must be finite times")
-        options = None
-        if soft_time_limit is not None or time_limit is not None or chain or immutable:
-            options = json.dumps({"soft_time_limit": soft_time_limit,
-                                  "time_limit": time_limit,
-                                  "chain": chain or None,
-                                  "immutable": immutable})
+        sent_by = {"parent_id": parent_id, "root_id": root_id} if parent_id else lineage()
+        options = _options(soft_time_limit, time_limit, chain, immutable,
+                           {"group": group_id, "headers": headers, **sent_by})
         status = 3 if waiting else 0  # a chord callback waits for its members
         return (task_id or new_id(), name, queue or default_queue, priority, body, options,
                 due, expires, now, chord, status)
 
-    def message_rows(self, calls: Iterable[tuple]) -> list:
+    def message_rows(self, calls: Iterable[tuple], group_id: str | None = None) -> list:
         """Rows for many (name, args, kwargs) calls without options: group's fast path."""
         now, rows, checked = time.time(), [], {}
+        options = _options(None, None, None, False, {"group": group_id, **lineage()})
         for name, args, kwargs in calls:
             if name not in checked:
                 queue, priority, soft, hard, expires = self._defaults(name)
@@ -242,7 +246,7 @@ class Miniq:
                 checked[name] = (queue, priority, _deadline(expires, now))
             queue, priority, expires = checked[name]
             body = encode_args(name, args, kwargs)
-            rows.append((new_id(), name, queue, priority, body, None, 0.0, expires, now, None, 0))
+            rows.append((new_id(), name, queue, priority, body, options, 0.0, expires, now, None, 0))
         return rows
 
     def send_task(self,
@@ -252,9 +256,16 @@ class Miniq:
                   **options: Any) -> AsyncResult:
         """Send a task by name, with no need for its code in this process."""
         row = self.message_row(name, args, kwargs, **options)
-        self.broker.enqueue([row])
-        self.waker.notify()
+        self.send_rows([row])
         return AsyncResult(row[0], app=self)
+
+    def send_rows(self, rows: list) -> None:
+        """Insert message rows, all or none, and wake the workers; the publish signals
+        around it, as Celery sends them around each message."""
+        rows = emit("_publishing", rows) or rows
+        self.broker.enqueue(rows)
+        self.waker.notify()
+        emit("_published", rows)
 
     def AsyncResult(self, task_id: str) -> AsyncResult:
         return AsyncResult(task_id, app=self)
@@ -295,6 +306,18 @@ def _deadline(expires, now):
     if isinstance(expires, timedelta):
         expires = expires.total_seconds()
     return now + expires if isinstance(expires, NUMBER) else to_timestamp(expires)
+
+
+def _options(soft, hard, chain, immutable, extra):
+    """A message's options column: JSON of what its worker needs beyond the row's own
+    columns (per-call limits, a chain, where it comes from), or None, as for most calls."""
+    if soft is None and hard is None and not (chain or immutable or any(extra.values())):
+        return None
+    return json.dumps({"soft_time_limit": soft,
+                       "time_limit": hard,
+                       "chain": chain or None,
+                       "immutable": immutable,
+                       **extra})
 
 
 def _check_call(name, **values):

@@ -86,7 +86,7 @@ HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35)
 INSERT = ("INSERT INTO task (id, name, queue, priority, body, options, eta, expires, created,"
           " chord, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 CLAIM_COLUMNS = ("id, name, body, retries, attempts, options, chord, expires,"
-                 " priority, revoked, eta, seq")
+                 " priority, revoked, queue, eta, seq")
 FENCE = "WHERE id = ? AND worker = ? AND attempts = ? AND status = 1"  # this delivery only
 NUMBER = (int, float)
 MAYBE_NUMBER = (int, float, type(None))
@@ -106,6 +106,8 @@ class Message(NamedTuple):
     priority: int = 0
     revoked: int | None = None   # >0: terminate with this signal
     fault: str | None = None     # what is malformed in the row, if anything
+    queue: str = ""
+    eta: float = 0.0             # not before (unix time); 0: at once
 
     def __str__(self):  # as Celery's log lines name a task
         return f"{self.name}[{self.id}]"
@@ -654,8 +656,8 @@ def _create_schema(db, path):
 
 def _message(row):
     """A claimed row as a Message, with ``fault`` naming its malformed columns if any."""
-    *fields, eta, _seq = row
-    message = Message(*fields)
+    *fields, queue, eta, _seq = row
+    message = Message(*fields, queue=queue, eta=eta)
     if message.revoked is not None and not isinstance(message.revoked, int):
         message = message._replace(revoked=9)  # terminate, by SIGKILL: no valid signal
     options = _options(message.options)

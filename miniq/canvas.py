@@ -172,22 +172,22 @@ class group(_Steps):
                     kwargs: Optional[dict] = None,
                     **options: Any):
         """Send every member (args go before each one's own); return a GroupResult."""
+        group_id = options.pop("group_id", None) or new_id()
         if not self.tasks:
-            return GroupResult(new_id(), [])
+            return GroupResult(group_id, [])
         app = self.tasks[0].app
         if app.conf.task_always_eager:
             results = [s.apply_async(args, kwargs, **options) for s in self.tasks]
-            return GroupResult(new_id(), results)
+            return GroupResult(group_id, results)
         extras = args or kwargs or options or any(s["options"] for s in self.tasks)
         if extras:
-            rows = [s._row(app, args, kwargs, options) for s in self.tasks]
+            rows = [s._row(app, args, kwargs, options, group_id=group_id) for s in self.tasks]
         else:  # plain calls, the fast path: each task name is checked once
             calls = [(s["task"], s["args"], s["kwargs"]) for s in self.tasks]
-            rows = app.message_rows(calls)
-        app.broker.enqueue(rows)
-        app.waker.notify()
+            rows = app.message_rows(calls, group_id)
+        app.send_rows(rows)
         results = [AsyncResult(row[0], app) for row in rows]
-        return GroupResult(new_id(), results)
+        return GroupResult(group_id, results)
 
 
 class chord:
@@ -214,10 +214,10 @@ class chord:
             return body.apply_async((header.get(),))
         callback = body._row(app, waiting=True, immutable=body["immutable"])
         callback_id = callback[0]
-        rows = [s._row(app, args, kwargs, options, chord=callback_id)
+        group_id = new_id()
+        rows = [s._row(app, args, kwargs, options, chord=callback_id, group_id=group_id)
                 for s in self.header.tasks]
-        app.broker.enqueue([callback, *rows])
-        app.waker.notify()
+        app.send_rows([callback, *rows])
         return AsyncResult(callback_id, app)
 
 
@@ -280,8 +280,9 @@ class GroupResult:
         return f"<GroupResult: {self.id} [{', '.join(r.id for r in self.results)}]>"
 
 
-def next_steps(app, options: dict, state: str, result: Optional[str]):
+def next_steps(app, message: Any, state: str, result: Optional[str]):
     """After a chain step ends: (rows to send next, (id, name) of steps that fail with it)."""
+    options = message.options
     steps = options.get("chain")
     if not steps:
         return (), ()
@@ -291,5 +292,6 @@ def next_steps(app, options: dict, state: str, result: Optional[str]):
     value = json.loads(result) if result is not None else None
     step = following[0].clone((value,))
     rest = [dict(s) for s in following[1:]]
-    row = step._row(app, chain=rest or None)
+    root = options.get("root_id") or message.id  # as Celery: the step before is the parent
+    row = step._row(app, chain=rest or None, parent_id=message.id, root_id=root)
     return [row], ()

@@ -17,6 +17,7 @@ from typing import Any, Iterator, List, Optional
 from .app import Miniq, load_app
 from .control import Control, Inspect, call_of, node_format, nodename
 from .exceptions import ImproperlyConfigured
+from .task import emit
 from .wake import pid_alive
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -197,8 +198,8 @@ HONOURED = (
      "raise SoftTimeLimitExceeded in a task after S seconds (task_soft_time_limit)"),
     (["-n", "--hostname"],
      {"metavar": "NAME"},
-     "the node name inspect and control replies give this worker (default celery@%%h);"
-     " %%h, %%n and %%d expanded as by Celery"),
+     "the node name inspect and control replies give this worker and its tasks see as"
+     " self.request.hostname (default celery@%%h); %%h, %%n and %%d expanded as by Celery"),
     (["--logfile"],
      {"metavar": "PATH"},
      "log to PATH instead of stderr (the children's stderr too); %%n, %%h, %%d and %%p"
@@ -270,6 +271,7 @@ def worker(app: Miniq, args: Namespace) -> int:
     concurrency = args.autoscale or args.concurrency
     manager = Worker(app, args.app, concurrency, queues, args.start_method,
                      args.loglevel, beat=args.beat, hostname=node)
+    emit("_worker_init", manager, vars(args))
     app.broker.db  # noqa: B018 - open the file first: a setup error prints no banner
     with _pidfile(args.pidfile):
         _start_logging(args)
@@ -277,7 +279,10 @@ def worker(app: Miniq, args: Namespace) -> int:
             count = app.broker.purge(manager.queues)
             print(_purged(count), flush=True)
         _print_banner(app, args, manager, node)
-        return manager.run()
+        status = manager.run()
+    if status == 0:  # as Celery: after a warm shutdown, not a cold one
+        emit("_worker_shutdown", manager)
+    return status
 
 
 def _served_queues(app: Miniq, args: Namespace) -> List[str]:
@@ -334,7 +339,8 @@ def _start_logging(args: Namespace) -> None:
             raise ImproperlyConfigured(f"cannot open the log file: {exc}") from None
         with log:
             os.dup2(log.fileno(), sys.stderr.fileno())
-    logging.basicConfig(level=args.loglevel, format=LOG_FORMAT)
+    if not emit("_setup_logging", args.loglevel, args.logfile, LOG_FORMAT):
+        logging.basicConfig(level=args.loglevel, format=LOG_FORMAT)
 
 
 def _print_banner(app: Miniq, args: Namespace, manager: Any, node: str) -> None:
@@ -358,7 +364,8 @@ def beat(app: Miniq, args: Namespace) -> int:
     """Send periodic tasks until Ctrl-C or SIGTERM."""
     from .beat import Beat
     from .worker import LOG_FORMAT
-    logging.basicConfig(level=args.loglevel, format=LOG_FORMAT)
+    if not emit("_setup_logging", args.loglevel, None, LOG_FORMAT):
+        logging.basicConfig(level=args.loglevel, format=LOG_FORMAT)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop as on Ctrl-C
     with contextlib.suppress(KeyboardInterrupt):
         Beat(app).run()

@@ -12,6 +12,7 @@ from typing import Any, Callable
 from . import app as apps
 from .control import Control
 from .exceptions import ImproperlyConfigured
+from .task import emit
 
 REFUSED = {  # settings miniq cannot honour: refused at configuration, never ignored
     "task_serializer": "json", "result_serializer": "json", "accept_content": ["json"],
@@ -19,20 +20,6 @@ REFUSED = {  # settings miniq cannot honour: refused at configuration, never ign
     "task_create_missing_queues": True,  # Celery's QueueNotFound needs declared queues
 }
 PER_SECOND = {"s": 1, "m": 60, "h": 3600}  # a rate's unit: "10/s", "100/m", "1000/h"
-
-
-class Signal(list):
-    """``app.on_after_configure``: functions connected here are called with
-    ``sender=app`` once a worker, beat or command has loaded the app."""
-
-    def connect(self, fun: Callable = None, **_options: Any) -> Any:
-        if fun is None:  # @connect(weak=False) and the like
-            return self.connect
-        self.append(fun)
-        return fun
-
-    def send(self, sender: Any, **named: Any) -> list:
-        return [(fun, fun(sender=sender, signal=self, **named)) for fun in self]
 
 
 class Miniq(apps.Miniq):
@@ -48,8 +35,14 @@ class Miniq(apps.Miniq):
         return Control(self)
 
     @property
-    def on_after_configure(self) -> Signal:
-        return self.__dict__.setdefault("_on_after_configure", Signal())
+    def on_after_configure(self) -> Any:
+        """Celery's signal, sent with ``sender=app`` and ``source=app.conf`` once a worker,
+        beat or command has loaded the app."""
+        if "_on_after_configure" not in self.__dict__:
+            # Late: an app that connects nothing never loads the signals module.
+            from .signals import Signal
+            self._on_after_configure = Signal(name="app.on_after_configure")
+        return self._on_after_configure
 
     def config_from_object(self, obj: Any, silent: bool = False, force: bool = False,
                            namespace: str = None) -> bool:
@@ -97,12 +90,14 @@ class Miniq(apps.Miniq):
                     raise
 
     def import_includes(self) -> None:
+        emit("_import_modules", self)
         super().import_includes()
         if self._discover is not None:
             self._import_discovered()
         _refuse(self.conf)
         self._annotate_all()
-        self.on_after_configure.send(self)
+        if "_on_after_configure" in self.__dict__:
+            self.on_after_configure.send(self, source=self.conf)
 
     def task(self, *args: Any, **options: Any) -> Any:
         """``@app.task`` as the core's; a bad ``rate_limit`` fails here, and the task
@@ -214,6 +209,10 @@ class SharedTask:
     def __init__(self, fun: Callable, options: dict):
         self._fun, self._options = fun, options
         functools.update_wrapper(self, fun)
+
+    def _get_current_object(self):
+        """The task it stands for (Celery's proxy method): a signal's sender is that task."""
+        return self._task()
 
     def _task(self):
         app, fun = apps.default_app(), self._fun

@@ -11,6 +11,7 @@ import logging
 import os
 import random
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -26,6 +27,7 @@ from .result import EagerResult, exception_to_json
 log = logging.getLogger("miniq.worker")
 
 UNHOOKED = {"IGNORED", "REJECTED", "PENDING"}  # Ignore and Reject: Celery calls no hook
+SIGNALS = f"{__package__}.signals"  # by its path in this copy, vendored or not
 
 
 class Outcome(NamedTuple):
@@ -40,22 +42,35 @@ class Outcome(NamedTuple):
 
 
 class Context(SimpleNamespace):
-    """``self.request``: what a running task knows about its own call."""
+    """``self.request``: what a running task knows about its own call. A field not
+    given has its class default, as in Celery's."""
 
-    def __init__(self, **fields):
-        super().__init__(**{"id": None,
-                            "args": (),
-                            "kwargs": {},
-                            "retries": 0,
-                            "attempts": 1,
-                            "is_eager": False,
-                            "called_directly": True,
-                            "hostname": None,
-                            "delivery_info": {},
-                            **fields})
+    id = task = hostname = root_id = parent_id = group = eta = expires = origin = None
+    kwargs = delivery_info = headers = timelimit = time_limit = soft_time_limit = None
+    args, retries, attempts, is_eager, called_directly = (), 0, 1, False, True
 
     def get(self, key, default=None):
         return getattr(self, key, default)
+
+
+class _Running(threading.local):
+    request = None  # the run this thread is in: the parent of the messages it sends
+
+
+_running = _Running()
+
+
+def emit(hook, *args):
+    """Call the signals module's hook if this process imported that module (the core
+    never does): an app that does not use signals pays one dict lookup a call."""
+    module = sys.modules.get(SIGNALS)
+    return module and getattr(module, hook)(*args)
+
+
+def lineage():
+    """The parent_id and root_id of a message sent from inside a running task."""
+    parent = _running.request
+    return {"parent_id": parent.id, "root_id": parent.root_id} if parent else {}
 
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode
@@ -222,7 +237,8 @@ class Task:
               task_id: str | None = None,
               **_options: Any) -> EagerResult:
         """Run now in this process, retries included, and return an EagerResult."""
-        message = Message(task_id or new_id(), self.name, encode_args(self.name, args, kwargs))
+        body = encode_args(self.name, args, kwargs)
+        message = Message(task_id or new_id(), self.name, body, options=lineage())
         outcome = execute(self.app, message, eager=True)
         while outcome.state == "RETRY":
             message = message._replace(retries=message.retries + 1,
@@ -346,22 +362,63 @@ def execute(app, message, soft_limit=None, eager=False, hostname=None):
                 f"corrupt message {message.id}: body is not [args, kwargs] JSON ({exc})")
     except Exception as exc:
         return _failed(exc)
-    task.push_request(Context(id=message.id,
-                              args=args,
-                              kwargs=kwargs,
-                              retries=message.retries,
-                              attempts=message.attempts,
-                              is_eager=eager,
-                              called_directly=False,
-                              hostname=hostname))
+    request = _request(task, message, args, kwargs, eager, hostname)
+    parent, _running.request = _running.request, request
+    task.push_request(request)
     try:
+        emit("_task_started", task, request)
         outcome, value = _run(task, message.id, args, kwargs, soft_limit)
         outcome = outcome or _kept(app, task, message, value, eager)
         if outcome.state not in UNHOOKED:
-            _hooks(task, outcome, value, message.id, args, kwargs)
+            _hooks(task, outcome, value, request)
+        else:  # as Celery: no hook, but task_postrun
+            emit("_task_finished", task, request, outcome.state, outcome.exc)
         return outcome
     finally:
         task.pop_request()
+        _running.request = parent
+
+
+def _request(task, message, args, kwargs, eager, hostname):
+    """``self.request`` for one run, with the fields of Celery's."""
+    options = message.options or {}
+    hard, soft = options.get("time_limit"), options.get("soft_time_limit")
+    hard = task.time_limit if hard is None else hard
+    soft = task.soft_time_limit if soft is None else soft
+    # as Celery: a retry is a message sent by the run before it
+    parent = options.get("parent_id") or (message.id if message.retries and not eager else None)
+    delivery = {"is_eager": True} if eager else {"exchange": "",
+                                                 "routing_key": message.queue,
+                                                 "priority": message.priority,
+                                                 "redelivered": message.attempts > 1}
+    headers = options.get("headers")
+    request = Context(id=message.id,
+                      task=message.name,
+                      args=args,
+                      kwargs=kwargs,
+                      retries=message.retries,
+                      attempts=message.attempts,
+                      is_eager=eager,
+                      called_directly=False,
+                      hostname=hostname,
+                      delivery_info=delivery,
+                      root_id=options.get("root_id") or message.id,
+                      parent_id=parent,
+                      group=options.get("group"),
+                      eta=iso_time(message.eta),
+                      expires=iso_time(message.expires),
+                      timelimit=[hard, soft],
+                      time_limit=hard,
+                      soft_time_limit=soft,
+                      headers=headers)
+    for key, value in (headers or {}).items():  # as Celery: custom headers are attributes
+        vars(request).setdefault(key, value)
+    return request
+
+
+def iso_time(when):
+    """A unix time as Celery's messages carry eta and expires: ISO 8601 in UTC; None if unset."""
+    return datetime.fromtimestamp(when, timezone.utc).isoformat() if when else None
 
 
 def _run(task, task_id, args, kwargs, soft_limit):
@@ -396,23 +453,27 @@ def _kept(app, task, message, value, eager):
         return _failed(error, trace=False)
 
 
-def _hooks(task, outcome, value, task_id, args, kwargs):
-    """Celery's hooks after a run; one that raises is logged, never the task's outcome."""
+def _hooks(task, outcome, value, request):
+    """Celery's hooks and signals after a run; one that raises is logged, never the
+    task's outcome."""
     exc, state = outcome.exc, outcome.state or "SUCCESS"
+    call = (request.id, request.args, request.kwargs)
     if exc is None:
-        calls = [(task.on_success, value, task_id, args, kwargs)]
+        calls = [(task.on_success, value, *call)]
     else:
         hook = task.on_retry if state == "RETRY" else task.on_failure
         einfo = ExceptionInfo(exc, outcome.traceback)
-        calls = [(hook, exc, task_id, args, kwargs, einfo)]
+        calls = [(hook, exc, *call, einfo)]
         value = exc  # after_return's retval
+    calls.append((emit, "_task_outcome", task, request, outcome, value))
     if state != "RETRY":  # as Celery: a retry is not a return
-        calls.append((task.after_return, state, value, task_id, args, kwargs, None))
+        calls.append((task.after_return, state, value, *call, None))
+    calls.append((emit, "_task_finished", task, request, state, value))
     for hook, *hook_args in calls:
         try:
             hook(*hook_args)
         except Exception:  # noqa: BLE001 - a hook's bug is logged, the outcome stands
-            log.exception("%s of %s[%s] raised", hook.__name__, task.name, task_id)
+            log.exception("%s of %s[%s] raised", hook.__name__, task.name, request.id)
 
 
 class ExceptionInfo(NamedTuple):

@@ -32,7 +32,7 @@ from .canvas import next_steps
 from .exceptions import (InvalidTaskError, MiniqError, TaskRevokedError, TimeLimitExceeded,
                          WorkerLostError)
 from .result import exception_from_json, exception_to_json
-from .task import Outcome, execute
+from .task import Outcome, emit, execute
 from .wake import drain, machine_id, pid_alive
 
 log = logging.getLogger("miniq.worker")
@@ -56,9 +56,9 @@ def _signal(value):
         return signal.SIGKILL
 
 
-def child_main(app_path, conn, loglevel, max_tasks, max_memory_kib, manager):
+def child_main(app_path, conn, loglevel, max_tasks, max_memory_kib, manager, hostname):
     """A child's whole life: import the app, then run messages until told to stop.
-    ``manager`` is the manager's pid, as the manager gave it."""
+    ``manager`` is the manager's pid, as the manager gave it; ``hostname`` its node name."""
     signal.set_wakeup_fd(-1)
     # Ctrl-C and a group-wide SIGTERM (systemd's default) reach us too: the manager decides.
     # They came ignored, and perhaps blocked (see Worker._spawn): keep them ignored.
@@ -66,11 +66,21 @@ def child_main(app_path, conn, loglevel, max_tasks, max_memory_kib, manager):
         signal.signal(signum, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     signal.signal(signal.SIGQUIT, signal.SIG_DFL)
-    if loglevel:  # does nothing where the app configured logging already
-        logging.basicConfig(level=loglevel.upper(), format=LOG_FORMAT)
     results.join_will_block = True
     app = load_app(app_path)
-    parent, hostname, done = os.getppid(), socket.gethostname(), 0
+    # Where the app uses signals: setup_logging (logging as below unless a receiver takes
+    # it over), then worker_process_init. Logging set up already (fork) stays as it is.
+    if not emit("_child_started", hostname, loglevel, LOG_FORMAT) and loglevel:
+        logging.basicConfig(level=loglevel.upper(), format=LOG_FORMAT)
+    try:
+        _serve(app, conn, max_tasks, max_memory_kib, manager, hostname)
+    finally:
+        emit("_child_stopped", hostname)
+
+
+def _serve(app, conn, max_tasks, max_memory_kib, manager, hostname):
+    """Run the messages the manager sends until it says stop, or is gone."""
+    parent, done = os.getppid(), 0
     while True:
         if not conn.poll(1.0):  # orphaned? The manager's pid came from the manager itself
             if os.getppid() != parent or not pid_alive(manager):
@@ -113,7 +123,7 @@ class Worker:
     def __init__(self, app, app_path, concurrency=None, queues=None, start_method=None,
                  loglevel=None, beat=False, hostname=None):
         conf = self.conf = app.conf
-        self.hostname = hostname  # the node name (-n) replies to inspect() carry
+        self.hostname = hostname  # the node name (-n): in replies to inspect(), to tasks
         self.app, self.app_path, self.loglevel = app, app_path, loglevel
         self.concurrency = concurrency or conf.worker_concurrency or os.cpu_count() or 1
         self.queues = list(queues or [conf.task_default_queue])
@@ -162,6 +172,7 @@ class Worker:
             log.info("miniq worker %s ready: %d children (%s), queues %s, database %s",
                      self.id[:8], self.concurrency, self.ctx.get_start_method(),
                      ",".join(self.queues), self.broker.path)
+            emit("_worker_ready", self)
             self._loop()
         finally:
             self._shutdown()
@@ -187,7 +198,7 @@ class Worker:
         process = self.ctx.Process(
             target=child_main, name=f"ForkPoolWorker-{index + 1}", daemon=True,
             args=(self.app_path, theirs, self.loglevel, self.conf.worker_max_tasks_per_child,
-                  self.conf.worker_max_memory_per_child, os.getpid()))
+                  self.conf.worker_max_memory_per_child, os.getpid(), self.hostname))
         # A signal to the whole group must not kill a child (or the fork server) still
         # booting: they start with it ignored, which even exec keeps. The manager's own
         # wait, blocked, until its handlers are back.
@@ -426,6 +437,7 @@ class Worker:
         return not ignored or self._setting(message, "store_errors_even_if_ignored")
 
     def _settle_row(self, message, state, exc=None):
+        emit("_task_settled", self, message, state, exc)
         self._record(message, Outcome(state, exception_to_json(exc) if exc else None))
 
     def _put_back(self, message, last=None):
@@ -454,7 +466,7 @@ class Worker:
         follow = failed = ()
         if message.options.get("chain") and state in ("SUCCESS", "FAILURE", "REVOKED"):
             try:  # the claim checked the chain's shape; this is the net
-                follow, failed = next_steps(self.app, message.options, state, result)
+                follow, failed = next_steps(self.app, message, state, result)
             except (TypeError, ValueError) as exc:
                 log.error("Task %s: its chain ends here: %s", message, exc)
         self.outcomes.append(Settle(message.id, message.attempts, state, result,
@@ -551,7 +563,9 @@ class Worker:
     def _terminate(self, task_id, signum):
         for child in self.children:
             if child.message and child.message.id == task_id and not child.killed_for:
-                child.killed_for = ("REVOKED", TaskRevokedError("terminated"))
+                error = TaskRevokedError("terminated")
+                error.signum = _signal(signum)  # for the task_revoked signal
+                child.killed_for = ("REVOKED", error)
                 child.deadline = time.monotonic() + TERMINATE_GRACE  # then SIGKILL
                 with contextlib.suppress(ProcessLookupError):  # it has just ended
                     os.kill(child.process.pid, _signal(signum))

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -286,6 +287,17 @@ def own_exception_class_is_caught_around_get(c, get):
     return "CompatError"
 
 
+def wait_for_lines(path, count):
+    """The lines of a file hooks or receivers write to, once there are count (Celery may
+    store a result before its last hook or signal), or what there is after T seconds."""
+    deadline = time.monotonic() + T
+    while True:
+        text = open(path).read().splitlines() if os.path.exists(path) else []
+        if len(text) >= count or time.monotonic() > deadline:
+            return text
+        time.sleep(0.05)
+
+
 def hooks_of_a_base_class_run_around_each_run(c, get):
     folder = tempfile.mkdtemp()
     ok, bad, again = (os.path.join(folder, name) for name in ("ok", "bad", "again"))
@@ -293,15 +305,7 @@ def hooks_of_a_base_class_run_around_each_run(c, get):
     with pytest.raises(c.CompatError):
         get(c.noted.delay(bad, True))
     get(c.noted.delay(again, "retry"))
-    deadline = time.monotonic() + T  # Celery may store the result before its last hook
-
-    def lines(path, count=3):
-        while True:
-            text = open(path).read().splitlines()
-            if len(text) >= count or time.monotonic() > deadline:
-                return text
-            time.sleep(0.05)
-    return lines(ok), lines(bad), lines(again, 5)
+    return wait_for_lines(ok, 3), wait_for_lines(bad, 3), wait_for_lines(again, 5)
 
 
 def a_missing_argument_fails_at_the_call(c, get):
@@ -345,6 +349,41 @@ def rate_limits_space_the_starts(c, get):
     return [span >= 0.25 for span in spans]  # 10/s: 0.3 s from the first start to the fourth
 
 
+def task_signals_run_around_each_run(c, get):
+    folder = tempfile.mkdtemp()
+    ok, bad = os.path.join(folder, "ok"), os.path.join(folder, "bad")
+    get(c.signalled.delay(3, signal_log=ok))
+    with pytest.raises(c.CompatError):
+        get(c.signalled.delay(4, fail=True, signal_log=bad))
+    return wait_for_lines(ok, 3), wait_for_lines(bad, 3)
+
+
+def request_fields_of_a_plain_call(c, get):
+    r = get(c.request_view.delay())
+    return (r["hostname"] == f"celery@{socket.gethostname()}", r["delivery_info"],
+            r["root_id"] == r["id"], r["parent_id"], r["group"], r["eta"], r["expires"],
+            r["timelimit"], r["headers"])
+
+
+def request_fields_of_a_call_with_options(c, get):
+    r = get(c.request_view.apply_async(countdown=0.1, expires=60, priority=3, time_limit=20,
+                                       soft_time_limit=10, headers={"x_note": 1}))
+    eta, expires = (datetime.fromisoformat(r[key]) for key in ("eta", "expires"))
+    return (eta.utcoffset(), 59 < (expires - eta).total_seconds() < 60,
+            r["delivery_info"]["priority"], r["timelimit"], r["headers"], r["x_note"])
+
+
+def parent_and_root_of_a_task_sent_by_a_task(c, get):
+    outer = c.spawner.delay()
+    inner = get(c.app.AsyncResult(get(outer)))
+    return inner["parent_id"] == outer.id, inner["root_id"] == outer.id
+
+
+def group_members_know_their_group(c, get):
+    result = c.group(c.request_view.s(), c.request_view.s()).apply_async()
+    return [r["group"] == result.id for r in get(result)]
+
+
 SCENARIOS = [
     (delay_and_get, 5),
     (bind_sees_its_request_id, True),
@@ -369,6 +408,17 @@ SCENARIOS = [
     (reject_without_requeue_fails, ("raised Reject", "FAILURE")),
     (dont_autoretry_for_is_not_retried, "'try 0'"),
     (rate_limits_space_the_starts, [True, True]),
+    (task_signals_run_around_each_run, (
+        ["prerun True True [3]", "success 6", "postrun SUCCESS 6"],
+        ["prerun True True [4]", "failure CompatError as planned True",
+         "postrun FAILURE CompatError('as planned')"])),
+    (request_fields_of_a_plain_call, (
+        True, {"exchange": "", "routing_key": "celery", "priority": 0, "redelivered": False},
+        True, None, None, None, None, [None, None], None)),
+    (request_fields_of_a_call_with_options, (
+        timedelta(0), True, 3, [20, 10], {"x_note": 1}, 1)),
+    (parent_and_root_of_a_task_sent_by_a_task, (True, True)),
+    (group_members_know_their_group, [True, True]),
 ]
 
 

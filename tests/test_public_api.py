@@ -40,6 +40,23 @@ def test_public_name_exists_and_classes_and_functions_have_a_docstring(name):
         assert (value.__doc__ or "").strip(), f"miniq.{name} has no docstring"
 
 
+SIGNALS = [  # Celery's names, of the signals miniq sends
+    "after_setup_logger", "after_task_publish", "before_task_publish", "celeryd_init",
+    "import_modules", "setup_logging", "task_failure", "task_postrun", "task_prerun",
+    "task_retry", "task_revoked", "task_success", "worker_init", "worker_process_init",
+    "worker_process_shutdown", "worker_ready", "worker_shutdown",
+]
+
+
+def test_signals_are_a_module_of_celerys_signal_names():
+    from miniq import signals  # a module beside the package's names, as celery.signals
+    sent = sorted(name for name, value in vars(signals).items()
+                  if isinstance(value, signals.Signal))
+    assert sent == SIGNALS == sorted(signals.__all__[1:]) and signals.__all__[0] == "Signal"
+    assert all(getattr(signals, name).name == name for name in sent)
+    assert "signals" not in miniq.__all__  # not in Celery's either
+
+
 def test_star_import_gives_exactly_all():
     namespace = {}
     exec("from miniq import *", namespace)

@@ -15,9 +15,15 @@ from tests.conftest import ROOT, WorkerProcess
 TASKS = """
 import time
 
-from myproj._vendor.miniq import Miniq
+from myproj._vendor.miniq import Miniq, signals
 
 app = Miniq("myproj", broker={url!r})
+
+
+@signals.task_failure.connect
+def note_failure(sender=None, exception=None, **named):
+    with open({notes!r}, "a") as f:
+        f.write(f"{{sender.name}} {{type(exception).__name__}}\\n")
 
 
 @app.task(time_limit=1)
@@ -40,7 +46,8 @@ def vendored(tmp_path, monkeypatch):
     for package in (vendor.parent, vendor):
         (package / "__init__.py").write_text("")
     url = f"sqlite:///{tmp_path / 'myproj.db'}"
-    (vendor.parent / "tasks.py").write_text(TASKS.format(url=url))
+    notes = str(tmp_path / "failures")
+    (vendor.parent / "tasks.py").write_text(TASKS.format(url=url, notes=notes))
     monkeypatch.syspath_prepend(str(tmp_path))
     tasks = importlib.import_module("myproj.tasks")
     yield tasks
@@ -67,3 +74,6 @@ def test_a_vendored_worker_returns_the_vendored_exceptions(vendored, tmp_path):
         worker.kill_group()
     assert isinstance(killed.value, exceptions.MiniqError)
     assert not isinstance(killed.value, miniq.MiniqError)  # not the installed package's
+    # the copy's signals: task_failure from the manager (a hard limit) and from a child
+    assert (tmp_path / "failures").read_text().splitlines() == [
+        "myproj.tasks.stuck TimeLimitExceeded", "myproj.tasks.fail ValueError"]

@@ -13,6 +13,7 @@ import time
 
 impl = importlib.import_module(os.environ.get("MINIQ_COMPAT_IMPL", "miniq"))
 _exceptions = importlib.import_module(impl.__name__ + ".exceptions")
+signals = importlib.import_module(impl.__name__ + ".signals")
 Celery, chain, group = impl.Celery, impl.chain, impl.group
 SoftTimeLimitExceeded = _exceptions.SoftTimeLimitExceeded
 TimeLimitExceeded = _exceptions.TimeLimitExceeded
@@ -115,7 +116,9 @@ class Noted(Task):
 @app.task(base=Noted, bind=True)
 def noted(self, path, fail):
     if fail == "retry" and not self.request.retries:
-        raise self.retry(exc=KeyError("again"), countdown=0)
+        # not at once: Celery sends the retry before on_retry runs, and its other pool
+        # process would start the next run (and note before_start) meanwhile
+        raise self.retry(exc=KeyError("again"), countdown=0.5)
     if fail is True:
         raise CompatError("as planned")
     return "fine"
@@ -158,3 +161,54 @@ def paced():
 @app.task
 def annotated():  # rate-limited by task_annotations
     return time.time()
+
+
+@app.task(bind=True)
+def request_view(self):
+    """The fields of self.request a task may read, as JSON carries them."""
+    r = self.request
+    return {"id": r.id, "hostname": r.hostname, "delivery_info": r.delivery_info,
+            "root_id": r.root_id, "parent_id": r.parent_id, "group": r.group, "eta": r.eta,
+            "expires": r.expires, "timelimit": r.timelimit, "headers": r.headers,
+            "x_note": getattr(r, "x_note", None)}
+
+
+@app.task
+def spawner():
+    """Sends request_view from inside a task; returns its id."""
+    return request_view.delay().id
+
+
+def _note(kwargs, text):
+    """Appends text to the file a signalled task's signal_log argument names."""
+    path = (kwargs or {}).get("signal_log")
+    if path:
+        with open(path, "a") as f:
+            f.write(text + "\n")
+
+
+@signals.task_prerun.connect
+def _on_prerun(sender=None, task_id=None, task=None, args=None, kwargs=None, **named):
+    _note(kwargs, f"prerun {task is sender} {task_id == task.request.id} {list(args)}")
+
+
+@signals.task_success.connect
+def _on_success(sender=None, result=None, **named):
+    _note(sender.request.kwargs, f"success {result}")
+
+
+@signals.task_failure.connect
+def _on_failure(sender=None, task_id=None, exception=None, args=None, kwargs=None, **named):
+    _note(kwargs, f"failure {type(exception).__name__} {exception} {task_id == sender.request.id}")
+
+
+@signals.task_postrun.connect
+def _on_postrun(sender=None, task=None, retval=None, state=None, kwargs=None, **named):
+    _note(kwargs, f"postrun {state} {retval!r}")
+
+
+@app.task
+def signalled(x, fail=False, signal_log=None):
+    if fail:
+        raise CompatError("as planned")
+    return 2 * x

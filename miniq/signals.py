@@ -1,0 +1,315 @@
+"""Celery's signals: ``Signal`` (connect, disconnect, send) and the signals that
+producers, the worker and its children send. The core never imports this
+module; it calls the hooks at the end through ``task.emit`` once an app has.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import os
+import threading
+import time
+import weakref
+from typing import Any, Callable
+
+from .exceptions import Retry
+from .task import Context, ExceptionInfo, iso_time
+
+__all__ = ["Signal", "before_task_publish", "after_task_publish", "task_prerun", "task_postrun",
+           "task_success", "task_retry", "task_failure", "task_revoked", "celeryd_init",
+           "import_modules", "worker_init", "worker_process_init", "worker_process_shutdown",
+           "worker_ready", "worker_shutdown", "setup_logging", "after_setup_logger"]
+log = logging.getLogger("miniq.signals")
+
+
+def _key(obj: Any) -> Any:
+    """What names a receiver or a sender, as in Celery: a string by its value, a
+    bound method by its object and function, anything else by its identity."""
+    if hasattr(type(obj), "_get_current_object"):  # shared_task: the task it stands for
+        obj = obj._get_current_object()
+    if isinstance(obj, (str, bytes)):
+        return obj
+    if hasattr(obj, "__func__"):
+        return id(getattr(obj, "__self__", None)), id(obj.__func__)
+    return id(obj)
+
+
+ANY = _key(None)  # a receiver connected without a sender hears every sender
+
+
+class Signal:
+    """Receivers called on ``send``: ``@sig.connect``, ``@sig.connect(sender=...)``
+    or ``sig.connect(fun, sender=None, weak=True, dispatch_uid=None, retry=False)``."""
+
+    def __init__(self, providing_args: Any = None, use_caching: bool = False, name: str = None):
+        self.receivers = []  # ((receiver key, sender key), receiver or a weak reference to it)
+        self.providing_args = set(providing_args or ())
+        self.name = name
+        self.lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<Signal: {self.name}>"
+
+    def connect(self, *args: Any, **options: Any) -> Callable:
+        """Connect a receiver; called with options only, return the decorator that does."""
+        if args and callable(args[0]):
+            return self._connect(*args, **options)
+        return lambda fun: self._connect(fun, *args, **options)
+
+    def _connect(self, fun, sender=None, weak=True, dispatch_uid=None, retry=False):
+        if not _takes_keywords(fun):
+            raise ValueError("Signal receiver must accept keyword arguments.")
+        if retry:  # as Celery: held strongly, and known by the function it calls
+            fun, weak = _retrying(fun, dispatch_uid or _key(fun)), False
+        key = _lookup(fun, sender, dispatch_uid)
+        receiver = fun
+        if weak:
+            receiver = (weakref.WeakMethod if hasattr(fun, "__func__") else weakref.ref)(fun)
+        with self.lock:
+            self.receivers = [r for r in self.receivers if _alive(r[1])]
+            if all(k != key for k, _ in self.receivers):
+                self.receivers.append((key, receiver))
+        return fun
+
+    def disconnect(self, receiver: Callable = None, sender: Any = None, weak: Any = None,
+                   dispatch_uid: Any = None) -> bool:
+        """Disconnect a receiver (or the one of ``dispatch_uid``) from sender; True if it was."""
+        key = _lookup(receiver, sender, dispatch_uid)
+        with self.lock:
+            kept = [r for r in self.receivers if r[0] != key]
+            found, self.receivers = len(kept) < len(self.receivers), kept
+        return found
+
+    def has_listeners(self, sender: Any = None) -> bool:
+        return bool(self._live(sender))
+
+    def send(self, sender: Any, **named: Any) -> list:
+        """Call the receivers of this sender (and of any sender); ``[(receiver, response)]``.
+        A receiver that raises is logged and its exception is its response, as in Celery."""
+        responses = []
+        for receiver in self._live(sender):
+            try:
+                response = receiver(signal=self, sender=sender, **named)
+            except Exception as exc:  # noqa: BLE001 - a receiver's bug never stops a sender
+                log.exception("signal receiver %r raised %r", receiver, exc)
+                response = exc
+            responses.append((receiver, response))
+        return responses
+
+    send_robust = send
+
+    def _live(self, sender):
+        keys = (ANY, _key(sender)) if self.receivers else ()
+        found = [r() if isinstance(r, weakref.ref) else r
+                 for (_, wanted), r in self.receivers if wanted in keys]
+        return [r for r in found if r is not None]
+
+
+def _takes_keywords(fun):
+    """Whether fun takes ``**kwargs``; read from its code where it has some, as Celery."""
+    code = getattr(fun, "__code__", None)
+    if code is not None:
+        return bool(code.co_flags & inspect.CO_VARKEYWORDS)
+    kinds = [p.kind for p in inspect.signature(fun).parameters.values()]
+    return inspect.Parameter.VAR_KEYWORD in kinds
+
+
+def _lookup(receiver, sender, dispatch_uid):
+    uid = dispatch_uid or getattr(receiver, "_dispatch_uid", None)
+    return uid or _key(receiver), _key(sender)
+
+
+def _alive(receiver):
+    return not isinstance(receiver, weakref.ref) or receiver() is not None
+
+
+def _retrying(fun, uid):
+    """Celery's ``connect(retry=True)``: call fun until it returns, 2 s more between tries
+    up to 30 s."""
+    def call(*args, **kwargs):
+        pause = 0
+        while True:
+            try:
+                return fun(*args, **kwargs)
+            except Exception:  # noqa: BLE001 - retried, as asked
+                pause = min(pause + 2, 30)
+                log.exception("signal receiver %r raised; retrying in %d s", fun, pause)
+                time.sleep(pause)
+    call._dispatch_uid = uid
+    return call
+
+
+# Tasks: sent where Celery sends them, with the same sender and arguments.
+before_task_publish = Signal(name="before_task_publish")
+after_task_publish = Signal(name="after_task_publish")
+task_prerun = Signal(name="task_prerun")
+task_postrun = Signal(name="task_postrun")
+task_success = Signal(name="task_success")
+task_retry = Signal(name="task_retry")
+task_failure = Signal(name="task_failure")
+task_revoked = Signal(name="task_revoked")
+# The worker command, its manager and its children.
+celeryd_init = Signal(name="celeryd_init")
+import_modules = Signal(name="import_modules")
+worker_init = Signal(name="worker_init")
+worker_process_init = Signal(name="worker_process_init")
+worker_process_shutdown = Signal(name="worker_process_shutdown")
+worker_ready = Signal(name="worker_ready")
+worker_shutdown = Signal(name="worker_shutdown")
+setup_logging = Signal(name="setup_logging")
+after_setup_logger = Signal(name="after_setup_logger")
+
+
+# -- hooks: the core calls these through task.emit(), by name -----------------
+
+HEADERS = {"lang", "task", "id", "eta", "expires", "group", "retries", "timelimit",
+           "root_id", "parent_id", "origin"}  # Celery's own; any other header is custom
+
+
+def _publishing(rows: list) -> list:
+    """before_task_publish for each message row; custom headers its receivers add,
+    change or remove travel with the message, as in Celery."""
+    if not before_task_publish.receivers:
+        return rows
+    sent = []
+    for row in rows:
+        body, headers, options = _message(row)
+        before_task_publish.send(sender=row[1], body=body, exchange="", routing_key=row[2],
+                                 headers=headers, properties={"correlation_id": row[0]},
+                                 declare=[], retry_policy=None)
+        custom = {key: value for key, value in headers.items() if key not in HEADERS}
+        if custom != (options.get("headers") or {}):
+            options["headers"] = custom or None
+            row = (*row[:5], json.dumps(options), *row[6:])
+        sent.append(row)
+    return sent
+
+
+def _published(rows: list) -> None:
+    if not after_task_publish.receivers:
+        return
+    for row in rows:
+        body, headers, _ = _message(row)
+        after_task_publish.send(sender=row[1], body=body, headers=headers, exchange="",
+                                routing_key=row[2])
+
+
+def _message(row):
+    """(body, headers, options) of a message row, as Celery's publish signals see them."""
+    task_id, name, _queue, _priority, body, options, eta, expires = row[:8]
+    args, kwargs = json.loads(body)
+    options = json.loads(options or "{}")
+    headers = {**(options.get("headers") or {}),
+               "lang": "py", "task": name, "id": task_id, "eta": iso_time(eta),
+               "expires": iso_time(expires), "group": options.get("group"), "retries": 0,
+               "timelimit": [options.get("time_limit"), options.get("soft_time_limit")],
+               "root_id": options.get("root_id") or task_id,
+               "parent_id": options.get("parent_id"), "origin": None}
+    embed = {"callbacks": None, "errbacks": None, "chain": options.get("chain"), "chord": None}
+    return (args, kwargs, embed), headers, options
+
+
+_started = {}  # id(request) -> when its run started: task_success's runtime
+
+
+def _task_started(task, request) -> None:
+    _started[id(request)] = time.monotonic()
+    task_prerun.send(sender=task, task_id=request.id, task=task, args=request.args,
+                     kwargs=request.kwargs)
+
+
+def _task_outcome(task, request, outcome, value) -> None:
+    """task_success, task_failure or task_retry, after the task's own hook."""
+    runtime = time.monotonic() - _started.pop(id(request), time.monotonic())
+    exc, einfo = outcome.exc, ExceptionInfo(outcome.exc, outcome.traceback)
+    if exc is None:
+        task_success.send(sender=task, result=value, runtime=runtime)
+    elif outcome.state == "RETRY":
+        countdown = max(0.0, round(outcome.eta - time.time(), 3))
+        reason = exc if isinstance(exc, Retry) else Retry(exc=exc, when=countdown)
+        task_retry.send(sender=task, request=request, reason=reason, einfo=einfo)
+    else:
+        task_failure.send(sender=task, task_id=request.id, exception=exc, args=request.args,
+                          kwargs=request.kwargs, traceback=exc.__traceback__, einfo=einfo)
+
+
+def _task_finished(task, request, state, value) -> None:
+    """task_postrun; after a Reject that does not requeue, task_failure too, as Celery."""
+    named = {"task_id": request.id, "args": request.args, "kwargs": request.kwargs}
+    task_postrun.send(sender=task, task=task, retval=value, **named,
+                      state="REJECTED" if state == "PENDING" else state)
+    if state == "REJECTED":
+        task_failure.send(sender=task, exception=value, traceback=value.__traceback__,
+                          einfo=ExceptionInfo(value, None), **named)
+
+
+def _task_settled(worker, message, state, exc) -> None:
+    """In the manager: task_failure or task_revoked for an outcome it decided itself (a
+    hard time limit, a lost child, a revoke that terminated it, an expiry)."""
+    signal = {"FAILURE": task_failure, "REVOKED": task_revoked}.get(state)
+    if not (signal and signal.receivers):
+        return
+    task = worker.app.tasks.get(message.name)
+    try:
+        args, kwargs = json.loads(message.body)
+    except (ValueError, TypeError):  # a corrupt row fails too: its arguments are unknown
+        args = kwargs = None
+    if signal is task_failure:
+        task_failure.send(sender=task, task_id=message.id, exception=exc, args=args,
+                          kwargs=kwargs, traceback=None, einfo=ExceptionInfo(exc, None))
+        return
+    request = Context(id=message.id, task=message.name, args=args, kwargs=kwargs,
+                      hostname=worker.hostname, called_directly=False)
+    task_revoked.send(sender=task, request=request, terminated=exc.args == ("terminated",),
+                      signum=getattr(exc, "signum", None), expired=exc.args == ("expired",))
+
+
+_logging_done = False  # once a process, as Celery; a forked child inherits it done
+
+
+def _setup_logging(loglevel: str, logfile: str, format: str) -> bool:
+    """setup_logging; unless a receiver took logging over, configure it as miniq does,
+    then after_setup_logger. True: the caller has nothing left to do."""
+    global _logging_done
+    if _logging_done or not loglevel:
+        return True
+    _logging_done = True
+    named = {"loglevel": logging.getLevelName(loglevel.upper()), "logfile": logfile,
+             "format": format, "colorize": False}
+    responses = setup_logging.send(sender=None, **named)
+    for _, response in responses:
+        if isinstance(response, Exception):  # as Celery 5.7: logging setup fails loudly
+            raise response
+    if not responses:
+        logging.basicConfig(level=named["loglevel"], format=format)
+        after_setup_logger.send(sender=None, logger=logging.getLogger(), **named)
+    return True
+
+
+def _child_started(hostname: str, loglevel: str, format: str) -> bool:
+    _setup_logging(loglevel, None, format)
+    worker_process_init.send(sender=hostname)
+    return True
+
+
+def _child_stopped(hostname: str) -> None:
+    worker_process_shutdown.send(sender=hostname, pid=os.getpid(), exitcode=0)
+
+
+def _import_modules(app) -> None:
+    import_modules.send(sender=app)
+
+
+def _worker_init(worker, options: dict) -> None:
+    celeryd_init.send(sender=worker.hostname, instance=worker, conf=worker.app.conf,
+                      options=options)
+    worker_init.send(sender=worker)
+
+
+def _worker_ready(worker) -> None:
+    worker_ready.send(sender=worker)
+
+
+def _worker_shutdown(worker) -> None:
+    worker_shutdown.send(sender=worker)

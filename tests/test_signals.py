@@ -1,0 +1,431 @@
+"""Celery's signals, sent where Celery sends them (the producer, the worker's
+manager, its children) with Celery's sender and arguments, and the ``self.request``
+fields a task reads. One worker of tests/signal_tasks.py serves most of the module;
+the receivers of every process append what they got to one file, read here."""
+import gc
+import importlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+from datetime import datetime, timedelta
+
+import pytest
+
+import miniq.app
+from miniq import Miniq, chain, group, signals
+from miniq.exceptions import TaskRevokedError, TimeLimitExceeded
+from miniq.worker import LOG_FORMAT
+from tests.conftest import ROOT, WorkerProcess, wait_for
+
+HOST = socket.gethostname()
+DELIVERY = {"exchange": "", "routing_key": "celery", "priority": 0, "redelivered": False}
+
+
+@pytest.fixture(scope="module")
+def tasks():
+    """tests.signal_tasks, without making its app the default one other tests use; its
+    receivers leave with the module, so later tests send no signals."""
+    saved = miniq.app._default
+    module = importlib.import_module("tests.signal_tasks")
+    miniq.app._default = saved
+    yield module
+    module.LOG = None
+    for value in vars(signals).values():
+        if isinstance(value, signals.Signal):
+            value.receivers.clear()
+    module.app.broker.close()
+
+
+class SignalWorker:
+    """A worker of tests.signal_tasks with its own database, and what the receivers
+    wrote; this process sends to it (and records to its file) until it stops."""
+
+    def __init__(self, tasks, folder, *options, env=None):
+        self.tasks, self.log = tasks, folder / "signals.jsonl"
+        url = f"sqlite:///{folder / 'signals.db'}"
+        environ = dict(os.environ, MINIQ_BROKER_URL=url, MINIQ_SIGNAL_LOG=str(self.log),
+                       PYTHONFAULTHANDLER="1", **(env or {}))
+        environ["PYTHONPATH"] = ROOT + os.pathsep + environ.get("PYTHONPATH", "")
+        self.before = tasks.app.conf.broker_url, tasks.LOG
+        tasks.app.broker.close()
+        tasks.app.conf.broker_url, tasks.LOG = url, str(self.log)
+        args = ["-A", "tests.signal_tasks", "worker", "-l", "info", *options]
+        self.process = WorkerProcess(args, environ, folder / "worker.log")
+        self.pid = self.process.pid
+
+    def events(self, name=None, since=0):
+        """The lines written from the since-th on, of one signal if name is given."""
+        lines = self.log.read_text().splitlines() if self.log.exists() else []
+        seen = [json.loads(line) for line in lines[since:]]
+        return [e for e in seen if name is None or e["signal"] == name]
+
+    def stop(self):
+        """A warm shutdown; its exit status. Then this process sends where it did before."""
+        self.process.signal(signal.SIGTERM)
+        try:
+            return self.process.wait(30)
+        finally:
+            self.process.kill_group()
+            self.tasks.app.broker.close()
+            self.tasks.app.conf.broker_url, self.tasks.LOG = self.before
+
+
+@pytest.fixture(scope="module")
+def worker(tasks, tmp_path_factory):
+    served = SignalWorker(tasks, tmp_path_factory.mktemp("signals"), "-c", "2")
+    try:
+        served.process.wait_ready()
+        wait_for(lambda: len(served.events("worker_process_init")) == 2,
+                 message="both children started")
+        yield served
+    finally:
+        served.stop()
+
+
+def one(events):
+    assert len(events) == 1, events
+    return events[0]
+
+
+# -- tasks ------------------------------------------------------------------------------
+
+def test_a_success_sends_publish_prerun_success_and_postrun(tasks, worker):
+    since = len(worker.events())
+    result = tasks.add.delay(2, 3)
+    assert result.get(timeout=20) == 5
+    seen = worker.events(since=since)
+    before = one([e for e in seen if e["signal"] == "before_task_publish"])
+    assert before["pid"] == os.getpid() and before["sender"] == "tests.signal_tasks.add"
+    assert before["body"] == [[2, 3], {}, {"callbacks": None, "errbacks": None,
+                                           "chain": None, "chord": None}]
+    assert (before["exchange"], before["routing_key"]) == ("", "celery")
+    headers = before["headers"]
+    assert (headers["id"], headers["task"], headers["root_id"]) == (result.id, "tests.signal_tasks.add", result.id)
+    assert headers["parent_id"] is None and headers["timelimit"] == [None, None]
+    assert one([e for e in seen if e["signal"] == "after_task_publish"])["headers"]["id"] == result.id
+    assert one([e for e in seen if e["signal"] == "before_task_publish of add"])["pid"] == os.getpid()
+    run = [e for e in seen if e["pid"] not in (os.getpid(), worker.pid)]
+    assert [e["signal"] for e in run] == ["task_prerun", "task_success", "task_success of add",
+                                          "task_postrun"]
+    prerun, success, _, postrun = run
+    assert prerun["sender"] == prerun["task"] == "task tests.signal_tasks.add"
+    assert (prerun["task_id"], prerun["args"], prerun["kwargs"]) == (result.id, [2, 3], {})
+    assert success["result"] == 5 and success["runtime"] >= 0
+    assert (postrun["task_id"], postrun["retval"], postrun["state"]) == (result.id, 5, "SUCCESS")
+    assert worker.events("task_success of the name add") == []  # a task's sender is the task
+
+
+def test_a_failure_and_a_retry_send_theirs(tasks, worker):
+    since = len(worker.events())
+    failed = tasks.fail.delay("bad")
+    with pytest.raises(ValueError):
+        failed.get(timeout=20)
+    failure = one(worker.events("task_failure", since))
+    assert failure["sender"] == "task tests.signal_tasks.fail" and failure["task_id"] == failed.id
+    assert (failure["exception"], failure["args"], failure["kwargs"]) == ("ValueError: bad", ["bad"], {})
+    assert (failure["traceback"], failure["einfo"]) == ("traceback", "ExceptionInfo")
+    assert one(worker.events("task_postrun", since))["state"] == "FAILURE"
+    since = len(worker.events())
+    retried = tasks.retry_once.delay()
+    assert retried.get(timeout=20) == "retried"
+    retry = one(worker.events("task_retry", since))
+    assert retry["request"]["id"] == retried.id and retry["einfo"] == "ExceptionInfo"
+    assert retry["reason"].startswith("Retry: Retry in ") and "KeyError('again')" in retry["reason"]
+    assert [e["state"] for e in worker.events("task_postrun", since)] == ["RETRY", "SUCCESS"]
+
+
+def test_ignore_and_reject_send_postrun_and_a_rejection_fails(tasks, worker):
+    for task, state, after in ((tasks.ignored, "IGNORED", []),
+                               (tasks.rejected, "REJECTED", ["task_failure"])):
+        since = len(worker.events())
+        result = task.delay()
+        postrun = wait_for(lambda: worker.events("task_postrun", since), message="postrun")
+        assert (postrun[0]["task_id"], postrun[0]["state"]) == (result.id, state)
+        run = [e for e in worker.events(since=since) if e["pid"] != os.getpid()]
+        assert [e["signal"] for e in run] == ["task_prerun", "task_postrun", *after]
+    assert run[-1]["task_id"] == result.id and run[-1]["exception"].startswith("Reject: ")
+
+
+def test_the_manager_sends_what_it_decides_itself(tasks, worker):
+    since = len(worker.events())
+    with pytest.raises(TimeLimitExceeded):
+        tasks.stuck.delay().get(timeout=20)
+    failure = one(worker.events("task_failure", since))
+    assert failure["pid"] == worker.pid and failure["sender"] == "task tests.signal_tasks.stuck"
+    assert failure["exception"].startswith("TimeLimitExceeded") and failure["args"] == []
+    running = tasks.sleep.delay(30)
+    wait_for(lambda: running.state == "STARTED", message="the task running")
+    running.revoke(terminate=True, signal="SIGKILL")
+    with pytest.raises(TaskRevokedError):
+        running.get(timeout=20)
+    expired = tasks.sleep.apply_async((0,), expires=-1)
+    with pytest.raises(TaskRevokedError):
+        expired.get(timeout=20)
+    revoked = worker.events("task_revoked", since)
+    assert [(e["pid"], e["request"]["id"], e["terminated"], e["signum"], e["expired"])
+            for e in revoked] == [(worker.pid, running.id, True, 9, False),
+                                  (worker.pid, expired.id, False, None, True)]
+    assert revoked[0]["sender"] == "task tests.signal_tasks.sleep"
+
+
+def test_receivers_that_raise_are_logged_and_stop_nothing(tasks, worker):
+    children = worker.process.children()
+    assert [tasks.add.delay(i, i).get(timeout=20) for i in range(3)] == [0, 2, 4]
+    with pytest.raises(ValueError):
+        tasks.fail.delay().get(timeout=20)
+    assert worker.process.children() == children
+    out = worker.process.output()
+    for name in ("worker_process_init", "worker_ready", "task_prerun", "task_postrun",
+                 "task_success", "task_failure"):
+        assert f"RuntimeError: a bug in a {name} receiver" in out, name
+
+
+def test_the_worker_announces_itself(worker):
+    manager = {e["signal"]: e for e in worker.events() if e["pid"] == worker.pid}
+    assert manager["celeryd_init"]["sender"] == f"celery@{HOST}"
+    assert manager["celeryd_init"]["instance"] == "Worker"
+    assert manager["celeryd_init"]["options"]["concurrency"] == 2
+    assert manager["worker_init"]["sender"] == manager["worker_ready"]["sender"] == "Worker"
+    assert manager["import_modules"]["sender"] == "Miniq"
+    logger = manager["after_setup_logger"]
+    assert (logger["logger"], logger["loglevel"], logger["logfile"], logger["format"]) == (
+        "RootLogger", logging.INFO, None, LOG_FORMAT)
+    inits = worker.events("worker_process_init")
+    assert {e["sender"] for e in inits} == {f"celery@{HOST}"}
+    assert len({e["pid"] for e in inits} - {worker.pid}) >= 2
+
+
+@pytest.mark.parametrize("method, options", [
+    ("fork", ["-n", "w1@%h"]),
+    ("forkserver", []),
+    ("spawn", ["--logfile", "LOGFILE"]),
+])
+def test_children_start_and_stop_with_signals_under_each_start_method(
+        tasks, tmp_path, method, options):
+    """Under spawn a receiver takes logging over (in the manager and each child, each a
+    fresh interpreter); forked children inherit the manager's."""
+    options = [str(tmp_path / "file.log") if o == "LOGFILE" else o for o in options]
+    env = {"MINIQ_TAKE_LOGGING": "1"} if method == "spawn" else {}
+    served = SignalWorker(tasks, tmp_path, "-c", "2", "--start-method", method, *options,
+                          env=env)
+    try:
+        wait_for(lambda: served.events("worker_ready"), message="worker ready")
+        node = f"w1@{HOST}" if method == "fork" else f"celery@{HOST}"
+        assert tasks.request_fields.delay().get(timeout=60)["hostname"] == node
+        inits = wait_for(lambda: len(served.events("worker_process_init")) == 2
+                         and served.events("worker_process_init"), message="two children")
+        children = {e["pid"]: e for e in inits}
+        assert len(children) == 2 and served.pid not in children
+        assert {e["sender"] for e in children.values()} == {node}
+    finally:
+        assert served.stop() == 0
+    ends = {e["pid"]: e for e in served.events("worker_process_shutdown")}
+    assert ends.keys() == children.keys()
+    assert {(e["sender"], e["exitcode"], e["pid"] == pid) for pid, e in ends.items()} == {
+        (node, 0, True)}
+    assert one(served.events("worker_shutdown"))["pid"] == served.pid
+    setups = served.events("setup_logging")
+    if method == "spawn":
+        assert {e["pid"] for e in setups} == {served.pid, *children}
+        assert {(e["loglevel"], e["format"]) for e in setups} == {(logging.INFO, LOG_FORMAT)}
+        assert {e["logfile"] for e in setups if e["pid"] == served.pid} == {options[1]}
+        assert served.events("after_setup_logger") == []
+        assert "custom [" in open(options[1]).read()  # the receiver's format
+    else:  # forked children inherit the manager's logging; forkserver's set up their own
+        assert setups == []
+        configured = {e["pid"] for e in served.events("after_setup_logger")}
+        assert configured == ({served.pid} if method == "fork" else {served.pid, *children})
+
+
+# -- self.request ---------------------------------------------------------------------
+
+def test_request_fields_of_a_plain_call(tasks, worker):
+    result = tasks.request_fields.delay()
+    fields = result.get(timeout=20)
+    assert fields == {"id": result.id, "task": "tests.signal_tasks.request_fields",
+                      "hostname": f"celery@{HOST}", "delivery_info": DELIVERY,
+                      "root_id": result.id, "parent_id": None, "group": None, "eta": None,
+                      "expires": None, "timelimit": [None, None], "time_limit": None,
+                      "soft_time_limit": None, "headers": {"x_trace": "t-1"},
+                      "x_trace": "t-1", "retries": 0}  # x_trace: a publish receiver's
+
+
+def test_request_fields_of_a_call_with_options(tasks, worker):
+    fields = tasks.request_fields.apply_async(
+        countdown=0.2, expires=60, priority=7, time_limit=20, soft_time_limit=10,
+        headers={"x_note": 1}).get(timeout=20)
+    eta, expires = datetime.fromisoformat(fields["eta"]), datetime.fromisoformat(fields["expires"])
+    assert eta.utcoffset() == expires.utcoffset() == timedelta(0)
+    assert timedelta(seconds=59) < expires - eta < timedelta(seconds=60)
+    assert fields["delivery_info"] == {**DELIVERY, "priority": 7}
+    assert (fields["timelimit"], fields["time_limit"], fields["soft_time_limit"]) == ([20, 10], 20, 10)
+    assert fields["headers"] == {"x_note": 1, "x_trace": "t-1"}
+    with pytest.raises(TypeError, match="headers cannot be"):
+        tasks.request_fields.apply_async(headers=["x"])
+
+
+def test_parent_and_root_of_tasks_sent_by_tasks(tasks, worker):
+    outer = tasks.spawn.delay().get(timeout=20)
+    sent = tasks.app.AsyncResult(outer["sent"]).get(timeout=20)
+    assert (sent["parent_id"], sent["root_id"]) == (outer["id"], outer["id"])
+    eager = outer["eager"]
+    assert (eager["parent_id"], eager["root_id"]) == (outer["id"], outer["id"])
+    assert eager["delivery_info"] == {"is_eager": True}
+    chained = chain(tasks.add.s(1, 2), tasks.request_fields.si()).apply_async()
+    last = chained.get(timeout=20)  # as Celery: the step before is the parent, and the root
+    assert last["parent_id"] == last["root_id"] == chained.parent.id
+    retried = tasks.retry_fields.delay()
+    fields = retried.get(timeout=20)  # as Celery: the retry is sent by the run before it
+    assert (fields["parent_id"], fields["root_id"]) == (retried.id, retried.id)
+    assert fields["eta"] is not None and fields["timelimit"] == [30, None]
+
+
+def test_group_members_know_their_group(tasks, worker):
+    plain = group(tasks.request_fields.s() for _ in range(2)).apply_async()
+    assert [f["group"] for f in plain.get(timeout=20)] == [plain.id] * 2
+    timed = group(tasks.request_fields.s().set(priority=1) for _ in range(2)).apply_async()
+    assert [f["group"] for f in timed.get(timeout=20)] == [timed.id] * 2
+
+
+def test_a_redelivered_task_says_so(tasks, worker, tmp_path):
+    info = tasks.die_once.delay(str(tmp_path / "marker")).get(timeout=30)
+    assert info == {**DELIVERY, "redelivered": True}
+
+
+# -- Signal itself, in-process ----------------------------------------------------------
+
+def test_connect_in_each_of_celerys_forms():
+    sig, calls = signals.Signal(name="probe"), []
+
+    @sig.connect
+    def plain(sender=None, **named):
+        calls.append(("plain", sender, named))
+
+    @sig.connect(sender="a")
+    def only_a(sender=None, **named):
+        calls.append(("only_a", sender))
+
+    def strong(sender=None, **named):
+        return "strong"
+
+    assert sig.connect(strong, sender="b", weak=False, dispatch_uid="uid") is strong
+    sig.connect(strong, sender="b", dispatch_uid="uid")  # the same key: connected once
+    sig.connect(plain)
+    assert len(sig.receivers) == 3
+    assert sig.send("b", x=1) == [(plain, None), (strong, "strong")]
+    assert calls == [("plain", "b", {"signal": sig, "x": 1})]
+    sig.send("a")
+    assert calls[-1] == ("only_a", "a") and sig.has_listeners("a")
+    assert sig.disconnect(dispatch_uid="uid", sender="b") and not sig.disconnect(strong)
+    assert sig.disconnect(only_a, sender="a") and sig.send("a") == [(plain, None)]
+    with pytest.raises(ValueError, match="keyword arguments"):
+        sig.connect(lambda sender: None)
+
+
+def test_weak_receivers_go_with_their_function_and_strong_ones_stay():
+    sig = signals.Signal()
+
+    class Listener:
+        def heard(self, **named):
+            return "heard"
+
+    listener = Listener()
+    sig.connect(listener.heard)  # a bound method: held by a WeakMethod
+    sig.connect(lambda **named: "kept", weak=False)
+    sig.connect(lambda **named: "gone")
+    gc.collect()
+    assert [response for _, response in sig.send(None)] == ["heard", "kept"]
+    del listener
+    gc.collect()
+    assert [response for _, response in sig.send(None)] == ["kept"]
+
+
+def test_a_receiver_that_raises_is_logged_and_the_rest_still_hear(caplog):
+    sig = signals.Signal(name="probe")
+    error = RuntimeError("receiver bug")
+
+    def bad(**named):
+        raise error
+
+    sig.connect(bad)
+    sig.connect(lambda **named: "fine", weak=False)
+    assert [response for _, response in sig.send(None)] == [error, "fine"]
+    assert "receiver bug" in caplog.text
+
+
+def test_retry_calls_the_receiver_until_it_returns(monkeypatch):
+    sig, pauses, tries = signals.Signal(), [], []
+    monkeypatch.setattr(signals.time, "sleep", pauses.append)
+
+    def flaky(**named):
+        tries.append(1)
+        if len(tries) < 3:
+            raise ConnectionError("not yet")
+        return "done"
+
+    wrapper = sig.connect(flaky, retry=True)
+    assert wrapper is not flaky and [r for _, r in sig.send(None)] == ["done"]
+    assert pauses == [2, 4]
+    sig.connect(flaky, retry=True)  # the same function: connected once
+    assert len(sig.receivers) == 1 and sig.disconnect(flaky)
+
+
+def test_a_sender_is_matched_as_in_celery(tasks):
+    sig, heard = signals.Signal(), []
+    sig.connect(lambda sender, **named: heard.append(sender), sender=tasks.add, weak=False)
+    sig.connect(lambda sender, **named: heard.append("by name"), sender="tests.signal_tasks.add",
+                weak=False)
+    sig.send(tasks.add)
+    sig.send("tests.signal_tasks.add")
+    sig.send(tasks.fail)
+    assert heard == [tasks.add, "by name"]
+
+
+def test_a_shared_task_sender_is_the_task_it_stands_for(tasks):
+    saved = miniq.app._default
+    miniq.app._default = tasks.app
+    try:
+        @miniq.shared_task
+        def shared(**named):
+            return "shared"
+
+        sig, heard = signals.Signal(), []
+        sig.connect(lambda sender, **named: heard.append(sender), sender=shared, weak=False)
+        sig.send(tasks.app.tasks[f"{__name__}.shared"])
+        assert len(heard) == 1
+    finally:
+        tasks.app.tasks.pop(f"{__name__}.shared", None)
+        miniq.app._default = saved
+
+
+def test_eager_runs_send_the_task_signals_in_process(tasks, tmp_path):
+    saved = miniq.app._default
+    app = Miniq("eager", broker=f"sqlite:///{tmp_path / 'eager.db'}", task_always_eager=True)
+    miniq.app._default = saved
+    heard = []
+
+    @app.task
+    def double(x):
+        return 2 * x
+
+    receiver = lambda signal, sender, **named: heard.append((signal.name, sender))  # noqa: E731
+    for sig in (signals.task_prerun, signals.task_success, signals.task_postrun):
+        sig.connect(receiver, sender=double, weak=False)
+    assert double.delay(4).get() == 8
+    assert heard == [("task_prerun", double), ("task_success", double), ("task_postrun", double)]
+
+
+@pytest.mark.parametrize("touch, loaded", [("", False), ("app.on_after_configure; ", True)])
+def test_only_an_app_that_uses_signals_loads_them(tmp_path, touch, loaded):
+    code = ("import sys; from miniq import Miniq, group; "
+            f"app = Miniq('quiet', broker='sqlite:///{tmp_path / 'q.db'}'); "
+            "add = app.task(name='add')(lambda x, y: x + y); add.delay(1, 2); "
+            "group(add.s(1, 1), add.s(2, 2)).apply_async(); "
+            f"{touch}print('miniq.signals' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, timeout=30)
+    assert out.stdout.split() == [str(loaded)], out.stderr
