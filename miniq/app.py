@@ -8,7 +8,6 @@ import copy
 import fnmatch
 import functools
 import importlib
-import json
 import math
 import os
 import signal as signals
@@ -21,6 +20,7 @@ from .broker import NUMBER, Broker, path_from_url
 from .exceptions import ImproperlyConfigured
 from .result import AsyncResult
 from .task import Task, emit, encode_args, lineage, new_id, to_timestamp
+from .utils.json import dumps
 from .wake import Waker
 
 CALL_TYPES = {  # the type each checked call option must have
@@ -313,11 +313,11 @@ def _options(soft, hard, chain, immutable, extra):
     columns (per-call limits, a chain, where it comes from), or None, as for most calls."""
     if soft is None and hard is None and not (chain or immutable or any(extra.values())):
         return None
-    return json.dumps({"soft_time_limit": soft,
-                       "time_limit": hard,
-                       "chain": chain or None,
-                       "immutable": immutable,
-                       **extra})
+    return dumps({"soft_time_limit": soft,
+                  "time_limit": hard,
+                  "chain": chain or None,
+                  "immutable": immutable,
+                  **extra})
 
 
 def _check_call(name, **values):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import builtins
 import functools
-import json
 import math
 import sys
 import time
@@ -16,6 +15,7 @@ from typing import Any
 
 from . import exceptions
 from .broker import DONE, FINAL, QUEUED, RUNNING
+from .utils.json import dumps, loads
 
 EXCEPTION_STATES = frozenset({"FAILURE", "RETRY", "REVOKED"})
 UNKNOWN = (QUEUED, "PENDING", None, None, None)  # a task the database does not know (yet)
@@ -32,9 +32,9 @@ def exception_to_json(exc):
     module = WIRE_MODULE if cls.__module__ == exceptions.__name__ else cls.__module__
     data = {"exc_type": cls.__qualname__, "exc_module": module, "exc_message": exc.args}
     try:
-        return json.dumps(data)
+        return dumps(data)
     except (TypeError, ValueError, RecursionError):  # args JSON cannot carry: keep the text
-        return json.dumps({**data, "exc_message": [_text_of(exc)]})
+        return dumps({**data, "exc_message": [_text_of(exc)]})
 
 
 def _text_of(exc):
@@ -108,7 +108,7 @@ class AsyncResult:
         row = self._row()
         if row[2] is None:
             return None
-        data = json.loads(row[2])
+        data = loads(row[2])
         if row[1] in EXCEPTION_STATES and row[0] != RUNNING and isinstance(data, dict):
             return exception_from_json(data)
         return data

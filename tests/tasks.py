@@ -344,8 +344,8 @@ def nested_result(depth):
 
 
 @app.task
-def bytes_result():
-    return b"raw bytes"
+def object_result():
+    return object()
 
 
 class UnprintableError(Exception):
@@ -433,3 +433,15 @@ def wrapped(x):
 def paced():
     """Its start time; at most 20 starts a second across all workers on the file."""
     return time.time()
+
+
+# -- results: the types Celery's JSON carries (test_results) ---------------------------------------
+
+@app.task(bind=True)
+def describe(self, *args, **kwargs):
+    """What this child received, as values and type names, and the meta it reported as it
+    reads it back from the database."""
+    self.update_state(state="PROGRESS", meta={"args": list(args), "kwargs": kwargs})
+    meta = self.AsyncResult(self.request.id).info
+    types = [type(value).__name__ for value in (*args, *kwargs.values())]
+    return {"args": list(args), "kwargs": kwargs, "meta": meta, "types": types}

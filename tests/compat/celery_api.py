@@ -212,3 +212,8 @@ def signalled(x, fail=False, signal_log=None):
     if fail:
         raise CompatError("as planned")
     return 2 * x
+
+
+@app.task
+def echo(value):
+    return value

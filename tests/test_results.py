@@ -1,0 +1,115 @@
+"""Results as Celery gives them: datetime, date, time, UUID, Decimal and bytes travel as
+themselves in arguments, results and meta, in workflows and in eager mode. One worker
+serves the whole module."""
+import os
+import signal
+import subprocess
+import uuid
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+
+from miniq import chain, chord
+from tests import tasks
+from tests.conftest import ROOT, WorkerProcess, run_cli
+
+VALUES = [  # one of each type Celery's JSON carries, naive and aware, text and binary bytes
+    datetime(2030, 1, 2, 3, 4, 5, 678901),
+    datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(hours=2))),
+    date(2030, 1, 2),
+    datetime(2030, 1, 2).time().replace(microsecond=5),
+    uuid.UUID("12345678-1234-5678-1234-567812345678"),
+    Decimal("1.10"),
+    b"text bytes",
+    b"\xff\x00binary",
+    {"nested": [Decimal("-0"), b""]},
+]
+TYPES = ["datetime", "datetime", "date", "time", "UUID", "Decimal", "bytes", "bytes", "dict"]
+
+
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory):
+    """(broker URL, WorkerProcess): one worker with two children for this module."""
+    folder = tmp_path_factory.mktemp("results")
+    url = f"sqlite:///{folder / 'results.db'}"
+    env = dict(os.environ, MINIQ_BROKER_URL=url, PYTHONFAULTHANDLER="1")
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    proc = WorkerProcess(["-A", "tests.tasks", "worker", "-c", "2", "--loglevel", "info"], env,
+                         folder / "worker.log")
+    try:
+        yield url, proc.wait_ready()
+    finally:
+        proc.signal(signal.SIGTERM)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+        proc.kill_group()
+
+
+@pytest.fixture
+def app(worker, monkeypatch):
+    monkeypatch.setitem(tasks.app.conf, "broker_url", worker[0])
+    yield tasks.app
+    tasks.app.broker.close()
+
+
+# the types Celery's JSON carries -------------------------------------------------------------------
+
+def test_each_type_travels_as_itself_as_args_kwargs_result_and_meta(app):
+    kwargs = {f"k{i}": value for i, value in enumerate(VALUES)}
+    result = tasks.describe.delay(*VALUES, **kwargs)
+    got = result.get(timeout=30)
+    assert got["types"] == TYPES + TYPES  # what the child received
+    expected = {"args": VALUES, "kwargs": kwargs}
+    assert repr(got["meta"]) == repr(expected)  # repr: the same types, not just equal values
+    assert repr({"args": got["args"], "kwargs": got["kwargs"]}) == repr(expected)
+
+
+def test_chain_and_chord_pass_such_values_on(app):
+    steps = chain(tasks.echo.s(VALUES[0]), tasks.describe.s(VALUES[4])).apply_async()
+    got = steps.get(timeout=30)
+    assert got["types"] == ["datetime", "UUID"] and got["args"] == [VALUES[0], VALUES[4]]
+    header = [tasks.echo.s(VALUES[2]), tasks.echo.s(VALUES[6])]
+    got = chord(header, tasks.describe.s(VALUES[5])).apply_async().get(timeout=30)
+    assert got["types"] == ["list", "Decimal"]
+    assert repr(got["args"]) == repr([[VALUES[2], VALUES[6]], VALUES[5]])
+
+
+def test_the_result_command_prints_such_a_value(app, worker):
+    result = tasks.echo.delay(VALUES[0])
+    assert result.get(timeout=30) == VALUES[0]
+    shown = run_cli("-A", "tests.tasks", "result", result.id, env={"MINIQ_BROKER_URL": worker[0]})
+    printed = ["SUCCESS", '"2030-01-02', '03:04:05.678901"']
+    assert shown.returncode == 0 and shown.stdout.split() == printed
+
+
+def test_eager_mode_carries_the_same_types(app, monkeypatch):
+    monkeypatch.setitem(app.conf, "task_always_eager", True)
+    got = tasks.echo.delay(VALUES).get()
+    assert repr(got) == repr(VALUES)
+
+
+class Reduced:
+    """An object that says how it travels, as kombu's JSON asks it (``__json__``)."""
+
+    def __json__(self):
+        return {"reduced": True}
+
+
+@pytest.mark.parametrize("bad", [{1, 2}, frozenset(), object(), bytearray(b"x"), 1j,
+                                 {"in": [timedelta(1)]}],
+                         ids=["set", "frozenset", "object", "bytearray", "complex", "timedelta"])
+def test_other_types_fail_at_the_call_and_store_nothing(app, bad):
+    before = app.broker.db.execute("SELECT COUNT(*) FROM task").fetchone()[0]
+    with pytest.raises(TypeError, match="JSON serializable"):
+        tasks.echo.delay(bad)
+    with pytest.raises(TypeError, match="JSON serializable"):
+        tasks.echo.apply_async(kwargs={"value": bad})
+    assert app.broker.db.execute("SELECT COUNT(*) FROM task").fetchone()[0] == before
+
+
+def test_an_object_with_dunder_json_travels_as_what_it_returns(app, monkeypatch):
+    monkeypatch.setitem(app.conf, "task_always_eager", True)
+    assert tasks.echo.delay(Reduced()).get() == {"reduced": True}
