@@ -70,6 +70,8 @@ def _remote_class(module, name):
 class AsyncResult:
     """A handle on a task by id: its state, its outcome, and ways to wait for them."""
 
+    ignored = False  # sent with ignore_result: get() returns None at once
+
     def __init__(self, id: str, app=None):
         if app is None:
             from .app import default_app
@@ -132,6 +134,8 @@ class AsyncResult:
     def get(self, timeout: float | None = None, propagate: bool = True,
             interval: float = 0.1, disable_sync_subtasks: bool = True, **_ignored) -> Any:
         """Wait until the task is done; return its value or raise its exception."""
+        if self.ignored:
+            return None
         if disable_sync_subtasks and join_will_block:
             raise RuntimeError("Never call result.get() within a task: it can deadlock the pool")
         self._wait(timeout, interval)

@@ -115,7 +115,7 @@ class Task:
     bind: bool = False
     soft_time_limit: float | None = None
     time_limit: float | None = None
-    ignore_result: bool = False
+    ignore_result: bool | None = None  # None: app.conf.task_ignore_result
     max_retries: int | None = 3
     default_retry_delay: float = 180
     autoretry_for: tuple = ()
@@ -228,6 +228,7 @@ class Task:
                 raise TypeError(f"{self.name}: {exc}") from None
         if self.app.conf.task_always_eager:
             return self.apply(args, kwargs, **options)
+        options.setdefault("ignore_result", None)  # None: the task's own option decides
         return self.app.send_task(self.name, args, kwargs, **options)
 
     def apply(self,
@@ -367,7 +368,7 @@ def execute(app, message, soft_limit=None, eager=False, hostname=None):
     try:
         emit("_task_started", task, request)
         outcome, value = _run(task, message.id, args, kwargs, soft_limit)
-        outcome = outcome or _kept(app, task, message, value, eager)
+        outcome = outcome or _kept(message, value, eager)
         if outcome.state not in UNHOOKED:
             _hooks(task, outcome, value, request)
         else:  # as Celery: no hook, but task_postrun
@@ -441,9 +442,9 @@ def _run(task, task_id, args, kwargs, soft_limit):
         return _failed(exc)._replace(expected=isinstance(exc, task.throws)), None
 
 
-def _kept(app, task, message, value, eager):
-    """A success as stored: nothing with ignore_result, else the value as JSON."""
-    if (task.ignore_result or app.conf.task_ignore_result) and not eager:
+def _kept(message, value, eager):
+    """A success as stored: nothing if the call said ignore_result, else the value as JSON."""
+    if not eager and message.options.get("ignore_result"):
         return Outcome(None, None)
     try:
         return Outcome("SUCCESS", dumps(value))

@@ -397,6 +397,13 @@ def a_type_json_cannot_carry_fails_at_the_call(c, get):
     return raised(lambda: c.echo.delay({1, 2})).startswith("raised")  # kombu: EncodeError
 
 
+def ignore_result_gets_none_at_once(c, get):
+    started = time.monotonic()
+    values = [c.fire_and_forget.delay(1).get(timeout=T),
+              c.echo.apply_async((2,), ignore_result=True).get(timeout=T)]
+    return values, time.monotonic() - started < 5
+
+
 SCENARIOS = [
     (delay_and_get, 5),
     (bind_sees_its_request_id, True),
@@ -436,6 +443,7 @@ SCENARIOS = [
         datetime(2030, 1, 2, 3, 4, 5, 6), datetime(2030, 1, 2, tzinfo=timezone.utc),
         date(2030, 1, 2), dtime(3, 4, 5), uuid.UUID(int=7), Decimal("1.10"), b"bytes"])),
     (a_type_json_cannot_carry_fails_at_the_call, True),
+    (ignore_result_gets_none_at_once, ([None, None], True)),
 ]
 
 

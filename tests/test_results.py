@@ -1,18 +1,20 @@
-"""Results as Celery gives them: datetime, date, time, UUID, Decimal and bytes travel as
-themselves in arguments, results and meta, in workflows and in eager mode. One worker
-serves the whole module."""
+"""Results as Celery gives them: ``ignore_result`` (task option, per call, conf) makes
+get() return None at once and stores nothing; datetime, date, time, UUID, Decimal and
+bytes travel as themselves in arguments, results and meta. One worker serves the
+whole module."""
 import os
 import signal
 import subprocess
+import time
 import uuid
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
 
-from miniq import chain, chord
+from miniq import chain, chord, exceptions, group
 from tests import tasks
-from tests.conftest import ROOT, WorkerProcess, run_cli
+from tests.conftest import ROOT, WorkerProcess, run_cli, wait_for
 
 VALUES = [  # one of each type Celery's JSON carries, naive and aware, text and binary bytes
     datetime(2030, 1, 2, 3, 4, 5, 678901),
@@ -53,6 +55,62 @@ def app(worker, monkeypatch):
     monkeypatch.setitem(tasks.app.conf, "broker_url", worker[0])
     yield tasks.app
     tasks.app.broker.close()
+
+
+def gone(app, result):
+    """True once the database holds no row for the result: nothing was stored."""
+    return app.broker.state(result.id) is None
+
+
+def ran(path, token):
+    return path.exists() and f"{token} " in path.read_text()
+
+
+def quick_none(result):
+    """get() of an ignored result: None, without waiting for the worker."""
+    started = time.monotonic()
+    assert result.ignored and result.get(timeout=10) is None
+    assert time.monotonic() - started < 1.0
+
+
+# ignore_result -----------------------------------------------------------------------------------
+
+def test_an_ignore_result_task_gets_none_at_once_and_stores_nothing(app, tmp_path):
+    path = tmp_path / "ran"
+    result = tasks.ignored_record.delay(str(path), "option")
+    quick_none(result)
+    wait_for(lambda: ran(path, "option"), message="the ignored task ran")
+    wait_for(lambda: gone(app, result), message="its row deleted")
+    # As Celery: a result made from the id alone does not know, and waits for a result.
+    with pytest.raises(exceptions.TimeoutError):
+        app.AsyncResult(result.id).get(timeout=0.2)
+
+
+def test_ignore_result_per_call_and_by_conf_store_nothing(app, tmp_path, monkeypatch):
+    path = tmp_path / "ran"
+    per_call = tasks.record.apply_async((str(path), "per-call"), ignore_result=True)
+    quick_none(per_call)
+    monkeypatch.setitem(app.conf, "task_ignore_result", True)  # the producer's conf decides
+    by_conf = tasks.record.delay(str(path), "conf")
+    quick_none(by_conf)
+    members = group(tasks.record.s(str(path), f"member{i}") for i in range(2)).apply_async()
+    wait_for(lambda: all(ran(path, t) for t in ["per-call", "conf", "member0", "member1"]),
+             message="all of them ran")
+    for result in [per_call, by_conf, *members]:
+        wait_for(lambda: gone(app, result), message=f"no row for {result.id}")
+
+
+def test_a_call_or_a_send_by_name_keeps_what_the_task_option_would_drop(app, tmp_path):
+    path = str(tmp_path / "ran")
+    kept = tasks.ignored_record.apply_async((path, "kept"), ignore_result=False)
+    assert not kept.ignored and kept.get(timeout=30) == "kept"
+    by_name = app.send_task("tests.tasks.ignored_record", args=(path, "by-name"))
+    assert by_name.get(timeout=30) == "by-name"  # as Celery's send_task: kept unless told
+    # A chain step and a chord member pass their value on, whatever their option.
+    steps = chain(tasks.ignored_record.s(path, "step"), tasks.echo.s()).apply_async()
+    assert steps.get(timeout=30) == "step"
+    members = [tasks.ignored_record.s(path, f"chord{i}") for i in range(2)]
+    assert chord(members, tasks.echo.s()).apply_async().get(timeout=30) == ["chord0", "chord1"]
 
 
 # the types Celery's JSON carries -------------------------------------------------------------------

@@ -217,3 +217,8 @@ def signalled(x, fail=False, signal_log=None):
 @app.task
 def echo(value):
     return value
+
+
+@app.task(ignore_result=True)
+def fire_and_forget(value):
+    return value
