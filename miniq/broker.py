@@ -326,9 +326,9 @@ class Broker:
 
     @_translated
     def state(self, task_id):
-        """(status, state, result, traceback, name) of one task, or None if unknown."""
-        return self._row("SELECT status, state, result, traceback, name FROM task WHERE id = ?",
-                         (task_id,))
+        """(status, state, result, traceback, name, finished) of one task, or None if unknown."""
+        return self._row("SELECT status, state, result, traceback, name, finished FROM task"
+                         " WHERE id = ?", (task_id,))
 
     @_translated
     def data_version(self):

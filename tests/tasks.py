@@ -435,7 +435,7 @@ def paced():
     return time.time()
 
 
-# -- results: ignore_result, the types Celery's JSON carries (test_results) -------------------------
+# -- results: ignore_result, on_message, the types JSON carries (test_results) -----------------
 
 @app.task(ignore_result=True)
 def ignored_record(path, token):
@@ -452,3 +452,15 @@ def describe(self, *args, **kwargs):
     meta = self.AsyncResult(self.request.id).info
     types = [type(value).__name__ for value in (*args, *kwargs.values())]
     return {"args": list(args), "kwargs": kwargs, "meta": meta, "types": types}
+
+
+@app.task(bind=True)
+def progress_gated(self, gate, meta, timeout=60.0):
+    """Report PROGRESS with meta, then finish once the test creates the file gate."""
+    self.update_state(state="PROGRESS", meta=meta)
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(gate):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gate {gate} never opened")
+        time.sleep(0.01)
+    return "done"

@@ -404,6 +404,27 @@ def ignore_result_gets_none_at_once(c, get):
     return values, time.monotonic() - started < 5
 
 
+def on_message_sees_progress_then_success(c, get):
+    gate = os.path.join(tempfile.mkdtemp(), "gate")
+    seen = []
+
+    def on_message(meta):
+        # Celery's may also see other tasks' messages; miniq always records STARTED, Celery
+        # only with track_started.
+        if meta["task_id"] != result.id or meta["status"] == "STARTED":
+            return
+        seen.append((meta["status"], meta["result"]))
+        if meta["status"] == "PROGRESS":
+            open(gate, "w").close()
+
+    result = c.progress_gated.delay(gate)
+    try:
+        value = result.get(timeout=T, on_message=on_message)
+    except c.TimeoutError as exc:
+        raise NoAnswer(f"no result in {T} s") from exc
+    return value, seen
+
+
 SCENARIOS = [
     (delay_and_get, 5),
     (bind_sees_its_request_id, True),
@@ -444,6 +465,8 @@ SCENARIOS = [
         date(2030, 1, 2), dtime(3, 4, 5), uuid.UUID(int=7), Decimal("1.10"), b"bytes"])),
     (a_type_json_cannot_carry_fails_at_the_call, True),
     (ignore_result_gets_none_at_once, ([None, None], True)),
+    (on_message_sees_progress_then_success, (
+        "done", [("PROGRESS", {"step": 1}), ("SUCCESS", "done")])),
 ]
 
 

@@ -1,7 +1,7 @@
 """Results as Celery gives them: ``ignore_result`` (task option, per call, conf) makes
-get() return None at once and stores nothing; datetime, date, time, UUID, Decimal and
-bytes travel as themselves in arguments, results and meta. One worker serves the
-whole module."""
+get() return None at once and stores nothing; get(on_message=, callback=) sees the
+states on the way; datetime, date, time, UUID, Decimal and bytes travel as
+themselves in arguments, results and meta. One worker serves the whole module."""
 import os
 import signal
 import subprocess
@@ -113,7 +113,41 @@ def test_a_call_or_a_send_by_name_keeps_what_the_task_option_would_drop(app, tmp
     assert chord(members, tasks.echo.s()).apply_async().get(timeout=30) == ["chord0", "chord1"]
 
 
-# the types Celery's JSON carries -------------------------------------------------------------------
+# get(on_message=, callback=) ---------------------------------------------------------------------
+
+def test_on_message_sees_progress_then_success_and_callback_the_value(app, tmp_path):
+    gate, seen, called = tmp_path / "gate", [], []
+
+    def on_message(meta):
+        seen.append(meta)
+        if meta["status"] == "PROGRESS":
+            gate.touch()  # the task finishes only once its progress has been seen
+
+    meta = {"step": 1, "at": VALUES[1]}
+    result = tasks.progress_gated.delay(str(gate), meta)
+    value = result.get(timeout=30, on_message=on_message, interval=0.05,
+                       callback=lambda *args: called.append(args))
+    assert value == "done" and called == [(result.id, "done")]
+    told = [m for m in seen if m["status"] != "STARTED"]  # miniq always tracks STARTED
+    assert [m["status"] for m in told] == ["PROGRESS", "SUCCESS"], seen
+    progress, success = told
+    assert progress == {"status": "PROGRESS", "result": meta, "traceback": None,
+                        "date_done": None, "task_id": result.id}
+    assert success["result"] == "done" and success["traceback"] is None
+    done = datetime.fromisoformat(success["date_done"])
+    assert abs(done - datetime.now(timezone.utc)) < timedelta(seconds=60)
+    # Already done: one message, the outcome; a failure's result is the exception.
+    again = []
+    assert app.AsyncResult(result.id).get(timeout=5, on_message=again.append) == "done"
+    assert [m["status"] for m in again] == ["SUCCESS"]
+    failed, told = tasks.fail.delay("on message"), []
+    with pytest.raises(ValueError):
+        failed.get(timeout=30, on_message=told.append)
+    assert told[-1]["status"] == "FAILURE" and isinstance(told[-1]["result"], ValueError)
+    assert "Traceback" in told[-1]["traceback"]
+
+
+# the types Celery's JSON carries ------------------------------------------------------------------
 
 def test_each_type_travels_as_itself_as_args_kwargs_result_and_meta(app):
     kwargs = {f"k{i}": value for i, value in enumerate(VALUES)}
