@@ -183,13 +183,6 @@ def test_eager_mode_carries_the_same_types(app, monkeypatch):
     assert repr(got) == repr(VALUES)
 
 
-class Reduced:
-    """An object that says how it travels, as kombu's JSON asks it (``__json__``)."""
-
-    def __json__(self):
-        return {"reduced": True}
-
-
 @pytest.mark.parametrize("bad", [{1, 2}, frozenset(), object(), bytearray(b"x"), 1j,
                                  {"in": [timedelta(1)]}],
                          ids=["set", "frozenset", "object", "bytearray", "complex", "timedelta"])
@@ -200,8 +193,3 @@ def test_other_types_fail_at_the_call_and_store_nothing(app, bad):
     with pytest.raises(TypeError, match="JSON serializable"):
         tasks.echo.apply_async(kwargs={"value": bad})
     assert app.broker.db.execute("SELECT COUNT(*) FROM task").fetchone()[0] == before
-
-
-def test_an_object_with_dunder_json_travels_as_what_it_returns(app, monkeypatch):
-    monkeypatch.setitem(app.conf, "task_always_eager", True)
-    assert tasks.echo.delay(Reduced()).get() == {"reduced": True}

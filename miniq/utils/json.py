@@ -15,49 +15,35 @@ import uuid
 from datetime import date, datetime, time
 from decimal import Decimal
 
-ENCODERS = (  # (type, tag, encode); datetime before date, which it subclasses
-    (datetime, "datetime", datetime.isoformat),
-    (date, "date", date.isoformat),
-    (time, "time", time.isoformat),
-    (Decimal, "decimal", str),
-    (uuid.UUID, "uuid", lambda value: {"hex": value.hex}),
-)
-DECODERS = {
-    "datetime": datetime.fromisoformat,
-    "date": date.fromisoformat,
-    "time": time.fromisoformat,
-    "decimal": Decimal,
-    "uuid": lambda value: uuid.UUID(**value),
-    "bytes": str.encode,
-    "base64": base64.b64decode,
+TYPES = {  # tag: (type, encode, decode), tried in this order: datetime before date
+    "datetime": (datetime, datetime.isoformat, datetime.fromisoformat),
+    "date": (date, date.isoformat, date.fromisoformat),
+    "time": (time, time.isoformat, time.fromisoformat),
+    "decimal": (Decimal, str, Decimal),
+    "uuid": (uuid.UUID, lambda value: {"hex": value.hex}, lambda value: uuid.UUID(**value)),
+    "bytes": (bytes, bytes.decode, str.encode),
+    "base64": (bytes, lambda value: base64.b64encode(value).decode(), base64.b64decode),
 }
 
 
 def _tagged(value):
     """What plain JSON cannot write, in its tagged form; else TypeError."""
-    reducer = getattr(value, "__json__", None)  # as kombu: an object may say how it travels
-    if reducer is not None:
-        return reducer()
-    for kind, tag, encode in ENCODERS:
+    for tag, (kind, encode, _) in TYPES.items():
         if isinstance(value, kind):
-            return {"__type__": tag, "__value__": encode(value)}
-    if isinstance(value, bytes):
-        try:
-            return {"__type__": "bytes", "__value__": value.decode()}
-        except UnicodeDecodeError:
-            return {"__type__": "base64", "__value__": base64.b64encode(value).decode()}
+            try:
+                return {"__type__": tag, "__value__": encode(value)}
+            except UnicodeDecodeError:  # bytes that are not UTF-8 text: base64, next
+                continue
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def _untagged(obj):
     """A decoded dict, or the value it tags; a dict that only looks like a tag stays one."""
-    tag = obj.get("__type__")
-    if len(obj) != 2 or "__value__" not in obj or not isinstance(tag, str):
+    if len(obj) != 2 or "__value__" not in obj:
         return obj
-    decode = DECODERS.get(tag)
     try:
-        return decode(obj["__value__"]) if decode else obj
-    except (TypeError, ValueError, ArithmeticError):  # Decimal's errors are arithmetic
+        return TYPES[obj.get("__type__")][2](obj["__value__"])
+    except (KeyError, TypeError, ValueError, ArithmeticError):  # Decimal's are arithmetic
         return obj
 
 
