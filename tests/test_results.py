@@ -13,6 +13,7 @@ from decimal import Decimal
 import pytest
 
 from miniq import chain, chord, exceptions, group
+from miniq.signals import before_task_publish
 from tests import tasks
 from tests.conftest import ROOT, WorkerProcess, run_cli, wait_for
 
@@ -167,6 +168,22 @@ def test_chain_and_chord_pass_such_values_on(app):
     got = chord(header, tasks.describe.s(VALUES[5])).apply_async().get(timeout=30)
     assert got["types"] == ["list", "Decimal"]
     assert repr(got["args"]) == repr([[VALUES[2], VALUES[6]], VALUES[5]])
+
+
+def test_publish_signals_see_such_values_and_keep_them_when_headers_change(app):
+    seen = []
+
+    def note(body=None, headers=None, **_):
+        seen.append(body)
+        headers["x_note"] = 1  # a changed header rewrites the message's options
+
+    before_task_publish.connect(note)
+    try:
+        got = chain(tasks.add.s(1, 1), tasks.describe.s(VALUES[0])).apply_async().get(timeout=30)
+    finally:
+        before_task_publish.disconnect(note)
+    assert seen[0][2]["chain"][0]["args"] == [VALUES[0]]  # the next step, as it waits
+    assert got["types"] == ["int", "datetime"]
 
 
 def test_the_result_command_prints_such_a_value(app, worker):
