@@ -439,7 +439,7 @@ def paced():
 
 @app.task(ignore_result=True)
 def ignored_record(path, token):
-    """Keeps no result, so it says it ran in a file, after the file says so."""
+    """Keeps no result, so it notes each run in the file path (as record does)."""
     record(path, token)
     return token
 
