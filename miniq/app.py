@@ -8,7 +8,6 @@ import copy
 import fnmatch
 import functools
 import importlib
-import json
 import math
 import os
 import signal as signals
@@ -21,6 +20,7 @@ from .broker import NUMBER, Broker, path_from_url
 from .exceptions import ImproperlyConfigured
 from .result import AsyncResult
 from .task import Task, emit, encode_args, lineage, new_id, to_timestamp
+from .utils.json import dumps
 from .wake import Waker
 
 CALL_TYPES = {  # the type each checked call option must have
@@ -167,24 +167,28 @@ class Miniq:
         return f"{module}.{name}"
 
     def _defaults(self, name):
-        """(queue, priority, soft, hard, expires) for a name: the task's option,
-        task_routes, conf."""
+        """(queue, priority, soft, hard, expires, ignore_result) for a name: the task's
+        option, task_routes, conf. A name this app lacks keeps its result, as Celery's
+        send_task."""
         conf = self.conf  # items, not attributes: this runs at every send
         key = (name,
                name in self.tasks,
                conf["task_default_queue"],
                id(conf["task_routes"]),
-               conf["broker_url"])
+               conf["broker_url"],
+               conf["task_ignore_result"])
         if key not in self._routes:  # keyed on the settings, so changing them takes effect
             task, routes = self.tasks.get(name) or Task, conf.task_routes or {}
             route = routes.get(name) or next(
                 (r for pattern, r in routes.items() if fnmatch.fnmatchcase(name, pattern)), None)
             queue = route.get("queue") if isinstance(route, dict) else route
+            ignore = conf.task_ignore_result if task.ignore_result is None else task.ignore_result
             self._routes[key] = (task.queue or queue or conf.task_default_queue,
                                  task.priority or 0,
                                  task.soft_time_limit,
                                  task.time_limit,
-                                 task.expires)
+                                 task.expires,
+                                 bool(ignore) and name in self.tasks)
         return self._routes[key]
 
     def message_row(self,
@@ -207,11 +211,12 @@ class Miniq:
                     headers: dict | None = None,
                     parent_id: str | None = None,
                     root_id: str | None = None,
+                    ignore_result: bool | None = None,
                     **_ignored: Any) -> tuple:
         """The row ``send_task`` inserts; JSON-encodes the arguments (TypeError if it can't)."""
         if _ignored.keys() & {"link", "link_error"}:
             raise TypeError(f"{name}: link and link_error callbacks are not supported; use chain")
-        default_queue, default_priority, soft, hard, default_expires = self._defaults(name)
+        default_queue, default_priority, soft, hard, default_expires, ignores = self._defaults(name)
         priority = default_priority if priority is None else priority
         expires = default_expires if expires is None else expires
         _check_call(name,
@@ -228,9 +233,12 @@ class Miniq:
         expires = _deadline(expires, now)
         if not (math.isfinite(due) and math.isfinite(expires or 0)):
             raise ValueError(f"{name}: countdown, eta and expires must be finite times")
+        ignore_result = ignores if ignore_result is None else bool(ignore_result)
         sent_by = {"parent_id": parent_id, "root_id": root_id} if parent_id else lineage()
         options = _options(soft_time_limit, time_limit, chain, immutable,
-                           {"group": group_id, "headers": headers, **sent_by})
+                           {"group": group_id, "headers": headers, **sent_by,
+                            # a chain's next step or a chord's callback needs the value
+                            "ignore_result": ignore_result and not (chain or chord)})
         status = 3 if waiting else 0  # a chord callback waits for its members
         return (task_id or new_id(), name, queue or default_queue, priority, body, options,
                 due, expires, now, chord, status)
@@ -238,26 +246,34 @@ class Miniq:
     def message_rows(self, calls: Iterable[tuple], group_id: str | None = None) -> list:
         """Rows for many (name, args, kwargs) calls without options: group's fast path."""
         now, rows, checked = time.time(), [], {}
-        options = _options(None, None, None, False, {"group": group_id, **lineage()})
+        sent_by = {"group": group_id, **lineage()}
         for name, args, kwargs in calls:
             if name not in checked:
-                queue, priority, soft, hard, expires = self._defaults(name)
+                queue, priority, soft, hard, expires, ignores = self._defaults(name)
                 _check_call(name, priority=priority, soft_time_limit=soft, time_limit=hard)
-                checked[name] = (queue, priority, _deadline(expires, now))
-            queue, priority, expires = checked[name]
+                options = _options(None, None, None, False, {**sent_by, "ignore_result": ignores})
+                checked[name] = (queue, priority, _deadline(expires, now), options)
+            queue, priority, expires, options = checked[name]
             body = encode_args(name, args, kwargs)
-            rows.append((new_id(), name, queue, priority, body, options, 0.0, expires, now, None, 0))
+            row = (new_id(), name, queue, priority, body, options, 0.0, expires, now, None, 0)
+            rows.append(row)
         return rows
 
     def send_task(self,
                   name: str,
                   args: Any = None,
                   kwargs: Any = None,
+                  ignore_result: bool | None = False,
                   **options: Any) -> AsyncResult:
-        """Send a task by name, with no need for its code in this process."""
-        row = self.message_row(name, args, kwargs, **options)
+        """Send a task by name, with no need for its code in this process. As Celery's,
+        it keeps the result unless told; ``ignore_result=None`` asks the task's option."""
+        if ignore_result is None:
+            ignore_result = self._defaults(name)[-1]
+        row = self.message_row(name, args, kwargs, ignore_result=ignore_result, **options)
         self.send_rows([row])
-        return AsyncResult(row[0], app=self)
+        result = AsyncResult(row[0], app=self)
+        result.ignored = bool(ignore_result)  # get() returns None at once, as Celery's
+        return result
 
     def send_rows(self, rows: list) -> None:
         """Insert message rows, all or none, and wake the workers; the publish signals
@@ -313,11 +329,11 @@ def _options(soft, hard, chain, immutable, extra):
     columns (per-call limits, a chain, where it comes from), or None, as for most calls."""
     if soft is None and hard is None and not (chain or immutable or any(extra.values())):
         return None
-    return json.dumps({"soft_time_limit": soft,
-                       "time_limit": hard,
-                       "chain": chain or None,
-                       "immutable": immutable,
-                       **extra})
+    return dumps({"soft_time_limit": soft,
+                  "time_limit": hard,
+                  "chain": chain or None,
+                  "immutable": immutable,
+                  **extra})
 
 
 def _check_call(name, **values):

@@ -20,6 +20,7 @@ import time
 from typing import NamedTuple, Sequence
 
 from .exceptions import ImproperlyConfigured, OperationalError
+from .utils.json import dumps, loads
 
 QUEUED, RUNNING, DONE, WAITING = 0, 1, 2, 3  # WAITING: a chord callback
 FINAL = ("SUCCESS", "FAILURE", "REVOKED")  # the states of a finished task that is not ignored
@@ -325,9 +326,9 @@ class Broker:
 
     @_translated
     def state(self, task_id):
-        """(status, state, result, traceback, name) of one task, or None if unknown."""
-        return self._row("SELECT status, state, result, traceback, name FROM task WHERE id = ?",
-                         (task_id,))
+        """(status, state, result, traceback, name, finished) of one task, or None if unknown."""
+        return self._row("SELECT status, state, result, traceback, name, finished FROM task"
+                         " WHERE id = ?", (task_id,))
 
     @_translated
     def data_version(self):
@@ -622,11 +623,11 @@ def _release_chord(db, callback, now):
     row = db.execute("SELECT body, options FROM task WHERE id = ? AND status = 3",
                      (callback,)).fetchone()
     if row is not None:
-        args, kwargs = json.loads(row[0])
+        args, kwargs = loads(row[0])
         if not json.loads(row[1] or "{}").get("immutable"):  # an si() body gets nothing
-            args = [[json.loads(m[3]) if m[3] is not None else None for m in members], *args]
+            args = [[loads(m[3]) if m[3] is not None else None for m in members], *args]
         db.execute("UPDATE task SET status = 0, body = ? WHERE id = ?",
-                   (json.dumps([args, kwargs]), callback))
+                   (dumps([args, kwargs]), callback))
 
 
 def _check_owner(db, path):
@@ -673,7 +674,7 @@ def _message(row):
 def _options(text):
     """Per-call options as the app writes them (limits, a chain of signatures), else None."""
     try:
-        options = json.loads(text) if text else {}
+        options = loads(text) if text else {}
         steps = options.get("chain") or []
         shapes = [(steps, list), (options.get("soft_time_limit"), MAYBE_NUMBER),
                   (options.get("time_limit"), MAYBE_NUMBER)]

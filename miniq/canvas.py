@@ -2,12 +2,12 @@
 ``chain``, ``group`` and ``chord`` built from signatures. The worker links
 the steps when it stores each result (``next_steps``), so none is lost.
 """
-import json
 import time
 from typing import Any, List, Optional, Sequence
 
 from .result import AsyncResult
 from .task import new_id
+from .utils.json import loads
 
 
 class _Delay:
@@ -289,7 +289,7 @@ def next_steps(app, message: Any, state: str, result: Optional[str]):
     following = [Signature(**s) for s in steps]
     if state != "SUCCESS":
         return (), [(s.id, s.name) for s in following]
-    value = json.loads(result) if result is not None else None
+    value = loads(result) if result is not None else None
     step = following[0].clone((value,))
     rest = [dict(s) for s in following[1:]]
     root = options.get("root_id") or message.id  # as Celery: the step before is the parent

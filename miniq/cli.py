@@ -506,7 +506,7 @@ def result(app: Miniq, args: Namespace) -> int:
     elif not _emit(args, {"id": res.id, "state": state, "result": value}):
         print(state)
         if value is not None:
-            print(value if isinstance(value, str) else json.dumps(value))
+            print(value if isinstance(value, str) else json.dumps(value, default=str))
         if res.traceback and state == "FAILURE":
             print(res.traceback, file=sys.stderr)
     unsuccessful = state not in ("SUCCESS", "PENDING", "STARTED") and res.ready()

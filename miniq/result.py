@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import builtins
 import functools
-import json
 import math
 import sys
 import time
-from typing import Any
+from datetime import datetime, timezone
+from typing import Any, Callable
 
 from . import exceptions
 from .broker import DONE, FINAL, QUEUED, RUNNING
+from .utils.json import dumps, loads
 
 EXCEPTION_STATES = frozenset({"FAILURE", "RETRY", "REVOKED"})
-UNKNOWN = (QUEUED, "PENDING", None, None, None)  # a task the database does not know (yet)
+UNKNOWN = (QUEUED, "PENDING", None, None, None, None)  # a task the database does not know (yet)
 WIRE_MODULE = "miniq.exceptions"  # the stored name of miniq's exceptions module
 
 # True inside worker children: get() there could wait on a task that needs this very child.
@@ -32,9 +33,9 @@ def exception_to_json(exc):
     module = WIRE_MODULE if cls.__module__ == exceptions.__name__ else cls.__module__
     data = {"exc_type": cls.__qualname__, "exc_module": module, "exc_message": exc.args}
     try:
-        return json.dumps(data)
+        return dumps(data)
     except (TypeError, ValueError, RecursionError):  # args JSON cannot carry: keep the text
-        return json.dumps({**data, "exc_message": [_text_of(exc)]})
+        return dumps({**data, "exc_message": [_text_of(exc)]})
 
 
 def _text_of(exc):
@@ -67,8 +68,20 @@ def _remote_class(module, name):
     return type(safe, (Exception,), {"__module__": module})
 
 
+def _value(row):
+    """The value, the exception, or the meta a row holds."""
+    if row[2] is None:
+        return None
+    data = loads(row[2])
+    if row[1] in EXCEPTION_STATES and row[0] != RUNNING and isinstance(data, dict):
+        return exception_from_json(data)
+    return data
+
+
 class AsyncResult:
     """A handle on a task by id: its state, its outcome, and ways to wait for them."""
+
+    ignored = False  # sent with ignore_result: get() returns None at once
 
     def __init__(self, id: str, app=None):
         if app is None:
@@ -83,7 +96,7 @@ class AsyncResult:
         return self.id
 
     def _row(self):
-        """(status, state, result, traceback, name), as the broker's state() reads them."""
+        """(status, state, result, traceback, name, finished), as broker.state() reads them."""
         if self._done:
             return self._done
         row = self.app.broker.state(self.id)
@@ -105,13 +118,7 @@ class AsyncResult:
     @property
     def info(self) -> Any:
         """The value, the exception, or the meta a running task reported."""
-        row = self._row()
-        if row[2] is None:
-            return None
-        data = json.loads(row[2])
-        if row[1] in EXCEPTION_STATES and row[0] != RUNNING and isinstance(data, dict):
-            return exception_from_json(data)
-        return data
+        return _value(self._row())
 
     result = info
 
@@ -130,32 +137,53 @@ class AsyncResult:
         return self.ready() and self.state == "FAILURE"
 
     def get(self, timeout: float | None = None, propagate: bool = True,
-            interval: float = 0.1, disable_sync_subtasks: bool = True, **_ignored) -> Any:
-        """Wait until the task is done; return its value or raise its exception."""
+            interval: float = 0.1, callback: Callable | None = None,
+            on_message: Callable | None = None, disable_sync_subtasks: bool = True,
+            **_ignored) -> Any:
+        """Wait until the task is done; return its value or raise its exception.
+        on_message(meta) sees each new state; callback(id, value) the outcome."""
+        if self.ignored:
+            return None
         if disable_sync_subtasks and join_will_block:
             raise RuntimeError("Never call result.get() within a task: it can deadlock the pool")
-        self._wait(timeout, interval)
+        self._wait(timeout, interval, on_message)
+        value = self.info
         if propagate and self.state != "SUCCESS":
-            raise self.info
-        return self.info
+            raise value
+        if callback is not None:
+            callback(self.id, value)
+        return value
 
     wait = get
 
-    def _wait(self, timeout, interval):
+    def _wait(self, timeout, interval, on_message=None):
         """Poll cheaply: reread the row only when another connection has committed."""
-        broker, start, seen = self.app.broker, time.monotonic(), None
+        broker, start, seen, told = self.app.broker, time.monotonic(), None, None
         if timeout is None:
             timeout = math.inf
         while True:
             version = broker.data_version()
-            if version != seen and self.ready():
-                return
+            if version != seen:
+                if on_message is not None:
+                    told = self._tell(on_message, told)
+                if self.ready():
+                    return
             seen = version
             elapsed = time.monotonic() - start
             if elapsed >= timeout:
                 raise exceptions.TimeoutError("The operation timed out.")
             pause = min(interval, 0.0001 + elapsed * 0.05)  # late by at most ~5%
             time.sleep(min(pause, timeout - elapsed))
+
+    def _tell(self, on_message, told):
+        """Give on_message Celery's meta dict if the row shows a new state or meta; polling
+        sees the latest, so updates quicker than a poll reach it as one."""
+        row = self._row()
+        if row[1] != "PENDING" and row[1:3] != told:
+            done = row[5] and datetime.fromtimestamp(row[5], timezone.utc).isoformat()
+            on_message({"status": row[1], "result": _value(row), "traceback": row[3],
+                        "date_done": done, "task_id": self.id})
+        return row[1:3]
 
     def forget(self) -> None:
         """Delete the stored result."""
@@ -187,7 +215,7 @@ class EagerResult(AsyncResult):
 
     def __init__(self, id: str, state: str, value: Any, traceback: str | None = None, app=None):
         super().__init__(id, app)
-        self._done = (DONE, state, None, traceback, None)  # so _row() never reads the database
+        self._done = (DONE, state, None, traceback, None, None)  # _row() never reads the database
         self._value = value
 
     @property

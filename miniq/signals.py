@@ -5,7 +5,6 @@ module; it calls the hooks at the end through ``task.emit`` once an app has.
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import os
 import threading
@@ -15,6 +14,7 @@ from typing import Any, Callable
 
 from .exceptions import Retry
 from .task import Context, ExceptionInfo, iso_time
+from .utils.json import dumps, loads
 
 __all__ = ["Signal", "before_task_publish", "after_task_publish", "task_prerun", "task_postrun",
            "task_success", "task_retry", "task_failure", "task_revoked", "celeryd_init",
@@ -181,7 +181,7 @@ def _publishing(rows: list) -> list:
         custom = {key: value for key, value in headers.items() if key not in HEADERS}
         if custom != (options.get("headers") or {}):
             options["headers"] = custom or None
-            row = (*row[:5], json.dumps(options), *row[6:])
+            row = (*row[:5], dumps(options), *row[6:])
         sent.append(row)
     return sent
 
@@ -198,8 +198,8 @@ def _published(rows: list) -> None:
 def _message(row):
     """(body, headers, options) of a message row, as Celery's publish signals see them."""
     task_id, name, _queue, _priority, body, options, eta, expires = row[:8]
-    args, kwargs = json.loads(body)
-    options = json.loads(options or "{}")
+    args, kwargs = loads(body)
+    options = loads(options or "{}")
     headers = {**(options.get("headers") or {}),
                "lang": "py", "task": name, "id": task_id, "eta": iso_time(eta),
                "expires": iso_time(expires), "group": options.get("group"), "retries": 0,
@@ -252,7 +252,7 @@ def _task_settled(worker, message, state, exc) -> None:
         return
     task = worker.app.tasks.get(message.name)
     try:
-        args, kwargs = json.loads(message.body)
+        args, kwargs = loads(message.body)
     except (ValueError, TypeError):  # a corrupt row fails too: its arguments are unknown
         args = kwargs = None
     if signal is task_failure:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import json
 import logging
 import os
 import random
@@ -23,6 +22,7 @@ from .broker import NUMBER, Message, printable
 from .exceptions import (Ignore, InvalidTaskError, MaxRetriesExceededError, NotRegistered, Reject,
                          Retry, SoftTimeLimitExceeded)
 from .result import EagerResult, exception_to_json
+from .utils.json import dumps, loads
 
 log = logging.getLogger("miniq.worker")
 
@@ -73,7 +73,6 @@ def lineage():
     return {"parent_id": parent.id, "root_id": parent.root_id} if parent else {}
 
 
-_encode = json.JSONEncoder(separators=(",", ":")).encode
 _signature = functools.cache(inspect.signature)  # apply_async checks calls against it
 _VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
 
@@ -87,7 +86,7 @@ def new_id():
 def encode_args(name, args, kwargs):
     """JSON of the call's arguments; what JSON cannot carry fails here, at the call."""
     try:
-        return _encode([list(args or ()), dict(kwargs or {})])
+        return dumps([list(args or ()), dict(kwargs or {})])
     except (TypeError, ValueError, RecursionError) as exc:
         raise TypeError(f"{name}: arguments must be JSON serializable: {exc}") from None
 
@@ -116,7 +115,7 @@ class Task:
     bind: bool = False
     soft_time_limit: float | None = None
     time_limit: float | None = None
-    ignore_result: bool = False
+    ignore_result: bool | None = None  # None: app.conf.task_ignore_result
     max_retries: int | None = 3
     default_retry_delay: float = 180
     autoretry_for: tuple = ()
@@ -229,6 +228,7 @@ class Task:
                 raise TypeError(f"{self.name}: {exc}") from None
         if self.app.conf.task_always_eager:
             return self.apply(args, kwargs, **options)
+        options.setdefault("ignore_result", None)  # None: the task's own option decides
         return self.app.send_task(self.name, args, kwargs, **options)
 
     def apply(self,
@@ -245,7 +245,7 @@ class Task:
                                        body=outcome.body or message.body)
             outcome = execute(self.app, message, eager=True)
         if outcome.state == "SUCCESS":  # eager: a success always keeps its result
-            return EagerResult(message.id, "SUCCESS", json.loads(outcome.result), app=self.app)
+            return EagerResult(message.id, "SUCCESS", loads(outcome.result), app=self.app)
         if self.app.conf.task_eager_propagates and outcome.state == "FAILURE":
             raise outcome.exc
         state = "REJECTED" if outcome.state == "PENDING" else outcome.state
@@ -308,7 +308,7 @@ class Task:
         if task_id is None or self.request.is_eager:
             return
         try:
-            meta_json = json.dumps(meta)
+            meta_json = dumps(meta)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"update_state meta must be JSON serializable: {exc}") from None
         self.app.broker.update_state(task_id, state, meta_json)
@@ -356,7 +356,7 @@ def execute(app, message, soft_limit=None, eager=False, hostname=None):
         if task is None:
             raise NotRegistered(f"Task of name {message.name!r} is not registered in this worker")
         try:
-            args, kwargs = json.loads(message.body)
+            args, kwargs = loads(message.body)
         except (ValueError, TypeError) as exc:
             raise InvalidTaskError(
                 f"corrupt message {message.id}: body is not [args, kwargs] JSON ({exc})")
@@ -368,7 +368,7 @@ def execute(app, message, soft_limit=None, eager=False, hostname=None):
     try:
         emit("_task_started", task, request)
         outcome, value = _run(task, message.id, args, kwargs, soft_limit)
-        outcome = outcome or _kept(app, task, message, value, eager)
+        outcome = outcome or _kept(message, value, eager)
         if outcome.state not in UNHOOKED:
             _hooks(task, outcome, value, request)
         else:  # as Celery: no hook, but task_postrun
@@ -442,12 +442,12 @@ def _run(task, task_id, args, kwargs, soft_limit):
         return _failed(exc)._replace(expected=isinstance(exc, task.throws)), None
 
 
-def _kept(app, task, message, value, eager):
-    """A success as stored: nothing with ignore_result, else the value as JSON."""
-    if (task.ignore_result or app.conf.task_ignore_result) and not eager:
+def _kept(message, value, eager):
+    """A success as stored: nothing if the call said ignore_result, else the value as JSON."""
+    if not eager and message.options.get("ignore_result"):
         return Outcome(None, None)
     try:
-        return Outcome("SUCCESS", json.dumps(value))
+        return Outcome("SUCCESS", dumps(value))
     except (TypeError, ValueError, RecursionError) as exc:
         error = TypeError(f"result of {message.name} is not JSON serializable: {exc}")
         return _failed(error, trace=False)

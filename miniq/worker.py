@@ -431,9 +431,9 @@ class Worker:
             self._record(message, outcome._replace(state="IGNORED"))
 
     def _errors_kept(self, message):
-        """Celery's store_errors: a failure is stored unless results are ignored, or
+        """Celery's store_errors: a failure is stored unless the call ignored results, or
         store_errors_even_if_ignored keeps it anyway."""
-        ignored = self._setting(message, "ignore_result") or self.conf.task_ignore_result
+        ignored = message.options.get("ignore_result")
         return not ignored or self._setting(message, "store_errors_even_if_ignored")
 
     def _settle_row(self, message, state, exc=None):

@@ -344,8 +344,8 @@ def nested_result(depth):
 
 
 @app.task
-def bytes_result():
-    return b"raw bytes"
+def object_result():
+    return object()
 
 
 class UnprintableError(Exception):
@@ -433,3 +433,34 @@ def wrapped(x):
 def paced():
     """Its start time; at most 20 starts a second across all workers on the file."""
     return time.time()
+
+
+# -- results: ignore_result, on_message, the types JSON carries (test_results) -----------------
+
+@app.task(ignore_result=True)
+def ignored_record(path, token):
+    """Keeps no result, so it notes each run in the file path (as record does)."""
+    record(path, token)
+    return token
+
+
+@app.task(bind=True)
+def describe(self, *args, **kwargs):
+    """What this child received, as values and type names, and the meta it reported as it
+    reads it back from the database."""
+    self.update_state(state="PROGRESS", meta={"args": list(args), "kwargs": kwargs})
+    meta = self.AsyncResult(self.request.id).info
+    types = [type(value).__name__ for value in (*args, *kwargs.values())]
+    return {"args": list(args), "kwargs": kwargs, "meta": meta, "types": types}
+
+
+@app.task(bind=True)
+def progress_gated(self, gate, meta, timeout=60.0):
+    """Report PROGRESS with meta, then finish once the test creates the file gate."""
+    self.update_state(state="PROGRESS", meta=meta)
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(gate):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gate {gate} never opened")
+        time.sleep(0.01)
+    return "done"

@@ -20,7 +20,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta
+import uuid
+from datetime import date, datetime, timedelta, timezone
+from datetime import time as dtime
+from decimal import Decimal
 
 import pytest
 
@@ -384,6 +387,44 @@ def group_members_know_their_group(c, get):
     return [r["group"] == result.id for r in get(result)]
 
 
+def typed_values_travel_as_themselves(c, get):
+    values = [datetime(2030, 1, 2, 3, 4, 5, 6), datetime(2030, 1, 2, tzinfo=timezone.utc),
+              date(2030, 1, 2), dtime(3, 4, 5), uuid.UUID(int=7), Decimal("1.10"), b"bytes"]
+    return repr(get(c.echo.delay(values)))
+
+
+def a_type_json_cannot_carry_fails_at_the_call(c, get):
+    return raised(lambda: c.echo.delay({1, 2})).startswith("raised")  # kombu: EncodeError
+
+
+def ignore_result_gets_none_at_once(c, get):
+    started = time.monotonic()
+    values = [c.fire_and_forget.delay(1).get(timeout=T),
+              c.echo.apply_async((2,), ignore_result=True).get(timeout=T)]
+    return values, time.monotonic() - started < 5
+
+
+def on_message_sees_progress_then_success(c, get):
+    gate = os.path.join(tempfile.mkdtemp(), "gate")
+    seen = []
+
+    def on_message(meta):
+        # Celery's may also see other tasks' messages; miniq always records STARTED, Celery
+        # only with track_started.
+        if meta["task_id"] != result.id or meta["status"] == "STARTED":
+            return
+        seen.append((meta["status"], meta["result"]))
+        if meta["status"] == "PROGRESS":
+            open(gate, "w").close()
+
+    result = c.progress_gated.delay(gate)
+    try:
+        value = result.get(timeout=T, on_message=on_message)
+    except c.TimeoutError as exc:
+        raise NoAnswer(f"no result in {T} s") from exc
+    return value, seen
+
+
 SCENARIOS = [
     (delay_and_get, 5),
     (bind_sees_its_request_id, True),
@@ -419,6 +460,13 @@ SCENARIOS = [
         timedelta(0), True, 3, [20, 10], {"x_note": 1}, 1)),
     (parent_and_root_of_a_task_sent_by_a_task, (True, True)),
     (group_members_know_their_group, [True, True]),
+    (typed_values_travel_as_themselves, repr([
+        datetime(2030, 1, 2, 3, 4, 5, 6), datetime(2030, 1, 2, tzinfo=timezone.utc),
+        date(2030, 1, 2), dtime(3, 4, 5), uuid.UUID(int=7), Decimal("1.10"), b"bytes"])),
+    (a_type_json_cannot_carry_fails_at_the_call, True),
+    (ignore_result_gets_none_at_once, ([None, None], True)),
+    (on_message_sees_progress_then_success, (
+        "done", [("PROGRESS", {"step": 1}), ("SUCCESS", "done")])),
 ]
 
 

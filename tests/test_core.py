@@ -1,7 +1,6 @@
 """Core behaviour against a real worker process: definition and submission,
 concurrency, soft and hard time limits, children that die, exceptions,
 waiting, unknown names, bound tasks, direct calls and eager mode."""
-import datetime
 import json
 import sys
 import os
@@ -63,9 +62,9 @@ def test_delay_stores_a_json_message_and_returns_at_once(app):
     assert json.loads(body) == [[2], {"y": 3}]
 
 
-@pytest.mark.parametrize("bad", [{1, 2}, object(), datetime.datetime(2030, 1, 1),
+@pytest.mark.parametrize("bad", [{1, 2}, object(), bytearray(b"x"),
                                  {"nested": [1, {2}]}],
-                         ids=["set", "object", "datetime", "nested-set"])
+                         ids=["set", "object", "bytearray", "nested-set"])
 def test_arguments_json_cannot_carry_raise_type_error_and_store_nothing(app, bad):
     calls = [lambda: tasks.echo.delay(bad),
              lambda: tasks.echo.apply_async(kwargs={"value": bad}),

@@ -625,9 +625,9 @@ def test_an_argument_nested_too_deep_is_a_type_error_at_the_call(app):
 
 @pytest.mark.parametrize("task, args", [
     (tasks.unserializable_result, ()),
-    (tasks.bytes_result, ()),
+    (tasks.object_result, ()),
     (tasks.nested_result, (100_000,)),
-], ids=["set", "bytes", "nested-100000"])
+], ids=["set", "object", "nested-100000"])
 def test_a_result_json_cannot_carry_fails_with_a_type_error(app, start_worker, task, args):
     worker = start_worker("-c", "1")
     result = task.delay(*args)

@@ -19,6 +19,7 @@ SoftTimeLimitExceeded = _exceptions.SoftTimeLimitExceeded
 TimeLimitExceeded = _exceptions.TimeLimitExceeded
 MaxRetriesExceededError = _exceptions.MaxRetriesExceededError
 Ignore, Reject = _exceptions.Ignore, _exceptions.Reject
+TimeoutError = _exceptions.TimeoutError
 
 app = Celery("compat")  # miniq: the broker comes from MINIQ_BROKER_URL
 if impl.__name__ == "celery":
@@ -212,3 +213,23 @@ def signalled(x, fail=False, signal_log=None):
     if fail:
         raise CompatError("as planned")
     return 2 * x
+
+
+@app.task
+def echo(value):
+    return value
+
+
+@app.task(ignore_result=True)
+def fire_and_forget(value):
+    return value
+
+
+@app.task(bind=True)
+def progress_gated(self, gate):
+    """Report PROGRESS, then finish once the caller creates the file gate (20 s at most)."""
+    self.update_state(state="PROGRESS", meta={"step": 1})
+    deadline = time.monotonic() + 20
+    while not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return "done"

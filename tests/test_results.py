@@ -1,0 +1,212 @@
+"""Results as Celery gives them: ``ignore_result`` (task option, per call, conf) makes
+get() return None at once and stores nothing; get(on_message=, callback=) sees the
+states on the way; datetime, date, time, UUID, Decimal and bytes travel as
+themselves in arguments, results and meta. One worker serves the whole module."""
+import os
+import signal
+import subprocess
+import time
+import uuid
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+
+from miniq import chain, chord, exceptions, group
+from miniq.signals import before_task_publish
+from tests import tasks
+from tests.conftest import ROOT, WorkerProcess, run_cli, wait_for
+
+VALUES = [  # one of each type Celery's JSON carries, naive and aware, text and binary bytes
+    datetime(2030, 1, 2, 3, 4, 5, 678901),
+    datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(hours=2))),
+    date(2030, 1, 2),
+    datetime(2030, 1, 2).time().replace(microsecond=5),
+    uuid.UUID("12345678-1234-5678-1234-567812345678"),
+    Decimal("1.10"),
+    b"text bytes",
+    b"\xff\x00binary",
+    {"nested": [Decimal("-0"), b""]},
+]
+TYPES = ["datetime", "datetime", "date", "time", "UUID", "Decimal", "bytes", "bytes", "dict"]
+
+
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory):
+    """(broker URL, WorkerProcess): one worker with two children for this module."""
+    folder = tmp_path_factory.mktemp("results")
+    url = f"sqlite:///{folder / 'results.db'}"
+    env = dict(os.environ, MINIQ_BROKER_URL=url, PYTHONFAULTHANDLER="1")
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    proc = WorkerProcess(["-A", "tests.tasks", "worker", "-c", "2", "--loglevel", "info"], env,
+                         folder / "worker.log")
+    try:
+        yield url, proc.wait_ready()
+    finally:
+        proc.signal(signal.SIGTERM)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+        proc.kill_group()
+
+
+@pytest.fixture
+def app(worker, monkeypatch):
+    monkeypatch.setitem(tasks.app.conf, "broker_url", worker[0])
+    yield tasks.app
+    tasks.app.broker.close()
+
+
+def gone(app, result):
+    """True once the database holds no row for the result: nothing was stored."""
+    return app.broker.state(result.id) is None
+
+
+def ran(path, token):
+    return path.exists() and f"{token} " in path.read_text()
+
+
+def quick_none(result):
+    """get() of an ignored result: None, without waiting for the worker."""
+    started = time.monotonic()
+    assert result.ignored and result.get(timeout=10) is None
+    assert time.monotonic() - started < 1.0
+
+
+# ignore_result -----------------------------------------------------------------------------------
+
+def test_an_ignore_result_task_gets_none_at_once_and_stores_nothing(app, tmp_path):
+    path = tmp_path / "ran"
+    result = tasks.ignored_record.delay(str(path), "option")
+    quick_none(result)
+    wait_for(lambda: ran(path, "option"), message="the ignored task ran")
+    wait_for(lambda: gone(app, result), message="its row deleted")
+    # As Celery: a result made from the id alone does not know, and waits for a result.
+    with pytest.raises(exceptions.TimeoutError):
+        app.AsyncResult(result.id).get(timeout=0.2)
+
+
+def test_ignore_result_per_call_and_by_conf_store_nothing(app, tmp_path, monkeypatch):
+    path = tmp_path / "ran"
+    per_call = tasks.record.apply_async((str(path), "per-call"), ignore_result=True)
+    quick_none(per_call)
+    monkeypatch.setitem(app.conf, "task_ignore_result", True)  # the producer's conf decides
+    by_conf = tasks.record.delay(str(path), "conf")
+    quick_none(by_conf)
+    members = group(tasks.record.s(str(path), f"member{i}") for i in range(2)).apply_async()
+    wait_for(lambda: all(ran(path, t) for t in ["per-call", "conf", "member0", "member1"]),
+             message="all of them ran")
+    for result in [per_call, by_conf, *members]:
+        wait_for(lambda: gone(app, result), message=f"no row for {result.id}")
+
+
+def test_a_call_or_a_send_by_name_keeps_what_the_task_option_would_drop(app, tmp_path):
+    path = str(tmp_path / "ran")
+    kept = tasks.ignored_record.apply_async((path, "kept"), ignore_result=False)
+    assert not kept.ignored and kept.get(timeout=30) == "kept"
+    by_name = app.send_task("tests.tasks.ignored_record", args=(path, "by-name"))
+    assert by_name.get(timeout=30) == "by-name"  # as Celery's send_task: kept unless told
+    # A chain step and a chord member pass their value on, whatever their option.
+    steps = chain(tasks.ignored_record.s(path, "step"), tasks.echo.s()).apply_async()
+    assert steps.get(timeout=30) == "step"
+    members = [tasks.ignored_record.s(path, f"chord{i}") for i in range(2)]
+    assert chord(members, tasks.echo.s()).apply_async().get(timeout=30) == ["chord0", "chord1"]
+
+
+# get(on_message=, callback=) ---------------------------------------------------------------------
+
+def test_on_message_sees_progress_then_success_and_callback_the_value(app, tmp_path):
+    gate, seen, called = tmp_path / "gate", [], []
+
+    def on_message(meta):
+        seen.append(meta)
+        if meta["status"] == "PROGRESS":
+            gate.touch()  # the task finishes only once its progress has been seen
+
+    meta = {"step": 1, "at": VALUES[1]}
+    result = tasks.progress_gated.delay(str(gate), meta)
+    value = result.get(timeout=30, on_message=on_message, interval=0.05,
+                       callback=lambda *args: called.append(args))
+    assert value == "done" and called == [(result.id, "done")]
+    told = [m for m in seen if m["status"] != "STARTED"]  # miniq always tracks STARTED
+    assert [m["status"] for m in told] == ["PROGRESS", "SUCCESS"], seen
+    progress, success = told
+    assert progress == {"status": "PROGRESS", "result": meta, "traceback": None,
+                        "date_done": None, "task_id": result.id}
+    assert success["result"] == "done" and success["traceback"] is None
+    done = datetime.fromisoformat(success["date_done"])
+    assert abs(done - datetime.now(timezone.utc)) < timedelta(seconds=60)
+    # Already done: one message, the outcome; a failure's result is the exception.
+    again = []
+    assert app.AsyncResult(result.id).get(timeout=5, on_message=again.append) == "done"
+    assert [m["status"] for m in again] == ["SUCCESS"]
+    failed, told = tasks.fail.delay("on message"), []
+    with pytest.raises(ValueError):
+        failed.get(timeout=30, on_message=told.append)
+    assert told[-1]["status"] == "FAILURE" and isinstance(told[-1]["result"], ValueError)
+    assert "Traceback" in told[-1]["traceback"]
+
+
+# the types Celery's JSON carries ------------------------------------------------------------------
+
+def test_each_type_travels_as_itself_as_args_kwargs_result_and_meta(app):
+    kwargs = {f"k{i}": value for i, value in enumerate(VALUES)}
+    result = tasks.describe.delay(*VALUES, **kwargs)
+    got = result.get(timeout=30)
+    assert got["types"] == TYPES + TYPES  # what the child received
+    expected = {"args": VALUES, "kwargs": kwargs}
+    assert repr(got["meta"]) == repr(expected)  # repr: the same types, not just equal values
+    assert repr({"args": got["args"], "kwargs": got["kwargs"]}) == repr(expected)
+
+
+def test_chain_and_chord_pass_such_values_on(app):
+    steps = chain(tasks.echo.s(VALUES[0]), tasks.describe.s(VALUES[4])).apply_async()
+    got = steps.get(timeout=30)
+    assert got["types"] == ["datetime", "UUID"] and got["args"] == [VALUES[0], VALUES[4]]
+    header = [tasks.echo.s(VALUES[2]), tasks.echo.s(VALUES[6])]
+    got = chord(header, tasks.describe.s(VALUES[5])).apply_async().get(timeout=30)
+    assert got["types"] == ["list", "Decimal"]
+    assert repr(got["args"]) == repr([[VALUES[2], VALUES[6]], VALUES[5]])
+
+
+def test_publish_signals_see_such_values_and_keep_them_when_headers_change(app):
+    seen = []
+
+    def note(body=None, headers=None, **_):
+        seen.append(body)
+        headers["x_note"] = 1  # a changed header rewrites the message's options
+
+    before_task_publish.connect(note)
+    try:
+        got = chain(tasks.add.s(1, 1), tasks.describe.s(VALUES[0])).apply_async().get(timeout=30)
+    finally:
+        before_task_publish.disconnect(note)
+    assert seen[0][2]["chain"][0]["args"] == [VALUES[0]]  # the next step, as it waits
+    assert got["types"] == ["int", "datetime"]
+
+
+def test_the_result_command_prints_such_a_value(app, worker):
+    result = tasks.echo.delay(VALUES[0])
+    assert result.get(timeout=30) == VALUES[0]
+    shown = run_cli("-A", "tests.tasks", "result", result.id, env={"MINIQ_BROKER_URL": worker[0]})
+    printed = ["SUCCESS", '"2030-01-02', '03:04:05.678901"']
+    assert shown.returncode == 0 and shown.stdout.split() == printed
+
+
+def test_eager_mode_carries_the_same_types(app, monkeypatch):
+    monkeypatch.setitem(app.conf, "task_always_eager", True)
+    got = tasks.echo.delay(VALUES).get()
+    assert repr(got) == repr(VALUES)
+
+
+@pytest.mark.parametrize("bad", [{1, 2}, frozenset(), object(), bytearray(b"x"), 1j,
+                                 {"in": [timedelta(1)]}],
+                         ids=["set", "frozenset", "object", "bytearray", "complex", "timedelta"])
+def test_other_types_fail_at_the_call_and_store_nothing(app, bad):
+    before = app.broker.db.execute("SELECT COUNT(*) FROM task").fetchone()[0]
+    with pytest.raises(TypeError, match="JSON serializable"):
+        tasks.echo.delay(bad)
+    with pytest.raises(TypeError, match="JSON serializable"):
+        tasks.echo.apply_async(kwargs={"value": bad})
+    assert app.broker.db.execute("SELECT COUNT(*) FROM task").fetchone()[0] == before
