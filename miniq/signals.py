@@ -44,7 +44,6 @@ class Signal:
 
     def __init__(self, providing_args: Any = None, use_caching: bool = False, name: str = None):
         self.receivers = []  # ((receiver key, sender key), receiver or a weak reference to it)
-        self.providing_args = set(providing_args or ())
         self.name = name
         self.lock = threading.Lock()
 
@@ -100,7 +99,7 @@ class Signal:
     send_robust = send
 
     def _live(self, sender):
-        keys = (ANY, _key(sender)) if self.receivers else ()
+        keys = (ANY, _key(sender))
         found = [r() if isinstance(r, weakref.ref) else r
                  for (_, wanted), r in self.receivers if wanted in keys]
         return [r for r in found if r is not None]
@@ -297,19 +296,12 @@ def _child_stopped(hostname: str) -> None:
     worker_process_shutdown.send(sender=hostname, pid=os.getpid(), exitcode=0)
 
 
-def _import_modules(app) -> None:
-    import_modules.send(sender=app)
-
-
 def _worker_init(worker, options: dict) -> None:
     celeryd_init.send(sender=worker.hostname, instance=worker, conf=worker.app.conf,
                       options=options)
     worker_init.send(sender=worker)
 
 
-def _worker_ready(worker) -> None:
-    worker_ready.send(sender=worker)
-
-
-def _worker_shutdown(worker) -> None:
-    worker_shutdown.send(sender=worker)
+_import_modules = import_modules.send  # each called with its sender alone
+_worker_ready = worker_ready.send
+_worker_shutdown = worker_shutdown.send
