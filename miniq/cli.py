@@ -12,7 +12,7 @@ import textwrap
 import time
 from argparse import SUPPRESS, ArgumentParser, ArgumentTypeError, Namespace
 from datetime import datetime
-from typing import Any, Iterator, List, Optional
+from typing import Any, List, Optional
 
 from .app import Miniq, load_app
 from .control import Control, Inspect, call_of, node_format, nodename
@@ -38,7 +38,7 @@ def build_parser() -> ArgumentParser:
                             description="A task queue for one machine, on one SQLite file.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def command(name: str, text: str, under: Any = commands) -> ArgumentParser:
+    def command(name, text, under=commands):
         return under.add_parser(name, parents=[common], help=text, description=text)
 
     _add_worker_options(command("worker", "start a worker"))
@@ -68,7 +68,7 @@ def build_parser() -> ArgumentParser:
 ASKED = ("ping", "registered", "reserved")  # inspect commands the workers answer, as Celery's
 
 
-def _add_remote_options(parser: ArgumentParser) -> None:
+def _add_remote_options(parser):
     """Celery's -d and -t for the commands that address workers."""
     parser.add_argument("-d", "--destination", metavar="NODES",
                         help="comma-separated node names of the workers to address")
@@ -76,7 +76,7 @@ def _add_remote_options(parser: ArgumentParser) -> None:
                         help="accepted, as Celery's: the database answers at once")
 
 
-def _add_control(control: ArgumentParser, command: Any) -> None:
+def _add_control(control, command):
     """control shutdown | revoke ID... | terminate SIGNAL ID..., as Celery's."""
     kinds = control.add_subparsers(dest="what", metavar="WHAT", required=True)
     _add_remote_options(command("shutdown", "warm shutdown of the live workers", kinds))
@@ -91,7 +91,7 @@ def _add_control(control: ArgumentParser, command: Any) -> None:
     terminate.set_defaults(terminate=True)
 
 
-def _add_call_options(call: ArgumentParser) -> None:
+def _add_call_options(call):
     """call's arguments and options, Celery's names."""
     call.add_argument("name")
     call.add_argument("-a", "--args", default="[]", help="JSON list of positional arguments")
@@ -106,7 +106,7 @@ def _add_call_options(call: ArgumentParser) -> None:
                       help="json, miniq's only serializer")
 
 
-def _add_worker_options(worker: ArgumentParser) -> None:
+def _add_worker_options(worker):
     """The worker's options: miniq's own, then Celery's that miniq honours or accepts."""
     worker.add_argument("-c", "--concurrency", type=positive_int,
                         help="child processes (default: CPUs)")
@@ -124,7 +124,7 @@ def _add_worker_options(worker: ArgumentParser) -> None:
         ignored.add_argument(*flags, **kind, help=f"no effect: {why}")
 
 
-def _add_loglevel(parser: ArgumentParser, default: str) -> None:
+def _add_loglevel(parser, default):
     """-l/--loglevel: worker and beat differ only in the default."""
     parser.add_argument("-l", "--loglevel",
                         type=str.upper,
@@ -133,14 +133,14 @@ def _add_loglevel(parser: ArgumentParser, default: str) -> None:
                         help=f"least severe messages logged (default: {default})")
 
 
-def positive_int(text: str) -> int:
+def positive_int(text):
     """argparse type for -c: a worker with no children would never run a task."""
     if not text.isdigit() or int(text) < 1:
         raise ArgumentTypeError(f"must be a positive integer, not {text!r}")
     return int(text)
 
 
-def iso8601(text: str) -> datetime:
+def iso8601(text):
     """argparse type for --eta: an ISO 8601 time, such as 2030-01-31T09:00:00+01:00."""
     try:  # fromisoformat reads a final Z only from Python 3.11
         return datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
@@ -148,14 +148,14 @@ def iso8601(text: str) -> datetime:
         raise ArgumentTypeError(f"must be an ISO 8601 time, not {text!r}") from None
 
 
-def seconds_or_iso8601(text: str) -> Any:
+def seconds_or_iso8601(text):
     """argparse type for --expires: seconds from now, or an ISO 8601 time."""
     with contextlib.suppress(ValueError):
         return float(text)
     return iso8601(text)
 
 
-def positive_float(text: str) -> float:
+def positive_float(text):
     """argparse type for the time limits: seconds, more than none."""
     with contextlib.suppress(ValueError):
         if float(text) > 0:
@@ -163,7 +163,7 @@ def positive_float(text: str) -> float:
     raise ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
 
 
-def autoscale(text: str) -> int:
+def autoscale(text):
     """argparse type for --autoscale MAX,MIN: MAX, the children miniq runs."""
     high, _, low = text.partition(",")
     if low and not low.isdigit():
@@ -255,7 +255,7 @@ def main(argv: Optional[List[str]] = None, app: Optional[Miniq] = None) -> int:
         return _error(exc)
 
 
-def worker(app: Miniq, args: Namespace) -> int:
+def worker(app, args):
     """Check the options, print the banner, then run the worker until it is stopped."""
     from .worker import Worker
     if args.pool not in POOLS:
@@ -274,7 +274,7 @@ def worker(app: Miniq, args: Namespace) -> int:
     emit("_worker_init", manager, vars(args))
     app.broker.db  # noqa: B018 - open the file first: a setup error prints no banner
     with _pidfile(args.pidfile):
-        _start_logging(args)
+        _start_logging(args.loglevel, args.logfile)
         if args.purge:
             count = app.broker.purge(manager.queues)
             print(_purged(count), flush=True)
@@ -285,7 +285,7 @@ def worker(app: Miniq, args: Namespace) -> int:
     return status
 
 
-def _served_queues(app: Miniq, args: Namespace) -> List[str]:
+def _served_queues(app, args):
     """-Q's queues, or else the default queue, minus -X's; refused if none is left."""
     queues = _split(args.queues) or [app.conf.task_default_queue]
     excluded = _split(args.exclude_queues)
@@ -297,7 +297,7 @@ def _served_queues(app: Miniq, args: Namespace) -> List[str]:
 
 
 @contextlib.contextmanager
-def _pidfile(path: Optional[str]) -> Iterator[None]:
+def _pidfile(path):
     """Hold PATH as the worker's pid file while it runs; refuse one naming a live process.
     Our own pid there is stale: a container's worker is often pid 1 every time."""
     if not path:
@@ -319,7 +319,7 @@ def _pidfile(path: Optional[str]) -> Iterator[None]:
             os.remove(path)
 
 
-def _read_pid(path: str) -> Optional[int]:
+def _read_pid(path):
     """The pid a pid file holds; None if it is missing or holds none."""
     try:
         with open(path) as f:
@@ -328,22 +328,22 @@ def _read_pid(path: str) -> Optional[int]:
         return None
 
 
-def _start_logging(args: Namespace) -> None:
-    """Log to stderr, or with --logfile to that file: it becomes the stderr of the
-    manager and of every child, whatever the start method."""
+def _start_logging(level, logfile=None):
+    """Log to stderr, or to logfile: it becomes the stderr of the manager and of
+    every child, whatever the start method."""
     from .worker import LOG_FORMAT
-    if args.logfile:
+    if logfile:
         try:
-            log = open(args.logfile, "a")
+            log = open(logfile, "a")
         except OSError as exc:
             raise ImproperlyConfigured(f"cannot open the log file: {exc}") from None
         with log:
             os.dup2(log.fileno(), sys.stderr.fileno())
-    if not emit("_setup_logging", args.loglevel, args.logfile, LOG_FORMAT):
-        logging.basicConfig(level=args.loglevel, format=LOG_FORMAT)
+    if not emit("_setup_logging", level, logfile, LOG_FORMAT):
+        logging.basicConfig(level=level, format=LOG_FORMAT)
 
 
-def _print_banner(app: Miniq, args: Namespace, manager: Any, node: str) -> None:
+def _print_banner(app, args, manager, node):
     """What this worker is, at any log level, as Celery's banner."""
     node = [f"  node:        {node}"] if args.hostname else []
     tasks = [f"  . {name}" for name in sorted(app.tasks)]
@@ -355,24 +355,22 @@ def _print_banner(app: Miniq, args: Namespace, manager: Any, node: str) -> None:
           "[tasks]", *tasks, sep="\n", flush=True)
 
 
-def _split(text: Optional[str]) -> List[str]:
+def _split(text):
     """A comma-separated option's names; none if it was not given."""
     return text.split(",") if text else []
 
 
-def beat(app: Miniq, args: Namespace) -> int:
+def beat(app, args):
     """Send periodic tasks until Ctrl-C or SIGTERM."""
     from .beat import Beat
-    from .worker import LOG_FORMAT
-    if not emit("_setup_logging", args.loglevel, None, LOG_FORMAT):
-        logging.basicConfig(level=args.loglevel, format=LOG_FORMAT)
+    _start_logging(args.loglevel)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop as on Ctrl-C
     with contextlib.suppress(KeyboardInterrupt):
         Beat(app).run()
     return 0
 
 
-def status(app: Miniq, args: Namespace) -> int:
+def status(app, args):
     """List the live workers; exit status 1 if there are none."""
     now = time.time()
     fields = "id host pid concurrency queues started heartbeat".split()
@@ -385,7 +383,7 @@ def status(app: Miniq, args: Namespace) -> int:
     return 0 if workers else 1
 
 
-def inspect(app: Miniq, args: Namespace) -> int:
+def inspect(app, args):
     """Ask the live workers, as Celery's inspect; or show the running tasks, the tasks
     not yet due, or counts by queue and state, from the whole database."""
     if args.what in ASKED:
@@ -428,7 +426,7 @@ def inspect(app: Miniq, args: Namespace) -> int:
     return 0
 
 
-def control(app: Miniq, args: Namespace) -> int:
+def control(app, args):
     """Shut the live workers down (warm), or revoke or terminate tasks by id."""
     if args.what == "shutdown":
         replies = Control(app).shutdown(_split(args.destination) or None)
@@ -446,7 +444,7 @@ def control(app: Miniq, args: Namespace) -> int:
     return 0
 
 
-def _say(args: Namespace, replies: Optional[dict]) -> int:
+def _say(args, replies):
     """Print the workers' replies as Celery's commands do (with --json, as they are);
     exit status 1 if none replied or one replied with an error."""
     if not replies:
@@ -460,7 +458,7 @@ def _say(args: Namespace, replies: Optional[dict]) -> int:
     return 1 if errors else 0
 
 
-def _pretty(reply: Any) -> tuple:
+def _pretty(reply):
     """("OK" or "ERROR", text) for a list or an {"ok"} or {"error"} reply, as Celery's
     commands print them."""
     if isinstance(reply, list):
@@ -468,7 +466,7 @@ def _pretty(reply: Any) -> tuple:
     return ("OK", reply["ok"]) if "ok" in reply else ("ERROR", reply["error"])
 
 
-def purge(app: Miniq, args: Namespace) -> int:
+def purge(app, args):
     """Delete queued tasks, after asking unless --force; exit status 1 if refused."""
     queues = _split(args.queues)
     if not args.force:
@@ -565,18 +563,18 @@ def call(app: Miniq, args: Namespace) -> int:
     return 0
 
 
-def _purged(count: int) -> str:
+def _purged(count):
     """What purging said it did, for purge and worker --purge alike."""
     return f"Purged {count} message{'' if count == 1 else 's'}."
 
 
-def _error(message: Any, code: int = 2) -> int:
+def _error(message, code=2):
     """Print an error the way argparse does, and return the exit status."""
     print(f"miniq: error: {message}", file=sys.stderr)
     return code
 
 
-def _emit(args: Namespace, data: Any) -> bool:
+def _emit(args, data):
     """Print data as JSON when --json was given; say whether it did."""
     if getattr(args, "json", False):
         print(json.dumps(data, indent=2, default=str))
