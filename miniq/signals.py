@@ -221,43 +221,44 @@ def _task_started(task, request) -> None:
 def _task_outcome(task, request, outcome, value) -> None:
     """task_success, task_failure or task_retry, after the task's own hook."""
     runtime = time.monotonic() - _started.pop(id(request), time.monotonic())
-    exc, einfo = outcome.exc, ExceptionInfo(outcome.exc, outcome.traceback)
+    exc = outcome.exc
     if exc is None:
         task_success.send(sender=task, result=value, runtime=runtime)
     elif outcome.state == "RETRY":
         countdown = max(0.0, round(outcome.eta - time.time(), 3))
         reason = exc if isinstance(exc, Retry) else Retry(exc=exc, when=countdown)
+        einfo = ExceptionInfo(exc, outcome.traceback)
         task_retry.send(sender=task, request=request, reason=reason, einfo=einfo)
     else:
-        task_failure.send(sender=task, task_id=request.id, exception=exc, args=request.args,
-                          kwargs=request.kwargs, traceback=exc.__traceback__, einfo=einfo)
+        _failed(task, request.id, request.args, request.kwargs, exc, outcome.traceback)
+
+
+def _failed(task, task_id, args, kwargs, exc, traceback=None):
+    task_failure.send(sender=task, task_id=task_id, exception=exc, args=args, kwargs=kwargs,
+                      traceback=exc.__traceback__, einfo=ExceptionInfo(exc, traceback))
 
 
 def _task_finished(task, request, state, value) -> None:
     """task_postrun; after a Reject that does not requeue, task_failure too, as Celery."""
-    named = {"task_id": request.id, "args": request.args, "kwargs": request.kwargs}
-    task_postrun.send(sender=task, task=task, retval=value, **named,
+    task_postrun.send(sender=task, task_id=request.id, task=task, args=request.args,
+                      kwargs=request.kwargs, retval=value,
                       state="REJECTED" if state == "PENDING" else state)
     if state == "REJECTED":
-        task_failure.send(sender=task, exception=value, traceback=value.__traceback__,
-                          einfo=ExceptionInfo(value, None), **named)
+        _failed(task, request.id, request.args, request.kwargs, value)
 
 
 def _task_settled(worker, message, state, exc) -> None:
     """In the manager: task_failure or task_revoked for an outcome it decided itself (a
     hard time limit, a lost child, a revoke that terminated it, an expiry)."""
-    signal = {"FAILURE": task_failure, "REVOKED": task_revoked}.get(state)
-    if not (signal and signal.receivers):
+    if state not in ("FAILURE", "REVOKED"):
         return
     task = worker.app.tasks.get(message.name)
     try:
         args, kwargs = json.loads(message.body)
     except (ValueError, TypeError):  # a corrupt row fails too: its arguments are unknown
         args = kwargs = None
-    if signal is task_failure:
-        task_failure.send(sender=task, task_id=message.id, exception=exc, args=args,
-                          kwargs=kwargs, traceback=None, einfo=ExceptionInfo(exc, None))
-        return
+    if state == "FAILURE":
+        return _failed(task, message.id, args, kwargs, exc)
     request = Context(id=message.id, task=message.name, args=args, kwargs=kwargs,
                       hostname=worker.hostname, called_directly=False)
     task_revoked.send(sender=task, request=request, terminated=exc.args == ("terminated",),
