@@ -2,12 +2,17 @@
 names and string syntax. Sending them is beat.py's job, not this module's.
 """
 from datetime import datetime, timedelta, tzinfo
-from typing import Iterator, Optional, Set, Union
+from typing import Any, Iterator, Optional, Set, Union
 
 DAYS = "sun mon tue wed thu fri sat".split()
 MONTHS = "jan feb mar apr may jun jul aug sep oct nov dec".split()
 DAY_NAMES = dict(zip(DAYS, range(7)))
 MONTH_NAMES = dict(zip(MONTHS, range(1, 13)))
+
+
+def maybe_schedule(every: Any) -> Any:
+    """A schedule for seconds or a timedelta, as Celery's; a schedule as it is."""
+    return schedule(every) if isinstance(every, (int, float, timedelta)) else every
 
 
 class schedule:
@@ -50,22 +55,19 @@ def _parse(value,
     for part in spec.split(","):
         span, _, step = part.partition("/")
         if span == "*":
-            first = low
-            last = high
+            first, last = low, high
         else:
             ends = span.split("-", 1)
             if names:  # day and month names to their numbers
                 ends = [names.get(end, end) for end in ends]
             try:
-                first = int(ends[0])
-                last = int(ends[-1])
+                first, last = int(ends[0]), int(ends[-1])
             except ValueError:
                 raise ValueError(f"crontab {field}: cannot read {part!r}") from None
         for n in (first, last):
             if not low <= n <= high:
                 raise ValueError(f"crontab {field}: {n} is out of range {low}-{high}")
-        stride = int(step or 1)
-        result.update(range(first, last + 1, stride))
+        result.update(range(first, last + 1, int(step or 1)))
     return result
 
 
