@@ -43,7 +43,7 @@ class Signal:
     or ``sig.connect(fun, sender=None, weak=True, dispatch_uid=None, retry=False)``."""
 
     def __init__(self, providing_args: Any = None, use_caching: bool = False, name: str = None):
-        self.receivers = []  # ((receiver key, sender key), receiver or a weak reference to it)
+        self.receivers = []  # ((receiver key, sender key), what gives the receiver or None)
         self.name = name
         self.lock = threading.Lock()
 
@@ -62,11 +62,10 @@ class Signal:
         if retry:  # as Celery: held strongly, and known by the function it calls
             fun, weak = _retrying(fun, dispatch_uid or _key(fun)), False
         key = _lookup(fun, sender, dispatch_uid)
-        receiver = fun
-        if weak:
-            receiver = (weakref.WeakMethod if hasattr(fun, "__func__") else weakref.ref)(fun)
+        ref = weakref.WeakMethod if hasattr(fun, "__func__") else weakref.ref
+        receiver = ref(fun) if weak else lambda: fun
         with self.lock:
-            self.receivers = [r for r in self.receivers if _alive(r[1])]
+            self.receivers = [r for r in self.receivers if r[1]() is not None]
             if all(k != key for k, _ in self.receivers):
                 self.receivers.append((key, receiver))
         return fun
@@ -100,8 +99,7 @@ class Signal:
 
     def _live(self, sender):
         keys = (ANY, _key(sender))
-        found = [r() if isinstance(r, weakref.ref) else r
-                 for (_, wanted), r in self.receivers if wanted in keys]
+        found = [r() for (_, wanted), r in self.receivers if wanted in keys]
         return [r for r in found if r is not None]
 
 
@@ -117,10 +115,6 @@ def _takes_keywords(fun):
 def _lookup(receiver, sender, dispatch_uid):
     uid = dispatch_uid or getattr(receiver, "_dispatch_uid", None)
     return uid or _key(receiver), _key(sender)
-
-
-def _alive(receiver):
-    return not isinstance(receiver, weakref.ref) or receiver() is not None
 
 
 def _retrying(fun, uid):
