@@ -28,16 +28,12 @@ class Signature(_Delay, dict):
                  options: Optional[dict] = None,
                  immutable: bool = False,
                  app=None):
-        by_name = isinstance(task, str)
-        name = task if by_name else task.name
-        super().__init__(task=name,
+        super().__init__(task=getattr(task, "name", task),  # a task, or its name
                          args=list(args),
                          kwargs=dict(kwargs or {}),
                          options=dict(options or {}),
                          immutable=immutable)
-        if app is None and not by_name:
-            app = task.app
-        self._app = app
+        self._app = app or getattr(task, "app", None)
 
     @property
     def app(self):
@@ -66,14 +62,9 @@ class Signature(_Delay, dict):
               **options: Any) -> "Signature":
         """A copy with more arguments: new args go first, as in Celery's partials."""
         if self["immutable"]:
-            args = ()
-            kwargs = None
-        return Signature(self["task"],
-                         (*args, *self["args"]),
-                         {**self["kwargs"], **(kwargs or {})},
-                         {**self["options"], **options},
-                         self["immutable"],
-                         self._app)
+            args, kwargs = (), None
+        merged = self._merged(args, kwargs, options)
+        return Signature(self.name, *merged, self["immutable"], self._app)
 
     def apply_async(self,
                     args: Sequence = (),
@@ -86,18 +77,16 @@ class Signature(_Delay, dict):
             return task.apply_async(sig["args"], sig["kwargs"], **sig["options"])
         return sig.app.send_task(sig.name, sig["args"], sig["kwargs"], **sig["options"])
 
-    def _row(self,
-             app,
-             args: Sequence = (),
-             kwargs: Optional[dict] = None,
-             options: Optional[dict] = None,
-             **fields: Any) -> tuple:
-        """This call's message row: args go first, kwargs and options over its own.
+    def _merged(self, args=(), kwargs=None, options=None):
+        """(args, kwargs, options) with these: args go first, the others over its own."""
+        return ((*args, *self["args"]),
+                {**self["kwargs"], **(kwargs or {})},
+                {**self["options"], **(options or {})})
 
-        Unlike ``clone``, it passes the arguments to an immutable signature too."""
-        call_args = (*args, *self["args"])
-        call_kwargs = {**self["kwargs"], **(kwargs or {})}
-        call_options = {**self["options"], **(options or {})}
+    def _row(self, app, args=(), kwargs=None, options=None, **fields):
+        """This call's message row; unlike ``clone``, it passes the arguments to an
+        immutable signature too."""
+        call_args, call_kwargs, call_options = self._merged(args, kwargs, options)
         return app.message_row(self.name, call_args, call_kwargs, **call_options, **fields)
 
     def __or__(self, other: Any) -> "chain":
