@@ -28,8 +28,8 @@ def pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # another user's
+        pass
     return True
 
 
@@ -64,9 +64,9 @@ class Waker:
         self.digest = hashlib.sha1(real).hexdigest()[:16]
         user = f"miniq-{os.getuid()}"
         self.folder = os.path.join(tempfile.gettempdir(), user)
-        self._stamp: Optional[int] = None
-        self._targets: List[str] = []
-        self._sender: Optional[socket.socket] = None
+        self._stamp = None  # the folder's mtime when _targets were listed
+        self._targets = []
+        self._sender = None  # this process's socket: made again after a fork
         self._pid = 0
 
     def notify(self) -> None:
@@ -85,10 +85,8 @@ class Waker:
         except OSError:
             return
         for target in self._targets:
-            try:
+            with contextlib.suppress(OSError):  # a worker gone, or its hints queue full
                 self._sender.sendto(b"!", target)
-            except OSError:  # a worker gone, or its queue of hints already full
-                pass
 
     def _peers(self) -> List[str]:
         """Socket paths of this database's workers (other databases share the folder)."""
