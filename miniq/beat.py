@@ -12,7 +12,7 @@ from .schedules import maybe_schedule
 log = logging.getLogger("miniq.beat")
 
 
-def _zone(name: str):
+def _zone(name):
     """app.conf.timezone as a tzinfo; "UTC" needs no time zone database."""
     if name.upper() == "UTC":
         return timezone.utc

@@ -69,7 +69,7 @@ class Miniq(apps.Miniq):
         if force:
             self._import_discovered()
 
-    def _import_discovered(self) -> None:
+    def _import_discovered(self):
         packages, related_name = self._discover
         if callable(packages):
             packages = packages()
@@ -103,7 +103,7 @@ class Miniq(apps.Miniq):
             return _annotate(make(fun), _annotations(self.conf))
         return apps.decorator(register, args, options, "app.task")
 
-    def _annotate_all(self) -> None:
+    def _annotate_all(self):
         maps = _annotations(self.conf)
         for task in self.tasks.values():
             _annotate(task, maps)
@@ -146,7 +146,7 @@ class Miniq(apps.Miniq):
 Celery = Miniq  # so `from miniq import Celery` reads as the code it may one day be
 
 
-def _refuse(settings: dict) -> None:
+def _refuse(settings):
     for key, allowed in REFUSED.items():
         value = settings.get(key, allowed)
         if value != allowed and not (isinstance(value, (list, tuple)) and list(value) == allowed):
@@ -154,7 +154,7 @@ def _refuse(settings: dict) -> None:
                                        " only and serves any queue it is given")
 
 
-def _annotations(conf: dict) -> list:
+def _annotations(conf):
     """``task_annotations`` as a list of dicts, the forms miniq takes."""
     setting = conf.get("task_annotations") or []
     maps = list(setting) if isinstance(setting, (list, tuple)) else [setting]
@@ -166,7 +166,7 @@ def _annotations(conf: dict) -> list:
     return maps
 
 
-def _annotate(task: Any, maps: list) -> Any:
+def _annotate(task, maps):
     """Set on the task what the annotations give it, in Celery's order: the first dict
     naming it, then the first with ``"*"`` (so ``"*"`` has the last word)."""
     for key in (task.name, "*"):

@@ -23,7 +23,7 @@ __all__ = ["Signal", "before_task_publish", "after_task_publish", "task_prerun",
 log = logging.getLogger("miniq.signals")
 
 
-def _key(obj: Any) -> Any:
+def _key(obj):
     """What names a receiver or a sender, as in Celery: a string by its value, a
     bound method by its object and function, anything else by its identity."""
     if hasattr(type(obj), "_get_current_object"):  # shared_task: the task it stands for
@@ -160,7 +160,7 @@ HEADERS = {"lang", "task", "id", "eta", "expires", "group", "retries", "timelimi
            "root_id", "parent_id", "origin"}  # Celery's own; any other header is custom
 
 
-def _publishing(rows: list) -> list:
+def _publishing(rows):
     """before_task_publish for each message row; custom headers its receivers add,
     change or remove travel with the message, as in Celery."""
     if not before_task_publish.receivers:
@@ -179,7 +179,7 @@ def _publishing(rows: list) -> list:
     return sent
 
 
-def _published(rows: list) -> None:
+def _published(rows):
     if not after_task_publish.receivers:
         return
     for row in rows:
@@ -206,13 +206,13 @@ def _message(row):
 _started = {}  # id(request) -> when its run started: task_success's runtime
 
 
-def _task_started(task, request) -> None:
+def _task_started(task, request):
     _started[id(request)] = time.monotonic()
     task_prerun.send(sender=task, task_id=request.id, task=task, args=request.args,
                      kwargs=request.kwargs)
 
 
-def _task_outcome(task, request, outcome, value) -> None:
+def _task_outcome(task, request, outcome, value):
     """task_success, task_failure or task_retry, after the task's own hook."""
     runtime = time.monotonic() - _started.pop(id(request), time.monotonic())
     exc = outcome.exc
@@ -232,7 +232,7 @@ def _failed(task, task_id, args, kwargs, exc, traceback=None):
                       traceback=exc.__traceback__, einfo=ExceptionInfo(exc, traceback))
 
 
-def _task_finished(task, request, state, value) -> None:
+def _task_finished(task, request, state, value):
     """task_postrun; after a Reject that does not requeue, task_failure too, as Celery."""
     task_postrun.send(sender=task, task_id=request.id, task=task, args=request.args,
                       kwargs=request.kwargs, retval=value,
@@ -241,7 +241,7 @@ def _task_finished(task, request, state, value) -> None:
         _failed(task, request.id, request.args, request.kwargs, value)
 
 
-def _task_settled(worker, message, state, exc) -> None:
+def _task_settled(worker, message, state, exc):
     """In the manager: task_failure or task_revoked for an outcome it decided itself (a
     hard time limit, a lost child, a revoke that terminated it, an expiry)."""
     if state not in ("FAILURE", "REVOKED"):
@@ -262,7 +262,7 @@ def _task_settled(worker, message, state, exc) -> None:
 _logging_done = False  # once a process, as Celery; a forked child inherits it done
 
 
-def _setup_logging(loglevel: str, logfile: str, format: str) -> bool:
+def _setup_logging(loglevel, logfile, format):
     """setup_logging; unless a receiver took logging over, configure it as miniq does,
     then after_setup_logger. True: the caller has nothing left to do."""
     global _logging_done
@@ -281,17 +281,17 @@ def _setup_logging(loglevel: str, logfile: str, format: str) -> bool:
     return True
 
 
-def _child_started(hostname: str, loglevel: str, format: str) -> bool:
+def _child_started(hostname, loglevel, format):
     _setup_logging(loglevel, None, format)
     worker_process_init.send(sender=hostname)
     return True
 
 
-def _child_stopped(hostname: str) -> None:
+def _child_stopped(hostname):
     worker_process_shutdown.send(sender=hostname, pid=os.getpid(), exitcode=0)
 
 
-def _worker_init(worker, options: dict) -> None:
+def _worker_init(worker, options):
     celeryd_init.send(sender=worker.hostname, instance=worker, conf=worker.app.conf,
                       options=options)
     worker_init.send(sender=worker)
