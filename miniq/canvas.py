@@ -233,7 +233,7 @@ class GroupResult:
 
     def completed_count(self) -> int:
         """How many members succeeded (failures are finished but not counted, as in Celery)."""
-        return sum(1 for r in self.results if r.successful())
+        return sum(r.successful() for r in self.results)
 
     def get(self,
             timeout: float | None = None,

@@ -232,8 +232,7 @@ def _say(args, replies):
             status, text = _pretty(reply)
             print(f"-> {node}: {status}", textwrap.indent(text, "    "), sep="\n")
         print(f"\n{len(replies)} node{'' if len(replies) == 1 else 's'} online.")
-    errors = [reply for reply in replies.values() if isinstance(reply, dict) and "error" in reply]
-    return 1 if errors else 0
+    return int(any(isinstance(reply, dict) and "error" in reply for reply in replies.values()))
 
 
 def _pretty(reply):
