@@ -90,7 +90,7 @@ class Miniq(apps.Miniq):
             self._import_discovered()
         _refuse(self.conf)
         self._annotate_all()
-        if "on_after_configure" in self.__dict__:  # connected to
+        if "on_after_configure" in self.__dict__:  # made: someone may listen
             self.on_after_configure.send(self, source=self.conf)
 
     def task(self, *args: Any, **options: Any) -> Any:
