@@ -3,16 +3,16 @@ number of beats may share a file: the database lets one send each run.
 """
 import logging
 import time
-from datetime import timedelta, timezone
-from typing import Callable, Dict, Optional
+from datetime import timezone
+from typing import Callable
 
 from .exceptions import ImproperlyConfigured
-from .schedules import schedule
+from .schedules import maybe_schedule
 
 log = logging.getLogger("miniq.beat")
 
 
-def _zone(name: str):
+def _zone(name):
     """app.conf.timezone as a tzinfo; "UTC" needs no time zone database."""
     if name.upper() == "UTC":
         return timezone.utc
@@ -34,22 +34,17 @@ class Beat:
         self.clock = clock
         self.sleep = sleep
         self.tz = _zone(app.conf.timezone or "UTC")
-        self.entries: Dict[str, dict] = {}
         configured = app.conf.beat_schedule or {}
-        for name, entry in configured.items():
-            every = entry["schedule"]
-            if isinstance(every, (int, float, timedelta)):
-                every = schedule(every)
-            self.entries[name] = dict(entry, schedule=every)
-        self.next: Dict[str, Optional[float]] = {}
+        self.entries = {name: dict(entry, schedule=maybe_schedule(entry["schedule"]))
+                        for name, entry in configured.items()}
+        self.next = {}  # entry name -> when it is next due
 
     def tick(self) -> float:
         """Send every run due now; return seconds until the next one is due."""
         now = self.clock()
         for name, entry in self.entries.items():
             every = entry["schedule"]
-            due = self.next.get(name, now)  # first tick: a run missed while down fires once
-            if due is not None and due <= now:
+            if self.next.get(name, now) <= now:  # first tick: a run missed while down fires once
                 slot = every.last_at_or_before(now, self.tz)
                 if slot is not None and self.app.broker.claim_beat_slot(name, slot):
                     self.app.send_task(entry["task"],
@@ -58,10 +53,9 @@ class Beat:
                                        **entry.get("options", {}))
                     log.info("Scheduler: sending due task %s (%s)", name, entry["task"])
                 self.next[name] = every.next_after(now, self.tz)
-        upcoming = [t for t in self.next.values() if t is not None]
-        if not upcoming:
+        if not self.next:
             return 60.0
-        return max(0.0, min(upcoming) - now)
+        return max(0.0, min(self.next.values()) - now)
 
     def run(self) -> None:
         count = len(self.entries)

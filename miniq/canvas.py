@@ -2,8 +2,10 @@
 ``chain``, ``group`` and ``chord`` built from signatures. The worker links
 the steps when it stores each result (``next_steps``), so none is lost.
 """
+from __future__ import annotations
+
 import time
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Sequence
 
 from .result import AsyncResult
 from .task import new_id
@@ -24,20 +26,16 @@ class Signature(_Delay, dict):
     def __init__(self,
                  task: Any,
                  args: Sequence = (),
-                 kwargs: Optional[dict] = None,
-                 options: Optional[dict] = None,
+                 kwargs: dict | None = None,
+                 options: dict | None = None,
                  immutable: bool = False,
                  app=None):
-        by_name = isinstance(task, str)
-        name = task if by_name else task.name
-        super().__init__(task=name,
+        super().__init__(task=getattr(task, "name", task),  # a task, or its name
                          args=list(args),
                          kwargs=dict(kwargs or {}),
                          options=dict(options or {}),
                          immutable=immutable)
-        if app is None and not by_name:
-            app = task.app
-        self._app = app
+        self._app = app or getattr(task, "app", None)
 
     @property
     def app(self):
@@ -51,33 +49,28 @@ class Signature(_Delay, dict):
         return self["task"]
 
     @property
-    def id(self) -> Optional[str]:
+    def id(self) -> str | None:
         """The task id, once ``set(task_id=...)`` or a chain has given it one."""
         return self["options"].get("task_id")
 
-    def set(self, **options: Any) -> "Signature":
+    def set(self, **options: Any) -> Signature:
         """Set call options (queue, countdown, priority, ...) for when it is sent."""
         self["options"].update(options)
         return self
 
     def clone(self,
               args: Sequence = (),
-              kwargs: Optional[dict] = None,
-              **options: Any) -> "Signature":
+              kwargs: dict | None = None,
+              **options: Any) -> Signature:
         """A copy with more arguments: new args go first, as in Celery's partials."""
         if self["immutable"]:
-            args = ()
-            kwargs = None
-        return Signature(self["task"],
-                         (*args, *self["args"]),
-                         {**self["kwargs"], **(kwargs or {})},
-                         {**self["options"], **options},
-                         self["immutable"],
-                         self._app)
+            args, kwargs = (), None
+        merged = self._merged(args, kwargs, options)
+        return Signature(self.name, *merged, self["immutable"], self._app)
 
     def apply_async(self,
                     args: Sequence = (),
-                    kwargs: Optional[dict] = None,
+                    kwargs: dict | None = None,
                     **options: Any):
         """Send this call, with more arguments and options as ``clone`` takes them."""
         sig = self.clone(args, kwargs, **options)
@@ -86,21 +79,19 @@ class Signature(_Delay, dict):
             return task.apply_async(sig["args"], sig["kwargs"], **sig["options"])
         return sig.app.send_task(sig.name, sig["args"], sig["kwargs"], **sig["options"])
 
-    def _row(self,
-             app,
-             args: Sequence = (),
-             kwargs: Optional[dict] = None,
-             options: Optional[dict] = None,
-             **fields: Any) -> tuple:
-        """This call's message row: args go first, kwargs and options over its own.
+    def _merged(self, args=(), kwargs=None, options=None):
+        """(args, kwargs, options) with these: args go first, the others over its own."""
+        return ((*args, *self["args"]),
+                {**self["kwargs"], **(kwargs or {})},
+                {**self["options"], **(options or {})})
 
-        Unlike ``clone``, it passes the arguments to an immutable signature too."""
-        call_args = (*args, *self["args"])
-        call_kwargs = {**self["kwargs"], **(kwargs or {})}
-        call_options = {**self["options"], **(options or {})}
+    def _row(self, app, args=(), kwargs=None, options=None, **fields):
+        """This call's message row; unlike ``clone``, it passes the arguments to an
+        immutable signature too."""
+        call_args, call_kwargs, call_options = self._merged(args, kwargs, options)
         return app.message_row(self.name, call_args, call_kwargs, **call_options, **fields)
 
-    def __or__(self, other: Any) -> "chain":
+    def __or__(self, other: Any) -> chain:
         return chain(self, other)
 
     def __repr__(self) -> str:
@@ -112,7 +103,7 @@ class Signature(_Delay, dict):
 
 def signature(task: Any,
               args: Sequence = (),
-              kwargs: Optional[dict] = None,
+              kwargs: dict | None = None,
               **options: Any):
     """A signature by task or name: ``signature("proj.add", (1, 2), countdown=5)``."""
     return Signature(task, args, kwargs, options)
@@ -139,7 +130,7 @@ class chain(_Steps):
 
     def apply_async(self,
                     args: Sequence = (),
-                    kwargs: Optional[dict] = None,
+                    kwargs: dict | None = None,
                     **options: Any):
         """Run the steps in order; return the last one's result, linked by ``parent``."""
         steps = [s.clone(task_id=s.id or new_id()) for s in self.tasks]
@@ -160,7 +151,7 @@ class chain(_Steps):
             child.parent = parent
         return results[-1]
 
-    def __or__(self, other: Signature) -> "chain":
+    def __or__(self, other: Signature) -> chain:
         return chain(*self.tasks, other)
 
 
@@ -169,7 +160,7 @@ class group(_Steps):
 
     def apply_async(self,
                     args: Sequence = (),
-                    kwargs: Optional[dict] = None,
+                    kwargs: dict | None = None,
                     **options: Any):
         """Send every member (args go before each one's own); return a GroupResult."""
         group_id = options.pop("group_id", None) or new_id()
@@ -193,18 +184,18 @@ class group(_Steps):
 class chord:
     """A group, then a callback called with the list of the group's results."""
 
-    def __init__(self, header: Any, body: Optional[Signature] = None):
+    def __init__(self, header: Any, body: Signature | None = None):
         self.header = header if isinstance(header, group) else group(header)
         self.body = body
 
-    def __call__(self, body: Optional[Signature] = None, **options: Any):
+    def __call__(self, body: Signature | None = None, **options: Any):
         """``chord(header)(body)``: send it, with this body if one is given."""
         return self.apply_async(body=body, **options)
 
     def apply_async(self,
                     args: Sequence = (),
-                    kwargs: Optional[dict] = None,
-                    body: Optional[Signature] = None,
+                    kwargs: dict | None = None,
+                    body: Signature | None = None,
                     **options: Any):
         """Send the members and the callback that waits for them; return its result."""
         body = body or self.body
@@ -242,10 +233,10 @@ class GroupResult:
 
     def completed_count(self) -> int:
         """How many members succeeded (failures are finished but not counted, as in Celery)."""
-        return sum(1 for r in self.results if r.successful())
+        return sum(r.successful() for r in self.results)
 
     def get(self,
-            timeout: Optional[float] = None,
+            timeout: float | None = None,
             propagate: bool = True,
             interval: float = 0.1,
             **options: Any) -> list:
@@ -280,7 +271,7 @@ class GroupResult:
         return f"<GroupResult: {self.id} [{', '.join(r.id for r in self.results)}]>"
 
 
-def next_steps(app, message: Any, state: str, result: Optional[str]):
+def next_steps(app, message: Any, state: str, result: str | None):
     """After a chain step ends: (rows to send next, (id, name) of steps that fail with it)."""
     options = message.options
     steps = options.get("chain")

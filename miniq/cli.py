@@ -4,7 +4,6 @@ function to test in-process or as a subprocess.
 """
 import contextlib
 import json
-import logging
 import os
 import signal
 import sys
@@ -12,15 +11,12 @@ import textwrap
 import time
 from argparse import SUPPRESS, ArgumentParser, ArgumentTypeError, Namespace
 from datetime import datetime
-from typing import Any, Iterator, List, Optional
+from typing import Any, List, Optional
 
 from .app import Miniq, load_app
-from .control import Control, Inspect, call_of, node_format, nodename
+from .cli_worker import add_loglevel, add_options, purged, split, start_logging, worker
+from .control import Control, Inspect, call_of
 from .exceptions import ImproperlyConfigured
-from .task import emit
-from .wake import pid_alive
-
-LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def build_parser() -> ArgumentParser:
@@ -38,12 +34,12 @@ def build_parser() -> ArgumentParser:
                             description="A task queue for one machine, on one SQLite file.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def command(name: str, text: str, under: Any = commands) -> ArgumentParser:
+    def command(name, text, under=commands):
         return under.add_parser(name, parents=[common], help=text, description=text)
 
-    _add_worker_options(command("worker", "start a worker"))
+    add_options(command("worker", "start a worker"))
     beat = command("beat", "send the periodic tasks of app.conf.beat_schedule")
-    _add_loglevel(beat, "INFO")
+    add_loglevel(beat, "INFO")
     command("status", "list live workers")
     inspect = command("inspect", "ask the live workers (ping, registered, reserved), or show"
                       " running tasks, future tasks, or counts")
@@ -68,7 +64,7 @@ def build_parser() -> ArgumentParser:
 ASKED = ("ping", "registered", "reserved")  # inspect commands the workers answer, as Celery's
 
 
-def _add_remote_options(parser: ArgumentParser) -> None:
+def _add_remote_options(parser):
     """Celery's -d and -t for the commands that address workers."""
     parser.add_argument("-d", "--destination", metavar="NODES",
                         help="comma-separated node names of the workers to address")
@@ -76,7 +72,7 @@ def _add_remote_options(parser: ArgumentParser) -> None:
                         help="accepted, as Celery's: the database answers at once")
 
 
-def _add_control(control: ArgumentParser, command: Any) -> None:
+def _add_control(control, command):
     """control shutdown | revoke ID... | terminate SIGNAL ID..., as Celery's."""
     kinds = control.add_subparsers(dest="what", metavar="WHAT", required=True)
     _add_remote_options(command("shutdown", "warm shutdown of the live workers", kinds))
@@ -91,7 +87,7 @@ def _add_control(control: ArgumentParser, command: Any) -> None:
     terminate.set_defaults(terminate=True)
 
 
-def _add_call_options(call: ArgumentParser) -> None:
+def _add_call_options(call):
     """call's arguments and options, Celery's names."""
     call.add_argument("name")
     call.add_argument("-a", "--args", default="[]", help="JSON list of positional arguments")
@@ -106,41 +102,7 @@ def _add_call_options(call: ArgumentParser) -> None:
                       help="json, miniq's only serializer")
 
 
-def _add_worker_options(worker: ArgumentParser) -> None:
-    """The worker's options: miniq's own, then Celery's that miniq honours or accepts."""
-    worker.add_argument("-c", "--concurrency", type=positive_int,
-                        help="child processes (default: CPUs)")
-    worker.add_argument("-Q", "--queues", help="comma-separated queues to serve")
-    _add_loglevel(worker, "WARNING")
-    worker.add_argument("--start-method", choices=("fork", "forkserver", "spawn"),
-                        help="how children start (default: fork on Linux)")
-    worker.add_argument("-B", "--beat", action="store_true", help="also send periodic tasks")
-    honoured = worker.add_argument_group("Celery's options that miniq honours")
-    for flags, options, text in HONOURED:
-        honoured.add_argument(*flags, **options, help=text)
-    ignored = worker.add_argument_group("Celery's options accepted with no effect on one machine")
-    for flags, metavar, why in NO_EFFECT:
-        kind = {"metavar": metavar} if metavar else {"action": "store_true"}
-        ignored.add_argument(*flags, **kind, help=f"no effect: {why}")
-
-
-def _add_loglevel(parser: ArgumentParser, default: str) -> None:
-    """-l/--loglevel: worker and beat differ only in the default."""
-    parser.add_argument("-l", "--loglevel",
-                        type=str.upper,
-                        choices=LEVELS,
-                        default=default,
-                        help=f"least severe messages logged (default: {default})")
-
-
-def positive_int(text: str) -> int:
-    """argparse type for -c: a worker with no children would never run a task."""
-    if not text.isdigit() or int(text) < 1:
-        raise ArgumentTypeError(f"must be a positive integer, not {text!r}")
-    return int(text)
-
-
-def iso8601(text: str) -> datetime:
+def iso8601(text):
     """argparse type for --eta: an ISO 8601 time, such as 2030-01-31T09:00:00+01:00."""
     try:  # fromisoformat reads a final Z only from Python 3.11
         return datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
@@ -148,90 +110,11 @@ def iso8601(text: str) -> datetime:
         raise ArgumentTypeError(f"must be an ISO 8601 time, not {text!r}") from None
 
 
-def seconds_or_iso8601(text: str) -> Any:
+def seconds_or_iso8601(text):
     """argparse type for --expires: seconds from now, or an ISO 8601 time."""
     with contextlib.suppress(ValueError):
         return float(text)
     return iso8601(text)
-
-
-def positive_float(text: str) -> float:
-    """argparse type for the time limits: seconds, more than none."""
-    with contextlib.suppress(ValueError):
-        if float(text) > 0:
-            return float(text)
-    raise ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
-
-
-def autoscale(text: str) -> int:
-    """argparse type for --autoscale MAX,MIN: MAX, the children miniq runs."""
-    high, _, low = text.partition(",")
-    if low and not low.isdigit():
-        raise ArgumentTypeError(f"must be MAX,MIN in children, not {text!r}")
-    return positive_int(high)
-
-
-POOLS = ("prefork", "processes")  # Celery's names for what miniq has: child processes
-
-# Celery's worker options that miniq honours: (flags, argparse options, --help text).
-HONOURED = (
-    (["-X", "--exclude-queues"],
-     {"metavar": "QUEUES"},
-     "comma-separated queues not to serve, of -Q's or else the default queue"),
-    (["-P", "--pool"],
-     {"default": "prefork"},
-     f"{' or '.join(POOLS)}: miniq's only pool, of child processes"),
-    (["--autoscale"],
-     {"type": autoscale, "metavar": "MAX,MIN"},
-     "run MAX children (miniq does not shrink the pool)"),
-    (["--max-tasks-per-child"],
-     {"type": positive_int, "metavar": "N"},
-     "replace a child after N tasks (worker_max_tasks_per_child)"),
-    (["--max-memory-per-child"],
-     {"type": positive_int, "metavar": "KIB"},
-     "replace a child whose memory passes KIB after a task (worker_max_memory_per_child)"),
-    (["--time-limit"],
-     {"type": positive_float, "metavar": "S"},
-     "kill a task running longer than S seconds (task_time_limit)"),
-    (["--soft-time-limit"],
-     {"type": positive_float, "metavar": "S"},
-     "raise SoftTimeLimitExceeded in a task after S seconds (task_soft_time_limit)"),
-    (["-n", "--hostname"],
-     {"metavar": "NAME"},
-     "the node name inspect and control replies give this worker and its tasks see as"
-     " self.request.hostname (default celery@%%h); %%h, %%n and %%d expanded as by Celery"),
-    (["--logfile"],
-     {"metavar": "PATH"},
-     "log to PATH instead of stderr (the children's stderr too); %%n, %%h, %%d and %%p"
-     " expanded as by Celery, %%i and %%I as in the manager (0 and nothing): the children"
-     " write into the manager's file"),
-    (["--pidfile"],
-     {"metavar": "PATH"},
-     "write the worker's pid to PATH, with --logfile's expansions; refuse to start if it"
-     " names a live process"),
-    (["--purge"],
-     {"action": "store_true"},
-     "delete the served queues' queued tasks before starting"),
-)
-
-# Celery's worker options that mean nothing on one machine: (flags, metavar, why).
-# A metavar takes a value; None is a switch.
-NO_EFFECT = (
-    (["-E", "--task-events"], None, "miniq sends no monitoring events"),
-    (["-O"], "PROFILE", "children take a task only when idle, as with -O fair"),
-    (["--prefetch-multiplier"], "N", "miniq never prefetches: it claims for idle children"),
-    (["--without-gossip"], None, "there are no other machines to gossip with"),
-    (["--without-mingle"], None, "there are no other machines to sync with"),
-    (["--without-heartbeat"], None, "miniq's own liveness record stays on"),
-)
-
-# Worker options that set app.conf before the Worker is made, as Celery's do.
-CONF_OPTIONS = {
-    "max_tasks_per_child": "worker_max_tasks_per_child",
-    "max_memory_per_child": "worker_max_memory_per_child",
-    "time_limit": "task_time_limit",
-    "soft_time_limit": "task_soft_time_limit",
-}
 
 
 def main(argv: Optional[List[str]] = None, app: Optional[Miniq] = None) -> int:
@@ -255,124 +138,17 @@ def main(argv: Optional[List[str]] = None, app: Optional[Miniq] = None) -> int:
         return _error(exc)
 
 
-def worker(app: Miniq, args: Namespace) -> int:
-    """Check the options, print the banner, then run the worker until it is stopped."""
-    from .worker import Worker
-    if args.pool not in POOLS:
-        return _error(f"-P {args.pool}: miniq's only pool is child processes"
-                      f" ({' or '.join(POOLS)})")
-    queues = _served_queues(app, args)
-    for option, key in CONF_OPTIONS.items():
-        if getattr(args, option) is not None:
-            app.conf[key] = getattr(args, option)
-    node = nodename(args.hostname)
-    args.pidfile, args.logfile = (path and node_format(path, node)
-                                  for path in (args.pidfile, args.logfile))
-    concurrency = args.autoscale or args.concurrency
-    manager = Worker(app, args.app, concurrency, queues, args.start_method,
-                     args.loglevel, beat=args.beat, hostname=node)
-    emit("_worker_init", manager, vars(args))
-    app.broker.db  # noqa: B018 - open the file first: a setup error prints no banner
-    with _pidfile(args.pidfile):
-        _start_logging(args)
-        if args.purge:
-            count = app.broker.purge(manager.queues)
-            print(_purged(count), flush=True)
-        _print_banner(app, args, manager, node)
-        status = manager.run()
-    if status == 0:  # as Celery: after a warm shutdown, not a cold one
-        emit("_worker_shutdown", manager)
-    return status
-
-
-def _served_queues(app: Miniq, args: Namespace) -> List[str]:
-    """-Q's queues, or else the default queue, minus -X's; refused if none is left."""
-    queues = _split(args.queues) or [app.conf.task_default_queue]
-    excluded = _split(args.exclude_queues)
-    served = [queue for queue in queues if queue not in excluded]
-    if not served:
-        raise ImproperlyConfigured(f"-X {args.exclude_queues} leaves no queue to serve"
-                                   f" of {','.join(queues)}")
-    return served
-
-
-@contextlib.contextmanager
-def _pidfile(path: Optional[str]) -> Iterator[None]:
-    """Hold PATH as the worker's pid file while it runs; refuse one naming a live process.
-    Our own pid there is stale: a container's worker is often pid 1 every time."""
-    if not path:
-        yield
-        return
-    old = _read_pid(path)
-    if old not in (None, os.getpid()) and pid_alive(old):
-        raise ImproperlyConfigured(f"pid file {path} names pid {old}, which is running:"
-                                   " is this worker running already?")
-    try:
-        with open(path, "w") as f:
-            f.write(f"{os.getpid()}\n")
-    except OSError as exc:
-        raise ImproperlyConfigured(f"cannot write the pid file: {exc}") from None
-    try:
-        yield
-    finally:
-        if _read_pid(path) == os.getpid():  # not a later worker's
-            os.remove(path)
-
-
-def _read_pid(path: str) -> Optional[int]:
-    """The pid a pid file holds; None if it is missing or holds none."""
-    try:
-        with open(path) as f:
-            return int(f.read().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def _start_logging(args: Namespace) -> None:
-    """Log to stderr, or with --logfile to that file: it becomes the stderr of the
-    manager and of every child, whatever the start method."""
-    from .worker import LOG_FORMAT
-    if args.logfile:
-        try:
-            log = open(args.logfile, "a")
-        except OSError as exc:
-            raise ImproperlyConfigured(f"cannot open the log file: {exc}") from None
-        with log:
-            os.dup2(log.fileno(), sys.stderr.fileno())
-    if not emit("_setup_logging", args.loglevel, args.logfile, LOG_FORMAT):
-        logging.basicConfig(level=args.loglevel, format=LOG_FORMAT)
-
-
-def _print_banner(app: Miniq, args: Namespace, manager: Any, node: str) -> None:
-    """What this worker is, at any log level, as Celery's banner."""
-    node = [f"  node:        {node}"] if args.hostname else []
-    tasks = [f"  . {name}" for name in sorted(app.tasks)]
-    print(f"miniq worker for {args.app}",
-          f"  database:    {app.broker.path}",
-          f"  concurrency: {manager.concurrency}",
-          f"  queues:      {','.join(manager.queues)}",
-          *node,
-          "[tasks]", *tasks, sep="\n", flush=True)
-
-
-def _split(text: Optional[str]) -> List[str]:
-    """A comma-separated option's names; none if it was not given."""
-    return text.split(",") if text else []
-
-
-def beat(app: Miniq, args: Namespace) -> int:
+def beat(app, args):
     """Send periodic tasks until Ctrl-C or SIGTERM."""
     from .beat import Beat
-    from .worker import LOG_FORMAT
-    if not emit("_setup_logging", args.loglevel, None, LOG_FORMAT):
-        logging.basicConfig(level=args.loglevel, format=LOG_FORMAT)
+    start_logging(args.loglevel)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop as on Ctrl-C
     with contextlib.suppress(KeyboardInterrupt):
         Beat(app).run()
     return 0
 
 
-def status(app: Miniq, args: Namespace) -> int:
+def status(app, args):
     """List the live workers; exit status 1 if there are none."""
     now = time.time()
     fields = "id host pid concurrency queues started heartbeat".split()
@@ -385,11 +161,11 @@ def status(app: Miniq, args: Namespace) -> int:
     return 0 if workers else 1
 
 
-def inspect(app: Miniq, args: Namespace) -> int:
+def inspect(app, args):
     """Ask the live workers, as Celery's inspect; or show the running tasks, the tasks
     not yet due, or counts by queue and state, from the whole database."""
     if args.what in ASKED:
-        asked = Inspect(_split(args.destination) or None, args.timeout, app=app)
+        asked = Inspect(split(args.destination) or None, args.timeout, app=app)
         return _say(args, getattr(asked, args.what)())
     if args.destination:
         return _error(f"-d: inspect {args.what} reads the whole database;"
@@ -428,10 +204,10 @@ def inspect(app: Miniq, args: Namespace) -> int:
     return 0
 
 
-def control(app: Miniq, args: Namespace) -> int:
+def control(app, args):
     """Shut the live workers down (warm), or revoke or terminate tasks by id."""
     if args.what == "shutdown":
-        replies = Control(app).shutdown(_split(args.destination) or None)
+        replies = Control(app).shutdown(split(args.destination) or None)
         return _say(args, {node: reply for one in replies for node, reply in one.items()})
     if args.signal and not args.terminate:
         return _error("--signal is the signal of --terminate; add --terminate")
@@ -446,7 +222,7 @@ def control(app: Miniq, args: Namespace) -> int:
     return 0
 
 
-def _say(args: Namespace, replies: Optional[dict]) -> int:
+def _say(args, replies):
     """Print the workers' replies as Celery's commands do (with --json, as they are);
     exit status 1 if none replied or one replied with an error."""
     if not replies:
@@ -456,11 +232,10 @@ def _say(args: Namespace, replies: Optional[dict]) -> int:
             status, text = _pretty(reply)
             print(f"-> {node}: {status}", textwrap.indent(text, "    "), sep="\n")
         print(f"\n{len(replies)} node{'' if len(replies) == 1 else 's'} online.")
-    errors = [reply for reply in replies.values() if isinstance(reply, dict) and "error" in reply]
-    return 1 if errors else 0
+    return int(any(isinstance(reply, dict) and "error" in reply for reply in replies.values()))
 
 
-def _pretty(reply: Any) -> tuple:
+def _pretty(reply):
     """("OK" or "ERROR", text) for a list or an {"ok"} or {"error"} reply, as Celery's
     commands print them."""
     if isinstance(reply, list):
@@ -468,9 +243,9 @@ def _pretty(reply: Any) -> tuple:
     return ("OK", reply["ok"]) if "ok" in reply else ("ERROR", reply["error"])
 
 
-def purge(app: Miniq, args: Namespace) -> int:
+def purge(app, args):
     """Delete queued tasks, after asking unless --force; exit status 1 if refused."""
-    queues = _split(args.queues)
+    queues = split(args.queues)
     if not args.force:
         where = ", ".join(queues) if queues else "all queues"
         count = app.broker.purge(queues, dry_run=True)
@@ -484,7 +259,7 @@ def purge(app: Miniq, args: Namespace) -> int:
             return 1
     count = app.broker.purge(queues)
     if not _emit(args, {"purged": count}):
-        print(_purged(count))
+        print(purged(count))
     return 0
 
 
@@ -565,18 +340,13 @@ def call(app: Miniq, args: Namespace) -> int:
     return 0
 
 
-def _purged(count: int) -> str:
-    """What purging said it did, for purge and worker --purge alike."""
-    return f"Purged {count} message{'' if count == 1 else 's'}."
-
-
-def _error(message: Any, code: int = 2) -> int:
+def _error(message, code=2):
     """Print an error the way argparse does, and return the exit status."""
     print(f"miniq: error: {message}", file=sys.stderr)
     return code
 
 
-def _emit(args: Namespace, data: Any) -> bool:
+def _emit(args, data):
     """Print data as JSON when --json was given; say whether it did."""
     if getattr(args, "json", False):
         print(json.dumps(data, indent=2, default=str))

@@ -10,29 +10,29 @@ import re
 import signal
 import socket
 import time
-from datetime import datetime, timezone
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from . import app as apps
 from .exceptions import ImproperlyConfigured
+from .task import iso_time
 from .wake import machine_id, pid_alive
 
 
 class Control(apps.Control):
     """``app.control``: revoke tasks; inspect, ping and shut down the live workers."""
 
-    def inspect(self, destination: Optional[list] = None, timeout: float = 1.0,
+    def inspect(self, destination: list | None = None, timeout: float = 1.0,
                 **options: Any) -> Inspect:
         """What the live workers (or those named in ``destination``) are doing."""
         return Inspect(destination, timeout, app=self.app, **options)
 
-    def ping(self, destination: Optional[list] = None, timeout: float = 1.0,
+    def ping(self, destination: list | None = None, timeout: float = 1.0,
              **options: Any) -> list:
         """``[{node: {"ok": "pong"}}, ...]``, one for each live worker; [] if none."""
         replies = self.inspect(destination, timeout, **options).ping() or {}
         return [{node: reply} for node, reply in replies.items()]
 
-    def shutdown(self, destination: Optional[list] = None, limit: Optional[int] = None,
+    def shutdown(self, destination: list | None = None, limit: int | None = None,
                  **_broadcast: Any) -> list:
         """Warm shutdown (SIGTERM) of the live workers, or those named: each finishes
         its running tasks and exits. One of another machine (host, boot or pid
@@ -47,19 +47,19 @@ class Inspect:
     None when no live worker answers. The database answers at once: ``timeout`` is
     accepted and never waited for."""
 
-    def __init__(self, destination: Optional[list] = None, timeout: float = 1.0,
-                 callback: Optional[Callable] = None, app: Any = None,
-                 limit: Optional[int] = None):
+    def __init__(self, destination: list | None = None, timeout: float = 1.0,
+                 callback: Callable | None = None, app: Any = None,
+                 limit: int | None = None):
         self.destination = _check(destination)
         self.timeout, self.callback, self.limit = timeout, callback, limit
         self.app = app or apps.default_app()
 
-    def ping(self, destination: Optional[list] = None) -> Optional[dict]:
+    def ping(self, destination: list | None = None) -> dict | None:
         """``{node: {"ok": "pong"}}`` for each live worker."""
         self.destination = _check(destination) or self.destination
         return self._request(lambda node, worker: {"ok": "pong"})
 
-    def active(self, safe: Optional[bool] = None) -> Optional[dict]:
+    def active(self, safe: bool | None = None) -> dict | None:
         """``{node: [task info, ...]}``: the tasks each worker is running."""
         running = self.app.broker.active()
         return self._request(lambda node, worker: [
@@ -67,7 +67,7 @@ class Inspect:
             for task_id, name, held, started, _, body, queue, priority, attempts in running
             if held == worker.id])
 
-    def scheduled(self, safe: Optional[bool] = None) -> Optional[dict]:
+    def scheduled(self, safe: bool | None = None) -> dict | None:
         """``{node: [{"eta", "priority", "request"}, ...]}``: tasks waiting for their eta.
         They wait in the database, not in a worker: each is listed once, under the
         oldest live worker that serves its queue (any of those may run it)."""
@@ -75,17 +75,17 @@ class Inspect:
         for task_id, name, queue, eta, body, priority in self.app.broker.scheduled():
             node = next((n for n, _, w in everyone if queue in w.queues.split(",")), None)
             owned.setdefault(node, []).append({
-                "eta": datetime.fromtimestamp(eta, timezone.utc).isoformat(),
+                "eta": iso_time(eta),
                 "priority": priority,
                 "request": _info(node, task_id, name, body, queue, priority)})
         return self._request(lambda node, worker: owned.get(node, []), everyone)
 
-    def reserved(self, safe: Optional[bool] = None) -> Optional[dict]:
+    def reserved(self, safe: bool | None = None) -> dict | None:
         """``{node: []}``: a miniq worker claims a task only for an idle child, so it
         holds none that it is not running."""
         return self._request(lambda node, worker: [])
 
-    def registered(self, *taskinfoitems: str) -> Optional[dict]:
+    def registered(self, *taskinfoitems: str) -> dict | None:
         """``{node: [task name, ...]}``: the names each worker registered when it started,
         as it recorded them (the inspecting app may know others)."""
         if taskinfoitems:
@@ -95,7 +95,7 @@ class Inspect:
 
     registered_tasks = registered
 
-    def stats(self) -> Optional[dict]:
+    def stats(self) -> dict | None:
         """``{node: {"pid", "uptime", "pool": {"max-concurrency"}, "broker"}}``: what a
         worker records of itself (no rusage or totals: those live in its process)."""
         now = time.time()
@@ -162,10 +162,10 @@ def _info(node, task_id, name, body, queue, priority, started=None, attempts=0, 
 def call_of(body: str) -> dict:
     """A message body's arguments; "(corrupt message)" if unreadable."""
     try:
-        call_args, call_kwargs = json.loads(body)
+        args, kwargs = json.loads(body)
     except (ValueError, TypeError):
-        return {"args": "(corrupt message)", "kwargs": {}}
-    return {"args": call_args, "kwargs": call_kwargs}
+        args, kwargs = "(corrupt message)", {}
+    return {"args": args, "kwargs": kwargs}
 
 
 def _stop(worker, here):
@@ -182,7 +182,7 @@ def _stop(worker, here):
 
 # -- node names, as Celery's ---------------------------------------------------------
 
-def nodename(name: Optional[str]) -> str:
+def nodename(name: str | None) -> str:
     """-n's node name as Celery makes it: NAME@HOST, ``celery`` and this host where
     missing (``-n w1`` is celery@w1), then expanded by host_format."""
     short, at, host = (name or "").partition("@")

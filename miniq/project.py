@@ -29,20 +29,14 @@ class Miniq(apps.Miniq):
     _discover = None  # (packages, related_name) given to autodiscover_tasks
     _settings = None  # what config_from_object read: INSTALLED_APPS, for autodiscovery
 
-    @functools.cached_property
-    def control(self) -> Control:
-        """``app.control``: revoke, and ``inspect()``, ``ping()``, ``shutdown()``."""
-        return Control(self)
+    control = functools.cached_property(Control)  # revoke, inspect(), ping(), shutdown()
 
-    @property
+    @functools.cached_property
     def on_after_configure(self) -> Any:
         """Celery's signal, sent with ``sender=app`` and ``source=app.conf`` once a worker,
         beat or command has loaded the app."""
-        if "_on_after_configure" not in self.__dict__:
-            # Late: an app that connects nothing never loads the signals module.
-            from .signals import Signal
-            self._on_after_configure = Signal(name="app.on_after_configure")
-        return self._on_after_configure
+        from .signals import Signal  # late: an app that connects nothing never loads it
+        return Signal(name="app.on_after_configure")
 
     def config_from_object(self, obj: Any, silent: bool = False, force: bool = False,
                            namespace: str = None) -> bool:
@@ -75,7 +69,7 @@ class Miniq(apps.Miniq):
         if force:
             self._import_discovered()
 
-    def _import_discovered(self) -> None:
+    def _import_discovered(self):
         packages, related_name = self._discover
         if callable(packages):
             packages = packages()
@@ -96,7 +90,7 @@ class Miniq(apps.Miniq):
             self._import_discovered()
         _refuse(self.conf)
         self._annotate_all()
-        if "_on_after_configure" in self.__dict__:
+        if "on_after_configure" in self.__dict__:  # made: someone may listen
             self.on_after_configure.send(self, source=self.conf)
 
     def task(self, *args: Any, **options: Any) -> Any:
@@ -109,7 +103,7 @@ class Miniq(apps.Miniq):
             return _annotate(make(fun), _annotations(self.conf))
         return apps.decorator(register, args, options, "app.task")
 
-    def _annotate_all(self) -> None:
+    def _annotate_all(self):
         maps = _annotations(self.conf)
         for task in self.tasks.values():
             _annotate(task, maps)
@@ -152,7 +146,7 @@ class Miniq(apps.Miniq):
 Celery = Miniq  # so `from miniq import Celery` reads as the code it may one day be
 
 
-def _refuse(settings: dict) -> None:
+def _refuse(settings):
     for key, allowed in REFUSED.items():
         value = settings.get(key, allowed)
         if value != allowed and not (isinstance(value, (list, tuple)) and list(value) == allowed):
@@ -160,7 +154,7 @@ def _refuse(settings: dict) -> None:
                                        " only and serves any queue it is given")
 
 
-def _annotations(conf: dict) -> list:
+def _annotations(conf):
     """``task_annotations`` as a list of dicts, the forms miniq takes."""
     setting = conf.get("task_annotations") or []
     maps = list(setting) if isinstance(setting, (list, tuple)) else [setting]
@@ -172,7 +166,7 @@ def _annotations(conf: dict) -> list:
     return maps
 
 
-def _annotate(task: Any, maps: list) -> Any:
+def _annotate(task, maps):
     """Set on the task what the annotations give it, in Celery's order: the first dict
     naming it, then the first with ``"*"`` (so ``"*"`` has the last word)."""
     for key in (task.name, "*"):
@@ -211,19 +205,16 @@ class SharedTask:
         functools.update_wrapper(self, fun)
 
     def _get_current_object(self):
-        """The task it stands for (Celery's proxy method): a signal's sender is that task."""
-        return self._task()
-
-    def _task(self):
+        """The task it stands for (Celery's proxy method), made on first use."""
         app, fun = apps.default_app(), self._fun
         name = self._options.get("name") or app.gen_task_name(fun.__name__, fun.__module__)
         return app.tasks.get(name) or app.task(**self._options)(fun)
 
     def __getattr__(self, key: str) -> Any:
-        return getattr(self._task(), key)
+        return getattr(self._get_current_object(), key)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._task()(*args, **kwargs)
+        return self._get_current_object()(*args, **kwargs)
 
     def __repr__(self) -> str:
         return f"<@shared_task: {self._fun.__qualname__}>"
@@ -236,6 +227,6 @@ def shared_task(*args: Any, **options: Any) -> Any:
     def register(fun: Callable) -> SharedTask:
         task = SharedTask(fun, options)
         if apps._default is not None:
-            task._task()
+            task._get_current_object()
         return task
     return apps.decorator(register, args, options, "shared_task")

@@ -2,12 +2,17 @@
 names and string syntax. Sending them is beat.py's job, not this module's.
 """
 from datetime import datetime, timedelta, tzinfo
-from typing import Iterator, Optional, Set, Union
+from typing import Any, Optional, Union
 
 DAYS = "sun mon tue wed thu fri sat".split()
 MONTHS = "jan feb mar apr may jun jul aug sep oct nov dec".split()
 DAY_NAMES = dict(zip(DAYS, range(7)))
 MONTH_NAMES = dict(zip(MONTHS, range(1, 13)))
+
+
+def maybe_schedule(every: Any) -> Any:
+    """A schedule for seconds or a timedelta, as Celery's; a schedule as it is."""
+    return schedule(every) if isinstance(every, (int, float, timedelta)) else every
 
 
 class schedule:
@@ -34,38 +39,31 @@ class schedule:
         return f"<schedule: every {self.seconds:g}s>"
 
 
-def _parse(value,
-           low: int,
-           high: int,
-           field: str,
-           names: Optional[dict] = None) -> Set[int]:
+def _parse(value, low, high, field, names=None):
     """Celery's syntax: ``*``, ``*/15``, ``1-5``, ``1,3``, ``1-10/2``, names; or ints."""
     if isinstance(value, int):
         value = str(value)
     if not isinstance(value, str):  # a list of any of these
         parsed = [_parse(v, low, high, field, names) for v in value]
         return set().union(*parsed)
-    result: Set[int] = set()
+    result = set()
     spec = value.lower().replace(" ", "")
     for part in spec.split(","):
         span, _, step = part.partition("/")
         if span == "*":
-            first = low
-            last = high
+            first, last = low, high
         else:
             ends = span.split("-", 1)
             if names:  # day and month names to their numbers
                 ends = [names.get(end, end) for end in ends]
             try:
-                first = int(ends[0])
-                last = int(ends[-1])
+                first, last = int(ends[0]), int(ends[-1])
             except ValueError:
                 raise ValueError(f"crontab {field}: cannot read {part!r}") from None
         for n in (first, last):
             if not low <= n <= high:
                 raise ValueError(f"crontab {field}: {n} is out of range {low}-{high}")
-        stride = int(step or 1)
-        result.update(range(first, last + 1, stride))
+        result.update(range(first, last + 1, int(step or 1)))
     return result
 
 
@@ -87,7 +85,7 @@ class crontab:
         self.days = _parse(day_of_month, 1, 31, "day_of_month")
         self.months = _parse(month_of_year, 1, 12, "month_of_year", MONTH_NAMES)
 
-    def _times(self, t: float, tz: tzinfo, step: int) -> Iterator[float]:
+    def _times(self, t, tz, step):
         """Due times from t's day on, forward (step 1) or backward (-1), over ~5 years.
 
         Wall times become instants with zoneinfo's fold=0: a time skipped by a DST

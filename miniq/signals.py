@@ -23,7 +23,7 @@ __all__ = ["Signal", "before_task_publish", "after_task_publish", "task_prerun",
 log = logging.getLogger("miniq.signals")
 
 
-def _key(obj: Any) -> Any:
+def _key(obj):
     """What names a receiver or a sender, as in Celery: a string by its value, a
     bound method by its object and function, anything else by its identity."""
     if hasattr(type(obj), "_get_current_object"):  # shared_task: the task it stands for
@@ -43,8 +43,7 @@ class Signal:
     or ``sig.connect(fun, sender=None, weak=True, dispatch_uid=None, retry=False)``."""
 
     def __init__(self, providing_args: Any = None, use_caching: bool = False, name: str = None):
-        self.receivers = []  # ((receiver key, sender key), receiver or a weak reference to it)
-        self.providing_args = set(providing_args or ())
+        self.receivers = []  # ((receiver key, sender key), what gives the receiver or None)
         self.name = name
         self.lock = threading.Lock()
 
@@ -63,11 +62,10 @@ class Signal:
         if retry:  # as Celery: held strongly, and known by the function it calls
             fun, weak = _retrying(fun, dispatch_uid or _key(fun)), False
         key = _lookup(fun, sender, dispatch_uid)
-        receiver = fun
-        if weak:
-            receiver = (weakref.WeakMethod if hasattr(fun, "__func__") else weakref.ref)(fun)
+        ref = weakref.WeakMethod if hasattr(fun, "__func__") else weakref.ref
+        receiver = ref(fun) if weak else lambda: fun
         with self.lock:
-            self.receivers = [r for r in self.receivers if _alive(r[1])]
+            self.receivers = [r for r in self.receivers if r[1]() is not None]
             if all(k != key for k, _ in self.receivers):
                 self.receivers.append((key, receiver))
         return fun
@@ -100,9 +98,8 @@ class Signal:
     send_robust = send
 
     def _live(self, sender):
-        keys = (ANY, _key(sender)) if self.receivers else ()
-        found = [r() if isinstance(r, weakref.ref) else r
-                 for (_, wanted), r in self.receivers if wanted in keys]
+        keys = (ANY, _key(sender))
+        found = [r() for (_, wanted), r in self.receivers if wanted in keys]
         return [r for r in found if r is not None]
 
 
@@ -118,10 +115,6 @@ def _takes_keywords(fun):
 def _lookup(receiver, sender, dispatch_uid):
     uid = dispatch_uid or getattr(receiver, "_dispatch_uid", None)
     return uid or _key(receiver), _key(sender)
-
-
-def _alive(receiver):
-    return not isinstance(receiver, weakref.ref) or receiver() is not None
 
 
 def _retrying(fun, uid):
@@ -167,7 +160,7 @@ HEADERS = {"lang", "task", "id", "eta", "expires", "group", "retries", "timelimi
            "root_id", "parent_id", "origin"}  # Celery's own; any other header is custom
 
 
-def _publishing(rows: list) -> list:
+def _publishing(rows):
     """before_task_publish for each message row; custom headers its receivers add,
     change or remove travel with the message, as in Celery."""
     if not before_task_publish.receivers:
@@ -186,7 +179,7 @@ def _publishing(rows: list) -> list:
     return sent
 
 
-def _published(rows: list) -> None:
+def _published(rows):
     if not after_task_publish.receivers:
         return
     for row in rows:
@@ -213,52 +206,53 @@ def _message(row):
 _started = {}  # id(request) -> when its run started: task_success's runtime
 
 
-def _task_started(task, request) -> None:
+def _task_started(task, request):
     _started[id(request)] = time.monotonic()
     task_prerun.send(sender=task, task_id=request.id, task=task, args=request.args,
                      kwargs=request.kwargs)
 
 
-def _task_outcome(task, request, outcome, value) -> None:
+def _task_outcome(task, request, outcome, value):
     """task_success, task_failure or task_retry, after the task's own hook."""
     runtime = time.monotonic() - _started.pop(id(request), time.monotonic())
-    exc, einfo = outcome.exc, ExceptionInfo(outcome.exc, outcome.traceback)
+    exc = outcome.exc
     if exc is None:
         task_success.send(sender=task, result=value, runtime=runtime)
     elif outcome.state == "RETRY":
         countdown = max(0.0, round(outcome.eta - time.time(), 3))
         reason = exc if isinstance(exc, Retry) else Retry(exc=exc, when=countdown)
+        einfo = ExceptionInfo(exc, outcome.traceback)
         task_retry.send(sender=task, request=request, reason=reason, einfo=einfo)
     else:
-        task_failure.send(sender=task, task_id=request.id, exception=exc, args=request.args,
-                          kwargs=request.kwargs, traceback=exc.__traceback__, einfo=einfo)
+        _failed(task, request.id, request.args, request.kwargs, exc, outcome.traceback)
 
 
-def _task_finished(task, request, state, value) -> None:
+def _failed(task, task_id, args, kwargs, exc, traceback=None):
+    task_failure.send(sender=task, task_id=task_id, exception=exc, args=args, kwargs=kwargs,
+                      traceback=exc.__traceback__, einfo=ExceptionInfo(exc, traceback))
+
+
+def _task_finished(task, request, state, value):
     """task_postrun; after a Reject that does not requeue, task_failure too, as Celery."""
-    named = {"task_id": request.id, "args": request.args, "kwargs": request.kwargs}
-    task_postrun.send(sender=task, task=task, retval=value, **named,
+    task_postrun.send(sender=task, task_id=request.id, task=task, args=request.args,
+                      kwargs=request.kwargs, retval=value,
                       state="REJECTED" if state == "PENDING" else state)
     if state == "REJECTED":
-        task_failure.send(sender=task, exception=value, traceback=value.__traceback__,
-                          einfo=ExceptionInfo(value, None), **named)
+        _failed(task, request.id, request.args, request.kwargs, value)
 
 
-def _task_settled(worker, message, state, exc) -> None:
+def _task_settled(worker, message, state, exc):
     """In the manager: task_failure or task_revoked for an outcome it decided itself (a
     hard time limit, a lost child, a revoke that terminated it, an expiry)."""
-    signal = {"FAILURE": task_failure, "REVOKED": task_revoked}.get(state)
-    if not (signal and signal.receivers):
+    if state not in ("FAILURE", "REVOKED"):
         return
     task = worker.app.tasks.get(message.name)
     try:
         args, kwargs = loads(message.body)
     except (ValueError, TypeError):  # a corrupt row fails too: its arguments are unknown
         args = kwargs = None
-    if signal is task_failure:
-        task_failure.send(sender=task, task_id=message.id, exception=exc, args=args,
-                          kwargs=kwargs, traceback=None, einfo=ExceptionInfo(exc, None))
-        return
+    if state == "FAILURE":
+        return _failed(task, message.id, args, kwargs, exc)
     request = Context(id=message.id, task=message.name, args=args, kwargs=kwargs,
                       hostname=worker.hostname, called_directly=False)
     task_revoked.send(sender=task, request=request, terminated=exc.args == ("terminated",),
@@ -268,7 +262,7 @@ def _task_settled(worker, message, state, exc) -> None:
 _logging_done = False  # once a process, as Celery; a forked child inherits it done
 
 
-def _setup_logging(loglevel: str, logfile: str, format: str) -> bool:
+def _setup_logging(loglevel, logfile, format):
     """setup_logging; unless a receiver took logging over, configure it as miniq does,
     then after_setup_logger. True: the caller has nothing left to do."""
     global _logging_done
@@ -287,29 +281,22 @@ def _setup_logging(loglevel: str, logfile: str, format: str) -> bool:
     return True
 
 
-def _child_started(hostname: str, loglevel: str, format: str) -> bool:
+def _child_started(hostname, loglevel, format):
     _setup_logging(loglevel, None, format)
     worker_process_init.send(sender=hostname)
     return True
 
 
-def _child_stopped(hostname: str) -> None:
+def _child_stopped(hostname):
     worker_process_shutdown.send(sender=hostname, pid=os.getpid(), exitcode=0)
 
 
-def _import_modules(app) -> None:
-    import_modules.send(sender=app)
-
-
-def _worker_init(worker, options: dict) -> None:
+def _worker_init(worker, options):
     celeryd_init.send(sender=worker.hostname, instance=worker, conf=worker.app.conf,
                       options=options)
     worker_init.send(sender=worker)
 
 
-def _worker_ready(worker) -> None:
-    worker_ready.send(sender=worker)
-
-
-def _worker_shutdown(worker) -> None:
-    worker_shutdown.send(sender=worker)
+_import_modules = import_modules.send  # each called with its sender alone
+_worker_ready = worker_ready.send
+_worker_shutdown = worker_shutdown.send

@@ -16,7 +16,7 @@ import re
 import socket
 import stat
 import tempfile
-from typing import List, Optional
+from typing import Optional
 
 log = logging.getLogger("miniq.worker")
 SOCKET_NAME = re.compile(r"[0-9a-f]{16}-([1-9][0-9]{0,8})\.sock")
@@ -28,8 +28,8 @@ def pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # another user's
+        pass
     return True
 
 
@@ -64,9 +64,9 @@ class Waker:
         self.digest = hashlib.sha1(real).hexdigest()[:16]
         user = f"miniq-{os.getuid()}"
         self.folder = os.path.join(tempfile.gettempdir(), user)
-        self._stamp: Optional[int] = None
-        self._targets: List[str] = []
-        self._sender: Optional[socket.socket] = None
+        self._stamp = None  # the folder's mtime when _targets were listed
+        self._targets = []
+        self._sender = None  # this process's socket: made again after a fork
         self._pid = 0
 
     def notify(self) -> None:
@@ -85,12 +85,10 @@ class Waker:
         except OSError:
             return
         for target in self._targets:
-            try:
+            with contextlib.suppress(OSError):  # a worker gone, or its hints queue full
                 self._sender.sendto(b"!", target)
-            except OSError:  # a worker gone, or its queue of hints already full
-                pass
 
-    def _peers(self) -> List[str]:
+    def _peers(self):
         """Socket paths of this database's workers (other databases share the folder)."""
         prefix = f"{self.digest}-"
         names = [n for n in os.listdir(self.folder) if n.startswith(prefix)]
@@ -106,7 +104,7 @@ class Waker:
             log.warning("wake hints off, polling only: %s", exc)
             return None
 
-    def _make_folder(self) -> None:
+    def _make_folder(self):
         """Create this user's folder if missing; raise unless it is private."""
         with contextlib.suppress(FileExistsError):
             os.mkdir(self.folder, 0o700)
@@ -114,14 +112,14 @@ class Waker:
             raise PermissionError(
                 f"{self.folder} is a symlink, another user's, or open to others")
 
-    def _sweep(self) -> None:
+    def _sweep(self):
         """Remove sockets of workers that died, of any database of this user."""
         for name in os.listdir(self.folder):
             match = SOCKET_NAME.fullmatch(name)
             if match and not pid_alive(int(match[1])):
                 unlink_socket(os.path.join(self.folder, name))
 
-    def _bind(self) -> socket.socket:
+    def _bind(self):
         path = os.path.join(self.folder, f"{self.digest}-{os.getpid()}.sock")
         unlink_socket(path)  # left by an earlier process with our pid
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

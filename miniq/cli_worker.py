@@ -1,0 +1,243 @@
+"""The ``worker`` command: its options (miniq's, and Celery's that miniq honours or
+accepts), then the pid file, log file and banner around the manager's run. cli.py
+parses the command line and calls ``worker``; this module never imports cli.py.
+"""
+import contextlib
+import logging
+import os
+import sys
+from argparse import ArgumentTypeError
+
+from .control import node_format, nodename
+from .exceptions import ImproperlyConfigured
+from .task import emit
+from .wake import pid_alive
+
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def add_options(parser):
+    """The worker's options: miniq's own, then Celery's that miniq honours or accepts."""
+    parser.add_argument("-c", "--concurrency", type=positive_int,
+                        help="child processes (default: CPUs)")
+    parser.add_argument("-Q", "--queues", help="comma-separated queues to serve")
+    add_loglevel(parser, "WARNING")
+    parser.add_argument("--start-method", choices=("fork", "forkserver", "spawn"),
+                        help="how children start (default: fork on Linux)")
+    parser.add_argument("-B", "--beat", action="store_true", help="also send periodic tasks")
+    honoured = parser.add_argument_group("Celery's options that miniq honours")
+    for flags, options, text in HONOURED:
+        honoured.add_argument(*flags, **options, help=text)
+    ignored = parser.add_argument_group("Celery's options accepted with no effect on one machine")
+    for flags, metavar, why in NO_EFFECT:
+        kind = {"metavar": metavar} if metavar else {"action": "store_true"}
+        ignored.add_argument(*flags, **kind, help=f"no effect: {why}")
+
+
+def add_loglevel(parser, default):
+    """-l/--loglevel: worker and beat differ only in the default."""
+    parser.add_argument("-l", "--loglevel",
+                        type=str.upper,
+                        choices=LEVELS,
+                        default=default,
+                        help=f"least severe messages logged (default: {default})")
+
+
+def positive_int(text):
+    """argparse type for -c: a worker with no children would never run a task."""
+    if not text.isdigit() or int(text) < 1:
+        raise ArgumentTypeError(f"must be a positive integer, not {text!r}")
+    return int(text)
+
+
+def positive_float(text):
+    """argparse type for the time limits: seconds, more than none."""
+    with contextlib.suppress(ValueError):
+        if float(text) > 0:
+            return float(text)
+    raise ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
+
+
+def autoscale(text):
+    """argparse type for --autoscale MAX,MIN: MAX, the children miniq runs."""
+    high, _, low = text.partition(",")
+    if low and not low.isdigit():
+        raise ArgumentTypeError(f"must be MAX,MIN in children, not {text!r}")
+    return positive_int(high)
+
+
+POOLS = ("prefork", "processes")  # Celery's names for what miniq has: child processes
+
+
+# Celery's worker options that miniq honours: (flags, argparse options, --help text).
+HONOURED = (
+    (["-X", "--exclude-queues"],
+     {"metavar": "QUEUES"},
+     "comma-separated queues not to serve, of -Q's or else the default queue"),
+    (["-P", "--pool"],
+     {"default": "prefork"},
+     f"{' or '.join(POOLS)}: miniq's only pool, of child processes"),
+    (["--autoscale"],
+     {"type": autoscale, "metavar": "MAX,MIN"},
+     "run MAX children (miniq does not shrink the pool)"),
+    (["--max-tasks-per-child"],
+     {"type": positive_int, "metavar": "N"},
+     "replace a child after N tasks (worker_max_tasks_per_child)"),
+    (["--max-memory-per-child"],
+     {"type": positive_int, "metavar": "KIB"},
+     "replace a child whose memory passes KIB after a task (worker_max_memory_per_child)"),
+    (["--time-limit"],
+     {"type": positive_float, "metavar": "S"},
+     "kill a task running longer than S seconds (task_time_limit)"),
+    (["--soft-time-limit"],
+     {"type": positive_float, "metavar": "S"},
+     "raise SoftTimeLimitExceeded in a task after S seconds (task_soft_time_limit)"),
+    (["-n", "--hostname"],
+     {"metavar": "NAME"},
+     "the node name inspect and control replies give this worker and its tasks see as"
+     " self.request.hostname (default celery@%%h); %%h, %%n and %%d expanded as by Celery"),
+    (["--logfile"],
+     {"metavar": "PATH"},
+     "log to PATH instead of stderr (the children's stderr too); %%n, %%h, %%d and %%p"
+     " expanded as by Celery, %%i and %%I as in the manager (0 and nothing): the children"
+     " write into the manager's file"),
+    (["--pidfile"],
+     {"metavar": "PATH"},
+     "write the worker's pid to PATH, with --logfile's expansions; refuse to start if it"
+     " names a live process"),
+    (["--purge"],
+     {"action": "store_true"},
+     "delete the served queues' queued tasks before starting"),
+)
+
+
+# Celery's worker options that mean nothing on one machine: (flags, metavar, why).
+# A metavar takes a value; None is a switch.
+NO_EFFECT = (
+    (["-E", "--task-events"], None, "miniq sends no monitoring events"),
+    (["-O"], "PROFILE", "children take a task only when idle, as with -O fair"),
+    (["--prefetch-multiplier"], "N", "miniq never prefetches: it claims for idle children"),
+    (["--without-gossip"], None, "there are no other machines to gossip with"),
+    (["--without-mingle"], None, "there are no other machines to sync with"),
+    (["--without-heartbeat"], None, "miniq's own liveness record stays on"),
+)
+
+
+# Worker options that set app.conf before the Worker is made, as Celery's do.
+CONF_OPTIONS = {
+    "max_tasks_per_child": "worker_max_tasks_per_child",
+    "max_memory_per_child": "worker_max_memory_per_child",
+    "time_limit": "task_time_limit",
+    "soft_time_limit": "task_soft_time_limit",
+}
+
+
+def worker(app, args):
+    """Check the options, print the banner, then run the worker until it is stopped."""
+    from .worker import Worker
+    if args.pool not in POOLS:
+        raise ImproperlyConfigured(f"-P {args.pool}: miniq's only pool is child processes"
+                                   f" ({' or '.join(POOLS)})")
+    queues = _served_queues(app, args)
+    for option, key in CONF_OPTIONS.items():
+        if getattr(args, option) is not None:
+            app.conf[key] = getattr(args, option)
+    node = nodename(args.hostname)
+    args.pidfile, args.logfile = (path and node_format(path, node)
+                                  for path in (args.pidfile, args.logfile))
+    concurrency = args.autoscale or args.concurrency
+    manager = Worker(app, args.app, concurrency, queues, args.start_method,
+                     args.loglevel, beat=args.beat, hostname=node)
+    emit("_worker_init", manager, vars(args))
+    app.broker.db  # noqa: B018 - open the file first: a setup error prints no banner
+    with _pidfile(args.pidfile):
+        start_logging(args.loglevel, args.logfile)
+        if args.purge:
+            count = app.broker.purge(manager.queues)
+            print(purged(count), flush=True)
+        _print_banner(app, args, manager, node)
+        status = manager.run()
+    if status == 0:  # as Celery: after a warm shutdown, not a cold one
+        emit("_worker_shutdown", manager)
+    return status
+
+
+def _served_queues(app, args):
+    """-Q's queues, or else the default queue, minus -X's; refused if none is left."""
+    queues = split(args.queues) or [app.conf.task_default_queue]
+    excluded = split(args.exclude_queues)
+    served = [queue for queue in queues if queue not in excluded]
+    if not served:
+        raise ImproperlyConfigured(f"-X {args.exclude_queues} leaves no queue to serve"
+                                   f" of {','.join(queues)}")
+    return served
+
+
+@contextlib.contextmanager
+def _pidfile(path):
+    """Hold PATH as the worker's pid file while it runs; refuse one naming a live process.
+    Our own pid there is stale: a container's worker is often pid 1 every time."""
+    if not path:
+        yield
+        return
+    old = _read_pid(path)
+    if old not in (None, os.getpid()) and pid_alive(old):
+        raise ImproperlyConfigured(f"pid file {path} names pid {old}, which is running:"
+                                   " is this worker running already?")
+    try:
+        with open(path, "w") as f:
+            f.write(f"{os.getpid()}\n")
+    except OSError as exc:
+        raise ImproperlyConfigured(f"cannot write the pid file: {exc}") from None
+    try:
+        yield
+    finally:
+        if _read_pid(path) == os.getpid():  # not a later worker's
+            os.remove(path)
+
+
+def _read_pid(path):
+    """The pid a pid file holds; None if it is missing or holds none."""
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def start_logging(level, logfile=None):
+    """Log to stderr, or to logfile: it becomes the stderr of the manager and of
+    every child, whatever the start method."""
+    from .worker import LOG_FORMAT
+    if logfile:
+        try:
+            log = open(logfile, "a")
+        except OSError as exc:
+            raise ImproperlyConfigured(f"cannot open the log file: {exc}") from None
+        with log:
+            os.dup2(log.fileno(), sys.stderr.fileno())
+    if not emit("_setup_logging", level, logfile, LOG_FORMAT):
+        logging.basicConfig(level=level, format=LOG_FORMAT)
+
+
+def _print_banner(app, args, manager, node):
+    """What this worker is, at any log level, as Celery's banner."""
+    node = [f"  node:        {node}"] if args.hostname else []
+    tasks = [f"  . {name}" for name in sorted(app.tasks)]
+    print(f"miniq worker for {args.app}",
+          f"  database:    {app.broker.path}",
+          f"  concurrency: {manager.concurrency}",
+          f"  queues:      {','.join(manager.queues)}",
+          *node,
+          "[tasks]", *tasks, sep="\n", flush=True)
+
+
+def split(text):
+    """A comma-separated option's names; none if it was not given."""
+    return text.split(",") if text else []
+
+
+def purged(count):
+    """What purging said it did, for purge and worker --purge alike."""
+    return f"Purged {count} message{'' if count == 1 else 's'}."
+
