@@ -13,14 +13,14 @@ from .exceptions import (ChordError, MaxRetriesExceededError, MiniqError, NotReg
                          SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded,
                          TimeoutError, WorkerLostError)
 from .canvas import GroupResult, Signature, chain, chord, group, signature
-from .project import Celery, Miniq, shared_task
+from .project import Celery, Miniq, current_app, shared_task
 from .result import AsyncResult, EagerResult
 from .task import Task
 
 __version__ = "0.1.0"
 
 __all__ = [  # the app and its tasks, workflows, results, errors
-    "Miniq", "Celery", "shared_task", "Task", "Signature", "signature", "chain", "group", "chord",
+    "Miniq", "Celery", "current_app", "shared_task", "Task", "Signature", "signature", "chain", "group", "chord",
     "AsyncResult", "EagerResult", "GroupResult", "exceptions", "states", "MiniqError",
     "SoftTimeLimitExceeded", "TimeLimitExceeded", "WorkerLostError", "TimeoutError",
     "NotRegistered", "Retry", "MaxRetriesExceededError", "TaskRevokedError", "ChordError",

@@ -12,7 +12,7 @@ from typing import Any, Callable
 from . import app as apps
 from .control import Control
 from .exceptions import ImproperlyConfigured
-from .task import emit
+from .task import Task, emit
 
 REFUSED = {  # settings miniq cannot honour: refused at configuration, never ignored
     "task_serializer": "json", "result_serializer": "json", "accept_content": ["json"],
@@ -97,11 +97,35 @@ class Miniq(apps.Miniq):
         """``@app.task`` as the core's; a bad ``rate_limit`` fails here, and the task
         made gets what ``task_annotations`` sets for it."""
         rate(options.get("rate_limit"), "@app.task")
-        make = super().task(**options)
+        make = super().task(**{"base": self.Task, **options})
 
         def register(fun: Callable) -> Any:
             return _annotate(make(fun), _annotations(self.conf))
         return apps.decorator(register, args, options, "app.task")
+
+    @property
+    def Task(self) -> type:
+        """The class ``@app.task`` makes tasks from (``task_cls``); assigning one, as
+        Flask's guide does, sets it for the tasks defined after."""
+        return self.conf.get("task_cls") or Task
+
+    @Task.setter
+    def Task(self, cls: type) -> None:
+        self.conf.task_cls = cls
+
+    def register_task(self, task: Any, **options: Any) -> Any:
+        """Register an instance of a ``Task`` subclass that defines ``run`` (Celery's
+        class-based task), named by its ``name``, else by its module and class."""
+        cls = type(task)
+        name = getattr(task, "name", None) or self.gen_task_name(cls.__name__, cls.__module__)
+        task.__class__ = cls._subclass(self, cls.run, name, {"bind": True, **options})
+        task.__wrapped__ = cls.run  # what apply_async checks a call against, self first
+        self.tasks[name] = _annotate(task, _annotations(self.conf))
+        return task
+
+    def set_default(self) -> None:
+        """Make this the app that ``current_app`` and ``shared_task`` stand for."""
+        apps._default = self
 
     def _annotate_all(self):
         maps = _annotations(self.conf)
@@ -144,6 +168,19 @@ class Miniq(apps.Miniq):
 
 
 Celery = Miniq  # so `from miniq import Celery` reads as the code it may one day be
+
+
+class CurrentApp:
+    """``current_app``: stands for the app made last, or set by ``set_default()``."""
+
+    def __getattr__(self, key: str) -> Any:
+        return getattr(apps.default_app(), key)
+
+    def __repr__(self) -> str:
+        return repr(apps.default_app())
+
+
+current_app = CurrentApp()
 
 
 def _refuse(settings):

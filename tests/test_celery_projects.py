@@ -233,3 +233,68 @@ def test_imports_and_namespaced_settings_are_taken(fresh_app, tmp_path):
     assert fresh_app.conf.imports == ["extra_tasks"] and "debug" not in fresh_app.conf
     fresh_app.import_includes()
     assert sys.modules["extra_tasks"].LOADED
+
+
+FLASK_STYLE = {  # Flask's guide assigns app.Task; Celery's guide registers class-based tasks
+    "flaskish.py": """
+        from miniq import Celery, Task, current_app, shared_task
+
+        other = Celery("other", broker="sqlite:///other.db")
+        app = Celery("flaskish", broker="sqlite:///flaskish.db")
+
+
+        class ContextTask(app.Task):
+            def __call__(self, *args, **kwargs):
+                return ["in context", self.run(*args, **kwargs)]
+
+
+        app.Task = ContextTask
+
+
+        @app.task
+        def add(x, y):
+            return x + y
+
+
+        class Multiply(Task):
+            name = "flaskish.multiply"
+
+            def run(self, x, y):
+                return x * y
+
+
+        multiply = app.register_task(Multiply())
+
+
+        class Unnamed(Task):
+            def run(self):
+                return self.request.id is not None
+
+
+        unnamed = app.register_task(Unnamed())
+        app.set_default()
+
+
+        @shared_task
+        def which_app():
+            return current_app.main
+    """,
+}
+
+
+def test_app_task_register_task_and_set_default_as_celery(project):
+    write_files, start, run = project
+    write_files(FLASK_STYLE)
+    start("-A", "flaskish", "worker", "-c", "1", "-l", "INFO")
+    assert run("""
+        import flaskish as f
+        print(f.add.delay(2, 3).get(timeout=20), f.multiply.delay(6, 7).get(timeout=20))
+        print(f.unnamed.name, f.unnamed.delay().get(timeout=20), f.which_app.delay().get(timeout=20))
+        print(f.current_app.main, f.app.Task is f.ContextTask, isinstance(f.add, f.ContextTask))
+        try:
+            f.multiply.delay(6)
+        except TypeError:
+            print("checked")
+    """) == ["['in", "context',", "5]", "42",
+             "flaskish.Unnamed", "True", "['in", "context',", "'flaskish']",  # app.Task's too
+             "flaskish", "True", "True", "checked"]

@@ -23,7 +23,7 @@ PUBLIC = [
     "AsyncResult", "Celery", "ChordError", "EagerResult", "GroupResult",
     "MaxRetriesExceededError", "Miniq", "MiniqError", "NotRegistered", "Retry",
     "Signature", "SoftTimeLimitExceeded", "Task", "TaskRevokedError", "TimeLimitExceeded",
-    "TimeoutError", "WorkerLostError", "chain", "chord", "exceptions", "group",
+    "TimeoutError", "WorkerLostError", "chain", "chord", "current_app", "exceptions", "group",
     "shared_task", "signature", "states",
 ]
 
