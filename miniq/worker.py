@@ -415,26 +415,16 @@ class Worker:
                 log.info("Task %s raised expected: %r", message, exc)
             else:
                 log.error("Task %s raised unexpected: %r%s", message, exc, trace)
-        if state == "PENDING":
-            self._requeue(message, outcome)
-        else:  # as Celery, Reject(requeue=False) stores a FAILURE
-            self._record(message, outcome._replace(state="FAILURE" if state == "REJECTED" else state))
-
-    def _requeue(self, message, outcome):
-        """Reject(requeue=True): as Celery, only under acks_late (else the message was
-        acknowledged before the run and nothing is recorded). Each delivery counts: at
-        the last, the Reject is a FAILURE."""
-        if self._setting(message, "acks_late"):
+        # Reject(requeue=True): as Celery, only under acks_late (else the message was
+        # acknowledged before the run). Each delivery counts: at the last, it is a FAILURE.
+        if state == "PENDING" and self._setting(message, "acks_late"):
             self._put_back(message, outcome._replace(state="FAILURE"))
-        else:
+            return
+        if state == "PENDING":
             log.warning("Task %s not requeued: its acks_late is off", message)
-            self._record(message, outcome._replace(state="IGNORED"))
-
-    def _errors_kept(self, message):
-        """Celery's store_errors: a failure is stored unless the call ignored results, or
-        store_errors_even_if_ignored keeps it anyway."""
-        ignored = message.options.get("ignore_result")
-        return not ignored or self._setting(message, "store_errors_even_if_ignored")
+            state = "IGNORED"
+        # as Celery, Reject(requeue=False) stores a FAILURE
+        self._record(message, outcome._replace(state="FAILURE" if state == "REJECTED" else state))
 
     def _settle_row(self, message, state, exc=None):
         emit("_task_settled", self, message, state, exc)
@@ -461,8 +451,10 @@ class Worker:
     def _record(self, message, outcome):
         """Buffer an outcome for the next transaction, with a chain's next step if any."""
         state, result = outcome.state, outcome.result
-        if state == "FAILURE" and not self._errors_kept(message):
-            state = None  # as Celery: ignore_result drops errors too
+        if state == "FAILURE" and message.options.get("ignore_result"):
+            # as Celery: ignore_result drops errors too, unless store_errors_even_if_ignored
+            if not self._setting(message, "store_errors_even_if_ignored"):
+                state = None
         follow = failed = ()
         if message.options.get("chain") and state in ("SUCCESS", "FAILURE", "REVOKED"):
             try:  # the claim checked the chain's shape; this is the net
@@ -568,7 +560,7 @@ class Worker:
                 child.killed_for = ("REVOKED", error)
                 child.deadline = time.monotonic() + TERMINATE_GRACE  # then SIGKILL
                 with contextlib.suppress(ProcessLookupError):  # it has just ended
-                    os.kill(child.process.pid, _signal(signum))
+                    os.kill(child.process.pid, error.signum)
 
     def _recover(self):
         """Put back the tasks of workers that died (pid gone here, or silent too long)."""
