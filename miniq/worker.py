@@ -417,14 +417,13 @@ class Worker:
                 log.error("Task %s raised unexpected: %r%s", message, exc, trace)
         # Reject(requeue=True): as Celery, only under acks_late (else the message was
         # acknowledged before the run). Each delivery counts: at the last, it is a FAILURE.
-        if state == "PENDING" and self._setting(message, "acks_late"):
-            self._put_back(message, outcome._replace(state="FAILURE"))
-            return
-        if state == "PENDING":
+        if state == "PENDING" and not self._setting(message, "acks_late"):
             log.warning("Task %s not requeued: its acks_late is off", message)
             state = "IGNORED"
-        # as Celery, Reject(requeue=False) stores a FAILURE
-        self._record(message, outcome._replace(state="FAILURE" if state == "REJECTED" else state))
+        if state == "PENDING":
+            self._put_back(message, outcome._replace(state="FAILURE"))
+        else:  # as Celery, Reject(requeue=False) stores a FAILURE
+            self._record(message, outcome._replace(state="FAILURE" if state == "REJECTED" else state))
 
     def _settle_row(self, message, state, exc=None):
         emit("_task_settled", self, message, state, exc)
