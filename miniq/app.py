@@ -84,6 +84,8 @@ class Conf(dict):
 class Miniq:
     """The app: ``Miniq("proj", broker="sqlite:///proj.db", include=[...])``."""
 
+    broker_class = Broker  # the project's app adds rate limits to it
+
     def __init__(self,
                  main: str | None = None,
                  broker: str | None = None,
@@ -128,7 +130,7 @@ class Miniq:
                 raise ImproperlyConfigured("miniq keeps results in the broker's file:"
                                            " leave backend unset, rpc:// or equal to broker")
             durable = self.conf.sqlite_synchronous.upper() == "FULL"
-            self._broker = Broker(path, durable)
+            self._broker = self.broker_class(path, durable)
             self._waker = Waker(self._broker.path)
             self._broker_url = url
         return self._broker
@@ -159,6 +161,11 @@ class Miniq:
     def rate_intervals(self) -> dict[str, float]:
         """Task name → seconds between its starts; the project's app reads rate limits."""
         return {}
+
+    def admit(self, worker, messages: list) -> list:
+        """Of the messages a worker claimed, those that start now: all; the project's
+        app holds back rate-limited ones until their turn."""
+        return messages
 
     def gen_task_name(self, name: str, module: str) -> str:
         """A task's name: ``module.function``; a script's are named after the app."""

@@ -283,8 +283,7 @@ class Worker:
         self.want = wanted > 0 and len(messages) == wanted
         if wanted and not self.want:
             self.next_due = self._db(lambda: self.broker.next_eta(self.queues))
-        if self.rates:
-            messages = self._rate_limited(messages)
+        messages = self.app.admit(self, messages)
         free = iter([c for c in self.children if not c.message])
         for message in messages:
             refusal = self._refusal(message, now)
@@ -294,21 +293,6 @@ class Worker:
                 log.warning("Task %s not run: %s", message, refusal[1])
                 self._settle_row(message, *refusal)
         return True
-
-    def _rate_limited(self, messages):
-        """The messages free to start now: the broker starts a rate-limited one only in
-        its turn, and puts back the others."""
-        limited = [m for m in messages if m.name in self.rates]
-        if not limited:
-            return messages
-        later = self._db(lambda: self.broker.book(
-            self.id, [(m.id, m.attempts, m.name, self.rates[m.name]) for m in limited]))
-        if later is None:  # no booking: back to the queue, as from a lost worker
-            later = [m.id for m in limited]
-            for message in limited:
-                self._put_back(message)
-        self.want = self.want or bool(later)  # their children are still idle
-        return [m for m in messages if m.id not in later]
 
     def _refusal(self, message, now):
         """(state, error) for a claimed message that must not run, else None."""
