@@ -11,8 +11,8 @@ from typing import Any, Callable
 
 from . import app as apps
 from .control import Control
-from .rates import RateBroker, admit
 from .exceptions import ImproperlyConfigured
+from .rates import RateBroker, admit
 from .task import emit
 
 REFUSED = {  # settings miniq cannot honour: refused at configuration, never ignored
