@@ -442,14 +442,17 @@ class Broker:
 
     @_translated
     def heartbeat(self, worker, lease):
-        """Prove this worker alive, extend its leases; return (id, signal) to terminate."""
+        """Prove this worker alive, extend its leases; return (id, signal) to terminate,
+        or None if the file has no row for this worker."""
         now = self.clock()
 
         def run(db):
-            db.execute("UPDATE worker SET heartbeat = ? WHERE id = ?", (now, worker))
             db.execute("UPDATE task SET lease = ? WHERE worker = ? AND status = 1",
                        (now + lease, worker))
-        self._tx(run)
+            return db.execute("UPDATE worker SET heartbeat = ? WHERE id = ?",
+                              (now, worker)).rowcount
+        if not self._tx(run):
+            return None
         return self._rows("SELECT id, revoked FROM task WHERE worker = ? AND status = 1"
                           " AND revoked > 0", (worker,))
 

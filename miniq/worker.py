@@ -27,7 +27,7 @@ from multiprocessing.connection import wait
 
 from . import result as results
 from .app import load_app
-from .broker import Settle, file_inode
+from .broker import Settle
 from .canvas import next_steps
 from .exceptions import (InvalidTaskError, MiniqError, TaskRevokedError, TimeLimitExceeded,
                          WorkerLostError)
@@ -185,7 +185,6 @@ class Worker:
     def _register(self):
         self.broker.register(self.id, socket.gethostname(), os.getpid(), self.concurrency,
                              self.queues, self.machine, self.hostname, sorted(self.app.tasks))
-        self.inode = file_inode(self.broker.path)
 
     def _on_signal(self, signum, frame):
         """Only set flags: the loop acts. First signal warm, second (or SIGQUIT) cold."""
@@ -527,13 +526,15 @@ class Worker:
             self._db(self._sweep)
 
     def _beat_file(self):
-        """Heartbeat, registering again in a file that was deleted or replaced (the broker
-        follows the path); returns the revoked tasks to kill."""
-        if file_inode(self.broker.path) != self.inode:
-            log.error("database %s was removed or replaced: reopening it", self.broker.path)
-            self.inode = file_inode(self.broker.path)  # said once; a failing reopen is _db's
+        """Heartbeat, registering again where this worker has no row: the file was deleted
+        or replaced (the broker follows the path), or others took it for dead. Returns
+        the revoked tasks to kill."""
+        kills = self.broker.heartbeat(self.id, self.lease)
+        if kills is None:  # said once: the row is back after this
+            log.error("database %s was removed or replaced, or this worker was taken for"
+                      " dead: registering again", self.broker.path)
             self._register()
-        return self.broker.heartbeat(self.id, self.lease)
+        return kills or []
 
     def _terminate(self, task_id, signum):
         for child in self.children:
