@@ -198,11 +198,28 @@ class Miniq:
                                  bool(ignore) and name in self.tasks)
         return self._routes[key]
 
-    def message_row(self, name, args=None, kwargs=None, countdown=None, eta=None,
-                    expires=None, task_id=None, queue=None, priority=None,
-                    soft_time_limit=None, time_limit=None, chain=None, chord=None,
-                    waiting=False, immutable=False, group_id=None, headers=None,
-                    parent_id=None, root_id=None, ignore_result=None, **_ignored) -> tuple:
+    def message_row(self,
+                    name,
+                    args=None,
+                    kwargs=None,
+                    countdown=None,
+                    eta=None,
+                    expires=None,
+                    task_id=None,
+                    queue=None,
+                    priority=None,
+                    soft_time_limit=None,
+                    time_limit=None,
+                    chain=None,
+                    chord=None,
+                    waiting=False,
+                    immutable=False,
+                    group_id=None,
+                    headers=None,
+                    parent_id=None,
+                    root_id=None,
+                    ignore_result=None,
+                    **_ignored) -> tuple:
         """The row ``send_task`` inserts; JSON-encodes the arguments (TypeError if it can't)."""
         if _ignored.keys() & {"link", "link_error"}:
             raise TypeError(f"{name}: link and link_error callbacks are not supported; use chain")
