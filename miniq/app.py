@@ -84,6 +84,8 @@ class Conf(dict):
 class Miniq:
     """The app: ``Miniq("proj", broker="sqlite:///proj.db", include=[...])``."""
 
+    broker_class = Broker  # the project's app adds rate limits to it
+
     def __init__(self,
                  main: str | None = None,
                  broker: str | None = None,
@@ -128,7 +130,7 @@ class Miniq:
                 raise ImproperlyConfigured("miniq keeps results in the broker's file:"
                                            " leave backend unset, rpc:// or equal to broker")
             durable = self.conf.sqlite_synchronous.upper() == "FULL"
-            self._broker = Broker(path, durable)
+            self._broker = self.broker_class(path, durable)
             self._waker = Waker(self._broker.path)
             self._broker_url = url
         return self._broker
@@ -159,6 +161,11 @@ class Miniq:
     def rate_intervals(self) -> dict[str, float]:
         """Task name → seconds between its starts; the project's app reads rate limits."""
         return {}
+
+    def admit(self, worker, messages: list) -> list:
+        """Of the messages a worker claimed, those that start now: all; the project's
+        app holds back rate-limited ones until their turn."""
+        return messages
 
     def gen_task_name(self, name: str, module: str) -> str:
         """A task's name: ``module.function``; a script's are named after the app."""
@@ -192,27 +199,27 @@ class Miniq:
         return self._routes[key]
 
     def message_row(self,
-                    name: str,
-                    args: Any = None,
-                    kwargs: Any = None,
-                    countdown: float | None = None,
-                    eta: Any = None,
-                    expires: Any = None,
-                    task_id: str | None = None,
-                    queue: str | None = None,
-                    priority: int | None = None,
-                    soft_time_limit: float | None = None,
-                    time_limit: float | None = None,
-                    chain: list | None = None,
-                    chord: str | None = None,
-                    waiting: bool = False,
-                    immutable: bool = False,
-                    group_id: str | None = None,
-                    headers: dict | None = None,
-                    parent_id: str | None = None,
-                    root_id: str | None = None,
-                    ignore_result: bool | None = None,
-                    **_ignored: Any) -> tuple:
+                    name,
+                    args=None,
+                    kwargs=None,
+                    countdown=None,
+                    eta=None,
+                    expires=None,
+                    task_id=None,
+                    queue=None,
+                    priority=None,
+                    soft_time_limit=None,
+                    time_limit=None,
+                    chain=None,
+                    chord=None,
+                    waiting=False,
+                    immutable=False,
+                    group_id=None,
+                    headers=None,
+                    parent_id=None,
+                    root_id=None,
+                    ignore_result=None,
+                    **_ignored) -> tuple:
         """The row ``send_task`` inserts; JSON-encodes the arguments (TypeError if it can't)."""
         if _ignored.keys() & {"link", "link_error"}:
             raise TypeError(f"{name}: link and link_error callbacks are not supported; use chain")
@@ -245,18 +252,13 @@ class Miniq:
 
     def message_rows(self, calls: Iterable[tuple], group_id: str | None = None) -> list:
         """Rows for many (name, args, kwargs) calls without options: group's fast path."""
-        now, rows, checked = time.time(), [], {}
-        sent_by = {"group": group_id, **lineage()}
+        rows, made = [], {}
         for name, args, kwargs in calls:
-            if name not in checked:
-                queue, priority, soft, hard, expires, ignores = self._defaults(name)
-                _check_call(name, priority=priority, soft_time_limit=soft, time_limit=hard)
-                options = _options(None, None, None, False, {**sent_by, "ignore_result": ignores})
-                checked[name] = (queue, priority, _deadline(expires, now), options)
-            queue, priority, expires, options = checked[name]
+            if name not in made:  # checked and routed once a name
+                made[name] = self.message_row(name, group_id=group_id)
+            row = made[name]
             body = encode_args(name, args, kwargs)
-            row = (new_id(), name, queue, priority, body, options, 0.0, expires, now, None, 0)
-            rows.append(row)
+            rows.append((new_id(), name, *row[2:4], body, *row[5:]))
         return rows
 
     def send_task(self,

@@ -409,32 +409,6 @@ class Broker:
         return self._tx(run)
 
     @_translated
-    def book(self, worker, claimed):
-        """Rate limits, across all workers: of the claimed (id, attempts, name, interval),
-        the task whose turn it is starts, interval after its name's last start at least,
-        and passes the next turn to the first in its name's line; if early, it waits in
-        the queue until its turn. The others join the line, which no claim reads. Waiting
-        is no delivery. Returns the ids of those that wait."""
-        def run(db):
-            now, later = self.clock(), []  # read inside the lock: starts follow commits
-            for task_id, attempts, name, interval in claimed:
-                due, turn = db.execute("SELECT due, next FROM rate WHERE name = ?",
-                                       (name,)).fetchone() or (0.0, None)
-                if turn != task_id and not _waiting(db, turn):  # none, or gone: revoked...
-                    turn = _next_in_line(db, name, due) or task_id
-                if turn == task_id and now >= due:
-                    due = now + interval
-                    turn = _next_in_line(db, name, due)
-                else:
-                    db.execute("UPDATE task SET status = ?, state = 'PENDING', worker = NULL,"
-                               f" eta = ?, attempts = attempts - 1 {FENCE}",
-                               (0 if turn == task_id else -1, due, task_id, worker, attempts))
-                    later.append(task_id)
-                db.execute("INSERT OR REPLACE INTO rate VALUES (?, ?, ?)", (name, due, turn))
-            return later
-        return self._tx(run)
-
-    @_translated
     def release(self, names):
         """Tasks in line for a rate limit their names no longer have go back to the queue."""
         self._tx(lambda db: db.executemany("UPDATE task SET status = 0 WHERE status = -1"
@@ -468,14 +442,17 @@ class Broker:
 
     @_translated
     def heartbeat(self, worker, lease):
-        """Prove this worker alive, extend its leases; return (id, signal) to terminate."""
+        """Prove this worker alive, extend its leases; return (id, signal) to terminate,
+        or None if the file has no row for this worker."""
         now = self.clock()
 
         def run(db):
-            db.execute("UPDATE worker SET heartbeat = ? WHERE id = ?", (now, worker))
             db.execute("UPDATE task SET lease = ? WHERE worker = ? AND status = 1",
                        (now + lease, worker))
-        self._tx(run)
+            return db.execute("UPDATE worker SET heartbeat = ? WHERE id = ?",
+                              (now, worker)).rowcount
+        if not self._tx(run):
+            return None
         return self._rows("SELECT id, revoked FROM task WHERE worker = ? AND status = 1"
                           " AND revoked > 0", (worker,))
 
@@ -493,17 +470,12 @@ class Broker:
     @_translated
     def recover(self, dead, max_deliveries, lost_result):
         """Requeue tasks of dead workers or lapsed leases and say how many; fail those
-        delivered max_deliveries times, with lost_result (exception JSON) as their result.
-        A rate limit's line whose next task is gone moves on."""
+        delivered max_deliveries times, with lost_result (exception JSON) as their result."""
         now = self.clock()
         lost = f"status = 1 AND (lease < ? OR worker IN ({_marks(dead)}))"
 
         def run(db):
             db.execute(f"DELETE FROM worker WHERE id IN ({_marks(dead)})", dead)
-            for name, due, turn in db.execute("SELECT * FROM rate").fetchall():
-                if not _waiting(db, turn):  # the next one was revoked, purged...
-                    db.execute("UPDATE rate SET next = ? WHERE name = ?",
-                               (_next_in_line(db, name, due), name))
             db.execute(
                 "UPDATE task SET status = 2, state = 'FAILURE', result = ?, finished = ?,"
                 f" traceback = NULL WHERE {lost} AND attempts >= ?",
@@ -587,22 +559,6 @@ def _settle(db, worker, outcomes, now):
                 [(i, name, state, result, tb, now, now) for i, name in failed])
             if chord:
                 _release_chord(db, chord, now)
-
-
-def _waiting(db, task_id):
-    """Whether that task is still to start: queued, or claimed and not yet run."""
-    return db.execute("SELECT 1 FROM task WHERE id = ? AND status IN (0, 1)",
-                      (task_id,)).fetchone() is not None
-
-
-def _next_in_line(db, name, turn):
-    """The first in a rate limit's line (by priority, then age) goes back to the queue,
-    due at its turn; returns its id, None if the line is empty."""
-    row = db.execute("SELECT id FROM task INDEXED BY task_line WHERE status = -1 AND name = ?"
-                     " ORDER BY priority DESC, seq LIMIT 1", (name,)).fetchone()
-    if row:
-        db.execute("UPDATE task SET status = 0, eta = ? WHERE id = ?", (turn, row[0]))
-    return row and row[0]
 
 
 def _release_chord(db, callback, now):

@@ -12,6 +12,7 @@ from typing import Any, Callable
 from . import app as apps
 from .control import Control
 from .exceptions import ImproperlyConfigured
+from .rates import RateBroker, admit
 from .task import Task, emit
 
 REFUSED = {  # settings miniq cannot honour: refused at configuration, never ignored
@@ -28,6 +29,7 @@ class Miniq(apps.Miniq):
 
     _discover = None  # (packages, related_name) given to autodiscover_tasks
     _settings = None  # what config_from_object read: INSTALLED_APPS, for autodiscovery
+    broker_class = RateBroker  # keeps rate limits across workers
 
     control = functools.cached_property(Control)  # revoke, inspect(), ping(), shutdown()
 
@@ -141,6 +143,10 @@ class Miniq(apps.Miniq):
         limits = {name: rate(default if task.rate_limit is None else task.rate_limit, name)
                   for name, task in self.tasks.items()}
         return {name: 1 / per_second for name, per_second in limits.items() if per_second}
+
+    def admit(self, worker: Any, messages: list) -> list:
+        """The claimed messages free to start now: rate-limited ones in their turn."""
+        return admit(worker, messages)
 
     def add_periodic_task(self, schedule: Any, sig: Any, args: Any = (), kwargs: Any = (),
                           name: str = None, **options: Any) -> str:

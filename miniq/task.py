@@ -102,12 +102,6 @@ def to_timestamp(when):
     return float(when)
 
 
-def _backoff(retries, factor, maximum, jitter):
-    """Celery's exponential backoff: factor * 2**retries, capped, optionally full jitter."""
-    countdown = min(maximum, factor * (2 ** retries))
-    return random.randrange(int(countdown) + 1) if jitter else countdown
-
-
 class Task:
     """A registered function with Celery's calling API and options."""
 
@@ -338,11 +332,12 @@ def _call(task, args, kwargs, soft_limit):
         raise
     except task.autoretry_for as exc:
         options = dict(task.retry_kwargs)
-        if task.retry_backoff:
-            options["countdown"] = _backoff(task.request.retries,
-                                            int(task.retry_backoff),
-                                            task.retry_backoff_max,
-                                            task.retry_jitter)
+        if task.retry_backoff:  # Celery's: factor * 2**retries, capped, maybe full jitter
+            countdown = int(task.retry_backoff) * 2 ** task.request.retries
+            countdown = min(task.retry_backoff_max, countdown)
+            if task.retry_jitter:
+                countdown = random.randrange(int(countdown) + 1)
+            options["countdown"] = countdown
         task.retry(exc=exc, **options)
     finally:
         if soft_limit:

@@ -27,7 +27,7 @@ from multiprocessing.connection import wait
 
 from . import result as results
 from .app import load_app
-from .broker import Settle, file_inode
+from .broker import Settle
 from .canvas import next_steps
 from .exceptions import (InvalidTaskError, MiniqError, TaskRevokedError, TimeLimitExceeded,
                          WorkerLostError)
@@ -185,7 +185,6 @@ class Worker:
     def _register(self):
         self.broker.register(self.id, socket.gethostname(), os.getpid(), self.concurrency,
                              self.queues, self.machine, self.hostname, sorted(self.app.tasks))
-        self.inode = file_inode(self.broker.path)
 
     def _on_signal(self, signum, frame):
         """Only set flags: the loop acts. First signal warm, second (or SIGQUIT) cold."""
@@ -283,8 +282,7 @@ class Worker:
         self.want = wanted > 0 and len(messages) == wanted
         if wanted and not self.want:
             self.next_due = self._db(lambda: self.broker.next_eta(self.queues))
-        if self.rates:
-            messages = self._rate_limited(messages)
+        messages = self.app.admit(self, messages)
         free = iter([c for c in self.children if not c.message])
         for message in messages:
             refusal = self._refusal(message, now)
@@ -294,21 +292,6 @@ class Worker:
                 log.warning("Task %s not run: %s", message, refusal[1])
                 self._settle_row(message, *refusal)
         return True
-
-    def _rate_limited(self, messages):
-        """The messages free to start now: the broker starts a rate-limited one only in
-        its turn, and puts back the others."""
-        limited = [m for m in messages if m.name in self.rates]
-        if not limited:
-            return messages
-        later = self._db(lambda: self.broker.book(
-            self.id, [(m.id, m.attempts, m.name, self.rates[m.name]) for m in limited]))
-        if later is None:  # no booking: back to the queue, as from a lost worker
-            later = [m.id for m in limited]
-            for message in limited:
-                self._put_back(message)
-        self.want = self.want or bool(later)  # their children are still idle
-        return [m for m in messages if m.id not in later]
 
     def _refusal(self, message, now):
         """(state, error) for a claimed message that must not run, else None."""
@@ -415,26 +398,15 @@ class Worker:
                 log.info("Task %s raised expected: %r", message, exc)
             else:
                 log.error("Task %s raised unexpected: %r%s", message, exc, trace)
+        # Reject(requeue=True): as Celery, only under acks_late (else the message was
+        # acknowledged before the run). Each delivery counts: at the last, it is a FAILURE.
+        if state == "PENDING" and not self._setting(message, "acks_late"):
+            log.warning("Task %s not requeued: its acks_late is off", message)
+            state = "IGNORED"
         if state == "PENDING":
-            self._requeue(message, outcome)
+            self._put_back(message, outcome._replace(state="FAILURE"))
         else:  # as Celery, Reject(requeue=False) stores a FAILURE
             self._record(message, outcome._replace(state="FAILURE" if state == "REJECTED" else state))
-
-    def _requeue(self, message, outcome):
-        """Reject(requeue=True): as Celery, only under acks_late (else the message was
-        acknowledged before the run and nothing is recorded). Each delivery counts: at
-        the last, the Reject is a FAILURE."""
-        if self._setting(message, "acks_late"):
-            self._put_back(message, outcome._replace(state="FAILURE"))
-        else:
-            log.warning("Task %s not requeued: its acks_late is off", message)
-            self._record(message, outcome._replace(state="IGNORED"))
-
-    def _errors_kept(self, message):
-        """Celery's store_errors: a failure is stored unless the call ignored results, or
-        store_errors_even_if_ignored keeps it anyway."""
-        ignored = message.options.get("ignore_result")
-        return not ignored or self._setting(message, "store_errors_even_if_ignored")
 
     def _settle_row(self, message, state, exc=None):
         emit("_task_settled", self, message, state, exc)
@@ -461,8 +433,10 @@ class Worker:
     def _record(self, message, outcome):
         """Buffer an outcome for the next transaction, with a chain's next step if any."""
         state, result = outcome.state, outcome.result
-        if state == "FAILURE" and not self._errors_kept(message):
-            state = None  # as Celery: ignore_result drops errors too
+        if state == "FAILURE" and message.options.get("ignore_result"):
+            # as Celery: ignore_result drops errors too, unless store_errors_even_if_ignored
+            if not self._setting(message, "store_errors_even_if_ignored"):
+                state = None
         follow = failed = ()
         if message.options.get("chain") and state in ("SUCCESS", "FAILURE", "REVOKED"):
             try:  # the claim checked the chain's shape; this is the net
@@ -552,13 +526,15 @@ class Worker:
             self._db(self._sweep)
 
     def _beat_file(self):
-        """Heartbeat, registering again in a file that was deleted or replaced (the broker
-        follows the path); returns the revoked tasks to kill."""
-        if file_inode(self.broker.path) != self.inode:
-            log.error("database %s was removed or replaced: reopening it", self.broker.path)
-            self.inode = file_inode(self.broker.path)  # said once; a failing reopen is _db's
+        """Heartbeat, registering again where this worker has no row: the file was deleted
+        or replaced (the broker follows the path), or others took it for dead. Returns
+        the revoked tasks to kill."""
+        kills = self.broker.heartbeat(self.id, self.lease)
+        if kills is None:  # said once: the row is back after this
+            log.error("database %s was removed or replaced, or this worker was taken for"
+                      " dead: registering again", self.broker.path)
             self._register()
-        return self.broker.heartbeat(self.id, self.lease)
+        return kills or []
 
     def _terminate(self, task_id, signum):
         for child in self.children:
@@ -568,7 +544,7 @@ class Worker:
                 child.killed_for = ("REVOKED", error)
                 child.deadline = time.monotonic() + TERMINATE_GRACE  # then SIGKILL
                 with contextlib.suppress(ProcessLookupError):  # it has just ended
-                    os.kill(child.process.pid, _signal(signum))
+                    os.kill(child.process.pid, error.signum)
 
     def _recover(self):
         """Put back the tasks of workers that died (pid gone here, or silent too long)."""

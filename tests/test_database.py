@@ -13,6 +13,7 @@ import miniq.app
 from miniq import Miniq
 from miniq.broker import APPLICATION_ID, SCHEMA, SCHEMA_VERSION, Broker
 from miniq.exceptions import ImproperlyConfigured, TimeoutError
+from miniq.rates import RateBroker
 from tests.conftest import ROOT, run_cli, wait_for
 
 @pytest.fixture(autouse=True)
@@ -127,7 +128,7 @@ def test_a_file_of_schema_3_gains_the_rate_table(tmp_path):
     old.executescript(SCHEMA + "DROP TABLE rate; DROP INDEX task_line;"
                       f" PRAGMA user_version = 3; PRAGMA application_id = {APPLICATION_ID};")
     old.close()
-    upgraded = Broker(str(tmp_path / "v3.db"))
+    upgraded = RateBroker(str(tmp_path / "v3.db"))
     assert upgraded.book("w", []) == []
     assert upgraded.db.execute("SELECT COUNT(*) FROM rate").fetchone()[0] == 0
     assert upgraded.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'task_line'").fetchone()

@@ -5,7 +5,7 @@ import pytest
 
 import miniq.app
 from miniq import Celery, Task
-from miniq.broker import Broker
+from miniq.rates import RateBroker as Broker
 from miniq.exceptions import ImproperlyConfigured
 from miniq.project import rate
 from tests import tasks
