@@ -223,6 +223,9 @@ class Miniq:
         """The row ``send_task`` inserts; JSON-encodes the arguments (TypeError if it can't)."""
         if _ignored.keys() & {"link", "link_error"}:
             raise TypeError(f"{name}: link and link_error callbacks are not supported; use chain")
+        if _ignored.get("serializer", "json") != "json":
+            raise TypeError(f"{name}: serializer {_ignored['serializer']!r} is not supported:"
+                            " miniq speaks JSON only")
         default_queue, default_priority, soft, hard, default_expires, ignores = self._defaults(name)
         priority = default_priority if priority is None else priority
         expires = default_expires if expires is None else expires

@@ -199,6 +199,9 @@ def test_options_celery_has_are_taken_and_the_rest_refused_at_decoration(fresh_a
     with pytest.raises(TypeError, match="serializer"):
         fresh_app.task(name="c", base=Pickled)(f)
     assert set(fresh_app.tasks) == {"a"}
+    with pytest.raises(TypeError, match="serializer 'pickle' is not supported"):
+        fresh_app.send_task("a", serializer="pickle")  # per call too, before storing
+    assert fresh_app.broker.counts() == []
 
 
 def test_eager_ignore_and_reject_end_in_their_own_states(tmp_path):
