@@ -231,12 +231,15 @@ class group(_Steps):
         app.send_rows(rows)
         return GroupResult(group_id, results)
 
+    def _shown(self) -> Sequence:
+        """The members as Celery prints them: a tuple if given as one, else a list."""
+        return tuple(self.tasks) if self._tuple else self.tasks
+
     def __repr__(self) -> str:
         if not self.tasks:
             return "group(<empty>)"
-        tasks = tuple(self.tasks) if self._tuple else self.tasks
         first = self.tasks[0]  # Celery's chain is the task "celery.chain": nothing to leave out
-        return _shortened(getattr(first, "name", ""), f"group({tasks!r})")
+        return _shortened(getattr(first, "name", ""), f"group({self._shown()!r})")
 
 
 def _last_result(steps: List[Signature], app) -> AsyncResult:
@@ -279,16 +282,15 @@ class chord:
         # The callback names the members whose results it gets, in the header's order:
         # a chain's later steps are stored after the other members, and its earlier
         # steps' results are not the chain's.
-        options = {**loads(callback[5] or "{}"), "header": [r.id for _, r in members]}
-        callback = (*callback[:5], dumps(options), *callback[6:])  # [5]: the options column
+        listed = {**loads(callback[5] or "{}"), "header": [r.id for _, r in members]}
+        callback = (*callback[:5], dumps(listed), *callback[6:])  # [5]: the options column
         app.send_rows([callback, *[row for row, _ in members]])
         return AsyncResult(callback_id, app)
 
     def __repr__(self) -> str:
-        tasks = tuple(self.header.tasks) if self.header._tuple else self.header.tasks
         if self.body is None:
-            return f"<chord without body: {tasks!r}>"
-        return "%" + _shortened(self.body.name, self.body._call(tasks))
+            return f"<chord without body: {self.header._shown()!r}>"
+        return "%" + _shortened(self.body.name, self.body._call(self.header._shown()))
 
 
 class GroupResult:
