@@ -580,8 +580,11 @@ def _release_chord(db, callback, now):
                      (callback,)).fetchone()
     if row is not None:
         args, kwargs = loads(row[0])
-        if not json.loads(row[1] or "{}").get("immutable"):  # an si() body gets nothing
-            args = [[loads(m[3]) if m[3] is not None else None for m in members], *args]
+        options = json.loads(row[1] or "{}")
+        if not options.get("immutable"):  # an si() body gets nothing
+            results = {m[0]: m[3] for m in members}
+            header = options.get("header") or list(results)  # whose results, in which order
+            args = [[loads(results[i]) if results.get(i) else None for i in header], *args]
         db.execute("UPDATE task SET status = 0, body = ? WHERE id = ?",
                    (dumps([args, kwargs]), callback))
 

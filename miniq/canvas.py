@@ -9,7 +9,7 @@ from typing import Any, List, Sequence
 
 from .result import AsyncResult
 from .task import new_id
-from .utils.json import loads
+from .utils.json import dumps, loads
 
 
 class _Delay:
@@ -30,10 +30,13 @@ class Signature(_Delay, dict):
                  options: dict | None = None,
                  immutable: bool = False,
                  app=None):
+        options = dict(options or {})
+        # signature(..., immutable=True) and task.signature(...) pass the flag among options
+        immutable = bool(options.pop("immutable", immutable))
         super().__init__(task=getattr(task, "name", task),  # a task, or its name
                          args=list(args),
                          kwargs=dict(kwargs or {}),
-                         options=dict(options or {}),
+                         options=options,
                          immutable=immutable)
         self._app = app or getattr(task, "app", None)
 
@@ -53,8 +56,11 @@ class Signature(_Delay, dict):
         """The task id, once ``set(task_id=...)`` or a chain has given it one."""
         return self["options"].get("task_id")
 
-    def set(self, **options: Any) -> Signature:
-        """Set call options (queue, countdown, priority, ...) for when it is sent."""
+    def set(self, immutable: bool | None = None, **options: Any) -> Signature:
+        """Set call options (queue, countdown, priority, ...) for when it is sent;
+        ``immutable`` sets whether it takes the previous result."""
+        if immutable is not None:
+            self["immutable"] = bool(immutable)
         self["options"].update(options)
         return self
 
@@ -91,14 +97,22 @@ class Signature(_Delay, dict):
         call_args, call_kwargs, call_options = self._merged(args, kwargs, options)
         return app.message_row(self.name, call_args, call_kwargs, **call_options, **fields)
 
+    def _member(self, app, args, kwargs, options, **fields):
+        """As a member of a group or chord: (its message row, its result)."""
+        row = self._row(app, args, kwargs, options, **fields)
+        return row, AsyncResult(row[0], app)
+
     def __or__(self, other: Any) -> chain:
         return chain(self, other)
 
-    def __repr__(self) -> str:
-        positional = list(map(repr, self["args"]))
+    def _call(self, *first: Any) -> str:
+        """The call as Celery prints it, ``name(args, kwargs)``, ``first`` before the args."""
+        positional = [repr(arg) for arg in (*first, *self["args"])]
         keywords = [f"{k}={v!r}" for k, v in self["kwargs"].items()]
-        args = ", ".join(positional + keywords)
-        return f"{self['task']}({args}){'!' if self['immutable'] else ''}"
+        return f"{self['task']}({', '.join(positional + keywords)})"
+
+    def __repr__(self) -> str:
+        return self._call()
 
 
 def signature(task: Any,
@@ -109,20 +123,38 @@ def signature(task: Any,
     return Signature(task, args, kwargs, options)
 
 
+def _shortened(name: str, text: str) -> str:
+    """As Celery prints a workflow: the module of the first task (``name``) is written
+    out once, and every later repeat of it is left out."""
+    module = name.rpartition(".")[0]
+    start = text.find(module + ".") if module else -1
+    if start < 0:
+        return text
+    cut = start + len(module) + 1
+    return text[:cut] + text[cut:].replace(module + ".", "")
+
+
 class _Steps(_Delay):
     """What chain and group hold: signatures given as ``f(a, b)`` or ``f([a, b])``."""
 
     def __init__(self, *tasks: Any):
-        if len(tasks) == 1 and not isinstance(tasks[0], dict):
+        self._tuple = len(tasks) > 1  # Celery prints the tasks as they were given
+        if len(tasks) == 1 and not isinstance(tasks[0], (dict, _Steps)):
+            self._tuple = isinstance(tasks[0], tuple)
             tasks = tuple(tasks[0])  # one iterable of signatures
-        self.tasks: List[Signature] = []
-        for task in tasks:  # a chain inside a chain is its steps, as in Celery
-            if isinstance(task, chain):
-                self.tasks.extend(task.tasks)
-            elif isinstance(task, Signature):
-                self.tasks.append(task)
+        self.tasks: List[Any] = []
+        for task in tasks:
+            if isinstance(task, chain) and isinstance(self, chain):
+                self.tasks.extend(task.tasks)  # a chain inside a chain is its steps, as in Celery
+            elif isinstance(task, (Signature, chain)):
+                self.tasks.append(task)  # a chain inside a group runs as a chain
             else:  # a signature that travelled as JSON
                 self.tasks.append(Signature(**task))
+
+    @property
+    def app(self):
+        """The app of the first task."""
+        return self.tasks[0].app
 
 
 class chain(_Steps):
@@ -133,7 +165,7 @@ class chain(_Steps):
                     kwargs: dict | None = None,
                     **options: Any):
         """Run the steps in order; return the last one's result, linked by ``parent``."""
-        steps = [s.clone(task_id=s.id or new_id()) for s in self.tasks]
+        steps = self._frozen()
         first = steps[0].clone(args, kwargs, **options)
         rest = steps[1:]
         app = first.app
@@ -146,13 +178,30 @@ class chain(_Steps):
             return result
         following = [dict(s) for s in rest]  # the worker sends each one in turn
         first.apply_async(chain=following or None)
-        results = [AsyncResult(s.id, app) for s in steps]
-        for parent, child in zip(results, results[1:]):
-            child.parent = parent
-        return results[-1]
+        return _last_result(steps, app)
+
+    def _frozen(self) -> List[Signature]:
+        """The steps, each with the task id it will run as."""
+        return [s.clone(task_id=s.id or new_id()) for s in self.tasks]
+
+    def _member(self, app, args, kwargs, options, group_id=None, **fields):
+        """As a member of a group or chord: (its first step's row, carrying the later
+        steps; its last step's result). The last step alone is in the group, as in
+        Celery; a chord's id goes with every step (``next_steps``), so the chord
+        waits until the last one is done."""
+        steps = self._frozen()
+        steps[-1] = steps[-1].clone(group_id=group_id)
+        following = [dict(s) for s in steps[1:]]
+        row = steps[0]._row(app, args, kwargs, options, chain=following or None, **fields)
+        return row, _last_result(steps, app)
 
     def __or__(self, other: Signature) -> chain:
         return chain(*self.tasks, other)
+
+    def __repr__(self) -> str:
+        if not self.tasks:
+            return f"<chain@{id(self):#x}: empty>"
+        return _shortened(self.tasks[0].name, " | ".join(map(repr, self.tasks)))
 
 
 class group(_Steps):
@@ -170,22 +219,42 @@ class group(_Steps):
         if app.conf.task_always_eager:
             results = [s.apply_async(args, kwargs, **options) for s in self.tasks]
             return GroupResult(group_id, results)
-        extras = args or kwargs or options or any(s["options"] for s in self.tasks)
-        if extras:
-            rows = [s._row(app, args, kwargs, options, group_id=group_id) for s in self.tasks]
-        else:  # plain calls, the fast path: each task name is checked once
+        plain = all(isinstance(s, Signature) and not s["options"] for s in self.tasks)
+        if plain and not (args or kwargs or options):  # the fast path: each name checked once
             calls = [(s["task"], s["args"], s["kwargs"]) for s in self.tasks]
             rows = app.message_rows(calls, group_id)
+            results = [AsyncResult(row[0], app) for row in rows]
+        else:
+            members = [s._member(app, args, kwargs, options, group_id=group_id)
+                       for s in self.tasks]
+            rows, results = [row for row, _ in members], [r for _, r in members]
         app.send_rows(rows)
-        results = [AsyncResult(row[0], app) for row in rows]
         return GroupResult(group_id, results)
+
+    def _shown(self) -> Sequence:
+        """The members as Celery prints them: a tuple if given as one, else a list."""
+        return tuple(self.tasks) if self._tuple else self.tasks
+
+    def __repr__(self) -> str:
+        if not self.tasks:
+            return "group(<empty>)"
+        first = self.tasks[0]  # Celery's chain is the task "celery.chain": nothing to leave out
+        return _shortened(getattr(first, "name", ""), f"group({self._shown()!r})")
+
+
+def _last_result(steps: List[Signature], app) -> AsyncResult:
+    """The result of a chain's last step, each step's result the next one's ``parent``."""
+    results = [AsyncResult(s.id, app) for s in steps]
+    for parent, child in zip(results, results[1:]):
+        child.parent = parent
+    return results[-1]
 
 
 class chord:
     """A group, then a callback called with the list of the group's results."""
 
     def __init__(self, header: Any, body: Signature | None = None):
-        self.header = header if isinstance(header, group) else group(header)
+        self.header = header if isinstance(header, group) else group(list(header))
         self.body = body
 
     def __call__(self, body: Signature | None = None, **options: Any):
@@ -200,16 +269,28 @@ class chord:
         """Send the members and the callback that waits for them; return its result."""
         body = body or self.body
         app = body.app
+        if not self.header.tasks:  # no member will release it: as Celery, it runs now
+            return body.apply_async(([],))
         if app.conf.task_always_eager:
             header = self.header.apply_async(args, kwargs, **options)
             return body.apply_async((header.get(),))
         callback = body._row(app, waiting=True, immutable=body["immutable"])
         callback_id = callback[0]
         group_id = new_id()
-        rows = [s._row(app, args, kwargs, options, chord=callback_id, group_id=group_id)
-                for s in self.header.tasks]
-        app.send_rows([callback, *rows])
+        members = [s._member(app, args, kwargs, options, chord=callback_id, group_id=group_id)
+                   for s in self.header.tasks]
+        # The callback names the members whose results it gets, in the header's order:
+        # a chain's later steps are stored after the other members, and its earlier
+        # steps' results are not the chain's.
+        listed = {**loads(callback[5] or "{}"), "header": [r.id for _, r in members]}
+        callback = (*callback[:5], dumps(listed), *callback[6:])  # [5]: the options column
+        app.send_rows([callback, *[row for row, _ in members]])
         return AsyncResult(callback_id, app)
+
+    def __repr__(self) -> str:
+        if self.body is None:
+            return f"<chord without body: {self.header._shown()!r}>"
+        return "%" + _shortened(self.body.name, self.body._call(self.header._shown()))
 
 
 class GroupResult:
@@ -284,5 +365,6 @@ def next_steps(app, message: Any, state: str, result: str | None):
     step = following[0].clone((value,))
     rest = [dict(s) for s in following[1:]]
     root = options.get("root_id") or message.id  # as Celery: the step before is the parent
-    row = step._row(app, chain=rest or None, parent_id=message.id, root_id=root)
+    row = step._row(app, chain=rest or None, parent_id=message.id, root_id=root,
+                    chord=message.chord)  # a chain in a chord's header: each step is a member
     return [row], ()

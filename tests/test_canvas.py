@@ -1,5 +1,6 @@
 """Workflows against a real worker: signatures (s, si, set), chain, group and
 chord, and the atomicity the README promises for each of them."""
+import json
 import sqlite3
 import threading
 import time
@@ -69,6 +70,36 @@ def test_si_ignores_the_previous_result(app, start_worker):
     assert result.get(timeout=30) == 35
     assert result.parent.get(timeout=30) == 30
     assert result.parent.parent.get(timeout=30) == 3  # the first step did run
+
+
+def test_immutable_is_honoured_wherever_a_signature_is_made(app, start_worker):
+    made = [signature("tests.tasks.add", (10, 20), immutable=True),
+            tasks.add.signature((10, 20), immutable=True),
+            tasks.add.s(10, 20).set(immutable=True, priority=1)]
+    assert [s["immutable"] for s in made] == [True, True, True]
+    assert made[2]["options"] == {"priority": 1}  # the flag, not a call option
+    taking = tasks.add.si("b").set(immutable=False)  # as Celery: set() can lift it again
+    start_worker("-c", "2")
+    results = [chain(tasks.add.s(1, 2), sig).apply_async() for sig in made]
+    assert [r.get(timeout=30) for r in results] == [30, 30, 30]  # Celery's: [30, 30, 30]
+    assert chain(tasks.add.s("a", ""), taking).apply_async().get(timeout=30) == "ab"
+
+
+def test_workflows_print_as_celery_prints_them(app):
+    add, echo = tasks.add, tasks.echo
+    assert repr(add.s(2, y=2)) == "tests.tasks.add(2, y=2)"
+    assert repr(add.si(2, 2)) == "tests.tasks.add(2, 2)"  # immutability is not shown
+    assert repr(add.s(4, 4) | add.s(8)) == "tests.tasks.add(4, 4) | add(8)"
+    assert repr(chain()).startswith("<chain@0x") and repr(chain()).endswith(": empty>")
+    assert repr(group(add.s(1, 1) | echo.s(), add.s(3))) == (
+        "group((tests.tasks.add(1, 1) | echo(), tests.tasks.add(3)))")
+    assert repr(group([add.s(1, 1), add.s(2, 2)])) == "group([tests.tasks.add(1, 1), add(2, 2)])"
+    assert repr(group([])) == "group(<empty>)"
+    assert repr(chord([add.s(1, 1), add.s(2, 2)], tasks.tsum.s(extra=1))) == (
+        "%tests.tasks.tsum([add(1, 1), add(2, 2)], extra=1)")
+    assert repr(chord(group(add.s(1, 1), add.s(2, 2)))) == (
+        "<chord without body: (tests.tasks.add(1, 1), tests.tasks.add(2, 2))>")
+    assert repr(signature("add", (1.5,)) | signature("mul", (2.5,))) == "add(1.5) | mul(2.5)"
 
 
 # -- chain ---------------------------------------------------------------------------
@@ -167,6 +198,26 @@ def test_group_with_a_failing_member_is_failed_and_get_raises(app, start_worker)
     assert values[0] == 2 and values[2] == 4 and isinstance(values[1], ValueError)
 
 
+def test_a_chain_in_a_group_runs_as_a_chain_and_gives_its_last_result(app, start_worker):
+    fixed = group(tasks.add.si(1, 1) | tasks.add.si(2, 2), tasks.add.si(3, 3))
+    assert len(fixed.tasks) == 2
+    passed = group([tasks.add.s(1, 1) | tasks.add.s(10) | tasks.add.s(100), tasks.add.s(3, 3)])
+    result = passed.apply_async()
+    first_step = json.loads(row(app, result.results[0].parent.parent.id, "options")[0])
+    assert first_step["group"] is None  # as Celery: only a chain's last step is in the group
+    start_worker("-c", "2")
+    assert fixed.apply_async().get(timeout=30) == [4, 6]  # Celery's: [4, 6]
+    assert result.get(timeout=30) == [112, 6]
+    assert result.results[0].parent.get(timeout=30) == 12
+    assert json.loads(row(app, result.results[0].id, "options")[0])["group"] == result.id
+    eager = group(tasks.add.si(1, 1) | tasks.add.si(2, 2), tasks.add.si(3, 3))
+    app.conf.task_always_eager = True
+    try:
+        assert eager.apply_async().get(timeout=30) == [4, 6]
+    finally:
+        app.conf.task_always_eager = False
+
+
 def with_options(sig):
     return sig.set(priority=1)  # takes group's per-member path instead of its batch path
 
@@ -216,6 +267,25 @@ def test_chord_callback_gets_the_results_in_header_order(app, start_worker):
     header = [tasks.sleep.s(0.8, 1), tasks.sleep.s(0.05, 2), tasks.sleep.s(0.4, 3)]
     assert chord(group(header), tasks.echo.s()).apply_async().get(timeout=30) == [1, 2, 3]
     assert chord(header)(tasks.tsum.s(extra=10)).get(timeout=30) == 16
+
+
+def test_a_chain_in_a_chord_header_gives_its_last_result_in_header_order(app, start_worker):
+    # The chain's last step is stored after the other member, and its first step is done
+    # long before it: the callback waits for the whole chain and gets the chain's value.
+    slow_chain = tasks.echo.s(0.5) | tasks.sleep.s("late")
+    result = chord([slow_chain, tasks.add.s(1, 1)], tasks.echo.s()).apply_async()
+    failing = chord([tasks.add.s(1, 1) | tasks.fail.s(), tasks.add.s(2, 2)], tasks.echo.s())
+    failed = failing.apply_async()
+    start_worker("-c", "2")
+    assert result.get(timeout=30) == ["late", 2]  # Celery's: ["late", 2]
+    with pytest.raises(exceptions.ChordError, match="ValueError"):
+        failed.get(timeout=30)
+
+
+def test_an_empty_chord_runs_its_body_with_no_results(app, start_worker):
+    start_worker("-c", "1")
+    assert chord([], tasks.echo.s()).apply_async().get(timeout=30) == []  # Celery's: []
+    assert chord([])(tasks.tsum.s(extra=5)).get(timeout=30) == 5
 
 
 def test_a_failing_member_fails_the_chord_callback_with_chord_error(app, start_worker):

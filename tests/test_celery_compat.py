@@ -387,6 +387,32 @@ def group_members_know_their_group(c, get):
     return [r["group"] == result.id for r in get(result)]
 
 
+def a_chain_in_a_group_runs_as_a_chain(c, get):
+    fixed = c.group(c.add.si(1, 1) | c.add.si(2, 2), c.add.si(3, 3))
+    passed = c.group(c.add.s(1, 1) | c.add.s(10), c.add.s(3, 3))
+    in_chord = c.chord([c.add.s(1, 1) | c.add.s(10), c.add.s(3, 3)], c.echo.s())
+    return len(fixed.tasks), get(fixed.apply_async()), get(passed.apply_async()), get(
+        in_chord.apply_async())
+
+
+def immutable_signatures_ignore_the_previous_result(c, get):
+    made = [c.signature(c.add.name, (10, 20), immutable=True),
+            c.add.signature((10, 20), immutable=True), c.add.s(10, 20).set(immutable=True)]
+    return [get(c.chain(c.add.s(1, 2), sig).apply_async()) for sig in made]
+
+
+def an_empty_chord_runs_its_body_at_once(c, get):
+    return get(c.chord([], c.echo.s()).apply_async())
+
+
+def workflows_print_as_calls(c, get):
+    add, echo = c.add, c.echo
+    return (repr(add.s(2, y=2)), repr(add.si(2, 2)), repr(add.s(4, 4) | add.s(8) | echo.s()),
+            repr(c.group(add.s(1, 1) | echo.s(), add.s(3, 3))), repr(c.group([add.s(1, 1)])),
+            repr(c.group([])), repr(c.chord([add.s(1, 1), add.s(2, 2)], echo.s())),
+            repr(c.chord([], add.s(5))))
+
+
 def typed_values_travel_as_themselves(c, get):
     values = [datetime(2030, 1, 2, 3, 4, 5, 6), datetime(2030, 1, 2, tzinfo=timezone.utc),
               date(2030, 1, 2), dtime(3, 4, 5), uuid.UUID(int=7), Decimal("1.10"), b"bytes"]
@@ -460,6 +486,16 @@ SCENARIOS = [
         timedelta(0), True, 3, [20, 10], {"x_note": 1}, 1)),
     (parent_and_root_of_a_task_sent_by_a_task, (True, True)),
     (group_members_know_their_group, [True, True]),
+    (a_chain_in_a_group_runs_as_a_chain, (2, [4, 6], [12, 6], [12, 6])),
+    (immutable_signatures_ignore_the_previous_result, [30, 30, 30]),
+    (an_empty_chord_runs_its_body_at_once, []),
+    (workflows_print_as_calls, (
+        "tests.compat.celery_api.add(2, y=2)", "tests.compat.celery_api.add(2, 2)",
+        "tests.compat.celery_api.add(4, 4) | add(8) | echo()",
+        "group((tests.compat.celery_api.add(1, 1) | echo(), tests.compat.celery_api.add(3, 3)))",
+        "group([tests.compat.celery_api.add(1, 1)])", "group(<empty>)",
+        "%tests.compat.celery_api.echo([add(1, 1), add(2, 2)])",
+        "%tests.compat.celery_api.add([], 5)")),
     (typed_values_travel_as_themselves, repr([
         datetime(2030, 1, 2, 3, 4, 5, 6), datetime(2030, 1, 2, tzinfo=timezone.utc),
         date(2030, 1, 2), dtime(3, 4, 5), uuid.UUID(int=7), Decimal("1.10"), b"bytes"])),

@@ -2,7 +2,7 @@
 
 MINIQ_COMPAT_IMPL names the implementation ("miniq", the default, or
 "celery"); for a user, moving to Celery is changing the import lines, which
-read ``from <impl> import Celery, chain, group`` and
+read ``from <impl> import Celery, chain, chord, group, signature`` and
 ``from <impl>.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded``,
 and giving Celery a broker. Here that is Redis, broker and result backend at
 the URL in COMPAT_REDIS_URL; miniq takes its SQLite file from MINIQ_BROKER_URL.
@@ -14,7 +14,8 @@ import time
 impl = importlib.import_module(os.environ.get("MINIQ_COMPAT_IMPL", "miniq"))
 _exceptions = importlib.import_module(impl.__name__ + ".exceptions")
 signals = importlib.import_module(impl.__name__ + ".signals")
-Celery, chain, group = impl.Celery, impl.chain, impl.group
+Celery, chain, group, chord = impl.Celery, impl.chain, impl.group, impl.chord
+signature = impl.signature
 SoftTimeLimitExceeded = _exceptions.SoftTimeLimitExceeded
 TimeLimitExceeded = _exceptions.TimeLimitExceeded
 MaxRetriesExceededError = _exceptions.MaxRetriesExceededError
