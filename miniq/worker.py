@@ -108,17 +108,31 @@ def _serve(app, conn, max_tasks, max_memory_kib, manager, hostname):
 class Child:
     """The manager's view of one child process and the task it runs."""
 
+    message = None  # the Message it runs
+    started = 0.0
+    deadline = None
+    killed_for = None  # (state, exception) to record when it dies
+    retiring = False
+
     def __init__(self, process, conn):
         self.process, self.conn = process, conn
-        self.message = None  # the Message it runs
-        self.started = 0.0
-        self.deadline = None
-        self.killed_for = None  # (state, exception) to record when it dies
-        self.retiring = False
 
 
 class Worker:
     """The manager: claims as many tasks as it has idle children, watches limits."""
+
+    # The loop's state as it starts; each worker assigns its own as it runs.
+    warm = cold = False  # shutting down: warm lets running tasks finish, cold does not
+    want = True  # worth a claim: a child freed, or the database changed
+    seen = None  # the database's data_version when last looked
+    hints_muted_until, empty_hints = 0.0, 0  # a flood is heard once a poll
+    next_due = None  # the earliest scheduled task
+    next_heartbeat, heartbeats = 0.0, 0
+    idle_deaths = 0
+    db_error = None
+    db_retry_at = db_delay = 0.0
+    beat = None  # -B: periodic tasks from this loop; the database keeps each run unique
+    beat_due = 0.0
 
     def __init__(self, app, app_path, concurrency=None, queues=None, start_method=None,
                  loglevel=None, beat=False, hostname=None):
@@ -138,20 +152,9 @@ class Worker:
         self.rates = app.rate_intervals()  # task name → seconds between its starts
         self.children = []
         self.outcomes = []  # Settle records for the next transaction
-        self.warm = self.cold = False
-        self.want = True  # worth a claim: a child freed, or the database changed
-        self.seen = None  # the database's data_version when last looked
-        self.hints_muted_until, self.empty_hints = 0.0, 0  # a flood is heard once a poll
-        self.next_due = None  # the earliest scheduled task
-        self.next_heartbeat, self.heartbeats = 0.0, 0
-        self.idle_deaths = 0
-        self.db_error = None
-        self.db_retry_at = self.db_delay = 0.0
-        self.beat = None
-        if beat:  # -B: periodic tasks from this loop; the database keeps each run unique
+        if beat:
             from .beat import Beat
             self.beat = Beat(app)
-        self.beat_due = 0.0
 
     # -- life cycle --------------------------------------------------------
 
