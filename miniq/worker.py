@@ -418,20 +418,17 @@ class Worker:
     def _put_back(self, message, last=None):
         """Back to the queue, unless it had all its deliveries: every put-back counts.
         Then the ``last`` outcome is final, by default a WorkerLostError."""
-        if self._spent(message):
-            self._record(message, last or Outcome("FAILURE", exception_to_json(self._too_often())))
+        if message.attempts >= self.conf.task_max_deliveries:
+            self._record(message, last or Outcome("FAILURE", self._too_often()))
         else:
             self._settle_row(message, "PENDING")
             self.want = True  # our own commit does not move data_version
 
-    def _spent(self, message):
-        """Whether a message had all the deliveries ``task_max_deliveries`` allows."""
-        return message.attempts >= self.conf.task_max_deliveries
-
     def _too_often(self):
-        """The error of a task whose worker died at every one of its deliveries."""
+        """The error, as JSON, of a task whose worker died at every one of its deliveries."""
         cap = self.conf.task_max_deliveries
-        return WorkerLostError(f"task was delivered {cap} times and its worker died each time")
+        return exception_to_json(WorkerLostError(
+            f"task was delivered {cap} times and its worker died each time"))
 
     def _record(self, message, outcome):
         """Buffer an outcome for the next transaction, with a chain's next step if any."""
@@ -482,7 +479,7 @@ class Worker:
             late = self._setting(message, "acks_late")
             if late and self._setting(message, "reject_on_worker_lost"):
                 state = "PENDING"
-        if state == "PENDING" and exc and self._spent(message):
+        if state == "PENDING" and exc and message.attempts >= self.conf.task_max_deliveries:
             state = "FAILURE"  # delivered too often: the last reason it was put back is final
         log.error("Task %s %s: %s", message, "requeued" if state == "PENDING" else state, exc)
         if state == "PENDING":
@@ -558,8 +555,7 @@ class Worker:
             gone = worker.machine == self.machine and not pid_alive(worker.pid)
             if gone or now - worker.heartbeat > self.lease:
                 dead.append(worker.id)
-        lost = exception_to_json(self._too_often())
-        count = self.broker.recover(dead, self.conf.task_max_deliveries, lost)
+        count = self.broker.recover(dead, self.conf.task_max_deliveries, self._too_often())
         if count or dead:
             log.warning("recovered %d task(s) from %d dead worker(s)", count, len(dead))
         self.want = self.want or count > 0  # our own commit does not move data_version
