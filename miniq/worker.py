@@ -309,7 +309,8 @@ class Worker:
     def _dispatch(self, child, message):
         """Hand a message to an idle child; one that died meanwhile gives it back."""
         try:
-            soft, hard = self._limits(message)
+            soft = self._limit(message, "soft_time_limit")
+            hard = self._limit(message, "time_limit")
         except (ValueError, TypeError) as exc:
             error = ValueError(f"bad time limit for {message.name}: {exc}")
             log.error("Task %s not run: %s", message, error)
@@ -323,13 +324,11 @@ class Worker:
             child.killed_for = ("PENDING", None)
             self._kill(child)
 
-    def _limits(self, message):
-        """(soft, hard) seconds: per-call options over task options over app.conf."""
-        def pick(key):
-            value = message.options.get(key)
-            value = self._setting(message, key) if value is None else value
-            return None if value is None else float(value)
-        return pick("soft_time_limit"), pick("time_limit")
+    def _limit(self, message, key):
+        """A time limit in seconds: the call's option over the task's over app.conf."""
+        value = message.options.get(key)
+        value = self._setting(message, key) if value is None else value
+        return None if value is None else float(value)
 
     def _setting(self, message, key):
         """The task's own option if it has one, else app.conf's ``task_<key>``."""
