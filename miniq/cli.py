@@ -270,11 +270,9 @@ def result(app: Miniq, args: Namespace) -> int:
         return _error(f"unknown task {args.task_id}: never sent, or its result is gone", 1)
     if args.wait and not _wait(res, args.timeout):
         return _error(f"task {args.task_id} not done after {args.timeout}s", 1)
-    state = res.state
-    info = res.info
-    value = info
-    if isinstance(info, BaseException):
-        value = f"{type(info).__name__}: {info}"
+    state, value = res.state, res.info
+    if isinstance(value, BaseException):
+        value = f"{type(value).__name__}: {value}"
     if args.traceback:  # as Celery's: the traceback instead of the result
         if not _emit(args, {"id": res.id, "state": state, "traceback": res.traceback}):
             print(res.traceback or "", end="")

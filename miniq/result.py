@@ -82,14 +82,14 @@ class AsyncResult:
     """A handle on a task by id: its state, its outcome, and ways to wait for them."""
 
     ignored = False  # sent with ignore_result: get() returns None at once
+    parent = None  # the AsyncResult of the previous step, in a chain
+    _done = None  # a finished row never changes: keep it
 
     def __init__(self, id: str, app=None):
         if app is None:
             from .app import default_app
             app = default_app()
         self.id, self.app = id, app
-        self.parent = None  # the AsyncResult of the previous step, in a chain
-        self._done = None  # a finished row never changes: keep it
 
     @property
     def task_id(self) -> str:

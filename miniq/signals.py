@@ -224,12 +224,13 @@ def _task_outcome(task, request, outcome, value):
         einfo = ExceptionInfo(exc, outcome.traceback)
         task_retry.send(sender=task, request=request, reason=reason, einfo=einfo)
     else:
-        _failed(task, request.id, request.args, request.kwargs, exc, outcome.traceback)
+        _failed(task, request, exc, outcome.traceback)
 
 
-def _failed(task, task_id, args, kwargs, exc, traceback=None):
-    task_failure.send(sender=task, task_id=task_id, exception=exc, args=args, kwargs=kwargs,
-                      traceback=exc.__traceback__, einfo=ExceptionInfo(exc, traceback))
+def _failed(task, request, exc, traceback=None):
+    task_failure.send(sender=task, task_id=request.id, exception=exc, args=request.args,
+                      kwargs=request.kwargs, traceback=exc.__traceback__,
+                      einfo=ExceptionInfo(exc, traceback))
 
 
 def _task_finished(task, request, state, value):
@@ -238,7 +239,7 @@ def _task_finished(task, request, state, value):
                       kwargs=request.kwargs, retval=value,
                       state="REJECTED" if state == "PENDING" else state)
     if state == "REJECTED":
-        _failed(task, request.id, request.args, request.kwargs, value)
+        _failed(task, request, value)
 
 
 def _task_settled(worker, message, state, exc):
@@ -251,10 +252,10 @@ def _task_settled(worker, message, state, exc):
         args, kwargs = loads(message.body)
     except (ValueError, TypeError):  # a corrupt row fails too: its arguments are unknown
         args = kwargs = None
-    if state == "FAILURE":
-        return _failed(task, message.id, args, kwargs, exc)
     request = Context(id=message.id, task=message.name, args=args, kwargs=kwargs,
                       hostname=worker.hostname, called_directly=False)
+    if state == "FAILURE":
+        return _failed(task, request, exc)
     task_revoked.send(sender=task, request=request, terminated=exc.args == ("terminated",),
                       signum=getattr(exc, "signum", None), expired=exc.args == ("expired",))
 

@@ -387,28 +387,27 @@ def _request(task, message, args, kwargs, eager, hostname):
                                                  "priority": message.priority,
                                                  "redelivered": message.attempts > 1}
     headers = options.get("headers")
-    request = Context(id=message.id,
-                      task=message.name,
-                      args=args,
-                      kwargs=kwargs,
-                      retries=message.retries,
-                      attempts=message.attempts,
-                      is_eager=eager,
-                      called_directly=False,
-                      hostname=hostname,
-                      delivery_info=delivery,
-                      root_id=options.get("root_id") or message.id,
-                      parent_id=parent,
-                      group=options.get("group"),
-                      eta=iso_time(message.eta),
-                      expires=iso_time(message.expires),
-                      timelimit=[hard, soft],
-                      time_limit=hard,
-                      soft_time_limit=soft,
-                      headers=headers)
-    for key, value in (headers or {}).items():  # as Celery: custom headers are attributes
-        vars(request).setdefault(key, value)
-    return request
+    # as Celery: custom headers are attributes too, where they name no field of its own
+    return Context(**{**(headers or {}),
+                      "id": message.id,
+                      "task": message.name,
+                      "args": args,
+                      "kwargs": kwargs,
+                      "retries": message.retries,
+                      "attempts": message.attempts,
+                      "is_eager": eager,
+                      "called_directly": False,
+                      "hostname": hostname,
+                      "delivery_info": delivery,
+                      "root_id": options.get("root_id") or message.id,
+                      "parent_id": parent,
+                      "group": options.get("group"),
+                      "eta": iso_time(message.eta),
+                      "expires": iso_time(message.expires),
+                      "timelimit": [hard, soft],
+                      "time_limit": hard,
+                      "soft_time_limit": soft,
+                      "headers": headers})
 
 
 def iso_time(when):

@@ -108,17 +108,31 @@ def _serve(app, conn, max_tasks, max_memory_kib, manager, hostname):
 class Child:
     """The manager's view of one child process and the task it runs."""
 
+    message = None  # the Message it runs
+    started = 0.0
+    deadline = None
+    killed_for = None  # (state, exception) to record when it dies
+    retiring = False
+
     def __init__(self, process, conn):
         self.process, self.conn = process, conn
-        self.message = None  # the Message it runs
-        self.started = 0.0
-        self.deadline = None
-        self.killed_for = None  # (state, exception) to record when it dies
-        self.retiring = False
 
 
 class Worker:
     """The manager: claims as many tasks as it has idle children, watches limits."""
+
+    # The loop's state as it starts; each worker assigns its own as it runs.
+    warm = cold = False  # shutting down: warm lets running tasks finish, cold does not
+    want = True  # worth a claim: a child freed, or the database changed
+    seen = None  # the database's data_version when last looked
+    hints_muted_until, empty_hints = 0.0, 0  # a flood is heard once a poll
+    next_due = None  # the earliest scheduled task
+    next_heartbeat, heartbeats = 0.0, 0
+    idle_deaths = 0
+    db_error = None
+    db_retry_at = db_delay = 0.0
+    beat = None  # -B: periodic tasks from this loop; the database keeps each run unique
+    beat_due = 0.0
 
     def __init__(self, app, app_path, concurrency=None, queues=None, start_method=None,
                  loglevel=None, beat=False, hostname=None):
@@ -138,20 +152,9 @@ class Worker:
         self.rates = app.rate_intervals()  # task name → seconds between its starts
         self.children = []
         self.outcomes = []  # Settle records for the next transaction
-        self.warm = self.cold = False
-        self.want = True  # worth a claim: a child freed, or the database changed
-        self.seen = None  # the database's data_version when last looked
-        self.hints_muted_until, self.empty_hints = 0.0, 0  # a flood is heard once a poll
-        self.next_due = None  # the earliest scheduled task
-        self.next_heartbeat, self.heartbeats = 0.0, 0
-        self.idle_deaths = 0
-        self.db_error = None
-        self.db_retry_at = self.db_delay = 0.0
-        self.beat = None
-        if beat:  # -B: periodic tasks from this loop; the database keeps each run unique
+        if beat:
             from .beat import Beat
             self.beat = Beat(app)
-        self.beat_due = 0.0
 
     # -- life cycle --------------------------------------------------------
 
@@ -306,7 +309,8 @@ class Worker:
     def _dispatch(self, child, message):
         """Hand a message to an idle child; one that died meanwhile gives it back."""
         try:
-            soft, hard = self._limits(message)
+            soft = self._limit(message, "soft_time_limit")
+            hard = self._limit(message, "time_limit")
         except (ValueError, TypeError) as exc:
             error = ValueError(f"bad time limit for {message.name}: {exc}")
             log.error("Task %s not run: %s", message, error)
@@ -320,13 +324,11 @@ class Worker:
             child.killed_for = ("PENDING", None)
             self._kill(child)
 
-    def _limits(self, message):
-        """(soft, hard) seconds: per-call options over task options over app.conf."""
-        def pick(key):
-            value = message.options.get(key)
-            value = self._setting(message, key) if value is None else value
-            return None if value is None else float(value)
-        return pick("soft_time_limit"), pick("time_limit")
+    def _limit(self, message, key):
+        """A time limit in seconds: the call's option over the task's over app.conf."""
+        value = message.options.get(key)
+        value = self._setting(message, key) if value is None else value
+        return None if value is None else float(value)
 
     def _setting(self, message, key):
         """The task's own option if it has one, else app.conf's ``task_<key>``."""
@@ -415,20 +417,17 @@ class Worker:
     def _put_back(self, message, last=None):
         """Back to the queue, unless it had all its deliveries: every put-back counts.
         Then the ``last`` outcome is final, by default a WorkerLostError."""
-        if self._spent(message):
-            self._record(message, last or Outcome("FAILURE", exception_to_json(self._too_often())))
+        if message.attempts >= self.conf.task_max_deliveries:
+            self._record(message, last or Outcome("FAILURE", self._too_often()))
         else:
             self._settle_row(message, "PENDING")
             self.want = True  # our own commit does not move data_version
 
-    def _spent(self, message):
-        """Whether a message had all the deliveries ``task_max_deliveries`` allows."""
-        return message.attempts >= self.conf.task_max_deliveries
-
     def _too_often(self):
-        """The error of a task whose worker died at every one of its deliveries."""
+        """The error, as JSON, of a task whose worker died at every one of its deliveries."""
         cap = self.conf.task_max_deliveries
-        return WorkerLostError(f"task was delivered {cap} times and its worker died each time")
+        return exception_to_json(WorkerLostError(
+            f"task was delivered {cap} times and its worker died each time"))
 
     def _record(self, message, outcome):
         """Buffer an outcome for the next transaction, with a chain's next step if any."""
@@ -479,7 +478,7 @@ class Worker:
             late = self._setting(message, "acks_late")
             if late and self._setting(message, "reject_on_worker_lost"):
                 state = "PENDING"
-        if state == "PENDING" and exc and self._spent(message):
+        if state == "PENDING" and exc and message.attempts >= self.conf.task_max_deliveries:
             state = "FAILURE"  # delivered too often: the last reason it was put back is final
         log.error("Task %s %s: %s", message, "requeued" if state == "PENDING" else state, exc)
         if state == "PENDING":
@@ -555,8 +554,7 @@ class Worker:
             gone = worker.machine == self.machine and not pid_alive(worker.pid)
             if gone or now - worker.heartbeat > self.lease:
                 dead.append(worker.id)
-        lost = exception_to_json(self._too_often())
-        count = self.broker.recover(dead, self.conf.task_max_deliveries, lost)
+        count = self.broker.recover(dead, self.conf.task_max_deliveries, self._too_often())
         if count or dead:
             log.warning("recovered %d task(s) from %d dead worker(s)", count, len(dead))
         self.want = self.want or count > 0  # our own commit does not move data_version
