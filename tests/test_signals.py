@@ -141,12 +141,16 @@ def test_a_failure_and_a_retry_send_theirs(tasks, worker):
 def test_ignore_and_reject_send_postrun_and_a_rejection_fails(tasks, worker):
     for task, state, after in ((tasks.ignored, "IGNORED", []),
                                (tasks.rejected, "REJECTED", ["task_failure"])):
-        since = len(worker.events())
+        since, expected = len(worker.events()), ["task_prerun", "task_postrun", *after]
         result = task.delay()
-        postrun = wait_for(lambda: worker.events("task_postrun", since), message="postrun")
-        assert (postrun[0]["task_id"], postrun[0]["state"]) == (result.id, state)
-        run = [e for e in worker.events(since=since) if e["pid"] != os.getpid()]
-        assert [e["signal"] for e in run] == ["task_prerun", "task_postrun", *after]
+
+        def sent_by_the_child():  # task_failure, if any, comes after task_postrun
+            return [e for e in worker.events(since=since) if e["pid"] != os.getpid()]
+        wait_for(lambda: len(sent_by_the_child()) >= len(expected), message=" ".join(expected))
+        run = sent_by_the_child()
+        assert [e["signal"] for e in run] == expected
+        postrun = run[1]
+        assert (postrun["task_id"], postrun["state"]) == (result.id, state)
     assert run[-1]["task_id"] == result.id and run[-1]["exception"].startswith("Reject: ")
 
 
