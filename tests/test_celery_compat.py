@@ -506,6 +506,16 @@ SCENARIOS = [
 ]
 
 
+# Celery's behaviour that changed in a release: the Celery pip gives an older Python
+# (5.6 on 3.9) is not asked for it, else its worker waits out the scenario.
+SINCE = {reject_without_requeue_fails: (5, 7),  # 5.6 stores no state for such a Reject
+         rate_limits_space_the_starts: (5, 7)}  # with kombu 5.6, the first starts are not spaced
+
+
 @pytest.mark.parametrize("scenario, expected", SCENARIOS, ids=[s.__name__ for s, _ in SCENARIOS])
 def test_the_same_module_gives_the_same_result(api, scenario, expected):
+    if api.impl == "celery" and scenario in SINCE:
+        version = importlib.import_module("celery").__version__
+        if tuple(int(part) for part in version.split(".")[:2]) < SINCE[scenario]:
+            pytest.skip(f"Celery {version} predates this behaviour of Celery {SINCE[scenario]}")
     assert api.run(scenario) == expected, api.impl
