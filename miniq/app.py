@@ -221,11 +221,7 @@ class Miniq:
                     ignore_result=None,
                     **_ignored) -> tuple:
         """The row ``send_task`` inserts; JSON-encodes the arguments (TypeError if it can't)."""
-        if _ignored.keys() & {"link", "link_error"}:
-            raise TypeError(f"{name}: link and link_error callbacks are not supported; use chain")
-        if _ignored.get("serializer", "json") != "json":
-            raise TypeError(f"{name}: serializer {_ignored['serializer']!r} is not supported:"
-                            " miniq speaks JSON only")
+        _refuse(name, _ignored)
         default_queue, default_priority, soft, hard, default_expires, ignores = self._defaults(name)
         priority = default_priority if priority is None else priority
         expires = default_expires if expires is None else expires
@@ -339,6 +335,15 @@ def _options(soft, hard, chain, immutable, extra):
                   "chain": chain or None,
                   "immutable": immutable,
                   **extra})
+
+
+def _refuse(name, options):
+    """Celery's call options miniq cannot honour: refused, never ignored."""
+    if options.keys() & {"link", "link_error"}:
+        raise TypeError(f"{name}: link and link_error callbacks are not supported; use chain")
+    if options.get("serializer", "json") != "json":
+        raise TypeError(f"{name}: serializer {options['serializer']!r} is not supported:"
+                        " miniq speaks JSON only")
 
 
 def _check_call(name, **values):
