@@ -15,6 +15,7 @@ from typing import Any, Callable
 from . import app as apps
 from .exceptions import ImproperlyConfigured
 from .task import iso_time
+from .utils.json import loads
 from .wake import machine_id, pid_alive
 
 
@@ -162,7 +163,7 @@ def _info(node, task_id, name, body, queue, priority, started=None, attempts=0, 
 def call_of(body: str) -> dict:
     """A message body's arguments; "(corrupt message)" if unreadable."""
     try:
-        args, kwargs = json.loads(body)
+        args, kwargs = loads(body)
     except (ValueError, TypeError):
         args, kwargs = "(corrupt message)", {}
     return {"args": args, "kwargs": kwargs}

@@ -375,7 +375,8 @@ def test_registered_lists_what_the_worker_registered_not_the_inspecting_app(
 def test_active_scheduled_reserved_and_stats_answer_as_celery_s(on_shared, shared, tmp_path):
     gate = tmp_path / "gate"
     running = tasks.wait_for_gate.delay(str(gate), "done")
-    later = tasks.add.apply_async((1, 2), countdown=300, priority=3)
+    when = datetime(2030, 1, 1, 9, 0)  # a type Celery's JSON carries: shown as itself
+    later = tasks.echo.apply_async((when,), countdown=300, priority=3)
     elsewhere = tasks.add.apply_async((1, 2), countdown=300, queue="no-worker-serves-it")
     try:
         wait_for(lambda: running.state == "STARTED", message="the gated task to start")
@@ -389,6 +390,7 @@ def test_active_scheduled_reserved_and_stats_answer_as_celery_s(on_shared, share
         assert inspect.active(safe=True)[NODE][0]["args"] == repr([str(gate), "done"])
         [waiting] = inspect.scheduled()[NODE]  # the one on a queue nobody serves: not listed
         assert waiting["request"]["id"] == later.id and waiting["priority"] == 3
+        assert waiting["request"]["args"] == [when]
         assert 250 < datetime.fromisoformat(waiting["eta"]).timestamp() - time.time() <= 301
         assert inspect.reserved() == {NODE: []}  # miniq never holds a task it does not run
         stats = inspect.stats()[NODE]
