@@ -77,6 +77,16 @@ class WorkerProcess:
     def wait(self, timeout=30.0):
         return self.proc.wait(timeout)
 
+    def stop(self, timeout=5):
+        """A warm shutdown given timeout seconds, then nothing of the group is left."""
+        if self.proc.poll() is None:
+            self.signal(signal.SIGTERM)
+            try:
+                self.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill_group()
+
     def kill_group(self):
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
@@ -105,13 +115,7 @@ def start_worker(broker_url, tmp_path):
 
     yield start
     for worker in started:
-        if worker.proc.poll() is None:
-            worker.signal(signal.SIGTERM)
-            try:
-                worker.wait(5)
-            except subprocess.TimeoutExpired:
-                pass
-        worker.kill_group()
+        worker.stop()
 
 
 def run_cli(*args, env=None, timeout=30, cwd=ROOT):

@@ -3,8 +3,6 @@ get() return None at once and stores nothing; get(on_message=, callback=) sees t
 states on the way; datetime, date, time, UUID, Decimal and bytes travel as
 themselves in arguments, results and meta. One worker serves the whole module."""
 import os
-import signal
-import subprocess
 import time
 import uuid
 from datetime import date, datetime, timedelta, timezone
@@ -43,12 +41,7 @@ def worker(tmp_path_factory):
     try:
         yield url, proc.wait_ready()
     finally:
-        proc.signal(signal.SIGTERM)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
-        proc.kill_group()
+        proc.stop(5)
 
 
 @pytest.fixture

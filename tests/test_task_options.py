@@ -4,8 +4,6 @@ worker shared by the module: a base class with its own ``__init__``, ``Ignore``,
 ``store_errors_even_if_ignored``, ``acks_on_failure_or_timeout``, ``serializer``."""
 import os
 import re
-import signal
-import subprocess
 import time
 
 import pytest
@@ -33,12 +31,7 @@ def worker(tmp_path_factory):
     try:
         yield proc.wait_ready()
     finally:
-        proc.signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            pass
-        proc.kill_group()
+        proc.stop(10)
         tasks.app.broker.close()
         tasks.app.conf.broker_url = saved
 
