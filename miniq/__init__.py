@@ -12,9 +12,9 @@ from . import exceptions, states
 from .exceptions import (ChordError, MaxRetriesExceededError, MiniqError, NotRegistered, Retry,
                          SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded,
                          TimeoutError, WorkerLostError)
-from .canvas import GroupResult, Signature, chain, chord, group, signature
+from .canvas import Signature, chain, chord, group, signature
 from .project import Celery, Miniq, current_app, shared_task
-from .result import AsyncResult, EagerResult
+from .result import AsyncResult, EagerResult, GroupResult
 from .task import Task
 
 __version__ = "0.1.0"

@@ -4,10 +4,9 @@ the steps when it stores each result (``next_steps``), so none is lost.
 """
 from __future__ import annotations
 
-import time
 from typing import Any, List, Sequence
 
-from .result import AsyncResult
+from .result import AsyncResult, GroupResult
 from .task import new_id
 from .utils.json import dumps, loads
 
@@ -291,65 +290,6 @@ class chord:
         if self.body is None:
             return f"<chord without body: {self.header._shown()!r}>"
         return "%" + _shortened(self.body.name, self.body._call(self.header._shown()))
-
-
-class GroupResult:
-    """The results of a group: wait for all, count the finished ones."""
-
-    def __init__(self, id: str, results: list):
-        self.id = id
-        self.results = list(results)
-
-    def ready(self) -> bool:
-        """Whether every member has finished, whatever its outcome."""
-        return all(r.ready() for r in self.results)
-
-    def successful(self) -> bool:
-        """Whether every member succeeded."""
-        return all(r.successful() for r in self.results)
-
-    def failed(self) -> bool:
-        """Whether any member failed."""
-        return any(r.failed() for r in self.results)
-
-    def completed_count(self) -> int:
-        """How many members succeeded (failures are finished but not counted, as in Celery)."""
-        return sum(r.successful() for r in self.results)
-
-    def get(self,
-            timeout: float | None = None,
-            propagate: bool = True,
-            interval: float = 0.1,
-            **options: Any) -> list:
-        """Every member's value, in order; the first failure raises (if propagate)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        values = []
-        for r in self.results:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            value = r.get(timeout=left, propagate=propagate, interval=interval, **options)
-            values.append(value)
-        return values
-
-    join = get
-
-    def revoke(self, terminate: bool = False, signal: Any = None) -> None:
-        """Revoke every member; with terminate=True, running ones are killed."""
-        for r in self.results:
-            r.revoke(terminate=terminate, signal=signal)
-
-    def forget(self) -> None:
-        """Forget every member's stored result."""
-        for r in self.results:
-            r.forget()
-
-    def __iter__(self):
-        return iter(self.results)
-
-    def __len__(self) -> int:
-        return len(self.results)
-
-    def __repr__(self) -> str:
-        return f"<GroupResult: {self.id} [{', '.join(r.id for r in self.results)}]>"
 
 
 def next_steps(app, message: Any, state: str, result: str | None):
