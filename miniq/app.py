@@ -16,10 +16,11 @@ import time
 from datetime import timedelta
 from typing import Any, Iterable
 
+from . import canvas
 from .broker import NUMBER, Broker, path_from_url
 from .exceptions import ImproperlyConfigured
-from .result import AsyncResult
-from .task import Task, emit, encode_args, lineage, new_id, to_timestamp
+from .result import AsyncResult, new_id
+from .task import Task, emit, encode_args, lineage, to_timestamp
 from .utils.json import dumps
 from .wake import Waker
 
@@ -110,6 +111,7 @@ class Miniq:
         self.home, self.origin = os.getcwd(), caller.get("__name__")  # origin: for -A
         if caller.get("__file__") and self.origin != __name__:
             self.home = os.path.dirname(os.path.abspath(caller["__file__"]))
+        canvas.builtins(self)
         _default = self
 
     def __repr__(self) -> str:
@@ -219,6 +221,10 @@ class Miniq:
                     parent_id=None,
                     root_id=None,
                     ignore_result=None,
+                    link=None,
+                    link_error=None,
+                    header=None,
+                    errback=False,
                     **_ignored) -> tuple:
         """The row ``send_task`` inserts; JSON-encodes the arguments (TypeError if it can't)."""
         _refuse(name, _ignored)
@@ -241,23 +247,33 @@ class Miniq:
             raise ValueError(f"{name}: countdown, eta and expires must be finite times")
         ignore_result = ignores if ignore_result is None else bool(ignore_result)
         sent_by = {"parent_id": parent_id, "root_id": root_id} if parent_id else lineage()
-        options = _options(soft_time_limit, time_limit, chain, immutable,
-                           {"group": group_id, "headers": headers, **sent_by,
-                            # a chain's next step or a chord's callback needs the value
-                            "ignore_result": ignore_result and not (chain or chord)})
+        options = _options({"soft_time_limit": soft_time_limit,
+                            "time_limit": time_limit,
+                            "chain": chain,
+                            "immutable": immutable,
+                            "group": group_id,
+                            "headers": headers,
+                            **sent_by,
+                            "link": link,  # canvas.next_steps reads these four
+                            "link_error": link_error,
+                            "header": header,
+                            "errback": errback,
+                            # a chain's next step, a chord's callback or a link needs the value
+                            "ignore_result": ignore_result and not (chain or chord or link)})
         status = 3 if waiting else 0  # a chord callback waits for its members
         return (task_id or new_id(), name, queue or default_queue, priority, body, options,
                 due, expires, now, chord, status)
 
-    def message_rows(self, calls: Iterable[tuple], group_id: str | None = None) -> list:
-        """Rows for many (name, args, kwargs) calls without options: group's fast path."""
+    def message_rows(self, calls: Iterable[tuple], **options: Any) -> list:
+        """Rows for many (name, args, kwargs, task_id) calls with the same options: a
+        group's fast path."""
         rows, made = [], {}
-        for name, args, kwargs in calls:
+        for name, args, kwargs, task_id in calls:
             if name not in made:  # checked and routed once a name
-                made[name] = self.message_row(name, group_id=group_id)
+                made[name] = self.message_row(name, **options)
             row = made[name]
             body = encode_args(name, args, kwargs)
-            rows.append((new_id(), name, *row[2:4], body, *row[5:]))
+            rows.append((task_id or new_id(), name, *row[2:4], body, *row[5:]))
         return rows
 
     def send_task(self,
@@ -325,22 +341,15 @@ def _deadline(expires, now):
     return now + expires if isinstance(expires, NUMBER) else to_timestamp(expires)
 
 
-def _options(soft, hard, chain, immutable, extra):
+def _options(values):
     """A message's options column: JSON of what its worker needs beyond the row's own
-    columns (per-call limits, a chain, where it comes from), or None, as for most calls."""
-    if soft is None and hard is None and not (chain or immutable or any(extra.values())):
-        return None
-    return dumps({"soft_time_limit": soft,
-                  "time_limit": hard,
-                  "chain": chain or None,
-                  "immutable": immutable,
-                  **extra})
+    columns (per-call limits, a workflow, where it comes from), or None, as for most calls."""
+    kept = {k: v for k, v in values.items() if v is not None and v is not False and v != []}
+    return dumps(kept) if kept else None
 
 
 def _refuse(name, options):
     """Celery's call options miniq cannot honour: refused, never ignored."""
-    if options.keys() & {"link", "link_error"}:
-        raise TypeError(f"{name}: link and link_error callbacks are not supported; use chain")
     if options.get("serializer", "json") != "json":
         raise TypeError(f"{name}: serializer {options['serializer']!r} is not supported:"
                         " miniq speaks JSON only")

@@ -538,8 +538,9 @@ def _settle(db, worker, outcomes, now):
     """Write outcomes, each only if this worker still holds that delivery (the fence)."""
     for task_id, attempts, state, result, tb, eta, body, chord, follow, failed in outcomes:
         key = (task_id, worker, attempts)
-        if state is None:  # success with ignore_result: nothing to keep
-            db.execute(f"DELETE FROM task {FENCE}", key)
+        if state is None:  # nothing to keep: ignore_result, or replaced by the rows in follow
+            if db.execute(f"DELETE FROM task {FENCE}", key).rowcount:
+                db.executemany(INSERT, follow)
         elif state == "RETRY":
             db.execute(
                 "UPDATE task SET status = 0, state = 'RETRY', retries = retries + 1,"
@@ -562,31 +563,34 @@ def _settle(db, worker, outcomes, now):
 
 
 def _release_chord(db, callback, now):
-    """The last member is done: queue the callback with their results, or fail it."""
+    """The last member is done: queue the callback with their results, in the shape of
+    its ``header``; after a failed member, with that member's error, to fail with."""
     members = db.execute("SELECT id, status, state, result FROM task WHERE chord = ?"
                          " ORDER BY seq", (callback,)).fetchall()
     if any(status != DONE or state not in FINAL for _, status, state, _ in members):
         return  # an ignored member never ends: as Celery, the callback never runs
-    failed = next((m for m in members if m[2] != "SUCCESS"), None)
-    if failed is not None:
-        info = json.loads(failed[3] or "{}")
-        cause = f"{info.get('exc_type', failed[2])}{tuple(info.get('exc_message') or ())!r}"
-        error = json.dumps({"exc_type": "ChordError", "exc_module": "miniq.exceptions",
-                            "exc_message": [f"Dependency {failed[0]} raised {cause}"]})
-        db.execute("UPDATE task SET status = 2, state = 'FAILURE', result = ?,"
-                   " finished = ? WHERE id = ? AND status = 3", (error, now, callback))
-        return
     row = db.execute("SELECT body, options FROM task WHERE id = ? AND status = 3",
                      (callback,)).fetchone()
-    if row is not None:
-        args, kwargs = loads(row[0])
-        options = json.loads(row[1] or "{}")
-        if not options.get("immutable"):  # an si() body gets nothing
-            results = {m[0]: m[3] for m in members}
-            header = options.get("header") or list(results)  # whose results, in which order
-            args = [[loads(results[i]) if results.get(i) else None for i in header], *args]
-        db.execute("UPDATE task SET status = 0, body = ? WHERE id = ?",
-                   (dumps([args, kwargs]), callback))
+    if row is None:
+        return
+    args, kwargs = loads(row[0])
+    options = loads(row[1] or "{}")
+    failed = next((m for m in members if m[2] != "SUCCESS"), None)
+    if failed is not None:
+        options["chord_error"] = {"id": failed[0], "error": loads(failed[3] or "{}")}
+    elif not options.get("immutable"):  # an si() body gets nothing
+        results = {m[0]: m[3] for m in members}
+        header = options.get("header")
+        args = [_gathered(list(results) if header is None else header, results), *args]
+    db.execute("UPDATE task SET status = 0, body = ?, options = ? WHERE id = ?",
+               (dumps([args, kwargs]), dumps(options), callback))
+
+
+def _gathered(shape, results):
+    """The members' values in the header's shape: a task's id, or a list of shapes."""
+    if isinstance(shape, list):
+        return [_gathered(part, results) for part in shape]
+    return loads(results[shape]) if results.get(shape) else None
 
 
 def _check_owner(db, path):

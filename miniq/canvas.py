@@ -1,77 +1,96 @@
-"""Workflows: a task call as a value (``task.s()``, ``si()``, ``set()``) and
-``chain``, ``group`` and ``chord`` built from signatures. The worker links
-the steps when it stores each result (``next_steps``), so none is lost.
+"""Workflows, as Celery's canvas: a task call as a value (``Signature``) and the
+forms built from calls: ``chain``, ``group``, ``chord``, ``chunks``, map and starmap.
+
+How one form turns into another lives here; sending is message rows for the app,
+and SQL stays in broker.py. Every id is given before anything is sent (``freeze``),
+so a workflow's result is known at once. A step that waits for another travels in
+the options of the message whose result it needs: a chain's later steps
+(``chain``), callbacks (``link``, ``link_error``), and a chord's callback, a
+waiting row its members name (``chord``). The worker turns them into rows with
+``next_steps`` in the transaction that stores that result: nothing is lost or sent
+twice between the two.
 """
 from __future__ import annotations
 
-from typing import Any, List, Sequence
+import inspect
+from typing import Any, Sequence
 
-from .result import AsyncResult, GroupResult
-from .task import new_id
-from .utils.json import dumps, loads
+from .exceptions import ChordError
+from .result import AsyncResult, GroupResult, exception_from_json, new_id
+from .utils.json import loads
 
-
-class _Delay:
-    """The ``delay`` shortcut that signatures, chains and groups share."""
-
-    def delay(self, *args: Any, **kwargs: Any):
-        """``apply_async`` with the arguments spread out, as in Celery."""
-        return self.apply_async(args, kwargs)
+ACCUMULATE = "celery.accumulate"  # passes its input on: a chord's callback before a group
 
 
-class Signature(_Delay, dict):
-    """One task call as a value; a dict (as Celery's), so it travels as JSON."""
+class Signature(dict):
+    """One task call as a value; a dict with Celery's keys, so it travels as JSON."""
+
+    TYPES: dict = {}  # subtask_type: the class that rebuilds such a dict
 
     def __init__(self,
-                 task: Any,
+                 task: Any = None,
                  args: Sequence = (),
                  kwargs: dict | None = None,
                  options: dict | None = None,
+                 type: Any = None,
+                 subtask_type: str | None = None,
                  immutable: bool = False,
-                 app=None):
-        options = dict(options or {})
-        # signature(..., immutable=True) and task.signature(...) pass the flag among options
+                 app=None,
+                 **extra: Any):
+        options = {**(options or {}), **extra}
+        # task.signature(..., immutable=True) passes the flag among the options
         immutable = bool(options.pop("immutable", immutable))
         super().__init__(task=getattr(task, "name", task),  # a task, or its name
-                         args=list(args),
+                         args=tuple(args or ()),
                          kwargs=dict(kwargs or {}),
                          options=options,
+                         subtask_type=subtask_type,
                          immutable=immutable)
-        self._app = app or getattr(task, "app", None)
+        self._app = app or getattr(task, "app", None) or getattr(type, "app", None)
+
+    @classmethod
+    def from_dict(cls, d: dict, app=None) -> Signature:
+        """A signature again from its dict (as it arrives after JSON), of its own kind."""
+        kind = Signature.TYPES.get(d.get("subtask_type"))
+        if kind is not None:
+            return kind._from(d, app)
+        made = Signature(d["task"], (), d.get("kwargs"), dict(d.get("options") or {}),
+                         subtask_type=d.get("subtask_type"), immutable=d.get("immutable", False),
+                         app=app)
+        made["args"] = d.get("args") or ()  # as it came: a list after JSON, as Celery's
+        return made
+
+    task = property(lambda self: self["task"], doc="The task's name.")
+    name = task
+    args = property(lambda self: self["args"], doc="The positional arguments it has.")
+    kwargs = property(lambda self: self["kwargs"], doc="The keyword arguments it has.")
+    options = property(lambda self: self["options"], doc="Its call options.")
+    immutable = property(lambda self: self["immutable"], doc="Whether it takes no more arguments.")
+    subtask_type = property(lambda self: self["subtask_type"], doc="chain, group, chord or None.")
+
+    @property
+    def id(self) -> str | None:
+        """The task id, once ``freeze()`` or ``set(task_id=...)`` gave it one."""
+        return self.options.get("task_id")
 
     @property
     def app(self):
         """The app that sends it: the one given, else the task's, else the default app."""
-        from .app import default_app
+        from .app import default_app  # the app module sits above this one
         return self._app or default_app()
 
     @property
-    def name(self) -> str:
-        """The task's registered name."""
-        return self["task"]
+    def type(self):
+        """The registered task it calls."""
+        return self.app.tasks[self.task]
 
-    @property
-    def id(self) -> str | None:
-        """The task id, once ``set(task_id=...)`` or a chain has given it one."""
-        return self["options"].get("task_id")
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the task here and now, as a function call, with these arguments first."""
+        return self.type(*args, *self.args, **{**self.kwargs, **kwargs})
 
-    def set(self, immutable: bool | None = None, **options: Any) -> Signature:
-        """Set call options (queue, countdown, priority, ...) for when it is sent;
-        ``immutable`` sets whether it takes the previous result."""
-        if immutable is not None:
-            self["immutable"] = bool(immutable)
-        self["options"].update(options)
-        return self
-
-    def clone(self,
-              args: Sequence = (),
-              kwargs: dict | None = None,
-              **options: Any) -> Signature:
-        """A copy with more arguments: new args go first, as in Celery's partials."""
-        if self["immutable"]:
-            args, kwargs = (), None
-        merged = self._merged(args, kwargs, options)
-        return Signature(self.name, *merged, self["immutable"], self._app)
+    def delay(self, *args: Any, **kwargs: Any):
+        """``apply_async`` with the arguments spread out, as in Celery."""
+        return self.apply_async(args, kwargs)
 
     def apply_async(self,
                     args: Sequence = (),
@@ -79,47 +98,113 @@ class Signature(_Delay, dict):
                     **options: Any):
         """Send this call, with more arguments and options as ``clone`` takes them."""
         sig = self.clone(args, kwargs, **options)
-        task = sig.app.tasks.get(sig.name)
-        if task is not None:
-            return task.apply_async(sig["args"], sig["kwargs"], **sig["options"])
-        return sig.app.send_task(sig.name, sig["args"], sig["kwargs"], **sig["options"])
+        task = sig.app.tasks.get(sig.task)
+        if task is None:
+            return sig.app.send_task(sig.task, sig.args, sig.kwargs, **sig.options)
+        return task.apply_async(sig.args, sig.kwargs, **sig.options)
 
-    def _merged(self, args=(), kwargs=None, options=None):
-        """(args, kwargs, options) with these: args go first, the others over its own."""
-        return ((*args, *self["args"]),
-                {**self["kwargs"], **(kwargs or {})},
-                {**self["options"], **(options or {})})
+    def apply(self, args: Sequence = (), kwargs: dict | None = None, **options: Any):
+        """Run it now in this process (Celery's eager run); an EagerResult."""
+        sig = self.clone(args, kwargs, **options)
+        return sig.type.apply(sig.args, sig.kwargs, **sig.options)
 
-    def _row(self, app, args=(), kwargs=None, options=None, **fields):
-        """This call's message row; unlike ``clone``, it passes the arguments to an
-        immutable signature too."""
-        call_args, call_kwargs, call_options = self._merged(args, kwargs, options)
-        return app.message_row(self.name, call_args, call_kwargs, **call_options, **fields)
+    def clone(self, args: Sequence = (), kwargs: dict | None = None, **options: Any) -> Signature:
+        """A copy with more arguments (first, as Celery's partials) and options; an
+        immutable signature takes only the options."""
+        if self.immutable:
+            args, kwargs = (), None
+        return self.from_dict({**self,
+                               "args": (*args, *self.args),
+                               "kwargs": {**self.kwargs, **(kwargs or {})},
+                               "options": {**self.options, **options}}, self._app)
 
-    def _member(self, app, args, kwargs, options, **fields):
-        """As a member of a group or chord: (its message row, its result)."""
-        row = self._row(app, args, kwargs, options, **fields)
-        return row, AsyncResult(row[0], app)
+    partial = clone
 
-    def __or__(self, other: Any) -> chain:
-        return chain(self, other)
+    def set(self, immutable: bool | None = None, **options: Any) -> Signature:
+        """Set call options (queue, countdown, priority, ...) for when it is sent;
+        ``immutable`` sets whether it takes the previous result."""
+        if immutable is not None:
+            self["immutable"] = bool(immutable)
+        self.options.update(options)
+        return self
+
+    def set_immutable(self, immutable: bool) -> None:
+        self["immutable"] = bool(immutable)
+
+    def link(self, callback: dict) -> dict:
+        """Send ``callback`` with this task's result when it succeeds."""
+        self.options.setdefault("link", []).append(callback)
+        return callback
+
+    def link_error(self, errback: dict) -> dict:
+        """Call ``errback`` when this task fails."""
+        self.options.setdefault("link_error", []).append(errback)
+        return errback
+
+    def on_error(self, errback: dict) -> Signature:
+        """``link_error``, returning this signature, for chaining calls."""
+        self.link_error(errback)
+        return self
+
+    def freeze(self, _id=None, group_id=None, chord=None, root_id=None, parent_id=None,
+               group_index=None) -> AsyncResult:
+        """Give it its task id (an id it has stays) and its place in a workflow, before
+        it is sent; return its result."""
+        options = self.options
+        options.setdefault("task_id", _id or new_id())
+        for key, value in (("group_id", group_id), ("chord", chord),
+                           ("root_id", root_id), ("parent_id", parent_id)):
+            if value is not None:
+                options[key] = value
+        return AsyncResult(options["task_id"], self._app)
+
+    def _rows(self, app, args=(), kwargs=None, options=None, follow=()) -> list:
+        """The message rows that send it, ``follow`` after it (each step a dict)."""
+        sig = self.clone(args, kwargs, **(options or {}))
+        opts = sig.options
+        opts["chain"] = [*(opts.get("chain") or ()), *follow] or None
+        return [app.message_row(sig.task, sig.args, sig.kwargs, immutable=sig.immutable, **opts)]
+
+    def __or__(self, other: Any) -> Signature:
+        if isinstance(other, group) and not isinstance(self, (chain, group)):
+            return chain(self, other)
+        return (chord if isinstance(self, group) else chain)(self, other)
+
+    def __invert__(self) -> Any:
+        return self.apply_async().get()
 
     def _call(self, *first: Any) -> str:
         """The call as Celery prints it, ``name(args, kwargs)``, ``first`` before the args."""
-        positional = [repr(arg) for arg in (*first, *self["args"])]
-        keywords = [f"{k}={v!r}" for k, v in self["kwargs"].items()]
-        return f"{self['task']}({', '.join(positional + keywords)})"
+        positional = [repr(arg) for arg in (*first, *self.args)]
+        keywords = [f"{k}={v!r}" for k, v in self.kwargs.items()]
+        return f"{self.task}({', '.join(positional + keywords)})"
 
     def __repr__(self) -> str:
         return self._call()
 
 
-def signature(task: Any,
-              args: Sequence = (),
-              kwargs: dict | None = None,
-              **options: Any):
-    """A signature by task or name: ``signature("proj.add", (1, 2), countdown=5)``."""
-    return Signature(task, args, kwargs, options)
+def signature(varies: Any, *args: Any, **kwargs: Any) -> Signature:
+    """A signature by task or name (``signature("proj.add", (1, 2), countdown=5)``), or
+    one rebuilt from its dict."""
+    if isinstance(varies, dict):
+        return varies.clone() if isinstance(varies, Signature) else Signature.from_dict(
+            varies, kwargs.get("app"))
+    return Signature(varies, *args, **kwargs)
+
+
+subtask = signature
+
+
+def maybe_signature(d: Any, app=None) -> Signature | None:
+    """A signature from a signature, its dict or None, as Celery's."""
+    if d is None or isinstance(d, Signature):
+        return d
+    return Signature.from_dict(d, app)
+
+
+def _listed(value: Any) -> list:
+    """A link option (one signature or a list of them) as a list."""
+    return [] if not value else [value] if isinstance(value, dict) else list(value)
 
 
 def _shortened(name: str, text: str) -> str:
@@ -133,68 +218,129 @@ def _shortened(name: str, text: str) -> str:
     return text[:cut] + text[cut:].replace(module + ".", "")
 
 
-class _Steps(_Delay):
-    """What chain and group hold: signatures given as ``f(a, b)`` or ``f([a, b])``."""
+class _Workflow(Signature):
+    """What chain and group share: signatures given as ``f(a, b)`` or ``f([a, b])``,
+    kept in ``kwargs["tasks"]``, as Celery's."""
 
-    def __init__(self, *tasks: Any):
+    KIND = ""
+
+    def __init__(self, *tasks: Any, **options: Any):
+        app = options.pop("app", None)
         self._tuple = len(tasks) > 1  # Celery prints the tasks as they were given
-        if len(tasks) == 1 and not isinstance(tasks[0], (dict, _Steps)):
+        if len(tasks) == 1 and not isinstance(tasks[0], dict):
             self._tuple = isinstance(tasks[0], tuple)
             tasks = tuple(tasks[0])  # one iterable of signatures
-        self.tasks: List[Any] = []
-        for task in tasks:
-            if isinstance(task, chain) and isinstance(self, chain):
-                self.tasks.extend(task.tasks)  # a chain inside a chain is its steps, as in Celery
-            elif isinstance(task, (Signature, chain)):
-                self.tasks.append(task)  # a chain inside a group runs as a chain
-            else:  # a signature that travelled as JSON
-                self.tasks.append(Signature(**task))
+        tasks = [maybe_signature(t, app) for t in tasks]
+        super().__init__(f"celery.{self.KIND}", (), {"tasks": self._joined(tasks)}, options,
+                         subtask_type=self.KIND, app=app)
+        self._app = app or next((t._app for t in tasks if t._app), None)
+
+    @classmethod
+    def _from(cls, d, app):
+        tasks = [Signature.from_dict(t, app) for t in d["kwargs"]["tasks"]]  # copies
+        made = cls(tasks, app=app, **(d.get("options") or {}))
+        made.update(args=list(d.get("args") or ()), immutable=d.get("immutable", False))
+        made.kwargs.update(_own(d["kwargs"]))
+        return made
+
+    def _partial(self, args, kwargs):
+        """The arguments its members get: these, then its own partial ones."""
+        if self.immutable:
+            args, kwargs = (), None
+        return (*args, *self.args), {**_own(self.kwargs), **(kwargs or {})}
+
+    @staticmethod
+    def _joined(tasks):
+        return tasks
 
     @property
-    def app(self):
-        """The app of the first task."""
-        return self.tasks[0].app
+    def tasks(self) -> list:
+        return self.kwargs["tasks"]
 
+    def __call__(self, *args: Any, **kwargs: Any):
+        """Send it with these arguments first, as Celery calls a workflow."""
+        return self.apply_async(args, kwargs)
 
-class chain(_Steps):
-    """Run tasks one after another, each result passed as the next one's first argument."""
-
-    def apply_async(self,
-                    args: Sequence = (),
-                    kwargs: dict | None = None,
-                    **options: Any):
-        """Run the steps in order; return the last one's result, linked by ``parent``."""
-        steps = self._frozen()
-        first = steps[0].clone(args, kwargs, **options)
-        rest = steps[1:]
-        app = first.app
+    def apply_async(self, args: Sequence = (), kwargs: dict | None = None, **options: Any):
+        """Send it: every message of its first step in one transaction; its result."""
+        app = self.app
         if app.conf.task_always_eager:
-            result = first.apply_async()
-            for step in rest:
-                parent = result
-                result = step.apply_async((parent.get(),))
-                result.parent = parent
-            return result
-        following = [dict(s) for s in rest]  # the worker sends each one in turn
-        first.apply_async(chain=following or None)
-        return _last_result(steps, app)
+            return self.apply(args, kwargs, **options)
+        sig = self.clone()  # fresh ids for each send, unless frozen before
+        ids = {k: options.pop(k) for k in ("task_id", "group_id", "chord") if k in options}
+        result = sig.freeze(ids.get("task_id"), ids.get("group_id"), ids.get("chord"))
+        app.send_rows(sig._rows(app, args, kwargs, options))
+        return result
 
-    def _frozen(self) -> List[Signature]:
-        """The steps, each with the task id it will run as."""
-        return [s.clone(task_id=s.id or new_id()) for s in self.tasks]
 
-    def _member(self, app, args, kwargs, options, group_id=None, **fields):
-        """As a member of a group or chord: (its first step's row, carrying the later
-        steps; its last step's result). The last step alone is in the group, as in
-        Celery; a chord's id goes with every step (``next_steps``), so the chord
-        waits until the last one is done."""
-        steps = self._frozen()
-        steps[-1] = steps[-1].clone(group_id=group_id)
-        following = [dict(s) for s in steps[1:]]
-        row = steps[0]._row(app, args, kwargs, options, chain=following or None, **fields)
-        return row, _last_result(steps, app)
+class chain(_Workflow):
+    """Tasks one after another, each result the next one's first argument."""
 
-    def __or__(self, other: Signature) -> chain:
+    KIND = "chain"
+
+    @staticmethod
+    def _joined(tasks):
+        """A chain inside a chain is its steps, and a group of one its task, as in Celery."""
+        return [step for t in tasks for step in (t.tasks if type(t) is chain or
+                                                  type(t) is group and len(t.tasks) == 1 else [t])]
+
+    def link(self, callback: dict) -> dict:
+        """Call back when the last step succeeds."""
+        return self.tasks[-1].link(callback)
+
+    def link_error(self, errback: dict) -> dict:
+        """Call ``errback`` when any step fails."""
+        for task in self.tasks:
+            task.link_error(errback)
+        return errback
+
+    def _steps(self) -> list:
+        """The steps as they run: a group followed by a step is a chord into it."""
+        steps = []
+        for task in self.tasks:
+            if steps and isinstance(steps[-1], group):
+                task = chord(steps.pop(), task)
+            steps.append(task)
+        return steps
+
+    def freeze(self, _id=None, group_id=None, chord=None, root_id=None, parent_id=None,
+               group_index=None):
+        """Freeze every step: the last takes the id and group; each result's ``parent``
+        is the step before. Returns the last step's result."""
+        return self._frozen(_id, group_id, chord, root_id)[1]
+
+    def _frozen(self, _id=None, group_id=None, chord=None, root_id=None):
+        steps = self._steps()
+        result = None
+        for i, step in enumerate(steps):
+            last = i == len(steps) - 1
+            parent, result = result, step.freeze(_id if last else None, group_id if last else None,
+                                                 chord, root_id)
+            result.parent = parent
+        return steps, result
+
+    def _rows(self, app, args=(), kwargs=None, options=None, follow=()):
+        steps, _ = self._frozen()
+        args, kwargs = self._partial(args, kwargs)
+        options = _call_options(self, options)
+        for callback in _listed(options.pop("link", None)):
+            steps[-1].link(callback)
+        for errback in _listed(options.pop("link_error", None)):
+            for step in steps:
+                step.link_error(errback)
+        return steps[0]._rows(app, args, kwargs, options, [*steps[1:], *follow])
+
+    def apply(self, args: Sequence = (), kwargs: dict | None = None, **options: Any):
+        """Run every step now in this process, in order; the last step's result."""
+        result = None
+        for step in self._steps():
+            parent = result
+            result = (step.apply(args, kwargs, **options) if parent is None
+                      else step.apply((parent.get(),)))
+            result.parent = parent
+        return result
+
+    def __or__(self, other: Any) -> chain:
         return chain(*self.tasks, other)
 
     def __repr__(self) -> str:
@@ -203,32 +349,53 @@ class chain(_Steps):
         return _shortened(self.tasks[0].name, " | ".join(map(repr, self.tasks)))
 
 
-class group(_Steps):
-    """Run tasks in parallel; all messages are inserted in one transaction."""
+class group(_Workflow):
+    """Tasks in parallel; all their messages are inserted in one transaction."""
 
-    def apply_async(self,
-                    args: Sequence = (),
-                    kwargs: dict | None = None,
-                    **options: Any):
-        """Send every member (args go before each one's own); return a GroupResult."""
-        group_id = options.pop("group_id", None) or new_id()
-        if not self.tasks:
-            return GroupResult(group_id, [])
-        app = self.tasks[0].app
-        if app.conf.task_always_eager:
-            results = [s.apply_async(args, kwargs, **options) for s in self.tasks]
-            return GroupResult(group_id, results)
-        plain = all(isinstance(s, Signature) and not s["options"] for s in self.tasks)
-        if plain and not (args or kwargs or options):  # the fast path: each name checked once
-            calls = [(s["task"], s["args"], s["kwargs"]) for s in self.tasks]
-            rows = app.message_rows(calls, group_id)
-            results = [AsyncResult(row[0], app) for row in rows]
-        else:
-            members = [s._member(app, args, kwargs, options, group_id=group_id)
-                       for s in self.tasks]
-            rows, results = [row for row, _ in members], [r for _, r in members]
-        app.send_rows(rows)
-        return GroupResult(group_id, results)
+    KIND = "group"
+
+    @staticmethod
+    def _joined(tasks):
+        """A group inside a group is its members, as in Celery."""
+        return [m for t in tasks for m in (t.tasks if type(t) is group and not t.args else [t])]
+
+    def link(self, callback: dict) -> dict:
+        """As Celery's: the first member calls back, with no argument."""
+        return self.tasks[0].link(maybe_signature(callback, self._app).clone().set(immutable=True))
+
+    def __call__(self, *args: Any, **options: Any):
+        """Send it, each member called with these arguments first."""
+        return self.apply_async(args, **options)
+
+    def freeze(self, _id=None, group_id=None, chord=None, root_id=None, parent_id=None,
+               group_index=None) -> GroupResult:
+        """Give the group its id, and each member its task id and place; the GroupResult."""
+        gid = self.options.setdefault("task_id", _id or group_id or new_id())
+        results = [t.freeze(None, gid, chord, root_id, parent_id) for t in self.tasks]
+        return GroupResult(gid, results)
+
+    def _rows(self, app, args=(), kwargs=None, options=None, follow=()):
+        if follow:  # as Celery: a group followed by a step is a chord into it
+            return chord(self, follow[0])._rows(app, args, kwargs, options, follow[1:])
+        args, kwargs = self._partial(args, kwargs)
+        options = _call_options(self, options)
+        fields = {"group_id": self.id, "chord": self.tasks and self.tasks[0].options.get("chord")}
+        plain = not (options or kwargs) and all(
+            type(t) is Signature and not t.immutable and {"task_id", *fields} >= set(t.options)
+            for t in self.tasks)
+        if plain:  # the fast path for a large group: each name checked once
+            calls = [(t.task, [*args, *t.args], t.kwargs, t.id) for t in self.tasks]
+            return app.message_rows(calls, **fields)
+        return [row for t in self.tasks for row in t._rows(app, args, kwargs, options)]
+
+    def apply(self, args: Sequence = (), kwargs: dict | None = None, **options: Any):
+        """Run every member now in this process; a GroupResult."""
+        gid = options.pop("group_id", None) or new_id()
+        return GroupResult(gid, [t.apply(args, kwargs, **options) for t in self.tasks],
+)
+
+    def __or__(self, other: Any):
+        return chord(self, other)
 
     def _shown(self) -> Sequence:
         """The members as Celery prints them: a tuple if given as one, else a list."""
@@ -238,53 +405,84 @@ class group(_Steps):
         if not self.tasks:
             return "group(<empty>)"
         first = self.tasks[0]  # Celery's chain is the task "celery.chain": nothing to leave out
-        return _shortened(getattr(first, "name", ""), f"group({self._shown()!r})")
+        return _shortened(first.name if type(first) is Signature else "", f"group({self._shown()!r})")
 
 
-def _last_result(steps: List[Signature], app) -> AsyncResult:
-    """The result of a chain's last step, each step's result the next one's ``parent``."""
-    results = [AsyncResult(s.id, app) for s in steps]
-    for parent, child in zip(results, results[1:]):
-        child.parent = parent
-    return results[-1]
-
-
-class chord:
+class chord(Signature):
     """A group, then a callback called with the list of the group's results."""
 
-    def __init__(self, header: Any, body: Signature | None = None):
-        self.header = header if isinstance(header, group) else group(list(header))
-        self.body = body
+    def __init__(self, header: Any, body: Any = None, task: str = "celery.chord", args=(),
+                 kwargs=None, app=None, **options: Any):
+        header = maybe_signature(header, app) if isinstance(header, dict) else group(header)
+        super().__init__(task, args, {"header": header, "body": maybe_signature(body, app),
+                                      **(kwargs or {})}, options, subtask_type="chord", app=app)
+        self._app = app or header._app or (body and self.body._app)
 
-    def __call__(self, body: Signature | None = None, **options: Any):
+    @classmethod
+    def _from(cls, d, app):
+        header, body = (part if part is None or isinstance(part, list)
+                        else Signature.from_dict(part, app)  # copies
+                        for part in (d["kwargs"]["header"], d["kwargs"]["body"]))
+        made = cls(header, body, app=app,
+                   kwargs=_own(d["kwargs"]), **(d.get("options") or {}))
+        made.update(args=list(d.get("args") or ()), immutable=d.get("immutable", False))
+        return made
+
+    def link(self, callback: dict) -> dict:
+        return self.body.link(callback)
+
+    def link_error(self, errback: dict) -> dict:
+        return self.body.link_error(errback)
+
+    header = property(lambda self: self.kwargs["header"], doc="The group that runs first.")
+    body = property(lambda self: self.kwargs["body"], doc="The callback, given their results.")
+    tasks = property(lambda self: self.header.tasks)
+
+    def __call__(self, body: Any = None, **options: Any):
         """``chord(header)(body)``: send it, with this body if one is given."""
-        return self.apply_async(body=body, **options)
+        return self.apply_async((), {"body": body} if body else {}, **options)
 
-    def apply_async(self,
-                    args: Sequence = (),
-                    kwargs: dict | None = None,
-                    body: Signature | None = None,
-                    **options: Any):
-        """Send the members and the callback that waits for them; return its result."""
-        body = body or self.body
-        app = body.app
-        if not self.header.tasks:  # no member will release it: as Celery, it runs now
-            return body.apply_async(([],))
-        if app.conf.task_always_eager:
-            header = self.header.apply_async(args, kwargs, **options)
-            return body.apply_async((header.get(),))
-        callback = body._row(app, waiting=True, immutable=body["immutable"])
-        callback_id = callback[0]
-        group_id = new_id()
-        members = [s._member(app, args, kwargs, options, chord=callback_id, group_id=group_id)
-                   for s in self.header.tasks]
-        # The callback names the members whose results it gets, in the header's order:
-        # a chain's later steps are stored after the other members, and its earlier
-        # steps' results are not the chain's.
-        listed = {**loads(callback[5] or "{}"), "header": [r.id for _, r in members]}
-        callback = (*callback[:5], dumps(listed), *callback[6:])  # [5]: the options column
-        app.send_rows([callback, *[row for row, _ in members]])
-        return AsyncResult(callback_id, app)
+    def apply_async(self, args: Sequence = (), kwargs: dict | None = None, **options: Any):
+        """Send the members and the callback that waits for them; the callback's result."""
+        body = (kwargs or {}).get("body")
+        sig = (self if body is None else chord(self.header, body, **self.options)).clone()
+        if not sig.header.tasks:  # no member will release it: as Celery, it runs now
+            return sig.body.apply_async(([],), **options)
+        return _Workflow.apply_async(sig, args, None, **options)
+
+    def apply(self, args: Sequence = (), kwargs: dict | None = None, **options: Any):
+        """Run the header now in this process, then the body with its results."""
+        return self.body.apply((self.header.apply(args, kwargs, **options).get(),))
+
+    def _flow(self) -> Signature:
+        """The body, made to start with one plain task, the row that waits: a body that
+        starts with a group or chord is passed the results by ``celery.accumulate``."""
+        body = self.body
+        first = body._steps()[0] if isinstance(body, chain) else body
+        if type(first) is not Signature:
+            start = Signature(ACCUMULATE, kwargs={"index": 0}, app=self._app)
+            body = self.kwargs["body"] = chain(start, body)
+        return body
+
+    def freeze(self, _id=None, group_id=None, chord=None, root_id=None, parent_id=None,
+               group_index=None):
+        """Freeze the body (it takes the id and the place) and the header, whose
+        members name the body's first row; returns the body's result."""
+        body = self._flow()
+        result = body.freeze(_id, group_id, chord, root_id, parent_id)
+        entry = body._steps()[0] if isinstance(body, chain) else body
+        self._header_result = self.header.freeze(None, None, entry.id, root_id)
+        result.parent = result.parent or self._header_result  # get() raises a member's error first
+        return result
+
+    def _rows(self, app, args=(), kwargs=None, options=None, follow=()):
+        self.freeze()
+        body = self.body
+        steps = body._steps() if isinstance(body, chain) else [body]
+        wait = {"waiting": True, "header": _shape(self._header_result)}
+        callback = steps[0]._rows(app, (), None, wait, [*steps[1:], *follow])
+        args = args if self.immutable else (*args, *self.args)
+        return callback + self.header._rows(app, args, kwargs, _call_options(self, options))
 
     def __repr__(self) -> str:
         if self.body is None:
@@ -292,19 +490,150 @@ class chord:
         return "%" + _shortened(self.body.name, self.body._call(self.header._shown()))
 
 
-def next_steps(app, message: Any, state: str, result: str | None):
-    """After a chain step ends: (rows to send next, (id, name) of steps that fail with it)."""
+class chunks(Signature):
+    """``task.chunks(items, n)``: the calls ``task(*item)``, n to a message, as a group."""
+
+    def __init__(self, task: Any, it: Any, n: int, **options: Any):
+        super().__init__("celery.chunks", (), {"task": task, "it": list(it), "n": n}, options,
+                         subtask_type="chunks", immutable=True, app=getattr(task, "_app", None))
+
+    @classmethod
+    def _from(cls, d, app):
+        return cls(maybe_signature(d["kwargs"]["task"], app), d["kwargs"]["it"],
+                   d["kwargs"]["n"], **(d.get("options") or {}))
+
+    def __call__(self, **options: Any):
+        return self.apply_async(**options)
+
+    def group(self) -> group:
+        """The group of starmap calls, one for each chunk."""
+        task, it, n = self.kwargs["task"], self.kwargs["it"], self.kwargs["n"]
+        return group([_mapped("celery.starmap", task, it[i:i + n]) for i in range(0, len(it), n)],
+                     app=self._app)
+
+    def apply_async(self, args: Sequence = (), kwargs: dict | None = None, **options: Any):
+        return self.group().apply_async(args, kwargs, **options)
+
+    def freeze(self, *args: Any, **kwargs: Any):
+        self._group = self.group()
+        return self._group.freeze(*args, **kwargs)
+
+    def _rows(self, app, *args: Any, **kwargs: Any):
+        return self._group._rows(app, *args, **kwargs)
+
+
+def _mapped(name: str, task: Any, it: Any) -> Signature:
+    """``task.map(it)`` or ``task.starmap(it)``: one message that calls the task for each item."""
+    task = signature(task)
+    return Signature(name, (), {"task": task, "it": list(it)}, immutable=True, app=task._app,
+                     subtask_type="xmap" if name == "celery.map" else "xstarmap")
+
+
+Signature.TYPES.update(chain=chain, group=group, chord=chord, chunks=chunks)
+
+
+def _own(kwargs: dict) -> dict:
+    """A workflow's own partial keyword arguments: its kwargs besides its parts."""
+    return {k: v for k, v in kwargs.items() if k not in ("tasks", "header", "body", "kwargs")}
+
+
+def _call_options(sig: Signature, options: dict | None) -> dict:
+    """The options a workflow passes to its members: its own and the call's, besides
+    the ids and places that ``freeze`` gave."""
+    merged = {**sig.options, **(options or {})}
+    return {k: v for k, v in merged.items() if k not in ("task_id", "group_id", "chord")}
+
+
+def _shape(result: Any) -> Any:
+    """A result as ids: a task's id, or a list of them for a group (nested as it is)."""
+    return [_shape(r) for r in result.results] if isinstance(result, GroupResult) else result.id
+
+
+def builtins(app) -> None:
+    """Celery's built-in tasks that workflows run in the worker."""
+
+    @app.task(name=ACCUMULATE, typing=False)
+    def accumulate(*args, **kwargs):
+        index = kwargs.get("index")
+        return args if index is None else args[index]
+
+    @app.task(name="celery.map", typing=False)
+    def xmap(task, it):
+        task = signature(task, app=app).type
+        return [task(item) for item in it]
+
+    @app.task(name="celery.starmap", typing=False)
+    def xstarmap(task, it):
+        task = signature(task, app=app).type
+        return [task(*item) for item in it]
+
+
+def next_steps(app, message: Any, state: str, result: str | None, traceback: str | None = None):
+    """After a task ends: (rows to send next, (id, name) of the steps that fail with it).
+    A success sends the chain's next step and the callbacks, given its value; a
+    failure fails the chain's later steps and sends the errbacks."""
     options = message.options
-    steps = options.get("chain")
-    if not steps:
-        return (), ()
-    following = [Signature(**s) for s in steps]
+    follow = [maybe_signature(s, app) for s in options.get("chain") or ()]
+    lineage = {"parent_id": message.id, "root_id": options.get("root_id") or message.id}
+    if state == "REPLACED":
+        return _replaced(app, message, Signature.from_dict(loads(result), app), lineage), ()
     if state != "SUCCESS":
-        return (), [(s.id, s.name) for s in following]
-    value = loads(result) if result is not None else None
-    step = following[0].clone((value,))
-    rest = [dict(s) for s in following[1:]]
-    root = options.get("root_id") or message.id  # as Celery: the step before is the parent
-    row = step._row(app, chain=rest or None, parent_id=message.id, root_id=root,
-                    chord=message.chord)  # a chain in a chord's header: each step is a member
-    return [row], ()
+        failed = [leaf for step in follow for leaf in _leaves(step)]
+        errbacks = _listed(options.get("link_error")) if state == "FAILURE" else ()
+        rows = [row for e in errbacks for row in _errback(app, message, e, result, traceback)]
+        return rows, failed
+    value = (loads(result) if result is not None else None,)
+    rows = follow and follow[0]._rows(app, value, None, lineage, follow[1:])
+    links = [maybe_signature(s, app) for s in _listed(options.get("link"))]
+    return [*rows, *[row for s in links for row in s._rows(app, value, None, lineage)]], ()
+
+
+def _leaves(step: dict) -> list:
+    """(id, name) of every task a frozen step holds: they fail with the step before."""
+    kwargs = step.get("kwargs") or {}
+    parts = [*(kwargs.get("tasks") or ()), *[kwargs[k] for k in ("header", "body") if k in kwargs]]
+    if step.get("subtask_type") in ("chain", "group", "chord"):
+        return [leaf for part in parts for leaf in _leaves(part)]
+    task_id = (step.get("options") or {}).get("task_id")
+    return [(task_id, step["task"])] if task_id else []
+
+
+def _errback(app, message: Any, errback: dict, error: str | None, traceback: str | None):
+    """The rows of one errback. As Celery: one whose function takes more than one
+    argument gets (request, exc, traceback) (sent as data, rebuilt by the worker);
+    else the failed task's id."""
+    errback = maybe_signature(errback, app)
+    task = app.tasks.get(errback.task)
+    fun = getattr(task, "__wrapped__", None)
+    spec = fun and inspect.getfullargspec(fun)
+    if fun is None or task.bind or not (spec.varargs or len(spec.args) > 1):
+        return errback._rows(app, (message.id,))
+    args, kwargs = loads(message.body)
+    request = {"id": message.id, "task": message.name, "args": args, "kwargs": kwargs,
+               "retries": message.retries, "group": message.options.get("group"),
+               "root_id": message.options.get("root_id") or message.id,
+               "parent_id": message.options.get("parent_id")}
+    return errback._rows(app, (request, loads(error or "{}"), traceback), None, {"errback": True})
+
+
+def _replaced(app, message: Any, sig: Signature, lineage: dict) -> list:
+    """``self.replace(sig)``: the task's row waits, as a chord's callback, for the
+    result of ``sig``, then passes it on as its own (``celery.accumulate``), keeping the
+    task's chain, callbacks and place in a group or chord."""
+    result = sig.freeze(chord=message.id, **lineage)
+    options = message.options
+    keep = {k: options.get(k) for k in ("chain", "link", "link_error", "parent_id", "root_id")}
+    waiting = app.message_row(ACCUMULATE, (), {"index": 0, "replaced": True}, task_id=message.id, queue=message.queue,
+                              waiting=True, header=_shape(result), chord=message.chord,
+                              group_id=options.get("group"), **keep)
+    return [waiting, *sig._rows(app, (), None, lineage)]
+
+
+def chord_error(message: Any) -> BaseException:
+    """The error a chord's callback fails with: the failed member's own for a
+    replaced task, else Celery's ChordError naming the member."""
+    failed = message.options["chord_error"]
+    error = exception_from_json(failed["error"])
+    if loads(message.body)[1].get("replaced"):
+        return error
+    return ChordError(f"Dependency {failed['id']} raised {error!r}")

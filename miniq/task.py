@@ -7,7 +7,6 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import os
 import random
 import signal
 import sys
@@ -21,12 +20,13 @@ from typing import Any, NamedTuple
 from .broker import NUMBER, Message, printable
 from .exceptions import (Ignore, InvalidTaskError, MaxRetriesExceededError, NotRegistered, Reject,
                          Retry, SoftTimeLimitExceeded)
-from .result import EagerResult, exception_to_json
+from .canvas import Signature, _mapped, chunks
+from .result import EagerResult, exception_from_json, exception_to_json, new_id
 from .utils.json import dumps, loads
 
 log = logging.getLogger("miniq.worker")
 
-UNHOOKED = {"IGNORED", "REJECTED", "PENDING"}  # Ignore and Reject: Celery calls no hook
+UNHOOKED = {"IGNORED", "REPLACED", "REJECTED", "PENDING"}  # Ignore and Reject: Celery calls no hook
 SIGNALS = f"{__package__}.signals"  # by its path in this copy, vendored or not
 
 
@@ -74,15 +74,6 @@ def lineage():
 
 
 _signature = functools.cache(inspect.signature)  # apply_async checks calls against it
-_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
-
-
-def new_id():
-    """A random (version 4) UUID string, three times cheaper than str(uuid.uuid4())."""
-    h = os.urandom(16).hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
-
-
 def encode_args(name, args, kwargs):
     """JSON of the call's arguments; what JSON cannot carry fails here, at the call."""
     try:
@@ -250,17 +241,40 @@ class Task:
 
     def s(self, *args: Any, **kwargs: Any):
         """A signature: this call as a value, for chain, group and chord."""
-        return canvas.Signature(self, args, kwargs)
+        return Signature(self, args, kwargs)
 
     def si(self, *args: Any, **kwargs: Any):
         """An immutable signature: a chain does not pass it the previous result."""
-        return canvas.Signature(self, args, kwargs, immutable=True)
+        return Signature(self, args, kwargs, immutable=True)
 
     def signature(self,
                   args: Any = (),
                   kwargs: Any = None,
                   **options: Any):
-        return canvas.Signature(self, args or (), kwargs, options)
+        return Signature(self, args or (), kwargs, options)
+
+    subtask = signature
+
+    def map(self, it: Any) -> Signature:
+        """One message that calls this task for each item: ``[task(x) for x in it]``."""
+        return _mapped("celery.map", self.s(), it)
+
+    def starmap(self, it: Any) -> Signature:
+        """One message that calls this task with each item's arguments: ``task(*x)``."""
+        return _mapped("celery.starmap", self.s(), it)
+
+    def chunks(self, it: Any, n: int) -> chunks:
+        """The calls ``task(*x)`` for each item, in messages of ``n``, as a group."""
+        return chunks(self.s(), it, n)
+
+    def replace(self, sig: Signature) -> Any:
+        """End this run; ``sig`` runs in its place and its result becomes this task's.
+        As Celery's, it raises Ignore (the worker sends ``sig``); eager, it runs it."""
+        if self.request.is_eager:
+            return sig.apply().get()
+        ignore = Ignore("Replaced by new task")
+        ignore.replacement = sig
+        raise ignore
 
     def retry(self,
               args: Any = None,
@@ -355,6 +369,8 @@ def execute(app, message, soft_limit=None, eager=False, hostname=None):
         except (ValueError, TypeError) as exc:
             raise InvalidTaskError(
                 f"corrupt message {message.id}: body is not [args, kwargs] JSON ({exc})")
+        if message.options and message.options.get("errback"):  # canvas sent its arguments as data
+            args = [Context(**args[0]), exception_from_json(args[1]), *args[2:]]
     except Exception as exc:
         return _failed(exc)
     request = _request(task, message, args, kwargs, eager, hostname)
@@ -427,8 +443,9 @@ def _run(task, task_id, args, kwargs, soft_limit):
         cause = retry.exc or retry
         return Outcome("RETRY", exception_to_json(cause), _traceback(),
                        retry.eta, retry.body, cause), None
-    except Ignore as exc:
-        return Outcome("IGNORED", None, exc=exc), None
+    except Ignore as exc:  # also how replace() ends the run: canvas sends the replacement
+        sig = getattr(exc, "replacement", None)
+        return Outcome("REPLACED" if sig else "IGNORED", sig and dumps(sig), exc=exc), None
     except Reject as exc:  # the worker requeues it (under acks_late) or records FAILURE
         state = "PENDING" if exc.requeue else "REJECTED"
         return _failed(exc)._replace(state=state), None
@@ -492,5 +509,3 @@ def _failed(exc, trace=True):
     return Outcome("FAILURE", exception_to_json(exc), _traceback() if trace else None, exc=exc)
 
 
-# Last: canvas imports new_id from this module, and Task.s(), si() and signature() need canvas.
-from . import canvas  # noqa: E402

@@ -27,8 +27,8 @@ from multiprocessing.connection import wait
 
 from . import result as results
 from .app import load_app
-from .broker import Settle
-from .canvas import next_steps
+from .broker import FINAL, Settle
+from .canvas import chord_error, next_steps
 from .exceptions import (InvalidTaskError, MiniqError, TaskRevokedError, TimeLimitExceeded,
                          WorkerLostError)
 from .result import exception_from_json, exception_to_json
@@ -304,6 +304,8 @@ class Worker:
             return "REVOKED", TaskRevokedError("terminated")
         if message.expires is not None and message.expires < now:
             return "REVOKED", TaskRevokedError("expired")
+        if message.options.get("chord_error"):  # a chord's callback whose member failed
+            return "FAILURE", chord_error(message)
         return None
 
     def _dispatch(self, child, message):
@@ -389,8 +391,8 @@ class Worker:
                      (outcome.result or "")[:200])
         elif state == "RETRY":
             log.info("Task %s retry at %s", message, outcome.eta)
-        elif state == "IGNORED":
-            log.info("Task %s ignored", message)
+        elif state in ("IGNORED", "REPLACED"):
+            log.info("Task %s %s", message, state.lower())
         else:
             exc = exception_from_json(json.loads(outcome.result))
             trace = f"\n{outcome.traceback or ''}"
@@ -437,11 +439,16 @@ class Worker:
             if not self._setting(message, "store_errors_even_if_ignored"):
                 state = None
         follow = failed = ()
-        if message.options.get("chain") and state in ("SUCCESS", "FAILURE", "REVOKED"):
+        flows = ("chain", "link", "link_error")
+        if state == "REPLACED" or state in FINAL and any(map(message.options.get, flows)):
             try:  # the claim checked the chain's shape; this is the net
-                follow, failed = next_steps(self.app, message, state, result)
-            except (TypeError, ValueError) as exc:
-                log.error("Task %s: its chain ends here: %s", message, exc)
+                follow, failed = next_steps(self.app, message, state, result, outcome.traceback)
+                state = None if state == "REPLACED" else state  # its row is in follow
+            except (TypeError, ValueError, KeyError, AttributeError) as exc:
+                log.error("Task %s: its workflow ends here: %s", message, exc)
+                if state == "REPLACED":  # its replacement cannot be sent: it fails
+                    state, result = "FAILURE", exception_to_json(exc)
+        self.want = self.want or bool(follow)  # our own commit does not move data_version
         self.outcomes.append(Settle(message.id, message.attempts, state, result,
                                     outcome.traceback, outcome.eta, outcome.body,
                                     message.chord, follow, failed))

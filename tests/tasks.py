@@ -464,3 +464,34 @@ def progress_gated(self, gate, meta, timeout=60.0):
             raise TimeoutError(f"gate {gate} never opened")
         time.sleep(0.01)
     return "done"
+
+
+# Workflows: errbacks, replace, and a signature sent as data (test_canvas)
+@app.task
+def errback_new(request, exc, traceback, path):
+    """A new-style errback: Celery gives it the failed task's request, exception and
+    traceback; it writes what it got, one JSON line a call."""
+    seen = [request.id, request.task, type(exc).__name__, str(exc), "Traceback" in (traceback or "")]
+    with open(path, "a") as f:
+        f.write(json.dumps(seen) + "\n")
+
+
+@app.task
+def errback_old(task_id, **kwargs):
+    """An old-style errback: one argument, the failed task's id."""
+    with open(kwargs["path"], "a") as f:
+        f.write(json.dumps([task_id]) + "\n")
+
+
+@app.task(bind=True)
+def replaced_by(self, sig, *args):
+    """Ends by replacing itself with sig (it arrives as a dict); extra args are ignored."""
+    from miniq import signature
+    return self.replace(signature(sig))
+
+
+@app.task
+def send_signature(sig, *args):
+    """Rebuild a signature that arrived as data and send it; its result's id."""
+    from miniq.canvas import maybe_signature
+    return maybe_signature(sig, app).apply_async(args).id
