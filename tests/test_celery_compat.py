@@ -12,7 +12,9 @@ as a Celery infrastructure problem. A wrong result fails on either side.
 import contextlib
 import gc
 import importlib
+import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -413,6 +415,201 @@ def workflows_print_as_calls(c, get):
             repr(c.chord([], add.s(5))))
 
 
+# Canvas (issue 12): each form of Celery's canvas guide, with the result Celery gives
+
+def calling_a_signature_runs_it_here(c, get):
+    add = c.add  # sig(): the task's function, called in this process as a function call is
+    return add.s(2, 2)(), add.s("b")("a"), add.s(x="a")(y="b"), get(add.s(2, 2).delay())
+
+
+def calling_a_workflow_sends_it(c, get):
+    add, tsum = c.add, c.tsum
+    sent = [c.chain(add.s(2, 2), add.s(4), add.s(8))(), (add.s(2, 2) | add.s(4) | add.s(8))(),
+            c.group(add.s(i, i) for i in range(10))(),
+            c.chord((add.s(i, i) for i in range(10)), tsum.s())(),
+            c.chord(add.s(i, i) for i in range(100))(tsum.s())]
+    return [(type(result).__name__, get(result)) for result in sent]
+
+
+def partial_workflows_take_the_missing_arguments(c, get):
+    add, mul = c.add, c.mul
+    return (get(c.group(add.s(i) for i in range(10))(10)), get((add.s(4) | mul.s(8))(16)),
+            get(c.chain(add.s(4) | mul.s(8))(4)),
+            get((add.s(4, 16) | mul.s(2) | (add.s(4) | mul.s(8)))()),
+            get((add.s("b") | add.s("c"))("a")), get(c.group(add.s("x"), add.s("y")).delay("a")))
+
+
+def an_immutable_chain_keeps_each_result(c, get):
+    result = (c.add.si(2, 2) | c.add.si(4, 4) | c.add.si(8, 8))()
+    return get(result), get(result.parent), get(result.parent.parent)
+
+
+def a_group_piped_into_a_task_is_a_chord(c, get):
+    add, tsum = c.add, c.tsum
+    piped = c.group(add.s(i, i) for i in range(10)) | tsum.s()
+    lone = c.group([add.s(2, 5)]) | tsum.s()  # piped, a group of one stays a chord
+    unrolled = c.chain(c.group(add.s(1, 1)), add.s(2))  # in a chain, it is its one task
+    return isinstance(piped, c.chord), get(piped()), get(lone()), get(unrolled())
+
+
+def a_task_piped_into_a_group_gives_the_group_result(c, get):
+    add = c.add
+    fixed = (add.s(4, 4) | c.group(add.si(i, i) for i in range(10)))()
+    passed = (add.s(2, 2) | c.group(add.s(1), add.s(2)))()
+    chains = (add.s(5, 6) | c.group((add.s(1) | add.s(2), add.s(3))))()
+    return (type(fixed).__name__, get(fixed), get(fixed.parent), get(passed), get(chains))
+
+
+def a_group_inside_a_chain_is_a_chord_with_the_rest(c, get):
+    add, echo, tsum = c.add, c.echo, c.tsum
+    mid = c.chain(echo.s(42), c.group(echo.s(), echo.s()), echo.s())()
+    summed = (add.s(2, 2) | c.group(add.s(i) for i in range(4)) | tsum.s())()
+    lone = c.chain(add.s(2, 2), c.group(add.s(1)), add.s(1))()  # a group of one: unrolled
+    nested = c.chain(add.si(1, 0), c.group(add.si(1, 100), c.chain(
+        add.si(1, 200), c.group(add.si(1, 1000), add.si(1, 2000)))), add.si(1, 10))()
+    twice = (add.si(1, 0) | c.group(add.s(1), add.s(1)) | tsum.s() | add.s(1)
+             | c.group(add.s(1), add.s(1)))()
+    return get(mid), get(summed), get(lone), get(nested), get(twice)
+
+
+def composed_workflows_print_as_celery_prints_them(c, get):
+    add, tsum = c.add, c.tsum
+    return (repr(c.chain(add.s(2, 2), c.group(add.s(1), add.s(2)), add.s(1))),
+            repr(c.chain(add.s(2, 2), c.group(add.s(1)), add.s(1))),
+            repr(c.group(add.s(1, 1), add.s(2, 2)) | tsum.s()))
+
+
+def groups_of_groups_are_flattened(c, get):
+    add, echo = c.add, c.echo
+    deep = c.group(add.si(1, 10), c.group(add.si(1, 100), c.group(add.si(1, 1000),
+                                                                  add.si(1, 2000))))()
+    lone = c.group(c.group(echo.s(42), echo.s(42))).delay()
+    in_chord = c.chord((c.group(echo.s(42), echo.s(42)),), echo.s()).delay()
+    kept = c.chord(c.group(c.chain(echo.s(42), c.group(echo.s(), echo.s()))), echo.s()).delay()
+    return get(deep), get(lone), get(in_chord), get(kept)
+
+
+def chords_in_chains_and_chains_in_chords(c, get):
+    add, echo, tsum, chord, group = c.add, c.echo, c.tsum, c.chord, c.group
+    then = c.chain(chord([add.s(1, 1), add.s(2, 2)], tsum.s()), add.s(10))()
+    explicit = c.chain(chord(group(add.si(1, 0), add.si(1, 0)), tsum.s()),
+                       chord(group(add.s(1), add.s(1)), tsum.s()),
+                       chord(group(add.s(0), add.s(0)), tsum.s()))()
+    into = (add.si(1, 0) | group(add.s(1), add.s(1)) | tsum.s() | add.s(1)
+            | chord(group(add.s(1), add.s(1)), tsum.s()))()
+    in_group = group(echo.si(1), c.chain(echo.si(2), chord([add.si(1, 1), add.si(2, 2)],
+                                                          tsum.s())))()
+    deep = c.chain(echo.si(1), chord([echo.si(2), c.chain(echo.si(3), chord(
+        [echo.si(4), echo.si(5)], echo.si(6)))], echo.si(7)))()
+    members = group((chord((echo.si(42),), echo.s()),))()
+    nested = chord([chord([add.s(1, 2), add.s(3, 4)], add.s([5])),
+                    chord([add.s(6, 7)], add.s([10]))], echo.s())()
+    piped = (group([group([group([group([add.s(1, 2)]) | add.s([3])]) | add.s([4])])
+                    | add.s([5])]) | add.s([6]))()
+    return [get(r) for r in (then, explicit, into, in_group, deep, members, nested, piped)]
+
+
+def chord_bodies_that_are_chains_or_groups(c, get):
+    add, echo, tsum = c.add, c.echo, c.tsum
+    chained = c.chord([add.s(1, 1), add.s(2, 2)], tsum.s() | add.s(10))()
+    grouped = c.chord([add.s(1, 1), add.s(2, 2)], c.group(tsum.s(), echo.s()))()
+    return type(chained).__name__, get(chained), type(grouped).__name__, get(grouped)
+
+
+def link_calls_back_with_the_result(c, get):
+    folder = tempfile.mkdtemp()
+    one, two, three, four = (os.path.join(folder, name) for name in "abcd")
+    first = get(c.add.apply_async((2, 2), link=c.jot.s(log=one)))
+    get(c.add.apply_async((3, 3), link=[c.jot.s(log=two), c.jot.si("fixed", log=two)]))
+    sig = c.add.s(5, 5)
+    sig.link(c.jot.s(log=three))
+    sig.link(c.mul.s(2) | c.jot.s(log=three))
+    get(sig.delay())
+    chained = get((c.add.s(1, 1) | c.add.s(2)).apply_async(link=c.jot.s(log=four)))
+    return (first, wait_for_lines(one, 1), sorted(wait_for_lines(two, 2)),
+            sorted(wait_for_lines(three, 2)), chained, wait_for_lines(four, 1))
+
+
+def ids_replaced(lines, result):
+    """The lines, this result's id written <this>, any other task id <other>."""
+    text = "\n".join(lines).replace(result.id, "<this>")
+    return re.sub(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "<other>",
+                  text).splitlines()
+
+
+def errbacks_get_celerys_arguments(c, get):
+    folder = tempfile.mkdtemp()
+    new, old, both, chosen = (os.path.join(folder, name) for name in "abcd")
+    sent = [(c.fail.apply_async(link_error=c.log_error.s(log=new)), new, 1),
+            (c.fail.apply_async(link_error=c.log_failed_id.s(log=old)), old, 1),
+            (c.fail.apply_async(link_error=[c.log_error.s(log=both),
+                                            c.log_failed_id.s(log=both)]), both, 2),
+            (c.fail.s().on_error(c.log_error.s(log=chosen)).delay(), chosen, 1)]
+    return [(raised(lambda: get(result)), sorted(ids_replaced(wait_for_lines(path, n), result)))
+            for result, path, n in sent]
+
+
+def errbacks_of_a_chord_body_run_when_a_member_fails(c, get):
+    folder = tempfile.mkdtemp()
+    new, old, linked = (os.path.join(folder, name) for name in "abc")
+    header = [c.add.s(1, 1), c.fail.s()]
+    by_new = c.chord(header, c.tsum.s().on_error(c.log_error.s(log=new)))()
+    by_old = (c.group(header) | c.tsum.s().on_error(c.log_failed_id.s(log=old))).delay()
+    workflow = c.chord(header, c.tsum.s())
+    workflow.link_error(c.log_error.s(log=linked))
+    by_link = workflow.delay()
+    # get() raises the member's own error (as Celery, it looks at the header first); the
+    # callback's stored error is a ChordError that names the member
+    return [(raised(lambda: get(result)), result.state, type(result.result).__name__,
+             ids_replaced([str(result.result)], result) + ids_replaced(wait_for_lines(path, 1),
+                                                                       result))
+            for result, path in ((by_new, new), (by_old, old), (by_link, linked))]
+
+
+def map_starmap_and_chunks(c, get):
+    add, tsum = c.add, c.tsum
+    mapped = tsum.map([list(range(10)), list(range(100))]).delay()
+    starred = add.starmap(zip(range(10), range(10))).apply_async(countdown=0.1)
+    here = add.chunks(zip(range(10), range(10)), 5)()
+    there = add.chunks(zip(range(10), range(10)), 5).apply_async()
+    as_group = add.chunks(zip(range(10), range(10)), 5).group()
+    return (get(mapped), get(starred), type(here).__name__, get(here), get(there),
+            isinstance(as_group, c.group), get(as_group()))
+
+
+def replace_gives_the_replacement_result(c, get):
+    add = c.add
+    alone = c.add_replaced.delay(2, 3)
+    in_chain = (add.s(2, 2) | add.s(4) | c.add_replaced.s(8) | add.s(16))()
+    by_group = c.add_to_all.delay([1, 2], 10)
+    group_in_chain = (add.s(2, 2) | c.group(add.s(i) for i in range(4)) | c.add_to_all.s(8))()
+    by_chain = c.replace_with_chain.delay(1)
+    body = c.chord([c.chord([add.s(1, 2), add.s(3, 4)], add.s([5])),
+                    c.chord([add.s(6, 7)], add.s([10]))], c.add_to_all.s(["A"]))()
+    return [get(r) for r in (alone, in_chain, by_group, group_in_chain, by_chain, body)]
+
+
+def signatures_are_data(c, get):
+    sig = c.add.signature((2, 2), {"debug": True}, countdown=10)
+    fresh = c.add.s(2, 2)
+    frozen = fresh.freeze()
+    sent = fresh.delay()
+    travelled = json.loads(json.dumps(c.add.s(2, y=3).set(countdown=0.1)))
+    rebuilt = [c.impl.Signature.from_dict(travelled), c.signature(travelled),
+               c.impl.maybe_signature(travelled)]
+    return (sig.args, sig.kwargs, sig.options, sig.task, sig.immutable, c.add.si(1).immutable,
+            frozen.id == sent.id == fresh.id, get(sent),
+            [(isinstance(r, c.impl.Signature), r.task, r.args, r.kwargs, r.options,
+              get(r.delay())) for r in rebuilt], c.impl.maybe_signature(None))
+
+
+def a_signature_argument_is_rebuilt_and_sent_in_a_task(c, get):
+    sigs = [c.add.s(2, 2), c.add.s(1, 1) | c.add.s(10), c.add.si(5, 5).set(countdown=0.1)]
+    ids = [get(c.send_signature.delay(sig)) for sig in sigs]
+    return ([get(c.app.AsyncResult(i)) for i in ids],
+            get(c.describe_signature.delay(c.add.s(2, y=3))))
+
+
 def typed_values_travel_as_themselves(c, get):
     values = [datetime(2030, 1, 2, 3, 4, 5, 6), datetime(2030, 1, 2, tzinfo=timezone.utc),
               date(2030, 1, 2), dtime(3, 4, 5), uuid.UUID(int=7), Decimal("1.10"), b"bytes"]
@@ -496,6 +693,53 @@ SCENARIOS = [
         "group([tests.compat.celery_api.add(1, 1)])", "group(<empty>)",
         "%tests.compat.celery_api.echo([add(1, 1), add(2, 2)])",
         "%tests.compat.celery_api.add([], 5)")),
+    # Canvas (issue 12)
+    (calling_a_signature_runs_it_here, (4, "ab", "ab", 4)),
+    (calling_a_workflow_sends_it, [
+        ("AsyncResult", 16), ("AsyncResult", 16), ("GroupResult", list(range(0, 20, 2))),
+        ("AsyncResult", 90), ("AsyncResult", 9900)]),
+    (partial_workflows_take_the_missing_arguments, (
+        list(range(10, 20)), 160, 64, 352, "abc", ["ax", "ay"])),
+    (an_immutable_chain_keeps_each_result, (16, 8, 4)),
+    (a_group_piped_into_a_task_is_a_chord, (True, 90, 7, 4)),
+    (a_task_piped_into_a_group_gives_the_group_result, (
+        "GroupResult", list(range(0, 20, 2)), 8, [5, 6], [14, 14])),
+    (a_group_inside_a_chain_is_a_chord_with_the_rest, ([42, 42], 22, 6, 11, [6, 6])),
+    (composed_workflows_print_as_celery_prints_them, (
+        "tests.compat.celery_api.add(2, 2) | %add((add(1), add(2)), 1)",
+        "tests.compat.celery_api.add(2, 2) | add(1) | add(1)",
+        "%tests.compat.celery_api.tsum((add(1, 1), add(2, 2)))")),
+    (groups_of_groups_are_flattened, ([11, 101, 1001, 2001], [42, 42], [42, 42], [[42, 42]])),
+    (chords_in_chains_and_chains_in_chords, [
+        16, 12, 12, [1, 6], 7, [[42]], [[3, 7, 5], [13, 10]], [[[[3, 3], 4], 5], 6]]),
+    (chord_bodies_that_are_chains_or_groups, ("AsyncResult", 16, "GroupResult", [6, [2, 4]])),
+    (link_calls_back_with_the_result, (4, ["4"], ["'fixed'", "6"], ["10", "20"], 4, ["4"])),
+    (errbacks_get_celerys_arguments, [  # new style: (request, exc, traceback text)
+        ("raised ValueError", ["new <this> ValueError as expected str"]),
+        ("raised ValueError", ["old <this>"]),  # old style: the failed task's id
+        ("raised ValueError", ["new <this> ValueError as expected str", "old <this>"]),
+        ("raised ValueError", ["new <this> ValueError as expected str"])]),
+    (errbacks_of_a_chord_body_run_when_a_member_fails, [  # <this>: the chord body's id
+        ("raised ValueError", "FAILURE", "ChordError", [
+            "Dependency <other> raised ValueError('as expected')",
+            "new <this> ChordError Dependency <other> raised ValueError('as expected') NoneType"]),
+        ("raised ValueError", "FAILURE", "ChordError", [
+            "Dependency <other> raised ValueError('as expected')", "old <this>"]),
+        ("raised ValueError", "FAILURE", "ChordError", [
+            "Dependency <other> raised ValueError('as expected')",
+            "new <this> ChordError Dependency <other> raised ValueError('as expected') NoneType"])]),
+    (map_starmap_and_chunks, ([45, 4950], list(range(0, 20, 2)), "GroupResult",
+                              [[0, 2, 4, 6, 8], [10, 12, 14, 16, 18]],
+                              [[0, 2, 4, 6, 8], [10, 12, 14, 16, 18]], True,
+                              [[0, 2, 4, 6, 8], [10, 12, 14, 16, 18]])),
+    (replace_gives_the_replacement_result, [
+        5, 32, [11, 12], [12, 13, 14, 15], 20, [[3, 7, 5, "A"], [13, 10, "A"]]]),
+    (signatures_are_data, ((2, 2), {"debug": True}, {"countdown": 10},
+                           "tests.compat.celery_api.add", False, True, True, 4,
+                           [(True, "tests.compat.celery_api.add", [2], {"y": 3},
+                             {"countdown": 0.1}, 5)] * 3, None)),
+    (a_signature_argument_is_rebuilt_and_sent_in_a_task, (
+        [4, 12, 10], ["dict", "tests.compat.celery_api.add", [2], {"y": 3}, False])),
     (typed_values_travel_as_themselves, repr([
         datetime(2030, 1, 2, 3, 4, 5, 6), datetime(2030, 1, 2, tzinfo=timezone.utc),
         date(2030, 1, 2), dtime(3, 4, 5), uuid.UUID(int=7), Decimal("1.10"), b"bytes"])),

@@ -221,6 +221,68 @@ def echo(value):
     return value
 
 
+# Canvas (issue 12): the tasks of Celery's canvas guide. maybe_signature and
+# Signature are read from the implementation where they are used (``celery.X``).
+
+@app.task
+def mul(x, y):
+    return x * y
+
+
+@app.task
+def tsum(numbers):
+    return sum(numbers)
+
+
+@app.task(bind=True)
+def add_replaced(self, x, y):
+    raise self.replace(add.s(x, y))
+
+
+@app.task(bind=True)
+def add_to_all(self, nums, val):
+    raise self.replace(group(add.s(num, val) for num in nums))
+
+
+@app.task(bind=True)
+def replace_with_chain(self, x):
+    return self.replace(add.s(x, 1) | mul.s(10))
+
+
+@app.task
+def jot(value, log):
+    """A link callback: appends the value it is given to the file log names."""
+    with open(log, "a") as f:
+        f.write(f"{value!r}\n")
+    return value
+
+
+@app.task
+def log_error(request, exc, traceback, *, log):
+    """A new-style errback (three arguments): what it is given, one line in log."""
+    with open(log, "a") as f:
+        f.write(f"new {request.id} {type(exc).__name__} {exc} {type(traceback).__name__}\n")
+
+
+@app.task
+def log_failed_id(task_id, *, log):
+    """An old-style errback (one argument): the failed task's id, one line in log."""
+    with open(log, "a") as f:
+        f.write(f"old {task_id}\n")
+
+
+@app.task
+def send_signature(sig):
+    """Rebuilds a signature that came as an argument (a dict after JSON) and sends it."""
+    return impl.maybe_signature(sig, app=app).delay().id
+
+
+@app.task
+def describe_signature(sig):
+    rebuilt = impl.Signature.from_dict(sig, app=app)
+    return [type(sig).__name__, rebuilt.task, rebuilt.args, rebuilt.kwargs, rebuilt.immutable]
+
+
 @app.task(ignore_result=True)
 def fire_and_forget(value):
     return value
