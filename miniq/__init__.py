@@ -12,7 +12,7 @@ from . import exceptions, states
 from .exceptions import (ChordError, MaxRetriesExceededError, MiniqError, NotRegistered, Retry,
                          SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded,
                          TimeoutError, WorkerLostError)
-from .canvas import Signature, chain, chord, group, signature
+from .canvas import Signature, chain, chord, chunks, group, maybe_signature, signature, subtask
 from .project import Celery, Miniq, current_app, shared_task
 from .result import AsyncResult, EagerResult, GroupResult
 from .task import Task
@@ -21,6 +21,7 @@ __version__ = "0.1.0"
 
 __all__ = [  # the app and its tasks, workflows, results, errors
     "Miniq", "Celery", "current_app", "shared_task", "Task", "Signature", "signature", "chain", "group", "chord",
+    "chunks", "maybe_signature", "subtask",
     "AsyncResult", "EagerResult", "GroupResult", "exceptions", "states", "MiniqError",
     "SoftTimeLimitExceeded", "TimeLimitExceeded", "WorkerLostError", "TimeoutError",
     "NotRegistered", "Retry", "MaxRetriesExceededError", "TaskRevokedError", "ChordError",

@@ -86,6 +86,7 @@ LOCK_WAIT = 10.0  # seconds any one call may wait for a locked file, in all
 HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35)
 INSERT = ("INSERT INTO task (id, name, queue, priority, body, options, eta, expires, created,"
           " chord, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+FOLLOW = INSERT.replace("INSERT", "INSERT OR IGNORE", 1)  # a workflow's step sent already stays
 CLAIM_COLUMNS = ("id, name, body, retries, attempts, options, chord, expires,"
                  " priority, revoked, queue, eta, seq")
 FENCE = "WHERE id = ? AND worker = ? AND attempts = ? AND status = 1"  # this delivery only
@@ -540,7 +541,7 @@ def _settle(db, worker, outcomes, now):
         key = (task_id, worker, attempts)
         if state is None:  # nothing to keep: ignore_result, or replaced by the rows in follow
             if db.execute(f"DELETE FROM task {FENCE}", key).rowcount:
-                db.executemany(INSERT, follow)
+                db.executemany(FOLLOW, follow)
         elif state == "RETRY":
             db.execute(
                 "UPDATE task SET status = 0, state = 'RETRY', retries = retries + 1,"
@@ -553,7 +554,7 @@ def _settle(db, worker, outcomes, now):
             db.execute(f"UPDATE task SET status = 2, finished = ? {FENCE}", (now, *key))
         elif db.execute("UPDATE task SET status = 2, state = ?, result = ?, traceback = ?,"
                         f" finished = ? {FENCE}", (state, result, tb, now, *key)).rowcount:
-            db.executemany(INSERT, follow)
+            db.executemany(FOLLOW, follow)
             db.executemany(
                 "INSERT INTO task (id, name, queue, body, status, state, result, traceback,"
                 " created, finished) VALUES (?, ?, '', '[]', 2, ?, ?, ?, ?, ?)",

@@ -280,9 +280,15 @@ class chain(_Workflow):
 
     @staticmethod
     def _joined(tasks):
-        """A chain inside a chain is its steps, and a group of one its task, as in Celery."""
-        return [step for t in tasks for step in (t.tasks if type(t) is chain or
-                                                  type(t) is group and len(t.tasks) == 1 else [t])]
+        """As Celery's: a chain inside a chain is its steps, a group of one its task, and a
+        group followed by a task a chord into it."""
+        steps = []
+        for t in tasks:
+            for step in t.tasks if type(t) is chain or type(t) is group and len(t.tasks) == 1 else [t]:
+                if steps and type(steps[-1]) is group and not isinstance(step, _Workflow):
+                    step = chord(steps.pop(), step)
+                steps.append(step)
+        return steps
 
     def link(self, callback: dict) -> dict:
         """Call back when the last step succeeds."""

@@ -595,8 +595,9 @@ def signatures_are_data(c, get):
     frozen = fresh.freeze()
     sent = fresh.delay()
     travelled = json.loads(json.dumps(c.add.s(2, y=3).set(countdown=0.1)))
-    rebuilt = [c.impl.Signature.from_dict(travelled), c.signature(travelled),
-               c.impl.maybe_signature(travelled)]
+    # the app given, as a process with more than one app must (the driver resets miniq's default)
+    rebuilt = [c.impl.Signature.from_dict(travelled, app=c.app), c.signature(travelled, app=c.app),
+               c.impl.maybe_signature(travelled, app=c.app)]
     return (sig.args, sig.kwargs, sig.options, sig.task, sig.immutable, c.add.si(1).immutable,
             frozen.id == sent.id == fresh.id, get(sent),
             [(isinstance(r, c.impl.Signature), r.task, r.args, r.kwargs, r.options,

@@ -23,8 +23,8 @@ PUBLIC = [
     "AsyncResult", "Celery", "ChordError", "EagerResult", "GroupResult",
     "MaxRetriesExceededError", "Miniq", "MiniqError", "NotRegistered", "Retry",
     "Signature", "SoftTimeLimitExceeded", "Task", "TaskRevokedError", "TimeLimitExceeded",
-    "TimeoutError", "WorkerLostError", "chain", "chord", "current_app", "exceptions", "group",
-    "shared_task", "signature", "states",
+    "TimeoutError", "WorkerLostError", "chain", "chord", "chunks", "current_app", "exceptions",
+    "group", "maybe_signature", "shared_task", "signature", "states", "subtask",
 ]
 
 
