@@ -464,3 +464,27 @@ def progress_gated(self, gate, meta, timeout=60.0):
             raise TimeoutError(f"gate {gate} never opened")
         time.sleep(0.01)
     return "done"
+
+
+@app.task
+def family(depth):
+    """Sends add(depth, depth), then a group of add(1, 1) and family(depth - 1), while
+    depth > 0; returns depth."""
+    from miniq import group
+    if depth:
+        add.delay(depth, depth)
+        group(add.s(1, 1), family.s(depth - 1)).delay()
+    return depth
+
+
+@app.task
+def join_allowed(x):
+    """get() inside allow_join_result waits for add(x, x); after the block it is refused again."""
+    from miniq.result import allow_join_result
+    with allow_join_result():
+        value = add.delay(x, x).get(timeout=20)
+    try:
+        add.delay(0, 0).get(timeout=20)
+    except RuntimeError:
+        return value, "refused again"
+    return value, "not refused"
