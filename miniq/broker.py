@@ -24,6 +24,9 @@ from .utils.json import dumps, loads
 
 QUEUED, RUNNING, DONE, WAITING = 0, 1, 2, 3  # WAITING: a chord callback
 FINAL = ("SUCCESS", "FAILURE", "REVOKED")  # the states of a finished task that is not ignored
+# A saved GroupResult is a row whose id has this prefix and whose name is this: a task
+# row would need both (a task_id and a name chosen so, by hand) to be taken for it.
+GROUP_KEY, SAVED_GROUP = "group:", "(saved group)"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS task (
@@ -330,6 +333,39 @@ class Broker:
         """(status, state, result, traceback, name, finished) of one task, or None if unknown."""
         return self._row("SELECT status, state, result, traceback, name, finished FROM task"
                          " WHERE id = ?", (task_id,))
+
+    @_translated
+    def extended(self, task_id):
+        """(body, retries, queue, worker) of one task, or None if unknown."""
+        return self._row("SELECT body, retries, queue, worker FROM task WHERE id = ?", (task_id,))
+
+    @_translated
+    def children(self, task_id):
+        """(id, group id) of each task a task sent while it ran, in the order sent."""
+        rows = self._rows("SELECT id, options FROM task WHERE instr(options, ?) ORDER BY seq",
+                          (task_id,))
+        sent = [(child, _options(text) or {}) for child, text in rows]
+        return [(child, o.get("group")) for child, o in sent if o.get("parent_id") == task_id]
+
+    @_translated
+    def save_group(self, group_id, members):
+        """Keep a group's members (JSON) in a finished row of its own, swept as results are."""
+        now = self.clock()
+        self._write("INSERT OR REPLACE INTO task (id, name, queue, body, status, state, result,"
+                    " created, finished) VALUES (?, ?, '', '[]', 2, 'SUCCESS', ?, ?, ?)",
+                    (GROUP_KEY + group_id, SAVED_GROUP, members, now, now))
+
+    @_translated
+    def restore_group(self, group_id):
+        """The members (JSON) saved for a group, or None."""
+        row = self._row("SELECT result FROM task WHERE id = ? AND name = ?",
+                        (GROUP_KEY + group_id, SAVED_GROUP))
+        return row and row[0]
+
+    @_translated
+    def delete_group(self, group_id):
+        self._write("DELETE FROM task WHERE id = ? AND name = ?",
+                    (GROUP_KEY + group_id, SAVED_GROUP))
 
     @_translated
     def data_version(self):

@@ -1,4 +1,5 @@
-"""AsyncResult: a task's state and outcome, read from the database.
+"""AsyncResult: a task's state and outcome, read from the database; ResultSet and
+GroupResult: many of them, a group's saved and restored by its id.
 
 Exceptions travel as JSON (type name, module, args). They come back as
 builtin or miniq types, or as a generated class of the same name: nothing
@@ -7,11 +8,13 @@ named in the database is ever imported or unpickled.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import functools
 import math
 import os
 import sys
 import time
+from collections import deque
 from datetime import datetime, timezone
 from typing import Any, Callable
 
@@ -34,6 +37,31 @@ def new_id():
     """A random (version 4) UUID string, three times cheaper than str(uuid.uuid4())."""
     h = os.urandom(16).hex()
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+
+
+@contextlib.contextmanager
+def allow_join_result():
+    """Let get() wait inside a task for the with-block, as Celery's: at the risk of a
+    deadlock when every child waits."""
+    global join_will_block
+    before, join_will_block = join_will_block, False
+    try:
+        yield
+    finally:
+        join_will_block = before
+
+
+def _app(app):
+    """The app given, else the default one (made on demand)."""
+    if app is None:
+        from .app import default_app  # app imports this module
+        app = default_app()
+    return app
+
+
+def _finished(row):
+    """When a row's task finished, as an aware UTC datetime (Celery's default), or None."""
+    return row[5] and datetime.fromtimestamp(row[5], timezone.utc)
 
 
 def exception_to_json(exc):
@@ -92,14 +120,11 @@ class AsyncResult:
     """A handle on a task by id: its state, its outcome, and ways to wait for them."""
 
     ignored = False  # sent with ignore_result: get() returns None at once
-    parent = None  # the AsyncResult of the previous step, in a chain
     _done = None  # a finished row never changes: keep it
 
-    def __init__(self, id: str, app=None):
-        if app is None:
-            from .app import default_app
-            app = default_app()
-        self.id, self.app = id, app
+    def __init__(self, id: str, app=None, parent=None):
+        self.id, self.app = id, _app(app)
+        self.parent = parent  # the AsyncResult of the previous step, in a chain
 
     @property
     def task_id(self) -> str:
@@ -124,6 +149,49 @@ class AsyncResult:
     @property
     def name(self) -> str | None:
         return self._row()[4]
+
+    @property
+    def date_done(self) -> datetime | None:
+        return _finished(self._row())
+
+    def _extended(self):
+        """(args, kwargs, retries, queue, worker): what Celery keeps with result_extended."""
+        body, retries, queue, worker = self.app.broker.extended(self.id) or (None,) * 4
+        args, kwargs = (body and loads(body)) or (None, None)  # a never-run chain step: []
+        return args, kwargs, retries, queue, (worker or "").partition(" ")[2] or None
+
+    args = property(lambda self: self._extended()[0])
+    kwargs = property(lambda self: self._extended()[1])
+    retries = property(lambda self: self._extended()[2])
+    queue = property(lambda self: self._extended()[3])
+    worker = property(lambda self: self._extended()[4], doc="The node name (-n) that ran it.")
+
+    @property
+    def children(self):
+        """Once it is ready, the results of the tasks it sent (a group's as one)."""
+        if not self.ready():
+            return None
+        found = {}  # a group's members join it where its first one was sent
+        for task_id, group_id in self.app.broker.children(self.id):
+            child = AsyncResult(task_id, self.app)
+            if group_id:
+                sent = found.setdefault(group_id, GroupResult(group_id, app=self.app))
+                sent.results.append(child)
+            else:
+                found[task_id] = child
+        return list(found.values())
+
+    def collect(self, intermediate=False, **options):
+        """(result, value) of this task, then, breadth first, of each task it sent, and
+        theirs: as Celery's, waiting for each one (get() takes the options)."""
+        todo = deque([self])
+        while todo:
+            node = todo.popleft()
+            yield node, node.get(**options)
+            todo.extend(node.children or ())
+
+    def as_tuple(self):
+        return (self.id, self.parent and self.parent.as_tuple()), None
 
     @property
     def info(self) -> Any:
@@ -190,7 +258,7 @@ class AsyncResult:
         sees the latest, so updates quicker than a poll reach it as one."""
         row = self._row()
         if row[1] != "PENDING" and row[1:3] != told:
-            done = row[5] and datetime.fromtimestamp(row[5], timezone.utc).isoformat()
+            done = row[5] and _finished(row).isoformat()
             on_message({"status": row[1], "result": _value(row), "traceback": row[3],
                         "date_done": done, "task_id": self.id})
         return row[1:3]
@@ -223,10 +291,15 @@ class AsyncResult:
 class EagerResult(AsyncResult):
     """The outcome of a task run in-process (``apply()``, ``task_always_eager``)."""
 
+    children = None  # as Celery's: nothing but the outcome
+
     def __init__(self, id: str, state: str, value: Any, traceback: str | None = None, app=None):
         super().__init__(id, app)
         self._done = (DONE, state, None, traceback, None, None)  # _row() never reads the database
         self._value = value
+
+    def _extended(self):
+        return (None,) * 5
 
     @property
     def info(self) -> Any:
@@ -247,16 +320,50 @@ class EagerResult(AsyncResult):
         pass
 
 
-class GroupResult:
-    """The results of a group: wait for all, count the finished ones."""
+class ResultSet:
+    """Results to wait for together, in order: Celery's ``celery.result.ResultSet``."""
 
-    def __init__(self, id: str, results: list):
-        self.id = id
-        self.results = list(results)
+    parent = None
+
+    def __init__(self, results, app=None):
+        self.results, self._app = list(results), app
+
+    @property
+    def app(self):
+        return self._app or _app(self.results[0].app if self.results else None)
+
+    def add(self, result):
+        """Add a result unless it is a member already."""
+        if result not in self.results:
+            self.results.append(result)
+
+    def remove(self, result):
+        """Remove a member (a result or its id); KeyError if it is not one."""
+        if result not in self.results:
+            raise KeyError(result)
+        self.results.remove(result)
+
+    def discard(self, result):
+        """Remove a member, if it is one."""
+        if result in self.results:
+            self.results.remove(result)
+
+    def update(self, results):
+        """Add each result that is not a member yet."""
+        for result in results:
+            self.add(result)
+
+    def clear(self):
+        """Remove every member."""
+        self.results.clear()
 
     def ready(self) -> bool:
         """Whether every member has finished, whatever its outcome."""
         return all(r.ready() for r in self.results)
+
+    def waiting(self):
+        """Whether any member has not finished yet."""
+        return not self.ready()
 
     def successful(self) -> bool:
         """Whether every member succeeded."""
@@ -270,21 +377,21 @@ class GroupResult:
         """How many members succeeded (failures are finished but not counted, as in Celery)."""
         return sum(r.successful() for r in self.results)
 
-    def get(self,
-            timeout: float | None = None,
-            propagate: bool = True,
-            interval: float = 0.1,
-            **options: Any) -> list:
-        """Every member's value, in order; the first failure raises (if propagate)."""
+    def join(self, timeout=None, propagate=True, interval=0.1, callback=None, **options) -> list:
+        """Every member's value, in order; the first failure raises (if propagate). As
+        Celery's, callback(id, value) takes each value instead of the list."""
         deadline = None if timeout is None else time.monotonic() + timeout
         values = []
         for r in self.results:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             value = r.get(timeout=left, propagate=propagate, interval=interval, **options)
-            values.append(value)
+            if callback is None:
+                values.append(value)
+            else:
+                callback(r.id, value)
         return values
 
-    join = get
+    get = join_native = join
 
     def revoke(self, terminate: bool = False, signal: Any = None) -> None:
         """Revoke every member; with terminate=True, running ones are killed."""
@@ -299,8 +406,70 @@ class GroupResult:
     def __iter__(self):
         return iter(self.results)
 
+    def __getitem__(self, index):
+        return self.results[index]
+
     def __len__(self) -> int:
         return len(self.results)
 
+    def __eq__(self, other):
+        return isinstance(other, ResultSet) and other.results == self.results
+
+
+class GroupResult(ResultSet):
+    """The results of a group, under its id: ``save()`` keeps them for ``restore(id)``."""
+
+    def __init__(self, id=None, results=None, parent=None, app=None):
+        super().__init__(results or [], app)
+        self.id, self.parent = id, parent
+
+    @property
+    def children(self):
+        return self.results
+
+    def as_tuple(self):
+        parent = self.parent and self.parent.as_tuple()
+        return (self.id, parent), [r.as_tuple() for r in self.results]
+
+    def save(self):
+        """Keep the members (and theirs, and the parents) until results expire."""
+        self.app.broker.save_group(self.id, dumps(self.as_tuple()))
+        return self
+
+    def delete(self):
+        """Remove what save() kept."""
+        self.app.broker.delete_group(self.id)
+
+    @classmethod
+    def restore(cls, id, backend=None, app=None):
+        """The group result saved under this id, or None (the app is the only backend)."""
+        app = _app(app)
+        saved = app.broker.restore_group(id)
+        return saved and result_from_tuple(loads(saved), app)
+
+    def __bool__(self):
+        return bool(self.id or self.results)
+
+    def __eq__(self, other):
+        if isinstance(other, str):
+            return other == self.id
+        # ids, members and parents, all the way down
+        return isinstance(other, GroupResult) and other.as_tuple() == self.as_tuple()
+
+    def __hash__(self):
+        return hash(self.id)
+
+    def __str__(self):
+        return str(self.id)
+
     def __repr__(self) -> str:
         return f"<GroupResult: {self.id} [{', '.join(r.id for r in self.results)}]>"
+
+
+def result_from_tuple(r, app=None):
+    """A result from its ``as_tuple()`` form (lists, once through JSON), as Celery's."""
+    (id, parent), members = r
+    parent = parent and result_from_tuple(parent, app)
+    if members is None:
+        return AsyncResult(id, app, parent)
+    return GroupResult(id, [result_from_tuple(m, app) for m in members], parent, app=app)

@@ -145,7 +145,8 @@ class Worker:
         if method is None and sys.platform.startswith("linux"):
             method = "fork"  # fastest; children start with a fresh connection of their own
         self.ctx = multiprocessing.get_context(method)
-        self.id = uuid.uuid4().hex
+        # Its node name ends its id: a task's row keeps the id (AsyncResult.worker reads it).
+        self.id = " ".join(filter(None, (uuid.uuid4().hex, hostname)))
         self.machine = machine_id()
         self.broker = app.broker
         self.lease = float(conf.worker_lost_after)

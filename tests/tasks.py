@@ -495,3 +495,27 @@ def send_signature(sig, *args):
     """Rebuild a signature that arrived as data and send it; its result's id."""
     from miniq.canvas import maybe_signature
     return maybe_signature(sig, app).apply_async(args).id
+
+
+@app.task
+def family(depth):
+    """Sends add(depth, depth), then a group of add(1, 1) and family(depth - 1), while
+    depth > 0; returns depth."""
+    from miniq import group
+    if depth:
+        add.delay(depth, depth)
+        group(add.s(1, 1), family.s(depth - 1)).delay()
+    return depth
+
+
+@app.task
+def join_allowed(x):
+    """get() inside allow_join_result waits for add(x, x); after the block it is refused again."""
+    from miniq.result import allow_join_result
+    with allow_join_result():
+        value = add.delay(x, x).get(timeout=20)
+    try:
+        add.delay(0, 0).get(timeout=20)
+    except RuntimeError:
+        return value, "refused again"
+    return value, "not refused"

@@ -764,3 +764,51 @@ def test_the_same_module_gives_the_same_result(api, scenario, expected):
         if tuple(int(part) for part in version.split(".")[:2]) < SINCE[scenario]:
             pytest.skip(f"Celery {version} predates this behaviour of Celery {SINCE[scenario]}")
     assert api.run(scenario) == expected, api.impl
+
+
+# Results (issue 12)
+def result_fields_of_a_finished_task(c, get):
+    r = c.add.apply_async((2,), {"y": 3})
+    get(r)
+    done = r.date_done
+    return (r.name, r.args, r.kwargs, r.retries, r.queue,
+            r.worker == f"celery@{socket.gethostname()}", done.utcoffset(),
+            abs(time.time() - done.timestamp()) < T)
+
+
+def collect_walks_what_a_task_sent(c, get):
+    root = c.family.delay(1)
+    get(root)
+    return [(type(node).__name__, value) for node, value in root.collect(timeout=T)]
+
+
+def a_saved_nested_group_result_restores(c, get):
+    inner = c.group(c.add.s(1, 1), c.add.s(2, 2)).apply_async()
+    saved = c.GroupResult(str(uuid.uuid4()), [inner, c.add.delay(3, 3)], app=c.app).save()
+    back = c.GroupResult.restore(saved.id, app=c.app)
+    values = [get(r) for r in back]
+    back.delete()
+    return (back == saved, [type(r).__name__ for r in back], values,
+            c.GroupResult.restore(saved.id, app=c.app))
+
+
+def allow_join_result_lets_a_task_wait(c, get):
+    return get(c.join_inside.delay(21))
+
+
+RESULT_SCENARIOS = [
+    (result_fields_of_a_finished_task, (
+        "tests.compat.celery_api.add", [2], {"y": 3}, 0, "celery", True, timedelta(0), True)),
+    (collect_walks_what_a_task_sent, [
+        ("AsyncResult", 1), ("AsyncResult", 2), ("GroupResult", [2, 0]), ("AsyncResult", 2),
+        ("AsyncResult", 0)]),
+    (a_saved_nested_group_result_restores, (
+        True, ["GroupResult", "AsyncResult"], [[2, 4], 6], None)),
+    (allow_join_result_lets_a_task_wait, 42),
+]
+
+
+@pytest.mark.parametrize("scenario, expected", RESULT_SCENARIOS,
+                         ids=[s.__name__ for s, _ in RESULT_SCENARIOS])
+def test_result_objects_give_the_same_answers(api, scenario, expected):
+    assert api.run(scenario) == expected, api.impl

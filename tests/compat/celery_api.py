@@ -296,3 +296,25 @@ def progress_gated(self, gate):
     while not os.path.exists(gate) and time.monotonic() < deadline:
         time.sleep(0.01)
     return "done"
+
+
+# Results (issue 12)
+_result = importlib.import_module(impl.__name__ + ".result")
+GroupResult, allow_join_result = _result.GroupResult, _result.allow_join_result
+app.conf.result_extended = True  # Celery keeps name, args, queue, worker... only when told
+
+
+@app.task
+def family(depth):
+    """Sends add(depth, depth), then a group of add(1, 1) and family(depth - 1), while
+    depth > 0; returns depth."""
+    if depth:
+        add.delay(depth, depth)
+        group(add.s(1, 1), family.s(depth - 1)).delay()
+    return depth
+
+
+@app.task
+def join_inside(x):
+    with allow_join_result():
+        return add.delay(x, x).get(timeout=20)
