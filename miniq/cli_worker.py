@@ -223,7 +223,7 @@ def start_logging(level, logfile=None):
 def _print_banner(app, args, manager, node):
     """What this worker is, at any log level, as Celery's banner."""
     node = [f"  node:        {node}"] if args.hostname else []
-    tasks = [f"  . {name}" for name in sorted(app.tasks)]
+    tasks = [f"  . {name}" for name in sorted(app.tasks) if not name.startswith("celery.")]
     print(f"miniq worker for {args.app}",
           f"  database:    {app.broker.path}",
           f"  concurrency: {manager.concurrency}",

@@ -227,6 +227,7 @@ class AsyncResult:
         self._wait(timeout, interval, on_message)
         value = self.info
         if propagate and self.state != "SUCCESS":
+            _raise_failed_parent(self)
             raise value
         if callback is not None:
             callback(self.id, value)
@@ -286,6 +287,19 @@ class AsyncResult:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__}: {self.id}>"
+
+
+def _raise_failed_parent(result):
+    """As Celery's get(): the first failed step before this one (in a chain, or a
+    chord's header) raises its own error."""
+    line = []
+    while result.parent is not None:
+        result = result.parent
+        line.append(result)
+    for node in reversed(line):
+        for r in getattr(node, "results", [node]):
+            if r.ready() and r.state in ("FAILURE", "REVOKED"):
+                raise r.info
 
 
 class EagerResult(AsyncResult):

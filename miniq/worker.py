@@ -188,7 +188,8 @@ class Worker:
 
     def _register(self):
         self.broker.register(self.id, socket.gethostname(), os.getpid(), self.concurrency,
-                             self.queues, self.machine, self.hostname, sorted(self.app.tasks))
+                             self.queues, self.machine, self.hostname,
+                             sorted(t for t in self.app.tasks if not t.startswith("celery.")))
 
     def _on_signal(self, signum, frame):
         """Only set flags: the loop acts. First signal warm, second (or SIGQUIT) cold."""
