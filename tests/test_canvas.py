@@ -347,3 +347,23 @@ def test_chord_callback_waits_in_its_row_until_the_last_member_settles(app, star
     assert waited_while_running  # observed: one member done, the other running, callback waiting
     assert result.get(timeout=10) == ["slow", 2]
     assert count_rows(app) == 3  # no unlock or polling task was ever sent
+
+
+def test_a_failure_before_a_chord_in_a_chain_fails_every_later_step(app, start_worker):
+    start_worker("-c", "2")
+    result = chain(tasks.fail.s("early"), chord([tasks.add.s(1), tasks.add.s(2)], tasks.tsum.s()),
+                   tasks.add.s(1))()
+    with pytest.raises(ValueError, match="early"):
+        result.get(timeout=30)
+    fresh = app.AsyncResult(result.id)  # no parents in hand: its own stored error, the same
+    with pytest.raises(ValueError, match="early"):
+        fresh.get(timeout=30)
+
+
+def test_a_replaced_task_keeps_its_place_in_a_group_and_a_chord(app, start_worker):
+    start_worker("-c", "2")
+    replaced = tasks.replaced_by.s(tasks.add.s(1, 1))
+    assert group(replaced, tasks.add.s(3, 3))().get(timeout=30) == [2, 6]
+    assert chord([replaced.clone(), tasks.add.s(3, 3)], tasks.tsum.s())().get(timeout=30) == 8
+    with pytest.raises(ValueError, match="inner"):  # its replacement's own error
+        tasks.replaced_by.delay(tasks.fail.s("inner")).get(timeout=30)

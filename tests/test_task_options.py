@@ -191,7 +191,7 @@ def test_options_celery_has_are_taken_and_the_rest_refused_at_decoration(fresh_a
         serializer = "pickle"
     with pytest.raises(TypeError, match="serializer"):
         fresh_app.task(name="c", base=Pickled)(f)
-    assert set(fresh_app.tasks) == {"a"}
+    assert {name for name in fresh_app.tasks if not name.startswith("celery.")} == {"a"}
     with pytest.raises(TypeError, match="serializer 'pickle' is not supported"):
         fresh_app.send_task("a", serializer="pickle")  # per call too, before storing
     assert fresh_app.broker.counts() == []
