@@ -54,6 +54,11 @@ class Signature(dict):
         kind = Signature.TYPES.get(d.get("subtask_type"))
         if kind is not None:
             return kind._from(d, app)
+        if type(d) is Signature:  # the quick copy, with options of its own
+            made = dict.__new__(Signature)
+            dict.update(made, d, options=dict(d["options"]))
+            made._app = app or d._app
+            return made
         made = Signature(d["task"], (), d.get("kwargs"), dict(d.get("options") or {}),
                          subtask_type=d.get("subtask_type"), immutable=d.get("immutable", False),
                          app=app)
@@ -151,12 +156,16 @@ class Signature(dict):
         """Give it its task id (an id it has stays) and its place in a workflow, before
         it is sent; return its result."""
         options = self.options
-        options.setdefault("task_id", _id or new_id())
-        for key, value in (("group_id", group_id), ("chord", chord),
-                           ("root_id", root_id), ("parent_id", parent_id)):
-            if value is not None:
-                options[key] = value
-        return AsyncResult(options["task_id"], self._app)
+        task_id = options.get("task_id") or options.setdefault("task_id", _id or new_id())
+        if group_id:
+            options["group_id"] = group_id
+        if chord:
+            options["chord"] = chord
+        if root_id:
+            options["root_id"] = root_id
+        if parent_id:
+            options["parent_id"] = parent_id
+        return AsyncResult(task_id, self._app)
 
     def _rows(self, app, args=(), kwargs=None, options=None, follow=()) -> list:
         """The message rows that send it, ``follow`` after it (each step a dict)."""
