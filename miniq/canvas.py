@@ -290,11 +290,11 @@ class chain(_Workflow):
     @staticmethod
     def _joined(tasks):
         """As Celery's: a chain inside a chain is its steps, a group of one its task, and a
-        group followed by a task a chord into it."""
+        group followed by a step a chord into it."""
         steps = []
         for t in tasks:
             for step in t.tasks if type(t) is chain or type(t) is group and len(t.tasks) == 1 else [t]:
-                if steps and type(steps[-1]) is group and not isinstance(step, _Workflow):
+                if steps and type(steps[-1]) is group:
                     step = chord(steps.pop(), step)
                 steps.append(step)
         return steps
@@ -309,33 +309,21 @@ class chain(_Workflow):
             task.link_error(errback)
         return errback
 
-    def _steps(self) -> list:
-        """The steps as they run: a group followed by a step is a chord into it."""
-        steps = []
-        for task in self.tasks:
-            if steps and isinstance(steps[-1], group):
-                task = chord(steps.pop(), task)
-            steps.append(task)
-        return steps
-
     def freeze(self, _id=None, group_id=None, chord=None, root_id=None, parent_id=None,
                group_index=None):
         """Freeze every step: the last takes the id and group; each result's ``parent``
         is the step before. Returns the last step's result."""
-        return self._frozen(_id, group_id, chord, root_id)[1]
-
-    def _frozen(self, _id=None, group_id=None, chord=None, root_id=None):
-        steps = self._steps()
-        result = None
+        result, steps = None, self.tasks
         for i, step in enumerate(steps):
             last = i == len(steps) - 1
             parent, result = result, step.freeze(_id if last else None, group_id if last else None,
                                                  chord, root_id)
             result.parent = parent
-        return steps, result
+        return result
 
     def _rows(self, app, args=(), kwargs=None, options=None, follow=()):
-        steps, _ = self._frozen()
+        self.freeze()
+        steps = self.tasks
         args, kwargs = self._partial(args, kwargs)
         options = _call_options(self, options)
         for callback in _listed(options.pop("link", None)):
@@ -348,7 +336,7 @@ class chain(_Workflow):
     def apply(self, args: Sequence = (), kwargs: dict | None = None, **options: Any):
         """Run every step now in this process, in order; the last step's result."""
         result = None
-        for step in self._steps():
+        for step in self.tasks:
             parent = result
             result = (step.apply(args, kwargs, **options) if parent is None
                       else step.apply((parent.get(),)))
@@ -406,8 +394,7 @@ class group(_Workflow):
     def apply(self, args: Sequence = (), kwargs: dict | None = None, **options: Any):
         """Run every member now in this process; a GroupResult."""
         gid = options.pop("group_id", None) or new_id()
-        return GroupResult(gid, [t.apply(args, kwargs, **options) for t in self.tasks],
-)
+        return GroupResult(gid, [t.apply(args, kwargs, **options) for t in self.tasks])
 
     def __or__(self, other: Any):
         return chord(self, other)
@@ -473,7 +460,7 @@ class chord(Signature):
         """The body, made to start with one plain task, the row that waits: a body that
         starts with a group or chord is passed the results by ``celery.accumulate``."""
         body = self.body
-        first = body._steps()[0] if isinstance(body, chain) else body
+        first = body.tasks[0] if isinstance(body, chain) else body
         if type(first) is not Signature:
             start = Signature(ACCUMULATE, kwargs={"index": 0}, app=self._app)
             body = self.kwargs["body"] = chain(start, body)
@@ -485,7 +472,7 @@ class chord(Signature):
         members name the body's first row; returns the body's result."""
         body = self._flow()
         result = body.freeze(_id, group_id, chord, root_id, parent_id)
-        entry = body._steps()[0] if isinstance(body, chain) else body
+        entry = body.tasks[0] if isinstance(body, chain) else body
         self._header_result = self.header.freeze(None, None, entry.id, root_id)
         result.parent = result.parent or self._header_result  # get() raises a member's error first
         return result
@@ -493,7 +480,7 @@ class chord(Signature):
     def _rows(self, app, args=(), kwargs=None, options=None, follow=()):
         self.freeze()
         body = self.body
-        steps = body._steps() if isinstance(body, chain) else [body]
+        steps = body.tasks if isinstance(body, chain) else [body]
         wait = {"waiting": True, "header": _shape(self._header_result)}
         callback = steps[0]._rows(app, (), None, wait, [*steps[1:], *follow])
         args = args if self.immutable else (*args, *self.args)

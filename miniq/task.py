@@ -222,6 +222,8 @@ class Task:
               task_id: str | None = None,
               **_options: Any) -> EagerResult:
         """Run now in this process, retries included, and return an EagerResult."""
+        if _options.keys() & {"link", "link_error"}:  # refused, not dropped
+            raise TypeError(f"{self.name}: link and link_error run only with a worker, not eagerly")
         body = encode_args(self.name, args, kwargs)
         message = Message(task_id or new_id(), self.name, body, options=lineage())
         outcome = execute(self.app, message, eager=True)
