@@ -22,6 +22,11 @@ from .utils.json import loads
 ACCUMULATE = "celery.accumulate"  # passes its input on: a chord's callback before a group
 
 
+def _item(key: str, doc: str) -> property:
+    """One of Celery's keys, read as an attribute."""
+    return property(lambda self: self[key], doc=doc)
+
+
 class Signature(dict):
     """One task call as a value; a dict with Celery's keys, so it travels as JSON."""
 
@@ -54,24 +59,18 @@ class Signature(dict):
         kind = Signature.TYPES.get(d.get("subtask_type"))
         if kind is not None:
             return kind._from(d, app)
-        if type(d) is Signature:  # the quick copy, with options of its own
-            made = dict.__new__(Signature)
-            dict.update(made, d, options=dict(d["options"]))
-            made._app = app or d._app
-            return made
-        made = Signature(d["task"], (), d.get("kwargs"), dict(d.get("options") or {}),
-                         subtask_type=d.get("subtask_type"), immutable=d.get("immutable", False),
-                         app=app)
-        made["args"] = d.get("args") or ()  # as it came: a list after JSON, as Celery's
+        made = dict.__new__(Signature)  # a copy, with options of its own; args as they came
+        dict.update(made, args=(), kwargs={}, subtask_type=None, immutable=False)
+        dict.update(made, d, options=dict(d.get("options") or {}))
+        made._app = app or getattr(d, "_app", None)
         return made
 
-    task = property(lambda self: self["task"], doc="The task's name.")
-    name = task
-    args = property(lambda self: self["args"], doc="The positional arguments it has.")
-    kwargs = property(lambda self: self["kwargs"], doc="The keyword arguments it has.")
-    options = property(lambda self: self["options"], doc="Its call options.")
-    immutable = property(lambda self: self["immutable"], doc="Whether it takes no more arguments.")
-    subtask_type = property(lambda self: self["subtask_type"], doc="chain, group, chord or None.")
+    task = name = _item("task", "The task's name.")
+    args = _item("args", "The positional arguments it has.")
+    kwargs = _item("kwargs", "The keyword arguments it has.")
+    options = _item("options", "Its call options.")
+    immutable = _item("immutable", "Whether it takes no more arguments.")
+    subtask_type = _item("subtask_type", "chain, group, chord or None.")
 
     @property
     def id(self) -> str | None:
