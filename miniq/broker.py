@@ -385,7 +385,7 @@ class Broker:
                     "UPDATE task SET status = 2, state = 'REVOKED', revoked = 0, finished = ?,"
                     " result = ? WHERE id = ? AND status <= 0", (now, REVOKED_RESULT, task_id))
                 if queued and queued[0]:  # a chord member: its callback fails now, not never
-                    _release_chord(db, queued[0], now)
+                    _release_chord(db, queued[0])
                 db.execute("UPDATE task SET revoked = MAX(COALESCE(revoked, 0), ?)"
                            " WHERE id = ? AND status = 1", (mark, task_id))
         self._tx(run)
@@ -596,12 +596,11 @@ def _settle(db, worker, outcomes, now):
                 " created, finished) VALUES (?, ?, '', '[]', 2, ?, ?, ?, ?, ?)",
                 [(i, name, state, result, tb, now, now) for i, name in failed])
             if chord:
-                _release_chord(db, chord, now)
+                _release_chord(db, chord)
 
 
-def _release_chord(db, callback, now):
-    """The last member is done: queue the callback with their results, in the shape of
-    its ``header``; after a failed member, with that member's error, to fail with."""
+def _release_chord(db, callback):
+    """The last member is done: queue the callback (see ``_released``)."""
     members = db.execute("SELECT id, status, state, result FROM task WHERE chord = ?"
                          " ORDER BY seq", (callback,)).fetchall()
     if any(status != DONE or state not in FINAL for _, status, state, _ in members):
@@ -610,8 +609,19 @@ def _release_chord(db, callback, now):
                      (callback,)).fetchone()
     if row is None:
         return
-    args, kwargs = loads(row[0])
-    options = loads(row[1] or "{}")
+    try:
+        body, options = _released(members, *row)
+    except (ValueError, TypeError, AttributeError, KeyError, RecursionError):
+        body, options = row  # a corrupt row goes as it is: the claim or its child fails it
+    db.execute("UPDATE task SET status = 0, body = ?, options = ? WHERE id = ?",
+               (body, options, callback))
+
+
+def _released(members, body, options):
+    """A chord callback's (body, options) as released: its members' results first, in
+    the shape of its ``header``; after a failed member, that member's error, to fail with."""
+    args, kwargs = loads(body)
+    options = loads(options or "{}")
     failed = next((m for m in members if m[2] != "SUCCESS"), None)
     if failed is not None:
         options["chord_error"] = {"id": failed[0], "error": loads(failed[3] or "{}")}
@@ -619,8 +629,7 @@ def _release_chord(db, callback, now):
         results = {m[0]: m[3] for m in members}
         header = options.get("header")
         args = [_gathered(list(results) if header is None else header, results), *args]
-    db.execute("UPDATE task SET status = 0, body = ?, options = ? WHERE id = ?",
-               (dumps([args, kwargs]), dumps(options), callback))
+    return dumps([args, kwargs]), dumps(options)
 
 
 def _gathered(shape, results):

@@ -633,8 +633,10 @@ def _replaced(app, message: Any, sig: Signature, lineage: dict) -> list:
 def chord_error(message: Any) -> BaseException:
     """The error a chord's callback fails with: the failed member's own for a
     replaced task, else Celery's ChordError naming the member."""
-    failed = message.options["chord_error"]
-    error = exception_from_json(failed["error"])
-    if loads(message.body)[1].get("replaced"):
-        return error
-    return ChordError(f"Dependency {failed['id']} raised {error!r}")
+    try:
+        failed = message.options["chord_error"]
+        error = exception_from_json(failed["error"])
+        replaced = loads(message.body)[1].get("replaced")
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError):
+        return ChordError(f"a member of chord {message.id} failed; its error is unreadable")
+    return error if replaced else ChordError(f"Dependency {failed['id']} raised {error!r}")

@@ -367,3 +367,19 @@ def test_a_replaced_task_keeps_its_place_in_a_group_and_a_chord(app, start_worke
     assert chord([replaced.clone(), tasks.add.s(3, 3)], tasks.tsum.s())().get(timeout=30) == 8
     with pytest.raises(ValueError, match="inner"):  # its replacement's own error
         tasks.replaced_by.delay(tasks.fail.s("inner")).get(timeout=30)
+
+
+@pytest.mark.parametrize("column, value", [
+    ("options", '{"header": {"not": "a shape"}}'),  # the release reads it in the settle
+    ("options", '{"chord_error": 5}'),              # the claim reads it
+    ("body", "not json"),
+])
+def test_a_corrupt_chord_callback_fails_alone_and_the_worker_keeps_serving(
+        app, start_worker, column, value):
+    result = chord([tasks.add.s(1, 1), tasks.add.s(2, 2)], tasks.tsum.s()).apply_async()
+    with sqlite3.connect(app.broker.path) as db:  # as another program writing the file would
+        db.execute(f"UPDATE task SET {column} = ? WHERE id = ?", (value, result.id))
+    worker = start_worker("-c", "2")
+    wait_for(lambda: app.AsyncResult(result.id).ready(), timeout=30, message="the callback done")
+    assert app.AsyncResult(result.id).state == "FAILURE"
+    assert tasks.add.delay(2, 3).get(timeout=30) == 5 and worker.proc.poll() is None
