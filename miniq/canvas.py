@@ -323,6 +323,8 @@ class chain(_Workflow):
     def _rows(self, app, args=(), kwargs=None, options=None, follow=()):
         self.freeze()
         steps = self.tasks
+        if not steps:  # as Celery's, an empty chain sends nothing
+            return []
         args, kwargs = self._partial(args, kwargs)
         options = _call_options(self, options)
         for callback in _listed(options.pop("link", None)):
