@@ -5,7 +5,9 @@
     python benchmarks/bench.py --full         # the issue's 100,000-task memory run
     python benchmarks/bench.py --only miniq   # one system (miniq, celery or huey)
 
-Prints one JSON line: {"machine": ..., "miniq": ..., "celery_redis": ..., "huey": ...};
+Prints one JSON line: {"machine": ..., "miniq": ..., "celery_redis": ..., "huey": ...,
+"ceiling": ...}; the ceiling is the bare pipeline of ceiling.py, with miniq's drain
+and round trip as fractions of it (1.0: as fast as the bare pipeline);
 a peer that is not installed is {"skipped": reason}, one that fails or runs out of
 its time budget is {"error": ..., plus the figures measured before}. The figures:
 
@@ -375,6 +377,17 @@ def huey_section(size: dict) -> dict:
     return {"version": huey.__version__, **run(HUEY_APP, size)}
 
 
+def ceiling_section(size: dict, miniq_figures: dict) -> dict:
+    """The bare pipeline's figures (ceiling.py), and miniq's as a fraction of them."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import ceiling
+    out = ceiling.measure(size["n"], 2, size["trips"])
+    if "drain_per_s" in miniq_figures and "rtt_p50_ms" in miniq_figures:
+        out["miniq_drain_fraction"] = round(miniq_figures["drain_per_s"] / out["drain_per_s"], 2)
+        out["miniq_rtt_p50_fraction"] = round(out["rtt_p50_ms"] / miniq_figures["rtt_p50_ms"], 2)
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     counts = parser.add_mutually_exclusive_group()
@@ -396,10 +409,16 @@ def main() -> int:
         for key, (name, section) in sections.items():
             if args.only in (None, key):
                 report[name] = section(size)
+        if args.only in (None, "miniq"):
+            report["ceiling"] = ceiling_section(size, report["miniq"])
     except KeyboardInterrupt:
         print("bench: interrupted; every process it started is stopped", file=sys.stderr)
         return 130
     print(json.dumps(report))
+    if args.only is None and not args.quick:  # every system, full counts: the README's chart
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import chart
+        print(f"bench: chart written to {chart.write(report)}", file=sys.stderr)
     return 0
 
 

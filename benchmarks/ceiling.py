@@ -1,0 +1,144 @@
+"""The ceiling: the bare pipeline miniq is built on, from the standard library only.
+
+    python benchmarks/ceiling.py [n] [children]     # prints one JSON line
+
+A batch claim from a SQLite file (WAL, synchronous=NORMAL, as miniq's), pipes to N
+child processes running a no-op, and a batch settle, with none of miniq's safety:
+no leases, fences or delivery counts, no time limits, no heartbeats, no wake-up
+hints (the manager and the reader poll ``PRAGMA data_version`` every 0.5 ms).
+What it measures is what this machine allows for that shape of work; bench.py
+reports miniq's drain and round trip as a fraction of it, from the same run.
+
+    drain_per_s   n no-op tasks queued one by one, from the manager's start to the
+                  last result read
+    rtt_p50/95/99_ms  insert one task, poll until its result is stored, one at a time
+"""
+import json
+import multiprocessing
+import os
+import signal
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from multiprocessing.connection import wait
+
+SCHEMA = ("CREATE TABLE IF NOT EXISTS q (id INTEGER PRIMARY KEY, body TEXT NOT NULL,"
+          " status INTEGER NOT NULL DEFAULT 0, result TEXT);"
+          "CREATE INDEX IF NOT EXISTS q_ready ON q(id) WHERE status = 0")
+POLL = 0.0005
+
+
+def connect(path):
+    db = sqlite3.connect(path, isolation_level=None, timeout=10)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    return db
+
+
+def quiet():
+    """Default signal handling: not the handlers of the process that started us."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def child(conn):
+    """Run the no-op on each body until told to stop."""
+    quiet()
+    while True:
+        body = conn.recv()
+        if body is None:
+            return
+        args = json.loads(body)
+        conn.send(json.dumps(args[0] if args else None))
+
+
+def manager(path, n_children, stop):
+    """Claim as many rows as there are idle children, hand them out, settle in batches."""
+    quiet()
+    db = connect(path)
+    pipes = []
+    for _ in range(n_children):
+        ours, theirs = multiprocessing.Pipe()
+        multiprocessing.Process(target=child, args=(theirs,), daemon=True).start()
+        pipes.append(ours)
+    idle, busy, done = list(pipes), {}, []
+    seen = None
+    while not stop.is_set():
+        if done:
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany("UPDATE q SET status = 2, result = ? WHERE id = ?", done)
+            db.execute("COMMIT")
+            done = []
+            seen = None  # look again at once: more may be waiting
+        version = db.execute("PRAGMA data_version").fetchone()[0]
+        if idle and version != seen:
+            seen = version
+            db.execute("BEGIN IMMEDIATE")
+            rows = db.execute("SELECT id, body FROM q WHERE status = 0 ORDER BY id LIMIT ?",
+                              (len(idle),)).fetchall()
+            db.executemany("UPDATE q SET status = 1 WHERE id = ?", [(r[0],) for r in rows])
+            db.execute("COMMIT")
+            for task_id, body in rows:
+                conn = idle.pop()
+                busy[conn] = task_id
+                conn.send(body)
+            if rows:
+                seen = None
+        for conn in wait(list(busy), POLL if not done else 0):
+            done.append((conn.recv(), busy.pop(conn)))
+            idle.append(conn)
+    for conn in pipes:
+        conn.send(None)
+
+
+def result_of(db, task_id, timeout=10):
+    """Poll one task's row until its result is stored."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = db.execute("SELECT result FROM q WHERE id = ? AND status = 2", (task_id,)).fetchone()
+        if row:
+            return row[0]
+        time.sleep(POLL)
+    raise TimeoutError(f"task {task_id} not done in {timeout}s")
+
+
+def measure(n=10000, n_children=2, trips=300):
+    folder = tempfile.mkdtemp(prefix="miniq-ceiling-")
+    path = os.path.join(folder, "ceiling.db")
+    db = connect(path)
+    db.executescript(SCHEMA)
+    ids = [db.execute("INSERT INTO q (body) VALUES (?)", (json.dumps([i]),)).lastrowid
+           for i in range(n)]  # one by one, each its own commit, as delay() sends them
+    stop = multiprocessing.Event()
+    started = time.perf_counter()
+    proc = multiprocessing.Process(target=manager, args=(path, n_children, stop))
+    proc.start()
+    try:
+        result_of(db, ids[-1], timeout=600)
+        while db.execute("SELECT COUNT(*) FROM q WHERE status != 2").fetchone()[0]:
+            time.sleep(POLL)
+        out = {"drain_per_s": round(n / (time.perf_counter() - started)), "drain_tasks": n}
+        latencies = []
+        for i in range(20 + trips):  # 20 to warm up, not counted
+            t = time.perf_counter()
+            result_of(db, db.execute("INSERT INTO q (body) VALUES (?)", (json.dumps([i]),)).lastrowid)
+            latencies.append((time.perf_counter() - t) * 1000)
+        q = statistics.quantiles(latencies[20:], n=100)
+        out.update(rtt_p50_ms=round(q[49], 2), rtt_p95_ms=round(q[94], 2),
+                   rtt_p99_ms=round(q[98], 2), children=n_children)
+        return out
+    finally:
+        stop.set()
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+        db.close()
+        for name in os.listdir(folder):
+            os.remove(os.path.join(folder, name))
+        os.rmdir(folder)
+
+
+if __name__ == "__main__":
+    print(json.dumps(measure(*map(int, sys.argv[1:3]))))
