@@ -37,6 +37,7 @@ from .wake import drain, machine_id, pid_alive
 
 log = logging.getLogger("miniq.worker")
 POLL = 0.05             # fallback poll of the database when no hint arrives
+IDLE_POLL = 1.0         # the slowest it gets, once hints are known to reach this worker
 TERMINATE_GRACE = 1.0   # revoke(terminate=True): SIGKILL if the signal did not end the task
 LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
@@ -126,6 +127,7 @@ class Worker:
     want = True  # worth a claim: a child freed, or the database changed
     seen = None  # the database's data_version when last looked
     hints_muted_until, empty_hints = 0.0, 0  # a flood is heard once a poll
+    poll, hinted = POLL, False  # quiet polls grow slower once a hint has come through
     next_due = None  # the earliest scheduled task
     next_heartbeat, heartbeats = 0.0, 0
     idle_deaths = 0
@@ -169,6 +171,7 @@ class Worker:
         for signum in (*STOP_SIGNALS, signal.SIGQUIT):
             signal.signal(signum, self._on_signal)
         self.wake = self.app.waker.listen()
+        self.app.waker.notify()  # if this hint reaches us, hints work: quiet polls may slow
         try:
             self._recover()
             self.broker.release([name for name in self.app.tasks if name not in self.rates])
@@ -263,7 +266,7 @@ class Worker:
 
     def _timeout(self, now, idle, busy):
         """Until the nearest deadline: a poll, a heartbeat, a due task, a hard limit."""
-        waits = [POLL if idle else 1.0, self.next_heartbeat - now]
+        waits = [self.poll if idle else 1.0, self.next_heartbeat - now]
         if self.beat:
             waits.append(self.beat_due - now)
         if self.next_due is not None:
@@ -355,6 +358,7 @@ class Worker:
             if child is None:
                 drain(item)
                 look = look or item is self.wake
+                self.hinted = self.hinted or item is self.wake
             elif item is child.conn:
                 self.want = self._receive(child) or self.want
             elif not child.process.is_alive() and child in self.children:
@@ -363,11 +367,13 @@ class Worker:
         if idle and look and time.time() >= self.db_retry_at:
             version = self._db(self.broker.data_version)
             if version is not None and version != self.seen:
-                self.want, self.seen, self.empty_hints = True, version, 0
+                self.want, self.seen, self.empty_hints, self.poll = True, version, 0, POLL
             elif ready:  # hints with no news, again: hear the next ones a poll later
                 self.empty_hints += 1
                 if self.empty_hints > 1:
                     self.hints_muted_until = time.time() + POLL
+            elif self.hinted:  # quiet: the poll is only the net under the hints
+                self.poll = min(IDLE_POLL, self.poll * 2)
 
     # -- outcomes ------------------------------------------------------------
 
