@@ -1,4 +1,5 @@
 """Fixtures: a temp database per test, and real ``python -m miniq worker`` processes."""
+import contextlib
 import faulthandler
 import os
 import signal
@@ -124,3 +125,26 @@ def run_cli(*args, env=None, timeout=30, cwd=ROOT):
     environ["PYTHONPATH"] = ROOT + os.pathsep + environ.get("PYTHONPATH", "")
     return subprocess.run([sys.executable, "-m", "miniq", *args], cwd=cwd, env=environ,
                           capture_output=True, text=True, timeout=timeout)
+
+
+@contextlib.contextmanager
+def module_worker(tmp_path_factory, name, *options):
+    """(broker URL, WorkerProcess): one worker of tests.tasks with two children, on a
+    database of its own, shared by a module's tests."""
+    folder = tmp_path_factory.mktemp(name)
+    url = f"sqlite:///{folder / 'miniq.db'}"
+    env = dict(os.environ, MINIQ_BROKER_URL=url, PYTHONFAULTHANDLER="1")
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    proc = WorkerProcess(["-A", "tests.tasks", "worker", "-c", "2", *options, "--loglevel", "info"],
+                         env, folder / "worker.log")
+    try:
+        yield url, proc.wait_ready()
+    finally:
+        proc.stop(5)
+
+
+def app_on(worker, monkeypatch):
+    """tests.tasks' app, sending to the shared worker's database for one test."""
+    monkeypatch.setitem(tasks.app.conf, "broker_url", worker[0])
+    yield tasks.app
+    tasks.app.broker.close()

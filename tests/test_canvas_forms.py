@@ -12,24 +12,15 @@ import pytest
 
 from miniq import ChordError, chain, chord, group
 from tests import tasks
-from tests.conftest import ROOT, WorkerProcess, wait_for
+from tests.conftest import module_worker, wait_for
 
 T = 60  # seconds for any one workflow; each takes a few on a busy two-core machine
 
 
 @pytest.fixture(scope="module")
 def worker(tmp_path_factory):
-    """(broker URL, WorkerProcess): one worker with two children for this module."""
-    folder = tmp_path_factory.mktemp("canvas-forms")
-    url = f"sqlite:///{folder / 'forms.db'}"
-    env = dict(os.environ, MINIQ_BROKER_URL=url, PYTHONFAULTHANDLER="1")
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    proc = WorkerProcess(["-A", "tests.tasks", "worker", "-c", "2", "--loglevel", "info"], env,
-                         folder / "worker.log")
-    try:
-        yield url, proc.wait_ready()
-    finally:
-        proc.stop(5)
+    with module_worker(tmp_path_factory, "canvas-forms") as worker:
+        yield worker
 
 
 @pytest.fixture

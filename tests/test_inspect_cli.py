@@ -19,7 +19,7 @@ import miniq.app
 from miniq import Miniq
 from miniq.wake import machine_id
 from tests import tasks
-from tests.conftest import ROOT, WorkerProcess, run_cli, wait_for
+from tests.conftest import ROOT, module_worker, run_cli, wait_for
 
 NODE = f"shared@{socket.gethostname()}"  # the node name of the module's shared worker
 
@@ -292,17 +292,8 @@ def test_call_with_args_that_are_not_a_json_list_exits_2_and_sends_nothing(app, 
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory):
-    """(broker URL, WorkerProcess): one worker, named with -n, for this module's tests."""
-    folder = tmp_path_factory.mktemp("shared")
-    url = f"sqlite:///{folder / 'miniq.db'}"
-    env = dict(os.environ, MINIQ_BROKER_URL=url, PYTHONFAULTHANDLER="1")
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    worker = WorkerProcess(["-A", "tests.tasks", "worker", "-c", "2", "-n", "shared@%h",
-                            "--loglevel", "info"], env, folder / "worker.log")
-    try:
-        yield url, worker.wait_ready()
-    finally:
-        worker.kill_group()
+    with module_worker(tmp_path_factory, "shared", "-n", "shared@%h") as worker:
+        yield worker
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 AsyncResult's name, args, kwargs, retries, queue, worker, date_done, children and
 collect(); ResultSet and GroupResult, saved and restored, nested ones too; and
 allow_join_result inside a task. One worker serves the whole module."""
-import os
 import socket
 import time
 from datetime import datetime, timedelta, timezone
@@ -13,7 +12,7 @@ from miniq import chain, group
 from miniq.result import AsyncResult, GroupResult, ResultSet, allow_join_result
 from miniq.task import new_id
 from tests import tasks
-from tests.conftest import ROOT, WorkerProcess
+from tests.conftest import app_on, module_worker
 
 T = 20  # seconds for any one result
 NODE = f"fields@{socket.gethostname()}"
@@ -21,24 +20,13 @@ NODE = f"fields@{socket.gethostname()}"
 
 @pytest.fixture(scope="module")
 def worker(tmp_path_factory):
-    """(broker URL, WorkerProcess): one worker with two children, named fields@<host>."""
-    folder = tmp_path_factory.mktemp("fields")
-    url = f"sqlite:///{folder / 'fields.db'}"
-    env = dict(os.environ, MINIQ_BROKER_URL=url, PYTHONFAULTHANDLER="1")
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    proc = WorkerProcess(["-A", "tests.tasks", "worker", "-c", "2", "-n", "fields@%h",
-                          "--loglevel", "info"], env, folder / "worker.log")
-    try:
-        yield url, proc.wait_ready()
-    finally:
-        proc.stop(5)
+    with module_worker(tmp_path_factory, "fields", "-n", "fields@%h") as worker:
+        yield worker
 
 
 @pytest.fixture
 def app(worker, monkeypatch):
-    monkeypatch.setitem(tasks.app.conf, "broker_url", worker[0])
-    yield tasks.app
-    tasks.app.broker.close()
+    yield from app_on(worker, monkeypatch)
 
 
 # AsyncResult's fields ----------------------------------------------------------------------------

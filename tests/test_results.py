@@ -2,7 +2,6 @@
 get() return None at once and stores nothing; get(on_message=, callback=) sees the
 states on the way; datetime, date, time, UUID, Decimal and bytes travel as
 themselves in arguments, results and meta. One worker serves the whole module."""
-import os
 import time
 import uuid
 from datetime import date, datetime, timedelta, timezone
@@ -13,7 +12,7 @@ import pytest
 from miniq import chain, chord, exceptions, group
 from miniq.signals import before_task_publish
 from tests import tasks
-from tests.conftest import ROOT, WorkerProcess, run_cli, wait_for
+from tests.conftest import app_on, module_worker, run_cli, wait_for
 
 VALUES = [  # one of each type Celery's JSON carries, naive and aware, text and binary bytes
     datetime(2030, 1, 2, 3, 4, 5, 678901),
@@ -31,24 +30,13 @@ TYPES = ["datetime", "datetime", "date", "time", "UUID", "Decimal", "bytes", "by
 
 @pytest.fixture(scope="module")
 def worker(tmp_path_factory):
-    """(broker URL, WorkerProcess): one worker with two children for this module."""
-    folder = tmp_path_factory.mktemp("results")
-    url = f"sqlite:///{folder / 'results.db'}"
-    env = dict(os.environ, MINIQ_BROKER_URL=url, PYTHONFAULTHANDLER="1")
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    proc = WorkerProcess(["-A", "tests.tasks", "worker", "-c", "2", "--loglevel", "info"], env,
-                         folder / "worker.log")
-    try:
-        yield url, proc.wait_ready()
-    finally:
-        proc.stop(5)
+    with module_worker(tmp_path_factory, "results") as worker:
+        yield worker
 
 
 @pytest.fixture
 def app(worker, monkeypatch):
-    monkeypatch.setitem(tasks.app.conf, "broker_url", worker[0])
-    yield tasks.app
-    tasks.app.broker.close()
+    yield from app_on(worker, monkeypatch)
 
 
 def gone(app, result):
