@@ -33,6 +33,10 @@ CALL_TYPES = {  # the type each checked call option must have
     "time_limit": NUMBER,
     "headers": dict,
 }
+# The call options a message keeps in its options column, when set: per-call limits, a
+# workflow (canvas.next_steps reads link, link_error, header and errback), where it comes from.
+KEPT = ("soft_time_limit", "time_limit", "chain", "immutable", "group_id", "headers",
+        "parent_id", "root_id", "link", "link_error", "header", "errback")
 DEFAULTS: dict[str, Any] = {
     "broker_url": None,
     "result_backend": None,
@@ -200,68 +204,38 @@ class Miniq:
                                  bool(ignore) and name in self.tasks)
         return self._routes[key]
 
-    def message_row(self,
-                    name,
-                    args=None,
-                    kwargs=None,
-                    countdown=None,
-                    eta=None,
-                    expires=None,
-                    task_id=None,
-                    queue=None,
-                    priority=None,
-                    soft_time_limit=None,
-                    time_limit=None,
-                    chain=None,
-                    chord=None,
-                    waiting=False,
-                    immutable=False,
-                    group_id=None,
-                    headers=None,
-                    parent_id=None,
-                    root_id=None,
-                    ignore_result=None,
-                    link=None,
-                    link_error=None,
-                    header=None,
-                    errback=False,
-                    **_ignored) -> tuple:
+    def message_row(self, name, args=None, kwargs=None, countdown=None, eta=None,
+                    expires=None, task_id=None, queue=None, priority=None, chord=None,
+                    waiting=False, ignore_result=None, **options) -> tuple:
         """The row ``send_task`` inserts; JSON-encodes the arguments (TypeError if it can't)."""
-        _refuse(name, _ignored)
+        _refuse(name, options)
         default_queue, default_priority, soft, hard, default_expires, ignores = self._defaults(name)
+        kept = {key: options.get(key) for key in KEPT}  # other options are ignored
         priority = default_priority if priority is None else priority
         expires = default_expires if expires is None else expires
+        soft_limit, hard_limit = kept["soft_time_limit"], kept["time_limit"]
         _check_call(name,
                     queue=queue,
                     task_id=task_id,
                     priority=priority,
                     countdown=countdown,
-                    soft_time_limit=soft if soft_time_limit is None else soft_time_limit,
-                    time_limit=hard if time_limit is None else time_limit,
-                    headers=headers)
+                    soft_time_limit=soft if soft_limit is None else soft_limit,
+                    time_limit=hard if hard_limit is None else hard_limit,
+                    headers=kept["headers"])
         body = encode_args(name, args, kwargs)
         now = time.time()
         due = now + countdown if countdown else (to_timestamp(eta) if eta is not None else 0.0)
         expires = _deadline(expires, now)
         if not (math.isfinite(due) and math.isfinite(expires or 0)):
             raise ValueError(f"{name}: countdown, eta and expires must be finite times")
+        kept["group"] = kept.pop("group_id")
+        if not kept["parent_id"]:  # sent from inside a running task: that one is its parent
+            kept.update({"root_id": None, **lineage()})
         ignore_result = ignores if ignore_result is None else bool(ignore_result)
-        sent_by = {"parent_id": parent_id, "root_id": root_id} if parent_id else lineage()
-        options = _options({"soft_time_limit": soft_time_limit,
-                            "time_limit": time_limit,
-                            "chain": chain,
-                            "immutable": immutable,
-                            "group": group_id,
-                            "headers": headers,
-                            **sent_by,
-                            "link": link,  # canvas.next_steps reads these four
-                            "link_error": link_error,
-                            "header": header,
-                            "errback": errback,
-                            # a chain's next step, a chord's callback or a link needs the value
-                            "ignore_result": ignore_result and not (chain or chord or link)})
+        # a chain's next step, a chord's callback or a link needs the value
+        kept["ignore_result"] = ignore_result and not (kept["chain"] or chord or kept["link"])
         status = 3 if waiting else 0  # a chord callback waits for its members
-        return (task_id or new_id(), name, queue or default_queue, priority, body, options,
+        return (task_id or new_id(), name, queue or default_queue, priority, body, _options(kept),
                 due, expires, now, chord, status)
 
     def message_rows(self, calls: Iterable[tuple], **options: Any) -> list:
