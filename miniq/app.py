@@ -20,7 +20,7 @@ from . import canvas
 from .broker import NUMBER, Broker, path_from_url
 from .exceptions import ImproperlyConfigured
 from .result import AsyncResult, new_id
-from .task import Task, emit, encode_args, lineage, to_timestamp
+from .task import Task, emit, encode_args, json_only, lineage, to_timestamp
 from .utils.json import dumps
 from .wake import Waker
 
@@ -86,6 +86,24 @@ class Conf(dict):
     __setattr__ = dict.__setitem__
 
 
+class Control:
+    """``app.control``: act on tasks already sent."""
+
+    def __init__(self, app: Miniq):
+        self.app = app
+
+    def revoke(self,
+               task_id: Any,
+               terminate: bool = False,
+               signal: Any = None,
+               **_ignored) -> None:
+        """A queued task never runs; with terminate=True a running one's child is killed."""
+        ids = [task_id] if isinstance(task_id, str) else list(task_id)
+        signum = _signum(signal or "SIGTERM") if terminate else None
+        self.app.broker.revoke(ids, signum)
+        self.app.waker.notify()
+
+
 class Miniq:
     """The app: ``Miniq("proj", broker="sqlite:///proj.db", include=[...])``."""
 
@@ -107,7 +125,7 @@ class Miniq:
         self.conf.result_backend = backend
         self.conf.include = list(include or ())
         self.tasks: dict[str, Task] = {}
-        self._broker = self._waker = None
+        self._broker = self._waker = self._broker_url = None
         self._routes = {}
         # A relative database path is taken from the folder of the file making the app, so
         # producers and workers find the same file from any current folder.
@@ -121,15 +139,13 @@ class Miniq:
     def __repr__(self) -> str:
         return f"<Miniq {self.main or '__main__'} {self.conf.broker_url}>"
 
-    @functools.cached_property
-    def control(self) -> Control:
-        return Control(self)
+    control = functools.cached_property(Control)  # revoke tasks already sent
 
     @property
     def broker(self) -> Broker:
         """The database, opened for the current ``conf.broker_url``."""
         url = self.conf.broker_url
-        if self._broker is None or self._broker_url != url:
+        if self._broker_url != url:
             path = os.path.join(self.home, path_from_url(url))
             backend = self.conf.result_backend
             if backend and backend != "rpc://" and os.path.join(self.home, path_from_url(backend)) != path:
@@ -208,7 +224,7 @@ class Miniq:
                     expires=None, task_id=None, queue=None, priority=None, chord=None,
                     waiting=False, ignore_result=None, **options) -> tuple:
         """The row ``send_task`` inserts; JSON-encodes the arguments (TypeError if it can't)."""
-        _refuse(name, options)
+        json_only(name, options.get("serializer", "json"))
         default_queue, default_priority, soft, hard, default_expires, ignores = self._defaults(name)
         kept = {key: options.get(key) for key in KEPT}  # other options are ignored
         priority = default_priority if priority is None else priority
@@ -278,24 +294,6 @@ class Miniq:
         return AsyncResult(task_id, app=self)
 
 
-class Control:
-    """``app.control``: act on tasks already sent."""
-
-    def __init__(self, app: Miniq):
-        self.app = app
-
-    def revoke(self,
-               task_id: Any,
-               terminate: bool = False,
-               signal: Any = None,
-               **_ignored) -> None:
-        """A queued task never runs; with terminate=True a running one's child is killed."""
-        ids = [task_id] if isinstance(task_id, str) else list(task_id)
-        signum = _signum(signal or "SIGTERM") if terminate else None
-        self.app.broker.revoke(ids, signum)
-        self.app.waker.notify()
-
-
 def _signum(value):
     """A real signal, by number or name (``SIGUSR1`` or ``USR1``), else ValueError."""
     try:
@@ -320,13 +318,6 @@ def _options(values):
     columns (per-call limits, a workflow, where it comes from), or None, as for most calls."""
     kept = {k: v for k, v in values.items() if v is not None and v is not False and v != []}
     return dumps(kept) if kept else None
-
-
-def _refuse(name, options):
-    """Celery's call options miniq cannot honour: refused, never ignored."""
-    if options.get("serializer", "json") != "json":
-        raise TypeError(f"{name}: serializer {options['serializer']!r} is not supported:"
-                        " miniq speaks JSON only")
 
 
 def _check_call(name, **values):

@@ -82,6 +82,12 @@ def encode_args(name, args, kwargs):
         raise TypeError(f"{name}: arguments must be JSON serializable: {exc}") from None
 
 
+def json_only(name, serializer):
+    """Celery's serializers other than JSON: refused, never ignored."""
+    if serializer != "json":
+        raise TypeError(f"{name}: serializer {serializer!r} is not supported: miniq speaks JSON only")
+
+
 def to_timestamp(when):
     """A datetime (naive means UTC, as Celery) or unix time, as unix time."""
     if isinstance(when, datetime):
@@ -147,9 +153,7 @@ class Task:
             if not all(isinstance(c, type) and issubclass(c, BaseException) for c in classes):
                 raise TypeError(f"{cls.name}: {key} must hold exception classes, not {classes!r}")
             setattr(cls, key, classes)
-        if cls.serializer not in (None, "json"):
-            raise TypeError(f"{cls.name}: serializer {cls.serializer!r} is not supported:"
-                            " miniq speaks JSON only")
+        json_only(cls.name, cls.serializer or "json")
         return cls
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
