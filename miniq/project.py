@@ -144,9 +144,7 @@ class Miniq(apps.Miniq):
                   for name, task in self.tasks.items()}
         return {name: 1 / per_second for name, per_second in limits.items() if per_second}
 
-    def admit(self, worker, messages: list) -> list:
-        """The claimed messages free to start now: rate-limited ones in their turn."""
-        return admit(worker, messages)
+    admit = staticmethod(admit)  # the claimed messages free to start now: rate-limited ones in their turn
 
     def add_periodic_task(self, schedule, sig, args=(), kwargs=(),
                           name: str = None, **options) -> str:
