@@ -273,10 +273,11 @@ def result(app: Miniq, args: Namespace) -> int:
     state, value = res.state, res.info
     if isinstance(value, BaseException):
         value = f"{type(value).__name__}: {value}"
+    shown = {"id": res.id, "state": state}
     if args.traceback:  # as Celery's: the traceback instead of the result
-        if not _emit(args, {"id": res.id, "state": state, "traceback": res.traceback}):
+        if not _emit(args, {**shown, "traceback": res.traceback}):
             print(res.traceback or "", end="")
-    elif not _emit(args, {"id": res.id, "state": state, "result": value}):
+    elif not _emit(args, {**shown, "result": value}):
         print(state)
         if value is not None:
             print(value if isinstance(value, str) else json.dumps(value, default=str))
