@@ -20,7 +20,7 @@ from . import canvas
 from .broker import NUMBER, Broker, path_from_url
 from .exceptions import ImproperlyConfigured
 from .result import AsyncResult, new_id
-from .task import Task, emit, encode_args, lineage, to_timestamp
+from .task import Task, emit, encode_args, json_only, lineage, to_timestamp
 from .utils.json import dumps
 from .wake import Waker
 
@@ -33,6 +33,10 @@ CALL_TYPES = {  # the type each checked call option must have
     "time_limit": NUMBER,
     "headers": dict,
 }
+# The call options a message keeps in its options column, when set: per-call limits, a
+# workflow (canvas.next_steps reads link, link_error, header and errback), where it comes from.
+KEPT = ("soft_time_limit", "time_limit", "chain", "immutable", "group_id", "headers",
+        "parent_id", "root_id", "link", "link_error", "header", "errback")
 DEFAULTS: dict[str, Any] = {
     "broker_url": None,
     "result_backend": None,
@@ -82,6 +86,24 @@ class Conf(dict):
     __setattr__ = dict.__setitem__
 
 
+class Control:
+    """``app.control``: act on tasks already sent."""
+
+    def __init__(self, app: Miniq):
+        self.app = app
+
+    def revoke(self,
+               task_id,
+               terminate: bool = False,
+               signal=None,
+               **_ignored) -> None:
+        """A queued task never runs; with terminate=True a running one's child is killed."""
+        ids = [task_id] if isinstance(task_id, str) else list(task_id)
+        signum = _signum(signal or "SIGTERM") if terminate else None
+        self.app.broker.revoke(ids, signum)
+        self.app.waker.notify()
+
+
 class Miniq:
     """The app: ``Miniq("proj", broker="sqlite:///proj.db", include=[...])``."""
 
@@ -92,7 +114,7 @@ class Miniq:
                  broker: str | None = None,
                  backend: str | None = None,
                  include: Iterable[str] | None = None,
-                 **conf: Any):
+                 **conf):
         global _default
         self.main = main
         self.conf = Conf(copy.deepcopy(DEFAULTS), **conf)  # no app shares a default's dict
@@ -103,7 +125,7 @@ class Miniq:
         self.conf.result_backend = backend
         self.conf.include = list(include or ())
         self.tasks: dict[str, Task] = {}
-        self._broker = self._waker = None
+        self._broker = self._waker = self._broker_url = None
         self._routes = {}
         # A relative database path is taken from the folder of the file making the app, so
         # producers and workers find the same file from any current folder.
@@ -117,15 +139,13 @@ class Miniq:
     def __repr__(self) -> str:
         return f"<Miniq {self.main or '__main__'} {self.conf.broker_url}>"
 
-    @functools.cached_property
-    def control(self) -> Control:
-        return Control(self)
+    control = functools.cached_property(Control)  # revoke tasks already sent
 
     @property
     def broker(self) -> Broker:
         """The database, opened for the current ``conf.broker_url``."""
         url = self.conf.broker_url
-        if self._broker is None or self._broker_url != url:
+        if self._broker_url != url:
             path = os.path.join(self.home, path_from_url(url))
             backend = self.conf.result_backend
             if backend and backend != "rpc://" and os.path.join(self.home, path_from_url(backend)) != path:
@@ -150,7 +170,7 @@ class Miniq:
             except ImportError as exc:
                 raise ImproperlyConfigured(f"cannot import included module {name!r}: {exc}") from None
 
-    def task(self, *args: Any, **options: Any) -> Any:
+    def task(self, *args, **options):
         """Register a function as a task: ``@app.task`` or ``@app.task(bind=True, ...)``."""
         def register(fun):
             name = options.pop("name", None) or self.gen_task_name(fun.__name__, fun.__module__)
@@ -200,71 +220,41 @@ class Miniq:
                                  bool(ignore) and name in self.tasks)
         return self._routes[key]
 
-    def message_row(self,
-                    name,
-                    args=None,
-                    kwargs=None,
-                    countdown=None,
-                    eta=None,
-                    expires=None,
-                    task_id=None,
-                    queue=None,
-                    priority=None,
-                    soft_time_limit=None,
-                    time_limit=None,
-                    chain=None,
-                    chord=None,
-                    waiting=False,
-                    immutable=False,
-                    group_id=None,
-                    headers=None,
-                    parent_id=None,
-                    root_id=None,
-                    ignore_result=None,
-                    link=None,
-                    link_error=None,
-                    header=None,
-                    errback=False,
-                    **_ignored) -> tuple:
+    def message_row(self, name, args=None, kwargs=None, countdown=None, eta=None,
+                    expires=None, task_id=None, queue=None, priority=None, chord=None,
+                    waiting=False, ignore_result=None, **options) -> tuple:
         """The row ``send_task`` inserts; JSON-encodes the arguments (TypeError if it can't)."""
-        _refuse(name, _ignored)
+        json_only(name, options.get("serializer", "json"))
         default_queue, default_priority, soft, hard, default_expires, ignores = self._defaults(name)
+        kept = {key: options.get(key) for key in KEPT}  # other options are ignored
         priority = default_priority if priority is None else priority
         expires = default_expires if expires is None else expires
+        soft_limit, hard_limit = kept["soft_time_limit"], kept["time_limit"]
         _check_call(name,
                     queue=queue,
                     task_id=task_id,
                     priority=priority,
                     countdown=countdown,
-                    soft_time_limit=soft if soft_time_limit is None else soft_time_limit,
-                    time_limit=hard if time_limit is None else time_limit,
-                    headers=headers)
+                    soft_time_limit=soft if soft_limit is None else soft_limit,
+                    time_limit=hard if hard_limit is None else hard_limit,
+                    headers=kept["headers"])
         body = encode_args(name, args, kwargs)
         now = time.time()
         due = now + countdown if countdown else (to_timestamp(eta) if eta is not None else 0.0)
         expires = _deadline(expires, now)
         if not (math.isfinite(due) and math.isfinite(expires or 0)):
             raise ValueError(f"{name}: countdown, eta and expires must be finite times")
+        kept["group"] = kept.pop("group_id")
+        if not kept["parent_id"]:  # sent from inside a running task: that one is its parent
+            kept.update({"root_id": None, **lineage()})
         ignore_result = ignores if ignore_result is None else bool(ignore_result)
-        sent_by = {"parent_id": parent_id, "root_id": root_id} if parent_id else lineage()
-        options = _options({"soft_time_limit": soft_time_limit,
-                            "time_limit": time_limit,
-                            "chain": chain,
-                            "immutable": immutable,
-                            "group": group_id,
-                            "headers": headers,
-                            **sent_by,
-                            "link": link,  # canvas.next_steps reads these four
-                            "link_error": link_error,
-                            "header": header,
-                            "errback": errback,
-                            # a chain's next step, a chord's callback or a link needs the value
-                            "ignore_result": ignore_result and not (chain or chord or link)})
+        # a chain's next step, a chord's callback or a link needs the value
+        kept["ignore_result"] = ignore_result and not (kept["chain"] or chord or kept["link"])
         status = 3 if waiting else 0  # a chord callback waits for its members
-        return (task_id or new_id(), name, queue or default_queue, priority, body, options,
+        return (task_id or new_id(), name, queue or default_queue, priority, body, _options(kept),
                 due, expires, now, chord, status)
 
-    def message_rows(self, calls: Iterable[tuple], **options: Any) -> list:
+    def message_rows(self, calls: Iterable[tuple], **options) -> list:
         """Rows for many (name, args, kwargs, task_id) calls with the same options: a
         group's fast path."""
         rows, made = [], {}
@@ -278,10 +268,10 @@ class Miniq:
 
     def send_task(self,
                   name: str,
-                  args: Any = None,
-                  kwargs: Any = None,
+                  args=None,
+                  kwargs=None,
                   ignore_result: bool | None = False,
-                  **options: Any) -> AsyncResult:
+                  **options) -> AsyncResult:
         """Send a task by name, with no need for its code in this process. As Celery's,
         it keeps the result unless told; ``ignore_result=None`` asks the task's option."""
         if ignore_result is None:
@@ -302,24 +292,6 @@ class Miniq:
 
     def AsyncResult(self, task_id: str) -> AsyncResult:
         return AsyncResult(task_id, app=self)
-
-
-class Control:
-    """``app.control``: act on tasks already sent."""
-
-    def __init__(self, app: Miniq):
-        self.app = app
-
-    def revoke(self,
-               task_id: Any,
-               terminate: bool = False,
-               signal: Any = None,
-               **_ignored) -> None:
-        """A queued task never runs; with terminate=True a running one's child is killed."""
-        ids = [task_id] if isinstance(task_id, str) else list(task_id)
-        signum = _signum(signal or "SIGTERM") if terminate else None
-        self.app.broker.revoke(ids, signum)
-        self.app.waker.notify()
 
 
 def _signum(value):
@@ -346,13 +318,6 @@ def _options(values):
     columns (per-call limits, a workflow, where it comes from), or None, as for most calls."""
     kept = {k: v for k, v in values.items() if v is not None and v is not False and v != []}
     return dumps(kept) if kept else None
-
-
-def _refuse(name, options):
-    """Celery's call options miniq cannot honour: refused, never ignored."""
-    if options.get("serializer", "json") != "json":
-        raise TypeError(f"{name}: serializer {options['serializer']!r} is not supported:"
-                        " miniq speaks JSON only")
 
 
 def _check_call(name, **values):

@@ -2,7 +2,7 @@
 names and string syntax. Sending them is beat.py's job, not this module's.
 """
 from datetime import datetime, timedelta, tzinfo
-from typing import Any, Optional, Union
+from typing import Optional, Union
 
 DAYS = "sun mon tue wed thu fri sat".split()
 MONTHS = "jan feb mar apr may jun jul aug sep oct nov dec".split()
@@ -10,7 +10,7 @@ DAY_NAMES = dict(zip(DAYS, range(7)))
 MONTH_NAMES = dict(zip(MONTHS, range(1, 13)))
 
 
-def maybe_schedule(every: Any) -> Any:
+def maybe_schedule(every):
     """A schedule for seconds or a timedelta, as Celery's; a schedule as it is."""
     return schedule(every) if isinstance(every, (int, float, timedelta)) else every
 
@@ -44,8 +44,7 @@ def _parse(value, low, high, field, names=None):
     if isinstance(value, int):
         value = str(value)
     if not isinstance(value, str):  # a list of any of these
-        parsed = [_parse(v, low, high, field, names) for v in value]
-        return set().union(*parsed)
+        return set().union(*(_parse(v, low, high, field, names) for v in value))
     result = set()
     spec = value.lower().replace(" ", "")
     for part in spec.split(","):
@@ -108,13 +107,11 @@ class crontab:
 
     def next_after(self, t: float, tz: tzinfo) -> float:
         """The first run time after t."""
-        forward = self._times(t, tz, 1)
-        return next(s for s in forward if s > t)
+        return next(s for s in self._times(t, tz, 1) if s > t)
 
     def last_at_or_before(self, t: float, tz: tzinfo) -> Optional[float]:
         """The latest run time at or before t; None if there is none in ~5 years."""
-        backward = self._times(t, tz, -1)
-        return next((s for s in backward if s <= t), None)
+        return next((s for s in self._times(t, tz, -1) if s <= t), None)
 
     def __repr__(self) -> str:
         return "<crontab: {} {} {} {} {} (m/h/dow/dom/moy)>".format(*self.spec)

@@ -10,7 +10,7 @@ import os
 import threading
 import time
 import weakref
-from typing import Any, Callable
+from typing import Callable
 
 from .exceptions import Retry
 from .task import Context, ExceptionInfo, iso_time
@@ -42,7 +42,7 @@ class Signal:
     """Receivers called on ``send``: ``@sig.connect``, ``@sig.connect(sender=...)``
     or ``sig.connect(fun, sender=None, weak=True, dispatch_uid=None, retry=False)``."""
 
-    def __init__(self, providing_args: Any = None, use_caching: bool = False, name: str = None):
+    def __init__(self, providing_args=None, use_caching: bool = False, name: str = None):
         self.receivers = []  # ((receiver key, sender key), what gives the receiver or None)
         self.name = name
         self.lock = threading.Lock()
@@ -50,7 +50,7 @@ class Signal:
     def __repr__(self) -> str:
         return f"<Signal: {self.name}>"
 
-    def connect(self, *args: Any, **options: Any) -> Callable:
+    def connect(self, *args, **options) -> Callable:
         """Connect a receiver; called with options only, return the decorator that does."""
         if args and callable(args[0]):
             return self._connect(*args, **options)
@@ -70,8 +70,8 @@ class Signal:
                 self.receivers.append((key, receiver))
         return fun
 
-    def disconnect(self, receiver: Callable = None, sender: Any = None, weak: Any = None,
-                   dispatch_uid: Any = None) -> bool:
+    def disconnect(self, receiver: Callable = None, sender=None, weak=None,
+                   dispatch_uid=None) -> bool:
         """Disconnect a receiver (or the one of ``dispatch_uid``) from sender; True if it was."""
         key = _lookup(receiver, sender, dispatch_uid)
         with self.lock:
@@ -79,10 +79,10 @@ class Signal:
             found, self.receivers = len(kept) < len(self.receivers), kept
         return found
 
-    def has_listeners(self, sender: Any = None) -> bool:
+    def has_listeners(self, sender=None) -> bool:
         return bool(self._live(sender))
 
-    def send(self, sender: Any, **named: Any) -> list:
+    def send(self, sender, **named) -> list:
         """Call the receivers of this sender (and of any sender); ``[(receiver, response)]``.
         A receiver that raises is logged and its exception is its response, as in Celery."""
         responses = []
@@ -133,25 +133,13 @@ def _retrying(fun, uid):
     return call
 
 
-# Tasks: sent where Celery sends them, with the same sender and arguments.
-before_task_publish = Signal(name="before_task_publish")
-after_task_publish = Signal(name="after_task_publish")
-task_prerun = Signal(name="task_prerun")
-task_postrun = Signal(name="task_postrun")
-task_success = Signal(name="task_success")
-task_retry = Signal(name="task_retry")
-task_failure = Signal(name="task_failure")
-task_revoked = Signal(name="task_revoked")
-# The worker command, its manager and its children.
-celeryd_init = Signal(name="celeryd_init")
-import_modules = Signal(name="import_modules")
-worker_init = Signal(name="worker_init")
-worker_process_init = Signal(name="worker_process_init")
-worker_process_shutdown = Signal(name="worker_process_shutdown")
-worker_ready = Signal(name="worker_ready")
-worker_shutdown = Signal(name="worker_shutdown")
-setup_logging = Signal(name="setup_logging")
-after_setup_logger = Signal(name="after_setup_logger")
+# One Signal for each name of __all__ after Signal, in its order: first the tasks' (sent
+# where Celery sends them, with the same sender and arguments), then those of the worker
+# command, its manager and its children.
+(before_task_publish, after_task_publish, task_prerun, task_postrun, task_success, task_retry,
+ task_failure, task_revoked, celeryd_init, import_modules, worker_init, worker_process_init,
+ worker_process_shutdown, worker_ready, worker_shutdown, setup_logging,
+ after_setup_logger) = [Signal(name=name) for name in __all__[1:]]
 
 
 # -- hooks: the core calls these through task.emit(), by name -----------------

@@ -82,6 +82,12 @@ def encode_args(name, args, kwargs):
         raise TypeError(f"{name}: arguments must be JSON serializable: {exc}") from None
 
 
+def json_only(name, serializer):
+    """Celery's serializers other than JSON: refused, never ignored."""
+    if serializer != "json":
+        raise TypeError(f"{name}: serializer {serializer!r} is not supported: miniq speaks JSON only")
+
+
 def to_timestamp(when):
     """A datetime (naive means UTC, as Celery) or unix time, as unix time."""
     if isinstance(when, datetime):
@@ -147,18 +153,16 @@ class Task:
             if not all(isinstance(c, type) and issubclass(c, BaseException) for c in classes):
                 raise TypeError(f"{cls.name}: {key} must hold exception classes, not {classes!r}")
             setattr(cls, key, classes)
-        if cls.serializer not in (None, "json"):
-            raise TypeError(f"{cls.name}: serializer {cls.serializer!r} is not supported:"
-                            " miniq speaks JSON only")
+        json_only(cls.name, cls.serializer or "json")
         return cls
 
-    def run(self, *args: Any, **kwargs: Any) -> Any:
+    def run(self, *args, **kwargs):
         fun = self.__wrapped__
         if self.bind:
             return fun(self, *args, **kwargs)
         return fun(*args, **kwargs)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args, **kwargs):
         """Run in this process, now, as a plain function call (as Celery)."""
         self.push_request(Context(args=args, kwargs=kwargs))
         try:
@@ -196,14 +200,14 @@ class Task:
     def pop_request(self) -> None:
         self._requests.stack.pop()
 
-    def delay(self, *args: Any, **kwargs: Any):
+    def delay(self, *args, **kwargs):
         """Send the task with these arguments; returns an AsyncResult at once."""
         return self.apply_async(args, kwargs)
 
     def apply_async(self,
-                    args: Any = None,
-                    kwargs: Any = None,
-                    **options: Any):
+                    args=None,
+                    kwargs=None,
+                    **options):
         """Send with options: countdown, eta, expires, task_id, queue, priority, time limits."""
         if self.typing:  # as Celery: a call the function cannot take fails here
             own = (self,) if self.bind else ()
@@ -217,10 +221,10 @@ class Task:
         return self.app.send_task(self.name, args, kwargs, **options)
 
     def apply(self,
-              args: Any = None,
-              kwargs: Any = None,
+              args=None,
+              kwargs=None,
               task_id: str | None = None,
-              **_options: Any) -> EagerResult:
+              **_options) -> EagerResult:
         """Run now in this process, retries included, and return an EagerResult."""
         if _options.keys() & {"link", "link_error"}:  # refused, not dropped
             raise TypeError(f"{self.name}: link and link_error run only with a worker, not eagerly")
@@ -241,35 +245,35 @@ class Task:
     def AsyncResult(self, task_id: str):
         return self.app.AsyncResult(task_id)
 
-    def s(self, *args: Any, **kwargs: Any):
+    def s(self, *args, **kwargs):
         """A signature: this call as a value, for chain, group and chord."""
         return Signature(self, args, kwargs)
 
-    def si(self, *args: Any, **kwargs: Any):
+    def si(self, *args, **kwargs):
         """An immutable signature: a chain does not pass it the previous result."""
         return Signature(self, args, kwargs, immutable=True)
 
     def signature(self,
-                  args: Any = (),
-                  kwargs: Any = None,
-                  **options: Any):
+                  args=(),
+                  kwargs=None,
+                  **options):
         return Signature(self, args or (), kwargs, options)
 
     subtask = signature
 
-    def map(self, it: Any) -> Signature:
+    def map(self, it) -> Signature:
         """One message that calls this task for each item: ``[task(x) for x in it]``."""
         return _mapped("celery.map", self.s(), it)
 
-    def starmap(self, it: Any) -> Signature:
+    def starmap(self, it) -> Signature:
         """One message that calls this task with each item's arguments: ``task(*x)``."""
         return _mapped("celery.starmap", self.s(), it)
 
-    def chunks(self, it: Any, n: int) -> chunks:
+    def chunks(self, it, n: int) -> chunks:
         """The calls ``task(*x)`` for each item, in messages of ``n``, as a group."""
         return chunks(self.s(), it, n)
 
-    def replace(self, sig: Signature) -> Any:
+    def replace(self, sig: Signature):
         """End this run; ``sig`` runs in its place and its result becomes this task's.
         As Celery's, it raises Ignore (the worker sends ``sig``); eager, it runs it."""
         if self.request.is_eager:
@@ -279,14 +283,14 @@ class Task:
         raise ignore
 
     def retry(self,
-              args: Any = None,
-              kwargs: Any = None,
+              args=None,
+              kwargs=None,
               exc: BaseException | None = None,
               throw: bool = True,
-              eta: Any = None,
+              eta=None,
               countdown: float | None = None,
               max_retries: int | None = None,
-              **_options: Any) -> Retry:
+              **_options) -> Retry:
         """Ask for another run later; raises Retry (or exc / MaxRetriesExceededError when out)."""
         request = self.request
         limit = self.max_retries if max_retries is None else max_retries
@@ -311,8 +315,8 @@ class Task:
     def update_state(self,
                      task_id: str | None = None,
                      state: str | None = None,
-                     meta: Any = None,
-                     **_ignored: Any) -> None:
+                     meta=None,
+                     **_ignored) -> None:
         """Report a custom state (e.g. PROGRESS) and meta while running."""
         task_id = task_id or self.request.id
         if task_id is None or self.request.is_eager:

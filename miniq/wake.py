@@ -62,8 +62,7 @@ class Waker:
     def __init__(self, db_path: str):
         real = os.path.realpath(db_path).encode()
         self.digest = hashlib.sha1(real).hexdigest()[:16]
-        user = f"miniq-{os.getuid()}"
-        self.folder = os.path.join(tempfile.gettempdir(), user)
+        self.folder = os.path.join(tempfile.gettempdir(), f"miniq-{os.getuid()}")
         self._stamp = None  # the folder's mtime when _targets were listed
         self._targets = []
         self._sender = None  # this process's socket: made again after a fork
@@ -79,9 +78,7 @@ class Waker:
                 self._targets = self._peers()
                 self._stamp = st.st_mtime_ns
             if self._pid != os.getpid():
-                self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-                self._sender.setblocking(False)
-                self._pid = os.getpid()
+                self._sender, self._pid = _datagrams(), os.getpid()
         except OSError:
             return
         for target in self._targets:
@@ -90,9 +87,9 @@ class Waker:
 
     def _peers(self):
         """Socket paths of this database's workers (other databases share the folder)."""
-        prefix = f"{self.digest}-"
-        names = [n for n in os.listdir(self.folder) if n.startswith(prefix)]
-        return [os.path.join(self.folder, n) for n in names]
+        return [os.path.join(self.folder, name)
+                for name in os.listdir(self.folder)
+                if name.startswith(f"{self.digest}-")]
 
     def listen(self) -> Optional[socket.socket]:
         """A non-blocking socket for this process to receive hints on, or None."""
@@ -122,13 +119,12 @@ class Waker:
     def _bind(self):
         path = os.path.join(self.folder, f"{self.digest}-{os.getpid()}.sock")
         unlink_socket(path)  # left by an earlier process with our pid
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock = _datagrams()
         try:
             sock.bind(path)
         except OSError:
             sock.close()
             raise
-        sock.setblocking(False)
         return sock
 
     def unlisten(self, sock: Optional[socket.socket]) -> None:
@@ -137,6 +133,13 @@ class Waker:
             with contextlib.suppress(OSError):
                 os.unlink(sock.getsockname())
             sock.close()
+
+
+def _datagrams():
+    """A non-blocking Unix datagram socket: hints never hold up the sender or the worker."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    return sock
 
 
 def drain(sock: socket.socket) -> None:
