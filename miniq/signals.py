@@ -133,13 +133,25 @@ def _retrying(fun, uid):
     return call
 
 
-# One Signal for each name of __all__ after Signal, in its order: first the tasks' (sent
-# where Celery sends them, with the same sender and arguments), then those of the worker
-# command, its manager and its children.
-(before_task_publish, after_task_publish, task_prerun, task_postrun, task_success, task_retry,
- task_failure, task_revoked, celeryd_init, import_modules, worker_init, worker_process_init,
- worker_process_shutdown, worker_ready, worker_shutdown, setup_logging,
- after_setup_logger) = [Signal(name=name) for name in __all__[1:]]
+# Tasks: sent where Celery sends them, with the same sender and arguments.
+before_task_publish = Signal(name="before_task_publish")
+after_task_publish = Signal(name="after_task_publish")
+task_prerun = Signal(name="task_prerun")
+task_postrun = Signal(name="task_postrun")
+task_success = Signal(name="task_success")
+task_retry = Signal(name="task_retry")
+task_failure = Signal(name="task_failure")
+task_revoked = Signal(name="task_revoked")
+# The worker command, its manager and its children.
+celeryd_init = Signal(name="celeryd_init")
+import_modules = Signal(name="import_modules")
+worker_init = Signal(name="worker_init")
+worker_process_init = Signal(name="worker_process_init")
+worker_process_shutdown = Signal(name="worker_process_shutdown")
+worker_ready = Signal(name="worker_ready")
+worker_shutdown = Signal(name="worker_shutdown")
+setup_logging = Signal(name="setup_logging")
+after_setup_logger = Signal(name="after_setup_logger")
 
 
 # -- hooks: the core calls these through task.emit(), by name -----------------
