@@ -93,9 +93,9 @@ class Control:
         self.app = app
 
     def revoke(self,
-               task_id,
+               task_id: Any,
                terminate: bool = False,
-               signal=None,
+               signal: Any = None,
                **_ignored) -> None:
         """A queued task never runs; with terminate=True a running one's child is killed."""
         ids = [task_id] if isinstance(task_id, str) else list(task_id)
@@ -114,7 +114,7 @@ class Miniq:
                  broker: str | None = None,
                  backend: str | None = None,
                  include: Iterable[str] | None = None,
-                 **conf):
+                 **conf: Any):
         global _default
         self.main = main
         self.conf = Conf(copy.deepcopy(DEFAULTS), **conf)  # no app shares a default's dict
@@ -170,7 +170,7 @@ class Miniq:
             except ImportError as exc:
                 raise ImproperlyConfigured(f"cannot import included module {name!r}: {exc}") from None
 
-    def task(self, *args, **options):
+    def task(self, *args: Any, **options: Any) -> Any:
         """Register a function as a task: ``@app.task`` or ``@app.task(bind=True, ...)``."""
         def register(fun):
             name = options.pop("name", None) or self.gen_task_name(fun.__name__, fun.__module__)
@@ -254,7 +254,7 @@ class Miniq:
         return (task_id or new_id(), name, queue or default_queue, priority, body, _options(kept),
                 due, expires, now, chord, status)
 
-    def message_rows(self, calls: Iterable[tuple], **options) -> list:
+    def message_rows(self, calls: Iterable[tuple], **options: Any) -> list:
         """Rows for many (name, args, kwargs, task_id) calls with the same options: a
         group's fast path."""
         rows, made = [], {}
@@ -268,10 +268,10 @@ class Miniq:
 
     def send_task(self,
                   name: str,
-                  args=None,
-                  kwargs=None,
+                  args: Any = None,
+                  kwargs: Any = None,
                   ignore_result: bool | None = False,
-                  **options) -> AsyncResult:
+                  **options: Any) -> AsyncResult:
         """Send a task by name, with no need for its code in this process. As Celery's,
         it keeps the result unless told; ``ignore_result=None`` asks the task's option."""
         if ignore_result is None:

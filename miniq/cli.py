@@ -11,7 +11,7 @@ import textwrap
 import time
 from argparse import SUPPRESS, ArgumentParser, ArgumentTypeError, Namespace
 from datetime import datetime
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from .app import Miniq, load_app
 from .cli_worker import add_loglevel, add_options, purged, split, start_logging, worker
@@ -287,7 +287,7 @@ def result(app: Miniq, args: Namespace) -> int:
     return 1 if unsuccessful else 0
 
 
-def _wait(res, timeout: Optional[float]) -> bool:
+def _wait(res: Any, timeout: Optional[float]) -> bool:
     """Wait until res is ready or timeout seconds pass; say whether it is ready."""
     deadline = time.monotonic() + (float("inf") if timeout is None else timeout)
     drawn = False
@@ -299,7 +299,7 @@ def _wait(res, timeout: Optional[float]) -> bool:
     return res.ready()
 
 
-def _draw_progress(res) -> bool:
+def _draw_progress(res: Any) -> bool:
     """On a terminal, draw a bar for PROGRESS meta ({"current", "total"}); say if it did."""
     running = sys.stderr.isatty() and res.state not in ("PENDING", "STARTED")
     info = res.info if running else None

@@ -10,7 +10,7 @@ import re
 import signal
 import socket
 import time
-from typing import Callable
+from typing import Any, Callable
 
 from . import app as apps
 from .exceptions import ImproperlyConfigured
@@ -23,18 +23,18 @@ class Control(apps.Control):
     """``app.control``: revoke tasks; inspect, ping and shut down the live workers."""
 
     def inspect(self, destination: list | None = None, timeout: float = 1.0,
-                **options) -> Inspect:
+                **options: Any) -> Inspect:
         """What the live workers (or those named in ``destination``) are doing."""
         return Inspect(destination, timeout, app=self.app, **options)
 
     def ping(self, destination: list | None = None, timeout: float = 1.0,
-             **options) -> list:
+             **options: Any) -> list:
         """``[{node: {"ok": "pong"}}, ...]``, one for each live worker; [] if none."""
         replies = self.inspect(destination, timeout, **options).ping() or {}
         return [{node: reply} for node, reply in replies.items()]
 
     def shutdown(self, destination: list | None = None, limit: int | None = None,
-                 **_broadcast) -> list:
+                 **_broadcast: Any) -> list:
         """Warm shutdown (SIGTERM) of the live workers, or those named: each finishes
         its running tasks and exits. One of another machine (host, boot or pid
         namespace) cannot be signalled from here: its reply is an error."""
@@ -49,7 +49,7 @@ class Inspect:
     accepted and never waited for."""
 
     def __init__(self, destination: list | None = None, timeout: float = 1.0,
-                 callback: Callable | None = None, app=None,
+                 callback: Callable | None = None, app: Any = None,
                  limit: int | None = None):
         self.destination = _check(destination)
         self.timeout, self.callback, self.limit = timeout, callback, limit
@@ -124,7 +124,7 @@ class Inspect:
         return replies or None
 
 
-def live_nodes(app) -> list:
+def live_nodes(app: Any) -> list:
     """(node, name, worker) of the live workers (a recent heartbeat and, on this
     machine, a running process), oldest first. name is the one a worker was given
     (-n), else Celery's default ``celery@host``; node is the name, or where several

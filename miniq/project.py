@@ -7,7 +7,7 @@ the core's app with these; the core never imports this module.
 import functools
 import importlib
 import sys
-from typing import Callable
+from typing import Any, Callable
 
 from . import app as apps
 from .control import Control
@@ -34,13 +34,13 @@ class Miniq(apps.Miniq):
     control = functools.cached_property(Control)  # revoke, inspect(), ping(), shutdown()
 
     @functools.cached_property
-    def on_after_configure(self):
+    def on_after_configure(self) -> Any:
         """Celery's signal, sent with ``sender=app`` and ``source=app.conf`` once a worker,
         beat or command has loaded the app."""
         from .signals import Signal  # late: an app that connects nothing never loads it
         return Signal(name="app.on_after_configure")
 
-    def config_from_object(self, obj, silent: bool = False, force: bool = False,
+    def config_from_object(self, obj: Any, silent: bool = False, force: bool = False,
                            namespace: str = None) -> bool:
         """Settings from an object, a module or its name (``"proj.settings"``,
         ``"pkg.module:obj"``); with ``namespace="CELERY"``, its ``CELERY_*`` names."""
@@ -63,7 +63,7 @@ class Miniq(apps.Miniq):
         self._annotate_all()
         return True
 
-    def autodiscover_tasks(self, packages=None, related_name: str = "tasks",
+    def autodiscover_tasks(self, packages: Any = None, related_name: str = "tasks",
                            force: bool = False) -> None:
         """Import ``<package>.tasks`` of each package (by default the settings'
         ``INSTALLED_APPS``, as Django's) when a worker loads the app, or now."""
@@ -95,13 +95,13 @@ class Miniq(apps.Miniq):
         if "on_after_configure" in self.__dict__:  # made: someone may listen
             self.on_after_configure.send(self, source=self.conf)
 
-    def task(self, *args, **options):
+    def task(self, *args: Any, **options: Any) -> Any:
         """``@app.task`` as the core's; a bad ``rate_limit`` fails here, and the task
         made gets what ``task_annotations`` sets for it."""
         rate(options.get("rate_limit"), "@app.task")
         make = super().task(**{"base": self.Task, **options})
 
-        def register(fun: Callable):
+        def register(fun: Callable) -> Any:
             return _annotate(make(fun), _annotations(self.conf))
         return apps.decorator(register, args, options, "app.task")
 
@@ -115,7 +115,7 @@ class Miniq(apps.Miniq):
     def Task(self, cls: type) -> None:
         self.conf.task_cls = cls
 
-    def register_task(self, task, **options):
+    def register_task(self, task: Any, **options: Any) -> Any:
         """Register an instance of a ``Task`` subclass that defines ``run`` (Celery's
         class-based task), named by its ``name``, else by its module and class."""
         cls = type(task)
@@ -146,8 +146,8 @@ class Miniq(apps.Miniq):
 
     admit = staticmethod(admit)  # the claimed messages free to start now: rate-limited ones in their turn
 
-    def add_periodic_task(self, schedule, sig, args=(), kwargs=(),
-                          name: str = None, **options) -> str:
+    def add_periodic_task(self, schedule: Any, sig: Any, args: Any = (), kwargs: Any = (),
+                          name: str = None, **options: Any) -> str:
         """Run ``sig`` every ``schedule`` (seconds, a timedelta or a crontab): an entry
         of ``conf.beat_schedule`` named ``name``."""
         key = name or repr(sig)
@@ -177,7 +177,7 @@ Celery = Miniq  # so `from miniq import Celery` reads as the code it may one day
 class CurrentApp:
     """``current_app``: stands for the app made last, or set by ``set_default()``."""
 
-    def __getattr__(self, key: str):
+    def __getattr__(self, key: str) -> Any:
         return getattr(apps.default_app(), key)
 
     def __repr__(self) -> str:
@@ -224,7 +224,7 @@ def _annotate(task, maps):
     return task
 
 
-def rate(value, name: str = "a task") -> float:
+def rate(value: Any, name: str = "a task") -> float:
     """Starts a second that a rate limit allows, as Celery's ``rate()``: ``"10/s"``,
     ``"100/m"``, ``"1000/h"`` or a number a second; 0 (no limit) for None or 0."""
     count, _, unit = str(value or 0).partition("/")
@@ -251,17 +251,17 @@ class SharedTask:
         name = self._options.get("name") or app.gen_task_name(fun.__name__, fun.__module__)
         return app.tasks.get(name) or app.task(**self._options)(fun)
 
-    def __getattr__(self, key: str):
+    def __getattr__(self, key: str) -> Any:
         return getattr(self._get_current_object(), key)
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._get_current_object()(*args, **kwargs)
 
     def __repr__(self) -> str:
         return f"<@shared_task: {self._fun.__qualname__}>"
 
 
-def shared_task(*args, **options):
+def shared_task(*args: Any, **options: Any) -> Any:
     """``@shared_task`` or ``@shared_task(bind=True, ...)``: a task for whichever app
     the project makes; registered at once on the current app, if there is one, so a
     worker that imports the module knows it."""

@@ -2,7 +2,7 @@
 names and string syntax. Sending them is beat.py's job, not this module's.
 """
 from datetime import datetime, timedelta, tzinfo
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 DAYS = "sun mon tue wed thu fri sat".split()
 MONTHS = "jan feb mar apr may jun jul aug sep oct nov dec".split()
@@ -10,7 +10,7 @@ DAY_NAMES = dict(zip(DAYS, range(7)))
 MONTH_NAMES = dict(zip(MONTHS, range(1, 13)))
 
 
-def maybe_schedule(every):
+def maybe_schedule(every: Any) -> Any:
     """A schedule for seconds or a timedelta, as Celery's; a schedule as it is."""
     return schedule(every) if isinstance(every, (int, float, timedelta)) else every
 

@@ -10,7 +10,7 @@ import os
 import threading
 import time
 import weakref
-from typing import Callable
+from typing import Any, Callable
 
 from .exceptions import Retry
 from .task import Context, ExceptionInfo, iso_time
@@ -42,7 +42,7 @@ class Signal:
     """Receivers called on ``send``: ``@sig.connect``, ``@sig.connect(sender=...)``
     or ``sig.connect(fun, sender=None, weak=True, dispatch_uid=None, retry=False)``."""
 
-    def __init__(self, providing_args=None, use_caching: bool = False, name: str = None):
+    def __init__(self, providing_args: Any = None, use_caching: bool = False, name: str = None):
         self.receivers = []  # ((receiver key, sender key), what gives the receiver or None)
         self.name = name
         self.lock = threading.Lock()
@@ -50,7 +50,7 @@ class Signal:
     def __repr__(self) -> str:
         return f"<Signal: {self.name}>"
 
-    def connect(self, *args, **options) -> Callable:
+    def connect(self, *args: Any, **options: Any) -> Callable:
         """Connect a receiver; called with options only, return the decorator that does."""
         if args and callable(args[0]):
             return self._connect(*args, **options)
@@ -70,8 +70,8 @@ class Signal:
                 self.receivers.append((key, receiver))
         return fun
 
-    def disconnect(self, receiver: Callable = None, sender=None, weak=None,
-                   dispatch_uid=None) -> bool:
+    def disconnect(self, receiver: Callable = None, sender: Any = None, weak: Any = None,
+                   dispatch_uid: Any = None) -> bool:
         """Disconnect a receiver (or the one of ``dispatch_uid``) from sender; True if it was."""
         key = _lookup(receiver, sender, dispatch_uid)
         with self.lock:
@@ -79,10 +79,10 @@ class Signal:
             found, self.receivers = len(kept) < len(self.receivers), kept
         return found
 
-    def has_listeners(self, sender=None) -> bool:
+    def has_listeners(self, sender: Any = None) -> bool:
         return bool(self._live(sender))
 
-    def send(self, sender, **named) -> list:
+    def send(self, sender: Any, **named: Any) -> list:
         """Call the receivers of this sender (and of any sender); ``[(receiver, response)]``.
         A receiver that raises is logged and its exception is its response, as in Celery."""
         responses = []

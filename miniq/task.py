@@ -156,13 +156,13 @@ class Task:
         json_only(cls.name, cls.serializer or "json")
         return cls
 
-    def run(self, *args, **kwargs):
+    def run(self, *args: Any, **kwargs: Any) -> Any:
         fun = self.__wrapped__
         if self.bind:
             return fun(self, *args, **kwargs)
         return fun(*args, **kwargs)
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run in this process, now, as a plain function call (as Celery)."""
         self.push_request(Context(args=args, kwargs=kwargs))
         try:
@@ -200,14 +200,14 @@ class Task:
     def pop_request(self) -> None:
         self._requests.stack.pop()
 
-    def delay(self, *args, **kwargs):
+    def delay(self, *args: Any, **kwargs: Any):
         """Send the task with these arguments; returns an AsyncResult at once."""
         return self.apply_async(args, kwargs)
 
     def apply_async(self,
-                    args=None,
-                    kwargs=None,
-                    **options):
+                    args: Any = None,
+                    kwargs: Any = None,
+                    **options: Any):
         """Send with options: countdown, eta, expires, task_id, queue, priority, time limits."""
         if self.typing:  # as Celery: a call the function cannot take fails here
             own = (self,) if self.bind else ()
@@ -221,10 +221,10 @@ class Task:
         return self.app.send_task(self.name, args, kwargs, **options)
 
     def apply(self,
-              args=None,
-              kwargs=None,
+              args: Any = None,
+              kwargs: Any = None,
               task_id: str | None = None,
-              **_options) -> EagerResult:
+              **_options: Any) -> EagerResult:
         """Run now in this process, retries included, and return an EagerResult."""
         if _options.keys() & {"link", "link_error"}:  # refused, not dropped
             raise TypeError(f"{self.name}: link and link_error run only with a worker, not eagerly")
@@ -245,35 +245,35 @@ class Task:
     def AsyncResult(self, task_id: str):
         return self.app.AsyncResult(task_id)
 
-    def s(self, *args, **kwargs):
+    def s(self, *args: Any, **kwargs: Any):
         """A signature: this call as a value, for chain, group and chord."""
         return Signature(self, args, kwargs)
 
-    def si(self, *args, **kwargs):
+    def si(self, *args: Any, **kwargs: Any):
         """An immutable signature: a chain does not pass it the previous result."""
         return Signature(self, args, kwargs, immutable=True)
 
     def signature(self,
-                  args=(),
-                  kwargs=None,
-                  **options):
+                  args: Any = (),
+                  kwargs: Any = None,
+                  **options: Any):
         return Signature(self, args or (), kwargs, options)
 
     subtask = signature
 
-    def map(self, it) -> Signature:
+    def map(self, it: Any) -> Signature:
         """One message that calls this task for each item: ``[task(x) for x in it]``."""
         return _mapped("celery.map", self.s(), it)
 
-    def starmap(self, it) -> Signature:
+    def starmap(self, it: Any) -> Signature:
         """One message that calls this task with each item's arguments: ``task(*x)``."""
         return _mapped("celery.starmap", self.s(), it)
 
-    def chunks(self, it, n: int) -> chunks:
+    def chunks(self, it: Any, n: int) -> chunks:
         """The calls ``task(*x)`` for each item, in messages of ``n``, as a group."""
         return chunks(self.s(), it, n)
 
-    def replace(self, sig: Signature):
+    def replace(self, sig: Signature) -> Any:
         """End this run; ``sig`` runs in its place and its result becomes this task's.
         As Celery's, it raises Ignore (the worker sends ``sig``); eager, it runs it."""
         if self.request.is_eager:
@@ -283,14 +283,14 @@ class Task:
         raise ignore
 
     def retry(self,
-              args=None,
-              kwargs=None,
+              args: Any = None,
+              kwargs: Any = None,
               exc: BaseException | None = None,
               throw: bool = True,
-              eta=None,
+              eta: Any = None,
               countdown: float | None = None,
               max_retries: int | None = None,
-              **_options) -> Retry:
+              **_options: Any) -> Retry:
         """Ask for another run later; raises Retry (or exc / MaxRetriesExceededError when out)."""
         request = self.request
         limit = self.max_retries if max_retries is None else max_retries
@@ -315,8 +315,8 @@ class Task:
     def update_state(self,
                      task_id: str | None = None,
                      state: str | None = None,
-                     meta=None,
-                     **_ignored) -> None:
+                     meta: Any = None,
+                     **_ignored: Any) -> None:
         """Report a custom state (e.g. PROGRESS) and meta while running."""
         task_id = task_id or self.request.id
         if task_id is None or self.request.is_eager:
