@@ -389,7 +389,8 @@ def execute(app, message, soft_limit=None, eager=False, hostname=None):
         if outcome.state not in UNHOOKED:
             _hooks(task, outcome, value, request)
         else:  # as Celery: no hook, but task_postrun
-            emit("_task_finished", task, request, outcome.state, outcome.exc)
+            state = "IGNORED" if outcome.state == "REPLACED" else outcome.state  # Celery's Ignore
+            emit("_task_finished", task, request, state, outcome.exc)
         return outcome
     finally:
         task.pop_request()
