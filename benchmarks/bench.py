@@ -4,6 +4,7 @@
     python benchmarks/bench.py --quick        # smaller counts, for a smoke run
     python benchmarks/bench.py --full         # the 100,000-task memory run
     python benchmarks/bench.py --only miniq   # one system (miniq, celery or huey)
+    python benchmarks/bench.py --scale        # also miniq at scale (see scale.py)
 
 Prints one JSON line: {"machine": ..., "miniq": ..., "celery_redis": ..., "huey": ...,
 "ceiling": ...}; the ceiling is the bare pipeline of ceiling.py, with miniq's drain
@@ -394,6 +395,8 @@ def main() -> int:
     counts.add_argument("--quick", action="store_true", help="smaller counts, for a smoke run")
     counts.add_argument("--full", action="store_true", help="the 100,000-task memory run")
     parser.add_argument("--only", choices=("miniq", "celery", "huey"), help="one system")
+    parser.add_argument("--scale", action="store_true",
+                        help="also miniq's figures at scale (scale.py: a few minutes more)")
     args = parser.parse_args()
     size = SIZES["quick" if args.quick else "full" if args.full else "default"]
     signal.signal(signal.SIGINT, _interrupted)   # even where a shell started us ignoring it
@@ -411,6 +414,10 @@ def main() -> int:
                 report[name] = section(size)
         if args.only in (None, "miniq"):
             report["ceiling"] = ceiling_section(size, report["miniq"])
+        if args.scale:
+            sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+            import scale
+            report["miniq_scale"] = scale.measure(10 if args.quick else 1)
     except KeyboardInterrupt:
         print("bench: interrupted; every process it started is stopped", file=sys.stderr)
         return 130
