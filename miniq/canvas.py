@@ -174,9 +174,7 @@ class Signature(dict):
         return [app.message_row(sig.task, sig.args, sig.kwargs, immutable=sig.immutable, **opts)]
 
     def __or__(self, other: Any) -> Signature:
-        if isinstance(other, group) and not isinstance(self, (chain, group)):
-            return chain(self, other)
-        return (chord if isinstance(self, group) else chain)(self, other)
+        return chain(self, other)  # a group's is a chord (group.__or__)
 
     def __invert__(self) -> Any:
         return self.apply_async().get()
