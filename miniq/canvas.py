@@ -273,8 +273,7 @@ class _Workflow(Signature):
         if app.conf.task_always_eager:
             return self.apply(args, kwargs, **options)
         sig = self.clone()  # fresh ids for each send, unless frozen before
-        ids = {k: options.pop(k) for k in ("task_id", "group_id", "chord") if k in options}
-        result = sig.freeze(ids.get("task_id"), ids.get("group_id"), ids.get("chord"))
+        result = sig.freeze(*[options.pop(k, None) for k in ("task_id", "group_id", "chord")])
         app.send_rows(sig._rows(app, args, kwargs, options))
         return result
 
