@@ -8,6 +8,7 @@ import time
 import pytest
 
 from miniq import GroupResult, Signature, chain, chord, exceptions, group, signature
+from miniq.broker import SCHEDULED
 from tests import tasks
 from tests.conftest import wait_for
 
@@ -47,7 +48,7 @@ def test_set_queue_and_countdown_take_effect_when_the_signature_is_sent(app, sta
     assert sig["options"] == {"queue": "canvas_q", "countdown": 1.0}
     result = sig.delay()
     status, queue, eta, created = row(app, result.id, "status, queue, eta, created")
-    assert (status, queue) == (0, "canvas_q")
+    assert (status, queue) == (SCHEDULED, "canvas_q")
     assert 0.9 <= eta - created <= 1.5
     start_worker("-c", "1", "-Q", "canvas_q")
     assert result.get(timeout=30) == 5
