@@ -27,6 +27,7 @@ QUEUED, RUNNING, DONE, WAITING = 0, 1, 2, 3  # WAITING: a chord callback
 # only due tasks are QUEUED: no claim reads past what is not due.
 SCHEDULED, LINE = -2, -1
 PROMOTE = 500  # the most scheduled tasks a claim makes due: claims stay short
+SWEEP = 500  # the most expired results a sweep deletes: it holds the lock for milliseconds
 FINAL = ("SUCCESS", "FAILURE", "REVOKED")  # the states of a finished task that is not ignored
 # A saved GroupResult is a row whose id has this prefix and whose name is this: a task
 # row would need both (a task_id and a name chosen so, by hand) to be taken for it.
@@ -574,9 +575,11 @@ class Broker:
 
     @_translated
     def sweep(self, before):
-        """Delete up to 1000 results finished before the given unix time; say how many."""
-        return self._write("DELETE FROM task WHERE seq IN (SELECT seq FROM task WHERE status = 2"
-                           " AND finished < ? LIMIT 1000)", (before,))
+        """Delete up to SWEEP results finished before the given unix time, the oldest
+        first; True if there may be more."""
+        return self._write("DELETE FROM task WHERE seq IN (SELECT seq FROM task INDEXED BY"
+                           " task_done WHERE status = 2 AND finished < ? LIMIT ?)",
+                           (before, SWEEP)) == SWEEP
 
 
 def _settle(db, worker, outcomes, now):
