@@ -2,7 +2,7 @@
 recover, sweep. Returns plain values; never imports task or worker code.
 
 A task is one row from submission to result. ``status`` is the lifecycle the
-code relies on (queued, running, done); ``state`` is what users see (PENDING,
+code relies on (scheduled, queued, running, done); ``state`` is what users see (PENDING,
 STARTED, PROGRESS, SUCCESS, ...), so a task may report any custom state while
 it runs without confusing the claim or the recovery.
 """
@@ -23,11 +23,10 @@ from .exceptions import ImproperlyConfigured, OperationalError
 from .utils.json import dumps, loads
 
 QUEUED, RUNNING, DONE, WAITING = 0, 1, 2, 3  # WAITING: a chord callback
-# Not due yet; in line for its rate limit. Every status <= 0 is a task not started, and
-# only due tasks are QUEUED: no claim reads past what is not due.
-SCHEDULED, LINE = -2, -1
-PROMOTE = 500  # the most scheduled tasks a claim makes due: claims stay short
-SWEEP = 500  # the most expired results a sweep deletes: it holds the lock for milliseconds
+# Not due yet, or not known to be (-1: in line for a rate limit). Every status <= 0 is a
+# task not started, and only due ones are QUEUED: no claim reads past what is not due.
+SCHEDULED = -2
+PROMOTE = SWEEP = 500  # rows a claim makes due, a sweep deletes: each holds the file for ms
 FINAL = ("SUCCESS", "FAILURE", "REVOKED")  # the states of a finished task that is not ignored
 # A saved GroupResult is a row whose id has this prefix and whose name is this: a task
 # row would need both (a task_id and a name chosen so, by hand) to be taken for it.
@@ -99,7 +98,6 @@ FOLLOW = INSERT.replace("INSERT", "INSERT OR IGNORE", 1)  # a workflow's step se
 CLAIM_COLUMNS = ("id, name, body, retries, attempts, options, chord, expires,"
                  " priority, revoked, queue, eta, seq")
 FENCE = "WHERE id = ? AND worker = ? AND attempts = ? AND status = 1"  # this delivery only
-PLACE = "CASE WHEN eta > ? THEN -2 ELSE 0 END"  # back to the queue: SCHEDULED if not due
 NUMBER = (int, float)
 MAYBE_NUMBER = (int, float, type(None))
 STEP = {"task": str, "args": list, "kwargs": dict, "options": dict}  # a chain's signature
@@ -268,7 +266,7 @@ class Broker:
                 PRAGMA journal_size_limit = 67108864;
                 PRAGMA wal_autocheckpoint = 10000;""")
             if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
-                self._tx(lambda tx: _create_schema(tx, self.path, self.clock()), db)
+                self._tx(lambda tx: _create_schema(tx, self.path), db)
         except sqlite3.DatabaseError as exc:
             raise ImproperlyConfigured(f"cannot use database {self.path}: {exc}") from None
         return db
@@ -392,7 +390,7 @@ class Broker:
                     "UPDATE task SET status = 2, state = 'REVOKED', revoked = 0, finished = ?,"
                     " result = ? WHERE id = ? AND status <= 0", (now, REVOKED_RESULT, task_id))
                 if queued and queued[0]:  # a chord member: its callback fails now, not never
-                    _release_chord(db, queued[0], now)
+                    _release_chord(db, queued[0])
                 db.execute("UPDATE task SET revoked = MAX(COALESCE(revoked, 0), ?)"
                            " WHERE id = ? AND status = 1", (mark, task_id))
         self._tx(run)
@@ -456,9 +454,8 @@ class Broker:
     @_translated
     def release(self, names):
         """Tasks in line for a rate limit their names no longer have go back to the queue."""
-        now = self.clock()
-        self._tx(lambda db: db.executemany(f"UPDATE task SET status = {PLACE} WHERE status = -1"
-                                           " AND name = ?", [(now, name) for name in names]))
+        self._tx(lambda db: db.executemany("UPDATE task SET status = -2 WHERE status = -1"
+                                           " AND name = ?", [(name,) for name in names]))
 
     @_translated
     def settle(self, worker, outcomes):
@@ -591,10 +588,9 @@ def _settle(db, worker, outcomes, now):
                 db.executemany(FOLLOW, follow)
         elif state == "RETRY":
             db.execute(
-                "UPDATE task SET status = ?, state = 'RETRY', retries = retries + 1,"
+                "UPDATE task SET status = -2, state = 'RETRY', retries = retries + 1,"
                 " attempts = 0, worker = NULL, eta = ?, result = ?, traceback = ?,"
-                f" body = COALESCE(?, body) {FENCE}",
-                (SCHEDULED if eta > now else QUEUED, eta, result, tb, body, *key))
+                f" body = COALESCE(?, body) {FENCE}", (eta, result, tb, body, *key))
         elif state == "PENDING":  # put back; the delivery still counts towards the cap
             db.execute(f"UPDATE task SET status = 0, state = 'PENDING', worker = NULL {FENCE}",
                        key)
@@ -608,10 +604,10 @@ def _settle(db, worker, outcomes, now):
                 " created, finished) VALUES (?, ?, '', '[]', 2, ?, ?, ?, ?, ?)",
                 [(i, name, state, result, tb, now, now) for i, name in failed])
             if chord:
-                _release_chord(db, chord, now)
+                _release_chord(db, chord)
 
 
-def _release_chord(db, callback, now):
+def _release_chord(db, callback):
     """The last member is done: queue the callback with their results, in the shape of
     its ``header``; after a failed member, with that member's error, to fail with."""
     members = db.execute("SELECT id, status, state, result FROM task WHERE chord = ?"
@@ -631,8 +627,8 @@ def _release_chord(db, callback, now):
         results = {m[0]: m[3] for m in members}
         header = options.get("header")
         args = [_gathered(list(results) if header is None else header, results), *args]
-    db.execute(f"UPDATE task SET status = {PLACE}, body = ?, options = ? WHERE id = ?",
-               (now, dumps([args, kwargs]), dumps(options), callback))
+    db.execute("UPDATE task SET status = -2, body = ?, options = ? WHERE id = ?",
+               (dumps([args, kwargs]), dumps(options), callback))
 
 
 def _gathered(shape, results):
@@ -653,7 +649,7 @@ def _check_owner(db, path):
             " point the broker URL at a file of its own")
 
 
-def _create_schema(db, path, now):
+def _create_schema(db, path):
     version = db.execute("PRAGMA user_version").fetchone()[0]  # again: inside the transaction
     if version > SCHEMA_VERSION:
         raise ImproperlyConfigured(f"{path} was made by a newer miniq (schema {version})")
@@ -665,7 +661,7 @@ def _create_schema(db, path, now):
         db.execute(f"ALTER TABLE worker ADD COLUMN {column} TEXT")
     if version < 5:  # tasks not due leave the queue, and the index that read it for them
         db.execute("DROP INDEX IF EXISTS task_due")
-        db.execute("UPDATE task SET status = -2 WHERE status = 0 AND eta > ?", (now,))
+        db.execute("UPDATE task SET status = -2 WHERE status = 0 AND eta > created")
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
 

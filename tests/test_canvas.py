@@ -310,7 +310,7 @@ def test_revoking_a_queued_member_fails_the_chord_callback(app, start_worker):
     app.AsyncResult(first).revoke()
     assert row(app, result.id)[:2] == (3, "PENDING")  # the other member may still succeed
     app.control.revoke(second)
-    assert row(app, result.id)[:2] == (0, "PENDING")  # queued, for a worker to fail it
+    assert row(app, result.id)[:2] == (SCHEDULED, "PENDING")  # for a worker to fail it
     start_worker("-c", "1")
     with pytest.raises(exceptions.ChordError, match="TaskRevokedError"):
         app.AsyncResult(result.id).get(timeout=30)
