@@ -572,8 +572,8 @@ class Broker:
 
     @_translated
     def sweep(self, before):
-        """Delete up to SWEEP results finished before the given unix time, the oldest
-        first; True if there may be more."""
+        """Delete up to SWEEP results finished before the given unix time; True if there
+        may be more."""
         return self._write("DELETE FROM task WHERE seq IN (SELECT seq FROM task INDEXED BY"
                            " task_done WHERE status = 2 AND finished < ? LIMIT ?)",
                            (before, SWEEP)) == SWEEP

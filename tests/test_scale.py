@@ -1,7 +1,5 @@
 """Cost stays flat as work grows: a claim reads no task that is not due, the due ones
 are promoted in bounded steps, an older file is upgraded, and expiry keeps up."""
-import json
-import os
 import sqlite3
 import time
 from datetime import datetime, timedelta, timezone
@@ -12,20 +10,14 @@ from miniq import broker as broker_module
 from miniq.broker import (APPLICATION_ID, QUEUED, SCHEDULED, SCHEMA, SCHEMA_VERSION, SWEEP,
                           Broker, Settle)
 from tests import tasks
-from tests.conftest import ROOT, WorkerProcess, wait_for
+from tests.conftest import wait_for
+from tests.test_inspect_cli import on_shared, shared  # noqa: F401 - one worker for the module
+from tests.test_timing import clocked  # noqa: F401 - a broker on a clock the test moves
 
 
 def row(task_id, eta=0.0, priority=0):
     """A message row as app.message_row() makes it, sent at unix time 1000."""
     return (task_id, "n", "celery", priority, "[[],{}]", None, eta, None, 1000.0, None, 0)
-
-
-@pytest.fixture
-def clocked(tmp_path):
-    clock = [1000.0]
-    broker = Broker(str(tmp_path / "scale.db"), clock=lambda: clock[0])
-    yield broker, clock
-    broker.close()
 
 
 def statuses(broker):
@@ -110,7 +102,8 @@ def test_a_file_of_schema_4_moves_its_future_tasks_out_of_the_queue(tmp_path):
     old.executescript(v4 + f"PRAGMA user_version = 4; PRAGMA application_id = {APPLICATION_ID};")
     now = time.time()
     old.executemany("INSERT INTO task (id, name, queue, body, eta, created) VALUES"
-                    " (?, 'n', 'celery', '[[],{}]', ?, ?)", [("due", 0.0, now), ("later", now + 600, now)])
+                    " (?, 'n', 'celery', '[[],{}]', ?, ?)",
+                    [("due", 0.0, now), ("later", now + 600, now)])
     old.commit()
     old.close()
     upgraded = Broker(str(path))
@@ -140,34 +133,7 @@ def test_a_backlog_of_expired_results_goes_in_a_bounded_number_of_sweeps(clocked
     assert more == [True, True, True, False] and list(statuses(broker)) == [claimed[0].id]
 
 
-# a real worker, shared by the tests below ---------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory):
-    """The broker URL of one worker (-c 2, results kept 30 s) for this module."""
-    folder = tmp_path_factory.mktemp("scale")
-    url = f"sqlite:///{folder / 'scale.db'}"
-    env = dict(os.environ, MINIQ_BROKER_URL=url, PYTHONFAULTHANDLER="1",
-               MINIQ_TEST_CONF=json.dumps({"result_expires": 30}))
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    worker = WorkerProcess(["-A", "tests.tasks", "worker", "-c", "2", "--loglevel", "info"], env,
-                           folder / "worker.log")
-    try:
-        worker.wait_ready()
-        yield url, worker
-    finally:
-        worker.stop(5)
-
-
-@pytest.fixture
-def on_shared(shared, monkeypatch):
-    url, worker = shared
-    assert worker.proc.poll() is None, worker.output()
-    monkeypatch.setenv("MINIQ_BROKER_URL", url)
-    tasks.app.conf.broker_url = url
-    yield worker
-    tasks.app.broker.close()
-
+# a real worker, shared by the tests below (results kept a day, the default) ---------------------
 
 def test_tasks_scheduled_for_later_delay_nothing_and_can_be_revoked_and_purged(on_shared):
     later = [tasks.add.apply_async((i, i), countdown=3600) for i in range(2000)]
