@@ -2,7 +2,7 @@
 recover, sweep. Returns plain values; never imports task or worker code.
 
 A task is one row from submission to result. ``status`` is the lifecycle the
-code relies on (queued, running, done); ``state`` is what users see (PENDING,
+code relies on (scheduled, queued, running, done); ``state`` is what users see (PENDING,
 STARTED, PROGRESS, SUCCESS, ...), so a task may report any custom state while
 it runs without confusing the claim or the recovery.
 """
@@ -23,6 +23,10 @@ from .exceptions import ImproperlyConfigured, OperationalError
 from .utils.json import dumps, loads
 
 QUEUED, RUNNING, DONE, WAITING = 0, 1, 2, 3  # WAITING: a chord callback
+# Not due yet, or not known to be (-1: in line for a rate limit). Every status <= 0 is a
+# task not started, and only due ones are QUEUED: no claim reads past what is not due.
+SCHEDULED = -2
+PROMOTE = SWEEP = 500  # rows a claim makes due, a sweep deletes: each holds the file for ms
 FINAL = ("SUCCESS", "FAILURE", "REVOKED")  # the states of a finished task that is not ignored
 # A saved GroupResult is a row whose id has this prefix and whose name is this: a task
 # row would need both (a task_id and a name chosen so, by hand) to be taken for it.
@@ -38,7 +42,7 @@ CREATE TABLE IF NOT EXISTS task (
     body      TEXT NOT NULL,                -- JSON [args, kwargs]
     options   TEXT,                         -- JSON of per-call options, or NULL
     status    INTEGER NOT NULL DEFAULT 0,   -- 0 queued, 1 running, 2 done, 3 waiting,
-                                            -- -1 in line for its rate limit
+                                            -- -1 in line for its rate limit, -2 not due
     state     TEXT NOT NULL DEFAULT 'PENDING',
     eta       REAL NOT NULL DEFAULT 0,      -- not before (unix time)
     expires   REAL,
@@ -55,7 +59,7 @@ CREATE TABLE IF NOT EXISTS task (
     chord     TEXT                          -- the callback this task is a chord member of
 );
 CREATE INDEX IF NOT EXISTS task_queued ON task(queue, priority DESC, seq) WHERE status = 0;
-CREATE INDEX IF NOT EXISTS task_due ON task(queue, eta) WHERE status = 0;
+CREATE INDEX IF NOT EXISTS task_scheduled ON task(queue, eta) WHERE status = -2;
 CREATE INDEX IF NOT EXISTS task_running ON task(worker) WHERE status = 1;
 CREATE INDEX IF NOT EXISTS task_done ON task(finished) WHERE status = 2;
 CREATE INDEX IF NOT EXISTS task_chord ON task(chord) WHERE chord IS NOT NULL;
@@ -83,12 +87,13 @@ CREATE TABLE IF NOT EXISTS rate (                -- rate limits, kept across all
     next TEXT                                    -- the task whose turn that is, if any
 ) WITHOUT ROWID;
 """
-SCHEMA_VERSION = 4  # 4: rate limits (the rate table, the task_line index)
+SCHEMA_VERSION = 5  # 4: rate limits (the rate table, the task_line index); 5: SCHEDULED
 APPLICATION_ID = 0x6D696E71  # "minq" in the file header: this file is miniq's
 LOCK_WAIT = 10.0  # seconds any one call may wait for a locked file, in all
 HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35)
 INSERT = ("INSERT INTO task (id, name, queue, priority, body, options, eta, expires, created,"
-          " chord, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+          " chord, status) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,"
+          " CASE WHEN ?11 = 0 AND ?7 > ?9 THEN -2 ELSE ?11 END)")  # due after it was sent
 FOLLOW = INSERT.replace("INSERT", "INSERT OR IGNORE", 1)  # a workflow's step sent already stays
 CLAIM_COLUMNS = ("id, name, body, retries, attempts, options, chord, expires,"
                  " priority, revoked, queue, eta, seq")
@@ -415,27 +420,28 @@ class Broker:
 
     @_translated
     def claim(self, worker, queues, n, lease, outcomes=()):
-        """Write the Settle records, then claim up to n due tasks as Message records, in
-        one transaction: highest priority first, then oldest. A malformed row comes back
-        with its fault named."""
-        now = self.clock()
+        """Write the Settle records, make the scheduled tasks that are due QUEUED (PROMOTE
+        at most), then claim up to n as Message records, in one transaction: highest
+        priority first, then oldest. A malformed row comes back with its fault named."""
+        now, marks = self.clock(), _marks(queues)
 
         def run(db):
             _settle(db, worker, outcomes, now)
             if n <= 0:
                 return []
+            db.execute("UPDATE task SET status = 0 WHERE seq IN (SELECT seq FROM task INDEXED BY"
+                       f" task_scheduled WHERE status = -2 AND queue IN ({marks}) AND eta <= ?"
+                       " LIMIT ?)", (*queues, now, PROMOTE))
             pick = ("SELECT seq FROM task INDEXED BY task_queued"
-                    f" WHERE status = 0 AND queue IN ({_marks(queues)})"
-                    " AND (eta <= ? OR typeof(eta) NOT IN ('integer', 'real'))"
-                    " ORDER BY priority DESC, seq LIMIT ?")
+                    f" WHERE status = 0 AND queue IN ({marks}) ORDER BY priority DESC, seq LIMIT ?")
             update = ("UPDATE task SET status = 1, state = 'STARTED', worker = ?, lease = ?,"
                       " started = ?, attempts = attempts + 1 WHERE seq IN ")
             args = (worker, now + lease, now)
             if HAS_RETURNING:
                 rows = db.execute(f"{update}({pick}) RETURNING {CLAIM_COLUMNS}",
-                                  (*args, *queues, now, n)).fetchall()
+                                  (*args, *queues, n)).fetchall()
             else:
-                seqs = [r[0] for r in db.execute(pick, (*queues, now, n))]
+                seqs = [r[0] for r in db.execute(pick, (*queues, n))]
                 db.execute(f"{update}({_marks(seqs)})", (*args, *seqs))
                 rows = db.execute(
                     f"SELECT {CLAIM_COLUMNS} FROM task WHERE seq IN ({_marks(seqs)})",
@@ -448,7 +454,7 @@ class Broker:
     @_translated
     def release(self, names):
         """Tasks in line for a rate limit their names no longer have go back to the queue."""
-        self._tx(lambda db: db.executemany("UPDATE task SET status = 0 WHERE status = -1"
+        self._tx(lambda db: db.executemany("UPDATE task SET status = -2 WHERE status = -1"
                                            " AND name = ?", [(name,) for name in names]))
 
     @_translated
@@ -459,8 +465,8 @@ class Broker:
 
     @_translated
     def next_eta(self, queues):
-        """When the earliest queued task on these queues becomes due; None if none is queued."""
-        return self._row("SELECT MIN(eta) FROM task WHERE status = 0 AND typeof(eta) IN"
+        """When the earliest scheduled task on these queues is due; None if none is."""
+        return self._row("SELECT MIN(eta) FROM task WHERE status = -2 AND typeof(eta) IN"
                          f" ('integer', 'real') AND queue IN ({_marks(queues)})", queues)[0]
 
     @_translated
@@ -560,15 +566,17 @@ class Broker:
 
     @_translated
     def scheduled(self):
-        """(id, name, queue, eta, body, priority) of queued tasks not yet due, soonest first."""
+        """(id, name, queue, eta, body, priority) of tasks not yet due, soonest first."""
         return self._rows("SELECT id, name, queue, eta, body, priority FROM task WHERE"
-                          " status = 0 AND eta > ? ORDER BY eta", (self.clock(),))
+                          " status = -2 AND eta > ? ORDER BY eta", (self.clock(),))
 
     @_translated
     def sweep(self, before):
-        """Delete up to 1000 results finished before the given unix time; say how many."""
-        return self._write("DELETE FROM task WHERE seq IN (SELECT seq FROM task WHERE status = 2"
-                           " AND finished < ? LIMIT 1000)", (before,))
+        """Delete up to SWEEP results finished before the given unix time; True if there
+        may be more."""
+        return self._write("DELETE FROM task WHERE seq IN (SELECT seq FROM task INDEXED BY"
+                           " task_done WHERE status = 2 AND finished < ? LIMIT ?)",
+                           (before, SWEEP)) == SWEEP
 
 
 def _settle(db, worker, outcomes, now):
@@ -580,7 +588,7 @@ def _settle(db, worker, outcomes, now):
                 db.executemany(FOLLOW, follow)
         elif state == "RETRY":
             db.execute(
-                "UPDATE task SET status = 0, state = 'RETRY', retries = retries + 1,"
+                "UPDATE task SET status = -2, state = 'RETRY', retries = retries + 1,"
                 " attempts = 0, worker = NULL, eta = ?, result = ?, traceback = ?,"
                 f" body = COALESCE(?, body) {FENCE}", (eta, result, tb, body, *key))
         elif state == "PENDING":  # put back; the delivery still counts towards the cap
@@ -600,7 +608,8 @@ def _settle(db, worker, outcomes, now):
 
 
 def _release_chord(db, callback):
-    """The last member is done: queue the callback (see ``_released``)."""
+    """The last member is done: queue the callback (see ``_released``); the next
+    claim promotes it, or later if it has an eta."""
     members = db.execute("SELECT id, status, state, result FROM task WHERE chord = ?"
                          " ORDER BY seq", (callback,)).fetchall()
     if any(status != DONE or state not in FINAL for _, status, state, _ in members):
@@ -613,7 +622,7 @@ def _release_chord(db, callback):
         body, options = _released(members, *row)
     except (ValueError, TypeError, AttributeError, KeyError, RecursionError):
         body, options = row  # a corrupt row goes as it is: the claim or its child fails it
-    db.execute("UPDATE task SET status = 0, body = ?, options = ? WHERE id = ?",
+    db.execute("UPDATE task SET status = -2, body = ?, options = ? WHERE id = ?",
                (body, options, callback))
 
 
@@ -660,6 +669,9 @@ def _create_schema(db, path):
     have = {row[1] for row in db.execute("PRAGMA table_info(worker)")}
     for column in {"machine", "node", "tasks"} - have:  # added by schemas 2 and 3
         db.execute(f"ALTER TABLE worker ADD COLUMN {column} TEXT")
+    if version < 5:  # tasks not due leave the queue, and the index that read it for them
+        db.execute("DROP INDEX IF EXISTS task_due")
+        db.execute("UPDATE task SET status = -2 WHERE status = 0 AND eta > created")
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
 

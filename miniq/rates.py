@@ -30,7 +30,7 @@ class RateBroker(Broker):
                 else:
                     db.execute("UPDATE task SET status = ?, state = 'PENDING', worker = NULL,"
                                f" eta = ?, attempts = attempts - 1 {FENCE}",
-                               (0 if turn == task_id else -1, due, task_id, worker, attempts))
+                               (-2 if turn == task_id else -1, due, task_id, worker, attempts))
                     later.append(task_id)
                 db.execute("INSERT OR REPLACE INTO rate VALUES (?, ?, ?)", (name, due, turn))
             return later
@@ -53,7 +53,7 @@ def _move_lines(db):
 
 def _waiting(db, task_id):
     """Whether that task is still to start: queued, or claimed and not yet run."""
-    return db.execute("SELECT 1 FROM task WHERE id = ? AND status IN (0, 1)",
+    return db.execute("SELECT 1 FROM task WHERE id = ? AND status IN (-2, 0, 1)",
                       (task_id,)).fetchone() is not None
 
 
@@ -63,7 +63,7 @@ def _next_in_line(db, name, turn):
     row = db.execute("SELECT id FROM task INDEXED BY task_line WHERE status = -1 AND name = ?"
                      " ORDER BY priority DESC, seq LIMIT 1", (name,)).fetchone()
     if row:
-        db.execute("UPDATE task SET status = 0, eta = ? WHERE id = ?", (turn, row[0]))
+        db.execute("UPDATE task SET status = -2, eta = ? WHERE id = ?", (turn, row[0]))
     return row and row[0]
 
 

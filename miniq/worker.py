@@ -130,6 +130,7 @@ class Worker:
     poll, hinted = POLL, False  # quiet polls grow slower once a hint has come through
     next_due = None  # the earliest scheduled task
     next_heartbeat, heartbeats = 0.0, 0
+    sweep_due = 0.0  # when to delete expired results next
     idle_deaths = 0
     db_error = None
     db_retry_at = db_delay = 0.0
@@ -246,8 +247,8 @@ class Worker:
     # -- the loop: named steps ---------------------------------------------
 
     def _loop(self):
-        """Heartbeat (and now and then recover and sweep), send periodic tasks, settle
-        and claim, dispatch, then wait and collect outcomes, then enforce limits."""
+        """Heartbeat (and now and then recover), sweep, send periodic tasks, settle and
+        claim, dispatch, then wait and collect outcomes, then enforce limits."""
         while not self.cold:
             busy = [c for c in self.children if c.message]
             if self.warm and not busy:
@@ -255,6 +256,8 @@ class Worker:
             now = time.time()
             if now >= self.next_heartbeat:
                 self._heartbeat()
+            if self.conf.result_expires and now >= self.sweep_due:
+                self._sweep(now)
             if self.beat and now >= self.beat_due:
                 wait_s = self._db(self.beat.tick)
                 self.beat_due = now + (1.0 if wait_s is None else max(0.01, wait_s))
@@ -525,7 +528,7 @@ class Worker:
 
     def _heartbeat(self):
         """Prove this worker alive and end revoked tasks; now and then recover the tasks
-        of dead workers and sweep expired results."""
+        of dead workers."""
         self.heartbeats += 1
         self.next_heartbeat = time.time() + self.conf.worker_heartbeat
         kills = self._db(self._beat_file)
@@ -536,8 +539,6 @@ class Worker:
             self._terminate(task_id, signum)
         if self.heartbeats % 5 == 1:
             self._db(self._recover)
-        if self.heartbeats % 60 == 1 and self.conf.result_expires:
-            self._db(self._sweep)
 
     def _beat_file(self):
         """Heartbeat, registering again where this worker has no row: the file was deleted
@@ -574,10 +575,13 @@ class Worker:
             log.warning("recovered %d task(s) from %d dead worker(s)", count, len(dead))
         self.want = self.want or count > 0  # our own commit does not move data_version
 
-    def _sweep(self):
+    def _sweep(self, now):
+        """Delete expired results: a short transaction a pass while some are left (other
+        workers' claims come between), else once a heartbeat."""
         expires = self.conf.result_expires
         seconds = expires.total_seconds() if hasattr(expires, "total_seconds") else expires
-        self.broker.sweep(time.time() - seconds)
+        more = self._db(lambda: self.broker.sweep(now - seconds))
+        self.sweep_due = now if more else now + self.conf.worker_heartbeat
 
     def _db(self, fn):
         """Run a database step; on failure log once, reopen later with backoff, and

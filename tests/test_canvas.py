@@ -8,6 +8,7 @@ import time
 import pytest
 
 from miniq import GroupResult, Signature, chain, chord, exceptions, group, signature
+from miniq.broker import SCHEDULED
 from tests import tasks
 from tests.conftest import wait_for
 
@@ -47,7 +48,7 @@ def test_set_queue_and_countdown_take_effect_when_the_signature_is_sent(app, sta
     assert sig["options"] == {"queue": "canvas_q", "countdown": 1.0}
     result = sig.delay()
     status, queue, eta, created = row(app, result.id, "status, queue, eta, created")
-    assert (status, queue) == (0, "canvas_q")
+    assert (status, queue) == (SCHEDULED, "canvas_q")
     assert 0.9 <= eta - created <= 1.5
     start_worker("-c", "1", "-Q", "canvas_q")
     assert result.get(timeout=30) == 5
@@ -309,7 +310,7 @@ def test_revoking_a_queued_member_fails_the_chord_callback(app, start_worker):
     app.AsyncResult(first).revoke()
     assert row(app, result.id)[:2] == (3, "PENDING")  # the other member may still succeed
     app.control.revoke(second)
-    assert row(app, result.id)[:2] == (0, "PENDING")  # queued, for a worker to fail it
+    assert row(app, result.id)[:2] == (SCHEDULED, "PENDING")  # for a worker to fail it
     start_worker("-c", "1")
     with pytest.raises(exceptions.ChordError, match="TaskRevokedError"):
         app.AsyncResult(result.id).get(timeout=30)

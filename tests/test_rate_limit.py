@@ -5,6 +5,7 @@ import pytest
 
 import miniq.app
 from miniq import Celery, Task
+from miniq.broker import SCHEDULED
 from miniq.rates import RateBroker as Broker
 from miniq.exceptions import ImproperlyConfigured
 from miniq.project import rate
@@ -58,7 +59,7 @@ def test_the_line_is_kept_in_the_file_in_order_and_costs_no_delivery(tmp_path):
     assert started == [(1000.0, "t0")]  # t1 is next, due in 0.5 s; t2 to t4 in line
     rows = "SELECT id, status, eta, attempts FROM task WHERE id != 't0' ORDER BY seq"
     assert one.db.execute(rows).fetchall() == [
-        ("t1", 0, 1000.5, 0), ("t2", -1, 1000.5, 0), ("t3", -1, 1000.5, 0), ("t4", -1, 1000.5, 0)]
+        ("t1", SCHEDULED, 1000.5, 0), ("t2", -1, 1000.5, 0), ("t3", -1, 1000.5, 0), ("t4", -1, 1000.5, 0)]
     assert one.purge(["celery"], dry_run=True) == 4  # queued, as far as users can tell
     send(5, priority=9)  # ahead of the older ones in line, as its priority says
     send(6)
