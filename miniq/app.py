@@ -17,7 +17,7 @@ from datetime import timedelta
 from typing import Any, Iterable
 
 from . import canvas
-from .broker import NUMBER, Broker, path_from_url
+from .broker import NUMBER, QUEUED, WAITING, Broker, path_from_url
 from .exceptions import ImproperlyConfigured
 from .result import AsyncResult, new_id
 from .task import Task, emit, encode_args, json_only, lineage, to_timestamp
@@ -250,7 +250,7 @@ class Miniq:
         ignore_result = ignores if ignore_result is None else bool(ignore_result)
         # a chain's next step, a chord's callback or a link needs the value
         kept["ignore_result"] = ignore_result and not (kept["chain"] or chord or kept["link"])
-        status = 3 if waiting else 0  # a chord callback waits for its members
+        status = WAITING if waiting else QUEUED  # a chord callback waits for its members
         return (task_id or new_id(), name, queue or default_queue, priority, body, _options(kept),
                 due, expires, now, chord, status)
 
