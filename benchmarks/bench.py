@@ -118,8 +118,8 @@ WORKER = ["-m", "huey.bin.huey_consumer", "benchapp.huey", "-w", "2", "-k", "pro
 
 SIZES = {  # tasks per figure: enqueue, batch and drain; round trips; long run; idle seconds
     "quick": dict(n=1000, trips=200, long_run=5000, idle_s=3, budget_s=240),
-    "default": dict(n=5000, trips=500, long_run=20000, idle_s=5, budget_s=600),
-    "full": dict(n=5000, trips=500, long_run=100000, idle_s=5, budget_s=1800),
+    "default": dict(n=5000, trips=500, long_run=20000, idle_s=20, budget_s=600),
+    "full": dict(n=5000, trips=500, long_run=100000, idle_s=20, budget_s=1800),
 }
 
 

@@ -268,8 +268,10 @@ class Worker:
             self._enforce_time_limits()
 
     def _timeout(self, now, idle, busy):
-        """Until the nearest deadline: a poll, a heartbeat, a due task, a hard limit."""
+        """Until the nearest deadline: a poll, a heartbeat, a sweep, a due task, a hard limit."""
         waits = [self.poll if idle else 1.0, self.next_heartbeat - now]
+        if self.conf.result_expires:  # a backlog of expired results goes pass after pass
+            waits.append(self.sweep_due - now)
         if self.beat:
             waits.append(self.beat_due - now)
         if self.next_due is not None:
