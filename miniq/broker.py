@@ -435,14 +435,14 @@ class Broker:
             pick = ("SELECT seq FROM task INDEXED BY task_queued"
                     f" WHERE status = 0 AND queue IN ({marks}) ORDER BY priority DESC, seq LIMIT ?")
             update = ("UPDATE task SET status = 1, state = 'STARTED', worker = ?, lease = ?,"
-                      " started = ?, attempts = attempts + 1 WHERE seq IN ")
+                      " started = ?, attempts = attempts + 1 WHERE seq ")
             args = (worker, now + lease, now)
-            if HAS_RETURNING:
-                rows = db.execute(f"{update}({pick}) RETURNING {CLAIM_COLUMNS}",
-                                  (*args, *queues, n)).fetchall()
+            seqs = [r[0] for r in db.execute(pick, (*queues, n))]
+            if HAS_RETURNING:  # a row a statement: an IN list costs a temporary table, 0.1 ms
+                rows = [db.execute(f"{update}= ? RETURNING {CLAIM_COLUMNS}",
+                                   (*args, seq)).fetchone() for seq in seqs]
             else:
-                seqs = [r[0] for r in db.execute(pick, (*queues, n))]
-                db.execute(f"{update}({_marks(seqs)})", (*args, *seqs))
+                db.execute(f"{update}IN ({_marks(seqs)})", (*args, *seqs))
                 rows = db.execute(
                     f"SELECT {CLAIM_COLUMNS} FROM task WHERE seq IN ({_marks(seqs)})",
                     seqs).fetchall()
