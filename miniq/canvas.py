@@ -499,8 +499,12 @@ class chunks(Signature):
 
     @classmethod
     def _from(cls, d, app):
-        return cls(maybe_signature(d["kwargs"]["task"], app), d["kwargs"]["it"],
-                   d["kwargs"]["n"], **(d.get("options") or {}))
+        kwargs = d["kwargs"]
+        made = cls(maybe_signature(kwargs["task"], app), kwargs["it"], kwargs["n"],
+                   **(d.get("options") or {}))
+        if kwargs.get("frozen"):  # its group, with the ids freeze gave
+            made.kwargs["frozen"] = Signature.from_dict(kwargs["frozen"], app)
+        return made
 
     def __call__(self, **options: Any):
         return self.apply_async(**options)
@@ -515,11 +519,13 @@ class chunks(Signature):
         return self.group().apply_async(args, kwargs, **options)
 
     def freeze(self, *args: Any, **kwargs: Any):
-        self._group = self.group()
-        return self._group.freeze(*args, **kwargs)
+        """Freeze its group, kept with it: it is sent with those ids, wherever it travels."""
+        frozen = self.kwargs.setdefault("frozen", self.group())
+        return frozen.freeze(*args, **kwargs)
 
     def _rows(self, app, *args: Any, **kwargs: Any):
-        return self._group._rows(app, *args, **kwargs)
+        self.freeze()
+        return self.kwargs["frozen"]._rows(app, *args, **kwargs)
 
 
 def _mapped(name: str, task: Any, it: Any) -> Signature:

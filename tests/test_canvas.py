@@ -384,3 +384,11 @@ def test_a_corrupt_chord_callback_fails_alone_and_the_worker_keeps_serving(
     wait_for(lambda: app.AsyncResult(result.id).ready(), timeout=30, message="the callback done")
     assert app.AsyncResult(result.id).state == "FAILURE"
     assert tasks.add.delay(2, 3).get(timeout=30) == 5 and worker.proc.poll() is None
+
+
+def test_chunks_keep_their_ids_wherever_they_travel(app, start_worker):
+    start_worker("-c", "2")  # as a chain's step and inside a group there, they go as JSON
+    steps = chain(tasks.echo.si(0), tasks.add.chunks([(1, 1), (2, 2), (3, 3)], 2))
+    assert steps().get(timeout=30) == [[2, 4], [6]]
+    nested = chain(tasks.echo.si(0), group(tasks.add.chunks([(1, 1)], 1), tasks.echo.si(5)))
+    assert nested().get(timeout=30) == [[[2]], 5]
