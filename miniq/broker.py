@@ -237,7 +237,8 @@ class Broker:
             if not os.path.exists(self.path + "-wal"):  # deleted, and no one has a new one:
                 with contextlib.suppress(sqlite3.Error):  # save its pages, reset the index
                     local.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            local.conn.close()
+        if getattr(local, "conn", None):  # closed now, as a fork's parent's is: Python 3.13
+            local.conn.close()  # warns when it collects one open, and loses a soft limit then
         local.conn = self._connect()
         local.pid, local.files = os.getpid(), _files_of(self.path)
         return local.conn

@@ -173,6 +173,17 @@ def test_a_worker_and_a_long_lived_producer_keep_serving_once_the_wal_is_deleted
 
 
 
+def test_a_connection_opened_before_a_fork_is_closed_when_the_child_reconnects(tmp_path):
+    """Left to the collector, Python 3.13 warns about it while the child runs a task, and a
+    soft limit's exception raised in that moment is lost: the task would run on for ever."""
+    broker = Broker(str(tmp_path / "forked.db"))
+    inherited = broker.db
+    broker._local.pid = -1  # how the forked child sees it: another process opened it
+    assert broker.db is not inherited
+    with pytest.raises(sqlite3.ProgrammingError):
+        inherited.execute("SELECT 1")
+
+
 def test_apps_share_no_setting_of_the_defaults(tmp_path):
     first = Miniq("a", broker=f"sqlite:///{tmp_path / 'a.db'}")
     first.conf.beat_schedule["tick"] = {"task": "a.tick", "schedule": 1.0}
