@@ -231,7 +231,10 @@ class Broker:
         long-lived producer would go on writing into a file nobody reads."""
         local = self._local
         if self._open():
-            if local.conn.in_transaction or _files_of(self.path) == local.files:
+            if local.conn.in_transaction or time.monotonic() < local.fresh_until:
+                return local.conn
+            if _files_of(self.path) == local.files:  # three stat() calls: at most every 10 ms
+                local.fresh_until = time.monotonic() + 0.01
                 return local.conn
             local.pid = None  # stays closed until a connect succeeds
             if not os.path.exists(self.path + "-wal"):  # deleted, and no one has a new one:
@@ -240,7 +243,7 @@ class Broker:
         if getattr(local, "conn", None):  # closed now, as a fork's parent's is: Python 3.13
             local.conn.close()  # warns when it collects one open, and loses a soft limit then
         local.conn = self._connect()
-        local.pid, local.files = os.getpid(), _files_of(self.path)
+        local.pid, local.files, local.fresh_until = os.getpid(), _files_of(self.path), 0.0
         return local.conn
 
     def in_transaction(self):
@@ -599,11 +602,13 @@ def _settle(db, worker, outcomes, now):
             db.execute(f"UPDATE task SET status = 2, finished = ? {FENCE}", (now, *key))
         elif db.execute("UPDATE task SET status = 2, state = ?, result = ?, traceback = ?,"
                         f" finished = ? {FENCE}", (state, result, tb, now, *key)).rowcount:
-            db.executemany(FOLLOW, follow)
-            db.executemany(
-                "INSERT INTO task (id, name, queue, body, status, state, result, traceback,"
-                " created, finished) VALUES (?, ?, '', '[]', 2, ?, ?, ?, ?, ?)",
-                [(i, name, state, result, tb, now, now) for i, name in failed])
+            if follow:  # an empty executemany still costs a statement's preparation
+                db.executemany(FOLLOW, follow)
+            if failed:
+                db.executemany(
+                    "INSERT INTO task (id, name, queue, body, status, state, result, traceback,"
+                    " created, finished) VALUES (?, ?, '', '[]', 2, ?, ?, ?, ?, ?)",
+                    [(i, name, state, result, tb, now, now) for i, name in failed])
             if chord:
                 _release_chord(db, chord)
 
