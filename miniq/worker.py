@@ -17,13 +17,14 @@ import json
 import logging
 import multiprocessing
 import os
+import pickle
 import resource
+import select
 import signal
 import socket
 import sys
 import time
 import uuid
-from multiprocessing.connection import wait
 
 from . import result as results
 from .app import load_app
@@ -57,6 +58,15 @@ def _signal(value):
         return signal.SIGKILL
 
 
+def _put(conn, item):
+    """Send over a pipe, pickled plainly: multiprocessing's pickler copies a table a call."""
+    conn.send_bytes(pickle.dumps(item, pickle.HIGHEST_PROTOCOL))
+
+
+def _get(conn):
+    return pickle.loads(conn.recv_bytes())
+
+
 def child_main(app_path, conn, loglevel, max_tasks, max_memory_kib, manager, hostname):
     """A child's whole life: import the app, then run messages until told to stop.
     ``manager`` is the manager's pid, as the manager gave it; ``hostname`` its node name."""
@@ -88,7 +98,7 @@ def _serve(app, conn, max_tasks, max_memory_kib, manager, hostname):
                 return  # our task, if any, will be recovered
             continue
         try:
-            job = conn.recv()
+            job = _get(conn)
         except (EOFError, OSError):
             return
         if job is None:
@@ -99,7 +109,7 @@ def _serve(app, conn, max_tasks, max_memory_kib, manager, hostname):
         retire = ((max_tasks and done >= max_tasks)
                   or (max_memory_kib and _rss_kib() > max_memory_kib))
         try:
-            conn.send((outcome._replace(exc=None), retire))
+            _put(conn, (outcome._replace(exc=None), retire))
         except OSError:
             return  # the manager died meanwhile; recovery will run the task again
         if retire:
@@ -128,6 +138,7 @@ class Worker:
     seen = None  # the database's data_version when last looked
     hints_muted_until, empty_hints = 0.0, 0  # a flood is heard once a poll
     poll, hinted = POLL, False  # quiet polls grow slower once a hint has come through
+    hearing = False  # the wake-up socket is among the watched
     next_due = None  # the earliest scheduled task
     next_heartbeat, heartbeats = 0.0, 0
     sweep_due = 0.0  # when to delete expired results next
@@ -155,6 +166,7 @@ class Worker:
         self.lease = float(conf.worker_lost_after)
         self.rates = app.rate_intervals()  # task name → seconds between its starts
         self.children = []
+        self.poller, self.watched = select.poll(), {}  # fd → (what to read, its child)
         self.outcomes = []  # Settle records for the next transaction
         if beat:
             from .beat import Beat
@@ -172,6 +184,7 @@ class Worker:
         for signum in (*STOP_SIGNALS, signal.SIGQUIT):
             signal.signal(signum, self._on_signal)
         self.wake = self.app.waker.listen()
+        self._watch(self._signals_r)
         self.app.waker.notify()  # if this hint reaches us, hints work: quiet polls may slow
         try:
             self._recover()
@@ -219,7 +232,20 @@ class Worker:
                 signal.signal(signum, handler)
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         theirs.close()
-        return Child(process, ours)
+        child = Child(process, ours)
+        self._watch(ours, child)
+        self._watch(process.sentinel, child)
+        return child
+
+    def _watch(self, item, child=None):
+        fd = item if isinstance(item, int) else item.fileno()
+        self.watched[fd] = item, child
+        self.poller.register(fd, select.POLLIN)
+
+    def _unwatch(self, item):
+        fd = item if isinstance(item, int) else item.fileno()
+        del self.watched[fd]
+        self.poller.unregister(fd)
 
     def _shutdown(self):
         """Cold: kill the children and put their tasks back. Then stop the rest."""
@@ -231,7 +257,7 @@ class Worker:
                 self._put_back(child.message)
         for child in self.children:
             with contextlib.suppress(OSError):
-                child.conn.send(None)
+                _put(child.conn, None)
         deadline = time.monotonic() + 5
         for child in self.children:
             child.process.join(max(0.0, deadline - time.monotonic()))
@@ -331,7 +357,7 @@ class Worker:
         child.message, child.started = message, time.monotonic()
         child.deadline = child.started + hard if hard else None
         try:
-            child.conn.send((message, soft))
+            _put(child.conn, (message, soft))
         except OSError:  # it never got the task: a fresh child will
             child.killed_for = ("PENDING", None)
             self._kill(child)
@@ -350,16 +376,13 @@ class Worker:
     def _collect(self, timeout, idle):
         """Wait for outcomes, deaths, hints and signals. A hint (or a quiet poll) only
         reads the cheap data_version; hints that bring no change are muted for a poll."""
-        waitables = {self._signals_r: None}
-        if self.wake and idle and time.time() >= self.hints_muted_until:
-            waitables[self.wake] = None
-        for child in self.children:
-            waitables[child.conn] = child
-            waitables[child.process.sentinel] = child
-        ready = wait(list(waitables), timeout)
+        hear = bool(self.wake and idle and time.time() >= self.hints_muted_until)
+        if hear != self.hearing:
+            self.hearing = hear
+            (self._watch if hear else self._unwatch)(self.wake)
+        ready = [self.watched[fd] for fd, _ in self.poller.poll(timeout * 1000)]
         look = not ready  # a quiet poll, or a hint
-        for item in ready:
-            child = waitables[item]
+        for item, child in ready:
             if child is None:
                 drain(item)
                 look = look or item is self.wake
@@ -384,7 +407,7 @@ class Worker:
 
     def _receive(self, child):
         try:
-            outcome, retire = child.conn.recv()
+            outcome, retire = _get(child.conn)
         except (EOFError, OSError):
             return False  # it died: its sentinel will say so
         self._finish(child, outcome)
@@ -479,6 +502,8 @@ class Worker:
             if self.idle_deaths > 3 * self.concurrency:
                 log.critical("children keep dying before they run anything: stopping")
                 self.cold = True
+        self._unwatch(child.conn)
+        self._unwatch(child.process.sentinel)
         child.conn.close()
         index = self.children.index(child)
         if not self.cold:
