@@ -100,7 +100,7 @@ CLAIM_COLUMNS = ("id, name, body, retries, attempts, options, chord, expires,"
 FENCE = "WHERE id = ? AND worker = ? AND attempts = ? AND status = 1"  # this delivery only
 NUMBER = (int, float)
 MAYBE_NUMBER = (int, float, type(None))
-LISTED = "id, name, state, queue, body, worker, created, started, finished, retries"
+LISTED = "id, name, state, queue, body, worker, created AS received, started, finished, retries"
 STEP = {"task": str, "args": list, "kwargs": dict, "options": dict}  # a chain's signature
 
 
@@ -597,7 +597,8 @@ class Broker:
     @_translated
     def task(self, task_id):
         """Every column of one task's row, as a dict; None if unknown."""
-        return next(iter(self._dicts("SELECT * FROM task WHERE id = ?", (task_id,))), None)
+        return next(iter(self._dicts("SELECT *, created AS received FROM task WHERE id = ?",
+                                     (task_id,))), None)
 
     def _dicts(self, sql, args):
         cursor = self.db.execute(sql, args)

@@ -22,93 +22,117 @@ from .beat import Beat
 from .control import live_nodes
 from .exceptions import ImproperlyConfigured
 
-PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dashboard.html")
+PAGE = os.path.join(os.path.dirname(__file__), "dashboard.html")
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-HOUR = 3600
 SHOWN = 120  # characters of a task's arguments in the task list
-KINDS = {"SUCCESS": "succeeded", "FAILURE": "failed"}  # other final states: "other"
-
-
-def _json(text):
-    """A JSON column as a value; text that is not JSON as itself."""
-    try:
-        return json.loads(text) if text else None
-    except ValueError:
-        return text
+KINDS = {"SUCCESS": "succeeded", "FAILURE": "failed", "other": "other"}  # by final state
+ZERO = dict.fromkeys(("queued", "scheduled", "running", *KINDS.values()), 0)
+READS = ("overview", "tasks", "task", "schedule")  # GET /api/<read>[/<id>]
+ACTIONS = ("revoke", "retry", "purge")  # POST /api/<action>/<id or queue>
 
 
 class Api:
     """What the page shows and does, as plain values; the Handler serves them as JSON."""
 
     def __init__(self, app):
-        self.app, self.broker = app, app.broker
+        self.app = app
+        self.broker = app.broker
         self.lock = threading.Lock()
-        self.kept, self.since = {}, 0.0  # finished-task counts of minutes that are over
+        self.kept = {}  # {(queue, state, minute): tasks finished} of minutes that are over
+        self.since = 0.0  # where the minutes not kept begin (unix time)
 
     def overview(self, query):
-        """The live workers, the counts per queue, and tasks finished a minute."""
+        """The live workers, the counts per queue, and the tasks finished a minute."""
         now = time.time()
-        with self.lock:  # minutes over are kept: a poll reads the last two only
-            waiting, done = self.broker.overview(max(now - HOUR, self.since))
-            self.kept = {key: n for key, n in self.kept.items()
-                         if now - HOUR <= key[2] * 60 + 60 and key[2] * 60 < self.since}
-            self.kept.update(((queue, state, minute), n) for queue, state, minute, n in done)
-            self.since = (now // 60 - 1) * 60
-            finished = list(self.kept.items())
+        first = int(now // 60) - 59
+        waiting, finished = self._finished(now, first)
         workers = self.workers(now)
-        zero = dict.fromkeys(("queued", "scheduled", "running", "succeeded", "failed", "other"), 0)
-        queues = {queue: dict(zero) for w in workers for queue in w["queues"]}
-        last = int(now // 60)
-        minutes = {m: {"minute": m * 60, "succeeded": 0, "failed": 0, "other": 0}
-                   for m in range(last - 59, last + 1)}
+        queues = {name: dict(ZERO)
+                  for worker in workers
+                  for name in worker["queues"]}
+        minutes = [{"minute": (first + i) * 60, **dict.fromkeys(KINDS.values(), 0)}
+                   for i in range(60)]
         for queue, what, n in waiting:
-            queues.setdefault(queue, dict(zero))[what] += n
-        for (queue, state, minute), n in finished:
+            queues.setdefault(queue, dict(ZERO))[what] += n
+        for (queue, state, minute), n in finished.items():
             kind = KINDS.get(state, "other")
-            queues.setdefault(queue, dict(zero))[kind] += n
-            if minute in minutes:
-                minutes[minute][kind] += n
-        queues.pop("", None)  # saved groups and the steps failed with a chain
-        return {"workers": workers, "queues": queues, "throughput": list(minutes.values()),
+            queues.setdefault(queue, dict(ZERO))[kind] += n
+            if minute - first < 60:  # else it finished after now was read
+                minutes[minute - first][kind] += n
+        queues.pop("", None)  # saved groups, and the steps that failed with their chain
+        return {"workers": workers,
+                "queues": queues,
+                "throughput": minutes,
                 "now": now}
+
+    def _finished(self, now, first):
+        """(tasks waiting, {(queue, state, minute): tasks finished} from minute first).
+        Minutes that are over are kept here: a poll reads the last two from the file."""
+        with self.lock:
+            since = max(first * 60, self.since)
+            waiting, done = self.broker.overview(since)
+            kept = {(queue, state, minute): n
+                    for (queue, state, minute), n in self.kept.items()
+                    if first <= minute < since / 60}
+            for queue, state, minute, n in done:
+                kept[queue, state, minute] = n
+            self.kept = kept
+            self.since = (now // 60 - 1) * 60
+            return waiting, dict(kept)
 
     def workers(self, now):
         """Each live worker, with the tasks its children run now."""
         running = self.broker.active()
-        return [{"node": node, "id": w.id, "host": w.host, "pid": w.pid,
-                 "concurrency": w.concurrency, "queues": w.queues.split(","),
+        return [{"node": node,
+                 "host": w.host,
+                 "pid": w.pid,
+                 "concurrency": w.concurrency,
+                 "queues": w.queues.split(","),
                  "heartbeat": now - w.heartbeat,
-                 "running": [{"id": i, "name": name, "state": state, "runtime": now - (start or now)}
-                             for i, name, held, start, state, *_ in running if held == w.id]}
+                 "running": [{"id": i,
+                              "name": name,
+                              "state": state,
+                              "runtime": now - (at or now)}
+                             for i, name, held, at, state, *_ in running
+                             if held == w.id]}
                 for node, _, w in live_nodes(self.app)]
 
     def tasks(self, query):
         """A page of the task list, newest first, filtered as the query asks."""
-        limit, offset = min(int(query.get("limit", 50)), 500), int(query.get("offset", 0))
-        match = {key: query.get(key) or None for key in ("state", "name", "queue")}
-        rows = self.broker.tasks(limit, offset, query.get("search", "").strip(), **match)
-        return {"tasks": [_listed(row) for row in rows], "limit": limit, "offset": offset}
+        limit = min(int(query.get("limit", 50)), 500)
+        offset = int(query.get("offset", 0))
+        match = {key: query.get(key) or None
+                 for key in ("state", "name", "queue")}
+        search = query.get("search", "").strip()
+        rows = self.broker.tasks(limit, offset, search, **match)
+        return [_listed(row) for row in rows]
 
     def task(self, query, task_id):
         """Everything about one task; LookupError if the file does not know it."""
         row = self.broker.task(task_id)
         if row is None:
             raise LookupError(f"no task {task_id}")
-        options = _json(row["options"]) or {}
-        options = options if isinstance(options, dict) else {}
-        children = [i for i, _ in self.broker.children(task_id)] if row["finished"] else None
-        return {**_listed(row), "args": _call(row["body"])[0], "kwargs": _call(row["body"])[1],
-                "result": _json(row["result"]), "traceback": row["traceback"],
-                "deliveries": row["attempts"], "eta": row["eta"], "expires": row["expires"],
-                "parent": options.get("parent_id"), "root": options.get("root_id"),
-                "group": options.get("group"), "chain": options.get("chain"),
-                "chord": row["chord"], "children": children, "options": options}
+        args, kwargs = _call(row["body"])
+        done = row["finished"] is not None  # else its children are not known yet, as Celery's
+        sent = self.broker.children(task_id) if done else None
+        children = sent and [child for child, _ in sent]
+        return {**_listed(row),
+                "args": args,
+                "kwargs": kwargs,
+                "result": _json(row["result"]),
+                "options": _json(row["options"]),  # parent_id, group, chain: how it was sent
+                "children": children}
 
     def schedule(self, query):
         """The beat schedule: each entry's last run sent and its next one."""
-        beat, runs, now = Beat(self.app), self.broker.beat_runs(), time.time()
-        return [{"name": name, "task": entry["task"], "schedule": repr(entry["schedule"]),
-                 "last": runs.get(name), "next": entry["schedule"].next_after(now, beat.tz)}
+        beat = Beat(self.app)
+        runs = self.broker.beat_runs()
+        now = time.time()
+        return [{"name": name,
+                 "task": entry["task"],
+                 "schedule": repr(entry["schedule"]),
+                 "last": runs.get(name),
+                 "next": entry["schedule"].next_after(now, beat.tz)}
                 for name, entry in beat.entries.items()]
 
     def revoke(self, query, task_id):
@@ -123,33 +147,41 @@ class Api:
         if row is None or row["state"] not in ("FAILURE", "REVOKED"):
             raise ValueError("only a failed or revoked task can be sent again")
         args, kwargs = _call(row["body"])
-        sent = self.app.send_task(row["name"], args, kwargs, queue=row["queue"])
+        queue = row["queue"]
+        sent = self.app.send_task(row["name"], args, kwargs, queue=queue)
         return {"id": sent.id, "retry_of": task_id}
 
     def purge(self, query, queue):
         """Delete the tasks waiting in one queue."""
-        return {"purged": self.broker.purge([queue]), "queue": queue}
+        return {"purged": self.broker.purge([queue])}
+
+
+def _json(text):
+    """A JSON column as a value; text that is not JSON as itself."""
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return text
 
 
 def _call(body):
     """(args, kwargs) of a message body; (the body, {}) if it is not one."""
     value = _json(body)
-    return tuple(value) if isinstance(value, list) and len(value) == 2 else (body, {})
+    if isinstance(value, list) and len(value) == 2:
+        return tuple(value)
+    return body, {}
 
 
 def _listed(row):
-    """A task as the task list shows it."""
-    args = json.dumps(_call(row["body"])[0], default=str)
-    end, start = row["finished"], row["started"]
-    return {"id": row["id"], "name": row["name"], "state": row["state"], "queue": row["queue"],
-            "args": args if len(args) <= SHOWN else args[:SHOWN - 1] + "…",
-            "worker": (row["worker"] or "").partition(" ")[2] or row["worker"],
-            "received": row["created"], "started": start, "finished": end,
-            "runtime": end - start if end and start else None, "retries": row["retries"]}
-
-
-READS = ("overview", "tasks", "task", "schedule")
-ACTIONS = ("revoke", "retry", "purge")
+    """A task as the task list shows it: its arguments shortened, its worker's node name."""
+    args, _ = _call(row.pop("body"))
+    args = json.dumps(args, default=str)
+    if len(args) > SHOWN:
+        args = args[:SHOWN - 1] + "…"
+    worker = row["worker"] or ""  # "<id> <node name>"
+    return {**row,
+            "args": args,
+            "worker": worker.partition(" ")[2] or worker or None}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -158,65 +190,78 @@ class Handler(BaseHTTPRequestHandler):
     server: Server
 
     def do_GET(self):
-        if self._allowed():
-            self._route(READS, ACTIONS)
+        self._answer(READS, ACTIONS)
 
     def do_POST(self):
-        origin = self.headers.get("Origin")
-        same = origin is None or urlsplit(origin).netloc == self.headers.get("Host")
-        token = self.headers.get("X-Miniq-Token", "")
-        if not self._allowed():
-            return
-        if not same or not hmac.compare_digest(token, self.server.token):
-            return self._send(403, {"error": "missing or wrong token, or another origin"})
-        self._route(ACTIONS, READS)
+        self._answer(ACTIONS, READS)
 
-    def _allowed(self):
-        """Basic auth when set; else only a local Host (no DNS rebinding to here)."""
-        server, given = self.server, self.headers.get("Authorization", "")
-        if server.auth and not hmac.compare_digest(given.encode(), server.auth.encode()):
-            self.send_response(401)
-            self.send_header("WWW-Authenticate", 'Basic realm="miniq"')
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return False
-        host = urlsplit("//" + self.headers.get("Host", "")).hostname
-        if not server.auth and host not in LOOPBACK | {server.address}:
-            self._send(403, {"error": f"Host {host} is not this machine"})
-            return False
-        return True
-
-    def _route(self, mine, others):
+    def _answer(self, mine, others):
         url = urlsplit(self.path)
-        if url.path == "/" and mine is READS:
-            return self._send(200, self.server.page, "text/html; charset=utf-8")
         match = re.fullmatch(r"/api/(\w+)/?(.*)", url.path)
         what, arg = match.groups() if match else ("", "")
-        if what not in mine:  # GET on an action, POST on a read: 405
-            code = 405 if what in others else 404
-            return self._send(code, {"error": f"no {self.command} {url.path}"})
-        handler = getattr(self.server.api, what)
-        query = dict(parse_qsl(url.query))
-        try:
-            self._send(200, handler(query, unquote(arg)) if arg else handler(query))
-        except LookupError as exc:
-            self._send(404, {"error": str(exc).strip("'\"")})
-        except (ValueError, TypeError) as exc:
-            self._send(400, {"error": str(exc)})
+        refused = self._refused()
+        if refused:
+            return self._send(*refused)
+        if url.path == "/" and mine is READS:
+            return self._send(200, self.server.page, "text/html; charset=utf-8")
+        if what in mine:
+            call = getattr(self.server.api, what)
+            return self._send(*_called(call, url.query, arg))
+        code = 405 if what in others else 404  # GET never acts; POST only acts
+        self._send(code, {"error": f"no {self.command} {url.path}"})
+
+    def _refused(self):
+        """(status, error) if this request may not go on: no login, when one is set; a
+        Host not this machine's when none is (a name rebound to 127.0.0.1 in a browser);
+        an action without the page's token or from another page's origin."""
+        server, headers = self.server, self.headers
+        host = headers.get("Host", "")
+        login = headers.get("Authorization", "")
+        if server.auth and not _same(login, server.auth):
+            return 401, {"error": "log in first"}
+        name = urlsplit("//" + host).hostname
+        if not server.auth and name not in LOOPBACK | {server.address}:
+            return 403, {"error": f"Host {name} is not this machine"}
+        token = _same(headers.get("X-Miniq-Token", ""), server.token)
+        origin = urlsplit(headers.get("Origin", "")).netloc or host
+        if self.command == "POST" and not (token and origin == host):
+            return 403, {"error": "an action needs the page's token, from the page's origin"}
+        return None
 
     def _send(self, code, body, kind="application/json"):
-        data = body.encode() if isinstance(body, str) else json.dumps(body, default=str).encode()
+        data = body if isinstance(body, str) else json.dumps(body, default=str)
+        data = data.encode()
         self.send_response(code)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("X-Content-Type-Options", "nosniff")
-        self.send_header("Content-Security-Policy", self.server.policy)
+        headers = {"Content-Type": kind,
+                   "Content-Length": len(data),
+                   "Cache-Control": "no-store",
+                   "X-Content-Type-Options": "nosniff",
+                   "Content-Security-Policy": self.server.policy}
+        if code == 401:
+            headers["WWW-Authenticate"] = 'Basic realm="miniq"'
+        for name, value in headers.items():
+            self.send_header(name, str(value))
         self.end_headers()
         self.wfile.write(data)
 
     def log_message(self, *args):  # a poll a second would flood the terminal
         pass
+
+
+def _called(handler, query, arg):
+    """(status, answer) of one API call; its failure fails the request, not the server."""
+    args = [unquote(arg)] if arg else []
+    try:
+        return 200, handler(dict(parse_qsl(query)), *args)
+    except Exception as exc:
+        bad = isinstance(exc, (ValueError, TypeError))
+        code = 404 if isinstance(exc, LookupError) else 400 if bad else 500
+        return code, {"error": str(exc)}
+
+
+def _same(given, expected):
+    """Whether a secret given equals the one expected, in constant time."""
+    return hmac.compare_digest(given.encode(), expected.encode())
 
 
 class Server(ThreadingHTTPServer):
@@ -229,8 +274,11 @@ class Server(ThreadingHTTPServer):
                 " --basic-auth user:password (or MINIQ_DASHBOARD_AUTH), or bind 127.0.0.1")
         if auth and ":" not in auth:
             raise ImproperlyConfigured("--basic-auth must be user:password")
-        self.api, self.address, self.token = Api(app), address, secrets.token_urlsafe(24)
-        self.auth = auth and "Basic " + base64.b64encode(auth.encode()).decode()
+        self.api = Api(app)
+        self.address = address
+        self.token = secrets.token_urlsafe(24)  # the page's: actions must carry it
+        login = auth and base64.b64encode(auth.encode()).decode()
+        self.auth = login and f"Basic {login}"
         with open(PAGE, encoding="utf-8") as f:
             self.page = f.read().replace("{{token}}", self.token)
         self.policy = ("default-src 'self'; img-src 'self' data:; style-src 'unsafe-inline';"

@@ -106,21 +106,20 @@ def test_the_task_list_filters_pages_and_searches(app, dashboard):
     sent = [tasks.echo.apply_async((f"listed {i}",), queue="celery") for i in range(3)]
     for result in sent:
         result.get(timeout=T)
-    newest = get(dashboard, "api/tasks?name=tests.tasks.echo&limit=2")["tasks"]
+    newest = get(dashboard, "api/tasks?name=tests.tasks.echo&limit=2")
     assert [t["id"] for t in newest] == [sent[2].id, sent[1].id]
-    older = get(dashboard, "api/tasks?name=tests.tasks.echo&limit=2&offset=2")["tasks"]
+    older = get(dashboard, "api/tasks?name=tests.tasks.echo&limit=2&offset=2")
     assert [t["id"] for t in older] == [sent[0].id]
     row = older[0]
     assert (row["state"], row["queue"], row["args"]) == ("SUCCESS", "celery", '["listed 0"]')
     assert row["received"] <= row["started"] <= row["finished"]
-    assert row["runtime"] == pytest.approx(row["finished"] - row["started"])
     assert row["worker"].startswith("celery@")
-    found = get(dashboard, f"api/tasks?search={sent[1].id[:13]}")["tasks"]
+    found = get(dashboard, f"api/tasks?search={sent[1].id[:13]}")
     assert [t["id"] for t in found] == [sent[1].id]
-    assert get(dashboard, "api/tasks?name=tests.tasks.echo&state=FAILURE")["tasks"] == []
-    assert get(dashboard, "api/tasks?name=tests.tasks.echo&queue=counted")["tasks"] == []
+    assert get(dashboard, "api/tasks?name=tests.tasks.echo&state=FAILURE") == []
+    assert get(dashboard, "api/tasks?name=tests.tasks.echo&queue=counted") == []
     long = tasks.echo.apply_async(("x" * 500,), countdown=600)
-    (shown,) = get(dashboard, f"api/tasks?search={long.id}")["tasks"]
+    (shown,) = get(dashboard, f"api/tasks?search={long.id}")
     assert shown["state"] == "PENDING" and len(shown["args"]) == 120 and shown["args"][-1] == "…"
     assert call(dashboard + "api/tasks?limit=many")[0] == 400
 
@@ -132,7 +131,7 @@ def test_one_task_shows_its_failure_progress_and_retries(app, dashboard):
     assert answer["result"]["exc_message"] == ["it broke"]
     assert "raise ValueError(message)" in answer["traceback"]
     assert (answer["args"], answer["kwargs"], answer["children"]) == (["it broke"], {}, [])
-    assert answer["deliveries"] == 1 and answer["worker"].startswith("celery@")
+    assert answer["attempts"] == 1 and answer["worker"].startswith("celery@")
     moving = tasks.progress.delay(60, 0.05)
     seen = state_is(dashboard, moving.id, "PROGRESS")["result"]
     assert seen["total"] == 60 and 0 <= seen["current"] < 60
@@ -141,7 +140,7 @@ def test_one_task_shows_its_failure_progress_and_retries(app, dashboard):
     assert state_is(dashboard, moving.id, "SUCCESS")["result"] == {"id": moving.id, "done": 60}
     retried = tasks.retry_twice.delay(0.05)
     answer = state_is(dashboard, retried.id, "SUCCESS")
-    assert (answer["result"], answer["retries"], answer["deliveries"]) == (2, 2, 1)
+    assert (answer["result"], answer["retries"], answer["attempts"]) == (2, 2, 1)
     assert call(dashboard + "api/task/no-such-task") == (404, {"error": "no task no-such-task"})
 
 
@@ -183,7 +182,7 @@ def test_purge_empties_one_queue(app, dashboard):
         tasks.add.apply_async((1, 1), queue="nobody")  # no worker serves it
     kept = tasks.add.apply_async((1, 1), queue="counted", countdown=600)
     assert get(dashboard, "api/overview")["queues"]["nobody"]["queued"] == 3
-    assert post(dashboard, "api/purge/nobody") == (200, {"purged": 3, "queue": "nobody"})
+    assert post(dashboard, "api/purge/nobody") == (200, {"purged": 3})
     assert "nobody" not in get(dashboard, "api/overview")["queues"]
     assert get(dashboard, f"api/task/{kept.id}")["state"] == "PENDING"
     app.control.revoke(kept.id)
