@@ -602,6 +602,7 @@ class Broker:
                                      (task_id,))), None)
 
     def _dicts(self, sql, args):
+        """Every row a query reads, as a dict by column name."""
         cursor = self.db.execute(sql, args)
         return [dict(zip([c[0] for c in cursor.description], row)) for row in cursor]
 

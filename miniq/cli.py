@@ -59,7 +59,7 @@ def build_parser() -> ArgumentParser:
                         help="the task's name: accepted, as Celery's; one file holds every result")
     _add_call_options(command("call", "send a task by name and print its id"))
     dashboard = command("dashboard", "serve the web dashboard: the page and its JSON API")
-    dashboard.add_argument("--port", type=int, default=5555, help="default 5555, as Flower's")
+    dashboard.add_argument("--port", type=int, default=5555, help="default 5555, as Flower's; 0: any free one")
     dashboard.add_argument("--address", default="127.0.0.1",
                            help="where to listen (default 127.0.0.1: this machine only)")
     dashboard.add_argument("--basic-auth", metavar="USER:PASSWORD",

@@ -136,8 +136,8 @@ class Api:
                 for name, entry in beat.entries.items()]
 
     def revoke(self, query, task_id):
-        """Revoke a task; with terminate=1, end it if it runs."""
-        terminate = query.get("terminate") == "1"
+        """Revoke a task; with terminate=1 (or true, as Flower's), end it if it runs."""
+        terminate = query.get("terminate") in ("1", "true")
         self.app.control.revoke(task_id, terminate=terminate)
         return {"revoked": task_id, "terminate": terminate}
 

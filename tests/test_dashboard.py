@@ -156,7 +156,7 @@ def test_the_schedule_shows_last_and_next_runs(app, dashboard):
 def test_revoke_terminates_a_running_task(app, dashboard):
     running = tasks.sleep.delay(60)
     state_is(dashboard, running.id, "STARTED")
-    assert post(dashboard, f"api/revoke/{running.id}?terminate=1") == (
+    assert post(dashboard, f"api/revoke/{running.id}?terminate=true") == (
         200, {"revoked": running.id, "terminate": True})
     state_is(dashboard, running.id, "REVOKED")
 
