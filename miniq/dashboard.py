@@ -99,7 +99,7 @@ class Api:
 
     def tasks(self, query):
         """A page of the task list, newest first, filtered as the query asks."""
-        limit = min(int(query.get("limit", 50)), 500)
+        limit = min(max(int(query.get("limit", 50)), 1), 500)  # never LIMIT -1: all
         offset = int(query.get("offset", 0))
         match = {key: query.get(key) or None
                  for key in ("state", "name", "queue")}
@@ -157,9 +157,10 @@ class Api:
 
 
 def _json(text):
-    """A JSON column as a value; text that is not JSON as itself."""
+    """A JSON column as a value (NaN as text: the browser's JSON has none); text that is
+    not JSON as itself."""
     try:
-        return json.loads(text) if text else None
+        return json.loads(text, parse_constant=str) if text else None
     except ValueError:
         return text
 

@@ -122,6 +122,9 @@ def test_the_task_list_filters_pages_and_searches(app, dashboard):
     (shown,) = get(dashboard, f"api/tasks?search={long.id}")
     assert shown["state"] == "PENDING" and len(shown["args"]) == 120 and shown["args"][-1] == "…"
     assert call(dashboard + "api/tasks?limit=many")[0] == 400
+    assert len(get(dashboard, "api/tasks?limit=-1")) == 1  # not the whole table
+    odd = tasks.echo.apply_async((float("nan"),), countdown=600)
+    assert get(dashboard, f"api/task/{odd.id}")["args"] == ["NaN"]  # JSON a browser reads
 
 
 def test_one_task_shows_its_failure_progress_and_retries(app, dashboard):
