@@ -100,6 +100,12 @@ CLAIM_COLUMNS = ("id, name, body, retries, attempts, options, chord, expires,"
 FENCE = "WHERE id = ? AND worker = ? AND attempts = ? AND status = 1"  # this delivery only
 NUMBER = (int, float)
 MAYBE_NUMBER = (int, float, type(None))
+WAITING = ("SELECT queue, 'scheduled', COUNT(*) FROM task WHERE status = -2 GROUP BY queue"
+           " UNION ALL SELECT queue, 'scheduled', COUNT(*) FROM task WHERE status = -1"
+           " GROUP BY queue UNION ALL SELECT queue, 'queued', COUNT(*) FROM task"
+           " WHERE status = 0 GROUP BY queue UNION ALL SELECT queue, 'running', COUNT(*)"
+           " FROM task WHERE status = 1 GROUP BY queue")  # a partial index each: no table scan
+LISTED = "id, name, state, queue, body, worker, created AS received, started, finished, retries"
 STEP = {"task": str, "args": list, "kwargs": dict, "options": dict}  # a chain's signature
 
 
@@ -573,6 +579,41 @@ class Broker:
         """(id, name, queue, eta, body, priority) of tasks not yet due, soonest first."""
         return self._rows("SELECT id, name, queue, eta, body, priority FROM task WHERE"
                           " status = -2 AND eta > ? ORDER BY eta", (self.clock(),))
+
+    @_translated
+    def overview(self, since):
+        """(queue, "scheduled" | "queued" | "running", count) rows, and (queue, state,
+        minute, count) rows of the tasks finished since then (minute: unix time // 60).
+        Each part reads one partial index, never the whole table."""
+        return self._rows(WAITING), self._rows(
+            "SELECT queue, state, CAST(finished / 60 AS INTEGER), COUNT(*) FROM task"
+            " WHERE status = 2 AND finished > ? GROUP BY 1, 2, 3", (since,))
+
+    @_translated
+    def tasks(self, limit, offset=0, search="", state=None, name=None, queue=None):
+        """Rows (as dicts, without result) of the tasks whose id starts with search and
+        whose state, name and queue are as given (None: any), newest first."""
+        match = {"state = ?": state, "name = ?": name, "queue = ?": queue,
+                 "id >= ?": search, "id < ?": search and search + "\U0010ffff"}
+        given = {sql: value for sql, value in match.items() if value}
+        return self._dicts(f"SELECT {LISTED} FROM task WHERE {' AND '.join(given) or 1}"
+                           " ORDER BY seq DESC LIMIT ? OFFSET ?", (*given.values(), limit, offset))
+
+    @_translated
+    def task(self, task_id):
+        """Every column of one task's row, as a dict; None if unknown."""
+        return next(iter(self._dicts("SELECT *, created AS received FROM task WHERE id = ?",
+                                     (task_id,))), None)
+
+    def _dicts(self, sql, args):
+        """Every row a query reads, as a dict by column name."""
+        cursor = self.db.execute(sql, args)
+        return [dict(zip([c[0] for c in cursor.description], row)) for row in cursor]
+
+    @_translated
+    def beat_runs(self):
+        """{entry: the scheduled time of its last run sent}."""
+        return dict(self._rows("SELECT entry, MAX(slot) FROM beat GROUP BY entry"))
 
     @_translated
     def sweep(self, before):

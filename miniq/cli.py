@@ -58,6 +58,13 @@ def build_parser() -> ArgumentParser:
     result.add_argument("-t", "--task", metavar="NAME",
                         help="the task's name: accepted, as Celery's; one file holds every result")
     _add_call_options(command("call", "send a task by name and print its id"))
+    dashboard = command("dashboard", "serve the web dashboard: the page and its JSON API")
+    dashboard.add_argument("--port", type=int, default=5555, help="default 5555, as Flower's; 0: any free one")
+    dashboard.add_argument("--address", default="127.0.0.1",
+                           help="where to listen (default 127.0.0.1: this machine only)")
+    dashboard.add_argument("--basic-auth", metavar="USER:PASSWORD",
+                           help="ask for this login (also MINIQ_DASHBOARD_AUTH); needed to"
+                                " listen on any address but this machine's")
     return parser
 
 
@@ -222,6 +229,22 @@ def control(app, args):
     return 0
 
 
+def dashboard(app, args):
+    """Serve the dashboard until Ctrl-C or SIGTERM."""
+    from .dashboard import Server  # an extra that only this command needs
+    auth = args.basic_auth or os.environ.get("MINIQ_DASHBOARD_AUTH")
+    try:
+        server = Server(app, args.address, args.port, auth)
+    except OSError as exc:
+        return _error(f"cannot listen on {args.address} port {args.port}: {exc.strerror}")
+    host, port = server.server_address[:2]
+    print(f"miniq dashboard: http://{f'[{host}]' if ':' in host else host}:{port}/", flush=True)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop as on Ctrl-C
+    with contextlib.suppress(KeyboardInterrupt), server:
+        server.serve_forever()
+    return 0
+
+
 def _say(args, replies):
     """Print the workers' replies as Celery's commands do (with --json, as they are);
     exit status 1 if none replied or one replied with an error."""
@@ -353,4 +376,5 @@ def _emit(args, data):
     return False
 
 
-COMMANDS = {f.__name__: f for f in (worker, beat, status, inspect, control, purge, result, call)}
+COMMANDS = {f.__name__: f for f in (worker, beat, status, inspect, control, purge, result, call,
+                                    dashboard)}

@@ -2,6 +2,7 @@
 import contextlib
 import faulthandler
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -148,3 +149,18 @@ def app_on(worker, monkeypatch):
     monkeypatch.setitem(tasks.app.conf, "broker_url", worker[0])
     yield tasks.app
     tasks.app.broker.close()
+
+
+def start_dashboard(url, log_path, *options, env=None):
+    """(process, its base URL): a real ``miniq dashboard`` of tests.tasks on the
+    database at url, on a port the system picks; stop() it when done."""
+    environ = dict(os.environ, MINIQ_BROKER_URL=url, **(env or {}))
+    environ["PYTHONPATH"] = ROOT + os.pathsep + environ.get("PYTHONPATH", "")
+    proc = WorkerProcess(["-A", "tests.tasks", "dashboard", "--port", "0", *options], environ,
+                         log_path)
+    found = wait_for(lambda: re.search(r"http://\S+/", proc.output()) or proc.proc.poll() is not None,
+                     message="dashboard listening")
+    if proc.proc.poll() is not None:
+        proc.kill_group()
+        raise AssertionError(proc.output())
+    return proc, found[0]
