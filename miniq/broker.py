@@ -100,11 +100,11 @@ CLAIM_COLUMNS = ("id, name, body, retries, attempts, options, chord, expires,"
 FENCE = "WHERE id = ? AND worker = ? AND attempts = ? AND status = 1"  # this delivery only
 NUMBER = (int, float)
 MAYBE_NUMBER = (int, float, type(None))
-WAITING = ("SELECT queue, 'scheduled', COUNT(*) FROM task WHERE status = -2 GROUP BY queue"
-           " UNION ALL SELECT queue, 'scheduled', COUNT(*) FROM task WHERE status = -1"
-           " GROUP BY queue UNION ALL SELECT queue, 'queued', COUNT(*) FROM task"
-           " WHERE status = 0 GROUP BY queue UNION ALL SELECT queue, 'running', COUNT(*)"
-           " FROM task WHERE status = 1 GROUP BY queue")  # a partial index each: no table scan
+QUEUE_COUNTS = (  # a partial index each: no table scan
+    "SELECT queue, 'scheduled', COUNT(*) FROM task WHERE status = -2 GROUP BY queue"
+    " UNION ALL SELECT queue, 'scheduled', COUNT(*) FROM task WHERE status = -1 GROUP BY queue"
+    " UNION ALL SELECT queue, 'queued', COUNT(*) FROM task WHERE status = 0 GROUP BY queue"
+    " UNION ALL SELECT queue, 'running', COUNT(*) FROM task WHERE status = 1 GROUP BY queue")
 LISTED = "id, name, state, queue, body, worker, created AS received, started, finished, retries"
 STEP = {"task": str, "args": list, "kwargs": dict, "options": dict}  # a chain's signature
 
@@ -585,7 +585,7 @@ class Broker:
         """(queue, "scheduled" | "queued" | "running", count) rows, and (queue, state,
         minute, count) rows of the tasks finished since then (minute: unix time // 60).
         Each part reads one partial index, never the whole table."""
-        return self._rows(WAITING), self._rows(
+        return self._rows(QUEUE_COUNTS), self._rows(
             "SELECT queue, state, CAST(finished / 60 AS INTEGER), COUNT(*) FROM task"
             " WHERE status = 2 AND finished > ? GROUP BY 1, 2, 3", (since,))
 

@@ -23,6 +23,7 @@ SKIP = {  # the first line of each block that cannot run in an empty folder: why
     "# myproj/tasks.py": "imports the vendored copy the next block makes",
     "mkdir -p myproj/_vendor": "copies miniq from a clone (tests/test_vendoring.py does this)",
     "python benchmarks/bench.py": "the benchmark: minutes of load, from a clone",
+    "python -m miniq -A proj dashboard": "a server that runs until stopped (test_dashboard)",
 }
 
 
