@@ -16,6 +16,8 @@ its time budget is {"error": ..., plus the figures measured before}. The figures
     enqueue_per_s        n delay() calls from one producer, no worker running yet
     drain_per_s          those n no-op tasks, from the worker's start to the last result read
     rtt_p50/95/99_ms     delay(x).get(), one at a time, against the warm idle worker
+    producers_4_s        4 producer processes send per_producer tasks each at once, one
+                         by one, and read every result: seconds until the last is read
     idle_cpu_percent     the worker's whole process group while nothing is sent
     manager_rss_kib_*    the worker's main process before and after long_run_tasks more
     one_second_task_s    round trip of a task that sleeps 1 s (median of 3)
@@ -39,6 +41,7 @@ Machines are shared and noisy: compare systems within one run, not across runs.
 """
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import shutil
@@ -117,9 +120,11 @@ WORKER = ["-m", "huey.bin.huey_consumer", "benchapp.huey", "-w", "2", "-k", "pro
 """
 
 SIZES = {  # tasks per figure: enqueue, batch and drain; round trips; long run; idle seconds
-    "quick": dict(n=1000, trips=200, long_run=5000, idle_s=3, budget_s=240),
-    "default": dict(n=5000, trips=500, long_run=20000, idle_s=20, budget_s=600),
-    "full": dict(n=5000, trips=500, long_run=100000, idle_s=20, budget_s=1800),
+    "quick": dict(n=1000, trips=200, per_producer=250, long_run=5000, idle_s=3, budget_s=240),
+    "default": dict(n=5000, trips=500, per_producer=2500, long_run=20000, idle_s=20,
+                    budget_s=600),
+    "full": dict(n=5000, trips=500, per_producer=2500, long_run=100000, idle_s=20,
+                 budget_s=1800),
 }
 
 
@@ -264,6 +269,7 @@ def measure(system: System, size: dict, out: dict) -> None:
         latencies.append((time.perf_counter() - t) * 1000)
     q = statistics.quantiles(latencies, n=100)
     out.update(rtt_p50_ms=round(q[49], 2), rtt_p95_ms=round(q[94], 2), rtt_p99_ms=round(q[98], 2))
+    out["producers_4_s"] = producers(system.folder, 4, size["per_producer"])
 
     time.sleep(1)  # idle: nothing sent, nothing running
     pgid = system.worker.pid
@@ -287,6 +293,41 @@ def measure(system: System, size: dict, out: dict) -> None:
         app.value(app.slow(), 30)
         trips.append(time.perf_counter() - t)
     out["one_second_task_s"] = round(statistics.median(trips), 3)
+
+
+def produce(folder: str, count: int, start) -> None:
+    """One producer process: import the app, wait for the others, send count tasks one
+    by one, then read every result."""
+    os.chdir(folder)
+    sys.path[:0] = [folder, ROOT]
+    tempfile.tempdir = folder  # where miniq's worker listens for wake-up hints
+    import benchapp
+    start.wait()
+    results = [benchapp.send(i) for i in range(count)]
+    for r in results:
+        benchapp.value(r, 120)
+
+
+def producers(folder: str, n: int, count: int) -> float:
+    """Seconds from the moment n producer processes start sending count tasks each (all
+    at once, against the warm worker) to the moment the last of them read its last result."""
+    ctx = multiprocessing.get_context("spawn")  # fresh processes: no connection inherited
+    start = ctx.Barrier(n + 1)
+    procs = [ctx.Process(target=produce, args=(folder, count, start)) for _ in range(n)]
+    for proc in procs:
+        proc.start()
+    try:
+        start.wait(60)
+        started = time.perf_counter()
+        for proc in procs:
+            proc.join(300)
+        if any(proc.exitcode != 0 for proc in procs):
+            raise RuntimeError(f"a producer failed: exit codes {[p.exitcode for p in procs]}")
+        return round(time.perf_counter() - started, 2)
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.kill()
 
 
 def run(source: str, size: dict, setup=None) -> dict:

@@ -9,8 +9,8 @@ hints (the manager and the reader poll ``PRAGMA data_version`` every 0.5 ms).
 What it measures is what this machine allows for that shape of work; bench.py
 reports miniq's drain and round trip as a fraction of it, from the same run.
 
-    drain_per_s   n no-op tasks queued one by one, from the manager's start to the
-                  last result read
+    drain_per_s   n no-op tasks queued one by one, from the start of the manager's
+                  command (a fresh interpreter, as a worker's) to the last result read
     rtt_p50/95/99_ms  insert one task, poll until its result is stored, one at a time
 """
 import json
@@ -19,8 +19,10 @@ import os
 import signal
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from multiprocessing.connection import wait
 
@@ -111,10 +113,9 @@ def measure(n=10000, n_children=2, trips=300):
     db.executescript(SCHEMA)
     ids = [db.execute("INSERT INTO q (body) VALUES (?)", (json.dumps([i]),)).lastrowid
            for i in range(n)]  # one by one, each its own commit, as delay() sends them
-    stop = multiprocessing.Event()
     started = time.perf_counter()
-    proc = multiprocessing.Process(target=manager, args=(path, n_children, stop))
-    proc.start()
+    proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve", path,
+                             str(n_children)], start_new_session=True)
     try:
         result_of(db, ids[-1], timeout=600)
         while db.execute("SELECT COUNT(*) FROM q WHERE status != 2").fetchone()[0]:
@@ -130,10 +131,8 @@ def measure(n=10000, n_children=2, trips=300):
                    rtt_p99_ms=round(q[98], 2), children=n_children)
         return out
     finally:
-        stop.set()
-        proc.join(10)
-        if proc.is_alive():
-            proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)  # the manager and its children
+        proc.wait()
         db.close()
         for name in os.listdir(folder):
             os.remove(os.path.join(folder, name))
@@ -141,4 +140,7 @@ def measure(n=10000, n_children=2, trips=300):
 
 
 if __name__ == "__main__":
-    print(json.dumps(measure(*map(int, sys.argv[1:3]))))
+    if sys.argv[1:2] == ["--serve"]:  # the manager's command: serve until killed
+        manager(sys.argv[2], int(sys.argv[3]), threading.Event())
+    else:
+        print(json.dumps(measure(*map(int, sys.argv[1:3]))))
