@@ -16,6 +16,7 @@ SYSTEMS = [("miniq", "miniq", "#2b6cb0"), ("ceiling", "bare pipeline", "#a0aec0"
            ("huey", "Huey (SQLite)", "#dd6b20"), ("celery_redis", "Celery + Redis", "#38a169")]
 PANELS = [("enqueue_per_s", "delay() per second"), ("drain_per_s", "drain, tasks per second"),
           ("rtt_p50_ms", "round trip p50, ms (lower is better)"),
+          ("producers_4_s", "4 producers x 2,500 tasks, s (lower is better)"),
           ("idle_cpu_percent", "idle CPU, % of a core (lower is better)")]
 WIDTH, PANEL_H, BAR_H, LEFT = 640, 120, 18, 130
 
