@@ -240,6 +240,8 @@ class AsyncResult:
         broker, start, seen, told = self.app.broker, time.monotonic(), None, None
         if timeout is None:
             timeout = math.inf
+        if on_message is None and self.ready():  # done already: one query, not two
+            return
         while True:
             version = broker.data_version()
             if version != seen:

@@ -91,9 +91,10 @@ def child_main(app_path, conn, loglevel, max_tasks, max_memory_kib, manager, hos
 
 def _serve(app, conn, max_tasks, max_memory_kib, manager, hostname):
     """Run the messages the manager sends until it says stop, or is gone."""
-    parent, done = os.getppid(), 0
+    parent, done, watch = os.getppid(), 0, select.poll()
+    watch.register(conn.fileno(), select.POLLIN)  # kept: conn.poll() builds one a call
     while True:
-        if not conn.poll(1.0):  # orphaned? The manager's pid came from the manager itself
+        if not watch.poll(1000):  # orphaned? The manager's pid came from the manager itself
             if os.getppid() != parent or not pid_alive(manager):
                 return  # our task, if any, will be recovered
             continue
