@@ -1,0 +1,91 @@
+"""worker_prefetch_multiplier: a worker claims tasks ahead of its idle children, as
+Celery's reserves messages. A reserved task is PENDING, listed by inspect().reserved(),
+ends REVOKED at once when revoked, and goes back without a delivery at shutdown."""
+import signal
+
+import pytest
+
+from miniq.exceptions import ImproperlyConfigured, TaskRevokedError
+from miniq.worker import Worker
+from tests import tasks
+from tests.conftest import run_cli, wait_for
+
+
+def _reserved(app):
+    replies = app.control.inspect().reserved() or {}
+    return [info["id"] for infos in replies.values() for info in infos]
+
+
+def _row(app, result):
+    return app.broker.task(result.id)
+
+
+def _hold_one_child(start_worker, app, gate):
+    """A worker of one child, prefetch multiplier 2, whose child runs a task until the
+    gate opens; returns (worker, that task)."""
+    worker = start_worker("-c", "1", "--prefetch-multiplier", "2")
+    blocker = tasks.wait_file.delay(str(gate))
+    wait_for(lambda: blocker.state == "STARTED", message="the blocking task to start")
+    return worker, blocker
+
+
+def test_reserved_tasks_wait_pending_and_a_revoke_ends_them_at_once(start_worker, app,
+                                                                    tmp_path):
+    gate, runs = tmp_path / "gate", tmp_path / "runs"
+    _, blocker = _hold_one_child(start_worker, app, gate)
+    quick = [tasks.record.delay(str(runs), f"t{i}") for i in range(4)]
+    held = wait_for(lambda: len(_reserved(app)) == 2 and _reserved(app), message="a reserve")
+    assert held == [quick[0].id, quick[1].id]  # one child × 2, oldest first
+    assert [r.state for r in quick] == ["PENDING"] * 4
+    assert [_row(app, r)["status"] for r in quick] == [1, 1, 0, 0]  # the rest stay queued
+    actives = app.control.inspect().active()
+    assert [info["id"] for infos in actives.values() for info in infos] == [blocker.id]
+
+    quick[0].revoke()
+    assert quick[0].state == "REVOKED"  # at once, as a queued task's
+    gate.touch()
+    assert [r.get(timeout=20) for r in quick[1:]] == ["t1", "t2", "t3"]
+    with pytest.raises(TaskRevokedError):
+        quick[0].get(timeout=5)
+    assert sorted(line.split()[0] for line in runs.read_text().splitlines()) == ["t1", "t2", "t3"]
+    assert _row(app, quick[1])["started"] is not None  # written when it began
+
+
+def test_a_warm_shutdown_puts_reserved_tasks_back_with_no_delivery(start_worker, app,
+                                                                    tmp_path):
+    gate = tmp_path / "gate"
+    worker, blocker = _hold_one_child(start_worker, app, gate)
+    quick = [tasks.echo.delay(i) for i in range(2)]
+    wait_for(lambda: len(_reserved(app)) == 2, message="a reserve")
+    worker.signal(signal.SIGTERM)
+    gate.touch()
+    assert worker.wait(20) == 0
+    assert blocker.get(timeout=5) is True
+    rows = [_row(app, r) for r in quick]
+    assert [(row["status"], row["attempts"], row["worker"]) for row in rows] == [(0, 0, None)] * 2
+    start_worker("-c", "1")
+    assert [r.get(timeout=20) for r in quick] == [0, 1]
+
+
+@pytest.mark.parametrize("multiplier, late, ahead", [
+    (4, False, 8),  # Celery's default: concurrency × 4
+    (1, False, 2),
+    (1, True, 0),  # acks_late: a running task counts, as in Celery
+])
+def test_how_many_a_worker_claims_ahead(app, monkeypatch, multiplier, late, ahead):
+    monkeypatch.setitem(app.conf, "worker_prefetch_multiplier", multiplier)
+    monkeypatch.setitem(app.conf, "task_acks_late", late)
+    assert Worker(app, "tests.tasks", concurrency=2).ahead == ahead
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, "4", True])
+def test_a_prefetch_multiplier_miniq_cannot_honour_is_refused(app, monkeypatch, value):
+    monkeypatch.setitem(app.conf, "worker_prefetch_multiplier", value)
+    with pytest.raises(ImproperlyConfigured, match="worker_prefetch_multiplier"):
+        Worker(app, "tests.tasks", concurrency=2)
+
+
+def test_the_command_line_refuses_a_prefetch_multiplier_of_none(broker_url):
+    done = run_cli("-A", "tests.tasks", "worker", "--prefetch-multiplier", "0")
+    assert done.returncode == 2
+    assert "--prefetch-multiplier: must be a positive integer" in done.stderr
