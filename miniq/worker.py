@@ -174,7 +174,7 @@ class Worker:
         self.limited = False  # a rate-limited task came ahead: none until a child is idle
         self.batch = max(1, self.ahead // 2)  # outcomes written together while children run
         self.reserve = collections.deque()  # (Message, reserved): claimed, not yet begun
-        self.begun = {}  # id → (attempts, unix time): reserved tasks begun, not yet written
+        self.begun = {}  # id → (attempts, unix time, write by): reserved tasks begun
         self.children = []
         self.poller, self.watched = select.poll(), {}  # fd → (what to read, its child)
         self.outcomes = []  # Settle records for the next transaction
@@ -290,7 +290,7 @@ class Worker:
                 child.process.kill()
                 child.process.join(1)
         try:
-            self.broker.settle(self.id, self._written())
+            self.broker.settle(self.id, self._starts(every=True) + self.outcomes)
             self.broker.unregister(self.id)
         except (MiniqError, OSError) as exc:
             log.error("could not record the last results: %s", exc)
@@ -343,17 +343,19 @@ class Worker:
             self._begin(now)
             return True
         room = idle + self._room_ahead(idle) if self.want else 0
-        flush = (self.outcomes or self.begun) and (
-            idle or not busy or len(self.outcomes) >= self.batch
-            or time.monotonic() >= self.flush_at)
+        flush = (self.outcomes and (idle or not busy or len(self.outcomes) >= self.batch)
+                 or (self.outcomes or self.begun) and time.monotonic() >= self.flush_at)
         if not (flush or room and (idle or not self.reserve)) or now < self.db_retry_at:
             return False
-        held = set()
+        held, starts = set(), self._starts()
         messages = self._db(lambda: self.broker.claim(
-            self.id, self.queues, room, self.lease, self._written(), idle, held))
+            self.id, self.queues, room, self.lease, starts + self.outcomes, idle, held))
         if messages is None:
             return False
-        self.outcomes, self.begun, self.held_at = [], {}, time.monotonic()
+        self.outcomes, self.held_at = [], time.monotonic()
+        for start in starts:
+            del self.begun[start.id]
+        self.flush_at = min((by for *_, by in self.begun.values()), default=0.0)
         self.reserve = collections.deque(
             (m, reserved) for m, reserved in self.reserve if not reserved or m.id in held)
         self.want = room > 0 and len(messages) == room
@@ -397,9 +399,9 @@ class Worker:
                 log.warning("Task %s not run: %s", message, refusal[1])
                 self._settle_row(message, *refusal)
             else:
-                if reserved:
-                    self._flush_soon()
-                    self.begun[message.id] = (message.attempts, time.time())
+                if reserved:  # written with its outcome, or alone if it runs past FLUSH
+                    by = self._flush_by(FLUSH)
+                    self.begun[message.id] = (message.attempts, time.time(), by)
                 self._dispatch(next(free), message)
 
     def _refusal(self, message, now):
@@ -560,18 +562,21 @@ class Worker:
                             outcome.eta, outcome.body, message.chord, follow, failed, began))
 
     def _buffer(self, settle):
-        self._flush_soon()
+        self._flush_by(FLUSH)
         self.outcomes.append(settle)
 
-    def _flush_soon(self):
-        """The first record buffered (an outcome, a start) sets when all are written."""
-        if not (self.outcomes or self.begun):
-            self.flush_at = time.monotonic() + FLUSH
+    def _flush_by(self, seconds):
+        """Buffered records (outcomes, starts) are written by the earliest deadline."""
+        by = time.monotonic() + seconds
+        if not (self.outcomes or self.begun) or by < self.flush_at:
+            self.flush_at = by
+        return by
 
-    def _written(self):
-        """The buffered records in the order to write: starts, then outcomes."""
+    def _starts(self, every=False):
+        """Settle records of the begun reserved tasks whose start is due to be written."""
+        now = time.monotonic()
         return [Settle(task_id, attempts, "STARTED", eta=when)
-                for task_id, (attempts, when) in self.begun.items()] + self.outcomes
+                for task_id, (attempts, when, by) in self.begun.items() if every or by <= now]
 
     def _reap(self, child):
         """A child exited: account for its task, then start a new one in its place."""
