@@ -752,18 +752,17 @@ def _create_schema(db, path):
 
 def _message(row):
     """A claimed row as a Message, with ``fault`` naming its malformed columns if any."""
-    *fields, queue, eta, _seq = row
-    message = Message(*fields, queue=queue, eta=eta)
-    if message.revoked is not None and not isinstance(message.revoked, int):
-        message = message._replace(revoked=9)  # terminate, by SIGKILL: no valid signal
-    options = _options(message.options)
+    *head, text, chord, expires, priority, revoked, queue, eta, _seq = row
+    options, fault = _options(text), None
+    if revoked is not None and not isinstance(revoked, int):
+        revoked = 9  # terminate, by SIGKILL: no valid signal
     bad = [name for name, value, kind in (
-        ("priority", message.priority, int), ("retries", message.retries, int),
-        ("eta", eta, NUMBER), ("expires", message.expires, MAYBE_NUMBER),
-        ("options", options, dict)) if not isinstance(value, kind)]
+        ("priority", priority, int), ("retries", head[3], int), ("eta", eta, NUMBER),
+        ("expires", expires, MAYBE_NUMBER), ("options", options, dict))
+        if not isinstance(value, kind)]
     if bad:
-        return message._replace(options={}, revoked=None, fault=f"bad {', '.join(bad)}")
-    return message._replace(options=options)
+        options, revoked, fault = {}, None, f"bad {', '.join(bad)}"
+    return Message(*head, options, chord, expires, priority, revoked, fault, queue, eta)
 
 
 def _options(text):

@@ -518,7 +518,8 @@ class Worker:
         if state == "PENDING":
             self._put_back(message, outcome._replace(state="FAILURE"))
         else:  # as Celery, Reject(requeue=False) stores a FAILURE
-            self._record(message, outcome._replace(state="FAILURE" if state == "REJECTED" else state))
+            self._record(message, outcome if state != "REJECTED" else outcome._replace(
+                state="FAILURE"))
 
     def _settle_row(self, message, state, exc=None):
         emit("_task_settled", self, message, state, exc)
