@@ -339,8 +339,7 @@ class Worker:
         claim tasks for idle children and the reserve. True if it did either."""
         if self.next_due is not None and now >= self.next_due:
             self.want, self.next_due = True, None
-        if idle and self.reserve:
-            self._begin(now)
+        if idle and self.reserve and self._begin(now):
             return True
         room = idle + self._room_ahead(idle) if self.want else 0
         flush = (self.outcomes and (idle or not busy or len(self.outcomes) >= self.batch)
@@ -380,16 +379,17 @@ class Worker:
 
     def _begin(self, now):
         """Hand claimed messages to idle children; a reserved one only if this worker
-        still holds it (a revoke ends a reserved task at once), and noted as begun."""
+        still holds it (a revoke ends a reserved task at once), and noted as begun.
+        False if the database could not say which it holds."""
         free = [c for c in self.children if not c.message]
         take = [self.reserve.popleft() for _ in range(min(len(free), len(self.reserve)))]
         ids = [message.id for message, reserved in take if reserved]
         held = set(ids)  # as the last transaction found, if that was within FLUSH
         if ids and time.monotonic() - self.held_at > FLUSH:
-            held = self._db(lambda: self.broker.held(self.id, ids))
-        if held is None:  # the database failed: they wait
+            held = now >= self.db_retry_at and self._db(lambda: self.broker.held(self.id, ids))
+        if held is None or held is False:  # the database failed: they wait
             self.reserve.extendleft(reversed(take))
-            return
+            return False
         free = iter(free)
         for message, reserved in take:
             refusal = self._refusal(message, now)
@@ -403,6 +403,7 @@ class Worker:
                     by = self._flush_by(FLUSH)
                     self.begun[message.id] = (message.attempts, time.time(), by)
                 self._dispatch(next(free), message)
+        return True
 
     def _refusal(self, message, now):
         """(state, error) for a claimed message that must not run, else None."""
@@ -518,8 +519,9 @@ class Worker:
         if state == "PENDING":
             self._put_back(message, outcome._replace(state="FAILURE"))
         else:  # as Celery, Reject(requeue=False) stores a FAILURE
-            self._record(message, outcome if state != "REJECTED" else outcome._replace(
-                state="FAILURE"))
+            state = "FAILURE" if state == "REJECTED" else state
+            self._record(message, outcome if state == outcome.state else outcome._replace(
+                state=state))
 
     def _settle_row(self, message, state, exc=None):
         emit("_task_settled", self, message, state, exc)
