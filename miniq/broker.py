@@ -444,18 +444,20 @@ class Broker:
             _settle(db, worker, outcomes, now)
             if held is not None:
                 held.update(r[0] for r in db.execute(
-                    "SELECT id FROM task WHERE worker = ? AND status = 1 AND started IS NULL",
-                    (worker,)))
+                    "SELECT id FROM task WHERE worker = ? AND status = 1", (worker,)))
             if n <= 0:
                 return []
             db.execute("UPDATE task SET status = 0 WHERE seq IN (SELECT seq FROM task INDEXED BY"
                        f" task_scheduled WHERE status = -2 AND queue IN ({marks}) AND eta <= ?"
                        " LIMIT ?)", (*queues, now, PROMOTE))
-            pick = ("SELECT seq FROM task INDEXED BY task_queued"
+            pick = ("SELECT seq, priority FROM task INDEXED BY task_queued"
                     f" WHERE status = 0 AND queue IN ({marks}) ORDER BY priority DESC, seq LIMIT ?")
             update = ("UPDATE task SET status = 1, state = COALESCE(?, state), worker = ?,"
                       " lease = ?, started = ?, attempts = attempts + 1 WHERE seq ")
-            seqs = [r[0] for r in db.execute(pick, (*queues, n))]
+            picked = db.execute(pick, (*queues, n)).fetchall()
+            picked.sort(key=lambda r: r[0])  # by seq; then by priority, whatever its type:
+            picked.sort(key=lambda r: r[1] if isinstance(r[1], NUMBER) else 0, reverse=True)
+            seqs = [r[0] for r in picked]  # the order they start in, the first ``start`` now
             begin = len(seqs) if start is None else start
             parts = [(seqs[:begin], ("STARTED", worker, now + lease, now)),
                      (seqs[begin:], (None, worker, now + lease, None))]
@@ -469,8 +471,7 @@ class Broker:
                 rows = db.execute(
                     f"SELECT {CLAIM_COLUMNS} FROM task WHERE seq IN ({_marks(seqs)})",
                     seqs).fetchall()
-            rows.sort(key=lambda r: r[-1])  # by seq; then by priority, whatever its type
-            rows.sort(key=lambda r: r[8] if isinstance(r[8], NUMBER) else 0, reverse=True)
+                rows.sort(key=lambda r: seqs.index(r[-1]))
             return [_message(row) for row in rows]
         return self._tx(run)
 

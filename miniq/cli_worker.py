@@ -89,6 +89,9 @@ HONOURED = (
     (["--prefetch-multiplier"],
      {"type": positive_int, "metavar": "N"},
      "claim up to N tasks a child ahead of the idle children (worker_prefetch_multiplier)"),
+    (["--disable-prefetch"],
+     {"action": "store_true", "default": None},
+     "claim tasks only for idle children (worker_disable_prefetch)"),
     (["--time-limit"],
      {"type": positive_float, "metavar": "S"},
      "kill a task running longer than S seconds (task_time_limit)"),
@@ -130,6 +133,7 @@ CONF_OPTIONS = {
     "max_tasks_per_child": "worker_max_tasks_per_child",
     "max_memory_per_child": "worker_max_memory_per_child",
     "prefetch_multiplier": "worker_prefetch_multiplier",
+    "disable_prefetch": "worker_disable_prefetch",
     "time_limit": "task_time_limit",
     "soft_time_limit": "task_soft_time_limit",
 }

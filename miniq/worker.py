@@ -185,14 +185,14 @@ class Worker:
     def _prefetch(self, multiplier):
         """How many tasks it may hold that no child runs yet, as Celery counts them:
         concurrency × multiplier unacknowledged, and under acks_late a running task is
-        one."""
+        one; none with worker_disable_prefetch."""
         if isinstance(multiplier, bool) or not isinstance(multiplier, int) or multiplier < 1:
             raise ImproperlyConfigured(
                 f"worker_prefetch_multiplier must be a whole number of 1 or more, not"
                 f" {multiplier!r}: miniq has no unlimited prefetch (one worker would take"
                 " the whole queue)")
         late = self.concurrency if self.conf.task_acks_late else 0
-        return self.concurrency * multiplier - late
+        return 0 if self.conf.worker_disable_prefetch else self.concurrency * multiplier - late
 
     # -- life cycle --------------------------------------------------------
 

@@ -67,14 +67,16 @@ def test_a_warm_shutdown_puts_reserved_tasks_back_with_no_delivery(start_worker,
     assert [r.get(timeout=20) for r in quick] == [0, 1]
 
 
-@pytest.mark.parametrize("multiplier, late, ahead", [
-    (4, False, 8),  # Celery's default: concurrency × 4
-    (1, False, 2),
-    (1, True, 0),  # acks_late: a running task counts, as in Celery
+@pytest.mark.parametrize("multiplier, late, disabled, ahead", [
+    (4, False, False, 8),  # Celery's default: concurrency × 4
+    (1, False, False, 2),
+    (1, True, False, 0),  # acks_late: a running task counts, as in Celery
+    (4, False, True, 0),  # worker_disable_prefetch: only for idle children
 ])
-def test_how_many_a_worker_claims_ahead(app, monkeypatch, multiplier, late, ahead):
+def test_how_many_a_worker_claims_ahead(app, monkeypatch, multiplier, late, disabled, ahead):
     monkeypatch.setitem(app.conf, "worker_prefetch_multiplier", multiplier)
     monkeypatch.setitem(app.conf, "task_acks_late", late)
+    monkeypatch.setitem(app.conf, "worker_disable_prefetch", disabled)
     assert Worker(app, "tests.tasks", concurrency=2).ahead == ahead
 
 
@@ -89,3 +91,17 @@ def test_the_command_line_refuses_a_prefetch_multiplier_of_none(broker_url):
     done = run_cli("-A", "tests.tasks", "worker", "--prefetch-multiplier", "0")
     assert done.returncode == 2
     assert "--prefetch-multiplier: must be a positive integer" in done.stderr
+
+
+def test_the_tasks_claimed_to_start_now_are_the_first_given_out(app):
+    """The claim marks the first ``start`` rows STARTED in the order the worker hands them
+    out: by priority as a number (a malformed one counts as 0), then oldest first."""
+    plain, urgent, malformed = (tasks.echo.apply_async((i,), priority=p)
+                                for i, p in enumerate((0, 5, 0)))
+    app.broker.db.execute("UPDATE task SET priority = '' WHERE id = ?", (malformed.id,))
+    claimed = app.broker.claim("w", ["celery"], 3, 60.0, start=1)
+    assert [m.id for m in claimed] == [urgent.id, plain.id, malformed.id]
+    assert claimed[2].fault == "bad priority"
+    started = [app.broker.task(m.id)["started"] is not None for m in claimed]
+    assert started == [True, False, False]
+    assert [app.broker.task(m.id)["state"] for m in claimed] == ["STARTED", "PENDING", "PENDING"]
