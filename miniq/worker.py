@@ -328,8 +328,8 @@ class Worker:
             waits.append(self.beat_due - now)
         if self.next_due is not None:
             waits.append(self.next_due - now)
-        if self.outcomes or self.begun:
-            waits.append(self.flush_at - time.monotonic())
+        if self.outcomes or self.begun:  # not before the database may be tried again
+            waits.append(max(self.flush_at - time.monotonic(), self.db_retry_at - now))
         waits += [c.deadline - time.monotonic() for c in busy if c.deadline is not None]
         return max(0.0, min(waits))
 

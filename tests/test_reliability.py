@@ -325,6 +325,8 @@ def test_an_unusable_database_is_logged_once_retried_without_spinning_and_surviv
     """A folder where the file was: no one can open it, root included (chmod would not do)."""
     worker = start_worker("-c", "1")
     assert tasks.add.delay(1, 1).get(timeout=30) == 2
+    running = tasks.sleep.delay(1.0, "kept")  # its outcome waits for the file, unspun
+    wait_for(lambda: running.state == "STARTED", message="the task to start")
     path, aside = app.broker.path, tmp_path / "aside"
     app.broker.close()
     aside.mkdir()
@@ -341,6 +343,7 @@ def test_an_unusable_database_is_logged_once_retried_without_spinning_and_surviv
     for suffix in files:
         os.rename(aside / f"db{suffix}", path + suffix)
     assert tasks.add.delay(2, 2).get(timeout=30) == 4
+    assert running.get(timeout=30) == "kept"
     log = worker.output()
     assert log.count("database error") == 1 and "database usable again" in log, log
     assert "Traceback" not in log and worker.proc.poll() is None
