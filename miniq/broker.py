@@ -216,6 +216,8 @@ def _translated(method):
         try:
             return method(self, *args, **kwargs)
         except sqlite3.Error as exc:
+            if self._replaced():  # the file went under this connection: once more, anew
+                return call(self, *args, **kwargs)
             raise OperationalError(f"database {self.path}: {exc}") from exc
     return call
 
@@ -253,6 +255,15 @@ class Broker:
         local.conn = self._connect()
         local.pid, local.files, local.fresh_until = os.getpid(), _files_of(self.path), 0.0
         return local.conn
+
+    def _replaced(self):
+        """Whether this thread's connection outlived its file (deleted or replaced, its
+        WAL too): then the next use opens the path again."""
+        local = self._local
+        if not self._open() or local.conn.in_transaction or _files_of(self.path) == local.files:
+            return False
+        local.fresh_until = 0.0
+        return True
 
     def in_transaction(self):
         """True while this thread is inside one of the broker's transactions."""
