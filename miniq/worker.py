@@ -138,6 +138,7 @@ class Worker:
     # The loop's state as it starts; each worker assigns its own as it runs.
     warm = cold = False  # shutting down: warm lets running tasks finish, cold does not
     want = True  # worth a claim: a child freed, or the database changed
+    news = False  # the database changed since the last claim
     seen = None  # the database's data_version when last looked
     hints_muted_until, empty_hints = 0.0, 0  # a flood is heard once a poll
     poll, hinted = POLL, False  # quiet polls grow slower once a hint has come through
@@ -344,14 +345,15 @@ class Worker:
         room = idle + self._room_ahead(idle) if self.want else 0
         flush = (self.outcomes and (idle or not busy or len(self.outcomes) >= self.batch)
                  or (self.outcomes or self.begun) and time.monotonic() >= self.flush_at)
-        if not (flush or room and (idle or not self.reserve)) or now < self.db_retry_at:
+        claim = room and (idle or self.news or not self.reserve)
+        if not (flush or claim) or now < self.db_retry_at:
             return False
         held, starts = set(), self._starts()
         messages = self._db(lambda: self.broker.claim(
             self.id, self.queues, room, self.lease, starts + self.outcomes, idle, held))
         if messages is None:
             return False
-        self.outcomes, self.held_at = [], time.monotonic()
+        self.outcomes, self.held_at, self.news = [], time.monotonic(), False
         for start in starts:
             del self.begun[start.id]
         self.flush_at = min((by for *_, by in self.begun.values()), default=0.0)
@@ -368,7 +370,8 @@ class Worker:
         self.limited = bool(later) or (self.limited and not idle)
         self.reserve.extend((m, m.id not in begun) for m in self.app.admit(
             self, [m for m in messages if m.id not in later]))
-        self._begin(now)
+        if idle:  # none while shutting down: what is held goes back
+            self._begin(now)
         return True
 
     def _room_ahead(self, idle):
@@ -469,6 +472,7 @@ class Worker:
             version = self._db(self.broker.data_version)
             if version is not None and version != self.seen:
                 self.want, self.seen, self.empty_hints, self.poll = True, version, 0, POLL
+                self.news = True  # others sent tasks: worth a claim for the reserve too
             elif ready:  # hints with no news, again: hear the next ones a poll later
                 self.empty_hints += 1
                 if self.empty_hints > 1:

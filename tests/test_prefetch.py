@@ -1,6 +1,7 @@
 """worker_prefetch_multiplier: a worker claims tasks ahead of its idle children, as
 Celery's reserves messages. A reserved task is PENDING, listed by inspect().reserved(),
 ends REVOKED at once when revoked, and goes back without a delivery at shutdown."""
+import os
 import signal
 
 import pytest
@@ -105,3 +106,24 @@ def test_the_tasks_claimed_to_start_now_are_the_first_given_out(app):
     started = [app.broker.task(m.id)["started"] is not None for m in claimed]
     assert started == [True, False, False]
     assert [app.broker.task(m.id)["state"] for m in claimed] == ["STARTED", "PENDING", "PENDING"]
+
+
+def test_a_warm_shutdown_begins_no_reserved_task_while_a_child_still_runs(start_worker, app,
+                                                                          tmp_path):
+    """One child frees while the other runs on: its outcome is written, and the reserve
+    still goes back untouched."""
+    worker = start_worker("-c", "2")
+    first, second = tmp_path / "first", tmp_path / "second"
+    running = [tasks.wait_for_gate.delay(str(gate), i) for i, gate in enumerate((first, second))]
+    wait_for(lambda: all(os.path.exists(f"{gate}.running.{i}")
+                         for i, gate in enumerate((first, second))), message="both running")
+    queued = [tasks.echo.delay(i) for i in range(3)]
+    wait_for(lambda: len(_reserved(app)) == 3, message="a reserve")
+    worker.signal(signal.SIGTERM)
+    first.touch()
+    assert running[0].get(timeout=10) == 0  # written while the other child still runs
+    second.touch()
+    assert worker.wait(20) == 0
+    assert running[1].get(timeout=5) == 1
+    rows = [_row(app, r) for r in queued]
+    assert [(row["status"], row["attempts"], row["state"]) for row in rows] == [(0, 0, "PENDING")] * 3
