@@ -2,15 +2,17 @@
 
     python benchmarks/ceiling.py [n] [children]     # prints one JSON line
 
-A batch claim from a SQLite file (WAL, synchronous=NORMAL, as miniq's), pipes to N
-child processes running a no-op, and a batch settle, with none of miniq's safety:
+A batch claim from a SQLite file (WAL, synchronous=NORMAL, as miniq's) for the idle
+children and AHEAD tasks a child more (as miniq's default prefetch), pipes to N child
+processes running a no-op, and a batch settle, with none of miniq's safety:
 no leases, fences or delivery counts, no time limits, no heartbeats, no wake-up
 hints (the manager and the reader poll ``PRAGMA data_version`` every 0.5 ms).
 What it measures is what this machine allows for that shape of work; bench.py
 reports miniq's drain and round trip as a fraction of it, from the same run.
 
     drain_per_s   n no-op tasks queued one by one, from the start of the manager's
-                  command (a fresh interpreter, as a worker's) to the last result read
+                  command (a fresh interpreter, as a worker's) until every result is
+                  read, one after the other
     rtt_p50/95/99_ms  insert one task, poll until its result is stored, one at a time
 """
 import json
@@ -30,6 +32,7 @@ SCHEMA = ("CREATE TABLE IF NOT EXISTS q (id INTEGER PRIMARY KEY, body TEXT NOT N
           " status INTEGER NOT NULL DEFAULT 0, result TEXT);"
           "CREATE INDEX IF NOT EXISTS q_ready ON q(id) WHERE status = 0")
 POLL = 0.0005
+AHEAD = 4  # tasks claimed ahead per child: miniq's default worker_prefetch_multiplier
 
 
 def connect(path):
@@ -57,7 +60,8 @@ def child(conn):
 
 
 def manager(path, n_children, stop):
-    """Claim as many rows as there are idle children, hand them out, settle in batches."""
+    """Claim rows for the idle children and AHEAD a child more, as miniq's worker does
+    by default; hand them out; settle while children run, half the reserve at a time."""
     quiet()
     db = connect(path)
     pipes = []
@@ -65,30 +69,34 @@ def manager(path, n_children, stop):
         ours, theirs = multiprocessing.Pipe()
         multiprocessing.Process(target=child, args=(theirs,), daemon=True).start()
         pipes.append(ours)
-    idle, busy, done = list(pipes), {}, []
-    seen = None
+    idle, busy, done, reserve = list(pipes), {}, [], []
+    seen, ahead = None, AHEAD * n_children
     while not stop.is_set():
-        if done:
+        while idle and reserve:
+            task_id, body = reserve.pop(0)
+            conn = idle.pop()
+            busy[conn] = task_id
+            conn.send(body)
+        if done and (idle or len(done) >= max(1, ahead // 2)):
             db.execute("BEGIN IMMEDIATE")
             db.executemany("UPDATE q SET status = 2, result = ? WHERE id = ?", done)
             db.execute("COMMIT")
             done = []
             seen = None  # look again at once: more may be waiting
         version = db.execute("PRAGMA data_version").fetchone()[0]
-        if idle and version != seen:
+        room = len(idle) + ahead - len(reserve)
+        if room and (idle or not reserve) and version != seen:
             seen = version
             db.execute("BEGIN IMMEDIATE")
             rows = db.execute("SELECT id, body FROM q WHERE status = 0 ORDER BY id LIMIT ?",
-                              (len(idle),)).fetchall()
+                              (room,)).fetchall()
             db.executemany("UPDATE q SET status = 1 WHERE id = ?", [(r[0],) for r in rows])
             db.execute("COMMIT")
-            for task_id, body in rows:
-                conn = idle.pop()
-                busy[conn] = task_id
-                conn.send(body)
+            reserve += rows
             if rows:
                 seen = None
-        for conn in wait(list(busy), POLL if not done else 0):
+            continue
+        for conn in wait(list(busy), POLL if not (done and not busy) else 0):
             done.append((conn.recv(), busy.pop(conn)))
             idle.append(conn)
     for conn in pipes:
@@ -117,9 +125,9 @@ def measure(n=10000, n_children=2, trips=300):
     proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve", path,
                              str(n_children)], start_new_session=True)
     try:
-        result_of(db, ids[-1], timeout=600)
-        while db.execute("SELECT COUNT(*) FROM q WHERE status != 2").fetchone()[0]:
-            time.sleep(POLL)
+        deadline = time.monotonic() + 600
+        for task_id in ids:  # every result, in order, as bench.py reads each system's
+            result_of(db, task_id, timeout=deadline - time.monotonic())
         out = {"drain_per_s": round(n / (time.perf_counter() - started)), "drain_tasks": n}
         latencies = []
         for i in range(20 + trips):  # 20 to warm up, not counted

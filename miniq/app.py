@@ -57,6 +57,8 @@ DEFAULTS: dict[str, Any] = {
     "result_expires": 86400,
     "worker_concurrency": None,        # None: the number of CPUs
     "worker_start_method": None,       # None: fork on Linux, else the platform's default
+    "worker_prefetch_multiplier": 4,   # as Celery: concurrency × this may wait claimed
+    "worker_disable_prefetch": False,  # as Celery: claim only for idle children
     "worker_max_tasks_per_child": None,
     "worker_max_memory_per_child": None,  # KiB, as Celery
     "worker_heartbeat": 1.0,           # miniq: seconds between heartbeats

@@ -98,6 +98,7 @@ FOLLOW = INSERT.replace("INSERT", "INSERT OR IGNORE", 1)  # a workflow's step se
 CLAIM_COLUMNS = ("id, name, body, retries, attempts, options, chord, expires,"
                  " priority, revoked, queue, eta, seq")
 FENCE = "WHERE id = ? AND worker = ? AND attempts = ? AND status = 1"  # this delivery only
+NOT_BEGUN = "(status <= 0 OR status = 1 AND started IS NULL)"  # queued, or reserved
 NUMBER = (int, float)
 MAYBE_NUMBER = (int, float, type(None))
 QUEUE_COUNTS = (  # a partial index each: no table scan
@@ -141,6 +142,7 @@ class Settle(NamedTuple):
     chord: str | None = None
     follow: Sequence[tuple] = ()            # message rows to send next (a chain)
     failed: Sequence[tuple[str, str]] = ()  # (id, name) of steps that fail with it
+    began: float | None = None              # when a reserved task began, if not yet written
 
 
 class WorkerRow(NamedTuple):
@@ -214,6 +216,8 @@ def _translated(method):
         try:
             return method(self, *args, **kwargs)
         except sqlite3.Error as exc:
+            if self._replaced():  # the file went under this connection: once more, anew
+                return call(self, *args, **kwargs)
             raise OperationalError(f"database {self.path}: {exc}") from exc
     return call
 
@@ -251,6 +255,15 @@ class Broker:
         local.conn = self._connect()
         local.pid, local.files, local.fresh_until = os.getpid(), _files_of(self.path), 0.0
         return local.conn
+
+    def _replaced(self):
+        """Whether this thread's connection outlived its file (deleted or replaced, its
+        WAL too): then the next use opens the path again."""
+        local = self._local
+        if not self._open() or local.conn.in_transaction or _files_of(self.path) == local.files:
+            return False
+        local.fresh_until = 0.0
+        return True
 
     def in_transaction(self):
         """True while this thread is inside one of the broker's transactions."""
@@ -394,11 +407,11 @@ class Broker:
 
         def run(db):
             for task_id in ids:
-                queued = db.execute("SELECT chord FROM task WHERE id = ? AND status <= 0",
+                queued = db.execute(f"SELECT chord FROM task WHERE id = ? AND {NOT_BEGUN}",
                                     (task_id,)).fetchone()
                 db.execute(
                     "UPDATE task SET status = 2, state = 'REVOKED', revoked = 0, finished = ?,"
-                    " result = ? WHERE id = ? AND status <= 0", (now, REVOKED_RESULT, task_id))
+                    f" result = ? WHERE id = ? AND {NOT_BEGUN}", (now, REVOKED_RESULT, task_id))
                 if queued and queued[0]:  # a chord member: its callback fails now, not never
                     _release_chord(db, queued[0])
                 db.execute("UPDATE task SET revoked = MAX(COALESCE(revoked, 0), ?)"
@@ -429,35 +442,47 @@ class Broker:
     # -- workers -----------------------------------------------------------
 
     @_translated
-    def claim(self, worker, queues, n, lease, outcomes=()):
+    def claim(self, worker, queues, n, lease, outcomes=(), start=None, held=None):
         """Write the Settle records, make the scheduled tasks that are due QUEUED (PROMOTE
         at most), then claim up to n as Message records, in one transaction: highest
-        priority first, then oldest. A malformed row comes back with its fault named."""
+        priority first, then oldest. The first ``start`` (all if None) are STARTED, the
+        others reserved: their state stays until a STARTED Settle says they began, and
+        the set ``held`` gets the ids of those the worker still holds (a revoke ends a
+        reserved task). A malformed row comes back with its fault named."""
         now, marks = self.clock(), _marks(queues)
 
         def run(db):
             _settle(db, worker, outcomes, now)
+            if held is not None:
+                held.update(r[0] for r in db.execute(
+                    "SELECT id FROM task WHERE worker = ? AND status = 1", (worker,)))
             if n <= 0:
                 return []
             db.execute("UPDATE task SET status = 0 WHERE seq IN (SELECT seq FROM task INDEXED BY"
                        f" task_scheduled WHERE status = -2 AND queue IN ({marks}) AND eta <= ?"
                        " LIMIT ?)", (*queues, now, PROMOTE))
-            pick = ("SELECT seq FROM task INDEXED BY task_queued"
+            pick = ("SELECT seq, priority FROM task INDEXED BY task_queued"
                     f" WHERE status = 0 AND queue IN ({marks}) ORDER BY priority DESC, seq LIMIT ?")
-            update = ("UPDATE task SET status = 1, state = 'STARTED', worker = ?, lease = ?,"
-                      " started = ?, attempts = attempts + 1 WHERE seq ")
-            args = (worker, now + lease, now)
-            seqs = [r[0] for r in db.execute(pick, (*queues, n))]
+            update = ("UPDATE task SET status = 1, state = COALESCE(?, state), worker = ?,"
+                      " lease = ?, started = ?, attempts = attempts + 1 WHERE seq ")
+            picked = db.execute(pick, (*queues, n)).fetchall()
+            picked.sort(key=lambda r: r[0])  # by seq; then by priority, whatever its type:
+            picked.sort(key=lambda r: r[1] if isinstance(r[1], NUMBER) else 0, reverse=True)
+            seqs = [r[0] for r in picked]  # the order they start in, the first ``start`` now
+            begin = len(seqs) if start is None else start
+            parts = [(seqs[:begin], ("STARTED", worker, now + lease, now)),
+                     (seqs[begin:], (None, worker, now + lease, None))]
             if HAS_RETURNING:  # a row a statement: an IN list costs a temporary table, 0.1 ms
                 rows = [db.execute(f"{update}= ? RETURNING {CLAIM_COLUMNS}",
-                                   (*args, seq)).fetchone() for seq in seqs]
+                                   (*args, seq)).fetchone() for some, args in parts
+                        for seq in some]
             else:
-                db.execute(f"{update}IN ({_marks(seqs)})", (*args, *seqs))
+                for some, args in filter(lambda part: part[0], parts):
+                    db.execute(f"{update}IN ({_marks(some)})", (*args, *some))
                 rows = db.execute(
                     f"SELECT {CLAIM_COLUMNS} FROM task WHERE seq IN ({_marks(seqs)})",
                     seqs).fetchall()
-            rows.sort(key=lambda r: r[-1])  # by seq; then by priority, whatever its type
-            rows.sort(key=lambda r: r[8] if isinstance(r[8], NUMBER) else 0, reverse=True)
+                rows.sort(key=lambda r: seqs.index(r[-1]))
             return [_message(row) for row in rows]
         return self._tx(run)
 
@@ -568,11 +593,18 @@ class Broker:
                           " GROUP BY queue, state ORDER BY queue, state")
 
     @_translated
-    def active(self):
+    def active(self, reserved=False):
         """(id, name, worker, started, state, body, queue, priority, attempts) of running
-        tasks, oldest first."""
+        tasks, oldest first; or of those reserved: claimed by a worker, not begun."""
         return self._rows("SELECT id, name, worker, started, state, body, queue, priority,"
-                          " attempts FROM task WHERE status = 1 ORDER BY started")
+                          f" attempts FROM task WHERE status = 1 AND started IS"
+                          f" {'' if reserved else 'NOT '}NULL ORDER BY started, seq")
+
+    @_translated
+    def held(self, worker, ids):
+        """Of these ids, those this worker still holds: the others were revoked meanwhile."""
+        return {row[0] for row in self._rows(f"SELECT id FROM task WHERE id IN ({_marks(ids)})"
+                                             " AND worker = ? AND status = 1", (*ids, worker))}
 
     @_translated
     def scheduled(self):
@@ -626,7 +658,7 @@ class Broker:
 
 def _settle(db, worker, outcomes, now):
     """Write outcomes, each only if this worker still holds that delivery (the fence)."""
-    for task_id, attempts, state, result, tb, eta, body, chord, follow, failed in outcomes:
+    for task_id, attempts, state, result, tb, eta, body, chord, follow, failed, began in outcomes:
         key = (task_id, worker, attempts)
         if state is None:  # nothing to keep: ignore_result, or replaced by the rows in follow
             if db.execute(f"DELETE FROM task {FENCE}", key).rowcount:
@@ -639,10 +671,17 @@ def _settle(db, worker, outcomes, now):
         elif state == "PENDING":  # put back; the delivery still counts towards the cap
             db.execute(f"UPDATE task SET status = 0, state = 'PENDING', worker = NULL {FENCE}",
                        key)
+        elif state == "RESERVED":  # put back unbegun: no delivery
+            db.execute("UPDATE task SET status = 0, worker = NULL, attempts = attempts - 1"
+                       f" {FENCE} AND started IS NULL", key)
+        elif state == "STARTED":  # a reserved task began (at eta); a state it set stays
+            db.execute("UPDATE task SET started = ?, state = CASE WHEN state IN ('PENDING',"
+                       f" 'RETRY') THEN 'STARTED' ELSE state END {FENCE}", (eta, *key))
         elif state == "IGNORED":  # nothing recorded: it keeps the state it reported, if any
             db.execute(f"UPDATE task SET status = 2, finished = ? {FENCE}", (now, *key))
         elif db.execute("UPDATE task SET status = 2, state = ?, result = ?, traceback = ?,"
-                        f" finished = ? {FENCE}", (state, result, tb, now, *key)).rowcount:
+                        f" finished = ?, started = COALESCE(?, started) {FENCE}",
+                        (state, result, tb, now, began, *key)).rowcount:
             if follow:  # an empty executemany still costs a statement's preparation
                 db.executemany(FOLLOW, follow)
             if failed:
@@ -725,18 +764,17 @@ def _create_schema(db, path):
 
 def _message(row):
     """A claimed row as a Message, with ``fault`` naming its malformed columns if any."""
-    *fields, queue, eta, _seq = row
-    message = Message(*fields, queue=queue, eta=eta)
-    if message.revoked is not None and not isinstance(message.revoked, int):
-        message = message._replace(revoked=9)  # terminate, by SIGKILL: no valid signal
-    options = _options(message.options)
+    *head, text, chord, expires, priority, revoked, queue, eta, _seq = row
+    options, fault = _options(text), None
+    if revoked is not None and not isinstance(revoked, int):
+        revoked = 9  # terminate, by SIGKILL: no valid signal
     bad = [name for name, value, kind in (
-        ("priority", message.priority, int), ("retries", message.retries, int),
-        ("eta", eta, NUMBER), ("expires", message.expires, MAYBE_NUMBER),
-        ("options", options, dict)) if not isinstance(value, kind)]
+        ("priority", priority, int), ("retries", head[3], int), ("eta", eta, NUMBER),
+        ("expires", expires, MAYBE_NUMBER), ("options", options, dict))
+        if not isinstance(value, kind)]
     if bad:
-        return message._replace(options={}, revoked=None, fault=f"bad {', '.join(bad)}")
-    return message._replace(options=options)
+        options, revoked, fault = {}, None, f"bad {', '.join(bad)}"
+    return Message(*head, options, chord, expires, priority, revoked, fault, queue, eta)
 
 
 def _options(text):

@@ -86,6 +86,12 @@ HONOURED = (
     (["--max-memory-per-child"],
      {"type": positive_int, "metavar": "KIB"},
      "replace a child whose memory passes KIB after a task (worker_max_memory_per_child)"),
+    (["--prefetch-multiplier"],
+     {"type": positive_int, "metavar": "N"},
+     "claim up to N tasks a child ahead of the idle children (worker_prefetch_multiplier)"),
+    (["--disable-prefetch"],
+     {"action": "store_true", "default": None},
+     "claim tasks only for idle children (worker_disable_prefetch)"),
     (["--time-limit"],
      {"type": positive_float, "metavar": "S"},
      "kill a task running longer than S seconds (task_time_limit)"),
@@ -116,7 +122,6 @@ HONOURED = (
 NO_EFFECT = (
     (["-E", "--task-events"], None, "miniq sends no monitoring events"),
     (["-O"], "PROFILE", "children take a task only when idle, as with -O fair"),
-    (["--prefetch-multiplier"], "N", "miniq never prefetches: it claims for idle children"),
     (["--without-gossip"], None, "there are no other machines to gossip with"),
     (["--without-mingle"], None, "there are no other machines to sync with"),
     (["--without-heartbeat"], None, "miniq's own liveness record stays on"),
@@ -127,6 +132,8 @@ NO_EFFECT = (
 CONF_OPTIONS = {
     "max_tasks_per_child": "worker_max_tasks_per_child",
     "max_memory_per_child": "worker_max_memory_per_child",
+    "prefetch_multiplier": "worker_prefetch_multiplier",
+    "disable_prefetch": "worker_disable_prefetch",
     "time_limit": "task_time_limit",
     "soft_time_limit": "task_soft_time_limit",
 }

@@ -62,10 +62,12 @@ class Inspect:
 
     def active(self, safe: bool | None = None) -> dict | None:
         """``{node: [task info, ...]}``: the tasks each worker is running."""
-        running = self.app.broker.active()
+        return self._tasks(self.app.broker.active(), safe)
+
+    def _tasks(self, rows, safe):
         return self._request(lambda node, worker: [
             _info(node, task_id, name, body, queue, priority, started, attempts, safe)
-            for task_id, name, held, started, _, body, queue, priority, attempts in running
+            for task_id, name, held, started, _, body, queue, priority, attempts in rows
             if held == worker.id])
 
     def scheduled(self, safe: bool | None = None) -> dict | None:
@@ -82,9 +84,9 @@ class Inspect:
         return self._request(lambda node, worker: owned.get(node, []), everyone)
 
     def reserved(self, safe: bool | None = None) -> dict | None:
-        """``{node: []}``: a miniq worker claims a task only for an idle child, so it
-        holds none that it is not running."""
-        return self._request(lambda node, worker: [])
+        """``{node: [task info, ...]}``: the tasks each worker claimed ahead of its idle
+        children (worker_prefetch_multiplier) and has not begun."""
+        return self._tasks(self.app.broker.active(reserved=True), safe)
 
     def registered(self, *taskinfoitems: str) -> dict | None:
         """``{node: [task name, ...]}``: the names each worker registered when it started,

@@ -12,6 +12,7 @@ child; hard limits, dead children and revocations are the manager's job.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
@@ -30,8 +31,8 @@ from . import result as results
 from .app import load_app
 from .broker import FINAL, Settle
 from .canvas import chord_error, next_steps
-from .exceptions import (InvalidTaskError, MiniqError, TaskRevokedError, TimeLimitExceeded,
-                         WorkerLostError)
+from .exceptions import (ImproperlyConfigured, InvalidTaskError, MiniqError, TaskRevokedError,
+                         TimeLimitExceeded, WorkerLostError)
 from .result import exception_from_json, exception_to_json
 from .task import Outcome, emit, execute
 from .wake import drain, machine_id, pid_alive
@@ -40,6 +41,7 @@ log = logging.getLogger("miniq.worker")
 POLL = 0.05             # fallback poll of the database when no hint arrives
 IDLE_POLL = 1.0         # the slowest it gets, once hints are known to reach this worker
 TERMINATE_GRACE = 1.0   # revoke(terminate=True): SIGKILL if the signal did not end the task
+FLUSH = 0.002           # the longest an outcome waits to be written with others
 LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 SIGNAL_NAMES = {number.value: number.name for number in signal.Signals}
@@ -136,6 +138,7 @@ class Worker:
     # The loop's state as it starts; each worker assigns its own as it runs.
     warm = cold = False  # shutting down: warm lets running tasks finish, cold does not
     want = True  # worth a claim: a child freed, or the database changed
+    news = False  # the database changed since the last claim
     seen = None  # the database's data_version when last looked
     hints_muted_until, empty_hints = 0.0, 0  # a flood is heard once a poll
     poll, hinted = POLL, False  # quiet polls grow slower once a hint has come through
@@ -143,6 +146,8 @@ class Worker:
     next_due = None  # the earliest scheduled task
     next_heartbeat, heartbeats = 0.0, 0
     sweep_due = 0.0  # when to delete expired results next
+    flush_at = 0.0  # when the buffered outcomes must be written, at the latest
+    held_at = 0.0  # when the reserve was last checked against revokes
     idle_deaths = 0
     db_error = None
     db_retry_at = db_delay = 0.0
@@ -166,12 +171,29 @@ class Worker:
         self.broker = app.broker
         self.lease = float(conf.worker_lost_after)
         self.rates = app.rate_intervals()  # task name → seconds between its starts
+        self.ahead = self._prefetch(conf.worker_prefetch_multiplier)
+        self.limited = False  # a rate-limited task came ahead: none until a child is idle
+        self.batch = max(1, self.ahead // 2)  # outcomes written together while children run
+        self.reserve = collections.deque()  # (Message, reserved): claimed, not yet begun
+        self.begun = {}  # id → (attempts, unix time, write by): reserved tasks begun
         self.children = []
         self.poller, self.watched = select.poll(), {}  # fd → (what to read, its child)
         self.outcomes = []  # Settle records for the next transaction
         if beat:
             from .beat import Beat
             self.beat = Beat(app)
+
+    def _prefetch(self, multiplier):
+        """How many tasks it may hold that no child runs yet, as Celery counts them:
+        concurrency × multiplier unacknowledged, and under acks_late a running task is
+        one; none with worker_disable_prefetch."""
+        if isinstance(multiplier, bool) or not isinstance(multiplier, int) or multiplier < 1:
+            raise ImproperlyConfigured(
+                f"worker_prefetch_multiplier must be a whole number of 1 or more, not"
+                f" {multiplier!r}: miniq has no unlimited prefetch (one worker would take"
+                " the whole queue)")
+        late = self.concurrency if self.conf.task_acks_late else 0
+        return 0 if self.conf.worker_disable_prefetch else self.concurrency * multiplier - late
 
     # -- life cycle --------------------------------------------------------
 
@@ -250,6 +272,9 @@ class Worker:
 
     def _shutdown(self):
         """Cold: kill the children and put their tasks back. Then stop the rest."""
+        for message, reserved in self.reserve:  # never begun: back in line, no delivery
+            self._buffer(Settle(message.id, message.attempts,
+                                "RESERVED" if reserved else "PENDING"))
         for child in self.children:
             if child.message:
                 child.process.kill()
@@ -266,7 +291,7 @@ class Worker:
                 child.process.kill()
                 child.process.join(1)
         try:
-            self.broker.settle(self.id, self.outcomes)
+            self.broker.settle(self.id, self._starts(every=True) + self.outcomes)
             self.broker.unregister(self.id)
         except (MiniqError, OSError) as exc:
             log.error("could not record the last results: %s", exc)
@@ -289,9 +314,10 @@ class Worker:
                 wait_s = self._db(self.beat.tick)
                 self.beat_due = now + (1.0 if wait_s is None else max(0.01, wait_s))
             idle = 0 if self.warm else len(self.children) - len(busy)
-            if self._claim(idle, now):
+            if self._claim(idle, bool(busy), now):
                 continue
-            self._collect(self._timeout(now, idle, busy), idle)
+            hungry = idle + self._room_ahead(idle)  # tasks it would claim: look for them
+            self._collect(self._timeout(now, hungry, busy), hungry)
             self._enforce_time_limits()
 
     def _timeout(self, now, idle, busy):
@@ -303,34 +329,83 @@ class Worker:
             waits.append(self.beat_due - now)
         if self.next_due is not None:
             waits.append(self.next_due - now)
+        if self.outcomes or self.begun:  # not before the database may be tried again
+            waits.append(max(self.flush_at - time.monotonic(), self.db_retry_at - now))
         waits += [c.deadline - time.monotonic() for c in busy if c.deadline is not None]
         return max(0.0, min(waits))
 
-    def _claim(self, idle, now):
-        """Write buffered outcomes and claim up to ``idle`` tasks, in one transaction;
-        True if it ran."""
+    def _claim(self, idle, busy, now):
+        """Idle children take reserved tasks first. Else, in one transaction, write the
+        buffered outcomes (a few at a time while children run, each within FLUSH) and
+        claim tasks for idle children and the reserve. True if it did either."""
         if self.next_due is not None and now >= self.next_due:
             self.want, self.next_due = True, None
-        wanted = idle if self.want else 0
-        if not (self.outcomes or wanted) or now < self.db_retry_at:
+        if idle and self.reserve and self._begin(now):
+            return True
+        room = idle + self._room_ahead(idle) if self.want else 0
+        flush = (self.outcomes and (idle or not busy or len(self.outcomes) >= self.batch)
+                 or (self.outcomes or self.begun) and time.monotonic() >= self.flush_at)
+        claim = room and (idle or self.news or not self.reserve)
+        if not (flush or claim) or now < self.db_retry_at:
             return False
-        messages = self._db(
-            lambda: self.broker.claim(self.id, self.queues, wanted, self.lease, self.outcomes))
+        held, starts = set(), self._starts()
+        messages = self._db(lambda: self.broker.claim(
+            self.id, self.queues, room, self.lease, starts + self.outcomes, idle, held))
         if messages is None:
             return False
-        self.outcomes = []
-        self.want = wanted > 0 and len(messages) == wanted
-        if wanted and not self.want:
+        self.outcomes, self.held_at, self.news = [], time.monotonic(), False
+        for start in starts:
+            del self.begun[start.id]
+        self.flush_at = min((by for *_, by in self.begun.values()), default=0.0)
+        self.reserve = collections.deque(
+            (m, reserved) for m, reserved in self.reserve if not reserved or m.id in held)
+        self.want = room > 0 and len(messages) == room
+        if room and not self.want:
             self.next_due = self._db(lambda: self.broker.next_eta(self.queues))
-        messages = self.app.admit(self, messages)
-        free = iter([c for c in self.children if not c.message])
-        for message in messages:
+        begun = {message.id for message in messages[:idle]}
+        later = {m.id for m in messages[idle:] if m.name in self.rates}
+        for message in messages[idle:]:  # a turn is booked as its task begins: not ahead
+            if message.id in later:
+                self._buffer(Settle(message.id, message.attempts, "RESERVED"))
+        self.limited = bool(later) or (self.limited and not idle)
+        self.reserve.extend((m, m.id not in begun) for m in self.app.admit(
+            self, [m for m in messages if m.id not in later]))
+        if idle:  # none while shutting down: what is held goes back
+            self._begin(now)
+        return True
+
+    def _room_ahead(self, idle):
+        """How many more it may claim for the reserve."""
+        if self.warm or self.limited and not idle:
+            return 0
+        return max(0, self.ahead - len(self.reserve))
+
+    def _begin(self, now):
+        """Hand claimed messages to idle children; a reserved one only if this worker
+        still holds it (a revoke ends a reserved task at once), and noted as begun.
+        False if the database could not say which it holds."""
+        free = [c for c in self.children if not c.message]
+        take = [self.reserve.popleft() for _ in range(min(len(free), len(self.reserve)))]
+        ids = [message.id for message, reserved in take if reserved]
+        held = set(ids)  # as the last transaction found, if that was within FLUSH
+        if ids and time.monotonic() - self.held_at > FLUSH:
+            held = now >= self.db_retry_at and self._db(lambda: self.broker.held(self.id, ids))
+        if held is None or held is False:  # the database failed: they wait
+            self.reserve.extendleft(reversed(take))
+            return False
+        free = iter(free)
+        for message, reserved in take:
             refusal = self._refusal(message, now)
-            if refusal is None:
-                self._dispatch(next(free), message)
-            else:
+            if reserved and message.id not in held:
+                log.info("Task %s revoked before it began", message)
+            elif refusal is not None:
                 log.warning("Task %s not run: %s", message, refusal[1])
                 self._settle_row(message, *refusal)
+            else:
+                if reserved:  # written with its outcome, or alone if it runs past FLUSH
+                    by = self._flush_by(FLUSH)
+                    self.begun[message.id] = (message.attempts, time.time(), by)
+                self._dispatch(next(free), message)
         return True
 
     def _refusal(self, message, now):
@@ -397,6 +472,7 @@ class Worker:
             version = self._db(self.broker.data_version)
             if version is not None and version != self.seen:
                 self.want, self.seen, self.empty_hints, self.poll = True, version, 0, POLL
+                self.news = True  # others sent tasks: worth a claim for the reserve too
             elif ready:  # hints with no news, again: hear the next ones a poll later
                 self.empty_hints += 1
                 if self.empty_hints > 1:
@@ -447,7 +523,9 @@ class Worker:
         if state == "PENDING":
             self._put_back(message, outcome._replace(state="FAILURE"))
         else:  # as Celery, Reject(requeue=False) stores a FAILURE
-            self._record(message, outcome._replace(state="FAILURE" if state == "REJECTED" else state))
+            state = "FAILURE" if state == "REJECTED" else state
+            self._record(message, outcome if state == outcome.state else outcome._replace(
+                state=state))
 
     def _settle_row(self, message, state, exc=None):
         emit("_task_settled", self, message, state, exc)
@@ -486,9 +564,26 @@ class Worker:
                 if state == "REPLACED":  # its replacement cannot be sent: it fails
                     state, result = "FAILURE", exception_to_json(exc)
         self.want = self.want or bool(follow)  # our own commit does not move data_version
-        self.outcomes.append(Settle(message.id, message.attempts, state, result,
-                                    outcome.traceback, outcome.eta, outcome.body,
-                                    message.chord, follow, failed))
+        began = self.begun.pop(message.id, (0, None))[1]  # written with its outcome
+        self._buffer(Settle(message.id, message.attempts, state, result, outcome.traceback,
+                            outcome.eta, outcome.body, message.chord, follow, failed, began))
+
+    def _buffer(self, settle):
+        self._flush_by(FLUSH)
+        self.outcomes.append(settle)
+
+    def _flush_by(self, seconds):
+        """Buffered records (outcomes, starts) are written by the earliest deadline."""
+        by = time.monotonic() + seconds
+        if not (self.outcomes or self.begun) or by < self.flush_at:
+            self.flush_at = by
+        return by
+
+    def _starts(self, every=False):
+        """Settle records of the begun reserved tasks whose start is due to be written."""
+        now = time.monotonic()
+        return [Settle(task_id, attempts, "STARTED", eta=when)
+                for task_id, (attempts, when, by) in self.begun.items() if every or by <= now]
 
     def _reap(self, child):
         """A child exited: account for its task, then start a new one in its place."""

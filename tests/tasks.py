@@ -519,3 +519,12 @@ def join_allowed(x):
     except RuntimeError:
         return value, "refused again"
     return value, "not refused"
+
+
+@app.task
+def wait_file(path, timeout=30.0):
+    """Run until the file at path exists (a gate a test opens), at most timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return os.path.exists(path)

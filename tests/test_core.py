@@ -109,19 +109,24 @@ def test_concurrency_n_runs_n_tasks_at_once_in_n_processes(app, start_worker):
     assert elapsed < 2.5  # one after another would take 3 s
 
 
-def test_worker_claims_only_as_many_tasks_as_it_has_idle_children(app, start_worker):
-    """All four are due before the worker starts, so a hoarding worker would take them all."""
-    results = [tasks.sleep.delay(0.5) for _ in range(4)]
-    start_worker("-c", "2")
+@pytest.mark.parametrize("option, most", [(("--prefetch-multiplier", "1"), 4),
+                                          (("--disable-prefetch",), 2)])
+def test_worker_claims_for_its_children_and_the_prefetch_multiplier_no_more(app, start_worker,
+                                                                             option, most):
+    """All six are due before the worker starts, so a hoarding worker would take them all:
+    two children and one ahead for each (--prefetch-multiplier 1) hold four; with
+    --disable-prefetch, two."""
+    results = [tasks.sleep.delay(0.5) for _ in range(6)]
+    start_worker("-c", "2", *option)
     samples = []
     deadline = time.monotonic() + 20
     while not all(r.ready() for r in results):
         assert time.monotonic() < deadline, "the tasks did not finish"
-        running, queued = count_rows(app, "status = 1"), count_rows(app, "status = 0")
-        assert running <= 2, f"{running} tasks claimed by a worker with two children"
-        samples.append((running, queued))
+        held, queued = count_rows(app, "status = 1"), count_rows(app, "status = 0")
+        assert held <= most, f"{held} tasks claimed by a worker with two children"
+        samples.append((held, queued))
         time.sleep(0.01)
-    assert (2, 2) in samples  # two running while two still wait in the queue
+    assert (most, 6 - most) in samples  # running and reserved, while the others wait
 
 
 # 3. soft time limit -------------------------------------------------------------------

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from miniq import exceptions
-from miniq.broker import SCHEDULED, Broker
+from miniq.broker import SCHEDULED, Broker, Settle
 from tests import tasks
 from tests.conftest import wait_for
 
@@ -229,7 +229,7 @@ def message(task_id, eta=0.0, expires=None):
 
 
 def outcome(task_id, attempts, value):
-    return (task_id, attempts, "SUCCESS", json.dumps(value), None, 0.0, None, None, (), ())
+    return Settle(task_id, attempts, "SUCCESS", json.dumps(value))
 
 
 @pytest.fixture

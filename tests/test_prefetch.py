@@ -1,0 +1,129 @@
+"""worker_prefetch_multiplier: a worker claims tasks ahead of its idle children, as
+Celery's reserves messages. A reserved task is PENDING, listed by inspect().reserved(),
+ends REVOKED at once when revoked, and goes back without a delivery at shutdown."""
+import os
+import signal
+
+import pytest
+
+from miniq.exceptions import ImproperlyConfigured, TaskRevokedError
+from miniq.worker import Worker
+from tests import tasks
+from tests.conftest import run_cli, wait_for
+
+
+def _reserved(app):
+    replies = app.control.inspect().reserved() or {}
+    return [info["id"] for infos in replies.values() for info in infos]
+
+
+def _row(app, result):
+    return app.broker.task(result.id)
+
+
+def _hold_one_child(start_worker, app, gate):
+    """A worker of one child, prefetch multiplier 2, whose child runs a task until the
+    gate opens; returns (worker, that task)."""
+    worker = start_worker("-c", "1", "--prefetch-multiplier", "2")
+    blocker = tasks.wait_file.delay(str(gate))
+    wait_for(lambda: blocker.state == "STARTED", message="the blocking task to start")
+    return worker, blocker
+
+
+def test_reserved_tasks_wait_pending_and_a_revoke_ends_them_at_once(start_worker, app,
+                                                                    tmp_path):
+    gate, runs = tmp_path / "gate", tmp_path / "runs"
+    _, blocker = _hold_one_child(start_worker, app, gate)
+    quick = [tasks.record.delay(str(runs), f"t{i}") for i in range(4)]
+    held = wait_for(lambda: len(_reserved(app)) == 2 and _reserved(app), message="a reserve")
+    assert held == [quick[0].id, quick[1].id]  # one child × 2, oldest first
+    assert [r.state for r in quick] == ["PENDING"] * 4
+    assert [_row(app, r)["status"] for r in quick] == [1, 1, 0, 0]  # the rest stay queued
+    actives = app.control.inspect().active()
+    assert [info["id"] for infos in actives.values() for info in infos] == [blocker.id]
+
+    quick[0].revoke()
+    assert quick[0].state == "REVOKED"  # at once, as a queued task's
+    gate.touch()
+    assert [r.get(timeout=20) for r in quick[1:]] == ["t1", "t2", "t3"]
+    with pytest.raises(TaskRevokedError):
+        quick[0].get(timeout=5)
+    assert sorted(line.split()[0] for line in runs.read_text().splitlines()) == ["t1", "t2", "t3"]
+    assert _row(app, quick[1])["started"] is not None  # written when it began
+
+
+def test_a_warm_shutdown_puts_reserved_tasks_back_with_no_delivery(start_worker, app,
+                                                                    tmp_path):
+    gate = tmp_path / "gate"
+    worker, blocker = _hold_one_child(start_worker, app, gate)
+    quick = [tasks.echo.delay(i) for i in range(2)]
+    wait_for(lambda: len(_reserved(app)) == 2, message="a reserve")
+    worker.signal(signal.SIGTERM)
+    gate.touch()
+    assert worker.wait(20) == 0
+    assert blocker.get(timeout=5) is True
+    rows = [_row(app, r) for r in quick]
+    assert [(row["status"], row["attempts"], row["worker"]) for row in rows] == [(0, 0, None)] * 2
+    start_worker("-c", "1")
+    assert [r.get(timeout=20) for r in quick] == [0, 1]
+
+
+@pytest.mark.parametrize("multiplier, late, disabled, ahead", [
+    (4, False, False, 8),  # Celery's default: concurrency × 4
+    (1, False, False, 2),
+    (1, True, False, 0),  # acks_late: a running task counts, as in Celery
+    (4, False, True, 0),  # worker_disable_prefetch: only for idle children
+])
+def test_how_many_a_worker_claims_ahead(app, monkeypatch, multiplier, late, disabled, ahead):
+    monkeypatch.setitem(app.conf, "worker_prefetch_multiplier", multiplier)
+    monkeypatch.setitem(app.conf, "task_acks_late", late)
+    monkeypatch.setitem(app.conf, "worker_disable_prefetch", disabled)
+    assert Worker(app, "tests.tasks", concurrency=2).ahead == ahead
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, "4", True])
+def test_a_prefetch_multiplier_miniq_cannot_honour_is_refused(app, monkeypatch, value):
+    monkeypatch.setitem(app.conf, "worker_prefetch_multiplier", value)
+    with pytest.raises(ImproperlyConfigured, match="worker_prefetch_multiplier"):
+        Worker(app, "tests.tasks", concurrency=2)
+
+
+def test_the_command_line_refuses_a_prefetch_multiplier_of_none(broker_url):
+    done = run_cli("-A", "tests.tasks", "worker", "--prefetch-multiplier", "0")
+    assert done.returncode == 2
+    assert "--prefetch-multiplier: must be a positive integer" in done.stderr
+
+
+def test_the_tasks_claimed_to_start_now_are_the_first_given_out(app):
+    """The claim marks the first ``start`` rows STARTED in the order the worker hands them
+    out: by priority as a number (a malformed one counts as 0), then oldest first."""
+    plain, urgent, malformed = (tasks.echo.apply_async((i,), priority=p)
+                                for i, p in enumerate((0, 5, 0)))
+    app.broker.db.execute("UPDATE task SET priority = '' WHERE id = ?", (malformed.id,))
+    claimed = app.broker.claim("w", ["celery"], 3, 60.0, start=1)
+    assert [m.id for m in claimed] == [urgent.id, plain.id, malformed.id]
+    assert claimed[2].fault == "bad priority"
+    started = [app.broker.task(m.id)["started"] is not None for m in claimed]
+    assert started == [True, False, False]
+    assert [app.broker.task(m.id)["state"] for m in claimed] == ["STARTED", "PENDING", "PENDING"]
+
+
+def test_a_warm_shutdown_begins_no_reserved_task_while_a_child_still_runs(start_worker, app,
+                                                                          tmp_path):
+    """One child frees while the other runs on: its outcome is written, and the reserve
+    still goes back untouched."""
+    worker = start_worker("-c", "2")
+    first, second = tmp_path / "first", tmp_path / "second"
+    running = [tasks.wait_for_gate.delay(str(gate), i) for i, gate in enumerate((first, second))]
+    wait_for(lambda: all(os.path.exists(f"{gate}.running.{i}")
+                         for i, gate in enumerate((first, second))), message="both running")
+    queued = [tasks.echo.delay(i) for i in range(3)]
+    wait_for(lambda: len(_reserved(app)) == 3, message="a reserve")
+    worker.signal(signal.SIGTERM)
+    first.touch()
+    assert running[0].get(timeout=10) == 0  # written while the other child still runs
+    second.touch()
+    assert worker.wait(20) == 0
+    assert running[1].get(timeout=5) == 1
+    rows = [_row(app, r) for r in queued]
+    assert [(row["status"], row["attempts"], row["state"]) for row in rows] == [(0, 0, "PENDING")] * 3
