@@ -348,7 +348,8 @@ class Worker:
         claim = room and (idle or self.news or not self.reserve)
         if not (flush or claim) or now < self.db_retry_at:
             return False
-        held, starts = set(), self._starts()
+        held = set() if any(reserved for _, reserved in self.reserve) else None
+        starts = self._starts()
         messages = self._db(lambda: self.broker.claim(
             self.id, self.queues, room, self.lease, starts + self.outcomes, idle, held))
         if messages is None:
@@ -357,8 +358,9 @@ class Worker:
         for start in starts:
             del self.begun[start.id]
         self.flush_at = min((by for *_, by in self.begun.values()), default=0.0)
-        self.reserve = collections.deque(
-            (m, reserved) for m, reserved in self.reserve if not reserved or m.id in held)
+        if held is not None:  # a revoke ended those it no longer holds
+            self.reserve = collections.deque(
+                (m, reserved) for m, reserved in self.reserve if not reserved or m.id in held)
         self.want = room > 0 and len(messages) == room
         if room and not self.want:
             self.next_due = self._db(lambda: self.broker.next_eta(self.queues))
