@@ -176,6 +176,29 @@ def file_inode(path):
         return None
 
 
+def _size(path):
+    """The file's size in bytes, 0 when it is gone."""
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+def _save_deleted_wal(conn, path):
+    """Once the WAL was deleted, and as long as nothing is written to a new one: copy the
+    pages of the old one (which conn still reads) into the database and clear the shared
+    index, which would otherwise name them for a file no new connection can read. While
+    another process does so, wait for it: reopening sooner would read that index."""
+    give_up = time.monotonic() + LOCK_WAIT
+    while not _size(path + "-wal") and time.monotonic() < give_up:
+        try:
+            if not conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]:
+                return
+        except sqlite3.Error:
+            return
+        time.sleep(0.005)
+
+
 def _files_of(path):
     """The identities of the database and its WAL and shared-memory files."""
     return tuple(file_inode(path + end) for end in ("", "-wal", "-shm"))
@@ -247,9 +270,7 @@ class Broker:
                 local.fresh_until = time.monotonic() + 0.01
                 return local.conn
             local.pid = None  # stays closed until a connect succeeds
-            if not os.path.exists(self.path + "-wal"):  # deleted, and no one has a new one:
-                with contextlib.suppress(sqlite3.Error):  # save its pages, reset the index
-                    local.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            _save_deleted_wal(local.conn, self.path)
         if getattr(local, "conn", None):  # closed now, as a fork's parent's is: Python 3.13
             local.conn.close()  # warns when it collects one open, and loses a soft limit then
         local.conn = self._connect()
@@ -317,9 +338,13 @@ class Broker:
         """fn(db) in one BEGIN IMMEDIATE transaction on db (this thread's connection if
         none is given), retrying while the file is locked. Whatever interrupts it (a
         signal's exception too) leaves no transaction open."""
-        db = db or self.db
+        own, db = db is None, db or self.db
         try:
             _retrying(lambda: db.execute("BEGIN IMMEDIATE"))
+            if own and file_inode(self.path + "-wal") != self._local.files[1]:
+                # the WAL was deleted by hand: frames written to the old one would be
+                # indexed for a file no new connection reads, and every read would fail
+                raise sqlite3.OperationalError("the database's WAL file was replaced")
             out = fn(db)
             db.execute("COMMIT")
             return out
@@ -397,8 +422,10 @@ class Broker:
 
     @_translated
     def data_version(self):
-        """A number that changes whenever another connection commits; costs microseconds."""
-        return self._row("PRAGMA data_version")[0]
+        """A value that changes whenever another connection commits, or this thread's is
+        reopened (a new one counts afresh); costs microseconds."""
+        version = self._row("PRAGMA data_version")[0]
+        return self._local.conn, version
 
     @_translated
     def revoke(self, ids, signum):
