@@ -60,6 +60,12 @@ def _signal(value):
         return signal.SIGKILL
 
 
+def _step(fn):
+    """Which database step fn is, seen through bound methods and the broker's wrapper."""
+    fn = getattr(fn, "__func__", fn)
+    return getattr(fn, "__wrapped__", fn).__code__
+
+
 def _put(conn, item):
     """Send over a pipe, pickled plainly: multiprocessing's pickler copies a table a call."""
     conn.send_bytes(pickle.dumps(item, pickle.HIGHEST_PROTOCOL))
@@ -149,7 +155,7 @@ class Worker:
     flush_at = 0.0  # when the buffered outcomes must be written, at the latest
     held_at = 0.0  # when the reserve was last checked against revokes
     idle_deaths = 0
-    db_error = None
+    db_error, db_failing = None, frozenset()  # the last error logged; the steps that failed
     db_retry_at = db_delay = 0.0
     beat = None  # -B: periodic tasks from this loop; the database keeps each run unique
     beat_due = 0.0
@@ -710,7 +716,8 @@ class Worker:
 
     def _db(self, fn):
         """Run a database step; on failure log once, reopen later with backoff, and
-        return None."""
+        return None. Only a step that failed succeeding proves the file usable again: a
+        full disk still answers the reads between two refused claims."""
         try:
             value = fn()
         except (MiniqError, OSError) as exc:
@@ -718,13 +725,15 @@ class Worker:
             self.broker.close()  # the next step opens the file afresh
             self.db_delay = min(5.0, max(0.1, 2 * self.db_delay))
             self.db_retry_at = time.time() + self.db_delay
+            self.db_failing |= {_step(fn)}
             if text != self.db_error:
                 log.error("database error (retrying with backoff): %s", text)
                 self.db_error = text
             return None
-        if self.db_error is not None:
+        if self.db_failing and _step(fn) in self.db_failing:
             log.warning("database usable again")
-            self.db_error, self.db_retry_at, self.db_delay = None, 0.0, 0.0
+            self.db_error, self.db_failing, self.db_retry_at, self.db_delay = (
+                None, frozenset(), 0.0, 0.0)
             self.want = True
         return value
 

@@ -3,6 +3,7 @@ many producers at once, bad rows and values, file mode, and a database that vani
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -346,6 +347,26 @@ def test_an_unusable_database_is_logged_once_retried_without_spinning_and_surviv
     assert running.get(timeout=30) == "kept"
     log = worker.output()
     assert log.count("database error") == 1 and "database usable again" in log, log
+    assert "Traceback" not in log and worker.proc.poll() is None
+
+
+def test_a_database_that_reads_but_refuses_writes_is_logged_once_until_writes_succeed(
+        app, start_worker):
+    """As a full disk does: the reads between two refused claims used to count as
+    recovery, and the worker logged an error and "usable again" every 100 ms."""
+    worker = start_worker("-c", "1")
+    assert tasks.add.delay(1, 1).get(timeout=30) == 2
+    db = sqlite3.connect(app.broker.path, isolation_level=None)
+    db.execute("CREATE TRIGGER refuse BEFORE UPDATE ON task BEGIN"
+               " SELECT RAISE(ABORT, 'writes refused'); END")
+    result = tasks.add.delay(2, 2)
+    wait_for(lambda: "writes refused" in worker.output(), timeout=30, message="the error line")
+    time.sleep(1)  # a retry loop shows only over wall time
+    assert "usable again" not in worker.output()
+    db.execute("DROP TRIGGER refuse")
+    assert result.get(timeout=30) == 4
+    log = worker.output()
+    assert log.count("database error") == 1 and log.count("usable again") == 1, log
     assert "Traceback" not in log and worker.proc.poll() is None
 
 
