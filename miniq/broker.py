@@ -575,7 +575,8 @@ class Broker:
     @_translated
     def recover(self, dead, max_deliveries, lost_result):
         """Requeue tasks of dead workers or lapsed leases and say how many; fail those
-        delivered max_deliveries times, with lost_result (exception JSON) as their result."""
+        delivered max_deliveries times, with lost_result (exception JSON) as their result.
+        A reserved task that never began goes back with no delivery counted."""
         now = self.clock()
         lost = f"status = 1 AND (lease < ? OR worker IN ({_marks(dead)}))"
 
@@ -583,11 +584,11 @@ class Broker:
             db.execute(f"DELETE FROM worker WHERE id IN ({_marks(dead)})", dead)
             db.execute(
                 "UPDATE task SET status = 2, state = 'FAILURE', result = ?, finished = ?,"
-                f" traceback = NULL WHERE {lost} AND attempts >= ?",
+                f" traceback = NULL WHERE {lost} AND started IS NOT NULL AND attempts >= ?",
                 (lost_result, now, now, *dead, max_deliveries))
             return db.execute(
-                f"UPDATE task SET status = 0, state = 'PENDING', worker = NULL WHERE {lost}",
-                (now, *dead)).rowcount
+                "UPDATE task SET status = 0, state = 'PENDING', worker = NULL,"
+                f" attempts = attempts - (started IS NULL) WHERE {lost}", (now, *dead)).rowcount
         return self._tx(run)
 
     @_translated

@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from miniq.exceptions import ImproperlyConfigured, TaskRevokedError
+from miniq.exceptions import ImproperlyConfigured, TaskRevokedError, WorkerLostError
 from miniq.worker import Worker
 from tests import tasks
 from tests.conftest import run_cli, wait_for
@@ -66,6 +66,26 @@ def test_a_warm_shutdown_puts_reserved_tasks_back_with_no_delivery(start_worker,
     assert [(row["status"], row["attempts"], row["worker"]) for row in rows] == [(0, 0, None)] * 2
     start_worker("-c", "1")
     assert [r.get(timeout=20) for r in quick] == [0, 1]
+
+
+def test_a_killed_worker_s_reserved_tasks_go_back_with_no_delivery(start_worker, app,
+                                                                   tmp_path):
+    """Only the task that began counts one: else each kill of a whole worker (out of
+    memory, a restarted container) would take reserved tasks that never ran toward
+    task_max_deliveries, and fail them as lost after three."""
+    gate = tmp_path / "gate"
+    worker, blocker = _hold_one_child(start_worker, app, gate)
+    quick = [tasks.record_attempt.delay(str(tmp_path / f"runs{i}"), 0) for i in range(2)]
+    wait_for(lambda: len(_reserved(app)) == 2, message="a reserve")
+    for _ in range(2):  # the blocker begins a third time; they are reserved again
+        worker.kill_group()
+        worker = start_worker("-c", "1", "--prefetch-multiplier", "2")
+        wait_for(lambda: len(_reserved(app)) == 2, message="the reserve claimed again")
+    worker.kill_group()
+    start_worker("-c", "1")
+    with pytest.raises(WorkerLostError, match="delivered 3 times"):  # task_max_deliveries
+        blocker.get(timeout=20)
+    assert [r.get(timeout=20) for r in quick] == [1, 1]  # each ran on its first delivery
 
 
 @pytest.mark.parametrize("multiplier, late, disabled, ahead", [
