@@ -114,9 +114,11 @@ def test_the_command_line_refuses_a_prefetch_multiplier_of_none(broker_url):
     assert "--prefetch-multiplier: must be a positive integer" in done.stderr
 
 
-def test_the_tasks_claimed_to_start_now_are_the_first_given_out(app):
+@pytest.mark.parametrize("returning", [True, False])  # False: SQLite before 3.35
+def test_the_tasks_claimed_to_start_now_are_the_first_given_out(app, monkeypatch, returning):
     """The claim marks the first ``start`` rows STARTED in the order the worker hands them
     out: by priority as a number (a malformed one counts as 0), then oldest first."""
+    monkeypatch.setattr("miniq.broker.HAS_RETURNING", returning)
     plain, urgent, malformed = (tasks.echo.apply_async((i,), priority=p)
                                 for i, p in enumerate((0, 5, 0)))
     app.broker.db.execute("UPDATE task SET priority = '' WHERE id = ?", (malformed.id,))
