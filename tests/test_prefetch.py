@@ -7,7 +7,8 @@ import signal
 import pytest
 
 from miniq.exceptions import ImproperlyConfigured, TaskRevokedError, WorkerLostError
-from miniq.worker import Worker
+from miniq.broker import Message
+from miniq.worker import Child, Worker
 from tests import tasks
 from tests.conftest import run_cli, wait_for
 
@@ -88,17 +89,27 @@ def test_a_killed_worker_s_reserved_tasks_go_back_with_no_delivery(start_worker,
     assert [r.get(timeout=20) for r in quick] == [1, 1]  # each ran on its first delivery
 
 
-@pytest.mark.parametrize("multiplier, late, disabled, ahead", [
-    (4, False, False, 8),  # Celery's default: concurrency × 4
-    (1, False, False, 2),
-    (1, True, False, 0),  # acks_late: a running task counts, as in Celery
-    (4, False, True, 0),  # worker_disable_prefetch: only for idle children
+@pytest.mark.parametrize("multiplier, late, disabled, running, idle, room", [
+    (4, False, False, ["echo", "echo"], 0, 8),  # Celery's default: concurrency × 4
+    (1, False, False, ["echo", "echo"], 0, 2),
+    (1, True, False, ["echo", "echo"], 0, 0),  # acks_late: a running task is unacknowledged
+    (1, False, False, ["die_once", "echo"], 0, 1),  # the task's own acks_late counts
+    (1, True, False, ["acked_early", "acked_early"], 0, 2),  # so does its acks_late=False
+    (1, True, False, ["echo"], 1, 0),  # what the idle child takes now runs unacknowledged
+    (4, False, True, ["echo", "echo"], 0, 0),  # worker_disable_prefetch: only for idle children
 ])
-def test_how_many_a_worker_claims_ahead(app, monkeypatch, multiplier, late, disabled, ahead):
+def test_how_many_a_worker_claims_ahead(app, monkeypatch, multiplier, late, disabled,
+                                         running, idle, room):
+    """Celery's count: concurrency × multiplier messages unacknowledged, reserved ones
+    and the running ones of acks_late tasks."""
     monkeypatch.setitem(app.conf, "worker_prefetch_multiplier", multiplier)
     monkeypatch.setitem(app.conf, "task_acks_late", late)
     monkeypatch.setitem(app.conf, "worker_disable_prefetch", disabled)
-    assert Worker(app, "tests.tasks", concurrency=2).ahead == ahead
+    worker = Worker(app, "tests.tasks", concurrency=2)
+    worker.children = [Child(None, None) for _ in range(2)]
+    for child, name in zip(worker.children, running):
+        child.message = Message(name, getattr(tasks, name).name, "[[], {}]")
+    assert worker._room_ahead(idle) == room
 
 
 @pytest.mark.parametrize("value", [0, -1, 1.5, "4", True])
