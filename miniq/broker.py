@@ -96,7 +96,7 @@ INSERT = ("INSERT INTO task (id, name, queue, priority, body, options, eta, expi
           " CASE WHEN ?11 = 0 AND ?7 > ?9 THEN -2 ELSE ?11 END)")  # due after it was sent
 FOLLOW = INSERT.replace("INSERT", "INSERT OR IGNORE", 1)  # a workflow's step sent already stays
 CLAIM_COLUMNS = ("id, name, body, retries, attempts, options, chord, expires,"
-                 " priority, revoked, queue, eta, seq")
+                 " priority, revoked, queue, eta")
 FENCE = "WHERE id = ? AND worker = ? AND attempts = ? AND status = 1"  # this delivery only
 NOT_BEGUN = "(status <= 0 OR status = 1 AND started IS NULL)"  # queued, or reserved
 NUMBER = (int, float)
@@ -197,6 +197,14 @@ def _save_deleted_wal(conn, path):
         except sqlite3.Error:
             return
         time.sleep(0.005)
+
+
+def _claimed(db, update, seq, args):
+    """Claim the row of this seq with the UPDATE given; its CLAIM_COLUMNS."""
+    if HAS_RETURNING:
+        return db.execute(f"{update}= ? RETURNING {CLAIM_COLUMNS}", (*args, seq)).fetchone()
+    db.execute(f"{update}= ?", (*args, seq))  # SQLite before 3.35
+    return db.execute(f"SELECT {CLAIM_COLUMNS} FROM task WHERE seq = ?", (seq,)).fetchone()
 
 
 def _files_of(path):
@@ -499,18 +507,10 @@ class Broker:
             begin = len(seqs) if start is None else start
             parts = [(seqs[:begin], ("STARTED", worker, now + lease, now)),
                      (seqs[begin:], (None, worker, now + lease, None))]
-            if HAS_RETURNING:  # a row a statement: an IN list costs a temporary table, 0.1 ms
-                rows = [db.execute(f"{update}= ? RETURNING {CLAIM_COLUMNS}",
-                                   (*args, seq)).fetchone() for some, args in parts
-                        for seq in some]
-            else:
-                for some, args in filter(lambda part: part[0], parts):
-                    db.execute(f"{update}IN ({_marks(some)})", (*args, *some))
-                rows = db.execute(
-                    f"SELECT {CLAIM_COLUMNS} FROM task WHERE seq IN ({_marks(seqs)})",
-                    seqs).fetchall()
-                rows.sort(key=lambda r: seqs.index(r[-1]))
-            return [_message(row) for row in rows]
+            # a row a statement: an IN list costs a temporary table (0.1 ms), and old
+            # SQLite refuses more than 999 values, fewer than a large reserve
+            return [_message(_claimed(db, update, seq, args)) for some, args in parts
+                    for seq in some]
         return self._tx(run)
 
     @_translated
@@ -575,7 +575,8 @@ class Broker:
     @_translated
     def recover(self, dead, max_deliveries, lost_result):
         """Requeue tasks of dead workers or lapsed leases and say how many; fail those
-        delivered max_deliveries times, with lost_result (exception JSON) as their result."""
+        delivered max_deliveries times, with lost_result (exception JSON) as their result.
+        A reserved task that never began goes back with no delivery counted."""
         now = self.clock()
         lost = f"status = 1 AND (lease < ? OR worker IN ({_marks(dead)}))"
 
@@ -583,11 +584,11 @@ class Broker:
             db.execute(f"DELETE FROM worker WHERE id IN ({_marks(dead)})", dead)
             db.execute(
                 "UPDATE task SET status = 2, state = 'FAILURE', result = ?, finished = ?,"
-                f" traceback = NULL WHERE {lost} AND attempts >= ?",
+                f" traceback = NULL WHERE {lost} AND started IS NOT NULL AND attempts >= ?",
                 (lost_result, now, now, *dead, max_deliveries))
             return db.execute(
-                f"UPDATE task SET status = 0, state = 'PENDING', worker = NULL WHERE {lost}",
-                (now, *dead)).rowcount
+                "UPDATE task SET status = 0, state = 'PENDING', worker = NULL,"
+                f" attempts = attempts - (started IS NULL) WHERE {lost}", (now, *dead)).rowcount
         return self._tx(run)
 
     @_translated
@@ -791,7 +792,7 @@ def _create_schema(db, path):
 
 def _message(row):
     """A claimed row as a Message, with ``fault`` naming its malformed columns if any."""
-    *head, text, chord, expires, priority, revoked, queue, eta, _seq = row
+    *head, text, chord, expires, priority, revoked, queue, eta = row
     options, fault = _options(text), None
     if revoked is not None and not isinstance(revoked, int):
         revoked = 9  # terminate, by SIGKILL: no valid signal

@@ -190,16 +190,14 @@ class Worker:
             self.beat = Beat(app)
 
     def _prefetch(self, multiplier):
-        """How many tasks it may hold that no child runs yet, as Celery counts them:
-        concurrency × multiplier unacknowledged, and under acks_late a running task is
-        one; none with worker_disable_prefetch."""
+        """How many tasks it may hold unacknowledged, as Celery counts them: concurrency
+        × multiplier; none ahead with worker_disable_prefetch."""
         if isinstance(multiplier, bool) or not isinstance(multiplier, int) or multiplier < 1:
             raise ImproperlyConfigured(
                 f"worker_prefetch_multiplier must be a whole number of 1 or more, not"
                 f" {multiplier!r}: miniq has no unlimited prefetch (one worker would take"
                 " the whole queue)")
-        late = self.concurrency if self.conf.task_acks_late else 0
-        return 0 if self.conf.worker_disable_prefetch else self.concurrency * multiplier - late
+        return 0 if self.conf.worker_disable_prefetch else self.concurrency * multiplier
 
     # -- life cycle --------------------------------------------------------
 
@@ -383,10 +381,14 @@ class Worker:
         return True
 
     def _room_ahead(self, idle):
-        """How many more it may claim for the reserve."""
+        """How many more it may claim for the reserve: a running task of an acks_late
+        task is unacknowledged too, as are those idle children take now if acks_late
+        is the rule."""
         if self.warm or self.limited and not idle:
             return 0
-        return max(0, self.ahead - len(self.reserve))
+        late = sum(1 for c in self.children if c.message and self._setting(c.message, "acks_late"))
+        late += idle if self.conf.task_acks_late else 0
+        return max(0, self.ahead - late - len(self.reserve))
 
     def _begin(self, now):
         """Hand claimed messages to idle children; a reserved one only if this worker

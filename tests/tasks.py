@@ -154,6 +154,12 @@ def now():
     return time.time()
 
 
+@app.task(acks_late=False)
+def acked_early():
+    """Acknowledged as it begins, whatever task_acks_late says."""
+    return "early"
+
+
 @app.task(acks_late=True, reject_on_worker_lost=True)
 def die_once(marker):
     """Kills its child on the first delivery only."""

@@ -6,8 +6,9 @@ import signal
 
 import pytest
 
-from miniq.exceptions import ImproperlyConfigured, TaskRevokedError
-from miniq.worker import Worker
+from miniq.exceptions import ImproperlyConfigured, TaskRevokedError, WorkerLostError
+from miniq.broker import Message
+from miniq.worker import Child, Worker
 from tests import tasks
 from tests.conftest import run_cli, wait_for
 
@@ -68,17 +69,47 @@ def test_a_warm_shutdown_puts_reserved_tasks_back_with_no_delivery(start_worker,
     assert [r.get(timeout=20) for r in quick] == [0, 1]
 
 
-@pytest.mark.parametrize("multiplier, late, disabled, ahead", [
-    (4, False, False, 8),  # Celery's default: concurrency × 4
-    (1, False, False, 2),
-    (1, True, False, 0),  # acks_late: a running task counts, as in Celery
-    (4, False, True, 0),  # worker_disable_prefetch: only for idle children
+def test_a_killed_worker_s_reserved_tasks_go_back_with_no_delivery(start_worker, app,
+                                                                   tmp_path):
+    """Only the task that began counts one: else each kill of a whole worker (out of
+    memory, a restarted container) would take reserved tasks that never ran toward
+    task_max_deliveries, and fail them as lost after three."""
+    gate = tmp_path / "gate"
+    worker, blocker = _hold_one_child(start_worker, app, gate)
+    quick = [tasks.record_attempt.delay(str(tmp_path / f"runs{i}"), 0) for i in range(2)]
+    wait_for(lambda: len(_reserved(app)) == 2, message="a reserve")
+    for _ in range(2):  # the blocker begins a third time; they are reserved again
+        worker.kill_group()
+        worker = start_worker("-c", "1", "--prefetch-multiplier", "2")
+        wait_for(lambda: len(_reserved(app)) == 2, message="the reserve claimed again")
+    worker.kill_group()
+    start_worker("-c", "1")
+    with pytest.raises(WorkerLostError, match="delivered 3 times"):  # task_max_deliveries
+        blocker.get(timeout=20)
+    assert [r.get(timeout=20) for r in quick] == [1, 1]  # each ran on its first delivery
+
+
+@pytest.mark.parametrize("multiplier, late, disabled, running, idle, room", [
+    (4, False, False, ["echo", "echo"], 0, 8),  # Celery's default: concurrency × 4
+    (1, False, False, ["echo", "echo"], 0, 2),
+    (1, True, False, ["echo", "echo"], 0, 0),  # acks_late: a running task is unacknowledged
+    (1, False, False, ["die_once", "echo"], 0, 1),  # the task's own acks_late counts
+    (1, True, False, ["acked_early", "acked_early"], 0, 2),  # so does its acks_late=False
+    (1, True, False, ["echo"], 1, 0),  # what the idle child takes now runs unacknowledged
+    (4, False, True, ["echo", "echo"], 0, 0),  # worker_disable_prefetch: only for idle children
 ])
-def test_how_many_a_worker_claims_ahead(app, monkeypatch, multiplier, late, disabled, ahead):
+def test_how_many_a_worker_claims_ahead(app, monkeypatch, multiplier, late, disabled,
+                                         running, idle, room):
+    """Celery's count: concurrency × multiplier messages unacknowledged, reserved ones
+    and the running ones of acks_late tasks."""
     monkeypatch.setitem(app.conf, "worker_prefetch_multiplier", multiplier)
     monkeypatch.setitem(app.conf, "task_acks_late", late)
     monkeypatch.setitem(app.conf, "worker_disable_prefetch", disabled)
-    assert Worker(app, "tests.tasks", concurrency=2).ahead == ahead
+    worker = Worker(app, "tests.tasks", concurrency=2)
+    worker.children = [Child(None, None) for _ in range(2)]
+    for child, name in zip(worker.children, running):
+        child.message = Message(name, getattr(tasks, name).name, "[[], {}]")
+    assert worker._room_ahead(idle) == room
 
 
 @pytest.mark.parametrize("value", [0, -1, 1.5, "4", True])
@@ -94,9 +125,11 @@ def test_the_command_line_refuses_a_prefetch_multiplier_of_none(broker_url):
     assert "--prefetch-multiplier: must be a positive integer" in done.stderr
 
 
-def test_the_tasks_claimed_to_start_now_are_the_first_given_out(app):
+@pytest.mark.parametrize("returning", [True, False])  # False: SQLite before 3.35
+def test_the_tasks_claimed_to_start_now_are_the_first_given_out(app, monkeypatch, returning):
     """The claim marks the first ``start`` rows STARTED in the order the worker hands them
     out: by priority as a number (a malformed one counts as 0), then oldest first."""
+    monkeypatch.setattr("miniq.broker.HAS_RETURNING", returning)
     plain, urgent, malformed = (tasks.echo.apply_async((i,), priority=p)
                                 for i, p in enumerate((0, 5, 0)))
     app.broker.db.execute("UPDATE task SET priority = '' WHERE id = ?", (malformed.id,))
