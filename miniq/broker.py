@@ -444,9 +444,10 @@ class Broker:
             for task_id in ids:
                 queued = db.execute(f"SELECT chord FROM task WHERE id = ? AND {NOT_BEGUN}",
                                     (task_id,)).fetchone()
-                db.execute(
-                    "UPDATE task SET status = 2, state = 'REVOKED', revoked = 0, finished = ?,"
-                    f" result = ? WHERE id = ? AND {NOT_BEGUN}", (now, REVOKED_RESULT, task_id))
+                db.execute(  # a reserved one keeps the signal: its start may be on its way
+                    "UPDATE task SET status = 2, state = 'REVOKED', finished = ?, result = ?,"
+                    f" revoked = CASE status WHEN 1 THEN ? ELSE 0 END WHERE id = ? AND {NOT_BEGUN}",
+                    (now, REVOKED_RESULT, mark, task_id))
                 if queued and queued[0]:  # a chord member: its callback fails now, not never
                     _release_chord(db, queued[0])
                 db.execute("UPDATE task SET revoked = MAX(COALESCE(revoked, 0), ?)"
@@ -560,6 +561,12 @@ class Broker:
             return None
         return self._rows("SELECT id, revoked FROM task WHERE worker = ? AND status = 1"
                           " AND revoked > 0", (worker,))
+
+    @_translated
+    def terminating(self, ids):
+        """(id, signal) of those of these tasks revoked with terminate."""
+        return self._rows(f"SELECT id, revoked FROM task WHERE id IN ({_marks(ids)})"
+                          " AND revoked > 0", ids)
 
     @_translated
     def checkpoint(self):

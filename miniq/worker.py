@@ -352,8 +352,8 @@ class Worker:
         claim = room and (idle or self.news or not self.reserve)
         if not (flush or claim) or now < self.db_retry_at:
             return False
-        held = set() if any(reserved for _, reserved in self.reserve) else None
         starts = self._starts()
+        held = set() if starts or any(reserved for _, reserved in self.reserve) else None
         messages = self._db(lambda: self.broker.claim(
             self.id, self.queues, room, self.lease, starts + self.outcomes, idle, held))
         if messages is None:
@@ -362,6 +362,7 @@ class Worker:
         for start in starts:
             del self.begun[start.id]
         self.flush_at = min((by for *_, by in self.begun.values()), default=0.0)
+        self._stop_revoked([start.id for start in starts if start.id not in held])
         if held is not None:  # a revoke ended those it no longer holds
             self.reserve = collections.deque(
                 (m, reserved) for m, reserved in self.reserve if not reserved or m.id in held)
@@ -379,6 +380,12 @@ class Worker:
         if idle:  # none while shutting down: what is held goes back
             self._begin(now)
         return True
+
+    def _stop_revoked(self, ids):
+        """Begun reserved tasks whose start could not be written: a revoke took their
+        row meanwhile. Those revoked with terminate are killed, as if running then."""
+        for task_id, signum in ids and self._db(lambda: self.broker.terminating(ids)) or ():
+            self._terminate(task_id, signum)
 
     def _room_ahead(self, idle):
         """How many more it may claim for the reserve: a running task of an acks_late

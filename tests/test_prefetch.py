@@ -3,6 +3,7 @@ Celery's reserves messages. A reserved task is PENDING, listed by inspect().rese
 ends REVOKED at once when revoked, and goes back without a delivery at shutdown."""
 import os
 import signal
+import sqlite3
 
 import pytest
 
@@ -51,6 +52,25 @@ def test_reserved_tasks_wait_pending_and_a_revoke_ends_them_at_once(start_worker
         quick[0].get(timeout=5)
     assert sorted(line.split()[0] for line in runs.read_text().splitlines()) == ["t1", "t2", "t3"]
     assert _row(app, quick[1])["started"] is not None  # written when it began
+
+
+def test_terminate_stops_a_reserved_task_revoked_as_it_begins(start_worker, app, tmp_path):
+    """The revoke can land after a reserved task began and before its start is written
+    (the write waits for another writer): its row ends REVOKED at once, and the signal
+    must still reach the child, as Celery terminates a task revoked as it is accepted."""
+    gate, never = tmp_path / "gate", tmp_path / "never"
+    _hold_one_child(start_worker, app, gate)
+    late = tasks.wait_for_gate.delay(str(never), "late", 60)
+    wait_for(lambda: _reserved(app) == [late.id], message="a reserve")
+    other = sqlite3.connect(app.broker.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # the worker's next write waits
+    gate.touch()
+    wait_for(lambda: os.path.exists(f"{never}.running.late"), message="the task to begin")
+    other.execute("COMMIT")
+    other.close()
+    late.revoke(terminate=True)  # most often before the waiting write: SQLite backs off
+    assert late.state == "REVOKED"
+    assert tasks.echo.delay(1).get(timeout=20) == 1  # its one child is free again
 
 
 def test_a_warm_shutdown_puts_reserved_tasks_back_with_no_delivery(start_worker, app,
