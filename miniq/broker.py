@@ -105,7 +105,8 @@ QUEUE_COUNTS = (  # a partial index each: no table scan
     "SELECT queue, 'scheduled', COUNT(*) FROM task WHERE status = -2 GROUP BY queue"
     " UNION ALL SELECT queue, 'scheduled', COUNT(*) FROM task WHERE status = -1 GROUP BY queue"
     " UNION ALL SELECT queue, 'queued', COUNT(*) FROM task WHERE status = 0 GROUP BY queue"
-    " UNION ALL SELECT queue, 'running', COUNT(*) FROM task WHERE status = 1 GROUP BY queue")
+    " UNION ALL SELECT queue, 'running', COUNT(*) FROM task WHERE status = 1"
+    " AND started IS NOT NULL GROUP BY queue")  # not those a worker holds ahead
 LISTED = "id, name, state, queue, body, worker, created AS received, started, finished, retries"
 STEP = {"task": str, "args": list, "kwargs": dict, "options": dict}  # a chain's signature
 

@@ -102,6 +102,20 @@ def test_the_overview_shows_the_worker_its_queues_and_the_last_hour(app, worker,
     assert (counted["succeeded"], counted["failed"]) == (1, 1)
 
 
+def test_a_task_a_worker_holds_ahead_is_counted_neither_queued_nor_running(app, dashboard):
+    """As Celery's queue lengths leave out what workers have prefetched, and its active()
+    what no child runs yet."""
+    busy = [tasks.sleep.apply_async((30,), queue="counted") for _ in range(2)]
+    for result in busy:
+        state_is(dashboard, result.id, "STARTED")
+    ahead = tasks.add.apply_async((1, 1), queue="counted")
+    wait_for(lambda: app.broker.task(ahead.id)["status"] == 1, message="the task held ahead")
+    counted = get(dashboard, "api/overview")["queues"]["counted"]
+    assert (counted["queued"], counted["running"]) == (0, 2)
+    app.control.revoke([result.id for result in busy], terminate=True)
+    assert ahead.get(timeout=T) == 2
+
+
 def test_the_task_list_filters_pages_and_searches(app, dashboard):
     sent = [tasks.echo.apply_async((f"listed {i}",), queue="celery") for i in range(3)]
     for result in sent:
