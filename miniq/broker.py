@@ -169,20 +169,13 @@ def path_from_url(url):
     return url[len(prefix):]
 
 
-def file_inode(path):
-    """The file's identity, None when it is gone: a change means deleted or replaced."""
+def _stat(path, field):
+    """A field of os.stat(path): st_ino, its identity (a change means deleted or replaced),
+    or st_size; None when the file is gone."""
     try:
-        return os.stat(path).st_ino
+        return getattr(os.stat(path), field)
     except OSError:
         return None
-
-
-def _size(path):
-    """The file's size in bytes, 0 when it is gone."""
-    try:
-        return os.stat(path).st_size
-    except OSError:
-        return 0
 
 
 def _save_deleted_wal(conn, path):
@@ -191,7 +184,7 @@ def _save_deleted_wal(conn, path):
     index, which would otherwise name them for a file no new connection can read. While
     another process does so, wait for it: reopening sooner would read that index."""
     give_up = time.monotonic() + LOCK_WAIT
-    while not _size(path + "-wal") and time.monotonic() < give_up:
+    while not _stat(path + "-wal", "st_size") and time.monotonic() < give_up:
         try:
             if not conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]:
                 return
@@ -210,7 +203,7 @@ def _claimed(db, update, seq, args):
 
 def _files_of(path):
     """The identities of the database and its WAL and shared-memory files."""
-    return tuple(file_inode(path + end) for end in ("", "-wal", "-shm"))
+    return tuple(_stat(path + end, "st_ino") for end in ("", "-wal", "-shm"))
 
 
 def printable(text):
@@ -350,7 +343,7 @@ class Broker:
         own, db = db is None, db or self.db
         try:
             _retrying(lambda: db.execute("BEGIN IMMEDIATE"))
-            if own and file_inode(self.path + "-wal") != self._local.files[1]:
+            if own and _stat(self.path + "-wal", "st_ino") != self._local.files[1]:
                 # the WAL was deleted by hand: frames written to the old one would be
                 # indexed for a file no new connection reads, and every read would fail
                 raise sqlite3.OperationalError("the database's WAL file was replaced")
