@@ -808,8 +808,10 @@ def _message(row):
 
 def _options(text):
     """Per-call options as the app writes them (limits, a chain of signatures), else None."""
+    if not text:  # most calls: nothing to check
+        return {}
     try:
-        options = loads(text) if text else {}
+        options = loads(text)
         steps = options.get("chain") or []
         shapes = [(steps, list), (options.get("soft_time_limit"), MAYBE_NUMBER),
                   (options.get("time_limit"), MAYBE_NUMBER)]
