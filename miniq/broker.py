@@ -99,6 +99,7 @@ CLAIM_COLUMNS = ("id, name, body, retries, attempts, options, chord, expires,"
                  " priority, revoked, queue, eta")
 CLAIM = ("UPDATE task SET status = 1, state = COALESCE(?, state), worker = ?, lease = ?,"
          " started = ?, attempts = attempts + 1 WHERE seq = ?")
+CLAIM_RETURNING = f"{CLAIM} RETURNING {CLAIM_COLUMNS}"  # built once: a row a statement
 FENCE = "WHERE id = ? AND worker = ? AND attempts = ? AND status = 1"  # this delivery only
 NOT_BEGUN = "(status <= 0 OR status = 1 AND started IS NULL)"  # queued, or reserved
 NUMBER = (int, float)
@@ -198,7 +199,7 @@ def _save_deleted_wal(conn, path):
 def _claimed(db, seq, args):
     """Claim the row of this seq (CLAIM's arguments before it); its CLAIM_COLUMNS."""
     if HAS_RETURNING:
-        return db.execute(f"{CLAIM} RETURNING {CLAIM_COLUMNS}", (*args, seq)).fetchone()
+        return db.execute(CLAIM_RETURNING, (*args, seq)).fetchone()
     db.execute(CLAIM, (*args, seq))  # SQLite before 3.35
     return db.execute(f"SELECT {CLAIM_COLUMNS} FROM task WHERE seq = ?", (seq,)).fetchone()
 
