@@ -97,6 +97,9 @@ INSERT = ("INSERT INTO task (id, name, queue, priority, body, options, eta, expi
 FOLLOW = INSERT.replace("INSERT", "INSERT OR IGNORE", 1)  # a workflow's step sent already stays
 CLAIM_COLUMNS = ("id, name, body, retries, attempts, options, chord, expires,"
                  " priority, revoked, queue, eta")
+CLAIM = ("UPDATE task SET status = 1, state = COALESCE(?, state), worker = ?, lease = ?,"
+         " started = ?, attempts = attempts + 1 WHERE seq = ?")
+CLAIM_RETURNING = f"{CLAIM} RETURNING {CLAIM_COLUMNS}"  # built once: a row a statement
 FENCE = "WHERE id = ? AND worker = ? AND attempts = ? AND status = 1"  # this delivery only
 NOT_BEGUN = "(status <= 0 OR status = 1 AND started IS NULL)"  # queued, or reserved
 NUMBER = (int, float)
@@ -193,11 +196,11 @@ def _save_deleted_wal(conn, path):
         time.sleep(0.005)
 
 
-def _claimed(db, update, seq, args):
-    """Claim the row of this seq with the UPDATE given; its CLAIM_COLUMNS."""
+def _claimed(db, seq, args):
+    """Claim the row of this seq (CLAIM's arguments before it); its CLAIM_COLUMNS."""
     if HAS_RETURNING:
-        return db.execute(f"{update}= ? RETURNING {CLAIM_COLUMNS}", (*args, seq)).fetchone()
-    db.execute(f"{update}= ?", (*args, seq))  # SQLite before 3.35
+        return db.execute(CLAIM_RETURNING, (*args, seq)).fetchone()
+    db.execute(CLAIM, (*args, seq))  # SQLite before 3.35
     return db.execute(f"SELECT {CLAIM_COLUMNS} FROM task WHERE seq = ?", (seq,)).fetchone()
 
 
@@ -493,8 +496,6 @@ class Broker:
                        " LIMIT ?)", (*queues, now, PROMOTE))
             pick = ("SELECT seq, priority FROM task INDEXED BY task_queued"
                     f" WHERE status = 0 AND queue IN ({marks}) ORDER BY priority DESC, seq LIMIT ?")
-            update = ("UPDATE task SET status = 1, state = COALESCE(?, state), worker = ?,"
-                      " lease = ?, started = ?, attempts = attempts + 1 WHERE seq ")
             picked = db.execute(pick, (*queues, n)).fetchall()
             picked.sort(key=lambda r: r[0])  # by seq; then by priority, whatever its type:
             picked.sort(key=lambda r: r[1] if isinstance(r[1], NUMBER) else 0, reverse=True)
@@ -504,7 +505,7 @@ class Broker:
                      (seqs[begin:], (None, worker, now + lease, None))]
             # a row a statement: an IN list costs a temporary table (0.1 ms), and old
             # SQLite refuses more than 999 values, fewer than a large reserve
-            return [_message(_claimed(db, update, seq, args)) for some, args in parts
+            return [_message(_claimed(db, seq, args)) for some, args in parts
                     for seq in some]
         return self._tx(run)
 
@@ -808,8 +809,10 @@ def _message(row):
 
 def _options(text):
     """Per-call options as the app writes them (limits, a chain of signatures), else None."""
+    if not text:  # most calls: nothing to check
+        return {}
     try:
-        options = loads(text) if text else {}
+        options = loads(text)
         steps = options.get("chain") or []
         shapes = [(steps, list), (options.get("soft_time_limit"), MAYBE_NUMBER),
                   (options.get("time_limit"), MAYBE_NUMBER)]

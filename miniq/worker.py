@@ -29,7 +29,7 @@ import uuid
 
 from . import result as results
 from .app import load_app
-from .broker import FINAL, Settle
+from .broker import FINAL, Message, Settle
 from .canvas import chord_error, next_steps
 from .exceptions import (ImproperlyConfigured, InvalidTaskError, MiniqError, TaskRevokedError,
                          TimeLimitExceeded, WorkerLostError)
@@ -67,7 +67,8 @@ def _step(fn):
 
 
 def _put(conn, item):
-    """Send over a pipe, pickled plainly: multiprocessing's pickler copies a table a call."""
+    """Send over a pipe, pickled plainly: multiprocessing's pickler copies a table a call.
+    Records cross as plain tuples: a named tuple pickles through a Python method."""
     conn.send_bytes(pickle.dumps(item, pickle.HIGHEST_PROTOCOL))
 
 
@@ -112,13 +113,13 @@ def _serve(app, conn, max_tasks, max_memory_kib, manager, hostname):
             return
         if job is None:
             return
-        message, soft_limit = job
+        message, soft_limit = Message._make(job[0]), job[1]
         outcome = execute(app, message, soft_limit, hostname=hostname)
         done += 1
         retire = ((max_tasks and done >= max_tasks)
                   or (max_memory_kib and _rss_kib() > max_memory_kib))
         try:
-            _put(conn, (outcome._replace(exc=None), retire))
+            _put(conn, (tuple(outcome._replace(exc=None)), retire))
         except OSError:
             return  # the manager died meanwhile; recovery will run the task again
         if retire:
@@ -183,6 +184,7 @@ class Worker:
         self.reserve = collections.deque()  # (Message, reserved): claimed, not yet begun
         self.begun = {}  # id → (attempts, unix time, write by): reserved tasks begun
         self.children = []
+        self.settings = {}  # (task name, option) → its value: see _setting
         self.poller, self.watched = select.poll(), {}  # fd → (what to read, its child)
         self.outcomes = []  # Settle records for the next transaction
         if beat:
@@ -450,7 +452,7 @@ class Worker:
         child.message, child.started = message, time.monotonic()
         child.deadline = child.started + hard if hard else None
         try:
-            _put(child.conn, (message, soft))
+            _put(child.conn, (tuple(message), soft))
         except OSError:  # it never got the task: a fresh child will
             child.killed_for = ("PENDING", None)
             self._kill(child)
@@ -462,9 +464,14 @@ class Worker:
         return None if value is None else float(value)
 
     def _setting(self, message, key):
-        """The task's own option if it has one, else app.conf's ``task_<key>``."""
-        value = getattr(self.app.tasks.get(message.name), key, None)
-        return self.conf[f"task_{key}"] if value is None else value
+        """The task's own option if it has one, else app.conf's ``task_<key>``: read
+        once a name, as the loop asks for each task several times."""
+        known = self.settings.get((message.name, key), self)
+        if known is self:
+            known = getattr(self.app.tasks.get(message.name), key, None)
+            known = self.conf[f"task_{key}"] if known is None else known
+            self.settings[message.name, key] = known
+        return known
 
     def _collect(self, timeout, idle):
         """Wait for outcomes, deaths, hints and signals. A hint (or a quiet poll) only
@@ -504,7 +511,7 @@ class Worker:
             outcome, retire = _get(child.conn)
         except (EOFError, OSError):
             return False  # it died: its sentinel will say so
-        self._finish(child, outcome)
+        self._finish(child, Outcome._make(outcome))
         self.idle_deaths = 0
         if retire:
             child.retiring = True
