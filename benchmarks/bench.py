@@ -16,6 +16,8 @@ its time budget is {"error": ..., plus the figures measured before}. The figures
     batch_enqueue_per_s  n tasks in one call: group(...).apply_async() (Huey: task.map)
     enqueue_per_s        n delay() calls from one producer, no worker running yet
     drain_per_s          those n no-op tasks, from the worker's start to the last result read
+    drain_cpu_us_a_task  the CPU that drain took a task: the worker's main process, its
+                         other processes, and the reading process (Linux only)
     rtt_p50/95/99_ms     delay(x).get(), one at a time, against the warm idle worker
     producers_4_s        4 producer processes send per_producer tasks each at once, one
                          by one, and read every result: seconds until the last is read
@@ -56,6 +58,8 @@ import sys
 import tempfile
 import time
 from datetime import datetime, timezone
+
+import ceiling  # this folder's: the bare pipeline, and how a drain's CPU is counted
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(1, ROOT)  # this checkout's miniq, installed or not
@@ -258,9 +262,11 @@ def measure(system: System, size: dict, out: dict) -> None:
     out["enqueue_per_s"] = rate(n, started)
 
     started = time.perf_counter()  # drain: from the worker's start to the last result read
+    reader = os.times()
     system.start()
     system.wait_all(queued)
     out["drain_per_s"], out["drain_tasks"] = rate(n, started), n
+    out["drain_cpu_us_a_task"] = ceiling.cpu_a_task(system.worker.pid, reader, n)
     if size.get("drain_only"):
         return
 
@@ -425,8 +431,6 @@ def huey_section(size: dict) -> dict:
 
 def ceiling_section(size: dict, miniq_figures: dict) -> dict:
     """The bare pipeline's figures (ceiling.py), and miniq's as a fraction of them."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import ceiling
     out = ceiling.measure(size["n"], 2, size["trips"])
     if "drain_per_s" in miniq_figures and "rtt_p50_ms" in miniq_figures:
         out["miniq_rtt_p50_fraction"] = round(out["rtt_p50_ms"] / miniq_figures["rtt_p50_ms"], 2)

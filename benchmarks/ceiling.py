@@ -13,6 +13,7 @@ reports miniq's drain and round trip as a fraction of it, from the same run.
     drain_per_s   n no-op tasks queued one by one, from the start of the manager's
                   command (a fresh interpreter, as a worker's) until every result is
                   read, one after the other
+    drain_cpu_us_a_task  the CPU that drain took a task: manager, children, reader
     rtt_p50/95/99_ms  insert one task, poll until its result is stored, one at a time
 """
 import json
@@ -114,6 +115,27 @@ def result_of(db, task_id, timeout=10):
     raise TimeoutError(f"task {task_id} not done in {timeout}s")
 
 
+def cpu_a_task(pgid, reader_since, n):
+    """CPU µs a task (Linux; None elsewhere): the process group's leader (the manager),
+    its other processes (the children), and this process (the reader) since os.times()
+    was reader_since. Live processes only, in 10 ms ticks."""
+    if not os.path.isdir("/proc"):
+        return None
+    spent = {"manager": 0.0, "children": 0.0}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        if int(fields[2]) == pgid:
+            role = "manager" if int(pid) == pgid else "children"
+            spent[role] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    now = os.times()
+    spent["reader"] = now.user + now.system - reader_since.user - reader_since.system
+    return {role: round(seconds / n * 1e6) for role, seconds in spent.items()}
+
+
 def measure(n=10000, n_children=2, trips=300):
     folder = tempfile.mkdtemp(prefix="miniq-ceiling-")
     path = os.path.join(folder, "ceiling.db")
@@ -121,14 +143,15 @@ def measure(n=10000, n_children=2, trips=300):
     db.executescript(SCHEMA)
     ids = [db.execute("INSERT INTO q (body) VALUES (?)", (json.dumps([i]),)).lastrowid
            for i in range(n)]  # one by one, each its own commit, as delay() sends them
-    started = time.perf_counter()
+    started, reader = time.perf_counter(), os.times()
     proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve", path,
                              str(n_children)], start_new_session=True)
     try:
         deadline = time.monotonic() + 600
         for task_id in ids:  # every result, in order, as bench.py reads each system's
             result_of(db, task_id, timeout=deadline - time.monotonic())
-        out = {"drain_per_s": round(n / (time.perf_counter() - started)), "drain_tasks": n}
+        out = {"drain_per_s": round(n / (time.perf_counter() - started)), "drain_tasks": n,
+               "drain_cpu_us_a_task": cpu_a_task(proc.pid, reader, n)}
         latencies = []
         for i in range(20 + trips):  # 20 to warm up, not counted
             t = time.perf_counter()

@@ -3,7 +3,6 @@ Celery's reserves messages. A reserved task is PENDING, listed by inspect().rese
 ends REVOKED at once when revoked, and goes back without a delivery at shutdown."""
 import os
 import signal
-import sqlite3
 
 import pytest
 
@@ -54,7 +53,8 @@ def test_reserved_tasks_wait_pending_and_a_revoke_ends_them_at_once(start_worker
     assert _row(app, quick[1])["started"] is not None  # written when it began
 
 
-def test_terminate_stops_a_reserved_task_revoked_as_it_begins(start_worker, app, tmp_path):
+def test_terminate_stops_a_reserved_task_revoked_as_it_begins(start_worker, app, tmp_path,
+                                                              monkeypatch):
     """The revoke can land after a reserved task began and before its start is written
     (the write waits for another writer): its row ends REVOKED at once, and the signal
     must still reach the child, as Celery terminates a task revoked as it is accepted."""
@@ -62,13 +62,20 @@ def test_terminate_stops_a_reserved_task_revoked_as_it_begins(start_worker, app,
     _hold_one_child(start_worker, app, gate)
     late = tasks.wait_for_gate.delay(str(never), "late", 60)
     wait_for(lambda: _reserved(app) == [late.id], message="a reserve")
-    other = sqlite3.connect(app.broker.path, isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")  # the worker's next write waits
-    gate.touch()
-    wait_for(lambda: os.path.exists(f"{never}.running.late"), message="the task to begin")
-    other.execute("COMMIT")
-    other.close()
-    late.revoke(terminate=True)  # most often before the waiting write: SQLite backs off
+    real_tx = app.broker._tx
+
+    def revoke_once_it_began(run, db=None):
+        """The revoke's own transaction frees the child and holds the file until the task
+        began: the worker's write of its start waits for the revoke, every time."""
+        def then_revoke(tx):
+            gate.touch()
+            wait_for(lambda: os.path.exists(f"{never}.running.late"), message="the task to begin")
+            return run(tx)
+        return real_tx(then_revoke, db)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(app.broker, "_tx", revoke_once_it_began)
+        late.revoke(terminate=True)
     assert late.state == "REVOKED"
     assert tasks.echo.delay(1).get(timeout=20) == 1  # its one child is free again
 
