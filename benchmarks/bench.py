@@ -168,16 +168,7 @@ def group_cpu_seconds(pgid: int) -> float:
                                text=True, check=True).stdout.splitlines()
         return sum(ps_seconds(t) for g, t in (ln.split() for ln in lines if ln.strip())
                    if int(g) == pgid)
-    total, tick = 0.0, os.sysconf("SC_CLK_TCK")
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # exited meanwhile
-        if int(fields[2]) == pgid:
-            total += (int(fields[11]) + int(fields[12])) / tick
-    return total
+    return sum(ceiling.group_cpu(pgid).values())
 
 
 def rss_kib(pid: int) -> int:

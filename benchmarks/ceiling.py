@@ -115,13 +115,9 @@ def result_of(db, task_id, timeout=10):
     raise TimeoutError(f"task {task_id} not done in {timeout}s")
 
 
-def cpu_a_task(pgid, reader_since, n):
-    """CPU µs a task (Linux; None elsewhere): the process group's leader (the manager),
-    its other processes (the children), and this process (the reader) since os.times()
-    was reader_since. Live processes only, in 10 ms ticks."""
-    if not os.path.isdir("/proc"):
-        return None
-    spent = {"manager": 0.0, "children": 0.0}
+def group_cpu(pgid):
+    """{pid: user + system CPU seconds} of each live process in a process group (Linux)."""
+    spent, tick = {}, os.sysconf("SC_CLK_TCK")
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/stat") as f:
@@ -129,11 +125,21 @@ def cpu_a_task(pgid, reader_since, n):
         except OSError:
             continue  # exited meanwhile
         if int(fields[2]) == pgid:
-            role = "manager" if int(pid) == pgid else "children"
-            spent[role] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            spent[int(pid)] = (int(fields[11]) + int(fields[12])) / tick
+    return spent
+
+
+def cpu_a_task(pgid, reader_since, n):
+    """CPU µs a task (Linux; None elsewhere): the process group's leader (the manager),
+    its other processes (the children), and this process (the reader) since os.times()
+    was reader_since. Live processes only, in 10 ms ticks."""
+    if not os.path.isdir("/proc"):
+        return None
+    spent = group_cpu(pgid)
     now = os.times()
-    spent["reader"] = now.user + now.system - reader_since.user - reader_since.system
-    return {role: round(seconds / n * 1e6) for role, seconds in spent.items()}
+    roles = {"manager": spent.pop(pgid, 0.0), "children": sum(spent.values()),
+             "reader": now.user + now.system - reader_since.user - reader_since.system}
+    return {role: round(seconds / n * 1e6) for role, seconds in roles.items()}
 
 
 def measure(n=10000, n_children=2, trips=300):
