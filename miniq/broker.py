@@ -103,6 +103,7 @@ CLAIM_RETURNING = f"{CLAIM} RETURNING {CLAIM_COLUMNS}"  # built once: a row a st
 FENCE = "WHERE id = ? AND worker = ? AND attempts = ? AND status = 1"  # this delivery only
 NOT_BEGUN = "(status <= 0 OR status = 1 AND started IS NULL)"  # queued, or reserved
 NUMBER = (int, float)
+REFUSED = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError, OverflowError)
 MAYBE_NUMBER = (int, float, type(None))
 QUEUE_COUNTS = (  # a partial index each: no table scan
     "SELECT queue, 'scheduled', COUNT(*) FROM task WHERE status = -2 GROUP BY queue"
@@ -197,11 +198,23 @@ def _save_deleted_wal(conn, path):
 
 
 def _claimed(db, seq, args):
-    """Claim the row of this seq (CLAIM's arguments before it); its CLAIM_COLUMNS."""
-    if HAS_RETURNING:
-        return db.execute(CLAIM_RETURNING, (*args, seq)).fetchone()
-    db.execute(CLAIM, (*args, seq))  # SQLite before 3.35
-    return db.execute(f"SELECT {CLAIM_COLUMNS} FROM task WHERE seq = ?", (seq,)).fetchone()
+    """Claim the row of this seq (CLAIM's arguments before it): its Message. Text that is
+    not UTF-8 cannot be read as it is: the row is claimed still, to fail with that fault."""
+    read = f"SELECT {CLAIM_COLUMNS} FROM task WHERE seq = ?"
+    try:
+        if HAS_RETURNING:
+            return _message(db.execute(CLAIM_RETURNING, (*args, seq)).fetchone())
+        db.execute(CLAIM, (*args, seq))  # SQLite before 3.35
+        return _message(db.execute(read, (seq,)).fetchone())
+    except sqlite3.OperationalError as exc:
+        if "decode" not in str(exc):
+            raise
+    db.text_factory = lambda raw: raw.decode("utf-8", "replace")
+    try:
+        row = db.execute(read, (seq,)).fetchone()
+    finally:
+        db.text_factory = str
+    return _message(row)._replace(options={}, fault="text that is not UTF-8")
 
 
 def _files_of(path):
@@ -243,10 +256,12 @@ def _translated(method):
     def call(self, *args, **kwargs):
         try:
             return method(self, *args, **kwargs)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OverflowError) as exc:
             if self._replaced():  # the file went under this connection: once more, anew
                 return call(self, *args, **kwargs)
-            raise OperationalError(f"database {self.path}: {exc}") from exc
+            error = OperationalError(f"database {self.path}: {exc}")
+            error.refused = isinstance(exc, REFUSED)  # a value it will not store, not the file
+            raise error from exc
     return call
 
 
@@ -505,7 +520,7 @@ class Broker:
                      (seqs[begin:], (None, worker, now + lease, None))]
             # a row a statement: an IN list costs a temporary table (0.1 ms), and old
             # SQLite refuses more than 999 values, fewer than a large reserve
-            return [_message(_claimed(db, seq, args)) for some, args in parts
+            return [_claimed(db, seq, args) for some, args in parts
                     for seq in some]
         return self._tx(run)
 
@@ -572,7 +587,7 @@ class Broker:
     def workers(self):
         """The registered workers as WorkerRow records, oldest first."""
         rows = self._rows(f"SELECT {', '.join(WorkerRow._fields)} FROM worker ORDER BY started")
-        return [WorkerRow(*row) for row in rows]
+        return [_worker(WorkerRow(*row)) for row in rows]
 
     @_translated
     def recover(self, dead, max_deliveries, lost_result):
@@ -716,8 +731,8 @@ def _settle(db, worker, outcomes, now):
                 db.executemany(FOLLOW, follow)
             if failed:
                 db.executemany(
-                    "INSERT INTO task (id, name, queue, body, status, state, result, traceback,"
-                    " created, finished) VALUES (?, ?, '', '[]', 2, ?, ?, ?, ?, ?)",
+                    "INSERT OR IGNORE INTO task (id, name, queue, body, status, state, result,"
+                    " traceback, created, finished) VALUES (?, ?, '', '[]', 2, ?, ?, ?, ?, ?)",
                     [(i, name, state, result, tb, now, now) for i, name in failed])
             if chord:
                 _release_chord(db, chord)
@@ -792,6 +807,14 @@ def _create_schema(db, path):
     db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
 
 
+def _worker(row):
+    """A worker's row, where another program wrote a pid or time of the wrong kind, with
+    one that reads as dead: pid 0, time 0."""
+    pid = row.pid if isinstance(row.pid, int) and 0 < row.pid < 2 ** 31 else 0
+    started, heartbeat = (t if isinstance(t, NUMBER) else 0.0 for t in row[5:7])
+    return row._replace(pid=pid, started=started, heartbeat=heartbeat)
+
+
 def _message(row):
     """A claimed row as a Message, with ``fault`` naming its malformed columns if any."""
     *head, text, chord, expires, priority, revoked, queue, eta = row
@@ -815,9 +838,10 @@ def _options(text):
         options = loads(text)
         steps = options.get("chain") or []
         shapes = [(steps, list), (options.get("soft_time_limit"), MAYBE_NUMBER),
-                  (options.get("time_limit"), MAYBE_NUMBER)]
+                  (options.get("time_limit"), MAYBE_NUMBER),
+                  (options.get("headers"), (dict, type(None)))]
         shapes += [(step.get(key), kind) for step in steps for key, kind in STEP.items()]
-    except (ValueError, TypeError, AttributeError):
+    except (ValueError, TypeError, AttributeError, RecursionError):
         return None
     return options if all(isinstance(v, kind) for v, kind in shapes) else None
 

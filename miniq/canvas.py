@@ -16,7 +16,7 @@ import inspect
 from typing import Any, Sequence
 
 from .exceptions import ChordError
-from .result import AsyncResult, GroupResult, exception_from_json, new_id
+from .result import AsyncResult, GroupResult, exception_from_json, exception_text, new_id
 from .utils.json import loads
 
 ACCUMULATE = "celery.accumulate"  # passes its input on: a chord's callback before a group
@@ -640,8 +640,8 @@ def chord_error(message: Any) -> BaseException:
     replaced task, else Celery's ChordError naming the member."""
     try:
         failed = message.options["chord_error"]
-        error = exception_from_json(failed["error"])
-        replaced = loads(message.body)[1].get("replaced")
+        if loads(message.body)[1].get("replaced"):
+            return exception_from_json(failed["error"])
+        return ChordError(f"Dependency {failed['id']} raised {exception_text(failed['error'])}")
     except (ValueError, TypeError, AttributeError, KeyError, IndexError):
         return ChordError(f"a member of chord {message.id} failed; its error is unreadable")
-    return error if replaced else ChordError(f"Dependency {failed['id']} raised {error!r}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import math
 import random
 import signal
 import sys
@@ -301,6 +302,8 @@ class Task:
                 f"Can't retry {self.name}[{request.id}] args:{request.args} kwargs:{request.kwargs}")
         delay = self.default_retry_delay if countdown is None else countdown
         when = to_timestamp(eta) if eta is not None else time.time() + delay
+        if not math.isfinite(when):  # as a call's own: else no row could store it
+            raise ValueError(f"{self.name}: a retry's countdown and eta must be finite times")
         seconds = round(max(0.0, when - time.time()), 3)
         retry = Retry(exc=exc, when=seconds)
         retry.eta, retry.body = when, None

@@ -534,3 +534,36 @@ def wait_file(path, timeout=30.0):
     while not os.path.exists(path) and time.monotonic() < deadline:
         time.sleep(0.01)
     return os.path.exists(path)
+
+
+class ReprBomb(Exception):
+    """An exception whose repr recurses without end, and whose class the manager must not run."""
+
+    def __repr__(self):
+        return repr(self)
+
+
+@app.task
+def raise_repr_bomb():
+    raise ReprBomb("bomb")
+
+
+@app.task(bind=True)
+def retry_nan(self):
+    raise self.retry(countdown=float("nan"))
+
+
+@app.task
+def fork_and_return():
+    """Return in this child and in a process forked from it: only this child may answer."""
+    return "forked" if os.fork() == 0 else "parent"
+
+
+@app.task
+def leave_alarm(block=False):
+    """Leave SIGALRM behind for the next task: an armed timer, or the signal blocked."""
+    if block:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+    else:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+    return "left"
