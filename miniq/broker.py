@@ -101,7 +101,7 @@ CLAIM = ("UPDATE task SET status = 1, state = COALESCE(?, state), worker = ?, le
          " started = ?, attempts = attempts + 1 WHERE seq = ?")
 CLAIM_RETURNING = f"{CLAIM} RETURNING {CLAIM_COLUMNS}"  # built once: a row a statement
 FENCE = "WHERE id = ? AND worker = ? AND attempts = ? AND status = 1"  # this delivery only
-NOT_BEGUN = "(status <= 0 OR status = 1 AND started IS NULL)"  # queued, or reserved
+NOT_BEGUN = "(status <= 0 OR status = 3 OR status = 1 AND started IS NULL)"  # or reserved
 NUMBER = (int, float)
 REFUSED = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError, OverflowError)
 MAYBE_NUMBER = (int, float, type(None))
@@ -396,10 +396,12 @@ class Broker:
     def enqueue(self, rows):
         """Insert messages, all or none: (id, name, queue, priority, body, options, eta,
         expires, created, chord, status)."""
-        if len(rows) == 1:  # a lone INSERT is its own atomic write transaction
-            _retrying(lambda: self.db.execute(INSERT, rows[0]))
-        else:
-            self._tx(lambda db: db.executemany(INSERT, rows))
+        try:
+            if len(rows) == 1:  # a lone INSERT is its own atomic write transaction
+                return _retrying(lambda: self.db.execute(INSERT, rows[0]))
+            return self._tx(lambda db: db.executemany(INSERT, rows))
+        except sqlite3.IntegrityError:  # an id sent before, most likely: one row at a time
+            self._tx(lambda db: [_send_again(db, row) for row in rows])
 
     @_translated
     def state(self, task_id):
@@ -462,6 +464,11 @@ class Broker:
                     (now, REVOKED_RESULT, mark, task_id))
                 if queued and queued[0]:  # a chord member: its callback fails now, not never
                     _release_chord(db, queued[0])
+                # not sent yet (a chain's later step, or by a caller still to come): as
+                # Celery's workers remember a revoked id, so does this row
+                db.execute("INSERT OR IGNORE INTO task (id, name, queue, body, status, state,"
+                           " result, created, finished) VALUES (?, '', '', '[]', 2, 'REVOKED',"
+                           " ?, ?, ?)", (task_id, REVOKED_RESULT, now, now))
                 db.execute("UPDATE task SET revoked = MAX(COALESCE(revoked, 0), ?)"
                            " WHERE id = ? AND status = 1", (mark, task_id))
         self._tx(run)
@@ -699,6 +706,17 @@ class Broker:
         return self._write("DELETE FROM task WHERE seq IN (SELECT seq FROM task INDEXED BY"
                            " task_done WHERE status = 2 AND finished < ? LIMIT ?)",
                            (before, SWEEP)) == SWEEP
+
+
+def _send_again(db, row):
+    """Insert a message whose id may be taken, as Celery's workers take a reused id: a
+    finished task runs again, a revoked one stays revoked; one not finished refuses it."""
+    db.execute("DELETE FROM task WHERE id = ? AND status = 2 AND state != 'REVOKED'", row[:1])
+    taken = db.execute("SELECT state FROM task WHERE id = ?", row[:1]).fetchone()
+    if taken is None:
+        db.execute(INSERT, row)
+    elif taken[0] != "REVOKED":
+        raise sqlite3.IntegrityError(f"task id {row[0]} is taken by a task not finished yet")
 
 
 def _settle(db, worker, outcomes, now):

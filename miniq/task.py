@@ -291,8 +291,13 @@ class Task:
               eta: Any = None,
               countdown: float | None = None,
               max_retries: int | None = None,
-              **_options: Any) -> Retry:
-        """Ask for another run later; raises Retry (or exc / MaxRetriesExceededError when out)."""
+              **options: Any) -> Retry:
+        """Ask for another run later; raises Retry (or exc / MaxRetriesExceededError when out).
+        With throw=False it returns the Retry, and the run, once it returns, is retried
+        (Celery stores what it returned first; here the retry's outcome is the only one)."""
+        if options:  # Celery sends the retry with them; here it stays the same row
+            raise TypeError(f"{self.name}: miniq's retry() keeps the task's queue and options,"
+                            f" it takes no {', '.join(sorted(options))}")
         request = self.request
         limit = self.max_retries if max_retries is None else max_retries
         if request.called_directly:
@@ -313,6 +318,8 @@ class Task:
                                      request.kwargs if kwargs is None else kwargs)
         if throw:
             raise retry
+        if not request.is_eager:  # as Celery's: an eager run is not retried so
+            request.retry_after_return = retry
         return retry
 
     def update_state(self,
@@ -356,7 +363,7 @@ def _call(task, args, kwargs, soft_limit):
     except task.autoretry_for as exc:
         options = dict(task.retry_kwargs)
         if task.retry_backoff:  # Celery's: factor * 2**retries, capped, maybe full jitter
-            countdown = int(task.retry_backoff) * 2 ** task.request.retries
+            countdown = int(max(1.0, task.retry_backoff)) * 2 ** task.request.retries
             countdown = min(task.retry_backoff_max, countdown)
             if task.retry_jitter:
                 countdown = random.randrange(int(countdown) + 1)
@@ -445,7 +452,10 @@ def _run(task, task_id, args, kwargs, soft_limit):
     """(Outcome, value) of calling the task, before_start first; None for a success."""
     try:
         task.before_start(task_id, args, kwargs)
-        return None, _call(task, args, kwargs, soft_limit)
+        value = _call(task, args, kwargs, soft_limit)
+        if task.request.get("retry_after_return"):  # retry(throw=False) was called
+            raise task.request.retry_after_return
+        return None, value
     except Retry as retry:
         if not hasattr(retry, "eta"):  # raised by hand: only Task.retry() says when
             error = RuntimeError("a bare Retry says neither when nor how often: raise self.retry()")

@@ -567,3 +567,26 @@ def leave_alarm(block=False):
     else:
         signal.setitimer(signal.ITIMER_REAL, 0.3)
     return "left"
+
+
+@app.task(autoretry_for=(ValueError,), max_retries=1, retry_backoff=0.5, retry_jitter=False)
+def autoretry_backoff_half(path):
+    """As Celery's, a backoff factor under 1 counts as 1: the retry waits 1 s."""
+    with open(path, "a") as f:
+        f.write(f"{time.time()}\n")
+    raise ValueError("still failing")
+
+
+@app.task(bind=True, max_retries=1)
+def retry_unthrown(self, path):
+    """retry(throw=False), then return: the run is retried all the same, as Celery's."""
+    with open(path, "a") as f:
+        f.write(f"{self.request.retries}\n")
+    if not self.request.retries:
+        self.retry(countdown=0.05, throw=False)
+    return f"run {self.request.retries}"
+
+
+@app.task(bind=True)
+def retry_elsewhere(self):
+    raise self.retry(queue="elsewhere")
