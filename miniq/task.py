@@ -74,6 +74,12 @@ def lineage():
     return {"parent_id": parent.id, "root_id": parent.root_id} if parent else {}
 
 
+def running_priority():
+    """The priority of the task running here, if any: task_inherit_parent_priority."""
+    parent = _running.request
+    return parent and (parent.delivery_info or {}).get("priority")
+
+
 _signature = functools.cache(inspect.signature)  # apply_async checks calls against it
 def encode_args(name, args, kwargs):
     """JSON of the call's arguments; what JSON cannot carry fails here, at the call."""

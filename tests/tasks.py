@@ -590,3 +590,9 @@ def retry_unthrown(self, path):
 @app.task(bind=True)
 def retry_elsewhere(self):
     raise self.retry(queue="elsewhere")
+
+
+@app.task
+def send_child(value):
+    """Send add(value, value) from inside a task; its id."""
+    return add.delay(value, value).id
