@@ -244,6 +244,8 @@ class Miniq:
                     soft_time_limit=soft if soft_limit is None else soft_limit,
                     time_limit=hard if hard_limit is None else hard_limit,
                     headers=kept["headers"])
+        if kept["link"] or kept["link_error"]:
+            _check_links(name, kept["link"], kept["link_error"])
         body = encode_args(name, args, kwargs)
         now = time.time()
         due = now + countdown if countdown else (to_timestamp(eta) if eta is not None else 0.0)
@@ -324,6 +326,15 @@ def _options(values):
     columns (per-call limits, a workflow, where it comes from), or None, as for most calls."""
     kept = {k: v for k, v in values.items() if v is not None and v is not False and v != []}
     return dumps(kept) if kept else None
+
+
+def _check_links(name, *links):
+    """Callbacks are signatures (or lists of them), refused at the call otherwise: a
+    worker could not send them, and the task would end with its callback lost."""
+    for link in links:
+        for sig in link if isinstance(link, (list, tuple)) else [link] if link else []:
+            if not (isinstance(sig, dict) and isinstance(sig.get("task"), str)):
+                raise TypeError(f"{name}: link and link_error take signatures, not {sig!r}")
 
 
 def _route(routes, name):

@@ -479,10 +479,11 @@ class chord(Signature):
         self.freeze()
         body = self.body
         steps = body.tasks if isinstance(body, chain) else [body]
-        wait = {"waiting": True, "header": _shape(self._header_result)}
+        options = _call_options(self, options)  # as Celery's: the callback's too
+        wait = {**options, "waiting": True, "header": _shape(self._header_result)}
         callback = steps[0]._rows(app, (), None, wait, [*steps[1:], *follow])
         args = args if self.immutable else (*args, *self.args)
-        return callback + self.header._rows(app, args, kwargs, _call_options(self, options))
+        return callback + self.header._rows(app, args, kwargs, options)
 
     def __repr__(self) -> str:
         if self.body is None:
@@ -607,12 +608,12 @@ def _leaves(step: dict) -> list:
 def _errback(app, message: Any, errback: dict, error: str | None, traceback: str | None):
     """The rows of one errback. As Celery: one whose function takes more than one
     argument gets (request, exc, traceback) (sent as data, rebuilt by the worker);
-    else the failed task's id."""
+    else the failed task's id. An immutable one gets neither: its own arguments only."""
     errback = maybe_signature(errback, app)
     task = app.tasks.get(errback.task)
     fun = getattr(task, "__wrapped__", None)
     spec = fun and inspect.getfullargspec(fun)
-    if fun is None or task.bind or not (spec.varargs or len(spec.args) > 1):
+    if fun is None or task.bind or errback.immutable or not (spec.varargs or len(spec.args) > 1):
         return errback._rows(app, (message.id,))
     args, kwargs = loads(message.body)
     request = {"id": message.id, "task": message.name, "args": args, "kwargs": kwargs,

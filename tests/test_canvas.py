@@ -316,6 +316,14 @@ def test_revoking_a_queued_member_fails_the_chord_callback(app, start_worker):
         app.AsyncResult(result.id).get(timeout=30)
 
 
+def test_a_chords_call_options_reach_its_callback_as_in_celery(app):
+    result = chord([tasks.add.s(1, 1), tasks.add.s(2, 2)], tasks.tsum.s()).apply_async(
+        queue="elsewhere", priority=7)
+    rows = app.broker.db.execute("SELECT queue, priority FROM task").fetchall()
+    assert rows == [("elsewhere", 7)] * 3
+    assert row(app, result.id)[:2] == (3, "PENDING")  # the callback, waiting
+
+
 def test_an_immutable_chord_callback_gets_no_results(app, start_worker, tmp_path):
     start_worker("-c", "2")
     marker = str(tmp_path / "callback-ran")

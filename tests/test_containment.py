@@ -165,3 +165,12 @@ def test_a_forged_worker_row_is_taken_for_dead_and_signals_nothing(
     assert shut.stdout.count("celery@") == 1  # the real worker's reply only
     worker.proc.wait(15)  # it was told to shut down, and did
     assert worker.proc.returncode == 0, tail(worker)
+
+
+@pytest.mark.parametrize("link", [5, "tests.tasks.add", [5], [{"args": []}]],
+                         ids=["int", "name", "list-of-int", "dict-without-task"])
+@pytest.mark.parametrize("key", ["link", "link_error"])
+def test_a_callback_that_is_no_signature_is_refused_at_the_call(app, key, link):
+    with pytest.raises(TypeError, match="take signatures"):
+        tasks.add.apply_async((1, 1), **{key: link})
+    assert app.broker.db.execute("SELECT COUNT(*) FROM task").fetchone() == (0,)
