@@ -231,12 +231,17 @@ class Task:
               args: Any = None,
               kwargs: Any = None,
               task_id: str | None = None,
+              retries: int | None = None,
+              throw: bool | None = None,
+              headers: dict | None = None,
               **_options: Any) -> EagerResult:
-        """Run now in this process, retries included, and return an EagerResult."""
+        """Run now in this process, retries included, and return an EagerResult; throw
+        (task_eager_propagates by default) raises a failure instead."""
         if _options.keys() & {"link", "link_error"}:  # refused, not dropped
             raise TypeError(f"{self.name}: link and link_error run only with a worker, not eagerly")
         body = encode_args(self.name, args, kwargs)
-        message = Message(task_id or new_id(), self.name, body, options=lineage())
+        message = Message(task_id or new_id(), self.name, body, retries or 0,
+                          options={**lineage(), "headers": headers})
         outcome = execute(self.app, message, eager=True)
         while outcome.state == "RETRY":
             message = message._replace(retries=message.retries + 1,
@@ -244,7 +249,8 @@ class Task:
             outcome = execute(self.app, message, eager=True)
         if outcome.state == "SUCCESS":  # eager: a success always keeps its result
             return EagerResult(message.id, "SUCCESS", loads(outcome.result), app=self.app)
-        if self.app.conf.task_eager_propagates and outcome.state == "FAILURE":
+        throw = self.app.conf.task_eager_propagates if throw is None else throw
+        if throw and outcome.state == "FAILURE":
             raise outcome.exc
         state = "REJECTED" if outcome.state == "PENDING" else outcome.state
         return EagerResult(message.id, state, outcome.exc, outcome.traceback, self.app)

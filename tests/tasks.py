@@ -596,3 +596,8 @@ def retry_elsewhere(self):
 def send_child(value):
     """Send add(value, value) from inside a task; its id."""
     return add.delay(value, value).id
+
+
+@app.task(bind=True)
+def request_fields(self):
+    return {"retries": self.request.retries, "headers": self.request.headers}
