@@ -89,8 +89,10 @@ class Signature(dict):
         return self.app.tasks[self.task]
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """Run the task here and now, as a function call, with these arguments first."""
-        return self.type(*args, *self.args, **{**self.kwargs, **kwargs})
+        """Run the task here and now, as a function call, with these arguments first
+        (none for an immutable one, as Celery's)."""
+        sig = self.clone(args, kwargs)
+        return self.type(*sig.args, **sig.kwargs)
 
     def delay(self, *args: Any, **kwargs: Any):
         """``apply_async`` with the arguments spread out, as in Celery."""
@@ -307,14 +309,18 @@ class chain(_Workflow):
 
     def freeze(self, _id=None, group_id=None, chord=None, root_id=None, parent_id=None,
                group_index=None):
-        """Freeze every step: the last takes the id and group; each result's ``parent``
-        is the step before. Returns the last step's result."""
+        """Freeze every step: the last takes the id and group; each step's first result
+        (a chord's header, a nested chain's first step) has the step before as its
+        ``parent``. Returns the last step's result."""
         result, steps = None, self.tasks
         for i, step in enumerate(steps):
             last = i == len(steps) - 1
             parent, result = result, step.freeze(_id if last else None, group_id if last else None,
                                                  chord, root_id)
-            result.parent = parent
+            first = result
+            while getattr(first, "parent", None) is not None:
+                first = first.parent
+            first.parent = parent
         return result
 
     def _rows(self, app, args=(), kwargs=None, options=None, follow=()):

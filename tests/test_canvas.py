@@ -400,3 +400,17 @@ def test_chunks_keep_their_ids_wherever_they_travel(app, start_worker):
     assert steps().get(timeout=30) == [[2, 4], [6]]
     nested = chain(tasks.echo.si(0), group(tasks.add.chunks([(1, 1)], 1), tasks.echo.si(5)))
     assert nested().get(timeout=30) == [[[2]], 5]
+
+
+def test_calling_a_signature_runs_it_here_an_immutable_one_with_its_own_arguments_only():
+    assert tasks.add.s(1)(2) == 3
+    assert tasks.add.si(1, 2)(3) == 3  # as Celery's: the 3 is not passed on
+    assert tasks.tsum.s(extra=1)([1, 2]) == 4
+
+
+def test_a_chain_through_a_group_keeps_the_group_as_the_next_steps_parent(app, start_worker):
+    start_worker("-c", "2")
+    result = (tasks.add.s(1, 1) | group(tasks.add.s(1), tasks.add.s(2)) | tasks.tsum.s()).delay()
+    assert result.get(timeout=30) == 7
+    assert isinstance(result.parent, GroupResult)  # as Celery's
+    assert result.parent.get(timeout=30) == [3, 4] and result.parent.parent.get(timeout=30) == 2
