@@ -40,6 +40,7 @@ class Outcome(NamedTuple):
     body: str | None = None           # RETRY with new arguments
     exc: BaseException | None = None  # in-process only; never crosses a pipe
     expected: bool = False            # FAILURE: one of the task's ``throws``
+    flows: dict | None = None         # chain, link, link_error as the run left them, if changed
 
 
 class Context(SimpleNamespace):
@@ -48,6 +49,7 @@ class Context(SimpleNamespace):
 
     id = task = hostname = root_id = parent_id = group = eta = expires = origin = None
     kwargs = delivery_info = headers = timelimit = time_limit = soft_time_limit = None
+    chain = callbacks = errbacks = None
     args, retries, attempts, is_eager, called_directly = (), 0, 1, False, True
 
     def get(self, key, default=None):
@@ -402,12 +404,15 @@ def execute(app, message, soft_limit=None, eager=False, hostname=None):
     except Exception as exc:
         return _failed(exc)
     request = _request(task, message, args, kwargs, eager, hostname)
+    given = _flows(request)
     parent, _running.request = _running.request, request
     task.push_request(request)
     try:
         emit("_task_started", task, request)
         outcome, value = _run(task, message.id, args, kwargs, soft_limit)
         outcome = outcome or _kept(message, value, eager)
+        if _flows(request) != given:  # self.request.chain = None, say
+            outcome = _with_flows(outcome, request)
         if outcome.state not in UNHOOKED:
             _hooks(task, outcome, value, request)
         else:  # as Celery: no hook, but task_postrun
@@ -417,6 +422,21 @@ def execute(app, message, soft_limit=None, eager=False, hostname=None):
     finally:
         task.pop_request()
         _running.request = parent
+
+
+def _flows(request):
+    """The workflow a request names, as message options: Celery's request keeps its
+    chain last step first, and a task may change it (to None, to stop there)."""
+    chain = request.chain and list(reversed(request.chain))
+    return {"chain": chain or None, "link": request.callbacks, "link_error": request.errbacks}
+
+
+def _with_flows(outcome, request):
+    """The outcome, with the workflow its run left in its request, as JSON values."""
+    try:
+        return outcome._replace(flows=loads(dumps(_flows(request))))
+    except (TypeError, ValueError, RecursionError) as exc:
+        return _failed(TypeError(f"request.chain, callbacks and errbacks hold signatures: {exc}"))
 
 
 def _request(task, message, args, kwargs, eager, hostname):
@@ -452,6 +472,9 @@ def _request(task, message, args, kwargs, eager, hostname):
                       "timelimit": [hard, soft],
                       "time_limit": hard,
                       "soft_time_limit": soft,
+                      "chain": list(reversed(options.get("chain") or ())) or None,
+                      "callbacks": options.get("link"),
+                      "errbacks": options.get("link_error"),
                       "headers": headers})
 
 

@@ -623,6 +623,8 @@ class Worker:
     def _record(self, message, outcome):
         """Buffer an outcome for the next transaction, with a chain's next step if any."""
         state, result = outcome.state, outcome.result
+        if outcome.flows is not None:  # the task changed its request's chain or callbacks
+            message = message._replace(options={**message.options, **outcome.flows})
         if state == "FAILURE" and message.options.get("ignore_result"):
             # as Celery: ignore_result drops errors too, unless store_errors_even_if_ignored
             if not self._setting(message, "store_errors_even_if_ignored"):

@@ -601,3 +601,16 @@ def send_child(value):
 @app.task(bind=True)
 def request_fields(self):
     return {"retries": self.request.retries, "headers": self.request.headers}
+
+
+@app.task(bind=True)
+def stop_here(self, value, what="chain"):
+    """End the workflow after this step, as Celery lets a task: clear its request's own."""
+    setattr(self.request, what, None)
+    return value
+
+
+@app.task(bind=True)
+def chain_seen(self):
+    """The task names of the chain after this step, as this request holds them."""
+    return [step["task"] for step in self.request.chain]

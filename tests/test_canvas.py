@@ -414,3 +414,26 @@ def test_a_chain_through_a_group_keeps_the_group_as_the_next_steps_parent(app, s
     assert result.get(timeout=30) == 7
     assert isinstance(result.parent, GroupResult)  # as Celery's
     assert result.parent.get(timeout=30) == [3, 4] and result.parent.parent.get(timeout=30) == 2
+
+
+@pytest.mark.parametrize("what", ["chain", "callbacks"])
+def test_a_task_that_clears_its_requests_chain_or_callbacks_ends_the_workflow(
+        app, start_worker, tmp_path, what):
+    start_worker("-c", "1")
+    log = str(tmp_path / "after")
+    if what == "chain":
+        result = (tasks.stop_here.s(1, what) | tasks.record.si(log, "next")).delay()
+        stopped = result.parent
+    else:
+        stopped = tasks.stop_here.apply_async((1, what), link=tasks.record.si(log, "next"))
+    assert stopped.get(timeout=30) == 1
+    kept = (tasks.add.s(1, 1) | tasks.record.si(log, "kept")).delay()  # -c 1: runs after
+    assert kept.get(timeout=30) == "kept"
+    assert [line.split()[0] for line in open(log)] == ["kept"]  # as Celery: "next" never ran
+
+
+def test_a_task_sees_its_chain_last_step_first_as_celerys_request_keeps_it(app, start_worker):
+    start_worker("-c", "1")
+    result = (tasks.chain_seen.s() | tasks.add.si(1, 1) | tasks.echo.si(5)).delay()
+    assert result.get(timeout=30) == 5
+    assert result.parent.parent.get(timeout=30) == ["tests.tasks.echo", "tests.tasks.add"]
