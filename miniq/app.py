@@ -10,6 +10,7 @@ import functools
 import importlib
 import math
 import os
+import re
 import signal as signals
 import sys
 import time
@@ -20,7 +21,7 @@ from . import canvas
 from .broker import NUMBER, QUEUED, WAITING, Broker, path_from_url
 from .exceptions import ImproperlyConfigured
 from .result import AsyncResult, new_id
-from .task import Task, emit, encode_args, json_only, lineage, to_timestamp
+from .task import Task, emit, encode_args, json_only, lineage, running_priority, to_timestamp
 from .utils.json import dumps
 from .wake import Waker
 
@@ -45,6 +46,8 @@ DEFAULTS: dict[str, Any] = {
     "task_soft_time_limit": None,
     "task_time_limit": None,
     "task_default_queue": "celery",
+    "task_default_priority": None,
+    "task_inherit_parent_priority": False,
     "task_routes": {},
     "task_ignore_result": False,
     "task_acks_late": False,
@@ -206,16 +209,15 @@ class Miniq:
                name in self.tasks,
                conf["task_default_queue"],
                id(conf["task_routes"]),
+               conf["task_default_priority"],
                conf["broker_url"],
                conf["task_ignore_result"])
         if key not in self._routes:  # keyed on the settings, so changing them takes effect
-            task, routes = self.tasks.get(name) or Task, conf.task_routes or {}
-            route = routes.get(name) or next(
-                (r for pattern, r in routes.items() if fnmatch.fnmatchcase(name, pattern)), None)
-            queue = route.get("queue") if isinstance(route, dict) else route
+            task, route = self.tasks.get(name) or Task, _route(conf.task_routes or {}, name)
             ignore = conf.task_ignore_result if task.ignore_result is None else task.ignore_result
-            self._routes[key] = (task.queue or queue or conf.task_default_queue,
-                                 task.priority or 0,
+            self._routes[key] = (task.queue or route.get("queue") or conf.task_default_queue,
+                                 task.priority or route.get("priority")
+                                 or conf.task_default_priority or 0,
                                  task.soft_time_limit,
                                  task.time_limit,
                                  task.expires,
@@ -229,6 +231,8 @@ class Miniq:
         json_only(name, options.get("serializer", "json"))
         default_queue, default_priority, soft, hard, default_expires, ignores = self._defaults(name)
         kept = {key: options.get(key) for key in KEPT}  # other options are ignored
+        if priority is None and self.conf.task_inherit_parent_priority:
+            priority = running_priority()  # None outside a task
         priority = default_priority if priority is None else priority
         expires = default_expires if expires is None else expires
         soft_limit, hard_limit = kept["soft_time_limit"], kept["time_limit"]
@@ -240,6 +244,8 @@ class Miniq:
                     soft_time_limit=soft if soft_limit is None else soft_limit,
                     time_limit=hard if hard_limit is None else hard_limit,
                     headers=kept["headers"])
+        if kept["link"] or kept["link_error"]:
+            _check_links(name, kept["link"], kept["link_error"])
         body = encode_args(name, args, kwargs)
         now = time.time()
         due = now + countdown if countdown else (to_timestamp(eta) if eta is not None else 0.0)
@@ -320,6 +326,30 @@ def _options(values):
     columns (per-call limits, a workflow, where it comes from), or None, as for most calls."""
     kept = {k: v for k, v in values.items() if v is not None and v is not False and v != []}
     return dumps(kept) if kept else None
+
+
+def _check_links(name, *links):
+    """Callbacks are signatures (or lists of them), refused at the call otherwise: a
+    worker could not send them, and the task would end with its callback lost."""
+    for link in links:
+        for sig in link if isinstance(link, (list, tuple)) else [link] if link else []:
+            if not (isinstance(sig, dict) and isinstance(sig.get("task"), str)):
+                raise TypeError(f"{name}: link and link_error take signatures, not {sig!r}")
+
+
+def _route(routes, name):
+    """A name's route, as Celery's routers read task_routes: the first dict (of a list or
+    tuple of them) that names it, exactly or by a glob or regex pattern."""
+    for table in routes if isinstance(routes, (list, tuple)) else [routes]:
+        if not isinstance(table, dict):
+            raise ImproperlyConfigured(
+                f"task_routes: {table!r} is a router miniq does not call: give dicts of routes")
+        route = table.get(name) or next((r for pattern, r in table.items() if (
+            pattern.match(name) if isinstance(pattern, re.Pattern)
+            else fnmatch.fnmatchcase(name, pattern))), None)
+        if route is not None:
+            return route if isinstance(route, dict) else {"queue": route}
+    return {}
 
 
 def _check_call(name, **values):

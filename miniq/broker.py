@@ -101,8 +101,9 @@ CLAIM = ("UPDATE task SET status = 1, state = COALESCE(?, state), worker = ?, le
          " started = ?, attempts = attempts + 1 WHERE seq = ?")
 CLAIM_RETURNING = f"{CLAIM} RETURNING {CLAIM_COLUMNS}"  # built once: a row a statement
 FENCE = "WHERE id = ? AND worker = ? AND attempts = ? AND status = 1"  # this delivery only
-NOT_BEGUN = "(status <= 0 OR status = 1 AND started IS NULL)"  # queued, or reserved
+NOT_BEGUN = "(status <= 0 OR status = 3 OR status = 1 AND started IS NULL)"  # or reserved
 NUMBER = (int, float)
+REFUSED = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError, OverflowError)
 MAYBE_NUMBER = (int, float, type(None))
 QUEUE_COUNTS = (  # a partial index each: no table scan
     "SELECT queue, 'scheduled', COUNT(*) FROM task WHERE status = -2 GROUP BY queue"
@@ -197,11 +198,23 @@ def _save_deleted_wal(conn, path):
 
 
 def _claimed(db, seq, args):
-    """Claim the row of this seq (CLAIM's arguments before it); its CLAIM_COLUMNS."""
-    if HAS_RETURNING:
-        return db.execute(CLAIM_RETURNING, (*args, seq)).fetchone()
-    db.execute(CLAIM, (*args, seq))  # SQLite before 3.35
-    return db.execute(f"SELECT {CLAIM_COLUMNS} FROM task WHERE seq = ?", (seq,)).fetchone()
+    """Claim the row of this seq (CLAIM's arguments before it): its Message. Text that is
+    not UTF-8 cannot be read as it is: the row is claimed still, to fail with that fault."""
+    read = f"SELECT {CLAIM_COLUMNS} FROM task WHERE seq = ?"
+    try:
+        if HAS_RETURNING:
+            return _message(db.execute(CLAIM_RETURNING, (*args, seq)).fetchone())
+        db.execute(CLAIM, (*args, seq))  # SQLite before 3.35
+        return _message(db.execute(read, (seq,)).fetchone())
+    except sqlite3.OperationalError as exc:
+        if "decode" not in str(exc):
+            raise
+    db.text_factory = lambda raw: raw.decode("utf-8", "replace")
+    try:
+        row = db.execute(read, (seq,)).fetchone()
+    finally:
+        db.text_factory = str
+    return _message(row)._replace(options={}, fault="text that is not UTF-8")
 
 
 def _files_of(path):
@@ -243,10 +256,12 @@ def _translated(method):
     def call(self, *args, **kwargs):
         try:
             return method(self, *args, **kwargs)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OverflowError) as exc:
             if self._replaced():  # the file went under this connection: once more, anew
                 return call(self, *args, **kwargs)
-            raise OperationalError(f"database {self.path}: {exc}") from exc
+            error = OperationalError(f"database {self.path}: {exc}")
+            error.refused = isinstance(exc, REFUSED)  # a value it will not store, not the file
+            raise error from exc
     return call
 
 
@@ -381,10 +396,12 @@ class Broker:
     def enqueue(self, rows):
         """Insert messages, all or none: (id, name, queue, priority, body, options, eta,
         expires, created, chord, status)."""
-        if len(rows) == 1:  # a lone INSERT is its own atomic write transaction
-            _retrying(lambda: self.db.execute(INSERT, rows[0]))
-        else:
-            self._tx(lambda db: db.executemany(INSERT, rows))
+        try:
+            if len(rows) == 1:  # a lone INSERT is its own atomic write transaction
+                return _retrying(lambda: self.db.execute(INSERT, rows[0]))
+            return self._tx(lambda db: db.executemany(INSERT, rows))
+        except sqlite3.IntegrityError:  # an id sent before, most likely: one row at a time
+            self._tx(lambda db: [_send_again(db, row) for row in rows])
 
     @_translated
     def state(self, task_id):
@@ -447,6 +464,11 @@ class Broker:
                     (now, REVOKED_RESULT, mark, task_id))
                 if queued and queued[0]:  # a chord member: its callback fails now, not never
                     _release_chord(db, queued[0])
+                # not sent yet (a chain's later step, or by a caller still to come): as
+                # Celery's workers remember a revoked id, so does this row
+                db.execute("INSERT OR IGNORE INTO task (id, name, queue, body, status, state,"
+                           " result, created, finished) VALUES (?, '', '', '[]', 2, 'REVOKED',"
+                           " ?, ?, ?)", (task_id, REVOKED_RESULT, now, now))
                 db.execute("UPDATE task SET revoked = MAX(COALESCE(revoked, 0), ?)"
                            " WHERE id = ? AND status = 1", (mark, task_id))
         self._tx(run)
@@ -505,7 +527,7 @@ class Broker:
                      (seqs[begin:], (None, worker, now + lease, None))]
             # a row a statement: an IN list costs a temporary table (0.1 ms), and old
             # SQLite refuses more than 999 values, fewer than a large reserve
-            return [_message(_claimed(db, seq, args)) for some, args in parts
+            return [_claimed(db, seq, args) for some, args in parts
                     for seq in some]
         return self._tx(run)
 
@@ -572,7 +594,7 @@ class Broker:
     def workers(self):
         """The registered workers as WorkerRow records, oldest first."""
         rows = self._rows(f"SELECT {', '.join(WorkerRow._fields)} FROM worker ORDER BY started")
-        return [WorkerRow(*row) for row in rows]
+        return [_worker(WorkerRow(*row)) for row in rows]
 
     @_translated
     def recover(self, dead, max_deliveries, lost_result):
@@ -686,6 +708,17 @@ class Broker:
                            (before, SWEEP)) == SWEEP
 
 
+def _send_again(db, row):
+    """Insert a message whose id may be taken, as Celery's workers take a reused id: a
+    finished task runs again, a revoked one stays revoked; one not finished refuses it."""
+    db.execute("DELETE FROM task WHERE id = ? AND status = 2 AND state != 'REVOKED'", row[:1])
+    taken = db.execute("SELECT state FROM task WHERE id = ?", row[:1]).fetchone()
+    if taken is None:
+        db.execute(INSERT, row)
+    elif taken[0] != "REVOKED":
+        raise sqlite3.IntegrityError(f"task id {row[0]} is taken by a task not finished yet")
+
+
 def _settle(db, worker, outcomes, now):
     """Write outcomes, each only if this worker still holds that delivery (the fence)."""
     for task_id, attempts, state, result, tb, eta, body, chord, follow, failed, began in outcomes:
@@ -716,8 +749,8 @@ def _settle(db, worker, outcomes, now):
                 db.executemany(FOLLOW, follow)
             if failed:
                 db.executemany(
-                    "INSERT INTO task (id, name, queue, body, status, state, result, traceback,"
-                    " created, finished) VALUES (?, ?, '', '[]', 2, ?, ?, ?, ?, ?)",
+                    "INSERT OR IGNORE INTO task (id, name, queue, body, status, state, result,"
+                    " traceback, created, finished) VALUES (?, ?, '', '[]', 2, ?, ?, ?, ?, ?)",
                     [(i, name, state, result, tb, now, now) for i, name in failed])
             if chord:
                 _release_chord(db, chord)
@@ -792,6 +825,14 @@ def _create_schema(db, path):
     db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
 
 
+def _worker(row):
+    """A worker's row, where another program wrote a pid or time of the wrong kind, with
+    one that reads as dead: pid 0, time 0."""
+    pid = row.pid if isinstance(row.pid, int) and 0 < row.pid < 2 ** 31 else 0
+    started, heartbeat = (t if isinstance(t, NUMBER) else 0.0 for t in row[5:7])
+    return row._replace(pid=pid, started=started, heartbeat=heartbeat)
+
+
 def _message(row):
     """A claimed row as a Message, with ``fault`` naming its malformed columns if any."""
     *head, text, chord, expires, priority, revoked, queue, eta = row
@@ -815,9 +856,10 @@ def _options(text):
         options = loads(text)
         steps = options.get("chain") or []
         shapes = [(steps, list), (options.get("soft_time_limit"), MAYBE_NUMBER),
-                  (options.get("time_limit"), MAYBE_NUMBER)]
+                  (options.get("time_limit"), MAYBE_NUMBER),
+                  (options.get("headers"), (dict, type(None)))]
         shapes += [(step.get(key), kind) for step in steps for key, kind in STEP.items()]
-    except (ValueError, TypeError, AttributeError):
+    except (ValueError, TypeError, AttributeError, RecursionError):
         return None
     return options if all(isinstance(v, kind) for v, kind in shapes) else None
 

@@ -16,7 +16,7 @@ import inspect
 from typing import Any, Sequence
 
 from .exceptions import ChordError
-from .result import AsyncResult, GroupResult, exception_from_json, new_id
+from .result import AsyncResult, GroupResult, exception_from_json, exception_text, new_id
 from .utils.json import loads
 
 ACCUMULATE = "celery.accumulate"  # passes its input on: a chord's callback before a group
@@ -89,8 +89,10 @@ class Signature(dict):
         return self.app.tasks[self.task]
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """Run the task here and now, as a function call, with these arguments first."""
-        return self.type(*args, *self.args, **{**self.kwargs, **kwargs})
+        """Run the task here and now, as a function call, with these arguments first
+        (none for an immutable one, as Celery's)."""
+        sig = self.clone(args, kwargs)
+        return self.type(*sig.args, **sig.kwargs)
 
     def delay(self, *args: Any, **kwargs: Any):
         """``apply_async`` with the arguments spread out, as in Celery."""
@@ -307,14 +309,18 @@ class chain(_Workflow):
 
     def freeze(self, _id=None, group_id=None, chord=None, root_id=None, parent_id=None,
                group_index=None):
-        """Freeze every step: the last takes the id and group; each result's ``parent``
-        is the step before. Returns the last step's result."""
+        """Freeze every step: the last takes the id and group; each step's first result
+        (a chord's header, a nested chain's first step) has the step before as its
+        ``parent``. Returns the last step's result."""
         result, steps = None, self.tasks
         for i, step in enumerate(steps):
             last = i == len(steps) - 1
             parent, result = result, step.freeze(_id if last else None, group_id if last else None,
                                                  chord, root_id)
-            result.parent = parent
+            first = result
+            while getattr(first, "parent", None) is not None:
+                first = first.parent
+            first.parent = parent
         return result
 
     def _rows(self, app, args=(), kwargs=None, options=None, follow=()):
@@ -479,10 +485,11 @@ class chord(Signature):
         self.freeze()
         body = self.body
         steps = body.tasks if isinstance(body, chain) else [body]
-        wait = {"waiting": True, "header": _shape(self._header_result)}
+        options = _call_options(self, options)  # as Celery's: the callback's too
+        wait = {**options, "waiting": True, "header": _shape(self._header_result)}
         callback = steps[0]._rows(app, (), None, wait, [*steps[1:], *follow])
         args = args if self.immutable else (*args, *self.args)
-        return callback + self.header._rows(app, args, kwargs, _call_options(self, options))
+        return callback + self.header._rows(app, args, kwargs, options)
 
     def __repr__(self) -> str:
         if self.body is None:
@@ -607,12 +614,12 @@ def _leaves(step: dict) -> list:
 def _errback(app, message: Any, errback: dict, error: str | None, traceback: str | None):
     """The rows of one errback. As Celery: one whose function takes more than one
     argument gets (request, exc, traceback) (sent as data, rebuilt by the worker);
-    else the failed task's id."""
+    else the failed task's id. An immutable one gets neither: its own arguments only."""
     errback = maybe_signature(errback, app)
     task = app.tasks.get(errback.task)
     fun = getattr(task, "__wrapped__", None)
     spec = fun and inspect.getfullargspec(fun)
-    if fun is None or task.bind or not (spec.varargs or len(spec.args) > 1):
+    if fun is None or task.bind or errback.immutable or not (spec.varargs or len(spec.args) > 1):
         return errback._rows(app, (message.id,))
     args, kwargs = loads(message.body)
     request = {"id": message.id, "task": message.name, "args": args, "kwargs": kwargs,
@@ -640,8 +647,8 @@ def chord_error(message: Any) -> BaseException:
     replaced task, else Celery's ChordError naming the member."""
     try:
         failed = message.options["chord_error"]
-        error = exception_from_json(failed["error"])
-        replaced = loads(message.body)[1].get("replaced")
+        if loads(message.body)[1].get("replaced"):
+            return exception_from_json(failed["error"])
+        return ChordError(f"Dependency {failed['id']} raised {exception_text(failed['error'])}")
     except (ValueError, TypeError, AttributeError, KeyError, IndexError):
         return ChordError(f"a member of chord {message.id} failed; its error is unreadable")
-    return error if replaced else ChordError(f"Dependency {failed['id']} raised {error!r}")

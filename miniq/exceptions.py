@@ -32,7 +32,10 @@ class ImproperlyConfigured(MiniqError):
 
 
 class OperationalError(MiniqError):
-    """The database failed: locked for too long, unreadable, or gone."""
+    """The database failed: locked for too long, unreadable, or gone; or it ``refused``
+    a value (too big, or against a constraint), which is the value's fault, not the file's."""
+
+    refused = False
 
 
 class TaskError(MiniqError):

@@ -99,6 +99,17 @@ def exception_from_json(data):
         return _remote_class(module, name)(*args)
 
 
+def exception_text(data):
+    """A stored exception as its repr reads, ``ValueError('bad')``, made without running any
+    of its class's code: the worker's manager logs it so. miniq's own are made (their
+    repr is Celery's, as Reject's)."""
+    if data.get("exc_module") == WIRE_MODULE:
+        return repr(exception_from_json(data))
+    args = data.get("exc_message")
+    args = args if isinstance(args, list) else [args]
+    return f"{data.get('exc_type')}({', '.join(map(repr, args))})"
+
+
 @functools.lru_cache(maxsize=None)
 def _remote_class(module, name):
     """A stand-in class for an exception type this process must not import."""

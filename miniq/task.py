@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import math
 import random
 import signal
 import sys
@@ -39,6 +40,7 @@ class Outcome(NamedTuple):
     body: str | None = None           # RETRY with new arguments
     exc: BaseException | None = None  # in-process only; never crosses a pipe
     expected: bool = False            # FAILURE: one of the task's ``throws``
+    flows: dict | None = None         # chain, link, link_error as the run left them, if changed
 
 
 class Context(SimpleNamespace):
@@ -47,6 +49,7 @@ class Context(SimpleNamespace):
 
     id = task = hostname = root_id = parent_id = group = eta = expires = origin = None
     kwargs = delivery_info = headers = timelimit = time_limit = soft_time_limit = None
+    chain = callbacks = errbacks = None
     args, retries, attempts, is_eager, called_directly = (), 0, 1, False, True
 
     def get(self, key, default=None):
@@ -71,6 +74,12 @@ def lineage():
     """The parent_id and root_id of a message sent from inside a running task."""
     parent = _running.request
     return {"parent_id": parent.id, "root_id": parent.root_id} if parent else {}
+
+
+def running_priority():
+    """The priority of the task running here, if any: task_inherit_parent_priority."""
+    parent = _running.request
+    return parent and (parent.delivery_info or {}).get("priority")
 
 
 _signature = functools.cache(inspect.signature)  # apply_async checks calls against it
@@ -224,12 +233,17 @@ class Task:
               args: Any = None,
               kwargs: Any = None,
               task_id: str | None = None,
+              retries: int | None = None,
+              throw: bool | None = None,
+              headers: dict | None = None,
               **_options: Any) -> EagerResult:
-        """Run now in this process, retries included, and return an EagerResult."""
+        """Run now in this process, retries included, and return an EagerResult; throw
+        (task_eager_propagates by default) raises a failure instead."""
         if _options.keys() & {"link", "link_error"}:  # refused, not dropped
             raise TypeError(f"{self.name}: link and link_error run only with a worker, not eagerly")
         body = encode_args(self.name, args, kwargs)
-        message = Message(task_id or new_id(), self.name, body, options=lineage())
+        message = Message(task_id or new_id(), self.name, body, retries or 0,
+                          options={**lineage(), "headers": headers})
         outcome = execute(self.app, message, eager=True)
         while outcome.state == "RETRY":
             message = message._replace(retries=message.retries + 1,
@@ -237,7 +251,8 @@ class Task:
             outcome = execute(self.app, message, eager=True)
         if outcome.state == "SUCCESS":  # eager: a success always keeps its result
             return EagerResult(message.id, "SUCCESS", loads(outcome.result), app=self.app)
-        if self.app.conf.task_eager_propagates and outcome.state == "FAILURE":
+        throw = self.app.conf.task_eager_propagates if throw is None else throw
+        if throw and outcome.state == "FAILURE":
             raise outcome.exc
         state = "REJECTED" if outcome.state == "PENDING" else outcome.state
         return EagerResult(message.id, state, outcome.exc, outcome.traceback, self.app)
@@ -290,8 +305,13 @@ class Task:
               eta: Any = None,
               countdown: float | None = None,
               max_retries: int | None = None,
-              **_options: Any) -> Retry:
-        """Ask for another run later; raises Retry (or exc / MaxRetriesExceededError when out)."""
+              **options: Any) -> Retry:
+        """Ask for another run later; raises Retry (or exc / MaxRetriesExceededError when out).
+        With throw=False it returns the Retry, and the run, once it returns, is retried
+        (Celery stores what it returned first; here the retry's outcome is the only one)."""
+        if options:  # Celery sends the retry with them; here it stays the same row
+            raise TypeError(f"{self.name}: miniq's retry() keeps the task's queue and options,"
+                            f" it takes no {', '.join(sorted(options))}")
         request = self.request
         limit = self.max_retries if max_retries is None else max_retries
         if request.called_directly:
@@ -301,6 +321,8 @@ class Task:
                 f"Can't retry {self.name}[{request.id}] args:{request.args} kwargs:{request.kwargs}")
         delay = self.default_retry_delay if countdown is None else countdown
         when = to_timestamp(eta) if eta is not None else time.time() + delay
+        if not math.isfinite(when):  # as a call's own: else no row could store it
+            raise ValueError(f"{self.name}: a retry's countdown and eta must be finite times")
         seconds = round(max(0.0, when - time.time()), 3)
         retry = Retry(exc=exc, when=seconds)
         retry.eta, retry.body = when, None
@@ -310,6 +332,8 @@ class Task:
                                      request.kwargs if kwargs is None else kwargs)
         if throw:
             raise retry
+        if not request.is_eager:  # as Celery's: an eager run is not retried so
+            request.retry_after_return = retry
         return retry
 
     def update_state(self,
@@ -353,7 +377,7 @@ def _call(task, args, kwargs, soft_limit):
     except task.autoretry_for as exc:
         options = dict(task.retry_kwargs)
         if task.retry_backoff:  # Celery's: factor * 2**retries, capped, maybe full jitter
-            countdown = int(task.retry_backoff) * 2 ** task.request.retries
+            countdown = int(max(1.0, task.retry_backoff)) * 2 ** task.request.retries
             countdown = min(task.retry_backoff_max, countdown)
             if task.retry_jitter:
                 countdown = random.randrange(int(countdown) + 1)
@@ -380,12 +404,15 @@ def execute(app, message, soft_limit=None, eager=False, hostname=None):
     except Exception as exc:
         return _failed(exc)
     request = _request(task, message, args, kwargs, eager, hostname)
+    given = _flows(request)
     parent, _running.request = _running.request, request
     task.push_request(request)
     try:
         emit("_task_started", task, request)
         outcome, value = _run(task, message.id, args, kwargs, soft_limit)
         outcome = outcome or _kept(message, value, eager)
+        if _flows(request) != given:  # self.request.chain = None, say
+            outcome = _with_flows(outcome, request)
         if outcome.state not in UNHOOKED:
             _hooks(task, outcome, value, request)
         else:  # as Celery: no hook, but task_postrun
@@ -395,6 +422,21 @@ def execute(app, message, soft_limit=None, eager=False, hostname=None):
     finally:
         task.pop_request()
         _running.request = parent
+
+
+def _flows(request):
+    """The workflow a request names, as message options: Celery's request keeps its
+    chain last step first, and a task may change it (to None, to stop there)."""
+    chain = request.chain and list(reversed(request.chain))
+    return {"chain": chain or None, "link": request.callbacks, "link_error": request.errbacks}
+
+
+def _with_flows(outcome, request):
+    """The outcome, with the workflow its run left in its request, as JSON values."""
+    try:
+        return outcome._replace(flows=loads(dumps(_flows(request))))
+    except (TypeError, ValueError, RecursionError) as exc:
+        return _failed(TypeError(f"request.chain, callbacks and errbacks hold signatures: {exc}"))
 
 
 def _request(task, message, args, kwargs, eager, hostname):
@@ -430,6 +472,9 @@ def _request(task, message, args, kwargs, eager, hostname):
                       "timelimit": [hard, soft],
                       "time_limit": hard,
                       "soft_time_limit": soft,
+                      "chain": list(reversed(options.get("chain") or ())) or None,
+                      "callbacks": options.get("link"),
+                      "errbacks": options.get("link_error"),
                       "headers": headers})
 
 
@@ -442,7 +487,10 @@ def _run(task, task_id, args, kwargs, soft_limit):
     """(Outcome, value) of calling the task, before_start first; None for a success."""
     try:
         task.before_start(task_id, args, kwargs)
-        return None, _call(task, args, kwargs, soft_limit)
+        value = _call(task, args, kwargs, soft_limit)
+        if task.request.get("retry_after_return"):  # retry(throw=False) was called
+            raise task.request.retry_after_return
+        return None, value
     except Retry as retry:
         if not hasattr(retry, "eta"):  # raised by hand: only Task.retry() says when
             error = RuntimeError("a bare Retry says neither when nor how often: raise self.retry()")

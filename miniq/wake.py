@@ -23,10 +23,13 @@ SOCKET_NAME = re.compile(r"[0-9a-f]{16}-([1-9][0-9]{0,8})\.sock")
 
 
 def pid_alive(pid: int) -> bool:
-    """True if a process of that pid exists (ours or another user's)."""
+    """True if a process of that pid exists (ours or another user's); never for 0 or
+    less, which name process groups to os.kill."""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
         return False
     except PermissionError:  # another user's
         pass

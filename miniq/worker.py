@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import json
 import logging
 import multiprocessing
@@ -31,9 +32,9 @@ from . import result as results
 from .app import load_app
 from .broker import FINAL, Message, Settle
 from .canvas import chord_error, next_steps
-from .exceptions import (ImproperlyConfigured, InvalidTaskError, MiniqError, TaskRevokedError,
-                         TimeLimitExceeded, WorkerLostError)
-from .result import exception_from_json, exception_to_json
+from .exceptions import (ImproperlyConfigured, InvalidTaskError, MiniqError, OperationalError,
+                         TaskRevokedError, TimeLimitExceeded, WorkerLostError)
+from .result import exception_text, exception_to_json
 from .task import Outcome, emit, execute
 from .wake import drain, machine_id, pid_alive
 
@@ -44,6 +45,9 @@ TERMINATE_GRACE = 1.0   # revoke(terminate=True): SIGKILL if the signal did not 
 FLUSH = 0.002           # the longest an outcome waits to be written with others
 LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+# Their default would end the manager: they are logged and ignored (Celery's SIGHUP restarts
+# a worker, its SIGUSR1 and SIGUSR2 debug it; miniq has neither).
+NOTED_SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM)
 SIGNAL_NAMES = {number.value: number.name for number in signal.Signals}
 
 
@@ -85,7 +89,8 @@ def child_main(app_path, conn, loglevel, max_tasks, max_memory_kib, manager, hos
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+    for signum in (signal.SIGQUIT, *NOTED_SIGNALS):  # the manager's handlers are not ours
+        signal.signal(signum, signal.SIG_DFL)
     results.join_will_block = True
     app = load_app(app_path)
     # Where the app uses signals: setup_logging (logging as below unless a receiver takes
@@ -100,7 +105,7 @@ def child_main(app_path, conn, loglevel, max_tasks, max_memory_kib, manager, hos
 
 def _serve(app, conn, max_tasks, max_memory_kib, manager, hostname):
     """Run the messages the manager sends until it says stop, or is gone."""
-    parent, done, watch = os.getppid(), 0, select.poll()
+    parent, done, watch, me = os.getppid(), 0, select.poll(), os.getpid()
     watch.register(conn.fileno(), select.POLLIN)  # kept: conn.poll() builds one a call
     while True:
         if not watch.poll(1000):  # orphaned? The manager's pid came from the manager itself
@@ -115,6 +120,9 @@ def _serve(app, conn, max_tasks, max_memory_kib, manager, hostname):
             return
         message, soft_limit = Message._make(job[0]), job[1]
         outcome = execute(app, message, soft_limit, hostname=hostname)
+        if os.getpid() != me:  # a process the task forked came back here: we answer, not it
+            os._exit(0)
+        _clear_alarm()
         done += 1
         retire = ((max_tasks and done >= max_tasks)
                   or (max_memory_kib and _rss_kib() > max_memory_kib))
@@ -124,6 +132,15 @@ def _serve(app, conn, max_tasks, max_memory_kib, manager, hostname):
             return  # the manager died meanwhile; recovery will run the task again
         if retire:
             return
+
+
+def _clear_alarm():
+    """What a task did with SIGALRM (a timer, a handler, a block) ends with it: the
+    next task in this child must not get its signal."""
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signal.signal(signal.SIGALRM, signal.SIG_IGN)  # drops one that is pending
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
 
 
 class Child:
@@ -160,6 +177,7 @@ class Worker:
     db_retry_at = db_delay = 0.0
     beat = None  # -B: periodic tasks from this loop; the database keeps each run unique
     beat_due = 0.0
+    noted = None  # a NOTED_SIGNALS signal came: the loop logs it
 
     def __init__(self, app, app_path, concurrency=None, queues=None, start_method=None,
                  loglevel=None, beat=False, hostname=None):
@@ -210,7 +228,7 @@ class Worker:
         for sock in (self._signals_r, signals_w):
             sock.setblocking(False)
         signal.set_wakeup_fd(signals_w.fileno())
-        for signum in (*STOP_SIGNALS, signal.SIGQUIT):
+        for signum in (*STOP_SIGNALS, signal.SIGQUIT, *NOTED_SIGNALS):
             signal.signal(signum, self._on_signal)
         self.wake = self.app.waker.listen()
         self._watch(self._signals_r)
@@ -239,6 +257,9 @@ class Worker:
 
     def _on_signal(self, signum, frame):
         """Only set flags: the loop acts. First signal warm, second (or SIGQUIT) cold."""
+        if signum in NOTED_SIGNALS:
+            self.noted = signum
+            return
         if self.warm or signum == signal.SIGQUIT:
             self.cold = True
         self.warm = True
@@ -308,6 +329,10 @@ class Worker:
         """Heartbeat (and now and then recover), sweep, send periodic tasks, settle and
         claim, dispatch, then wait and collect outcomes, then enforce limits."""
         while not self.cold:
+            if self.noted:
+                log.warning("%s ignored: a worker stops on SIGTERM (warm) or SIGQUIT (cold)",
+                            signal.Signals(self.noted).name)
+                self.noted = None
             busy = [c for c in self.children if c.message]
             if self.warm and not busy:
                 break
@@ -356,8 +381,7 @@ class Worker:
             return False
         starts = self._starts()
         held = set() if starts or any(reserved for _, reserved in self.reserve) else None
-        messages = self._db(lambda: self.broker.claim(
-            self.id, self.queues, room, self.lease, starts + self.outcomes, idle, held))
+        messages = self._db(lambda: self._claim_tx(room, starts, idle, held))
         if messages is None:
             return False
         self.outcomes, self.held_at, self.news = [], time.monotonic(), False
@@ -382,6 +406,32 @@ class Worker:
         if idle:  # none while shutting down: what is held goes back
             self._begin(now)
         return True
+
+    def _claim_tx(self, room, starts, idle, held):
+        """The claim's transaction. Outcomes the database refuses (a value too big, or
+        against a constraint) would refuse it every time: each is written alone then."""
+        claim = functools.partial(self.broker.claim, self.id, self.queues, room, self.lease)
+        try:
+            return claim(starts + self.outcomes, idle, held)
+        except OperationalError as exc:
+            if not (exc.refused and self.outcomes):
+                raise
+        self.outcomes = [settle for settle in map(self._alone, self.outcomes) if settle]
+        return claim(starts + self.outcomes, idle, held)
+
+    def _alone(self, settle):
+        """Write one outcome by itself: None once written, the FAILURE to write in its
+        place if the database refuses it, itself if the file failed."""
+        try:
+            self.broker.settle(self.id, [settle])
+            return None
+        except OperationalError as exc:
+            if not exc.refused:
+                return settle
+            log.error("Task %s: its outcome cannot be stored: %s", settle.id, exc)
+            error = OperationalError(f"its outcome could not be stored: {exc}")
+            return Settle(settle.id, settle.attempts, "FAILURE", exception_to_json(error),
+                          chord=settle.chord)
 
     def _stop_revoked(self, ids):
         """Begun reserved tasks whose start could not be written: a revoke took their
@@ -444,7 +494,7 @@ class Worker:
         try:
             soft = self._limit(message, "soft_time_limit")
             hard = self._limit(message, "time_limit")
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, OverflowError) as exc:
             error = ValueError(f"bad time limit for {message.name}: {exc}")
             log.error("Task %s not run: %s", message, error)
             self._settle_row(message, "FAILURE", error)
@@ -530,15 +580,15 @@ class Worker:
             log.info("Task %s retry at %s", message, outcome.eta)
         elif state in ("IGNORED", "REPLACED"):
             log.info("Task %s %s", message, state.lower())
-        else:
-            exc = exception_from_json(json.loads(outcome.result))
+        else:  # the exception is named, not made: its class's code runs in tasks only
+            exc = exception_text(json.loads(outcome.result))
             trace = f"\n{outcome.traceback or ''}"
             if state != "FAILURE":  # Celery's Reject
-                log.warning("Task %s %r%s", message, exc, trace)
+                log.warning("Task %s %s%s", message, exc, trace)
             elif outcome.expected:  # one of its throws: no traceback
-                log.info("Task %s raised expected: %r", message, exc)
+                log.info("Task %s raised expected: %s", message, exc)
             else:
-                log.error("Task %s raised unexpected: %r%s", message, exc, trace)
+                log.error("Task %s raised unexpected: %s%s", message, exc, trace)
         # Reject(requeue=True): as Celery, only under acks_late (else the message was
         # acknowledged before the run). Each delivery counts: at the last, it is a FAILURE.
         if state == "PENDING" and not self._setting(message, "acks_late"):
@@ -573,6 +623,8 @@ class Worker:
     def _record(self, message, outcome):
         """Buffer an outcome for the next transaction, with a chain's next step if any."""
         state, result = outcome.state, outcome.result
+        if outcome.flows is not None:  # the task changed its request's chain or callbacks
+            message = message._replace(options={**message.options, **outcome.flows})
         if state == "FAILURE" and message.options.get("ignore_result"):
             # as Celery: ignore_result drops errors too, unless store_errors_even_if_ignored
             if not self._setting(message, "store_errors_even_if_ignored"):
@@ -583,7 +635,7 @@ class Worker:
             try:  # the claim checked the chain's shape; this is the net
                 follow, failed = next_steps(self.app, message, state, result, outcome.traceback)
                 state = None if state == "REPLACED" else state  # its row is in follow
-            except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
                 log.error("Task %s: its workflow ends here: %s", message, exc)
                 if state == "REPLACED":  # its replacement cannot be sent: it fails
                     state, result = "FAILURE", exception_to_json(exc)

@@ -534,3 +534,83 @@ def wait_file(path, timeout=30.0):
     while not os.path.exists(path) and time.monotonic() < deadline:
         time.sleep(0.01)
     return os.path.exists(path)
+
+
+class ReprBomb(Exception):
+    """An exception whose repr recurses without end, and whose class the manager must not run."""
+
+    def __repr__(self):
+        return repr(self)
+
+
+@app.task
+def raise_repr_bomb():
+    raise ReprBomb("bomb")
+
+
+@app.task(bind=True)
+def retry_nan(self):
+    raise self.retry(countdown=float("nan"))
+
+
+@app.task
+def fork_and_return():
+    """Return in this child and in a process forked from it: only this child may answer."""
+    return "forked" if os.fork() == 0 else "parent"
+
+
+@app.task
+def leave_alarm(block=False):
+    """Leave SIGALRM behind for the next task: an armed timer, or the signal blocked."""
+    if block:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+    else:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+    return "left"
+
+
+@app.task(autoretry_for=(ValueError,), max_retries=1, retry_backoff=0.5, retry_jitter=False)
+def autoretry_backoff_half(path):
+    """As Celery's, a backoff factor under 1 counts as 1: the retry waits 1 s."""
+    with open(path, "a") as f:
+        f.write(f"{time.time()}\n")
+    raise ValueError("still failing")
+
+
+@app.task(bind=True, max_retries=1)
+def retry_unthrown(self, path):
+    """retry(throw=False), then return: the run is retried all the same, as Celery's."""
+    with open(path, "a") as f:
+        f.write(f"{self.request.retries}\n")
+    if not self.request.retries:
+        self.retry(countdown=0.05, throw=False)
+    return f"run {self.request.retries}"
+
+
+@app.task(bind=True)
+def retry_elsewhere(self):
+    raise self.retry(queue="elsewhere")
+
+
+@app.task
+def send_child(value):
+    """Send add(value, value) from inside a task; its id."""
+    return add.delay(value, value).id
+
+
+@app.task(bind=True)
+def request_fields(self):
+    return {"retries": self.request.retries, "headers": self.request.headers}
+
+
+@app.task(bind=True)
+def stop_here(self, value, what="chain"):
+    """End the workflow after this step, as Celery lets a task: clear its request's own."""
+    setattr(self.request, what, None)
+    return value
+
+
+@app.task(bind=True)
+def chain_seen(self):
+    """The task names of the chain after this step, as this request holds them."""
+    return [step["task"] for step in self.request.chain]

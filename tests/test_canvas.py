@@ -316,6 +316,14 @@ def test_revoking_a_queued_member_fails_the_chord_callback(app, start_worker):
         app.AsyncResult(result.id).get(timeout=30)
 
 
+def test_a_chords_call_options_reach_its_callback_as_in_celery(app):
+    result = chord([tasks.add.s(1, 1), tasks.add.s(2, 2)], tasks.tsum.s()).apply_async(
+        queue="elsewhere", priority=7)
+    rows = app.broker.db.execute("SELECT queue, priority FROM task").fetchall()
+    assert rows == [("elsewhere", 7)] * 3
+    assert row(app, result.id)[:2] == (3, "PENDING")  # the callback, waiting
+
+
 def test_an_immutable_chord_callback_gets_no_results(app, start_worker, tmp_path):
     start_worker("-c", "2")
     marker = str(tmp_path / "callback-ran")
@@ -392,3 +400,40 @@ def test_chunks_keep_their_ids_wherever_they_travel(app, start_worker):
     assert steps().get(timeout=30) == [[2, 4], [6]]
     nested = chain(tasks.echo.si(0), group(tasks.add.chunks([(1, 1)], 1), tasks.echo.si(5)))
     assert nested().get(timeout=30) == [[[2]], 5]
+
+
+def test_calling_a_signature_runs_it_here_an_immutable_one_with_its_own_arguments_only():
+    assert tasks.add.s(1)(2) == 3
+    assert tasks.add.si(1, 2)(3) == 3  # as Celery's: the 3 is not passed on
+    assert tasks.tsum.s(extra=1)([1, 2]) == 4
+
+
+def test_a_chain_through_a_group_keeps_the_group_as_the_next_steps_parent(app, start_worker):
+    start_worker("-c", "2")
+    result = (tasks.add.s(1, 1) | group(tasks.add.s(1), tasks.add.s(2)) | tasks.tsum.s()).delay()
+    assert result.get(timeout=30) == 7
+    assert isinstance(result.parent, GroupResult)  # as Celery's
+    assert result.parent.get(timeout=30) == [3, 4] and result.parent.parent.get(timeout=30) == 2
+
+
+@pytest.mark.parametrize("what", ["chain", "callbacks"])
+def test_a_task_that_clears_its_requests_chain_or_callbacks_ends_the_workflow(
+        app, start_worker, tmp_path, what):
+    start_worker("-c", "1")
+    log = str(tmp_path / "after")
+    if what == "chain":
+        result = (tasks.stop_here.s(1, what) | tasks.record.si(log, "next")).delay()
+        stopped = result.parent
+    else:
+        stopped = tasks.stop_here.apply_async((1, what), link=tasks.record.si(log, "next"))
+    assert stopped.get(timeout=30) == 1
+    kept = (tasks.add.s(1, 1) | tasks.record.si(log, "kept")).delay()  # -c 1: runs after
+    assert kept.get(timeout=30) == "kept"
+    assert [line.split()[0] for line in open(log)] == ["kept"]  # as Celery: "next" never ran
+
+
+def test_a_task_sees_its_chain_last_step_first_as_celerys_request_keeps_it(app, start_worker):
+    start_worker("-c", "1")
+    result = (tasks.chain_seen.s() | tasks.add.si(1, 1) | tasks.echo.si(5)).delay()
+    assert result.get(timeout=30) == 5
+    assert result.parent.parent.get(timeout=30) == ["tests.tasks.echo", "tests.tasks.add"]

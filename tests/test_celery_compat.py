@@ -539,12 +539,13 @@ def ids_replaced(lines, result):
 
 def errbacks_get_celerys_arguments(c, get):
     folder = tempfile.mkdtemp()
-    new, old, both, chosen = (os.path.join(folder, name) for name in "abcd")
+    new, old, both, chosen, fixed = (os.path.join(folder, name) for name in "abcde")
     sent = [(c.fail.apply_async(link_error=c.log_error.s(log=new)), new, 1),
             (c.fail.apply_async(link_error=c.log_failed_id.s(log=old)), old, 1),
             (c.fail.apply_async(link_error=[c.log_error.s(log=both),
                                             c.log_failed_id.s(log=both)]), both, 2),
-            (c.fail.s().on_error(c.log_error.s(log=chosen)).delay(), chosen, 1)]
+            (c.fail.s().on_error(c.log_error.s(log=chosen)).delay(), chosen, 1),
+            (c.fail.apply_async(link_error=c.jot.si("fixed", log=fixed)), fixed, 1)]
     return [(raised(lambda: get(result)), sorted(ids_replaced(wait_for_lines(path, n), result)))
             for result, path, n in sent]
 
@@ -719,7 +720,8 @@ SCENARIOS = [
         ("raised ValueError", ["new <this> ValueError as expected str"]),
         ("raised ValueError", ["old <this>"]),  # old style: the failed task's id
         ("raised ValueError", ["new <this> ValueError as expected str", "old <this>"]),
-        ("raised ValueError", ["new <this> ValueError as expected str"])]),
+        ("raised ValueError", ["new <this> ValueError as expected str"]),
+        ("raised ValueError", ["'fixed'"])]),  # immutable: its own arguments only
     (errbacks_of_a_chord_body_run_when_a_member_fails, [  # <this>: the chord body's id
         ("raised ValueError", "FAILURE", "ChordError", [
             "Dependency <other> raised ValueError('as expected')",

@@ -56,6 +56,14 @@ def test_apply_runs_eagerly_without_the_setting(app):
     assert count_rows(app) == 0
 
 
+def test_apply_takes_celerys_throw_retries_and_headers(app):
+    with pytest.raises(ValueError, match="thrown"):
+        tasks.fail.apply(("thrown",), throw=True)
+    assert tasks.fail.apply(("kept",), throw=False).state == "FAILURE"
+    info = tasks.request_fields.apply(retries=2, headers={"x_a": 1}).get()
+    assert (info["retries"], info["headers"]) == (2, {"x_a": 1})
+
+
 def test_bound_task_sees_its_request(eager):
     result = tasks.request_info.delay(1, k=2)
     assert result.get() == {"id": result.id, "args": [1], "kwargs": {"k": 2}, "retries": 0}

@@ -371,6 +371,7 @@ MALFORMED = [
     ("options", "not json"),
     ("options", "[1]"),
     ("options", '{"soft_time_limit": "x"}'),
+    ("options", '{"headers": [1, 2]}'),
     ("eta", "abc"),
     ("expires", "abc"),
     ("priority", "abc"),

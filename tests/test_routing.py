@@ -96,6 +96,36 @@ def test_task_option_queue_beats_task_routes_as_in_celery(app, producer_conf):
     assert queue_of(app, tasks.in_q_opt.delay(1)) == "q_opt"
 
 
+def priority_of(app, result):
+    return app.broker.db.execute("SELECT priority FROM task WHERE id = ?",
+                                 (result.id,)).fetchone()[0]
+
+
+def test_task_routes_as_a_list_with_a_regex_and_a_priority_as_in_celery(app, producer_conf):
+    import re
+    producer_conf(task_routes=[{"tests.tasks.route_exact": {"queue": "r_list", "priority": 6}},
+                               {re.compile(r"tests\.tasks\.heavy_\w+"): "r_regex"}],
+                  task_default_priority=4)
+    exact, heavy = tasks.route_exact.delay(1), tasks.heavy_one.delay(2)
+    assert (queue_of(app, exact), priority_of(app, exact)) == ("r_list", 6)
+    assert (queue_of(app, heavy), priority_of(app, heavy)) == ("r_regex", 4)
+    assert priority_of(app, tasks.heavy_two.apply_async((3,), priority=1)) == 1
+
+
+def test_a_router_function_in_task_routes_is_refused_at_the_call(app, producer_conf):
+    from miniq.exceptions import ImproperlyConfigured
+    producer_conf(task_routes=(lambda name, args, kwargs, options, task=None: "r_fn",))
+    with pytest.raises(ImproperlyConfigured, match="router"):
+        tasks.default_probe.delay(1)
+
+
+def test_task_inherit_parent_priority_gives_a_child_its_parents(app, start_worker):
+    start_worker("-c", "1", env={"MINIQ_TEST_CONF": '{"task_inherit_parent_priority": true}'})
+    parent = tasks.send_child.apply_async((1,), priority=3)
+    child = app.AsyncResult(parent.get(timeout=30))
+    assert child.get(timeout=30) == 2 and priority_of(app, child) == 3
+
+
 def test_task_default_queue_decides_where_unrouted_tasks_go_and_what_a_worker_serves(
         app, start_worker, producer_conf):
     assert app.conf.task_default_queue == "celery"

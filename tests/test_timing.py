@@ -84,6 +84,30 @@ def test_autoretry_backoff_grows_exponentially(app, start_worker, tmp_path):
     assert gaps[0] >= 0.99 and gaps[1] >= 1.99, gaps
 
 
+def test_a_backoff_factor_under_one_counts_as_one_as_in_celery(app, start_worker, tmp_path):
+    start_worker("-c", "1")
+    path = tmp_path / "runs"
+    with pytest.raises(ValueError, match="still failing"):
+        tasks.autoretry_backoff_half.delay(str(path)).get(timeout=30)
+    first, second = (float(t) for t in path.read_text().split())
+    assert second - first >= 0.99
+
+
+def test_retry_without_throw_retries_the_run_once_it_returns(app, start_worker, tmp_path):
+    start_worker("-c", "1")
+    path = tmp_path / "runs"
+    result = tasks.retry_unthrown.delay(str(path))
+    assert result.get(timeout=30) == "run 1"
+    assert path.read_text().split() == ["0", "1"]
+    assert row_of(app, result.id, "retries") == (1,)
+
+
+def test_retry_with_options_miniq_cannot_honour_fails_with_a_clear_error(app, start_worker):
+    start_worker("-c", "1")
+    with pytest.raises(TypeError, match="takes no queue"):
+        tasks.retry_elsewhere.delay().get(timeout=30)
+
+
 # countdown and eta --------------------------------------------------------------------------------
 
 def test_countdown_is_not_run_early(app, start_worker):
@@ -155,6 +179,43 @@ def test_revoked_queued_tasks_never_run(app, start_worker, tmp_path):
         with pytest.raises(exceptions.TaskRevokedError):
             revoked.get(timeout=5)
     assert record.read_text().split()[0::2] == ["3"]
+
+
+def revoke_before_sent(app, tmp_path):
+    """Revoke a chain's later step, a chord's callback and an id sent after its revoke:
+    (the file each would write to, their three results), all REVOKED at once."""
+    from miniq import chain, chord
+    record = tmp_path / "runs"
+    steps = chain(tasks.add.si(1, 1), tasks.record.si(str(record), "chain"))
+    later = steps.apply_async()  # its last step is no row yet
+    joined = chord([tasks.add.s(2, 2)], tasks.record.si(str(record), "chord")).apply_async()
+    early = app.AsyncResult("sent-after-its-revoke")
+    for result in (later, joined, early):
+        result.revoke()
+    assert tasks.record.apply_async((str(record), "early"), task_id=early.id).id == early.id
+    assert {later.state, joined.state, early.state} == {"REVOKED"}
+    return record, later, joined, early
+
+
+def test_what_is_revoked_before_it_is_sent_never_runs_as_in_celery(app, start_worker, tmp_path):
+    record, later, joined, early = revoke_before_sent(app, tmp_path)
+    start_worker("-c", "1")
+    assert later.parent.get(timeout=30) == 2 and tasks.add.delay(3, 3).get(timeout=30) == 6
+    assert {later.state, joined.state, early.state} == {"REVOKED"}
+    with pytest.raises(exceptions.TaskRevokedError):
+        later.get(timeout=5)
+    assert not record.exists()  # none of them ran
+
+
+def test_a_reused_task_id_runs_again_once_finished_and_is_refused_while_queued(
+        app, start_worker):
+    first = tasks.add.delay(1, 1)
+    with pytest.raises(exceptions.OperationalError, match="not finished"):
+        tasks.add.apply_async((2, 2), task_id=first.id)  # refused at the call: nothing sent
+    start_worker("-c", "1")
+    assert first.get(timeout=30) == 2
+    again = tasks.add.apply_async((5, 5), task_id=first.id)
+    assert app.AsyncResult(again.id).get(timeout=30) == 10  # as Celery: it runs again
 
 
 @pytest.mark.parametrize("how", ["result-sigterm", "control-sigkill"])
