@@ -494,15 +494,21 @@ class Worker:
         try:
             soft = self._limit(message, "soft_time_limit")
             hard = self._limit(message, "time_limit")
+            job = pickle.dumps((tuple(message), soft), pickle.HIGHEST_PROTOCOL)
         except (ValueError, TypeError, OverflowError) as exc:
             error = ValueError(f"bad time limit for {message.name}: {exc}")
+            log.error("Task %s not run: %s", message, error)
+            self._settle_row(message, "FAILURE", error)
+            return
+        except RecursionError:  # options a newer json reads, but too deep to hand on
+            error = InvalidTaskError(f"corrupt message {message.id}: options nested too deep")
             log.error("Task %s not run: %s", message, error)
             self._settle_row(message, "FAILURE", error)
             return
         child.message, child.started = message, time.monotonic()
         child.deadline = child.started + hard if hard else None
         try:
-            _put(child.conn, (tuple(message), soft))
+            child.conn.send_bytes(job)
         except OSError:  # it never got the task: a fresh child will
             child.killed_for = ("PENDING", None)
             self._kill(child)
