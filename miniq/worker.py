@@ -495,13 +495,10 @@ class Worker:
             soft = self._limit(message, "soft_time_limit")
             hard = self._limit(message, "time_limit")
             job = pickle.dumps((tuple(message), soft), pickle.HIGHEST_PROTOCOL)
-        except (ValueError, TypeError, OverflowError) as exc:
-            error = ValueError(f"bad time limit for {message.name}: {exc}")
-            log.error("Task %s not run: %s", message, error)
-            self._settle_row(message, "FAILURE", error)
-            return
-        except RecursionError:  # options a newer json reads, but too deep to hand on
-            error = InvalidTaskError(f"corrupt message {message.id}: options nested too deep")
+        except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+            error = (InvalidTaskError(f"corrupt message {message.id}: options nested too deep")
+                     if isinstance(exc, RecursionError)  # a newer json reads them: no pickle
+                     else ValueError(f"bad time limit for {message.name}: {exc}"))
             log.error("Task %s not run: %s", message, error)
             self._settle_row(message, "FAILURE", error)
             return
