@@ -73,6 +73,27 @@ def test_a_row_whose_text_is_not_utf8_fails_alone(app, start_worker):
     assert_serving(worker)
 
 
+def test_a_scheduled_row_whose_eta_is_not_a_number_fails_alone(app, start_worker):
+    app.broker.db  # the schema
+    bad = insert_raw(app, tasks.add.name, (1, 2), eta="tomorrow", status=-2)
+    later = tasks.add.apply_async((3, 4), countdown=3600)  # a real one stays scheduled
+    worker = start_worker("-c", "1")
+    settle(bad, worker)
+    error = failure_of(bad)
+    assert isinstance(error, exceptions.InvalidTaskError) and "bad eta" in str(error)
+    assert later.state == "PENDING"
+    assert_serving(worker)
+
+
+def test_a_running_row_whose_lease_is_not_a_number_is_recovered(app, start_worker):
+    app.broker.db  # the schema
+    lost = [insert_raw(app, tasks.add.name, (1, n), status=1, worker="gone", lease=lease)
+            for n, lease in enumerate(("soon", None, b"\x00"))]
+    worker = start_worker("-c", "1")
+    assert [r.get(timeout=15) for r in lost] == [1, 2, 3]
+    assert_serving(worker)
+
+
 def test_options_nested_too_deep_to_read_fail_that_task_alone(app, start_worker):
     worker = start_worker("-c", "1")
     deep = insert_raw(app, tasks.add.name, (1, 2),
