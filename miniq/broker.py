@@ -513,9 +513,12 @@ class Broker:
                     "SELECT id FROM task WHERE worker = ? AND status = 1", (worker,)))
             if n <= 0:
                 return []
-            db.execute("UPDATE task SET status = 0 WHERE seq IN (SELECT seq FROM task INDEXED BY"
-                       f" task_scheduled WHERE status = -2 AND queue IN ({marks}) AND eta <= ?"
-                       " LIMIT ?)", (*queues, now, PROMOTE))
+            # the due ones, and any whose eta is not a number (another program's row): to fail
+            some = ("SELECT seq FROM (SELECT seq FROM task INDEXED BY task_scheduled"
+                    f" WHERE status = -2 AND queue IN ({marks}) AND eta {{}} LIMIT ?)")
+            due, unreadable = some.format("<= ?"), some.format(">= ''")
+            db.execute(f"UPDATE task SET status = 0 WHERE seq IN ({due} UNION ALL {unreadable})",
+                       (*queues, now, PROMOTE, *queues, PROMOTE))
             pick = ("SELECT seq, priority FROM task INDEXED BY task_queued"
                     f" WHERE status = 0 AND queue IN ({marks}) ORDER BY priority DESC, seq LIMIT ?")
             picked = db.execute(pick, (*queues, n)).fetchall()
@@ -602,7 +605,8 @@ class Broker:
         delivered max_deliveries times, with lost_result (exception JSON) as their result.
         A reserved task that never began goes back with no delivery counted."""
         now = self.clock()
-        lost = f"status = 1 AND (lease < ? OR worker IN ({_marks(dead)}))"
+        lost = ("status = 1 AND (lease < ? OR typeof(lease) NOT IN ('integer', 'real')"
+                f" OR worker IN ({_marks(dead)}))")  # a lease no number: another program's row
 
         def run(db):
             db.execute(f"DELETE FROM worker WHERE id IN ({_marks(dead)})", dead)

@@ -49,8 +49,10 @@ class Context(SimpleNamespace):
 
     id = task = hostname = root_id = parent_id = group = eta = expires = origin = None
     kwargs = delivery_info = headers = timelimit = time_limit = soft_time_limit = None
-    chain = callbacks = errbacks = None
+    chain = callbacks = errbacks = correlation_id = reply_to = properties = None
+    loglevel = logfile = stamps = stamped_headers = utc = None
     args, retries, attempts, is_eager, called_directly = (), 0, 1, False, True
+    ignore_result = False
 
     def get(self, key, default=None):
         return getattr(self, key, default)
@@ -475,6 +477,10 @@ def _request(task, message, args, kwargs, eager, hostname):
                       "chain": list(reversed(options.get("chain") or ())) or None,
                       "callbacks": options.get("link"),
                       "errbacks": options.get("link_error"),
+                      "ignore_result": bool(options.get("ignore_result")),
+                      "correlation_id": None if eager else message.id,  # no reply queue
+                      "properties": None if eager else {"correlation_id": message.id,
+                                                        "priority": message.priority},
                       "headers": headers})
 
 

@@ -671,9 +671,10 @@ class Worker:
         if child.message:
             self._lost(child)
         elif not child.retiring:
-            self.idle_deaths += 1
-            log.error("child %s exited unexpectedly (exitcode %s)", child.process.pid,
-                      child.process.exitcode)
+            code = child.process.exitcode
+            log.error("child %s exited unexpectedly (exitcode %s)", child.process.pid, code)
+            # SIGKILL comes from outside (a user, the OOM killer): those are only replaced
+            self.idle_deaths += code != -signal.SIGKILL
             if self.idle_deaths > 3 * self.concurrency:
                 log.critical("children keep dying before they run anything: stopping")
                 self.cold = True

@@ -367,7 +367,8 @@ def request_fields_of_a_plain_call(c, get):
     r = get(c.request_view.delay())
     return (r["hostname"] == f"celery@{socket.gethostname()}", r["delivery_info"],
             r["root_id"] == r["id"], r["parent_id"], r["group"], r["eta"], r["expires"],
-            r["timelimit"], r["headers"])
+            r["timelimit"], r["headers"], r["correlation_id"], r["ignore_result"], r["utc"],
+            r["properties"] == {"correlation_id": r["id"], "priority": 0})
 
 
 def request_fields_of_a_call_with_options(c, get):
@@ -680,7 +681,7 @@ SCENARIOS = [
          "postrun FAILURE CompatError('as planned')"])),
     (request_fields_of_a_plain_call, (
         True, {"exchange": "", "routing_key": "celery", "priority": 0, "redelivered": False},
-        True, None, None, None, None, [None, None], None)),
+        True, None, None, None, None, [None, None], None, True, False, None, True)),
     (request_fields_of_a_call_with_options, (
         timedelta(0), True, 3, [20, 10], {"x_note": 1}, 1)),
     (parent_and_root_of_a_task_sent_by_a_task, (True, True)),

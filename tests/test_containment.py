@@ -73,6 +73,27 @@ def test_a_row_whose_text_is_not_utf8_fails_alone(app, start_worker):
     assert_serving(worker)
 
 
+def test_a_scheduled_row_whose_eta_is_not_a_number_fails_alone(app, start_worker):
+    app.broker.db  # the schema
+    bad = insert_raw(app, tasks.add.name, (1, 2), eta="tomorrow", status=-2)
+    later = tasks.add.apply_async((3, 4), countdown=3600)  # a real one stays scheduled
+    worker = start_worker("-c", "1")
+    settle(bad, worker)
+    error = failure_of(bad)
+    assert isinstance(error, exceptions.InvalidTaskError) and "bad eta" in str(error)
+    assert later.state == "PENDING"
+    assert_serving(worker)
+
+
+def test_a_running_row_whose_lease_is_not_a_number_is_recovered(app, start_worker):
+    app.broker.db  # the schema
+    lost = [insert_raw(app, tasks.add.name, (1, n), status=1, worker="gone", lease=lease)
+            for n, lease in enumerate(("soon", None, b"\x00"))]
+    worker = start_worker("-c", "1")
+    assert [r.get(timeout=15) for r in lost] == [1, 2, 3]
+    assert_serving(worker)
+
+
 def test_options_nested_too_deep_to_read_fail_that_task_alone(app, start_worker):
     worker = start_worker("-c", "1")
     deep = insert_raw(app, tasks.add.name, (1, 2),
@@ -174,3 +195,31 @@ def test_a_callback_that_is_no_signature_is_refused_at_the_call(app, key, link):
     with pytest.raises(TypeError, match="take signatures"):
         tasks.add.apply_async((1, 1), **{key: link})
     assert app.broker.db.execute("SELECT COUNT(*) FROM task").fetchone() == (0,)
+
+
+BOOT_FAILS = '''
+import os
+from miniq import Miniq, signals
+app = Miniq("boot_fails")
+@signals.worker_process_init.connect
+def _exit_at_once(**named):
+    os._exit(3)
+'''
+
+
+def test_children_that_exit_as_they_start_stop_the_worker(start_worker, tmp_path):
+    (tmp_path / "boot_fails.py").write_text(BOOT_FAILS)
+    worker = start_worker("-c", "2", app_path="boot_fails", ready=False,
+                          env={"PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"})
+    assert worker.wait(30) == 1, tail(worker)
+    assert "children keep dying before they run anything" in worker.output()
+
+
+def test_idle_children_killed_from_outside_are_replaced_every_time(app, start_worker):
+    worker = start_worker("-c", "1")
+    for _ in range(5):  # more deaths than stop a worker whose children exit as they start
+        [pid] = wait_for(worker.children, message="a child")
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: worker.children() not in ([], [pid]), message="a new child")
+    assert_serving(worker)
+    assert worker.output().count("exited unexpectedly") == 5

@@ -172,7 +172,9 @@ def request_view(self):
     return {"id": r.id, "hostname": r.hostname, "delivery_info": r.delivery_info,
             "root_id": r.root_id, "parent_id": r.parent_id, "group": r.group, "eta": r.eta,
             "expires": r.expires, "timelimit": r.timelimit, "headers": r.headers,
-            "x_note": getattr(r, "x_note", None)}
+            "x_note": getattr(r, "x_note", None), "correlation_id": r.correlation_id == r.id,
+            "ignore_result": r.ignore_result, "utc": r.utc,
+            "properties": {key: r.properties.get(key) for key in ("correlation_id", "priority")}}
 
 
 @app.task
