@@ -591,6 +591,11 @@ def replace_gives_the_replacement_result(c, get):
     return [get(r) for r in (alone, in_chain, by_group, group_in_chain, by_chain, body)]
 
 
+def a_replacement_that_fails_fails_its_chord(c, get):
+    in_chord = c.chord([c.fail_replaced.s(), c.add.s(1, 1)], c.echo.s())()
+    return raised(lambda: get(c.fail_replaced.delay())), raised(lambda: get(in_chord))
+
+
 def signatures_are_data(c, get):
     sig = c.add.signature((2, 2), {"debug": True}, countdown=10)
     fresh = c.add.s(2, 2)
@@ -738,6 +743,7 @@ SCENARIOS = [
                               [[0, 2, 4, 6, 8], [10, 12, 14, 16, 18]])),
     (replace_gives_the_replacement_result, [
         5, 32, [11, 12], [12, 13, 14, 15], 20, [[3, 7, 5, "A"], [13, 10, "A"]]]),
+    (a_replacement_that_fails_fails_its_chord, ("raised ValueError", "raised ValueError")),
     (signatures_are_data, ((2, 2), {"debug": True}, {"countdown": 10},
                            "tests.compat.celery_api.add", False, True, True, 4,
                            [(True, "tests.compat.celery_api.add", [2], {"y": 3},

@@ -247,6 +247,11 @@ def add_to_all(self, nums, val):
 
 
 @app.task(bind=True)
+def fail_replaced(self):
+    raise self.replace(fail.si())
+
+
+@app.task(bind=True)
 def replace_with_chain(self, x):
     return self.replace(add.s(x, 1) | mul.s(10))
 
