@@ -343,7 +343,7 @@ class Task:
                      state: str | None = None,
                      meta: Any = None,
                      **_ignored: Any) -> None:
-        """Report a custom state (e.g. PROGRESS) and meta while running."""
+        """Store a custom state (e.g. PROGRESS) and meta: this run's, or any task's."""
         task_id = task_id or self.request.id
         if task_id is None or self.request.is_eager:
             return

@@ -591,6 +591,18 @@ def replace_gives_the_replacement_result(c, get):
     return [get(r) for r in (alone, in_chain, by_group, group_in_chain, by_chain, body)]
 
 
+def update_state_stores_any_tasks_state(c, get):
+    later = c.add.apply_async((1, 1), countdown=60)
+    unsent, by_caller = str(uuid.uuid4()), str(uuid.uuid4())
+    marks = [c.mark_other.delay(task_id) for task_id in (later.id, unsent)]
+    [get(mark) for mark in marks]
+    c.add.update_state(task_id=by_caller, state="PROGRESS", meta={"from": "caller"})
+    seen = [(r.state, r.info) for r in map(c.app.AsyncResult, (later.id, unsent, by_caller))]
+    later.revoke()
+    return seen == [("PROGRESS", {"from": mark.id}) for mark in marks] + [
+        ("PROGRESS", {"from": "caller"})] or seen
+
+
 def a_replacement_that_fails_fails_its_chord(c, get):
     in_chord = c.chord([c.fail_replaced.s(), c.add.s(1, 1)], c.echo.s())()
     return raised(lambda: get(c.fail_replaced.delay())), raised(lambda: get(in_chord))
@@ -743,6 +755,7 @@ SCENARIOS = [
                               [[0, 2, 4, 6, 8], [10, 12, 14, 16, 18]])),
     (replace_gives_the_replacement_result, [
         5, 32, [11, 12], [12, 13, 14, 15], 20, [[3, 7, 5, "A"], [13, 10, "A"]]]),
+    (update_state_stores_any_tasks_state, True),
     (a_replacement_that_fails_fails_its_chord, ("raised ValueError", "raised ValueError")),
     (signatures_are_data, ((2, 2), {"debug": True}, {"countdown": 10},
                            "tests.compat.celery_api.add", False, True, True, 4,

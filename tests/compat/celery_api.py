@@ -247,6 +247,11 @@ def add_to_all(self, nums, val):
 
 
 @app.task(bind=True)
+def mark_other(self, other_id):
+    self.update_state(task_id=other_id, state="PROGRESS", meta={"from": self.request.id})
+
+
+@app.task(bind=True)
 def fail_replaced(self):
     raise self.replace(fail.si())
 
