@@ -255,7 +255,7 @@ def retry_runs_again(c, get):
 
 
 def retry_gives_up_after_max_retries(c, get):
-    return raised(lambda: get(c.always_retry.delay()))
+    return raised(lambda: get(c.always_retry.delay())), get(c.catches_its_last_retry.delay())
 
 
 def soft_limit_is_caught_by_the_task(c, get):
@@ -672,7 +672,7 @@ SCENARIOS = [
     (delay_and_get, 5),
     (bind_sees_its_request_id, True),
     (retry_runs_again, 2),
-    (retry_gives_up_after_max_retries, "raised MaxRetriesExceededError"),
+    (retry_gives_up_after_max_retries, ("raised MaxRetriesExceededError", "gave up after 1")),
     (soft_limit_is_caught_by_the_task, "cleaned up"),
     (hard_limit_raises_time_limit_exceeded, "TimeLimitExceeded"),
     (failure_comes_back_as_its_type, "ValueError"),

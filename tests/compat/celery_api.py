@@ -55,6 +55,14 @@ def always_retry(self):
     raise self.retry(countdown=0.1, max_retries=2)
 
 
+@app.task(bind=True)
+def catches_its_last_retry(self):
+    try:
+        raise self.retry(countdown=0.1, max_retries=1)
+    except self.MaxRetriesExceededError:  # Celery's task attribute
+        return f"gave up after {self.request.retries}"
+
+
 @app.task(soft_time_limit=0.5, time_limit=10)
 def polite():
     try:
