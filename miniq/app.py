@@ -138,8 +138,12 @@ class Miniq:
         self.home, self.origin = os.getcwd(), caller.get("__name__")  # origin: for -A
         if caller.get("__file__") and self.origin != __name__:
             self.home = os.path.dirname(os.path.abspath(caller["__file__"]))
-        canvas.builtins(self)
+        self._builtins()
         _default = self
+
+    def _builtins(self) -> None:
+        """Register the tasks every app has: Celery's that workflows run in a worker."""
+        canvas.builtins(self)
 
     def __repr__(self) -> str:
         return f"<Miniq {self.main or '__main__'} {self.conf.broker_url}>"

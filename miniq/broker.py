@@ -489,10 +489,17 @@ class Broker:
 
     @_translated
     def update_state(self, task_id, state, meta):
-        """A running task reports a custom state (None: keeps its own) and meta (JSON)."""
-        self._write("UPDATE task SET state = COALESCE(?, state), result = ?"
-                    " WHERE id = ? AND status = 1",
-                    (printable(state), meta, task_id))
+        """A task's custom state (None: keeps its own) and meta (JSON). As Celery's backend
+        stores them for any id, an id not sent yet gets a row, done in that state."""
+        now, state = self.clock(), printable(state)
+
+        def run(db):
+            if not db.execute("UPDATE task SET state = COALESCE(?, state), result = ?"
+                              " WHERE id = ?", (state, meta, task_id)).rowcount:
+                db.execute("INSERT INTO task (id, name, queue, body, status, state, result,"
+                           " created, finished) VALUES (?, '', '', '[]', 2,"
+                           " COALESCE(?, 'PENDING'), ?, ?, ?)", (task_id, state, meta, now, now))
+        self._tx(run)
 
     # -- workers -----------------------------------------------------------
 

@@ -647,8 +647,8 @@ def chord_error(message: Any) -> BaseException:
     replaced task, else Celery's ChordError naming the member."""
     try:
         failed = message.options["chord_error"]
-        if loads(message.body)[1].get("replaced"):
-            return exception_from_json(failed["error"])
+        if loads(message.body)[1].get("replaced"):  # named, not made: the manager runs this
+            return exception_from_json(failed["error"], imported=False)
         return ChordError(f"Dependency {failed['id']} raised {exception_text(failed['error'])}")
     except (ValueError, TypeError, AttributeError, KeyError, IndexError):
         return ChordError(f"a member of chord {message.id} failed; its error is unreadable")

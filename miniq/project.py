@@ -7,6 +7,7 @@ the core's app with these; the core never imports this module.
 import functools
 import importlib
 import sys
+import weakref
 from typing import Any, Callable
 
 from . import app as apps
@@ -21,6 +22,9 @@ REFUSED = {  # settings miniq cannot honour: refused at configuration, never ign
     "task_create_missing_queues": True,  # Celery's QueueNotFound needs declared queues
 }
 PER_SECOND = {"s": 1, "m": 60, "h": 3600}  # a rate's unit: "10/s", "100/m", "1000/h"
+# As Celery's: every @shared_task is registered on every app, made before it or after
+SHARED: list = []
+APPS: Any = weakref.WeakSet()
 
 
 class Miniq(apps.Miniq):
@@ -32,6 +36,13 @@ class Miniq(apps.Miniq):
     broker_class = RateBroker  # keeps rate limits across workers
 
     control = functools.cached_property(Control)  # revoke, inspect(), ping(), shutdown()
+
+    def _builtins(self) -> None:
+        """Celery's built-in tasks, and every shared task defined so far."""
+        super()._builtins()
+        APPS.add(self)
+        for task in SHARED:
+            task._made_on(self)
 
     @functools.cached_property
     def on_after_configure(self) -> Any:
@@ -246,8 +257,12 @@ class SharedTask:
         functools.update_wrapper(self, fun)
 
     def _get_current_object(self):
-        """The task it stands for (Celery's proxy method), made on first use."""
-        app, fun = apps.default_app(), self._fun
+        """The task it stands for in the current app (Celery's proxy method)."""
+        return self._made_on(apps.default_app())
+
+    def _made_on(self, app):
+        """Its task in that app, made there if it is not yet."""
+        fun = self._fun
         name = self._options.get("name") or app.gen_task_name(fun.__name__, fun.__module__)
         return app.tasks.get(name) or app.task(**self._options)(fun)
 
@@ -263,11 +278,12 @@ class SharedTask:
 
 def shared_task(*args: Any, **options: Any) -> Any:
     """``@shared_task`` or ``@shared_task(bind=True, ...)``: a task for whichever app
-    the project makes; registered at once on the current app, if there is one, so a
-    worker that imports the module knows it."""
+    the project makes, registered on each app there is and each made later, so a worker
+    knows it whichever was imported first."""
     def register(fun: Callable) -> SharedTask:
         task = SharedTask(fun, options)
-        if apps._default is not None:
-            task._get_current_object()
+        SHARED.append(task)
+        for app in list(APPS):
+            task._made_on(app)
         return task
     return apps.decorator(register, args, options, "shared_task")

@@ -83,13 +83,15 @@ def _text_of(exc):
         return f"<unprintable {type(exc).__name__}>"
 
 
-def exception_from_json(data):
-    """Rebuild an exception by name, from builtins, miniq or a module this process has
-    already imported (so ``except MyError`` matches); never an import."""
+def exception_from_json(data, imported=True):
+    """Rebuild an exception by name, from builtins, miniq or (if ``imported``) a module
+    this process has already imported, so ``except MyError`` matches; never an import.
+    Others get a stand-in of the same name, whose JSON is the same."""
     name, module = str(data.get("exc_type")), str(data.get("exc_module"))
     args = data.get("exc_message")
     args = args if isinstance(args, list) else [args]
-    home = {"builtins": builtins, WIRE_MODULE: exceptions}.get(module, sys.modules.get(module))
+    home = {"builtins": builtins, WIRE_MODULE: exceptions}.get(
+        module, sys.modules.get(module) if imported else None)
     cls = getattr(home, name, None)
     if not (isinstance(cls, type) and issubclass(cls, BaseException)):
         cls = _remote_class(module, name)
@@ -114,7 +116,7 @@ def exception_text(data):
 def _remote_class(module, name):
     """A stand-in class for an exception type this process must not import."""
     safe = name if name.isidentifier() else "RemoteError"
-    return type(safe, (Exception,), {"__module__": module})
+    return type(safe, (Exception,), {"__module__": module, "__qualname__": name})
 
 
 def _value(row):

@@ -19,8 +19,8 @@ from types import SimpleNamespace
 from typing import Any, NamedTuple
 
 from .broker import NUMBER, Message, printable
-from .exceptions import (Ignore, InvalidTaskError, MaxRetriesExceededError, NotRegistered, Reject,
-                         Retry, SoftTimeLimitExceeded)
+from .exceptions import (Ignore, InvalidTaskError, MaxRetriesExceededError, NotRegistered,
+                         OperationalError, Reject, Retry, SoftTimeLimitExceeded)
 from .canvas import Signature, _mapped, chunks
 from .result import EagerResult, exception_from_json, exception_to_json, new_id
 from .utils.json import dumps, loads
@@ -138,6 +138,9 @@ class Task:
     store_errors_even_if_ignored: bool | None = None
     track_started: bool | None = None  # miniq always records STARTED
     acks_on_failure_or_timeout: bool | None = None
+    # as Celery's: ``except self.MaxRetriesExceededError`` in a task
+    MaxRetriesExceededError = MaxRetriesExceededError
+    OperationalError = OperationalError
 
     @classmethod
     def _subclass(cls, app, fun, name: str, options: dict) -> type:
@@ -343,7 +346,7 @@ class Task:
                      state: str | None = None,
                      meta: Any = None,
                      **_ignored: Any) -> None:
-        """Report a custom state (e.g. PROGRESS) and meta while running."""
+        """Store a custom state (e.g. PROGRESS) and meta: this run's, or any task's."""
         task_id = task_id or self.request.id
         if task_id is None or self.request.is_eager:
             return

@@ -642,7 +642,9 @@ class Worker:
                 log.error("Task %s: its workflow ends here: %s", message, exc)
                 if state == "REPLACED":  # its replacement cannot be sent: it fails
                     state, result = "FAILURE", exception_to_json(exc)
-        self.want = self.want or bool(follow)  # our own commit does not move data_version
+        # our own commit does not move data_version: claim after it if it sends a step
+        # or may release a chord's callback
+        self.want = self.want or bool(follow or message.chord)
         began = self.begun.pop(message.id, (0, None))[1]  # written with its outcome
         self._buffer(Settle(message.id, message.attempts, state, result, outcome.traceback,
                             outcome.eta, outcome.body, message.chord, follow, failed, began))

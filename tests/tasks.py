@@ -548,6 +548,20 @@ def raise_repr_bomb():
     raise ReprBomb("bomb")
 
 
+class ExitOnInit(Exception):
+    """An exception whose constructor ends the process that builds it."""
+
+    def __init__(self, *args):
+        raise SystemExit(f"ExitOnInit{args} was built")
+
+
+@app.task
+def raise_exit_on_init():
+    error = ExitOnInit.__new__(ExitOnInit)  # raised, never built: only a reader builds it
+    error.args = ("bomb",)
+    raise error
+
+
 @app.task(bind=True)
 def retry_nan(self):
     raise self.retry(countdown=float("nan"))

@@ -255,7 +255,7 @@ def retry_runs_again(c, get):
 
 
 def retry_gives_up_after_max_retries(c, get):
-    return raised(lambda: get(c.always_retry.delay()))
+    return raised(lambda: get(c.always_retry.delay())), get(c.catches_its_last_retry.delay())
 
 
 def soft_limit_is_caught_by_the_task(c, get):
@@ -591,6 +591,23 @@ def replace_gives_the_replacement_result(c, get):
     return [get(r) for r in (alone, in_chain, by_group, group_in_chain, by_chain, body)]
 
 
+def update_state_stores_any_tasks_state(c, get):
+    later = c.add.apply_async((1, 1), countdown=60)
+    unsent, by_caller = str(uuid.uuid4()), str(uuid.uuid4())
+    marks = [c.mark_other.delay(task_id) for task_id in (later.id, unsent)]
+    [get(mark) for mark in marks]
+    c.add.update_state(task_id=by_caller, state="PROGRESS", meta={"from": "caller"})
+    seen = [(r.state, r.info) for r in map(c.app.AsyncResult, (later.id, unsent, by_caller))]
+    later.revoke()
+    return seen == [("PROGRESS", {"from": mark.id}) for mark in marks] + [
+        ("PROGRESS", {"from": "caller"})] or seen
+
+
+def a_replacement_that_fails_fails_its_chord(c, get):
+    in_chord = c.chord([c.fail_replaced.s(), c.add.s(1, 1)], c.echo.s())()
+    return raised(lambda: get(c.fail_replaced.delay())), raised(lambda: get(in_chord))
+
+
 def signatures_are_data(c, get):
     sig = c.add.signature((2, 2), {"debug": True}, countdown=10)
     fresh = c.add.s(2, 2)
@@ -655,7 +672,7 @@ SCENARIOS = [
     (delay_and_get, 5),
     (bind_sees_its_request_id, True),
     (retry_runs_again, 2),
-    (retry_gives_up_after_max_retries, "raised MaxRetriesExceededError"),
+    (retry_gives_up_after_max_retries, ("raised MaxRetriesExceededError", "gave up after 1")),
     (soft_limit_is_caught_by_the_task, "cleaned up"),
     (hard_limit_raises_time_limit_exceeded, "TimeLimitExceeded"),
     (failure_comes_back_as_its_type, "ValueError"),
@@ -738,6 +755,8 @@ SCENARIOS = [
                               [[0, 2, 4, 6, 8], [10, 12, 14, 16, 18]])),
     (replace_gives_the_replacement_result, [
         5, 32, [11, 12], [12, 13, 14, 15], 20, [[3, 7, 5, "A"], [13, 10, "A"]]]),
+    (update_state_stores_any_tasks_state, True),
+    (a_replacement_that_fails_fails_its_chord, ("raised ValueError", "raised ValueError")),
     (signatures_are_data, ((2, 2), {"debug": True}, {"countdown": 10},
                            "tests.compat.celery_api.add", False, True, True, 4,
                            [(True, "tests.compat.celery_api.add", [2], {"y": 3},

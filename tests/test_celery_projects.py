@@ -204,6 +204,36 @@ def test_a_django_style_project_runs_without_django(project):
     """) == ["3600", "math", "5", "42", "Exception", "failed_on_try_2"]
 
 
+SHARED_FIRST = {  # a library of shared tasks, imported before the project makes its apps
+    "library.py": """
+        from miniq import shared_task
+
+
+        @shared_task
+        def double(x):
+            return 2 * x
+    """,
+    "early.py": """
+        import library
+        from miniq import Celery
+
+        other = Celery("other", broker="sqlite:///other.db")
+        app = Celery("early", broker="sqlite:///early.db")
+    """,
+}
+
+
+def test_shared_tasks_defined_before_any_app_reach_every_app(project):
+    write, start, run = project
+    write(SHARED_FIRST)
+    start("-A", "early", "worker", "-c", "1", "-l", "INFO")
+    assert run("""
+        import early, library
+        print(library.double.delay(21).get(timeout=20))
+        print(*("library.double" in a.tasks for a in (early.app, early.other)))
+    """) == ["42", "True", "True"]
+
+
 @pytest.fixture
 def fresh_app(tmp_path, monkeypatch):
     """A Celery app of its own; the default app of the other tests is kept."""

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from miniq import chain, exceptions
+from miniq import chain, chord, exceptions
 from miniq.wake import machine_id
 from tests import tasks
 from tests.conftest import ROOT, wait_for
@@ -124,6 +124,15 @@ def test_the_manager_never_runs_the_code_of_a_tasks_exception(app, start_worker)
     error = failure_of(tasks.raise_repr_bomb.delay())
     assert type(error).__name__ == "ReprBomb"
     wait_for(lambda: "raised unexpected: ReprBomb('bomb')" in tail(worker), 15, message="the log line")
+    assert_serving(worker)
+
+
+def test_the_manager_never_builds_the_error_of_a_replaced_chord_member(app, start_worker):
+    worker = start_worker("-c", "2")
+    member = tasks.replaced_by.s(tasks.raise_exit_on_init.s())
+    result = chord([member, tasks.add.s(1, 1)], tasks.tsum.s()).apply_async()
+    with pytest.raises(SystemExit, match="ExitOnInit"):  # built here, where get() reads it
+        result.get(timeout=20)
     assert_serving(worker)
 
 

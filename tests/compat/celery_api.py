@@ -55,6 +55,14 @@ def always_retry(self):
     raise self.retry(countdown=0.1, max_retries=2)
 
 
+@app.task(bind=True)
+def catches_its_last_retry(self):
+    try:
+        raise self.retry(countdown=0.1, max_retries=1)
+    except self.MaxRetriesExceededError:  # Celery's task attribute
+        return f"gave up after {self.request.retries}"
+
+
 @app.task(soft_time_limit=0.5, time_limit=10)
 def polite():
     try:
@@ -244,6 +252,16 @@ def add_replaced(self, x, y):
 @app.task(bind=True)
 def add_to_all(self, nums, val):
     raise self.replace(group(add.s(num, val) for num in nums))
+
+
+@app.task(bind=True)
+def mark_other(self, other_id):
+    self.update_state(task_id=other_id, state="PROGRESS", meta={"from": self.request.id})
+
+
+@app.task(bind=True)
+def fail_replaced(self):
+    raise self.replace(fail.si())
 
 
 @app.task(bind=True)
