@@ -17,6 +17,7 @@ import contextlib
 import functools
 import json
 import logging
+import math
 import multiprocessing
 import os
 import pickle
@@ -27,6 +28,7 @@ import socket
 import sys
 import time
 import uuid
+from datetime import timedelta
 
 from . import result as results
 from .app import load_app
@@ -49,6 +51,46 @@ STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 # a worker, its SIGUSR1 and SIGUSR2 debug it; miniq has neither).
 NOTED_SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM)
 SIGNAL_NAMES = {number.value: number.name for number in signal.Signals}
+
+
+def _whole(least):
+    return lambda v: v is None or type(v) is int and v >= least
+
+
+def _seconds(least, optional=True):
+    """None (if optional) or a finite number of seconds from least; a timedelta too."""
+    def fits(value):
+        value = value.total_seconds() if isinstance(value, timedelta) else value
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            return optional and value is None
+        return least <= value < math.inf
+    return fits
+
+
+# Settings a worker reads as it runs: refused as it starts, rather than met by each task
+SETTINGS = (("worker_concurrency", _whole(0), "a whole number"),
+            ("worker_max_tasks_per_child", _whole(0), "a whole number"),
+            ("worker_max_memory_per_child", _whole(0), "a whole number of KiB"),
+            ("task_max_deliveries", _whole(1), "a whole number of 1 or more"),
+            ("worker_heartbeat", _seconds(0.01, False), "a number of seconds, at least 0.01"),
+            ("worker_lost_after", _seconds(0.01, False), "a number of seconds, at least 0.01"),
+            ("result_expires", _seconds(0), "None or a number of seconds, at least 0"),
+            ("task_time_limit", _seconds(0), "None or a number of seconds, at least 0"),
+            ("task_soft_time_limit", _seconds(0), "None or a number of seconds, at least 0"),
+            ("task_default_queue", lambda v: isinstance(v, str) and v, "a queue name"),
+            ("sqlite_synchronous", lambda v: str(v).upper() in ("NORMAL", "FULL"),
+             "NORMAL or FULL"))
+
+
+def check_settings(conf):
+    """Refuse a worker setting that no worker could use, naming it."""
+    for key, fits, wanted in SETTINGS:
+        if not fits(conf.get(key)):
+            raise ImproperlyConfigured(f"{key} must be {wanted}, not {conf.get(key)!r}")
+    if conf.worker_lost_after <= conf.worker_heartbeat:
+        raise ImproperlyConfigured(
+            f"worker_lost_after ({conf.worker_lost_after}) must be longer than"
+            f" worker_heartbeat ({conf.worker_heartbeat}): live workers would be taken for dead")
 
 
 def _rss_kib():
@@ -182,6 +224,7 @@ class Worker:
     def __init__(self, app, app_path, concurrency=None, queues=None, start_method=None,
                  loglevel=None, beat=False, hostname=None):
         conf = self.conf = app.conf
+        check_settings(conf)
         self.hostname = hostname  # the node name (-n): in replies to inspect(), to tasks
         self.app, self.app_path, self.loglevel = app, app_path, loglevel
         self.concurrency = concurrency or conf.worker_concurrency or os.cpu_count() or 1

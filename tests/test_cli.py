@@ -170,6 +170,19 @@ def test_time_limit_kills_a_task_that_runs_too_long(app, start_worker):
     assert "TimeLimitExceeded" in type(info.value).__name__, info.value
 
 
+@pytest.mark.parametrize("setting", [
+    'worker_concurrency="4"', 'worker_max_tasks_per_child="100"',
+    'worker_max_memory_per_child=1.5', "worker_heartbeat=0", "worker_lost_after=0.5",
+    "result_expires=-5", 'result_expires="soon"', "task_time_limit=-1",
+    'task_soft_time_limit=float("inf")', 'task_time_limit=float("nan")',
+    'sqlite_synchronous="FUL"', "task_default_queue=5", "task_max_deliveries=0"])
+def test_a_setting_no_worker_could_use_is_refused_as_it_starts(setting, broker_url, tmp_path):
+    (tmp_path / "badconf.py").write_text(
+        f"from miniq import Miniq\napp = Miniq('badconf')\napp.conf.update({setting})\n")
+    proc = worker_cli("-A", "badconf", broker_url=broker_url, cwd=tmp_path)
+    assert_setup_error(proc, setting.split("=")[0])
+
+
 @pytest.mark.parametrize("pool", ["threads", "solo", "eventlet", "gevent"])
 def test_a_pool_miniq_does_not_have_is_refused(pool):
     proc = worker_cli("-A", "tests.tasks", options=("-P", pool))
