@@ -38,6 +38,10 @@ class Control(apps.Control):
         """Warm shutdown (SIGTERM) of the live workers, or those named: each finishes
         its running tasks and exits. One of another machine (host, boot or pid
         namespace) cannot be signalled from here: its reply is an error."""
+        refused = sorted(_broadcast.keys() & {"pattern", "matcher", "connection"})
+        if refused:  # else every worker would stop, not those they choose
+            raise TypeError(f"shutdown(): miniq chooses workers by destination and limit,"
+                            f" not {', '.join(refused)}")
         here = machine_id()
         return [{node: _stop(worker, here)}
                 for node, worker in self.inspect(destination, limit=limit)._nodes()]

@@ -320,6 +320,8 @@ def test_ping_names_the_live_worker_and_is_none_for_no_one(on_shared):
         inspect(destination=NODE)
     with pytest.raises(TypeError):  # no pattern matching of node names: refused
         inspect(pattern="shared@*")
+    with pytest.raises(TypeError, match="matcher, pattern"):  # not: every worker stops
+        tasks.app.control.shutdown(pattern="web@*", matcher="glob")
     shown = cli(on_shared, "inspect", "ping")
     assert (shown.returncode, shown.stdout) == (0, f"-> {NODE}: OK\n    pong\n\n1 node online.\n")
     assert cli_json(on_shared, "inspect", "ping", "-d", NODE) == (0, {NODE: {"ok": "pong"}})
