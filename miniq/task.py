@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from types import SimpleNamespace
 from typing import Any, NamedTuple
@@ -87,6 +88,10 @@ def running_priority():
 _signature = functools.cache(inspect.signature)  # apply_async checks calls against it
 def encode_args(name, args, kwargs):
     """JSON of the call's arguments; what JSON cannot carry fails here, at the call."""
+    if not isinstance(args, (list, tuple, type(None))):  # as Celery's: "ab" is not ("a", "b")
+        raise TypeError(f"{name}: task args must be a list or tuple, not {args!r}")
+    if not isinstance(kwargs, (Mapping, type(None))):
+        raise TypeError(f"{name}: task keyword arguments must be a mapping, not {kwargs!r}")
     try:
         return dumps([list(args or ()), dict(kwargs or {})])
     except (TypeError, ValueError, RecursionError) as exc:
