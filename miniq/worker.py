@@ -279,7 +279,8 @@ class Worker:
         try:
             self._recover()
             self.broker.release([name for name in self.app.tasks if name not in self.rates])
-            self.children = [self._spawn(i) for i in range(self.concurrency)]
+            for index in range(self.concurrency):  # each kept at once: stopped if one fails
+                self.children.append(self._start_child(index))
             log.info("miniq worker %s ready: %d children (%s), queues %s, database %s",
                      self.id[:8], self.concurrency, self.ctx.get_start_method(),
                      ",".join(self.queues), self.broker.path)
@@ -306,6 +307,13 @@ class Worker:
         if self.warm or signum == signal.SIGQUIT:
             self.cold = True
         self.warm = True
+
+    def _start_child(self, index):
+        try:
+            return self._spawn(index)
+        except OSError as exc:  # no process left to this user, no memory: not a task's fault
+            raise ImproperlyConfigured(f"cannot start child process {index + 1} of"
+                                       f" {self.concurrency}: {exc}") from None
 
     def _spawn(self, index):
         ours, theirs = self.ctx.Pipe()
@@ -727,10 +735,14 @@ class Worker:
         self._unwatch(child.process.sentinel)
         child.conn.close()
         index = self.children.index(child)
-        if not self.cold:
-            self.children[index] = self._spawn(index)
-        else:
-            self.children.pop(index)
+        try:
+            if not self.cold:
+                self.children[index] = self._start_child(index)
+                return
+        except ImproperlyConfigured as exc:
+            log.critical("%s: stopping when the running tasks end", exc)
+            self.warm = True
+        self.children.pop(index)
 
     def _lost(self, child):
         message, child.message = child.message, None
