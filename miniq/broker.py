@@ -170,7 +170,11 @@ def path_from_url(url):
         raise ImproperlyConfigured(
             f"broker URL {url!r} is not supported: miniq needs a SQLite file URL "
             "such as sqlite:///proj.db (relative) or sqlite:////var/lib/proj.db (absolute)")
-    return url[len(prefix):]
+    path = url[len(prefix):]
+    if path == ":memory:" or "?" in path:  # no process could share it / not a file's name
+        raise ImproperlyConfigured(f"broker URL {url!r}: miniq needs a file its processes"
+                                   " share, named without ':memory:' or '?' options")
+    return path
 
 
 def _stat(path, field):

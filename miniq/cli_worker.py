@@ -240,8 +240,12 @@ def _print_banner(app, args, manager, node):
 
 
 def split(text):
-    """A comma-separated option's names; none if it was not given."""
-    return text.split(",") if text else []
+    """A comma-separated option's names; none if it was not given. An empty name is
+    refused: ``-Q a,,b`` is a typo, and ``purge -Q ''`` must not mean every queue."""
+    names = [] if text is None else text.split(",")
+    if "" in names:
+        raise ImproperlyConfigured(f"{text!r}: a queue name cannot be empty")
+    return names
 
 
 def purged(count):

@@ -79,7 +79,9 @@ SETTINGS = (("worker_concurrency", _whole(0), "a whole number"),
             ("task_soft_time_limit", _seconds(0), "None or a number of seconds, at least 0"),
             ("task_default_queue", lambda v: isinstance(v, str) and v, "a queue name"),
             ("sqlite_synchronous", lambda v: str(v).upper() in ("NORMAL", "FULL"),
-             "NORMAL or FULL"))
+             "NORMAL or FULL"),
+            ("worker_start_method", lambda v: v in (None, *multiprocessing.get_all_start_methods()),
+             f"one of {', '.join(multiprocessing.get_all_start_methods())}"))
 
 
 def check_settings(conf):

@@ -243,6 +243,10 @@ def fresh_app(tmp_path, monkeypatch):
     miniq.app._default = saved
 
 
+def test_include_given_as_one_name_is_that_module(fresh_app):
+    assert Celery("one", include="proj.tasks").conf.include == ["proj.tasks"]
+
+
 @pytest.mark.parametrize("setting, value", [
     ("task_serializer", "pickle"), ("accept_content", ["json", "pickle"]),
     ("result_serializer", "yaml"), ("task_annotations", "proj.annotations.Annotate"),

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from miniq import control
+from tests import tasks
 from tests.conftest import ROOT, run_cli, wait_for
 
 
@@ -175,12 +176,35 @@ def test_time_limit_kills_a_task_that_runs_too_long(app, start_worker):
     'worker_max_memory_per_child=1.5', "worker_heartbeat=0", "worker_lost_after=0.5",
     "result_expires=-5", 'result_expires="soon"', "task_time_limit=-1",
     'task_soft_time_limit=float("inf")', 'task_time_limit=float("nan")',
-    'sqlite_synchronous="FUL"', "task_default_queue=5", "task_max_deliveries=0"])
+    'sqlite_synchronous="FUL"', "task_default_queue=5", "task_max_deliveries=0",
+    'worker_start_method="vfork"'])
 def test_a_setting_no_worker_could_use_is_refused_as_it_starts(setting, broker_url, tmp_path):
     (tmp_path / "badconf.py").write_text(
         f"from miniq import Miniq\napp = Miniq('badconf')\napp.conf.update({setting})\n")
     proc = worker_cli("-A", "badconf", broker_url=broker_url, cwd=tmp_path)
     assert_setup_error(proc, setting.split("=")[0])
+
+
+@pytest.mark.parametrize("app_path, options, said", [
+    (":", (), "names no module"), (".tasks", (), "names no module"),
+    ("tests.tasks", ("-Q", "a,,b"), "cannot be empty"),
+    ("tests.tasks", ("-Q", ","), "cannot be empty")])
+def test_names_that_name_nothing_are_refused(app_path, options, said, broker_url):
+    assert_setup_error(worker_cli("-A", app_path, options=options, broker_url=broker_url), said)
+
+
+def test_purge_of_an_empty_queue_name_purges_nothing(app, broker_url):
+    queued = tasks.add.delay(1, 1)
+    assert_setup_error(run_cli("-A", "tests.tasks", "purge", "-Q", "", "-f",
+                               env={"MINIQ_BROKER_URL": broker_url}), "cannot be empty")
+    assert app.broker.db.execute("SELECT id FROM task").fetchall() == [(queued.id,)]
+
+
+@pytest.mark.parametrize("url", ["sqlite:///:memory:", "sqlite:///proj.db?mode=ro"])
+def test_a_database_no_process_could_share_is_refused(url, tmp_path):
+    proc = worker_cli("-A", "tests.tasks", broker_url=url, cwd=tmp_path)
+    assert_setup_error(proc, "a file its processes share")
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("pool", ["threads", "solo", "eventlet", "gevent"])
