@@ -14,6 +14,7 @@ from . import app as apps
 from .control import Control
 from .exceptions import ImproperlyConfigured
 from .rates import RateBroker, admit
+from . import task as tasks
 from .task import Task, emit
 
 REFUSED = {  # settings miniq cannot honour: refused at configuration, never ignored
@@ -36,6 +37,7 @@ class Miniq(apps.Miniq):
     broker_class = RateBroker  # keeps rate limits across workers
 
     control = functools.cached_property(Control)  # revoke, inspect(), ping(), shutdown()
+    current_task = property(lambda self: tasks._running.task, doc="The task running here.")
 
     def _builtins(self) -> None:
         """Celery's built-in tasks, and every shared task defined so far."""
@@ -185,17 +187,24 @@ class Miniq(apps.Miniq):
 Celery = Miniq  # so `from miniq import Celery` reads as the code it may one day be
 
 
-class CurrentApp:
-    """``current_app``: stands for the app made last, or set by ``set_default()``."""
+class Proxy:
+    """Stands for what ``get()`` gives each time it is used, as Celery's proxies."""
+
+    def __init__(self, get: Callable) -> None:
+        self._get_current_object = get
 
     def __getattr__(self, key: str) -> Any:
-        return getattr(apps.default_app(), key)
+        return getattr(self._get_current_object(), key)
+
+    def __bool__(self) -> bool:
+        return bool(self._get_current_object())
 
     def __repr__(self) -> str:
-        return repr(apps.default_app())
+        return repr(self._get_current_object())
 
 
-current_app = CurrentApp()
+current_app = Proxy(apps.default_app)  # the app made last, or set by set_default()
+current_task = Proxy(lambda: tasks._running.task)  # the task running here; falsy if none
 
 
 def _refuse(settings):

@@ -61,6 +61,7 @@ class Context(SimpleNamespace):
 
 class _Running(threading.local):
     request = None  # the run this thread is in: the parent of the messages it sends
+    task = None  # its task: Celery's current_task
 
 
 _running = _Running()
@@ -415,7 +416,8 @@ def execute(app, message, soft_limit=None, eager=False, hostname=None):
         return _failed(exc)
     request = _request(task, message, args, kwargs, eager, hostname)
     given = _flows(request)
-    parent, _running.request = _running.request, request
+    parent = _running.request, _running.task
+    _running.request, _running.task = request, task
     task.push_request(request)
     try:
         emit("_task_started", task, request)
@@ -431,7 +433,7 @@ def execute(app, message, soft_limit=None, eager=False, hostname=None):
         return outcome
     finally:
         task.pop_request()
-        _running.request = parent
+        _running.request, _running.task = parent
 
 
 def _flows(request):
@@ -557,13 +559,23 @@ def _hooks(task, outcome, value, request):
 
 
 class ExceptionInfo(NamedTuple):
-    """What Celery's hooks get as ``einfo``: the exception and its traceback text."""
+    """What Celery's hooks get as ``einfo``: the exception and its traceback text, and
+    Celery's ``type``, ``tb`` and ``exc_info`` (for traceback.format_exception)."""
     exception: BaseException
     traceback: str | None
+    internal = False
 
     @property
     def type(self):
         return type(self.exception)
+
+    @property
+    def tb(self):
+        return self.exception.__traceback__
+
+    @property
+    def exc_info(self):
+        return self.type, self.exception, self.tb
 
     def __str__(self):
         return self.traceback or ""

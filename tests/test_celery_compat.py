@@ -313,6 +313,13 @@ def hooks_of_a_base_class_run_around_each_run(c, get):
     return wait_for_lines(ok, 3), wait_for_lines(bad, 3), wait_for_lines(again, 5)
 
 
+def the_current_task_and_uuid(c, get):
+    utils = importlib.import_module(c.impl.__name__ + ".utils")
+    ids = c.impl.uuid(), utils.uuid()
+    return (get(c.sees_itself.delay()), bool(c.impl.current_task),
+            [len(i.split("-")) == 5 and len(i) == 36 for i in ids])
+
+
 def a_missing_argument_fails_at_the_call(c, get):
     return raised(lambda: c.add.delay(1))
 
@@ -682,9 +689,10 @@ SCENARIOS = [
     (own_exception_class_is_caught_around_get, "CompatError"),
     (hooks_of_a_base_class_run_around_each_run, (
         ["before_start", "on_success fine", "after_return SUCCESS"],
-        ["before_start", "on_failure CompatError as planned", "after_return FAILURE"],
+        ["before_start", "on_failure CompatError as planned True", "after_return FAILURE"],
         ["before_start", "on_retry KeyError('again')",  # as Celery: no after_return
          "before_start", "on_success fine", "after_return SUCCESS"])),
+    (the_current_task_and_uuid, ([True, True, True, True], False, [True, True])),
     (a_missing_argument_fails_at_the_call, "raised TypeError"),
     (inspect_answers_for_each_worker, ([{"ok": "pong"}], [True], [2], True)),
     (a_base_with_its_own_init, ["opened once for tests.compat.celery_api.opened", "opened"]),

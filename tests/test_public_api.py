@@ -23,8 +23,9 @@ PUBLIC = [
     "AsyncResult", "Celery", "ChordError", "EagerResult", "GroupResult",
     "MaxRetriesExceededError", "Miniq", "MiniqError", "NotRegistered", "Retry",
     "Signature", "SoftTimeLimitExceeded", "Task", "TaskRevokedError", "TimeLimitExceeded",
-    "TimeoutError", "WorkerLostError", "chain", "chord", "chunks", "current_app", "exceptions",
-    "group", "maybe_signature", "shared_task", "signature", "states", "subtask",
+    "TimeoutError", "WorkerLostError", "chain", "chord", "chunks", "current_app", "current_task",
+    "exceptions", "group", "maybe_signature", "shared_task", "signature", "states", "subtask",
+    "uuid",
 ]
 
 

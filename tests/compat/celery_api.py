@@ -44,6 +44,14 @@ def whoami(self):
 
 
 @app.task(bind=True)
+def sees_itself(self):
+    """What current_task (Celery's proxy) and app.current_task say inside a task."""
+    running = impl.current_task
+    return [bool(running), running.request.id == self.request.id, running.name == self.name,
+            app.current_task.name == self.name]
+
+
+@app.task(bind=True)
 def flaky(self):
     if self.request.retries < 2:
         raise self.retry(countdown=0.1, max_retries=2)
@@ -114,7 +122,8 @@ class Noted(Task):
         self.note(args, f"on_success {retval}")
 
     def on_failure(self, exc, task_id, args, kwargs, einfo):
-        self.note(args, f"on_failure {einfo.type.__name__} {exc}")
+        whole = len(einfo.exc_info) == 3 and einfo.tb is not None  # Celery's fields
+        self.note(args, f"on_failure {einfo.type.__name__} {exc} {whole}")
 
     def on_retry(self, exc, task_id, args, kwargs, einfo):
         self.note(args, f"on_retry {exc!r}")
