@@ -511,9 +511,8 @@ def _run(task, task_id, args, kwargs, soft_limit):
         if not hasattr(retry, "eta"):  # raised by hand: only Task.retry() says when
             error = RuntimeError("a bare Retry says neither when nor how often: raise self.retry()")
             return _failed(error), None
-        cause = retry.exc or retry
-        return Outcome("RETRY", exception_to_json(cause), _traceback(),
-                       retry.eta, retry.body, cause), None
+        cause = None if retry.exc is None else exception_to_json(retry.exc)  # as Celery stores
+        return Outcome("RETRY", cause, _traceback(), retry.eta, retry.body, retry), None
     except Ignore as exc:  # also how replace() ends the run: canvas sends the replacement
         sig = getattr(exc, "replacement", None)
         return Outcome("REPLACED" if sig else "IGNORED", sig and dumps(sig), exc=exc), None
@@ -543,9 +542,8 @@ def _hooks(task, outcome, value, request):
     if exc is None:
         calls = [(task.on_success, value, *call)]
     else:
-        hook = task.on_retry if state == "RETRY" else task.on_failure
-        einfo = ExceptionInfo(exc, outcome.traceback)
-        calls = [(hook, exc, *call, einfo)]
+        hook, cause = (task.on_retry, exc.exc) if state == "RETRY" else (task.on_failure, exc)
+        calls = [(hook, cause, *call, ExceptionInfo(exc, outcome.traceback))]  # as Celery's
         value = exc  # after_return's retval
     calls.append((emit, "_task_outcome", task, request, outcome, value))
     if state != "RETRY":  # as Celery: a retry is not a return

@@ -254,6 +254,12 @@ def retry_runs_again(c, get):
     return get(c.flaky.delay())
 
 
+def a_retry_without_exc_stores_no_exception(c, get):
+    result = c.plain_retry.delay()
+    wait_for(lambda: result.state == "RETRY", timeout=10, message="the retry")
+    return result.info, get(result)
+
+
 def retry_gives_up_after_max_retries(c, get):
     return raised(lambda: get(c.always_retry.delay())), get(c.catches_its_last_retry.delay())
 
@@ -679,6 +685,7 @@ SCENARIOS = [
     (delay_and_get, 5),
     (bind_sees_its_request_id, True),
     (retry_runs_again, 2),
+    (a_retry_without_exc_stores_no_exception, (None, "again")),
     (retry_gives_up_after_max_retries, ("raised MaxRetriesExceededError", "gave up after 1")),
     (soft_limit_is_caught_by_the_task, "cleaned up"),
     (hard_limit_raises_time_limit_exceeded, "TimeLimitExceeded"),

@@ -59,6 +59,13 @@ def flaky(self):
 
 
 @app.task(bind=True)
+def plain_retry(self):
+    if not self.request.retries:
+        raise self.retry(countdown=1)  # no exc: none is stored, as Celery's
+    return "again"
+
+
+@app.task(bind=True)
 def always_retry(self):
     raise self.retry(countdown=0.1, max_retries=2)
 
