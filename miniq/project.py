@@ -11,6 +11,7 @@ import weakref
 from typing import Any, Callable
 
 from . import app as apps
+from . import canvas
 from .control import Control
 from .exceptions import ImproperlyConfigured
 from .rates import RateBroker, admit
@@ -38,6 +39,10 @@ class Miniq(apps.Miniq):
 
     control = functools.cached_property(Control)  # revoke, inspect(), ping(), shutdown()
     current_task = property(lambda self: tasks._running.task, doc="The task running here.")
+
+    def signature(self, *args: Any, **kwargs: Any) -> Any:
+        """Celery's ``app.signature("proj.add", (2, 2))``: a signature of this app's."""
+        return canvas.signature(*args, app=self, **kwargs)
 
     def _builtins(self) -> None:
         """Celery's built-in tasks, and every shared task defined so far."""

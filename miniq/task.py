@@ -328,8 +328,9 @@ class Task:
         if request.called_directly:
             raise exc or Retry("Task can be retried", None)
         if limit is not None and request.retries >= limit:
-            raise exc or MaxRetriesExceededError(
-                f"Can't retry {self.name}[{request.id}] args:{request.args} kwargs:{request.kwargs}")
+            raise exc or MaxRetriesExceededError(  # Celery's text, its args a tuple
+                f"Can't retry {self.name}[{request.id}] args:{tuple(request.args)}"
+                f" kwargs:{request.kwargs}")
         delay = self.default_retry_delay if countdown is None else countdown
         when = to_timestamp(eta) if eta is not None else time.time() + delay
         if not math.isfinite(when):  # as a call's own: else no row could store it

@@ -261,7 +261,7 @@ def a_retry_without_exc_stores_no_exception(c, get):
 
 
 def retry_gives_up_after_max_retries(c, get):
-    return raised(lambda: get(c.always_retry.delay())), get(c.catches_its_last_retry.delay())
+    return raised(lambda: get(c.always_retry.delay())), get(c.catches_its_last_retry.delay(1, b=3))
 
 
 def soft_limit_is_caught_by_the_task(c, get):
@@ -621,6 +621,16 @@ def a_replacement_that_fails_fails_its_chord(c, get):
     return raised(lambda: get(c.fail_replaced.delay())), raised(lambda: get(in_chord))
 
 
+def signature_replace_group_skew_and_app_signature(c, get):
+    partial = c.add.s(2).set(countdown=3)
+    replaced = partial.replace(args=(5,))
+    spread = c.group(c.add.s(i, i) for i in range(3)).skew(start=0, step=0.1)
+    by_name = c.app.signature("tests.compat.celery_api.add", (1, 2))
+    return (tuple(replaced.args), replaced.options, tuple(partial.args),
+            [t.options["countdown"] for t in spread.tasks], get(by_name.delay()),
+            get(spread.apply_async()))
+
+
 def signatures_are_data(c, get):
     sig = c.add.signature((2, 2), {"debug": True}, countdown=10)
     fresh = c.add.s(2, 2)
@@ -686,7 +696,8 @@ SCENARIOS = [
     (bind_sees_its_request_id, True),
     (retry_runs_again, 2),
     (a_retry_without_exc_stores_no_exception, (None, "again")),
-    (retry_gives_up_after_max_retries, ("raised MaxRetriesExceededError", "gave up after 1")),
+    (retry_gives_up_after_max_retries, ("raised MaxRetriesExceededError",
+                                         "gave up after 1: (1,) kwargs:{'b': 3}")),
     (soft_limit_is_caught_by_the_task, "cleaned up"),
     (hard_limit_raises_time_limit_exceeded, "TimeLimitExceeded"),
     (failure_comes_back_as_its_type, "ValueError"),
@@ -772,6 +783,8 @@ SCENARIOS = [
         5, 32, [11, 12], [12, 13, 14, 15], 20, [[3, 7, 5, "A"], [13, 10, "A"]]]),
     (update_state_stores_any_tasks_state, True),
     (a_replacement_that_fails_fails_its_chord, ("raised ValueError", "raised ValueError")),
+    (signature_replace_group_skew_and_app_signature, (
+        (5,), {"countdown": 3}, (2,), [0.0, 0.1, 0.2], 3, [0, 2, 4])),
     (signatures_are_data, ((2, 2), {"debug": True}, {"countdown": 10},
                            "tests.compat.celery_api.add", False, True, True, 4,
                            [(True, "tests.compat.celery_api.add", [2], {"y": 3},

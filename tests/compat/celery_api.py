@@ -71,11 +71,11 @@ def always_retry(self):
 
 
 @app.task(bind=True)
-def catches_its_last_retry(self):
+def catches_its_last_retry(self, *args, **kwargs):
     try:
         raise self.retry(countdown=0.1, max_retries=1)
-    except self.MaxRetriesExceededError:  # Celery's task attribute
-        return f"gave up after {self.request.retries}"
+    except self.MaxRetriesExceededError as exc:  # Celery's task attribute
+        return f"gave up after {self.request.retries}: {str(exc).partition(' args:')[2]}"
 
 
 @app.task(soft_time_limit=0.5, time_limit=10)
