@@ -59,13 +59,21 @@ def build_parser() -> ArgumentParser:
                         help="the task's name: accepted, as Celery's; one file holds every result")
     _add_call_options(command("call", "send a task by name and print its id"))
     dashboard = command("dashboard", "serve the web dashboard: the page and its JSON API")
-    dashboard.add_argument("--port", type=int, default=5555, help="default 5555, as Flower's; 0: any free one")
+    dashboard.add_argument("--port", type=_port, default=5555,
+                           help="default 5555, as Flower's; 0: any free one")
     dashboard.add_argument("--address", default="127.0.0.1",
                            help="where to listen (default 127.0.0.1: this machine only)")
     dashboard.add_argument("--basic-auth", metavar="USER:PASSWORD",
                            help="ask for this login (also MINIQ_DASHBOARD_AUTH); needed to"
                                 " listen on any address but this machine's")
     return parser
+
+
+def _port(text):
+    """A TCP port, 0 to 65535 (0: any free one)."""
+    if not text.isdigit() or int(text) > 65535:
+        raise ArgumentTypeError(f"a port is a number from 0 to 65535, not {text!r}")
+    return int(text)
 
 
 ASKED = ("ping", "registered", "reserved")  # inspect commands the workers answer, as Celery's
