@@ -348,7 +348,7 @@ def call(app: Miniq, args: Namespace) -> int:
     try:
         call_args = json.loads(args.args)
         call_kwargs = json.loads(args.kwargs)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
         return _error(f"--args and --kwargs must be JSON: {exc}")
     if not isinstance(call_args, list) or not isinstance(call_kwargs, dict):
         return _error("--args must be a JSON list and --kwargs a JSON object")

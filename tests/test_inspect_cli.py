@@ -273,7 +273,8 @@ def test_call_warns_about_a_name_the_app_lacks_and_sends_it_anyway(app, broker_u
     assert known.returncode == 0 and known.stderr == ""
 
 
-@pytest.mark.parametrize("option, value", [("--args", "[1,"), ("--kwargs", "{'y': 1}")])
+@pytest.mark.parametrize("option, value", [("--args", "[1,"), ("--kwargs", "{'y': 1}"),
+                                           ("--args", "[" * 30_000 + "]" * 30_000)])
 def test_call_with_bad_json_exits_2_with_one_line_and_sends_nothing(app, broker_url, option, value):
     out = cli(broker_url, "call", "tests.tasks.add", option, value)
     assert out.returncode == 2 and out.stdout == ""
