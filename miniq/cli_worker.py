@@ -51,9 +51,9 @@ def positive_int(text):
 
 
 def positive_float(text):
-    """argparse type for the time limits: seconds, more than none."""
+    """argparse type for the time limits: seconds, more than none and finite."""
     with contextlib.suppress(ValueError):
-        if float(text) > 0:
+        if 0 < float(text) < float("inf"):
             return float(text)
     raise ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
 

@@ -88,6 +88,14 @@ def test_concurrency_that_is_not_a_positive_integer_is_a_usage_error(value):
                                             f" must be a positive integer, not '{value}'")
 
 
+@pytest.mark.parametrize("value", ["inf", "nan", "0", "-5"])
+def test_a_time_limit_that_is_not_a_finite_positive_number_is_a_usage_error(value):
+    proc = run_cli("-A", "tests.tasks", "worker", "--soft-time-limit", value)
+    assert proc.returncode == 2 and proc.stderr.startswith("usage: miniq worker"), proc.stderr
+    assert proc.stderr.splitlines()[-1].endswith(
+        f"must be a positive number of seconds, not '{value}'")
+
+
 def test_worker_help_explains_every_option():
     proc = run_cli("worker", "--help")
     assert proc.returncode == 0, proc.stderr
