@@ -56,6 +56,8 @@ class Inspect:
                  callback: Callable | None = None, app: Any = None,
                  limit: int | None = None):
         self.destination = _check(destination)
+        if limit is not None and (type(limit) is not int or limit < 0):  # -1: all but one
+            raise ValueError(f"limit is a number of workers, not {limit!r}")
         self.timeout, self.callback, self.limit = timeout, callback, limit
         self.app = app or apps.default_app()
 

@@ -321,6 +321,8 @@ def test_ping_names_the_live_worker_and_is_none_for_no_one(on_shared):
         inspect(destination=NODE)
     with pytest.raises(TypeError):  # no pattern matching of node names: refused
         inspect(pattern="shared@*")
+    with pytest.raises(ValueError, match="number of workers"):  # not "all but the last"
+        inspect(limit=-1)
     with pytest.raises(TypeError, match="matcher, pattern"):  # not: every worker stops
         tasks.app.control.shutdown(pattern="web@*", matcher="glob")
     shown = cli(on_shared, "inspect", "ping")
