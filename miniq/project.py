@@ -12,10 +12,10 @@ from typing import Any, Callable
 
 from . import app as apps
 from . import canvas
+from . import task as tasks
 from .control import Control
 from .exceptions import ImproperlyConfigured
 from .rates import RateBroker, admit
-from . import task as tasks
 from .task import Task, emit
 
 REFUSED = {  # settings miniq cannot honour: refused at configuration, never ignored
@@ -25,8 +25,8 @@ REFUSED = {  # settings miniq cannot honour: refused at configuration, never ign
 }
 PER_SECOND = {"s": 1, "m": 60, "h": 3600}  # a rate's unit: "10/s", "100/m", "1000/h"
 # As Celery's: every @shared_task is registered on every app, made before it or after
-SHARED: list = []
-APPS: Any = weakref.WeakSet()
+SHARED = []
+APPS = weakref.WeakSet()
 
 
 class Miniq(apps.Miniq):
