@@ -132,6 +132,9 @@ class Miniq(apps.Miniq):
     @Task.setter
     def Task(self, cls: type) -> None:
         self.conf.task_cls = cls
+        for task in SHARED:  # made as this app was made: made again from this class
+            self.tasks.pop(task._name_on(self), None)
+            task._made_on(self)
 
     def register_task(self, task: Any, **options: Any) -> Any:
         """Register an instance of a ``Task`` subclass that defines ``run`` (Celery's
@@ -274,11 +277,13 @@ class SharedTask:
         """The task it stands for in the current app (Celery's proxy method)."""
         return self._made_on(apps.default_app())
 
+    def _name_on(self, app):
+        return self._options.get("name") or app.gen_task_name(self._fun.__name__,
+                                                              self._fun.__module__)
+
     def _made_on(self, app):
         """Its task in that app, made there if it is not yet."""
-        fun = self._fun
-        name = self._options.get("name") or app.gen_task_name(fun.__name__, fun.__module__)
-        return app.tasks.get(name) or app.task(**self._options)(fun)
+        return app.tasks.get(self._name_on(app)) or app.task(**self._options)(self._fun)
 
     def __getattr__(self, key: str) -> Any:
         return getattr(self._get_current_object(), key)
