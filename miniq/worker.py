@@ -57,10 +57,10 @@ def _whole(least):
     return lambda v: v is None or type(v) is int and v >= least
 
 
-def _seconds(least, optional=True):
-    """None (if optional) or a finite number of seconds from least; a timedelta too."""
+def _seconds(least, optional=True, delta=False):
+    """None (if optional) or a finite number of seconds from least (or a timedelta)."""
     def fits(value):
-        value = value.total_seconds() if isinstance(value, timedelta) else value
+        value = value.total_seconds() if delta and isinstance(value, timedelta) else value
         if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
             return optional and value is None
         return least <= value < math.inf
@@ -74,7 +74,7 @@ SETTINGS = (("worker_concurrency", _whole(0), "a whole number"),
             ("task_max_deliveries", _whole(1), "a whole number of 1 or more"),
             ("worker_heartbeat", _seconds(0.01, False), "a number of seconds, at least 0.01"),
             ("worker_lost_after", _seconds(0.01, False), "a number of seconds, at least 0.01"),
-            ("result_expires", _seconds(0), "None or a number of seconds, at least 0"),
+            ("result_expires", _seconds(0, delta=True), "None or a number of seconds, at least 0"),
             ("task_time_limit", _seconds(0), "None or a number of seconds, at least 0"),
             ("task_soft_time_limit", _seconds(0), "None or a number of seconds, at least 0"),
             ("task_default_queue", lambda v: isinstance(v, str) and v, "a queue name"),

@@ -185,7 +185,9 @@ def test_time_limit_kills_a_task_that_runs_too_long(app, start_worker):
     "result_expires=-5", 'result_expires="soon"', "task_time_limit=-1",
     'task_soft_time_limit=float("inf")', 'task_time_limit=float("nan")',
     'sqlite_synchronous="FUL"', "task_default_queue=5", "task_max_deliveries=0",
-    'worker_start_method="vfork"'])
+    'worker_start_method="vfork"',
+    'task_time_limit=__import__("datetime").timedelta(seconds=30)',
+    'worker_heartbeat=__import__("datetime").timedelta(seconds=1)'])
 def test_a_setting_no_worker_could_use_is_refused_as_it_starts(setting, broker_url, tmp_path):
     (tmp_path / "badconf.py").write_text(
         f"from miniq import Miniq\napp = Miniq('badconf')\napp.conf.update({setting})\n")
