@@ -59,7 +59,7 @@ class Beat:
 
     def _row(self, entry):
         return self.app.message_row(entry["task"], entry.get("args", ()),
-                                    entry.get("kwargs", {}), **entry.get("options", {}))
+                                    entry.get("kwargs"), **(entry.get("options") or {}))
 
     def tick(self) -> float:
         """Send every run due now; return seconds until the next one is due."""

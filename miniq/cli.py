@@ -240,7 +240,7 @@ def control(app, args):
 def dashboard(app, args):
     """Serve the dashboard until Ctrl-C or SIGTERM."""
     from .dashboard import Server  # an extra that only this command needs
-    auth = args.basic_auth or os.environ.get("MINIQ_DASHBOARD_AUTH")
+    auth = args.basic_auth or os.environ.get("MINIQ_DASHBOARD_AUTH") or None  # "": none
     try:
         server = Server(app, args.address, args.port, auth)
     except OSError as exc:
