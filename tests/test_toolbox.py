@@ -87,7 +87,8 @@ def test_two_beats_send_each_run_once_and_a_missed_run_once(app, monkeypatch):
      "no run in the next five years")])
 def test_a_bad_beat_entry_is_refused_as_beat_starts_naming_it(app, monkeypatch, entry, said):
     with pytest.raises(ImproperlyConfigured, match="entry 'bad'") as caught:
-        beat_on(app, monkeypatch, [0.0], {"fine": {"task": "tests.tasks.add", "schedule": 5},
+        beat_on(app, monkeypatch, [0.0], {"fine": {"task": "tests.tasks.add", "schedule": 5,
+                                                   "args": (1, 2), "options": None},
                                           "bad": entry})
     assert said in str(caught.value)
 
