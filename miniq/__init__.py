@@ -13,14 +13,15 @@ from .exceptions import (ChordError, MaxRetriesExceededError, MiniqError, NotReg
                          SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded,
                          TimeoutError, WorkerLostError)
 from .canvas import Signature, chain, chord, chunks, group, maybe_signature, signature, subtask
-from .project import Celery, Miniq, current_app, shared_task
+from .project import Celery, Miniq, current_app, current_task, shared_task
 from .result import AsyncResult, EagerResult, GroupResult
+from .result import new_id as uuid  # Celery's celery.uuid(): a random UUID string
 from .task import Task
 
 __version__ = "0.1.0"
 
 __all__ = [  # the app and its tasks, workflows, results, errors
-    "Miniq", "Celery", "current_app", "shared_task", "Task", "Signature", "signature", "chain", "group", "chord",
+    "Miniq", "Celery", "current_app", "current_task", "shared_task", "uuid", "Task", "Signature", "signature", "chain", "group", "chord",
     "chunks", "maybe_signature", "subtask",
     "AsyncResult", "EagerResult", "GroupResult", "exceptions", "states", "MiniqError",
     "SoftTimeLimitExceeded", "TimeLimitExceeded", "WorkerLostError", "TimeoutError",

@@ -104,7 +104,9 @@ class Control:
                **_ignored) -> None:
         """A queued task never runs; with terminate=True a running one's child is killed."""
         ids = [task_id] if isinstance(task_id, str) else list(task_id)
-        signum = _signum(signal or "SIGTERM") if terminate else None
+        if not all(isinstance(one, str) for one in ids):  # b"abc" is not three ids
+            raise TypeError(f"revoke: task ids are strings, not {task_id!r}")
+        signum = _signum("SIGTERM" if signal is None else signal) if terminate else None
         self.app.broker.revoke(ids, signum)
         self.app.waker.notify()
 
@@ -128,7 +130,7 @@ class Miniq:
                                 or os.environ.get("MINIQ_BROKER_URL")
                                 or "sqlite:///miniq.db")
         self.conf.result_backend = backend
-        self.conf.include = list(include or ())
+        self.conf.include = [include] if isinstance(include, str) else list(include or ())
         self.tasks: dict[str, Task] = {}
         self._broker = self._waker = self._broker_url = None
         self._routes = {}
@@ -241,7 +243,7 @@ class Miniq:
         expires = default_expires if expires is None else expires
         soft_limit, hard_limit = kept["soft_time_limit"], kept["time_limit"]
         _check_call(name,
-                    queue=queue,
+                    queue=default_queue if queue is None else queue,  # a route's too
                     task_id=task_id,
                     priority=priority,
                     countdown=countdown,
@@ -309,6 +311,8 @@ class Miniq:
 def _signum(value):
     """A real signal, by number or name (``SIGUSR1`` or ``USR1``), else ValueError."""
     try:
+        if isinstance(value, bool):  # True is not SIGHUP
+            raise TypeError(value)
         if isinstance(value, str):
             return signals.Signals["SIG" + value.removeprefix("SIG")]
         return signals.Signals(value)
@@ -378,6 +382,8 @@ def _check_call(name, **values):
 def load_app(path: str) -> Miniq:
     """Import the app named by ``-A``: ``proj``, ``proj:app`` or ``proj.app``; cached."""
     module_name, _, attr = path.partition(":")
+    if not module_name or module_name.startswith("."):  # relative to nothing
+        raise ImproperlyConfigured(f"-A {path!r} names no module: give one as proj or proj:app")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

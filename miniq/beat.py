@@ -6,7 +6,7 @@ import time
 from datetime import timezone
 from typing import Callable
 
-from .exceptions import ImproperlyConfigured
+from .exceptions import ImproperlyConfigured, MiniqError
 from .schedules import maybe_schedule
 
 log = logging.getLogger("miniq.beat")
@@ -14,6 +14,8 @@ log = logging.getLogger("miniq.beat")
 
 def _zone(name):
     """app.conf.timezone as a tzinfo; "UTC" needs no time zone database."""
+    if not isinstance(name, str):
+        raise ImproperlyConfigured(f"app.conf.timezone must be a zone name, not {name!r}")
     if name.upper() == "UTC":
         return timezone.utc
     try:
@@ -35,9 +37,29 @@ class Beat:
         self.sleep = sleep
         self.tz = _zone(app.conf.timezone or "UTC")
         configured = app.conf.beat_schedule or {}
-        self.entries = {name: dict(entry, schedule=maybe_schedule(entry["schedule"]))
-                        for name, entry in configured.items()}
+        if not isinstance(configured, dict):
+            raise ImproperlyConfigured("beat_schedule must be a dict of entries by name,"
+                                       f" not {type(configured).__name__}")
+        self.entries = {name: self._checked(name, entry) for name, entry in configured.items()}
         self.next = {}  # entry name -> when it is next due
+
+    def _checked(self, name, entry):
+        """The entry with its schedule made, if a run of it can be sent: the message is
+        built (not sent) and the next run found now, not when the run is due."""
+        try:
+            every = maybe_schedule(entry["schedule"])
+            if not hasattr(every, "next_after"):
+                raise TypeError(f"its schedule must be seconds, a timedelta, a schedule or a"
+                                f" crontab, not {every!r}")
+            every.next_after(self.clock(), self.tz)
+            self._row(dict(entry, schedule=every))
+        except Exception as exc:  # noqa: BLE001 - whatever it is, it is this entry's
+            raise ImproperlyConfigured(f"beat_schedule entry {name!r}: {_said(exc)}") from None
+        return dict(entry, schedule=every)
+
+    def _row(self, entry):
+        return self.app.message_row(entry["task"], entry.get("args", ()),
+                                    entry.get("kwargs"), **(entry.get("options") or {}))
 
     def tick(self) -> float:
         """Send every run due now; return seconds until the next one is due."""
@@ -47,10 +69,7 @@ class Beat:
             if self.next.get(name, now) <= now:  # first tick: a run missed while down fires once
                 slot = every.last_at_or_before(now, self.tz)
                 if slot is not None and self.app.broker.claim_beat_slot(name, slot):
-                    self.app.send_task(entry["task"],
-                                       entry.get("args", ()),
-                                       entry.get("kwargs", {}),
-                                       **entry.get("options", {}))
+                    self.app.send_rows([self._row(entry)])  # checked: it was built before
                     log.info("Scheduler: sending due task %s (%s)", name, entry["task"])
                 self.next[name] = every.next_after(now, self.tz)
         if not self.next:
@@ -58,7 +77,23 @@ class Beat:
         return max(0.0, min(self.next.values()) - now)
 
     def run(self) -> None:
-        count = len(self.entries)
+        """Tick until stopped; a database error is logged and tried again, with backoff."""
+        count, pause = len(self.entries), 0.0
         log.info("beat: %d entr%s", count, "y" if count == 1 else "ies")
         while True:
-            self.sleep(min(self.tick(), 60.0))
+            try:
+                wait, pause = self.tick(), 0.0
+            except (MiniqError, OSError) as exc:
+                pause = min(5.0, max(0.1, 2 * pause))
+                log.error("beat: database error (retrying in %gs): %s", pause, exc)
+                wait = pause
+            self.sleep(min(wait, 60.0))
+
+
+def _said(exc):
+    """An error as a line: a bare StopIteration (a crontab that never fires) says so."""
+    if isinstance(exc, StopIteration):
+        return "its schedule has no run in the next five years"
+    if isinstance(exc, KeyError):
+        return f"it has no {exc.args[0]!r}"
+    return str(exc) if isinstance(exc, TypeError) else f"{type(exc).__name__}: {exc}"

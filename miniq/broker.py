@@ -95,6 +95,8 @@ INSERT = ("INSERT INTO task (id, name, queue, priority, body, options, eta, expi
           " chord, status) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,"
           " CASE WHEN ?11 = 0 AND ?7 > ?9 THEN -2 ELSE ?11 END)")  # due after it was sent
 FOLLOW = INSERT.replace("INSERT", "INSERT OR IGNORE", 1)  # a workflow's step sent already stays
+# the row update_state() made for an id not sent yet: the task, sent, takes its place
+UNSENT = "DELETE FROM task WHERE id = ? AND name = '' AND status = 2 AND state != 'REVOKED'"
 CLAIM_COLUMNS = ("id, name, body, retries, attempts, options, chord, expires,"
                  " priority, revoked, queue, eta")
 CLAIM = ("UPDATE task SET status = 1, state = COALESCE(?, state), worker = ?, lease = ?,"
@@ -170,7 +172,11 @@ def path_from_url(url):
         raise ImproperlyConfigured(
             f"broker URL {url!r} is not supported: miniq needs a SQLite file URL "
             "such as sqlite:///proj.db (relative) or sqlite:////var/lib/proj.db (absolute)")
-    return url[len(prefix):]
+    path = url[len(prefix):]
+    if path == ":memory:" or "?" in path:  # no process could share it / not a file's name
+        raise ImproperlyConfigured(f"broker URL {url!r}: miniq needs a file its processes"
+                                   " share, named without ':memory:' or '?' options")
+    return path
 
 
 def _stat(path, field):
@@ -736,7 +742,7 @@ def _settle(db, worker, outcomes, now):
         key = (task_id, worker, attempts)
         if state is None:  # nothing to keep: ignore_result, or replaced by the rows in follow
             if db.execute(f"DELETE FROM task {FENCE}", key).rowcount:
-                db.executemany(FOLLOW, follow)
+                _follow(db, follow)
         elif state == "RETRY":
             db.execute(
                 "UPDATE task SET status = -2, state = 'RETRY', retries = retries + 1,"
@@ -756,8 +762,7 @@ def _settle(db, worker, outcomes, now):
         elif db.execute("UPDATE task SET status = 2, state = ?, result = ?, traceback = ?,"
                         f" finished = ?, started = COALESCE(?, started) {FENCE}",
                         (state, result, tb, now, began, *key)).rowcount:
-            if follow:  # an empty executemany still costs a statement's preparation
-                db.executemany(FOLLOW, follow)
+            _follow(db, follow)
             if failed:
                 db.executemany(
                     "INSERT OR IGNORE INTO task (id, name, queue, body, status, state, result,"
@@ -765,6 +770,13 @@ def _settle(db, worker, outcomes, now):
                     [(i, name, state, result, tb, now, now) for i, name in failed])
             if chord:
                 _release_chord(db, chord)
+
+
+def _follow(db, rows):
+    """Insert a workflow's next steps: one sent already stays, as does a revoked id."""
+    if rows:  # an empty executemany still costs a statement's preparation
+        db.executemany(UNSENT, [row[:1] for row in rows])
+        db.executemany(FOLLOW, rows)
 
 
 def _release_chord(db, callback):

@@ -126,6 +126,13 @@ class Signature(dict):
 
     partial = clone
 
+    def replace(self, args: Sequence | None = None, kwargs: dict | None = None,
+                options: dict | None = None) -> Signature:
+        """A copy whose args, kwargs or options are these where given (Celery's)."""
+        given = {"args": args, "kwargs": kwargs, "options": options}
+        return self.from_dict({**self, **{k: v for k, v in given.items() if v is not None}},
+                              self._app)
+
     def set(self, immutable: bool | None = None, **options: Any) -> Signature:
         """Set call options (queue, countdown, priority, ...) for when it is sent;
         ``immutable`` sets whether it takes the previous result."""
@@ -402,6 +409,14 @@ class group(_Workflow):
 
     def __or__(self, other: Any):
         return chord(self, other)
+
+    def skew(self, start: float = 1.0, stop: float | None = None, step: float = 1.0) -> group:
+        """Celery's: member n gets countdown start + n × step, held at the last within stop."""
+        for n, task in enumerate(self.tasks):
+            if stop and start + n * step > stop:
+                n = int((stop - start) // step)
+            task.set(countdown=start + n * step)
+        return self
 
     def _shown(self) -> Sequence:
         """The members as Celery prints them: a tuple if given as one, else a list."""

@@ -59,13 +59,21 @@ def build_parser() -> ArgumentParser:
                         help="the task's name: accepted, as Celery's; one file holds every result")
     _add_call_options(command("call", "send a task by name and print its id"))
     dashboard = command("dashboard", "serve the web dashboard: the page and its JSON API")
-    dashboard.add_argument("--port", type=int, default=5555, help="default 5555, as Flower's; 0: any free one")
+    dashboard.add_argument("--port", type=_port, default=5555,
+                           help="default 5555, as Flower's; 0: any free one")
     dashboard.add_argument("--address", default="127.0.0.1",
                            help="where to listen (default 127.0.0.1: this machine only)")
     dashboard.add_argument("--basic-auth", metavar="USER:PASSWORD",
                            help="ask for this login (also MINIQ_DASHBOARD_AUTH); needed to"
                                 " listen on any address but this machine's")
     return parser
+
+
+def _port(text):
+    """A TCP port, 0 to 65535 (0: any free one)."""
+    if not text.isdigit() or int(text) > 65535:
+        raise ArgumentTypeError(f"a port is a number from 0 to 65535, not {text!r}")
+    return int(text)
 
 
 ASKED = ("ping", "registered", "reserved")  # inspect commands the workers answer, as Celery's
@@ -232,7 +240,7 @@ def control(app, args):
 def dashboard(app, args):
     """Serve the dashboard until Ctrl-C or SIGTERM."""
     from .dashboard import Server  # an extra that only this command needs
-    auth = args.basic_auth or os.environ.get("MINIQ_DASHBOARD_AUTH")
+    auth = args.basic_auth or os.environ.get("MINIQ_DASHBOARD_AUTH") or None  # "": none
     try:
         server = Server(app, args.address, args.port, auth)
     except OSError as exc:
@@ -340,7 +348,7 @@ def call(app: Miniq, args: Namespace) -> int:
     try:
         call_args = json.loads(args.args)
         call_kwargs = json.loads(args.kwargs)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
         return _error(f"--args and --kwargs must be JSON: {exc}")
     if not isinstance(call_args, list) or not isinstance(call_kwargs, dict):
         return _error("--args must be a JSON list and --kwargs a JSON object")

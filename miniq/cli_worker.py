@@ -51,9 +51,9 @@ def positive_int(text):
 
 
 def positive_float(text):
-    """argparse type for the time limits: seconds, more than none."""
+    """argparse type for the time limits: seconds, more than none and finite."""
     with contextlib.suppress(ValueError):
-        if float(text) > 0:
+        if 0 < float(text) < float("inf"):
             return float(text)
     raise ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
 
@@ -240,8 +240,12 @@ def _print_banner(app, args, manager, node):
 
 
 def split(text):
-    """A comma-separated option's names; none if it was not given."""
-    return text.split(",") if text else []
+    """A comma-separated option's names; none if it was not given. An empty name is
+    refused: ``-Q a,,b`` is a typo, and ``purge -Q ''`` must not mean every queue."""
+    names = [] if text is None else text.split(",")
+    if "" in names:
+        raise ImproperlyConfigured(f"{text!r}: a queue name cannot be empty")
+    return names
 
 
 def purged(count):

@@ -38,6 +38,10 @@ class Control(apps.Control):
         """Warm shutdown (SIGTERM) of the live workers, or those named: each finishes
         its running tasks and exits. One of another machine (host, boot or pid
         namespace) cannot be signalled from here: its reply is an error."""
+        refused = sorted(_broadcast.keys() & {"pattern", "matcher", "connection"})
+        if refused:  # else every worker would stop, not those they choose
+            raise TypeError(f"shutdown(): miniq chooses workers by destination and limit,"
+                            f" not {', '.join(refused)}")
         here = machine_id()
         return [{node: _stop(worker, here)}
                 for node, worker in self.inspect(destination, limit=limit)._nodes()]
@@ -52,6 +56,8 @@ class Inspect:
                  callback: Callable | None = None, app: Any = None,
                  limit: int | None = None):
         self.destination = _check(destination)
+        if limit is not None and (type(limit) is not int or limit < 0):  # -1: all but one
+            raise ValueError(f"limit is a number of workers, not {limit!r}")
         self.timeout, self.callback, self.limit = timeout, callback, limit
         self.app = app or apps.default_app()
 

@@ -273,8 +273,9 @@ class Server(ThreadingHTTPServer):
             raise ImproperlyConfigured(
                 f"the dashboard would be open to anyone who can reach {address}: add"
                 " --basic-auth user:password (or MINIQ_DASHBOARD_AUTH), or bind 127.0.0.1")
-        if auth and ":" not in auth:
-            raise ImproperlyConfigured("--basic-auth must be user:password")
+        user, _, password = (auth or "").partition(":")
+        if auth is not None and not (user and password):  # ":" would let anyone in
+            raise ImproperlyConfigured("--basic-auth must be user:password, neither empty")
         self.api = Api(app)
         self.address = address
         self.token = secrets.token_urlsafe(24)  # the page's: actions must carry it

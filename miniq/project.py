@@ -11,6 +11,8 @@ import weakref
 from typing import Any, Callable
 
 from . import app as apps
+from . import canvas
+from . import task as tasks
 from .control import Control
 from .exceptions import ImproperlyConfigured
 from .rates import RateBroker, admit
@@ -23,8 +25,8 @@ REFUSED = {  # settings miniq cannot honour: refused at configuration, never ign
 }
 PER_SECOND = {"s": 1, "m": 60, "h": 3600}  # a rate's unit: "10/s", "100/m", "1000/h"
 # As Celery's: every @shared_task is registered on every app, made before it or after
-SHARED: list = []
-APPS: Any = weakref.WeakSet()
+SHARED = []
+APPS = weakref.WeakSet()
 
 
 class Miniq(apps.Miniq):
@@ -36,6 +38,11 @@ class Miniq(apps.Miniq):
     broker_class = RateBroker  # keeps rate limits across workers
 
     control = functools.cached_property(Control)  # revoke, inspect(), ping(), shutdown()
+    current_task = property(lambda self: tasks._running.task, doc="The task running here.")
+
+    def signature(self, *args: Any, **kwargs: Any) -> Any:
+        """Celery's ``app.signature("proj.add", (2, 2))``: a signature of this app's."""
+        return canvas.signature(*args, app=self, **kwargs)
 
     def _builtins(self) -> None:
         """Celery's built-in tasks, and every shared task defined so far."""
@@ -125,6 +132,9 @@ class Miniq(apps.Miniq):
     @Task.setter
     def Task(self, cls: type) -> None:
         self.conf.task_cls = cls
+        for task in SHARED:  # made as this app was made: made again from this class
+            self.tasks.pop(task._name_on(self), None)
+            task._made_on(self)
 
     def register_task(self, task: Any, **options: Any) -> Any:
         """Register an instance of a ``Task`` subclass that defines ``run`` (Celery's
@@ -185,17 +195,24 @@ class Miniq(apps.Miniq):
 Celery = Miniq  # so `from miniq import Celery` reads as the code it may one day be
 
 
-class CurrentApp:
-    """``current_app``: stands for the app made last, or set by ``set_default()``."""
+class Proxy:
+    """Stands for what ``get()`` gives each time it is used, as Celery's proxies."""
+
+    def __init__(self, get: Callable) -> None:
+        self._get_current_object = get
 
     def __getattr__(self, key: str) -> Any:
-        return getattr(apps.default_app(), key)
+        return getattr(self._get_current_object(), key)
+
+    def __bool__(self) -> bool:
+        return bool(self._get_current_object())
 
     def __repr__(self) -> str:
-        return repr(apps.default_app())
+        return repr(self._get_current_object())
 
 
-current_app = CurrentApp()
+current_app = Proxy(apps.default_app)  # the app made last, or set by set_default()
+current_task = Proxy(lambda: tasks._running.task)  # the task running here; falsy if none
 
 
 def _refuse(settings):
@@ -260,11 +277,13 @@ class SharedTask:
         """The task it stands for in the current app (Celery's proxy method)."""
         return self._made_on(apps.default_app())
 
+    def _name_on(self, app):
+        return self._options.get("name") or app.gen_task_name(self._fun.__name__,
+                                                              self._fun.__module__)
+
     def _made_on(self, app):
         """Its task in that app, made there if it is not yet."""
-        fun = self._fun
-        name = self._options.get("name") or app.gen_task_name(fun.__name__, fun.__module__)
-        return app.tasks.get(name) or app.task(**self._options)(fun)
+        return app.tasks.get(self._name_on(app)) or app.task(**self._options)(self._fun)
 
     def __getattr__(self, key: str) -> Any:
         return getattr(self._get_current_object(), key)

@@ -23,7 +23,7 @@ class schedule:
         seconds = run_every
         if isinstance(run_every, timedelta):
             seconds = run_every.total_seconds()
-        if not seconds or seconds <= 0:
+        if isinstance(seconds, bool) or not 0 < seconds < float("inf"):  # nan too
             raise ValueError(f"schedule: run_every must be positive, not {run_every!r}")
         self.seconds = float(seconds)
 
@@ -62,6 +62,8 @@ def _parse(value, low, high, field, names=None):
         for n in (first, last):
             if not low <= n <= high:
                 raise ValueError(f"crontab {field}: {n} is out of range {low}-{high}")
+        if not (step or "1").isdigit() or int(step or 1) < 1:
+            raise ValueError(f"crontab {field}: the step of {part!r} must be 1 or more")
         result.update(range(first, last + 1, int(step or 1)))
     return result
 

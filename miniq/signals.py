@@ -12,7 +12,6 @@ import time
 import weakref
 from typing import Any, Callable
 
-from .exceptions import Retry
 from .task import Context, ExceptionInfo, iso_time
 from .utils.json import dumps, loads
 
@@ -219,10 +218,8 @@ def _task_outcome(task, request, outcome, value):
     if exc is None:
         task_success.send(sender=task, result=value, runtime=runtime)
     elif outcome.state == "RETRY":
-        countdown = max(0.0, round(outcome.eta - time.time(), 3))
-        reason = exc if isinstance(exc, Retry) else Retry(exc=exc, when=countdown)
-        einfo = ExceptionInfo(exc, outcome.traceback)
-        task_retry.send(sender=task, request=request, reason=reason, einfo=einfo)
+        einfo = ExceptionInfo(exc, outcome.traceback)  # the Retry, as Celery's reason
+        task_retry.send(sender=task, request=request, reason=exc, einfo=einfo)
     else:
         _failed(task, request, exc, outcome.traceback)
 

@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from types import SimpleNamespace
 from typing import Any, NamedTuple
@@ -60,6 +61,7 @@ class Context(SimpleNamespace):
 
 class _Running(threading.local):
     request = None  # the run this thread is in: the parent of the messages it sends
+    task = None  # its task: Celery's current_task
 
 
 _running = _Running()
@@ -87,6 +89,10 @@ def running_priority():
 _signature = functools.cache(inspect.signature)  # apply_async checks calls against it
 def encode_args(name, args, kwargs):
     """JSON of the call's arguments; what JSON cannot carry fails here, at the call."""
+    if not isinstance(args, (list, tuple, type(None))):  # as Celery's: "ab" is not ("a", "b")
+        raise TypeError(f"{name}: task args must be a list or tuple, not {args!r}")
+    if not isinstance(kwargs, (Mapping, type(None))):
+        raise TypeError(f"{name}: task keyword arguments must be a mapping, not {kwargs!r}")
     try:
         return dumps([list(args or ()), dict(kwargs or {})])
     except (TypeError, ValueError, RecursionError) as exc:
@@ -322,8 +328,9 @@ class Task:
         if request.called_directly:
             raise exc or Retry("Task can be retried", None)
         if limit is not None and request.retries >= limit:
-            raise exc or MaxRetriesExceededError(
-                f"Can't retry {self.name}[{request.id}] args:{request.args} kwargs:{request.kwargs}")
+            raise exc or MaxRetriesExceededError(  # Celery's text, its args a tuple
+                f"Can't retry {self.name}[{request.id}] args:{tuple(request.args)}"
+                f" kwargs:{request.kwargs}")
         delay = self.default_retry_delay if countdown is None else countdown
         when = to_timestamp(eta) if eta is not None else time.time() + delay
         if not math.isfinite(when):  # as a call's own: else no row could store it
@@ -410,7 +417,8 @@ def execute(app, message, soft_limit=None, eager=False, hostname=None):
         return _failed(exc)
     request = _request(task, message, args, kwargs, eager, hostname)
     given = _flows(request)
-    parent, _running.request = _running.request, request
+    parent = _running.request, _running.task
+    _running.request, _running.task = request, task
     task.push_request(request)
     try:
         emit("_task_started", task, request)
@@ -426,7 +434,7 @@ def execute(app, message, soft_limit=None, eager=False, hostname=None):
         return outcome
     finally:
         task.pop_request()
-        _running.request = parent
+        _running.request, _running.task = parent
 
 
 def _flows(request):
@@ -504,9 +512,8 @@ def _run(task, task_id, args, kwargs, soft_limit):
         if not hasattr(retry, "eta"):  # raised by hand: only Task.retry() says when
             error = RuntimeError("a bare Retry says neither when nor how often: raise self.retry()")
             return _failed(error), None
-        cause = retry.exc or retry
-        return Outcome("RETRY", exception_to_json(cause), _traceback(),
-                       retry.eta, retry.body, cause), None
+        cause = None if retry.exc is None else exception_to_json(retry.exc)  # as Celery stores
+        return Outcome("RETRY", cause, _traceback(), retry.eta, retry.body, retry), None
     except Ignore as exc:  # also how replace() ends the run: canvas sends the replacement
         sig = getattr(exc, "replacement", None)
         return Outcome("REPLACED" if sig else "IGNORED", sig and dumps(sig), exc=exc), None
@@ -536,9 +543,8 @@ def _hooks(task, outcome, value, request):
     if exc is None:
         calls = [(task.on_success, value, *call)]
     else:
-        hook = task.on_retry if state == "RETRY" else task.on_failure
-        einfo = ExceptionInfo(exc, outcome.traceback)
-        calls = [(hook, exc, *call, einfo)]
+        hook, cause = (task.on_retry, exc.exc) if state == "RETRY" else (task.on_failure, exc)
+        calls = [(hook, cause, *call, ExceptionInfo(exc, outcome.traceback))]  # as Celery's
         value = exc  # after_return's retval
     calls.append((emit, "_task_outcome", task, request, outcome, value))
     if state != "RETRY":  # as Celery: a retry is not a return
@@ -552,13 +558,23 @@ def _hooks(task, outcome, value, request):
 
 
 class ExceptionInfo(NamedTuple):
-    """What Celery's hooks get as ``einfo``: the exception and its traceback text."""
+    """What Celery's hooks get as ``einfo``: the exception and its traceback text, and
+    Celery's ``type``, ``tb`` and ``exc_info`` (for traceback.format_exception)."""
     exception: BaseException
     traceback: str | None
+    internal = False
 
     @property
     def type(self):
         return type(self.exception)
+
+    @property
+    def tb(self):
+        return self.exception.__traceback__
+
+    @property
+    def exc_info(self):
+        return self.type, self.exception, self.tb
 
     def __str__(self):
         return self.traceback or ""

@@ -17,6 +17,7 @@ import contextlib
 import functools
 import json
 import logging
+import math
 import multiprocessing
 import os
 import pickle
@@ -27,6 +28,7 @@ import socket
 import sys
 import time
 import uuid
+from datetime import timedelta
 
 from . import result as results
 from .app import load_app
@@ -49,6 +51,48 @@ STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 # a worker, its SIGUSR1 and SIGUSR2 debug it; miniq has neither).
 NOTED_SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM)
 SIGNAL_NAMES = {number.value: number.name for number in signal.Signals}
+
+
+def _whole(least):
+    return lambda v: v is None or type(v) is int and v >= least
+
+
+def _seconds(least, optional=True, delta=False):
+    """None (if optional) or a finite number of seconds from least (or a timedelta)."""
+    def fits(value):
+        value = value.total_seconds() if delta and isinstance(value, timedelta) else value
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            return optional and value is None
+        return least <= value < math.inf
+    return fits
+
+
+# Settings a worker reads as it runs: refused as it starts, rather than met by each task
+SETTINGS = (("worker_concurrency", _whole(0), "a whole number"),
+            ("worker_max_tasks_per_child", _whole(0), "a whole number"),
+            ("worker_max_memory_per_child", _whole(0), "a whole number of KiB"),
+            ("task_max_deliveries", _whole(1), "a whole number of 1 or more"),
+            ("worker_heartbeat", _seconds(0.01, False), "a number of seconds, at least 0.01"),
+            ("worker_lost_after", _seconds(0.01, False), "a number of seconds, at least 0.01"),
+            ("result_expires", _seconds(0, delta=True), "None or a number of seconds, at least 0"),
+            ("task_time_limit", _seconds(0), "None or a number of seconds, at least 0"),
+            ("task_soft_time_limit", _seconds(0), "None or a number of seconds, at least 0"),
+            ("task_default_queue", lambda v: isinstance(v, str) and v, "a queue name"),
+            ("sqlite_synchronous", lambda v: str(v).upper() in ("NORMAL", "FULL"),
+             "NORMAL or FULL"),
+            ("worker_start_method", lambda v: v in (None, *multiprocessing.get_all_start_methods()),
+             f"one of {', '.join(multiprocessing.get_all_start_methods())}"))
+
+
+def check_settings(conf):
+    """Refuse a worker setting that no worker could use, naming it."""
+    for key, fits, wanted in SETTINGS:
+        if not fits(conf.get(key)):
+            raise ImproperlyConfigured(f"{key} must be {wanted}, not {conf.get(key)!r}")
+    if conf.worker_lost_after <= conf.worker_heartbeat:
+        raise ImproperlyConfigured(
+            f"worker_lost_after ({conf.worker_lost_after}) must be longer than"
+            f" worker_heartbeat ({conf.worker_heartbeat}): live workers would be taken for dead")
 
 
 def _rss_kib():
@@ -182,6 +226,7 @@ class Worker:
     def __init__(self, app, app_path, concurrency=None, queues=None, start_method=None,
                  loglevel=None, beat=False, hostname=None):
         conf = self.conf = app.conf
+        check_settings(conf)
         self.hostname = hostname  # the node name (-n): in replies to inspect(), to tasks
         self.app, self.app_path, self.loglevel = app, app_path, loglevel
         self.concurrency = concurrency or conf.worker_concurrency or os.cpu_count() or 1
@@ -236,7 +281,8 @@ class Worker:
         try:
             self._recover()
             self.broker.release([name for name in self.app.tasks if name not in self.rates])
-            self.children = [self._spawn(i) for i in range(self.concurrency)]
+            for index in range(self.concurrency):  # each kept at once: stopped if one fails
+                self.children.append(self._start_child(index))
             log.info("miniq worker %s ready: %d children (%s), queues %s, database %s",
                      self.id[:8], self.concurrency, self.ctx.get_start_method(),
                      ",".join(self.queues), self.broker.path)
@@ -263,6 +309,13 @@ class Worker:
         if self.warm or signum == signal.SIGQUIT:
             self.cold = True
         self.warm = True
+
+    def _start_child(self, index):
+        try:
+            return self._spawn(index)
+        except OSError as exc:  # no process left to this user, no memory: not a task's fault
+            raise ImproperlyConfigured(f"cannot start child process {index + 1} of"
+                                       f" {self.concurrency}: {exc}") from None
 
     def _spawn(self, index):
         ours, theirs = self.ctx.Pipe()
@@ -684,10 +737,14 @@ class Worker:
         self._unwatch(child.process.sentinel)
         child.conn.close()
         index = self.children.index(child)
-        if not self.cold:
-            self.children[index] = self._spawn(index)
-        else:
-            self.children.pop(index)
+        try:
+            if not self.cold:
+                self.children[index] = self._start_child(index)
+                return
+        except ImproperlyConfigured as exc:
+            log.critical("%s: stopping when the running tasks end", exc)
+            self.warm = True
+        self.children.pop(index)
 
     def _lost(self, child):
         message, child.message = child.message, None

@@ -378,6 +378,14 @@ def test_a_replaced_task_keeps_its_place_in_a_group_and_a_chord(app, start_worke
         tasks.replaced_by.delay(tasks.fail.s("inner")).get(timeout=30)
 
 
+def test_a_chain_step_whose_state_was_set_before_it_was_sent_still_runs(app, start_worker):
+    result = chain(tasks.add.si(1, 1), tasks.add.si(2, 2)).apply_async()
+    tasks.add.update_state(task_id=result.id, state="PROGRESS", meta={"at": 1})
+    assert (result.state, result.info) == ("PROGRESS", {"at": 1})  # as Celery stores it
+    start_worker("-c", "1")
+    assert result.get(timeout=20) == 4  # sent, the step takes the place of that state
+
+
 @pytest.mark.parametrize("column, value", [
     ("options", '{"header": {"not": "a shape"}}'),  # the release reads it in the settle
     ("options", '{"chord_error": 5}'),              # the claim reads it

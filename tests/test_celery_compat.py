@@ -254,8 +254,14 @@ def retry_runs_again(c, get):
     return get(c.flaky.delay())
 
 
+def a_retry_without_exc_stores_no_exception(c, get):
+    result = c.plain_retry.delay()
+    wait_for(lambda: result.state == "RETRY", timeout=10, message="the retry")
+    return result.info, get(result)
+
+
 def retry_gives_up_after_max_retries(c, get):
-    return raised(lambda: get(c.always_retry.delay())), get(c.catches_its_last_retry.delay())
+    return raised(lambda: get(c.always_retry.delay())), get(c.catches_its_last_retry.delay(1, b=3))
 
 
 def soft_limit_is_caught_by_the_task(c, get):
@@ -311,6 +317,13 @@ def hooks_of_a_base_class_run_around_each_run(c, get):
         get(c.noted.delay(bad, True))
     get(c.noted.delay(again, "retry"))
     return wait_for_lines(ok, 3), wait_for_lines(bad, 3), wait_for_lines(again, 5)
+
+
+def the_current_task_and_uuid(c, get):
+    utils = importlib.import_module(c.impl.__name__ + ".utils")
+    ids = c.impl.uuid(), utils.uuid()
+    return (get(c.sees_itself.delay()), bool(c.impl.current_task),
+            [len(i.split("-")) == 5 and len(i) == 36 for i in ids])
 
 
 def a_missing_argument_fails_at_the_call(c, get):
@@ -608,6 +621,16 @@ def a_replacement_that_fails_fails_its_chord(c, get):
     return raised(lambda: get(c.fail_replaced.delay())), raised(lambda: get(in_chord))
 
 
+def signature_replace_group_skew_and_app_signature(c, get):
+    partial = c.add.s(2).set(countdown=3)
+    replaced = partial.replace(args=(5,))
+    spread = c.group(c.add.s(i, i) for i in range(3)).skew(start=0, step=0.1)
+    by_name = c.app.signature("tests.compat.celery_api.add", (1, 2))
+    return (tuple(replaced.args), replaced.options, tuple(partial.args),
+            [t.options["countdown"] for t in spread.tasks], get(by_name.delay()),
+            get(spread.apply_async()))
+
+
 def signatures_are_data(c, get):
     sig = c.add.signature((2, 2), {"debug": True}, countdown=10)
     fresh = c.add.s(2, 2)
@@ -672,7 +695,9 @@ SCENARIOS = [
     (delay_and_get, 5),
     (bind_sees_its_request_id, True),
     (retry_runs_again, 2),
-    (retry_gives_up_after_max_retries, ("raised MaxRetriesExceededError", "gave up after 1")),
+    (a_retry_without_exc_stores_no_exception, (None, "again")),
+    (retry_gives_up_after_max_retries, ("raised MaxRetriesExceededError",
+                                         "gave up after 1: (1,) kwargs:{'b': 3}")),
     (soft_limit_is_caught_by_the_task, "cleaned up"),
     (hard_limit_raises_time_limit_exceeded, "TimeLimitExceeded"),
     (failure_comes_back_as_its_type, "ValueError"),
@@ -682,9 +707,10 @@ SCENARIOS = [
     (own_exception_class_is_caught_around_get, "CompatError"),
     (hooks_of_a_base_class_run_around_each_run, (
         ["before_start", "on_success fine", "after_return SUCCESS"],
-        ["before_start", "on_failure CompatError as planned", "after_return FAILURE"],
+        ["before_start", "on_failure CompatError as planned True", "after_return FAILURE"],
         ["before_start", "on_retry KeyError('again')",  # as Celery: no after_return
          "before_start", "on_success fine", "after_return SUCCESS"])),
+    (the_current_task_and_uuid, ([True, True, True, True], False, [True, True])),
     (a_missing_argument_fails_at_the_call, "raised TypeError"),
     (inspect_answers_for_each_worker, ([{"ok": "pong"}], [True], [2], True)),
     (a_base_with_its_own_init, ["opened once for tests.compat.celery_api.opened", "opened"]),
@@ -757,6 +783,8 @@ SCENARIOS = [
         5, 32, [11, 12], [12, 13, 14, 15], 20, [[3, 7, 5, "A"], [13, 10, "A"]]]),
     (update_state_stores_any_tasks_state, True),
     (a_replacement_that_fails_fails_its_chord, ("raised ValueError", "raised ValueError")),
+    (signature_replace_group_skew_and_app_signature, (
+        (5,), {"countdown": 3}, (2,), [0.0, 0.1, 0.2], 3, [0, 2, 4])),
     (signatures_are_data, ((2, 2), {"debug": True}, {"countdown": 10},
                            "tests.compat.celery_api.add", False, True, True, 4,
                            [(True, "tests.compat.celery_api.add", [2], {"y": 3},

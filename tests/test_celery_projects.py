@@ -243,6 +243,27 @@ def fresh_app(tmp_path, monkeypatch):
     miniq.app._default = saved
 
 
+def test_a_shared_task_made_before_app_task_is_assigned_takes_the_new_class(fresh_app):
+    from miniq import Task, project, shared_task
+    kept = list(project.SHARED)
+    try:
+        @shared_task
+        def early():
+            return 1
+        app = Celery("late", broker=fresh_app.conf.broker_url)
+
+        class Contextual(Task):
+            pass
+        app.Task = Contextual  # as Flask's guide, after the app is made
+        assert isinstance(early._get_current_object(), Contextual)
+    finally:
+        project.SHARED[:] = kept
+
+
+def test_include_given_as_one_name_is_that_module(fresh_app):
+    assert Celery("one", include="proj.tasks").conf.include == ["proj.tasks"]
+
+
 @pytest.mark.parametrize("setting, value", [
     ("task_serializer", "pickle"), ("accept_content", ["json", "pickle"]),
     ("result_serializer", "yaml"), ("task_annotations", "proj.annotations.Annotate"),

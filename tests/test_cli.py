@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from miniq import control
+from tests import tasks
 from tests.conftest import ROOT, run_cli, wait_for
 
 
@@ -85,6 +86,14 @@ def test_concurrency_that_is_not_a_positive_integer_is_a_usage_error(value):
     assert proc.returncode == 2 and proc.stderr.startswith("usage: miniq worker"), proc.stderr
     assert proc.stderr.splitlines()[-1] == ("miniq worker: error: argument -c/--concurrency:"
                                             f" must be a positive integer, not '{value}'")
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "0", "-5"])
+def test_a_time_limit_that_is_not_a_finite_positive_number_is_a_usage_error(value):
+    proc = run_cli("-A", "tests.tasks", "worker", "--soft-time-limit", value)
+    assert proc.returncode == 2 and proc.stderr.startswith("usage: miniq worker"), proc.stderr
+    assert proc.stderr.splitlines()[-1].endswith(
+        f"must be a positive number of seconds, not '{value}'")
 
 
 def test_worker_help_explains_every_option():
@@ -168,6 +177,44 @@ def test_time_limit_kills_a_task_that_runs_too_long(app, start_worker):
     with pytest.raises(Exception) as info:
         res.get(timeout=20)
     assert "TimeLimitExceeded" in type(info.value).__name__, info.value
+
+
+@pytest.mark.parametrize("setting", [
+    'worker_concurrency="4"', 'worker_max_tasks_per_child="100"',
+    'worker_max_memory_per_child=1.5', "worker_heartbeat=0", "worker_lost_after=0.5",
+    "result_expires=-5", 'result_expires="soon"', "task_time_limit=-1",
+    'task_soft_time_limit=float("inf")', 'task_time_limit=float("nan")',
+    'sqlite_synchronous="FUL"', "task_default_queue=5", "task_max_deliveries=0",
+    'worker_start_method="vfork"',
+    'task_time_limit=__import__("datetime").timedelta(seconds=30)',
+    'worker_heartbeat=__import__("datetime").timedelta(seconds=1)'])
+def test_a_setting_no_worker_could_use_is_refused_as_it_starts(setting, broker_url, tmp_path):
+    (tmp_path / "badconf.py").write_text(
+        f"from miniq import Miniq\napp = Miniq('badconf')\napp.conf.update({setting})\n")
+    proc = worker_cli("-A", "badconf", broker_url=broker_url, cwd=tmp_path)
+    assert_setup_error(proc, setting.split("=")[0])
+
+
+@pytest.mark.parametrize("app_path, options, said", [
+    (":", (), "names no module"), (".tasks", (), "names no module"),
+    ("tests.tasks", ("-Q", "a,,b"), "cannot be empty"),
+    ("tests.tasks", ("-Q", ","), "cannot be empty")])
+def test_names_that_name_nothing_are_refused(app_path, options, said, broker_url):
+    assert_setup_error(worker_cli("-A", app_path, options=options, broker_url=broker_url), said)
+
+
+def test_purge_of_an_empty_queue_name_purges_nothing(app, broker_url):
+    queued = tasks.add.delay(1, 1)
+    assert_setup_error(run_cli("-A", "tests.tasks", "purge", "-Q", "", "-f",
+                               env={"MINIQ_BROKER_URL": broker_url}), "cannot be empty")
+    assert app.broker.db.execute("SELECT id FROM task").fetchall() == [(queued.id,)]
+
+
+@pytest.mark.parametrize("url", ["sqlite:///:memory:", "sqlite:///proj.db?mode=ro"])
+def test_a_database_no_process_could_share_is_refused(url, tmp_path):
+    proc = worker_cli("-A", "tests.tasks", broker_url=url, cwd=tmp_path)
+    assert_setup_error(proc, "a file its processes share")
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("pool", ["threads", "solo", "eventlet", "gevent"])

@@ -3,6 +3,7 @@ a row it cannot read, options no worker can use, a task that forks or leaves a t
 behind, a stray signal or a forged worker row. Each fails that task alone (or nothing),
 and the worker goes on serving."""
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -222,6 +223,46 @@ def test_children_that_exit_as_they_start_stop_the_worker(start_worker, tmp_path
                           env={"PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"})
     assert worker.wait(30) == 1, tail(worker)
     assert "children keep dying before they run anything" in worker.output()
+
+
+FORKS_RUN_OUT = '''
+import os
+from miniq import Miniq
+app = Miniq("forks_run_out")
+left = [int(os.environ["FORKS_LEFT"])]
+real_fork = os.fork
+
+
+def fork():  # as when the user's process limit or memory runs out
+    left[0] -= 1
+    if left[0] < 0:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+    return real_fork()
+
+
+os.fork = fork
+'''
+
+
+def start_forks_run_out(start_worker, tmp_path, forks, *options):
+    (tmp_path / "forks_run_out.py").write_text(FORKS_RUN_OUT)
+    return start_worker(*options, app_path="forks_run_out", ready=False, env={
+        "FORKS_LEFT": str(forks), "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"})
+
+
+def test_a_worker_that_cannot_start_its_children_says_so_and_exits(start_worker, tmp_path):
+    worker = start_forks_run_out(start_worker, tmp_path, 2, "-c", "4")
+    assert worker.wait(30) == 2, tail(worker)  # not a hang on the children it did start
+    assert "cannot start child process 3 of 4: [Errno 11]" in worker.output()
+    assert "Traceback" not in worker.output() and worker.children() == []
+
+
+def test_a_child_that_cannot_be_replaced_stops_the_worker_warm(start_worker, tmp_path):
+    worker = start_forks_run_out(start_worker, tmp_path, 2, "-c", "2").wait_ready()
+    os.kill(wait_for(worker.children, message="children")[0], signal.SIGKILL)
+    assert worker.wait(30) == 0, tail(worker)
+    assert re.search(r"cannot start child process [12] of 2: \[Errno 11\]", worker.output())
+    assert "stopping when the running tasks end" in worker.output()
 
 
 def test_idle_children_killed_from_outside_are_replaced_every_time(app, start_worker):

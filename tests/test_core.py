@@ -75,6 +75,17 @@ def test_arguments_json_cannot_carry_raise_type_error_and_store_nothing(app, bad
     assert count_rows(app) == 0
 
 
+def test_args_that_are_not_a_list_and_kwargs_that_are_not_a_mapping_are_refused(app):
+    calls = {"list or tuple": [lambda: app.send_task("tests.tasks.echo", args="ab"),
+                               lambda: app.send_task("tests.tasks.echo", args={"a": 1})],
+             "mapping": [lambda: app.send_task("tests.tasks.echo", kwargs=[("value", 1)])]}
+    for said, refused in calls.items():
+        for call in refused:
+            with pytest.raises(TypeError, match=said):  # as Celery's: "ab" is not ("a", "b")
+                call()
+    assert count_rows(app) == 0
+
+
 def test_tasks_run_only_in_worker_children_never_in_the_manager(app, start_worker):
     worker = start_worker("-c", "2")
     pids = {r.get(timeout=20) for r in [tasks.pid.delay() for _ in range(4)]}

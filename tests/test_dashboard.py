@@ -241,6 +241,25 @@ def test_listening_beyond_this_machine_needs_a_login(broker_url):
     assert line.startswith("miniq: error: ") and "--basic-auth" in line
 
 
+@pytest.mark.parametrize("options, said", [
+    (("--address", "0.0.0.0", "--basic-auth", ":"), "neither empty"),
+    (("--basic-auth", "ann:"), "neither empty"),
+    (("--port", "70000"), "0 to 65535"), (("--port", "-1"), "0 to 65535")])
+def test_a_login_or_port_that_cannot_be_is_refused(broker_url, options, said):
+    refused = run_cli("-A", "tests.tasks", "dashboard", *options)
+    assert refused.returncode == 2 and refused.stdout == "" and "Traceback" not in refused.stderr
+    assert said in refused.stderr.splitlines()[-1], refused.stderr
+
+
+def test_an_empty_login_setting_is_no_login_on_this_machine(broker_url, tmp_path):
+    proc, base = start_dashboard(broker_url, tmp_path / "dash.log",
+                                 env={"MINIQ_DASHBOARD_AUTH": ""})
+    try:
+        assert call(base + "api/overview")[0] == 200
+    finally:
+        proc.stop()
+
+
 def test_the_page_ships_in_the_package_and_never_writes_html_from_data():
     page = importlib.resources.files("miniq").joinpath("dashboard.html").read_text("utf-8")
     assert 'const TOKEN = "{{token}}"' in page and '<script nonce="{{token}}">' in page

@@ -200,11 +200,13 @@ def test_a_stored_priority_that_is_text_fails_that_task_and_the_worker_keeps_ser
 
 # revoke's signal, and the delivery cap -----------------------------------------------------------
 
-@pytest.mark.parametrize("signum", [999, "NOSUCH", -1])
+@pytest.mark.parametrize("signum", [999, "NOSUCH", -1, 0, True])
 def test_revoke_with_a_signal_that_does_not_exist_is_refused_at_the_call(app, signum):
     queued = tasks.add.delay(1, 1)  # no worker: it stays queued
     with pytest.raises(ValueError):
         app.control.revoke(queued.id, terminate=True, signal=signum)
+    with pytest.raises(TypeError, match="strings"):  # not ids 97, 98 and 99
+        app.control.revoke(queued.id.encode())
     assert row_of(app, queued, "status, state, revoked") == (0, "PENDING", None)
 
 

@@ -273,7 +273,8 @@ def test_call_warns_about_a_name_the_app_lacks_and_sends_it_anyway(app, broker_u
     assert known.returncode == 0 and known.stderr == ""
 
 
-@pytest.mark.parametrize("option, value", [("--args", "[1,"), ("--kwargs", "{'y': 1}")])
+@pytest.mark.parametrize("option, value", [("--args", "[1,"), ("--kwargs", "{'y': 1}"),
+                                           ("--args", "[" * 30_000 + "]" * 30_000)])
 def test_call_with_bad_json_exits_2_with_one_line_and_sends_nothing(app, broker_url, option, value):
     out = cli(broker_url, "call", "tests.tasks.add", option, value)
     assert out.returncode == 2 and out.stdout == ""
@@ -320,6 +321,10 @@ def test_ping_names_the_live_worker_and_is_none_for_no_one(on_shared):
         inspect(destination=NODE)
     with pytest.raises(TypeError):  # no pattern matching of node names: refused
         inspect(pattern="shared@*")
+    with pytest.raises(ValueError, match="number of workers"):  # not "all but the last"
+        inspect(limit=-1)
+    with pytest.raises(TypeError, match="matcher, pattern"):  # not: every worker stops
+        tasks.app.control.shutdown(pattern="web@*", matcher="glob")
     shown = cli(on_shared, "inspect", "ping")
     assert (shown.returncode, shown.stdout) == (0, f"-> {NODE}: OK\n    pong\n\n1 node online.\n")
     assert cli_json(on_shared, "inspect", "ping", "-d", NODE) == (0, {NODE: {"ok": "pong"}})

@@ -23,8 +23,9 @@ PUBLIC = [
     "AsyncResult", "Celery", "ChordError", "EagerResult", "GroupResult",
     "MaxRetriesExceededError", "Miniq", "MiniqError", "NotRegistered", "Retry",
     "Signature", "SoftTimeLimitExceeded", "Task", "TaskRevokedError", "TimeLimitExceeded",
-    "TimeoutError", "WorkerLostError", "chain", "chord", "chunks", "current_app", "exceptions",
-    "group", "maybe_signature", "shared_task", "signature", "states", "subtask",
+    "TimeoutError", "WorkerLostError", "chain", "chord", "chunks", "current_app", "current_task",
+    "exceptions", "group", "maybe_signature", "shared_task", "signature", "states", "subtask",
+    "uuid",
 ]
 
 
@@ -137,6 +138,8 @@ def test_celery_s_states_and_task_logger_are_where_task_modules_look(app, start_
     from miniq import states
     assert states.READY_STATES == {"SUCCESS", "FAILURE", "REVOKED"}
     assert states.PROPAGATE_STATES <= states.EXCEPTION_STATES <= states.ALL_STATES
+    assert states.ALL_STATES == {"PENDING", "RECEIVED", "STARTED", "SUCCESS", "FAILURE",
+                                 "RETRY", "REVOKED"}  # Celery's: not IGNORED or REJECTED
     worker = start_worker("-c", "1")
     result = tasks.log_line.delay("a line")
     assert result.get(timeout=20) == states.SUCCESS

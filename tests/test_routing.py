@@ -119,6 +119,14 @@ def test_a_router_function_in_task_routes_is_refused_at_the_call(app, producer_c
         tasks.default_probe.delay(1)
 
 
+@pytest.mark.parametrize("queue", [["a", "b"], 5])
+def test_a_route_to_a_queue_that_is_not_a_name_is_refused_at_the_call(app, producer_conf, queue):
+    producer_conf(task_routes={"tests.tasks.route_exact": {"queue": queue}})
+    with pytest.raises(TypeError, match="queue cannot be"):
+        tasks.route_exact.delay(1)
+    assert app.broker.db.execute("SELECT COUNT(*) FROM task").fetchone()[0] == 0
+
+
 def test_task_inherit_parent_priority_gives_a_child_its_parents(app, start_worker):
     start_worker("-c", "1", env={"MINIQ_TEST_CONF": '{"task_inherit_parent_priority": true}'})
     parent = tasks.send_child.apply_async((1,), priority=3)

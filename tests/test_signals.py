@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 import pytest
 
 import miniq.app
+import miniq.project
 from miniq import Miniq, chain, group, signals
 from miniq.exceptions import TaskRevokedError, TimeLimitExceeded
 from miniq.worker import LOG_FORMAT
@@ -390,7 +391,7 @@ def test_a_sender_is_matched_as_in_celery(tasks):
 
 
 def test_a_shared_task_sender_is_the_task_it_stands_for(tasks):
-    saved = miniq.app._default
+    saved, shared_before = miniq.app._default, list(miniq.project.SHARED)
     miniq.app._default = tasks.app
     try:
         @miniq.shared_task
@@ -404,6 +405,7 @@ def test_a_shared_task_sender_is_the_task_it_stands_for(tasks):
     finally:
         tasks.app.tasks.pop(f"{__name__}.shared", None)
         miniq.app._default = saved
+        miniq.project.SHARED[:] = shared_before  # apps made later do not get it
 
 
 def test_eager_runs_send_the_task_signals_in_process(tasks, tmp_path):

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from miniq import ChordError, chain, chord, group
+from miniq import ChordError, chain, chord, exceptions, group
 from miniq.beat import Beat
 from miniq.exceptions import ImproperlyConfigured
 from miniq.schedules import crontab, schedule
@@ -72,6 +72,57 @@ def test_two_beats_send_each_run_once_and_a_missed_run_once(app, monkeypatch):
     assert beat_on(app, monkeypatch, clock, entry).tick() == pytest.approx(10.0)
     rows = app.broker.db.execute("SELECT name, queue, body FROM task").fetchall()
     assert rows == [("tests.tasks.add", "beat", "[[1,2],{}]")] * 4
+
+
+@pytest.mark.parametrize("entry, said", [
+    ({"task": "tests.tasks.add", "schedule": 10, "args": 5}, "args"),
+    ({"task": "tests.tasks.add", "schedule": 10, "kwargs": [1]}, "keyword arguments"),
+    ({"task": "tests.tasks.echo", "schedule": 10, "args": [{1}]}, "JSON"),
+    ({"task": "tests.tasks.add", "schedule": "every minute"}, "crontab, not 'every minute'"),
+    ({"task": "tests.tasks.add", "schedule": float("nan")}, "positive"),
+    ({"task": "tests.tasks.add", "schedule": 10, "options": {"queue": 5}}, "queue"),
+    ({"task": "tests.tasks.add", "schedule": 10, "options": {"serializer": "pickle"}}, "JSON"),
+    ({"schedule": 10}, "no 'task'"),
+    ({"task": "tests.tasks.add", "schedule": crontab(0, 0, day_of_month=31, month_of_year=2)},
+     "no run in the next five years")])
+def test_a_bad_beat_entry_is_refused_as_beat_starts_naming_it(app, monkeypatch, entry, said):
+    with pytest.raises(ImproperlyConfigured, match="entry 'bad'") as caught:
+        beat_on(app, monkeypatch, [0.0], {"fine": {"task": "tests.tasks.add", "schedule": 5,
+                                                   "args": (1, 2), "options": None},
+                                          "bad": entry})
+    assert said in str(caught.value)
+
+
+@pytest.mark.parametrize("command", [["worker", "-c", "1", "-B"], ["beat"]])
+def test_worker_b_and_beat_refuse_a_bad_entry_in_one_line(broker_url, command):
+    conf = json.dumps({"beat_schedule": {"bad": {"task": "tests.tasks.add", "schedule": 5,
+                                                 "args": 5}}})
+    done = run_cli("-A", "tests.tasks", *command,
+                   env={"MINIQ_BROKER_URL": broker_url, "MINIQ_TEST_CONF": conf})
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.startswith("miniq: error: beat_schedule entry 'bad': ")
+
+
+def test_beat_outlives_a_database_error_and_sends_the_run_after_it(app, monkeypatch):
+    beat = beat_on(app, monkeypatch, [1000.0], {"each": {"task": "tests.tasks.add",
+                                                        "schedule": 10, "args": [1, 2]}})
+    claim, pauses = app.broker.claim_beat_slot, []
+
+    def locked_once(*args):
+        if not pauses:
+            raise exceptions.OperationalError("database is locked")
+        return claim(*args)
+
+    def sleep(seconds):
+        pauses.append(seconds)
+        if len(pauses) == 2:
+            raise KeyboardInterrupt  # the way out of run()
+    monkeypatch.setattr(app.broker, "claim_beat_slot", locked_once)
+    beat.sleep = sleep
+    with pytest.raises(KeyboardInterrupt):
+        beat.run()
+    assert pauses == [0.1, 10.0]  # a short backoff, then the schedule's own wait
+    assert app.broker.db.execute("SELECT body FROM task").fetchall() == [("[[1,2],{}]",)]
 
 
 def test_workers_with_dash_b_share_one_schedule(app, start_worker, tmp_path):

@@ -44,10 +44,25 @@ def whoami(self):
 
 
 @app.task(bind=True)
+def sees_itself(self):
+    """What current_task (Celery's proxy) and app.current_task say inside a task."""
+    running = impl.current_task
+    return [bool(running), running.request.id == self.request.id, running.name == self.name,
+            app.current_task.name == self.name]
+
+
+@app.task(bind=True)
 def flaky(self):
     if self.request.retries < 2:
         raise self.retry(countdown=0.1, max_retries=2)
     return self.request.retries
+
+
+@app.task(bind=True)
+def plain_retry(self):
+    if not self.request.retries:
+        raise self.retry(countdown=1)  # no exc: none is stored, as Celery's
+    return "again"
 
 
 @app.task(bind=True)
@@ -56,11 +71,11 @@ def always_retry(self):
 
 
 @app.task(bind=True)
-def catches_its_last_retry(self):
+def catches_its_last_retry(self, *args, **kwargs):
     try:
         raise self.retry(countdown=0.1, max_retries=1)
-    except self.MaxRetriesExceededError:  # Celery's task attribute
-        return f"gave up after {self.request.retries}"
+    except self.MaxRetriesExceededError as exc:  # Celery's task attribute
+        return f"gave up after {self.request.retries}: {str(exc).partition(' args:')[2]}"
 
 
 @app.task(soft_time_limit=0.5, time_limit=10)
@@ -114,7 +129,8 @@ class Noted(Task):
         self.note(args, f"on_success {retval}")
 
     def on_failure(self, exc, task_id, args, kwargs, einfo):
-        self.note(args, f"on_failure {einfo.type.__name__} {exc}")
+        whole = len(einfo.exc_info) == 3 and einfo.tb is not None  # Celery's fields
+        self.note(args, f"on_failure {einfo.type.__name__} {exc} {whole}")
 
     def on_retry(self, exc, task_id, args, kwargs, einfo):
         self.note(args, f"on_retry {exc!r}")
