@@ -52,10 +52,11 @@ class Beat:
                 raise TypeError(f"its schedule must be seconds, a timedelta, a schedule or a"
                                 f" crontab, not {every!r}")
             every.next_after(self.clock(), self.tz)
-            self._row(dict(entry, schedule=every))
+            checked = dict(entry, schedule=every)
+            self._row(checked)
         except Exception as exc:  # noqa: BLE001 - whatever it is, it is this entry's
             raise ImproperlyConfigured(f"beat_schedule entry {name!r}: {_said(exc)}") from None
-        return dict(entry, schedule=every)
+        return checked
 
     def _row(self, entry):
         return self.app.message_row(entry["task"], entry.get("args", ()),
