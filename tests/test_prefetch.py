@@ -136,6 +136,7 @@ def test_how_many_a_worker_claims_ahead(app, monkeypatch, multiplier, late, disa
     worker.children = [Child(None, None) for _ in range(2)]
     for child, name in zip(worker.children, running):
         child.message = Message(name, getattr(tasks, name).name, "[[], {}]")
+        child.late = worker._setting(child.message, "acks_late")  # as the worker gives it out
     assert worker._room_ahead(idle) == room
 
 
