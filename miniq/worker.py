@@ -245,7 +245,9 @@ class Worker:
         self.rates = app.rate_intervals()  # task name → seconds between its starts
         self.ahead = self._prefetch(conf.worker_prefetch_multiplier)
         self.limited = False  # a rate-limited task came ahead: none until a child is idle
-        self.batch = max(1, self.ahead // 2)  # outcomes written together while children run
+        # outcomes written together while children run: until only a task a child is left
+        # ahead (each transaction costs about four tasks' claim and settle)
+        self.batch = max(1, self.ahead // 2, self.ahead - self.concurrency)
         self.reserve = collections.deque()  # (Message, reserved): claimed, not yet begun
         self.begun = {}  # id → (attempts, unix time, write by): reserved tasks begun
         self.children = []
