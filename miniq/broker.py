@@ -100,8 +100,7 @@ UNSENT = "DELETE FROM task WHERE id = ? AND name = '' AND status = 2 AND state !
 CLAIM_COLUMNS = ("id, name, body, retries, attempts, options, chord, expires,"
                  " priority, revoked, queue, eta")
 CLAIM = ("UPDATE task SET status = 1, state = COALESCE(?, state), worker = ?, lease = ?,"
-         " started = ?, attempts = attempts + 1 WHERE seq = ?")
-CLAIM_RETURNING = f"{CLAIM} RETURNING {CLAIM_COLUMNS}"  # built once: a row a statement
+         " started = ?, attempts = attempts + 1 WHERE seq")  # IN (...) or = ?
 FENCE = "WHERE id = ? AND worker = ? AND attempts = ? AND status = 1"  # this delivery only
 NOT_BEGUN = "(status <= 0 OR status = 3 OR status = 1 AND started IS NULL)"  # or reserved
 NUMBER = (int, float)
@@ -203,14 +202,29 @@ def _save_deleted_wal(conn, path):
         time.sleep(0.005)
 
 
-def _claimed(db, seq, args):
-    """Claim the row of this seq (CLAIM's arguments before it): its Message. Text that is
-    not UTF-8 cannot be read as it is: the row is claimed still, to fail with that fault."""
+def _claimed(db, pick, args):
+    """Claim the rows pick selects (CLAIM's arguments, then pick's): their Messages by seq.
+    Text that is not UTF-8 cannot be read as it is: its row is claimed still, to fail
+    with that fault."""
+    if HAS_RETURNING:  # one statement for them all
+        try:
+            return [_message(row[1:]) for row in sorted(db.execute(
+                f"{CLAIM} IN ({pick}) RETURNING seq, {CLAIM_COLUMNS}", args))]
+        except sqlite3.OperationalError as exc:  # all claimed: the first step writes all
+            if "decode" not in str(exc):
+                raise
+        seqs = db.execute("SELECT seq FROM task WHERE worker = ? AND lease = ? AND status = 1"
+                          " AND started IS ?", args[1:4]).fetchall()
+    else:  # SQLite before 3.35
+        seqs = db.execute(pick, args[4:]).fetchall()
+        db.executemany(f"{CLAIM} = ?", [(*args[:4], seq) for seq, in seqs])
+    return [_read_claimed(db, seq) for seq, in sorted(seqs)]
+
+
+def _read_claimed(db, seq):
+    """A claimed row's Message, read again; text that is not UTF-8 is its fault."""
     read = f"SELECT {CLAIM_COLUMNS} FROM task WHERE seq = ?"
     try:
-        if HAS_RETURNING:
-            return _message(db.execute(CLAIM_RETURNING, (*args, seq)).fetchone())
-        db.execute(CLAIM, (*args, seq))  # SQLite before 3.35
         return _message(db.execute(read, (seq,)).fetchone())
     except sqlite3.OperationalError as exc:
         if "decode" not in str(exc):
@@ -532,19 +546,18 @@ class Broker:
             due, unreadable = some.format("<= ?"), some.format(">= ''")
             db.execute(f"UPDATE task SET status = 0 WHERE seq IN ({due} UNION ALL {unreadable})",
                        (*queues, now, PROMOTE, *queues, PROMOTE))
-            pick = ("SELECT seq, priority FROM task INDEXED BY task_queued"
-                    f" WHERE status = 0 AND queue IN ({marks}) ORDER BY priority DESC, seq LIMIT ?")
-            picked = db.execute(pick, (*queues, n)).fetchall()
-            picked.sort(key=lambda r: r[0])  # by seq; then by priority, whatever its type:
-            picked.sort(key=lambda r: r[1] if isinstance(r[1], NUMBER) else 0, reverse=True)
-            seqs = [r[0] for r in picked]  # the order they start in, the first ``start`` now
-            begin = len(seqs) if start is None else start
-            parts = [(seqs[:begin], ("STARTED", worker, now + lease, now)),
-                     (seqs[begin:], (None, worker, now + lease, None))]
-            # a row a statement: an IN list costs a temporary table (0.1 ms), and old
-            # SQLite refuses more than 999 values, fewer than a large reserve
-            return [_claimed(db, seq, args) for some, args in parts
-                    for seq in some]
+            pick = ("SELECT seq FROM task INDEXED BY task_queued WHERE status = 0 AND"
+                    f" queue IN ({marks}) ORDER BY priority DESC, seq LIMIT ?")
+            begin = n if start is None else min(start, n)  # the first ``start`` begin now
+            parts = [(begin, ("STARTED", worker, now + lease, now)),
+                     (n - begin, (None, worker, now + lease, None))]
+            claimed = []  # the started first; each part by priority, then oldest first
+            for limit, args in parts:
+                some = _claimed(db, pick, (*args, *queues, limit)) if limit > 0 else []
+                some.sort(key=lambda m: m.priority if isinstance(m.priority, NUMBER) else 0,
+                          reverse=True)
+                claimed += some
+            return claimed
         return self._tx(run)
 
     @_translated

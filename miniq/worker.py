@@ -195,6 +195,7 @@ class Child:
     deadline = None
     killed_for = None  # (state, exception) to record when it dies
     retiring = False
+    late = False  # its message's acks_late: unacknowledged until it ends
 
     def __init__(self, process, conn):
         self.process, self.conn = process, conn
@@ -240,10 +241,13 @@ class Worker:
         self.machine = machine_id()
         self.broker = app.broker
         self.lease = float(conf.worker_lost_after)
+        self.expires, self.acks_late = conf.result_expires, conf.task_acks_late  # read often
         self.rates = app.rate_intervals()  # task name → seconds between its starts
         self.ahead = self._prefetch(conf.worker_prefetch_multiplier)
         self.limited = False  # a rate-limited task came ahead: none until a child is idle
-        self.batch = max(1, self.ahead // 2)  # outcomes written together while children run
+        # outcomes written together while children run: until only a task a child is left
+        # ahead (each transaction costs about four tasks' claim and settle)
+        self.batch = max(1, self.ahead // 2, self.ahead - self.concurrency)
         self.reserve = collections.deque()  # (Message, reserved): claimed, not yet begun
         self.begun = {}  # id → (attempts, unix time, write by): reserved tasks begun
         self.children = []
@@ -392,7 +396,7 @@ class Worker:
             now = time.time()
             if now >= self.next_heartbeat:
                 self._heartbeat()
-            if self.conf.result_expires and now >= self.sweep_due:
+            if self.expires and now >= self.sweep_due:
                 self._sweep(now)
             if self.beat and now >= self.beat_due:
                 wait_s = self._db(self.beat.tick)
@@ -407,7 +411,7 @@ class Worker:
     def _timeout(self, now, idle, busy):
         """Until the nearest deadline: a poll, a heartbeat, a sweep, a due task, a hard limit."""
         waits = [self.poll if idle else 1.0, self.next_heartbeat - now]
-        if self.conf.result_expires:  # a backlog of expired results goes pass after pass
+        if self.expires:  # a backlog of expired results goes pass after pass
             waits.append(self.sweep_due - now)
         if self.beat:
             waits.append(self.beat_due - now)
@@ -498,8 +502,8 @@ class Worker:
         is the rule."""
         if self.warm or self.limited and not idle:
             return 0
-        late = sum(1 for c in self.children if c.message and self._setting(c.message, "acks_late"))
-        late += idle if self.conf.task_acks_late else 0
+        late = sum(1 for c in self.children if c.message and c.late)
+        late += idle if self.acks_late else 0
         return max(0, self.ahead - late - len(self.reserve))
 
     def _begin(self, now):
@@ -556,6 +560,7 @@ class Worker:
             self._settle_row(message, "FAILURE", error)
             return
         child.message, child.started = message, time.monotonic()
+        child.late = self._setting(message, "acks_late")
         child.deadline = child.started + hard if hard else None
         try:
             child.conn.send_bytes(job)
@@ -840,7 +845,7 @@ class Worker:
     def _sweep(self, now):
         """Delete expired results: a short transaction a pass while some are left (other
         workers' claims come between), else once a heartbeat."""
-        expires = self.conf.result_expires
+        expires = self.expires
         seconds = expires.total_seconds() if hasattr(expires, "total_seconds") else expires
         more = self._db(lambda: self.broker.sweep(now - seconds))
         self.sweep_due = now if more else now + self.conf.worker_heartbeat

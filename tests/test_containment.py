@@ -74,6 +74,25 @@ def test_a_row_whose_text_is_not_utf8_fails_alone(app, start_worker):
     assert_serving(worker)
 
 
+@pytest.mark.parametrize("returning", [True, False])  # False: SQLite before 3.35
+def test_a_claim_reads_rows_not_utf8_in_either_part_once_each(app, monkeypatch, returning):
+    """Among the rows begun now and those reserved: each comes back once, in order, the
+    undecodable ones with their fault, and every one is claimed."""
+    monkeypatch.setattr("miniq.broker.HAS_RETURNING", returning)
+    sent = [tasks.add.delay(n, n) for n in range(5)]
+    with raw_db(app) as db, db:
+        for bad in (sent[1], sent[3]):
+            db.execute("UPDATE task SET body = CAST(X'5b5b315d2c7b7dff' AS TEXT) WHERE id = ?",
+                       (bad.id,))
+    claimed = app.broker.claim("w", ["celery"], 5, 60.0, start=2)
+    assert [m.id for m in claimed] == [r.id for r in sent]
+    assert [m.fault for m in claimed] == [None, "text that is not UTF-8", None,
+                                          "text that is not UTF-8", None]
+    states = app.broker.db.execute("SELECT state, status FROM task ORDER BY seq").fetchall()
+    assert states == [("STARTED", 1)] * 2 + [("PENDING", 1)] * 3
+    assert app.broker.claim("w", ["celery"], 5, 60.0) == []
+
+
 def test_a_scheduled_row_whose_eta_is_not_a_number_fails_alone(app, start_worker):
     app.broker.db  # the schema
     bad = insert_raw(app, tasks.add.name, (1, 2), eta="tomorrow", status=-2)

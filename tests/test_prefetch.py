@@ -136,6 +136,7 @@ def test_how_many_a_worker_claims_ahead(app, monkeypatch, multiplier, late, disa
     worker.children = [Child(None, None) for _ in range(2)]
     for child, name in zip(worker.children, running):
         child.message = Message(name, getattr(tasks, name).name, "[[], {}]")
+        child.late = worker._setting(child.message, "acks_late")  # as the worker gives it out
     assert worker._room_ahead(idle) == room
 
 
@@ -154,18 +155,20 @@ def test_the_command_line_refuses_a_prefetch_multiplier_of_none(broker_url):
 
 @pytest.mark.parametrize("returning", [True, False])  # False: SQLite before 3.35
 def test_the_tasks_claimed_to_start_now_are_the_first_given_out(app, monkeypatch, returning):
-    """The claim marks the first ``start`` rows STARTED in the order the worker hands them
-    out: by priority as a number (a malformed one counts as 0), then oldest first."""
+    """The claim marks the first ``start`` rows STARTED and gives them out first; each part
+    by priority, then oldest first. A malformed priority is claimed where SQLite's index
+    puts text (above every number) and counts as 0 in its part: it fails as it is given out."""
     monkeypatch.setattr("miniq.broker.HAS_RETURNING", returning)
-    plain, urgent, malformed = (tasks.echo.apply_async((i,), priority=p)
-                                for i, p in enumerate((0, 5, 0)))
+    plain, urgent, malformed, later = (tasks.echo.apply_async((i,), priority=p)
+                                       for i, p in enumerate((0, 5, 0, 0)))
     app.broker.db.execute("UPDATE task SET priority = '' WHERE id = ?", (malformed.id,))
-    claimed = app.broker.claim("w", ["celery"], 3, 60.0, start=1)
-    assert [m.id for m in claimed] == [urgent.id, plain.id, malformed.id]
-    assert claimed[2].fault == "bad priority"
+    claimed = app.broker.claim("w", ["celery"], 3, 60.0, start=2)
+    assert [m.id for m in claimed] == [urgent.id, malformed.id, plain.id]
+    assert claimed[1].fault == "bad priority"
     started = [app.broker.task(m.id)["started"] is not None for m in claimed]
-    assert started == [True, False, False]
-    assert [app.broker.task(m.id)["state"] for m in claimed] == ["STARTED", "PENDING", "PENDING"]
+    assert started == [True, True, False]
+    assert [app.broker.task(m.id)["state"] for m in claimed] == ["STARTED", "STARTED", "PENDING"]
+    assert [m.id for m in app.broker.claim("w", ["celery"], 3, 60.0)] == [later.id]
 
 
 def test_a_warm_shutdown_begins_no_reserved_task_while_a_child_still_runs(start_worker, app,
