@@ -207,18 +207,19 @@ def _claimed(db, pick, args):
     Text that is not UTF-8 cannot be read as it is: its row is claimed still, to fail
     with that fault."""
     if HAS_RETURNING:  # one statement for them all
+        db.execute("SAVEPOINT claim")
         try:
-            return [_message(row[1:]) for row in sorted(db.execute(
-                f"{CLAIM} IN ({pick}) RETURNING seq, {CLAIM_COLUMNS}", args))]
-        except sqlite3.OperationalError as exc:  # all claimed: the first step writes all
+            rows = db.execute(f"{CLAIM} IN ({pick}) RETURNING seq, {CLAIM_COLUMNS}",
+                              args).fetchall()
+            db.execute("RELEASE claim")
+            return [_message(row[1:]) for row in sorted(rows)]
+        except sqlite3.OperationalError as exc:
             if "decode" not in str(exc):
                 raise
-        seqs = db.execute("SELECT seq FROM task WHERE worker = ? AND lease = ? AND status = 1"
-                          " AND started IS ?", args[1:4]).fetchall()
-    else:  # SQLite before 3.35
-        seqs = db.execute(pick, args[4:]).fetchall()
-        db.executemany(f"{CLAIM} = ?", [(*args[:4], seq) for seq, in seqs])
-    return [_read_claimed(db, seq) for seq, in sorted(seqs)]
+            db.execute("ROLLBACK TO claim")  # then a row at a time, as before 3.35
+    seqs = sorted(db.execute(pick, args[4:]).fetchall())
+    db.executemany(f"{CLAIM} = ?", [(*args[:4], seq) for seq, in seqs])
+    return [_read_claimed(db, seq) for seq, in seqs]
 
 
 def _read_claimed(db, seq):
