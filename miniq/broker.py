@@ -835,10 +835,18 @@ def _gathered(shape, results):
 
 
 def _check_owner(db, path):
-    """Refuse another application's SQLite file before changing anything in it."""
-    if db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID:
+    """Refuse another application's SQLite file before changing anything in it. Both
+    reads see one snapshot: another process may be writing the schema meanwhile."""
+    db.execute("BEGIN")
+    try:
+        mark = db.execute("PRAGMA application_id").fetchone()[0]
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master"
+                                               " WHERE type = 'table'")}
+    finally:
+        if db.in_transaction:  # a failed read may have ended it
+            db.execute("COMMIT")
+    if mark == APPLICATION_ID:
         return
-    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     if tables and tables != {"task", "worker", "beat"}:  # else new, or miniq's before the mark
         raise ImproperlyConfigured(
             f"{path} is not a miniq database (it holds tables {', '.join(sorted(tables))});"

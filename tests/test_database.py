@@ -1,6 +1,7 @@
 """The database file itself: where a relative URL points, whose file miniq will
 use, and what it refuses to take over."""
 import json
+import multiprocessing
 import os
 import sqlite3
 import subprocess
@@ -83,6 +84,31 @@ def test_another_applications_sqlite_file_is_refused_and_left_unchanged(tmp_path
     tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
     assert tables == ["task"]
     db.close()
+
+
+def _open_at_once(path, barrier, errors):
+    barrier.wait(10)
+    try:
+        Broker(path).db
+    except Exception as exc:  # noqa: BLE001 - reported to the test
+        errors.put(str(exc))
+
+
+def test_processes_opening_a_new_file_at_once_all_take_it_for_miniq_s(tmp_path):
+    """One writes the schema while another checks the file is miniq's: the check reads
+    one snapshot, never the tables without the mark that comes with them."""
+    ctx = multiprocessing.get_context("fork")
+    errors = ctx.Queue()
+    for run in range(30):  # the two reads fell either side of the schema in ~1 run in 5
+        barrier = ctx.Barrier(6)
+        procs = [ctx.Process(target=_open_at_once, args=(str(tmp_path / f"{run}.db"),
+                                                          barrier, errors)) for _ in range(6)]
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join(30)
+        assert [proc.exitcode for proc in procs] == [0] * 6
+        assert errors.empty(), errors.get()
 
 
 def test_the_worker_says_so_in_one_line_for_a_foreign_file(tmp_path):
