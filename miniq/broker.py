@@ -207,18 +207,19 @@ def _claimed(db, pick, args):
     Text that is not UTF-8 cannot be read as it is: its row is claimed still, to fail
     with that fault."""
     if HAS_RETURNING:  # one statement for them all
+        db.execute("SAVEPOINT claim")
         try:
-            return [_message(row[1:]) for row in sorted(db.execute(
-                f"{CLAIM} IN ({pick}) RETURNING seq, {CLAIM_COLUMNS}", args))]
-        except sqlite3.OperationalError as exc:  # all claimed: the first step writes all
+            rows = db.execute(f"{CLAIM} IN ({pick}) RETURNING seq, {CLAIM_COLUMNS}",
+                              args).fetchall()
+            db.execute("RELEASE claim")
+            return [_message(row[1:]) for row in sorted(rows)]
+        except sqlite3.OperationalError as exc:
             if "decode" not in str(exc):
                 raise
-        seqs = db.execute("SELECT seq FROM task WHERE worker = ? AND lease = ? AND status = 1"
-                          " AND started IS ?", args[1:4]).fetchall()
-    else:  # SQLite before 3.35
-        seqs = db.execute(pick, args[4:]).fetchall()
-        db.executemany(f"{CLAIM} = ?", [(*args[:4], seq) for seq, in seqs])
-    return [_read_claimed(db, seq) for seq, in sorted(seqs)]
+            db.execute("ROLLBACK TO claim")  # then a row at a time, as before 3.35
+    seqs = sorted(db.execute(pick, args[4:]).fetchall())
+    db.executemany(f"{CLAIM} = ?", [(*args[:4], seq) for seq, in seqs])
+    return [_read_claimed(db, seq) for seq, in seqs]
 
 
 def _read_claimed(db, seq):
@@ -834,10 +835,18 @@ def _gathered(shape, results):
 
 
 def _check_owner(db, path):
-    """Refuse another application's SQLite file before changing anything in it."""
-    if db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID:
+    """Refuse another application's SQLite file before changing anything in it. Both
+    reads see one snapshot: another process may be writing the schema meanwhile."""
+    db.execute("BEGIN")
+    try:
+        mark = db.execute("PRAGMA application_id").fetchone()[0]
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master"
+                                               " WHERE type = 'table'")}
+    finally:
+        if db.in_transaction:  # a failed read may have ended it
+            db.execute("COMMIT")
+    if mark == APPLICATION_ID:
         return
-    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     if tables and tables != {"task", "worker", "beat"}:  # else new, or miniq's before the mark
         raise ImproperlyConfigured(
             f"{path} is not a miniq database (it holds tables {', '.join(sorted(tables))});"

@@ -231,6 +231,12 @@ class Worker:
         self.hostname = hostname  # the node name (-n): in replies to inspect(), to tasks
         self.app, self.app_path, self.loglevel = app, app_path, loglevel
         self.concurrency = concurrency or conf.worker_concurrency or os.cpu_count() or 1
+        most = os.sysconf("SC_CHILD_MAX") if "SC_CHILD_MAX" in os.sysconf_names else -1
+        if most < 1 or os.geteuid() == 0:  # no limit known, or root's, which has none
+            most = 2 ** 31
+        if self.concurrency > most:
+            raise ImproperlyConfigured(f"concurrency {self.concurrency}: more processes than"
+                                       f" this user may run ({most})")
         self.queues = list(queues or [conf.task_default_queue])
         method = start_method or conf.worker_start_method
         if method is None and sys.platform.startswith("linux"):

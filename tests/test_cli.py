@@ -88,6 +88,20 @@ def test_concurrency_that_is_not_a_positive_integer_is_a_usage_error(value):
                                             f" must be a positive integer, not '{value}'")
 
 
+@pytest.mark.parametrize("how", ["-c", "conf"])
+def test_more_children_than_the_user_may_run_is_refused_before_any_starts(how, tmp_path):
+    """A count no fork could reach (and past 64 bits, none SQLite could store)."""
+    value = "99999999999999999999"
+    if how == "-c":
+        proc = run_cli("-A", "tests.tasks", "worker", "-c", value)
+    else:
+        (tmp_path / "huge.py").write_text(
+            "from tests.tasks import app\n"
+            f"app.conf.worker_concurrency = {value}\n")
+        proc = run_cli("-A", "huge", "worker", env={"PYTHONPATH": f"{tmp_path}:{ROOT}"})
+    assert_setup_error(proc, f"concurrency {value}: more processes than this user may run")
+
+
 @pytest.mark.parametrize("value", ["inf", "nan", "0", "-5"])
 def test_a_time_limit_that_is_not_a_finite_positive_number_is_a_usage_error(value):
     proc = run_cli("-A", "tests.tasks", "worker", "--soft-time-limit", value)

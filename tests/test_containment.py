@@ -93,6 +93,21 @@ def test_a_claim_reads_rows_not_utf8_in_either_part_once_each(app, monkeypatch, 
     assert app.broker.claim("w", ["celery"], 5, 60.0) == []
 
 
+@pytest.mark.parametrize("returning", [True, False])  # False: SQLite before 3.35
+def test_a_claim_that_meets_text_not_utf8_returns_only_its_own_rows(app, monkeypatch, returning):
+    """Rows this worker claimed before at the same clock reading are not given again."""
+    monkeypatch.setattr("miniq.broker.HAS_RETURNING", returning)
+    monkeypatch.setattr(app.broker, "clock", lambda: 1000.0)
+    sent = [tasks.add.delay(n, n) for n in range(4)]
+    first = app.broker.claim("w", ["celery"], 2, 60.0, start=0)
+    with raw_db(app) as db, db:
+        db.execute("UPDATE task SET body = CAST(X'5b5b315d2c7b7dff' AS TEXT) WHERE id = ?",
+                   (sent[3].id,))
+    second = app.broker.claim("w", ["celery"], 2, 60.0, start=0)
+    assert [m.id for m in first + second] == [r.id for r in sent]
+    assert [m.fault for m in second] == [None, "text that is not UTF-8"]
+
+
 def test_a_scheduled_row_whose_eta_is_not_a_number_fails_alone(app, start_worker):
     app.broker.db  # the schema
     bad = insert_raw(app, tasks.add.name, (1, 2), eta="tomorrow", status=-2)

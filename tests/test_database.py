@@ -6,6 +6,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 
@@ -83,6 +84,30 @@ def test_another_applications_sqlite_file_is_refused_and_left_unchanged(tmp_path
     tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
     assert tables == ["task"]
     db.close()
+
+
+def test_connections_opening_a_new_file_at_once_all_take_it_for_miniq_s(tmp_path):
+    """One writes the schema while another checks the file is miniq's: the check reads
+    one snapshot, never the tables without the mark that comes with them. (Each thread
+    has a connection of its own, as each process does.)"""
+    errors = []
+
+    def open_it(path, barrier):
+        barrier.wait(10)
+        try:
+            Broker(path).db
+        except Exception as exc:  # noqa: BLE001 - reported to the test
+            errors.append(str(exc))
+
+    for run in range(30):  # the two reads fell either side of the schema in ~1 run in 4
+        barrier = threading.Barrier(6)
+        threads = [threading.Thread(target=open_it, args=(str(tmp_path / f"{run}.db"), barrier))
+                   for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert errors == [] and not any(thread.is_alive() for thread in threads)
 
 
 def test_the_worker_says_so_in_one_line_for_a_foreign_file(tmp_path):
