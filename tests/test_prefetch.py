@@ -1,6 +1,7 @@
 """worker_prefetch_multiplier: a worker claims tasks ahead of its idle children, as
 Celery's reserves messages. A reserved task is PENDING, listed by inspect().reserved(),
 ends REVOKED at once when revoked, and goes back without a delivery at shutdown."""
+import multiprocessing
 import os
 import signal
 
@@ -133,10 +134,10 @@ def test_how_many_a_worker_claims_ahead(app, monkeypatch, multiplier, late, disa
     monkeypatch.setitem(app.conf, "task_acks_late", late)
     monkeypatch.setitem(app.conf, "worker_disable_prefetch", disabled)
     worker = Worker(app, "tests.tasks", concurrency=2)
-    worker.children = [Child(None, None) for _ in range(2)]
-    for child, name in zip(worker.children, running):
-        child.message = Message(name, getattr(tasks, name).name, "[[], {}]")
-        child.late = worker._setting(child.message, "acks_late")  # as the worker gives it out
+    pipes = [multiprocessing.Pipe() for _ in range(2)]  # what the children would read
+    worker.children = [Child(None, ours) for ours, _ in pipes]
+    for child, name in zip(worker.children, running):  # given out as the worker does
+        worker._dispatch(child, Message(name, getattr(tasks, name).name, "[[], {}]", options={}))
     assert worker._room_ahead(idle) == room
 
 
