@@ -26,6 +26,7 @@ import select
 import signal
 import socket
 import sys
+import threading
 import time
 import uuid
 from datetime import timedelta
@@ -45,6 +46,7 @@ POLL = 0.05             # fallback poll of the database when no hint arrives
 IDLE_POLL = 1.0         # the slowest it gets, once hints are known to reach this worker
 TERMINATE_GRACE = 1.0   # revoke(terminate=True): SIGKILL if the signal did not end the task
 FLUSH = 0.002           # the longest an outcome waits to be written with others
+ORPHAN_AFTER = 1.0      # a child outlives its manager by at most this, running a task or not
 LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 # Their default would end the manager: they are logged and ignored (Celery's SIGHUP restarts
@@ -150,11 +152,13 @@ def child_main(app_path, conn, loglevel, max_tasks, max_memory_kib, manager, hos
 def _serve(app, conn, max_tasks, max_memory_kib, manager, hostname):
     """Run the messages the manager sends until it says stop, or is gone."""
     parent, done, watch, me = os.getppid(), 0, select.poll(), os.getpid()
+    orphaned = functools.partial(_orphaned, parent, manager)
+    _watch_manager(orphaned)
     watch.register(conn.fileno(), select.POLLIN)  # kept: conn.poll() builds one a call
     while True:
-        if not watch.poll(1000):  # orphaned? The manager's pid came from the manager itself
-            if os.getppid() != parent or not pid_alive(manager):
-                return  # our task, if any, will be recovered
+        if not watch.poll(ORPHAN_AFTER * 1000):
+            if orphaned():
+                return  # idle: stop cleanly (the watch thread kills us if a task runs)
             continue
         try:
             job = _get(conn)
@@ -176,6 +180,29 @@ def _serve(app, conn, max_tasks, max_memory_kib, manager, hostname):
             return  # the manager died meanwhile; recovery will run the task again
         if retire:
             return
+
+
+def _orphaned(parent, manager):
+    """True once the manager is gone; its pid came from the manager itself (a fork
+    server, not the manager, may be our parent)."""
+    return os.getppid() != parent or not pid_alive(manager)
+
+
+def _watch_manager(orphaned):
+    """A thread that kills this child within ORPHAN_AFTER of its manager's death, even
+    mid-task: no one would record the outcome, another worker runs the task again, and
+    no one else enforces its hard limit. It blocks every signal, so that they reach the
+    task's thread (a soft limit must interrupt a sleep there)."""
+    def watch():
+        while not orphaned():
+            time.sleep(ORPHAN_AFTER)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    try:  # the thread starts with the mask it is created under
+        threading.Thread(target=watch, name="miniq-orphan-watch", daemon=True).start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def _clear_alarm():
@@ -218,6 +245,7 @@ class Worker:
     flush_at = 0.0  # when the buffered outcomes must be written, at the latest
     held_at = 0.0  # when the reserve was last checked against revokes
     idle_deaths = 0
+    recheck = False  # a dead worker's tasks are due back at the next heartbeat
     db_error, db_failing = None, frozenset()  # the last error logged; the steps that failed
     db_retry_at = db_delay = 0.0
     beat = None  # -B: periodic tasks from this loop; the database keeps each run unique
@@ -810,7 +838,8 @@ class Worker:
         self._db(self.broker.checkpoint)
         for task_id, signum in kills:
             self._terminate(task_id, signum)
-        if self.heartbeats % 5 == 1:
+        if self.heartbeats % 5 == 1 or self.recheck:
+            self.recheck = False
             self._db(self._recover)
 
     def _beat_file(self):
@@ -841,7 +870,9 @@ class Worker:
             if worker.id == self.id:
                 continue
             gone = worker.machine == self.machine and not pid_alive(worker.pid)
-            if gone or now - worker.heartbeat > self.lease:
+            if gone and now - worker.heartbeat < self.conf.worker_heartbeat + 2 * ORPHAN_AFTER:
+                self.recheck = True  # its children may still run its tasks: wait for them
+            elif gone or now - worker.heartbeat > self.lease:
                 dead.append(worker.id)
         count = self.broker.recover(dead, self.conf.task_max_deliveries, self._too_often())
         if count or dead:

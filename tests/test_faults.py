@@ -365,6 +365,31 @@ def test_children_exit_when_the_manager_dies_while_it_replaces_one(
                 pass
 
 
+def test_an_orphan_mid_task_is_gone_before_its_task_runs_again(app, start_worker, tmp_path):
+    """The manager killed mid-task: its child does not run on past the hard limit only
+    the manager enforced, nor beside the run another worker starts after recovery."""
+    runs, gate = tmp_path / "runs.txt", tmp_path / "gate"
+    result = tasks.record_gated.apply_async((str(runs), 1, str(gate), 60), time_limit=30)
+    worker = start_worker("-c", "1", env=conf_env(**FAST))
+    wait_for(lambda: runs.exists() and runs.read_text(), timeout=30, message="the first run")
+    orphan = int(runs.read_text().split()[1])
+    os.kill(worker.pid, signal.SIGKILL)  # the manager only: its child runs on, orphaned
+    killed = time.monotonic()
+    worker.wait(10)
+    start_worker("-c", "1", env=conf_env(**FAST))  # recovers the task from the dead one
+    orphan_ran_for = None
+    while len(runs.read_text().splitlines()) < 2:  # until the task runs again
+        if orphan_ran_for is None and not alive(orphan):
+            orphan_ran_for = time.monotonic() - killed
+        assert orphan_ran_for is not None or time.monotonic() - killed < 5, "orphan lives on"
+        assert time.monotonic() - killed < 30, "the task never ran again"
+        time.sleep(0.01)
+    assert orphan_ran_for is not None, "the task ran again beside its orphaned first run"
+    gate.touch()
+    assert result.get(timeout=30) == 1
+    print(f"\norphan gone {orphan_ran_for:.2f}s after its manager's kill -9")
+
+
 # malformed rows from another program -------------------------------------------------------------
 
 MALFORMED = [
