@@ -50,7 +50,7 @@ CREATE TABLE IF NOT EXISTS task (
     attempts  INTEGER NOT NULL DEFAULT 0,   -- deliveries of this run; fences settle
     worker    TEXT,                         -- who holds it while running
     lease     REAL,                         -- reclaimable after this
-    revoked   INTEGER,                      -- NULL, 0 aborted or revoked, >0 kill with this signal
+    revoked   INTEGER,                      -- NULL, -1 aborted, 0 revoked, >0 kill with this signal
     result    TEXT,                         -- JSON value, exception info, or meta
     traceback TEXT,
     created   REAL NOT NULL,
@@ -127,7 +127,7 @@ class Message(NamedTuple):
     chord: str | None = None     # the chord callback this task is a member of
     expires: float | None = None
     priority: int = 0
-    revoked: int | None = None   # >0: terminate with this signal
+    revoked: int | None = None   # -1 aborted, 0 revoked, >0: terminate with this signal
     fault: str | None = None     # what is malformed in the row, if anything
     queue: str = ""
     eta: float = 0.0             # not before (unix time); 0: at once
@@ -496,7 +496,7 @@ class Broker:
 
     @_translated
     def abort(self, task_id):
-        self._write("UPDATE task SET revoked = COALESCE(revoked, 0) WHERE id = ? AND status < 2",
+        self._write("UPDATE task SET revoked = COALESCE(revoked, -1) WHERE id = ? AND status < 2",
                     (task_id,))
 
     @_translated

@@ -574,6 +574,8 @@ class Worker:
             return "FAILURE", InvalidTaskError(f"corrupt message {message.id}: {message.fault}")
         if (message.revoked or 0) > 0:  # revoked with terminate, then put back
             return "REVOKED", TaskRevokedError("terminated")
+        if message.revoked == 0:  # revoked as it ran, then put back: Celery's workers
+            return "REVOKED", TaskRevokedError("revoked")  # remember the id, so does the row
         if message.expires is not None and message.expires < now:
             return "REVOKED", TaskRevokedError("expired")
         if message.options.get("chord_error"):  # a chord's callback whose member failed
