@@ -504,7 +504,8 @@ class chord(Signature):
         wait = {**options, "waiting": True, "header": _shape(self._header_result)}
         callback = steps[0]._rows(app, (), None, wait, [*steps[1:], *follow])
         args = args if self.immutable else (*args, *self.args)
-        return callback + self.header._rows(app, args, kwargs, options)
+        members = {k: v for k, v in options.items() if k not in ("link", "link_error")}
+        return callback + self.header._rows(app, args, kwargs, members)  # links: the callback's
 
     def __repr__(self) -> str:
         if self.body is None:

@@ -237,7 +237,7 @@ class AsyncResult:
             return None
         if disable_sync_subtasks and join_will_block:
             raise RuntimeError("Never call result.get() within a task: it can deadlock the pool")
-        self._wait(timeout, interval, on_message)
+        self._wait(timeout, interval, on_message, propagate and self.parent is not None)
         value = self.info
         if propagate and self.state != "SUCCESS":
             _raise_failed_parent(self)
@@ -248,8 +248,10 @@ class AsyncResult:
 
     wait = get
 
-    def _wait(self, timeout, interval, on_message=None):
-        """Poll cheaply: reread the row only when another connection has committed."""
+    def _wait(self, timeout, interval, on_message=None, parents=False):
+        """Poll cheaply: reread the row only when another connection has committed. With
+        parents, a failed or revoked step before this one raises its error meanwhile, as
+        Celery's get() does: a chain stopped there never runs this one."""
         broker, start, seen, told = self.app.broker, time.monotonic(), None, None
         if timeout is None:
             timeout = math.inf
@@ -262,6 +264,8 @@ class AsyncResult:
                     told = self._tell(on_message, told)
                 if self.ready():
                     return
+                if parents:
+                    _raise_failed_parent(self)
             seen = version
             elapsed = time.monotonic() - start
             if elapsed >= timeout:

@@ -581,6 +581,23 @@ def errbacks_of_a_chord_body_run_when_a_member_fails(c, get):
             for result, path in ((by_new, new), (by_old, old), (by_link, linked))]
 
 
+def a_chords_call_options_link_its_callback_only(c, get):
+    folder = tempfile.mkdtemp()
+    ok, bad = (os.path.join(folder, name) for name in "ab")
+    linked = c.chord([c.add.s(1, 1), c.add.s(2, 2)], c.tsum.s()).apply_async(
+        link=c.jot.s(log=ok))
+    failing = c.chord([c.fail.s(), c.add.s(1, 1)], c.tsum.s()).apply_async(
+        link_error=c.log_failed_id.s(log=bad))
+    return (get(linked), wait_for_lines(ok, 1), raised(lambda: get(failing)),
+            ids_replaced(wait_for_lines(bad, 1), failing))
+
+
+def get_of_a_chain_stopped_by_a_revoked_step_raises(c, get):
+    result = c.chain(c.add.s(1, 1).set(countdown=1), c.add.s(1), c.add.s(2)).apply_async()
+    result.parent.revoke()  # the middle step, before the first one has run
+    return raised(lambda: result.get(timeout=T)), result.parent.state, result.state
+
+
 def map_starmap_and_chunks(c, get):
     add, tsum = c.add, c.tsum
     mapped = tsum.map([list(range(10)), list(range(100))]).delay()
@@ -775,6 +792,10 @@ SCENARIOS = [
         ("raised ValueError", "FAILURE", "ChordError", [
             "Dependency <other> raised ValueError('as expected')",
             "new <this> ChordError Dependency <other> raised ValueError('as expected') NoneType"])]),
+    (a_chords_call_options_link_its_callback_only,  # not each member: Celery clones the body
+     (6, ["6"], "raised ValueError", ["old <this>"])),
+    (get_of_a_chain_stopped_by_a_revoked_step_raises,  # not a wait for a step never sent
+     ("raised TaskRevokedError", "REVOKED", "PENDING")),
     (map_starmap_and_chunks, ([45, 4950], list(range(0, 20, 2)), "GroupResult",
                               [[0, 2, 4, 6, 8], [10, 12, 14, 16, 18]],
                               [[0, 2, 4, 6, 8], [10, 12, 14, 16, 18]], True,
