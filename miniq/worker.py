@@ -50,8 +50,12 @@ ORPHAN_AFTER = 1.0      # a child outlives its manager by at most this, running 
 LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 # Their default would end the manager: they are logged and ignored (Celery's SIGHUP restarts
-# a worker, its SIGUSR1 and SIGUSR2 debug it; miniq has neither).
-NOTED_SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM)
+# a worker, its SIGUSR1 and SIGUSR2 debug it; miniq has neither). Those a fault raises
+# (SIGSEGV, SIGBUS, ...) keep their default: a handler that returns would fault again.
+NOTED_SIGNALS = (*(getattr(signal, name) for name in (
+    "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGPROF", "SIGVTALRM", "SIGIO", "SIGXCPU",
+    "SIGPWR", "SIGSTKFLT") if hasattr(signal, name)),
+    *range(getattr(signal, "SIGRTMIN", 0), getattr(signal, "SIGRTMAX", -1) + 1))
 SIGNAL_NAMES = {number.value: number.name for number in signal.Signals}
 
 
@@ -422,7 +426,7 @@ class Worker:
         while not self.cold:
             if self.noted:
                 log.warning("%s ignored: a worker stops on SIGTERM (warm) or SIGQUIT (cold)",
-                            signal.Signals(self.noted).name)
+                            SIGNAL_NAMES.get(self.noted, f"signal {self.noted}"))
                 self.noted = None
             busy = [c for c in self.children if c.message]
             if self.warm and not busy:

@@ -190,13 +190,20 @@ def test_sigalrm_left_by_a_task_does_not_reach_the_next_one(app, start_worker, b
     assert_serving(worker)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2,
-                                    signal.SIGALRM], ids=lambda s: s.name)
-def test_a_stray_signal_to_the_manager_is_logged_and_ignored(app, start_worker, signum):
+STRAY = [(getattr(signal, name), name) for name in (
+    "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGPROF", "SIGVTALRM", "SIGIO", "SIGXCPU",
+    "SIGPWR", "SIGSTKFLT") if hasattr(signal, name)]
+if hasattr(signal, "SIGRTMIN"):  # real-time signals: numbers without a name of their own
+    STRAY += [(signal.SIGRTMIN, "SIGRTMIN"), (signal.SIGRTMIN + 5, f"signal {signal.SIGRTMIN + 5}")]
+
+
+def test_a_stray_signal_to_the_manager_is_logged_and_ignored(app, start_worker):
+    """Signals whose default would end the manager, as a task can send them to it."""
     worker = start_worker("-c", "1")
-    os.kill(worker.proc.pid, signum)
-    wait_for(lambda: f"{signum.name} ignored" in tail(worker), 15, message="the signal logged")
-    assert_serving(worker)
+    for signum, name in STRAY:
+        os.kill(worker.proc.pid, signum)
+        wait_for(lambda: f"{name} ignored" in tail(worker), 15, message=f"{name} logged")
+        assert_serving(worker)
 
 
 SHUTDOWN = """
