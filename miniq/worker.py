@@ -662,6 +662,11 @@ class Worker:
             outcome, retire = _get(child.conn)
         except (EOFError, OSError):
             return False  # it died: its sentinel will say so
+        except Exception as exc:  # noqa: BLE001 - not our framing: its task wrote to the pipe
+            child.killed_for = child.killed_for or ("FAILURE", WorkerLostError(
+                f"its child's reply to the worker was unreadable ({type(exc).__name__})"))
+            child.process.kill()  # reaped by its sentinel, as any death
+            return False
         self._finish(child, Outcome._make(outcome))
         self.idle_deaths = 0
         if retire:
@@ -682,7 +687,10 @@ class Worker:
         elif state in ("IGNORED", "REPLACED"):
             log.info("Task %s %s", message, state.lower())
         else:  # the exception is named, not made: its class's code runs in tasks only
-            exc = exception_text(json.loads(outcome.result))
+            try:
+                exc = exception_text(json.loads(outcome.result))
+            except RecursionError:  # the child may have raised its recursion limit
+                exc = "an exception nested too deep to show"
             trace = f"\n{outcome.traceback or ''}"
             if state != "FAILURE":  # Celery's Reject
                 log.warning("Task %s %s%s", message, exc, trace)
@@ -736,7 +744,8 @@ class Worker:
             try:  # the claim checked the chain's shape; this is the net
                 follow, failed = next_steps(self.app, message, state, result, outcome.traceback)
                 state = None if state == "REPLACED" else state  # its row is in follow
-            except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
+            except (TypeError, ValueError, KeyError, AttributeError, OverflowError,
+                    RecursionError) as exc:
                 log.error("Task %s: its workflow ends here: %s", message, exc)
                 if state == "REPLACED":  # its replacement cannot be sent: it fails
                     state, result = "FAILURE", exception_to_json(exc)

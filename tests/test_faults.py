@@ -17,7 +17,7 @@ from contextlib import closing
 
 import pytest
 
-from miniq import exceptions
+from miniq import chain, exceptions
 from tests import tasks
 from tests.conftest import ROOT, wait_for
 from tests.test_reliability import group_alive, states, tokens_run
@@ -663,6 +663,29 @@ def test_a_result_json_cannot_carry_fails_with_a_type_error(app, start_worker, t
     with pytest.raises(TypeError, match="not JSON serializable"):
         result.get(timeout=1)
     assert result.state == "FAILURE"
+    assert_serving(worker)
+
+
+def test_values_nested_past_the_managers_recursion_limit_fail_alone(app, start_worker):
+    """A task may raise its recursion limit, then raise or return a value nested deeper
+    than the manager reads: the manager logs what it can and serves on."""
+    worker = start_worker("-c", "1")
+    raised = tasks.nested_beyond_limit.delay(3000, True)
+    returned = chain(tasks.nested_beyond_limit.s(3000, False), tasks.add.s(1)).apply_async()
+    for result in (raised, returned.parent):
+        settle(result, worker)
+    assert (raised.state, returned.parent.state) == ("FAILURE", "SUCCESS")
+    assert "an exception nested too deep to show" in tail(worker, 10 ** 6)
+    assert "its workflow ends here: maximum recursion depth" in tail(worker, 10 ** 6)
+    assert_serving(worker)
+
+
+def test_a_task_writing_into_its_pipe_to_the_manager_fails_alone(app, start_worker):
+    worker = start_worker("-c", "1")
+    result = tasks.write_to_manager.delay("00000004ffffffff")  # a frame, not a pickle
+    settle(result, worker)
+    with pytest.raises(exceptions.WorkerLostError, match="unreadable"):
+        result.get(timeout=1)
     assert_serving(worker)
 
 
