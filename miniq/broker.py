@@ -151,6 +151,12 @@ class Settle(NamedTuple):
     began: float | None = None              # when a reserved task began, if not yet written
 
 
+# Tasks revoked with terminate, and the signal: another program's value that is not a
+# whole number is SIGKILL, as a claim reads it (and -1 aborted, 0 revoked kill nothing).
+KILLED = "id, CASE typeof(revoked) WHEN 'integer' THEN revoked ELSE 9 END"
+TO_KILL = "revoked IS NOT NULL AND (typeof(revoked) != 'integer' OR revoked > 0)"
+
+
 class WorkerRow(NamedTuple):
     id: str
     host: str
@@ -230,12 +236,18 @@ def _read_claimed(db, seq):
     except sqlite3.OperationalError as exc:
         if "decode" not in str(exc):
             raise
+    row = _replacing(db, read, (seq,))[0]
+    return _message(row)._replace(options={}, fault="text that is not UTF-8")
+
+
+def _replacing(db, sql, args=()):
+    """Every row a query reads, with U+FFFD for text that is not UTF-8 (another
+    program's), where reading it as it is would fail the whole query."""
     db.text_factory = lambda raw: raw.decode("utf-8", "replace")
     try:
-        row = db.execute(read, (seq,)).fetchone()
+        return db.execute(sql, args).fetchall()
     finally:
         db.text_factory = str
-    return _message(row)._replace(options={}, fault="text that is not UTF-8")
 
 
 def _files_of(path):
@@ -484,7 +496,7 @@ class Broker:
                     f" revoked = CASE status WHEN 1 THEN ? ELSE 0 END WHERE id = ? AND {NOT_BEGUN}",
                     (now, REVOKED_RESULT, mark, task_id))
                 if queued and queued[0]:  # a chord member: its callback fails now, not never
-                    _release_chord(db, queued[0])
+                    _release_chord(db, queued[0], now)
                 # not sent yet (a chain's later step, or by a caller still to come): as
                 # Celery's workers remember a revoked id, so does this row
                 db.execute("INSERT OR IGNORE INTO task (id, name, queue, body, status, state,"
@@ -606,14 +618,14 @@ class Broker:
                               (now, worker)).rowcount
         if not self._tx(run):
             return None
-        return self._rows("SELECT id, revoked FROM task WHERE worker = ? AND status = 1"
-                          " AND revoked > 0", (worker,))
+        return self._rows(f"SELECT {KILLED} FROM task WHERE worker = ? AND status = 1"
+                          f" AND {TO_KILL}", (worker,))
 
     @_translated
     def terminating(self, ids):
         """(id, signal) of those of these tasks revoked with terminate."""
-        return self._rows(f"SELECT id, revoked FROM task WHERE id IN ({_marks(ids)})"
-                          " AND revoked > 0", ids)
+        return self._rows(f"SELECT {KILLED} FROM task WHERE id IN ({_marks(ids)}) AND {TO_KILL}",
+                          ids)
 
     @_translated
     def checkpoint(self):
@@ -623,7 +635,8 @@ class Broker:
     @_translated
     def workers(self):
         """The registered workers as WorkerRow records, oldest first."""
-        rows = self._rows(f"SELECT {', '.join(WorkerRow._fields)} FROM worker ORDER BY started")
+        rows = _replacing(self.db, f"SELECT {', '.join(WorkerRow._fields)} FROM worker"
+                                   " ORDER BY started")
         return [_worker(WorkerRow(*row)) for row in rows]
 
     @_translated
@@ -783,7 +796,7 @@ def _settle(db, worker, outcomes, now):
                     " traceback, created, finished) VALUES (?, ?, '', '[]', 2, ?, ?, ?, ?, ?)",
                     [(i, name, state, result, tb, now, now) for i, name in failed])
             if chord:
-                _release_chord(db, chord)
+                _release_chord(db, chord, now)
 
 
 def _follow(db, rows):
@@ -793,15 +806,22 @@ def _follow(db, rows):
         db.executemany(FOLLOW, rows)
 
 
-def _release_chord(db, callback):
+def _release_chord(db, callback, now):
     """The last member is done: queue the callback (see ``_released``); the next
     claim promotes it, or later if it has an eta."""
-    members = db.execute("SELECT id, status, state, result FROM task WHERE chord = ?"
-                         " ORDER BY seq", (callback,)).fetchall()
-    if any(status != DONE or state not in FINAL for _, status, state, _ in members):
-        return  # an ignored member never ends: as Celery, the callback never runs
-    row = db.execute("SELECT body, options FROM task WHERE id = ? AND status = 3",
-                     (callback,)).fetchone()
+    try:
+        members = db.execute("SELECT id, status, state, result FROM task WHERE chord = ?"
+                             " ORDER BY seq", (callback,)).fetchall()
+        if any(status != DONE or state not in FINAL for _, status, state, _ in members):
+            return  # an ignored member never ends: as Celery, the callback never runs
+        row = db.execute("SELECT body, options FROM task WHERE id = ? AND status = 3",
+                         (callback,)).fetchone()
+    except sqlite3.OperationalError as exc:  # another program's text, not UTF-8: failing
+        if "decode" not in str(exc):  # here would fail every settle of this transaction
+            raise
+        db.execute("UPDATE task SET status = 2, state = 'FAILURE', result = ?, finished = ?"
+                   " WHERE id = ? AND status = 3", (UNREADABLE_CHORD, now, callback))
+        return
     if row is None:
         return
     try:
@@ -909,5 +929,7 @@ def _options(text):
     return options if all(isinstance(v, kind) for v, kind in shapes) else None
 
 
+UNREADABLE_CHORD = ('{"exc_type": "ChordError", "exc_module": "miniq.exceptions",'
+                    ' "exc_message": ["a member or the callback holds text that is not UTF-8"]}')
 REVOKED_RESULT = ('{"exc_type": "TaskRevokedError", "exc_module": "miniq.exceptions",'
                   ' "exc_message": ["revoked"]}')

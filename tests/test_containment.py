@@ -206,6 +206,50 @@ def test_a_stray_signal_to_the_manager_is_logged_and_ignored(app, start_worker):
         assert_serving(worker)
 
 
+def test_text_that_is_not_utf8_in_a_worker_row_or_a_revoked_mark_stops_nothing(
+        app, start_worker, tmp_path):
+    """Another program's bytes: a dead worker's row is still recovered, and a revoked
+    mark that is not a number terminates its running task, as a claim reads it."""
+    app.broker.db  # the schema
+    with raw_db(app) as db, db:  # a dead worker (pid 2**30 is no process) with a bad host
+        db.execute("INSERT INTO worker (id, host, pid, concurrency, queues, started,"
+                   " heartbeat, machine) VALUES ('bad-host', CAST(X'68ff' AS TEXT), ?, 1,"
+                   " 'celery', 0, 0, ?)", (2 ** 30, machine_id()))
+    worker = start_worker("-c", "1", env={"MINIQ_TEST_CONF": '{"worker_heartbeat": 0.2}'})
+    wait_for(lambda: not app.broker.db.execute(
+        "SELECT 1 FROM worker WHERE id = 'bad-host'").fetchall(), 15, message="recovered")
+    gate = str(tmp_path / "gate")
+    running = tasks.wait_for_gate.delay(gate, 1)
+    wait_for(lambda: os.path.exists(f"{gate}.running.1"), 15, message="the task running")
+    with raw_db(app) as db, db:
+        db.execute("UPDATE task SET revoked = CAST(X'ff' AS TEXT) WHERE id = ?", (running.id,))
+    with pytest.raises(exceptions.TaskRevokedError, match="terminated"):
+        running.get(timeout=15)
+    assert_serving(worker)
+
+
+@pytest.mark.parametrize("where", ["callback", "member"])
+def test_a_chord_whose_rows_hold_text_that_is_not_utf8_fails_alone(
+        app, start_worker, tmp_path, where):
+    """Its callback fails with a ChordError; the transaction that settles the last member
+    (and other tasks' outcomes) goes through."""
+    gate = str(tmp_path / "gate")
+    done = tasks.add.s(1, 1).freeze()
+    result = chord([tasks.wait_for_gate.s(gate, 1), tasks.add.s(1, 1).set(task_id=done.id)],
+                   tasks.tsum.s()).apply_async()
+    bad_row, column = (result.id, "body") if where == "callback" else (done.id, "result")
+    worker = start_worker("-c", "2")
+    wait_for(lambda: os.path.exists(f"{gate}.running.1") and done.ready(), 15,
+             message="one member done, one running")
+    with raw_db(app) as db, db:
+        db.execute(f"UPDATE task SET {column} = CAST(X'5b5bff5d2c7b7d5d' AS TEXT) WHERE id = ?",
+                   (bad_row,))
+    open(gate, "w").close()
+    with pytest.raises(exceptions.ChordError, match="not UTF-8"):  # not via the bad row
+        app.AsyncResult(result.id).get(timeout=15)
+    assert_serving(worker)
+
+
 SHUTDOWN = """
 from tests import tasks
 print(sorted(node for reply in tasks.app.control.shutdown() for node in reply))
