@@ -251,8 +251,10 @@ class AsyncResult:
     def _wait(self, timeout, interval, on_message=None, parents=False):
         """Poll cheaply: reread the row only when another connection has committed. With
         parents, a failed or revoked step before this one raises its error meanwhile, as
-        Celery's get() does: a chain stopped there never runs this one."""
+        Celery's get() does (once an interval: a chord's header may be large), as a chain
+        stopped there never runs this one."""
         broker, start, seen, told = self.app.broker, time.monotonic(), None, None
+        looked = -math.inf  # when the parents were last looked at
         if timeout is None:
             timeout = math.inf
         if on_message is None and self.ready():  # done already: one query, not two
@@ -264,10 +266,11 @@ class AsyncResult:
                     told = self._tell(on_message, told)
                 if self.ready():
                     return
-                if parents:
-                    _raise_failed_parent(self)
             seen = version
             elapsed = time.monotonic() - start
+            if parents and elapsed - looked >= interval:
+                looked = elapsed
+                _raise_failed_parent(self)
             if elapsed >= timeout:
                 raise exceptions.TimeoutError("The operation timed out.")
             pause = min(interval, 0.0001 + elapsed * 0.05)  # late by at most ~5%
