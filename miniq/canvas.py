@@ -377,6 +377,14 @@ class group(_Workflow):
         """As Celery's: the first member calls back, with no argument."""
         return self.tasks[0].link(maybe_signature(callback, self._app).clone().set(immutable=True))
 
+    def apply_async(self, args: Sequence = (), kwargs: dict | None = None, **options: Any):
+        """As Celery's, refusing a call's link (a chord calls back once all are done)
+        and link_error (its members take one each)."""
+        for key, instead in (("link", "use a chord"), ("link_error", "give it to each member")):
+            if options.get(key) is not None:
+                raise TypeError(f"a group's apply_async takes no {key}: {instead}")
+        return super().apply_async(args, kwargs, **options)
+
     def __call__(self, *args: Any, **options: Any):
         """Send it, each member called with these arguments first."""
         return self.apply_async(args, **options)

@@ -598,6 +598,12 @@ def get_of_a_chain_stopped_by_a_revoked_step_raises(c, get):
     return raised(lambda: result.get(timeout=T)), result.parent.state, result.state
 
 
+def a_groups_call_refuses_link_and_link_error(c, get):
+    members = c.group(c.add.s(1, 1), c.add.s(2, 2))
+    return (raised(lambda: members.apply_async(link=c.tsum.s())),
+            raised(lambda: members.apply_async(link_error=c.log_failed_id.s(log="x"))))
+
+
 def map_starmap_and_chunks(c, get):
     add, tsum = c.add, c.tsum
     mapped = tsum.map([list(range(10)), list(range(100))]).delay()
@@ -796,6 +802,7 @@ SCENARIOS = [
      (6, ["6"], "raised ValueError", ["old <this>"])),
     (get_of_a_chain_stopped_by_a_revoked_step_raises,  # not a wait for a step never sent
      ("raised TaskRevokedError", "REVOKED", "PENDING")),
+    (a_groups_call_refuses_link_and_link_error, ("raised TypeError", "raised TypeError")),
     (map_starmap_and_chunks, ([45, 4950], list(range(0, 20, 2)), "GroupResult",
                               [[0, 2, 4, 6, 8], [10, 12, 14, 16, 18]],
                               [[0, 2, 4, 6, 8], [10, 12, 14, 16, 18]], True,
