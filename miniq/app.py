@@ -14,6 +14,7 @@ import re
 import signal as signals
 import sys
 import time
+import traceback
 from datetime import timedelta
 from typing import Any, Iterable
 
@@ -384,13 +385,17 @@ def load_app(path: str) -> Miniq:
     module_name, _, attr = path.partition(":")
     if not module_name or module_name.startswith("."):  # relative to nothing
         raise ImproperlyConfigured(f"-A {path!r} names no module: give one as proj or proj:app")
+    if module_name.endswith(".py") and os.path.isfile(module_name):
+        module = module_name[:-3].replace(os.sep, ".")
+        raise ImproperlyConfigured(f"-A {path!r} is a file: give its module, as -A {module}")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         parent, _, name = module_name.rpartition(".")
         if parent and isinstance(exc, ModuleNotFoundError) and exc.name == module_name:
             return load_app(f"{parent}:{name}")  # proj.app: an attribute, not a module
-        raise ImproperlyConfigured(f"cannot import app module {module_name!r}: {exc}") from None
+        raise ImproperlyConfigured(f"cannot import app module {module_name!r}: {exc}"
+                                   f"{_where(exc)}") from None
     if attr:
         app = getattr(module, attr, None)
     else:  # as Celery: module.app or module.celery first, then any app in the module
@@ -404,6 +409,13 @@ def load_app(path: str) -> Miniq:
         raise ImproperlyConfigured(f"{path!r} is not a miniq app (no Miniq instance found there)")
     app.import_includes()
     return app
+
+
+def _where(exc):
+    """Where in the app's own code an import failed, if it was there: `` (file, line n)``."""
+    frames = [frame for frame in traceback.extract_tb(exc.__traceback__)
+              if frame.filename != __file__ and "importlib" not in frame.filename]
+    return f" ({frames[-1].filename}, line {frames[-1].lineno})" if frames else ""
 
 
 def decorator(register, args, options, name):
