@@ -237,6 +237,7 @@ class Worker:
 
     # The loop's state as it starts; each worker assigns its own as it runs.
     warm = cold = False  # shutting down: warm lets running tasks finish, cold does not
+    told_warm = False  # the warm shutdown was logged
     want = True  # worth a claim: a child freed, or the database changed
     news = False  # the database changed since the last claim
     seen = None  # the database's data_version when last looked
@@ -431,6 +432,10 @@ class Worker:
             busy = [c for c in self.children if c.message]
             if self.warm and not busy:
                 break
+            if self.warm and not self.told_warm:  # else a Ctrl-C seems to do nothing
+                self.told_warm = True
+                log.warning("warm shutdown: waiting for %d running task(s) to end; stop again"
+                            " (Ctrl-C, SIGQUIT) to put them back in the queue now", len(busy))
             now = time.time()
             if now >= self.next_heartbeat:
                 self._heartbeat()
