@@ -661,11 +661,13 @@ class Broker:
 
     @_translated
     def claim_beat_slot(self, entry, slot):
-        """True for the one caller, among any number of beats, that may send this run."""
+        """True for the one caller, among any number of beats, that may send this run.
+        None may for an entry new to the file: as Celery's beat, its first run is its next."""
         def run(db):
+            known = db.execute("SELECT 1 FROM beat WHERE entry = ?", (entry,)).fetchone()
             db.execute("DELETE FROM beat WHERE entry = ? AND slot < ?", (entry, slot - 86400))
             return db.execute("INSERT OR IGNORE INTO beat VALUES (?, ?)",
-                              (entry, slot)).rowcount == 1
+                              (entry, slot)).rowcount == 1 and known is not None
         return self._tx(run)
 
     # -- inspection and control ----------------------------------------------
