@@ -30,6 +30,7 @@ CALL_TYPES = {  # the type each checked call option must have
     "queue": str,
     "task_id": str,
     "priority": int,
+    "retries": int,
     "countdown": NUMBER,
     "soft_time_limit": NUMBER,
     "time_limit": NUMBER,
@@ -233,7 +234,7 @@ class Miniq:
 
     def message_row(self, name, args=None, kwargs=None, countdown=None, eta=None,
                     expires=None, task_id=None, queue=None, priority=None, chord=None,
-                    waiting=False, ignore_result=None, **options) -> tuple:
+                    waiting=False, ignore_result=None, retries=None, **options) -> tuple:
         """The row ``send_task`` inserts; JSON-encodes the arguments (TypeError if it can't)."""
         json_only(name, options.get("serializer", "json"))
         default_queue, default_priority, soft, hard, default_expires, ignores = self._defaults(name)
@@ -250,7 +251,8 @@ class Miniq:
                     countdown=countdown,
                     soft_time_limit=soft if soft_limit is None else soft_limit,
                     time_limit=hard if hard_limit is None else hard_limit,
-                    headers=kept["headers"])
+                    headers=kept["headers"],
+                    retries=retries)
         if kept["link"] or kept["link_error"]:
             _check_links(name, kept["link"], kept["link_error"])
         body = encode_args(name, args, kwargs)
@@ -267,7 +269,7 @@ class Miniq:
         kept["ignore_result"] = ignore_result and not (kept["chain"] or chord or kept["link"])
         status = WAITING if waiting else QUEUED  # a chord callback waits for its members
         return (task_id or new_id(), name, queue or default_queue, priority, body, _options(kept),
-                due, expires, now, chord, status)
+                due, expires, now, chord, status, retries or 0)  # retries: as Celery's send_task
 
     def message_rows(self, calls: Iterable[tuple], **options: Any) -> list:
         """Rows for many (name, args, kwargs, task_id) calls with the same options: a
@@ -374,6 +376,8 @@ def _check_call(name, **values):
         raise ValueError(f"{name}: time limits cannot be negative: {soft!r}, {hard!r}")
     if soft and hard and soft > hard:  # as Celery: refused at the call
         raise ValueError("soft_time_limit must be less than or equal to time_limit")
+    if not 0 <= (values.get("retries") or 0) < 2 ** 31:
+        raise ValueError(f"{name}: retries counts from 0, not {values['retries']}")
     priority = values.get("priority")
     if priority is not None and not 0 <= priority <= 255:
         raise ValueError(f"{name}: priority must be from 0 to 255, not {priority}")

@@ -92,8 +92,8 @@ APPLICATION_ID = 0x6D696E71  # "minq" in the file header: this file is miniq's
 LOCK_WAIT = 10.0  # seconds any one call may wait for a locked file, in all
 HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35)
 INSERT = ("INSERT INTO task (id, name, queue, priority, body, options, eta, expires, created,"
-          " chord, status) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,"
-          " CASE WHEN ?11 = 0 AND ?7 > ?9 THEN -2 ELSE ?11 END)")  # due after it was sent
+          " chord, status, retries) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,"
+          " CASE WHEN ?11 = 0 AND ?7 > ?9 THEN -2 ELSE ?11 END, ?12)")  # due after it was sent
 FOLLOW = INSERT.replace("INSERT", "INSERT OR IGNORE", 1)  # a workflow's step sent already stays
 # the row update_state() made for an id not sent yet: the task, sent, takes its place
 UNSENT = "DELETE FROM task WHERE id = ? AND name = '' AND status = 2 AND state != 'REVOKED'"

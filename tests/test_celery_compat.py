@@ -604,6 +604,11 @@ def a_groups_call_refuses_link_and_link_error(c, get):
             raised(lambda: members.apply_async(link_error=c.log_failed_id.s(log="x"))))
 
 
+def the_retries_option_is_the_requests_count(c, get):
+    return (get(c.retries_seen.apply_async(retries=2)),
+            get(c.app.send_task(c.retries_seen.name, retries=3)))
+
+
 def map_starmap_and_chunks(c, get):
     add, tsum = c.add, c.tsum
     mapped = tsum.map([list(range(10)), list(range(100))]).delay()
@@ -803,6 +808,7 @@ SCENARIOS = [
     (get_of_a_chain_stopped_by_a_revoked_step_raises,  # not a wait for a step never sent
      ("raised TaskRevokedError", "REVOKED", "PENDING")),
     (a_groups_call_refuses_link_and_link_error, ("raised TypeError", "raised TypeError")),
+    (the_retries_option_is_the_requests_count, (2, 3)),
     (map_starmap_and_chunks, ([45, 4950], list(range(0, 20, 2)), "GroupResult",
                               [[0, 2, 4, 6, 8], [10, 12, 14, 16, 18]],
                               [[0, 2, 4, 6, 8], [10, 12, 14, 16, 18]], True,

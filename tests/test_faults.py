@@ -763,6 +763,7 @@ BAD_OPTIONS = {
     "time_limit": ["abc", b"1", [1], {}],
     "queue": [5, b"q", ["q"], 1.5, {}],
     "task_id": [5, b"id", ["x"], 1.5, {}],
+    "retries": ["2", -1, 2 ** 40, 1.5, True],
 }
 
 
