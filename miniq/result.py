@@ -69,10 +69,10 @@ def exception_to_json(exc):
     ``miniq.exceptions`` wherever the package lives, so a vendored copy reads it."""
     cls = type(exc)
     module = WIRE_MODULE if cls.__module__ == exceptions.__name__ else cls.__module__
-    data = {"exc_type": cls.__qualname__, "exc_module": module, "exc_message": exc.args}
+    data = {"exc_type": cls.__qualname__, "exc_module": module}
     try:
-        return dumps(data)
-    except (TypeError, ValueError, RecursionError):  # args JSON cannot carry: keep the text
+        return dumps({**data, "exc_message": exc.args})
+    except Exception:  # noqa: BLE001 - args JSON cannot carry, or that raise: keep the text
         return dumps({**data, "exc_message": [_text_of(exc)]})
 
 

@@ -383,6 +383,19 @@ class UnprintableError(Exception):
         raise RuntimeError("no text for this exception")
 
 
+class ArglessError(Exception):
+    """An exception whose args cannot be read."""
+
+    @property
+    def args(self):
+        raise RuntimeError("no args for this exception")
+
+
+@app.task
+def raise_argless():
+    raise ArglessError("hidden")
+
+
 @app.task
 def raise_unprintable(json_args=True):
     raise UnprintableError("json", 1) if json_args else UnprintableError(object())

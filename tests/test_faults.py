@@ -700,6 +700,14 @@ def test_an_exception_whose_str_raises_fails_the_task_under_its_own_name(
     assert_serving(worker)
 
 
+def test_an_exception_whose_args_raise_fails_the_task_under_its_own_name(app, start_worker):
+    worker = start_worker("-c", "1")
+    result = tasks.raise_argless.delay()
+    settle(result, worker)
+    assert (result.state, type(result.info).__name__) == ("FAILURE", "ArglessError")
+    assert_serving(worker)
+
+
 @pytest.mark.parametrize("options, error", [
     ({"soft_time_limit": -1}, ValueError),
     ({"time_limit": "abc"}, TypeError),
