@@ -237,6 +237,11 @@ def _read_claimed(db, seq):
         if "decode" not in str(exc):
             raise
     row = _replacing(db, read, (seq,))[0]
+    try:
+        db.execute("SELECT id FROM task WHERE seq = ?", (seq,)).fetchone()
+    except sqlite3.OperationalError:  # its id: renamed, or its outcome is never written
+        row = (f"{row[0]}-{seq}", *row[1:])
+        db.execute("UPDATE task SET id = ? WHERE seq = ?", (row[0], seq))
     return _message(row)._replace(options={}, fault="text that is not UTF-8")
 
 

@@ -74,6 +74,23 @@ def test_a_row_whose_text_is_not_utf8_fails_alone(app, start_worker):
     assert_serving(worker)
 
 
+def test_a_row_whose_id_is_not_utf8_fails_under_a_readable_id(app, start_worker):
+    """Its outcome is written by id: the claim renames it (its bytes, U+FFFD for what
+    is not UTF-8, then its place in the queue), else it would run for ever."""
+    app.broker.db  # the schema
+    bad = insert_raw(app, tasks.add.name, (3, 4))
+    with raw_db(app) as db, db:
+        (seq,) = db.execute("SELECT seq FROM task WHERE id = ?", (bad.id,)).fetchone()
+        db.execute("UPDATE task SET id = CAST(X'6261642dff' AS TEXT) WHERE seq = ?", (seq,))
+    after = [tasks.add.delay(i, i) for i in range(20)]
+    worker = start_worker("-c", "1")
+    assert [r.get(timeout=15) for r in after] == [2 * i for i in range(20)]
+    renamed = app.AsyncResult(f"bad-\ufffd-{seq}")
+    settle(renamed, worker)
+    assert "UTF-8" in str(failure_of(renamed))
+    assert_serving(worker)
+
+
 @pytest.mark.parametrize("returning", [True, False])  # False: SQLite before 3.35
 def test_a_claim_reads_rows_not_utf8_in_either_part_once_each(app, monkeypatch, returning):
     """Among the rows begun now and those reserved: each comes back once, in order, the
