@@ -622,6 +622,9 @@ def next_steps(app, message: Any, state: str, result: str | None, traceback: str
     value = (loads(result) if result is not None else None,)
     rows = follow and follow[0]._rows(app, value, None, lineage, follow[1:])
     links = [maybe_signature(s, app) for s in _listed(options.get("link"))]
+    if len(links) > 1:  # as Celery's: sent as one group, the task's one child
+        links = [group(links, app=app)]
+        links[0].freeze()
     return [*rows, *[row for s in links for row in s._rows(app, value, None, lineage)]], ()
 
 

@@ -609,6 +609,13 @@ def the_retries_option_is_the_requests_count(c, get):
             get(c.app.send_task(c.retries_seen.name, retries=3)))
 
 
+def several_links_are_one_group(c, get):
+    result = c.add.apply_async((3, 4), link=[c.mul.s(2), c.mul.s(3)])
+    get(result)
+    children = result.children
+    return [type(child).__name__ for child in children], get(children[0])
+
+
 def map_starmap_and_chunks(c, get):
     add, tsum = c.add, c.tsum
     mapped = tsum.map([list(range(10)), list(range(100))]).delay()
@@ -809,6 +816,7 @@ SCENARIOS = [
      ("raised TaskRevokedError", "REVOKED", "PENDING")),
     (a_groups_call_refuses_link_and_link_error, ("raised TypeError", "raised TypeError")),
     (the_retries_option_is_the_requests_count, (2, 3)),
+    (several_links_are_one_group, (["GroupResult"], [14, 21])),
     (map_starmap_and_chunks, ([45, 4950], list(range(0, 20, 2)), "GroupResult",
                               [[0, 2, 4, 6, 8], [10, 12, 14, 16, 18]],
                               [[0, 2, 4, 6, 8], [10, 12, 14, 16, 18]], True,
