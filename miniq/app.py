@@ -14,6 +14,7 @@ import re
 import signal as signals
 import sys
 import time
+import traceback
 from datetime import timedelta
 from typing import Any, Iterable
 
@@ -29,6 +30,7 @@ CALL_TYPES = {  # the type each checked call option must have
     "queue": str,
     "task_id": str,
     "priority": int,
+    "retries": int,
     "countdown": NUMBER,
     "soft_time_limit": NUMBER,
     "time_limit": NUMBER,
@@ -232,7 +234,7 @@ class Miniq:
 
     def message_row(self, name, args=None, kwargs=None, countdown=None, eta=None,
                     expires=None, task_id=None, queue=None, priority=None, chord=None,
-                    waiting=False, ignore_result=None, **options) -> tuple:
+                    waiting=False, ignore_result=None, retries=None, **options) -> tuple:
         """The row ``send_task`` inserts; JSON-encodes the arguments (TypeError if it can't)."""
         json_only(name, options.get("serializer", "json"))
         default_queue, default_priority, soft, hard, default_expires, ignores = self._defaults(name)
@@ -249,7 +251,8 @@ class Miniq:
                     countdown=countdown,
                     soft_time_limit=soft if soft_limit is None else soft_limit,
                     time_limit=hard if hard_limit is None else hard_limit,
-                    headers=kept["headers"])
+                    headers=kept["headers"],
+                    retries=retries)
         if kept["link"] or kept["link_error"]:
             _check_links(name, kept["link"], kept["link_error"])
         body = encode_args(name, args, kwargs)
@@ -266,7 +269,7 @@ class Miniq:
         kept["ignore_result"] = ignore_result and not (kept["chain"] or chord or kept["link"])
         status = WAITING if waiting else QUEUED  # a chord callback waits for its members
         return (task_id or new_id(), name, queue or default_queue, priority, body, _options(kept),
-                due, expires, now, chord, status)
+                due, expires, now, chord, status, retries or 0)  # retries: as Celery's send_task
 
     def message_rows(self, calls: Iterable[tuple], **options: Any) -> list:
         """Rows for many (name, args, kwargs, task_id) calls with the same options: a
@@ -373,6 +376,8 @@ def _check_call(name, **values):
         raise ValueError(f"{name}: time limits cannot be negative: {soft!r}, {hard!r}")
     if soft and hard and soft > hard:  # as Celery: refused at the call
         raise ValueError("soft_time_limit must be less than or equal to time_limit")
+    if not 0 <= (values.get("retries") or 0) < 2 ** 31:
+        raise ValueError(f"{name}: retries counts from 0, not {values['retries']}")
     priority = values.get("priority")
     if priority is not None and not 0 <= priority <= 255:
         raise ValueError(f"{name}: priority must be from 0 to 255, not {priority}")
@@ -384,13 +389,17 @@ def load_app(path: str) -> Miniq:
     module_name, _, attr = path.partition(":")
     if not module_name or module_name.startswith("."):  # relative to nothing
         raise ImproperlyConfigured(f"-A {path!r} names no module: give one as proj or proj:app")
+    if module_name.endswith(".py") and os.path.isfile(module_name):
+        module = module_name[:-3].replace(os.sep, ".")
+        raise ImproperlyConfigured(f"-A {path!r} is a file: give its module, as -A {module}")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         parent, _, name = module_name.rpartition(".")
         if parent and isinstance(exc, ModuleNotFoundError) and exc.name == module_name:
             return load_app(f"{parent}:{name}")  # proj.app: an attribute, not a module
-        raise ImproperlyConfigured(f"cannot import app module {module_name!r}: {exc}") from None
+        raise ImproperlyConfigured(f"cannot import app module {module_name!r}: {exc}"
+                                   f"{_where(exc)}") from None
     if attr:
         app = getattr(module, attr, None)
     else:  # as Celery: module.app or module.celery first, then any app in the module
@@ -404,6 +413,13 @@ def load_app(path: str) -> Miniq:
         raise ImproperlyConfigured(f"{path!r} is not a miniq app (no Miniq instance found there)")
     app.import_includes()
     return app
+
+
+def _where(exc):
+    """Where in the app's own code an import failed, if it was there: `` (file, line n)``."""
+    frames = [frame for frame in traceback.extract_tb(exc.__traceback__)
+              if frame.filename != __file__ and "importlib" not in frame.filename]
+    return f" ({frames[-1].filename}, line {frames[-1].lineno})" if frames else ""
 
 
 def decorator(register, args, options, name):

@@ -67,7 +67,7 @@ class Beat:
         now = self.clock()
         for name, entry in self.entries.items():
             every = entry["schedule"]
-            if self.next.get(name, now) <= now:  # first tick: a run missed while down fires once
+            if self.next.get(name, now) <= now:  # a run missed while down fires once
                 slot = every.last_at_or_before(now, self.tz)
                 if slot is not None and self.app.broker.claim_beat_slot(name, slot):
                     self.app.send_rows([self._row(entry)])  # checked: it was built before

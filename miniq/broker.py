@@ -50,7 +50,7 @@ CREATE TABLE IF NOT EXISTS task (
     attempts  INTEGER NOT NULL DEFAULT 0,   -- deliveries of this run; fences settle
     worker    TEXT,                         -- who holds it while running
     lease     REAL,                         -- reclaimable after this
-    revoked   INTEGER,                      -- NULL, 0 aborted or revoked, >0 kill with this signal
+    revoked   INTEGER,                      -- NULL, -1 aborted, 0 revoked, >0 kill with this signal
     result    TEXT,                         -- JSON value, exception info, or meta
     traceback TEXT,
     created   REAL NOT NULL,
@@ -92,8 +92,8 @@ APPLICATION_ID = 0x6D696E71  # "minq" in the file header: this file is miniq's
 LOCK_WAIT = 10.0  # seconds any one call may wait for a locked file, in all
 HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35)
 INSERT = ("INSERT INTO task (id, name, queue, priority, body, options, eta, expires, created,"
-          " chord, status) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,"
-          " CASE WHEN ?11 = 0 AND ?7 > ?9 THEN -2 ELSE ?11 END)")  # due after it was sent
+          " chord, status, retries) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,"
+          " CASE WHEN ?11 = 0 AND ?7 > ?9 THEN -2 ELSE ?11 END, ?12)")  # due after it was sent
 FOLLOW = INSERT.replace("INSERT", "INSERT OR IGNORE", 1)  # a workflow's step sent already stays
 # the row update_state() made for an id not sent yet: the task, sent, takes its place
 UNSENT = "DELETE FROM task WHERE id = ? AND name = '' AND status = 2 AND state != 'REVOKED'"
@@ -127,7 +127,7 @@ class Message(NamedTuple):
     chord: str | None = None     # the chord callback this task is a member of
     expires: float | None = None
     priority: int = 0
-    revoked: int | None = None   # >0: terminate with this signal
+    revoked: int | None = None   # -1 aborted, 0 revoked, >0: terminate with this signal
     fault: str | None = None     # what is malformed in the row, if anything
     queue: str = ""
     eta: float = 0.0             # not before (unix time); 0: at once
@@ -149,6 +149,12 @@ class Settle(NamedTuple):
     follow: Sequence[tuple] = ()            # message rows to send next (a chain)
     failed: Sequence[tuple[str, str]] = ()  # (id, name) of steps that fail with it
     began: float | None = None              # when a reserved task began, if not yet written
+
+
+# Tasks revoked with terminate, and the signal: another program's value that is not a
+# whole number is SIGKILL, as a claim reads it (and -1 aborted, 0 revoked kill nothing).
+KILLED = "id, CASE typeof(revoked) WHEN 'integer' THEN revoked ELSE 9 END"
+TO_KILL = "revoked IS NOT NULL AND (typeof(revoked) != 'integer' OR revoked > 0)"
 
 
 class WorkerRow(NamedTuple):
@@ -230,12 +236,23 @@ def _read_claimed(db, seq):
     except sqlite3.OperationalError as exc:
         if "decode" not in str(exc):
             raise
+    row = _replacing(db, read, (seq,))[0]
+    try:
+        db.execute("SELECT id FROM task WHERE seq = ?", (seq,)).fetchone()
+    except sqlite3.OperationalError:  # its id: renamed, or its outcome is never written
+        row = (f"{row[0]}-{seq}", *row[1:])
+        db.execute("UPDATE task SET id = ? WHERE seq = ?", (row[0], seq))
+    return _message(row)._replace(options={}, fault="text that is not UTF-8")
+
+
+def _replacing(db, sql, args=()):
+    """Every row a query reads, with U+FFFD for text that is not UTF-8 (another
+    program's), where reading it as it is would fail the whole query."""
     db.text_factory = lambda raw: raw.decode("utf-8", "replace")
     try:
-        row = db.execute(read, (seq,)).fetchone()
+        return db.execute(sql, args).fetchall()
     finally:
         db.text_factory = str
-    return _message(row)._replace(options={}, fault="text that is not UTF-8")
 
 
 def _files_of(path):
@@ -484,7 +501,7 @@ class Broker:
                     f" revoked = CASE status WHEN 1 THEN ? ELSE 0 END WHERE id = ? AND {NOT_BEGUN}",
                     (now, REVOKED_RESULT, mark, task_id))
                 if queued and queued[0]:  # a chord member: its callback fails now, not never
-                    _release_chord(db, queued[0])
+                    _release_chord(db, queued[0], now)
                 # not sent yet (a chain's later step, or by a caller still to come): as
                 # Celery's workers remember a revoked id, so does this row
                 db.execute("INSERT OR IGNORE INTO task (id, name, queue, body, status, state,"
@@ -496,7 +513,7 @@ class Broker:
 
     @_translated
     def abort(self, task_id):
-        self._write("UPDATE task SET revoked = COALESCE(revoked, 0) WHERE id = ? AND status < 2",
+        self._write("UPDATE task SET revoked = COALESCE(revoked, -1) WHERE id = ? AND status < 2",
                     (task_id,))
 
     @_translated
@@ -606,14 +623,14 @@ class Broker:
                               (now, worker)).rowcount
         if not self._tx(run):
             return None
-        return self._rows("SELECT id, revoked FROM task WHERE worker = ? AND status = 1"
-                          " AND revoked > 0", (worker,))
+        return self._rows(f"SELECT {KILLED} FROM task WHERE worker = ? AND status = 1"
+                          f" AND {TO_KILL}", (worker,))
 
     @_translated
     def terminating(self, ids):
         """(id, signal) of those of these tasks revoked with terminate."""
-        return self._rows(f"SELECT id, revoked FROM task WHERE id IN ({_marks(ids)})"
-                          " AND revoked > 0", ids)
+        return self._rows(f"SELECT {KILLED} FROM task WHERE id IN ({_marks(ids)}) AND {TO_KILL}",
+                          ids)
 
     @_translated
     def checkpoint(self):
@@ -623,7 +640,8 @@ class Broker:
     @_translated
     def workers(self):
         """The registered workers as WorkerRow records, oldest first."""
-        rows = self._rows(f"SELECT {', '.join(WorkerRow._fields)} FROM worker ORDER BY started")
+        rows = _replacing(self.db, f"SELECT {', '.join(WorkerRow._fields)} FROM worker"
+                                   " ORDER BY started")
         return [_worker(WorkerRow(*row)) for row in rows]
 
     @_translated
@@ -648,11 +666,13 @@ class Broker:
 
     @_translated
     def claim_beat_slot(self, entry, slot):
-        """True for the one caller, among any number of beats, that may send this run."""
+        """True for the one caller, among any number of beats, that may send this run.
+        None may for an entry new to the file: as Celery's beat, its first run is its next."""
         def run(db):
+            known = db.execute("SELECT 1 FROM beat WHERE entry = ?", (entry,)).fetchone()
             db.execute("DELETE FROM beat WHERE entry = ? AND slot < ?", (entry, slot - 86400))
             return db.execute("INSERT OR IGNORE INTO beat VALUES (?, ?)",
-                              (entry, slot)).rowcount == 1
+                              (entry, slot)).rowcount == 1 and known is not None
         return self._tx(run)
 
     # -- inspection and control ----------------------------------------------
@@ -783,7 +803,7 @@ def _settle(db, worker, outcomes, now):
                     " traceback, created, finished) VALUES (?, ?, '', '[]', 2, ?, ?, ?, ?, ?)",
                     [(i, name, state, result, tb, now, now) for i, name in failed])
             if chord:
-                _release_chord(db, chord)
+                _release_chord(db, chord, now)
 
 
 def _follow(db, rows):
@@ -793,15 +813,22 @@ def _follow(db, rows):
         db.executemany(FOLLOW, rows)
 
 
-def _release_chord(db, callback):
+def _release_chord(db, callback, now):
     """The last member is done: queue the callback (see ``_released``); the next
     claim promotes it, or later if it has an eta."""
-    members = db.execute("SELECT id, status, state, result FROM task WHERE chord = ?"
-                         " ORDER BY seq", (callback,)).fetchall()
-    if any(status != DONE or state not in FINAL for _, status, state, _ in members):
-        return  # an ignored member never ends: as Celery, the callback never runs
-    row = db.execute("SELECT body, options FROM task WHERE id = ? AND status = 3",
-                     (callback,)).fetchone()
+    try:
+        members = db.execute("SELECT id, status, state, result FROM task WHERE chord = ?"
+                             " ORDER BY seq", (callback,)).fetchall()
+        if any(status != DONE or state not in FINAL for _, status, state, _ in members):
+            return  # an ignored member never ends: as Celery, the callback never runs
+        row = db.execute("SELECT body, options FROM task WHERE id = ? AND status = 3",
+                         (callback,)).fetchone()
+    except sqlite3.OperationalError as exc:  # another program's text, not UTF-8: failing
+        if "decode" not in str(exc):  # here would fail every settle of this transaction
+            raise
+        db.execute("UPDATE task SET status = 2, state = 'FAILURE', result = ?, finished = ?"
+                   " WHERE id = ? AND status = 3", (UNREADABLE_CHORD, now, callback))
+        return
     if row is None:
         return
     try:
@@ -909,5 +936,7 @@ def _options(text):
     return options if all(isinstance(v, kind) for v, kind in shapes) else None
 
 
+UNREADABLE_CHORD = ('{"exc_type": "ChordError", "exc_module": "miniq.exceptions",'
+                    ' "exc_message": ["a member or the callback holds text that is not UTF-8"]}')
 REVOKED_RESULT = ('{"exc_type": "TaskRevokedError", "exc_module": "miniq.exceptions",'
                   ' "exc_message": ["revoked"]}')

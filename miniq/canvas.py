@@ -377,6 +377,14 @@ class group(_Workflow):
         """As Celery's: the first member calls back, with no argument."""
         return self.tasks[0].link(maybe_signature(callback, self._app).clone().set(immutable=True))
 
+    def apply_async(self, args: Sequence = (), kwargs: dict | None = None, **options: Any):
+        """As Celery's, refusing a call's link (a chord calls back once all are done)
+        and link_error (its members take one each)."""
+        for key, instead in (("link", "use a chord"), ("link_error", "give it to each member")):
+            if options.get(key) is not None:
+                raise TypeError(f"a group's apply_async takes no {key}: {instead}")
+        return super().apply_async(args, kwargs, **options)
+
     def __call__(self, *args: Any, **options: Any):
         """Send it, each member called with these arguments first."""
         return self.apply_async(args, **options)
@@ -504,7 +512,8 @@ class chord(Signature):
         wait = {**options, "waiting": True, "header": _shape(self._header_result)}
         callback = steps[0]._rows(app, (), None, wait, [*steps[1:], *follow])
         args = args if self.immutable else (*args, *self.args)
-        return callback + self.header._rows(app, args, kwargs, options)
+        members = {k: v for k, v in options.items() if k not in ("link", "link_error")}
+        return callback + self.header._rows(app, args, kwargs, members)  # links: the callback's
 
     def __repr__(self) -> str:
         if self.body is None:
@@ -613,6 +622,9 @@ def next_steps(app, message: Any, state: str, result: str | None, traceback: str
     value = (loads(result) if result is not None else None,)
     rows = follow and follow[0]._rows(app, value, None, lineage, follow[1:])
     links = [maybe_signature(s, app) for s in _listed(options.get("link"))]
+    if len(links) > 1:  # as Celery's: sent as one group, the task's one child
+        links = [group(links, app=app)]
+        links[0].freeze()
     return [*rows, *[row for s in links for row in s._rows(app, value, None, lineage)]], ()
 
 

@@ -18,10 +18,14 @@ from .exceptions import ImproperlyConfigured
 from .rates import RateBroker, admit
 from .task import Task, emit
 
+JSON = "miniq speaks JSON only"
 REFUSED = {  # settings miniq cannot honour: refused at configuration, never ignored
-    "task_serializer": "json", "result_serializer": "json", "accept_content": ["json"],
-    "result_accept_content": ["json"],
-    "task_create_missing_queues": True,  # Celery's QueueNotFound needs declared queues
+    "task_serializer": ("json", JSON), "result_serializer": ("json", JSON),
+    "accept_content": (["json"], JSON), "result_accept_content": (["json"], JSON),
+    # Celery's QueueNotFound needs declared queues
+    "task_create_missing_queues": (True, "miniq serves any queue it is given"),
+    "task_allow_error_cb_on_chord_header": (False, "a chord's errback is its callback's"),
+    "task_store_eager_result": (False, "an eager run stores no result"),
 }
 PER_SECOND = {"s": 1, "m": 60, "h": 3600}  # a rate's unit: "10/s", "100/m", "1000/h"
 # As Celery's: every @shared_task is registered on every app, made before it or after
@@ -216,11 +220,10 @@ current_task = Proxy(lambda: tasks._running.task)  # the task running here; fals
 
 
 def _refuse(settings):
-    for key, allowed in REFUSED.items():
+    for key, (allowed, why) in REFUSED.items():
         value = settings.get(key, allowed)
         if value != allowed and not (isinstance(value, (list, tuple)) and list(value) == allowed):
-            raise ImproperlyConfigured(f"{key}={value!r} is not supported: miniq speaks JSON"
-                                       " only and serves any queue it is given")
+            raise ImproperlyConfigured(f"{key}={value!r} is not supported: {why}")
 
 
 def _annotations(conf):

@@ -69,10 +69,10 @@ def exception_to_json(exc):
     ``miniq.exceptions`` wherever the package lives, so a vendored copy reads it."""
     cls = type(exc)
     module = WIRE_MODULE if cls.__module__ == exceptions.__name__ else cls.__module__
-    data = {"exc_type": cls.__qualname__, "exc_module": module, "exc_message": exc.args}
+    data = {"exc_type": cls.__qualname__, "exc_module": module}
     try:
-        return dumps(data)
-    except (TypeError, ValueError, RecursionError):  # args JSON cannot carry: keep the text
+        return dumps({**data, "exc_message": exc.args})
+    except Exception:  # noqa: BLE001 - args JSON cannot carry, or that raise: keep the text
         return dumps({**data, "exc_message": [_text_of(exc)]})
 
 
@@ -237,7 +237,7 @@ class AsyncResult:
             return None
         if disable_sync_subtasks and join_will_block:
             raise RuntimeError("Never call result.get() within a task: it can deadlock the pool")
-        self._wait(timeout, interval, on_message)
+        self._wait(timeout, interval, on_message, propagate and self.parent is not None)
         value = self.info
         if propagate and self.state != "SUCCESS":
             _raise_failed_parent(self)
@@ -248,9 +248,13 @@ class AsyncResult:
 
     wait = get
 
-    def _wait(self, timeout, interval, on_message=None):
-        """Poll cheaply: reread the row only when another connection has committed."""
+    def _wait(self, timeout, interval, on_message=None, parents=False):
+        """Poll cheaply: reread the row only when another connection has committed. With
+        parents, a failed or revoked step before this one raises its error meanwhile, as
+        Celery's get() does (once an interval: a chord's header may be large), as a chain
+        stopped there never runs this one."""
         broker, start, seen, told = self.app.broker, time.monotonic(), None, None
+        looked = -math.inf  # when the parents were last looked at
         if timeout is None:
             timeout = math.inf
         if on_message is None and self.ready():  # done already: one query, not two
@@ -264,6 +268,9 @@ class AsyncResult:
                     return
             seen = version
             elapsed = time.monotonic() - start
+            if parents and elapsed - looked >= interval:
+                looked = elapsed
+                _raise_failed_parent(self)
             if elapsed >= timeout:
                 raise exceptions.TimeoutError("The operation timed out.")
             pause = min(interval, 0.0001 + elapsed * 0.05)  # late by at most ~5%

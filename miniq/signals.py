@@ -194,7 +194,7 @@ def _message(row):
     options = loads(options or "{}")
     headers = {**(options.get("headers") or {}),
                "lang": "py", "task": name, "id": task_id, "eta": iso_time(eta),
-               "expires": iso_time(expires), "group": options.get("group"), "retries": 0,
+               "expires": iso_time(expires), "group": options.get("group"), "retries": row[11],
                "timelimit": [options.get("time_limit"), options.get("soft_time_limit")],
                "root_id": options.get("root_id") or task_id,
                "parent_id": options.get("parent_id"), "origin": None}

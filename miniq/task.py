@@ -20,8 +20,9 @@ from types import SimpleNamespace
 from typing import Any, NamedTuple
 
 from .broker import NUMBER, Message, printable
-from .exceptions import (Ignore, InvalidTaskError, MaxRetriesExceededError, NotRegistered,
-                         OperationalError, Reject, Retry, SoftTimeLimitExceeded)
+from .exceptions import (Ignore, ImproperlyConfigured, InvalidTaskError,
+                         MaxRetriesExceededError, NotRegistered, OperationalError, Reject,
+                         Retry, SoftTimeLimitExceeded)
 from .canvas import Signature, _mapped, chunks
 from .result import EagerResult, exception_from_json, exception_to_json, new_id
 from .utils.json import dumps, loads
@@ -252,6 +253,9 @@ class Task:
         (task_eager_propagates by default) raises a failure instead."""
         if _options.keys() & {"link", "link_error"}:  # refused, not dropped
             raise TypeError(f"{self.name}: link and link_error run only with a worker, not eagerly")
+        if self.app.conf.get("task_store_eager_result"):  # a get() by id would wait forever
+            raise ImproperlyConfigured("task_store_eager_result is not supported: an eager"
+                                       " run stores no result")
         body = encode_args(self.name, args, kwargs)
         message = Message(task_id or new_id(), self.name, body, retries or 0,
                           options={**lineage(), "headers": headers})

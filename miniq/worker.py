@@ -26,6 +26,7 @@ import select
 import signal
 import socket
 import sys
+import threading
 import time
 import uuid
 from datetime import timedelta
@@ -45,11 +46,16 @@ POLL = 0.05             # fallback poll of the database when no hint arrives
 IDLE_POLL = 1.0         # the slowest it gets, once hints are known to reach this worker
 TERMINATE_GRACE = 1.0   # revoke(terminate=True): SIGKILL if the signal did not end the task
 FLUSH = 0.002           # the longest an outcome waits to be written with others
+ORPHAN_AFTER = 1.0      # a child outlives its manager by at most this, running a task or not
 LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 # Their default would end the manager: they are logged and ignored (Celery's SIGHUP restarts
-# a worker, its SIGUSR1 and SIGUSR2 debug it; miniq has neither).
-NOTED_SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM)
+# a worker, its SIGUSR1 and SIGUSR2 debug it; miniq has neither). Those a fault raises
+# (SIGSEGV, SIGBUS, ...) keep their default: a handler that returns would fault again.
+NOTED_SIGNALS = (*(getattr(signal, name) for name in (
+    "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGPROF", "SIGVTALRM", "SIGIO", "SIGXCPU",
+    "SIGPWR", "SIGSTKFLT") if hasattr(signal, name)),
+    *range(getattr(signal, "SIGRTMIN", 0), getattr(signal, "SIGRTMAX", -1) + 1))
 SIGNAL_NAMES = {number.value: number.name for number in signal.Signals}
 
 
@@ -150,11 +156,13 @@ def child_main(app_path, conn, loglevel, max_tasks, max_memory_kib, manager, hos
 def _serve(app, conn, max_tasks, max_memory_kib, manager, hostname):
     """Run the messages the manager sends until it says stop, or is gone."""
     parent, done, watch, me = os.getppid(), 0, select.poll(), os.getpid()
+    orphaned = functools.partial(_orphaned, parent, manager)
+    _watch_manager(orphaned)
     watch.register(conn.fileno(), select.POLLIN)  # kept: conn.poll() builds one a call
     while True:
-        if not watch.poll(1000):  # orphaned? The manager's pid came from the manager itself
-            if os.getppid() != parent or not pid_alive(manager):
-                return  # our task, if any, will be recovered
+        if not watch.poll(ORPHAN_AFTER * 1000):
+            if orphaned():
+                return  # idle: stop cleanly (the watch thread kills us if a task runs)
             continue
         try:
             job = _get(conn)
@@ -176,6 +184,29 @@ def _serve(app, conn, max_tasks, max_memory_kib, manager, hostname):
             return  # the manager died meanwhile; recovery will run the task again
         if retire:
             return
+
+
+def _orphaned(parent, manager):
+    """True once the manager is gone; its pid came from the manager itself (a fork
+    server, not the manager, may be our parent)."""
+    return os.getppid() != parent or not pid_alive(manager)
+
+
+def _watch_manager(orphaned):
+    """A thread that kills this child within ORPHAN_AFTER of its manager's death, even
+    mid-task: no one would record the outcome, another worker runs the task again, and
+    no one else enforces its hard limit. It blocks every signal, so that they reach the
+    task's thread (a soft limit must interrupt a sleep there)."""
+    def watch():
+        while not orphaned():
+            time.sleep(ORPHAN_AFTER)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    try:  # the thread starts with the mask it is created under
+        threading.Thread(target=watch, name="miniq-orphan-watch", daemon=True).start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def _clear_alarm():
@@ -206,6 +237,7 @@ class Worker:
 
     # The loop's state as it starts; each worker assigns its own as it runs.
     warm = cold = False  # shutting down: warm lets running tasks finish, cold does not
+    told_warm = False  # the warm shutdown was logged
     want = True  # worth a claim: a child freed, or the database changed
     news = False  # the database changed since the last claim
     seen = None  # the database's data_version when last looked
@@ -218,6 +250,7 @@ class Worker:
     flush_at = 0.0  # when the buffered outcomes must be written, at the latest
     held_at = 0.0  # when the reserve was last checked against revokes
     idle_deaths = 0
+    recheck = False  # a dead worker's tasks are due back at the next heartbeat
     db_error, db_failing = None, frozenset()  # the last error logged; the steps that failed
     db_retry_at = db_delay = 0.0
     beat = None  # -B: periodic tasks from this loop; the database keeps each run unique
@@ -394,11 +427,15 @@ class Worker:
         while not self.cold:
             if self.noted:
                 log.warning("%s ignored: a worker stops on SIGTERM (warm) or SIGQUIT (cold)",
-                            signal.Signals(self.noted).name)
+                            SIGNAL_NAMES.get(self.noted, f"signal {self.noted}"))
                 self.noted = None
             busy = [c for c in self.children if c.message]
             if self.warm and not busy:
                 break
+            if self.warm and not self.told_warm:  # else a Ctrl-C seems to do nothing
+                self.told_warm = True
+                log.warning("warm shutdown: waiting for %d running task(s) to end; stop again"
+                            " (Ctrl-C, SIGQUIT) to put them back in the queue now", len(busy))
             now = time.time()
             if now >= self.next_heartbeat:
                 self._heartbeat()
@@ -546,6 +583,8 @@ class Worker:
             return "FAILURE", InvalidTaskError(f"corrupt message {message.id}: {message.fault}")
         if (message.revoked or 0) > 0:  # revoked with terminate, then put back
             return "REVOKED", TaskRevokedError("terminated")
+        if message.revoked == 0:  # revoked as it ran, then put back: Celery's workers
+            return "REVOKED", TaskRevokedError("revoked")  # remember the id, so does the row
         if message.expires is not None and message.expires < now:
             return "REVOKED", TaskRevokedError("expired")
         if message.options.get("chord_error"):  # a chord's callback whose member failed
@@ -628,6 +667,11 @@ class Worker:
             outcome, retire = _get(child.conn)
         except (EOFError, OSError):
             return False  # it died: its sentinel will say so
+        except Exception as exc:  # noqa: BLE001 - not our framing: its task wrote to the pipe
+            child.killed_for = child.killed_for or ("FAILURE", WorkerLostError(
+                f"its child's reply to the worker was unreadable ({type(exc).__name__})"))
+            child.process.kill()  # reaped by its sentinel, as any death
+            return False
         self._finish(child, Outcome._make(outcome))
         self.idle_deaths = 0
         if retire:
@@ -648,7 +692,10 @@ class Worker:
         elif state in ("IGNORED", "REPLACED"):
             log.info("Task %s %s", message, state.lower())
         else:  # the exception is named, not made: its class's code runs in tasks only
-            exc = exception_text(json.loads(outcome.result))
+            try:
+                exc = exception_text(json.loads(outcome.result))
+            except RecursionError:  # the child may have raised its recursion limit
+                exc = "an exception nested too deep to show"
             trace = f"\n{outcome.traceback or ''}"
             if state != "FAILURE":  # Celery's Reject
                 log.warning("Task %s %s%s", message, exc, trace)
@@ -702,7 +749,8 @@ class Worker:
             try:  # the claim checked the chain's shape; this is the net
                 follow, failed = next_steps(self.app, message, state, result, outcome.traceback)
                 state = None if state == "REPLACED" else state  # its row is in follow
-            except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
+            except (TypeError, ValueError, KeyError, AttributeError, OverflowError,
+                    RecursionError) as exc:
                 log.error("Task %s: its workflow ends here: %s", message, exc)
                 if state == "REPLACED":  # its replacement cannot be sent: it fails
                     state, result = "FAILURE", exception_to_json(exc)
@@ -810,7 +858,8 @@ class Worker:
         self._db(self.broker.checkpoint)
         for task_id, signum in kills:
             self._terminate(task_id, signum)
-        if self.heartbeats % 5 == 1:
+        if self.heartbeats % 5 == 1 or self.recheck:
+            self.recheck = False
             self._db(self._recover)
 
     def _beat_file(self):
@@ -841,7 +890,9 @@ class Worker:
             if worker.id == self.id:
                 continue
             gone = worker.machine == self.machine and not pid_alive(worker.pid)
-            if gone or now - worker.heartbeat > self.lease:
+            if gone and now - worker.heartbeat < self.conf.worker_heartbeat + 2 * ORPHAN_AFTER:
+                self.recheck = True  # its children may still run its tasks: wait for them
+            elif gone or now - worker.heartbeat > self.lease:
                 dead.append(worker.id)
         count = self.broker.recover(dead, self.conf.task_max_deliveries, self._too_often())
         if count or dead:

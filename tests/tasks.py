@@ -2,6 +2,7 @@
 import json
 import os
 import signal
+import sys
 import time
 
 from miniq import Miniq, Task, states
@@ -350,6 +351,27 @@ def nested_result(depth):
 
 
 @app.task
+def nested_beyond_limit(depth, fail):
+    """A value nested deeper than a default interpreter reads: this one raises its limit."""
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), depth * 4))
+    value = nested_result(depth)
+    if fail:
+        raise ValueError(value)
+    return value
+
+
+@app.task
+def write_to_manager(frame_hex):
+    """Write raw bytes into this child's pipe to its manager, as a task can."""
+    import gc
+    from multiprocessing.connection import Connection
+    for conn in gc.get_objects():
+        if isinstance(conn, Connection) and not conn.closed:
+            os.write(conn.fileno(), bytes.fromhex(frame_hex))
+    return "written"
+
+
+@app.task
 def object_result():
     return object()
 
@@ -359,6 +381,19 @@ class UnprintableError(Exception):
 
     def __str__(self):
         raise RuntimeError("no text for this exception")
+
+
+class ArglessError(Exception):
+    """An exception whose args cannot be read."""
+
+    @property
+    def args(self):
+        raise RuntimeError("no args for this exception")
+
+
+@app.task
+def raise_argless():
+    raise ArglessError("hidden")
 
 
 @app.task

@@ -295,9 +295,9 @@ def test_a_failing_member_fails_the_chord_callback_with_chord_error(app, start_w
     header = [tasks.add.s(1, 1), tasks.fail.s("nope"), tasks.add.s(2, 2)]
     marker = tmp_path / "callback-ran"
     result = chord(header, tasks.record.si(str(marker), "cb")).apply_async()
-    with pytest.raises(ValueError, match="nope"):  # as Celery: the member's own error first
-        result.get(timeout=30)
-    assert result.state == "FAILURE"
+    with pytest.raises(ValueError, match="nope"):  # as Celery: the member's own error first,
+        result.get(timeout=30)  # as soon as it shows, the callback failing meanwhile
+    wait_for(lambda: result.state == "FAILURE", timeout=30, message="the callback failed")
     with pytest.raises(exceptions.ChordError, match="ValueError"):  # the callback's own
         app.AsyncResult(result.id).get(timeout=30)
     assert not marker.exists()  # failed without ever running

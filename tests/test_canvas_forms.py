@@ -65,7 +65,7 @@ def test_a_chord_body_errback_runs_once_however_many_members_fail(shared, tmp_pa
     result = chord([tasks.fail.s("one"), tasks.add.s(1, 1), tasks.fail.s("two")], body).delay()
     with pytest.raises((ValueError, ChordError)):  # which one: the compat module says
         result.get(timeout=T)
-    assert result.state == "FAILURE"
+    wait_for(lambda: result.state == "FAILURE", timeout=T, message="the callback failed")
     wait_for(lambda: lines(log) and settled(shared), timeout=T, message="the errback run")
     assert len(lines(log)) == 1  # once, not per member
     assert json.loads(lines(log)[0])[:3] == [result.id, "tests.tasks.tsum", "ChordError"]

@@ -581,6 +581,41 @@ def errbacks_of_a_chord_body_run_when_a_member_fails(c, get):
             for result, path in ((by_new, new), (by_old, old), (by_link, linked))]
 
 
+def a_chords_call_options_link_its_callback_only(c, get):
+    folder = tempfile.mkdtemp()
+    ok, bad = (os.path.join(folder, name) for name in "ab")
+    linked = c.chord([c.add.s(1, 1), c.add.s(2, 2)], c.tsum.s()).apply_async(
+        link=c.jot.s(log=ok))
+    failing = c.chord([c.fail.s(), c.add.s(1, 1)], c.tsum.s()).apply_async(
+        link_error=c.log_failed_id.s(log=bad))
+    return (get(linked), wait_for_lines(ok, 1), raised(lambda: get(failing)),
+            ids_replaced(wait_for_lines(bad, 1), failing))
+
+
+def get_of_a_chain_stopped_by_a_revoked_step_raises(c, get):
+    result = c.chain(c.add.s(1, 1).set(countdown=1), c.add.s(1), c.add.s(2)).apply_async()
+    result.parent.revoke()  # the middle step, before the first one has run
+    return raised(lambda: result.get(timeout=T)), result.parent.state, result.state
+
+
+def a_groups_call_refuses_link_and_link_error(c, get):
+    members = c.group(c.add.s(1, 1), c.add.s(2, 2))
+    return (raised(lambda: members.apply_async(link=c.tsum.s())),
+            raised(lambda: members.apply_async(link_error=c.log_failed_id.s(log="x"))))
+
+
+def the_retries_option_is_the_requests_count(c, get):
+    return (get(c.retries_seen.apply_async(retries=2)),
+            get(c.app.send_task(c.retries_seen.name, retries=3)))
+
+
+def several_links_are_one_group(c, get):
+    result = c.add.apply_async((3, 4), link=[c.mul.s(2), c.mul.s(3)])
+    get(result)
+    children = result.children
+    return [type(child).__name__ for child in children], get(children[0])
+
+
 def map_starmap_and_chunks(c, get):
     add, tsum = c.add, c.tsum
     mapped = tsum.map([list(range(10)), list(range(100))]).delay()
@@ -775,6 +810,13 @@ SCENARIOS = [
         ("raised ValueError", "FAILURE", "ChordError", [
             "Dependency <other> raised ValueError('as expected')",
             "new <this> ChordError Dependency <other> raised ValueError('as expected') NoneType"])]),
+    (a_chords_call_options_link_its_callback_only,  # not each member: Celery clones the body
+     (6, ["6"], "raised ValueError", ["old <this>"])),
+    (get_of_a_chain_stopped_by_a_revoked_step_raises,  # not a wait for a step never sent
+     ("raised TaskRevokedError", "REVOKED", "PENDING")),
+    (a_groups_call_refuses_link_and_link_error, ("raised TypeError", "raised TypeError")),
+    (the_retries_option_is_the_requests_count, (2, 3)),
+    (several_links_are_one_group, (["GroupResult"], [14, 21])),
     (map_starmap_and_chunks, ([45, 4950], list(range(0, 20, 2)), "GroupResult",
                               [[0, 2, 4, 6, 8], [10, 12, 14, 16, 18]],
                               [[0, 2, 4, 6, 8], [10, 12, 14, 16, 18]], True,
@@ -804,7 +846,9 @@ SCENARIOS = [
 # Celery's behaviour that changed in a release: the Celery pip gives an older Python
 # (5.6 on 3.9) is not asked for it, else its worker waits out the scenario.
 SINCE = {reject_without_requeue_fails: (5, 7),  # 5.6 stores no state for such a Reject
-         rate_limits_space_the_starts: (5, 7)}  # with kombu 5.6, the first starts are not spaced
+         rate_limits_space_the_starts: (5, 7),  # with kombu 5.6, the first starts are not spaced
+         # 5.6 hands the call's link to the header's group too, which refuses it
+         a_chords_call_options_link_its_callback_only: (5, 7)}
 
 
 @pytest.mark.parametrize("scenario, expected", SCENARIOS, ids=[s.__name__ for s, _ in SCENARIOS])

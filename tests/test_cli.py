@@ -38,7 +38,22 @@ def test_app_module_that_does_not_exist():
 def test_app_module_whose_import_fails(tmp_path):
     (tmp_path / "brokenapp.py").write_text("import no_such_dependency_of_miniq\n")
     proc = worker_cli("-A", "brokenapp", cwd=tmp_path)
-    assert_setup_error(proc, "'brokenapp'", "no_such_dependency_of_miniq")
+    assert_setup_error(proc, "'brokenapp'", "no_such_dependency_of_miniq", "brokenapp.py, line 1")
+
+
+def test_an_import_failing_deep_in_the_project_names_its_file_and_line(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "pkg" / "helpers.py").write_text("import os\nfrom os import no_such_name\n")
+    (tmp_path / "deepapp.py").write_text("import pkg.helpers\n")
+    proc = worker_cli("-A", "deepapp", cwd=tmp_path)
+    assert_setup_error(proc, "no_such_name", f"{tmp_path / 'pkg' / 'helpers.py'}, line 2")
+
+
+def test_an_app_given_as_its_file_is_told_its_module(tmp_path):
+    (tmp_path / "proj.py").write_text("from miniq import Miniq\napp = Miniq('proj')\n")
+    proc = worker_cli("-A", "proj.py", cwd=tmp_path)
+    assert_setup_error(proc, "'proj.py' is a file", "-A proj")
 
 
 def test_module_that_holds_no_app(tmp_path):

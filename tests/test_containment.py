@@ -74,6 +74,23 @@ def test_a_row_whose_text_is_not_utf8_fails_alone(app, start_worker):
     assert_serving(worker)
 
 
+def test_a_row_whose_id_is_not_utf8_fails_under_a_readable_id(app, start_worker):
+    """Its outcome is written by id: the claim renames it (its bytes, U+FFFD for what
+    is not UTF-8, then its place in the queue), else it would run for ever."""
+    app.broker.db  # the schema
+    bad = insert_raw(app, tasks.add.name, (3, 4))
+    with raw_db(app) as db, db:
+        (seq,) = db.execute("SELECT seq FROM task WHERE id = ?", (bad.id,)).fetchone()
+        db.execute("UPDATE task SET id = CAST(X'6261642dff' AS TEXT) WHERE seq = ?", (seq,))
+    after = [tasks.add.delay(i, i) for i in range(20)]
+    worker = start_worker("-c", "1")
+    assert [r.get(timeout=15) for r in after] == [2 * i for i in range(20)]
+    renamed = app.AsyncResult(f"bad-\ufffd-{seq}")
+    settle(renamed, worker)
+    assert "UTF-8" in str(failure_of(renamed))
+    assert_serving(worker)
+
+
 @pytest.mark.parametrize("returning", [True, False])  # False: SQLite before 3.35
 def test_a_claim_reads_rows_not_utf8_in_either_part_once_each(app, monkeypatch, returning):
     """Among the rows begun now and those reserved: each comes back once, in order, the
@@ -190,12 +207,63 @@ def test_sigalrm_left_by_a_task_does_not_reach_the_next_one(app, start_worker, b
     assert_serving(worker)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2,
-                                    signal.SIGALRM], ids=lambda s: s.name)
-def test_a_stray_signal_to_the_manager_is_logged_and_ignored(app, start_worker, signum):
+STRAY = [(getattr(signal, name), name) for name in (
+    "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGPROF", "SIGVTALRM", "SIGIO", "SIGXCPU",
+    "SIGPWR", "SIGSTKFLT") if hasattr(signal, name)]
+if hasattr(signal, "SIGRTMIN"):  # real-time signals: numbers without a name of their own
+    STRAY += [(signal.SIGRTMIN, "SIGRTMIN"), (signal.SIGRTMIN + 5, f"signal {signal.SIGRTMIN + 5}")]
+
+
+def test_a_stray_signal_to_the_manager_is_logged_and_ignored(app, start_worker):
+    """Signals whose default would end the manager, as a task can send them to it."""
     worker = start_worker("-c", "1")
-    os.kill(worker.proc.pid, signum)
-    wait_for(lambda: f"{signum.name} ignored" in tail(worker), 15, message="the signal logged")
+    for signum, name in STRAY:
+        os.kill(worker.proc.pid, signum)
+        wait_for(lambda: f"{name} ignored" in tail(worker), 15, message=f"{name} logged")
+        assert_serving(worker)
+
+
+def test_text_that_is_not_utf8_in_a_worker_row_or_a_revoked_mark_stops_nothing(
+        app, start_worker, tmp_path):
+    """Another program's bytes: a dead worker's row is still recovered, and a revoked
+    mark that is not a number terminates its running task, as a claim reads it."""
+    app.broker.db  # the schema
+    with raw_db(app) as db, db:  # a dead worker (pid 2**30 is no process) with a bad host
+        db.execute("INSERT INTO worker (id, host, pid, concurrency, queues, started,"
+                   " heartbeat, machine) VALUES ('bad-host', CAST(X'68ff' AS TEXT), ?, 1,"
+                   " 'celery', 0, 0, ?)", (2 ** 30, machine_id()))
+    worker = start_worker("-c", "1", env={"MINIQ_TEST_CONF": '{"worker_heartbeat": 0.2}'})
+    wait_for(lambda: not app.broker.db.execute(
+        "SELECT 1 FROM worker WHERE id = 'bad-host'").fetchall(), 15, message="recovered")
+    gate = str(tmp_path / "gate")
+    running = tasks.wait_for_gate.delay(gate, 1)
+    wait_for(lambda: os.path.exists(f"{gate}.running.1"), 15, message="the task running")
+    with raw_db(app) as db, db:
+        db.execute("UPDATE task SET revoked = CAST(X'ff' AS TEXT) WHERE id = ?", (running.id,))
+    with pytest.raises(exceptions.TaskRevokedError, match="terminated"):
+        running.get(timeout=15)
+    assert_serving(worker)
+
+
+@pytest.mark.parametrize("where", ["callback", "member"])
+def test_a_chord_whose_rows_hold_text_that_is_not_utf8_fails_alone(
+        app, start_worker, tmp_path, where):
+    """Its callback fails with a ChordError; the transaction that settles the last member
+    (and other tasks' outcomes) goes through."""
+    gate = str(tmp_path / "gate")
+    done = tasks.add.s(1, 1).freeze()
+    result = chord([tasks.wait_for_gate.s(gate, 1), tasks.add.s(1, 1).set(task_id=done.id)],
+                   tasks.tsum.s()).apply_async()
+    bad_row, column = (result.id, "body") if where == "callback" else (done.id, "result")
+    worker = start_worker("-c", "2")
+    wait_for(lambda: os.path.exists(f"{gate}.running.1") and done.ready(), 15,
+             message="one member done, one running")
+    with raw_db(app) as db, db:
+        db.execute(f"UPDATE task SET {column} = CAST(X'5b5bff5d2c7b7d5d' AS TEXT) WHERE id = ?",
+                   (bad_row,))
+    open(gate, "w").close()
+    with pytest.raises(exceptions.ChordError, match="not UTF-8"):  # not via the bad row
+        app.AsyncResult(result.id).get(timeout=15)
     assert_serving(worker)
 
 

@@ -166,7 +166,7 @@ def test_the_schedule_shows_last_and_next_runs(app, dashboard):
     assert (tick["name"], tick["task"], tick["last"]) == ("tick", "tests.tasks.add", None)
     assert time.time() < tick["next"] <= time.time() + 60
     slot = tick["next"] - 60
-    assert app.broker.claim_beat_slot("tick", slot)  # as a beat does when it sends a run
+    app.broker.claim_beat_slot("tick", slot)  # as a beat does when it sends a run
     assert get(dashboard, "api/schedule")[0]["last"] == slot
 
 

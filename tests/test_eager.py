@@ -50,6 +50,15 @@ def test_eager_propagates_raises_at_the_call(eager, monkeypatch):
         tasks.fail_custom.apply_async()  # the real type: it never left this process
 
 
+def test_storing_eager_results_is_refused_at_the_call(eager, monkeypatch):
+    """Celery's task_store_eager_result writes the result for AsyncResult(id) to read:
+    here a get() by id would wait forever, so the call is refused."""
+    monkeypatch.setitem(eager.conf, "task_store_eager_result", True)
+    with pytest.raises(exceptions.ImproperlyConfigured, match="task_store_eager_result"):
+        tasks.add.delay(2, 3)
+    assert eager.broker.db.execute("SELECT COUNT(*) FROM task").fetchone() == (0,)
+
+
 def test_apply_runs_eagerly_without_the_setting(app):
     assert not app.conf.task_always_eager
     assert tasks.add.apply((1, 2)).get() == 3

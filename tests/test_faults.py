@@ -17,7 +17,7 @@ from contextlib import closing
 
 import pytest
 
-from miniq import exceptions
+from miniq import chain, exceptions
 from tests import tasks
 from tests.conftest import ROOT, wait_for
 from tests.test_reliability import group_alive, states, tokens_run
@@ -365,6 +365,31 @@ def test_children_exit_when_the_manager_dies_while_it_replaces_one(
                 pass
 
 
+def test_an_orphan_mid_task_is_gone_before_its_task_runs_again(app, start_worker, tmp_path):
+    """The manager killed mid-task: its child does not run on past the hard limit only
+    the manager enforced, nor beside the run another worker starts after recovery."""
+    runs, gate = tmp_path / "runs.txt", tmp_path / "gate"
+    result = tasks.record_gated.apply_async((str(runs), 1, str(gate), 60), time_limit=30)
+    worker = start_worker("-c", "1", env=conf_env(**FAST))
+    wait_for(lambda: runs.exists() and runs.read_text(), timeout=30, message="the first run")
+    orphan = int(runs.read_text().split()[1])
+    os.kill(worker.pid, signal.SIGKILL)  # the manager only: its child runs on, orphaned
+    killed = time.monotonic()
+    worker.wait(10)
+    start_worker("-c", "1", env=conf_env(**FAST))  # recovers the task from the dead one
+    orphan_ran_for = None
+    while len(runs.read_text().splitlines()) < 2:  # until the task runs again
+        if orphan_ran_for is None and not alive(orphan):
+            orphan_ran_for = time.monotonic() - killed
+        assert orphan_ran_for is not None or time.monotonic() - killed < 5, "orphan lives on"
+        assert time.monotonic() - killed < 30, "the task never ran again"
+        time.sleep(0.01)
+    assert orphan_ran_for is not None, "the task ran again beside its orphaned first run"
+    gate.touch()
+    assert result.get(timeout=30) == 1
+    print(f"\norphan gone {orphan_ran_for:.2f}s after its manager's kill -9")
+
+
 # malformed rows from another program -------------------------------------------------------------
 
 MALFORMED = [
@@ -641,6 +666,30 @@ def test_a_result_json_cannot_carry_fails_with_a_type_error(app, start_worker, t
     assert_serving(worker)
 
 
+def test_values_nested_past_the_managers_recursion_limit_fail_alone(app, start_worker):
+    """A task may raise its recursion limit, then raise or return a value nested deeper
+    than the manager reads: the manager logs what it can and serves on."""
+    worker = start_worker("-c", "1")
+    raised = tasks.nested_beyond_limit.delay(3000, True)
+    returned = chain(tasks.nested_beyond_limit.s(3000, False), tasks.add.s(1)).apply_async()
+    for result in (raised, returned.parent):
+        settle(result, worker)
+    assert (raised.state, returned.parent.state) == ("FAILURE", "SUCCESS")
+    if sys.version_info < (3, 12):  # a newer json reads 3,000 levels: nothing to refuse
+        assert "an exception nested too deep to show" in tail(worker, 10 ** 6)
+        assert "its workflow ends here: maximum recursion depth" in tail(worker, 10 ** 6)
+    assert_serving(worker)
+
+
+def test_a_task_writing_into_its_pipe_to_the_manager_fails_alone(app, start_worker):
+    worker = start_worker("-c", "1")
+    result = tasks.write_to_manager.delay("00000004ffffffff")  # a frame, not a pickle
+    settle(result, worker)
+    with pytest.raises(exceptions.WorkerLostError, match="unreadable"):
+        result.get(timeout=1)
+    assert_serving(worker)
+
+
 @pytest.mark.parametrize("json_args", [True, False], ids=["json-args", "object-arg"])
 def test_an_exception_whose_str_raises_fails_the_task_under_its_own_name(
         app, start_worker, json_args):
@@ -649,6 +698,14 @@ def test_an_exception_whose_str_raises_fails_the_task_under_its_own_name(
     settle(result, worker)
     assert result.state == "FAILURE"
     assert type(result.info).__name__ == "UnprintableError", repr(result.info)
+    assert_serving(worker)
+
+
+def test_an_exception_whose_args_raise_fails_the_task_under_its_own_name(app, start_worker):
+    worker = start_worker("-c", "1")
+    result = tasks.raise_argless.delay()
+    settle(result, worker)
+    assert (result.state, type(result.info).__name__) == ("FAILURE", "ArglessError")
     assert_serving(worker)
 
 
@@ -715,6 +772,7 @@ BAD_OPTIONS = {
     "time_limit": ["abc", b"1", [1], {}],
     "queue": [5, b"q", ["q"], 1.5, {}],
     "task_id": [5, b"id", ["x"], 1.5, {}],
+    "retries": ["2", -1, 2 ** 40, 1.5, True],
 }
 
 

@@ -120,6 +120,22 @@ def test_a_task_delivered_too_often_fails_instead_of_looping(app, start_worker, 
     assert attempts == {exhausted.id: 3, recovered.id: 2}
 
 
+def test_a_task_revoked_as_it_ran_stays_revoked_when_its_worker_dies(app, start_worker,
+                                                                      tmp_path):
+    """As Celery's workers remember a revoked id: the run its dead worker left is not
+    started again. An abort is only a request to the task: that one runs again."""
+    record = tmp_path / "runs.txt"
+    revoked = put_running(app, tasks.record, 1, (str(record), 1))
+    aborted = put_running(app, tasks.record, 1, (str(record), 2))
+    revoked.revoke()
+    aborted.abort()
+    start_worker("-c", "1")
+    assert aborted.get(timeout=30) == 2
+    with pytest.raises(exceptions.TaskRevokedError, match="revoked"):
+        revoked.get(timeout=30)
+    assert tokens_run(record) == Counter({2: 1})
+
+
 def test_a_child_that_always_dies_stops_at_the_delivery_cap(app, start_worker):
     worker = start_worker("-c", "1")
     result = tasks.die_always.delay()  # acks_late + reject_on_worker_lost: requeued each time

@@ -17,7 +17,7 @@ from tests.test_timing import clocked  # noqa: F401 - a broker on a clock the te
 
 def row(task_id, eta=0.0, priority=0):
     """A message row as app.message_row() makes it, sent at unix time 1000."""
-    return (task_id, "n", "celery", priority, "[[],{}]", None, eta, None, 1000.0, None, 0)
+    return (task_id, "n", "celery", priority, "[[],{}]", None, eta, None, 1000.0, None, 0, 0)
 
 
 def statuses(broker):

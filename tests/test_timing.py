@@ -286,7 +286,7 @@ def test_forget_deletes_a_finished_result(app, start_worker):
 # the broker alone, on an injected clock -----------------------------------------------------------
 
 def message(task_id, eta=0.0, expires=None):
-    return (task_id, "n", "celery", 0, "[[],{}]", None, eta, expires, 1000.0, None, 0)
+    return (task_id, "n", "celery", 0, "[[],{}]", None, eta, expires, 1000.0, None, 0, 0)
 
 
 def outcome(task_id, attempts, value):

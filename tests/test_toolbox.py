@@ -65,13 +65,27 @@ def test_two_beats_send_each_run_once_and_a_missed_run_once(app, monkeypatch):
     entry = {"every10": {"task": "tests.tasks.add", "schedule": 10.0, "args": (1, 2),
                          "options": {"queue": "beat"}}}
     first, second = beat_on(app, monkeypatch, clock, entry), beat_on(app, monkeypatch, clock, entry)
-    for _ in range(3):
+    for _ in range(3):  # new to the file: the first run is the next one, as Celery's
         first.tick(), second.tick()
         clock[0] += 10
     clock[0] += 1000  # nothing ran for 100 periods: one run on start, not a hundred
     assert beat_on(app, monkeypatch, clock, entry).tick() == pytest.approx(10.0)
     rows = app.broker.db.execute("SELECT name, queue, body FROM task").fetchall()
-    assert rows == [("tests.tasks.add", "beat", "[[1,2],{}]")] * 4
+    assert rows == [("tests.tasks.add", "beat", "[[1,2],{}]")] * 3
+
+
+def test_a_crontab_entry_new_to_the_file_waits_for_its_next_time(app, monkeypatch):
+    """A first start at 04:00 sends nothing for a 09:00 crontab (yesterday's run was never
+    missed); a start after a stop over 09:00 sends the missed run once."""
+    clock = [datetime(2026, 11, 27, 4, tzinfo=timezone.utc).timestamp()]
+    entry = {"report": {"task": "tests.tasks.add", "schedule": crontab(0, 9), "args": (1, 2)}}
+    until = beat_on(app, monkeypatch, clock, entry).tick()
+    assert until == pytest.approx(5 * 3600)  # today at 09:00
+    sent = app.broker.db.execute("SELECT COUNT(*) FROM task")
+    assert sent.fetchone() == (0,)
+    clock[0] += 2 * 86400  # stopped, then started again two days later at 04:00
+    beat_on(app, monkeypatch, clock, entry).tick()
+    assert app.broker.db.execute("SELECT COUNT(*) FROM task").fetchone() == (1,)
 
 
 @pytest.mark.parametrize("entry, said", [
@@ -106,6 +120,7 @@ def test_worker_b_and_beat_refuse_a_bad_entry_in_one_line(broker_url, command):
 def test_beat_outlives_a_database_error_and_sends_the_run_after_it(app, monkeypatch):
     beat = beat_on(app, monkeypatch, [1000.0], {"each": {"task": "tests.tasks.add",
                                                         "schedule": 10, "args": [1, 2]}})
+    app.broker.claim_beat_slot("each", 900.0)  # an entry this file has sent before
     claim, pauses = app.broker.claim_beat_slot, []
 
     def locked_once(*args):
@@ -129,12 +144,15 @@ def test_workers_with_dash_b_share_one_schedule(app, start_worker, tmp_path):
     record = tmp_path / "beats"
     conf = {"MINIQ_TEST_CONF": json.dumps({"beat_schedule": {"tick": {
         "task": "tests.tasks.record", "schedule": 0.5, "args": [str(record), "tick"]}}})}
-    start_worker("-c", "1", "-B", env=conf), start_worker("-c", "1", "-B", env=conf)
+    workers = start_worker("-c", "1", "-B", env=conf), start_worker("-c", "1", "-B", env=conf)
     wait_for(lambda: record.exists() and len(record.read_text().split()) >= 10, timeout=30,
              message="five periodic runs")
+    for worker in workers:  # no slot claimed and not yet sent as we count
+        worker.stop()
     slots = app.broker.db.execute("SELECT COUNT(*) FROM beat WHERE entry = 'tick'").fetchone()[0]
     sent = app.broker.db.execute("SELECT COUNT(*) FROM task").fetchone()[0]
-    assert sent == slots  # every slot sent once, whichever worker won it
+    assert sent == slots - 1  # every slot sent once, whichever worker won it, but the first:
+    # the entry was new to the file
 
 
 # workflows --------------------------------------------------------------------------------------

@@ -94,6 +94,8 @@ def test_warm_shutdown_finishes_running_tasks_and_leaves_queued_ones(
     running = start_gated(gate, 2)
     queued = [tasks.add.delay(i, i) for i in range(3)]
     deliver(worker, SIGNALS[name], to_group)
+    wait_for(lambda: "warm shutdown: waiting for 2 running task(s)" in worker.output(), 15,
+             message="the warm shutdown said")  # else the first Ctrl-C seems to do nothing
     gate.touch()  # both children now free up; a worker still claiming would take the queue
     assert worker.wait(30) == 0, worker.output()
     assert [r.get(timeout=5) for r in running] == [0, 1]

@@ -285,6 +285,11 @@ def replace_with_chain(self, x):
     return self.replace(add.s(x, 1) | mul.s(10))
 
 
+@app.task(bind=True)
+def retries_seen(self):
+    return self.request.retries
+
+
 @app.task
 def jot(value, log):
     """A link callback: appends the value it is given to the file log names."""
