@@ -156,13 +156,13 @@ def child_main(app_path, conn, loglevel, max_tasks, max_memory_kib, manager, hos
 def _serve(app, conn, max_tasks, max_memory_kib, manager, hostname):
     """Run the messages the manager sends until it says stop, or is gone."""
     parent, done, watch, me = os.getppid(), 0, select.poll(), os.getpid()
-    orphaned = functools.partial(_orphaned, parent, manager)
-    _watch_manager(orphaned)
+    orphaned, running = functools.partial(_orphaned, parent, manager), [None]
+    _watch_manager(orphaned, running)
     watch.register(conn.fileno(), select.POLLIN)  # kept: conn.poll() builds one a call
     while True:
         if not watch.poll(ORPHAN_AFTER * 1000):
             if orphaned():
-                return  # idle: stop cleanly (the watch thread kills us if a task runs)
+                return  # idle: stop cleanly (mid-task, the watch thread kills us)
             continue
         try:
             job = _get(conn)
@@ -171,7 +171,9 @@ def _serve(app, conn, max_tasks, max_memory_kib, manager, hostname):
         if job is None:
             return
         message, soft_limit = Message._make(job[0]), job[1]
+        running[0] = message.id
         outcome = execute(app, message, soft_limit, hostname=hostname)
+        running[0] = None
         if os.getpid() != me:  # a process the task forked came back here: we answer, not it
             os._exit(0)
         _clear_alarm()
@@ -192,13 +194,14 @@ def _orphaned(parent, manager):
     return os.getppid() != parent or not pid_alive(manager)
 
 
-def _watch_manager(orphaned):
-    """A thread that kills this child within ORPHAN_AFTER of its manager's death, even
-    mid-task: no one would record the outcome, another worker runs the task again, and
-    no one else enforces its hard limit. It blocks every signal, so that they reach the
-    task's thread (a soft limit must interrupt a sleep there)."""
+def _watch_manager(orphaned, running):
+    """A thread that kills this child within ORPHAN_AFTER of its manager's death while
+    it runs a task (``running[0]``, its id): no one would record the outcome, another
+    worker runs the task again, and no one else enforces its hard limit. Idle, the
+    child stops by itself, cleanly. The thread blocks every signal, so that they reach
+    the task's thread (a soft limit must interrupt a sleep there)."""
     def watch():
-        while not orphaned():
+        while running[0] is None or not orphaned():
             time.sleep(ORPHAN_AFTER)
         os.kill(os.getpid(), signal.SIGKILL)
 
