@@ -262,6 +262,7 @@ class Miniq:
         if not (math.isfinite(due) and math.isfinite(expires or 0)):
             raise ValueError(f"{name}: countdown, eta and expires must be finite times")
         kept["group"] = kept.pop("group_id")
+        kept["retries"] = retries or None  # the count it starts from: no retry of itself
         if not kept["parent_id"]:  # sent from inside a running task: that one is its parent
             kept.update({"root_id": None, **lineage()})
         ignore_result = ignores if ignore_result is None else bool(ignore_result)
