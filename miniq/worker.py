@@ -140,7 +140,8 @@ def child_main(app_path, conn, loglevel, max_tasks, max_memory_kib, manager, hos
         signal.signal(signum, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     for signum in (signal.SIGQUIT, *NOTED_SIGNALS):  # the manager's handlers are not ours
-        signal.signal(signum, signal.SIG_DFL)
+        if getattr(signal.getsignal(signum), "__func__", None) is Worker._on_signal:
+            signal.signal(signum, signal.SIG_DFL)  # (the app's, inherited by fork, stay)
     results.join_will_block = True
     app = load_app(app_path)
     # Where the app uses signals: setup_logging (logging as below unless a receiver takes
@@ -320,7 +321,8 @@ class Worker:
             sock.setblocking(False)
         signal.set_wakeup_fd(signals_w.fileno())
         for signum in (*STOP_SIGNALS, signal.SIGQUIT, *NOTED_SIGNALS):
-            signal.signal(signum, self._on_signal)
+            if signum not in NOTED_SIGNALS or signal.getsignal(signum) == signal.SIG_DFL:
+                signal.signal(signum, self._on_signal)  # not over a handler the app set
         self.wake = self.app.waker.listen()
         self._watch(self._signals_r)
         self.app.waker.notify()  # if this hint reaches us, hints work: quiet polls may slow
