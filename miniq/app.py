@@ -391,8 +391,10 @@ def load_app(path: str) -> Miniq:
     if not module_name or module_name.startswith("."):  # relative to nothing
         raise ImproperlyConfigured(f"-A {path!r} names no module: give one as proj or proj:app")
     if module_name.endswith(".py") and os.path.isfile(module_name):
-        module = module_name[:-3].replace(os.sep, ".")
-        raise ImproperlyConfigured(f"-A {path!r} is a file: give its module, as -A {module}")
+        folder, name = os.path.split(os.path.relpath(module_name[:-3]))
+        module = ":".join(filter(None, (name, attr)))
+        where = f" from {os.path.abspath(folder)}" if folder else ""
+        raise ImproperlyConfigured(f"-A {path!r} is a file: give its module, as -A {module}{where}")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
