@@ -262,6 +262,7 @@ class Miniq:
         if not (math.isfinite(due) and math.isfinite(expires or 0)):
             raise ValueError(f"{name}: countdown, eta and expires must be finite times")
         kept["group"] = kept.pop("group_id")
+        kept["retries"] = retries or None  # the count it starts from: no retry of itself
         if not kept["parent_id"]:  # sent from inside a running task: that one is its parent
             kept.update({"root_id": None, **lineage()})
         ignore_result = ignores if ignore_result is None else bool(ignore_result)
@@ -390,8 +391,10 @@ def load_app(path: str) -> Miniq:
     if not module_name or module_name.startswith("."):  # relative to nothing
         raise ImproperlyConfigured(f"-A {path!r} names no module: give one as proj or proj:app")
     if module_name.endswith(".py") and os.path.isfile(module_name):
-        module = module_name[:-3].replace(os.sep, ".")
-        raise ImproperlyConfigured(f"-A {path!r} is a file: give its module, as -A {module}")
+        folder, name = os.path.split(os.path.relpath(module_name[:-3]))
+        module = ":".join(filter(None, (name, attr)))
+        where = f" from {os.path.abspath(folder)}" if folder else ""
+        raise ImproperlyConfigured(f"-A {path!r} is a file: give its module, as -A {module}{where}")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

@@ -251,10 +251,10 @@ class AsyncResult:
     def _wait(self, timeout, interval, on_message=None, parents=False):
         """Poll cheaply: reread the row only when another connection has committed. With
         parents, a failed or revoked step before this one raises its error meanwhile, as
-        Celery's get() does (once an interval: a chord's header may be large), as a chain
-        stopped there never runs this one."""
+        Celery's get() does (once an interval at most), as a chain stopped there never
+        runs this one."""
         broker, start, seen, told = self.app.broker, time.monotonic(), None, None
-        looked = -math.inf  # when the parents were last looked at
+        look_at = 0.0  # when to look at the parents next
         if timeout is None:
             timeout = math.inf
         if on_message is None and self.ready():  # done already: one query, not two
@@ -268,9 +268,9 @@ class AsyncResult:
                     return
             seen = version
             elapsed = time.monotonic() - start
-            if parents and elapsed - looked >= interval:
-                looked = elapsed
-                _raise_failed_parent(self)
+            if parents and elapsed >= look_at:  # at most a tenth of the time: a big header
+                _raise_failed_parent(self)  # costs a query a member not yet done
+                look_at = elapsed + max(interval, 10 * (time.monotonic() - start - elapsed))
             if elapsed >= timeout:
                 raise exceptions.TimeoutError("The operation timed out.")
             pause = min(interval, 0.0001 + elapsed * 0.05)  # late by at most ~5%
@@ -319,8 +319,12 @@ def _raise_failed_parent(result):
         result = result.parent
         line.append(result)
     for node in reversed(line):
-        for r in getattr(node, "results", [node]):
-            if r.ready() and r.state in ("FAILURE", "REVOKED"):
+        todo = [node]
+        while todo:  # a group's members in order, a nested group's in its place
+            r = todo.pop(0)
+            if hasattr(r, "results"):
+                todo[:0] = r.results
+            elif r.ready() and r.state in ("FAILURE", "REVOKED"):
                 raise r.info
 
 

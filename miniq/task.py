@@ -463,7 +463,8 @@ def _request(task, message, args, kwargs, eager, hostname):
     hard = task.time_limit if hard is None else hard
     soft = task.soft_time_limit if soft is None else soft
     # as Celery: a retry is a message sent by the run before it
-    parent = options.get("parent_id") or (message.id if message.retries and not eager else None)
+    retried = message.retries > (options.get("retries") or 0)
+    parent = options.get("parent_id") or (message.id if retried and not eager else None)
     delivery = {"is_eager": True} if eager else {"exchange": "",
                                                  "routing_key": message.queue,
                                                  "priority": message.priority,

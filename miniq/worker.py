@@ -140,7 +140,8 @@ def child_main(app_path, conn, loglevel, max_tasks, max_memory_kib, manager, hos
         signal.signal(signum, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     for signum in (signal.SIGQUIT, *NOTED_SIGNALS):  # the manager's handlers are not ours
-        signal.signal(signum, signal.SIG_DFL)
+        if getattr(signal.getsignal(signum), "__func__", None) is Worker._on_signal:
+            signal.signal(signum, signal.SIG_DFL)  # (the app's, inherited by fork, stay)
     results.join_will_block = True
     app = load_app(app_path)
     # Where the app uses signals: setup_logging (logging as below unless a receiver takes
@@ -156,13 +157,13 @@ def child_main(app_path, conn, loglevel, max_tasks, max_memory_kib, manager, hos
 def _serve(app, conn, max_tasks, max_memory_kib, manager, hostname):
     """Run the messages the manager sends until it says stop, or is gone."""
     parent, done, watch, me = os.getppid(), 0, select.poll(), os.getpid()
-    orphaned = functools.partial(_orphaned, parent, manager)
-    _watch_manager(orphaned)
+    orphaned, running = functools.partial(_orphaned, parent, manager), [None]
+    _watch_manager(orphaned, running)
     watch.register(conn.fileno(), select.POLLIN)  # kept: conn.poll() builds one a call
     while True:
         if not watch.poll(ORPHAN_AFTER * 1000):
             if orphaned():
-                return  # idle: stop cleanly (the watch thread kills us if a task runs)
+                return  # idle: stop cleanly (mid-task, the watch thread kills us)
             continue
         try:
             job = _get(conn)
@@ -171,7 +172,9 @@ def _serve(app, conn, max_tasks, max_memory_kib, manager, hostname):
         if job is None:
             return
         message, soft_limit = Message._make(job[0]), job[1]
+        running[0] = message.id
         outcome = execute(app, message, soft_limit, hostname=hostname)
+        running[0] = None
         if os.getpid() != me:  # a process the task forked came back here: we answer, not it
             os._exit(0)
         _clear_alarm()
@@ -192,13 +195,14 @@ def _orphaned(parent, manager):
     return os.getppid() != parent or not pid_alive(manager)
 
 
-def _watch_manager(orphaned):
-    """A thread that kills this child within ORPHAN_AFTER of its manager's death, even
-    mid-task: no one would record the outcome, another worker runs the task again, and
-    no one else enforces its hard limit. It blocks every signal, so that they reach the
-    task's thread (a soft limit must interrupt a sleep there)."""
+def _watch_manager(orphaned, running):
+    """A thread that kills this child within ORPHAN_AFTER of its manager's death while
+    it runs a task (``running[0]``, its id): no one would record the outcome, another
+    worker runs the task again, and no one else enforces its hard limit. Idle, the
+    child stops by itself, cleanly. The thread blocks every signal, so that they reach
+    the task's thread (a soft limit must interrupt a sleep there)."""
     def watch():
-        while not orphaned():
+        while running[0] is None or not orphaned():
             time.sleep(ORPHAN_AFTER)
         os.kill(os.getpid(), signal.SIGKILL)
 
@@ -317,7 +321,8 @@ class Worker:
             sock.setblocking(False)
         signal.set_wakeup_fd(signals_w.fileno())
         for signum in (*STOP_SIGNALS, signal.SIGQUIT, *NOTED_SIGNALS):
-            signal.signal(signum, self._on_signal)
+            if signum not in NOTED_SIGNALS or signal.getsignal(signum) == signal.SIG_DFL:
+                signal.signal(signum, self._on_signal)  # not over a handler the app set
         self.wake = self.app.waker.listen()
         self._watch(self._signals_r)
         self.app.waker.notify()  # if this hint reaches us, hints work: quiet polls may slow

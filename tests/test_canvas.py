@@ -290,6 +290,15 @@ def test_an_empty_chord_runs_its_body_with_no_results(app, start_worker):
     assert chord([])(tasks.tsum.s(extra=5)).get(timeout=30) == 5
 
 
+def test_get_of_a_chord_whose_members_are_groups_waits_for_their_results(app, start_worker):
+    """get() looks at a chord's header while it waits: a member that is a group (a
+    chain ending in one, chunks) is looked into, not read as a task."""
+    start_worker("-c", "2")
+    header = [chain(tasks.add.s(1, 1), group(tasks.add.s(1), tasks.add.s(2))),
+              tasks.add.chunks([(1, 1), (2, 2)], 1), tasks.sleep.s(1, 5)]
+    assert chord(header, tasks.echo.s()).apply_async().get(timeout=30) == [[3, 4], [[2], [4]], 5]
+
+
 def test_a_failing_member_fails_the_chord_callback_with_chord_error(app, start_worker, tmp_path):
     start_worker("-c", "2")
     header = [tasks.add.s(1, 1), tasks.fail.s("nope"), tasks.add.s(2, 2)]

@@ -815,7 +815,7 @@ SCENARIOS = [
     (get_of_a_chain_stopped_by_a_revoked_step_raises,  # not a wait for a step never sent
      ("raised TaskRevokedError", "REVOKED", "PENDING")),
     (a_groups_call_refuses_link_and_link_error, ("raised TypeError", "raised TypeError")),
-    (the_retries_option_is_the_requests_count, (2, 3)),
+    (the_retries_option_is_the_requests_count, ([2, None], [3, None])),  # not its own parent
     (several_links_are_one_group, (["GroupResult"], [14, 21])),
     (map_starmap_and_chunks, ([45, 4950], list(range(0, 20, 2)), "GroupResult",
                               [[0, 2, 4, 6, 8], [10, 12, 14, 16, 18]],

@@ -50,10 +50,15 @@ def test_an_import_failing_deep_in_the_project_names_its_file_and_line(tmp_path)
     assert_setup_error(proc, "no_such_name", f"{tmp_path / 'pkg' / 'helpers.py'}, line 2")
 
 
-def test_an_app_given_as_its_file_is_told_its_module(tmp_path):
-    (tmp_path / "proj.py").write_text("from miniq import Miniq\napp = Miniq('proj')\n")
-    proc = worker_cli("-A", "proj.py", cwd=tmp_path)
-    assert_setup_error(proc, "'proj.py' is a file", "-A proj")
+@pytest.mark.parametrize("given, told", [("proj.py", "as -A proj"),
+                                         ("proj.py:app", "as -A proj:app"),
+                                         ("sub/proj.py", "as -A proj from ")])
+def test_an_app_given_as_its_file_is_told_its_module(tmp_path, given, told):
+    (tmp_path / "sub").mkdir()
+    for folder in (tmp_path, tmp_path / "sub"):
+        (folder / "proj.py").write_text("from miniq import Miniq\napp = Miniq('proj')\n")
+    proc = worker_cli("-A", given, cwd=tmp_path)
+    assert_setup_error(proc, f"{given!r} is a file", told)
 
 
 def test_module_that_holds_no_app(tmp_path):

@@ -267,6 +267,21 @@ def test_a_chord_whose_rows_hold_text_that_is_not_utf8_fails_alone(
     assert_serving(worker)
 
 
+def test_a_handler_the_app_sets_at_import_stays_its_own(app, start_worker, tmp_path):
+    """The manager notes a stray signal only where nothing handles it: a handler the
+    app module set stays, in the manager and in its forked children."""
+    (tmp_path / "sigapp.py").write_text(
+        "import signal\nfrom miniq import Miniq\napp = Miniq('sigapp')\n"
+        "def noted(signum, frame):\n    pass\n\nsignal.signal(signal.SIGPROF, noted)\n"
+        "@app.task\ndef handler():\n    return signal.getsignal(signal.SIGPROF).__name__\n")
+    worker = start_worker("-c", "1", app_path="sigapp",
+                          env={"PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"})
+    assert app.send_task("sigapp.handler").get(timeout=15) == "noted"
+    os.kill(worker.proc.pid, signal.SIGPROF)  # the app's handler takes it
+    assert app.send_task("sigapp.handler").get(timeout=15) == "noted"
+    assert worker.proc.poll() is None and "SIGPROF ignored" not in tail(worker)
+
+
 SHUTDOWN = """
 from tests import tasks
 print(sorted(node for reply in tasks.app.control.shutdown() for node in reply))

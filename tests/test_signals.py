@@ -248,6 +248,24 @@ def test_children_start_and_stop_with_signals_under_each_start_method(
 
 # -- self.request ---------------------------------------------------------------------
 
+def test_idle_children_of_a_killed_manager_stop_as_if_told(tasks, tmp_path):
+    """Orphaned while idle, a child stops cleanly: its worker_process_shutdown runs
+    (mid-task it is killed instead, as nobody would record the outcome)."""
+    served = SignalWorker(tasks, tmp_path, "-c", "2")
+    try:
+        served.process.wait_ready()
+        inits = wait_for(lambda: len(served.events("worker_process_init")) == 2
+                         and served.events("worker_process_init"), message="two children")
+        os.kill(served.pid, signal.SIGKILL)  # the manager only
+        served.process.wait(10)
+        ends = wait_for(lambda: len(served.events("worker_process_shutdown")) == 2
+                        and served.events("worker_process_shutdown"), timeout=15,
+                        message="both children stopped by themselves")
+        assert {e["pid"] for e in ends} == {e["pid"] for e in inits}
+    finally:
+        served.stop()
+
+
 def test_request_fields_of_a_plain_call(tasks, worker):
     result = tasks.request_fields.delay()
     fields = result.get(timeout=20)

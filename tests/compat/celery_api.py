@@ -287,7 +287,7 @@ def replace_with_chain(self, x):
 
 @app.task(bind=True)
 def retries_seen(self):
-    return self.request.retries
+    return self.request.retries, self.request.parent_id
 
 
 @app.task
