@@ -46,6 +46,7 @@ POLL = 0.05             # fallback poll of the database when no hint arrives
 IDLE_POLL = 1.0         # the slowest it gets, once hints are known to reach this worker
 TERMINATE_GRACE = 1.0   # revoke(terminate=True): SIGKILL if the signal did not end the task
 FLUSH = 0.002           # the longest an outcome waits to be written with others
+REPLY_WITHIN = 2.0      # a child's reply not whole this long after it began is not one
 ORPHAN_AFTER = 1.0      # a child outlives its manager by at most this, running a task or not
 LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
@@ -128,6 +129,40 @@ def _put(conn, item):
 
 def _get(conn):
     return pickle.loads(conn.recv_bytes())
+
+
+def _reply(conn):
+    """A child's reply, read without trusting the pipe: its task can write there too.
+    The frame is _put's (a 4-byte length; -1, then 8 bytes, for a big one), read as it
+    comes: one not whole within REPLY_WITHIN of its first bytes, or bytes after it,
+    are a ValueError, so that no length a task writes can hold the manager."""
+    fd, data, watch, frame = conn.fileno(), bytearray(), None, None
+    while frame is None or len(data) < frame[1]:
+        if watch is None and data:  # the rest is on its way: not forever
+            watch, deadline = select.poll(), time.monotonic() + REPLY_WITHIN
+            watch.register(fd, select.POLLIN)
+        if watch and not watch.poll(max(0.0, deadline - time.monotonic()) * 1000):
+            raise ValueError("a reply stopped midway")
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            raise EOFError
+        data += chunk
+        frame = _frame(data)
+    if len(data) > frame[1]:
+        raise ValueError("bytes after a reply")
+    return pickle.loads(memoryview(data)[frame[0]:])
+
+
+def _frame(data):
+    """(start, end) of the pickle in a frame's bytes; None until its length is in."""
+    if len(data) < 4:
+        return None
+    size = int.from_bytes(data[:4], "big", signed=True)
+    if size >= 0:
+        return 4, 4 + size
+    if size < -1:
+        raise ValueError("a reply of negative length")
+    return None if len(data) < 12 else (12, 12 + int.from_bytes(data[4:12], "big"))
 
 
 def child_main(app_path, conn, loglevel, max_tasks, max_memory_kib, manager, hostname):
@@ -669,7 +704,7 @@ class Worker:
 
     def _receive(self, child):
         try:
-            outcome, retire = _get(child.conn)
+            outcome, retire = _reply(child.conn)
         except (EOFError, OSError):
             return False  # it died: its sentinel will say so
         except Exception as exc:  # noqa: BLE001 - not our framing: its task wrote to the pipe
