@@ -667,12 +667,17 @@ class Broker:
     @_translated
     def claim_beat_slot(self, entry, slot):
         """True for the one caller, among any number of beats, that may send this run.
-        None may for an entry new to the file: as Celery's beat, its first run is its next."""
+        None may for an entry new to the file: as Celery's beat, its first run is its next.
+        That first slot is kept negative, as seen and not sent."""
         def run(db):
             known = db.execute("SELECT 1 FROM beat WHERE entry = ?", (entry,)).fetchone()
-            db.execute("DELETE FROM beat WHERE entry = ? AND slot < ?", (entry, slot - 86400))
-            return db.execute("INSERT OR IGNORE INTO beat VALUES (?, ?)",
-                              (entry, slot)).rowcount == 1 and known is not None
+            db.execute("DELETE FROM beat WHERE entry = ? AND abs(slot) < ?", (entry, slot - 86400))
+            if known is None:
+                db.execute("INSERT INTO beat VALUES (?, ?)", (entry, -slot))
+                return False
+            return db.execute("INSERT OR IGNORE INTO beat SELECT ?1, ?2 WHERE NOT EXISTS (SELECT"
+                              " 1 FROM beat WHERE entry = ?1 AND slot = -?2)", (entry, slot)
+                              ).rowcount == 1
         return self._tx(run)
 
     # -- inspection and control ----------------------------------------------
@@ -748,7 +753,7 @@ class Broker:
     @_translated
     def beat_runs(self):
         """{entry: the scheduled time of its last run sent}."""
-        return dict(self._rows("SELECT entry, MAX(slot) FROM beat GROUP BY entry"))
+        return dict(self._rows("SELECT entry, MAX(slot) FROM beat WHERE slot > 0 GROUP BY entry"))
 
     @_translated
     def sweep(self, before):
