@@ -663,7 +663,8 @@ def signature_replace_group_skew_and_app_signature(c, get):
     by_name = c.app.signature("tests.compat.celery_api.add", (1, 2))
     return (tuple(replaced.args), replaced.options, tuple(partial.args),
             [t.options["countdown"] for t in spread.tasks], get(by_name.delay()),
-            get(spread.apply_async()))
+            get(spread.apply_async()),
+            [repr(t.options["countdown"]) for t in spread.skew(0, step=2).tasks])
 
 
 def signatures_are_data(c, get):
@@ -696,6 +697,35 @@ def typed_values_travel_as_themselves(c, get):
 
 def a_type_json_cannot_carry_fails_at_the_call(c, get):
     return raised(lambda: c.echo.delay({1, 2})).startswith("raised")  # kombu: EncodeError
+
+
+def signature_options_and_a_single_link(c, get):
+    given = c.request_view.signature(options={"priority": 4})
+    shapes = c.link_shapes.apply_async(link=c.echo.si(1), link_error=c.echo.si(2))
+    return given.options, get(given.apply_async())["delivery_info"]["priority"], get(shapes)
+
+
+def workflows_check_arguments_at_the_call(c, get):
+    calls = [lambda: (c.add.s(1) | c.add.s(2)).delay(), lambda: c.chain(c.add.s(1)).delay(),
+             lambda: c.group(c.add.s(1)).delay(),
+             lambda: c.chord([c.add.s(1)], c.tsum.s()).delay()]
+    return [raised(call) for call in calls]
+
+
+def eager_results_name_their_task_and_priority(c, get):
+    return c.add.apply((1, 2)).name, c.delivery_seen.apply(priority=3).get()
+
+
+def retries_while_waiting_to_retry(c, get):
+    """RETRY keeps the count of the run that asked for it, as Celery's meta does."""
+    result = c.retry_in_3s.delay()
+    deadline = time.monotonic() + T
+    while result.state != "RETRY" and not result.ready():
+        if time.monotonic() > deadline:
+            raise NoAnswer(f"no RETRY state in {T} s")
+        time.sleep(0.02)
+    waiting = result.retries
+    return waiting, get(result), result.retries
 
 
 def ignore_result_gets_none_at_once(c, get):
@@ -826,7 +856,7 @@ SCENARIOS = [
     (update_state_stores_any_tasks_state, True),
     (a_replacement_that_fails_fails_its_chord, ("raised ValueError", "raised ValueError")),
     (signature_replace_group_skew_and_app_signature, (
-        (5,), {"countdown": 3}, (2,), [0.0, 0.1, 0.2], 3, [0, 2, 4])),
+        (5,), {"countdown": 3}, (2,), [0.0, 0.1, 0.2], 3, [0, 2, 4], ["0.0", "2.0", "4.0"])),
     (signatures_are_data, ((2, 2), {"debug": True}, {"countdown": 10},
                            "tests.compat.celery_api.add", False, True, True, 4,
                            [(True, "tests.compat.celery_api.add", [2], {"y": 3},
@@ -837,6 +867,12 @@ SCENARIOS = [
         datetime(2030, 1, 2, 3, 4, 5, 6), datetime(2030, 1, 2, tzinfo=timezone.utc),
         date(2030, 1, 2), dtime(3, 4, 5), uuid.UUID(int=7), Decimal("1.10"), b"bytes"])),
     (a_type_json_cannot_carry_fails_at_the_call, True),
+    (signature_options_and_a_single_link, ({"priority": 4}, 4, ["list", "list"])),
+    (workflows_check_arguments_at_the_call, ["raised TypeError"] * 4),
+    (eager_results_name_their_task_and_priority, (
+        "tests.compat.celery_api.add",
+        {"is_eager": True, "exchange": None, "routing_key": None, "priority": 3})),
+    (retries_while_waiting_to_retry, (0, "again", 1)),
     (ignore_result_gets_none_at_once, ([None, None], True)),
     (on_message_sees_progress_then_success, (
         "done", [("PROGRESS", {"step": 1}), ("SUCCESS", "done")])),

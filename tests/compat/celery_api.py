@@ -247,6 +247,24 @@ def echo(value):
     return value
 
 
+@app.task(bind=True)
+def link_shapes(self):
+    """What self.request keeps of a call's link and link_error."""
+    return [type(self.request.callbacks).__name__, type(self.request.errbacks).__name__]
+
+
+@app.task(bind=True)
+def delivery_seen(self):
+    return self.request.delivery_info
+
+
+@app.task(bind=True)
+def retry_in_3s(self):
+    if not self.request.retries:
+        raise self.retry(countdown=3)
+    return "again"
+
+
 # Canvas (issue 12): the tasks of Celery's canvas guide. maybe_signature and
 # Signature are read from the implementation where they are used (``celery.X``).
 
