@@ -458,7 +458,8 @@ class Broker:
         rows = self._rows("SELECT id, options FROM task WHERE instr(options, ?) ORDER BY seq",
                           (task_id,))
         sent = [(child, _options(text) or {}) for child, text in rows]
-        return [(child, o.get("group")) for child, o in sent if o.get("parent_id") == task_id]
+        return [(child, o.get("group")) for child, o in sent  # a chord's callback: as
+                if o.get("parent_id") == task_id and "header" not in o]  # Celery's, none
 
     @_translated
     def save_group(self, group_id, members):
@@ -501,7 +502,7 @@ class Broker:
                     f" revoked = CASE status WHEN 1 THEN ? ELSE 0 END WHERE id = ? AND {NOT_BEGUN}",
                     (now, REVOKED_RESULT, mark, task_id))
                 if queued and queued[0]:  # a chord member: its callback fails now, not never
-                    _release_chord(db, queued[0], now)
+                    _release_chord(db, queued[0], now, task_id)
                 # not sent yet (a chain's later step, or by a caller still to come): as
                 # Celery's workers remember a revoked id, so does this row
                 db.execute("INSERT OR IGNORE INTO task (id, name, queue, body, status, state,"
@@ -808,7 +809,7 @@ def _settle(db, worker, outcomes, now):
                     " traceback, created, finished) VALUES (?, ?, '', '[]', 2, ?, ?, ?, ?, ?)",
                     [(i, name, state, result, tb, now, now) for i, name in failed])
             if chord:
-                _release_chord(db, chord, now)
+                _release_chord(db, chord, now, task_id)
 
 
 def _follow(db, rows):
@@ -818,13 +819,13 @@ def _follow(db, rows):
         db.executemany(FOLLOW, rows)
 
 
-def _release_chord(db, callback, now):
-    """The last member is done: queue the callback (see ``_released``); the next
+def _release_chord(db, callback, now, last):
+    """The ``last`` member is done: queue the callback (see ``_released``); the next
     claim promotes it, or later if it has an eta."""
     try:
-        members = db.execute("SELECT id, status, state, result FROM task WHERE chord = ?"
-                             " ORDER BY seq", (callback,)).fetchall()
-        if any(status != DONE or state not in FINAL for _, status, state, _ in members):
+        members = db.execute("SELECT id, status, state, result, options FROM task WHERE"
+                             " chord = ? ORDER BY seq", (callback,)).fetchall()
+        if any(status != DONE or state not in FINAL for _, status, state, *_ in members):
             return  # an ignored member never ends: as Celery, the callback never runs
         row = db.execute("SELECT body, options FROM task WHERE id = ? AND status = 3",
                          (callback,)).fetchone()
@@ -837,18 +838,21 @@ def _release_chord(db, callback, now):
     if row is None:
         return
     try:
-        body, options = _released(members, *row)
+        body, options = _released(members, *row, last)
     except (ValueError, TypeError, AttributeError, KeyError, RecursionError):
         body, options = row  # a corrupt row goes as it is: the claim or its child fails it
     db.execute("UPDATE task SET status = -2, body = ?, options = ? WHERE id = ?",
                (body, options, callback))
 
 
-def _released(members, body, options):
+def _released(members, body, options, last):
     """A chord callback's (body, options) as released: its members' results first, in
-    the shape of its ``header``; after a failed member, that member's error, to fail with."""
+    the shape of its ``header``; after a failed member, that member's error, to fail with.
+    As Celery's, the last member sends it: that member is its parent, and its root's."""
     args, kwargs = loads(body)
     options = loads(options or "{}")
+    root = (_options(next(m[4] for m in members if m[0] == last)) or {}).get("root_id")
+    options.update(parent_id=last, root_id=options.get("root_id") or root or last)
     failed = next((m for m in members if m[2] != "SUCCESS"), None)
     if failed is not None:
         options["chord_error"] = {"id": failed[0], "error": loads(failed[3] or "{}")}

@@ -522,6 +522,8 @@ class chord(Signature):
         steps = body.tasks if isinstance(body, chain) else [body]
         options = _call_options(self, options)  # as Celery's: the callback's too
         wait = {**options, "waiting": True, "header": _shape(self._header_result)}
+        if not isinstance(body, chain) and "group_id" not in body.options:
+            wait["group_id"] = self._header_result.id  # as Celery's: the header's group
         callback = steps[0]._rows(app, (), None, wait, [*steps[1:], *follow])
         args = args if self.immutable else (*args, *self.args)
         members = {k: v for k, v in options.items() if k not in ("link", "link_error")}

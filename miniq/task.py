@@ -20,7 +20,7 @@ from types import SimpleNamespace
 from typing import Any, NamedTuple
 
 from .broker import NUMBER, Message, printable
-from .exceptions import (Ignore, ImproperlyConfigured, InvalidTaskError,
+from .exceptions import (ChordError, Ignore, ImproperlyConfigured, InvalidTaskError,
                          MaxRetriesExceededError, NotRegistered, OperationalError, Reject,
                          Retry, SoftTimeLimitExceeded)
 from .canvas import Signature, _mapped, chunks
@@ -423,6 +423,11 @@ def execute(app, message, soft_limit=None, eager=False, hostname=None):
                 f"corrupt message {message.id}: body is not [args, kwargs] JSON ({exc})")
         if message.options and message.options.get("errback"):  # canvas sent its arguments as data
             args = [Context(**args[0]), exception_from_json(args[1]), *args[2:]]
+        if message.options and "header" in message.options and not eager:  # a chord's callback
+            try:  # as Celery's: one its function cannot take fails the chord, and never runs
+                task._check_arguments(args, kwargs)
+            except TypeError as exc:
+                raise ChordError(f"Callback error: {exc!r}") from None
     except Exception as exc:
         return _failed(exc)
     request = _request(task, message, args, kwargs, eager, hostname)

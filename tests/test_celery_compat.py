@@ -728,6 +728,20 @@ def retries_while_waiting_to_retry(c, get):
     return waiting, get(result), result.retries
 
 
+def a_chords_callback_is_sent_by_its_last_member(c, get):
+    ran = c.chord([c.lineage.s(), c.lineage.s()], c.lineage.s())()
+    seen, members = get(ran), {m.id: m for m in ran.parent.results}
+    inner = c.chain(c.add.s(1, 1), c.chord([c.lineage.s(), c.lineage.s()], c.lineage.s()))()
+    deep = get(inner)
+    unfit = c.chord([c.add.s(1, 1)], c.add.s()).delay()  # add([2]): y is missing
+    return (raised(lambda: get(unfit)), seen["group"] == ran.parent.id, seen["parent_id"] in members,
+            seen["root_id"] == seen["parent_id"],  # the member that ended last: either
+            [type(r).__name__ for r in members[seen["parent_id"]].children or []],
+            deep["group"] == inner.parent.id,
+            deep["parent_id"] in [m.id for m in inner.parent.results],
+            deep["root_id"] == inner.parent.parent.id)
+
+
 def ignore_result_gets_none_at_once(c, get):
     started = time.monotonic()
     values = [c.fire_and_forget.delay(1).get(timeout=T),
@@ -873,6 +887,8 @@ SCENARIOS = [
         "tests.compat.celery_api.add",
         {"is_eager": True, "exchange": None, "routing_key": None, "priority": 3})),
     (retries_while_waiting_to_retry, (0, "again", 1)),
+    (a_chords_callback_is_sent_by_its_last_member, (
+        "raised ChordError", True, True, True, [], True, True, True)),
     (ignore_result_gets_none_at_once, ([None, None], True)),
     (on_message_sees_progress_then_success, (
         "done", [("PROGRESS", {"step": 1}), ("SUCCESS", "done")])),

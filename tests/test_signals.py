@@ -297,7 +297,8 @@ def test_parent_and_root_of_tasks_sent_by_tasks(tasks, worker):
     assert (sent["parent_id"], sent["root_id"]) == (outer["id"], outer["id"])
     eager = outer["eager"]
     assert (eager["parent_id"], eager["root_id"]) == (outer["id"], outer["id"])
-    assert eager["delivery_info"] == {"is_eager": True}
+    assert eager["delivery_info"] == {"is_eager": True, "exchange": None, "routing_key": None,
+                                      "priority": None}  # as Celery's eager request
     chained = chain(tasks.add.s(1, 2), tasks.request_fields.si()).apply_async()
     last = chained.get(timeout=20)  # as Celery: the step before is the parent, and the root
     assert last["parent_id"] == last["root_id"] == chained.parent.id

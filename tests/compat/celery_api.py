@@ -254,6 +254,12 @@ def link_shapes(self):
 
 
 @app.task(bind=True)
+def lineage(self, *args):
+    r = self.request
+    return {"id": r.id, "parent_id": r.parent_id, "root_id": r.root_id, "group": r.group}
+
+
+@app.task(bind=True)
 def delivery_seen(self):
     return self.request.delivery_info
 
