@@ -550,13 +550,15 @@ class Broker:
         others reserved: their state stays until a STARTED Settle says they began, and
         the set ``held`` gets the ids of those the worker still holds (a revoke ends a
         reserved task). A malformed row comes back with its fault named."""
-        now, marks = self.clock(), _marks(queues)
+        now, marks, seen = self.clock(), _marks(queues), []
 
         def run(db):
             _settle(db, worker, outcomes, now)
             if held is not None:
                 held.update(r[0] for r in db.execute(
                     "SELECT id FROM task WHERE worker = ? AND status = 1", (worker,)))
+            if held is not None or n > 0:  # what it holds as of now: see changed_since_claim
+                seen[:] = [(db, db.execute("PRAGMA data_version").fetchone()[0])]
             if n <= 0:
                 return []
             # the due ones, and any whose eta is not a number (another program's row): to fail
@@ -577,7 +579,21 @@ class Broker:
                           reverse=True)
                 claimed += some
             return claimed
-        return self._tx(run)
+        claimed = self._tx(run)
+        if seen:  # committed
+            self._local.claimed = seen[0]
+        return claimed
+
+    def changed_since_claim(self):
+        """Whether another connection committed since this thread's last claim (a revoke,
+        say): what that claim found this worker holds may have changed. Asked before each
+        reserved task begins: one cheap read of this connection, or True when in doubt."""
+        db, version = getattr(self._local, "claimed", (None, None))
+        try:
+            now = db.execute("PRAGMA data_version").fetchone()[0]
+        except (sqlite3.Error, AttributeError):  # closed since, or never claimed
+            return True
+        return db is not self._local.conn or now != version
 
     @_translated
     def release(self, names):

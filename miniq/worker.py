@@ -287,7 +287,6 @@ class Worker:
     next_heartbeat, heartbeats = 0.0, 0
     sweep_due = 0.0  # when to delete expired results next
     flush_at = 0.0  # when the buffered outcomes must be written, at the latest
-    held_at = 0.0  # when the reserve was last checked against revokes
     idle_deaths = 0
     recheck = False  # a dead worker's tasks are due back at the next heartbeat
     db_error, db_failing = None, frozenset()  # the last error logged; the steps that failed
@@ -524,7 +523,7 @@ class Worker:
         messages = self._db(lambda: self._claim_tx(room, starts, idle, held))
         if messages is None:
             return False
-        self.outcomes, self.held_at, self.news = [], time.monotonic(), False
+        self.outcomes, self.news = [], False
         for start in starts:
             del self.begun[start.id]
         self.flush_at = min((by for *_, by in self.begun.values()), default=0.0)
@@ -596,8 +595,8 @@ class Worker:
         free = [c for c in self.children if not c.message]
         take = [self.reserve.popleft() for _ in range(min(len(free), len(self.reserve)))]
         ids = [message.id for message, reserved in take if reserved]
-        held = set(ids)  # as the last transaction found, if that was within FLUSH
-        if ids and time.monotonic() - self.held_at > FLUSH:
+        held = set(ids)  # as the last claim found, if no one committed since (a revoke)
+        if ids and self.broker.changed_since_claim():
             held = now >= self.db_retry_at and self._db(lambda: self.broker.held(self.id, ids))
         if held is None or held is False:  # the database failed: they wait
             self.reserve.extendleft(reversed(take))
