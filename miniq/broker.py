@@ -589,11 +589,12 @@ class Broker:
         say): what that claim found this worker holds may have changed. Asked before each
         reserved task begins: one cheap read of this connection, or True when in doubt."""
         db, version = getattr(self._local, "claimed", (None, None))
+        if db is None or db is not getattr(self._local, "conn", None):
+            return True  # never claimed, or reopened since
         try:
-            now = db.execute("PRAGMA data_version").fetchone()[0]
-        except (sqlite3.Error, AttributeError):  # closed since, or never claimed
+            return db.execute("PRAGMA data_version").fetchone()[0] != version
+        except sqlite3.Error:  # closed since
             return True
-        return db is not self._local.conn or now != version
 
     @_translated
     def release(self, names):
@@ -867,7 +868,7 @@ def _released(members, body, options, last):
     As Celery's, the last member sends it: that member is its parent, and its root's."""
     args, kwargs = loads(body)
     options = loads(options or "{}")
-    root = (_options(next(m[4] for m in members if m[0] == last)) or {}).get("root_id")
+    root = (_options(next((m[4] for m in members if m[0] == last), None)) or {}).get("root_id")
     options.update(parent_id=last, root_id=options.get("root_id") or root or last)
     failed = next((m for m in members if m[2] != "SUCCESS"), None)
     if failed is not None:
