@@ -467,6 +467,12 @@ def _with_flows(outcome, request):
         return _failed(TypeError(f"request.chain, callbacks and errbacks hold signatures: {exc}"))
 
 
+def delivery_info(message):
+    """Celery's request.delivery_info, for a message a worker claimed."""
+    return {"exchange": "", "routing_key": message.queue, "priority": message.priority,
+            "redelivered": message.attempts > 1}
+
+
 def _request(task, message, args, kwargs, eager, hostname):
     """``self.request`` for one run, with the fields of Celery's."""
     options = message.options or {}
@@ -476,10 +482,7 @@ def _request(task, message, args, kwargs, eager, hostname):
     # as Celery: a retry is a message sent by the run before it
     retried = message.retries > (options.get("retries") or 0)
     parent = options.get("parent_id") or (message.id if retried and not eager else None)
-    delivery = options.get("delivery_info") if eager else {"exchange": "",
-                                                 "routing_key": message.queue,
-                                                 "priority": message.priority,
-                                                 "redelivered": message.attempts > 1}
+    delivery = options.get("delivery_info") if eager else delivery_info(message)
     headers = options.get("headers")
     # as Celery: custom headers are attributes too, where they name no field of its own
     return Context(**{**(headers or {}),

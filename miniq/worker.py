@@ -264,6 +264,7 @@ class Child:
     started = 0.0
     deadline = None
     killed_for = None  # (state, exception) to record when it dies
+    revoked = None  # the TaskRevokedError of a terminate whose signal it may handle
     retiring = False
     late = False  # its message's acks_late: unacknowledged until it ends
 
@@ -529,8 +530,11 @@ class Worker:
         self.flush_at = min((by for *_, by in self.begun.values()), default=0.0)
         self._stop_revoked([start.id for start in starts if start.id not in held])
         if held is not None:  # a revoke ended those it no longer holds
+            gone = [m for m, reserved in self.reserve if reserved and m.id not in held]
             self.reserve = collections.deque(
                 (m, reserved) for m, reserved in self.reserve if not reserved or m.id in held)
+            for message in gone:
+                self._revoked_before_begin(message)
         self.want = room > 0 and len(messages) == room
         if room and not self.want:
             self.next_due = self._db(lambda: self.broker.next_eta(self.queues))
@@ -605,7 +609,7 @@ class Worker:
         for message, reserved in take:
             refusal = self._refusal(message, now)
             if reserved and message.id not in held:
-                log.info("Task %s revoked before it began", message)
+                self._revoked_before_begin(message)
             elif refusal is not None:
                 log.warning("Task %s not run: %s", message, refusal[1])
                 self._settle_row(message, *refusal)
@@ -615,6 +619,12 @@ class Worker:
                     self.begun[message.id] = (message.attempts, time.time(), by)
                 self._dispatch(next(free), message)
         return True
+
+    def _revoked_before_begin(self, message):
+        """A reserved task a revoke took from this worker: announced as Celery's worker
+        does when it reaches a revoked task it holds."""
+        log.info("Task %s revoked before it began", message)
+        emit("_task_settled", self, message, "REVOKED", TaskRevokedError("revoked"))
 
     def _refusal(self, message, now):
         """(state, error) for a claimed message that must not run, else None."""
@@ -721,7 +731,7 @@ class Worker:
 
     def _finish(self, child, outcome):
         message, runtime = child.message, time.monotonic() - child.started
-        child.message = child.deadline = child.killed_for = None
+        child.message = child.deadline = child.killed_for = child.revoked = None
         state = outcome.state
         if state in ("SUCCESS", None):
             log.info("Task %s succeeded in %.4fs: %s", message, runtime,
@@ -848,6 +858,8 @@ class Worker:
         message, child.message = child.message, None
         if child.killed_for:
             state, exc = child.killed_for
+        elif child.revoked and child.process.exitcode == -child.revoked.signum:
+            state, exc = "REVOKED", child.revoked  # its terminate's signal ended it
         else:
             code = child.process.exitcode
             name = SIGNAL_NAMES.get(-code, "a real-time signal")
@@ -914,13 +926,19 @@ class Worker:
 
     def _terminate(self, task_id, signum):
         for child in self.children:
-            if child.message and child.message.id == task_id and not child.killed_for:
+            if child.message and child.message.id == task_id and not (
+                    child.killed_for or child.revoked):
                 error = TaskRevokedError("terminated")
                 error.signum = _signal(signum)  # for the task_revoked signal
-                child.killed_for = ("REVOKED", error)
-                child.deadline = time.monotonic() + TERMINATE_GRACE  # then SIGKILL
+                if error.signum in STOP_SIGNALS or error.signum == signal.SIGKILL:
+                    child.killed_for = ("REVOKED", error)  # children ignore a stop signal:
+                    child.deadline = time.monotonic() + TERMINATE_GRACE  # SIGKILL after this
+                else:  # one the task may handle: as Celery's, its outcome stands if it lives
+                    child.revoked = error
                 with contextlib.suppress(ProcessLookupError):  # it has just ended
                     os.kill(child.process.pid, error.signum)
+                emit("_task_settled", self, child.message, "REVOKED", error)  # task_revoked
+                error.announced = True  # now, as Celery's: not again when it ends
 
     def _recover(self):
         """Put back the tasks of workers that died (pid gone here, or silent too long)."""

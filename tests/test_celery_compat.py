@@ -376,6 +376,25 @@ def task_signals_run_around_each_run(c, get):
     return wait_for_lines(ok, 3), wait_for_lines(bad, 3)
 
 
+def terminate_with_a_signal_the_task_handles(c, get):
+    """task_revoked at once; then, once it ends, the task's own outcome, as it lives on
+    after the signal (Celery stores REVOKED meanwhile: miniq's README says so)."""
+    folder, out = tempfile.mkdtemp(), []
+    for fail in (False, True):
+        ready, log = os.path.join(folder, f"ready-{fail}"), os.path.join(folder, f"log-{fail}")
+        result = c.until_usr1.delay(ready=ready, fail=fail, signal_log=log)
+        deadline = time.monotonic() + T
+        while not os.path.exists(ready):
+            if time.monotonic() > deadline:
+                raise NoAnswer(f"the task did not start in {T} s")
+            time.sleep(0.02)
+        result.revoke(terminate=True, signal="SIGUSR1")
+        lines = wait_for_lines(log, 4)  # postrun: the outcome is stored
+        result = c.app.AsyncResult(result.id)
+        out.append((raised(lambda: get(result)), result.state, lines))
+    return out
+
+
 def request_fields_of_a_plain_call(c, get):
     r = get(c.request_view.delay())
     return (r["hostname"] == f"celery@{socket.gethostname()}", r["delivery_info"],
@@ -801,6 +820,13 @@ SCENARIOS = [
         ["prerun True True [3]", "success 6", "postrun SUCCESS 6"],
         ["prerun True True [4]", "failure CompatError as planned True",
          "postrun FAILURE CompatError('as planned')"])),
+    (terminate_with_a_signal_the_task_handles, [
+        ("cleaned", "SUCCESS", ["prerun True True []", "revoked True True False",
+                                "success cleaned", "postrun SUCCESS 'cleaned'"]),
+        ("raised CompatError", "FAILURE", [
+            "prerun True True []", "revoked True True False",
+            "failure CompatError got the signal True",
+            "postrun FAILURE CompatError('got the signal')"])]),
     (request_fields_of_a_plain_call, (
         True, {"exchange": "", "routing_key": "celery", "priority": 0, "redelivered": False},
         True, None, None, None, None, [None, None], None, True, False, None, True)),

@@ -9,6 +9,7 @@ the URL in COMPAT_REDIS_URL; miniq takes its SQLite file from MINIQ_BROKER_URL.
 """
 import importlib
 import os
+import signal
 import time
 
 impl = importlib.import_module(os.environ.get("MINIQ_COMPAT_IMPL", "miniq"))
@@ -233,6 +234,30 @@ def _on_failure(sender=None, task_id=None, exception=None, args=None, kwargs=Non
 @signals.task_postrun.connect
 def _on_postrun(sender=None, task=None, retval=None, state=None, kwargs=None, **named):
     _note(kwargs, f"postrun {state} {retval!r}")
+
+
+@signals.task_revoked.connect
+def _on_revoked(sender=None, request=None, terminated=None, signum=None, expired=None, **named):
+    _note(request.kwargs, f"revoked {terminated} {signum == signal.SIGUSR1} {expired}")
+
+
+@app.task
+def until_usr1(ready=None, fail=False, signal_log=None):
+    """Runs until SIGUSR1 (30 s at most), then cleans up for 1.5 s; or fails at the signal."""
+    got = []
+
+    def handler(signum, frame):
+        if fail:
+            raise CompatError("got the signal")
+        got.append(signum)
+
+    signal.signal(signal.SIGUSR1, handler)
+    open(ready, "w").close()
+    deadline = time.monotonic() + 30
+    while not got and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(1.5)
+    return "cleaned" if got else "never signalled"
 
 
 @app.task
