@@ -243,20 +243,17 @@ def _on_revoked(sender=None, request=None, terminated=None, signum=None, expired
 
 @app.task
 def until_usr1(ready=None, fail=False, signal_log=None):
-    """Runs until SIGUSR1 (30 s at most), then cleans up for 1.5 s; or fails at the signal."""
+    """Runs until SIGUSR1 (30 s at most), then cleans up for 1.5 s, then returns or fails
+    (later than Celery's REVOKED, which its outcome then replaces)."""
     got = []
-
-    def handler(signum, frame):
-        if fail:
-            raise CompatError("got the signal")
-        got.append(signum)
-
-    signal.signal(signal.SIGUSR1, handler)
+    signal.signal(signal.SIGUSR1, lambda signum, frame: got.append(signum))
     open(ready, "w").close()
     deadline = time.monotonic() + 30
     while not got and time.monotonic() < deadline:
         time.sleep(0.02)
     time.sleep(1.5)
+    if fail:
+        raise CompatError("got the signal")
     return "cleaned" if got else "never signalled"
 
 
