@@ -458,8 +458,8 @@ class Broker:
         rows = self._rows("SELECT id, options FROM task WHERE instr(options, ?) ORDER BY seq",
                           (task_id,))
         sent = [(child, _options(text) or {}) for child, text in rows]
-        return [(child, o.get("group")) for child, o in sent  # a chord's callback: as
-                if o.get("parent_id") == task_id and "header" not in o]  # Celery's, none
+        return [(child, o.get("group")) for child, o in sent
+                if o.get("parent_id") == task_id]
 
     @_translated
     def save_group(self, group_id, members):
@@ -508,8 +508,9 @@ class Broker:
                 db.execute("INSERT OR IGNORE INTO task (id, name, queue, body, status, state,"
                            " result, created, finished) VALUES (?, '', '', '[]', 2, 'REVOKED',"
                            " ?, ?, ?)", (task_id, REVOKED_RESULT, now, now))
-                db.execute("UPDATE task SET revoked = MAX(COALESCE(revoked, 0), ?)"
-                           " WHERE id = ? AND status = 1", (mark, task_id))
+                db.execute("UPDATE task SET revoked = CASE WHEN ?1 > 0 THEN ?1 ELSE"  # the
+                           " MAX(COALESCE(revoked, 0), ?1) END WHERE id = ?2 AND status = 1",
+                           (mark, task_id))  # last signal asked for: SIGKILL after SIGUSR1
         self._tx(run)
 
     @_translated
@@ -727,6 +728,12 @@ class Broker:
                           f" {'' if reserved else 'NOT '}NULL ORDER BY started, seq")
 
     @_translated
+    def revoked(self, ids):
+        """Of these ids, those a revoke ended (not put back for another worker)."""
+        return {row[0] for row in self._rows(f"SELECT id FROM task WHERE id IN ({_marks(ids)})"
+                                             " AND state = 'REVOKED'", ids)}
+
+    @_translated
     def held(self, worker, ids):
         """Of these ids, those this worker still holds: the others were revoked meanwhile."""
         return {row[0] for row in self._rows(f"SELECT id FROM task WHERE id IN ({_marks(ids)})"
@@ -840,12 +847,13 @@ def _release_chord(db, callback, now, last):
     """The ``last`` member is done: queue the callback (see ``_released``); the next
     claim promotes it, or later if it has an eta."""
     try:
-        members = db.execute("SELECT id, status, state, result, options FROM task WHERE"
-                             " chord = ? ORDER BY seq", (callback,)).fetchall()
-        if any(status != DONE or state not in FINAL for _, status, state, *_ in members):
+        members = db.execute("SELECT id, status, state, result FROM task WHERE chord = ?"
+                             " ORDER BY seq", (callback,)).fetchall()
+        if any(status != DONE or state not in FINAL for _, status, state, _ in members):
             return  # an ignored member never ends: as Celery, the callback never runs
         row = db.execute("SELECT body, options FROM task WHERE id = ? AND status = 3",
                          (callback,)).fetchone()
+        sender = db.execute("SELECT options FROM task WHERE id = ?", (last,)).fetchone()
     except sqlite3.OperationalError as exc:  # another program's text, not UTF-8: failing
         if "decode" not in str(exc):  # here would fail every settle of this transaction
             raise
@@ -855,21 +863,22 @@ def _release_chord(db, callback, now, last):
     if row is None:
         return
     try:
-        body, options = _released(members, *row, last)
+        body, options = _released(members, *row, last, sender and sender[0])
     except (ValueError, TypeError, AttributeError, KeyError, RecursionError):
         body, options = row  # a corrupt row goes as it is: the claim or its child fails it
     db.execute("UPDATE task SET status = -2, body = ?, options = ? WHERE id = ?",
                (body, options, callback))
 
 
-def _released(members, body, options, last):
+def _released(members, body, options, last, lineage):
     """A chord callback's (body, options) as released: its members' results first, in
     the shape of its ``header``; after a failed member, that member's error, to fail with.
-    As Celery's, the last member sends it: that member is its parent, and its root's."""
+    As Celery's, the ``last`` member sends it: its request's parent, and root the last's
+    (``lineage``, its options). Its sender's children still list it: parent_id stays."""
     args, kwargs = loads(body)
     options = loads(options or "{}")
-    root = (_options(next((m[4] for m in members if m[0] == last), None)) or {}).get("root_id")
-    options.update(parent_id=last, root_id=options.get("root_id") or root or last)
+    root = (_options(lineage) or {}).get("root_id")
+    options.update(sent_by=last, root_id=options.get("root_id") or root or last)
     failed = next((m for m in members if m[2] != "SUCCESS"), None)
     if failed is not None:
         options["chord_error"] = {"id": failed[0], "error": loads(failed[3] or "{}")}

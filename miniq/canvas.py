@@ -417,8 +417,10 @@ class group(_Workflow):
             for t in self.tasks)
         if plain:  # the fast path for a large group: each name checked once
             calls = [(t.task, [*args, *t.args], t.kwargs, t.id) for t in self.tasks]
-            for call in calls:  # every member before any is sent
-                _check_arguments(app, *call[:3])
+            shapes = {(name, len(a), tuple(sorted(k or ()))): (name, a, k)
+                      for name, a, k, _ in calls}
+            for call in shapes.values():  # every member before any is sent, a shape once
+                _check_arguments(app, *call)
             return app.message_rows(calls, **fields)
         return [row for t in self.tasks for row in t._rows(app, args, kwargs, options)]
 

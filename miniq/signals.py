@@ -4,6 +4,7 @@ module; it calls the hooks at the end through ``task.emit`` once an app has.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import os
@@ -177,7 +178,8 @@ def _publishing(rows):
         if custom != (options.get("headers") or {}):
             options["headers"] = custom or None
             row = (*row[:5], dumps(options), *row[6:])
-        sent.append((*row[:4], dumps(list(body[:2])), *row[5:]))
+        args = dumps(list(body[:2]))  # as a receiver left them
+        sent.append((*row[:4], args, *row[5:]) if args != row[4] else row)
     return sent
 
 
@@ -188,6 +190,11 @@ def _published(rows):
         body, headers, _ = _message(row)
         after_task_publish.send(sender=row[1], body=body, headers=headers, exchange="",
                                 routing_key=row[2])
+
+
+@functools.lru_cache(maxsize=1)
+def _host():
+    return socket.gethostname()
 
 
 def _message(row):
@@ -202,7 +209,7 @@ def _message(row):
                "root_id": options.get("root_id") or task_id,
                "parent_id": options.get("parent_id"), "shadow": None, "group_index": None,
                "argsrepr": repr(tuple(args))[:1024], "kwargsrepr": repr(kwargs)[:1024],
-               "origin": f"gen{os.getpid()}@{socket.gethostname()}",
+               "origin": f"gen{os.getpid()}@{_host()}",
                "ignore_result": bool(options.get("ignore_result")), "replaced_task_nesting": 0,
                "stamped_headers": None, "stamps": {}}
     embed = {"callbacks": None, "errbacks": None, "chain": options.get("chain"), "chord": None}
@@ -254,8 +261,8 @@ def _task_settled(worker, message, state, exc):
     task = worker.app.tasks.get(message.name)
     try:
         args, kwargs = loads(message.body)
-    except (ValueError, TypeError):  # a corrupt row fails too: its arguments are unknown
-        args = kwargs = None
+    except (ValueError, TypeError, RecursionError):  # a corrupt row fails too: its
+        args = kwargs = None  # arguments are unknown
     request = Context(id=message.id, task=message.name, args=args, kwargs=kwargs,
                       hostname=worker.hostname, called_directly=False,
                       delivery_info=delivery_info(message))

@@ -481,7 +481,8 @@ def _request(task, message, args, kwargs, eager, hostname):
     soft = task.soft_time_limit if soft is None else soft
     # as Celery: a retry is a message sent by the run before it
     retried = message.retries > (options.get("retries") or 0)
-    parent = options.get("parent_id") or (message.id if retried and not eager else None)
+    parent = (options.get("sent_by") or options.get("parent_id")  # sent_by: a chord's member
+              or (message.id if retried and not eager else None))
     delivery = options.get("delivery_info") if eager else delivery_info(message)
     headers = options.get("headers")
     # as Celery: custom headers are attributes too, where they name no field of its own

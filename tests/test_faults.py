@@ -3,6 +3,7 @@ worker: one bad call, row, signal or file fails alone (at the call, or as that t
 FAILURE) and never stops the worker or leaves a task waiting forever."""
 import json
 import os
+import pickle
 import random
 import shutil
 import signal
@@ -695,7 +696,8 @@ def test_a_reply_bigger_than_a_pipe_holds_crosses_whole(app, start_worker):
     "7fffffff",          # the length of a frame that never comes: it must not hold the manager
     "ffffffff000000",    # a big frame's length, cut short
     "fffffff0",          # a negative length
-], ids=["not-a-pickle", "length-only", "big-length-cut", "negative"])
+    (lambda p: (len(p).to_bytes(4, "big") + p).hex())(pickle.dumps((1, False))),  # no reply's
+], ids=["not-a-pickle", "length-only", "big-length-cut", "negative", "a-pickle-of-another-shape"])
 def test_a_task_writing_into_its_pipe_to_the_manager_fails_alone(app, start_worker, frame):
     worker = start_worker("-c", "1")
     result = tasks.write_to_manager.delay(frame)
