@@ -253,8 +253,8 @@ class Miniq:
                     time_limit=hard if hard_limit is None else hard_limit,
                     headers=kept["headers"],
                     retries=retries)
-        if kept["link"] or kept["link_error"]:
-            _check_links(name, kept["link"], kept["link_error"])
+        for key in ("link", "link_error"):
+            kept[key] = _links(name, kept[key])
         body = encode_args(name, args, kwargs)
         now = time.time()
         due = now + countdown if countdown else (to_timestamp(eta) if eta is not None else 0.0)
@@ -340,13 +340,15 @@ def _options(values):
     return dumps(kept) if kept else None
 
 
-def _check_links(name, *links):
-    """Callbacks are signatures (or lists of them), refused at the call otherwise: a
-    worker could not send them, and the task would end with its callback lost."""
-    for link in links:
-        for sig in link if isinstance(link, (list, tuple)) else [link] if link else []:
-            if not (isinstance(sig, dict) and isinstance(sig.get("task"), str)):
-                raise TypeError(f"{name}: link and link_error take signatures, not {sig!r}")
+def _links(name, link):
+    """A link option (a signature or a list of them) as the list Celery's request keeps.
+    Refused at the call unless each is a signature: a worker could not send it, and the
+    task would end with its callback lost."""
+    links = list(link) if isinstance(link, (list, tuple)) else [link] if link else []
+    for sig in links:
+        if not (isinstance(sig, dict) and isinstance(sig.get("task"), str)):
+            raise TypeError(f"{name}: link and link_error take signatures, not {sig!r}")
+    return links or None
 
 
 def _route(routes, name):

@@ -458,7 +458,8 @@ class Broker:
         rows = self._rows("SELECT id, options FROM task WHERE instr(options, ?) ORDER BY seq",
                           (task_id,))
         sent = [(child, _options(text) or {}) for child, text in rows]
-        return [(child, o.get("group")) for child, o in sent if o.get("parent_id") == task_id]
+        return [(child, o.get("group")) for child, o in sent
+                if o.get("parent_id") == task_id]
 
     @_translated
     def save_group(self, group_id, members):
@@ -501,14 +502,15 @@ class Broker:
                     f" revoked = CASE status WHEN 1 THEN ? ELSE 0 END WHERE id = ? AND {NOT_BEGUN}",
                     (now, REVOKED_RESULT, mark, task_id))
                 if queued and queued[0]:  # a chord member: its callback fails now, not never
-                    _release_chord(db, queued[0], now)
+                    _release_chord(db, queued[0], now, task_id)
                 # not sent yet (a chain's later step, or by a caller still to come): as
                 # Celery's workers remember a revoked id, so does this row
                 db.execute("INSERT OR IGNORE INTO task (id, name, queue, body, status, state,"
                            " result, created, finished) VALUES (?, '', '', '[]', 2, 'REVOKED',"
                            " ?, ?, ?)", (task_id, REVOKED_RESULT, now, now))
-                db.execute("UPDATE task SET revoked = MAX(COALESCE(revoked, 0), ?)"
-                           " WHERE id = ? AND status = 1", (mark, task_id))
+                db.execute("UPDATE task SET revoked = CASE WHEN ?1 > 0 THEN ?1 ELSE"  # the
+                           " MAX(COALESCE(revoked, 0), ?1) END WHERE id = ?2 AND status = 1",
+                           (mark, task_id))  # last signal asked for: SIGKILL after SIGUSR1
         self._tx(run)
 
     @_translated
@@ -549,13 +551,15 @@ class Broker:
         others reserved: their state stays until a STARTED Settle says they began, and
         the set ``held`` gets the ids of those the worker still holds (a revoke ends a
         reserved task). A malformed row comes back with its fault named."""
-        now, marks = self.clock(), _marks(queues)
+        now, marks, seen = self.clock(), _marks(queues), []
 
         def run(db):
             _settle(db, worker, outcomes, now)
             if held is not None:
                 held.update(r[0] for r in db.execute(
                     "SELECT id FROM task WHERE worker = ? AND status = 1", (worker,)))
+            if held is not None or n > 0:  # what it holds as of now: see changed_since_claim
+                seen[:] = [(db, db.execute("PRAGMA data_version").fetchone()[0])]
             if n <= 0:
                 return []
             # the due ones, and any whose eta is not a number (another program's row): to fail
@@ -576,7 +580,22 @@ class Broker:
                           reverse=True)
                 claimed += some
             return claimed
-        return self._tx(run)
+        claimed = self._tx(run)
+        if seen:  # committed
+            self._local.claimed = seen[0]
+        return claimed
+
+    def changed_since_claim(self):
+        """Whether another connection committed since this thread's last claim (a revoke,
+        say): what that claim found this worker holds may have changed. Asked before each
+        reserved task begins: one cheap read of this connection, or True when in doubt."""
+        db, version = getattr(self._local, "claimed", (None, None))
+        if db is None or db is not getattr(self._local, "conn", None):
+            return True  # never claimed, or reopened since
+        try:
+            return db.execute("PRAGMA data_version").fetchone()[0] != version
+        except sqlite3.Error:  # closed since
+            return True
 
     @_translated
     def release(self, names):
@@ -667,12 +686,17 @@ class Broker:
     @_translated
     def claim_beat_slot(self, entry, slot):
         """True for the one caller, among any number of beats, that may send this run.
-        None may for an entry new to the file: as Celery's beat, its first run is its next."""
+        None may for an entry new to the file: as Celery's beat, its first run is its next.
+        That first slot is kept negative, as seen and not sent."""
         def run(db):
             known = db.execute("SELECT 1 FROM beat WHERE entry = ?", (entry,)).fetchone()
-            db.execute("DELETE FROM beat WHERE entry = ? AND slot < ?", (entry, slot - 86400))
-            return db.execute("INSERT OR IGNORE INTO beat VALUES (?, ?)",
-                              (entry, slot)).rowcount == 1 and known is not None
+            db.execute("DELETE FROM beat WHERE entry = ? AND abs(slot) < ?", (entry, slot - 86400))
+            if known is None:
+                db.execute("INSERT INTO beat VALUES (?, ?)", (entry, -slot))
+                return False
+            return db.execute("INSERT OR IGNORE INTO beat SELECT ?1, ?2 WHERE NOT EXISTS (SELECT"
+                              " 1 FROM beat WHERE entry = ?1 AND slot = -?2)", (entry, slot)
+                              ).rowcount == 1
         return self._tx(run)
 
     # -- inspection and control ----------------------------------------------
@@ -702,6 +726,12 @@ class Broker:
         return self._rows("SELECT id, name, worker, started, state, body, queue, priority,"
                           f" attempts FROM task WHERE status = 1 AND started IS"
                           f" {'' if reserved else 'NOT '}NULL ORDER BY started, seq")
+
+    @_translated
+    def revoked(self, ids):
+        """Of these ids, those a revoke ended (not put back for another worker)."""
+        return {row[0] for row in self._rows(f"SELECT id FROM task WHERE id IN ({_marks(ids)})"
+                                             " AND state = 'REVOKED'", ids)}
 
     @_translated
     def held(self, worker, ids):
@@ -748,7 +778,7 @@ class Broker:
     @_translated
     def beat_runs(self):
         """{entry: the scheduled time of its last run sent}."""
-        return dict(self._rows("SELECT entry, MAX(slot) FROM beat GROUP BY entry"))
+        return dict(self._rows("SELECT entry, MAX(slot) FROM beat WHERE slot > 0 GROUP BY entry"))
 
     @_translated
     def sweep(self, before):
@@ -803,7 +833,7 @@ def _settle(db, worker, outcomes, now):
                     " traceback, created, finished) VALUES (?, ?, '', '[]', 2, ?, ?, ?, ?, ?)",
                     [(i, name, state, result, tb, now, now) for i, name in failed])
             if chord:
-                _release_chord(db, chord, now)
+                _release_chord(db, chord, now, task_id)
 
 
 def _follow(db, rows):
@@ -813,8 +843,8 @@ def _follow(db, rows):
         db.executemany(FOLLOW, rows)
 
 
-def _release_chord(db, callback, now):
-    """The last member is done: queue the callback (see ``_released``); the next
+def _release_chord(db, callback, now, last):
+    """The ``last`` member is done: queue the callback (see ``_released``); the next
     claim promotes it, or later if it has an eta."""
     try:
         members = db.execute("SELECT id, status, state, result FROM task WHERE chord = ?"
@@ -823,6 +853,7 @@ def _release_chord(db, callback, now):
             return  # an ignored member never ends: as Celery, the callback never runs
         row = db.execute("SELECT body, options FROM task WHERE id = ? AND status = 3",
                          (callback,)).fetchone()
+        sender = db.execute("SELECT options FROM task WHERE id = ?", (last,)).fetchone()
     except sqlite3.OperationalError as exc:  # another program's text, not UTF-8: failing
         if "decode" not in str(exc):  # here would fail every settle of this transaction
             raise
@@ -832,18 +863,22 @@ def _release_chord(db, callback, now):
     if row is None:
         return
     try:
-        body, options = _released(members, *row)
+        body, options = _released(members, *row, last, sender and sender[0])
     except (ValueError, TypeError, AttributeError, KeyError, RecursionError):
         body, options = row  # a corrupt row goes as it is: the claim or its child fails it
     db.execute("UPDATE task SET status = -2, body = ?, options = ? WHERE id = ?",
                (body, options, callback))
 
 
-def _released(members, body, options):
+def _released(members, body, options, last, lineage):
     """A chord callback's (body, options) as released: its members' results first, in
-    the shape of its ``header``; after a failed member, that member's error, to fail with."""
+    the shape of its ``header``; after a failed member, that member's error, to fail with.
+    As Celery's, the ``last`` member sends it: its request's parent, and root the last's
+    (``lineage``, its options). Its sender's children still list it: parent_id stays."""
     args, kwargs = loads(body)
     options = loads(options or "{}")
+    root = (_options(lineage) or {}).get("root_id")
+    options.update(sent_by=last, root_id=options.get("root_id") or root or last)
     failed = next((m for m in members if m[2] != "SUCCESS"), None)
     if failed is not None:
         options["chord_error"] = {"id": failed[0], "error": loads(failed[3] or "{}")}

@@ -180,6 +180,8 @@ class Signature(dict):
         sig = self.clone(args, kwargs, **(options or {}))
         opts = sig.options
         opts["chain"] = [*(opts.get("chain") or ()), *follow] or None
+        if not opts.get("waiting"):  # a chord's callback gets its arguments later
+            _check_arguments(app, sig.task, sig.args, sig.kwargs)
         return [app.message_row(sig.task, sig.args, sig.kwargs, immutable=sig.immutable, **opts)]
 
     def __or__(self, other: Any) -> Signature:
@@ -215,6 +217,14 @@ def maybe_signature(d: Any, app=None) -> Signature | None:
     if d is None or isinstance(d, Signature):
         return d
     return Signature.from_dict(d, app)
+
+
+def _check_arguments(app, name: str, args: Sequence, kwargs: dict | None) -> None:
+    """As Celery's canvas sends each task: arguments its function cannot take are a
+    TypeError at the call (a task this process does not know is not checked)."""
+    task = app.tasks.get(name)
+    if task is not None:
+        task._check_arguments(args, kwargs)
 
 
 def _listed(value: Any) -> list:
@@ -407,6 +417,10 @@ class group(_Workflow):
             for t in self.tasks)
         if plain:  # the fast path for a large group: each name checked once
             calls = [(t.task, [*args, *t.args], t.kwargs, t.id) for t in self.tasks]
+            shapes = {(name, len(a), tuple(sorted(k or ()))): (name, a, k)
+                      for name, a, k, _ in calls}
+            for call in shapes.values():  # every member before any is sent, a shape once
+                _check_arguments(app, *call)
             return app.message_rows(calls, **fields)
         return [row for t in self.tasks for row in t._rows(app, args, kwargs, options)]
 
@@ -423,7 +437,7 @@ class group(_Workflow):
         for n, task in enumerate(self.tasks):
             if stop and start + n * step > stop:
                 n = int((stop - start) // step)
-            task.set(countdown=start + n * step)
+            task.set(countdown=float(start) + n * step)  # a float, as Celery's
         return self
 
     def _shown(self) -> Sequence:
@@ -510,6 +524,8 @@ class chord(Signature):
         steps = body.tasks if isinstance(body, chain) else [body]
         options = _call_options(self, options)  # as Celery's: the callback's too
         wait = {**options, "waiting": True, "header": _shape(self._header_result)}
+        if not isinstance(body, chain) and "group_id" not in body.options:
+            wait["group_id"] = self._header_result.id  # as Celery's: the header's group
         callback = steps[0]._rows(app, (), None, wait, [*steps[1:], *follow])
         args = args if self.immutable else (*args, *self.args)
         members = {k: v for k, v in options.items() if k not in ("link", "link_error")}

@@ -72,9 +72,14 @@ class Inspect:
 
     def _tasks(self, rows, safe):
         return self._request(lambda node, worker: [
-            _info(node, task_id, name, body, queue, priority, started, attempts, safe)
+            _info(node, task_id, name, body, queue, priority, started, attempts, safe,
+                  acked=started is not None and not self._acks_late(name))
             for task_id, name, held, started, _, body, queue, priority, attempts in rows
             if held == worker.id])
+
+    def _acks_late(self, name):
+        late = getattr(self.app.tasks.get(name), "acks_late", None)
+        return self.app.conf.task_acks_late if late is None else late
 
     def scheduled(self, safe: bool | None = None) -> dict | None:
         """``{node: [{"eta", "priority", "request"}, ...]}``: tasks waiting for their eta.
@@ -155,14 +160,16 @@ def _check(destination):
     return destination
 
 
-def _info(node, task_id, name, body, queue, priority, started=None, attempts=0, safe=None):
-    """A task as Celery's ``Request.info()`` describes it."""
+def _info(node, task_id, name, body, queue, priority, started=None, attempts=0, safe=None,
+          acked=False):
+    """A task as Celery's ``Request.info()`` describes it: ``acked``, a running task
+    that is not acks_late (its row stays leased still: it runs again if its worker dies)."""
     call = call_of(body)
     if safe:  # as Celery's: the arguments as text
         call = {key: repr(value) for key, value in call.items()}
     return {"id": task_id, "name": name, **call, "type": name, "hostname": node,
             "time_start": started,
-            "acknowledged": False,  # the row stays leased, and runs again if its worker dies
+            "acknowledged": acked,
             "delivery_info": {"exchange": "", "routing_key": queue, "priority": priority,
                               "redelivered": attempts > 1},
             "worker_pid": None}  # which child runs it is the manager's to know

@@ -175,7 +175,13 @@ class AsyncResult:
 
     args = property(lambda self: self._extended()[0])
     kwargs = property(lambda self: self._extended()[1])
-    retries = property(lambda self: self._extended()[2])
+
+    @property
+    def retries(self) -> int | None:
+        """As Celery's: while in RETRY, the count of the run that asked for the retry."""
+        retries = self._extended()[2]
+        return retries - 1 if retries and self.state == "RETRY" else retries
+
     queue = property(lambda self: self._extended()[3])
     worker = property(lambda self: self._extended()[4], doc="The node name (-n) that ran it.")
 
@@ -333,9 +339,10 @@ class EagerResult(AsyncResult):
 
     children = None  # as Celery's: nothing but the outcome
 
-    def __init__(self, id: str, state: str, value: Any, traceback: str | None = None, app=None):
+    def __init__(self, id: str, state: str, value: Any, traceback: str | None = None, app=None,
+                 name: str | None = None):
         super().__init__(id, app)
-        self._done = (DONE, state, None, traceback, None, None)  # _row() never reads the database
+        self._done = (DONE, state, None, traceback, name, None)  # _row() never reads the database
         self._value = value
 
     def _extended(self):

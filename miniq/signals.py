@@ -4,15 +4,17 @@ module; it calls the hooks at the end through ``task.emit`` once an app has.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import os
+import socket
 import threading
 import time
 import weakref
 from typing import Any, Callable
 
-from .task import Context, ExceptionInfo, iso_time
+from .task import Context, ExceptionInfo, delivery_info, iso_time
 from .utils.json import dumps, loads
 
 __all__ = ["Signal", "before_task_publish", "after_task_publish", "task_prerun", "task_postrun",
@@ -155,13 +157,15 @@ after_setup_logger = Signal(name="after_setup_logger")
 
 # -- hooks: the core calls these through task.emit(), by name -----------------
 
-HEADERS = {"lang", "task", "id", "eta", "expires", "group", "retries", "timelimit",
-           "root_id", "parent_id", "origin"}  # Celery's own; any other header is custom
+HEADERS = {"lang", "task", "id", "shadow", "eta", "expires", "group", "group_index", "retries",
+           "timelimit", "root_id", "parent_id", "argsrepr", "kwargsrepr", "origin",
+           "ignore_result", "replaced_task_nesting", "stamped_headers", "stamps"}  # Celery's
+# own (protocol 2); any other header is custom
 
 
 def _publishing(rows):
-    """before_task_publish for each message row; custom headers its receivers add,
-    change or remove travel with the message, as in Celery."""
+    """before_task_publish for each message row; the arguments and custom headers its
+    receivers add, change or remove travel with the message, as in Celery."""
     if not before_task_publish.receivers:
         return rows
     sent = []
@@ -174,7 +178,8 @@ def _publishing(rows):
         if custom != (options.get("headers") or {}):
             options["headers"] = custom or None
             row = (*row[:5], dumps(options), *row[6:])
-        sent.append(row)
+        args = dumps(list(body[:2]))  # as a receiver left them
+        sent.append((*row[:4], args, *row[5:]) if args != row[4] else row)
     return sent
 
 
@@ -187,6 +192,11 @@ def _published(rows):
                                 routing_key=row[2])
 
 
+@functools.lru_cache(maxsize=1)
+def _host():
+    return socket.gethostname()
+
+
 def _message(row):
     """(body, headers, options) of a message row, as Celery's publish signals see them."""
     task_id, name, _queue, _priority, body, options, eta, expires = row[:8]
@@ -197,7 +207,11 @@ def _message(row):
                "expires": iso_time(expires), "group": options.get("group"), "retries": row[11],
                "timelimit": [options.get("time_limit"), options.get("soft_time_limit")],
                "root_id": options.get("root_id") or task_id,
-               "parent_id": options.get("parent_id"), "origin": None}
+               "parent_id": options.get("parent_id"), "shadow": None, "group_index": None,
+               "argsrepr": repr(tuple(args))[:1024], "kwargsrepr": repr(kwargs)[:1024],
+               "origin": f"gen{os.getpid()}@{_host()}",
+               "ignore_result": bool(options.get("ignore_result")), "replaced_task_nesting": 0,
+               "stamped_headers": None, "stamps": {}}
     embed = {"callbacks": None, "errbacks": None, "chain": options.get("chain"), "chord": None}
     return (args, kwargs, embed), headers, options
 
@@ -242,15 +256,16 @@ def _task_finished(task, request, state, value):
 def _task_settled(worker, message, state, exc):
     """In the manager: task_failure or task_revoked for an outcome it decided itself (a
     hard time limit, a lost child, a revoke that terminated it, an expiry)."""
-    if state not in ("FAILURE", "REVOKED"):
+    if state not in ("FAILURE", "REVOKED") or getattr(exc, "announced", False):
         return
     task = worker.app.tasks.get(message.name)
     try:
         args, kwargs = loads(message.body)
-    except (ValueError, TypeError):  # a corrupt row fails too: its arguments are unknown
-        args = kwargs = None
+    except (ValueError, TypeError, RecursionError):  # a corrupt row fails too: its
+        args = kwargs = None  # arguments are unknown
     request = Context(id=message.id, task=message.name, args=args, kwargs=kwargs,
-                      hostname=worker.hostname, called_directly=False)
+                      hostname=worker.hostname, called_directly=False,
+                      delivery_info=delivery_info(message))
     if state == "FAILURE":
         return _failed(task, request, exc)
     task_revoked.send(sender=task, request=request, terminated=exc.args == ("terminated",),
@@ -290,6 +305,8 @@ def _child_stopped(hostname):
 
 
 def _worker_init(worker, options):
+    level = logging.getLevelName(str(options.get("loglevel")).upper())  # a number, as Celery's
+    options = {**options, "loglevel": level if isinstance(level, int) else options["loglevel"]}
     celeryd_init.send(sender=worker.hostname, instance=worker, conf=worker.app.conf,
                       options=options)
     worker_init.send(sender=worker)

@@ -20,7 +20,7 @@ from types import SimpleNamespace
 from typing import Any, NamedTuple
 
 from .broker import NUMBER, Message, printable
-from .exceptions import (Ignore, ImproperlyConfigured, InvalidTaskError,
+from .exceptions import (ChordError, Ignore, ImproperlyConfigured, InvalidTaskError,
                          MaxRetriesExceededError, NotRegistered, OperationalError, Reject,
                          Retry, SoftTimeLimitExceeded)
 from .canvas import Signature, _mapped, chunks
@@ -230,16 +230,21 @@ class Task:
                     kwargs: Any = None,
                     **options: Any):
         """Send with options: countdown, eta, expires, task_id, queue, priority, time limits."""
-        if self.typing:  # as Celery: a call the function cannot take fails here
+        self._check_arguments(args, kwargs)
+        if self.app.conf.task_always_eager:
+            return self.apply(args, kwargs, **options)
+        options.setdefault("ignore_result", None)  # None: the task's own option decides
+        return self.app.send_task(self.name, args, kwargs, **options)
+
+    def _check_arguments(self, args: Any = None, kwargs: Any = None) -> None:
+        """As Celery's (typing=True): a call the function cannot take is a TypeError at
+        the call, not in the worker."""
+        if self.typing:
             own = (self,) if self.bind else ()
             try:
                 _signature(self.__wrapped__).bind(*own, *(args or ()), **(kwargs or {}))
             except TypeError as exc:
                 raise TypeError(f"{self.name}: {exc}") from None
-        if self.app.conf.task_always_eager:
-            return self.apply(args, kwargs, **options)
-        options.setdefault("ignore_result", None)  # None: the task's own option decides
-        return self.app.send_task(self.name, args, kwargs, **options)
 
     def apply(self,
               args: Any = None,
@@ -257,20 +262,23 @@ class Task:
             raise ImproperlyConfigured("task_store_eager_result is not supported: an eager"
                                        " run stores no result")
         body = encode_args(self.name, args, kwargs)
+        delivery = {"is_eager": True, **{key: _options.get(key)  # as Celery's eager request
+                                         for key in ("exchange", "routing_key", "priority")}}
         message = Message(task_id or new_id(), self.name, body, retries or 0,
-                          options={**lineage(), "headers": headers})
+                          options={**lineage(), "headers": headers, "delivery_info": delivery})
         outcome = execute(self.app, message, eager=True)
         while outcome.state == "RETRY":
             message = message._replace(retries=message.retries + 1,
                                        body=outcome.body or message.body)
             outcome = execute(self.app, message, eager=True)
         if outcome.state == "SUCCESS":  # eager: a success always keeps its result
-            return EagerResult(message.id, "SUCCESS", loads(outcome.result), app=self.app)
+            return EagerResult(message.id, "SUCCESS", loads(outcome.result), app=self.app,
+                               name=self.name)
         throw = self.app.conf.task_eager_propagates if throw is None else throw
         if throw and outcome.state == "FAILURE":
             raise outcome.exc
         state = "REJECTED" if outcome.state == "PENDING" else outcome.state
-        return EagerResult(message.id, state, outcome.exc, outcome.traceback, self.app)
+        return EagerResult(message.id, state, outcome.exc, outcome.traceback, self.app, self.name)
 
     def AsyncResult(self, task_id: str):
         return self.app.AsyncResult(task_id)
@@ -283,11 +291,9 @@ class Task:
         """An immutable signature: a chain does not pass it the previous result."""
         return Signature(self, args, kwargs, immutable=True)
 
-    def signature(self,
-                  args: Any = (),
-                  kwargs: Any = None,
-                  **options: Any):
-        return Signature(self, args or (), kwargs, options)
+    def signature(self, args: Any = (), *more: Any, **options: Any):
+        """Celery's: Signature's arguments, ``options=`` and loose options merged."""
+        return Signature(self, args or (), *more, **options)
 
     subtask = signature
 
@@ -417,6 +423,11 @@ def execute(app, message, soft_limit=None, eager=False, hostname=None):
                 f"corrupt message {message.id}: body is not [args, kwargs] JSON ({exc})")
         if message.options and message.options.get("errback"):  # canvas sent its arguments as data
             args = [Context(**args[0]), exception_from_json(args[1]), *args[2:]]
+        if message.options and "header" in message.options and not eager:  # a chord's callback
+            try:  # as Celery's: one its function cannot take fails the chord, and never runs
+                task._check_arguments(args, kwargs)
+            except TypeError as exc:
+                raise ChordError(f"Callback error: {exc!r}") from None
     except Exception as exc:
         return _failed(exc)
     request = _request(task, message, args, kwargs, eager, hostname)
@@ -456,6 +467,12 @@ def _with_flows(outcome, request):
         return _failed(TypeError(f"request.chain, callbacks and errbacks hold signatures: {exc}"))
 
 
+def delivery_info(message):
+    """Celery's request.delivery_info, for a message a worker claimed."""
+    return {"exchange": "", "routing_key": message.queue, "priority": message.priority,
+            "redelivered": message.attempts > 1}
+
+
 def _request(task, message, args, kwargs, eager, hostname):
     """``self.request`` for one run, with the fields of Celery's."""
     options = message.options or {}
@@ -464,11 +481,9 @@ def _request(task, message, args, kwargs, eager, hostname):
     soft = task.soft_time_limit if soft is None else soft
     # as Celery: a retry is a message sent by the run before it
     retried = message.retries > (options.get("retries") or 0)
-    parent = options.get("parent_id") or (message.id if retried and not eager else None)
-    delivery = {"is_eager": True} if eager else {"exchange": "",
-                                                 "routing_key": message.queue,
-                                                 "priority": message.priority,
-                                                 "redelivered": message.attempts > 1}
+    parent = (options.get("sent_by") or options.get("parent_id")  # sent_by: a chord's member
+              or (message.id if retried and not eager else None))
+    delivery = options.get("delivery_info") if eager else delivery_info(message)
     headers = options.get("headers")
     # as Celery: custom headers are attributes too, where they name no field of its own
     return Context(**{**(headers or {}),

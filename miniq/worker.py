@@ -46,6 +46,8 @@ POLL = 0.05             # fallback poll of the database when no hint arrives
 IDLE_POLL = 1.0         # the slowest it gets, once hints are known to reach this worker
 TERMINATE_GRACE = 1.0   # revoke(terminate=True): SIGKILL if the signal did not end the task
 FLUSH = 0.002           # the longest an outcome waits to be written with others
+REPLY_WITHIN = 2.0      # a child's reply that stalls this long midway is not one
+MAX_REPLY = 1 << 30     # nor one longer than SQLite stores (its default SQLITE_MAX_LENGTH)
 ORPHAN_AFTER = 1.0      # a child outlives its manager by at most this, running a task or not
 LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
@@ -128,6 +130,56 @@ def _put(conn, item):
 
 def _get(conn):
     return pickle.loads(conn.recv_bytes())
+
+
+def _reply(conn):
+    """A child's reply, read without trusting the pipe: its task can write there too.
+    The frame is _put's (a 4-byte length; -1, then 8 bytes, for a big one), read as it
+    comes: one that stalls for REPLY_WITHIN, claims more than MAX_REPLY bytes, or has
+    bytes after it is a ValueError, so that no length a task writes holds the manager."""
+    fd, data, watch, frame = conn.fileno(), bytearray(), None, None
+    while frame is None or len(data) < frame[1]:
+        if watch is None and data:  # the rest is on its way: not forever
+            watch = select.poll()
+            watch.register(fd, select.POLLIN)
+        if watch and not watch.poll(REPLY_WITHIN * 1000):
+            raise ValueError("a reply stopped midway")
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            raise EOFError
+        data += chunk
+        frame = _frame(data)
+    if len(data) > frame[1]:
+        raise ValueError("bytes after a reply")
+    return pickle.loads(memoryview(data)[frame[0]:])
+
+
+def _outcome(fields):
+    """An Outcome from a reply's fields, only in the shape a child sends: a task can
+    write a well-framed pickle of anything into its pipe."""
+    outcome = Outcome._make(fields)
+    texts = (outcome.state, outcome.result, outcome.traceback, outcome.body)
+    if not (all(isinstance(text, (str, type(None))) for text in texts)
+            and isinstance(outcome.eta, (int, float)) and outcome.exc is None
+            and isinstance(outcome.flows, (dict, type(None)))):
+        raise ValueError("not a reply of its child's")
+    return outcome
+
+
+def _frame(data):
+    """(start, end) of the pickle in a frame's bytes; None until its length is in."""
+    if len(data) < 4:
+        return None
+    size = int.from_bytes(data[:4], "big", signed=True)
+    if size < -1:
+        raise ValueError("a reply of negative length")
+    if size == -1 and len(data) < 12:
+        return None
+    start = 4 if size >= 0 else 12
+    size = size if size >= 0 else int.from_bytes(data[4:12], "big")
+    if size > MAX_REPLY:
+        raise ValueError(f"a reply of {size} bytes")
+    return start, start + size
 
 
 def child_main(app_path, conn, loglevel, max_tasks, max_memory_kib, manager, hostname):
@@ -229,6 +281,7 @@ class Child:
     started = 0.0
     deadline = None
     killed_for = None  # (state, exception) to record when it dies
+    revoked = None  # the TaskRevokedError of a terminate whose signal it may handle
     retiring = False
     late = False  # its message's acks_late: unacknowledged until it ends
 
@@ -252,7 +305,6 @@ class Worker:
     next_heartbeat, heartbeats = 0.0, 0
     sweep_due = 0.0  # when to delete expired results next
     flush_at = 0.0  # when the buffered outcomes must be written, at the latest
-    held_at = 0.0  # when the reserve was last checked against revokes
     idle_deaths = 0
     recheck = False  # a dead worker's tasks are due back at the next heartbeat
     db_error, db_failing = None, frozenset()  # the last error logged; the steps that failed
@@ -489,14 +541,16 @@ class Worker:
         messages = self._db(lambda: self._claim_tx(room, starts, idle, held))
         if messages is None:
             return False
-        self.outcomes, self.held_at, self.news = [], time.monotonic(), False
+        self.outcomes, self.news = [], False
         for start in starts:
             del self.begun[start.id]
         self.flush_at = min((by for *_, by in self.begun.values()), default=0.0)
         self._stop_revoked([start.id for start in starts if start.id not in held])
-        if held is not None:  # a revoke ended those it no longer holds
+        if held is not None:  # a revoke (or a recovery) took those it no longer holds
+            gone = [m for m, reserved in self.reserve if reserved and m.id not in held]
             self.reserve = collections.deque(
                 (m, reserved) for m, reserved in self.reserve if not reserved or m.id in held)
+            self._revoked_before_begin(gone)
         self.want = room > 0 and len(messages) == room
         if room and not self.want:
             self.next_due = self._db(lambda: self.broker.next_eta(self.queues))
@@ -561,8 +615,8 @@ class Worker:
         free = [c for c in self.children if not c.message]
         take = [self.reserve.popleft() for _ in range(min(len(free), len(self.reserve)))]
         ids = [message.id for message, reserved in take if reserved]
-        held = set(ids)  # as the last transaction found, if that was within FLUSH
-        if ids and time.monotonic() - self.held_at > FLUSH:
+        held = set(ids)  # as the last claim found, if no one committed since (a revoke)
+        if ids and self.broker.changed_since_claim():
             held = now >= self.db_retry_at and self._db(lambda: self.broker.held(self.id, ids))
         if held is None or held is False:  # the database failed: they wait
             self.reserve.extendleft(reversed(take))
@@ -571,7 +625,7 @@ class Worker:
         for message, reserved in take:
             refusal = self._refusal(message, now)
             if reserved and message.id not in held:
-                log.info("Task %s revoked before it began", message)
+                self._revoked_before_begin([message])
             elif refusal is not None:
                 log.warning("Task %s not run: %s", message, refusal[1])
                 self._settle_row(message, *refusal)
@@ -581,6 +635,17 @@ class Worker:
                     self.begun[message.id] = (message.attempts, time.time(), by)
                 self._dispatch(next(free), message)
         return True
+
+    def _revoked_before_begin(self, messages):
+        """Reserved tasks this worker no longer holds: those a revoke ended (not those
+        recovered for another worker) are announced, as Celery's worker does when it
+        reaches a revoked task it holds."""
+        ids = [message.id for message in messages]
+        revoked = ids and self._db(lambda: self.broker.revoked(ids)) or ()
+        for message in messages:
+            if message.id in revoked:
+                log.info("Task %s revoked before it began", message)
+                emit("_task_settled", self, message, "REVOKED", TaskRevokedError("revoked"))
 
     def _refusal(self, message, now):
         """(state, error) for a claimed message that must not run, else None."""
@@ -669,7 +734,8 @@ class Worker:
 
     def _receive(self, child):
         try:
-            outcome, retire = _get(child.conn)
+            outcome, retire = _reply(child.conn)
+            outcome = _outcome(outcome)
         except (EOFError, OSError):
             return False  # it died: its sentinel will say so
         except Exception as exc:  # noqa: BLE001 - not our framing: its task wrote to the pipe
@@ -677,7 +743,7 @@ class Worker:
                 f"its child's reply to the worker was unreadable ({type(exc).__name__})"))
             child.process.kill()  # reaped by its sentinel, as any death
             return False
-        self._finish(child, Outcome._make(outcome))
+        self._finish(child, outcome)
         self.idle_deaths = 0
         if retire:
             child.retiring = True
@@ -687,7 +753,7 @@ class Worker:
 
     def _finish(self, child, outcome):
         message, runtime = child.message, time.monotonic() - child.started
-        child.message = child.deadline = child.killed_for = None
+        child.message = child.deadline = child.killed_for = child.revoked = None
         state = outcome.state
         if state in ("SUCCESS", None):
             log.info("Task %s succeeded in %.4fs: %s", message, runtime,
@@ -814,6 +880,8 @@ class Worker:
         message, child.message = child.message, None
         if child.killed_for:
             state, exc = child.killed_for
+        elif child.revoked and child.process.exitcode == -child.revoked.signum:
+            state, exc = "REVOKED", child.revoked  # its terminate's signal ended it
         else:
             code = child.process.exitcode
             name = SIGNAL_NAMES.get(-code, "a real-time signal")
@@ -880,13 +948,19 @@ class Worker:
 
     def _terminate(self, task_id, signum):
         for child in self.children:
-            if child.message and child.message.id == task_id and not child.killed_for:
-                error = TaskRevokedError("terminated")
+            if child.message and child.message.id == task_id and not child.killed_for and (
+                    child.revoked is None or child.revoked.signum != _signal(signum)):
+                error = TaskRevokedError("terminated")  # sent once a signal: another, again
                 error.signum = _signal(signum)  # for the task_revoked signal
-                child.killed_for = ("REVOKED", error)
-                child.deadline = time.monotonic() + TERMINATE_GRACE  # then SIGKILL
+                if error.signum in STOP_SIGNALS or error.signum == signal.SIGKILL:
+                    child.killed_for = ("REVOKED", error)  # children ignore a stop signal:
+                    child.deadline = time.monotonic() + TERMINATE_GRACE  # SIGKILL after this
+                else:  # one the task may handle: as Celery's, its outcome stands if it lives
+                    child.revoked = error
                 with contextlib.suppress(ProcessLookupError):  # it has just ended
                     os.kill(child.process.pid, error.signum)
+                emit("_task_settled", self, child.message, "REVOKED", error)  # task_revoked
+                error.announced = True  # now, as Celery's: not again when it ends
 
     def _recover(self):
         """Put back the tasks of workers that died (pid gone here, or silent too long)."""

@@ -24,7 +24,8 @@ def describe(value):
     if isinstance(value, Task):
         return f"task {value.name}"
     if isinstance(value, SimpleNamespace):  # self.request
-        return {"id": value.id, "task": value.task, "hostname": value.hostname}
+        return {"id": value.id, "task": value.task, "hostname": value.hostname,
+                "delivery_info": getattr(value, "delivery_info", None)}
     if hasattr(value, "_fields"):  # a named tuple: einfo
         return type(value).__name__
     if isinstance(value, BaseException):
@@ -116,6 +117,15 @@ def stuck():
 @app.task
 def sleep(seconds):
     time.sleep(seconds)
+
+
+@app.task
+def wait_for_gate(gate, value, timeout=60.0):
+    """Return value once the file gate exists (at most timeout seconds)."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return value
 
 
 @app.task(bind=True)

@@ -372,6 +372,15 @@ def write_to_manager(frame_hex):
 
 
 @app.task
+def shrugs_off_usr1(ready, seconds=30.0):
+    """Note SIGUSR1 in a file, and run on for seconds: a terminate with it does not end it."""
+    signal.signal(signal.SIGUSR1, lambda signum, frame: open(f"{ready}.usr1", "w").close())
+    open(ready, "w").close()
+    time.sleep(seconds)
+    return "ran to the end"
+
+
+@app.task
 def object_result():
     return object()
 

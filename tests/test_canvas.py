@@ -454,3 +454,15 @@ def test_a_task_sees_its_chain_last_step_first_as_celerys_request_keeps_it(app, 
     result = (tasks.chain_seen.s() | tasks.add.si(1, 1) | tasks.echo.si(5)).delay()
     assert result.get(timeout=30) == 5
     assert result.parent.parent.get(timeout=30) == ["tests.tasks.echo", "tests.tasks.add"]
+
+
+def test_a_chord_in_a_group_a_task_sends_stays_among_its_children(app, start_worker):
+    """The callback's request names the member that ended last as its parent, while the
+    task that sent the workflow still lists it in the group it sent."""
+    start_worker("-c", "2")
+    workflow = group(chord([tasks.add.s(1, 1), tasks.add.s(2, 2)], tasks.tsum.s()),
+                     tasks.add.s(5, 5))
+    sender = tasks.send_signature.delay(workflow)
+    sender.get(timeout=20)
+    sent = [sorted(r.get(timeout=20) for r in child.results) for child in sender.children]
+    assert sorted(sent) == [[2, 4], [6, 10]]  # the header's group, and the group sent

@@ -376,6 +376,25 @@ def task_signals_run_around_each_run(c, get):
     return wait_for_lines(ok, 3), wait_for_lines(bad, 3)
 
 
+def terminate_with_a_signal_the_task_handles(c, get):
+    """task_revoked at once; then, once it ends, the task's own outcome, as it lives on
+    after the signal (Celery stores REVOKED meanwhile: miniq's README says so)."""
+    folder, out = tempfile.mkdtemp(), []
+    for fail in (False, True):
+        ready, log = os.path.join(folder, f"ready-{fail}"), os.path.join(folder, f"log-{fail}")
+        result = c.until_usr1.delay(ready=ready, fail=fail, signal_log=log)
+        deadline = time.monotonic() + T
+        while not os.path.exists(ready):
+            if time.monotonic() > deadline:
+                raise NoAnswer(f"the task did not start in {T} s")
+            time.sleep(0.02)
+        result.revoke(terminate=True, signal="SIGUSR1")
+        lines = wait_for_lines(log, 4)  # postrun: the outcome is stored
+        result = c.app.AsyncResult(result.id)
+        out.append((raised(lambda: get(result)), result.state, lines))
+    return out
+
+
 def request_fields_of_a_plain_call(c, get):
     r = get(c.request_view.delay())
     return (r["hostname"] == f"celery@{socket.gethostname()}", r["delivery_info"],
@@ -663,7 +682,8 @@ def signature_replace_group_skew_and_app_signature(c, get):
     by_name = c.app.signature("tests.compat.celery_api.add", (1, 2))
     return (tuple(replaced.args), replaced.options, tuple(partial.args),
             [t.options["countdown"] for t in spread.tasks], get(by_name.delay()),
-            get(spread.apply_async()))
+            get(spread.apply_async()),
+            [repr(t.options["countdown"]) for t in spread.skew(0, step=2).tasks])
 
 
 def signatures_are_data(c, get):
@@ -696,6 +716,49 @@ def typed_values_travel_as_themselves(c, get):
 
 def a_type_json_cannot_carry_fails_at_the_call(c, get):
     return raised(lambda: c.echo.delay({1, 2})).startswith("raised")  # kombu: EncodeError
+
+
+def signature_options_and_a_single_link(c, get):
+    given = c.request_view.signature(options={"priority": 4})
+    shapes = c.link_shapes.apply_async(link=c.echo.si(1), link_error=c.echo.si(2))
+    return given.options, get(given.apply_async())["delivery_info"]["priority"], get(shapes)
+
+
+def workflows_check_arguments_at_the_call(c, get):
+    calls = [lambda: (c.add.s(1) | c.add.s(2)).delay(), lambda: c.chain(c.add.s(1)).delay(),
+             lambda: c.group(c.add.s(1)).delay(),
+             lambda: c.chord([c.add.s(1)], c.tsum.s()).delay()]
+    return [raised(call) for call in calls]
+
+
+def eager_results_name_their_task_and_priority(c, get):
+    return c.add.apply((1, 2)).name, c.delivery_seen.apply(priority=3).get()
+
+
+def retries_while_waiting_to_retry(c, get):
+    """RETRY keeps the count of the run that asked for it, as Celery's meta does."""
+    result = c.retry_in_3s.delay()
+    deadline = time.monotonic() + T
+    while result.state != "RETRY" and not result.ready():
+        if time.monotonic() > deadline:
+            raise NoAnswer(f"no RETRY state in {T} s")
+        time.sleep(0.02)
+    waiting = result.retries
+    return waiting, get(result), result.retries
+
+
+def a_chords_callback_is_sent_by_its_last_member(c, get):
+    ran = c.chord([c.lineage.s(), c.lineage.s()], c.lineage.s())()
+    seen, members = get(ran), {m.id: m for m in ran.parent.results}
+    inner = c.chain(c.add.s(1, 1), c.chord([c.lineage.s(), c.lineage.s()], c.lineage.s()))()
+    deep = get(inner)
+    unfit = c.chord([c.add.s(1, 1)], c.add.s()).delay()  # add([2]): y is missing
+    return (raised(lambda: get(unfit)), seen["group"] == ran.parent.id, seen["parent_id"] in members,
+            seen["root_id"] == seen["parent_id"],  # the member that ended last: either
+            [type(r).__name__ for r in members[seen["parent_id"]].children or []],
+            deep["group"] == inner.parent.id,
+            deep["parent_id"] in [m.id for m in inner.parent.results],
+            deep["root_id"] == inner.parent.parent.id)
 
 
 def ignore_result_gets_none_at_once(c, get):
@@ -757,6 +820,13 @@ SCENARIOS = [
         ["prerun True True [3]", "success 6", "postrun SUCCESS 6"],
         ["prerun True True [4]", "failure CompatError as planned True",
          "postrun FAILURE CompatError('as planned')"])),
+    (terminate_with_a_signal_the_task_handles, [
+        ("cleaned", "SUCCESS", ["prerun True True []", "revoked True True False",
+                                "success cleaned", "postrun SUCCESS 'cleaned'"]),
+        ("raised CompatError", "FAILURE", [
+            "prerun True True []", "revoked True True False",
+            "failure CompatError got the signal True",
+            "postrun FAILURE CompatError('got the signal')"])]),
     (request_fields_of_a_plain_call, (
         True, {"exchange": "", "routing_key": "celery", "priority": 0, "redelivered": False},
         True, None, None, None, None, [None, None], None, True, False, None, True)),
@@ -826,7 +896,7 @@ SCENARIOS = [
     (update_state_stores_any_tasks_state, True),
     (a_replacement_that_fails_fails_its_chord, ("raised ValueError", "raised ValueError")),
     (signature_replace_group_skew_and_app_signature, (
-        (5,), {"countdown": 3}, (2,), [0.0, 0.1, 0.2], 3, [0, 2, 4])),
+        (5,), {"countdown": 3}, (2,), [0.0, 0.1, 0.2], 3, [0, 2, 4], ["0.0", "2.0", "4.0"])),
     (signatures_are_data, ((2, 2), {"debug": True}, {"countdown": 10},
                            "tests.compat.celery_api.add", False, True, True, 4,
                            [(True, "tests.compat.celery_api.add", [2], {"y": 3},
@@ -837,6 +907,14 @@ SCENARIOS = [
         datetime(2030, 1, 2, 3, 4, 5, 6), datetime(2030, 1, 2, tzinfo=timezone.utc),
         date(2030, 1, 2), dtime(3, 4, 5), uuid.UUID(int=7), Decimal("1.10"), b"bytes"])),
     (a_type_json_cannot_carry_fails_at_the_call, True),
+    (signature_options_and_a_single_link, ({"priority": 4}, 4, ["list", "list"])),
+    (workflows_check_arguments_at_the_call, ["raised TypeError"] * 4),
+    (eager_results_name_their_task_and_priority, (
+        "tests.compat.celery_api.add",
+        {"is_eager": True, "exchange": None, "routing_key": None, "priority": 3})),
+    (retries_while_waiting_to_retry, (0, "again", 1)),
+    (a_chords_callback_is_sent_by_its_last_member, (
+        "raised ChordError", True, True, True, [], True, True, True)),
     (ignore_result_gets_none_at_once, ([None, None], True)),
     (on_message_sees_progress_then_success, (
         "done", [("PROGRESS", {"step": 1}), ("SUCCESS", "done")])),

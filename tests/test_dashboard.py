@@ -166,8 +166,10 @@ def test_the_schedule_shows_last_and_next_runs(app, dashboard):
     assert (tick["name"], tick["task"], tick["last"]) == ("tick", "tests.tasks.add", None)
     assert time.time() < tick["next"] <= time.time() + 60
     slot = tick["next"] - 60
-    app.broker.claim_beat_slot("tick", slot)  # as a beat does when it sends a run
-    assert get(dashboard, "api/schedule")[0]["last"] == slot
+    assert not app.broker.claim_beat_slot("tick", slot)  # new to the file: seen, not sent
+    assert get(dashboard, "api/schedule")[0]["last"] is None
+    assert app.broker.claim_beat_slot("tick", slot + 60)  # as a beat does when it sends a run
+    assert get(dashboard, "api/schedule")[0]["last"] == slot + 60
 
 
 def test_revoke_terminates_a_running_task(app, dashboard):

@@ -3,6 +3,7 @@ worker: one bad call, row, signal or file fails alone (at the call, or as that t
 FAILURE) and never stops the worker or leaves a task waiting forever."""
 import json
 import os
+import pickle
 import random
 import shutil
 import signal
@@ -681,9 +682,25 @@ def test_values_nested_past_the_managers_recursion_limit_fail_alone(app, start_w
     assert_serving(worker)
 
 
-def test_a_task_writing_into_its_pipe_to_the_manager_fails_alone(app, start_worker):
+def test_a_reply_bigger_than_a_pipe_holds_crosses_whole(app, start_worker):
+    """The manager reads a child's reply as it comes: one many pipe buffers long too."""
+    worker = start_worker("-c", "2")
+    value = "".join(f"{i:07d}" for i in range(400_000))  # 2.8 MB, no two chunks alike
+    results = [tasks.echo.delay(value) for _ in range(3)]
+    assert [r.get(timeout=30) for r in results] == [value] * 3
+    assert_serving(worker)
+
+
+@pytest.mark.parametrize("frame", [
+    "00000004ffffffff",  # a whole frame, not a pickle
+    "7fffffff",          # the length of a frame that never comes: it must not hold the manager
+    "ffffffff000000",    # a big frame's length, cut short
+    "fffffff0",          # a negative length
+    (lambda p: (len(p).to_bytes(4, "big") + p).hex())(pickle.dumps((1, False))),  # no reply's
+], ids=["not-a-pickle", "length-only", "big-length-cut", "negative", "a-pickle-of-another-shape"])
+def test_a_task_writing_into_its_pipe_to_the_manager_fails_alone(app, start_worker, frame):
     worker = start_worker("-c", "1")
-    result = tasks.write_to_manager.delay("00000004ffffffff")  # a frame, not a pickle
+    result = tasks.write_to_manager.delay(frame)
     settle(result, worker)
     with pytest.raises(exceptions.WorkerLostError, match="unreadable"):
         result.get(timeout=1)

@@ -383,6 +383,7 @@ def test_active_scheduled_reserved_and_stats_answer_as_celery_s(on_shared, share
             "kwargs": {}, "type": "tests.tasks.wait_for_gate", "hostname": NODE}
         assert abs(info["time_start"] - time.time()) < 60
         assert info["delivery_info"]["routing_key"] == "celery"
+        assert info["acknowledged"] is True  # as Celery's: not acks_late, acked as it began
         assert inspect.active(safe=True)[NODE][0]["args"] == repr([str(gate), "done"])
         [waiting] = inspect.scheduled()[NODE]  # the one on a queue nobody serves: not listed
         assert waiting["request"]["id"] == later.id and waiting["priority"] == 3

@@ -107,6 +107,9 @@ def test_a_success_sends_publish_prerun_success_and_postrun(tasks, worker):
     headers = before["headers"]
     assert (headers["id"], headers["task"], headers["root_id"]) == (result.id, "tests.signal_tasks.add", result.id)
     assert headers["parent_id"] is None and headers["timelimit"] == [None, None]
+    assert (headers["argsrepr"], headers["kwargsrepr"], headers["ignore_result"]) == (
+        "(2, 3)", "{}", False)  # Celery's protocol 2 headers, as its receivers read them
+    assert headers["origin"] == f"gen{os.getpid()}@{HOST}" and headers["stamps"] == {}
     assert one([e for e in seen if e["signal"] == "after_task_publish"])["headers"]["id"] == result.id
     assert one([e for e in seen if e["signal"] == "before_task_publish of add"])["pid"] == os.getpid()
     run = [e for e in seen if e["pid"] not in (os.getpid(), worker.pid)]
@@ -175,6 +178,36 @@ def test_the_manager_sends_what_it_decides_itself(tasks, worker):
             for e in revoked] == [(worker.pid, running.id, True, 9, False),
                                   (worker.pid, expired.id, False, None, True)]
     assert revoked[0]["sender"] == "task tests.signal_tasks.sleep"
+    assert revoked[0]["request"]["delivery_info"] == {
+        "exchange": "", "routing_key": "celery", "priority": 0, "redelivered": False}
+
+
+def test_a_reserved_task_revoked_before_it_begins_is_announced(tasks, worker, tmp_path):
+    """As Celery's worker, when it reaches a revoked task it holds: task_revoked."""
+    since, gate = len(worker.events()), tmp_path / "gate"
+    blockers = [tasks.wait_for_gate.delay(str(gate), i) for i in range(2)]  # both children
+    wait_for(lambda: all(r.state == "STARTED" for r in blockers), message="both blocked")
+    held = tasks.add.delay(1, 1)
+    wait_for(lambda: tasks.app.broker.active(reserved=True), message="the task reserved")
+    held.revoke()
+    gate.touch()
+    assert [r.get(timeout=20) for r in blockers] == [0, 1]
+    revoked = wait_for(lambda: worker.events("task_revoked", since), message="task_revoked")
+    assert [(e["request"]["id"], e["terminated"], e["expired"]) for e in revoked] == [
+        (held.id, False, False)]
+
+
+def test_publish_receivers_may_change_the_arguments(tasks, worker):
+    """As in Celery, before_task_publish's body is what is sent."""
+    def inject(sender=None, body=None, **named):
+        if sender == tasks.add.name:
+            body[0][1] = 40
+
+    signals.before_task_publish.connect(inject)
+    try:
+        assert tasks.add.delay(2, 3).get(timeout=20) == 42
+    finally:
+        signals.before_task_publish.disconnect(inject)
 
 
 def test_receivers_that_raise_are_logged_and_stop_nothing(tasks, worker):
@@ -194,6 +227,7 @@ def test_the_worker_announces_itself(worker):
     assert manager["celeryd_init"]["sender"] == f"celery@{HOST}"
     assert manager["celeryd_init"]["instance"] == "Worker"
     assert manager["celeryd_init"]["options"]["concurrency"] == 2
+    assert manager["celeryd_init"]["options"]["loglevel"] == logging.INFO  # a number, as Celery's
     assert manager["worker_init"]["sender"] == manager["worker_ready"]["sender"] == "Worker"
     assert manager["import_modules"]["sender"] == "Miniq"
     logger = manager["after_setup_logger"]
@@ -297,7 +331,8 @@ def test_parent_and_root_of_tasks_sent_by_tasks(tasks, worker):
     assert (sent["parent_id"], sent["root_id"]) == (outer["id"], outer["id"])
     eager = outer["eager"]
     assert (eager["parent_id"], eager["root_id"]) == (outer["id"], outer["id"])
-    assert eager["delivery_info"] == {"is_eager": True}
+    assert eager["delivery_info"] == {"is_eager": True, "exchange": None, "routing_key": None,
+                                      "priority": None}  # as Celery's eager request
     chained = chain(tasks.add.s(1, 2), tasks.request_fields.si()).apply_async()
     last = chained.get(timeout=20)  # as Celery: the step before is the parent, and the root
     assert last["parent_id"] == last["root_id"] == chained.parent.id

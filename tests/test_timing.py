@@ -161,6 +161,38 @@ def test_an_expired_task_never_runs_and_ends_revoked(app, start_worker, tmp_path
     assert record.read_text().split()[0::2] == ["2"]  # the expired one never ran
 
 
+def test_a_claim_knows_when_a_revoke_may_have_changed_what_it_holds(app):
+    """What the manager asks before a reserved task begins: any commit by another
+    connection since its last claim (a revoke) sends it back to the database."""
+    worker, other = app.broker, Broker(app.broker.path)
+    ids = [tasks.add.delay(i, i).id for i in range(2)]
+    assert len(worker.claim("w1", ["celery"], 2, 60.0, (), 0)) == 2  # both reserved
+    assert not worker.changed_since_claim()
+    held = set()
+    worker.claim("w1", ["celery"], 0, 60.0, (), 0, held)
+    assert held == set(ids) and not worker.changed_since_claim()
+    other.revoke(ids[:1], 0)
+    assert worker.changed_since_claim() and worker.held("w1", ids) == {ids[1]}
+    worker.claim("w1", ["celery"], 0, 60.0, (), 0, set())
+    assert not worker.changed_since_claim()
+    other.close()
+
+
+def test_a_terminate_a_task_shrugs_off_can_be_followed_by_another(app, start_worker, tmp_path):
+    """As Celery's: each revoke(terminate=True) with a new signal sends it; the first,
+    handled, ends nothing (and is not sent again at each heartbeat)."""
+    start_worker("-c", "1")
+    ready = tmp_path / "ready"
+    running = tasks.shrugs_off_usr1.delay(str(ready))
+    wait_for(ready.exists, timeout=30, message="the task running")
+    running.revoke(terminate=True, signal="SIGUSR1")
+    wait_for((tmp_path / "ready.usr1").exists, timeout=30, message="SIGUSR1 handled")
+    assert running.state == "STARTED"
+    running.revoke(terminate=True, signal="SIGKILL")
+    with pytest.raises(exceptions.TaskRevokedError):
+        running.get(timeout=20)
+
+
 def test_revoked_queued_tasks_never_run(app, start_worker, tmp_path):
     start_worker("-c", "1")
     gate, record = tmp_path / "gate", tmp_path / "runs"

@@ -9,6 +9,7 @@ the URL in COMPAT_REDIS_URL; miniq takes its SQLite file from MINIQ_BROKER_URL.
 """
 import importlib
 import os
+import signal
 import time
 
 impl = importlib.import_module(os.environ.get("MINIQ_COMPAT_IMPL", "miniq"))
@@ -235,6 +236,27 @@ def _on_postrun(sender=None, task=None, retval=None, state=None, kwargs=None, **
     _note(kwargs, f"postrun {state} {retval!r}")
 
 
+@signals.task_revoked.connect
+def _on_revoked(sender=None, request=None, terminated=None, signum=None, expired=None, **named):
+    _note(request.kwargs, f"revoked {terminated} {signum == signal.SIGUSR1} {expired}")
+
+
+@app.task
+def until_usr1(ready=None, fail=False, signal_log=None):
+    """Runs until SIGUSR1 (30 s at most), then cleans up for 1.5 s, then returns or fails
+    (later than Celery's REVOKED, which its outcome then replaces)."""
+    got = []
+    signal.signal(signal.SIGUSR1, lambda signum, frame: got.append(signum))
+    open(ready, "w").close()
+    deadline = time.monotonic() + 30
+    while not got and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(1.5)
+    if fail:
+        raise CompatError("got the signal")
+    return "cleaned" if got else "never signalled"
+
+
 @app.task
 def signalled(x, fail=False, signal_log=None):
     if fail:
@@ -245,6 +267,30 @@ def signalled(x, fail=False, signal_log=None):
 @app.task
 def echo(value):
     return value
+
+
+@app.task(bind=True)
+def link_shapes(self):
+    """What self.request keeps of a call's link and link_error."""
+    return [type(self.request.callbacks).__name__, type(self.request.errbacks).__name__]
+
+
+@app.task(bind=True)
+def lineage(self, *args):
+    r = self.request
+    return {"id": r.id, "parent_id": r.parent_id, "root_id": r.root_id, "group": r.group}
+
+
+@app.task(bind=True)
+def delivery_seen(self):
+    return self.request.delivery_info
+
+
+@app.task(bind=True)
+def retry_in_3s(self):
+    if not self.request.retries:
+        raise self.retry(countdown=3)
+    return "again"
 
 
 # Canvas (issue 12): the tasks of Celery's canvas guide. maybe_signature and
