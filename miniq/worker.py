@@ -204,6 +204,12 @@ def child_main(app_path, conn, loglevel, max_tasks, max_memory_kib, manager, hos
         _serve(app, conn, max_tasks, max_memory_kib, manager, hostname)
     finally:
         emit("_child_stopped", hostname)
+    # Done: as Celery's children, without waiting for threads its tasks left running
+    # (multiprocessing would join them, and this child would never end).
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _serve(app, conn, max_tasks, max_memory_kib, manager, hostname):
@@ -751,6 +757,9 @@ class Worker:
         if retire:
             child.retiring = True
             child.process.join(5)
+            if child.process.is_alive():  # held up as it exits: not left behind
+                child.process.kill()
+                child.process.join(1)
             self._reap(child)
         return True
 
