@@ -59,7 +59,7 @@ DEFAULTS: dict[str, Any] = {
     "task_always_eager": False,
     "task_eager_propagates": False,
     "task_max_deliveries": 3,          # miniq: a task whose worker keeps dying fails after this
-    "result_expires": 86400,
+    "result_expires": timedelta(days=1),  # as Celery's
     "worker_concurrency": None,        # None: the number of CPUs
     "worker_start_method": None,       # None: fork on Linux, else the platform's default
     "worker_prefetch_multiplier": 4,   # as Celery: concurrency × this may wait claimed

@@ -4,6 +4,8 @@ namespace, task autodiscovery, periodic tasks added in code, ``app.start()``,
 across workers by the broker). The ``Miniq`` (and ``Celery``) users import is
 the core's app with these; the core never imports this module.
 """
+from __future__ import annotations
+
 import functools
 import importlib
 import sys
