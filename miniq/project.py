@@ -251,10 +251,9 @@ def _settings(obj, namespace):
     """The settings an object holds: a dict's items; else, as Celery reads them, every
     attribute (inherited, or behind a proxy such as Django's settings), by name."""
     prefix = f"{namespace}_" if namespace else ""
-    names = list(obj) if isinstance(obj, Mapping) else dir(obj)
-    names = [key for key in names if isinstance(key, str) and not key.startswith("_")
-             and key.startswith(prefix) and (prefix or key.islower() or key.isupper())]
-    old = [key for key in names if not prefix and key.isupper() and key.startswith(OLD_NAMES)]
+    names = [key for key in (list(obj) if isinstance(obj, Mapping) else dir(obj))
+             if isinstance(key, str) and key.startswith(prefix) and not key.startswith("_")]
+    old = [key for key in names if not prefix and key.startswith(OLD_NAMES)]
     if old:  # Celery maps them to the new names: miniq would read none of them
         raise ImproperlyConfigured(
             f"{', '.join(sorted(old))}: miniq reads only Celery's lowercase setting names"
