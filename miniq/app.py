@@ -59,7 +59,7 @@ DEFAULTS: dict[str, Any] = {
     "task_always_eager": False,
     "task_eager_propagates": False,
     "task_max_deliveries": 3,          # miniq: a task whose worker keeps dying fails after this
-    "result_expires": 86400,
+    "result_expires": timedelta(days=1),  # as Celery's
     "worker_concurrency": None,        # None: the number of CPUs
     "worker_start_method": None,       # None: fork on Linux, else the platform's default
     "worker_prefetch_multiplier": 4,   # as Celery: concurrency × this may wait claimed
@@ -138,7 +138,10 @@ class Miniq:
         self._routes = {}
         # A relative database path is taken from the folder of the file making the app, so
         # producers and workers find the same file from any current folder.
-        caller = sys._getframe(1).f_globals
+        caller = sys._getframe(1)
+        while caller.f_code.co_name == "__init__" and caller.f_locals.get("self") is self:
+            caller = caller.f_back  # a subclass's __init__: who called it made the app
+        caller = caller.f_globals
         self.home, self.origin = os.getcwd(), caller.get("__name__")  # origin: for -A
         if caller.get("__file__") and self.origin != __name__:
             self.home = os.path.dirname(os.path.abspath(caller["__file__"]))

@@ -10,6 +10,8 @@ from .exceptions import ImproperlyConfigured, MiniqError
 from .schedules import maybe_schedule
 
 log = logging.getLogger("miniq.beat")
+# relative: miniq's intervals always run at multiples of themselves (see schedules)
+ENTRY_KEYS = {"task", "schedule", "args", "kwargs", "options", "relative"}
 
 
 def _zone(name):
@@ -47,6 +49,10 @@ class Beat:
         """The entry with its schedule made, if a run of it can be sent: the message is
         built (not sent) and the next run found now, not when the run is due."""
         try:
+            unknown = set(entry) - ENTRY_KEYS
+            if unknown:  # a misspelt key would be ignored: Celery's entry refuses it too
+                raise TypeError(f"{', '.join(map(repr, sorted(unknown, key=str)))}: an entry"
+                                f" takes {', '.join(sorted(ENTRY_KEYS))}")
             every = maybe_schedule(entry["schedule"])
             if not hasattr(every, "next_after"):
                 raise TypeError(f"its schedule must be seconds, a timedelta, a schedule or a"

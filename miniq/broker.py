@@ -966,9 +966,11 @@ def _options(text):
                   (options.get("time_limit"), MAYBE_NUMBER),
                   (options.get("headers"), (dict, type(None)))]
         shapes += [(step.get(key), kind) for step in steps for key, kind in STEP.items()]
+        limits = [options.get(key) for key in ("soft_time_limit", "time_limit")]
     except (ValueError, TypeError, AttributeError, RecursionError):
         return None
-    return options if all(isinstance(v, kind) for v, kind in shapes) else None
+    fits = all(isinstance(v, kind) for v, kind in shapes)
+    return options if fits and all(v is None or v >= 0 for v in limits) else None
 
 
 UNREADABLE_CHORD = ('{"exc_type": "ChordError", "exc_module": "miniq.exceptions",'

@@ -31,11 +31,13 @@ def build_parser() -> ArgumentParser:
                         help="print JSON for scripts instead of text for people")
     parser = ArgumentParser(prog="miniq",
                             parents=[common],
+                            allow_abbrev=False,  # as Celery's: --max-mem is no option
                             description="A task queue for one machine, on one SQLite file.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(name, text, under=commands):
-        return under.add_parser(name, parents=[common], help=text, description=text)
+        return under.add_parser(name, parents=[common], help=text, description=text,
+                                allow_abbrev=False)
 
     add_options(command("worker", "start a worker"))
     beat = command("beat", "send the periodic tasks of app.conf.beat_schedule")

@@ -29,8 +29,9 @@ def add_options(parser):
     for flags, options, text in HONOURED:
         honoured.add_argument(*flags, **options, help=text)
     ignored = parser.add_argument_group("Celery's options accepted with no effect on one machine")
-    for flags, metavar, why in NO_EFFECT:
-        kind = {"metavar": metavar} if metavar else {"action": "store_true"}
+    for flags, takes, why in NO_EFFECT:
+        kind = ({"action": "store_true"} if takes is None
+                else {"metavar": takes} if isinstance(takes, str) else {"choices": takes})
         ignored.add_argument(*flags, **kind, help=f"no effect: {why}")
 
 
@@ -117,11 +118,12 @@ HONOURED = (
 )
 
 
-# Celery's worker options that mean nothing on one machine: (flags, metavar, why).
-# A metavar takes a value; None is a switch.
+# Celery's worker options that mean nothing on one machine: (flags, takes, why).
+# takes: None for a switch, else the metavar of any value or the values Celery takes.
 NO_EFFECT = (
     (["-E", "--task-events"], None, "miniq sends no monitoring events"),
-    (["-O"], "PROFILE", "children take a task only when idle, as with -O fair"),
+    (["-O", "--optimization"], ("default", "fair"),
+     "children take a task only when idle, as with -O fair"),
     (["--without-gossip"], None, "there are no other machines to gossip with"),
     (["--without-mingle"], None, "there are no other machines to sync with"),
     (["--without-heartbeat"], None, "miniq's own liveness record stays on"),

@@ -4,10 +4,13 @@ namespace, task autodiscovery, periodic tasks added in code, ``app.start()``,
 across workers by the broker). The ``Miniq`` (and ``Celery``) users import is
 the core's app with these; the core never imports this module.
 """
+from __future__ import annotations
+
 import functools
 import importlib
 import sys
 import weakref
+from collections.abc import Mapping
 from typing import Any, Callable
 
 from . import app as apps
@@ -27,6 +30,7 @@ REFUSED = {  # settings miniq cannot honour: refused at configuration, never ign
     "task_allow_error_cb_on_chord_header": (False, "a chord's errback is its callback's"),
     "task_store_eager_result": (False, "an eager run stores no result"),
 }
+OLD_NAMES = ("CELERY_", "CELERYD_", "CELERYBEAT_", "BROKER_")  # Celery 3's setting names
 PER_SECOND = {"s": 1, "m": 60, "h": 3600}  # a rate's unit: "10/s", "100/m", "1000/h"
 # As Celery's: every @shared_task is registered on every app, made before it or after
 SHARED = []
@@ -40,6 +44,25 @@ class Miniq(apps.Miniq):
     _discover = None  # (packages, related_name) given to autodiscover_tasks
     _settings = None  # what config_from_object read: INSTALLED_APPS, for autodiscovery
     broker_class = RateBroker  # keeps rate limits across workers
+
+    def __init__(self, main: str | None = None, *args: Any, changes: dict | None = None,
+                 config_source: Any = None, set_as_current: bool = True,
+                 strict_typing: bool = True, task_cls: Any = None, **conf: Any) -> None:
+        """The core's app, with Celery's keywords: ``config_source`` (read as
+        config_from_object reads it, under ``changes`` and the other keywords),
+        ``set_as_current``, ``strict_typing`` (its tasks' ``typing``), ``task_cls``
+        (a class, or its name as ``"module:Class"``)."""
+        previous, source = apps._default, _object(config_source)
+        if isinstance(task_cls, str):
+            task_cls = _object(task_cls)
+        settings = {} if source is None else _settings(source, None)
+        if task_cls:
+            conf["task_cls"] = task_cls
+        self.strict_typing = strict_typing  # before the shared tasks are made on it
+        super().__init__(main, *args, **{**settings, **(changes or {}), **conf})
+        self._settings = source
+        if not set_as_current:
+            apps._default = previous
 
     control = functools.cached_property(Control)  # revoke, inspect(), ping(), shutdown()
     current_task = property(lambda self: tasks._running.task, doc="The task running here.")
@@ -66,22 +89,14 @@ class Miniq(apps.Miniq):
                            namespace: str = None) -> bool:
         """Settings from an object, a module or its name (``"proj.settings"``,
         ``"pkg.module:obj"``); with ``namespace="CELERY"``, its ``CELERY_*`` names."""
-        if isinstance(obj, str):
-            module, _, attr = obj.partition(":")
-            try:
-                obj = importlib.import_module(module)
-            except ImportError:
-                if silent:
-                    return False
-                raise
-            obj = getattr(obj, attr) if attr else obj
+        try:
+            obj = _object(obj)
+        except ImportError:
+            if silent:
+                return False
+            raise
         self._settings = obj
-        items = obj if isinstance(obj, dict) else vars(obj)
-        prefix = f"{namespace}_" if namespace else ""
-        settings = {key[len(prefix):].lower(): value for key, value in items.items()
-                    if key.startswith(prefix) and (prefix or key.islower())}
-        _refuse(settings)
-        self.conf.update(settings)
+        self.conf.update(_settings(obj, namespace))
         self._annotate_all()
         return True
 
@@ -124,7 +139,10 @@ class Miniq(apps.Miniq):
         make = super().task(**{"base": self.Task, **options})
 
         def register(fun: Callable) -> Any:
-            return _annotate(make(fun), _annotations(self.conf))
+            task = _annotate(make(fun), _annotations(self.conf))
+            if not (self.strict_typing or "typing" in options):  # as Celery's: the app's rule
+                task.typing = False
+            return task
         return apps.decorator(register, args, options, "app.task")
 
     @property
@@ -217,6 +235,34 @@ class Proxy:
 
 current_app = Proxy(apps.default_app)  # the app made last, or set by set_default()
 current_task = Proxy(lambda: tasks._running.task)  # the task running here; falsy if none
+
+
+def _object(name):
+    """What a name such as ``"pkg.module"`` or ``"pkg.module:attr"`` names; any other
+    value as it is."""
+    if not isinstance(name, str):
+        return name
+    module, _, attr = name.partition(":")
+    obj = importlib.import_module(module)
+    return getattr(obj, attr) if attr else obj
+
+
+def _settings(obj, namespace):
+    """The settings an object holds: a dict's items; else, as Celery reads them, every
+    attribute (inherited, or behind a proxy such as Django's settings), by name."""
+    prefix = f"{namespace}_" if namespace else ""
+    names = [key for key in (list(obj) if isinstance(obj, Mapping) else dir(obj))
+             if isinstance(key, str) and key.startswith(prefix) and not key.startswith("_")]
+    old = [key for key in names if not prefix and key.startswith(OLD_NAMES)]
+    if old:  # Celery maps them to the new names: miniq would read none of them
+        raise ImproperlyConfigured(
+            f"{', '.join(sorted(old))}: miniq reads only Celery's lowercase setting names"
+            " (task_always_eager for CELERY_ALWAYS_EAGER, ...); rename them, or give"
+            " namespace='CELERY' if they are new names written in capitals")
+    get = obj.get if isinstance(obj, Mapping) else functools.partial(getattr, obj)
+    settings = {key[len(prefix):].lower(): get(key) for key in names if prefix or key.islower()}
+    _refuse(settings)
+    return settings
 
 
 def _refuse(settings):

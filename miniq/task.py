@@ -255,7 +255,7 @@ class Task:
               headers: dict | None = None,
               **_options: Any) -> EagerResult:
         """Run now in this process, retries included, and return an EagerResult; throw
-        (task_eager_propagates by default) raises a failure instead."""
+        (task_eager_propagates by default) raises a failure, or a retry, instead."""
         if _options.keys() & {"link", "link_error"}:  # refused, not dropped
             raise TypeError(f"{self.name}: link and link_error run only with a worker, not eagerly")
         if self.app.conf.get("task_store_eager_result"):  # a get() by id would wait forever
@@ -267,14 +267,16 @@ class Task:
         message = Message(task_id or new_id(), self.name, body, retries or 0,
                           options={**lineage(), "headers": headers, "delivery_info": delivery})
         outcome = execute(self.app, message, eager=True)
+        throw = self.app.conf.task_eager_propagates if throw is None else throw
         while outcome.state == "RETRY":
+            if throw:  # as Celery's: the Retry propagates too
+                raise outcome.exc
             message = message._replace(retries=message.retries + 1,
                                        body=outcome.body or message.body)
             outcome = execute(self.app, message, eager=True)
         if outcome.state == "SUCCESS":  # eager: a success always keeps its result
             return EagerResult(message.id, "SUCCESS", loads(outcome.result), app=self.app,
                                name=self.name)
-        throw = self.app.conf.task_eager_propagates if throw is None else throw
         if throw and outcome.state == "FAILURE":
             raise outcome.exc
         state = "REJECTED" if outcome.state == "PENDING" else outcome.state

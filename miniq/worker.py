@@ -159,9 +159,9 @@ def _outcome(fields):
     write a well-framed pickle of anything into its pipe."""
     outcome = Outcome._make(fields)
     texts = (outcome.state, outcome.result, outcome.traceback, outcome.body)
-    if not (all(isinstance(text, (str, type(None))) for text in texts)
-            and isinstance(outcome.eta, (int, float)) and outcome.exc is None
-            and isinstance(outcome.flows, (dict, type(None)))):
+    if not (set(map(type, texts)) <= {str, type(None)}
+            and type(outcome.eta) in (int, float) and outcome.exc is None
+            and type(outcome.flows) in (dict, type(None))):
         raise ValueError("not a reply of its child's")
     return outcome
 
@@ -204,6 +204,12 @@ def child_main(app_path, conn, loglevel, max_tasks, max_memory_kib, manager, hos
         _serve(app, conn, max_tasks, max_memory_kib, manager, hostname)
     finally:
         emit("_child_stopped", hostname)
+    # Done: as Celery's children, without waiting for threads its tasks left running
+    # (multiprocessing would join them, and this child would never end).
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _serve(app, conn, max_tasks, max_memory_kib, manager, hostname):
@@ -504,6 +510,8 @@ class Worker:
             idle = 0 if self.warm else len(self.children) - len(busy)
             if self._claim(idle, bool(busy), now):
                 continue
+            busy = [c for c in self.children if c.message]  # as the claim left them
+            idle = 0 if self.warm else len(self.children) - len(busy)
             hungry = idle + self._room_ahead(idle)  # tasks it would claim: look for them
             self._collect(self._timeout(now, hungry, busy), hungry)
             self._enforce_time_limits()
@@ -525,11 +533,12 @@ class Worker:
     def _claim(self, idle, busy, now):
         """Idle children take reserved tasks first. Else, in one transaction, write the
         buffered outcomes (a few at a time while children run, each within FLUSH) and
-        claim tasks for idle children and the reserve. True if it did either."""
+        claim tasks for idle children and the reserve. True if it wrote or claimed."""
         if self.next_due is not None and now >= self.next_due:
             self.want, self.next_due = True, None
-        if idle and self.reserve and self._begin(now):
-            return True
+        if idle and self.reserve and self._begin(now):  # then on, in the same pass
+            idle = sum(1 for child in self.children if not child.message)
+            busy = idle < len(self.children)
         room = idle + self._room_ahead(idle) if self.want else 0
         flush = (self.outcomes and (idle or not busy or len(self.outcomes) >= self.batch)
                  or (self.outcomes or self.begun) and time.monotonic() >= self.flush_at)
@@ -748,6 +757,9 @@ class Worker:
         if retire:
             child.retiring = True
             child.process.join(5)
+            if child.process.is_alive():  # held up as it exits: not left behind
+                child.process.kill()
+                child.process.join(1)
             self._reap(child)
         return True
 

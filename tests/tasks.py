@@ -29,6 +29,14 @@ def pid():
 
 
 @app.task
+def leave_a_thread():
+    """Start a thread that never ends, not a daemon, and return this child's pid."""
+    import threading
+    threading.Thread(target=threading.Event().wait).start()
+    return os.getpid()
+
+
+@app.task
 def sleep(seconds, value=None):
     time.sleep(seconds)
     return value if value is not None else os.getpid()

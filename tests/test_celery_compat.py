@@ -735,6 +735,47 @@ def eager_results_name_their_task_and_priority(c, get):
     return c.add.apply((1, 2)).name, c.delivery_seen.apply(priority=3).get()
 
 
+def settings_are_read_as_celery_reads_them(c, get):
+    """Inherited attributes count, and a proxy's (Django's settings are one); a
+    config_source sits under changes."""
+    class Base:
+        task_default_queue = "from_base"
+
+    class Settings(Base):
+        task_default_priority = 3
+
+    class Proxy:  # as Django's LazySettings: names from __dir__, values from __getattr__
+        def __dir__(self):
+            return ["CELERY_TASK_TIME_LIMIT", "SECRET_KEY"]
+
+        def __getattr__(self, name):
+            if name not in self.__dir__():
+                raise AttributeError(name)
+            return {"CELERY_TASK_TIME_LIMIT": 30, "SECRET_KEY": "x"}[name]
+
+    one, two = (c.Celery(name, set_as_current=False) for name in ("one", "two"))
+    three = c.Celery("three", set_as_current=False, config_source=Settings,
+                     changes={"task_default_priority": 5})
+    one.config_from_object(Settings)
+    two.config_from_object(Proxy(), namespace="CELERY")
+    return ((one.conf.task_default_queue, one.conf.task_default_priority),
+            two.conf.task_time_limit,
+            (three.conf.task_default_queue, three.conf.task_default_priority))
+
+
+def eager_propagation_raises_a_retry(c, get):
+    eager = c.Celery("eager", set_as_current=False, task_always_eager=True,
+                     task_eager_propagates=True)
+
+    @eager.task(bind=True, max_retries=2)
+    def again(self):
+        raise self.retry(countdown=5, exc=ValueError("x"))
+    try:
+        again.delay()
+    except c._exceptions.Retry as exc:
+        return type(exc.exc).__name__, float(exc.when)
+
+
 def retries_while_waiting_to_retry(c, get):
     """RETRY keeps the count of the run that asked for it, as Celery's meta does."""
     result = c.retry_in_3s.delay()
@@ -912,6 +953,8 @@ SCENARIOS = [
     (eager_results_name_their_task_and_priority, (
         "tests.compat.celery_api.add",
         {"is_eager": True, "exchange": None, "routing_key": None, "priority": 3})),
+    (settings_are_read_as_celery_reads_them, (("from_base", 3), 30, ("from_base", 5))),
+    (eager_propagation_raises_a_retry, ("ValueError", 5.0)),
     (retries_while_waiting_to_retry, (0, "again", 1)),
     (a_chords_callback_is_sent_by_its_last_member, (
         "raised ChordError", True, True, True, [], True, True, True)),

@@ -287,6 +287,38 @@ def test_imports_and_namespaced_settings_are_taken(fresh_app, tmp_path):
     assert sys.modules["extra_tasks"].LOADED
 
 
+def test_old_setting_names_are_refused_and_attributes_are_read_as_celery_reads_them(
+        fresh_app, tmp_path):
+    """Celery 3's capital names: Celery maps them, miniq would read none: refused. An
+    instance's class attributes are its settings, as in Celery."""
+    (tmp_path / "old_settings.py").write_text("CELERY_ALWAYS_EAGER = True\nBROKER_URL = 'x'\n")
+    with pytest.raises(ImproperlyConfigured, match="BROKER_URL, CELERY_ALWAYS_EAGER: miniq"):
+        fresh_app.config_from_object("old_settings")
+    assert not fresh_app.conf.task_always_eager
+
+    class Settings:
+        task_always_eager = True
+    fresh_app.config_from_object(Settings())
+    assert fresh_app.conf.task_always_eager
+
+
+def test_celerys_keywords_to_the_app_are_honoured(fresh_app, tmp_path):
+    (tmp_path / "source_settings.py").write_text(
+        "task_default_queue = 'from_source'\ntask_default_priority = 1\n")
+    (tmp_path / "custom_task.py").write_text("from miniq import Task\nclass Custom(Task): pass\n")
+    app = Celery("kw", broker=fresh_app.conf.broker_url, config_source="source_settings",
+                 changes={"task_default_priority": 2}, set_as_current=False,
+                 strict_typing=False, task_cls="custom_task:Custom")
+    assert (app.conf.task_default_queue, app.conf.task_default_priority) == ("from_source", 2)
+    assert miniq.current_app.main == "fresh"  # still the app made before
+
+    @app.task
+    def one(x):
+        return x
+    assert type(one).__mro__[1].__name__ == "Custom"
+    assert one.apply_async((1, 2)).state == "PENDING"  # not checked: typing is off
+
+
 FLASK_STYLE = {  # Flask's guide assigns app.Task; Celery's guide registers class-based tasks
     "flaskish.py": """
         from miniq import Celery, Task, current_app, shared_task

@@ -317,10 +317,19 @@ def test_worker_help_says_which_celery_options_do_nothing():
     out = run_cli("worker", "--help").stdout
     assert "accepted with no effect on one machine" in out
     honoured, ignored = out.split("no effect on one machine")
-    for flag in ("--without-gossip", "-O PROFILE", "--task-events"):
+    for flag in ("--without-gossip", "--optimization {default,fair}", "--task-events"):
         assert flag in ignored, flag
     assert "--prefetch-multiplier" in honoured and "--prefetch-multiplier" not in ignored
     assert "does not shrink the pool" in out
+
+
+@pytest.mark.parametrize("options, said", [
+    (("-O", "bogus"), "invalid choice: 'bogus'"),  # Celery takes default or fair
+    (("--max-mem", "100000"), "unrecognized arguments: --max-mem"),  # no abbreviation
+])
+def test_a_celery_option_given_what_celery_refuses_is_refused(options, said):
+    proc = run_cli("-A", "tests.tasks", "worker", *options)
+    assert proc.returncode == 2 and said in proc.stderr, proc.stderr
 
 
 def test_node_names_and_paths_expand_as_celery_s(monkeypatch):

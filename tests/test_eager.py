@@ -50,6 +50,15 @@ def test_eager_propagates_raises_at_the_call(eager, monkeypatch):
         tasks.fail_custom.apply_async()  # the real type: it never left this process
 
 
+def test_eager_propagates_raises_a_retry_at_the_call(eager, monkeypatch):
+    """As Celery's: the Retry a task raises reaches the caller; no retry runs."""
+    monkeypatch.setitem(eager.conf, "task_eager_propagates", True)
+    with pytest.raises(exceptions.Retry) as raised:
+        tasks.retry_twice.delay(0.05)
+    assert float(raised.value.when) == 0.05
+    assert tasks.retry_twice.apply((0.05,), throw=False).get() == 2  # retried here, as Celery
+
+
 def test_storing_eager_results_is_refused_at_the_call(eager, monkeypatch):
     """Celery's task_store_eager_result writes the result for AsyncResult(id) to read:
     here a get() by id would wait forever, so the call is refused."""

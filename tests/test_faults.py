@@ -399,6 +399,7 @@ MALFORMED = [
     ("options", "not json"),
     ("options", "[1]"),
     ("options", '{"soft_time_limit": "x"}'),
+    ("options", '{"soft_time_limit": -5}'),
     ("options", '{"headers": [1, 2]}'),
     ("eta", "abc"),
     ("expires", "abc"),

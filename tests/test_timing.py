@@ -1,6 +1,7 @@
 """When things run: retries, countdown and eta, expiry, revocation, child recycling,
 result expiry, and the broker's clock-driven rules tested without sleeping."""
 import json
+import signal
 import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
@@ -280,6 +281,17 @@ def test_max_tasks_per_child_recycles_children(app, start_worker):
     pids = [tasks.pid.delay().get(timeout=30) for _ in range(6)]
     assert pids[0] == pids[1] != pids[2] == pids[3] != pids[4] == pids[5], pids
     assert sorted(Counter(pids).values()) == [2, 2, 2]
+
+
+def test_a_retired_child_exits_though_its_task_left_a_thread_running(app, start_worker):
+    """As Celery's: a thread a task left running neither keeps a retired child alive nor
+    holds up the warm shutdown."""
+    worker = start_worker("-c", "1", env=conf(worker_max_tasks_per_child=1))
+    first = tasks.leave_a_thread.delay().get(timeout=30)
+    assert tasks.leave_a_thread.delay().get(timeout=30) != first
+    wait_for(lambda: first not in worker.children(), message="the retired child gone")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(20) == 0
 
 
 def test_max_memory_per_child_recycles_after_the_task(app, start_worker):
