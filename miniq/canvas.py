@@ -637,8 +637,11 @@ def next_steps(app, message: Any, state: str, result: str | None, traceback: str
         rows = [row for e in sent for row in _errback(app, message, e, result, traceback)]
         return rows, failed
     value = (loads(result) if result is not None else None,)
-    rows = follow and follow[0]._rows(app, value, None, lineage, follow[1:])
     links = [maybe_signature(s, app) for s in _listed(options.get("link"))]
+    if app.conf.task_inherit_parent_priority:  # as Celery's worker sends them
+        for step in (*follow[:1], *links):
+            step.set(priority=message.priority)
+    rows = follow and follow[0]._rows(app, value, None, lineage, follow[1:])
     if len(links) > 1:  # as Celery's: sent as one group, the task's one child
         links = [group(links, app=app)]
         links[0].freeze()
