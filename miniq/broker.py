@@ -821,8 +821,10 @@ def _settle(db, worker, outcomes, now):
         elif state == "STARTED":  # a reserved task began (at eta); a state it set stays
             db.execute("UPDATE task SET started = ?, state = CASE WHEN state IN ('PENDING',"
                        f" 'RETRY') THEN 'STARTED' ELSE state END {FENCE}", (eta, *key))
-        elif state == "IGNORED":  # nothing recorded: it keeps the state it reported, if any
-            db.execute(f"UPDATE task SET status = 2, finished = ? {FENCE}", (now, *key))
+        elif state == "IGNORED":  # nothing recorded: the state it reported stays, if any,
+            # not the STARTED miniq wrote (Celery's stays PENDING, STARTED untracked)
+            db.execute("UPDATE task SET status = 2, finished = ?, state = CASE WHEN"
+                       f" state = 'STARTED' THEN 'PENDING' ELSE state END {FENCE}", (now, *key))
         elif db.execute("UPDATE task SET status = 2, state = ?, result = ?, traceback = ?,"
                         f" finished = ?, started = COALESCE(?, started) {FENCE}",
                         (state, result, tb, now, began, *key)).rowcount:
