@@ -170,16 +170,16 @@ class WorkerRow(NamedTuple):
     tasks: str | None  # JSON list of names
 
 
-def path_from_url(url):
+def path_from_url(url, what="broker URL"):
     """``sqlite:///rel.db`` → ``rel.db``; ``sqlite:////abs.db`` → ``/abs.db``."""
     prefix = "sqlite:///"
     if not url.startswith(prefix) or len(url) == len(prefix):
         raise ImproperlyConfigured(
-            f"broker URL {url!r} is not supported: miniq needs a SQLite file URL "
+            f"{what} {url!r} is not supported: miniq needs a SQLite file URL "
             "such as sqlite:///proj.db (relative) or sqlite:////var/lib/proj.db (absolute)")
     path = url[len(prefix):]
     if path == ":memory:" or "?" in path:  # no process could share it / not a file's name
-        raise ImproperlyConfigured(f"broker URL {url!r}: miniq needs a file its processes"
+        raise ImproperlyConfigured(f"{what} {url!r}: miniq needs a file its processes"
                                    " share, named without ':memory:' or '?' options")
     return path
 
