@@ -164,7 +164,8 @@ class Miniq:
         if self._broker_url != url:
             path = os.path.join(self.home, path_from_url(url))
             backend = self.conf.result_backend
-            if backend and backend != "rpc://" and os.path.join(self.home, path_from_url(backend)) != path:
+            if backend and backend != "rpc://" and os.path.join(
+                    self.home, path_from_url(backend, "result backend")) != path:
                 raise ImproperlyConfigured("miniq keeps results in the broker's file:"
                                            " leave backend unset, rpc:// or equal to broker")
             durable = self.conf.sqlite_synchronous.upper() == "FULL"

@@ -170,16 +170,16 @@ class WorkerRow(NamedTuple):
     tasks: str | None  # JSON list of names
 
 
-def path_from_url(url):
+def path_from_url(url, what="broker URL"):
     """``sqlite:///rel.db`` → ``rel.db``; ``sqlite:////abs.db`` → ``/abs.db``."""
     prefix = "sqlite:///"
     if not url.startswith(prefix) or len(url) == len(prefix):
         raise ImproperlyConfigured(
-            f"broker URL {url!r} is not supported: miniq needs a SQLite file URL "
+            f"{what} {url!r} is not supported: miniq needs a SQLite file URL "
             "such as sqlite:///proj.db (relative) or sqlite:////var/lib/proj.db (absolute)")
     path = url[len(prefix):]
     if path == ":memory:" or "?" in path:  # no process could share it / not a file's name
-        raise ImproperlyConfigured(f"broker URL {url!r}: miniq needs a file its processes"
+        raise ImproperlyConfigured(f"{what} {url!r}: miniq needs a file its processes"
                                    " share, named without ':memory:' or '?' options")
     return path
 
@@ -821,8 +821,10 @@ def _settle(db, worker, outcomes, now):
         elif state == "STARTED":  # a reserved task began (at eta); a state it set stays
             db.execute("UPDATE task SET started = ?, state = CASE WHEN state IN ('PENDING',"
                        f" 'RETRY') THEN 'STARTED' ELSE state END {FENCE}", (eta, *key))
-        elif state == "IGNORED":  # nothing recorded: it keeps the state it reported, if any
-            db.execute(f"UPDATE task SET status = 2, finished = ? {FENCE}", (now, *key))
+        elif state == "IGNORED":  # nothing recorded: the state it reported stays, if any,
+            # not the STARTED miniq wrote (Celery's stays PENDING, STARTED untracked)
+            db.execute("UPDATE task SET status = 2, finished = ?, state = CASE WHEN"
+                       f" state = 'STARTED' THEN 'PENDING' ELSE state END {FENCE}", (now, *key))
         elif db.execute("UPDATE task SET status = 2, state = ?, result = ?, traceback = ?,"
                         f" finished = ?, started = COALESCE(?, started) {FENCE}",
                         (state, result, tb, now, began, *key)).rowcount:

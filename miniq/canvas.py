@@ -621,10 +621,11 @@ def builtins(app) -> None:
         return [task(*item) for item in it]
 
 
-def next_steps(app, message: Any, state: str, result: str | None, traceback: str | None = None):
+def next_steps(app, message: Any, state: str, result: str | None, traceback: str | None = None,
+               errbacks: bool = True):
     """After a task ends: (rows to send next, (id, name) of the steps that fail with it).
     A success sends the chain's next step and the callbacks, given its value; a
-    failure fails the chain's later steps and sends the errbacks."""
+    failure fails the chain's later steps and sends the errbacks (if ``errbacks``)."""
     options = message.options
     follow = [maybe_signature(s, app) for s in options.get("chain") or ()]
     lineage = {"parent_id": message.id, "root_id": options.get("root_id") or message.id}
@@ -632,12 +633,15 @@ def next_steps(app, message: Any, state: str, result: str | None, traceback: str
         return _replaced(app, message, Signature.from_dict(loads(result), app), lineage), ()
     if state != "SUCCESS":
         failed = [leaf for step in follow for leaf in _leaves(step)]
-        errbacks = _listed(options.get("link_error")) if state == "FAILURE" else ()
-        rows = [row for e in errbacks for row in _errback(app, message, e, result, traceback)]
+        sent = _listed(options.get("link_error")) if state == "FAILURE" and errbacks else ()
+        rows = [row for e in sent for row in _errback(app, message, e, result, traceback)]
         return rows, failed
     value = (loads(result) if result is not None else None,)
-    rows = follow and follow[0]._rows(app, value, None, lineage, follow[1:])
     links = [maybe_signature(s, app) for s in _listed(options.get("link"))]
+    if app.conf.task_inherit_parent_priority:  # as Celery's worker sends them
+        for step in (*follow[:1], *links):
+            step.set(priority=message.priority)
+    rows = follow and follow[0]._rows(app, value, None, lineage, follow[1:])
     if len(links) > 1:  # as Celery's: sent as one group, the task's one child
         links = [group(links, app=app)]
         links[0].freeze()

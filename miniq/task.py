@@ -478,9 +478,11 @@ def delivery_info(message):
 def _request(task, message, args, kwargs, eager, hostname):
     """``self.request`` for one run, with the fields of Celery's."""
     options = message.options or {}
-    hard, soft = options.get("time_limit"), options.get("soft_time_limit")
-    hard = task.time_limit if hard is None else hard
-    soft = task.soft_time_limit if soft is None else soft
+    limits = []
+    for key in ("time_limit", "soft_time_limit"):  # the call's, else the task's, else conf's
+        given = (options.get(key), getattr(task, key), task.app.conf.get(f"task_{key}"))
+        limits.append(next((value for value in given if value is not None), None))
+    hard, soft = limits
     # as Celery: a retry is a message sent by the run before it
     retried = message.retries > (options.get("retries") or 0)
     parent = (options.get("sent_by") or options.get("parent_id")  # sent_by: a chord's member

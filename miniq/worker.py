@@ -46,6 +46,8 @@ POLL = 0.05             # fallback poll of the database when no hint arrives
 IDLE_POLL = 1.0         # the slowest it gets, once hints are known to reach this worker
 TERMINATE_GRACE = 1.0   # revoke(terminate=True): SIGKILL if the signal did not end the task
 FLUSH = 0.002           # the longest an outcome waits to be written with others
+# what sending a task's next steps may raise: a step that cannot take the value, say
+WORKFLOW_FAULTS = (TypeError, ValueError, KeyError, AttributeError, OverflowError, RecursionError)
 REPLY_WITHIN = 2.0      # a child's reply that stalls this long midway is not one
 MAX_REPLY = 1 << 30     # nor one longer than SQLite stores (its default SQLITE_MAX_LENGTH)
 ORPHAN_AFTER = 1.0      # a child outlives its manager by at most this, running a task or not
@@ -832,11 +834,14 @@ class Worker:
             try:  # the claim checked the chain's shape; this is the net
                 follow, failed = next_steps(self.app, message, state, result, outcome.traceback)
                 state = None if state == "REPLACED" else state  # its row is in follow
-            except (TypeError, ValueError, KeyError, AttributeError, OverflowError,
-                    RecursionError) as exc:
+            except WORKFLOW_FAULTS as exc:
                 log.error("Task %s: its workflow ends here: %s", message, exc)
-                if state == "REPLACED":  # its replacement cannot be sent: it fails
+                if state in ("SUCCESS", "REPLACED"):
+                    # as Celery's: a task whose next steps cannot be sent fails, and the
+                    # later steps of its chain with it (its errbacks are not sent)
                     state, result = "FAILURE", exception_to_json(exc)
+                    with contextlib.suppress(*WORKFLOW_FAULTS):
+                        failed = next_steps(self.app, message, state, result, errbacks=False)[1]
         # our own commit does not move data_version: claim after it if it sends a step
         # or may release a chord's callback
         self.want = self.want or bool(follow or message.chord)

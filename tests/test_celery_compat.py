@@ -735,6 +735,15 @@ def eager_results_name_their_task_and_priority(c, get):
     return c.add.apply((1, 2)).name, c.delivery_seen.apply(priority=3).get()
 
 
+def a_step_that_cannot_take_the_result_fails_the_chain(c, get):
+    """Sending the next step fails the task that ends before it, and the steps after."""
+    ran = c.chain(c.add.s(1, 1), c.add.s(1, 2), c.add.s(3)).apply_async()
+    linked = c.add.apply_async((1, 1), link=c.add.s(1, 2))
+    return (raised(lambda: get(ran.parent.parent)), raised(lambda: get(ran)),
+            [r.state for r in (ran.parent.parent, ran.parent, ran)],
+            raised(lambda: get(linked)))
+
+
 def settings_are_read_as_celery_reads_them(c, get):
     """Inherited attributes count, and a proxy's (Django's settings are one); a
     config_source sits under changes."""
@@ -953,6 +962,8 @@ SCENARIOS = [
     (eager_results_name_their_task_and_priority, (
         "tests.compat.celery_api.add",
         {"is_eager": True, "exchange": None, "routing_key": None, "priority": 3})),
+    (a_step_that_cannot_take_the_result_fails_the_chain, (
+        "raised TypeError", "raised TypeError", ["FAILURE"] * 3, "raised TypeError")),
     (settings_are_read_as_celery_reads_them, (("from_base", 3), 30, ("from_base", 5))),
     (eager_propagation_raises_a_retry, ("ValueError", 5.0)),
     (retries_while_waiting_to_retry, (0, "again", 1)),

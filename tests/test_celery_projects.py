@@ -302,6 +302,16 @@ def test_old_setting_names_are_refused_and_attributes_are_read_as_celery_reads_t
     assert fresh_app.conf.task_always_eager
 
 
+@pytest.mark.parametrize("backend, said", [
+    ("redis://localhost:6379/0", "result backend 'redis://localhost:6379/0' is not supported"),
+    ("sqlite:///other.db", "leave backend unset, rpc:// or equal to broker")])
+def test_a_result_backend_miniq_cannot_use_is_refused_naming_it(tmp_path, backend, said):
+    app = Celery("b", broker=f"sqlite:///{tmp_path / 'b.db'}", backend=backend,
+                 set_as_current=False)
+    with pytest.raises(ImproperlyConfigured, match=said):
+        app.broker  # noqa: B018 - the file is opened, and the backend checked, on first use
+
+
 def test_celerys_keywords_to_the_app_are_honoured(fresh_app, tmp_path):
     (tmp_path / "source_settings.py").write_text(
         "task_default_queue = 'from_source'\ntask_default_priority = 1\n")

@@ -59,6 +59,18 @@ def test_eager_propagates_raises_a_retry_at_the_call(eager, monkeypatch):
     assert tasks.retry_twice.apply((0.05,), throw=False).get() == 2  # retried here, as Celery
 
 
+def test_the_request_names_the_time_limits_app_conf_gives(eager, monkeypatch):
+    monkeypatch.setitem(eager.conf, "task_time_limit", 50)
+
+    @eager.task(bind=True, soft_time_limit=20, name="tests.eager.limits")
+    def limits(self):
+        return self.request.timelimit, self.request.time_limit
+    try:
+        assert limits.delay().get() == [[50, 20], 50]  # as Celery's: the task's, else conf's
+    finally:
+        eager.tasks.pop(limits.name)
+
+
 def test_storing_eager_results_is_refused_at_the_call(eager, monkeypatch):
     """Celery's task_store_eager_result writes the result for AsyncResult(id) to read:
     here a get() by id would wait forever, so the call is refused."""

@@ -3,6 +3,7 @@ queue when it sends (apply_async(queue=), the task's queue=, task_routes,
 task_default_queue); ``worker -Q`` serves only its queues."""
 import pytest
 
+from miniq import chain
 from tests import tasks
 from tests.conftest import wait_for
 
@@ -132,6 +133,14 @@ def test_task_inherit_parent_priority_gives_a_child_its_parents(app, start_worke
     parent = tasks.send_child.apply_async((1,), priority=3)
     child = app.AsyncResult(parent.get(timeout=30))
     assert child.get(timeout=30) == 2 and priority_of(app, child) == 3
+    # as Celery's worker, it gives its priority to the next step of a chain, and to links
+    steps = chain(tasks.add.s(1, 1), tasks.add.s(1), tasks.add.s(1)).apply_async(priority=3)
+    link = tasks.add.s(1)
+    called = link.freeze()
+    linked = tasks.add.apply_async((1, 1), priority=6, link=link)
+    assert (steps.get(timeout=30), linked.get(timeout=30), called.get(timeout=30)) == (4, 2, 3)
+    assert [priority_of(app, r) for r in (steps.parent.parent, steps.parent, steps)] == [3, 3, 3]
+    assert priority_of(app, called) == 6
 
 
 def test_task_default_queue_decides_where_unrouted_tasks_go_and_what_a_worker_serves(
