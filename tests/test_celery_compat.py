@@ -769,7 +769,8 @@ def settings_are_read_as_celery_reads_them(c, get):
     two.config_from_object(Proxy(), namespace="CELERY")
     return ((one.conf.task_default_queue, one.conf.task_default_priority),
             two.conf.task_time_limit,
-            (three.conf.task_default_queue, three.conf.task_default_priority))
+            (three.conf.task_default_queue, three.conf.task_default_priority),
+            three.conf.result_expires.total_seconds())  # a timedelta by default
 
 
 def eager_propagation_raises_a_retry(c, get):
@@ -964,7 +965,7 @@ SCENARIOS = [
         {"is_eager": True, "exchange": None, "routing_key": None, "priority": 3})),
     (a_step_that_cannot_take_the_result_fails_the_chain, (
         "raised TypeError", "raised TypeError", ["FAILURE"] * 3, "raised TypeError")),
-    (settings_are_read_as_celery_reads_them, (("from_base", 3), 30, ("from_base", 5))),
+    (settings_are_read_as_celery_reads_them, (("from_base", 3), 30, ("from_base", 5), 86400)),
     (eager_propagation_raises_a_retry, ("ValueError", 5.0)),
     (retries_while_waiting_to_retry, (0, "again", 1)),
     (a_chords_callback_is_sent_by_its_last_member, (
