@@ -131,7 +131,7 @@ class Miniq:
                                 or conf.get("broker_url")
                                 or os.environ.get("MINIQ_BROKER_URL")
                                 or "sqlite:///miniq.db")
-        self.conf.result_backend = backend
+        self.conf.result_backend = backend or conf.get("result_backend")
         self.conf.include = [include] if isinstance(include, str) else list(include or ())
         self.tasks: dict[str, Task] = {}
         self._broker = self._waker = self._broker_url = None
@@ -139,8 +139,9 @@ class Miniq:
         # A relative database path is taken from the folder of the file making the app, so
         # producers and workers find the same file from any current folder.
         caller = sys._getframe(1)
-        while caller.f_code.co_name == "__init__" and caller.f_locals.get("self") is self:
-            caller = caller.f_back  # a subclass's __init__: who called it made the app
+        while caller.f_code.co_name == "__init__" and caller.f_globals.get(
+                "__name__", "").startswith(f"{__package__}."):
+            caller = caller.f_back  # the project app's __init__: who called it made the app
         caller = caller.f_globals
         self.home, self.origin = os.getcwd(), caller.get("__name__")  # origin: for -A
         if caller.get("__file__") and self.origin != __name__:

@@ -638,8 +638,8 @@ def next_steps(app, message: Any, state: str, result: str | None, traceback: str
         return rows, failed
     value = (loads(result) if result is not None else None,)
     links = [maybe_signature(s, app) for s in _listed(options.get("link"))]
-    if app.conf.task_inherit_parent_priority:  # as Celery's worker sends them
-        for step in (*follow[:1], *links):
+    if app.conf.task_inherit_parent_priority and message.priority:  # as Celery's worker
+        for step in (*follow[:1], *links):  # (a parent of priority 0 leaves theirs)
             step.set(priority=message.priority)
     rows = follow and follow[0]._rows(app, value, None, lineage, follow[1:])
     if len(links) > 1:  # as Celery's: sent as one group, the task's one child

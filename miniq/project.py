@@ -6,6 +6,7 @@ the core's app with these; the core never imports this module.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import sys
@@ -43,23 +44,22 @@ class Miniq(apps.Miniq):
 
     _discover = None  # (packages, related_name) given to autodiscover_tasks
     _settings = None  # what config_from_object read: INSTALLED_APPS, for autodiscovery
+    namespace = strict_typing = None  # Celery's keywords: see __init__
     broker_class = RateBroker  # keeps rate limits across workers
 
     def __init__(self, main: str | None = None, *args: Any, changes: dict | None = None,
-                 config_source: Any = None, set_as_current: bool = True,
-                 strict_typing: bool = True, task_cls: Any = None, **conf: Any) -> None:
+                 config_source: Any = None, namespace: str | None = None,
+                 set_as_current: bool = True, strict_typing: bool = True, **conf: Any) -> None:
         """The core's app, with Celery's keywords: ``config_source`` (read as
         config_from_object reads it, under ``changes`` and the other keywords),
-        ``set_as_current``, ``strict_typing`` (its tasks' ``typing``), ``task_cls``
-        (a class, or its name as ``"module:Class"``)."""
+        ``namespace`` (its settings' prefix, and config_from_object's),
+        ``set_as_current`` and ``strict_typing`` (its tasks' ``typing``)."""
         previous, source = apps._default, _object(config_source)
-        if isinstance(task_cls, str):
-            task_cls = _object(task_cls)
-        settings = {} if source is None else _settings(source, None)
-        if task_cls:
-            conf["task_cls"] = task_cls
-        self.strict_typing = strict_typing  # before the shared tasks are made on it
-        super().__init__(main, *args, **{**settings, **(changes or {}), **conf})
+        settings = {} if source is None else _settings(source, namespace)
+        settings = {key: value for key, value in {**settings, **(changes or {})}.items()
+                    if key not in ("main", "broker", "backend")}  # the core's arguments
+        self.namespace, self.strict_typing = namespace, strict_typing  # before shared tasks
+        super().__init__(main, *args, **{**settings, **conf})
         self._settings = source
         if not set_as_current:
             apps._default = previous
@@ -96,7 +96,7 @@ class Miniq(apps.Miniq):
                 return False
             raise
         self._settings = obj
-        self.conf.update(_settings(obj, namespace))
+        self.conf.update(_settings(obj, namespace or self.namespace))
         self._annotate_all()
         return True
 
@@ -147,9 +147,13 @@ class Miniq(apps.Miniq):
 
     @property
     def Task(self) -> type:
-        """The class ``@app.task`` makes tasks from (``task_cls``); assigning one, as
-        Flask's guide does, sets it for the tasks defined after."""
-        return self.conf.get("task_cls") or Task
+        """The class ``@app.task`` makes tasks from (``task_cls``, a class or its name);
+        assigning one, as Flask's guide does, sets it for the tasks defined after."""
+        cls = self.conf.get("task_cls") or Task
+        if isinstance(cls, str):  # as Celery's symbol_by_name: "module:Class", "module.Class"
+            module, _, name = cls.partition(":") if ":" in cls else cls.rpartition(".")
+            cls = self.conf.task_cls = getattr(importlib.import_module(module), name)
+        return cls
 
     @Task.setter
     def Task(self, cls: type) -> None:
@@ -254,13 +258,18 @@ def _settings(obj, namespace):
     names = [key for key in (list(obj) if isinstance(obj, Mapping) else dir(obj))
              if isinstance(key, str) and key.startswith(prefix) and not key.startswith("_")]
     old = [key for key in names if not prefix and key.startswith(OLD_NAMES)]
-    if old:  # Celery maps them to the new names: miniq would read none of them
+    if old and not apps.DEFAULTS.keys() & names:  # Celery 3's settings, not new ones and
+        # constants of the project's: Celery maps them, miniq would read none of them
         raise ImproperlyConfigured(
             f"{', '.join(sorted(old))}: miniq reads only Celery's lowercase setting names"
             " (task_always_eager for CELERY_ALWAYS_EAGER, ...); rename them, or give"
             " namespace='CELERY' if they are new names written in capitals")
     get = obj.get if isinstance(obj, Mapping) else functools.partial(getattr, obj)
-    settings = {key[len(prefix):].lower(): get(key) for key in names if prefix or key.islower()}
+    settings = {}
+    for key in names:
+        if prefix or key.islower():
+            with contextlib.suppress(Exception):  # as Celery's, which reads only settings
+                settings[key[len(prefix):].lower()] = get(key)
     _refuse(settings)
     return settings
 

@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import multiprocessing
+import multiprocessing.util
 import os
 import pickle
 import resource
@@ -161,9 +162,9 @@ def _outcome(fields):
     write a well-framed pickle of anything into its pipe."""
     outcome = Outcome._make(fields)
     texts = (outcome.state, outcome.result, outcome.traceback, outcome.body)
-    if not (set(map(type, texts)) <= {str, type(None)}
-            and type(outcome.eta) in (int, float) and outcome.exc is None
-            and type(outcome.flows) in (dict, type(None))):
+    if not (all(isinstance(text, (str, type(None))) for text in texts)
+            and isinstance(outcome.eta, (int, float)) and outcome.exc is None
+            and isinstance(outcome.flows, (dict, type(None)))):
         raise ValueError("not a reply of its child's")
     return outcome
 
@@ -206,12 +207,15 @@ def child_main(app_path, conn, loglevel, max_tasks, max_memory_kib, manager, hos
         _serve(app, conn, max_tasks, max_memory_kib, manager, hostname)
     finally:
         emit("_child_stopped", hostname)
-    # Done: as Celery's children, without waiting for threads its tasks left running
-    # (multiprocessing would join them, and this child would never end).
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    if any(not thread.daemon for thread in threading.enumerate()
+           if thread is not threading.current_thread()):
+        # A thread its task left running: multiprocessing would wait for it, and this
+        # child would never end. Run what its exit runs but that wait, then exit.
+        for step in (multiprocessing.util._exit_function, logging.shutdown,
+                     getattr(sys.stdout, "flush", None), getattr(sys.stderr, "flush", None)):
+            with contextlib.suppress(Exception):
+                step()
+        os._exit(0)
 
 
 def _serve(app, conn, max_tasks, max_memory_kib, manager, hostname):
@@ -836,12 +840,13 @@ class Worker:
                 state = None if state == "REPLACED" else state  # its row is in follow
             except WORKFLOW_FAULTS as exc:
                 log.error("Task %s: its workflow ends here: %s", message, exc)
-                if state in ("SUCCESS", "REPLACED"):
-                    # as Celery's: a task whose next steps cannot be sent fails, and the
-                    # later steps of its chain with it (its errbacks are not sent)
-                    state, result = "FAILURE", exception_to_json(exc)
+                if state in ("SUCCESS", "REPLACED"):  # as Celery's: a task whose next steps
+                    state, result = "FAILURE", exception_to_json(exc)  # cannot be sent fails
+                for errbacks in (True, False):  # the chain's later steps fail with it
                     with contextlib.suppress(*WORKFLOW_FAULTS):
-                        failed = next_steps(self.app, message, state, result, errbacks=False)[1]
+                        follow, failed = next_steps(self.app, message, state, result,
+                                                    outcome.traceback, errbacks)
+                        break
         # our own commit does not move data_version: claim after it if it sends a step
         # or may release a chord's callback
         self.want = self.want or bool(follow or message.chord)

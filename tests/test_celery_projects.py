@@ -312,6 +312,43 @@ def test_a_result_backend_miniq_cannot_use_is_refused_naming_it(tmp_path, backen
         app.broker  # noqa: B018 - the file is opened, and the backend checked, on first use
 
 
+def test_settings_objects_are_read_as_celery_reads_them(fresh_app, tmp_path):
+    """A property that raises is not a setting; a project's own capital constants beside
+    new names are not Celery 3's; a namespace given to the app reads its config_source."""
+    class Settings:
+        task_default_queue = "mine"
+        CELERY_WORKER_QUEUES = ["not", "celery's"]
+
+        @property
+        def secret_token(self):
+            raise RuntimeError("not a setting")
+    fresh_app.config_from_object(Settings())
+    assert fresh_app.conf.task_default_queue == "mine" and "secret_token" not in fresh_app.conf
+    (tmp_path / "dj_settings.py").write_text(
+        "CELERY_TASK_DEFAULT_QUEUE = 'dj'\nCELERY_RESULT_BACKEND = 'rpc://'\n"
+        "def main():\n    pass\nbroker = 'not a setting'\n")
+    (tmp_path / "custom_task.py").write_text("from miniq import Task\nclass Custom(Task): pass\n")
+    app = Celery("ns", broker=fresh_app.conf.broker_url, config_source="dj_settings",
+                 namespace="CELERY", changes={"task_cls": "custom_task.Custom"},
+                 set_as_current=False)
+    assert (app.conf.task_default_queue, app.conf.result_backend) == ("dj", "rpc://")
+    assert app.conf.broker_url == fresh_app.conf.broker_url
+    assert app.Task.__name__ == "Custom"  # named "module.Class" too, as Celery's
+
+
+def test_an_app_subclass_finds_its_database_beside_its_own_module(fresh_app, tmp_path):
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "projapp.py").write_text(
+        "from miniq import Celery\nclass ProjApp(Celery):\n"
+        "    def __init__(self):\n        super().__init__('p', broker='sqlite:///p.db')\n")
+    sys.path.insert(0, str(tmp_path / "lib"))
+    try:
+        from projapp import ProjApp
+        assert ProjApp().home == str(tmp_path / "lib")  # as a worker given -A projapp
+    finally:
+        sys.path.remove(str(tmp_path / "lib"))
+
+
 def test_celerys_keywords_to_the_app_are_honoured(fresh_app, tmp_path):
     (tmp_path / "source_settings.py").write_text(
         "task_default_queue = 'from_source'\ntask_default_priority = 1\n")

@@ -162,11 +162,15 @@ def test_a_time_limit_too_big_for_a_float_fails_that_task_alone(app, start_worke
 
 
 def test_a_callback_with_a_countdown_too_big_ends_the_workflow_not_the_worker(
-        app, start_worker):
-    """As Celery's, the task whose callback cannot be sent fails with that error."""
+        app, start_worker, tmp_path):
+    """As Celery's, the task whose callback cannot be sent fails with that error, and its
+    errback is sent."""
     worker = start_worker("-c", "1")
-    first = tasks.add.apply_async((1, 1), link=tasks.add.s(1).set(countdown=10 ** 400))
+    log = str(tmp_path / "errback")
+    first = tasks.add.apply_async((1, 1), link=tasks.add.s(1).set(countdown=10 ** 400),
+                                  link_error=tasks.record.si(log, "errback"))
     assert isinstance(failure_of(first), OverflowError)
+    wait_for(lambda: os.path.exists(log), 15, message="the errback ran")
     wait_for(lambda: "its workflow ends here" in tail(worker), 15,
              message="the workflow ending logged")
     assert_serving(worker)

@@ -141,6 +141,8 @@ def test_task_inherit_parent_priority_gives_a_child_its_parents(app, start_worke
     assert (steps.get(timeout=30), linked.get(timeout=30), called.get(timeout=30)) == (4, 2, 3)
     assert [priority_of(app, r) for r in (steps.parent.parent, steps.parent, steps)] == [3, 3, 3]
     assert priority_of(app, called) == 6
+    own = chain(tasks.add.s(1, 1), tasks.add.s(1).set(priority=9)).apply_async()
+    assert own.get(timeout=30) == 3 and priority_of(app, own) == 9  # a parent's 0: its own
 
 
 def test_task_default_queue_decides_where_unrouted_tasks_go_and_what_a_worker_serves(
