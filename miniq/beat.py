@@ -53,6 +53,9 @@ class Beat:
             if unknown:  # a misspelt key would be ignored: Celery's entry refuses it too
                 raise TypeError(f"{', '.join(map(repr, sorted(unknown, key=str)))}: an entry"
                                 f" takes {', '.join(sorted(ENTRY_KEYS))}")
+            if entry.get("relative", True) is not True:  # Celery's default, not miniq's
+                raise TypeError(f"relative={entry['relative']!r}: miniq's intervals always run"
+                                " at multiples of themselves since the epoch (relative=True)")
             every = maybe_schedule(entry["schedule"])
             if not hasattr(every, "next_after"):
                 raise TypeError(f"its schedule must be seconds, a timedelta, a schedule or a"

@@ -98,6 +98,7 @@ def test_a_crontab_entry_new_to_the_file_waits_for_its_next_time(app, monkeypatc
     ({"task": "tests.tasks.add", "schedule": 10, "options": {"serializer": "pickle"}}, "JSON"),
     ({"schedule": 10}, "no 'task'"),
     ({"task": "tests.tasks.add", "schedule": 10, "kwarg": {"y": 1}}, "'kwarg': an entry takes"),
+    ({"task": "tests.tasks.add", "schedule": 10, "relative": False}, "relative=False: miniq"),
     ({"task": "tests.tasks.add", "schedule": crontab(0, 0, day_of_month=31, month_of_year=2)},
      "no run in the next five years")])
 def test_a_bad_beat_entry_is_refused_as_beat_starts_naming_it(app, monkeypatch, entry, said):
