@@ -44,7 +44,7 @@ class Miniq(apps.Miniq):
 
     _discover = None  # (packages, related_name) given to autodiscover_tasks
     _settings = None  # what config_from_object read: INSTALLED_APPS, for autodiscovery
-    namespace = strict_typing = None  # Celery's keywords: see __init__
+    namespace, strict_typing = None, True  # Celery's keywords, as its defaults: see __init__
     broker_class = RateBroker  # keeps rate limits across workers
 
     def __init__(self, main: str | None = None, *args: Any, changes: dict | None = None,
