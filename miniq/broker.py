@@ -950,7 +950,8 @@ def _message(row):
         revoked = 9  # terminate, by SIGKILL: no valid signal
     bad = [name for name, value, kind in (
         ("priority", priority, int), ("retries", head[3], int), ("eta", eta, NUMBER),
-        ("expires", expires, MAYBE_NUMBER), ("options", options, dict))
+        ("expires", expires, MAYBE_NUMBER), ("options", options, dict),
+        ("attempts", head[4] if head[4] >= 1 else None, int))  # a count below 0 dodges the cap
         if not isinstance(value, kind)]
     if bad:
         options, revoked, fault = {}, None, f"bad {', '.join(bad)}"

@@ -405,6 +405,8 @@ MALFORMED = [
     ("expires", "abc"),
     ("priority", "abc"),
     ("retries", "x"),
+    ("attempts", -5),  # its delivery cap would never be reached
+    ("attempts", 1.5),
 ]
 
 
