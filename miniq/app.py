@@ -271,8 +271,9 @@ class Miniq:
         if not kept["parent_id"]:  # sent from inside a running task: that one is its parent
             kept.update({"root_id": None, **lineage()})
         ignore_result = ignores if ignore_result is None else bool(ignore_result)
-        # a chain's next step, a chord's callback or a link needs the value
-        kept["ignore_result"] = ignore_result and not (kept["chain"] or chord or kept["link"])
+        # a chord's callback reads its members' values from their rows; a chain's next
+        # step or a link gets the value, which is then dropped
+        kept["ignore_result"] = ignore_result and not chord
         status = WAITING if waiting else QUEUED  # a chord callback waits for its members
         return (task_id or new_id(), name, queue or default_queue, priority, body, _options(kept),
                 due, expires, now, chord, status, retries or 0)  # retries: as Celery's send_task

@@ -807,6 +807,7 @@ def _settle(db, worker, outcomes, now):
         if state is None:  # nothing to keep: ignore_result, or replaced by the rows in follow
             if db.execute(f"DELETE FROM task {FENCE}", key).rowcount:
                 _follow(db, follow)
+                _fail(db, failed, "FAILURE", result, tb, now)  # an ignored failure's chain
         elif state == "RETRY":
             db.execute(
                 "UPDATE task SET status = -2, state = 'RETRY', retries = retries + 1,"
@@ -829,11 +830,7 @@ def _settle(db, worker, outcomes, now):
                         f" finished = ?, started = COALESCE(?, started) {FENCE}",
                         (state, result, tb, now, began, *key)).rowcount:
             _follow(db, follow)
-            if failed:
-                db.executemany(
-                    "INSERT OR IGNORE INTO task (id, name, queue, body, status, state, result,"
-                    " traceback, created, finished) VALUES (?, ?, '', '[]', 2, ?, ?, ?, ?, ?)",
-                    [(i, name, state, result, tb, now, now) for i, name in failed])
+            _fail(db, failed, state, result, tb, now)
             if chord:
                 _release_chord(db, chord, now, task_id)
 
@@ -843,6 +840,15 @@ def _follow(db, rows):
     if rows:  # an empty executemany still costs a statement's preparation
         db.executemany(UNSENT, [row[:1] for row in rows])
         db.executemany(FOLLOW, rows)
+
+
+def _fail(db, steps, state, result, tb, now):
+    """The (id, name) steps that end with the task before them: a chain's later ones."""
+    if steps:
+        db.executemany(
+            "INSERT OR IGNORE INTO task (id, name, queue, body, status, state, result,"
+            " traceback, created, finished) VALUES (?, ?, '', '[]', 2, ?, ?, ?, ?, ?)",
+            [(i, name, state, result, tb, now, now) for i, name in steps])
 
 
 def _release_chord(db, callback, now, last):

@@ -486,12 +486,14 @@ class chord(Signature):
         return self.apply_async((), {"body": body} if body else {}, **options)
 
     def apply_async(self, args: Sequence = (), kwargs: dict | None = None, **options: Any):
-        """Send the members and the callback that waits for them; the callback's result."""
-        body = (kwargs or {}).get("body")
+        """Send the members and the callback that waits for them; the callback's result.
+        As Celery's, the arguments go to the members."""
+        kwargs = dict(kwargs or {})
+        body = kwargs.pop("body", None)
         sig = (self if body is None else chord(self.header, body, **self.options)).clone()
         if not sig.header.tasks:  # no member will release it: as Celery, it runs now
             return sig.body.apply_async(([],), **options)
-        return _Workflow.apply_async(sig, args, None, **options)
+        return _Workflow.apply_async(sig, args, kwargs, **options)
 
     def apply(self, args: Sequence = (), kwargs: dict | None = None, **options: Any):
         """Run the header now in this process, then the body with its results."""
@@ -527,7 +529,7 @@ class chord(Signature):
         if not isinstance(body, chain) and "group_id" not in body.options:
             wait["group_id"] = self._header_result.id  # as Celery's: the header's group
         callback = steps[0]._rows(app, (), None, wait, [*steps[1:], *follow])
-        args = args if self.immutable else (*args, *self.args)
+        args, kwargs = _Workflow._partial(self, args, kwargs)
         members = {k: v for k, v in options.items() if k not in ("link", "link_error")}
         return callback + self.header._rows(app, args, kwargs, members)  # links: the callback's
 

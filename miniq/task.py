@@ -549,8 +549,10 @@ def _run(task, task_id, args, kwargs, soft_limit):
 
 
 def _kept(message, value, eager):
-    """A success as stored: nothing if the call said ignore_result, else the value as JSON."""
-    if not eager and message.options.get("ignore_result"):
+    """A success as stored: nothing if the call said ignore_result and no step or link
+    takes the value, else the value as JSON."""
+    options = message.options
+    if not eager and options.get("ignore_result") and not (options.get("chain") or options.get("link")):
         return Outcome(None, None)
     try:
         return Outcome("SUCCESS", dumps(value))

@@ -828,10 +828,6 @@ class Worker:
         state, result = outcome.state, outcome.result
         if outcome.flows is not None:  # the task changed its request's chain or callbacks
             message = message._replace(options={**message.options, **outcome.flows})
-        if state == "FAILURE" and message.options.get("ignore_result"):
-            # as Celery: ignore_result drops errors too, unless store_errors_even_if_ignored
-            if not self._setting(message, "store_errors_even_if_ignored"):
-                state = None
         follow = failed = ()
         flows = ("chain", "link", "link_error")
         if state == "REPLACED" or state in FINAL and any(map(message.options.get, flows)):
@@ -847,6 +843,9 @@ class Worker:
                         follow, failed = next_steps(self.app, message, state, result,
                                                     outcome.traceback, errbacks)
                         break
+        if state in ("SUCCESS", "FAILURE") and message.options.get("ignore_result") and not (
+                state == "FAILURE" and self._setting(message, "store_errors_even_if_ignored")):
+            state = None  # as Celery: sent on, called back, not stored (errors too, unless told)
         # our own commit does not move data_version: claim after it if it sends a step
         # or may release a chord's callback
         self.want = self.want or bool(follow or message.chord)

@@ -611,6 +611,20 @@ def a_chords_call_options_link_its_callback_only(c, get):
             ids_replaced(wait_for_lines(bad, 1), failing))
 
 
+def an_ignored_result_goes_on_but_is_not_kept(c, get):
+    """ignore_result: the next step gets the value and an errback is called, while the
+    task itself keeps no state."""
+    chained = (c.fire_and_forget.s(5) | c.add.s(1))()
+    errback = c.echo.s().set(task_id=str(uuid.uuid4()))
+    failed = c.fail_quietly.apply_async(link_error=errback)
+    return (get(chained), chained.parent.state,
+            get(c.app.AsyncResult(errback.id)) == failed.id, failed.state)
+
+
+def a_chords_keyword_arguments_go_to_its_members(c, get):
+    return get(c.chord([c.echo_all.s(1), c.echo_all.s(2)], c.echo_all.s()).delay(k=5))
+
+
 def get_of_a_chain_stopped_by_a_revoked_step_raises(c, get):
     result = c.chain(c.add.s(1, 1).set(countdown=1), c.add.s(1), c.add.s(2)).apply_async()
     result.parent.revoke()  # the middle step, before the first one has run
@@ -842,6 +856,9 @@ def on_message_sees_progress_then_success(c, get):
 
 SCENARIOS = [
     (delay_and_get, 5),
+    (an_ignored_result_goes_on_but_is_not_kept, (6, "PENDING", True, "PENDING")),
+    (a_chords_keyword_arguments_go_to_its_members,
+     [[[[[1], {"k": 5}], [[2], {"k": 5}]]], {}]),  # the body: [its members' values]
     (bind_sees_its_request_id, True),
     (retry_runs_again, 2),
     (a_retry_without_exc_stores_no_exception, (None, "again")),

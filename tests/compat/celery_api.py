@@ -375,6 +375,16 @@ def fire_and_forget(value):
     return value
 
 
+@app.task(ignore_result=True)
+def fail_quietly():
+    raise ValueError("nobody keeps this")
+
+
+@app.task
+def echo_all(*args, **kwargs):
+    return [list(args), kwargs]
+
+
 @app.task(bind=True)
 def progress_gated(self, gate):
     """Report PROGRESS, then finish once the caller creates the file gate (20 s at most)."""
