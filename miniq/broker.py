@@ -458,8 +458,9 @@ class Broker:
         rows = self._rows("SELECT id, options FROM task WHERE instr(options, ?) ORDER BY seq",
                           (task_id,))
         sent = [(child, _options(text) or {}) for child, text in rows]
+        group_of = {child: o.get("group") for child, o in sent}
         return [(child, o.get("group")) for child, o in sent
-                if o.get("parent_id") == task_id]
+                if o.get("parent_id") == task_id and not _headed(o, group_of)]
 
     @_translated
     def save_group(self, group_id, members):
@@ -787,6 +788,14 @@ class Broker:
         return self._write("DELETE FROM task WHERE seq IN (SELECT seq FROM task INDEXED BY"
                            " task_done WHERE status = 2 AND finished < ? LIMIT ?)",
                            (before, SWEEP)) == SWEEP
+
+
+def _headed(options, group_of):
+    """Whether a row is a chord's callback that carries its header's group id (as its
+    request.group, as Celery's): Celery lists the header as the sender's child, not it."""
+    header = options.get("header")
+    members = [m for m in header if isinstance(m, str)] if isinstance(header, list) else ()
+    return bool(options.get("group")) and options.get("group") in map(group_of.get, members)
 
 
 def _send_again(db, row):

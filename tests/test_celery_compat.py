@@ -625,6 +625,15 @@ def a_chords_keyword_arguments_go_to_its_members(c, get):
     return get(c.chord([c.echo_all.s(1), c.echo_all.s(2)], c.echo_all.s()).delay(k=5))
 
 
+def the_children_of_a_chords_sender_are_its_header(c, get):
+    sender = c.sends_a_chord.delay()
+    get(sender)
+    chained = (c.add.s(1, 1) | c.group(c.add.s(1), c.add.s(2)) | c.tsum.s())()
+    get(chained)
+    return ([(type(child).__name__, get(child)) for child in sender.children],
+            [len(child.results) for child in chained.parent.parent.children])
+
+
 def get_of_a_chain_stopped_by_a_revoked_step_raises(c, get):
     result = c.chain(c.add.s(1, 1).set(countdown=1), c.add.s(1), c.add.s(2)).apply_async()
     result.parent.revoke()  # the middle step, before the first one has run
@@ -857,6 +866,7 @@ def on_message_sees_progress_then_success(c, get):
 SCENARIOS = [
     (delay_and_get, 5),
     (an_ignored_result_goes_on_but_is_not_kept, (6, "PENDING", True, "PENDING")),
+    (the_children_of_a_chords_sender_are_its_header, ([("GroupResult", [2, 4])], [2])),
     (a_chords_keyword_arguments_go_to_its_members,
      [[[[[1], {"k": 5}], [[2], {"k": 5}]]], {}]),  # the body: [its members' values]
     (bind_sees_its_request_id, True),

@@ -385,6 +385,11 @@ def echo_all(*args, **kwargs):
     return [list(args), kwargs]
 
 
+@app.task
+def sends_a_chord():
+    chord([add.s(1, 1), add.s(2, 2)], tsum.s()).delay()
+
+
 @app.task(bind=True)
 def progress_gated(self, gate):
     """Report PROGRESS, then finish once the caller creates the file gate (20 s at most)."""
