@@ -100,7 +100,8 @@ UNSENT = "DELETE FROM task WHERE id = ? AND name = '' AND status = 2 AND state !
 CLAIM_COLUMNS = ("id, name, body, retries, attempts, options, chord, expires,"
                  " priority, revoked, queue, eta")
 CLAIM = ("UPDATE task SET status = 1, state = COALESCE(?, state), worker = ?, lease = ?,"
-         " started = ?, attempts = attempts + 1 WHERE seq")  # IN (...) or = ?
+         " started = ?, attempts = MAX(attempts, 0) + 1 WHERE seq")  # IN (...) or = ?
+# (a count below 0, another program's, would put the delivery cap out of reach)
 FENCE = "WHERE id = ? AND worker = ? AND attempts = ? AND status = 1"  # this delivery only
 NOT_BEGUN = "(status <= 0 OR status = 3 OR status = 1 AND started IS NULL)"  # or reserved
 NUMBER = (int, float)
@@ -965,8 +966,7 @@ def _message(row):
         revoked = 9  # terminate, by SIGKILL: no valid signal
     bad = [name for name, value, kind in (
         ("priority", priority, int), ("retries", head[3], int), ("eta", eta, NUMBER),
-        ("expires", expires, MAYBE_NUMBER), ("options", options, dict),
-        ("attempts", head[4] if head[4] >= 1 else None, int))  # a count below 0 dodges the cap
+        ("expires", expires, MAYBE_NUMBER), ("options", options, dict))
         if not isinstance(value, kind)]
     if bad:
         options, revoked, fault = {}, None, f"bad {', '.join(bad)}"

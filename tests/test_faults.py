@@ -405,8 +405,6 @@ MALFORMED = [
     ("expires", "abc"),
     ("priority", "abc"),
     ("retries", "x"),
-    ("attempts", -5),  # its delivery cap would never be reached
-    ("attempts", 1.5),
 ]
 
 
@@ -426,6 +424,15 @@ def test_a_malformed_row_fails_without_running_and_the_worker_keeps_serving(
     assert (before.get(timeout=15), after.get(timeout=15)) == (1, 3)
     assert tokens_run(runs) == Counter({1: 1, 3: 1}), "the malformed task ran"
     assert_serving(worker)
+
+
+def test_a_delivery_count_below_zero_counts_from_one(app):
+    """Another program's row with attempts = -5 would need many deliveries to reach
+    task_max_deliveries: a task that kills its worker each time would loop on."""
+    app.broker.db  # the schema
+    for attempts in (-5, 0):
+        insert_raw(app, tasks.add.name, (1, 2), attempts=attempts)
+    assert [m.attempts for m in app.broker.claim("w", ["celery"], 2, 60.0)] == [1, 1]
 
 
 # the database's side files -----------------------------------------------------------------------
