@@ -228,9 +228,12 @@ class Miniq:
         if key not in self._routes:  # keyed on the settings, so changing them takes effect
             task, route = self.tasks.get(name) or Task, _route(conf.task_routes or {}, name)
             ignore = conf.task_ignore_result if task.ignore_result is None else task.ignore_result
+            # as Celery's: a task takes task_default_priority as its own option, over a route
+            own = conf.task_default_priority if task.priority is None and name in self.tasks \
+                else task.priority
             self._routes[key] = (task.queue or route.get("queue") or conf.task_default_queue,
-                                 task.priority or route.get("priority")
-                                 or conf.task_default_priority or 0,
+                                 next((p for p in (own, route.get("priority"),
+                                                   conf.task_default_priority) if p is not None), 0),
                                  task.soft_time_limit,
                                  task.time_limit,
                                  task.expires,

@@ -108,9 +108,15 @@ def test_task_routes_as_a_list_with_a_regex_and_a_priority_as_in_celery(app, pro
                                {re.compile(r"tests\.tasks\.heavy_\w+"): "r_regex"}],
                   task_default_priority=4)
     exact, heavy = tasks.route_exact.delay(1), tasks.heavy_one.delay(2)
-    assert (queue_of(app, exact), priority_of(app, exact)) == ("r_list", 6)
+    # a task takes task_default_priority as its own option, and that beats a route's
+    assert (queue_of(app, exact), priority_of(app, exact)) == ("r_list", 4)
     assert (queue_of(app, heavy), priority_of(app, heavy)) == ("r_regex", 4)
     assert priority_of(app, tasks.heavy_two.apply_async((3,), priority=1)) == 1
+    producer_conf(task_routes={"tests.tasks.route_exact*": {"priority": 6}})
+    assert priority_of(app, app.send_task("tests.tasks.route_exact_elsewhere", (1,))) == 6
+    producer_conf(task_default_priority=None)
+    assert priority_of(app, tasks.route_exact.delay(1)) == 6
+    assert priority_of(app, tasks.route_exact.apply_async((1,), priority=0)) == 0
 
 
 def test_a_router_function_in_task_routes_is_refused_at_the_call(app, producer_conf):
