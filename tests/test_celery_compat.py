@@ -634,6 +634,15 @@ def the_children_of_a_chords_sender_are_its_header(c, get):
             [len(child.results) for child in chained.parent.parent.children])
 
 
+def revoke_with_reply_answers_for_each_worker(c, get):
+    get(c.add.delay(1, 1))  # the worker is up
+    task_id = str(uuid.uuid4())
+    replies = c.app.control.revoke(task_id, reply=True, timeout=5)
+    return (c.app.control.revoke(str(uuid.uuid4())),
+            [(node == f"celery@{socket.gethostname()}", answer["ok"].replace(task_id, "<id>"))
+             for one in replies for node, answer in one.items()])
+
+
 def get_of_a_chain_stopped_by_a_revoked_step_raises(c, get):
     result = c.chain(c.add.s(1, 1).set(countdown=1), c.add.s(1), c.add.s(2)).apply_async()
     result.parent.revoke()  # the middle step, before the first one has run
@@ -866,6 +875,8 @@ def on_message_sees_progress_then_success(c, get):
 SCENARIOS = [
     (delay_and_get, 5),
     (an_ignored_result_goes_on_but_is_not_kept, (6, "PENDING", True, "PENDING")),
+    (revoke_with_reply_answers_for_each_worker,
+     (None, [(True, "tasks {'<id>'} flagged as revoked")])),
     (the_children_of_a_chords_sender_are_its_header, ([("GroupResult", [2, 4])], [2])),
     (a_chords_keyword_arguments_go_to_its_members,
      [[[[[1], {"k": 5}], [[2], {"k": 5}]]], {}]),  # the body: [its members' values]

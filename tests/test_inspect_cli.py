@@ -423,6 +423,19 @@ def test_control_revoke_terminate_and_celery_s_terminate_end_running_tasks(on_sh
         assert re.search(r"^(usage: |miniq: error: )", out.stderr, re.M), (bad, out.stderr)
 
 
+def test_control_revoke_replies_as_celery_s_workers(on_shared):
+    running = tasks.sleep.delay(60)
+    wait_for(lambda: running.state == "STARTED", message="it starts")
+    control = tasks.app.control
+    assert control.revoke(running.id, terminate=True, signal="SIGKILL", reply=True) == [
+        {NODE: {"ok": f"terminate: {running.id}"}}]
+    wait_for(lambda: running.state == "REVOKED", message="it ends")
+    assert control.revoke(running.id, terminate=True, reply=True) == [
+        {NODE: {"ok": "terminate: tasks unknown"}}]
+    with pytest.raises(TypeError, match="destination"):  # Celery's would hold there only
+        control.revoke(running.id, destination=[NODE])
+
+
 def test_call_takes_celery_s_flags(on_shared):
     eta = datetime.now(timezone.utc) + timedelta(seconds=1)
     sent = cli(on_shared, "call", "tests.tasks.add", "-a", "[1, 2]", "--eta",
