@@ -390,7 +390,9 @@ def _call(task, args, kwargs, soft_limit):
             if task.app.broker.in_transaction():  # never inside miniq's own write: a moment later
                 signal.setitimer(signal.ITIMER_REAL, 0.001)
                 return
-            raise SoftTimeLimitExceeded(f"soft time limit ({soft_limit:g}s) exceeded")
+            log.warning("Soft time limit (%gs) exceeded for %s[%s]", soft_limit, task.name,
+                        task.request.id)
+            raise SoftTimeLimitExceeded()  # as Celery's: no message
         signal.signal(signal.SIGALRM, expire)
         signal.setitimer(signal.ITIMER_REAL, soft_limit)
     custom = type(task).__call__ is not Task.__call__  # as Celery: a base's __call__ runs

@@ -292,6 +292,7 @@ class Child:
     message = None  # the Message it runs
     started = 0.0
     deadline = None
+    hard = None  # its hard time limit, as given
     killed_for = None  # (state, exception) to record when it dies
     revoked = None  # the TaskRevokedError of a terminate whose signal it may handle
     retiring = False
@@ -691,7 +692,7 @@ class Worker:
             return
         child.message, child.started = message, time.monotonic()
         child.late = self._setting(message, "acks_late")
-        child.deadline = child.started + hard if hard else None
+        child.deadline, child.hard = child.started + hard if hard else None, hard
         try:
             child.conn.send_bytes(job)
         except OSError:  # it never got the task: a fresh child will
@@ -699,10 +700,12 @@ class Worker:
             self._kill(child)
 
     def _limit(self, message, key):
-        """A time limit in seconds: the call's option over the task's over app.conf."""
+        """A time limit in seconds, as given: the call's option over the task's over
+        app.conf. One that is not a number is a TypeError or ValueError."""
         value = message.options.get(key)
         value = self._setting(message, key) if value is None else value
-        return None if value is None else float(value)
+        seconds = None if value is None else float(value)  # 10 ** 400: OverflowError
+        return value if isinstance(value, (int, float)) else seconds
 
     def _setting(self, message, key):
         """The task's own option if it has one, else app.conf's ``task_<key>``: read
@@ -925,13 +928,13 @@ class Worker:
             if child.deadline is None or now < child.deadline:
                 continue
             if not child.killed_for:  # else it was revoked and ignored the signal
-                limit, message = child.deadline - child.started, child.message
+                message = child.message
                 # as Celery: acks_late without acks_on_failure_or_timeout puts it back
                 late = self._setting(message, "acks_late")
                 back = late and not self._setting(message, "acks_on_failure_or_timeout")
-                child.killed_for = ("PENDING" if back else "FAILURE", TimeLimitExceeded(
-                    f"task {message} exceeded its hard time limit of {limit:g}s"))
-                log.error("Hard time limit (%gs) exceeded for %s", limit, child.message)
+                child.killed_for = ("PENDING" if back else "FAILURE",
+                                    TimeLimitExceeded(child.hard))  # as Celery's: the limit
+                log.error("Hard time limit (%gs) exceeded for %s", child.hard, message)
             self._kill(child)
 
     def _kill(self, child):

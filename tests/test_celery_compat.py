@@ -269,9 +269,9 @@ def soft_limit_is_caught_by_the_task(c, get):
 
 
 def hard_limit_raises_time_limit_exceeded(c, get):
-    with pytest.raises(c.TimeLimitExceeded):
+    with pytest.raises(c.TimeLimitExceeded) as caught:
         get(c.stubborn.delay())
-    return "TimeLimitExceeded"
+    return "TimeLimitExceeded", caught.value.args  # the limit, as given
 
 
 def failure_comes_back_as_its_type(c, get):
@@ -898,7 +898,7 @@ SCENARIOS = [
     (retry_gives_up_after_max_retries, ("raised MaxRetriesExceededError",
                                          "gave up after 1: (1,) kwargs:{'b': 3}")),
     (soft_limit_is_caught_by_the_task, "cleaned up"),
-    (hard_limit_raises_time_limit_exceeded, "TimeLimitExceeded"),
+    (hard_limit_raises_time_limit_exceeded, ("TimeLimitExceeded", (1,))),
     (failure_comes_back_as_its_type, "ValueError"),
     (soft_limit_above_hard_limit_is_refused, "raised ValueError"),
     (chain_passes_results_on, 10),

@@ -83,8 +83,8 @@ def catches_its_last_retry(self, *args, **kwargs):
 def polite():
     try:
         time.sleep(5)
-    except SoftTimeLimitExceeded:
-        return "cleaned up"
+    except SoftTimeLimitExceeded as exc:
+        return "cleaned up" if exc.args == () else f"cleaned up, but given {exc.args}"
     return "slept"
 
 
