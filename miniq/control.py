@@ -42,6 +42,11 @@ class Control(apps.Control):
         return [{node: one} for node, one in (asked._request(answer) or {}).items()] if reply \
             else None
 
+    def purge(self, connection: Any = None) -> int:
+        """Delete the tasks waiting to run, in every queue (scheduled ones too, as
+        ``miniq purge`` does); how many, as Celery's."""
+        return self.app.broker.purge()
+
     def inspect(self, destination: list | None = None, timeout: float = 1.0,
                 **options: Any) -> Inspect:
         """What the live workers (or those named in ``destination``) are doing."""

@@ -139,6 +139,14 @@ def test_purge_force_deletes_queued_tasks_only(app, broker_url, start_worker):
     worker.kill_group()  # no need to wait out the sleep
 
 
+def test_control_purge_deletes_waiting_tasks_and_says_how_many(app):
+    sent = [tasks.add.delay(i, i) for i in range(3)]
+    sent.append(tasks.add.apply_async((1, 1), countdown=60, queue="other"))
+    assert app.control.purge() == 4
+    assert [r.state for r in sent] == ["PENDING"] * 4 and count_rows(app, "status <= 0") == 0
+    assert app.control.purge() == 0
+
+
 def test_purge_without_force_asks_and_deletes_only_on_yes(app, broker_url):
     for i in range(2):
         tasks.add.delay(i, i)
