@@ -854,8 +854,7 @@ class Worker:
         # our own commit does not move data_version: claim after it if it sends a step
         # or may release a chord's callback
         self.want = self.want or bool(follow or message.chord)
-        if follow:
-            emit("_published", follow)
+        emit("_published", follow)
         began = self.begun.pop(message.id, (0, None))[1]  # written with its outcome
         self._buffer(Settle(message.id, message.attempts, state, result, outcome.traceback,
                             outcome.eta, outcome.body, message.chord, follow, failed, began))
