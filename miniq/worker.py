@@ -836,8 +836,6 @@ class Worker:
         if state == "REPLACED" or state in FINAL and any(map(message.options.get, flows)):
             try:  # the claim checked the chain's shape; this is the net
                 follow, failed = next_steps(self.app, message, state, result, outcome.traceback)
-                # as Celery's worker publishes them: before_task_publish may add headers
-                follow = emit("_publishing", follow) or follow
                 state = None if state == "REPLACED" else state  # its row is in follow
             except WORKFLOW_FAULTS as exc:
                 log.error("Task %s: its workflow ends here: %s", message, exc)
@@ -854,7 +852,6 @@ class Worker:
         # our own commit does not move data_version: claim after it if it sends a step
         # or may release a chord's callback
         self.want = self.want or bool(follow or message.chord)
-        emit("_published", follow)
         began = self.begun.pop(message.id, (0, None))[1]  # written with its outcome
         self._buffer(Settle(message.id, message.attempts, state, result, outcome.traceback,
                             outcome.eta, outcome.body, message.chord, follow, failed, began))

@@ -311,17 +311,6 @@ def test_request_fields_of_a_plain_call(tasks, worker):
                       "x_trace": "t-1", "retries": 0}  # x_trace: a publish receiver's
 
 
-def test_a_step_the_worker_sends_is_published_with_the_signals(tasks, worker):
-    """As Celery's worker publishes a chain's next step, the publish signals fire for it,
-    in the worker: a header a receiver adds (a trace, say) reaches the step."""
-    since = len(worker.events())
-    result = (tasks.add.s(1, 1) | tasks.request_fields.si())()
-    assert result.get(timeout=20)["x_trace"] == "t-1"
-    for name in ("before_task_publish", "after_task_publish"):
-        sent = one([e for e in worker.events(name, since) if e["headers"]["id"] == result.id])
-        assert sent["pid"] != os.getpid() and sent["sender"] == tasks.request_fields.name
-
-
 def test_request_fields_of_a_call_with_options(tasks, worker):
     fields = tasks.request_fields.apply_async(
         countdown=0.2, expires=60, priority=7, time_limit=20, soft_time_limit=10,
