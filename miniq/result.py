@@ -133,7 +133,7 @@ class AsyncResult:
     """A handle on a task by id: its state, its outcome, and ways to wait for them."""
 
     ignored = False  # sent with ignore_result: get() returns None at once
-    _done = None  # a finished row never changes: keep it (as Celery keeps a ready meta)
+    _done = None  # a finished row never changes: keep it
 
     def __init__(self, id: str, app=None, parent=None):
         self.id, self.app = id, _app(app)
@@ -148,9 +148,7 @@ class AsyncResult:
         if self._done:
             return self._done
         row = self.app.broker.state(self.id)
-        # ready when done (else ignored: never), or when the task stored SUCCESS itself
-        # with update_state, as Celery's
-        if row and row[1] in FINAL and (row[0] == DONE or row[1] == "SUCCESS"):
+        if row and row[0] == DONE and row[1] in FINAL:  # else ignored: it never gets ready
             self._done = row
         return row or UNKNOWN
 

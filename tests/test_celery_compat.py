@@ -643,17 +643,6 @@ def revoke_with_reply_answers_for_each_worker(c, get):
              for one in replies for node, answer in one.items()])
 
 
-def a_success_stored_by_update_state_is_ready(c, get):
-    gate = os.path.join(tempfile.mkdtemp(), "gate")
-    early = c.early_success.delay(gate)
-    deadline = time.monotonic() + T
-    while early.state != "SUCCESS" and time.monotonic() < deadline:
-        time.sleep(0.02)
-    seen = early.ready(), get(early)  # (Celery's backend then keeps that meta for the id)
-    open(gate, "w").close()
-    return seen
-
-
 def get_of_a_chain_stopped_by_a_revoked_step_raises(c, get):
     result = c.chain(c.add.s(1, 1).set(countdown=1), c.add.s(1), c.add.s(2)).apply_async()
     result.parent.revoke()  # the middle step, before the first one has run
@@ -886,7 +875,6 @@ def on_message_sees_progress_then_success(c, get):
 SCENARIOS = [
     (delay_and_get, 5),
     (an_ignored_result_goes_on_but_is_not_kept, (6, "PENDING", True, "PENDING")),
-    (a_success_stored_by_update_state_is_ready, (True, {"early": True})),
     (revoke_with_reply_answers_for_each_worker,
      (None, [(True, "tasks {'<id>'} flagged as revoked")])),
     (the_children_of_a_chords_sender_are_its_header, ([("GroupResult", [2, 4])], [2])),

@@ -391,16 +391,6 @@ def sends_a_chord():
 
 
 @app.task(bind=True)
-def early_success(self, gate):
-    """Store SUCCESS with a meta while it runs, then finish once the caller creates gate."""
-    self.update_state(state="SUCCESS", meta={"early": True})
-    deadline = time.monotonic() + 20
-    while not os.path.exists(gate) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return "late"
-
-
-@app.task(bind=True)
 def progress_gated(self, gate):
     """Report PROGRESS, then finish once the caller creates the file gate (20 s at most)."""
     self.update_state(state="PROGRESS", meta={"step": 1})
