@@ -459,9 +459,8 @@ class Broker:
         rows = self._rows("SELECT id, options FROM task WHERE instr(options, ?) ORDER BY seq",
                           (task_id,))
         sent = [(child, _options(text) or {}) for child, text in rows]
-        group_of = {child: o.get("group") for child, o in sent}
         return [(child, o.get("group")) for child, o in sent
-                if o.get("parent_id") == task_id and not _headed(o, group_of)]
+                if o.get("parent_id") == task_id and not _headed(child, o, sent)]
 
     @_translated
     def save_group(self, group_id, members):
@@ -791,12 +790,16 @@ class Broker:
                            (before, SWEEP)) == SWEEP
 
 
-def _headed(options, group_of):
-    """Whether a row is a chord's callback that carries its header's group id (as its
-    request.group, as Celery's): Celery lists the header as the sender's child, not it."""
-    header = options.get("header")
-    members = [m for m in header if isinstance(m, str)] if isinstance(header, list) else ()
-    return bool(options.get("group")) and options.get("group") in map(group_of.get, members)
+def _headed(task_id, options, sent):
+    """Whether a row is a chord's callback that no group holds beside other tasks: as
+    Celery's, its sender lists the header's group, and the callback only as a member
+    of a group it sent. (A callback may carry its header's group id, or one of its own.)"""
+    header, group = options.get("header"), options.get("group")
+    if header is None:
+        return False
+    members = {m for m in header if isinstance(m, str)} if isinstance(header, list) else set()
+    return not group or not any(o.get("group") == group for other, o in sent
+                                if other != task_id and other not in members)
 
 
 def _send_again(db, row):

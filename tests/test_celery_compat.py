@@ -626,12 +626,14 @@ def a_chords_keyword_arguments_go_to_its_members(c, get):
 
 
 def the_children_of_a_chords_sender_are_its_header(c, get):
-    sender = c.sends_a_chord.delay()
-    get(sender)
+    senders = [c.sends_a_chord.delay(body) for body in ("task", "chain", "group", "own group")]
     chained = (c.add.s(1, 1) | c.group(c.add.s(1), c.add.s(2)) | c.tsum.s())()
     get(chained)
-    return ([(type(child).__name__, get(child)) for child in sender.children],
-            [len(child.results) for child in chained.parent.parent.children])
+    shapes = []
+    for sender in senders:
+        get(sender)  # it returns None; then it lists what it sent
+        shapes.append([(type(child).__name__, get(child)) for child in sender.children])
+    return shapes, [len(child.results) for child in chained.parent.parent.children]
 
 
 def revoke_with_reply_answers_for_each_worker(c, get):
@@ -877,7 +879,7 @@ SCENARIOS = [
     (an_ignored_result_goes_on_but_is_not_kept, (6, "PENDING", True, "PENDING")),
     (revoke_with_reply_answers_for_each_worker,
      (None, [(True, "tasks {'<id>'} flagged as revoked")])),
-    (the_children_of_a_chords_sender_are_its_header, ([("GroupResult", [2, 4])], [2])),
+    (the_children_of_a_chords_sender_are_its_header, ([[("GroupResult", [2, 4])]] * 4, [2])),
     (a_chords_keyword_arguments_go_to_its_members,
      [[[[[1], {"k": 5}], [[2], {"k": 5}]]], {}]),  # the body: [its members' values]
     (bind_sees_its_request_id, True),

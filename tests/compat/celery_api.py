@@ -386,8 +386,13 @@ def echo_all(*args, **kwargs):
 
 
 @app.task
-def sends_a_chord():
-    chord([add.s(1, 1), add.s(2, 2)], tsum.s()).delay()
+def sends_a_chord(body="task"):
+    """Sends a chord whose callback is one task, a chain, a group, or a task with a
+    group id of its own."""
+    bodies = {"task": tsum.s, "chain": lambda: chain(tsum.s(), add.s(1)),
+              "group": lambda: group(tsum.s(), tsum.s()),
+              "own group": lambda: tsum.s().set(group_id=f"own-{os.getpid()}-{time.time()}")}
+    chord([add.s(1, 1), add.s(2, 2)], bodies[body]()).delay()
 
 
 @app.task(bind=True)
