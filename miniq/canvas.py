@@ -497,6 +497,7 @@ class chord(Signature):
 
     def apply(self, args: Sequence = (), kwargs: dict | None = None, **options: Any):
         """Run the header now in this process, then the body with its results."""
+        args, kwargs = _Workflow._partial(self, args, kwargs)
         return self.body.apply((self.header.apply(args, kwargs, **options).get(),))
 
     def _flow(self) -> Signature:
@@ -588,8 +589,11 @@ Signature.TYPES.update(chain=chain, group=group, chord=chord, chunks=chunks)
 
 
 def _own(kwargs: dict) -> dict:
-    """A workflow's own partial keyword arguments: its kwargs besides its parts."""
-    return {k: v for k, v in kwargs.items() if k not in ("tasks", "header", "body", "kwargs")}
+    """A workflow's own partial keyword arguments: its kwargs besides its parts, and a
+    chord's under ``kwargs``, where Celery keeps them."""
+    own = {k: v for k, v in kwargs.items() if k not in ("tasks", "header", "body", "kwargs")}
+    nested = kwargs.get("kwargs")
+    return {**own, **nested} if isinstance(nested, dict) else own
 
 
 def _call_options(sig: Signature, options: dict | None) -> dict:

@@ -622,7 +622,9 @@ def an_ignored_result_goes_on_but_is_not_kept(c, get):
 
 
 def a_chords_keyword_arguments_go_to_its_members(c, get):
-    return get(c.chord([c.echo_all.s(1), c.echo_all.s(2)], c.echo_all.s()).delay(k=5))
+    own = c.chord([c.echo_all.s(1)], c.echo_all.s(), args=(7,), kwargs={"kwargs": {"own": 1}})
+    return (get(c.chord([c.echo_all.s(1), c.echo_all.s(2)], c.echo_all.s()).delay(k=5)),
+            get(own.apply_async((9,), {"k": 5})))  # with its own, where Celery keeps them
 
 
 def the_children_of_a_chords_sender_are_its_header(c, get):
@@ -881,7 +883,8 @@ SCENARIOS = [
      (None, [(True, "tasks {'<id>'} flagged as revoked")])),
     (the_children_of_a_chords_sender_are_its_header, ([[("GroupResult", [2, 4])]] * 4, [2])),
     (a_chords_keyword_arguments_go_to_its_members,
-     [[[[[1], {"k": 5}], [[2], {"k": 5}]]], {}]),  # the body: [its members' values]
+     ([[[[[1], {"k": 5}], [[2], {"k": 5}]]], {}],  # the body: [its members' values]
+      [[[[[9, 7, 1], {"own": 1, "k": 5}]]], {}])),
     (bind_sees_its_request_id, True),
     (retry_runs_again, 2),
     (a_retry_without_exc_stores_no_exception, (None, "again")),

@@ -150,6 +150,8 @@ def test_chord_runs_eagerly_and_the_callback_gets_the_list(eager):
     header = [tasks.add.s(1, 1), tasks.add.s(2, 2), tasks.add.s(3, 3)]
     assert chord(header, tasks.echo.s()).apply_async().get() == [2, 4, 6]
     assert chord(header)(tasks.tsum.s(extra=1)).get() == 13
+    partial = chord([tasks.add.s(1)], tasks.echo.s(), kwargs={"kwargs": {"y": 2}})
+    assert partial.apply_async().get() == [3]  # the chord's own, as Celery's eager call
     with pytest.raises(ValueError):  # as Celery's eager chord: the member's error, at the call
         chord([tasks.add.s(1, 1), tasks.fail.s("no")], tasks.tsum.s()).apply_async()
     assert count_rows(eager) == 0
