@@ -442,8 +442,9 @@ def execute(app, message, soft_limit=None, eager=False, hostname=None):
     try:
         emit("_task_started", task, request)
         outcome, value = _run(task, message.id, args, kwargs, soft_limit)
-        outcome = outcome or _kept(message, value, eager)
-        if _flows(request) != given:  # self.request.chain = None, say
+        flows = _flows(request)
+        outcome = outcome or _kept(message, value, eager, flows)
+        if flows != given:  # self.request.chain = None, say
             outcome = _with_flows(outcome, request)
         if outcome.state not in UNHOOKED:
             _hooks(task, outcome, value, request)
@@ -550,11 +551,10 @@ def _run(task, task_id, args, kwargs, soft_limit):
         return _failed(exc)._replace(expected=isinstance(exc, task.throws)), None
 
 
-def _kept(message, value, eager):
+def _kept(message, value, eager, flows):
     """A success as stored: nothing if the call said ignore_result and no step or link
-    takes the value, else the value as JSON."""
-    options = message.options
-    if not eager and options.get("ignore_result") and not (options.get("chain") or options.get("link")):
+    (as the run left them) takes the value, else the value as JSON."""
+    if not eager and message.options.get("ignore_result") and not (flows["chain"] or flows["link"]):
         return Outcome(None, None)
     try:
         return Outcome("SUCCESS", dumps(value))

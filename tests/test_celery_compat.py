@@ -617,8 +617,11 @@ def an_ignored_result_goes_on_but_is_not_kept(c, get):
     chained = (c.fire_and_forget.s(5) | c.add.s(1))()
     errback = c.echo.s().set(task_id=str(uuid.uuid4()))
     failed = c.fail_quietly.apply_async(link_error=errback)
+    callback = str(uuid.uuid4())
+    c.calls_back_later.delay(callback)
     return (get(chained), chained.parent.state,
-            get(c.app.AsyncResult(errback.id)) == failed.id, failed.state)
+            get(c.app.AsyncResult(errback.id)) == failed.id, failed.state,
+            get(c.app.AsyncResult(callback)))
 
 
 def a_chords_keyword_arguments_go_to_its_members(c, get):
@@ -878,7 +881,7 @@ def on_message_sees_progress_then_success(c, get):
 
 SCENARIOS = [
     (delay_and_get, 5),
-    (an_ignored_result_goes_on_but_is_not_kept, (6, "PENDING", True, "PENDING")),
+    (an_ignored_result_goes_on_but_is_not_kept, (6, "PENDING", True, "PENDING", 101)),
     (revoke_with_reply_answers_for_each_worker,
      (None, [(True, "tasks {'<id>'} flagged as revoked")])),
     (the_children_of_a_chords_sender_are_its_header, ([[("GroupResult", [2, 4])]] * 4, [2])),

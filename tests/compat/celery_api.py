@@ -380,6 +380,13 @@ def fail_quietly():
     raise ValueError("nobody keeps this")
 
 
+@app.task(bind=True, ignore_result=True)
+def calls_back_later(self, callback_id):
+    """Adds a callback as it runs: it gets the value, which the task itself keeps not."""
+    self.request.callbacks = [add.s(100).set(task_id=callback_id)]
+    return 1
+
+
 @app.task
 def echo_all(*args, **kwargs):
     return [list(args), kwargs]
