@@ -101,10 +101,15 @@ class Control:
 
     def revoke(self,
                task_id: Any,
+               destination: Any = None,
                terminate: bool = False,
                signal: Any = None,
                **_ignored) -> None:
-        """A queued task never runs; with terminate=True a running one's child is killed."""
+        """A queued task never runs; with terminate=True a running one's child is killed.
+        It holds for every worker: Celery's destination (its workers only) is refused."""
+        if destination is not None:
+            raise TypeError("revoke(): a revoke in miniq holds for every worker;"
+                            " it takes no destination")
         ids = [task_id] if isinstance(task_id, str) else list(task_id)
         if not all(isinstance(one, str) for one in ids):  # b"abc" is not three ids
             raise TypeError(f"revoke: task ids are strings, not {task_id!r}")

@@ -22,16 +22,13 @@ from .wake import machine_id, pid_alive
 class Control(apps.Control):
     """``app.control``: revoke tasks; inspect, ping and shut down the live workers."""
 
-    def revoke(self, task_id: Any, terminate: bool = False, signal: Any = None,
-               reply: bool = False, **options: Any) -> list | None:
+    def revoke(self, task_id: Any, destination: Any = None, terminate: bool = False,
+               signal: Any = None, reply: bool = False, **options: Any) -> list | None:
         """Revoke for every worker: the file holds it. With reply=True, each live
         worker's answer in Celery's words (with terminate, the ids it was running)."""
-        if options.get("destination") is not None:  # else the others would still run it
-            raise TypeError("revoke(): a revoke in miniq holds for every worker;"
-                            " it takes no destination")
         asked = self.inspect()
         running = asked.active() or {} if reply and terminate else {}  # before they end
-        super().revoke(task_id, terminate, signal)
+        super().revoke(task_id, destination, terminate, signal)
         ids = {task_id} if isinstance(task_id, str) else set(task_id)
 
         def answer(node, worker):

@@ -440,8 +440,9 @@ def test_control_revoke_replies_as_celery_s_workers(on_shared):
     wait_for(lambda: running.state == "REVOKED", message="it ends")
     assert control.revoke(running.id, terminate=True, reply=True) == [
         {NODE: {"ok": "terminate: tasks unknown"}}]
-    with pytest.raises(TypeError, match="destination"):  # Celery's would hold there only
-        control.revoke(running.id, destination=[NODE])
+    for refused in ({"destination": [NODE]}, {}):  # Celery's would hold there only
+        with pytest.raises(TypeError, match="destination"):  # also as its second argument
+            control.revoke(running.id, *([] if refused else [[NODE]]), **refused)
 
 
 def test_call_takes_celery_s_flags(on_shared):
