@@ -274,13 +274,12 @@ class Task:
             message = message._replace(retries=message.retries + 1,
                                        body=outcome.body or message.body)
             outcome = execute(self.app, message, eager=True)
-        if outcome.state == "SUCCESS":  # eager: a success always keeps its result
-            return EagerResult(message.id, "SUCCESS", loads(outcome.result), app=self.app,
-                               name=self.name)
         if throw and outcome.state == "FAILURE":
             raise outcome.exc
         state = "REJECTED" if outcome.state == "PENDING" else outcome.state
-        return EagerResult(message.id, state, outcome.exc, outcome.traceback, self.app, self.name)
+        # eager: a success always keeps its result
+        value = loads(outcome.result) if state == "SUCCESS" else outcome.exc
+        return EagerResult(message.id, state, value, outcome.traceback, self.app, self.name)
 
     def AsyncResult(self, task_id: str):
         return self.app.AsyncResult(task_id)
