@@ -480,11 +480,9 @@ def delivery_info(message):
 def _request(task, message, args, kwargs, eager, hostname):
     """``self.request`` for one run, with the fields of Celery's."""
     options = message.options or {}
-    limits = []
-    for key in ("time_limit", "soft_time_limit"):  # the call's, else the task's, else conf's
-        given = (options.get(key), getattr(task, key), task.app.conf.get(f"task_{key}"))
-        limits.append(next((value for value in given if value is not None), None))
-    hard, soft = limits
+    hard, soft = (  # the call's, else the task's, else conf's
+        next((v for v in (options.get(key), getattr(task, key), task.app.conf.get(f"task_{key}"))
+              if v is not None), None) for key in ("time_limit", "soft_time_limit"))
     # as Celery: a retry is a message sent by the run before it
     retried = message.retries > (options.get("retries") or 0)
     parent = (options.get("sent_by") or options.get("parent_id")  # sent_by: a chord's member
