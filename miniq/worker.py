@@ -970,18 +970,19 @@ class Worker:
         return kills or []
 
     def _terminate(self, task_id, signum):
+        signum = _signal(signum)
         for child in self.children:
             if child.message and child.message.id == task_id and not child.killed_for and (
-                    child.revoked is None or child.revoked.signum != _signal(signum)):
+                    getattr(child.revoked, "signum", None) != signum):
                 error = TaskRevokedError("terminated")  # sent once a signal: another, again
-                error.signum = _signal(signum)  # for the task_revoked signal
-                if error.signum in STOP_SIGNALS or error.signum == signal.SIGKILL:
+                error.signum = signum  # for the task_revoked signal
+                if signum in STOP_SIGNALS or signum == signal.SIGKILL:
                     child.killed_for = ("REVOKED", error)  # children ignore a stop signal:
                     child.deadline = time.monotonic() + TERMINATE_GRACE  # SIGKILL after this
                 else:  # one the task may handle: as Celery's, its outcome stands if it lives
                     child.revoked = error
                 with contextlib.suppress(ProcessLookupError):  # it has just ended
-                    os.kill(child.process.pid, error.signum)
+                    os.kill(child.process.pid, signum)
                 emit("_task_settled", self, child.message, "REVOKED", error)  # task_revoked
                 error.announced = True  # now, as Celery's: not again when it ends
 
