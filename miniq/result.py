@@ -83,13 +83,17 @@ def _text_of(exc):
         return f"<unprintable {type(exc).__name__}>"
 
 
+def _args(data):
+    """A stored exception's args: its exc_message, a list (else the one value)."""
+    args = data.get("exc_message")
+    return args if isinstance(args, list) else [args]
+
+
 def exception_from_json(data, imported=True):
     """Rebuild an exception by name, from builtins, miniq or (if ``imported``) a module
     this process has already imported, so ``except MyError`` matches; never an import.
     Others get a stand-in of the same name, whose JSON is the same."""
-    name, module = str(data.get("exc_type")), str(data.get("exc_module"))
-    args = data.get("exc_message")
-    args = args if isinstance(args, list) else [args]
+    name, module, args = str(data.get("exc_type")), str(data.get("exc_module")), _args(data)
     home = {"builtins": builtins, WIRE_MODULE: exceptions}.get(
         module, sys.modules.get(module) if imported else None)
     cls = getattr(home, name, None)
@@ -107,9 +111,7 @@ def exception_text(data):
     repr is Celery's, as Reject's)."""
     if data.get("exc_module") == WIRE_MODULE:
         return repr(exception_from_json(data))
-    args = data.get("exc_message")
-    args = args if isinstance(args, list) else [args]
-    return f"{data.get('exc_type')}({', '.join(map(repr, args))})"
+    return f"{data.get('exc_type')}({', '.join(map(repr, _args(data)))})"
 
 
 @functools.lru_cache(maxsize=None)
