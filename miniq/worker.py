@@ -131,10 +131,6 @@ def _put(conn, item):
     conn.send_bytes(pickle.dumps(item, pickle.HIGHEST_PROTOCOL))
 
 
-def _get(conn):
-    return pickle.loads(conn.recv_bytes())
-
-
 def _reply(conn):
     """A child's reply, read without trusting the pipe: its task can write there too.
     The frame is _put's (a 4-byte length; -1, then 8 bytes, for a big one), read as it
@@ -230,7 +226,7 @@ def _serve(app, conn, max_tasks, max_memory_kib, manager, hostname):
                 return  # idle: stop cleanly (mid-task, the watch thread kills us)
             continue
         try:
-            job = _get(conn)
+            job = pickle.loads(conn.recv_bytes())
         except (EOFError, OSError):
             return
         if job is None:
