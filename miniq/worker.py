@@ -906,8 +906,8 @@ class Worker:
             name = SIGNAL_NAMES.get(-code, "a real-time signal")
             how = f"signal {-code} ({name})" if code < 0 else f"exitcode {code}"
             state, exc = "FAILURE", WorkerLostError(f"Worker exited prematurely: {how}")
-            late = self._setting(message, "acks_late")
-            if late and self._setting(message, "reject_on_worker_lost"):
+            if self._setting(message, "acks_late") and self._setting(message,
+                                                                    "reject_on_worker_lost"):
                 state = "PENDING"
         if state == "PENDING" and exc and message.attempts >= self.conf.task_max_deliveries:
             state = "FAILURE"  # delivered too often: the last reason it was put back is final
@@ -925,8 +925,8 @@ class Worker:
             if not child.killed_for:  # else it was revoked and ignored the signal
                 message = child.message
                 # as Celery: acks_late without acks_on_failure_or_timeout puts it back
-                late = self._setting(message, "acks_late")
-                back = late and not self._setting(message, "acks_on_failure_or_timeout")
+                back = self._setting(message, "acks_late") and not self._setting(
+                    message, "acks_on_failure_or_timeout")
                 child.killed_for = ("PENDING" if back else "FAILURE",
                                     TimeLimitExceeded(child.hard))  # as Celery's: the limit
                 log.error("Hard time limit (%gs) exceeded for %s", child.hard, message)
