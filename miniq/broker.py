@@ -604,7 +604,6 @@ class Broker:
         self._tx(lambda db: db.executemany("UPDATE task SET status = -2 WHERE status = -1"
                                            " AND name = ?", [(name,) for name in names]))
 
-    @_translated
     def settle(self, worker, outcomes):
         """Write the Settle records and claim nothing."""
         if outcomes:
