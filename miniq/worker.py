@@ -800,7 +800,8 @@ class Worker:
             self._put_back(message, outcome._replace(state="FAILURE"))
         else:  # as Celery, Reject(requeue=False) stores a FAILURE
             state = "FAILURE" if state == "REJECTED" else state
-            self._record(message, outcome._replace(state=state))
+            self._record(message, outcome if state == outcome.state else outcome._replace(
+                state=state))
 
     def _settle_row(self, message, state, exc=None):
         emit("_task_settled", self, message, state, exc)
