@@ -236,9 +236,9 @@ class Miniq:
             # as Celery's: a task takes task_default_priority as its own option, over a route
             own = conf.task_default_priority if task.priority is None and name in self.tasks \
                 else task.priority
+            given = (own, route.get("priority"), conf.task_default_priority)
             self._routes[key] = (task.queue or route.get("queue") or conf.task_default_queue,
-                                 next((p for p in (own, route.get("priority"),
-                                                   conf.task_default_priority) if p is not None), 0),
+                                 next((p for p in given if p is not None), 0),
                                  task.soft_time_limit,
                                  task.time_limit,
                                  task.expires,

@@ -16,7 +16,8 @@ import inspect
 from typing import Any, Sequence
 
 from .exceptions import ChordError
-from .result import AsyncResult, GroupResult, exception_from_json, exception_text, new_id
+from .result import (AsyncResult, EagerResult, GroupResult, exception_from_json, exception_text,
+                     new_id)
 from .utils.json import loads
 
 ACCUMULATE = "celery.accumulate"  # passes its input on: a chord's callback before a group
@@ -567,6 +568,11 @@ class chunks(Signature):
 
     def apply_async(self, args: Sequence = (), kwargs: dict | None = None, **options: Any):
         return self.group().apply_async(args, kwargs, **options)
+
+    def apply(self, args: Sequence = (), kwargs: dict | None = None, **options: Any):
+        """Run the chunks now, as Celery's: the result's value is their GroupResult."""
+        done = self.group().apply(args, kwargs, **options)
+        return EagerResult(new_id(), "SUCCESS", done, app=self._app, name=self.task)
 
     def freeze(self, *args: Any, **kwargs: Any):
         """Freeze its group, kept with it: it is sent with those ids, wherever it travels."""

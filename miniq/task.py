@@ -551,7 +551,8 @@ def _run(task, task_id, args, kwargs, soft_limit):
 def _kept(message, value, eager, flows):
     """A success as stored: nothing if the call said ignore_result and no step or link
     (as the run left them) takes the value, else the value as JSON."""
-    if not eager and message.options.get("ignore_result") and not (flows["chain"] or flows["link"]):
+    ignored = not eager and message.options.get("ignore_result")
+    if ignored and not (flows["chain"] or flows["link"]):
         return Outcome(None, None)
     try:
         return Outcome("SUCCESS", dumps(value))

@@ -146,6 +146,12 @@ def test_group_runs_eagerly(eager):
     assert count_rows(eager) == 0
 
 
+def test_chunks_apply_runs_them_now_and_gives_their_group_result(eager):
+    chunked = tasks.add.chunks([(1, 2), (3, 4), (5, 6)], 2).apply()
+    assert [r.get() for r in chunked.get().results] == [[3, 7], [11]]  # as Celery's apply()
+    assert count_rows(eager) == 0
+
+
 def test_chord_runs_eagerly_and_the_callback_gets_the_list(eager):
     header = [tasks.add.s(1, 1), tasks.add.s(2, 2), tasks.add.s(3, 3)]
     assert chord(header, tasks.echo.s()).apply_async().get() == [2, 4, 6]
