@@ -510,6 +510,7 @@ class Worker:
             if self.beat and now >= self.beat_due:
                 wait_s = self._db(self.beat.tick)
                 self.beat_due = now + (1.0 if wait_s is None else max(0.01, wait_s))
+                self.want = True  # what it sent: our own commit does not move data_version
             idle = 0 if self.warm else len(self.children) - len(busy)
             if self._claim(idle, bool(busy), now):
                 continue

@@ -158,6 +158,14 @@ def test_workers_with_dash_b_share_one_schedule(app, start_worker, tmp_path):
     # the entry was new to the file
 
 
+def test_a_lone_worker_with_dash_b_runs_what_its_beat_sends(start_worker, tmp_path):
+    record = tmp_path / "beats"  # no other process commits: its own sends must wake it
+    start_worker("-c", "1", "-B", env={"MINIQ_TEST_CONF": json.dumps({"beat_schedule": {
+        "tick": {"task": "tests.tasks.record", "schedule": 0.3, "args": [str(record), "t"]}}})})
+    wait_for(lambda: record.exists() and len(record.read_text().split()) >= 3, timeout=20,
+             message="three periodic runs")
+
+
 # workflows --------------------------------------------------------------------------------------
 
 def test_chain_passes_results_and_links_parents(app, start_worker):
