@@ -197,14 +197,11 @@ class Miniq(apps.Miniq):
                           name: str = None, **options: Any) -> str:
         """Run ``sig`` every ``schedule`` (seconds, a timedelta or a crontab): an entry
         of ``conf.beat_schedule`` named ``name``."""
+        sig = sig.clone(args, dict(kwargs))  # as Celery's: args first, unless immutable
         key = name or repr(sig)
-        self.conf.beat_schedule[key] = {
-            "task": sig["task"],
-            "schedule": schedule,
-            "args": (*sig["args"], *args),
-            "kwargs": {**sig["kwargs"], **dict(kwargs)},
-            "options": {**sig["options"], **options},
-        }
+        self.conf.beat_schedule[key] = {"task": sig["task"], "schedule": schedule,
+                                        "args": sig["args"], "kwargs": sig["kwargs"],
+                                        "options": {**sig["options"], **options}}
         return key
 
     def start(self, argv: list = None) -> int:

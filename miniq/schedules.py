@@ -26,6 +26,10 @@ class schedule:
         if isinstance(seconds, bool) or not 0 < seconds < float("inf"):  # nan too
             raise ValueError(f"schedule: run_every must be positive, not {run_every!r}")
         self.seconds = float(seconds)
+        self.run_every = timedelta(seconds=self.seconds)
+
+    def __eq__(self, other):  # as Celery's: by its interval; and so, as Celery's, no hash
+        return self.run_every == (other.run_every if isinstance(other, schedule) else other)
 
     def next_after(self, t: float, tz: Optional[tzinfo] = None) -> float:
         """The first run time after t."""
@@ -35,42 +39,51 @@ class schedule:
         """The latest run time at or before t."""
         return t // self.seconds * self.seconds
 
-    def __repr__(self) -> str:
-        return f"<schedule: every {self.seconds:g}s>"
+    def __repr__(self) -> str:  # as Celery's: <freq: 1.50 minutes>
+        for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+            if self.seconds >= size:
+                count = self.seconds / size
+                return f"<freq: {count:.2f} {unit}{'s' if count != 1 else ''}>"
+        return "<freq: now>"
 
 
 def _parse(value, low, high, field, names=None):
-    """Celery's syntax: ``*``, ``*/15``, ``1-5``, ``1,3``, ``1-10/2``, names; or ints."""
+    """Celery's syntax: ``*``, ``*/15``, ``1-5``, ``fri-mon`` (a range past the end
+    wraps), ``1,3``, ``1-10/2``, names (their first three letters); or ints."""
     if isinstance(value, int):
         value = str(value)
     if not isinstance(value, str):  # a list of any of these
         return set().union(*(_parse(v, low, high, field, names) for v in value))
     result = set()
-    spec = value.lower().replace(" ", "")
-    for part in spec.split(","):
-        span, _, step = part.partition("/")
+    for part in value.lower().replace(" ", "").split(","):
+        span, slash, step = part.partition("/")
+        if slash and not (step.isdigit() and int(step) > 0 and (span == "*" or "-" in span)):
+            raise ValueError(f"crontab {field}: cannot read {part!r} (a step needs * or a range)")
         if span == "*":
             first, last = low, high
         else:
-            ends = span.split("-", 1)
-            if names:  # day and month names to their numbers
-                ends = [names.get(end, end) for end in ends]
-            try:
-                first, last = int(ends[0]), int(ends[-1])
-            except ValueError:
-                raise ValueError(f"crontab {field}: cannot read {part!r}") from None
-        for n in (first, last):
-            if not low <= n <= high:
-                raise ValueError(f"crontab {field}: {n} is out of range {low}-{high}")
-        if not (step or "1").isdigit() or int(step or 1) < 1:
-            raise ValueError(f"crontab {field}: the step of {part!r} must be 1 or more")
-        result.update(range(first, last + 1, int(step or 1)))
+            ends = [_number(end, low, high, field, names) for end in span.split("-", 1)]
+            first, last = ends[0], ends[-1]
+        wrapped = [*range(first, high + 1), *range(low, last + 1)]  # as Celery's: 22-2
+        result.update((range(first, last + 1) if first <= last else wrapped)[::int(step or 1)])
     return result
+
+
+def _number(text, low, high, field, names):
+    number = (names or {}).get(text[:3], text) if text.isalpha() else text
+    try:
+        number = int(number)
+    except ValueError:
+        raise ValueError(f"crontab {field}: cannot read {text!r}") from None
+    if not low <= number <= high:
+        raise ValueError(f"crontab {field}: {number} is out of range {low}-{high}")
+    return number
 
 
 class crontab:
     """Run at matching minutes, in ``app.conf.timezone``. As in Celery, a day must match
-    day_of_month AND day_of_week (plain cron takes either); 0 and 7 are Sunday."""
+    day_of_month AND day_of_week (plain cron takes either); Sunday is 0, and each field
+    reads as the set of its values."""
 
     def __init__(self,
                  minute="*",
@@ -78,13 +91,18 @@ class crontab:
                  day_of_week="*",
                  day_of_month="*",
                  month_of_year="*"):
-        self.spec = (minute, hour, day_of_week, day_of_month, month_of_year)
-        self.minutes = sorted(_parse(minute, 0, 59, "minute"))
-        self.hours = sorted(_parse(hour, 0, 23, "hour"))
-        weekdays = _parse(day_of_week, 0, 7, "day_of_week", DAY_NAMES)
-        self.weekdays = {d % 7 for d in weekdays}
-        self.days = _parse(day_of_month, 1, 31, "day_of_month")
-        self.months = _parse(month_of_year, 1, 12, "month_of_year", MONTH_NAMES)
+        self.spec = (minute, hour, day_of_month, month_of_year, day_of_week)  # Celery's order
+        self.minute = _parse(minute, 0, 59, "minute")
+        self.hour = _parse(hour, 0, 23, "hour")
+        self.day_of_week = _parse(day_of_week, 0, 6, "day_of_week", DAY_NAMES)
+        self.day_of_month = _parse(day_of_month, 1, 31, "day_of_month")
+        self.month_of_year = _parse(month_of_year, 1, 12, "month_of_year", MONTH_NAMES)
+
+    def __eq__(self, other):  # as Celery's: the same runs; and so, as Celery's, no hash
+        fields = ("minute", "hour", "day_of_week", "day_of_month", "month_of_year")
+        if not isinstance(other, crontab):
+            return NotImplemented
+        return all(getattr(self, key) == getattr(other, key) for key in fields)
 
     def _times(self, t, tz, step):
         """Due times from t's day on, forward (step 1) or backward (-1), over ~5 years.
@@ -93,13 +111,13 @@ class crontab:
         change runs at the shifted instant, a repeated one runs once."""
         start = datetime.fromtimestamp(t, tz)
         day = start.replace(hour=0, minute=0, second=0, microsecond=0)
-        hours = self.hours[::step]
-        minutes = self.minutes[::step]
+        hours = sorted(self.hour)[::step]
+        minutes = sorted(self.minute)[::step]
         for _ in range(5 * 366):
             weekday = day.isoweekday() % 7  # Sunday is 0, as in cron
-            if (day.month in self.months
-                    and day.day in self.days
-                    and weekday in self.weekdays):
+            if (day.month in self.month_of_year
+                    and day.day in self.day_of_month
+                    and weekday in self.day_of_week):
                 for hour in hours:
                     for minute in minutes:
                         wall = day.replace(hour=hour, minute=minute, tzinfo=tz)
@@ -116,4 +134,4 @@ class crontab:
         return next((s for s in self._times(t, tz, -1) if s <= t), None)
 
     def __repr__(self) -> str:
-        return "<crontab: {} {} {} {} {} (m/h/dow/dom/moy)>".format(*self.spec)
+        return "<crontab: {} {} {} {} {} (m/h/dM/MY/d)>".format(*self.spec)

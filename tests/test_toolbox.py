@@ -1,5 +1,6 @@
 """The Celery user's toolbox (issue 5): periodic tasks, workflows, queues and
 priority, and the inspection commands, against real workers."""
+import importlib
 import json
 import subprocess
 import sys
@@ -46,6 +47,52 @@ def test_crontab_across_a_dst_change_runs_once_per_day():
 def test_crontab_rejects_bad_fields_clearly(spec, message):
     with pytest.raises(ValueError, match=message):
         crontab(**spec)
+
+
+@pytest.fixture(params=["miniq", "celery"])
+def schedules(request):
+    """Each implementation's schedules module: the same checks hold on Celery's."""
+    if request.param == "celery":
+        return pytest.importorskip("celery.schedules")
+    return importlib.import_module("miniq.schedules")
+
+
+@pytest.mark.parametrize("spec, field, expected", [
+    (dict(day_of_week="fri-mon,wed"), "day_of_week", {0, 1, 3, 5, 6}),  # ranges wrap
+    (dict(hour="22-2,12"), "hour", {0, 1, 2, 12, 22, 23}),
+    (dict(minute="50-10/5"), "minute", {50, 55, 0, 5, 10}),
+    (dict(month_of_year="nov-feb"), "month_of_year", {11, 12, 1, 2}),
+    (dict(day_of_month="31-2"), "day_of_month", {31, 1, 2}),
+    (dict(day_of_week="monday,Fri"), "day_of_week", {1, 5}),
+    (dict(minute="*/20", hour=[1, 3, 4]), "hour", {1, 3, 4})])
+def test_crontab_fields_read_as_celerys(schedules, spec, field, expected):
+    assert getattr(schedules.crontab(**spec), field) == expected
+
+
+@pytest.mark.parametrize("spec", [dict(minute="5/15"), dict(day_of_week="7"),
+                                  dict(hour="*/0")])
+def test_crontab_refuses_what_celerys_refuses(schedules, spec):
+    with pytest.raises(ValueError):
+        schedules.crontab(**spec)
+
+
+def test_schedules_compare_and_show_as_celerys(schedules):
+    crontab, every = schedules.crontab, schedules.schedule
+    assert crontab(minute=0, hour=9) == crontab(minute="0", hour="9") != crontab(minute=1)
+    assert every(10) == every(timedelta(seconds=10)) != every(11)
+    assert repr(crontab(minute="*/15", day_of_week="mon-fri")) == (
+        "<crontab: */15 * * * mon-fri (m/h/dM/MY/d)>")
+    assert (repr(every(10)), repr(every(90)), repr(every(3600))) == (
+        "<freq: 10.00 seconds>", "<freq: 1.50 minutes>", "<freq: 1.00 hour>")
+    with pytest.raises(TypeError):
+        hash(crontab())
+
+
+def test_add_periodic_task_puts_its_args_first_as_partials_do(app):
+    app.add_periodic_task(4.0, tasks.add.s(1), args=(2,), name="partial")
+    app.add_periodic_task(4.0, tasks.add.si(1, 1), args=(2,), name="immutable")
+    assert [app.conf.beat_schedule[key]["args"] for key in ("partial", "immutable")] == [
+        (2, 1), (1, 1)]
 
 
 def test_interval_slots_agree_across_processes():
