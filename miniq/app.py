@@ -373,8 +373,8 @@ def _route(routes, name):
             raise ImproperlyConfigured(
                 f"task_routes: {table!r} is a router miniq does not call: give dicts of routes")
         route = table.get(name) or next((r for pattern, r in table.items() if (
-            pattern.match(name) if isinstance(pattern, re.Pattern)
-            else fnmatch.fnmatchcase(name, pattern))), None)
+            pattern.match(name) if isinstance(pattern, re.Pattern)  # as Celery's: only a
+            else "*" in pattern and fnmatch.fnmatchcase(name, pattern))), None)  # * makes a glob
         if route is not None:
             return route if isinstance(route, dict) else {"queue": route}
     return {}

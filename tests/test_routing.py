@@ -92,6 +92,12 @@ def test_task_routes_by_exact_name_and_by_glob(app, start_worker, producer_conf)
     assert exact.get(timeout=30) == "e"
 
 
+def test_only_a_route_with_a_star_is_a_glob_as_in_celery(app, producer_conf):
+    producer_conf(task_routes={"tests.tasks.route_exac?": "r_what", "tests.tasks.[r]oute_exact":
+                               "r_set", "tests.tasks.route_*[t]": "r_star"})
+    assert queue_of(app, tasks.route_exact.delay(1)) == "r_star"
+
+
 def test_task_option_queue_beats_task_routes_as_in_celery(app, producer_conf):
     producer_conf(task_routes={"tests.tasks.in_q_opt": {"queue": "r_elsewhere"}})
     assert queue_of(app, tasks.in_q_opt.delay(1)) == "q_opt"
