@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import os
 import sys
 import weakref
 from collections.abc import Mapping
@@ -30,8 +31,19 @@ REFUSED = {  # settings miniq cannot honour: refused at configuration, never ign
     "task_create_missing_queues": (True, "miniq serves any queue it is given"),
     "task_allow_error_cb_on_chord_header": (False, "a chord's errback is its callback's"),
     "task_store_eager_result": (False, "an eager run stores no result"),
+    "enable_utc": (True, "miniq reads a naive eta as UTC; crontab runs in app.conf.timezone"),
 }
-OLD_NAMES = ("CELERY_", "CELERYD_", "CELERYBEAT_", "BROKER_")  # Celery 3's setting names
+# Celery 3's names of the settings miniq reads (CELERY_ALWAYS_EAGER: task_always_eager), by
+# Celery's rule for each prefix, and those its rule does not give
+OLD_NAMES = (("celerybeat_", "beat_"), ("celeryd_", "worker_"), ("celeryd_", ""),
+             ("celery_result_", "result_"), ("celery_", "task_"), ("celery_", ""),
+             ("broker_", "broker_"))
+RENAMED = {"celery_task_result_expires": "result_expires",
+           "celery_eager_propagates_exceptions": "task_eager_propagates",
+           "celery_disable_rate_limits": "worker_disable_rate_limits"}
+URLS = {"broker": "broker_url", "backend": "result_backend"}  # the app's keywords for them
+READ = {*apps.DEFAULTS, *REFUSED, "task_annotations", "task_default_rate_limit",
+        "worker_disable_rate_limits", "task_track_started", "result_extended", "task_queues"}
 PER_SECOND = {"s": 1, "m": 60, "h": 3600}  # a rate's unit: "10/s", "100/m", "1000/h"
 # As Celery's: every @shared_task is registered on every app, made before it or after
 SHARED = []
@@ -56,10 +68,17 @@ class Miniq(apps.Miniq):
         ``set_as_current`` and ``strict_typing`` (its tasks' ``typing``)."""
         previous, source = apps._default, _object(config_source)
         settings = {} if source is None else _settings(source, namespace)
-        settings = {key: value for key, value in {**settings, **(changes or {})}.items()
-                    if key not in ("main", "broker", "backend")}  # the core's arguments
+        given = {_new_name(key) or key: value for key, value in {**(changes or {}),
+                                                                 **conf}.items()}
+        given.update(zip(("broker", "backend", "include"), args))
+        for key, name in URLS.items():  # as Celery's: the environment's over any other
+            given[key] = (os.environ.get(f"CELERY_{name.upper()}") or given.get(key)
+                          or given.pop(name, None))
+        given = {URLS.get(key, key): value for key, value in given.items() if value is not None}
         self.namespace, self.strict_typing = namespace, strict_typing  # before shared tasks
-        super().__init__(main, *args, **{**settings, **conf})
+        super().__init__(main, **{**settings, **given})
+        self.conf = Settings(self.conf)
+        self.conf.given.update(given)
         self._settings = source
         if not set_as_current:
             apps._default = previous
@@ -95,8 +114,9 @@ class Miniq(apps.Miniq):
             if silent:
                 return False
             raise
-        self._settings = obj
-        self.conf.update(_settings(obj, namespace or self.namespace))
+        self._settings, self.namespace = obj, namespace or self.namespace
+        settings = _settings(obj, self.namespace)  # as Celery's: under what code set
+        dict.update(self.conf, {k: v for k, v in settings.items() if k not in self.conf.given})
         self._annotate_all()
         return True
 
@@ -248,25 +268,59 @@ def _object(name):
     return getattr(obj, attr) if attr else obj
 
 
+class Settings(apps.Conf):
+    """``app.conf`` as Celery's: Celery 3's names (``CELERY_ALWAYS_EAGER``) set the
+    settings they stand for, and what code sets (the app's keywords, ``update()``, an
+    assignment) stays over what ``config_from_object`` reads."""
+
+    def __init__(self, conf):
+        super().__init__(conf)
+        object.__setattr__(self, "given", set())  # the keys code set
+
+    def __setitem__(self, key, value):
+        key = _new_name(key) or key
+        self.given.add(key)
+        super().__setitem__(key, value)
+
+    __setattr__ = __setitem__
+
+    def update(self, *args, **kwargs):
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+
+def _new_name(key):
+    """The setting a Celery 3 name (all capitals) stands for, if miniq reads it; else None."""
+    if not (isinstance(key, str) and key.isupper()):
+        return None
+    key = key.lower()
+    names = (RENAMED.get(key), *(new + key[len(old):] for old, new in OLD_NAMES
+                                 if key.startswith(old)))
+    return next((name for name in names if name in READ), None)
+
+
 def _settings(obj, namespace):
     """The settings an object holds: a dict's items; else, as Celery reads them, every
-    attribute (inherited, or behind a proxy such as Django's settings), by name."""
+    attribute (inherited, or behind a proxy such as Django's settings), by name: under
+    a namespace its names with that prefix, and Celery 3's names as Celery maps them."""
     prefix = f"{namespace}_" if namespace else ""
-    names = [key for key in (list(obj) if isinstance(obj, Mapping) else dir(obj))
-             if isinstance(key, str) and key.startswith(prefix) and not key.startswith("_")]
-    old = [key for key in names if not prefix and key.startswith(OLD_NAMES)]
-    if old and not apps.DEFAULTS.keys() & names:  # Celery 3's settings, not new ones and
-        # constants of the project's: Celery maps them, miniq would read none of them
-        raise ImproperlyConfigured(
-            f"{', '.join(sorted(old))}: miniq reads only Celery's lowercase setting names"
-            " (task_always_eager for CELERY_ALWAYS_EAGER, ...); rename them, or give"
-            " namespace='CELERY' if they are new names written in capitals")
     get = obj.get if isinstance(obj, Mapping) else functools.partial(getattr, obj)
-    settings = {}
-    for key in names:
-        if prefix or key.islower():
-            with contextlib.suppress(Exception):  # as Celery's, which reads only settings
-                settings[key[len(prefix):].lower()] = get(key)
+    new, old, names = {}, {}, {}  # settings by their new names, and by Celery 3's
+    for key in (list(obj) if isinstance(obj, Mapping) else dir(obj)):
+        if not isinstance(key, str) or key.startswith("_"):
+            continue
+        name = key[len(prefix):].lower() if prefix and key.startswith(prefix) else None
+        name = key if not prefix and key.islower() else name
+        if name not in READ and _new_name(key):
+            name = names[key] = _new_name(key)
+        with contextlib.suppress(Exception):  # as Celery's, which reads only settings
+            if name is not None:
+                (old if key in names else new)[name] = get(key)
+    mixed = [f"{key} -> {name}" for key, name in names.items() if name not in new]
+    if mixed and new.keys() & READ and not prefix:  # as Celery's: which is meant is a guess
+        raise ImproperlyConfigured("Cannot mix new and old setting keys, please rename the"
+                                   f" following settings to the new format: {', '.join(mixed)}")
+    settings = {**old, **new}
     _refuse(settings)
     return settings
 
@@ -274,7 +328,9 @@ def _settings(obj, namespace):
 def _refuse(settings):
     for key, (allowed, why) in REFUSED.items():
         value = settings.get(key, allowed)
-        if value != allowed and not (isinstance(value, (list, tuple)) and list(value) == allowed):
+        if isinstance(value, (list, tuple, set, frozenset)):  # accept_content: JSON, by any name
+            value = sorted({"json" if v == "application/json" else v for v in value})
+        if value != allowed and not (key == "result_accept_content" and value is None):
             raise ImproperlyConfigured(f"{key}={value!r} is not supported: {why}")
 
 

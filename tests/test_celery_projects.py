@@ -4,6 +4,7 @@ the next-steps package (``-A proj`` finds ``proj.celery``), the periodic-tasks
 script (``app.start()`` and ``on_after_configure``), and a Django-style project
 (settings with a ``CELERY_`` namespace, ``autodiscover_tasks``, ``shared_task``)
 with no Django installed."""
+import importlib
 import os
 import subprocess
 import sys
@@ -268,13 +269,19 @@ def test_include_given_as_one_name_is_that_module(fresh_app):
     ("task_serializer", "pickle"), ("accept_content", ["json", "pickle"]),
     ("result_serializer", "yaml"), ("task_annotations", "proj.annotations.Annotate"),
     ("task_create_missing_queues", False), ("task_allow_error_cb_on_chord_header", True),
-    ("task_store_eager_result", True)])
+    ("task_store_eager_result", True), ("enable_utc", False)])
 def test_settings_miniq_cannot_honour_are_refused_not_ignored(fresh_app, setting, value):
     with pytest.raises(ImproperlyConfigured, match=setting):
         fresh_app.config_from_object({setting: value})
     fresh_app.conf[setting] = value  # set by hand: refused when a worker loads the app
     with pytest.raises(ImproperlyConfigured, match=setting):
         fresh_app.import_includes()
+
+
+def test_json_by_any_of_its_names_is_taken_as_celerys_defaults(fresh_app):
+    fresh_app.config_from_object({"accept_content": {"application/json"}, "enable_utc": True,
+                                  "result_accept_content": None, "task_serializer": "json"})
+    fresh_app.import_includes()
 
 
 def test_imports_and_namespaced_settings_are_taken(fresh_app, tmp_path):
@@ -287,15 +294,71 @@ def test_imports_and_namespaced_settings_are_taken(fresh_app, tmp_path):
     assert sys.modules["extra_tasks"].LOADED
 
 
-def test_old_setting_names_are_refused_and_attributes_are_read_as_celery_reads_them(
-        fresh_app, tmp_path):
-    """Celery 3's capital names: Celery maps them, miniq would read none: refused. An
-    instance's class attributes are its settings, as in Celery."""
-    (tmp_path / "old_settings.py").write_text("CELERY_ALWAYS_EAGER = True\nBROKER_URL = 'x'\n")
-    with pytest.raises(ImproperlyConfigured, match="BROKER_URL, CELERY_ALWAYS_EAGER: miniq"):
-        fresh_app.config_from_object("old_settings")
-    assert not fresh_app.conf.task_always_eager
+@pytest.fixture(params=["miniq", "celery"])
+def make_app(request, tmp_path, monkeypatch):
+    """Apps of one implementation, each with a broker of its kind: the same settings
+    checks hold on Celery's."""
+    saved = miniq.app._default
+    monkeypatch.syspath_prepend(str(tmp_path))
+    impl = importlib.import_module(request.param) if request.param == "miniq" else (
+        pytest.importorskip("celery"))
+    url = "memory://" if request.param == "celery" else f"sqlite:///{tmp_path / 'c.db'}"
+    yield lambda *args, **kwargs: impl.Celery("c", *args, broker=url, **kwargs)
+    miniq.app._default = saved
 
+
+def test_old_setting_names_are_read_as_celery_maps_them(make_app):
+    """Celery 3's capital names: from an object, under a namespace, by update() and
+    by assignment; mixed with new names in one object, refused as Celery's are."""
+    class Old:
+        CELERY_ALWAYS_EAGER = True
+        CELERYD_CONCURRENCY = 3
+        CELERY_DEFAULT_QUEUE = "dq"
+        CELERY_ROUTES = {"c.add": {"queue": "math"}}
+        CELERYBEAT_SCHEDULE = {"x": {"task": "c.add", "schedule": 10.0}}
+        CELERY_TASK_RESULT_EXPIRES = 60
+        DEBUG = True
+    for namespace in (None, "CELERY"):
+        app = make_app()
+        app.config_from_object(Old, namespace=namespace)
+        conf = app.conf
+        assert (conf.task_always_eager, conf.worker_concurrency, conf.task_default_queue,
+                conf.task_routes, list(conf.beat_schedule), conf.result_expires) == (
+            True, 3, "dq", {"c.add": {"queue": "math"}}, ["x"], 60), namespace
+    app = make_app()
+    app.conf.update(CELERY_ALWAYS_EAGER=True)
+    app.conf.CELERYD_PREFETCH_MULTIPLIER = 2
+    assert (app.conf.task_always_eager, app.conf.worker_prefetch_multiplier) == (True, 2)
+
+    class Mixed:
+        CELERY_ALWAYS_EAGER = True
+        task_default_queue = "newq"
+    app = make_app()
+    with pytest.raises(Exception, match="CELERY_ALWAYS_EAGER +-> task_always_eager") as caught:
+        app.config_from_object(Mixed)
+        app.conf.task_always_eager  # noqa: B018 - Celery reads its source on first use
+    assert type(caught.value).__name__ == "ImproperlyConfigured"
+
+
+def test_what_code_sets_stays_over_config_from_object(make_app, monkeypatch):
+    app = make_app(task_default_priority=4)
+    app.conf.update(task_default_queue="updated")
+    app.conf.task_default_rate_limit = "5/s"
+    app.config_from_object({"task_default_queue": "read", "task_default_rate_limit": "1/s",
+                            "task_default_priority": 1, "task_acks_late": True})
+    assert (app.conf.task_default_queue, app.conf.task_default_rate_limit,
+            app.conf.task_default_priority, app.conf.task_acks_late) == ("updated", "5/s", 4, True)
+
+
+def test_celery_broker_url_in_the_environment_is_the_broker(make_app, monkeypatch, tmp_path):
+    monkeypatch.setenv("CELERY_BROKER_URL", f"sqlite:///{tmp_path / 'env.db'}")
+    app = make_app()
+    app.config_from_object({"broker_url": "sqlite:///other.db"})
+    assert app.conf.broker_url == f"sqlite:///{tmp_path / 'env.db'}"
+
+
+def test_attributes_are_read_as_celery_reads_them(fresh_app):
+    """An instance's class attributes are its settings, as in Celery."""
     class Settings:
         task_always_eager = True
     fresh_app.config_from_object(Settings())
