@@ -14,8 +14,8 @@ from datetime import datetime
 from typing import Any, List, Optional
 
 from .app import Miniq, load_app
-from .cli_worker import add_loglevel, add_options, purged, split, start_logging, worker
-from .control import Control, Inspect, call_of
+from .cli_worker import add_loglevel, add_options, split, start_logging, worker
+from .control import Control, Inspect, call_of, known_queues
 from .exceptions import ImproperlyConfigured
 
 
@@ -278,9 +278,9 @@ def _pretty(reply):
 
 def purge(app, args):
     """Delete queued tasks, after asking unless --force; exit status 1 if refused."""
-    queues = split(args.queues)
+    queues = split(args.queues) or known_queues(app.conf)  # as Celery's: not every queue
     if not args.force:
-        where = ", ".join(queues) if queues else "all queues"
+        where = ", ".join(queues)
         count = app.broker.purge(queues, dry_run=True)
         try:
             answer = input(f"Delete {count} queued task{'' if count == 1 else 's'} of {where}?"
@@ -290,9 +290,10 @@ def purge(app, args):
         if answer.strip().lower() not in ("y", "yes"):
             print("Nothing purged.")
             return 1
-    count = app.broker.purge(queues)
-    if not _emit(args, {"purged": count}):
-        print(purged(count))
+    count, some = app.broker.purge(queues), "queue" if len(queues) == 1 else "queues"
+    if not _emit(args, {"purged": count}):  # as Celery's
+        print(f"Purged {count} message{'' if count == 1 else 's'} from {len(queues)} known task"
+              f" {some}." if count else f"No messages purged from {len(queues)} {some}.")
     return 0
 
 

@@ -8,7 +8,7 @@ import os
 import sys
 from argparse import ArgumentTypeError
 
-from .control import node_format, nodename
+from .control import known_queues, node_format, nodename
 from .exceptions import ImproperlyConfigured
 from .task import emit
 from .wake import pid_alive
@@ -172,8 +172,9 @@ def worker(app, args):
 
 
 def _served_queues(app, args):
-    """-Q's queues, or else the default queue, minus -X's; refused if none is left."""
-    queues = split(args.queues) or [app.conf.task_default_queue]
+    """-Q's queues, or else the known ones (task_queues, or the default queue), minus
+    -X's; refused if none is left."""
+    queues = split(args.queues) or known_queues(app.conf)
     excluded = split(args.exclude_queues)
     served = [queue for queue in queues if queue not in excluded]
     if not served:
@@ -251,6 +252,6 @@ def split(text):
 
 
 def purged(count):
-    """What purging said it did, for purge and worker --purge alike."""
-    return f"Purged {count} message{'' if count == 1 else 's'}."
+    """What worker --purge says it did, as Celery's."""
+    return f"purge: Erased {count} message{'' if count == 1 else 's'} from the queue."
 

@@ -40,9 +40,9 @@ class Control(apps.Control):
             else None
 
     def purge(self, connection: Any = None) -> int:
-        """Delete the tasks waiting to run, in every queue (scheduled ones too, as
+        """Delete the tasks waiting to run in the known queues (scheduled ones too, as
         ``miniq purge`` does); how many, as Celery's."""
-        return self.app.broker.purge()
+        return self.app.broker.purge(known_queues(self.app.conf))
 
     def inspect(self, destination: list | None = None, timeout: float = 1.0,
                 **options: Any) -> Inspect:
@@ -158,6 +158,15 @@ class Inspect:
                 self.callback({node: replies[node]})
         return replies or None
 
+
+
+def known_queues(conf) -> list:
+    """The queues Celery's worker serves and its purge empties when none are named: those
+    ``task_queues`` declares (kombu Queues, or names), else the default queue."""
+    names = [getattr(queue, "name", queue) for queue in conf.get("task_queues") or ()]
+    if not all(isinstance(name, str) and name for name in names):
+        raise ImproperlyConfigured(f"task_queues: {names!r} are not all queue names")
+    return names or [conf.task_default_queue]
 
 def live_nodes(app: Any) -> list:
     """(node, name, worker) of the live workers (a recent heartbeat and, on this

@@ -1,5 +1,6 @@
 """``python -m miniq ... worker`` as a user types it: bad setup ends in one clear
 line on stderr and exit status 2; the ``-A`` forms load an app from the current folder."""
+import json
 import os
 import socket
 import signal
@@ -282,7 +283,7 @@ def test_purge_deletes_the_served_queues_tasks_first(app, start_worker):
     queued = [add.delay(1, 1), add.delay(2, 2)]
     other = add.apply_async((3, 3), queue="other")
     worker = start_worker("-c", "1", "--purge")
-    assert "Purged 2 messages." in worker.output()
+    assert "purge: Erased 2 messages from the queue." in worker.output()
     assert all(app.broker.state(res.id) is None for res in queued)
     assert app.broker.state(other.id) is not None
     assert add.delay(4, 4).get(timeout=20) == 8
@@ -300,6 +301,14 @@ def test_exclude_queues_leaves_their_tasks_queued(app, start_worker):
 def test_exclude_queues_without_q_serves_the_default_queue_minus_them(app, start_worker):
     worker = start_worker("-c", "1", "-X", "other")
     assert "  queues:      celery\n" in worker.output()
+
+
+def test_a_worker_without_q_serves_the_queues_task_queues_declares(app, start_worker):
+    add = app.tasks["tests.tasks.add"]  # as Celery's, whose task_queues holds kombu Queues
+    worker = start_worker("-c", "1", "-X", "b", env={"MINIQ_TEST_CONF": json.dumps(
+        {"task_queues": ["a", "b", "c"]})})
+    assert "  queues:      a,c\n" in worker.output()
+    assert add.apply_async((2, 2), queue="c").get(timeout=20) == 4
 
 
 def test_exclude_queues_that_leave_nothing_refuses():

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import types
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -129,22 +130,27 @@ def test_purge_force_deletes_queued_tasks_only(app, broker_url, start_worker):
     kept = tasks.add.apply_async((9, 9), queue="other")
     finished = tasks.add.delay(0, 1)
     finished.revoke()
-    some = cli(broker_url, "purge", "-Q", "celery", "-f")
-    assert some.returncode == 0 and "Purged 3 messages." in some.stdout
+    some = cli(broker_url, "purge", "-f")  # as Celery's: the known queues, not every one
+    assert some.returncode == 0 and "Purged 3 messages from 1 known task queue." in some.stdout
     assert kept.state == "PENDING" and count_rows(app, "status = 0") == 1
-    code, out = cli_json(broker_url, "purge", "-f")
+    code, out = cli_json(broker_url, "purge", "-Q", "other,celery", "-f")
     assert (code, out) == (0, {"purged": 1})
     assert count_rows(app, "status = 0") == 0
+    none = cli(broker_url, "purge", "-f")
+    assert none.returncode == 0 and "No messages purged from 1 queue." in none.stdout
     assert running.state == "STARTED" and finished.state == "REVOKED"  # not queued: kept
     worker.kill_group()  # no need to wait out the sleep
 
 
-def test_control_purge_deletes_waiting_tasks_and_says_how_many(app):
+def test_control_purge_deletes_waiting_tasks_of_known_queues_and_says_how_many(app, monkeypatch):
     sent = [tasks.add.delay(i, i) for i in range(3)]
-    sent.append(tasks.add.apply_async((1, 1), countdown=60, queue="other"))
+    sent.append(tasks.add.apply_async((1, 1), countdown=60))
+    elsewhere = tasks.add.apply_async((1, 1), queue="other")
     assert app.control.purge() == 4
-    assert [r.state for r in sent] == ["PENDING"] * 4 and count_rows(app, "status <= 0") == 0
+    assert [r.state for r in sent] == ["PENDING"] * 4 and count_rows(app, "status <= 0") == 1
     assert app.control.purge() == 0
+    monkeypatch.setitem(app.conf, "task_queues", [types.SimpleNamespace(name="other")])
+    assert app.control.purge() == 1 and elsewhere.state == "PENDING"
 
 
 def test_purge_without_force_asks_and_deletes_only_on_yes(app, broker_url):
@@ -154,11 +160,11 @@ def test_purge_without_force_asks_and_deletes_only_on_yes(app, broker_url):
     asked = cli_with_input(broker_url, "purge", "-Q", "other", stdin_text="n\n")
     assert "Delete 1 queued task of other? There is no undo. [y/N]" in asked.stdout
     no = cli_with_input(broker_url, "purge", stdin_text="n\n")
-    assert "Delete 3 queued tasks of all queues?" in no.stdout and "Nothing purged." in no.stdout
+    assert "Delete 2 queued tasks of celery?" in no.stdout and "Nothing purged." in no.stdout
     assert no.returncode == 1 and count_rows(app) == 3
     yes = cli_with_input(broker_url, "purge", stdin_text="y\n")
-    assert yes.returncode == 0 and "Purged 3 messages." in yes.stdout
-    assert count_rows(app) == 0
+    assert yes.returncode == 0 and "Purged 2 messages from 1 known task queue." in yes.stdout
+    assert count_rows(app) == 1
 
 
 def test_purge_without_force_and_no_answer_deletes_nothing_and_prints_no_traceback(app, broker_url):

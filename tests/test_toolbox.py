@@ -311,7 +311,7 @@ def test_call_result_and_purge(app, start_worker, broker_url):
     asked = subprocess.run([sys.executable, "-m", "miniq", "-A", "tests.tasks", "purge"],
                            input="n\n", env=env, cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert asked.returncode == 1 and queued[0].state == "PENDING"
-    assert "Purged 3 messages." in cli(broker_url, "purge", "-f").stdout
+    assert "Purged 3 messages from 1 known task queue." in cli(broker_url, "purge", "-f").stdout
     sent = cli(broker_url, "call", "tests.tasks.add", "--args", "[2, 3]")
     task_id = sent.stdout.strip()
     start_worker("-c", "1")
