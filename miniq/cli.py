@@ -51,10 +51,10 @@ def build_parser() -> ArgumentParser:
     purge = command("purge", "delete queued tasks")
     purge.add_argument("-Q", "--queues", help="only these comma-separated queues")
     purge.add_argument("-f", "--force", action="store_true", help="do not ask")
-    result = command("result", "show a task's state and result")
+    result = command("result", "wait for a task and print its result, as Celery's")
     result.add_argument("task_id")
-    result.add_argument("--wait", action="store_true", help="wait until it is done")
-    result.add_argument("--timeout", type=float, help="with --wait: give up after seconds")
+    result.add_argument("--wait", action="store_true", help="accepted: it waits anyway")
+    result.add_argument("--timeout", type=float, help="give up after this many seconds")
     result.add_argument("--traceback", action="store_true",
                         help="print the task's traceback instead of its result")
     result.add_argument("-t", "--task", metavar="NAME",
@@ -298,27 +298,24 @@ def purge(app, args):
 
 
 def result(app: Miniq, args: Namespace) -> int:
-    """Show a task's state and result; exit status 1 if it finished without success."""
+    """As Celery's: wait until the task is done and print its value (its error and
+    traceback, exit status 1, if it failed); with --traceback, print that at once."""
     res = app.AsyncResult(args.task_id)
     if app.broker.state(res.id) is None:  # else it would read as PENDING forever
         return _error(f"unknown task {args.task_id}: never sent, or its result is gone", 1)
-    if args.wait and not _wait(res, args.timeout):
-        return _error(f"task {args.task_id} not done after {args.timeout}s", 1)
-    state, value = res.state, res.info
-    if isinstance(value, BaseException):
-        value = f"{type(value).__name__}: {value}"
-    shown = {"id": res.id, "state": state}
-    if args.traceback:  # as Celery's: the traceback instead of the result
+    shown = {"id": res.id, "state": res.state}
+    if args.traceback:
         if not _emit(args, {**shown, "traceback": res.traceback}):
             print(res.traceback or "", end="")
-    elif not _emit(args, {**shown, "result": value}):
-        print(state)
-        if value is not None:
-            print(value if isinstance(value, str) else json.dumps(value, default=str))
-        if res.traceback and state == "FAILURE":
-            print(res.traceback, file=sys.stderr)
-    unsuccessful = state not in ("SUCCESS", "PENDING", "STARTED") and res.ready()
-    return 1 if unsuccessful else 0
+        return 0
+    if not _wait(res, args.timeout):
+        return _error(f"task {args.task_id} not done after {args.timeout}s", 1)
+    value, failed = res.info, res.state != "SUCCESS"
+    if isinstance(value, BaseException):
+        value = f"{type(value).__name__}: {value}"
+    if not _emit(args, {**shown, "state": res.state, "result": value}):
+        print(res.traceback or f"{value}\n", end="", file=sys.stderr) if failed else print(value)
+    return 1 if failed else 0
 
 
 def _wait(res: Any, timeout: Optional[float]) -> bool:

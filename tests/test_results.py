@@ -171,8 +171,7 @@ def test_the_result_command_prints_such_a_value(app, worker):
     result = tasks.echo.delay(VALUES[0])
     assert result.get(timeout=30) == VALUES[0]
     shown = run_cli("-A", "tests.tasks", "result", result.id, env={"MINIQ_BROKER_URL": worker[0]})
-    printed = ["SUCCESS", '"2030-01-02', '03:04:05.678901"']
-    assert shown.returncode == 0 and shown.stdout.split() == printed
+    assert shown.returncode == 0 and shown.stdout == "2030-01-02 03:04:05.678901\n"
 
 
 def test_eager_mode_carries_the_same_types(app, monkeypatch):
