@@ -411,11 +411,12 @@ class Worker:
                              sorted(t for t in self.app.tasks if not t.startswith("celery.")))
 
     def _on_signal(self, signum, frame):
-        """Only set flags: the loop acts. First signal warm, second (or SIGQUIT) cold."""
+        """Only set flags: the loop acts. As Celery's: SIGTERM and a first SIGINT are warm,
+        a second SIGINT or a SIGQUIT cold."""
         if signum in NOTED_SIGNALS:
             self.noted = signum
             return
-        if self.warm or signum == signal.SIGQUIT:
+        if self.warm and signum == signal.SIGINT or signum == signal.SIGQUIT:
             self.cold = True
         self.warm = True
 
@@ -500,8 +501,8 @@ class Worker:
                 break
             if self.warm and not self.told_warm:  # else a Ctrl-C seems to do nothing
                 self.told_warm = True
-                log.warning("warm shutdown: waiting for %d running task(s) to end; stop again"
-                            " (Ctrl-C, SIGQUIT) to put them back in the queue now", len(busy))
+                log.warning("warm shutdown: waiting for %d running task(s) to end; Ctrl-C"
+                            " again (or SIGQUIT) puts them back in the queue now", len(busy))
             now = time.time()
             if now >= self.next_heartbeat:
                 self._heartbeat()

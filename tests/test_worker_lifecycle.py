@@ -81,19 +81,21 @@ def start_gated(gate, n):
 
 # 9. warm and cold shutdown ---------------------------------------------------------------
 
-@pytest.mark.parametrize("name, to_group", [
-    ("SIGTERM", False),   # kill <pid>
-    ("SIGINT", False),
-    ("SIGINT", True),     # Ctrl-C in a terminal reaches the whole group, children too
-], ids=["SIGTERM", "SIGINT", "ctrl-c-to-group"])
+@pytest.mark.parametrize("name, to_group, times", [
+    ("SIGTERM", False, 1),   # kill <pid>
+    ("SIGTERM", False, 2),   # as Celery's: SIGTERM again is still warm
+    ("SIGINT", False, 1),
+    ("SIGINT", True, 1),     # Ctrl-C in a terminal reaches the whole group, children too
+], ids=["SIGTERM", "SIGTERM-twice", "SIGINT", "ctrl-c-to-group"])
 def test_warm_shutdown_finishes_running_tasks_and_leaves_queued_ones(
-        app, start_worker, tmp_path, name, to_group):
+        app, start_worker, tmp_path, name, to_group, times):
     worker = start_worker("-c", "2")
     children = worker.children()
     gate = tmp_path / "gate"
     running = start_gated(gate, 2)
     queued = [tasks.add.delay(i, i) for i in range(3)]
-    deliver(worker, SIGNALS[name], to_group)
+    for _ in range(times):
+        deliver(worker, SIGNALS[name], to_group)
     wait_for(lambda: "warm shutdown: waiting for 2 running task(s)" in worker.output(), 15,
              message="the warm shutdown said")  # else the first Ctrl-C seems to do nothing
     gate.touch()  # both children now free up; a worker still claiming would take the queue
@@ -103,16 +105,16 @@ def test_warm_shutdown_finishes_running_tasks_and_leaves_queued_ones(
     assert_nothing_left(worker, children)
 
 
-@pytest.mark.parametrize("name, to_group", [("SIGTERM", False), ("SIGINT", True)],
-                         ids=["SIGTERM-twice", "ctrl-c-twice"])
-def test_second_signal_is_a_cold_shutdown_that_requeues_running_tasks(
-        app, start_worker, tmp_path, name, to_group):
+@pytest.mark.parametrize("signals, to_group", [(["SIGINT", "SIGINT"], True),
+                                                (["SIGTERM", "SIGINT"], False), (["SIGQUIT"], False)],
+                         ids=["ctrl-c-twice", "SIGTERM-then-SIGINT", "SIGQUIT"])
+def test_a_cold_shutdown_requeues_running_tasks(app, start_worker, tmp_path, signals, to_group):
     worker = start_worker("-c", "2")
     children = worker.children()
     gate = tmp_path / "gate"
     running = start_gated(gate, 2)  # never released: only a cold shutdown ends them
-    deliver(worker, SIGNALS[name], to_group)
-    deliver(worker, SIGNALS[name], to_group)
+    for name in signals:
+        deliver(worker, getattr(signal, name), to_group)
     assert worker.wait(30) != 0, worker.output()
     assert_nothing_left(worker, children)
     assert rows(app, running) == [(0, "PENDING", None)] * 2
