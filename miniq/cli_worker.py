@@ -60,11 +60,11 @@ def positive_float(text):
 
 
 def autoscale(text):
-    """argparse type for --autoscale MAX,MIN: MAX, the children miniq runs."""
+    """argparse type for --autoscale MAX,MIN: the larger, as Celery's, the children miniq runs."""
     high, _, low = text.partition(",")
     if low and not low.isdigit():
         raise ArgumentTypeError(f"must be MAX,MIN in children, not {text!r}")
-    return positive_int(high)
+    return max(positive_int(high), int(low or 0))
 
 
 POOLS = ("prefork", "processes")  # Celery's names for what miniq has: child processes

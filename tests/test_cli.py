@@ -317,7 +317,7 @@ def test_exclude_queues_that_leave_nothing_refuses():
 
 
 def test_autoscale_runs_max_children(start_worker):
-    worker = start_worker("--autoscale", "3,1")
+    worker = start_worker("--autoscale", "1,3")  # as Celery's: the larger is the max
     assert "  concurrency: 3\n" in worker.output()
     wait_for(lambda: len(worker.children()) == 3, message="three children")
 
