@@ -421,13 +421,13 @@ def load_app(path: str) -> Miniq:
                                    f"{_where(exc)}") from None
     if attr:
         app = getattr(module, attr, None)
-    else:  # as Celery: module.app or module.celery first, then any app in the module
+    else:  # as Celery: module.app or module.celery, then proj.celery, then any app there
         named = (getattr(module, key, None) for key in ("app", "celery"))
-        candidates = (*named, *vars(module).values())
-        app = next((v for v in candidates if isinstance(v, Miniq)), None)
-        if app is None and hasattr(module, "__path__"):  # as Celery: -A proj finds proj.celery
+        app = next((v for v in named if isinstance(v, Miniq)), None)
+        if app is None and hasattr(module, "__path__"):
             with contextlib.suppress(ImproperlyConfigured):
                 return load_app(f"{module_name}.celery")
+        app = app or next((v for v in vars(module).values() if isinstance(v, Miniq)), None)
     if not isinstance(app, Miniq):
         raise ImproperlyConfigured(f"{path!r} is not a miniq app (no Miniq instance found there)")
     app.import_includes()

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from miniq import control
+from miniq.app import load_app
 from tests import tasks
 from tests.conftest import ROOT, run_cli, wait_for
 
@@ -66,6 +67,17 @@ def test_module_that_holds_no_app(tmp_path):
     (tmp_path / "noapp.py").write_text("value = 1\n")
     proc = worker_cli("-A", "noapp", cwd=tmp_path)
     assert_setup_error(proc, "'noapp'", "not a miniq app")
+
+
+def test_dash_a_package_takes_its_celery_module_before_other_apps_in_it(tmp_path, monkeypatch):
+    """As Celery's: pkg.app or pkg.celery, then the module pkg.celery, then any app."""
+    (tmp_path / "twoapps").mkdir()
+    (tmp_path / "twoapps" / "__init__.py").write_text(
+        "from miniq import Celery\nmain_app = Celery('init', set_as_current=False)\n")
+    (tmp_path / "twoapps" / "celery.py").write_text(
+        "from miniq import Celery\napp = Celery('sub', set_as_current=False)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert load_app("twoapps").main == "sub"
 
 
 def test_database_folder_that_does_not_exist(tmp_path):
