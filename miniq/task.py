@@ -107,7 +107,10 @@ def json_only(name, serializer):
 
 
 def to_timestamp(when):
-    """A datetime (naive means UTC, as Celery) or unix time, as unix time."""
+    """A datetime or its ISO 8601 text (naive means UTC, as Celery) or unix time, as unix
+    time."""
+    if isinstance(when, str):  # as Celery's, which puts such text in its message as it is
+        when = datetime.fromisoformat(when.replace("Z", "+00:00"))
     if isinstance(when, datetime):
         if when.tzinfo is None:
             when = when.replace(tzinfo=timezone.utc)

@@ -132,6 +132,17 @@ def test_an_aware_eta_is_honoured_in_any_zone(app, start_worker, hours):
     assert eta.timestamp() <= ran_at < eta.timestamp() + 10
 
 
+def test_an_eta_or_expiry_given_as_iso_text_is_read_as_celerys(app):
+    sent = tasks.add.apply_async((1, 1), eta="2030-01-02T03:04:05+01:00",
+                                 expires="2030-01-03T00:00:00Z")
+    naive = tasks.add.apply_async((1, 1), eta="2030-01-02T03:04:05")  # UTC, as a datetime's
+    assert row_of(app, sent.id, "eta, expires") == (
+        datetime(2030, 1, 2, 2, 4, 5, tzinfo=timezone.utc).timestamp(),
+        datetime(2030, 1, 3, tzinfo=timezone.utc).timestamp())
+    assert row_of(app, naive.id, "eta")[0] == datetime(2030, 1, 2, 3, 4, 5,
+                                                       tzinfo=timezone.utc).timestamp()
+
+
 def test_future_tasks_do_not_block_due_ones(app, start_worker):
     start_worker("-c", "1")
     later = tasks.add.apply_async((1, 1), countdown=5)
