@@ -104,6 +104,13 @@ class Miniq(apps.Miniq):
         from .signals import Signal  # late: an app that connects nothing never loads it
         return Signal(name="app.on_after_configure")
 
+    @functools.cached_property
+    def on_after_finalize(self) -> Any:
+        """Celery's signal, sent with ``sender=app`` once its tasks are registered: just
+        after on_after_configure, as a worker, beat or command loads the app."""
+        from .signals import Signal
+        return Signal(name="app.on_after_finalize")
+
     def config_from_object(self, obj: Any, silent: bool = False, force: bool = False,
                            namespace: str = None) -> bool:
         """Settings from an object, a module or its name (``"proj.settings"``,
@@ -151,6 +158,8 @@ class Miniq(apps.Miniq):
         self._annotate_all()
         if "on_after_configure" in self.__dict__:  # made: someone may listen
             self.on_after_configure.send(self, source=self.conf)
+        if "on_after_finalize" in self.__dict__:
+            self.on_after_finalize.send(self)
 
     def task(self, *args: Any, **options: Any) -> Any:
         """``@app.task`` as the core's; a bad ``rate_limit`` fails here, and the task

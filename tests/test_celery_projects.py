@@ -113,6 +113,11 @@ PERIODIC = {
             sender.add_periodic_task(1.0, say.s("hello"), name="say hello every second")
 
 
+        @app.on_after_finalize.connect
+        def setup_more(sender, **kwargs):
+            sender.add_periodic_task(1.0, say.s("bye"), name="say bye every second")
+
+
         if __name__ == "__main__":
             app.start()
     """,
@@ -128,8 +133,9 @@ def test_the_periodic_tasks_script_runs_its_schedule_through_app_start(project, 
                               cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
                               start_new_session=True)
     try:
-        wait_for(lambda: (tmp_path / "script.log").read_text().count("hello") >= 3
-                 or script.poll() is not None, timeout=30, message="three hellos")
+        said = lambda: (tmp_path / "script.log").read_text()  # noqa: E731
+        wait_for(lambda: said().count("hello") >= 3 and said().count("bye") >= 3
+                 or script.poll() is not None, timeout=30, message="three hellos and byes")
         assert script.poll() is None, (tmp_path / "script.log").read_text()
     finally:
         os.killpg(script.pid, 9)
