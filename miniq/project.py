@@ -77,7 +77,7 @@ class Miniq(apps.Miniq):
         given = {URLS.get(key, key): value for key, value in given.items() if value is not None}
         self.namespace, self.strict_typing = namespace, strict_typing  # before shared tasks
         super().__init__(main, **{**settings, **given})
-        self.conf = Settings(self.conf)
+        self.conf = Settings(self.conf, self)
         self.conf.given.update(given)
         self._settings = source
         if not set_as_current:
@@ -186,7 +186,10 @@ class Miniq(apps.Miniq):
 
     @Task.setter
     def Task(self, cls: type) -> None:
-        self.conf.task_cls = cls
+        old, self.conf.task_cls = self.Task, cls
+        for task in self.tasks.values():  # made from the old class: as Celery's, from this one
+            if type(task).__bases__ == (old,) and issubclass(cls, old):
+                type(task).__bases__ = (cls,)
         for task in SHARED:  # made as this app was made: made again from this class
             self.tasks.pop(task._name_on(self), None)
             task._made_on(self)
@@ -282,14 +285,17 @@ class Settings(apps.Conf):
     settings they stand for, and what code sets (the app's keywords, ``update()``, an
     assignment) stays over what ``config_from_object`` reads."""
 
-    def __init__(self, conf):
+    def __init__(self, conf, app):
         super().__init__(conf)
         object.__setattr__(self, "given", set())  # the keys code set
+        object.__setattr__(self, "app", app)
 
     def __setitem__(self, key, value):
         key = _new_name(key) or key
         self.given.add(key)
         super().__setitem__(key, value)
+        if key == "task_annotations":  # as Celery's: they hold for the tasks made before
+            self.app._annotate_all()
 
     __setattr__ = __setitem__
 

@@ -279,9 +279,9 @@ def test_include_given_as_one_name_is_that_module(fresh_app):
 def test_settings_miniq_cannot_honour_are_refused_not_ignored(fresh_app, setting, value):
     with pytest.raises(ImproperlyConfigured, match=setting):
         fresh_app.config_from_object({setting: value})
-    fresh_app.conf[setting] = value  # set by hand: refused when a worker loads the app
     with pytest.raises(ImproperlyConfigured, match=setting):
-        fresh_app.import_includes()
+        fresh_app.conf[setting] = value  # by hand: annotations apply, and are refused, at once
+        fresh_app.import_includes()  # the others when a worker loads the app
 
 
 def test_json_by_any_of_its_names_is_taken_as_celerys_defaults(fresh_app):
@@ -344,6 +344,22 @@ def test_old_setting_names_are_read_as_celery_maps_them(make_app):
         app.config_from_object(Mixed)
         app.conf.task_always_eager  # noqa: B018 - Celery reads its source on first use
     assert type(caught.value).__name__ == "ImproperlyConfigured"
+
+
+def test_a_task_class_and_annotations_set_later_hold_for_tasks_made_before(make_app):
+    app = make_app()
+
+    @app.task(name="early")
+    def early(x):
+        return x
+
+    class ContextTask(app.Task):  # as Flask's guide has it
+        def __call__(self, *args, **kwargs):
+            return ["wrapped", super().__call__(*args, **kwargs)]
+    app.Task = ContextTask
+    app.conf.task_annotations = {"early": {"max_retries": 44, "ignore_result": True}}
+    assert (early(1), isinstance(early, ContextTask)) == (["wrapped", 1], True)
+    assert (early.max_retries, early.ignore_result) == (44, True)
 
 
 def test_what_code_sets_stays_over_config_from_object(make_app, monkeypatch):

@@ -128,8 +128,8 @@ def test_annotations_and_the_default_rate_set_the_limits(fresh_app):
     assert (mul.max_retries, mul.autoretry_for) == (9, (KeyError,))  # as the option makes it
     mul.on_failure(ValueError("x"), "id", (), {}, None)  # bound to the task, as Celery's
     assert failures[0][0] == "fresh.mul"
-    fresh_app.config_from_object({"task_annotations": {"fresh.mul": {"rate_limit": "1/s"},
-                                                       "*": {"rate_limit": "2/s"}}})
+    fresh_app.conf.task_annotations = {"fresh.mul": {"rate_limit": "1/s"},  # set anew: applied
+                                       "*": {"rate_limit": "2/s"}}
     assert set(fresh_app.rate_intervals().values()) == {0.5}  # "*" has the last word
     fresh_app.conf.worker_disable_rate_limits = True
     assert fresh_app.rate_intervals() == {}
