@@ -158,7 +158,7 @@ def main(argv: Optional[List[str]] = None, app: Optional[Miniq] = None) -> int:
 def beat(app, args):
     """Send periodic tasks until Ctrl-C or SIGTERM."""
     from .beat import Beat
-    start_logging(args.loglevel)
+    start_logging(args.loglevel, conf=app.conf)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop as on Ctrl-C
     with contextlib.suppress(KeyboardInterrupt):
         Beat(app).run()

@@ -160,7 +160,7 @@ def worker(app, args):
     emit("_worker_init", manager, vars(args))
     app.broker.db  # noqa: B018 - open the file first: a setup error prints no banner
     with _pidfile(args.pidfile):
-        start_logging(args.loglevel, args.logfile)
+        start_logging(args.loglevel, args.logfile, app.conf)
         if args.purge:
             count = app.broker.purge(manager.queues)
             print(purged(count), flush=True)
@@ -215,10 +215,13 @@ def _read_pid(path):
         return None
 
 
-def start_logging(level, logfile=None):
+def start_logging(level, logfile=None, conf=None):
     """Log to stderr, or to logfile: it becomes the stderr of the manager and of
-    every child, whatever the start method."""
+    every child, whatever the start method. As Celery's, in worker_log_format, over
+    the app's own setup unless worker_hijack_root_logger is off."""
     from .worker import LOG_FORMAT
+    conf = conf or {}
+    fmt = conf.get("worker_log_format") or LOG_FORMAT
     if logfile:
         try:
             log = open(logfile, "a")
@@ -226,8 +229,9 @@ def start_logging(level, logfile=None):
             raise ImproperlyConfigured(f"cannot open the log file: {exc}") from None
         with log:
             os.dup2(log.fileno(), sys.stderr.fileno())
-    if not emit("_setup_logging", level, logfile, LOG_FORMAT):
-        logging.basicConfig(level=level, format=LOG_FORMAT)
+    if not emit("_setup_logging", level, logfile, fmt):
+        logging.basicConfig(level=level, format=fmt, force=conf.get("worker_hijack_root_logger",
+                                                                    True))
 
 
 def _print_banner(app, args, manager, node):

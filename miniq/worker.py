@@ -40,6 +40,7 @@ from .exceptions import (ImproperlyConfigured, InvalidTaskError, MiniqError, Ope
                          TaskRevokedError, TimeLimitExceeded, WorkerLostError)
 from .result import exception_text, exception_to_json
 from .task import Outcome, emit, execute
+from .utils.log import log_as_celery
 from .wake import drain, machine_id, pid_alive
 
 log = logging.getLogger("miniq.worker")
@@ -197,8 +198,9 @@ def child_main(app_path, conn, loglevel, max_tasks, max_memory_kib, manager, hos
     app = load_app(app_path)
     # Where the app uses signals: setup_logging (logging as below unless a receiver takes
     # it over), then worker_process_init. Logging set up already (fork) stays as it is.
-    if not emit("_child_started", hostname, loglevel, LOG_FORMAT) and loglevel:
-        logging.basicConfig(level=loglevel.upper(), format=LOG_FORMAT)
+    fmt = app.conf.get("worker_log_format") or LOG_FORMAT
+    if not emit("_child_started", hostname, loglevel, fmt) and loglevel:
+        log_as_celery(app.conf, loglevel, fmt)
     try:
         _serve(app, conn, max_tasks, max_memory_kib, manager, hostname)
     finally:

@@ -439,6 +439,13 @@ def log_line(self, text):
     return states.SUCCESS
 
 
+@app.task
+def prints(text):
+    print(text, "out")
+    sys.stderr.write(f"{text} err\n")
+    return text
+
+
 class Recorded(Task):
     """Notes each hook Celery calls in the file its task's first argument names."""
 

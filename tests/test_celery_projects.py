@@ -241,6 +241,31 @@ def test_shared_tasks_defined_before_any_app_reach_every_app(project):
     """) == ["42", "True", "True"]
 
 
+def test_the_worker_takes_over_logging_the_app_set_up_as_celerys_does(project, tmp_path):
+    """worker_hijack_root_logger: the app's own basicConfig gives way to -l and the
+    worker's format, in the manager and its children; unless the app turns it off."""
+    write, start, run = project
+    for hijack in (True, False):
+        write({"loud.py": f"""
+            import logging
+            from miniq import Celery
+            from miniq.utils.log import get_task_logger
+            logging.basicConfig(format="OWN %(message)s", level=logging.DEBUG)
+            app = Celery("loud", broker="sqlite:///loud_{hijack}.db")
+            app.conf.worker_hijack_root_logger = {hijack}
+            logger = get_task_logger(__name__)
+
+            @app.task
+            def hello():
+                logger.debug("hello at debug")
+                return 1
+        """})
+        worker = start("-A", "loud", "worker", "-c", "1", "-l", "INFO")
+        assert run("import loud; print(loud.hello.delay().get(timeout=20))") == ["1"]
+        worker.stop()
+        assert ("OWN hello at debug" in worker.output()) is not hijack, worker.output()
+
+
 @pytest.fixture
 def fresh_app(tmp_path, monkeypatch):
     """A Celery app of its own; the default app of the other tests is kept."""

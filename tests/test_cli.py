@@ -218,6 +218,25 @@ def test_a_service_file_command_line_runs(app, tmp_path, start_worker):
     assert not pidfile.exists()
 
 
+def test_a_tasks_log_lines_and_prints_go_to_the_log_file_as_celerys(app, tmp_path, start_worker):
+    """Its logger's lines name the task; print() and stderr are WARNING lines; the
+    app's own logging setup gives way, as worker_hijack_root_logger says."""
+    log = tmp_path / "w.log"
+    start_worker("-c", "1", "-l", "INFO", "--logfile", str(log), env={
+        "MINIQ_TEST_CONF": json.dumps({"worker_task_log_format": "TASK %(task_name)s"
+                                       "[%(task_id)s] %(levelname)s: %(message)s",
+                                       "worker_log_format": "LOG %(levelname)s: %(message)s"})},
+                 ready=False)
+    logged = app.tasks["tests.tasks.log_line"].delay("hi")
+    assert logged.get(timeout=20) == "SUCCESS"
+    assert app.tasks["tests.tasks.prints"].delay("said").get(timeout=20) == "said"
+    wait_for(lambda: "said err" in log.read_text(), message="the prints in the log file")
+    text = log.read_text()
+    assert f"TASK tests.tasks.log_line[{logged.id}] WARNING: hi from {logged.id}" in text
+    assert "LOG WARNING: said out\n" in text and "LOG WARNING: said err\n" in text
+    assert "LOG INFO: miniq worker" in text  # the manager's lines: its format too
+
+
 def test_time_limit_kills_a_task_that_runs_too_long(app, start_worker):
     start_worker("-c", "1", "--time-limit", "1")
     res = app.tasks["tests.tasks.sleep"].delay(30)

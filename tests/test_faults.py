@@ -257,7 +257,7 @@ def test_a_task_put_back_by_cold_shutdowns_stops_at_the_delivery_cap(
         wait_for(lambda: tokens_run(runs)[1] == delivery, timeout=30,
                  message=f"delivery {delivery} running")
         deliver(worker, signal.SIGTERM)
-        deliver(worker, signal.SIGTERM)  # the second one: cold, the task goes back
+        deliver(worker, signal.SIGQUIT)  # cold: the task goes back
         assert worker.wait(30) != 0, tail(worker)
     start_worker("-c", "1")
     wait_for(lambda: result.ready() or tokens_run(runs)[1] > cap, timeout=15,
