@@ -187,12 +187,15 @@ class Task:
         return fun(*args, **kwargs)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """Run in this process, now, as a plain function call (as Celery)."""
+        """Run in this process, now, as a plain function call (as Celery): the current
+        task meanwhile, but not the parent of what it sends (a worker's run is)."""
+        outer, _running.task = _running.task, self
         self.push_request(Context(args=args, kwargs=kwargs))
         try:
             return self.run(*args, **kwargs)
         finally:
             self.pop_request()
+            _running.task = outer
 
     def __repr__(self) -> str:
         return f"<@task: {self.name}>"

@@ -323,7 +323,8 @@ def the_current_task_and_uuid(c, get):
     utils = importlib.import_module(c.impl.__name__ + ".utils")
     ids = c.impl.uuid(), utils.uuid()
     return (get(c.sees_itself.delay()), bool(c.impl.current_task),
-            [len(i.split("-")) == 5 and len(i) == 36 for i in ids])
+            [len(i.split("-")) == 5 and len(i) == 36 for i in ids],
+            get(c.calls_current_name.delay()), c.current_name())
 
 
 def a_missing_argument_fails_at_the_call(c, get):
@@ -905,7 +906,8 @@ SCENARIOS = [
         ["before_start", "on_failure CompatError as planned True", "after_return FAILURE"],
         ["before_start", "on_retry KeyError('again')",  # as Celery: no after_return
          "before_start", "on_success fine", "after_return SUCCESS"])),
-    (the_current_task_and_uuid, ([True, True, True, True], False, [True, True])),
+    (the_current_task_and_uuid, ([True, True, True, True], False, [True, True],
+                                 f"{MODULE}.current_name", f"{MODULE}.current_name")),
     (a_missing_argument_fails_at_the_call, "raised TypeError"),
     (inspect_answers_for_each_worker, ([{"ok": "pong"}], [True], [2], True)),
     (a_base_with_its_own_init, ["opened once for tests.compat.celery_api.opened", "opened"]),

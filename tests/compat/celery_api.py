@@ -52,6 +52,16 @@ def sees_itself(self):
             app.current_task.name == self.name]
 
 
+@app.task
+def current_name():
+    return impl.current_task.name
+
+
+@app.task
+def calls_current_name():
+    return current_name()  # a plain call: the current task is the one called
+
+
 @app.task(bind=True)
 def flaky(self):
     if self.request.retries < 2:
