@@ -198,6 +198,10 @@ class Signature(dict):
         return f"{self.task}({', '.join(positional + keywords)})"
 
     def __repr__(self) -> str:
+        kind = self.get("subtask_type")
+        if kind in ("xmap", "xstarmap"):  # as Celery's: [proj.add(*x) for x in [(1, 2)]]
+            star = "*" if kind == "xstarmap" else ""
+            return f"[{self.kwargs['task']['task']}({star}x) for x in {self.kwargs['it']!r}]"
         return self._call()
 
 

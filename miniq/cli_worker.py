@@ -13,7 +13,7 @@ from .exceptions import ImproperlyConfigured
 from .task import emit
 from .wake import pid_alive
 
-LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "FATAL")
 
 
 def add_options(parser):

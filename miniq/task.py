@@ -197,8 +197,8 @@ class Task:
             self.pop_request()
             _running.task = outer
 
-    def __repr__(self) -> str:
-        return f"<@task: {self.name}>"
+    def __repr__(self) -> str:  # as Celery's
+        return f"<@task: {self.name} of {self.app.main or '__main__'} at {id(self.app):#x}>"
 
     # Celery's hooks, called in the worker around each run; a base class overrides them.
     def before_start(self, task_id, args, kwargs) -> None:

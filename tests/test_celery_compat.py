@@ -446,7 +446,8 @@ def workflows_print_as_calls(c, get):
     return (repr(add.s(2, y=2)), repr(add.si(2, 2)), repr(add.s(4, 4) | add.s(8) | echo.s()),
             repr(c.group(add.s(1, 1) | echo.s(), add.s(3, 3))), repr(c.group([add.s(1, 1)])),
             repr(c.group([])), repr(c.chord([add.s(1, 1), add.s(2, 2)], echo.s())),
-            repr(c.chord([], add.s(5))))
+            repr(c.chord([], add.s(5))), repr(add.map([1, 2])), repr(add.starmap([(1, 2)])),
+            repr(add).replace(hex(id(c.app)), "ID"))
 
 
 # Canvas (issue 12): each form of Celery's canvas guide, with the result Celery gives
@@ -942,7 +943,10 @@ SCENARIOS = [
         "group((tests.compat.celery_api.add(1, 1) | echo(), tests.compat.celery_api.add(3, 3)))",
         "group([tests.compat.celery_api.add(1, 1)])", "group(<empty>)",
         "%tests.compat.celery_api.echo([add(1, 1), add(2, 2)])",
-        "%tests.compat.celery_api.add([], 5)")),
+        "%tests.compat.celery_api.add([], 5)",
+        "[tests.compat.celery_api.add(x) for x in [1, 2]]",
+        "[tests.compat.celery_api.add(*x) for x in [(1, 2)]]",
+        "<@task: tests.compat.celery_api.add of compat at ID>")),
     # Canvas (issue 12)
     (calling_a_signature_runs_it_here, (4, "ab", "ab", 4)),
     (calling_a_workflow_sends_it, [
