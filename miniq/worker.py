@@ -166,6 +166,15 @@ def _outcome(fields):
     return outcome
 
 
+def _shown(result):
+    """An exception stored as JSON, named in a line, not made: its class's code runs in
+    tasks only."""
+    try:
+        return exception_text(json.loads(result))
+    except RecursionError:  # the child may have raised its recursion limit
+        return "an exception nested too deep to show"
+
+
 def _frame(data):
     """(start, end) of the pickle in a frame's bytes; None until its length is in."""
     if len(data) < 4:
@@ -570,6 +579,8 @@ class Worker:
         self.want = room > 0 and len(messages) == room
         if room and not self.want:
             self.next_due = self._db(lambda: self.broker.next_eta(self.queues))
+        for message in messages:  # as Celery's, as its worker takes them
+            log.info("Task %s received", message)
         begun = {message.id for message in messages[:idle]}
         later = {m.id for m in messages[idle:] if m.name in self.rates}
         for message in messages[idle:]:  # a turn is booked as its task begins: not ahead
@@ -779,16 +790,14 @@ class Worker:
         if state in ("SUCCESS", None):
             log.info("Task %s succeeded in %.4fs: %s", message, runtime,
                      (outcome.result or "")[:200])
-        elif state == "RETRY":
-            log.info("Task %s retry at %s", message, outcome.eta)
+        elif state == "RETRY":  # as Celery's: retry: Retry in 2s: KeyError('k')
+            cause = outcome.result and f": {_shown(outcome.result)}"
+            log.info("Task %s retry: Retry in %.3gs%s", message,
+                     max(0.0, outcome.eta - time.time()), cause or "")
         elif state in ("IGNORED", "REPLACED"):
             log.info("Task %s %s", message, state.lower())
-        else:  # the exception is named, not made: its class's code runs in tasks only
-            try:
-                exc = exception_text(json.loads(outcome.result))
-            except RecursionError:  # the child may have raised its recursion limit
-                exc = "an exception nested too deep to show"
-            trace = f"\n{outcome.traceback or ''}"
+        else:
+            exc, trace = _shown(outcome.result), f"\n{outcome.traceback or ''}"
             if state != "FAILURE":  # Celery's Reject
                 log.warning("Task %s %s%s", message, exc, trace)
             elif outcome.expected:  # one of its throws: no traceback

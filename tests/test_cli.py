@@ -2,6 +2,7 @@
 line on stderr and exit status 2; the ``-A`` forms load an app from the current folder."""
 import json
 import os
+import re
 import socket
 import signal
 import subprocess
@@ -235,6 +236,17 @@ def test_a_tasks_log_lines_and_prints_go_to_the_log_file_as_celerys(app, tmp_pat
     assert f"TASK tests.tasks.log_line[{logged.id}] WARNING: hi from {logged.id}" in text
     assert "LOG WARNING: said out\n" in text and "LOG WARNING: said err\n" in text
     assert "LOG INFO: miniq worker" in text  # the manager's lines: its format too
+
+
+def test_the_worker_logs_receipts_and_retries_in_celerys_words(app, start_worker):
+    worker = start_worker("-c", "1", "-l", "INFO")
+    result = app.tasks["tests.tasks.retry_forever"].delay(True)
+    with pytest.raises(KeyError):
+        result.get(timeout=20)
+    named = f"tests.tasks.retry_forever[{result.id}]"
+    assert f"Task {named} received" in worker.output()
+    assert re.search(rf"Task {re.escape(named)} retry: Retry in [\d.e-]+s: KeyError\('original'\)",
+                     worker.output()), worker.output()
 
 
 def test_time_limit_kills_a_task_that_runs_too_long(app, start_worker):
