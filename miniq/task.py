@@ -52,8 +52,8 @@ class Context(SimpleNamespace):
     id = task = hostname = root_id = parent_id = group = eta = expires = origin = None
     kwargs = delivery_info = headers = timelimit = time_limit = soft_time_limit = None
     chain = callbacks = errbacks = correlation_id = reply_to = properties = None
-    loglevel = logfile = stamps = stamped_headers = utc = None
-    args, retries, attempts, is_eager, called_directly = (), 0, 1, False, True
+    loglevel = logfile = stamps = stamped_headers = utc = args = None
+    retries, attempts, is_eager, called_directly = 0, 1, False, True
     ignore_result = False
 
     def get(self, key, default=None):

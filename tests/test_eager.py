@@ -161,3 +161,9 @@ def test_chord_runs_eagerly_and_the_callback_gets_the_list(eager):
     with pytest.raises(ValueError):  # as Celery's eager chord: the member's error, at the call
         chord([tasks.add.s(1, 1), tasks.fail.s("no")], tasks.tsum.s()).apply_async()
     assert count_rows(eager) == 0
+
+
+def test_a_tasks_request_outside_any_call_is_celerys_empty_one():
+    request = tasks.add.request
+    assert (request.id, request.args, request.kwargs, request.called_directly) == (
+        None, None, None, True)
