@@ -70,17 +70,25 @@ def exception_to_json(exc):
     cls = type(exc)
     module = WIRE_MODULE if cls.__module__ == exceptions.__name__ else cls.__module__
     data = {"exc_type": cls.__qualname__, "exc_module": module}
-    try:
-        return dumps({**data, "exc_message": exc.args})
-    except Exception:  # noqa: BLE001 - args JSON cannot carry, or that raise: keep the text
-        return dumps({**data, "exc_message": [_text_of(exc)]})
+    try:  # as Celery's: each arg that JSON cannot carry as its repr, so the class rebuilds
+        return dumps({**data, "exc_message": [_carried(arg) for arg in exc.args]})
+    except Exception:  # noqa: BLE001 - args that raise even so: keep the text
+        return dumps({**data, "exc_message": [_text_of(exc, str)]})
 
 
-def _text_of(exc):
+def _carried(arg):
     try:
-        return str(exc)
+        dumps(arg)
+        return arg
+    except Exception:  # noqa: BLE001 - whatever dumps raises, this arg is text then
+        return _text_of(arg, repr)
+
+
+def _text_of(value, show):
+    try:
+        return show(value)
     except Exception:  # noqa: BLE001 - a broken __str__ must not hide the failure
-        return f"<unprintable {type(exc).__name__}>"
+        return f"<unprintable {type(value).__name__}>"
 
 
 def _args(data):

@@ -438,7 +438,7 @@ def execute(app, message, soft_limit=None, eager=False, hostname=None):
             except TypeError as exc:
                 raise ChordError(f"Callback error: {exc!r}") from None
     except Exception as exc:
-        return _failed(exc)
+        return failed(exc)
     request = _request(task, message, args, kwargs, eager, hostname)
     given = _flows(request)
     parent = _running.request, _running.task
@@ -474,7 +474,7 @@ def _with_flows(outcome, request):
     try:
         return outcome._replace(flows=loads(dumps(_flows(request))))
     except (TypeError, ValueError, RecursionError) as exc:
-        return _failed(TypeError(f"request.chain, callbacks and errbacks hold signatures: {exc}"))
+        return failed(TypeError(f"request.chain, callbacks and errbacks hold signatures: {exc}"))
 
 
 def delivery_info(message):
@@ -541,7 +541,7 @@ def _run(task, task_id, args, kwargs, soft_limit):
     except Retry as retry:
         if not hasattr(retry, "eta"):  # raised by hand: only Task.retry() says when
             error = RuntimeError("a bare Retry says neither when nor how often: raise self.retry()")
-            return _failed(error), None
+            return failed(error), None
         cause = None if retry.exc is None else exception_to_json(retry.exc)  # as Celery stores
         return Outcome("RETRY", cause, _traceback(), retry.eta, retry.body, retry), None
     except Ignore as exc:  # also how replace() ends the run: canvas sends the replacement
@@ -549,9 +549,9 @@ def _run(task, task_id, args, kwargs, soft_limit):
         return Outcome("REPLACED" if sig else "IGNORED", sig and dumps(sig), exc=exc), None
     except Reject as exc:  # the worker requeues it (under acks_late) or records FAILURE
         state = "PENDING" if exc.requeue else "REJECTED"
-        return _failed(exc)._replace(state=state), None
+        return failed(exc)._replace(state=state), None
     except Exception as exc:
-        return _failed(exc)._replace(expected=isinstance(exc, task.throws)), None
+        return failed(exc)._replace(expected=isinstance(exc, task.throws)), None
 
 
 def _kept(message, value, eager, flows):
@@ -564,7 +564,7 @@ def _kept(message, value, eager, flows):
         return Outcome("SUCCESS", dumps(value))
     except (TypeError, ValueError, RecursionError) as exc:
         error = TypeError(f"result of {message.name} is not JSON serializable: {exc}")
-        return _failed(error, trace=False)
+        return failed(error, trace=False)
 
 
 def _hooks(task, outcome, value, request):
@@ -616,7 +616,7 @@ def _traceback():
     return printable(traceback.format_exc())
 
 
-def _failed(exc, trace=True):
+def failed(exc, trace=True):
     """A FAILURE outcome for exc, with the traceback being handled unless trace is False."""
     return Outcome("FAILURE", exception_to_json(exc), _traceback() if trace else None, exc=exc)
 

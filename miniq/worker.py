@@ -39,7 +39,7 @@ from .canvas import chord_error, next_steps
 from .exceptions import (ImproperlyConfigured, InvalidTaskError, MiniqError, OperationalError,
                          TaskRevokedError, TimeLimitExceeded, WorkerLostError)
 from .result import exception_text, exception_to_json
-from .task import Outcome, emit, execute
+from .task import Outcome, emit, execute, failed
 from .utils.log import log_as_celery
 from .wake import drain, machine_id, pid_alive
 
@@ -244,7 +244,12 @@ def _serve(app, conn, max_tasks, max_memory_kib, manager, hostname):
             return
         message, soft_limit = Message._make(job[0]), job[1]
         running[0] = message.id
-        outcome = execute(app, message, soft_limit, hostname=hostname)
+        try:
+            outcome = execute(app, message, soft_limit, hostname=hostname)
+        except (SystemExit, KeyboardInterrupt):  # as Celery's: the child ends, the task is lost
+            raise
+        except BaseException as exc:  # noqa: BLE001 - as Celery's: a failure, and no hook ran
+            outcome = failed(exc)
         running[0] = None
         if os.getpid() != me:  # a process the task forked came back here: we answer, not it
             os._exit(0)

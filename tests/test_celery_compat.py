@@ -298,6 +298,18 @@ def own_exception_class_is_caught_around_get(c, get):
     return "CompatError"
 
 
+def exceptions_keep_their_class_and_args(c, get):
+    def caught(result, kind):
+        try:
+            get(result)
+        except kind as exc:
+            return [type(exc).__name__, list(exc.args), result.state]
+        except BaseException as exc:  # noqa: BLE001 - what else comes back is the answer
+            return ["not caught", type(exc).__name__]
+    return (caught(c.raise_several.delay(False), c.SeveralArgs),
+            caught(c.raise_several.delay(True), c.BaseFault), get(c.add.delay(1, 1)))
+
+
 def wait_for_lines(path, count):
     """The lines of a file hooks or receivers write to, once there are count (Celery may
     store a result before its last hook or signal), or what there is after T seconds."""
@@ -902,6 +914,8 @@ SCENARIOS = [
     (chain_passes_results_on, 10),
     (group_collects_results_in_order, [0, 2, 4, 6]),
     (own_exception_class_is_caught_around_get, "CompatError"),
+    (exceptions_keep_their_class_and_args, (["SeveralArgs", [1, "two", "{3}"], "FAILURE"],
+                                            ["BaseFault", ["base"], "FAILURE"], 2)),
     (hooks_of_a_base_class_run_around_each_run, (
         ["before_start", "on_success fine", "after_return SUCCESS"],
         ["before_start", "on_failure CompatError as planned True", "after_return FAILURE"],

@@ -126,6 +126,22 @@ def raise_own():
     raise CompatError("own class")
 
 
+class SeveralArgs(Exception):
+    def __init__(self, a, b, c):
+        super().__init__(a, b, c)
+
+
+class BaseFault(BaseException):
+    """Not an Exception: still the task's failure, not its process's end."""
+
+
+@app.task
+def raise_several(base):
+    if base:
+        raise BaseFault("base")
+    raise SeveralArgs(1, "two", {3})  # an arg JSON cannot carry: its repr
+
+
 class Noted(Task):
     """Notes the hooks Celery calls in the file the task's first argument names."""
 
