@@ -15,7 +15,7 @@ from typing import Any, List, Optional
 
 from .app import Miniq, load_app
 from .cli_worker import add_loglevel, add_options, split, start_logging, worker
-from .control import Control, Inspect, call_of, known_queues
+from .control import Control, Inspect, call_of, known_queues, live_nodes
 from .exceptions import ImproperlyConfigured
 
 
@@ -166,16 +166,16 @@ def beat(app, args):
 
 
 def status(app, args):
-    """List the live workers; exit status 1 if there are none."""
-    now = time.time()
+    """As Celery's: ``->  node: OK`` for each live worker, then how many; exit status 1
+    if there are none."""
+    now, live = time.time(), live_nodes(app)
     fields = "id host pid concurrency queues started heartbeat".split()
-    workers = [dict(zip(fields, w)) for w in app.broker.workers()]
-    if not _emit(args, workers):
-        for w in workers:
-            print(f"{w['id'][:8]}@{w['host']}: pid {w['pid']}, -c {w['concurrency']}, "
-                  f"queues {w['queues']}, heartbeat {now - w['heartbeat']:.1f}s ago")
-        print(f"{len(workers)} worker{'' if len(workers) == 1 else 's'} online.")
-    return 0 if workers else 1
+    if not _emit(args, [{key: getattr(w, key) for key in fields} for _, _, w in live]):
+        for node, _, w in live:
+            print(f"->  {node}: OK (pid {w.pid}, -c {w.concurrency}, queues {w.queues},"
+                  f" heartbeat {now - w.heartbeat:.1f}s ago)")
+        print(f"{len(live)} node{'' if len(live) == 1 else 's'} online.")
+    return 0 if live else 1
 
 
 def inspect(app, args):

@@ -159,7 +159,6 @@ class Inspect:
         return replies or None
 
 
-
 def known_queues(conf) -> list:
     """The queues Celery's worker serves and its purge empties when none are named: those
     ``task_queues`` declares (kombu Queues, or names), else the default queue."""
@@ -167,6 +166,7 @@ def known_queues(conf) -> list:
     if not all(isinstance(name, str) and name for name in names):
         raise ImproperlyConfigured(f"task_queues: {names!r} are not all queue names")
     return names or [conf.task_default_queue]
+
 
 def live_nodes(app: Any) -> list:
     """(node, name, worker) of the live workers (a recent heartbeat and, on this

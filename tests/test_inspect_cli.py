@@ -51,14 +51,15 @@ def count_rows(app, where="1"):
 
 def test_status_lists_a_live_worker_and_exits_1_with_none(app, broker_url, start_worker):
     none = cli(broker_url, "status")
-    assert none.returncode == 1 and "0 workers online." in none.stdout
+    assert none.returncode == 1 and "0 nodes online." in none.stdout
     assert cli_json(broker_url, "status") == (1, [])
 
     worker = start_worker("-c", "2", "-Q", "a,b")
     shown = cli(broker_url, "status")
     assert shown.returncode == 0, shown.stderr
-    assert f"pid {worker.pid}," in shown.stdout and "-c 2" in shown.stdout
-    assert "queues a,b" in shown.stdout and "1 worker online." in shown.stdout
+    assert shown.stdout.startswith(f"->  celery@{socket.gethostname()}: OK (pid {worker.pid},")
+    assert "-c 2" in shown.stdout and "queues a,b" in shown.stdout  # as Celery's, and more
+    assert shown.stdout.endswith("\n1 node online.\n")
     code, rows = cli_json(broker_url, "status")
     assert code == 0 and len(rows) == 1
     assert (rows[0]["pid"], rows[0]["concurrency"], rows[0]["queues"]) == (worker.pid, 2, "a,b")
