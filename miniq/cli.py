@@ -13,6 +13,7 @@ from argparse import SUPPRESS, ArgumentParser, ArgumentTypeError, Namespace
 from datetime import datetime
 from typing import Any, List, Optional
 
+from . import __version__
 from .app import Miniq, load_app
 from .cli_worker import add_loglevel, add_options, split, start_logging, worker
 from .control import Control, Inspect, call_of, known_queues, live_nodes
@@ -29,10 +30,14 @@ def build_parser() -> ArgumentParser:
                         action="store_true",
                         default=SUPPRESS,
                         help="print JSON for scripts instead of text for people")
+    common.add_argument("-b", "--broker", default=SUPPRESS,
+                        help="the database URL, over the app's (as Celery's: CELERY_BROKER_URL)")
+    common.add_argument("--workdir", default=SUPPRESS, help="change to this folder first")
     parser = ArgumentParser(prog="miniq",
                             parents=[common],
                             allow_abbrev=False,  # as Celery's: --max-mem is no option
                             description="A task queue for one machine, on one SQLite file.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(name, text, under=commands):
@@ -140,8 +145,13 @@ def main(argv: Optional[List[str]] = None, app: Optional[Miniq] = None) -> int:
     args = parser.parse_args(argv)
     if app is not None:  # app.start(): children import the module that made it
         args.app = app.main if app.origin == "__main__" else app.origin
-    if not getattr(args, "app", None):
+    args.app = getattr(args, "app", None) or os.environ.get("CELERY_APP")  # as Celery's
+    if not args.app:
         parser.error("the -A/--app option is required (e.g. -A proj)")
+    if getattr(args, "broker", None):  # as Celery's -b: the broker over any other, children's too
+        os.environ["CELERY_BROKER_URL"] = args.broker
+    if getattr(args, "workdir", None):
+        os.chdir(args.workdir)
     cwd = os.getcwd()
     if cwd not in sys.path:  # as Celery: the app module is found from here
         sys.path.insert(0, cwd)
@@ -150,6 +160,7 @@ def main(argv: Optional[List[str]] = None, app: Optional[Miniq] = None) -> int:
             app = load_app(args.app)
         else:
             app.import_includes()
+        app.conf.broker_url = getattr(args, "broker", None) or app.conf.broker_url
         return COMMANDS[args.command](app, args)
     except ImproperlyConfigured as exc:
         return _error(exc)

@@ -81,6 +81,21 @@ def test_dash_a_package_takes_its_celery_module_before_other_apps_in_it(tmp_path
     assert load_app("twoapps").main == "sub"
 
 
+def test_celerys_global_options_broker_workdir_version_and_celery_app(tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "wd.py").write_text(
+        "from miniq import Celery\napp = Celery('wd', broker='sqlite:///app.db')\n"
+        "app.task(name='wd.add')(lambda x, y: x + y)\n")
+    sent = run_cli("--workdir", str(tmp_path / "elsewhere"), "-A", "wd", "call", "wd.add",
+                   "-b", f"sqlite:///{tmp_path / 'given.db'}", "--args", "[1, 2]")
+    assert sent.returncode == 0, sent.stderr
+    assert (tmp_path / "given.db").exists() and not (tmp_path / "elsewhere" / "app.db").exists()
+    shown = run_cli("purge", "-f", env={"CELERY_APP": "wd"}, cwd=tmp_path / "elsewhere")
+    assert shown.returncode == 0 and "No messages purged" in shown.stdout, shown.stderr
+    version = run_cli("--version")
+    assert version.returncode == 0 and version.stdout.startswith("miniq ")
+
+
 def test_database_folder_that_does_not_exist(tmp_path):
     folder = tmp_path / "missing"
     proc = worker_cli("-A", "tests.tasks", broker_url=f"sqlite:///{folder}/x.db")
