@@ -20,8 +20,8 @@ from .control import Control, Inspect, call_of, known_queues, live_nodes
 from .exceptions import ImproperlyConfigured
 
 
-def build_parser() -> ArgumentParser:
-    """The ``miniq`` command line: -A and --json, then one subcommand."""
+def _common_options() -> ArgumentParser:
+    """What every command takes, before or after its name (as Celery's: -A, -b, --workdir)."""
     common = ArgumentParser(add_help=False)
     common.add_argument("-A", "--app",
                         default=SUPPRESS,
@@ -33,6 +33,12 @@ def build_parser() -> ArgumentParser:
     common.add_argument("-b", "--broker", default=SUPPRESS,
                         help="the database URL, over the app's (as Celery's: CELERY_BROKER_URL)")
     common.add_argument("--workdir", default=SUPPRESS, help="change to this folder first")
+    return common
+
+
+def build_parser() -> ArgumentParser:
+    """The ``miniq`` command line: -A and --json, then one subcommand."""
+    common = _common_options()
     parser = ArgumentParser(prog="miniq",
                             parents=[common],
                             allow_abbrev=False,  # as Celery's: --max-mem is no option
