@@ -3,6 +3,7 @@ accepts), then the pid file, log file and banner around the manager's run. cli.p
 parses the command line and calls ``worker``; this module never imports cli.py.
 """
 import contextlib
+import functools
 import logging
 import os
 import sys
@@ -229,9 +230,10 @@ def start_logging(level, logfile=None, conf=None):
             raise ImproperlyConfigured(f"cannot open the log file: {exc}") from None
         with log:
             os.dup2(log.fileno(), sys.stderr.fileno())
-    if not emit("_setup_logging", level, logfile, fmt):
-        logging.basicConfig(level=level, format=fmt, force=conf.get("worker_hijack_root_logger",
-                                                                    True))
+    hijack = conf.get("worker_hijack_root_logger", True)  # as Celery's: over the app's own
+    configure = functools.partial(logging.basicConfig, level=level, format=fmt, force=hijack)
+    if not emit("_setup_logging", level, logfile, fmt, configure):
+        configure()
 
 
 def _print_banner(app, args, manager, node):

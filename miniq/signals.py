@@ -272,30 +272,34 @@ def _task_settled(worker, message, state, exc):
                       signum=getattr(exc, "signum", None), expired=exc.args == ("expired",))
 
 
-_logging_done = False  # once a process, as Celery; a forked child inherits it done
+_taken = None  # whether a setup_logging receiver took logging over; a forked child knows
 
 
-def _setup_logging(loglevel, logfile, format):
-    """setup_logging; unless a receiver took logging over, configure it as miniq does,
-    then after_setup_logger. True: the caller has nothing left to do."""
-    global _logging_done
-    if _logging_done or not loglevel:
+def _setup_logging(loglevel, logfile, format, configure):
+    """setup_logging, once a process line, as Celery; unless a receiver took logging over,
+    configure() it as miniq does (a child, its own part again), then after_setup_logger.
+    True: the caller has nothing left to do."""
+    global _taken
+    if _taken or not loglevel:
         return True
-    _logging_done = True
+    if _taken is False:  # a child of a process that set it up: only configure's part
+        configure()
+        return True
     named = {"loglevel": logging.getLevelName(loglevel.upper()), "logfile": logfile,
              "format": format, "colorize": False}
     responses = setup_logging.send(sender=None, **named)
     for _, response in responses:
         if isinstance(response, Exception):  # as Celery 5.7: logging setup fails loudly
             raise response
+    _taken = bool(responses)
     if not responses:
-        logging.basicConfig(level=named["loglevel"], format=format)
+        configure()
         after_setup_logger.send(sender=None, logger=logging.getLogger(), **named)
     return True
 
 
-def _child_started(hostname, loglevel, format):
-    _setup_logging(loglevel, None, format)
+def _child_started(hostname, loglevel, format, configure):
+    _setup_logging(loglevel, None, format, configure)
     worker_process_init.send(sender=hostname)
     return True
 

@@ -206,10 +206,11 @@ def child_main(app_path, conn, loglevel, max_tasks, max_memory_kib, manager, hos
     results.join_will_block = True
     app = load_app(app_path)
     # Where the app uses signals: setup_logging (logging as below unless a receiver takes
-    # it over), then worker_process_init. Logging set up already (fork) stays as it is.
+    # it over), then worker_process_init. A receiver's setup (fork: inherited) stays.
     fmt = app.conf.get("worker_log_format") or LOG_FORMAT
-    if not emit("_child_started", hostname, loglevel, fmt) and loglevel:
-        log_as_celery(app.conf, loglevel, fmt)
+    configure = functools.partial(log_as_celery, app.conf, loglevel, fmt)
+    if not emit("_child_started", hostname, loglevel, fmt, configure) and loglevel:
+        configure()
     try:
         _serve(app, conn, max_tasks, max_memory_kib, manager, hostname)
     finally:

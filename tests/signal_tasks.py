@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 from miniq import Miniq, Task, signals
 from miniq.exceptions import Ignore, Reject
+from miniq.utils.log import get_task_logger
 
 app = Miniq("signal_tasks")  # the broker comes from MINIQ_BROKER_URL
 LOG = os.environ.get("MINIQ_SIGNAL_LOG")
@@ -100,6 +101,12 @@ def tag(sender=None, headers=None, **named):
 @app.task
 def fail(text="boom"):
     raise ValueError(text)
+
+
+@app.task
+def prints():
+    print("printed by task")
+    get_task_logger(__name__).info("logged by task")
 
 
 @app.task(bind=True, max_retries=1, default_retry_delay=0.05)

@@ -7,6 +7,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -85,6 +86,16 @@ def worker(tasks, tmp_path_factory):
         yield served
     finally:
         served.stop()
+
+
+def test_an_app_with_receivers_logs_its_tasks_prints_and_lines_as_celerys(tasks, worker):
+    result = tasks.prints.delay()
+    result.get(timeout=20)
+    wait_for(lambda: "logged by task" in worker.process.output(), message="the task's line")
+    out = worker.process.output()
+    assert re.search(r"WARNING/ForkPoolWorker-\d\] printed by task", out), out
+    assert "INFO/ForkPoolWorker-" in out and f"tests.signal_tasks.prints[{result.id}]:" \
+        f" logged by task" in out, out
 
 
 def one(events):
