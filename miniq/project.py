@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any, Callable
 
 from . import app as apps
-from . import canvas
+from . import canvas, fixups
 from . import task as tasks
 from .control import Control
 from .exceptions import ImproperlyConfigured
@@ -76,6 +76,8 @@ class Miniq(apps.Miniq):
                           or given.pop(name, None))
         given = {URLS.get(key, key): value for key, value in given.items() if value is not None}
         self.namespace, self.strict_typing = namespace, strict_typing  # before shared tasks
+        if fixups.django_project():  # as Celery's: its task class, unless one is given
+            settings.setdefault("task_cls", fixups.DjangoTask)
         super().__init__(main, **{**settings, **given})
         self.conf = Settings(self.conf, self)
         self.conf.given.update(given)
@@ -135,12 +137,12 @@ class Miniq(apps.Miniq):
         if force:
             self._import_discovered()
 
-    def _import_discovered(self):
+    def _import_discovered(self, installed=None):
         packages, related_name = self._discover
         if callable(packages):
             packages = packages()
-        if packages is None:
-            packages = getattr(self._settings, "INSTALLED_APPS", ())
+        if packages is None:  # as Celery's: Django's app configs, else INSTALLED_APPS
+            packages = installed or getattr(self._settings, "INSTALLED_APPS", ())
         for package in packages:
             name = f"{package}.{related_name}" if related_name else package
             try:
@@ -150,10 +152,11 @@ class Miniq(apps.Miniq):
                     raise
 
     def import_includes(self) -> None:
+        installed = fixups.setup_django() if fixups.django_project() else None
         emit("_import_modules", self)
         super().import_includes()
         if self._discover is not None:
-            self._import_discovered()
+            self._import_discovered(installed)
         _refuse(self.conf)
         self._annotate_all()
         if "on_after_configure" in self.__dict__:  # made: someone may listen

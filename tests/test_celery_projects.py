@@ -241,6 +241,77 @@ def test_shared_tasks_defined_before_any_app_reach_every_app(project):
     """) == ["42", "True", "True"]
 
 
+DJANGO = {  # Celery's "First steps with Django", the import swapped
+    "djproj/__init__.py": """
+        from .celery import app as celery_app
+
+        __all__ = ("celery_app",)
+    """,
+    "djproj/celery.py": """
+        import os
+
+        from miniq import Celery
+
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "djproj.settings")
+        app = Celery("djproj")
+        app.config_from_object("django.conf:settings", namespace="CELERY")
+        app.autodiscover_tasks()
+    """,
+    "djproj/settings.py": """
+        SECRET_KEY = "not a secret"
+        INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth",
+                          "shop.apps.ShopConfig"]
+        DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": "dj.sqlite3"}}
+        CELERY_BROKER_URL = "sqlite:///djq.db"
+    """,
+    "shop/__init__.py": "",
+    "shop/apps.py": """
+        from django.apps import AppConfig
+
+        class ShopConfig(AppConfig):
+            name = "shop"
+    """,
+    "shop/tasks.py": """
+        from django.contrib.auth.models import User  # a model: Django must be set up
+        from django.db import connection
+
+        from miniq import shared_task
+
+        @shared_task
+        def table():
+            return User._meta.db_table
+
+        @shared_task
+        def was_connected():
+            before = connection.connection is not None
+            connection.cursor().execute("SELECT 1")
+            return before
+    """,
+}
+
+
+def test_a_django_project_runs_as_celerys_does(project):
+    """Django set up before the task modules, found through their app configs, each
+    task without a connection too old to use (CONN_MAX_AGE 0: none), delay_on_commit."""
+    pytest.importorskip("django")
+    write, start, run = project
+    write(DJANGO)
+    start("-A", "djproj", "worker", "-c", "1", "-l", "INFO")
+    assert run("""
+        import django
+        import djproj
+        django.setup()
+        from django.db import transaction
+        from shop.tasks import table, was_connected
+        print(table.delay().get(timeout=20))
+        print(was_connected.delay().get(timeout=20), was_connected.delay().get(timeout=20))
+        with transaction.atomic():
+            table.apply_async_on_commit(queue="later")
+            print(djproj.celery_app.broker.purge(["later"], dry_run=True))
+        print(djproj.celery_app.broker.purge(["later"], dry_run=True))
+    """) == ["auth_user", "False", "False", "0", "1"]
+
+
 def test_the_worker_takes_over_logging_the_app_set_up_as_celerys_does(project, tmp_path):
     """worker_hijack_root_logger: the app's own basicConfig gives way to -l and the
     worker's format, in the manager and its children; unless the app turns it off."""
