@@ -141,7 +141,7 @@ class Settle(NamedTuple):
     """One outcome to write, fenced by the delivery (id, attempts) it belongs to."""
     id: str
     attempts: int
-    state: str | None                       # None: a success not kept (ignore_result)
+    state: str | None                       # None: not kept (ignore_result); REPLACED
     result: str | None = None               # JSON value, exception info or meta
     traceback: str | None = None
     eta: float = 0.0                        # RETRY: when to run again
@@ -816,8 +816,12 @@ def _settle(db, worker, outcomes, now):
     """Write outcomes, each only if this worker still holds that delivery (the fence)."""
     for task_id, attempts, state, result, tb, eta, body, chord, follow, failed, began in outcomes:
         key = (task_id, worker, attempts)
-        if state is None:  # nothing to keep: ignore_result, or replaced by the rows in follow
-            if db.execute(f"DELETE FROM task {FENCE}", key).rowcount:
+        if state in (None, "REPLACED"):  # ignore_result, or replaced by the rows in follow
+            only = "" if state else " AND state IN ('PENDING', 'STARTED', 'RETRY')"
+            mine = db.execute(f"DELETE FROM task {FENCE}{only}", key).rowcount or (
+                state is None and db.execute(  # a state the run reported stays, as Celery's
+                    f"UPDATE task SET status = 2, finished = ? {FENCE}", (now, *key)).rowcount)
+            if mine:
                 _follow(db, follow)
                 _fail(db, failed, "FAILURE", result, tb, now)  # an ignored failure's chain
         elif state == "RETRY":

@@ -851,7 +851,6 @@ class Worker:
         if state == "REPLACED" or state in FINAL and any(map(message.options.get, flows)):
             try:  # the claim checked the chain's shape; this is the net
                 follow, failed = next_steps(self.app, message, state, result, outcome.traceback)
-                state = None if state == "REPLACED" else state  # its row is in follow
             except WORKFLOW_FAULTS as exc:
                 log.error("Task %s: its workflow ends here: %s", message, exc)
                 if state in ("SUCCESS", "REPLACED"):  # as Celery's: a task whose next steps

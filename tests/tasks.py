@@ -502,6 +502,12 @@ def paced():
 
 # -- results: ignore_result, on_message, the types JSON carries (test_results) -----------------
 
+@app.task(bind=True, ignore_result=True)
+def ignored_progress(self):
+    self.update_state(state="PROGRESS", meta={"done": 1})
+    return "not kept"
+
+
 @app.task(ignore_result=True)
 def ignored_record(path, token):
     """Keeps no result, so it notes each run in the file path (as record does)."""

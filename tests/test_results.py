@@ -68,6 +68,14 @@ def test_an_ignore_result_task_gets_none_at_once_and_stores_nothing(app, tmp_pat
         app.AsyncResult(result.id).get(timeout=0.2)
 
 
+def test_an_ignored_result_keeps_the_state_its_run_reported_as_celerys(app):
+    result = tasks.ignored_progress.delay()
+    quick_none(result)
+    wait_for(lambda: (app.broker.state(result.id) or [0])[0] == 2, message="the run ended")
+    later = app.AsyncResult(result.id)
+    assert (later.state, later.info, later.ready()) == ("PROGRESS", {"done": 1}, False)
+
+
 def test_ignore_result_per_call_and_by_conf_store_nothing(app, tmp_path, monkeypatch):
     path = tmp_path / "ran"
     per_call = tasks.record.apply_async((str(path), "per-call"), ignore_result=True)
