@@ -3,28 +3,15 @@ number of beats may share a file: the database lets one send each run.
 """
 import logging
 import time
-from datetime import timezone
 from typing import Callable
 
 from .exceptions import ImproperlyConfigured, MiniqError
+from .result import zone
 from .schedules import maybe_schedule
 
 log = logging.getLogger("miniq.beat")
 # relative: miniq's intervals always run at multiples of themselves (see schedules)
 ENTRY_KEYS = {"task", "schedule", "args", "kwargs", "options", "relative"}
-
-
-def _zone(name):
-    """app.conf.timezone as a tzinfo; "UTC" needs no time zone database."""
-    if not isinstance(name, str):
-        raise ImproperlyConfigured(f"app.conf.timezone must be a zone name, not {name!r}")
-    if name.upper() == "UTC":
-        return timezone.utc
-    try:
-        from zoneinfo import ZoneInfo
-        return ZoneInfo(name)
-    except Exception:
-        raise ImproperlyConfigured(f"unknown timezone {name!r} in app.conf.timezone") from None
 
 
 class Beat:
@@ -37,7 +24,7 @@ class Beat:
         self.app = app
         self.clock = clock
         self.sleep = sleep
-        self.tz = _zone(app.conf.timezone or "UTC")
+        self.tz = zone(app.conf.timezone)
         configured = app.conf.beat_schedule or {}
         if not isinstance(configured, dict):
             raise ImproperlyConfigured("beat_schedule must be a dict of entries by name,"

@@ -59,9 +59,22 @@ def _app(app):
     return app
 
 
-def _finished(row):
-    """When a row's task finished, as an aware UTC datetime (Celery's default), or None."""
-    return row[5] and datetime.fromtimestamp(row[5], timezone.utc)
+def _finished(row, tz=timezone.utc):
+    """When a row's task finished, as an aware datetime, or None."""
+    return row[5] and datetime.fromtimestamp(row[5], tz)
+
+
+def zone(name):
+    """app.conf.timezone as a tzinfo; "UTC" (or None, Celery's default) needs no time
+    zone database."""
+    if name is None or isinstance(name, str) and name.upper() == "UTC":
+        return timezone.utc
+    try:
+        from zoneinfo import ZoneInfo
+        return ZoneInfo(name)
+    except Exception:  # noqa: BLE001 - not a name, or one the time zone database lacks
+        error = exceptions.ImproperlyConfigured(f"unknown timezone {name!r} in app.conf.timezone")
+    raise error
 
 
 def exception_to_json(exc):
@@ -174,8 +187,8 @@ class AsyncResult:
         return self._row()[4]
 
     @property
-    def date_done(self) -> datetime | None:
-        return _finished(self._row())
+    def date_done(self) -> datetime | None:  # as Celery's: in app.conf.timezone
+        return _finished(self._row(), zone(self.app.conf.timezone))
 
     def _extended(self):
         """(args, kwargs, retries, queue, worker): what Celery keeps with result_extended."""

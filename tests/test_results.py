@@ -68,6 +68,16 @@ def test_an_ignore_result_task_gets_none_at_once_and_stores_nothing(app, tmp_pat
         app.AsyncResult(result.id).get(timeout=0.2)
 
 
+def test_date_done_is_in_the_apps_timezone_as_celerys(app, monkeypatch):
+    result = tasks.add.delay(1, 1)
+    assert result.get(timeout=30) == 2
+    utc = result.date_done
+    monkeypatch.setitem(app.conf, "timezone", "Asia/Tokyo")
+    tokyo = app.AsyncResult(result.id).date_done
+    assert (utc.utcoffset(), tokyo.utcoffset(), tokyo == utc) == (
+        timedelta(0), timedelta(hours=9), True)
+
+
 def test_an_ignored_result_keeps_the_state_its_run_reported_as_celerys(app):
     result = tasks.ignored_progress.delay()
     quick_none(result)
