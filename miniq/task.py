@@ -59,6 +59,9 @@ class Context(SimpleNamespace):
     def get(self, key, default=None):
         return getattr(self, key, default)
 
+    def __repr__(self):  # as Celery's: what a task's print(self.request) shows
+        return f"<Context: {vars(self)!r}>"
+
 
 class _Running(threading.local):
     request = None  # the run this thread is in: the parent of the messages it sends

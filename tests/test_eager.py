@@ -167,3 +167,8 @@ def test_a_tasks_request_outside_any_call_is_celerys_empty_one():
     request = tasks.add.request
     assert (request.id, request.args, request.kwargs, request.called_directly) == (
         None, None, None, True)
+
+
+def test_a_request_shows_as_celerys():
+    assert repr(tasks.add.request) == "<Context: {}>"
+    assert repr(type(tasks.add.request)(id="x", args=[1])) == "<Context: {'id': 'x', 'args': [1]}>"
