@@ -241,7 +241,7 @@ def test_shared_tasks_defined_before_any_app_reach_every_app(project):
     """) == ["42", "True", "True"]
 
 
-DJANGO = {  # Celery's "First steps with Django", the import swapped
+DJANGO_GUIDE = {  # Celery's "First steps with Django", the import swapped
     "djproj/__init__.py": """
         from .celery import app as celery_app
 
@@ -295,7 +295,7 @@ def test_a_django_project_runs_as_celerys_does(project):
     task without a connection too old to use (CONN_MAX_AGE 0: none), delay_on_commit."""
     pytest.importorskip("django")
     write, start, run = project
-    write(DJANGO)
+    write(DJANGO_GUIDE)
     start("-A", "djproj", "worker", "-c", "1", "-l", "INFO")
     assert run("""
         import django
