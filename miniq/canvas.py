@@ -62,7 +62,8 @@ class Signature(dict):
             return kind._from(d, app)
         made = dict.__new__(Signature)  # a copy, with options of its own; args as they came
         dict.update(made, args=(), kwargs={}, subtask_type=None, immutable=False)
-        dict.update(made, d, options=dict(d.get("options") or {}))
+        dict.update(made, d, options={key: list(value) if isinstance(value, list) else value
+                                      for key, value in (d.get("options") or {}).items()})
         made._app = app or getattr(d, "_app", None)
         return made
 
@@ -103,8 +104,9 @@ class Signature(dict):
                     args: Sequence = (),
                     kwargs: dict | None = None,
                     **options: Any):
-        """Send this call, with more arguments and options as ``clone`` takes them."""
-        sig = self.clone(args, kwargs, **options)
+        """Send this call, with more arguments and options as ``clone`` takes them; an
+        option given as None sets nothing, as Celery's."""
+        sig = self.clone(args, kwargs, **{k: v for k, v in options.items() if v is not None})
         task = sig.app.tasks.get(sig.task)
         if task is None:
             return sig.app.send_task(sig.task, sig.args, sig.kwargs, **sig.options)
@@ -120,6 +122,8 @@ class Signature(dict):
         immutable signature takes only the options."""
         if self.immutable:
             args, kwargs = (), None
+        if "group_id" in self.options:  # as Celery's: a signature's group stays
+            options.pop("group_id", None)
         return self.from_dict({**self,
                                "args": (*args, *self.args),
                                "kwargs": {**self.kwargs, **(kwargs or {})},
@@ -146,13 +150,15 @@ class Signature(dict):
         self["immutable"] = bool(immutable)
 
     def link(self, callback: dict) -> dict:
-        """Send ``callback`` with this task's result when it succeeds."""
-        self.options.setdefault("link", []).append(callback)
+        """Send ``callback`` with this task's result when it succeeds (once, as Celery's)."""
+        links = self.options.setdefault("link", [])
+        links.extend([callback] if callback not in links else [])
         return callback
 
     def link_error(self, errback: dict) -> dict:
-        """Call ``errback`` when this task fails."""
-        self.options.setdefault("link_error", []).append(errback)
+        """Call ``errback`` when this task fails (once, as Celery's)."""
+        links = self.options.setdefault("link_error", [])
+        links.extend([errback] if errback not in links else [])
         return errback
 
     def on_error(self, errback: dict) -> Signature:
@@ -167,7 +173,7 @@ class Signature(dict):
         options = self.options
         task_id = options.get("task_id") or options.setdefault("task_id", _id or new_id())
         if group_id:
-            options["group_id"] = group_id
+            options.setdefault("group_id", group_id)  # as Celery's: one it has stays
         if chord:
             options["chord"] = chord
         if root_id:
@@ -699,10 +705,12 @@ def _replaced(app, message: Any, sig: Signature, lineage: dict) -> list:
     result = sig.freeze(chord=message.id, **lineage)
     options = message.options
     keep = {k: options.get(k) for k in ("chain", "link", "link_error", "parent_id", "root_id")}
-    waiting = app.message_row(ACCUMULATE, (), {"index": 0, "replaced": True}, task_id=message.id, queue=message.queue,
-                              waiting=True, header=_shape(result), chord=message.chord,
+    empty = isinstance(sig, group) and not sig.tasks  # nothing would release it: [] now
+    waiting = app.message_row(ACCUMULATE, ([],) if empty else (), {"index": 0, "replaced": True},
+                              task_id=message.id, queue=message.queue, waiting=not empty,
+                              header=None if empty else _shape(result), chord=message.chord,
                               group_id=options.get("group"), **keep)
-    return [waiting, *sig._rows(app, (), None, lineage)]
+    return [waiting, *([] if empty else sig._rows(app, (), None, lineage))]
 
 
 def chord_error(message: Any) -> BaseException:

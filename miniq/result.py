@@ -316,7 +316,9 @@ class AsyncResult:
         return row[1:3]
 
     def forget(self) -> None:
-        """Delete the stored result."""
+        """Delete the stored result, and those of the steps before it, as Celery's."""
+        if self.parent is not None:
+            self.parent.forget()
         self.app.broker.forget(self.id)
         self._done = None
 

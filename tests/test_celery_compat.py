@@ -298,6 +298,23 @@ def own_exception_class_is_caught_around_get(c, get):
     return "CompatError"
 
 
+def signature_options_and_forget_behave_as_celerys(c, get):
+    first = c.add.s(2, 2)
+    first.link(c.echo.si("first"))
+    copy = first.clone()
+    copy.link(c.echo.si("copy"))
+    first.link(c.echo.si("first"))  # already there: once
+    later = c.add.s(1, 1).set(countdown=60).apply_async(countdown=None)  # None sets nothing
+    chained = (c.add.s(1, 1) | c.add.s(2))()
+    get(chained)
+    get(c.add.delay(0, 0))  # sent after later: done after it, had later no countdown
+    chained.forget()
+    answer = (len(first.options["link"]), len(copy.options["link"]), later.state,
+              chained.state, chained.parent.state, get(c.replaced_by_nothing.delay()))
+    later.revoke()
+    return answer
+
+
 def exceptions_keep_their_class_and_args(c, get):
     def caught(result, kind):
         try:
@@ -914,6 +931,7 @@ SCENARIOS = [
     (chain_passes_results_on, 10),
     (group_collects_results_in_order, [0, 2, 4, 6]),
     (own_exception_class_is_caught_around_get, "CompatError"),
+    (signature_options_and_forget_behave_as_celerys, (1, 2, "PENDING", "PENDING", "PENDING", [])),
     (exceptions_keep_their_class_and_args, (["SeveralArgs", [1, "two", "{3}"], "FAILURE"],
                                             ["BaseFault", ["base"], "FAILURE"], 2)),
     (hooks_of_a_base_class_run_around_each_run, (
