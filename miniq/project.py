@@ -291,14 +291,14 @@ class Settings(apps.Conf):
     def __init__(self, conf, app):
         super().__init__(conf)
         object.__setattr__(self, "given", set())  # the keys code set
-        object.__setattr__(self, "app", app)
+        object.__setattr__(self, "app", weakref.ref(app))  # no cycle: an app ends with its uses
 
     def __setitem__(self, key, value):
         key = _new_name(key) or key
         self.given.add(key)
         super().__setitem__(key, value)
-        if key == "task_annotations":  # as Celery's: they hold for the tasks made before
-            self.app._annotate_all()
+        if key == "task_annotations" and self.app():  # as Celery's: they hold for the tasks
+            self.app()._annotate_all()  # made before too
 
     __setattr__ = __setitem__
 

@@ -123,14 +123,25 @@ def to_timestamp(when):
     return float(when)
 
 
+class _Conf:
+    """A task option that a task does not set: as Celery's, read as app.conf's setting."""
+
+    def __init__(self, setting, default=None):
+        self.setting, self.default = setting, default
+
+    def __get__(self, task, cls):
+        app = getattr(cls, "app", None)
+        return self.default if app is None else app.conf.get(self.setting, self.default)
+
+
 class Task:
     """A registered function with Celery's calling API and options."""
 
     # The options @app.task takes, besides name: every annotated attribute here.
     bind: bool = False
-    soft_time_limit: float | None = None
-    time_limit: float | None = None
-    ignore_result: bool | None = None  # None: app.conf.task_ignore_result
+    soft_time_limit: float | None = _Conf("task_soft_time_limit")
+    time_limit: float | None = _Conf("task_time_limit")
+    ignore_result: bool | None = _Conf("task_ignore_result", False)
     max_retries: int | None = 3
     default_retry_delay: float = 180
     autoretry_for: tuple = ()
@@ -138,19 +149,20 @@ class Task:
     retry_backoff: Any = False
     retry_backoff_max: float = 600
     retry_jitter: bool = True
-    acks_late: bool | None = None
-    reject_on_worker_lost: bool | None = None
+    acks_late: bool | None = _Conf("task_acks_late", False)
+    reject_on_worker_lost: bool | None = _Conf("task_reject_on_worker_lost", False)
     queue: str | None = None
-    priority: int | None = None
-    rate_limit: Any = None  # "10/s", "100/m", "1000/h" or a number a second, in all workers
+    priority: int | None = _Conf("task_default_priority")
+    # "10/s", "100/m", "1000/h" or a number a second, in all workers
+    rate_limit: Any = _Conf("task_default_rate_limit")
     typing: bool = True  # check the arguments against the function's at the call
     expires: Any = None  # seconds or a datetime: apply_async's default
-    serializer: str | None = None  # JSON only
+    serializer: str | None = _Conf("task_serializer", "json")  # JSON only
     throws: tuple = ()  # expected errors: logged at INFO, without a traceback
     dont_autoretry_for: tuple = ()
-    store_errors_even_if_ignored: bool | None = None
-    track_started: bool | None = None  # miniq always records STARTED
-    acks_on_failure_or_timeout: bool | None = None
+    store_errors_even_if_ignored: bool | None = _Conf("task_store_errors_even_if_ignored", False)
+    track_started: bool | None = _Conf("task_track_started", False)  # miniq always records STARTED
+    acks_on_failure_or_timeout: bool | None = _Conf("task_acks_on_failure_or_timeout", True)
     # as Celery's: ``except self.MaxRetriesExceededError`` in a task
     MaxRetriesExceededError = MaxRetriesExceededError
     OperationalError = OperationalError
@@ -180,7 +192,8 @@ class Task:
             if not all(isinstance(c, type) and issubclass(c, BaseException) for c in classes):
                 raise TypeError(f"{cls.name}: {key} must hold exception classes, not {classes!r}")
             setattr(cls, key, classes)
-        json_only(cls.name, cls.serializer or "json")
+        own = inspect.getattr_static(cls, "serializer")  # not app.conf's: refused elsewhere
+        json_only(cls.name, "json" if isinstance(own, _Conf) else own or "json")
         return cls
 
     def run(self, *args: Any, **kwargs: Any) -> Any:

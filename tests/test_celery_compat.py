@@ -1067,7 +1067,8 @@ SINCE = {reject_without_requeue_fails: (5, 7),  # 5.6 stores no state for such a
          # 5.6 hands the call's link to the header's group too, which refuses it
          a_chords_call_options_link_its_callback_only: (5, 7),
          # 5.6's callback of a chord inside a chain names another parent
-         a_chords_callback_is_sent_by_its_last_member: (5, 7)}
+         a_chords_callback_is_sent_by_its_last_member: (5, 7),
+         exceptions_keep_their_class_and_args: (5, 7)}  # 5.6's child dies of a BaseException
 
 
 @pytest.mark.parametrize("scenario, expected", SCENARIOS, ids=[s.__name__ for s, _ in SCENARIOS])

@@ -4,6 +4,7 @@ worker's limit on its own)."""
 import pytest
 
 import miniq.app
+from miniq import project
 from miniq import Celery, Task
 from miniq.broker import SCHEDULED
 from miniq.rates import RateBroker as Broker
@@ -16,8 +17,10 @@ from tests import tasks
 def fresh_app(tmp_path):
     """A Celery app of its own; the default app of the other tests is kept."""
     saved = miniq.app._default
-    yield Celery("fresh", broker=f"sqlite:///{tmp_path / 'fresh.db'}")
+    made = Celery("fresh", broker=f"sqlite:///{tmp_path / 'fresh.db'}")
+    yield made
     miniq.app._default = saved
+    project.APPS.discard(made)  # no later shared task is made on it
 
 
 def test_a_rate_limit_holds_across_two_workers_and_holds_up_no_other_task(app, start_worker):

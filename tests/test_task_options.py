@@ -9,6 +9,7 @@ import time
 import pytest
 
 import miniq.app
+from miniq import project
 from miniq import Miniq, Task, group
 from miniq.exceptions import Ignore, Reject, TaskRevokedError, TimeLimitExceeded, TimeoutError
 from tests import option_tasks as t
@@ -40,8 +41,10 @@ def worker(tmp_path_factory):
 def fresh_app(tmp_path):
     """An eager app of its own; the default app of the other tests is kept."""
     saved = miniq.app._default
-    yield Miniq("fresh", broker=f"sqlite:///{tmp_path / 'fresh.db'}", task_always_eager=True)
+    made = Miniq("fresh", broker=f"sqlite:///{tmp_path / 'fresh.db'}", task_always_eager=True)
+    yield made
     miniq.app._default = saved
+    project.APPS.discard(made)  # no later shared task is made on it
 
 
 def row(result, columns="status, state, attempts"):
