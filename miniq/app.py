@@ -239,8 +239,8 @@ class Miniq:
             given = (own, route.get("priority"), conf.task_default_priority)
             self._routes[key] = (task.queue or route.get("queue") or conf.task_default_queue,
                                  next((p for p in given if p is not None), 0),
-                                 task.soft_time_limit,
-                                 task.time_limit,
+                                 task._own("soft_time_limit"),  # the worker reads conf's
+                                 task._own("time_limit"),
                                  task.expires,
                                  bool(ignore) and name in self.tasks)
         return self._routes[key]

@@ -40,10 +40,14 @@ OLD_NAMES = (("celerybeat_", "beat_"), ("celeryd_", "worker_"), ("celeryd_", "")
              ("broker_", "broker_"))
 RENAMED = {"celery_task_result_expires": "result_expires",
            "celery_eager_propagates_exceptions": "task_eager_propagates",
-           "celery_disable_rate_limits": "worker_disable_rate_limits"}
+           "celery_disable_rate_limits": "worker_disable_rate_limits",
+           "celery_redirect_stdouts": "worker_redirect_stdouts",
+           "celery_redirect_stdouts_level": "worker_redirect_stdouts_level"}
 URLS = {"broker": "broker_url", "backend": "result_backend"}  # the app's keywords for them
 READ = {*apps.DEFAULTS, *REFUSED, "task_annotations", "task_default_rate_limit",
-        "worker_disable_rate_limits", "task_track_started", "result_extended", "task_queues"}
+        "worker_disable_rate_limits", "task_track_started", "result_extended", "task_queues",
+        "worker_redirect_stdouts", "worker_redirect_stdouts_level", "worker_hijack_root_logger",
+        "worker_log_format", "worker_task_log_format"}
 PER_SECOND = {"s": 1, "m": 60, "h": 3600}  # a rate's unit: "10/s", "100/m", "1000/h"
 # As Celery's: every @shared_task is registered on every app, made before it or after
 SHARED = []
@@ -301,6 +305,9 @@ class Settings(apps.Conf):
             self.app()._annotate_all()  # made before too
 
     __setattr__ = __setitem__
+
+    def __reduce__(self):  # a copy or a pickle holds the settings alone
+        return apps.Conf, (dict(self),)
 
     def update(self, *args, **kwargs):
         for key, value in dict(*args, **kwargs).items():

@@ -192,9 +192,14 @@ class Task:
             if not all(isinstance(c, type) and issubclass(c, BaseException) for c in classes):
                 raise TypeError(f"{cls.name}: {key} must hold exception classes, not {classes!r}")
             setattr(cls, key, classes)
-        own = inspect.getattr_static(cls, "serializer")  # not app.conf's: refused elsewhere
-        json_only(cls.name, "json" if isinstance(own, _Conf) else own or "json")
+        json_only(cls.name, cls._own("serializer") or "json")  # app.conf's: refused elsewhere
         return cls
+
+    @classmethod
+    def _own(cls, key: str) -> Any:
+        """An option as the task (or its base) set it: None where app.conf's stands in."""
+        value = inspect.getattr_static(cls, key)
+        return None if isinstance(value, _Conf) else value
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         fun = self.__wrapped__

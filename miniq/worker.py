@@ -254,6 +254,9 @@ def _serve(app, conn, max_tasks, max_memory_kib, manager, hostname):
         running[0] = None
         if os.getpid() != me:  # a process the task forked came back here: we answer, not it
             os._exit(0)
+        for stream in (sys.stdout, sys.stderr):  # what it printed, a last line too, now
+            with contextlib.suppress(Exception):
+                stream.flush()
         _clear_alarm()
         done += 1
         retire = ((max_tasks and done >= max_tasks)

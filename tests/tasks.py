@@ -443,6 +443,7 @@ def log_line(self, text):
 def prints(text):
     print(text, "out")
     sys.stderr.write(f"{text} err\n")
+    sys.stdout.write(f"{text} {sys.stdout.encoding} at last")  # no newline: logged as it ends
     return text
 
 

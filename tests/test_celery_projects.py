@@ -4,8 +4,10 @@ the next-steps package (``-A proj`` finds ``proj.celery``), the periodic-tasks
 script (``app.start()`` and ``on_after_configure``), and a Django-style project
 (settings with a ``CELERY_`` namespace, ``autodiscover_tasks``, ``shared_task``)
 with no Django installed."""
+import copy
 import importlib
 import os
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -432,6 +434,8 @@ def test_old_setting_names_are_read_as_celery_maps_them(make_app):
         CELERY_ROUTES = {"c.add": {"queue": "math"}}
         CELERYBEAT_SCHEDULE = {"x": {"task": "c.add", "schedule": 10.0}}
         CELERY_TASK_RESULT_EXPIRES = 60
+        CELERY_REDIRECT_STDOUTS = False
+        CELERYD_HIJACK_ROOT_LOGGER = False
         DEBUG = True
     for namespace in (None, "CELERY"):
         app = make_app()
@@ -440,8 +444,9 @@ def test_old_setting_names_are_read_as_celery_maps_them(make_app):
         app.config_from_object(Old, namespace=namespace)
         conf = app.conf
         assert (conf.task_always_eager, conf.worker_concurrency, conf.task_default_queue,
-                conf.task_routes, list(conf.beat_schedule), conf.result_expires) == (
-            True, 3, "dq", {"c.add": {"queue": "math"}}, ["x"], 60), namespace
+                conf.task_routes, list(conf.beat_schedule), conf.result_expires,
+                conf.worker_redirect_stdouts, conf.worker_hijack_root_logger) == (
+            True, 3, "dq", {"c.add": {"queue": "math"}}, ["x"], 60, False, False), namespace
     app = make_app()
     app.conf.update(CELERY_ALWAYS_EAGER=True)
     app.conf.CELERYD_PREFETCH_MULTIPLIER = 2
@@ -489,6 +494,22 @@ def test_options_a_task_does_not_set_read_as_app_conf_as_celerys(make_app):
             conf_read.store_errors_even_if_ignored) == (
         True, True, None if celery_before(app, (5, 7)) else 30, "5/s", False, "json", False)
     assert (own.ignore_result, own.time_limit) == (False, 5)
+
+
+def test_a_calls_own_time_limit_is_checked_against_the_tasks_own_only(make_app):
+    app = make_app(task_soft_time_limit=10)
+
+    @app.task(name="limited")
+    def limited():
+        return None
+    assert limited.apply_async(time_limit=5).id  # as Celery's: conf's soft limit is no bar
+
+
+def test_a_copy_of_conf_is_the_settings_alone(fresh_app):
+    snapshot = copy.copy(fresh_app.conf)
+    assert pickle.loads(pickle.dumps(fresh_app.conf)) == snapshot == fresh_app.conf
+    fresh_app.config_from_object({"task_default_queue": "read"})  # the copy set nothing
+    assert (fresh_app.conf.task_default_queue, snapshot.task_default_queue) == ("read", "celery")
 
 
 def test_what_code_sets_stays_over_config_from_object(make_app, monkeypatch):

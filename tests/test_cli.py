@@ -246,10 +246,11 @@ def test_a_tasks_log_lines_and_prints_go_to_the_log_file_as_celerys(app, tmp_pat
     logged = app.tasks["tests.tasks.log_line"].delay("hi")
     assert logged.get(timeout=20) == "SUCCESS"
     assert app.tasks["tests.tasks.prints"].delay("said").get(timeout=20) == "said"
-    wait_for(lambda: "said err" in log.read_text(), message="the prints in the log file")
+    wait_for(lambda: "at last" in log.read_text(), message="the prints in the log file")
     text = log.read_text()
     assert f"TASK tests.tasks.log_line[{logged.id}] WARNING: hi from {logged.id}" in text
     assert "LOG WARNING: said out\n" in text and "LOG WARNING: said err\n" in text
+    assert f"LOG WARNING: said {sys.stdout.encoding} at last\n" in text
     assert "LOG INFO: miniq worker" in text  # the manager's lines: its format too
 
 

@@ -58,11 +58,20 @@ class LogWriter(io.TextIOBase):
             self.busy = False
         return len(text)
 
+    def flush(self):  # a line without its newline, printed with flush=True or as a task ends
+        if self.line:
+            self.write("\n")
+
     def fileno(self):
         return self.stream.fileno()
 
     def writable(self):
         return True
+
+    encoding = property(lambda self: self.stream.encoding)
+
+    def __getattr__(self, name):  # buffer, errors, ...: the stream's
+        return getattr(self.stream, name)
 
 
 def log_as_celery(conf, loglevel, fmt):
