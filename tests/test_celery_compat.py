@@ -305,12 +305,15 @@ def signature_options_and_forget_behave_as_celerys(c, get):
     copy.link(c.echo.si("copy"))
     first.link(c.echo.si("first"))  # already there: once
     later = c.add.s(1, 1).set(countdown=60).apply_async(countdown=None)  # None sets nothing
+    grouped = c.add.s(1, 1).set(group_id="kept")
+    grouped.freeze(group_id="other")  # a signature's group stays
     chained = (c.add.s(1, 1) | c.add.s(2))()
     get(chained)
     get(c.add.delay(0, 0))  # sent after later: done after it, had later no countdown
     chained.forget()
     answer = (len(first.options["link"]), len(copy.options["link"]), later.state,
-              chained.state, chained.parent.state, get(c.replaced_by_nothing.delay()))
+              chained.state, chained.parent.state, get(c.replaced_by_nothing.delay()),
+              grouped.options["group_id"])
     later.revoke()
     return answer
 
@@ -931,7 +934,8 @@ SCENARIOS = [
     (chain_passes_results_on, 10),
     (group_collects_results_in_order, [0, 2, 4, 6]),
     (own_exception_class_is_caught_around_get, "CompatError"),
-    (signature_options_and_forget_behave_as_celerys, (1, 2, "PENDING", "PENDING", "PENDING", [])),
+    (signature_options_and_forget_behave_as_celerys, (1, 2, "PENDING", "PENDING", "PENDING", [],
+                                                      "kept")),
     (exceptions_keep_their_class_and_args, (["SeveralArgs", [1, "two", "{3}"], "FAILURE"],
                                             ["BaseFault", ["base"], "FAILURE"], 2)),
     (hooks_of_a_base_class_run_around_each_run, (

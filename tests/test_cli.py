@@ -375,6 +375,12 @@ def test_exclude_queues_that_leave_nothing_refuses():
     assert_setup_error(proc, "-X celery", "no queue")
 
 
+def test_worker_takes_celerys_fatal_log_level():
+    from miniq.cli import build_parser
+    args = build_parser().parse_args(["-A", "proj", "worker", "-l", "fatal"])
+    assert args.loglevel == "FATAL"
+
+
 def test_autoscale_runs_max_children(start_worker):
     worker = start_worker("--autoscale", "1,3")  # as Celery's: the larger is the max
     assert "  concurrency: 3\n" in worker.output()

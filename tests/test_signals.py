@@ -499,3 +499,13 @@ def test_only_an_app_that_uses_signals_loads_them(tmp_path, touch, loaded):
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                          text=True, timeout=30)
     assert out.stdout.split() == [str(loaded)], out.stderr
+
+
+@pytest.mark.parametrize("impl", ["miniq", "celery"])
+def test_task_loggers_sit_under_celery_task_whose_names_are_reserved(impl):
+    log = importlib.import_module(f"{impl}.utils.log") if impl == "miniq" else (
+        pytest.importorskip("celery.utils.log"))
+    assert log.get_task_logger("proj.tasks_of_a_test").parent.name == "celery.task"
+    for reserved in ("celery", "celery.task"):
+        with pytest.raises(RuntimeError, match="reserved"):
+            log.get_task_logger(reserved)
