@@ -90,7 +90,6 @@ CREATE TABLE IF NOT EXISTS rate (                -- rate limits, kept across all
 SCHEMA_VERSION = 5  # 4: rate limits (the rate table, the task_line index); 5: SCHEDULED
 APPLICATION_ID = 0x6D696E71  # "minq" in the file header: this file is miniq's
 LOCK_WAIT = 10.0  # seconds any one call may wait for a locked file, in all
-HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35)
 INSERT = ("INSERT INTO task (id, name, queue, priority, body, options, eta, expires, created,"
           " chord, status, retries) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,"
           " CASE WHEN ?11 = 0 AND ?7 > ?9 THEN -2 ELSE ?11 END, ?12)")  # due after it was sent
@@ -100,7 +99,7 @@ UNSENT = "DELETE FROM task WHERE id = ? AND name = '' AND status = 2 AND state !
 CLAIM_COLUMNS = ("id, name, body, retries, attempts, options, chord, expires,"
                  " priority, revoked, queue, eta")
 CLAIM = ("UPDATE task SET status = 1, state = COALESCE(?, state), worker = ?, lease = ?,"
-         " started = ?, attempts = MAX(attempts, 0) + 1 WHERE seq")  # IN (...) or = ?
+         " started = ?, attempts = MAX(attempts, 0) + 1 WHERE seq")  # IN (...)
 # (a count below 0, another program's, would put the delivery cap out of reach)
 FENCE = "WHERE id = ? AND worker = ? AND attempts = ? AND status = 1"  # this delivery only
 NOT_BEGUN = "(status <= 0 OR status = 3 OR status = 1 AND started IS NULL)"  # or reserved
@@ -213,20 +212,18 @@ def _claimed(db, pick, args):
     """Claim the rows pick selects (CLAIM's arguments, then pick's): their Messages by seq.
     Text that is not UTF-8 cannot be read as it is: its row is claimed still, to fail
     with that fault."""
-    if HAS_RETURNING:  # one statement for them all
-        db.execute("SAVEPOINT claim")
-        try:
-            rows = db.execute(f"{CLAIM} IN ({pick}) RETURNING seq, {CLAIM_COLUMNS}",
-                              args).fetchall()
-            db.execute("RELEASE claim")
-            return [_message(row[1:]) for row in sorted(rows)]
-        except sqlite3.OperationalError as exc:
-            if "decode" not in str(exc):
-                raise
-            db.execute("ROLLBACK TO claim")  # then a row at a time, as before 3.35
-    seqs = sorted(db.execute(pick, args[4:]).fetchall())
-    db.executemany(f"{CLAIM} = ?", [(*args[:4], seq) for seq, in seqs])
-    return [_read_claimed(db, seq) for seq, in seqs]
+    seqs = sorted(seq for seq, in db.execute(pick, args[4:]))
+    if not seqs:
+        return []
+    marks = ", ".join("?" * len(seqs))
+    db.execute(f"{CLAIM} IN ({marks})", (*args[:4], *seqs))
+    try:
+        return [_message(row) for row in db.execute(
+            f"SELECT {CLAIM_COLUMNS} FROM task WHERE seq IN ({marks}) ORDER BY seq", seqs)]
+    except sqlite3.OperationalError as exc:
+        if "decode" not in str(exc):
+            raise
+    return [_read_claimed(db, seq) for seq in seqs]
 
 
 def _read_claimed(db, seq):

@@ -91,11 +91,9 @@ def test_a_row_whose_id_is_not_utf8_fails_under_a_readable_id(app, start_worker)
     assert_serving(worker)
 
 
-@pytest.mark.parametrize("returning", [True, False])  # False: SQLite before 3.35
-def test_a_claim_reads_rows_not_utf8_in_either_part_once_each(app, monkeypatch, returning):
+def test_a_claim_reads_rows_not_utf8_in_either_part_once_each(app):
     """Among the rows begun now and those reserved: each comes back once, in order, the
     undecodable ones with their fault, and every one is claimed."""
-    monkeypatch.setattr("miniq.broker.HAS_RETURNING", returning)
     sent = [tasks.add.delay(n, n) for n in range(5)]
     with raw_db(app) as db, db:
         for bad in (sent[1], sent[3]):
@@ -110,10 +108,8 @@ def test_a_claim_reads_rows_not_utf8_in_either_part_once_each(app, monkeypatch, 
     assert app.broker.claim("w", ["celery"], 5, 60.0) == []
 
 
-@pytest.mark.parametrize("returning", [True, False])  # False: SQLite before 3.35
-def test_a_claim_that_meets_text_not_utf8_returns_only_its_own_rows(app, monkeypatch, returning):
+def test_a_claim_that_meets_text_not_utf8_returns_only_its_own_rows(app, monkeypatch):
     """Rows this worker claimed before at the same clock reading are not given again."""
-    monkeypatch.setattr("miniq.broker.HAS_RETURNING", returning)
     monkeypatch.setattr(app.broker, "clock", lambda: 1000.0)
     sent = [tasks.add.delay(n, n) for n in range(4)]
     first = app.broker.claim("w", ["celery"], 2, 60.0, start=0)

@@ -154,12 +154,10 @@ def test_the_command_line_refuses_a_prefetch_multiplier_of_none(broker_url):
     assert "--prefetch-multiplier: must be a positive integer" in done.stderr
 
 
-@pytest.mark.parametrize("returning", [True, False])  # False: SQLite before 3.35
-def test_the_tasks_claimed_to_start_now_are_the_first_given_out(app, monkeypatch, returning):
+def test_the_tasks_claimed_to_start_now_are_the_first_given_out(app):
     """The claim marks the first ``start`` rows STARTED and gives them out first; each part
     by priority, then oldest first. A malformed priority is claimed where SQLite's index
     puts text (above every number) and counts as 0 in its part: it fails as it is given out."""
-    monkeypatch.setattr("miniq.broker.HAS_RETURNING", returning)
     plain, urgent, malformed, later = (tasks.echo.apply_async((i,), priority=p)
                                        for i, p in enumerate((0, 5, 0, 0)))
     app.broker.db.execute("UPDATE task SET priority = '' WHERE id = ?", (malformed.id,))
