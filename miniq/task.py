@@ -31,6 +31,9 @@ log = logging.getLogger("miniq.worker")
 
 UNHOOKED = {"IGNORED", "REPLACED", "REJECTED", "PENDING"}  # Ignore and Reject: Celery calls no hook
 SIGNALS = f"{__package__}.signals"  # by its path in this copy, vendored or not
+# Celery's task options that would change what a task does, and that miniq lacks
+NOT_HONOURED = {"backend", "filter", "pydantic", "pydantic_context", "pydantic_dump_kwargs",
+                "pydantic_strict"}
 
 
 class Outcome(NamedTuple):
@@ -169,11 +172,12 @@ class Task:
 
     @classmethod
     def _subclass(cls, app, fun, name: str, options: dict) -> type:
-        """Celery's way: a class of the task's own, options as its attributes, made
-        with no arguments (a base's own ``__init__(self)`` runs once per task)."""
-        unknown = set(options) - {*Task.__annotations__}
-        if unknown:
-            raise TypeError(f"unknown task option(s) for {name}: {', '.join(sorted(unknown))}")
+        """Celery's way: a class of the task's own, options as its attributes (a base's own
+        ones too), made with no arguments (a base's own ``__init__(self)`` runs once per task)."""
+        refused = sorted(set(options) & NOT_HONOURED)  # any other: an attribute, as Celery's
+        if refused:
+            raise TypeError(f"task option(s) miniq does not honour, for {name}: "
+                            f"{', '.join(refused)}")
         task = type(fun.__name__, (cls,), {**options,
                                           "app": app,
                                           "name": name,

@@ -947,7 +947,8 @@ SCENARIOS = [
                                  f"{MODULE}.current_name", f"{MODULE}.current_name")),
     (a_missing_argument_fails_at_the_call, "raised TypeError"),
     (inspect_answers_for_each_worker, ([{"ok": "pong"}], [True], [2], True)),
-    (a_base_with_its_own_init, ["opened once for tests.compat.celery_api.opened", "opened"]),
+    (a_base_with_its_own_init, [
+        "opened once for tests.compat.celery_api.opened by its own option", "opened"]),
     (ignore_after_storing_the_result_by_hand, {"by": "hand"}),
     (reject_without_requeue_fails, ("raised Reject", "FAILURE")),
     (dont_autoretry_for_is_not_retried, "'try 0'"),

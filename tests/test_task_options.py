@@ -177,15 +177,17 @@ def test_a_timeout_is_requeued_under_acks_late_without_acks_on_failure_or_timeou
     assert len(lines(path)) == 3 and row(result) == (2, "FAILURE", 3)
 
 
-def test_options_celery_has_are_taken_and_the_rest_refused_at_decoration(fresh_app):
+def test_options_are_taken_and_those_miniq_cannot_honour_refused_at_decoration(fresh_app):
     def f():
         return 1
-    fresh_app.task(name="a", track_started=True, serializer="json",
-                   acks_on_failure_or_timeout=False, store_errors_even_if_ignored=True)(f)
+    taken = fresh_app.task(name="a", track_started=True, serializer="json", no_such_option=1,
+                           acks_on_failure_or_timeout=False, store_errors_even_if_ignored=True)(f)
+    assert taken.no_such_option == 1 and not hasattr(Task, "no_such_option")  # as Celery's
     refused = [({"serializer": "pickle"}, "serializer 'pickle' is not supported"),
                ({"throws": ("KeyError",)}, "throws must hold exception classes"),
                ({"dont_autoretry_for": [1]}, "dont_autoretry_for must hold exception classes"),
-               ({"no_such_option": 1}, "unknown task option")]
+               ({"pydantic": True}, "does not honour, for b: pydantic"),
+               ({"backend": "redis://", "filter": len}, "does not honour, for b: backend, filter")]
     for options, message in refused:
         with pytest.raises(TypeError, match=message):
             fresh_app.task(name="b", **options)(f)

@@ -186,10 +186,10 @@ class Opened(Task):
     """A base with its own ``__init__(self)``: Celery makes each task with no arguments."""
 
     def __init__(self):
-        self.opened = f"opened once for {self.name}"
+        self.opened = f"opened once for {self.name} by {self.opener}"
 
 
-@app.task(base=Opened, bind=True)
+@app.task(base=Opened, bind=True, opener="its own option")  # any option: an attribute
 def opened(self):
     return [self.opened, type(self).__name__]
 
