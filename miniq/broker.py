@@ -98,8 +98,11 @@ FOLLOW = INSERT.replace("INSERT", "INSERT OR IGNORE", 1)  # a workflow's step se
 UNSENT = "DELETE FROM task WHERE id = ? AND name = '' AND status = 2 AND state != 'REVOKED'"
 CLAIM_COLUMNS = ("id, name, body, retries, attempts, options, chord, expires,"
                  " priority, revoked, queue, eta")
-CLAIM = ("UPDATE task SET status = 1, state = COALESCE(?, state), worker = ?, lease = ?,"
-         " started = ?, attempts = MAX(attempts, 0) + 1 WHERE seq")  # IN (...)
+# A task that starts now (?1 its state) leaves its last run's retry behind: no result yet
+CLAIM = ("UPDATE task SET status = 1, state = COALESCE(?1, state), worker = ?2, lease = ?3,"
+         " started = ?4, attempts = MAX(attempts, 0) + 1,"
+         " result = CASE WHEN ?1 IS NULL THEN result END,"
+         " traceback = CASE WHEN ?1 IS NULL THEN traceback END WHERE seq")  # IN (?, ...)
 # (a count below 0, another program's, would put the delivery cap out of reach)
 FENCE = "WHERE id = ? AND worker = ? AND attempts = ? AND status = 1"  # this delivery only
 NOT_BEGUN = "(status <= 0 OR status = 3 OR status = 1 AND started IS NULL)"  # or reserved
@@ -441,9 +444,11 @@ class Broker:
 
     @_translated
     def state(self, task_id):
-        """(status, state, result, traceback, name, finished) of one task, or None if unknown."""
-        return self._row("SELECT status, state, result, traceback, name, finished FROM task"
-                         " WHERE id = ?", (task_id,))
+        """(status, state, result, traceback, name, finished) of one task, or None if unknown.
+        A task held ahead has not begun: its status reads as queued."""
+        return self._row("SELECT CASE WHEN status = 1 AND started IS NULL THEN 0 ELSE status END,"
+                         " state, result, traceback, name, finished FROM task WHERE id = ?",
+                         (task_id,))
 
     @_translated
     def extended(self, task_id):
@@ -833,8 +838,10 @@ def _settle(db, worker, outcomes, now):
             db.execute("UPDATE task SET status = 0, worker = NULL, attempts = attempts - 1"
                        f" {FENCE} AND started IS NULL", key)
         elif state == "STARTED":  # a reserved task began (at eta); a state it set stays
-            db.execute("UPDATE task SET started = ?, state = CASE WHEN state IN ('PENDING',"
-                       f" 'RETRY') THEN 'STARTED' ELSE state END {FENCE}", (eta, *key))
+            stays = "WHEN state NOT IN ('PENDING', 'RETRY') THEN"  # a state it set itself
+            db.execute(f"UPDATE task SET started = ?, state = CASE {stays} state ELSE 'STARTED'"
+                       f" END, result = CASE {stays} result END, traceback = CASE {stays}"
+                       f" traceback END {FENCE}", (eta, *key))
         elif state == "IGNORED":  # nothing recorded: the state it reported stays, if any,
             # not the STARTED miniq wrote (Celery's stays PENDING, STARTED untracked)
             db.execute("UPDATE task SET status = 2, finished = ?, state = CASE WHEN"

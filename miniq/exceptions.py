@@ -78,11 +78,16 @@ class WorkerLostError(TaskError):
     """The child process running the task exited before it reported back."""
 
 
-class SoftTimeLimitExceeded(MiniqError):
+class _Limit(MiniqError):
+    def __str__(self):  # as Celery's (billiard's): SoftTimeLimitExceeded(), TimeLimitExceeded(5,)
+        return f"{type(self).__name__}{self.args}"
+
+
+class SoftTimeLimitExceeded(_Limit):
     """Raised inside a running task when its soft time limit passes."""
 
 
-class TimeLimitExceeded(MiniqError):
+class TimeLimitExceeded(_Limit):
     """The task passed its hard time limit and its child was killed."""
 
 
@@ -94,8 +99,9 @@ class Retry(TaskPredicate):
     """Raised by ``Task.retry()``: the worker schedules the task again."""
 
     def __init__(self, message=None, exc=None, when=None):
-        self.exc, self.when = exc, when
-        super().__init__(message or f"Retry in {when}s" + (f": {exc!r}" if exc else ""))
+        self.exc, self.when = exc, when  # as Celery's: seconds as given, or an eta
+        when = f"in {when}s" if isinstance(when, (int, float)) else f"at {when}"
+        super().__init__(message or f"Retry {when}" + (f": {exc!r}" if exc else ""))
 
 
 class Ignore(TaskPredicate):

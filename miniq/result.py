@@ -115,15 +115,18 @@ def exception_from_json(data, imported=True):
     this process has already imported, so ``except MyError`` matches; never an import.
     Others get a stand-in of the same name, whose JSON is the same."""
     name, module, args = str(data.get("exc_type")), str(data.get("exc_module")), _args(data)
-    home = {"builtins": builtins, WIRE_MODULE: exceptions}.get(
+    cls = {"builtins": builtins, WIRE_MODULE: exceptions}.get(
         module, sys.modules.get(module) if imported else None)
-    cls = getattr(home, name, None)
+    for part in name.split("."):  # a class nested in another, by its qualified name
+        cls = getattr(cls, part, None)
     if not (isinstance(cls, type) and issubclass(cls, BaseException)):
         cls = _remote_class(module, name)
     try:
         return cls(*args)
-    except Exception:  # a builtin whose constructor wants other arguments
-        return _remote_class(module, name)(*args)
+    except Exception:  # noqa: BLE001 - its constructor wants other arguments: as Celery's,
+        pass  # its nearest builtin base, else a stand-in of its name
+    base = next((c for c in cls.__mro__[1:] if c.__module__ == "builtins"), Exception)
+    return (base if base not in (Exception, BaseException) else _remote_class(module, name))(*args)
 
 
 def exception_text(data):

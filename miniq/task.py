@@ -373,12 +373,15 @@ class Task:
             raise exc or MaxRetriesExceededError(  # Celery's text, its args a tuple
                 f"Can't retry {self.name}[{request.id}] args:{tuple(request.args)}"
                 f" kwargs:{request.kwargs}")
-        delay = self.default_retry_delay if countdown is None else countdown
-        when = to_timestamp(eta) if eta is not None else time.time() + delay
+        if countdown is None and eta is None:
+            countdown = self.default_retry_delay
+        if countdown:  # as Celery's (and a call's): a countdown over an eta
+            when = time.time() + countdown
+        else:
+            when = time.time() if eta is None else to_timestamp(eta)
         if not math.isfinite(when):  # as a call's own: else no row could store it
             raise ValueError(f"{self.name}: a retry's countdown and eta must be finite times")
-        seconds = round(max(0.0, when - time.time()), 3)
-        retry = Retry(exc=exc, when=seconds)
+        retry = Retry(exc=exc, when=eta or countdown)
         retry.eta, retry.body = when, None
         if args is not None or kwargs is not None:
             retry.body = encode_args(self.name,

@@ -52,6 +52,22 @@ def fail_custom(message="custom"):
     raise CustomError(message)
 
 
+class Errors:
+    class Nested(KeyError):
+        """Found by its qualified name, Errors.Nested."""
+
+    class TwoArgs(ValueError):
+        """Made from two arguments, stored with one: it comes back as its builtin base."""
+
+        def __init__(self, a, b):
+            super().__init__(f"{a}:{b}")
+
+
+@app.task
+def fail_nested(two_args=False):
+    raise Errors.TwoArgs(1, 2) if two_args else Errors.Nested("inner")
+
+
 @app.task
 def exit_now(code=3):
     os._exit(code)

@@ -861,7 +861,7 @@ def eager_propagation_raises_a_retry(c, get):
 
 def retries_while_waiting_to_retry(c, get):
     """RETRY keeps the count of the run that asked for it, as Celery's meta does."""
-    result = c.retry_in_3s.delay()
+    result = c.retry_in_2s.delay()
     deadline = time.monotonic() + T
     while result.state != "RETRY" and not result.ready():
         if time.monotonic() > deadline:
@@ -1056,7 +1056,7 @@ SCENARIOS = [
         "raised TypeError", "raised TypeError", ["FAILURE"] * 3, "raised TypeError")),
     (settings_are_read_as_celery_reads_them, (("from_base", 3), 30, ("from_base", 5), 86400)),
     (eager_propagation_raises_a_retry, ("ValueError", 5.0)),
-    (retries_while_waiting_to_retry, (0, "again", 1)),
+    (retries_while_waiting_to_retry, (0, ["again", True], 1)),
     (a_chords_callback_is_sent_by_its_last_member, (
         "raised ChordError", True, True, True, [], True, True, True)),
     (ignore_result_gets_none_at_once, ([None, None], True)),

@@ -11,6 +11,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
+from datetime import datetime, timezone
 
 import pytest
 
@@ -422,6 +423,17 @@ def celery_before(app, version):
     if not type(app).__module__.startswith("celery"):
         return False
     return tuple(map(int, importlib.import_module("celery").__version__.split(".")[:2])) < version
+
+
+def test_retry_and_time_limit_errors_read_as_celerys(make_app):
+    exceptions = importlib.import_module(type(make_app()).__module__.split(".")[0] + ".exceptions")
+    eta = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    texts = [str(exceptions.Retry(when=1)), str(exceptions.Retry(exc=KeyError("k"), when=2.5)),
+             str(exceptions.Retry(when=eta)), str(exceptions.Retry("own words", when=1)),
+             str(exceptions.SoftTimeLimitExceeded()), str(exceptions.TimeLimitExceeded(5.0))]
+    assert texts == ["Retry in 1s", "Retry in 2.5s: KeyError('k')",
+                     "Retry at 2030-01-02 03:04:05+00:00", "own words",
+                     "SoftTimeLimitExceeded()", "TimeLimitExceeded(5.0,)"]
 
 
 def test_old_setting_names_are_read_as_celery_maps_them(make_app):

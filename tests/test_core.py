@@ -307,6 +307,20 @@ def test_a_user_exception_comes_back_as_its_class_when_already_imported(app, sta
     assert "raise CustomError(message)" in result.traceback
 
 
+def test_a_nested_class_comes_back_as_itself_and_one_that_cannot_be_remade_as_its_base(
+        app, start_worker):
+    """As Celery's: ``except Errors.Nested`` matches; a class whose constructor takes other
+    arguments than its args comes back as its nearest builtin base, so ``except ValueError``
+    still matches."""
+    start_worker("-c", "1")
+    nested, two_args = tasks.fail_nested.delay(), tasks.fail_nested.delay(two_args=True)
+    with pytest.raises(tasks.Errors.Nested, match="inner"):
+        nested.get(timeout=20)
+    with pytest.raises(ValueError, match="1:2") as caught:
+        two_args.get(timeout=20)
+    assert type(caught.value) is ValueError
+
+
 def test_an_exception_of_a_module_not_imported_here_is_a_stand_in_and_imports_nothing(app):
     """A module named in the database is never imported: a generated class of that name."""
     error = ('{"exc_type": "Boom", "exc_module": "tests.never_imported",'

@@ -4,11 +4,13 @@ ends REVOKED at once when revoked, and goes back without a delivery at shutdown.
 import multiprocessing
 import os
 import signal
+import time
 
 import pytest
 
 from miniq.exceptions import ImproperlyConfigured, TaskRevokedError, WorkerLostError
-from miniq.broker import Message
+from miniq.broker import Message, Settle
+from miniq.result import exception_to_json
 from miniq.worker import Child, Worker
 from tests import tasks
 from tests.conftest import run_cli, wait_for
@@ -152,6 +154,20 @@ def test_the_command_line_refuses_a_prefetch_multiplier_of_none(broker_url):
     done = run_cli("-A", "tests.tasks", "worker", "--prefetch-multiplier", "0")
     assert done.returncode == 2
     assert "--prefetch-multiplier: must be a positive integer" in done.stderr
+
+
+def test_a_retried_task_leaves_its_retry_behind_as_it_starts_not_while_held_ahead(app):
+    """A retry's row keeps RETRY and its exception until the retry begins: at once for a
+    task claimed to start now, when its start is written for one held ahead."""
+    now = [tasks.add.delay(n, n) for n in range(2)]
+    for result in now:
+        app.broker.db.execute("UPDATE task SET state = 'RETRY', result = ?, traceback = 'tb'"
+                              " WHERE id = ?", (exception_to_json(KeyError("k")), result.id))
+    begun, held = app.broker.claim("w", ["celery"], 2, 60.0, start=1)
+    assert (now[0].state, now[0].info, now[0].traceback) == ("STARTED", None, None)
+    assert (now[1].state, repr(now[1].info), now[1].traceback) == ("RETRY", "KeyError('k')", "tb")
+    app.broker.settle("w", [Settle(held.id, held.attempts, "STARTED", eta=time.time())])
+    assert (now[1].state, now[1].info, now[1].traceback) == ("STARTED", None, None)
 
 
 def test_the_tasks_claimed_to_start_now_are_the_first_given_out(app):

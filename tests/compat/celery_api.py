@@ -11,6 +11,7 @@ import importlib
 import os
 import signal
 import time
+from datetime import datetime, timedelta, timezone
 
 impl = importlib.import_module(os.environ.get("MINIQ_COMPAT_IMPL", "miniq"))
 _exceptions = importlib.import_module(impl.__name__ + ".exceptions")
@@ -318,10 +319,13 @@ def delivery_seen(self):
 
 
 @app.task(bind=True)
-def retry_in_3s(self):
+def retry_in_2s(self):
+    """Retries once, in 2 s: a countdown beats an eta. The retry's run reads its own
+    result: the exception the first run retried for, or nothing, not its stored form."""
     if not self.request.retries:
-        raise self.retry(countdown=3)
-    return "again"
+        an_hour = datetime.now(timezone.utc) + timedelta(hours=1)
+        raise self.retry(exc=KeyError("first"), countdown=2, eta=an_hour)
+    return ["again", type(self.AsyncResult(self.request.id).info).__name__ != "dict"]
 
 
 # Canvas (issue 12): the tasks of Celery's canvas guide. maybe_signature and
