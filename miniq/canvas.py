@@ -180,7 +180,7 @@ class Signature(dict):
             options["root_id"] = root_id
         if parent_id:
             options["parent_id"] = parent_id
-        return AsyncResult(task_id, self._app)
+        return AsyncResult(task_id, app=self._app)
 
     def _rows(self, app, args=(), kwargs=None, options=None, follow=()) -> list:
         """The message rows that send it, ``follow`` after it (each step a dict)."""

@@ -60,8 +60,9 @@ def _app(app):
 
 
 def _finished(row, tz=timezone.utc):
-    """When a row's task finished, as an aware datetime, or None."""
-    return row[5] and datetime.fromtimestamp(row[5], tz)
+    """When a row's task finished, as an aware datetime; None until it is ready (as
+    Celery's: not for a custom state, nor for a run that ended with Ignore)."""
+    return row[5] and row[1] in FINAL and datetime.fromtimestamp(row[5], tz) or None
 
 
 def zone(name):
@@ -161,9 +162,16 @@ class AsyncResult:
     ignored = False  # sent with ignore_result: get() returns None at once
     _done = None  # a finished row never changes: keep it
 
-    def __init__(self, id: str, app=None, parent=None):
+    def __init__(self, id: str, backend=None, task_name=None, app=None, parent=None):
+        if id is None:  # as Celery's: else a missing id would read PENDING for ever
+            raise ValueError(f"AsyncResult requires valid id, not {type(id)}")
+        if backend is not None:
+            raise TypeError("miniq keeps results in its database file: no backend to give")
         self.id, self.app = id, _app(app)
         self.parent = parent  # the AsyncResult of the previous step, in a chain
+
+    def __reduce__(self):  # as Celery's: unpickled, it reads through the current app
+        return type(self), (self.id, None, None, None, self.parent)
 
     @property
     def task_id(self) -> str:
@@ -218,7 +226,7 @@ class AsyncResult:
             return None
         found = {}  # a group's members join it where its first one was sent
         for task_id, group_id in self.app.broker.children(self.id):
-            child = AsyncResult(task_id, self.app)
+            child = AsyncResult(task_id, app=self.app)
             if group_id:
                 sent = found.setdefault(group_id, GroupResult(group_id, app=self.app))
                 sent.results.append(child)
@@ -313,9 +321,9 @@ class AsyncResult:
         sees the latest, so updates quicker than a poll reach it as one."""
         row = self._row()
         if row[1] != "PENDING" and row[1:3] != told:
-            done = row[5] and _finished(row).isoformat()
+            done = _finished(row)
             on_message({"status": row[1], "result": _value(row), "traceback": row[3],
-                        "date_done": done, "task_id": self.id})
+                        "date_done": done and done.isoformat(), "task_id": self.id})
         return row[1:3]
 
     def forget(self) -> None:
@@ -369,9 +377,12 @@ class EagerResult(AsyncResult):
 
     def __init__(self, id: str, state: str, value: Any, traceback: str | None = None, app=None,
                  name: str | None = None):
-        super().__init__(id, app)
+        super().__init__(id, app=app)
         self._done = (DONE, state, None, traceback, name, None)  # _row() never reads the database
         self._value = value
+
+    def __reduce__(self):
+        return type(self), (self.id, self.state, self._value, self.traceback, None, self.name)
 
     def _extended(self):
         return (None,) * 5
@@ -402,6 +413,12 @@ class ResultSet:
 
     def __init__(self, results, app=None):
         self.results, self._app = list(results), app
+
+    def __reduce__(self):  # as Celery's: the members, read through the current app
+        return type(self), (self.results,)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}: [{', '.join(r.id for r in self.results)}]>"
 
     @property
     def app(self):
@@ -537,6 +554,9 @@ class GroupResult(ResultSet):
     def __str__(self):
         return str(self.id)
 
+    def __reduce__(self):
+        return type(self), (self.id, self.results, self.parent)
+
     def __repr__(self) -> str:
         return f"<GroupResult: {self.id} [{', '.join(r.id for r in self.results)}]>"
 
@@ -546,5 +566,5 @@ def result_from_tuple(r, app=None):
     (id, parent), members = r
     parent = parent and result_from_tuple(parent, app)
     if members is None:
-        return AsyncResult(id, app, parent)
+        return AsyncResult(id, app=app, parent=parent)
     return GroupResult(id, [result_from_tuple(m, app) for m in members], parent, app=app)

@@ -425,6 +425,20 @@ def celery_before(app, version):
     return tuple(map(int, importlib.import_module("celery").__version__.split(".")[:2])) < version
 
 
+def test_results_pickle_and_print_as_celerys(make_app):
+    """Unpickled, a result reads through the current app; one without an id is refused."""
+    app = make_app()
+    results = importlib.import_module(type(app).__module__.split(".")[0] + ".result")
+    one = app.AsyncResult("a")
+    made = [one, results.GroupResult("g", [one, app.AsyncResult("b")])]
+    back = [pickle.loads(pickle.dumps(result)) for result in made]
+    assert [repr(result) for result in back] == ["<AsyncResult: a>", "<GroupResult: g [a, b]>"]
+    assert back == made and back[0].app is app
+    assert repr(results.ResultSet([one])) == "<ResultSet: [a]>"
+    with pytest.raises(ValueError, match="AsyncResult requires valid id"):
+        app.AsyncResult(None)
+
+
 def test_retry_and_time_limit_errors_read_as_celerys(make_app):
     exceptions = importlib.import_module(type(make_app()).__module__.split(".")[0] + ".exceptions")
     eta = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)

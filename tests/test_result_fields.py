@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from miniq import chain, group
+from miniq import chain, exceptions, group
 from miniq.result import AsyncResult, GroupResult, ResultSet, allow_join_result
 from miniq.task import new_id
 from tests import tasks
@@ -57,6 +57,17 @@ def test_an_unknown_task_has_none_for_every_field(app):
     fields = (result.name, result.args, result.kwargs, result.retries, result.queue,
               result.worker, result.date_done, result.children)
     assert fields == (None,) * 8
+
+
+def test_a_custom_state_has_no_date_done_as_celerys(app):
+    """Celery dates only a ready state: not one set by update_state, from outside too."""
+    result = app.AsyncResult(new_id())
+    tasks.add.update_state(task_id=result.id, state="PROGRESS", meta={"step": 1})
+    seen = []
+    with pytest.raises(exceptions.TimeoutError):
+        result.get(timeout=0.2, on_message=seen.append)
+    assert (result.state, result.info, result.date_done) == ("PROGRESS", {"step": 1}, None)
+    assert [meta["date_done"] for meta in seen] == [None]
 
 
 def test_a_queued_task_has_its_call_but_no_worker_or_date(app):
@@ -144,7 +155,7 @@ def test_a_nested_group_result_saves_and_restores(app):
 
 
 def test_group_results_compare_by_id_members_and_parent(app):
-    a, b = AsyncResult("a", app), AsyncResult("b", app)
+    a, b = AsyncResult("a", app=app), AsyncResult("b", app=app)
     assert GroupResult("g", [a, b]) == GroupResult("g", [a, b])
     assert GroupResult("g", [a, b]) != GroupResult("g", [b, a])
     assert GroupResult("g", [a], parent=b) != GroupResult("g", [a])
