@@ -227,6 +227,7 @@ class Miniq:
                name in self.tasks,
                conf["task_default_queue"],
                id(conf["task_routes"]),
+               id(conf.get("task_queues")),
                conf["task_default_priority"],
                conf["broker_url"],
                conf["task_ignore_result"])
@@ -237,7 +238,8 @@ class Miniq:
             own = conf.task_default_priority if task.priority is None and name in self.tasks \
                 else task.priority
             given = (own, route.get("priority"), conf.task_default_priority)
-            self._routes[key] = (task.queue or route.get("queue") or conf.task_default_queue,
+            self._routes[key] = (task.queue or route.get("queue") or _bound(conf, route)
+                                 or conf.task_default_queue,
                                  next((p for p in given if p is not None), 0),
                                  task._own("soft_time_limit"),  # the worker reads conf's
                                  task._own("time_limit"),
@@ -251,6 +253,7 @@ class Miniq:
         """The row ``send_task`` inserts; JSON-encodes the arguments (TypeError if it can't)."""
         json_only(name, options.get("serializer", "json"))
         default_queue, default_priority, soft, hard, default_expires, ignores = self._defaults(name)
+        queue = queue or _bound(self.conf, options)  # as Celery's: a call's over its route
         kept = {key: options.get(key) for key in KEPT}  # other options are ignored
         if priority is None and self.conf.task_inherit_parent_priority:
             priority = running_priority()  # None outside a task
@@ -378,6 +381,44 @@ def _route(routes, name):
         if route is not None:
             return route if isinstance(route, dict) else {"queue": route}
     return {}
+
+
+def _bound(conf, given):
+    """The queue of task_queues a message sent to ``given``'s exchange and routing key
+    reaches, as Celery's broker routes it (a topic binding by its pattern); None if it
+    names neither. Refused unless exactly one queue is bound so: nothing is dropped."""
+    exchange, key = given.get("exchange"), given.get("routing_key")
+    if exchange is None and key is None:
+        return None
+    exchange, default = getattr(exchange, "name", exchange), conf["task_default_queue"]
+    found = []
+    for queue in conf.get("task_queues") or [default]:
+        bound = getattr(queue, "exchange", None)
+        name = getattr(queue, "name", queue)
+        kind = (getattr(bound, "type", None) if getattr(bound, "name", bound)  # else Celery's
+                else conf.get("task_default_exchange_type")) or "direct"  # default exchange
+        binding = name if isinstance(queue, str) else (  # as Celery binds a kombu Queue
+            getattr(queue, "routing_key", None) or conf.get("task_default_routing_key") or default)
+        if exchange and getattr(bound, "name", bound) not in (None, "", exchange):
+            continue
+        if key is None or key == binding or kind == "topic" and _topic(binding, key):
+            found.append(name)
+    if len(found) != 1:
+        raise ImproperlyConfigured(
+            f"exchange {exchange!r}, routing_key {key!r} reach {len(found)} queues of"
+            f" task_queues ({', '.join(found) or 'none'}): miniq sends to one; give a queue")
+    return found[0]
+
+
+def _topic(pattern, key):
+    """Whether a topic binding matches a routing key: * one word, # none or more."""
+    def match(words, given):
+        if not words:
+            return not given
+        if words[0] == "#":
+            return any(match(words[1:], given[at:]) for at in range(len(given) + 1))
+        return bool(given) and words[0] in ("*", given[0]) and match(words[1:], given[1:])
+    return match(pattern.split("."), key.split("."))
 
 
 def _check_call(name, **values):

@@ -46,6 +46,7 @@ RENAMED = {"celery_task_result_expires": "result_expires",
 URLS = {"broker": "broker_url", "backend": "result_backend"}  # the app's keywords for them
 READ = {*apps.DEFAULTS, *REFUSED, "task_annotations", "task_default_rate_limit",
         "worker_disable_rate_limits", "task_track_started", "result_extended", "task_queues",
+        "task_default_exchange_type", "task_default_routing_key",
         "worker_redirect_stdouts", "worker_redirect_stdouts_level", "worker_hijack_root_logger",
         "worker_log_format", "worker_task_log_format"}
 PER_SECOND = {"s": 1, "m": 60, "h": 3600}  # a rate's unit: "10/s", "100/m", "1000/h"

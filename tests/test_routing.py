@@ -4,6 +4,7 @@ task_default_queue); ``worker -Q`` serves only its queues."""
 import pytest
 
 from miniq import chain
+from miniq.exceptions import ImproperlyConfigured
 from tests import tasks
 from tests.conftest import wait_for
 
@@ -20,11 +21,15 @@ class ProducerConf:
 
     def __call__(self, **values):
         for key, value in values.items():
-            self.saved.setdefault(key, self.app.conf[key])
+            self.saved.setdefault(key, self.app.conf.get(key, ProducerConf))  # or unset
             self.app.conf[key] = value
 
     def restore(self):
-        self.app.conf.update(self.saved)
+        for key, value in self.saved.items():
+            if value is ProducerConf:
+                del self.app.conf[key]
+            else:
+                self.app.conf[key] = value
         self.saved.clear()
 
 
@@ -90,6 +95,26 @@ def test_task_routes_by_exact_name_and_by_glob(app, start_worker, producer_conf)
     assert exact.state == "PENDING" and explicit.state == "PENDING"
     start_worker("-c", "1", "-Q", "r_exact")  # the worker has no routes: the message says where
     assert exact.get(timeout=30) == "e"
+
+
+def test_an_exchange_and_routing_key_reach_the_queue_bound_so_as_in_celery(
+        app, start_worker, producer_conf):
+    """By a call's options or a route's, without a queue: the one queue of task_queues
+    bound so (a topic binding by its pattern); where none or several are, refused."""
+    kombu = pytest.importorskip("kombu")
+    producer_conf(task_queues=[kombu.Queue("celery"),
+                               kombu.Queue("videos", kombu.Exchange("media"), routing_key="media.video"),
+                               kombu.Queue("feeds", kombu.Exchange("t", type="topic"),
+                                           routing_key="feed.#")],
+                  task_routes={"tests.tasks.route_exact": {"routing_key": "feed.import"}})
+    video = tasks.heavy_one.apply_async((1,), exchange="media", routing_key="media.video")
+    feed = tasks.route_exact.delay("f")
+    assert [queue_of(app, r) for r in (video, feed)] == ["videos", "feeds"]
+    for unbound in ({"routing_key": "nowhere"}, {"exchange": "media", "routing_key": "feed.x"}):
+        with pytest.raises(ImproperlyConfigured, match="reach 0 queues of task_queues"):
+            tasks.heavy_one.apply_async((1,), **unbound)
+    start_worker("-c", "1", "-Q", "videos,feeds")
+    assert [video.get(timeout=30), feed.get(timeout=30)] == [1, "f"]
 
 
 def test_only_a_route_with_a_star_is_a_glob_as_in_celery(app, producer_conf):
