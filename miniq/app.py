@@ -253,7 +253,8 @@ class Miniq:
         """The row ``send_task`` inserts; JSON-encodes the arguments (TypeError if it can't)."""
         json_only(name, options.get("serializer", "json"))
         default_queue, default_priority, soft, hard, default_expires, ignores = self._defaults(name)
-        queue = queue or _bound(self.conf, options)  # as Celery's: a call's over its route
+        if queue is None:  # as Celery's: a call's exchange and routing key over its route
+            queue = _bound(self.conf, options)
         kept = {key: options.get(key) for key in KEPT}  # other options are ignored
         if priority is None and self.conf.task_inherit_parent_priority:
             priority = running_priority()  # None outside a task

@@ -37,7 +37,8 @@ from .app import load_app
 from .broker import FINAL, Message, Settle
 from .canvas import chord_error, next_steps
 from .exceptions import (ImproperlyConfigured, InvalidTaskError, MiniqError, OperationalError,
-                         TaskRevokedError, TimeLimitExceeded, WorkerLostError)
+                         SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded,
+                         WorkerLostError)
 from .result import exception_text, exception_to_json
 from .task import Outcome, emit, execute, failed
 from .utils.log import log_as_celery
@@ -231,6 +232,7 @@ def _serve(app, conn, max_tasks, max_memory_kib, manager, hostname):
     parent, done, watch, me = os.getppid(), 0, select.poll(), os.getpid()
     orphaned, running = functools.partial(_orphaned, parent, manager), [None]
     _watch_manager(orphaned, running)
+    signal.signal(signal.SIGUSR1, functools.partial(_soft_signal, app, running))
     watch.register(conn.fileno(), select.POLLIN)  # kept: conn.poll() builds one a call
     while True:
         if not watch.poll(ORPHAN_AFTER * 1000):
@@ -267,6 +269,19 @@ def _serve(app, conn, max_tasks, max_memory_kib, manager, hostname):
             return  # the manager died meanwhile; recovery will run the task again
         if retire:
             return
+
+
+def _soft_signal(app, running, signum, frame):
+    """SIGUSR1 while a task runs (``revoke(terminate=True, signal="SIGUSR1")``) raises
+    SoftTimeLimitExceeded in it, as Celery's children take it, so that it may clean up;
+    never inside miniq's own write: a moment later then."""
+    if running[0] is None:
+        return
+    if app.broker.in_transaction():
+        signal.signal(signal.SIGALRM, functools.partial(_soft_signal, app, running))
+        signal.setitimer(signal.ITIMER_REAL, 0.001)
+        return
+    raise SoftTimeLimitExceeded()
 
 
 def _orphaned(parent, manager):

@@ -428,6 +428,22 @@ def terminate_with_a_signal_the_task_handles(c, get):
     return out
 
 
+def a_sigusr1_is_a_soft_time_limit_in_the_task(c, get):
+    """revoke(terminate=True, signal="SIGUSR1"): the task may clean up and end its way."""
+    folder = tempfile.mkdtemp()
+    ready, log = os.path.join(folder, "ready"), os.path.join(folder, "log")
+    result = c.until_soft_limit.delay(ready=ready, signal_log=log)
+    deadline = time.monotonic() + T
+    while not os.path.exists(ready):
+        if time.monotonic() > deadline:
+            raise NoAnswer(f"the task did not start in {T} s")
+        time.sleep(0.02)
+    result.revoke(terminate=True, signal="SIGUSR1")
+    lines = wait_for_lines(log, 4)
+    result = c.app.AsyncResult(result.id)
+    return raised(lambda: get(result)), result.state, lines
+
+
 def request_fields_of_a_plain_call(c, get):
     r = get(c.request_view.delay())
     return (r["hostname"] == f"celery@{socket.gethostname()}", r["delivery_info"],
@@ -957,6 +973,11 @@ SCENARIOS = [
         ["prerun True True [3]", "success 6", "postrun SUCCESS 6"],
         ["prerun True True [4]", "failure CompatError as planned True",
          "postrun FAILURE CompatError('as planned')"])),
+    (a_sigusr1_is_a_soft_time_limit_in_the_task, (
+        "cleaned up after SoftTimeLimitExceeded()", "SUCCESS", [
+            "prerun True True []", "revoked True True False",
+            "success cleaned up after SoftTimeLimitExceeded()",
+            "postrun SUCCESS 'cleaned up after SoftTimeLimitExceeded()'"])),
     (terminate_with_a_signal_the_task_handles, [
         ("cleaned", "SUCCESS", ["prerun True True []", "revoked True True False",
                                 "success cleaned", "postrun SUCCESS 'cleaned'"]),

@@ -219,8 +219,8 @@ def start_sleeper(app, worker):
     return result, child
 
 
-@pytest.mark.parametrize("signum", ["SIGUSR1", "USR1", signal.SIGKILL],
-                         ids=["SIGUSR1", "USR1", "SIGKILL-number"])
+@pytest.mark.parametrize("signum", ["SIGUSR2", "USR2", signal.SIGKILL],
+                         ids=["SIGUSR2", "USR2", "SIGKILL-number"])
 def test_revoke_terminate_takes_names_and_numbers_of_real_signals(app, start_worker, signum):
     worker = start_worker("-c", "1")
     result, child = start_sleeper(app, worker)
