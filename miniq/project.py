@@ -32,6 +32,9 @@ REFUSED = {  # settings miniq cannot honour: refused at configuration, never ign
     "task_allow_error_cb_on_chord_header": (False, "a chord's errback is its callback's"),
     "task_store_eager_result": (False, "an eager run stores no result"),
     "enable_utc": (True, "miniq reads a naive eta as UTC; crontab runs in app.conf.timezone"),
+    "worker_pool": ("prefork", "miniq's children are processes, as Celery's prefork pool"),
+    "beat_scheduler": ("celery.beat:PersistentScheduler",
+                       "miniq's beat sends beat_schedule, its runs kept in the database file"),
 }
 # Celery 3's names of the settings miniq reads (CELERY_ALWAYS_EAGER: task_always_eager), by
 # Celery's rule for each prefix, and those its rule does not give

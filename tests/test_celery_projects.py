@@ -377,7 +377,8 @@ def test_include_given_as_one_name_is_that_module(fresh_app):
     ("task_serializer", "pickle"), ("accept_content", ["json", "pickle"]),
     ("result_serializer", "yaml"), ("task_annotations", "proj.annotations.Annotate"),
     ("task_create_missing_queues", False), ("task_allow_error_cb_on_chord_header", True),
-    ("task_store_eager_result", True), ("enable_utc", False)])
+    ("task_store_eager_result", True), ("enable_utc", False), ("worker_pool", "threads"),
+    ("beat_scheduler", "django_celery_beat.schedulers:DatabaseScheduler")])
 def test_settings_miniq_cannot_honour_are_refused_not_ignored(fresh_app, setting, value):
     with pytest.raises(ImproperlyConfigured, match=setting):
         fresh_app.config_from_object({setting: value})
