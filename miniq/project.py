@@ -62,7 +62,7 @@ class Miniq(apps.Miniq):
     """The app: ``Miniq("proj", broker="sqlite:///proj.db", include=[...])``, with
     what Celery projects use to wire it up."""
 
-    _discover = None  # (packages, related_name) given to autodiscover_tasks
+    _discover = None  # [(packages, related_name)] given to autodiscover_tasks
     _settings = None  # what config_from_object read: INSTALLED_APPS, for autodiscovery
     namespace, strict_typing = None, True  # Celery's keywords, as its defaults: see __init__
     broker_class = RateBroker  # keeps rate limits across workers
@@ -140,31 +140,33 @@ class Miniq(apps.Miniq):
     def autodiscover_tasks(self, packages: Any = None, related_name: str = "tasks",
                            force: bool = False) -> None:
         """Import ``<package>.tasks`` of each package (by default the settings'
-        ``INSTALLED_APPS``, as Django's) when a worker loads the app, or now."""
-        self._discover = (packages, related_name)
+        ``INSTALLED_APPS``, as Django's) when a worker loads the app, or now; each call's
+        packages, as Celery's."""
         if force:
-            self._import_discovered()
+            self._import_discovered([(packages, related_name)])
+        else:
+            self._discover = [*(self._discover or ()), (packages, related_name)]
 
-    def _import_discovered(self, installed=None):
-        packages, related_name = self._discover
-        if callable(packages):
-            packages = packages()
-        if packages is None:  # as Celery's: Django's app configs, else INSTALLED_APPS
-            packages = installed or getattr(self._settings, "INSTALLED_APPS", ())
-        for package in packages:
-            name = f"{package}.{related_name}" if related_name else package
-            try:
-                importlib.import_module(name)
-            except ModuleNotFoundError as exc:
-                if exc.name != name:  # a package without that module is skipped, as Celery
-                    raise
+    def _import_discovered(self, calls, installed=None):
+        for packages, related_name in calls:
+            if callable(packages):
+                packages = packages()
+            if packages is None:  # as Celery's: Django's app configs, else INSTALLED_APPS
+                packages = installed or getattr(self._settings, "INSTALLED_APPS", ())
+            for package in packages:
+                name = f"{package}.{related_name}" if related_name else package
+                try:
+                    importlib.import_module(name)
+                except ModuleNotFoundError as exc:
+                    if exc.name != name:  # a package without that module is skipped, as Celery
+                        raise
 
     def import_includes(self) -> None:
         installed = fixups.setup_django() if fixups.django_project() else None
         emit("_import_modules", self)
         super().import_includes()
         if self._discover is not None:
-            self._import_discovered(installed)
+            self._import_discovered(self._discover, installed)
         _refuse(self.conf)
         self._annotate_all()
         if "on_after_configure" in self.__dict__:  # made: someone may listen

@@ -393,6 +393,22 @@ def test_json_by_any_of_its_names_is_taken_as_celerys_defaults(fresh_app):
     fresh_app.import_includes()
 
 
+def test_each_autodiscover_tasks_call_is_imported_as_celerys(fresh_app, tmp_path, monkeypatch):
+    (tmp_path / "found").mkdir()
+    for module in ("__init__", "tasks", "jobs"):
+        (tmp_path / "found" / f"{module}.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    fresh_app.autodiscover_tasks(lambda: ["found"])
+    fresh_app.autodiscover_tasks(["found"], related_name="jobs")
+    assert "found.tasks" not in sys.modules  # not before a worker loads the app
+    try:
+        fresh_app.import_includes()
+        assert {"found.tasks", "found.jobs"} <= set(sys.modules)
+    finally:
+        for name in ("found", "found.tasks", "found.jobs"):
+            sys.modules.pop(name, None)
+
+
 def test_imports_and_namespaced_settings_are_taken(fresh_app, tmp_path):
     (tmp_path / "settings_mod.py").write_text(
         "CELERY_IMPORTS = ['extra_tasks']\nCELERY_TASK_SERIALIZER = 'json'\nDEBUG = True\n")
