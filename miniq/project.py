@@ -210,6 +210,8 @@ class Miniq(apps.Miniq):
     def register_task(self, task: Any, **options: Any) -> Any:
         """Register an instance of a ``Task`` subclass that defines ``run`` (Celery's
         class-based task), named by its ``name``, else by its module and class."""
+        if isinstance(task, type):
+            raise TypeError(f"register_task takes an instance: {task.__name__}(), not the class")
         cls = type(task)
         name = getattr(task, "name", None) or self.gen_task_name(cls.__name__, cls.__module__)
         task.__class__ = cls._subclass(self, cls.run, name, {"bind": True, **options})

@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 
 import pytest
 
+import miniq
 import miniq.app
 import miniq.project
 from miniq import Celery
@@ -689,6 +690,15 @@ FLASK_STYLE = {  # Flask's guide assigns app.Task; Celery's guide registers clas
             return current_app.main
     """,
 }
+
+
+def test_register_task_given_the_class_says_to_give_an_instance(fresh_app):
+    class Multiply(miniq.Task):
+        def run(self, x, y):
+            return x * y
+    with pytest.raises(TypeError, match=r"takes an instance: Multiply\(\), not the class"):
+        fresh_app.register_task(Multiply)
+    assert fresh_app.register_task(Multiply()).apply((6, 7)).get() == 42
 
 
 def test_app_task_register_task_and_set_default_as_celery(project):
