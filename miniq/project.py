@@ -16,13 +16,16 @@ from collections.abc import Mapping
 from typing import Any, Callable
 
 from . import app as apps
-from . import canvas, fixups
+from . import canvas, control, fixups
 from . import task as tasks
 from .control import Control
 from .exceptions import ImproperlyConfigured
 from .rates import RateBroker, admit
 from .task import Task, emit
 
+# Celery's paths of these modules, as os.path is posixpath: from celery.app.task import Task
+sys.modules.setdefault(f"{apps.__name__}.task", tasks)
+sys.modules.setdefault(f"{apps.__name__}.control", control)
 JSON = "miniq speaks JSON only"
 REFUSED = {  # settings miniq cannot honour: refused at configuration, never ignored
     "task_serializer": ("json", JSON), "result_serializer": ("json", JSON),

@@ -457,6 +457,13 @@ def test_results_pickle_and_print_as_celerys(make_app):
         app.AsyncResult(None)
 
 
+def test_celerys_paths_of_the_task_and_control_modules_import(make_app):
+    impl = type(make_app()).__module__.split(".")[0]  # from celery.app.task import Task
+    assert importlib.import_module(f"{impl}.app.task").Task is importlib.import_module(impl).Task
+    control = importlib.import_module(f"{impl}.app.control")
+    assert control.Inspect and control.Control
+
+
 def test_retry_and_time_limit_errors_read_as_celerys(make_app):
     exceptions = importlib.import_module(type(make_app()).__module__.split(".")[0] + ".exceptions")
     eta = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
