@@ -238,7 +238,8 @@ class Miniq:
             own = conf.task_default_priority if task.priority is None and name in self.tasks \
                 else task.priority
             given = (own, route.get("priority"), conf.task_default_priority)
-            self._routes[key] = (task.queue or route.get("queue") or _bound(conf, route)
+            queue = task.queue or route.get("queue")
+            self._routes[key] = (getattr(queue, "name", queue) or _bound(conf, route)
                                  or conf.task_default_queue,
                                  next((p for p in given if p is not None), 0),
                                  task._own("soft_time_limit"),  # the worker reads conf's
@@ -255,6 +256,7 @@ class Miniq:
         default_queue, default_priority, soft, hard, default_expires, ignores = self._defaults(name)
         if queue is None:  # as Celery's: a call's exchange and routing key over its route
             queue = _bound(self.conf, options)
+        queue = getattr(queue, "name", queue)  # as Celery's: a kombu Queue, by its name
         kept = {key: options.get(key) for key in KEPT}  # other options are ignored
         if priority is None and self.conf.task_inherit_parent_priority:
             priority = running_priority()  # None outside a task

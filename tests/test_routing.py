@@ -109,12 +109,13 @@ def test_an_exchange_and_routing_key_reach_the_queue_bound_so_as_in_celery(
                   task_routes={"tests.tasks.route_exact": {"routing_key": "feed.import"}})
     video = tasks.heavy_one.apply_async((1,), exchange="media", routing_key="media.video")
     feed = tasks.route_exact.delay("f")
-    assert [queue_of(app, r) for r in (video, feed)] == ["videos", "feeds"]
+    named = tasks.heavy_two.apply_async((2,), queue=kombu.Queue("videos"))  # by its name
+    assert [queue_of(app, r) for r in (video, feed, named)] == ["videos", "feeds", "videos"]
     for unbound in ({"routing_key": "nowhere"}, {"exchange": "media", "routing_key": "feed.x"}):
         with pytest.raises(ImproperlyConfigured, match="reach 0 queues of task_queues"):
             tasks.heavy_one.apply_async((1,), **unbound)
     start_worker("-c", "1", "-Q", "videos,feeds")
-    assert [video.get(timeout=30), feed.get(timeout=30)] == [1, "f"]
+    assert [r.get(timeout=30) for r in (video, feed, named)] == [1, "f", 2]
 
 
 def test_only_a_route_with_a_star_is_a_glob_as_in_celery(app, producer_conf):
