@@ -151,7 +151,9 @@ def _value(row):
     if row[2] is None:
         return None
     data = loads(row[2])
-    if row[1] in EXCEPTION_STATES and row[0] != RUNNING and isinstance(data, dict):
+    if row[1] in EXCEPTION_STATES and row[0] != RUNNING:
+        if not (isinstance(data, dict) and "exc_type" in data):  # stored so by hand
+            raise ValueError("Exception information must include the exception type")  # Celery's
         return exception_from_json(data)
     return data
 

@@ -70,6 +70,15 @@ def test_a_custom_state_has_no_date_done_as_celerys(app):
     assert [meta["date_done"] for meta in seen] == [None]
 
 
+def test_a_failure_stored_by_hand_without_an_exception_is_refused_when_read(app):
+    """As Celery's: FAILURE's meta must be an exception's (exc_type, exc_message)."""
+    result = app.AsyncResult(new_id())
+    tasks.add.update_state(task_id=result.id, state="FAILURE", meta={"why": "by hand"})
+    assert result.ready() and result.state == "FAILURE"
+    with pytest.raises(ValueError, match="must include the exception type"):
+        result.get(timeout=T)
+
+
 def test_a_queued_task_has_its_call_but_no_worker_or_date(app):
     result = tasks.add.apply_async((1, 1), queue="nobody-serves-this")
     assert (result.args, result.queue, result.worker, result.date_done) == (
