@@ -251,7 +251,7 @@ def test_hard_limit_leaves_the_task_on_the_other_child_alone(app, start_worker, 
     pytest.param(lambda: tasks.exit_now.delay(3), "exitcode 3", id="os._exit"),
     pytest.param(lambda: tasks.segfault.delay(), "SIGSEGV", id="segfault"),
     pytest.param(lambda: tasks.kill_self.delay(), "SIGKILL", id="SIGKILL"),
-    pytest.param(lambda: tasks.kill_self_with.delay("SIGUSR1"), "SIGUSR1", id="SIGUSR1"),
+    pytest.param(lambda: tasks.kill_self_with.delay("SIGUSR2"), "SIGUSR2", id="SIGUSR2"),
 ])
 def test_a_child_that_dies_gives_worker_lost_error_and_is_replaced(app, start_worker,
                                                                     call, cause):
