@@ -238,9 +238,9 @@ class Miniq:
             own = conf.task_default_priority if task.priority is None and name in self.tasks \
                 else task.priority
             given = (own, route.get("priority"), conf.task_default_priority)
-            queue = task.queue or route.get("queue")
-            self._routes[key] = (getattr(queue, "name", queue) or _bound(conf, route)
-                                 or conf.task_default_queue,
+            sent_to = {key: getattr(task, key, None) for key in ("exchange", "routing_key")}
+            queue = task.queue or _bound(conf, sent_to) or route.get("queue") or _bound(conf, route)
+            self._routes[key] = (getattr(queue, "name", queue) or conf.task_default_queue,
                                  next((p for p in given if p is not None), 0),
                                  task._own("soft_time_limit"),  # the worker reads conf's
                                  task._own("time_limit"),
@@ -387,41 +387,58 @@ def _route(routes, name):
 
 
 def _bound(conf, given):
-    """The queue of task_queues a message sent to ``given``'s exchange and routing key
-    reaches, as Celery's broker routes it (a topic binding by its pattern); None if it
-    names neither. Refused unless exactly one queue is bound so: nothing is dropped."""
+    """The queue a message published to ``given``'s exchange with its routing key reaches,
+    as Celery's broker routes it: the one queue of task_queues bound so (a topic binding
+    by its pattern; the exchange "" by the queue's name). None if it names neither.
+    Refused if it names one alone, or reaches no queue or several: nothing is dropped."""
     exchange, key = given.get("exchange"), given.get("routing_key")
     if exchange is None and key is None:
         return None
-    exchange, default = getattr(exchange, "name", exchange), conf["task_default_queue"]
-    found = []
-    for queue in conf.get("task_queues") or [default]:
-        bound = getattr(queue, "exchange", None)
-        name = getattr(queue, "name", queue)
-        kind = (getattr(bound, "type", None) if getattr(bound, "name", bound)  # else Celery's
-                else conf.get("task_default_exchange_type")) or "direct"  # default exchange
-        binding = name if isinstance(queue, str) else (  # as Celery binds a kombu Queue
-            getattr(queue, "routing_key", None) or conf.get("task_default_routing_key") or default)
-        if exchange and getattr(bound, "name", bound) not in (None, "", exchange):
-            continue
-        if key is None or key == binding or kind == "topic" and _topic(binding, key):
-            found.append(name)
+    exchange = getattr(exchange, "name", exchange)
+    if not (isinstance(exchange, str) and isinstance(key, str)):
+        raise ImproperlyConfigured(f"an exchange and a routing_key route a task together, as"
+                                   f" text, not {exchange!r} and {key!r}: or give a queue")
+    if not exchange:  # the default exchange: the queue of that name
+        return key
+    found = [name for name, (bound, binding, kind) in _bindings(conf).items() if bound ==
+             exchange and (binding == key or kind == "topic" and _topic(binding, key))]
     if len(found) != 1:
         raise ImproperlyConfigured(
-            f"exchange {exchange!r}, routing_key {key!r} reach {len(found)} queues of"
+            f"exchange {exchange!r} with routing_key {key!r} reaches {len(found)} queues of"
             f" task_queues ({', '.join(found) or 'none'}): miniq sends to one; give a queue")
     return found[0]
 
 
+def _bindings(conf):
+    """task_queues as Celery declares them: name -> (exchange, routing key, exchange type),
+    Celery's defaults where a queue names none (a name alone is bound by itself)."""
+    default = conf["task_default_queue"]
+    queues = conf.get("task_queues") or [default]
+    found = {}
+    for queue in [queues] if isinstance(queues, str) else queues:
+        exchange, name = getattr(queue, "exchange", None), getattr(queue, "name", queue)
+        named = getattr(exchange, "name", exchange)
+        if not isinstance(name, str) or named is not None and not isinstance(named, str):
+            raise ImproperlyConfigured(f"task_queues: {queue!r} is not a queue")
+        found[name] = (named or conf.get("task_default_exchange") or default,
+                       name if queue is name else getattr(queue, "routing_key", None)
+                       or conf.get("task_default_routing_key") or default,
+                       getattr(exchange, "type", None) if named
+                       else conf.get("task_default_exchange_type") or "direct")
+    return found
+
+
 def _topic(pattern, key):
     """Whether a topic binding matches a routing key: * one word, # none or more."""
-    def match(words, given):
-        if not words:
-            return not given
-        if words[0] == "#":
-            return any(match(words[1:], given[at:]) for at in range(len(given) + 1))
-        return bool(given) and words[0] in ("*", given[0]) and match(words[1:], given[1:])
-    return match(pattern.split("."), key.split("."))
+    words, reach = key.split("."), {0}  # how many words the binding's words so far match
+    for part in pattern.split("."):
+        if part == "#":
+            reach = set(range(min(reach), len(words) + 1))
+        else:
+            reach = {n + 1 for n in reach if n < len(words) and part in ("*", words[n])}
+        if not reach:
+            return False
+    return len(words) in reach
 
 
 def _check_call(name, **values):

@@ -24,8 +24,10 @@ from .rates import RateBroker, admit
 from .task import Task, emit
 
 # Celery's paths of these modules, as os.path is posixpath: from celery.app.task import Task
-sys.modules.setdefault(f"{apps.__name__}.task", tasks)
-sys.modules.setdefault(f"{apps.__name__}.control", control)
+for _name, _module in (("task", tasks), ("control", control)):
+    sys.modules.setdefault(f"{apps.__name__}.{_name}", _module)
+    setattr(apps, _name, _module)
+del _name, _module
 JSON = "miniq speaks JSON only"
 REFUSED = {  # settings miniq cannot honour: refused at configuration, never ignored
     "task_serializer": ("json", JSON), "result_serializer": ("json", JSON),
@@ -35,8 +37,8 @@ REFUSED = {  # settings miniq cannot honour: refused at configuration, never ign
     "task_allow_error_cb_on_chord_header": (False, "a chord's errback is its callback's"),
     "task_store_eager_result": (False, "an eager run stores no result"),
     "enable_utc": (True, "miniq reads a naive eta as UTC; crontab runs in app.conf.timezone"),
-    "worker_pool": ("prefork", "miniq's children are processes, as Celery's prefork pool"),
-    "beat_scheduler": ("celery.beat:PersistentScheduler",
+    "worker_pool": ({"prefork", "processes"}, "miniq's children are processes (prefork)"),
+    "beat_scheduler": ({"celery.beat:PersistentScheduler", "celery.beat.PersistentScheduler"},
                        "miniq's beat sends beat_schedule, its runs kept in the database file"),
 }
 # Celery 3's names of the settings miniq reads (CELERY_ALWAYS_EAGER: task_always_eager), by
@@ -364,7 +366,9 @@ def _settings(obj, namespace):
 def _refuse(settings):
     for key, (allowed, why) in REFUSED.items():
         value = settings.get(key, allowed)
-        if isinstance(value, (list, tuple, set, frozenset)):  # accept_content: JSON, by any name
+        if isinstance(allowed, set):  # any of Celery's names of the one value miniq takes
+            allowed = value if isinstance(value, str) and value in allowed else allowed
+        elif isinstance(value, (list, tuple, set, frozenset)):  # accept_content: JSON, any name
             value = sorted({"json" if v == "application/json" else v for v in value})
         if value != allowed and not (key == "result_accept_content" and value is None):
             raise ImproperlyConfigured(f"{key}={value!r} is not supported: {why}")

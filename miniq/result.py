@@ -122,12 +122,13 @@ def exception_from_json(data, imported=True):
         cls = getattr(cls, part, None)
     if not (isinstance(cls, type) and issubclass(cls, BaseException)):
         cls = _remote_class(module, name)
-    try:
-        return cls(*args)
-    except Exception:  # noqa: BLE001 - its constructor wants other arguments: as Celery's,
-        pass  # its nearest builtin base, else a stand-in of its name
+    # one whose constructor wants other arguments: its nearest builtin base (as a Celery
+    # worker hands over its nearest base that pickles), else a stand-in of its name
     base = next((c for c in cls.__mro__[1:] if c.__module__ == "builtins"), Exception)
-    return (base if base not in (Exception, BaseException) else _remote_class(module, name))(*args)
+    for make in (cls, base if base not in (Exception, BaseException) else None):
+        with contextlib.suppress(Exception):
+            return make(*args)
+    return _remote_class(module, name)(*args)
 
 
 def exception_text(data):

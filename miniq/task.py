@@ -33,7 +33,7 @@ UNHOOKED = {"IGNORED", "REPLACED", "REJECTED", "PENDING"}  # Ignore and Reject: 
 SIGNALS = f"{__package__}.signals"  # by its path in this copy, vendored or not
 # Celery's task options that would change what a task does, and that miniq lacks
 NOT_HONOURED = {"backend", "filter", "pydantic", "pydantic_context", "pydantic_dump_kwargs",
-                "pydantic_strict"}
+                "pydantic_strict", "Request", "Strategy"}
 
 
 class Outcome(NamedTuple):
@@ -197,6 +197,9 @@ class Task:
                 raise TypeError(f"{cls.name}: {key} must hold exception classes, not {classes!r}")
             setattr(cls, key, classes)
         json_only(cls.name, cls._own("serializer") or "json")  # app.conf's: refused elsewhere
+        if getattr(cls, "store_eager_result", False):  # as task_store_eager_result is
+            raise TypeError(f"{cls.name}: store_eager_result is not supported: an eager run"
+                            " stores no result")
         return cls
 
     @classmethod

@@ -52,6 +52,11 @@ def fail_custom(message="custom"):
     raise CustomError(message)
 
 
+@app.task(exchange="media", routing_key="media.video")  # test_routing's task_queues bind it
+def to_videos(x):
+    return x
+
+
 class Errors:
     class Nested(KeyError):
         """Found by its qualified name, Errors.Nested."""

@@ -379,6 +379,7 @@ def test_include_given_as_one_name_is_that_module(fresh_app):
     ("result_serializer", "yaml"), ("task_annotations", "proj.annotations.Annotate"),
     ("task_create_missing_queues", False), ("task_allow_error_cb_on_chord_header", True),
     ("task_store_eager_result", True), ("enable_utc", False), ("worker_pool", "threads"),
+    ("worker_pool", ["prefork"]),
     ("beat_scheduler", "django_celery_beat.schedulers:DatabaseScheduler")])
 def test_settings_miniq_cannot_honour_are_refused_not_ignored(fresh_app, setting, value):
     with pytest.raises(ImproperlyConfigured, match=setting):
@@ -390,7 +391,9 @@ def test_settings_miniq_cannot_honour_are_refused_not_ignored(fresh_app, setting
 
 def test_json_by_any_of_its_names_is_taken_as_celerys_defaults(fresh_app):
     fresh_app.config_from_object({"accept_content": {"application/json"}, "enable_utc": True,
-                                  "result_accept_content": None, "task_serializer": "json"})
+                                  "result_accept_content": None, "task_serializer": "json",
+                                  "worker_pool": "processes",  # Celery's other names of these
+                                  "beat_scheduler": "celery.beat.PersistentScheduler"})
     fresh_app.import_includes()
 
 
@@ -462,6 +465,7 @@ def test_celerys_paths_of_the_task_and_control_modules_import(make_app):
     assert importlib.import_module(f"{impl}.app.task").Task is importlib.import_module(impl).Task
     control = importlib.import_module(f"{impl}.app.control")
     assert control.Inspect and control.Control
+    assert importlib.import_module(f"{impl}.app").task.Task  # import celery.app.task; its path
 
 
 def test_retry_and_time_limit_errors_read_as_celerys(make_app):

@@ -99,23 +99,30 @@ def test_task_routes_by_exact_name_and_by_glob(app, start_worker, producer_conf)
 
 def test_an_exchange_and_routing_key_reach_the_queue_bound_so_as_in_celery(
         app, start_worker, producer_conf):
-    """By a call's options or a route's, without a queue: the one queue of task_queues
-    bound so (a topic binding by its pattern); where none or several are, refused."""
+    """A call's, a task's or a route's, without a queue: the one queue of task_queues bound
+    so (a topic binding by its pattern; the exchange "" by name); refused where that is
+    no queue or several, or where one of the two is given alone."""
     kombu = pytest.importorskip("kombu")
     producer_conf(task_queues=[kombu.Queue("celery"),
                                kombu.Queue("videos", kombu.Exchange("media"), routing_key="media.video"),
                                kombu.Queue("feeds", kombu.Exchange("t", type="topic"),
                                            routing_key="feed.#")],
-                  task_routes={"tests.tasks.route_exact": {"routing_key": "feed.import"}})
+                  task_routes={"tests.tasks.route_exact": {"exchange": "t", "routing_key": "feed.a"}})
     video = tasks.heavy_one.apply_async((1,), exchange="media", routing_key="media.video")
     feed = tasks.route_exact.delay("f")
     named = tasks.heavy_two.apply_async((2,), queue=kombu.Queue("videos"))  # by its name
-    assert [queue_of(app, r) for r in (video, feed, named)] == ["videos", "feeds", "videos"]
-    for unbound in ({"routing_key": "nowhere"}, {"exchange": "media", "routing_key": "feed.x"}):
-        with pytest.raises(ImproperlyConfigured, match="reach 0 queues of task_queues"):
+    own = tasks.to_videos.delay(3)  # its own exchange and routing key
+    by_name = tasks.heavy_two.apply_async((4,), exchange="", routing_key="feeds")
+    sent = [video, feed, named, own, by_name]
+    assert [queue_of(app, r) for r in sent] == ["videos", "feeds", "videos", "videos", "feeds"]
+    for unbound, error in (({"routing_key": "media.video"}, "route a task together"),
+                           ({"exchange": "media", "routing_key": 5}, "route a task together"),
+                           ({"exchange": "media", "routing_key": "feed.x"}, "reaches 0 queues"),
+                           ({"exchange": "t", "routing_key": "x"}, "reaches 0 queues")):
+        with pytest.raises(ImproperlyConfigured, match=error):
             tasks.heavy_one.apply_async((1,), **unbound)
     start_worker("-c", "1", "-Q", "videos,feeds")
-    assert [r.get(timeout=30) for r in (video, feed, named)] == [1, "f", 2]
+    assert [r.get(timeout=30) for r in sent] == [1, "f", 2, 3, 4]
 
 
 def test_only_a_route_with_a_star_is_a_glob_as_in_celery(app, producer_conf):

@@ -187,7 +187,8 @@ def test_options_are_taken_and_those_miniq_cannot_honour_refused_at_decoration(f
                ({"throws": ("KeyError",)}, "throws must hold exception classes"),
                ({"dont_autoretry_for": [1]}, "dont_autoretry_for must hold exception classes"),
                ({"pydantic": True}, "does not honour, for b: pydantic"),
-               ({"backend": "redis://", "filter": len}, "does not honour, for b: backend, filter")]
+               ({"backend": "redis://", "filter": len}, "does not honour, for b: backend, filter"),
+               ({"store_eager_result": True}, "store_eager_result is not supported")]
     for options, message in refused:
         with pytest.raises(TypeError, match=message):
             fresh_app.task(name="b", **options)(f)
