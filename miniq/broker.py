@@ -27,6 +27,7 @@ QUEUED, RUNNING, DONE, WAITING = 0, 1, 2, 3  # WAITING: a chord callback
 # task not started, and only due ones are QUEUED: no claim reads past what is not due.
 SCHEDULED = -2
 PROMOTE = SWEEP = 500  # rows a claim makes due, a sweep deletes: each holds the file for ms
+BY_SEQ = 500  # rows a statement names by seq: SQLite before 3.32 takes 999 parameters
 FINAL = ("SUCCESS", "FAILURE", "REVOKED")  # the states of a finished task that is not ignored
 # A saved GroupResult is a row whose id has this prefix and whose name is this: a task
 # row would need both (a task_id and a name chosen so, by hand) to be taken for it.
@@ -212,14 +213,18 @@ def _save_deleted_wal(conn, path):
 
 
 def _claimed(db, pick, args):
-    """Claim the rows pick selects (CLAIM's arguments, then pick's): their Messages by seq.
-    Text that is not UTF-8 cannot be read as it is: its row is claimed still, to fail
-    with that fault."""
+    """Claim the rows pick selects (CLAIM's arguments, then pick's): their Messages by seq,
+    claimed and read BY_SEQ rows a statement."""
     seqs = sorted(seq for seq, in db.execute(pick, args[4:]))
-    if not seqs:
-        return []
+    return [message for at in range(0, len(seqs), BY_SEQ)
+            for message in _claim_rows(db, args[:4], seqs[at:at + BY_SEQ])]
+
+
+def _claim_rows(db, args, seqs):
+    """Claim rows by seq with CLAIM's arguments. Text that is not UTF-8 cannot be read as
+    it is: its row is claimed still, to fail with that fault."""
     marks = ", ".join("?" * len(seqs))
-    db.execute(f"{CLAIM} IN ({marks})", (*args[:4], *seqs))
+    db.execute(f"{CLAIM} IN ({marks})", (*args, *seqs))
     try:
         return [_message(row) for row in db.execute(
             f"SELECT {CLAIM_COLUMNS} FROM task WHERE seq IN ({marks}) ORDER BY seq", seqs)]

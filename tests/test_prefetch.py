@@ -4,10 +4,12 @@ ends REVOKED at once when revoked, and goes back without a delivery at shutdown.
 import multiprocessing
 import os
 import signal
+import sqlite3
 import time
 
 import pytest
 
+from miniq import group
 from miniq.exceptions import ImproperlyConfigured, TaskRevokedError, WorkerLostError
 from miniq.broker import Message, Settle
 from miniq.result import exception_to_json
@@ -154,6 +156,15 @@ def test_the_command_line_refuses_a_prefetch_multiplier_of_none(broker_url):
     done = run_cli("-A", "tests.tasks", "worker", "--prefetch-multiplier", "0")
     assert done.returncode == 2
     assert "--prefetch-multiplier: must be a positive integer" in done.stderr
+
+
+@pytest.mark.skipif(not hasattr(sqlite3.Connection, "setlimit"), reason="Python 3.11+")
+def test_a_claim_of_more_rows_than_an_old_sqlite_takes_parameters_claims_them_all(app):
+    """SQLite before 3.32 takes 999 parameters a statement: a big claim still fits."""
+    app.broker.db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+    sent = group(tasks.add.s(n, n) for n in range(1200)).apply_async()
+    claimed = app.broker.claim("w", ["celery"], 1200, 60.0, start=1000)
+    assert len(claimed) == 1200 and {m.id for m in claimed} == {r.id for r in sent.results}
 
 
 def test_a_retried_task_leaves_its_retry_behind_as_it_starts_not_while_held_ahead(app):
