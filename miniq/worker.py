@@ -232,7 +232,7 @@ def _serve(app, conn, max_tasks, max_memory_kib, manager, hostname):
     parent, done, watch, me = os.getppid(), 0, select.poll(), os.getpid()
     orphaned, running = functools.partial(_orphaned, parent, manager), [None]
     _watch_manager(orphaned, running)
-    signal.signal(signal.SIGUSR1, functools.partial(_soft_signal, app, running))
+    soft = functools.partial(_soft_signal, app, running)
     watch.register(conn.fileno(), select.POLLIN)  # kept: conn.poll() builds one a call
     while True:
         if not watch.poll(ORPHAN_AFTER * 1000):
@@ -246,6 +246,7 @@ def _serve(app, conn, max_tasks, max_memory_kib, manager, hostname):
         if job is None:
             return
         message, soft_limit = Message._make(job[0]), job[1]
+        signal.signal(signal.SIGUSR1, soft)  # each task's: one task's own handler ends with it
         running[0] = message.id
         try:
             outcome = execute(app, message, soft_limit, hostname=hostname)
