@@ -78,17 +78,20 @@ class WorkerLostError(TaskError):
     """The child process running the task exited before it reported back."""
 
 
-class _Limit(MiniqError):
-    def __str__(self):  # as Celery's (billiard's): SoftTimeLimitExceeded(), TimeLimitExceeded(5,)
-        return f"{type(self).__name__}{self.args}"
+def _class_and_args(self):  # as billiard's: SoftTimeLimitExceeded(), TimeLimitExceeded(5,)
+    return f"{type(self).__name__}{self.args}"
 
 
-class SoftTimeLimitExceeded(_Limit):
+class SoftTimeLimitExceeded(MiniqError):
     """Raised inside a running task when its soft time limit passes."""
 
+    __str__ = _class_and_args
 
-class TimeLimitExceeded(_Limit):
+
+class TimeLimitExceeded(MiniqError):
     """The task passed its hard time limit and its child was killed."""
+
+    __str__ = _class_and_args
 
 
 class TaskPredicate(MiniqError):

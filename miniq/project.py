@@ -95,6 +95,8 @@ class Miniq(apps.Miniq):
         self.conf = Settings(self.conf, self)
         self.conf.given.update(given)
         self._settings = source
+        if source is not None:
+            object.__setattr__(self.conf, "source", (source, namespace))
         if not set_as_current:
             apps._default = previous
 
@@ -139,6 +141,7 @@ class Miniq(apps.Miniq):
         self._settings, self.namespace = obj, namespace or self.namespace
         settings = _settings(obj, self.namespace)  # as Celery's: under what code set
         dict.update(self.conf, {k: v for k, v in settings.items() if k not in self.conf.given})
+        object.__setattr__(self.conf, "source", (obj, self.namespace))
         self._annotate_all()
         return True
 
@@ -302,17 +305,37 @@ def _object(name):
 
 class Settings(apps.Conf):
     """``app.conf`` as Celery's: Celery 3's names (``CELERY_ALWAYS_EAGER``) set the
-    settings they stand for, and what code sets (the app's keywords, ``update()``, an
-    assignment) stays over what ``config_from_object`` reads."""
+    settings they stand for; what code sets (the app's keywords, ``update()``, an
+    assignment) stays over what ``config_from_object`` reads, and the object it read is
+    read again at each use (a test's ``override_settings`` holds); the environment's
+    ``CELERY_BROKER_URL`` and ``CELERY_RESULT_BACKEND`` stay over any other."""
+
+    source = None  # (object, namespace) config_from_object read
 
     def __init__(self, conf, app):
         super().__init__(conf)
         object.__setattr__(self, "given", set())  # the keys code set
         object.__setattr__(self, "app", weakref.ref(app))  # no cycle: an app ends with its uses
 
+    def __getitem__(self, key):
+        if self.source is not None and key not in self.given:
+            obj, namespace = self.source
+            name = f"{namespace}_{key.upper()}" if namespace else key
+            with contextlib.suppress(Exception):  # not there: what was read stands
+                return obj[name] if isinstance(obj, Mapping) else getattr(obj, name)
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
     def __setitem__(self, key, value):
         key = _new_name(key) or key
         self.given.add(key)
+        if key in URLS.values():  # as Celery's: the environment's, over what code sets
+            value = os.environ.get(f"CELERY_{key.upper()}") or value
         super().__setitem__(key, value)
         if key == "task_annotations" and self.app():  # as Celery's: they hold for the tasks
             self.app()._annotate_all()  # made before too

@@ -25,6 +25,7 @@ from .utils.json import dumps, loads
 EXCEPTION_STATES = frozenset({"FAILURE", "RETRY", "REVOKED"})
 UNKNOWN = (QUEUED, "PENDING", None, None, None, None)  # a task the database does not know (yet)
 WIRE_MODULE = "miniq.exceptions"  # the stored name of miniq's exceptions module
+_READERS = {}  # database path -> the app unpickled results of that file read through
 
 # True inside worker children: get() there could wait on a task that needs this very child.
 join_will_block = False
@@ -59,10 +60,25 @@ def _app(app):
     return app
 
 
+def _unpickled(cls, id, path, parent):
+    """A result read from the database at path: through the current app if that is its
+    database, else through an app made for that file (which leaves the current one be)."""
+    from . import app as apps  # app imports this module
+    app = apps._default
+    if app is None or app.broker.path != path:
+        app = _READERS.get(path)
+        if app is None:
+            current, app = apps._default, apps.Miniq(broker=f"sqlite:///{path}")
+            _READERS[path], apps._default = app, current
+    return cls(id, app=app, parent=parent)
+
+
 def _finished(row, tz=timezone.utc):
     """When a row's task finished, as an aware datetime; None until it is ready (as
     Celery's: not for a custom state, nor for a run that ended with Ignore)."""
-    return row[5] and row[1] in FINAL and datetime.fromtimestamp(row[5], tz) or None
+    if not (row[5] and row[1] in FINAL):
+        return None
+    return datetime.fromtimestamp(row[5], tz)
 
 
 def zone(name):
@@ -168,13 +184,14 @@ class AsyncResult:
     def __init__(self, id: str, backend=None, task_name=None, app=None, parent=None):
         if id is None:  # as Celery's: else a missing id would read PENDING for ever
             raise ValueError(f"AsyncResult requires valid id, not {type(id)}")
-        if backend is not None:
-            raise TypeError("miniq keeps results in its database file: no backend to give")
+        if backend is not None:  # Celery's second argument: an app goes by app=
+            raise TypeError("AsyncResult(id, backend): miniq has no result backend but its"
+                            " database file; give an app as app=")
         self.id, self.app = id, _app(app)
         self.parent = parent  # the AsyncResult of the previous step, in a chain
 
-    def __reduce__(self):  # as Celery's: unpickled, it reads through the current app
-        return type(self), (self.id, None, None, None, self.parent)
+    def __reduce__(self):  # as Celery's, which pickles its backend: where to read it
+        return _unpickled, (type(self), self.id, self.app.broker.path, self.parent)
 
     @property
     def task_id(self) -> str:

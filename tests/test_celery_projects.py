@@ -11,6 +11,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
+import types
 from datetime import datetime, timezone
 
 import pytest
@@ -582,6 +583,29 @@ def test_celery_broker_url_in_the_environment_is_the_broker(make_app, monkeypatc
     app = make_app()
     app.config_from_object({"broker_url": "sqlite:///other.db"})
     assert app.conf.broker_url == f"sqlite:///{tmp_path / 'env.db'}"
+    app.conf.update(broker_url="sqlite:///code.db")  # set by code later: the environment's
+    app.conf.broker_url = "sqlite:///code.db"
+    assert app.conf.broker_url == f"sqlite:///{tmp_path / 'env.db'}"
+
+
+def test_the_object_settings_came_from_is_read_again_at_each_use_as_celerys(make_app):
+    """A test's override_settings, or pytest-django's settings fixture, holds at once; what
+    code sets stays over it."""
+    source = types.SimpleNamespace(CELERY_TASK_ALWAYS_EAGER=False,
+                                   CELERY_TASK_DEFAULT_QUEUE="theirs")
+    app = make_app()
+    app.config_from_object(source, namespace="CELERY")
+    app.conf.task_default_queue = "mine"
+    source.CELERY_TASK_ALWAYS_EAGER = True
+    source.CELERY_TASK_EAGER_PROPAGATES = True  # one it did not have then
+    source.CELERY_TASK_DEFAULT_QUEUE = "theirs again"
+    assert (app.conf.task_always_eager, app.conf["task_eager_propagates"],
+            app.conf.get("task_default_queue")) == (True, True, "mine")
+
+    @app.task
+    def add(x, y):
+        return x + y
+    assert add.delay(2, 3).get() == 5  # eager: no worker
 
 
 def test_attributes_are_read_as_celery_reads_them(fresh_app):

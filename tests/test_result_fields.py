@@ -2,17 +2,23 @@
 AsyncResult's name, args, kwargs, retries, queue, worker, date_done, children and
 collect(); ResultSet and GroupResult, saved and restored, nested ones too; and
 allow_join_result inside a task. One worker serves the whole module."""
+import os
+import pickle
 import socket
+import subprocess
+import sys
 import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from miniq import chain, exceptions, group
+import miniq.app
+import miniq.project
+from miniq import Miniq, chain, exceptions, group
 from miniq.result import AsyncResult, GroupResult, ResultSet, allow_join_result
 from miniq.task import new_id
 from tests import tasks
-from tests.conftest import app_on, module_worker
+from tests.conftest import ROOT, app_on, module_worker
 
 T = 20  # seconds for any one result
 NODE = f"fields@{socket.gethostname()}"
@@ -68,6 +74,21 @@ def test_a_custom_state_has_no_date_done_as_celerys(app):
         result.get(timeout=0.2, on_message=seen.append)
     assert (result.state, result.info, result.date_done) == ("PROGRESS", {"step": 1}, None)
     assert [meta["date_done"] for meta in seen] == [None]
+
+
+def test_an_unpickled_result_reads_its_own_database(app, tmp_path, monkeypatch):
+    """As Celery's, which pickles its backend: where another app is current too, and in a
+    process that has no app (no database of its own is made there)."""
+    blob = pickle.dumps(tasks.add.delay(1, 2))  # queued: PENDING, its name kept
+    monkeypatch.setattr(miniq.app, "_default", None)
+    other = Miniq("other", broker=f"sqlite:///{tmp_path / 'other.db'}")  # the current app
+    miniq.project.APPS.discard(other)  # no later shared task is made on it
+    assert pickle.loads(blob).name == "tests.tasks.add"
+    read = subprocess.run([sys.executable, "-c", "import pickle, sys; print(pickle.loads("
+                           f"{blob!r}).name)"], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": ROOT}, timeout=60)
+    assert read.stdout.split() == ["tests.tasks.add"], read.stderr
+    assert not (tmp_path / "miniq.db").exists()
 
 
 def test_a_failure_stored_by_hand_without_an_exception_is_refused_when_read(app):
