@@ -104,7 +104,7 @@ HONOURED = (
      {"metavar": "NAME"},
      "the node name inspect and control replies give this worker and its tasks see as"
      " self.request.hostname (default celery@%%h); %%h, %%n and %%d expanded as by Celery"),
-    (["--logfile"],
+    (["-f", "--logfile"],
      {"metavar": "PATH"},
      "log to PATH instead of stderr (the children's stderr too); %%n, %%h, %%d and %%p"
      " expanded as by Celery, %%i and %%I as in the manager (0 and nothing): the children"

@@ -108,6 +108,15 @@ def check_settings(conf):
             f" worker_heartbeat ({conf.worker_heartbeat}): live workers would be taken for dead")
 
 
+def _sigterm_as():
+    """The signal SIGTERM acts as: REMAP_SIGTERM's (Celery's, as on Heroku: SIGQUIT, a cold
+    shutdown), else itself."""
+    name = os.environ.get("REMAP_SIGTERM")
+    if name and not isinstance(getattr(signal, name, None), signal.Signals):
+        raise ImproperlyConfigured(f"REMAP_SIGTERM={name!r} names no signal")
+    return getattr(signal, name) if name else signal.SIGTERM
+
+
 def _rss_kib():
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak // 1024 if sys.platform == "darwin" else peak
@@ -362,6 +371,7 @@ class Worker:
                  loglevel=None, beat=False, hostname=None):
         conf = self.conf = app.conf
         check_settings(conf)
+        self.sigterm_as = _sigterm_as()
         self.hostname = hostname  # the node name (-n): in replies to inspect(), to tasks
         self.app, self.app_path, self.loglevel = app, app_path, loglevel
         self.concurrency = concurrency or conf.worker_concurrency or os.cpu_count() or 1
@@ -452,6 +462,7 @@ class Worker:
         if signum in NOTED_SIGNALS:
             self.noted = signum
             return
+        signum = self.sigterm_as if signum == signal.SIGTERM else signum
         if self.warm and signum == signal.SIGINT or signum == signal.SIGQUIT:
             self.cold = True
         self.warm = True

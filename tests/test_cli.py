@@ -238,7 +238,7 @@ def test_a_tasks_log_lines_and_prints_go_to_the_log_file_as_celerys(app, tmp_pat
     """Its logger's lines name the task; print() and stderr are WARNING lines; the
     app's own logging setup gives way, as worker_hijack_root_logger says."""
     log = tmp_path / "w.log"
-    start_worker("-c", "1", "-l", "INFO", "--logfile", str(log), env={
+    start_worker("-c", "1", "-l", "INFO", "-f", str(log), env={  # -f: Celery's --logfile
         "MINIQ_TEST_CONF": json.dumps({"worker_task_log_format": "TASK %(task_name)s"
                                        "[%(task_id)s] %(levelname)s: %(message)s",
                                        "worker_log_format": "LOG %(levelname)s: %(message)s"})},

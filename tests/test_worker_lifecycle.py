@@ -105,11 +105,13 @@ def test_warm_shutdown_finishes_running_tasks_and_leaves_queued_ones(
     assert_nothing_left(worker, children)
 
 
-@pytest.mark.parametrize("signals, to_group", [(["SIGINT", "SIGINT"], True),
-                                                (["SIGTERM", "SIGINT"], False), (["SIGQUIT"], False)],
-                         ids=["ctrl-c-twice", "SIGTERM-then-SIGINT", "SIGQUIT"])
-def test_a_cold_shutdown_requeues_running_tasks(app, start_worker, tmp_path, signals, to_group):
-    worker = start_worker("-c", "2")
+@pytest.mark.parametrize("signals, to_group, env", [
+    (["SIGINT", "SIGINT"], True, {}), (["SIGTERM", "SIGINT"], False, {}), (["SIGQUIT"], False, {}),
+    (["SIGTERM"], False, {"REMAP_SIGTERM": "SIGQUIT"})],  # Celery's, as on Heroku
+    ids=["ctrl-c-twice", "SIGTERM-then-SIGINT", "SIGQUIT", "SIGTERM-remapped-to-SIGQUIT"])
+def test_a_cold_shutdown_requeues_running_tasks(app, start_worker, tmp_path, signals, to_group,
+                                                env):
+    worker = start_worker("-c", "2", env=env)
     children = worker.children()
     gate = tmp_path / "gate"
     running = start_gated(gate, 2)  # never released: only a cold shutdown ends them
