@@ -384,6 +384,8 @@ class Task:
             when = time.time() if eta is None else to_timestamp(eta)
         if not math.isfinite(when):  # as a call's own: else no row could store it
             raise ValueError(f"{self.name}: a retry's countdown and eta must be finite times")
+        if isinstance(eta, NUMBER):  # miniq's unix time: shown as the time it is, as Celery's
+            eta = datetime.fromtimestamp(eta, timezone.utc)
         retry = Retry(exc=exc, when=eta or countdown)
         retry.eta, retry.body = when, None
         if args is not None or kwargs is not None:
