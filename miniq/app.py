@@ -413,18 +413,21 @@ def _bindings(conf):
     """task_queues as Celery declares them: name -> (exchange, routing key, exchange type),
     Celery's defaults where a queue names none (a name alone is bound by itself)."""
     default = conf["task_default_queue"]
-    queues = conf.get("task_queues") or [default]
+    exchange0 = conf.get("task_default_exchange") or default
+    key0 = conf.get("task_default_routing_key") or default
+    kind0 = conf.get("task_default_exchange_type") or "direct"
+    queues = conf.get("task_queues")
+    if not queues:  # Celery's default queue
+        return {default: (exchange0, key0, kind0)}
     found = {}
     for queue in [queues] if isinstance(queues, str) else queues:
         exchange, name = getattr(queue, "exchange", None), getattr(queue, "name", queue)
         named = getattr(exchange, "name", exchange)
         if not isinstance(name, str) or named is not None and not isinstance(named, str):
             raise ImproperlyConfigured(f"task_queues: {queue!r} is not a queue")
-        found[name] = (named or conf.get("task_default_exchange") or default,
-                       name if queue is name else getattr(queue, "routing_key", None)
-                       or conf.get("task_default_routing_key") or default,
-                       getattr(exchange, "type", None) if named
-                       else conf.get("task_default_exchange_type") or "direct")
+        found[name] = (named or exchange0,
+                       name if queue is name else getattr(queue, "routing_key", None) or key0,
+                       getattr(exchange, "type", None) if named else kind0)
     return found
 
 

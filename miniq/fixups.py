@@ -8,6 +8,7 @@ import contextlib
 import functools
 import importlib.util
 import os
+import weakref
 
 from .task import Task
 
@@ -40,6 +41,24 @@ def setup_django() -> list:
     signals.task_prerun.connect(_close_stale)
     signals.task_postrun.connect(_close_stale)
     return [config.name for config in apps.get_app_configs()]
+
+
+def follow_settings(app, obj, namespace) -> None:
+    """Where obj is Django's settings, the app reads them again each time one under its
+    namespace changes, as a test's override_settings changes them: Celery reads Django's
+    settings at each use."""
+    from django.conf import settings
+    from django.core.signals import setting_changed
+    if obj is not settings or getattr(app, "_follows", False):
+        return
+    app._follows, made = True, weakref.ref(app)
+
+    def changed(setting, **_):
+        if made() is None:  # the app is gone
+            setting_changed.disconnect(changed)
+        elif setting.startswith(f"{namespace}_" if namespace else ""):
+            made().config_from_object(obj, namespace=namespace)
+    setting_changed.connect(changed, weak=False)
 
 
 def _close_stale(task=None, **_):

@@ -7,6 +7,7 @@ the core's app with these; the core never imports this module.
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import importlib
 import os
@@ -69,6 +70,7 @@ class Miniq(apps.Miniq):
 
     _discover = None  # [(packages, related_name)] given to autodiscover_tasks
     _settings = None  # what config_from_object read: INSTALLED_APPS, for autodiscovery
+    _read = {}  # the settings it found there
     namespace, strict_typing = None, True  # Celery's keywords, as its defaults: see __init__
     broker_class = RateBroker  # keeps rate limits across workers
 
@@ -95,8 +97,6 @@ class Miniq(apps.Miniq):
         self.conf = Settings(self.conf, self)
         self.conf.given.update(given)
         self._settings = source
-        if source is not None:
-            object.__setattr__(self.conf, "source", (source, namespace))
         if not set_as_current:
             apps._default = previous
 
@@ -138,10 +138,16 @@ class Miniq(apps.Miniq):
             if silent:
                 return False
             raise
-        self._settings, self.namespace = obj, namespace or self.namespace
+        again, self._settings = obj is self._settings, obj
+        self.namespace = namespace or self.namespace
         settings = _settings(obj, self.namespace)  # as Celery's: under what code set
+        for key in (self._read.keys() - settings.keys() - self.conf.given) if again else ():
+            dict.__setitem__(self.conf, key, copy.deepcopy(apps.DEFAULTS.get(key)))  # gone
+        self._read = settings
         dict.update(self.conf, {k: v for k, v in settings.items() if k not in self.conf.given})
-        object.__setattr__(self.conf, "source", (obj, self.namespace))
+        self._routes.clear()  # routes are read again from the settings as they are now
+        if fixups.django_project():  # as Celery's, which reads Django's settings at each use
+            fixups.follow_settings(self, obj, self.namespace)
         self._annotate_all()
         return True
 
@@ -306,30 +312,13 @@ def _object(name):
 class Settings(apps.Conf):
     """``app.conf`` as Celery's: Celery 3's names (``CELERY_ALWAYS_EAGER``) set the
     settings they stand for; what code sets (the app's keywords, ``update()``, an
-    assignment) stays over what ``config_from_object`` reads, and the object it read is
-    read again at each use (a test's ``override_settings`` holds); the environment's
+    assignment) stays over what ``config_from_object`` reads; the environment's
     ``CELERY_BROKER_URL`` and ``CELERY_RESULT_BACKEND`` stay over any other."""
-
-    source = None  # (object, namespace) config_from_object read
 
     def __init__(self, conf, app):
         super().__init__(conf)
         object.__setattr__(self, "given", set())  # the keys code set
         object.__setattr__(self, "app", weakref.ref(app))  # no cycle: an app ends with its uses
-
-    def __getitem__(self, key):
-        if self.source is not None and key not in self.given:
-            obj, namespace = self.source
-            name = f"{namespace}_{key.upper()}" if namespace else key
-            with contextlib.suppress(Exception):  # not there: what was read stands
-                return obj[name] if isinstance(obj, Mapping) else getattr(obj, name)
-        return super().__getitem__(key)
-
-    def get(self, key, default=None):
-        try:
-            return self[key]
-        except KeyError:
-            return default
 
     def __setitem__(self, key, value):
         key = _new_name(key) or key

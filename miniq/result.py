@@ -60,17 +60,26 @@ def _app(app):
     return app
 
 
-def _unpickled(cls, id, path, parent):
-    """A result read from the database at path: through the current app if that is its
-    database, else through an app made for that file (which leaves the current one be)."""
+def _unpickled(cls, id, where, parent):
+    """A result read where it was made: through the current app if it has the same broker
+    URL (a project moved keeps it), else through an app made for that database file
+    (which leaves the current one be), else through the current app."""
     from . import app as apps  # app imports this module
-    app = apps._default
-    if app is None or app.broker.path != path:
+    (url, path), app = where, apps._default
+    if path is not None and (app is None or app.conf.broker_url != url):
         app = _READERS.get(path)
         if app is None:
             current, app = apps._default, apps.Miniq(broker=f"sqlite:///{path}")
             _READERS[path], apps._default = app, current
     return cls(id, app=app, parent=parent)
+
+
+def _where(app):
+    """(broker URL, database path) of an app: None for a URL that is no file's."""
+    try:
+        return app.conf.broker_url, app.broker.path
+    except exceptions.ImproperlyConfigured:  # memory:// in an eager test, say
+        return app.conf.broker_url, None
 
 
 def _finished(row, tz=timezone.utc):
@@ -191,7 +200,7 @@ class AsyncResult:
         self.parent = parent  # the AsyncResult of the previous step, in a chain
 
     def __reduce__(self):  # as Celery's, which pickles its backend: where to read it
-        return _unpickled, (type(self), self.id, self.app.broker.path, self.parent)
+        return _unpickled, (type(self), self.id, _where(self.app), self.parent)
 
     @property
     def task_id(self) -> str:

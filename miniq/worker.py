@@ -109,12 +109,12 @@ def check_settings(conf):
 
 
 def _sigterm_as():
-    """The signal SIGTERM acts as: REMAP_SIGTERM's (Celery's, as on Heroku: SIGQUIT, a cold
-    shutdown), else itself."""
+    """The signal SIGTERM acts as: SIGQUIT (a cold shutdown) with Celery's
+    REMAP_SIGTERM=SIGQUIT, as on Heroku; else itself."""
     name = os.environ.get("REMAP_SIGTERM")
-    if name and not isinstance(getattr(signal, name, None), signal.Signals):
-        raise ImproperlyConfigured(f"REMAP_SIGTERM={name!r} names no signal")
-    return getattr(signal, name) if name else signal.SIGTERM
+    if name not in (None, "", "SIGQUIT"):
+        raise ImproperlyConfigured(f"REMAP_SIGTERM={name!r}: miniq takes SIGQUIT only")
+    return signal.SIGQUIT if name else signal.SIGTERM
 
 
 def _rss_kib():
@@ -242,6 +242,7 @@ def _serve(app, conn, max_tasks, max_memory_kib, manager, hostname):
     orphaned, running = functools.partial(_orphaned, parent, manager), [None]
     _watch_manager(orphaned, running)
     soft = functools.partial(_soft_signal, app, running)
+    signal.signal(signal.SIGUSR1, soft)  # from the start: a terminate may come with the job
     watch.register(conn.fileno(), select.POLLIN)  # kept: conn.poll() builds one a call
     while True:
         if not watch.poll(ORPHAN_AFTER * 1000):

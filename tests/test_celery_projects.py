@@ -588,24 +588,42 @@ def test_celery_broker_url_in_the_environment_is_the_broker(make_app, monkeypatc
     assert app.conf.broker_url == f"sqlite:///{tmp_path / 'env.db'}"
 
 
-def test_the_object_settings_came_from_is_read_again_at_each_use_as_celerys(make_app):
-    """A test's override_settings, or pytest-django's settings fixture, holds at once; what
-    code sets stays over it."""
-    source = types.SimpleNamespace(CELERY_TASK_ALWAYS_EAGER=False,
-                                   CELERY_TASK_DEFAULT_QUEUE="theirs")
-    app = make_app()
-    app.config_from_object(source, namespace="CELERY")
-    app.conf.task_default_queue = "mine"
-    source.CELERY_TASK_ALWAYS_EAGER = True
-    source.CELERY_TASK_EAGER_PROPAGATES = True  # one it did not have then
-    source.CELERY_TASK_DEFAULT_QUEUE = "theirs again"
-    assert (app.conf.task_always_eager, app.conf["task_eager_propagates"],
-            app.conf.get("task_default_queue")) == (True, True, "mine")
+@pytest.mark.parametrize("impl", ["miniq", "celery"])
+def test_djangos_override_settings_holds_as_celerys(impl, tmp_path):
+    """A test's override_settings (pytest-django's settings fixture too) holds at once, and
+    ends with its block; what code set stays over it."""
+    pytest.importorskip(impl)
+    pytest.importorskip("django")
+    write(tmp_path, {"djsettings.py": f"""
+        SECRET_KEY, INSTALLED_APPS = "x", []
+        CELERY_BROKER_URL = {"'memory://'" if impl == "celery" else f"'sqlite:///{tmp_path}/d.db'"}
+        CELERY_TASK_DEFAULT_QUEUE = "theirs"
+        """})
+    script = f"""
+        import django
+        django.setup()
+        from django.test import override_settings
+        from {impl} import Celery
+        app = Celery("dj")
+        app.config_from_object("django.conf:settings", namespace="CELERY")
+        app.conf.task_default_queue = "mine"
 
-    @app.task
-    def add(x, y):
-        return x + y
-    assert add.delay(2, 3).get() == 5  # eager: no worker
+        @app.task
+        def add(x, y):
+            return x + y
+
+        seen = [app.conf.task_always_eager]
+        with override_settings(CELERY_TASK_ALWAYS_EAGER=True, CELERY_TASK_DEFAULT_QUEUE="x"):
+            seen += [app.conf.task_always_eager, type(add.delay(1, 2)).__name__,
+                     app.conf.task_default_queue]
+        print(seen + [app.conf.task_always_eager])
+        """
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="djsettings",
+               PYTHONPATH=os.pathsep.join([str(tmp_path), ROOT]))
+    env.pop("CELERY_BROKER_URL", None)
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.stdout.split("\n")[0] == "[False, True, 'EagerResult', 'mine', False]", done.stderr
 
 
 def test_attributes_are_read_as_celery_reads_them(fresh_app):

@@ -10,7 +10,7 @@ import pytest
 
 from miniq.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from tests import tasks
-from tests.conftest import ROOT, wait_for
+from tests.conftest import ROOT, run_cli, wait_for
 
 SIGNALS = {"SIGTERM": signal.SIGTERM, "SIGINT": signal.SIGINT}
 
@@ -124,6 +124,12 @@ def test_a_cold_shutdown_requeues_running_tasks(app, start_worker, tmp_path, sig
     gate.touch()
     start_worker("-c", "2")
     assert [r.get(timeout=30) for r in running] == [0, 1]
+
+
+def test_a_remap_sigterm_other_than_sigquit_is_refused_at_start(broker_url):
+    done = run_cli("-A", "tests.tasks", "worker", "-c", "1", env={
+        "MINIQ_BROKER_URL": broker_url, "REMAP_SIGTERM": "SIGINT"})
+    assert done.returncode != 0 and "REMAP_SIGTERM='SIGINT': miniq takes SIGQUIT only" in done.stderr
 
 
 # 10. start methods ----------------------------------------------------------------------------
