@@ -241,8 +241,8 @@ def _serve(app, conn, max_tasks, max_memory_kib, manager, hostname):
     parent, done, watch, me = os.getppid(), 0, select.poll(), os.getpid()
     orphaned, running = functools.partial(_orphaned, parent, manager), [None]
     _watch_manager(orphaned, running)
-    soft = functools.partial(_soft_signal, app, running)
-    signal.signal(signal.SIGUSR1, soft)  # from the start: a terminate may come with the job
+    # As billiard's children: set once (a task that sets its own leaves it, as there)
+    signal.signal(signal.SIGUSR1, functools.partial(_soft_signal, app, running))
     watch.register(conn.fileno(), select.POLLIN)  # kept: conn.poll() builds one a call
     while True:
         if not watch.poll(ORPHAN_AFTER * 1000):
@@ -256,7 +256,6 @@ def _serve(app, conn, max_tasks, max_memory_kib, manager, hostname):
         if job is None:
             return
         message, soft_limit = Message._make(job[0]), job[1]
-        signal.signal(signal.SIGUSR1, soft)  # each task's: one task's own handler ends with it
         running[0] = message.id
         try:
             outcome = execute(app, message, soft_limit, hostname=hostname)

@@ -205,22 +205,6 @@ def test_a_terminate_a_task_shrugs_off_can_be_followed_by_another(app, start_wor
         running.get(timeout=20)
 
 
-def test_sigusr1_is_a_soft_time_limit_in_each_task_whatever_the_one_before_did(
-        app, start_worker, tmp_path):
-    """As in Celery's children: a terminate with SIGUSR1 raises SoftTimeLimitExceeded in
-    the task, also after a task in the same child set a handler of its own."""
-    start_worker("-c", "1")
-    first = tasks.shrugs_off_usr1.delay(str(tmp_path / "first"), 0.1)
-    assert first.get(timeout=20) == "ran to the end"
-    gate = tmp_path / "gate"
-    running = tasks.wait_for_gate.delay(str(gate), "second")
-    wait_for((tmp_path / "gate.running.second").exists, timeout=30, message="the task running")
-    running.revoke(terminate=True, signal="SIGUSR1")
-    with pytest.raises(exceptions.SoftTimeLimitExceeded):
-        running.get(timeout=20)
-    assert not (tmp_path / "first.usr1").exists()
-
-
 def test_revoked_queued_tasks_never_run(app, start_worker, tmp_path):
     start_worker("-c", "1")
     gate, record = tmp_path / "gate", tmp_path / "runs"
