@@ -35,7 +35,7 @@ def main() -> int:
         try:
             proj.stubborn.delay(10).get(timeout=30)
         except TimeLimitExceeded as exc:
-            print(f"  stubborn.delay(10) -> TimeLimitExceeded: {exc}")
+            print(f"  stubborn.delay(10) -> {exc}")
         print(f"  add.delay(1, 2) after the kill = {proj.add.delay(1, 2).get(timeout=30)}")
     finally:
         worker.send_signal(signal.SIGTERM)  # warm shutdown: finish running tasks, exit 0
