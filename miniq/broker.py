@@ -449,11 +449,11 @@ class Broker:
 
     @_translated
     def state(self, task_id):
-        """(status, state, result, traceback, name, finished) of one task, or None if unknown.
-        A task held ahead has not begun: its status reads as queued."""
+        """(status, state, result, traceback, name, finished, worker) of one task, or None if
+        unknown. A task held ahead has not begun: its status reads as queued."""
         return self._row("SELECT CASE WHEN status = 1 AND started IS NULL THEN 0 ELSE status END,"
-                         " state, result, traceback, name, finished FROM task WHERE id = ?",
-                         (task_id,))
+                         " state, result, traceback, name, finished, worker FROM task"
+                         " WHERE id = ?", (task_id,))
 
     @_translated
     def extended(self, task_id):

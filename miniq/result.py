@@ -23,7 +23,7 @@ from .broker import DONE, FINAL, QUEUED, RUNNING
 from .utils.json import dumps, loads
 
 EXCEPTION_STATES = frozenset({"FAILURE", "RETRY", "REVOKED"})
-UNKNOWN = (QUEUED, "PENDING", None, None, None, None)  # a task the database does not know (yet)
+UNKNOWN = (QUEUED, "PENDING", None, None, None, None, None)  # a task the database lacks (yet)
 WIRE_MODULE = "miniq.exceptions"  # the stored name of miniq's exceptions module
 _READERS = {}  # database path -> the app unpickled results of that file read through
 
@@ -174,8 +174,10 @@ def _remote_class(module, name):
 
 def _value(row):
     """The value, the exception, or the meta a row holds."""
-    if row[2] is None:
-        return None
+    if row[2] is None:  # a running task's, as Celery's STARTED meta (its pid unknown here)
+        started = row[1] == "STARTED" and row[0] == RUNNING
+        return {"pid": None, "hostname": (row[6] or "").partition(" ")[2] or None} if started \
+            else None
     data = loads(row[2])
     if row[1] in EXCEPTION_STATES and row[0] != RUNNING:
         if not (isinstance(data, dict) and "exc_type" in data):  # stored so by hand
@@ -207,7 +209,8 @@ class AsyncResult:
         return self.id
 
     def _row(self):
-        """(status, state, result, traceback, name, finished), as broker.state() reads them."""
+        """(status, state, result, traceback, name, finished, worker), as broker.state() reads
+        them."""
         if self._done:
             return self._done
         row = self.app.broker.state(self.id)
@@ -407,7 +410,7 @@ class EagerResult(AsyncResult):
     def __init__(self, id: str, state: str, value: Any, traceback: str | None = None, app=None,
                  name: str | None = None):
         super().__init__(id, app=app)
-        self._done = (DONE, state, None, traceback, name, None)  # _row() never reads the database
+        self._done = (DONE, state, None, traceback, name, None, None)  # never read from the file
         self._value = value
 
     def __reduce__(self):

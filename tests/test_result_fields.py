@@ -18,7 +18,7 @@ from miniq import Miniq, chain, exceptions, group
 from miniq.result import AsyncResult, GroupResult, ResultSet, allow_join_result
 from miniq.task import new_id
 from tests import tasks
-from tests.conftest import ROOT, app_on, module_worker
+from tests.conftest import ROOT, app_on, module_worker, wait_for
 
 T = 20  # seconds for any one result
 NODE = f"fields@{socket.gethostname()}"
@@ -63,6 +63,17 @@ def test_an_unknown_task_has_none_for_every_field(app):
     fields = (result.name, result.args, result.kwargs, result.retries, result.queue,
               result.worker, result.date_done, result.children)
     assert fields == (None,) * 8
+
+
+def test_a_running_tasks_info_is_celerys_started_meta(app, tmp_path):
+    """As Celery's with track_started: a dict, so that a view's ``info.get(...)`` works;
+    the child's pid is not kept."""
+    gate = tmp_path / "gate"
+    running = tasks.wait_for_gate.delay(str(gate), "info")
+    wait_for((tmp_path / "gate.running.info").exists, timeout=T, message="the task running")
+    assert (running.state, running.info) == ("STARTED", {"pid": None, "hostname": NODE})
+    gate.touch()
+    assert running.get(timeout=T) == "info" and running.info == "info"
 
 
 def test_a_custom_state_has_no_date_done_as_celerys(app):

@@ -340,7 +340,8 @@ def retry_in_2s(self):
     if not self.request.retries:
         an_hour = datetime.now(timezone.utc) + timedelta(hours=1)
         raise self.retry(exc=KeyError("first"), countdown=2, eta=an_hour)
-    return ["again", type(self.AsyncResult(self.request.id).info).__name__ != "dict"]
+    info = self.AsyncResult(self.request.id).info
+    return ["again", not (isinstance(info, dict) and "exc_type" in info)]
 
 
 # Canvas (issue 12): the tasks of Celery's canvas guide. maybe_signature and
