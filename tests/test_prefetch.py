@@ -174,11 +174,12 @@ def test_a_retried_task_leaves_its_retry_behind_as_it_starts_not_while_held_ahea
     for result in now:
         app.broker.db.execute("UPDATE task SET state = 'RETRY', result = ?, traceback = 'tb'"
                               " WHERE id = ?", (exception_to_json(KeyError("k")), result.id))
-    begun, held = app.broker.claim("w", ["celery"], 2, 60.0, start=1)
-    assert (now[0].state, now[0].info, now[0].traceback) == ("STARTED", None, None)
+    begun, held = app.broker.claim("w1 n@h", ["celery"], 2, 60.0, start=1)
+    meta = {"pid": None, "hostname": "n@h"}  # Celery's STARTED meta: the retry's is gone
+    assert (now[0].state, now[0].info, now[0].traceback) == ("STARTED", meta, None)
     assert (now[1].state, repr(now[1].info), now[1].traceback) == ("RETRY", "KeyError('k')", "tb")
-    app.broker.settle("w", [Settle(held.id, held.attempts, "STARTED", eta=time.time())])
-    assert (now[1].state, now[1].info, now[1].traceback) == ("STARTED", None, None)
+    app.broker.settle("w1 n@h", [Settle(held.id, held.attempts, "STARTED", eta=time.time())])
+    assert (now[1].state, now[1].info, now[1].traceback) == ("STARTED", meta, None)
 
 
 def test_the_tasks_claimed_to_start_now_are_the_first_given_out(app):
