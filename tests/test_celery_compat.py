@@ -409,30 +409,11 @@ def task_signals_run_around_each_run(c, get):
     return wait_for_lines(ok, 3), wait_for_lines(bad, 3)
 
 
-def terminate_with_a_signal_the_task_handles(c, get):
-    """task_revoked at once; then, once it ends, the task's own outcome, as it lives on
-    after the signal (Celery stores REVOKED meanwhile: miniq's README says so)."""
-    folder, out = tempfile.mkdtemp(), []
-    for fail in (False, True):
-        ready, log = os.path.join(folder, f"ready-{fail}"), os.path.join(folder, f"log-{fail}")
-        result = c.until_usr1.delay(ready=ready, fail=fail, signal_log=log)
-        deadline = time.monotonic() + T
-        while not os.path.exists(ready):
-            if time.monotonic() > deadline:
-                raise NoAnswer(f"the task did not start in {T} s")
-            time.sleep(0.02)
-        result.revoke(terminate=True, signal="SIGUSR1")
-        lines = wait_for_lines(log, 4)  # postrun: the outcome is stored
-        result = c.app.AsyncResult(result.id)
-        out.append((raised(lambda: get(result)), result.state, lines))
-    return out
-
-
-def a_sigusr1_is_a_soft_time_limit_in_the_task(c, get):
-    """revoke(terminate=True, signal="SIGUSR1"): the task may clean up and end its way."""
-    folder = tempfile.mkdtemp()
-    ready, log = os.path.join(folder, "ready"), os.path.join(folder, "log")
-    result = c.until_soft_limit.delay(ready=ready, signal_log=log)
+def _terminated_with_usr1(c, get, task, folder, name, **kwargs):
+    """Send task, wait until it runs, revoke it with terminate and SIGUSR1; then, once its
+    postrun is logged (its outcome stored): (what get gives, its state, the signal log)."""
+    ready, log = os.path.join(folder, f"ready-{name}"), os.path.join(folder, f"log-{name}")
+    result = task.delay(ready=ready, signal_log=log, **kwargs)
     deadline = time.monotonic() + T
     while not os.path.exists(ready):
         if time.monotonic() > deadline:
@@ -442,6 +423,19 @@ def a_sigusr1_is_a_soft_time_limit_in_the_task(c, get):
     lines = wait_for_lines(log, 4)
     result = c.app.AsyncResult(result.id)
     return raised(lambda: get(result)), result.state, lines
+
+
+def terminate_with_a_signal_the_task_handles(c, get):
+    """task_revoked at once; then, once it ends, the task's own outcome, as it lives on
+    after the signal (Celery stores REVOKED meanwhile: miniq's README says so)."""
+    folder = tempfile.mkdtemp()
+    return [_terminated_with_usr1(c, get, c.until_usr1, folder, str(fail), fail=fail)
+            for fail in (False, True)]
+
+
+def a_sigusr1_is_a_soft_time_limit_in_the_task(c, get):
+    """revoke(terminate=True, signal="SIGUSR1"): the task may clean up and end its way."""
+    return _terminated_with_usr1(c, get, c.until_soft_limit, tempfile.mkdtemp(), "soft")
 
 
 def request_fields_of_a_plain_call(c, get):
