@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 from .broker import NUMBER, Message, printable
 from .exceptions import (ChordError, Ignore, ImproperlyConfigured, InvalidTaskError,
                          MaxRetriesExceededError, NotRegistered, OperationalError, Reject,
-                         Retry, SoftTimeLimitExceeded)
+                         Retry, SoftTimeLimitExceeded, TimeLimitExceeded)
 from .canvas import Signature, _mapped, chunks
 from .result import EagerResult, exception_from_json, exception_to_json, new_id
 from .utils.json import dumps, loads
@@ -493,6 +493,35 @@ def execute(app, message, soft_limit=None, eager=False, hostname=None):
     finally:
         task.pop_request()
         _running.request, _running.task = parent
+
+
+def timed_out(app, message, limit, hostname=None):
+    """Celery's hooks for a run that its hard time limit ended (its child was killed):
+    on_failure, then after_return, as Celery's main process calls them. Its outcome is
+    stored already, and task_failure sent."""
+    task = app.tasks.get(message.name)
+    try:
+        args, kwargs = loads(message.body)
+        raise TimeLimitExceeded(limit)
+    except TimeLimitExceeded as exc:
+        outcome = failed(exc)
+    except (ValueError, TypeError):  # it could not have run
+        return Outcome(None, None)
+    if task is None:
+        return outcome
+    call = (message.id, args, kwargs)
+    task.push_request(_request(task, message, args, kwargs, False, hostname))
+    try:
+        for hook, *hook_args in ((task.on_failure, outcome.exc, *call,
+                                  ExceptionInfo(outcome.exc, outcome.traceback)),
+                                 (task.after_return, "FAILURE", outcome.exc, *call, None)):
+            try:
+                hook(*hook_args)
+            except Exception:  # noqa: BLE001 - as any hook's: logged
+                log.exception("%s of %s[%s] raised", hook.__name__, task.name, message.id)
+    finally:
+        task.pop_request()
+    return outcome
 
 
 def _flows(request):

@@ -40,7 +40,7 @@ from .exceptions import (ImproperlyConfigured, InvalidTaskError, MiniqError, Ope
                          SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded,
                          WorkerLostError)
 from .result import exception_text, exception_to_json
-from .task import Outcome, emit, execute, failed
+from .task import Outcome, emit, execute, failed, timed_out
 from .utils.log import log_as_celery
 from .wake import drain, machine_id, pid_alive
 
@@ -258,7 +258,8 @@ def _serve(app, conn, max_tasks, max_memory_kib, manager, hostname):
         message, soft_limit = Message._make(job[0]), job[1]
         running[0] = message.id
         try:
-            outcome = execute(app, message, soft_limit, hostname=hostname)
+            outcome = (execute(app, message, soft_limit, hostname=hostname) if len(job) < 3
+                       else timed_out(app, message, job[2], hostname))
         except (SystemExit, KeyboardInterrupt):  # as Celery's: the child ends, the task is lost
             raise
         except BaseException as exc:  # noqa: BLE001 - as Celery's: a failure, and no hook ran
@@ -338,6 +339,7 @@ class Child:
     revoked = None  # the TaskRevokedError of a terminate whose signal it may handle
     retiring = False
     late = False  # its message's acks_late: unacknowledged until it ends
+    hooks = False  # it runs the failure hooks of a run a hard limit ended, not a run
 
     def __init__(self, process, conn):
         self.process, self.conn = process, conn
@@ -404,6 +406,7 @@ class Worker:
         self.settings = {}  # (task name, option) → its value: see _setting
         self.poller, self.watched = select.poll(), {}  # fd → (what to read, its child)
         self.outcomes = []  # Settle records for the next transaction
+        self.timed_out = collections.deque()  # (Message, limit): hooks for a child to run
         if beat:
             from .beat import Beat
             self.beat = Beat(app)
@@ -516,6 +519,7 @@ class Worker:
             if child.message:
                 child.process.kill()
                 child.process.join(5)
+            if child.message and not child.hooks:
                 log.warning("cold shutdown: task %s put back in the queue", child.message)
                 self._put_back(child.message)
         for child in self.children:
@@ -543,6 +547,9 @@ class Worker:
                 log.warning("%s ignored: a worker stops on SIGTERM (warm) or SIGQUIT (cold)",
                             SIGNAL_NAMES.get(self.noted, f"signal {self.noted}"))
                 self.noted = None
+            if self.timed_out:  # before any task: Celery calls them as the limit strikes
+                for child in [c for c in self.children if not c.message][:len(self.timed_out)]:
+                    self._after_limit(child, *self.timed_out.popleft())
             busy = [c for c in self.children if c.message]
             if self.warm and not busy:
                 break
@@ -746,6 +753,17 @@ class Worker:
             child.killed_for = ("PENDING", None)
             self._kill(child)
 
+    def _after_limit(self, child, message, limit):
+        """Have a child call the failure hooks of a run whose hard limit ended it, as
+        Celery's main process does; within the same limit, as its hooks are the task's."""
+        child.message, child.hooks, child.late = message, True, False
+        child.started = time.monotonic()
+        child.deadline, child.hard = child.started + limit, limit
+        try:
+            _put(child.conn, (tuple(message), None, limit))
+        except OSError:  # it died: its sentinel will say so
+            pass
+
     def _limit(self, message, key):
         """A time limit in seconds, as given: the call's option over the task's over
         app.conf. One that is not a number is a TypeError or ValueError."""
@@ -808,7 +826,11 @@ class Worker:
                 f"its child's reply to the worker was unreadable ({type(exc).__name__})"))
             child.process.kill()  # reaped by its sentinel, as any death
             return False
-        self._finish(child, outcome)
+        if child.hooks:
+            child.message = child.deadline = child.killed_for = None
+            child.hooks = False
+        else:
+            self._finish(child, outcome)
         self.idle_deaths = 0
         if retire:
             child.retiring = True
@@ -946,6 +968,10 @@ class Worker:
 
     def _lost(self, child):
         message, child.message = child.message, None
+        if child.hooks:  # its outcome is stored already
+            log.error("Task %s: its failure hooks did not end (exitcode %s)", message,
+                      child.process.exitcode)
+            return
         if child.killed_for:
             state, exc = child.killed_for
         elif child.revoked and child.process.exitcode == -child.revoked.signum:
@@ -961,6 +987,8 @@ class Worker:
         if state == "PENDING" and exc and message.attempts >= self.conf.task_max_deliveries:
             state = "FAILURE"  # delivered too often: the last reason it was put back is final
         log.error("Task %s %s: %s", message, "requeued" if state == "PENDING" else state, exc)
+        if state == "FAILURE" and isinstance(exc, TimeLimitExceeded):
+            self.timed_out.append((message, child.hard))
         if state == "PENDING":
             self._put_back(message)
         else:
@@ -971,7 +999,7 @@ class Worker:
         for child in list(self.children):
             if child.deadline is None or now < child.deadline:
                 continue
-            if not child.killed_for:  # else it was revoked and ignored the signal
+            if not (child.killed_for or child.hooks):  # else revoked, and it ignored that
                 message = child.message
                 # as Celery: acks_late without acks_on_failure_or_timeout puts it back
                 back = self._setting(message, "acks_late") and not self._setting(
@@ -1017,7 +1045,8 @@ class Worker:
     def _terminate(self, task_id, signum):
         signum = _signal(signum)
         for child in self.children:
-            if child.message and child.message.id == task_id and not child.killed_for and (
+            if child.message and child.message.id == task_id and not (
+                    child.killed_for or child.hooks) and (
                     getattr(child.revoked, "signum", None) != signum):
                 error = TaskRevokedError("terminated")  # sent once a signal: another, again
                 error.signum = signum  # for the task_revoked signal

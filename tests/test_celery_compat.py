@@ -351,6 +351,14 @@ def hooks_of_a_base_class_run_around_each_run(c, get):
     return wait_for_lines(ok, 3), wait_for_lines(bad, 3), wait_for_lines(again, 5)
 
 
+def a_hard_time_limit_calls_the_failure_hooks(c, get):
+    path = os.path.join(tempfile.mkdtemp(), "hung")
+    with pytest.raises(c.TimeLimitExceeded):
+        get(c.noted.apply_async((path, "hang"), time_limit=1))
+    lines = wait_for_lines(path, 3)
+    return lines, get(c.noted.delay(path + "2", False))  # and the worker goes on
+
+
 def the_current_task_and_uuid(c, get):
     utils = importlib.import_module(c.impl.__name__ + ".utils")
     ids = c.impl.uuid(), utils.uuid()
@@ -953,6 +961,9 @@ SCENARIOS = [
         ["before_start", "on_failure CompatError as planned True", "after_return FAILURE"],
         ["before_start", "on_retry KeyError('again')",  # as Celery: no after_return
          "before_start", "on_success fine", "after_return SUCCESS"])),
+    (a_hard_time_limit_calls_the_failure_hooks, (
+        ["before_start", "on_failure TimeLimitExceeded TimeLimitExceeded(1,) True",
+         "after_return FAILURE"], "fine")),
     (the_current_task_and_uuid, ([True, True, True, True], False, [True, True],
                                  f"{MODULE}.current_name", f"{MODULE}.current_name")),
     (a_missing_argument_fails_at_the_call, "raised TypeError"),

@@ -5,7 +5,9 @@ import pytest
 
 import miniq.app
 from miniq import Miniq, Task
+from miniq.exceptions import TimeLimitExceeded
 from tests import tasks
+from tests.conftest import wait_for
 
 
 def notes(path):
@@ -32,6 +34,24 @@ def test_a_hook_that_raises_is_logged_and_the_outcome_stands(app, start_worker, 
     assert tasks.hooked.delay(str(path), "broken hook").get(timeout=20) == "broken hook"
     assert "a bug in after_return" in worker.output()
     assert tasks.add.delay(1, 1).get(timeout=20) == 2
+
+
+def test_hooks_after_a_hard_time_limit_run_in_a_child_within_the_limit(app, start_worker,
+                                                                      tmp_path):
+    """As Celery's: on_failure and after_return, here in a fresh child, not the manager,
+    and under the same limit: hooks that hang are killed, and the worker goes on."""
+    worker = start_worker("-c", "1")
+    hung, hooks_hung = tmp_path / "hung", tmp_path / "hooks hung"
+    with pytest.raises(TimeLimitExceeded):
+        tasks.hooked.apply_async((str(hung), "hang"), time_limit=1).get(timeout=20)
+    with pytest.raises(TimeLimitExceeded):
+        tasks.hooked.apply_async((str(hooks_hung), "hang, hooks too"), time_limit=1).get(
+            timeout=20)
+    assert tasks.add.delay(1, 1).get(timeout=20) == 2
+    wait_for(lambda: "its failure hooks did not end" in worker.output())
+    failure = "on_failure TimeLimitExceeded(1) TimeLimitExceeded True"
+    assert notes(hung) == ["before_start True", failure, "after_return FAILURE TimeLimitExceeded(1)"]
+    assert notes(hooks_hung) == ["before_start True", failure]
 
 
 def test_an_overridden_call_runs_in_the_worker_as_in_celery(app, start_worker):

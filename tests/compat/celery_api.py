@@ -180,6 +180,8 @@ def noted(self, path, fail):
         raise self.retry(exc=KeyError("again"), countdown=0.5)
     if fail is True:
         raise CompatError("as planned")
+    if fail == "hang":  # sent with a hard time limit
+        time.sleep(10)
     return "fine"
 
 
