@@ -258,7 +258,8 @@ class Miniq(apps.Miniq):
                           name: str = None, **options: Any) -> str:
         """Run ``sig`` every ``schedule`` (seconds, a timedelta or a crontab): an entry
         of ``conf.beat_schedule`` named ``name``."""
-        sig = sig.clone(args, dict(kwargs))  # as Celery's: args first, unless immutable
+        sig = (sig.clone(args, dict(kwargs)) if isinstance(sig, canvas.Signature)  # as Celery's:
+               else self.signature(sig.name, args, dict(kwargs)))  # a task's name, or args first
         key = name or repr(sig)
         self.conf.beat_schedule[key] = {"task": sig["task"], "schedule": schedule,
                                         "args": sig["args"], "kwargs": sig["kwargs"],
