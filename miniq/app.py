@@ -71,6 +71,7 @@ DEFAULTS: dict[str, Any] = {
     "sqlite_synchronous": "NORMAL",    # miniq: FULL also survives power loss
     "timezone": "UTC",
     "beat_schedule": {},
+    "beat_cron_starting_deadline": None,  # as Celery: seconds a missed crontab run may be late
 }
 
 _default = None  # the most recently created app

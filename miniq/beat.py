@@ -7,7 +7,7 @@ from typing import Callable
 
 from .exceptions import ImproperlyConfigured, MiniqError
 from .result import zone
-from .schedules import maybe_schedule
+from .schedules import crontab, maybe_schedule
 
 log = logging.getLogger("miniq.beat")
 # relative: miniq's intervals always run at multiples of themselves (see schedules)
@@ -25,6 +25,7 @@ class Beat:
         self.clock = clock
         self.sleep = sleep
         self.tz = zone(app.conf.timezone)
+        self.deadline = app.conf.get("beat_cron_starting_deadline")  # as Celery's: crontabs only
         configured = app.conf.beat_schedule or {}
         if not isinstance(configured, dict):
             raise ImproperlyConfigured("beat_schedule must be a dict of entries by name,"
@@ -55,8 +56,15 @@ class Beat:
         return checked
 
     def _row(self, entry):
-        return self.app.message_row(entry["task"], entry.get("args", ()),
-                                    entry.get("kwargs"), **(entry.get("options") or {}))
+        options = dict(entry.get("options") or {})  # as Celery 5.7's beat marks its runs
+        options["headers"] = {**(options.get("headers") or {}), "celery_beat_task": True}
+        return self.app.message_row(entry["task"], entry.get("args", ()), entry.get("kwargs"),
+                                    **options)
+
+    def _late(self, every, slot, now):
+        """A crontab's run missed by more than beat_cron_starting_deadline: not sent."""
+        return self.deadline is not None and isinstance(every, crontab) and (
+            now - slot > self.deadline)
 
     def tick(self) -> float:
         """Send every run due now; return seconds until the next one is due."""
@@ -65,9 +73,10 @@ class Beat:
             every = entry["schedule"]
             if self.next.get(name, now) <= now:  # a run missed while down fires once
                 slot = every.last_at_or_before(now, self.tz)
-                if slot is not None and self.app.broker.claim_beat_slot(name, slot):
+                if slot is not None and self.app.broker.claim_beat_slot(name, slot) and not (
+                        self._late(every, slot, now)):  # claimed still: seen, not sent
                     self.app.send_rows([self._row(entry)])  # checked: it was built before
-                    log.info("Scheduler: sending due task %s (%s)", name, entry["task"])
+                    log.info("Scheduler: Sending due task %s (%s)", name, entry["task"])
                 self.next[name] = every.next_after(now, self.tz)
         if not self.next:
             return 60.0

@@ -91,8 +91,10 @@ def test_schedules_compare_and_show_as_celerys(schedules):
 def test_add_periodic_task_puts_its_args_first_as_partials_do(app):
     app.add_periodic_task(4.0, tasks.add.s(1), args=(2,), name="partial")
     app.add_periodic_task(4.0, tasks.add.si(1, 1), args=(2,), name="immutable")
-    assert [app.conf.beat_schedule[key]["args"] for key in ("partial", "immutable")] == [
-        (2, 1), (1, 1)]
+    app.add_periodic_task(4.0, tasks.add, args=(3, 4), name="a task")  # as Celery: by its name
+    assert [app.conf.beat_schedule[key]["args"] for key in ("partial", "immutable", "a task")] == [
+        (2, 1), (1, 1), (3, 4)]
+    assert app.conf.beat_schedule["a task"]["task"] == "tests.tasks.add"
 
 
 def test_interval_slots_agree_across_processes():
@@ -133,6 +135,23 @@ def test_a_crontab_entry_new_to_the_file_waits_for_its_next_time(app, monkeypatc
     clock[0] += 2 * 86400  # stopped, then started again two days later at 04:00
     beat_on(app, monkeypatch, clock, entry).tick()
     assert app.broker.db.execute("SELECT COUNT(*) FROM task").fetchone() == (1,)
+
+
+def test_a_crontab_run_missed_by_more_than_the_starting_deadline_is_skipped(app, monkeypatch):
+    """As Celery's beat_cron_starting_deadline: a run missed while beat was down is sent
+    only within that many seconds of its time; a run on time is, and carries Celery's
+    celery_beat_task header."""
+    clock = [datetime(2026, 11, 27, 8, tzinfo=timezone.utc).timestamp()]
+    monkeypatch.setitem(app.conf, "beat_cron_starting_deadline", 600)
+    entry = {"report": {"task": "tests.tasks.add", "schedule": crontab(0, 9), "args": (1, 2),
+                        "options": {"headers": {"own": 1}}}}
+    beat_on(app, monkeypatch, clock, entry).tick()  # new to the file
+    clock[0] += 3600 + 300  # down over 09:00: back at 09:05, within the deadline
+    beat_on(app, monkeypatch, clock, entry).tick()
+    clock[0] += 86400 + 1200  # down over the next 09:00, back at 09:25: too late
+    beat_on(app, monkeypatch, clock, entry).tick()
+    options = [json.loads(o) for o, in app.broker.db.execute("SELECT options FROM task")]
+    assert [o["headers"] for o in options] == [{"own": 1, "celery_beat_task": True}]
 
 
 @pytest.mark.parametrize("entry, said", [
