@@ -41,15 +41,30 @@ def new_id():
 
 
 @contextlib.contextmanager
-def allow_join_result():
-    """Let get() wait inside a task for the with-block, as Celery's: at the risk of a
-    deadlock when every child waits."""
+def _joins(refused):
     global join_will_block
-    before, join_will_block = join_will_block, False
+    before, join_will_block = join_will_block, refused
     try:
         yield
     finally:
         join_will_block = before
+
+
+def allow_join_result():
+    """Let get() wait inside a task for the with-block, as Celery's: at the risk of a
+    deadlock when every child waits."""
+    return _joins(False)
+
+
+def denied_join_result():
+    """Refuse get() for the with-block, as in a worker's child: Celery's, around an eager
+    run that delay() or apply_async() started."""
+    return _joins(True)
+
+
+def _check_join(disable_sync_subtasks):
+    if disable_sync_subtasks and join_will_block:
+        raise RuntimeError("Never call result.get() within a task: it can deadlock the pool")
 
 
 def _app(app):
@@ -307,8 +322,7 @@ class AsyncResult:
         on_message(meta) sees each new state; callback(id, value) the outcome."""
         if self.ignored:
             return None
-        if disable_sync_subtasks and join_will_block:
-            raise RuntimeError("Never call result.get() within a task: it can deadlock the pool")
+        _check_join(disable_sync_subtasks)
         self._wait(timeout, interval, on_message, propagate and self.parent is not None)
         value = self.info
         if propagate and self.state != "SUCCESS":
@@ -425,7 +439,8 @@ class EagerResult(AsyncResult):
 
     result = info
 
-    def get(self, timeout=None, propagate=True, **_ignored) -> Any:
+    def get(self, timeout=None, propagate=True, disable_sync_subtasks=True, **_ignored) -> Any:
+        _check_join(disable_sync_subtasks)
         if self.state in ("IGNORED", "REJECTED"):  # as Celery: no outcome to give
             return None
         if propagate and self.state != "SUCCESS":

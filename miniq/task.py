@@ -24,7 +24,8 @@ from .exceptions import (ChordError, Ignore, ImproperlyConfigured, InvalidTaskEr
                          MaxRetriesExceededError, NotRegistered, OperationalError, Reject,
                          Retry, SoftTimeLimitExceeded, TimeLimitExceeded)
 from .canvas import Signature, _mapped, chunks
-from .result import EagerResult, exception_from_json, exception_to_json, new_id
+from .result import (EagerResult, denied_join_result, exception_from_json, exception_to_json,
+                     new_id)
 from .utils.json import dumps, loads
 
 log = logging.getLogger("miniq.worker")
@@ -265,8 +266,9 @@ class Task:
                     **options: Any):
         """Send with options: countdown, eta, expires, task_id, queue, priority, time limits."""
         self._check_arguments(args, kwargs)
-        if self.app.conf.task_always_eager:
-            return self.apply(args, kwargs, **options)
+        if self.app.conf.task_always_eager:  # as Celery: get() refused in it, as in a worker
+            with denied_join_result():
+                return self.apply(args, kwargs, **options)
         options.setdefault("ignore_result", None)  # None: the task's own option decides
         return self.app.send_task(self.name, args, kwargs, **options)
 
@@ -348,7 +350,7 @@ class Task:
         """End this run; ``sig`` runs in its place and its result becomes this task's.
         As Celery's, it raises Ignore (the worker sends ``sig``); eager, it runs it."""
         if self.request.is_eager:
-            return sig.apply().get()
+            return sig.apply().get(disable_sync_subtasks=False)  # Celery's trips its own check
         ignore = Ignore("Replaced by new task")
         ignore.replacement = sig
         raise ignore

@@ -767,3 +767,26 @@ def test_app_task_register_task_and_set_default_as_celery(project):
     """) == ["['in", "context',", "5]", "42",
              "flaskish.Unnamed", "True", "['in", "context',", "'flaskish']",  # app.Task's too
              "flaskish", "True", "True", "checked"]
+
+
+def test_get_inside_an_eager_run_that_delay_sent_is_refused_as_celerys(make_app):
+    """As in a worker: a task that waits for another's result fails, unless it says
+    disable_sync_subtasks=False; apply() alone refuses nothing, as Celery's."""
+    app = make_app(task_always_eager=True)
+
+    @app.task
+    def add(x, y):
+        return x + y
+
+    @app.task
+    def waits():
+        return add.delay(1, 2).get()
+
+    @app.task
+    def waits_knowingly():
+        return add.delay(1, 2).get(disable_sync_subtasks=False)
+
+    refused = waits.delay()
+    assert (refused.state, type(refused.result)) == ("FAILURE", RuntimeError)
+    assert "Never call result.get() within a task" in str(refused.result)
+    assert waits.apply().get() == 3 and waits_knowingly.delay().get() == 3
