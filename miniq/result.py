@@ -452,6 +452,11 @@ class EagerResult(AsyncResult):
     def forget(self) -> None:
         pass
 
+    def revoke(self, terminate: bool = False, signal: Any = None) -> None:
+        """As Celery 5.7's: the run is over, and its outcome becomes what a revoke stores."""
+        self._done = (DONE, "REVOKED", None, None, self.name, None, None)
+        self._value = exceptions.TaskRevokedError("revoked")
+
 
 class ResultSet:
     """Results to wait for together, in order: Celery's ``celery.result.ResultSet``."""

@@ -790,3 +790,21 @@ def test_get_inside_an_eager_run_that_delay_sent_is_refused_as_celerys(make_app)
     assert (refused.state, type(refused.result)) == ("FAILURE", RuntimeError)
     assert "Never call result.get() within a task" in str(refused.result)
     assert waits.apply().get() == 3 and waits_knowingly.delay().get() == 3
+
+
+def test_a_revoked_eager_result_reads_as_celery_57s(make_app):
+    app = make_app(task_always_eager=True)
+
+    @app.task
+    def add(x, y):
+        return x + y
+
+    result = add.delay(1, 2)
+    result.revoke()
+    if celery_before(app, (5, 7)):
+        return  # 5.6 kept the value
+    assert (result.state, result.traceback, result.ready()) == ("REVOKED", None, True)
+    with pytest.raises(Exception, match="revoked") as caught:
+        result.get()
+    assert type(caught.value).__name__ == "TaskRevokedError"
+    assert type(result.get(propagate=False)) is type(caught.value) is type(result.result)
