@@ -10,6 +10,7 @@ import logging
 import math
 import random
 import signal
+import socket
 import sys
 import threading
 import time
@@ -301,7 +302,8 @@ class Task:
         delivery = {"is_eager": True, **{key: _options.get(key)  # as Celery's eager request
                                          for key in ("exchange", "routing_key", "priority")}}
         message = Message(task_id or new_id(), self.name, body, retries or 0,
-                          options={**lineage(), "headers": headers, "delivery_info": delivery})
+                          options={**lineage(), "headers": headers, "delivery_info": delivery,
+                                   "ignore_result": _options.get("ignore_result")})
         outcome = execute(self.app, message, eager=True)
         throw = self.app.conf.task_eager_propagates if throw is None else throw
         while outcome.state == "RETRY":
@@ -569,14 +571,15 @@ def _request(task, message, args, kwargs, eager, hostname):
                       "attempts": message.attempts,
                       "is_eager": eager,
                       "called_directly": False,
-                      "hostname": hostname,
+                      "hostname": socket.gethostname() if eager else hostname,
                       "delivery_info": delivery,
                       "root_id": options.get("root_id") or message.id,
                       "parent_id": parent,
                       "group": options.get("group"),
                       "eta": iso_time(message.eta),
                       "expires": iso_time(message.expires),
-                      "timelimit": [hard, soft],
+                      # as Celery's: none, eagerly, where no limit is set
+                      "timelimit": None if eager and hard is soft is None else [hard, soft],
                       "time_limit": hard,
                       "soft_time_limit": soft,
                       "chain": list(reversed(options.get("chain") or ())) or None,

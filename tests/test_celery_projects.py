@@ -8,6 +8,7 @@ import copy
 import importlib
 import os
 import pickle
+import socket
 import subprocess
 import sys
 import textwrap
@@ -808,3 +809,19 @@ def test_a_revoked_eager_result_reads_as_celery_57s(make_app):
         result.get()
     assert type(caught.value).__name__ == "TaskRevokedError"
     assert type(result.get(propagate=False)) is type(caught.value) is type(result.result)
+
+
+def test_an_eager_request_names_this_host_and_its_calls_options_as_celerys(make_app):
+    app = make_app(task_always_eager=True)
+
+    @app.task(bind=True)
+    def fields(self):
+        return self.request.hostname, self.request.timelimit, self.request.ignore_result
+
+    @app.task(bind=True, time_limit=5)
+    def limited(self):
+        return self.request.timelimit
+
+    assert list(fields.delay().get()) == [socket.gethostname(), None, False]
+    assert list(fields.apply_async(ignore_result=True).get())[2] is True
+    assert list(limited.delay().get()) == [5, None]
