@@ -244,6 +244,11 @@ def _failed(task, request, exc, traceback=None):
                       einfo=ExceptionInfo(exc, traceback))
 
 
+def _heard():
+    """Whether receivers wait for a run's outcome: the worker writes it before they run."""
+    return any(signal.receivers for signal in (task_success, task_failure, task_retry))
+
+
 def _task_finished(task, request, state, value):
     """task_postrun; after a Reject that does not requeue, task_failure too, as Celery."""
     task_postrun.send(sender=task, task_id=request.id, task=task, args=request.args,

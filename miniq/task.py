@@ -456,8 +456,9 @@ def _call(task, args, kwargs, soft_limit):
             signal.setitimer(signal.ITIMER_REAL, 0)
 
 
-def execute(app, message, soft_limit=None, eager=False, hostname=None):
-    """Run one Message and return its Outcome; never raises for the task's errors."""
+def execute(app, message, soft_limit=None, eager=False, hostname=None, store=None):
+    """Run one Message and return its Outcome; never raises for the task's errors.
+    ``store(outcome)`` has it written before hooks and receivers that may read it run."""
     task = app.tasks.get(message.name)
     try:
         if task is None:
@@ -489,6 +490,8 @@ def execute(app, message, soft_limit=None, eager=False, hostname=None):
         if flows != given:  # self.request.chain = None, say
             outcome = _with_flows(outcome, request)
         if outcome.state not in UNHOOKED:
+            if store is not None and _hooked(task):  # as Celery: they see it stored
+                store(outcome)
             _hooks(task, outcome, value, request)
         else:  # as Celery: no hook, but task_postrun
             state = "IGNORED" if outcome.state == "REPLACED" else outcome.state  # Celery's Ignore
@@ -526,6 +529,13 @@ def timed_out(app, message, limit, hostname=None):
     finally:
         task.pop_request()
     return outcome
+
+
+def _hooked(task):
+    """Whether a hook of the task's own, or a receiver of its outcome, runs after a run."""
+    own = any(getattr(getattr(task, name), "__func__", None) is not getattr(Task, name)
+              for name in ("on_success", "on_failure", "on_retry", "after_return"))
+    return own or bool(emit("_heard"))
 
 
 def _flows(request):

@@ -240,6 +240,7 @@ def _serve(app, conn, max_tasks, max_memory_kib, manager, hostname):
     """Run the messages the manager sends until it says stop, or is gone."""
     parent, done, watch, me = os.getppid(), 0, select.poll(), os.getpid()
     orphaned, running = functools.partial(_orphaned, parent, manager), [None]
+    store = functools.partial(_store_first, conn)
     _watch_manager(orphaned, running)
     # As billiard's children: set once (a task that sets its own leaves it, as there)
     signal.signal(signal.SIGUSR1, functools.partial(_soft_signal, app, running))
@@ -258,8 +259,8 @@ def _serve(app, conn, max_tasks, max_memory_kib, manager, hostname):
         message, soft_limit = Message._make(job[0]), job[1]
         running[0] = message.id
         try:
-            outcome = (execute(app, message, soft_limit, hostname=hostname) if len(job) < 3
-                       else timed_out(app, message, job[2], hostname))
+            outcome = (execute(app, message, soft_limit, hostname=hostname, store=store)
+                       if len(job) < 3 else timed_out(app, message, job[2], hostname))
         except (SystemExit, KeyboardInterrupt):  # as Celery's: the child ends, the task is lost
             raise
         except BaseException as exc:  # noqa: BLE001 - as Celery's: a failure, and no hook ran
@@ -280,6 +281,13 @@ def _serve(app, conn, max_tasks, max_memory_kib, manager, hostname):
             return  # the manager died meanwhile; recovery will run the task again
         if retire:
             return
+
+
+def _store_first(conn, outcome):
+    """Have the manager write the outcome, then return: the hooks that run next may read
+    it, as Celery's find it stored. A reply whose retire is "store" asks for this."""
+    _put(conn, (tuple(outcome._replace(exc=None)), "store"))
+    conn.recv_bytes()
 
 
 def _soft_signal(app, running, signum, frame):
@@ -339,7 +347,7 @@ class Child:
     revoked = None  # the TaskRevokedError of a terminate whose signal it may handle
     retiring = False
     late = False  # its message's acks_late: unacknowledged until it ends
-    hooks = False  # it runs the failure hooks of a run a hard limit ended, not a run
+    hooks = False  # its run's outcome is stored: it runs hooks only (after it, or its limit)
 
     def __init__(self, process, conn):
         self.process, self.conn = process, conn
@@ -829,6 +837,15 @@ class Worker:
         if child.hooks:
             child.message = child.deadline = child.killed_for = None
             child.hooks = False
+        elif retire == "store":  # it runs its hooks once its outcome is written
+            message, deadline = child.message, child.deadline
+            self._finish(child, outcome)
+            if self._db(lambda: self._claim_tx(0, [], 0, None)) is not None:
+                self.outcomes = []
+            child.message, child.deadline, child.hooks = message, deadline, True
+            with contextlib.suppress(OSError):  # it died: its sentinel will say so
+                _put(child.conn, True)
+            return True
         else:
             self._finish(child, outcome)
         self.idle_deaths = 0
@@ -969,7 +986,7 @@ class Worker:
     def _lost(self, child):
         message, child.message = child.message, None
         if child.hooks:  # its outcome is stored already
-            log.error("Task %s: its failure hooks did not end (exitcode %s)", message,
+            log.error("Task %s: its hooks did not end (exitcode %s)", message,
                       child.process.exitcode)
             return
         if child.killed_for:

@@ -149,7 +149,7 @@ def request_fields(self):
 def spawn(self):
     """Sends a task from inside a task, and an eager one too; returns what they saw."""
     return {"id": self.request.id, "sent": request_fields.delay().id,
-            "eager": request_fields.apply().get()}
+            "eager": request_fields.apply().result}
 
 
 @app.task(bind=True, max_retries=1, default_retry_delay=0.05, time_limit=30)

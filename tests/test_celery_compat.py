@@ -359,6 +359,15 @@ def a_hard_time_limit_calls_the_failure_hooks(c, get):
     return lines, get(c.noted.delay(path + "2", False))  # and the worker goes on
 
 
+def hooks_find_the_outcome_stored(c, get):
+    folder = tempfile.mkdtemp()
+    ok, bad = (os.path.join(folder, name) for name in ("ok", "bad"))
+    get(c.peeked.delay(ok, False))
+    with pytest.raises(c.CompatError):
+        get(c.peeked.delay(bad, True))
+    return wait_for_lines(ok, 2), wait_for_lines(bad, 2)
+
+
 def the_current_task_and_uuid(c, get):
     utils = importlib.import_module(c.impl.__name__ + ".utils")
     ids = c.impl.uuid(), utils.uuid()
@@ -964,6 +973,9 @@ SCENARIOS = [
     (a_hard_time_limit_calls_the_failure_hooks, (
         ["before_start", "on_failure TimeLimitExceeded TimeLimitExceeded(1,) True",
          "after_return FAILURE"], "fine")),
+    (hooks_find_the_outcome_stored, (
+        ["on_success SUCCESS {'v': 1}", "after_return SUCCESS {'v': 1}"],
+        ["on_failure FAILURE CompatError('peeked')", "after_return FAILURE CompatError('peeked')"])),
     (the_current_task_and_uuid, ([True, True, True, True], False, [True, True],
                                  f"{MODULE}.current_name", f"{MODULE}.current_name")),
     (a_missing_argument_fails_at_the_call, "raised TypeError"),

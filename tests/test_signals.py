@@ -103,6 +103,13 @@ def one(events):
     return events[0]
 
 
+def awaited(worker, name, since, count=1):
+    """The events of one signal, once count have come: as Celery's, a worker stores a
+    run's outcome before the hooks and receivers after it run."""
+    wait_for(lambda: len(worker.events(name, since)) >= count, message=f"{count} {name}")
+    return worker.events(name, since)
+
+
 # -- tasks ------------------------------------------------------------------------------
 
 def test_a_success_sends_publish_prerun_success_and_postrun(tasks, worker):
@@ -123,7 +130,10 @@ def test_a_success_sends_publish_prerun_success_and_postrun(tasks, worker):
     assert headers["origin"] == f"gen{os.getpid()}@{HOST}" and headers["stamps"] == {}
     assert one([e for e in seen if e["signal"] == "after_task_publish"])["headers"]["id"] == result.id
     assert one([e for e in seen if e["signal"] == "before_task_publish of add"])["pid"] == os.getpid()
-    run = [e for e in seen if e["pid"] not in (os.getpid(), worker.pid)]
+    def in_the_child():  # as Celery's: task_success after the result is stored
+        return [e for e in worker.events(since=since) if e["pid"] not in (os.getpid(), worker.pid)]
+    wait_for(lambda: len(in_the_child()) >= 4, message="the run's four signals")
+    run = in_the_child()
     assert [e["signal"] for e in run] == ["task_prerun", "task_success", "task_success of add",
                                           "task_postrun"]
     prerun, success, _, postrun = run
@@ -139,18 +149,18 @@ def test_a_failure_and_a_retry_send_theirs(tasks, worker):
     failed = tasks.fail.delay("bad")
     with pytest.raises(ValueError):
         failed.get(timeout=20)
-    failure = one(worker.events("task_failure", since))
+    failure = one(awaited(worker, "task_failure", since))
     assert failure["sender"] == "task tests.signal_tasks.fail" and failure["task_id"] == failed.id
     assert (failure["exception"], failure["args"], failure["kwargs"]) == ("ValueError: bad", ["bad"], {})
     assert (failure["traceback"], failure["einfo"]) == ("traceback", "ExceptionInfo")
-    assert one(worker.events("task_postrun", since))["state"] == "FAILURE"
+    assert one(awaited(worker, "task_postrun", since))["state"] == "FAILURE"
     since = len(worker.events())
     retried = tasks.retry_once.delay()
     assert retried.get(timeout=20) == "retried"
-    retry = one(worker.events("task_retry", since))
+    retry = one(awaited(worker, "task_retry", since))
     assert retry["request"]["id"] == retried.id and retry["einfo"] == "ExceptionInfo"
     assert retry["reason"].startswith("Retry: Retry in ") and "KeyError('again')" in retry["reason"]
-    assert [e["state"] for e in worker.events("task_postrun", since)] == ["RETRY", "SUCCESS"]
+    assert [e["state"] for e in awaited(worker, "task_postrun", since, 2)] == ["RETRY", "SUCCESS"]
 
 
 def test_ignore_and_reject_send_postrun_and_a_rejection_fails(tasks, worker):

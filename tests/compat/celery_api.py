@@ -185,6 +185,31 @@ def noted(self, path, fail):
     return "fine"
 
 
+class Peeking(Task):
+    """Notes what its own result shows as each hook runs: stored already, as Celery's."""
+
+    def on_success(self, retval, task_id, args, kwargs):
+        self.peek(args, "on_success", task_id)
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        self.peek(args, "on_failure", task_id)
+
+    def after_return(self, status, retval, task_id, args, kwargs, einfo):
+        self.peek(args, "after_return", task_id)
+
+    def peek(self, args, hook, task_id):
+        result = self.AsyncResult(task_id)
+        with open(args[0], "a") as f:
+            f.write(f"{hook} {result.state} {result.result!r}\n")
+
+
+@app.task(base=Peeking)
+def peeked(path, fail):
+    if fail:
+        raise CompatError("peeked")
+    return {"v": 1}
+
+
 class Opened(Task):
     """A base with its own ``__init__(self)``: Celery makes each task with no arguments."""
 
