@@ -15,12 +15,13 @@ import signal as signals
 import sys
 import time
 import traceback
+import warnings
 from datetime import timedelta
 from typing import Any, Iterable
 
 from . import canvas
 from .broker import NUMBER, QUEUED, WAITING, Broker, path_from_url
-from .exceptions import ImproperlyConfigured
+from .exceptions import AlwaysEagerIgnored, ImproperlyConfigured
 from .result import AsyncResult, new_id
 from .task import Task, emit, encode_args, json_only, lineage, running_priority, to_timestamp
 from .utils.json import dumps
@@ -313,6 +314,9 @@ class Miniq:
                   **options: Any) -> AsyncResult:
         """Send a task by name, with no need for its code in this process. As Celery's,
         it keeps the result unless told; ``ignore_result=None`` asks the task's option."""
+        if self.conf.task_always_eager:
+            warnings.warn(AlwaysEagerIgnored("task_always_eager has no effect on send_task"),
+                          stacklevel=2)
         if ignore_result is None:
             ignore_result = self._defaults(name)[-1]
         row = self.message_row(name, args, kwargs, ignore_result=ignore_result, **options)

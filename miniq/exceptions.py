@@ -122,7 +122,15 @@ class Reject(TaskPredicate):
         return f"reject requeue={self.requeue}: {self.reason}"
 
 
+class CeleryWarning(UserWarning):
+    """Base class of the warnings miniq gives, in Celery's name."""
+
+
+class AlwaysEagerIgnored(CeleryWarning):
+    """send_task() sends even under task_always_eager, as Celery's does."""
+
+
 __all__ = ["MiniqError", "ImproperlyConfigured", "OperationalError", "TaskError", "TimeoutError", "NotRegistered",
            "QueueNotFound", "InvalidTaskError", "MaxRetriesExceededError", "TaskRevokedError",
            "ChordError", "WorkerLostError", "SoftTimeLimitExceeded", "TimeLimitExceeded",
-           "TaskPredicate", "Retry", "Ignore", "Reject"]
+           "TaskPredicate", "Retry", "Ignore", "Reject"]  # and the warnings above

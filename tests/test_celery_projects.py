@@ -825,3 +825,11 @@ def test_an_eager_request_names_this_host_and_its_calls_options_as_celerys(make_
     assert list(fields.delay().get()) == [socket.gethostname(), None, False]
     assert list(fields.apply_async(ignore_result=True).get())[2] is True
     assert list(limited.delay().get()) == [5, None]
+
+
+def test_send_task_under_always_eager_sends_and_warns_as_celerys(make_app):
+    app = make_app(task_always_eager=True)
+    exceptions = importlib.import_module(type(app).__module__.split(".")[0] + ".exceptions")
+    with pytest.warns(exceptions.AlwaysEagerIgnored, match="no effect on send_task"):
+        result = app.send_task("c.elsewhere", (1,))
+    assert type(result).__name__ == "AsyncResult"  # sent, not run here
