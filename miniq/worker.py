@@ -556,6 +556,7 @@ class Worker:
                             SIGNAL_NAMES.get(self.noted, f"signal {self.noted}"))
                 self.noted = None
             if self.timed_out:  # before any task: Celery calls them as the limit strikes
+                self._write_now()
                 for child in [c for c in self.children if not c.message][:len(self.timed_out)]:
                     self._after_limit(child, *self.timed_out.popleft())
             busy = [c for c in self.children if c.message]
@@ -655,6 +656,11 @@ class Worker:
                 raise
         self.outcomes = [settle for settle in map(self._alone, self.outcomes) if settle]
         return claim(starts + self.outcomes, idle, held)
+
+    def _write_now(self):
+        """Write the buffered outcomes at once: hooks about to run may read theirs."""
+        if self._db(lambda: self._claim_tx(0, [], 0, None)) is not None:
+            self.outcomes = []
 
     def _alone(self, settle):
         """Write one outcome by itself: None once written, the FAILURE to write in its
@@ -840,8 +846,7 @@ class Worker:
         elif retire == "store":  # it runs its hooks once its outcome is written
             message, deadline = child.message, child.deadline
             self._finish(child, outcome)
-            if self._db(lambda: self._claim_tx(0, [], 0, None)) is not None:
-                self.outcomes = []
+            self._write_now()
             child.message, child.deadline, child.hooks = message, deadline, True
             with contextlib.suppress(OSError):  # it died: its sentinel will say so
                 _put(child.conn, True)

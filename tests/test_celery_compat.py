@@ -361,11 +361,13 @@ def a_hard_time_limit_calls_the_failure_hooks(c, get):
 
 def hooks_find_the_outcome_stored(c, get):
     folder = tempfile.mkdtemp()
-    ok, bad = (os.path.join(folder, name) for name in ("ok", "bad"))
+    ok, bad, hung = (os.path.join(folder, name) for name in ("ok", "bad", "hung"))
     get(c.peeked.delay(ok, False))
     with pytest.raises(c.CompatError):
         get(c.peeked.delay(bad, True))
-    return wait_for_lines(ok, 2), wait_for_lines(bad, 2)
+    with pytest.raises(c.TimeLimitExceeded):
+        get(c.peeked.apply_async((hung, "hang"), time_limit=1))
+    return wait_for_lines(ok, 2), wait_for_lines(bad, 2), wait_for_lines(hung, 2)
 
 
 def the_current_task_and_uuid(c, get):
@@ -975,7 +977,8 @@ SCENARIOS = [
          "after_return FAILURE"], "fine")),
     (hooks_find_the_outcome_stored, (
         ["on_success SUCCESS {'v': 1}", "after_return SUCCESS {'v': 1}"],
-        ["on_failure FAILURE CompatError('peeked')", "after_return FAILURE CompatError('peeked')"])),
+        ["on_failure FAILURE CompatError('peeked')", "after_return FAILURE CompatError('peeked')"],
+        ["on_failure FAILURE TimeLimitExceeded(1)", "after_return FAILURE TimeLimitExceeded(1)"])),
     (the_current_task_and_uuid, ([True, True, True, True], False, [True, True],
                                  f"{MODULE}.current_name", f"{MODULE}.current_name")),
     (a_missing_argument_fails_at_the_call, "raised TypeError"),

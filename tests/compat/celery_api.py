@@ -205,6 +205,8 @@ class Peeking(Task):
 
 @app.task(base=Peeking)
 def peeked(path, fail):
+    if fail == "hang":  # sent with a hard time limit
+        time.sleep(10)
     if fail:
         raise CompatError("peeked")
     return {"v": 1}
