@@ -358,8 +358,10 @@ class chain(_Workflow):
             return []
         args, kwargs = self._partial(args, kwargs)
         options = _call_options(self, options)
-        for callback in _listed(options.pop("link", None)):
-            steps[-1].link(callback)
+        last = steps[-1].tasks if isinstance(steps[-1], group) else steps[-1:]
+        for callback in _listed(options.pop("link", None)):  # as Celery's: a last group's
+            for step in last:  # members each call it back with their result
+                step.link(callback)
         for errback in _listed(options.pop("link_error", None)):
             for step in steps:
                 step.link_error(errback)
@@ -706,7 +708,9 @@ def _replaced(app, message: Any, sig: Signature, lineage: dict) -> list:
     options = message.options
     keep = {k: options.get(k) for k in ("chain", "link", "link_error", "parent_id", "root_id")}
     empty = isinstance(sig, group) and not sig.tasks  # nothing would release it: [] now
-    waiting = app.message_row(ACCUMULATE, ([],) if empty else (), {"index": 0, "replaced": True},
+    # as Celery's: a group's failed member fails it with a ChordError, another sig as itself
+    own = {} if isinstance(sig, group) else {"replaced": True}
+    waiting = app.message_row(ACCUMULATE, ([],) if empty else (), {"index": 0, **own},
                               task_id=message.id, queue=message.queue, waiting=not empty,
                               header=None if empty else _shape(result), chord=message.chord,
                               group_id=options.get("group"), **keep)

@@ -622,8 +622,12 @@ def link_calls_back_with_the_result(c, get):
     sig.link(c.mul.s(2) | c.jot.s(log=three))
     get(sig.delay())
     chained = get((c.add.s(1, 1) | c.add.s(2)).apply_async(link=c.jot.s(log=four)))
+    five = os.path.join(folder, "e")  # a chain's last step a group: each member calls back
+    get(c.chain(c.add.s(1, 1), c.group(c.mul.s(2), c.mul.s(3))).apply_async(
+        link=c.jot.s(log=five)))
     return (first, wait_for_lines(one, 1), sorted(wait_for_lines(two, 2)),
-            sorted(wait_for_lines(three, 2)), chained, wait_for_lines(four, 1))
+            sorted(wait_for_lines(three, 2)), chained, wait_for_lines(four, 1),
+            sorted(wait_for_lines(five, 2)))
 
 
 def ids_replaced(lines, result):
@@ -774,7 +778,9 @@ def update_state_stores_any_tasks_state(c, get):
 
 def a_replacement_that_fails_fails_its_chord(c, get):
     in_chord = c.chord([c.fail_replaced.s(), c.add.s(1, 1)], c.echo.s())()
-    return raised(lambda: get(c.fail_replaced.delay())), raised(lambda: get(in_chord))
+    by_group = c.fail_replaced_by_group.delay()  # as Celery's: a chord of the group, then
+    return (raised(lambda: get(c.fail_replaced.delay())), raised(lambda: get(in_chord)),
+            raised(lambda: get(by_group)), str(by_group.result).split(" raised ")[1])
 
 
 def signature_replace_group_skew_and_app_signature(c, get):
@@ -1045,7 +1051,8 @@ SCENARIOS = [
     (chords_in_chains_and_chains_in_chords, [
         16, 12, 12, [1, 6], 7, [[42]], [[3, 7, 5], [13, 10]], [[[[3, 3], 4], 5], 6]]),
     (chord_bodies_that_are_chains_or_groups, ("AsyncResult", 16, "GroupResult", [6, [2, 4]])),
-    (link_calls_back_with_the_result, (4, ["4"], ["'fixed'", "6"], ["10", "20"], 4, ["4"])),
+    (link_calls_back_with_the_result, (4, ["4"], ["'fixed'", "6"], ["10", "20"], 4, ["4"],
+                                       ["4", "6"])),
     (errbacks_get_celerys_arguments, [  # new style: (request, exc, traceback text)
         ("raised ValueError", ["new <this> ValueError as expected str"]),
         ("raised ValueError", ["old <this>"]),  # old style: the failed task's id
@@ -1075,7 +1082,8 @@ SCENARIOS = [
     (replace_gives_the_replacement_result, [
         5, 32, [11, 12], [12, 13, 14, 15], 20, [[3, 7, 5, "A"], [13, 10, "A"]]]),
     (update_state_stores_any_tasks_state, True),
-    (a_replacement_that_fails_fails_its_chord, ("raised ValueError", "raised ValueError")),
+    (a_replacement_that_fails_fails_its_chord, ("raised ValueError", "raised ValueError",
+                                                "raised ChordError", "ValueError('as expected')")),
     (signature_replace_group_skew_and_app_signature, (
         (5,), {"countdown": 3}, (2,), [0.0, 0.1, 0.2], 3, [0, 2, 4], ["0.0", "2.0", "4.0"])),
     (signatures_are_data, ((2, 2), {"debug": True}, {"countdown": 10},

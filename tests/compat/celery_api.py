@@ -407,6 +407,11 @@ def fail_replaced(self):
 
 
 @app.task(bind=True)
+def fail_replaced_by_group(self):
+    raise self.replace(group(add.s(1, 1), fail.si()))
+
+
+@app.task(bind=True)
 def replace_with_chain(self, x):
     return self.replace(add.s(x, 1) | mul.s(10))
 
