@@ -506,7 +506,12 @@ class chord(Signature):
         sig = (self if body is None else chord(self.header, body, **self.options)).clone()
         if not sig.header.tasks:  # no member will release it: as Celery, it runs now
             return sig.body.apply_async(([],), **options)
-        return _Workflow.apply_async(sig, args, kwargs, **options)
+        result = header = _Workflow.apply_async(sig, args, kwargs, **options)
+        while header.parent is not None:  # frozen last, first in line
+            header = header.parent
+        if header is not result:  # as Celery's, even past a chain body's earlier steps
+            result.parent = header
+        return result
 
     def apply(self, args: Sequence = (), kwargs: dict | None = None, **options: Any):
         """Run the header now in this process, then the body with its results."""
@@ -531,7 +536,10 @@ class chord(Signature):
         result = body.freeze(_id, group_id, chord, root_id, parent_id)
         entry = body.tasks[0] if isinstance(body, chain) else body
         self._header_result = self.header.freeze(None, None, entry.id, root_id)
-        result.parent = result.parent or self._header_result  # get() raises a member's error first
+        first = result  # get() raises a member's error first: the header comes before
+        while first.parent is not None:
+            first = first.parent
+        first.parent = self._header_result
         return result
 
     def _rows(self, app, args=(), kwargs=None, options=None, follow=()):

@@ -609,7 +609,9 @@ def chord_bodies_that_are_chains_or_groups(c, get):
     add, echo, tsum = c.add, c.echo, c.tsum
     chained = c.chord([add.s(1, 1), add.s(2, 2)], tsum.s() | add.s(10))()
     grouped = c.chord([add.s(1, 1), add.s(2, 2)], c.group(tsum.s(), echo.s()))()
-    return type(chained).__name__, get(chained), type(grouped).__name__, get(grouped)
+    failing = c.chord([add.s(1, 1), c.fail.si()], tsum.s() | add.s(10))()
+    return (type(chained).__name__, get(chained), type(grouped).__name__, get(grouped),
+            get(chained.parent), raised(lambda: get(failing)))  # as Celery's: the header
 
 
 def link_calls_back_with_the_result(c, get):
@@ -1050,7 +1052,8 @@ SCENARIOS = [
     (groups_of_groups_are_flattened, ([11, 101, 1001, 2001], [42, 42], [42, 42], [[42, 42]])),
     (chords_in_chains_and_chains_in_chords, [
         16, 12, 12, [1, 6], 7, [[42]], [[3, 7, 5], [13, 10]], [[[[3, 3], 4], 5], 6]]),
-    (chord_bodies_that_are_chains_or_groups, ("AsyncResult", 16, "GroupResult", [6, [2, 4]])),
+    (chord_bodies_that_are_chains_or_groups, ("AsyncResult", 16, "GroupResult", [6, [2, 4]],
+                                              [2, 4], "raised ValueError")),
     (link_calls_back_with_the_result, (4, ["4"], ["'fixed'", "6"], ["10", "20"], 4, ["4"],
                                        ["4", "6"])),
     (errbacks_get_celerys_arguments, [  # new style: (request, exc, traceback text)
