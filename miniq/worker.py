@@ -240,7 +240,7 @@ def _serve(app, conn, max_tasks, max_memory_kib, manager, hostname):
     """Run the messages the manager sends until it says stop, or is gone."""
     parent, done, watch, me = os.getppid(), 0, select.poll(), os.getpid()
     orphaned, running = functools.partial(_orphaned, parent, manager), [None]
-    store = functools.partial(_store_first, conn)
+    store = functools.partial(_store_first, conn, me)
     _watch_manager(orphaned, running)
     # As billiard's children: set once (a task that sets its own leaves it, as there)
     signal.signal(signal.SIGUSR1, functools.partial(_soft_signal, app, running))
@@ -283,11 +283,24 @@ def _serve(app, conn, max_tasks, max_memory_kib, manager, hostname):
             return
 
 
-def _store_first(conn, outcome):
+def _store_first(conn, me, outcome):
     """Have the manager write the outcome, then return: the hooks that run next may read
-    it, as Celery's find it stored. A reply whose retire is "store" asks for this."""
-    _put(conn, (tuple(outcome._replace(exc=None)), "store"))
-    conn.recv_bytes()
+    it, as Celery's find it stored. A reply whose retire is "store" asks for this; no
+    signal comes between it and the manager's word that the outcome is written."""
+    if os.getpid() != me:  # a process the task forked came back here: we answer, not it
+        os._exit(0)
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1, signal.SIGALRM})
+    try:
+        _put(conn, (tuple(outcome._replace(exc=None)), "store"))
+        conn.recv_bytes()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
+def _ack(conn):
+    """Tell a child its outcome is written."""
+    with contextlib.suppress(OSError):  # it died: its sentinel will say so
+        _put(conn, True)
 
 
 def _soft_signal(app, running, signum, frame):
@@ -415,6 +428,7 @@ class Worker:
         self.poller, self.watched = select.poll(), {}  # fd → (what to read, its child)
         self.outcomes = []  # Settle records for the next transaction
         self.timed_out = collections.deque()  # (Message, limit): hooks for a child to run
+        self.after_write = []  # calls once the next write commits: hooks wait for it
         if beat:
             from .beat import Beat
             self.beat = Beat(app)
@@ -556,7 +570,6 @@ class Worker:
                             SIGNAL_NAMES.get(self.noted, f"signal {self.noted}"))
                 self.noted = None
             if self.timed_out:  # before any task: Celery calls them as the limit strikes
-                self._write_now()
                 for child in [c for c in self.children if not c.message][:len(self.timed_out)]:
                     self._after_limit(child, *self.timed_out.popleft())
             busy = [c for c in self.children if c.message]
@@ -609,7 +622,8 @@ class Worker:
             busy = idle < len(self.children)
         room = idle + self._room_ahead(idle) if self.want else 0
         flush = (self.outcomes and (idle or not busy or len(self.outcomes) >= self.batch)
-                 or (self.outcomes or self.begun) and time.monotonic() >= self.flush_at)
+                 or (self.outcomes or self.begun) and time.monotonic() >= self.flush_at
+                 or self.after_write)
         claim = room and (idle or self.news or not self.reserve)
         if not (flush or claim) or now < self.db_retry_at:
             return False
@@ -619,6 +633,9 @@ class Worker:
         if messages is None:
             return False
         self.outcomes, self.news = [], False
+        written, self.after_write = self.after_write, []
+        for call in written:
+            call()
         for start in starts:
             del self.begun[start.id]
         self.flush_at = min((by for *_, by in self.begun.values()), default=0.0)
@@ -656,11 +673,6 @@ class Worker:
                 raise
         self.outcomes = [settle for settle in map(self._alone, self.outcomes) if settle]
         return claim(starts + self.outcomes, idle, held)
-
-    def _write_now(self):
-        """Write the buffered outcomes at once: hooks about to run may read theirs."""
-        if self._db(lambda: self._claim_tx(0, [], 0, None)) is not None:
-            self.outcomes = []
 
     def _alone(self, settle):
         """Write one outcome by itself: None once written, the FAILURE to write in its
@@ -840,16 +852,17 @@ class Worker:
                 f"its child's reply to the worker was unreadable ({type(exc).__name__})"))
             child.process.kill()  # reaped by its sentinel, as any death
             return False
+        if child.message is None:  # no task of its own: bytes its last task left writing
+            child.process.kill()
+            return False
         if child.hooks:
             child.message = child.deadline = child.killed_for = None
             child.hooks = False
         elif retire == "store":  # it runs its hooks once its outcome is written
             message, deadline = child.message, child.deadline
-            self._finish(child, outcome)
-            self._write_now()
-            child.message, child.deadline, child.hooks = message, deadline, True
-            with contextlib.suppress(OSError):  # it died: its sentinel will say so
-                _put(child.conn, True)
+            self._finish(child, outcome)  # acknowledged: no longer held ahead
+            child.message, child.deadline, child.hooks, child.late = message, deadline, True, False
+            self.after_write.append(functools.partial(_ack, child.conn))
             return True
         else:
             self._finish(child, outcome)
@@ -1009,8 +1022,8 @@ class Worker:
         if state == "PENDING" and exc and message.attempts >= self.conf.task_max_deliveries:
             state = "FAILURE"  # delivered too often: the last reason it was put back is final
         log.error("Task %s %s: %s", message, "requeued" if state == "PENDING" else state, exc)
-        if state == "FAILURE" and isinstance(exc, TimeLimitExceeded):
-            self.timed_out.append((message, child.hard))
+        if state == "FAILURE" and isinstance(exc, TimeLimitExceeded):  # hooks, once written
+            self.after_write.append(functools.partial(self.timed_out.append, (message, child.hard)))
         if state == "PENDING":
             self._put_back(message)
         else:

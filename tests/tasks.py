@@ -664,6 +664,12 @@ def fork_and_return():
     return "forked" if os.fork() == 0 else "parent"
 
 
+@app.task(base=Recorded)
+def fork_with_hooks(path, mode):
+    """fork_and_return, with hooks: its outcome is written before they run."""
+    return "forked" if os.fork() == 0 else "parent"
+
+
 @app.task
 def leave_alarm(block=False):
     """Leave SIGALRM behind for the next task: an armed timer, or the signal blocked."""

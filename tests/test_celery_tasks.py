@@ -59,6 +59,15 @@ def test_hooks_after_a_hard_time_limit_run_in_a_child_within_the_limit(app, star
     assert notes(hooks_hung, 2) == ["before_start True", failure]
 
 
+def test_hooks_run_after_the_store_in_a_child_that_retires_after_each_task(app, start_worker,
+                                                                          tmp_path):
+    start_worker("-c", "1", "--max-tasks-per-child", "1")
+    for i in range(3):
+        path = tmp_path / f"notes{i}"
+        assert tasks.hooked.delay(str(path), "ok").get(timeout=20) == "ok"
+        assert notes(path, 3) == ["before_start True", "on_success ok", "after_return SUCCESS 'ok'"]
+
+
 def test_an_overridden_call_runs_in_the_worker_as_in_celery(app, start_worker):
     start_worker("-c", "1")
     assert tasks.wrapped.delay(3).get(timeout=20) == ["wrapped", 3]

@@ -189,9 +189,14 @@ def test_the_manager_never_builds_the_error_of_a_replaced_chord_member(app, star
     assert_serving(worker)
 
 
-def test_a_process_a_task_forked_cannot_answer_for_the_next_task(app, start_worker):
+@pytest.mark.parametrize("hooked", [False, True], ids=["plain", "with-hooks"])
+def test_a_process_a_task_forked_cannot_answer_for_the_next_task(app, start_worker, tmp_path,
+                                                                 hooked):
+    """Nor ask, for a task with hooks, that its outcome be written before they run."""
     worker = start_worker("-c", "1")
-    assert get_or_fail(tasks.fork_and_return.delay(), 15) == "parent"
+    sent = (tasks.fork_with_hooks.delay(str(tmp_path / "notes"), "x") if hooked
+            else tasks.fork_and_return.delay())
+    assert get_or_fail(sent, 15) == "parent"
     assert [get_or_fail(tasks.echo.delay(i), 15) for i in range(3)] == [0, 1, 2]
     assert_serving(worker)
 
