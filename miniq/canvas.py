@@ -16,8 +16,8 @@ import inspect
 from typing import Any, Sequence
 
 from .exceptions import ChordError
-from .result import (AsyncResult, EagerResult, GroupResult, exception_from_json, exception_text,
-                     new_id)
+from .result import (AsyncResult, EagerResult, GroupResult, allow_join_result,
+                     exception_from_json, exception_text, new_id)
 from .utils.json import loads
 
 ACCUMULATE = "celery.accumulate"  # passes its input on: a chord's callback before a group
@@ -300,8 +300,9 @@ class _Workflow(Signature):
     def apply_async(self, args: Sequence = (), kwargs: dict | None = None, **options: Any):
         """Send it: every message of its first step in one transaction; its result."""
         app = self.app
-        if app.conf.task_always_eager:
-            return self.apply(args, kwargs, **options)
+        if app.conf.task_always_eager:  # as Celery's: its steps wait for each other here
+            with allow_join_result():
+                return self.apply(args, kwargs, **options)
         sig = self.clone()  # fresh ids for each send, unless frozen before
         result = sig.freeze(*[options.pop(k, None) for k in ("task_id", "group_id", "chord")])
         app.send_rows(sig._rows(app, args, kwargs, options))
@@ -507,8 +508,8 @@ class chord(Signature):
         if not sig.header.tasks:  # no member will release it: as Celery, it runs now
             return sig.body.apply_async(([],), **options)
         result = header = _Workflow.apply_async(sig, args, kwargs, **options)
-        while header.parent is not None:  # frozen last, first in line
-            header = header.parent
+        while header.parent is not None and not self.app.conf.task_always_eager:
+            header = header.parent  # frozen last, first in line
         if header is not result:  # as Celery's, even past a chain body's earlier steps
             result.parent = header
         return result

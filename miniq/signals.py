@@ -244,9 +244,10 @@ def _failed(task, request, exc, traceback=None):
                       einfo=ExceptionInfo(exc, traceback))
 
 
-def _heard():
-    """Whether receivers wait for a run's outcome: the worker writes it before they run."""
-    return any(signal.receivers for signal in (task_success, task_failure, task_retry))
+def _heard(state):
+    """Whether receivers wait for an outcome in state: the worker writes it before they run."""
+    heard = {"SUCCESS": task_success, "FAILURE": task_failure, "RETRY": task_retry}.get(state)
+    return bool(heard and heard.receivers)
 
 
 def _task_finished(task, request, state, value):

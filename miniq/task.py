@@ -25,8 +25,8 @@ from .exceptions import (ChordError, Ignore, ImproperlyConfigured, InvalidTaskEr
                          MaxRetriesExceededError, NotRegistered, OperationalError, Reject,
                          Retry, SoftTimeLimitExceeded, TimeLimitExceeded)
 from .canvas import Signature, _mapped, chunks
-from .result import (EagerResult, denied_join_result, exception_from_json, exception_to_json,
-                     new_id)
+from .result import (EagerResult, allow_join_result, denied_join_result, exception_from_json,
+                     exception_to_json, new_id)
 from .utils.json import dumps, loads
 
 log = logging.getLogger("miniq.worker")
@@ -352,7 +352,8 @@ class Task:
         """End this run; ``sig`` runs in its place and its result becomes this task's.
         As Celery's, it raises Ignore (the worker sends ``sig``); eager, it runs it."""
         if self.request.is_eager:
-            return sig.apply().get(disable_sync_subtasks=False)  # Celery's trips its own check
+            with allow_join_result():  # Celery's trips its own check here
+                return sig.apply().get()
         ignore = Ignore("Replaced by new task")
         ignore.replacement = sig
         raise ignore
@@ -490,7 +491,7 @@ def execute(app, message, soft_limit=None, eager=False, hostname=None, store=Non
         if flows != given:  # self.request.chain = None, say
             outcome = _with_flows(outcome, request)
         if outcome.state not in UNHOOKED:
-            if store is not None and _hooked(task):  # as Celery: they see it stored
+            if store is not None and _hooked(task, outcome.state):  # as Celery: stored first
                 store(outcome)
             _hooks(task, outcome, value, request)
         else:  # as Celery: no hook, but task_postrun
@@ -516,8 +517,10 @@ def timed_out(app, message, limit, hostname=None):
         return Outcome(None, None)
     if task is None:
         return outcome
-    call = (message.id, args, kwargs)
-    task.push_request(_request(task, message, args, kwargs, False, hostname))
+    call, request = (message.id, args, kwargs), _request(task, message, args, kwargs, False,
+                                                         hostname)
+    _running.request, _running.task = request, task  # what it sends is its children
+    task.push_request(request)
     try:
         for hook, *hook_args in ((task.on_failure, outcome.exc, *call,
                                   ExceptionInfo(outcome.exc, outcome.traceback)),
@@ -528,14 +531,19 @@ def timed_out(app, message, limit, hostname=None):
                 log.exception("%s of %s[%s] raised", hook.__name__, task.name, message.id)
     finally:
         task.pop_request()
+        _running.request = _running.task = None
     return outcome
 
 
-def _hooked(task):
-    """Whether a hook of the task's own, or a receiver of its outcome, runs after a run."""
+HOOKS = {"SUCCESS": ("on_success", "after_return"), "FAILURE": ("on_failure", "after_return"),
+         "RETRY": ("on_retry",)}  # the hooks Celery calls after a run in each state
+
+
+def _hooked(task, state):
+    """Whether a hook of the task's own, or a receiver, runs after an outcome in state."""
     own = any(getattr(getattr(task, name), "__func__", None) is not getattr(Task, name)
-              for name in ("on_success", "on_failure", "on_retry", "after_return"))
-    return own or bool(emit("_heard"))
+              for name in HOOKS.get(state, ()))
+    return own or bool(emit("_heard", state))
 
 
 def _flows(request):

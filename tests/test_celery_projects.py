@@ -787,10 +787,21 @@ def test_get_inside_an_eager_run_that_delay_sent_is_refused_as_celerys(make_app)
     def waits_knowingly():
         return add.delay(1, 2).get(disable_sync_subtasks=False)
 
+    @app.task
+    def total(numbers):
+        return sum(numbers)
+
+    @app.task
+    def sends_workflows():  # as Celery's, their steps may wait for each other
+        impl = importlib.import_module(type(app).__module__.split(".")[0])
+        return [impl.chain(add.s(1, 1), add.s(2)).delay().get(disable_sync_subtasks=False),
+                impl.chord([add.s(1, 1), add.s(2, 2)], total.s()).delay().result]
+
     refused = waits.delay()
     assert (refused.state, type(refused.result)) == ("FAILURE", RuntimeError)
     assert "Never call result.get() within a task" in str(refused.result)
     assert waits.apply().get() == 3 and waits_knowingly.delay().get() == 3
+    assert list(sends_workflows.delay().get()) == [4, 6]
 
 
 def test_a_revoked_eager_result_reads_as_celery_57s(make_app):
