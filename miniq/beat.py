@@ -26,6 +26,10 @@ class Beat:
         self.sleep = sleep
         self.tz = zone(app.conf.timezone)
         self.deadline = app.conf.get("beat_cron_starting_deadline")  # as Celery's: crontabs only
+        if self.deadline is not None and (isinstance(self.deadline, bool) or not isinstance(
+                self.deadline, (int, float)) or not 0 <= self.deadline < float("inf")):
+            raise ImproperlyConfigured("beat_cron_starting_deadline must be None or a number of"
+                                       f" seconds, not {self.deadline!r}")
         configured = app.conf.beat_schedule or {}
         if not isinstance(configured, dict):
             raise ImproperlyConfigured("beat_schedule must be a dict of entries by name,"
@@ -73,8 +77,8 @@ class Beat:
             every = entry["schedule"]
             if self.next.get(name, now) <= now:  # a run missed while down fires once
                 slot = every.last_at_or_before(now, self.tz)
-                if slot is not None and self.app.broker.claim_beat_slot(name, slot) and not (
-                        self._late(every, slot, now)):  # claimed still: seen, not sent
+                if slot is not None and self.app.broker.claim_beat_slot(
+                        name, slot, self._late(every, slot, now)):
                     self.app.send_rows([self._row(entry)])  # checked: it was built before
                     log.info("Scheduler: Sending due task %s (%s)", name, entry["task"])
                 self.next[name] = every.next_after(now, self.tz)

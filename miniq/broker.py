@@ -691,15 +691,16 @@ class Broker:
         return self._tx(run)
 
     @_translated
-    def claim_beat_slot(self, entry, slot):
+    def claim_beat_slot(self, entry, slot, late=False):
         """True for the one caller, among any number of beats, that may send this run.
-        None may for an entry new to the file: as Celery's beat, its first run is its next.
-        That first slot is kept negative, as seen and not sent."""
+        None may for an entry new to the file: as Celery's beat, its first run is its next;
+        nor for a run ``late`` past its deadline. Such a slot is kept negative, as seen and
+        not sent."""
         def run(db):
             known = db.execute("SELECT 1 FROM beat WHERE entry = ?", (entry,)).fetchone()
             db.execute("DELETE FROM beat WHERE entry = ? AND abs(slot) < ?", (entry, slot - 86400))
-            if known is None:
-                db.execute("INSERT INTO beat VALUES (?, ?)", (entry, -slot))
+            if known is None or late:
+                db.execute("INSERT OR IGNORE INTO beat VALUES (?, ?)", (entry, -slot))
                 return False
             return db.execute("INSERT OR IGNORE INTO beat SELECT ?1, ?2 WHERE NOT EXISTS (SELECT"
                               " 1 FROM beat WHERE entry = ?1 AND slot = -?2)", (entry, slot)

@@ -133,4 +133,4 @@ class AlwaysEagerIgnored(CeleryWarning):
 __all__ = ["MiniqError", "ImproperlyConfigured", "OperationalError", "TaskError", "TimeoutError", "NotRegistered",
            "QueueNotFound", "InvalidTaskError", "MaxRetriesExceededError", "TaskRevokedError",
            "ChordError", "WorkerLostError", "SoftTimeLimitExceeded", "TimeLimitExceeded",
-           "TaskPredicate", "Retry", "Ignore", "Reject"]  # and the warnings above
+           "TaskPredicate", "Retry", "Ignore", "Reject", "CeleryWarning", "AlwaysEagerIgnored"]

@@ -152,6 +152,11 @@ def test_a_crontab_run_missed_by_more_than_the_starting_deadline_is_skipped(app,
     beat_on(app, monkeypatch, clock, entry).tick()
     options = [json.loads(o) for o, in app.broker.db.execute("SELECT options FROM task")]
     assert [o["headers"] for o in options] == [{"own": 1, "celery_beat_task": True}]
+    sent = datetime(2026, 11, 27, 9, tzinfo=timezone.utc).timestamp()
+    assert app.broker.beat_runs() == {"report": sent}  # the skipped run is not shown as sent
+    monkeypatch.setitem(app.conf, "beat_cron_starting_deadline", "600")
+    with pytest.raises(ImproperlyConfigured, match="beat_cron_starting_deadline must be"):
+        beat_on(app, monkeypatch, clock, entry)
 
 
 @pytest.mark.parametrize("entry, said", [
