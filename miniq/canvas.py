@@ -717,8 +717,10 @@ def _replaced(app, message: Any, sig: Signature, lineage: dict) -> list:
     options = message.options
     keep = {k: options.get(k) for k in ("chain", "link", "link_error", "parent_id", "root_id")}
     empty = isinstance(sig, group) and not sig.tasks  # nothing would release it: [] now
-    # as Celery's: a group's failed member fails it with a ChordError, another sig as itself
-    own = {} if isinstance(sig, group) else {"replaced": True}
+    # as Celery's: a group's failed member (a last group's in a chain) fails it with a
+    # ChordError, another sig as itself
+    last = sig.tasks[-1] if isinstance(sig, chain) and sig.tasks else sig
+    own = {} if isinstance(last, group) else {"replaced": True}
     waiting = app.message_row(ACCUMULATE, ([],) if empty else (), {"index": 0, **own},
                               task_id=message.id, queue=message.queue, waiting=not empty,
                               header=None if empty else _shape(result), chord=message.chord,

@@ -781,8 +781,10 @@ def update_state_stores_any_tasks_state(c, get):
 def a_replacement_that_fails_fails_its_chord(c, get):
     in_chord = c.chord([c.fail_replaced.s(), c.add.s(1, 1)], c.echo.s())()
     by_group = c.fail_replaced_by_group.delay()  # as Celery's: a chord of the group, then
+    by_chain = c.fail_replaced_by_group.delay(True)  # of a chain's last group
     return (raised(lambda: get(c.fail_replaced.delay())), raised(lambda: get(in_chord)),
-            raised(lambda: get(by_group)), str(by_group.result).split(" raised ")[1])
+            raised(lambda: get(by_group)), str(by_group.result).split(" raised ")[1],
+            raised(lambda: get(by_chain)))
 
 
 def signature_replace_group_skew_and_app_signature(c, get):
@@ -1086,7 +1088,8 @@ SCENARIOS = [
         5, 32, [11, 12], [12, 13, 14, 15], 20, [[3, 7, 5, "A"], [13, 10, "A"]]]),
     (update_state_stores_any_tasks_state, True),
     (a_replacement_that_fails_fails_its_chord, ("raised ValueError", "raised ValueError",
-                                                "raised ChordError", "ValueError('as expected')")),
+                                                "raised ChordError", "ValueError('as expected')",
+                                                "raised ChordError")),
     (signature_replace_group_skew_and_app_signature, (
         (5,), {"countdown": 3}, (2,), [0.0, 0.1, 0.2], 3, [0, 2, 4], ["0.0", "2.0", "4.0"])),
     (signatures_are_data, ((2, 2), {"debug": True}, {"countdown": 10},

@@ -407,8 +407,9 @@ def fail_replaced(self):
 
 
 @app.task(bind=True)
-def fail_replaced_by_group(self):
-    raise self.replace(group(add.s(1, 1), fail.si()))
+def fail_replaced_by_group(self, chained=False):
+    failing = group(add.si(1, 1), fail.si())
+    raise self.replace(add.si(0, 0) | failing if chained else failing)
 
 
 @app.task(bind=True)
