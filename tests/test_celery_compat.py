@@ -1128,7 +1128,9 @@ SINCE = {reject_without_requeue_fails: (5, 7),  # 5.6 stores no state for such a
          a_chords_call_options_link_its_callback_only: (5, 7),
          # 5.6's callback of a chord inside a chain names another parent
          a_chords_callback_is_sent_by_its_last_member: (5, 7),
-         exceptions_keep_their_class_and_args: (5, 7)}  # 5.6's child dies of a BaseException
+         exceptions_keep_their_class_and_args: (5, 7),  # 5.6's child dies of a BaseException
+         # 5.6 calls no hook for a run its hard time limit ended
+         a_hard_time_limit_calls_the_failure_hooks: (5, 7), hooks_find_the_outcome_stored: (5, 7)}
 
 
 @pytest.mark.parametrize("scenario, expected", SCENARIOS, ids=[s.__name__ for s, _ in SCENARIOS])

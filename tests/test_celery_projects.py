@@ -835,7 +835,8 @@ def test_an_eager_request_names_this_host_and_its_calls_options_as_celerys(make_
 
     assert list(fields.delay().get()) == [socket.gethostname(), None, False]
     assert list(fields.apply_async(ignore_result=True).get())[2] is True
-    assert list(limited.delay().get()) == [5, None]
+    if not celery_before(app, (5, 7)):  # 5.6 gave an eager run no time limits
+        assert list(limited.delay().get()) == [5, None]
 
 
 def test_send_task_under_always_eager_sends_and_warns_as_celerys(make_app):
