@@ -845,3 +845,23 @@ def test_send_task_under_always_eager_sends_and_warns_as_celerys(make_app):
     with pytest.warns(exceptions.AlwaysEagerIgnored, match="no effect on send_task"):
         result = app.send_task("c.elsewhere", (1,))
     assert type(result).__name__ == "AsyncResult"  # sent, not run here
+
+
+def test_an_eager_chord_with_a_chain_body_keeps_its_parents_as_celerys(make_app):
+    app = make_app(task_always_eager=True)
+    impl = importlib.import_module(type(app).__module__.split(".")[0])
+
+    @app.task
+    def add(x, y):
+        return x + y
+
+    @app.task
+    def total(numbers):
+        return sum(numbers)
+
+    result = impl.chord([add.s(1, 1), add.s(2, 2)], total.s() | add.s(10) | add.s(100)).delay()
+    line = []
+    while result is not None:
+        line.append(result.get())
+        result = result.parent
+    assert line == [116, 16, 6]
