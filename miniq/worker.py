@@ -239,8 +239,9 @@ def child_main(app_path, conn, loglevel, max_tasks, max_memory_kib, manager, hos
 def _serve(app, conn, max_tasks, max_memory_kib, manager, hostname):
     """Run the messages the manager sends until it says stop, or is gone."""
     parent, done, watch, me = os.getppid(), 0, select.poll(), os.getpid()
-    orphaned, running = functools.partial(_orphaned, parent, manager), [None]
-    store = functools.partial(_store_first, conn, me)
+    # the running task's id, and whether it waits for the word its outcome is written
+    orphaned, running = functools.partial(_orphaned, parent, manager), [None, False]
+    store = functools.partial(_store_first, conn, me, running)
     _watch_manager(orphaned, running)
     # As billiard's children: set once (a task that sets its own leaves it, as there)
     signal.signal(signal.SIGUSR1, functools.partial(_soft_signal, app, running))
@@ -283,18 +284,18 @@ def _serve(app, conn, max_tasks, max_memory_kib, manager, hostname):
             return
 
 
-def _store_first(conn, me, outcome):
+def _store_first(conn, me, running, outcome):
     """Have the manager write the outcome, then return: the hooks that run next may read
-    it, as Celery's find it stored. A reply whose retire is "store" asks for this; no
-    signal comes between it and the manager's word that the outcome is written."""
+    it, as Celery's find it stored. A reply whose retire is "store" asks for this; a
+    terminate's SIGUSR1 waits until the manager's word that it is written is read whole."""
     if os.getpid() != me:  # a process the task forked came back here: we answer, not it
         os._exit(0)
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1, signal.SIGALRM})
+    running[1] = True
     try:
         _put(conn, (tuple(outcome._replace(exc=None)), "store"))
         conn.recv_bytes()
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        running[1] = False
 
 
 def _ack(conn):
@@ -306,10 +307,10 @@ def _ack(conn):
 def _soft_signal(app, running, signum, frame):
     """SIGUSR1 while a task runs (``revoke(terminate=True, signal="SIGUSR1")``) raises
     SoftTimeLimitExceeded in it, as Celery's children take it, so that it may clean up;
-    never inside miniq's own write: a moment later then."""
+    never inside miniq's own write or word with the manager: a moment later then."""
     if running[0] is None:
         return
-    if app.broker.in_transaction():
+    if running[1] or app.broker.in_transaction():
         signal.signal(signal.SIGALRM, functools.partial(_soft_signal, app, running))
         signal.setitimer(signal.ITIMER_REAL, 0.001)
         return

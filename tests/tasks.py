@@ -2,7 +2,9 @@
 import json
 import os
 import signal
+import sqlite3
 import sys
+import threading
 import time
 
 from miniq import Miniq, Task, states
@@ -668,6 +670,17 @@ def fork_and_return():
 def fork_with_hooks(path, mode):
     """fork_and_return, with hooks: its outcome is written before they run."""
     return "forked" if os.fork() == 0 else "parent"
+
+
+@app.task(base=Recorded)
+def signalled_while_stored(path, mode):
+    """Holds the database's write lock for a second after it returns, and is sent SIGUSR1
+    (a terminate's) meanwhile: as it waits for its outcome to be written, before its hooks."""
+    db = sqlite3.connect(app.broker.path, isolation_level=None, check_same_thread=False)
+    db.execute("BEGIN IMMEDIATE")
+    threading.Thread(target=lambda: (time.sleep(1), db.execute("COMMIT")), daemon=True).start()
+    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGUSR1)).start()
+    return mode
 
 
 @app.task

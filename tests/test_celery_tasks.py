@@ -68,6 +68,17 @@ def test_hooks_run_after_the_store_in_a_child_that_retires_after_each_task(app, 
         assert notes(path, 3) == ["before_start True", "on_success ok", "after_return SUCCESS 'ok'"]
 
 
+def test_a_terminate_signal_while_the_outcome_is_written_ends_only_the_hooks(app, start_worker,
+                                                                            tmp_path):
+    """The child always reads the manager's word that the outcome is written: a signal
+    that came meanwhile cannot leave it in the pipe, to be read as the next task."""
+    worker = start_worker("-c", "1")
+    sent = tasks.signalled_while_stored.delay(str(tmp_path / "notes"), "stored")
+    assert sent.get(timeout=20) == "stored"
+    assert tasks.add.delay(1, 1).get(timeout=20) == 2
+    assert "exited unexpectedly" not in worker.output()
+
+
 def test_an_overridden_call_runs_in_the_worker_as_in_celery(app, start_worker):
     start_worker("-c", "1")
     assert tasks.wrapped.delay(3).get(timeout=20) == ["wrapped", 3]
