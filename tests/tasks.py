@@ -674,12 +674,26 @@ def fork_with_hooks(path, mode):
 
 @app.task(base=Recorded)
 def signalled_while_stored(path, mode):
-    """Holds the database's write lock for a second after it returns, and is sent SIGUSR1
-    (a terminate's) meanwhile: as it waits for its outcome to be written, before its hooks."""
+    """Holds the database's write lock after it returns, and is sent SIGUSR1 (a
+    terminate's) as it waits for its outcome to be written, before its hooks."""
     db = sqlite3.connect(app.broker.path, isolation_level=None, check_same_thread=False)
     db.execute("BEGIN IMMEDIATE")
-    threading.Thread(target=lambda: (time.sleep(1), db.execute("COMMIT")), daemon=True).start()
-    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGUSR1)).start()
+    main = threading.main_thread().ident
+
+    def waiting():  # the child's main thread waits for the manager's word
+        frame = sys._current_frames().get(main)
+        while frame is not None and frame.f_code.co_name != "_store_first":
+            frame = frame.f_back
+        return frame is not None
+
+    def signal_then_release():
+        deadline = time.monotonic() + 20
+        while not waiting() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGUSR1)
+        time.sleep(0.1)  # taken by the handler: the word cannot come before the commit
+        db.execute("COMMIT")
+    threading.Thread(target=signal_then_release, daemon=True).start()
     return mode
 
 
