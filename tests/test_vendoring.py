@@ -10,7 +10,7 @@ import sys
 import pytest
 
 import miniq
-from tests.conftest import ROOT, WorkerProcess
+from tests.conftest import ROOT, WorkerProcess, wait_for
 
 TASKS = """
 import time
@@ -70,6 +70,9 @@ def test_a_vendored_worker_returns_the_vendored_exceptions(vendored, tmp_path):
             vendored.stuck.delay().get(timeout=30)
         with pytest.raises(ValueError, match="boom"):
             vendored.fail.delay().get(timeout=30)
+        failures = tmp_path / "failures"  # as Celery's: task_failure after the failure is stored
+        wait_for(lambda: failures.exists() and len(failures.read_text().splitlines()) >= 2,
+                 message="both task_failure notes")
     finally:
         worker.kill_group()
     assert isinstance(killed.value, exceptions.MiniqError)
