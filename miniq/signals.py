@@ -244,12 +244,6 @@ def _failed(task, request, exc, traceback=None):
                       einfo=ExceptionInfo(exc, traceback))
 
 
-def _heard(state):
-    """Whether receivers wait for an outcome in state: the worker writes it before they run."""
-    heard = {"SUCCESS": task_success, "FAILURE": task_failure, "RETRY": task_retry}.get(state)
-    return bool(heard and heard.receivers)
-
-
 def _task_finished(task, request, state, value):
     """task_postrun; after a Reject that does not requeue, task_failure too, as Celery."""
     task_postrun.send(sender=task, task_id=request.id, task=task, args=request.args,

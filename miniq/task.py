@@ -457,9 +457,8 @@ def _call(task, args, kwargs, soft_limit):
             signal.setitimer(signal.ITIMER_REAL, 0)
 
 
-def execute(app, message, soft_limit=None, eager=False, hostname=None, store=None):
-    """Run one Message and return its Outcome; never raises for the task's errors.
-    ``store(outcome)`` has it written before hooks and receivers that may read it run."""
+def execute(app, message, soft_limit=None, eager=False, hostname=None):
+    """Run one Message and return its Outcome; never raises for the task's errors."""
     task = app.tasks.get(message.name)
     try:
         if task is None:
@@ -491,8 +490,6 @@ def execute(app, message, soft_limit=None, eager=False, hostname=None, store=Non
         if flows != given:  # self.request.chain = None, say
             outcome = _with_flows(outcome, request)
         if outcome.state not in UNHOOKED:
-            if store is not None and _hooked(task, outcome.state):  # as Celery: stored first
-                store(outcome)
             _hooks(task, outcome, value, request)
         else:  # as Celery: no hook, but task_postrun
             state = "IGNORED" if outcome.state == "REPLACED" else outcome.state  # Celery's Ignore
@@ -533,17 +530,6 @@ def timed_out(app, message, limit, hostname=None):
         task.pop_request()
         _running.request = _running.task = None
     return outcome
-
-
-HOOKS = {"SUCCESS": ("on_success", "after_return"), "FAILURE": ("on_failure", "after_return"),
-         "RETRY": ("on_retry",)}  # the hooks Celery calls after a run in each state
-
-
-def _hooked(task, state):
-    """Whether a hook of the task's own, or a receiver, runs after an outcome in state."""
-    own = any(getattr(getattr(task, name), "__func__", None) is not getattr(Task, name)
-              for name in HOOKS.get(state, ()))
-    return own or bool(emit("_heard", state))
 
 
 def _flows(request):

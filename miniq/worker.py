@@ -239,9 +239,7 @@ def child_main(app_path, conn, loglevel, max_tasks, max_memory_kib, manager, hos
 def _serve(app, conn, max_tasks, max_memory_kib, manager, hostname):
     """Run the messages the manager sends until it says stop, or is gone."""
     parent, done, watch, me = os.getppid(), 0, select.poll(), os.getpid()
-    # the running task's id, and whether it waits for the word its outcome is written
-    orphaned, running = functools.partial(_orphaned, parent, manager), [None, False]
-    store = functools.partial(_store_first, conn, me, running)
+    orphaned, running = functools.partial(_orphaned, parent, manager), [None]
     _watch_manager(orphaned, running)
     # As billiard's children: set once (a task that sets its own leaves it, as there)
     signal.signal(signal.SIGUSR1, functools.partial(_soft_signal, app, running))
@@ -260,8 +258,8 @@ def _serve(app, conn, max_tasks, max_memory_kib, manager, hostname):
         message, soft_limit = Message._make(job[0]), job[1]
         running[0] = message.id
         try:
-            outcome = (execute(app, message, soft_limit, hostname=hostname, store=store)
-                       if len(job) < 3 else timed_out(app, message, job[2], hostname))
+            outcome = (execute(app, message, soft_limit, hostname=hostname) if len(job) < 3
+                       else timed_out(app, message, job[2], hostname))
         except (SystemExit, KeyboardInterrupt):  # as Celery's: the child ends, the task is lost
             raise
         except BaseException as exc:  # noqa: BLE001 - as Celery's: a failure, and no hook ran
@@ -284,33 +282,13 @@ def _serve(app, conn, max_tasks, max_memory_kib, manager, hostname):
             return
 
 
-def _store_first(conn, me, running, outcome):
-    """Have the manager write the outcome, then return: the hooks that run next may read
-    it, as Celery's find it stored. A reply whose retire is "store" asks for this; a
-    terminate's SIGUSR1 waits until the manager's word that it is written is read whole."""
-    if os.getpid() != me:  # a process the task forked came back here: we answer, not it
-        os._exit(0)
-    running[1] = True
-    try:
-        _put(conn, (tuple(outcome._replace(exc=None)), "store"))
-        conn.recv_bytes()
-    finally:
-        running[1] = False
-
-
-def _ack(conn):
-    """Tell a child its outcome is written."""
-    with contextlib.suppress(OSError):  # it died: its sentinel will say so
-        _put(conn, True)
-
-
 def _soft_signal(app, running, signum, frame):
     """SIGUSR1 while a task runs (``revoke(terminate=True, signal="SIGUSR1")``) raises
     SoftTimeLimitExceeded in it, as Celery's children take it, so that it may clean up;
-    never inside miniq's own write or word with the manager: a moment later then."""
+    never inside miniq's own write: a moment later then."""
     if running[0] is None:
         return
-    if running[1] or app.broker.in_transaction():
+    if app.broker.in_transaction():
         signal.signal(signal.SIGALRM, functools.partial(_soft_signal, app, running))
         signal.setitimer(signal.ITIMER_REAL, 0.001)
         return
@@ -361,7 +339,7 @@ class Child:
     revoked = None  # the TaskRevokedError of a terminate whose signal it may handle
     retiring = False
     late = False  # its message's acks_late: unacknowledged until it ends
-    hooks = False  # its run's outcome is stored: it runs hooks only (after it, or its limit)
+    hooks = False  # it runs the failure hooks of a run its hard limit ended, not a run
 
     def __init__(self, process, conn):
         self.process, self.conn = process, conn
@@ -574,7 +552,8 @@ class Worker:
                 for child in [c for c in self.children if not c.message][:len(self.timed_out)]:
                     self._after_limit(child, *self.timed_out.popleft())
             busy = [c for c in self.children if c.message]
-            if self.warm and not busy:
+            if self.warm and not busy and not (self.children and (self.after_write
+                                                                  or self.timed_out)):
                 break
             if self.warm and not self.told_warm:  # else a Ctrl-C seems to do nothing
                 self.told_warm = True
@@ -859,12 +838,6 @@ class Worker:
         if child.hooks:
             child.message = child.deadline = child.killed_for = None
             child.hooks = False
-        elif retire == "store":  # it runs its hooks once its outcome is written
-            message, deadline = child.message, child.deadline
-            self._finish(child, outcome)  # acknowledged: no longer held ahead
-            child.message, child.deadline, child.hooks, child.late = message, deadline, True, False
-            self.after_write.append(functools.partial(_ack, child.conn))
-            return True
         else:
             self._finish(child, outcome)
         self.idle_deaths = 0
@@ -1004,7 +977,7 @@ class Worker:
 
     def _lost(self, child):
         message, child.message = child.message, None
-        if child.hooks:  # its outcome is stored already
+        if child.hooks:  # its outcome is stored already, or soon
             log.error("Task %s: its hooks did not end (exitcode %s)", message,
                       child.process.exitcode)
             return

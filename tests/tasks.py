@@ -2,9 +2,7 @@
 import json
 import os
 import signal
-import sqlite3
 import sys
-import threading
 import time
 
 from miniq import Miniq, Task, states
@@ -670,31 +668,6 @@ def fork_and_return():
 def fork_with_hooks(path, mode):
     """fork_and_return, with hooks: its outcome is written before they run."""
     return "forked" if os.fork() == 0 else "parent"
-
-
-@app.task(base=Recorded)
-def signalled_while_stored(path, mode):
-    """Holds the database's write lock after it returns, and is sent SIGUSR1 (a
-    terminate's) as it waits for its outcome to be written, before its hooks."""
-    db = sqlite3.connect(app.broker.path, isolation_level=None, check_same_thread=False)
-    db.execute("BEGIN IMMEDIATE")
-    main = threading.main_thread().ident
-
-    def waiting():  # the child's main thread waits for the manager's word
-        frame = sys._current_frames().get(main)
-        while frame is not None and frame.f_code.co_name != "_store_first":
-            frame = frame.f_back
-        return frame is not None
-
-    def signal_then_release():
-        deadline = time.monotonic() + 20
-        while not waiting() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        os.kill(os.getpid(), signal.SIGUSR1)
-        time.sleep(0.1)  # taken by the handler: the word cannot come before the commit
-        db.execute("COMMIT")
-    threading.Thread(target=signal_then_release, daemon=True).start()
-    return mode
 
 
 @app.task

@@ -11,8 +11,7 @@ from tests.conftest import wait_for
 
 
 def notes(path, count=0):
-    """The hooks' lines, once there are count: as Celery's, a worker stores the outcome
-    before the hooks after it run."""
+    """The hooks' lines, once there are count (a hook after a hard limit runs later)."""
     wait_for(lambda: path.exists() and len(path.read_text().splitlines()) >= count,
              message=f"{count} lines in {path.name}")
     return path.read_text().splitlines()
@@ -59,24 +58,12 @@ def test_hooks_after_a_hard_time_limit_run_in_a_child_within_the_limit(app, star
     assert notes(hooks_hung, 2) == ["before_start True", failure]
 
 
-def test_hooks_run_after_the_store_in_a_child_that_retires_after_each_task(app, start_worker,
-                                                                          tmp_path):
+def test_hooks_run_in_a_child_that_retires_after_each_task(app, start_worker, tmp_path):
     start_worker("-c", "1", "--max-tasks-per-child", "1")
     for i in range(3):
         path = tmp_path / f"notes{i}"
         assert tasks.hooked.delay(str(path), "ok").get(timeout=20) == "ok"
         assert notes(path, 3) == ["before_start True", "on_success ok", "after_return SUCCESS 'ok'"]
-
-
-def test_a_terminate_signal_while_the_outcome_is_written_ends_only_the_hooks(app, start_worker,
-                                                                            tmp_path):
-    """The child always reads the manager's word that the outcome is written: a signal
-    that came meanwhile cannot leave it in the pipe, to be read as the next task."""
-    worker = start_worker("-c", "1")
-    sent = tasks.signalled_while_stored.delay(str(tmp_path / "notes"), "stored")
-    assert sent.get(timeout=20) == "stored"
-    assert tasks.add.delay(1, 1).get(timeout=20) == 2
-    assert "exited unexpectedly" not in worker.output()
 
 
 def test_an_overridden_call_runs_in_the_worker_as_in_celery(app, start_worker):

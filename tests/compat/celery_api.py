@@ -186,7 +186,7 @@ def noted(self, path, fail):
 
 
 class Peeking(Task):
-    """Notes what its own result shows as each hook runs: stored already, as Celery's."""
+    """Notes what its own result shows as each hook runs."""
 
     def on_success(self, retval, task_id, args, kwargs):
         self.peek(args, "on_success", task_id)
