@@ -407,7 +407,7 @@ class Worker:
         self.poller, self.watched = select.poll(), {}  # fd → (what to read, its child)
         self.outcomes = []  # Settle records for the next transaction
         self.timed_out = collections.deque()  # (Message, limit): hooks for a child to run
-        self.after_write = []  # calls once the next write commits: hooks wait for it
+        self.unwritten = []  # the same, until the next write stores their failure
         if beat:
             from .beat import Beat
             self.beat = Beat(app)
@@ -552,7 +552,7 @@ class Worker:
                 for child in [c for c in self.children if not c.message][:len(self.timed_out)]:
                     self._after_limit(child, *self.timed_out.popleft())
             busy = [c for c in self.children if c.message]
-            if self.warm and not busy and not (self.children and (self.after_write
+            if self.warm and not busy and not (self.children and (self.unwritten
                                                                   or self.timed_out)):
                 break
             if self.warm and not self.told_warm:  # else a Ctrl-C seems to do nothing
@@ -603,7 +603,7 @@ class Worker:
         room = idle + self._room_ahead(idle) if self.want else 0
         flush = (self.outcomes and (idle or not busy or len(self.outcomes) >= self.batch)
                  or (self.outcomes or self.begun) and time.monotonic() >= self.flush_at
-                 or self.after_write)
+                 or self.unwritten)
         claim = room and (idle or self.news or not self.reserve)
         if not (flush or claim) or now < self.db_retry_at:
             return False
@@ -613,9 +613,8 @@ class Worker:
         if messages is None:
             return False
         self.outcomes, self.news = [], False
-        written, self.after_write = self.after_write, []
-        for call in written:
-            call()
+        self.timed_out.extend(self.unwritten)  # their hooks may read the failure now
+        self.unwritten = []
         for start in starts:
             del self.begun[start.id]
         self.flush_at = min((by for *_, by in self.begun.values()), default=0.0)
@@ -765,10 +764,8 @@ class Worker:
         child.message, child.hooks, child.late = message, True, False
         child.started = time.monotonic()
         child.deadline, child.hard = child.started + limit, limit
-        try:
+        with contextlib.suppress(OSError):  # it died: its sentinel will say so
             _put(child.conn, (tuple(message), None, limit))
-        except OSError:  # it died: its sentinel will say so
-            pass
 
     def _limit(self, message, key):
         """A time limit in seconds, as given: the call's option over the task's over
@@ -997,7 +994,7 @@ class Worker:
             state = "FAILURE"  # delivered too often: the last reason it was put back is final
         log.error("Task %s %s: %s", message, "requeued" if state == "PENDING" else state, exc)
         if state == "FAILURE" and isinstance(exc, TimeLimitExceeded):  # hooks, once written
-            self.after_write.append(functools.partial(self.timed_out.append, (message, child.hard)))
+            self.unwritten.append((message, child.hard))
         if state == "PENDING":
             self._put_back(message)
         else:
