@@ -370,9 +370,10 @@ class Task:
         """Ask for another run later; raises Retry (or exc / MaxRetriesExceededError when out).
         With throw=False it returns the Retry, and the run, once it returns, is retried
         (Celery stores what it returned first; here the retry's outcome is the only one)."""
-        if options:  # Celery sends the retry with them; here it stays the same row
+        given = sorted(key for key, value in options.items() if value is not None)
+        if given:  # Celery sends the retry with them; here it stays the same row
             raise TypeError(f"{self.name}: miniq's retry() keeps the task's queue and options,"
-                            f" it takes no {', '.join(sorted(options))}")
+                            f" it takes no {', '.join(given)}")
         request = self.request
         limit = self.max_retries if max_retries is None else max_retries
         if request.called_directly:
