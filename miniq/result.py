@@ -10,6 +10,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import functools
+import itertools
 import math
 import os
 import sys
@@ -21,6 +22,7 @@ from typing import Any, Callable
 from . import exceptions
 from .broker import DONE, FINAL, QUEUED, RUNNING
 from .utils.json import dumps, loads
+from .utils.serialization import UnpickleableExceptionWrapper
 
 EXCEPTION_STATES = frozenset({"FAILURE", "RETRY", "REVOKED"})
 UNKNOWN = (QUEUED, "PENDING", None, None, None, None, None)  # a task the database lacks (yet)
@@ -162,13 +164,15 @@ def exception_from_json(data, imported=True):
         cls = getattr(cls, part, None)
     if not (isinstance(cls, type) and issubclass(cls, BaseException)):
         cls = _remote_class(module, name)
-    # one whose constructor wants other arguments: its nearest builtin base (as a Celery
-    # worker hands over its nearest base that pickles), else a stand-in of its name
-    base = next((c for c in cls.__mro__[1:] if c.__module__ == "builtins"), Exception)
-    for make in (cls, base if base not in (Exception, BaseException) else None):
+    # one whose constructor wants other arguments: its nearest base above Exception that
+    # takes them (as a Celery worker hands over the nearest that pickles), else Celery's
+    # wrapper, its text the repr
+    bases = itertools.takewhile(lambda c: c not in (Exception, BaseException), cls.__mro__[1:])
+    for make in (cls, *bases):
         with contextlib.suppress(Exception):
             return make(*args)
-    return _remote_class(module, name)(*args)
+    text = f"{name.rpartition('.')[2]}({', '.join(map(repr, args))})"
+    return UnpickleableExceptionWrapper(module, name, args, text)
 
 
 def exception_text(data):

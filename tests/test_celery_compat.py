@@ -330,6 +330,16 @@ def exceptions_keep_their_class_and_args(c, get):
             caught(c.raise_several.delay(True), c.BaseFault), get(c.add.delay(1, 1)))
 
 
+def an_exception_not_made_again_comes_back_as_celerys(c, get):
+    answers = []
+    for based in (False, True):
+        try:
+            get(c.raise_needing_two.delay(based))
+        except Exception as exc:  # noqa: BLE001 - what comes back is the answer
+            answers.append([type(exc).__name__, str(exc)])
+    return answers
+
+
 def wait_for_lines(path, count):
     """The lines of a file hooks or receivers write to, once there are count (Celery may
     store a result before its last hook or signal), or what there is after T seconds."""
@@ -973,6 +983,8 @@ SCENARIOS = [
                                                       "kept")),
     (exceptions_keep_their_class_and_args, (["SeveralArgs", [1, "two", "{3}"], "FAILURE"],
                                             ["BaseFault", ["base"], "FAILURE"], 2)),
+    (an_exception_not_made_again_comes_back_as_celerys,
+     [["UnpickleableExceptionWrapper", "NeedsTwo('foo')"], ["Fault", "foo"]]),
     (hooks_of_a_base_class_run_around_each_run, (
         ["before_start", "on_success fine", "after_return SUCCESS"],
         ["before_start", "on_failure CompatError as planned True", "after_return FAILURE"],

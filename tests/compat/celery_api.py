@@ -148,6 +148,30 @@ def raise_several(base):
     raise SeveralArgs(1, "two", {3})  # an arg JSON cannot carry: its repr
 
 
+class NeedsTwo(Exception):
+    """Its constructor takes another argument than its args: not made again from them."""
+
+    def __init__(self, text, code):
+        super().__init__(text)
+        self.code = code
+
+
+class Fault(Exception):
+    """A project's base exception, which its args make again."""
+
+
+class NeedsTwoFault(Fault):
+    def __init__(self, text, code):
+        super().__init__(text)
+
+
+@app.task(bind=True)
+def raise_needing_two(self, based):
+    if not self.request.retries:
+        self.retry(countdown=0.1, max_retries=1, expires=None)  # None: no option given
+    raise (NeedsTwoFault if based else NeedsTwo)("foo", 2)
+
+
 class Noted(Task):
     """Notes the hooks Celery calls in the file the task's first argument names."""
 
