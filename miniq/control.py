@@ -18,6 +18,8 @@ from .task import iso_time
 from .utils.json import loads
 from .wake import machine_id, pid_alive
 
+ETA_TIMER_PRIORITY = 6  # what Celery's inspect().scheduled() shows for every task
+
 
 class Control(apps.Control):
     """``app.control``: revoke tasks; inspect, ping and shut down the live workers."""
@@ -106,13 +108,15 @@ class Inspect:
     def scheduled(self, safe: bool | None = None) -> dict | None:
         """``{node: [{"eta", "priority", "request"}, ...]}``: tasks waiting for their eta.
         They wait in the database, not in a worker: each is listed once, under the
-        oldest live worker that serves its queue (any of those may run it)."""
+        oldest live worker that serves its queue (any of those may run it). "priority"
+        is Celery's eta timer's, the same for all: the task's own is in the request's
+        delivery_info."""
         everyone, owned = live_nodes(self.app), {}
         for task_id, name, queue, eta, body, priority in self.app.broker.scheduled():
             node = next((n for n, _, w in everyone if queue in w.queues.split(",")), None)
             owned.setdefault(node, []).append({
                 "eta": iso_time(eta),
-                "priority": priority,
+                "priority": ETA_TIMER_PRIORITY,
                 "request": _info(node, task_id, name, body, queue, priority)})
         return self._request(lambda node, worker: owned.get(node, []), everyone)
 

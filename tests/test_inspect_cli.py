@@ -401,7 +401,8 @@ def test_active_scheduled_reserved_and_stats_answer_as_celery_s(on_shared, share
         assert info["acknowledged"] is True  # as Celery's: not acks_late, acked as it began
         assert inspect.active(safe=True)[NODE][0]["args"] == repr([str(gate), "done"])
         [waiting] = inspect.scheduled()[NODE]  # the one on a queue nobody serves: not listed
-        assert waiting["request"]["id"] == later.id and waiting["priority"] == 3
+        assert waiting["request"]["id"] == later.id and waiting["priority"] == 6  # Celery's
+        assert waiting["request"]["delivery_info"]["priority"] == 3
         assert waiting["request"]["args"] == [when]
         assert 250 < datetime.fromisoformat(waiting["eta"]).timestamp() - time.time() <= 301
         assert inspect.reserved() == {NODE: []}  # miniq never holds a task it does not run
