@@ -106,10 +106,6 @@ CLAIM = ("UPDATE task SET status = 1, state = COALESCE(?1, state), worker = ?2, 
          " traceback = CASE WHEN ?1 IS NULL THEN traceback END WHERE seq")  # IN (?, ...)
 # (a count below 0, another program's, would put the delivery cap out of reach)
 FENCE = "WHERE id = ? AND worker = ? AND attempts = ? AND status = 1"  # this delivery only
-# a final state stored (SUCCESS, FAILURE, REVOKED, one of the task's own), began if not yet
-FINISH = ("UPDATE task SET status = 2, state = ?, result = ?, traceback = ?, finished = ?,"
-          f" started = COALESCE(?, started) {FENCE}")
-NOT_PLAIN = (None, "REPLACED", "RETRY", "PENDING", "RESERVED", "STARTED", "IGNORED")
 NOT_BEGUN = "(status <= 0 OR status = 3 OR status = 1 AND started IS NULL)"  # or reserved
 NUMBER = (int, float)
 REFUSED = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError, OverflowError)
@@ -825,17 +821,8 @@ def _send_again(db, row):
 
 
 def _settle(db, worker, outcomes, now):
-    """Write outcomes, each only if this worker still holds that delivery (the fence):
-    those that only finish a row (most) in one statement, the others one by one."""
-    finish, rest = [], []
-    for settle in outcomes:
-        if settle.state in NOT_PLAIN or settle.follow or settle.failed or settle.chord:
-            rest.append(settle)
-        else:
-            finish.append((*settle[2:5], now, settle.began, settle.id, worker, settle.attempts))
-    if finish:
-        db.executemany(FINISH, finish)
-    for task_id, attempts, state, result, tb, eta, body, chord, follow, failed, began in rest:
+    """Write outcomes, each only if this worker still holds that delivery (the fence)."""
+    for task_id, attempts, state, result, tb, eta, body, chord, follow, failed, began in outcomes:
         key = (task_id, worker, attempts)
         if state in (None, "REPLACED"):  # ignore_result, or replaced by the rows in follow
             only = "" if state else " AND state IN ('PENDING', 'STARTED', 'RETRY')"
@@ -865,7 +852,9 @@ def _settle(db, worker, outcomes, now):
             # not the STARTED miniq wrote (Celery's stays PENDING, STARTED untracked)
             db.execute("UPDATE task SET status = 2, finished = ?, state = CASE WHEN"
                        f" state = 'STARTED' THEN 'PENDING' ELSE state END {FENCE}", (now, *key))
-        elif db.execute(FINISH, (state, result, tb, now, began, *key)).rowcount:
+        elif db.execute("UPDATE task SET status = 2, state = ?, result = ?, traceback = ?,"
+                        f" finished = ?, started = COALESCE(?, started) {FENCE}",
+                        (state, result, tb, now, began, *key)).rowcount:
             _follow(db, follow)
             _fail(db, failed, state, result, tb, now)
             if chord:
