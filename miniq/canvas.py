@@ -15,7 +15,7 @@ from __future__ import annotations
 import inspect
 from typing import Any, Sequence
 
-from .exceptions import ChordError
+from .exceptions import ChordError, ImproperlyConfigured
 from .result import (AsyncResult, EagerResult, GroupResult, allow_join_result,
                      exception_from_json, exception_text, new_id)
 from .utils.json import loads
@@ -24,8 +24,9 @@ ACCUMULATE = "celery.accumulate"  # passes its input on: a chord's callback befo
 
 
 def _item(key: str, doc: str) -> property:
-    """One of Celery's keys, read as an attribute."""
-    return property(lambda self: self[key], doc=doc)
+    """One of Celery's keys, read and set as an attribute."""
+    return property(lambda self: self[key], lambda self, value: self.__setitem__(key, value),
+                    doc=doc)
 
 
 class Signature(dict):
@@ -350,6 +351,8 @@ class chain(_Workflow):
             while getattr(first, "parent", None) is not None:
                 first = first.parent
             first.parent = parent
+        if result is not None:  # as Celery's: the chain's id is its last step's
+            self.options["task_id"] = result.id
         return result
 
     def _rows(self, app, args=(), kwargs=None, options=None, follow=()):
@@ -470,7 +473,9 @@ class chord(Signature):
 
     def __init__(self, header: Any, body: Any = None, task: str = "celery.chord", args=(),
                  kwargs=None, app=None, **options: Any):
-        header = maybe_signature(header, app) if isinstance(header, dict) else group(header)
+        header = maybe_signature(header, app) if isinstance(header, dict) else header
+        if not isinstance(header, _Workflow):  # as Celery's: one signature is a group of one
+            header = group(header)
         super().__init__(task, args, {"header": header, "body": maybe_signature(body, app),
                                       **(kwargs or {})}, options, subtask_type="chord", app=app)
         self._app = app or header._app or (body and self.body._app)
@@ -502,6 +507,9 @@ class chord(Signature):
     def apply_async(self, args: Sequence = (), kwargs: dict | None = None, **options: Any):
         """Send the members and the callback that waits for them; the callback's result.
         As Celery's, the arguments go to the members."""
+        if self.app.conf.get("task_allow_error_cb_on_chord_header"):  # set after configuring
+            raise ImproperlyConfigured("task_allow_error_cb_on_chord_header=True is not"
+                                       " supported: a chord's errback is its callback's")
         kwargs = dict(kwargs or {})
         body = kwargs.pop("body", None)
         sig = (self if body is None else chord(self.header, body, **self.options)).clone()

@@ -351,6 +351,8 @@ class Task:
     def replace(self, sig: Signature) -> Any:
         """End this run; ``sig`` runs in its place and its result becomes this task's.
         As Celery's, it raises Ignore (the worker sends ``sig``); eager, it runs it."""
+        if sig.get("subtask_type") == "chain" and not sig.tasks:  # as Celery's
+            raise ImproperlyConfigured("Cannot replace with an empty chain")
         if self.request.is_eager:
             with allow_join_result():  # Celery's trips its own check here
                 return sig.apply().get()

@@ -330,6 +330,21 @@ def exceptions_keep_their_class_and_args(c, get):
             caught(c.raise_several.delay(True), c.BaseFault), get(c.add.delay(1, 1)))
 
 
+def canvas_forms_that_celery_takes(c, get):
+    one = get(c.chord(c.add.s(4, 4), c.tsum.s()).apply_async())  # a header of one signature
+    last = c.add.s(2).set(task_id=str(uuid.uuid4()))
+    steps = c.add.s(4) | last
+    unfrozen = steps.id
+    steps.freeze(last.id)  # the chain's id is its last step's
+    changed = c.add.s(1, 1)
+    changed.args = (2, 3)
+    try:
+        empty = get(c.replaced_by_an_empty_chain.delay())
+    except Exception as exc:  # noqa: BLE001 - what comes back is the answer
+        empty = [type(exc).__name__, str(exc)]
+    return one, unfrozen, steps.id == last.id, get(changed.delay()), empty
+
+
 def an_exception_not_made_again_comes_back_as_celerys(c, get):
     answers = []
     for based in (False, True):
@@ -983,6 +998,8 @@ SCENARIOS = [
                                                       "kept")),
     (exceptions_keep_their_class_and_args, (["SeveralArgs", [1, "two", "{3}"], "FAILURE"],
                                             ["BaseFault", ["base"], "FAILURE"], 2)),
+    (canvas_forms_that_celery_takes,
+     (8, None, True, 5, ["ImproperlyConfigured", "Cannot replace with an empty chain"])),
     (an_exception_not_made_again_comes_back_as_celerys,
      [["UnpickleableExceptionWrapper", "NeedsTwo('foo')"], ["Fault", "foo"]]),
     (hooks_of_a_base_class_run_around_each_run, (

@@ -54,6 +54,11 @@ def sees_itself(self):
 
 
 @app.task(bind=True)
+def replaced_by_an_empty_chain(self):
+    return self.replace(chain())
+
+
+@app.task(bind=True)
 def replaced_by_nothing(self):
     return self.replace(impl.group([]))
 
