@@ -410,7 +410,10 @@ class group(_Workflow):
         for key, instead in (("link", "use a chord"), ("link_error", "give it to each member")):
             if options.get(key) is not None:
                 raise TypeError(f"a group's apply_async takes no {key}: {instead}")
-        return super().apply_async(args, kwargs, **options)
+        result = super().apply_async(args, kwargs, **options)
+        inner = getattr(result, "results", [])
+        # as Celery's: a group of one chain that ends in a group is that group
+        return inner[0] if len(inner) == 1 and isinstance(inner[0], GroupResult) else result
 
     def __call__(self, *args: Any, **options: Any):
         """Send it, each member called with these arguments first."""

@@ -342,7 +342,9 @@ def canvas_forms_that_celery_takes(c, get):
         empty = get(c.replaced_by_an_empty_chain.delay())
     except Exception as exc:  # noqa: BLE001 - what comes back is the answer
         empty = [type(exc).__name__, str(exc)]
-    return one, unfrozen, steps.id == last.id, get(changed.delay()), empty
+    nested = (get(c.group(c.add.s(1, 2) | c.group(c.add.s(1), c.add.s(2)))()),
+              get(c.group((c.chord(c.echo.si(42), c.chain((c.echo.s(),))),)).delay()))
+    return one, unfrozen, steps.id == last.id, get(changed.delay()), empty, nested
 
 
 def an_exception_not_made_again_comes_back_as_celerys(c, get):
@@ -999,7 +1001,8 @@ SCENARIOS = [
     (exceptions_keep_their_class_and_args, (["SeveralArgs", [1, "two", "{3}"], "FAILURE"],
                                             ["BaseFault", ["base"], "FAILURE"], 2)),
     (canvas_forms_that_celery_takes,
-     (8, None, True, 5, ["ImproperlyConfigured", "Cannot replace with an empty chain"])),
+     (8, None, True, 5, ["ImproperlyConfigured", "Cannot replace with an empty chain"],
+      ([4, 5], [[42]]))),
     (an_exception_not_made_again_comes_back_as_celerys,
      [["UnpickleableExceptionWrapper", "NeedsTwo('foo')"], ["Fault", "foo"]]),
     (hooks_of_a_base_class_run_around_each_run, (
