@@ -2,6 +2,7 @@
 get() return None at once and stores nothing; get(on_message=, callback=) sees the
 states on the way; datetime, date, time, UUID, Decimal and bytes travel as
 themselves in arguments, results and meta. One worker serves the whole module."""
+import sys
 import time
 import uuid
 from datetime import date, datetime, timedelta, timezone
@@ -208,3 +209,26 @@ def test_other_types_fail_at_the_call_and_store_nothing(app, bad):
     with pytest.raises(TypeError, match="JSON serializable"):
         tasks.echo.apply_async(kwargs={"value": bad})
     assert app.broker.db.execute("SELECT COUNT(*) FROM task").fetchone()[0] == before
+
+
+def test_an_exception_no_class_of_it_can_make_again_is_celerys_wrapper():
+    from miniq.result import exception_from_json
+    from miniq.utils.serialization import UnpickleableExceptionWrapper
+
+    class NeedsTwo(Exception):
+        def __init__(self, text, code):
+            super().__init__(text)
+
+    module = sys.modules[__name__]
+    module.NeedsTwo = NeedsTwo  # importable where the result is read
+    try:
+        data = {"exc_type": "NeedsTwo", "exc_module": __name__, "exc_message": ["foo"]}
+        wrapper = exception_from_json(data)
+    finally:
+        del module.NeedsTwo
+    assert isinstance(wrapper, UnpickleableExceptionWrapper)
+    assert (str(wrapper), wrapper.exc_cls_name, wrapper.exc_args) == ("NeedsTwo('foo')",
+                                                                      "NeedsTwo", ("foo",))
+    restored = wrapper.restore()
+    assert (type(restored).__name__, type(restored).__module__, restored.args) == (
+        "NeedsTwo", __name__, ("foo",))

@@ -15,5 +15,5 @@ class UnpickleableExceptionWrapper(Exception):
 
     def restore(self):
         """An exception of that class name, made anew (not the class itself)."""
-        return type(self.exc_cls_name, (Exception,), {"__module__": self.exc_module})(
-            *self.exc_args)
+        from ..result import _remote_class  # the result module reads exceptions with this one
+        return _remote_class(self.exc_module, self.exc_cls_name)(*self.exc_args)
