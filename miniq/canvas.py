@@ -741,10 +741,13 @@ def _replaced(app, message: Any, sig: Signature, lineage: dict) -> list:
 
 def chord_error(message: Any) -> BaseException:
     """The error a chord's callback fails with: the failed member's own for a
-    replaced task, else Celery's ChordError naming the member."""
+    replaced task or a body that is a group (Celery's fails each of its members so), else
+    Celery's ChordError naming the member."""
     try:
-        failed = message.options["chord_error"]
-        if loads(message.body)[1].get("replaced"):  # named, not made: the manager runs this
+        failed, steps = message.options["chord_error"], message.options.get("chain") or ()
+        group_body = message.name == ACCUMULATE and [s.get("subtask_type") for s in steps] == [
+            "group"]
+        if group_body or loads(message.body)[1].get("replaced"):  # named, not made here
             return exception_from_json(failed["error"], imported=False)
         return ChordError(f"Dependency {failed['id']} raised {exception_text(failed['error'])}")
     except (ValueError, TypeError, AttributeError, KeyError, IndexError):

@@ -347,6 +347,14 @@ def canvas_forms_that_celery_takes(c, get):
     return one, unfrozen, steps.id == last.id, get(changed.delay()), empty, nested
 
 
+def a_failed_header_fails_a_group_body_with_its_error(c, get):
+    body = c.group(c.add.si(2, 2), c.add.si(3, 3))
+    try:
+        return get(c.chain(c.group(c.add.si(1, 1), c.fail.si()), body).apply_async())
+    except Exception as exc:  # noqa: BLE001 - what comes back is the answer
+        return type(exc).__name__, str(exc)
+
+
 def an_exception_not_made_again_comes_back_as_celerys(c, get):
     answers = []
     for based in (False, True):
@@ -1003,6 +1011,7 @@ SCENARIOS = [
     (canvas_forms_that_celery_takes,
      (8, None, True, 5, ["ImproperlyConfigured", "Cannot replace with an empty chain"],
       ([4, 5], [[42]]))),
+    (a_failed_header_fails_a_group_body_with_its_error, ("ValueError", "as expected")),
     (an_exception_not_made_again_comes_back_as_celerys,
      [["UnpickleableExceptionWrapper", "NeedsTwo('foo')"], ["Fault", "foo"]]),
     (hooks_of_a_base_class_run_around_each_run, (
@@ -1157,7 +1166,9 @@ SINCE = {reject_without_requeue_fails: (5, 7),  # 5.6 stores no state for such a
          exceptions_keep_their_class_and_args: (5, 7),  # 5.6's child dies of a BaseException
          # 5.6 calls no hook for a run its hard time limit ended
          a_hard_time_limit_calls_the_failure_hooks: (5, 7),
-         hooks_after_a_hard_limit_find_the_failure_stored: (5, 7)}
+         hooks_after_a_hard_limit_find_the_failure_stored: (5, 7),
+         # 5.6 revokes a group body's members after a failed header, then fails them
+         a_failed_header_fails_a_group_body_with_its_error: (5, 7)}
 
 
 @pytest.mark.parametrize("scenario, expected", SCENARIOS, ids=[s.__name__ for s, _ in SCENARIOS])
