@@ -168,12 +168,7 @@ class Miniq(apps.Miniq):
             if packages is None:  # as Celery's: Django's app configs, else INSTALLED_APPS
                 packages = installed or getattr(self._settings, "INSTALLED_APPS", ())
             for package in packages:
-                name = f"{package}.{related_name}" if related_name else package
-                try:
-                    importlib.import_module(name)
-                except ModuleNotFoundError as exc:
-                    if exc.name != name:  # a package without that module is skipped, as Celery
-                        raise
+                _import_related(package, related_name)
 
     def import_includes(self) -> None:
         installed = fixups.setup_django() if fixups.django_project() else None
@@ -298,6 +293,26 @@ class Proxy:
 
 current_app = Proxy(apps.default_app)  # the app made last, or set by set_default()
 current_task = Proxy(lambda: tasks._running.task)  # the task running here; falsy if none
+
+
+def _import_related(package, related_name):
+    """Import package.related_name, as Celery's loader finds it: a path that is no module
+    (a Django AppConfig's, say) stands for the package above it, and a package without
+    that module is skipped; any other missing import is raised."""
+    try:
+        importlib.import_module(package)
+        if not related_name:
+            return
+    except ModuleNotFoundError:
+        package = package.rpartition(".")[0]
+        if not package:
+            raise
+    name = f"{package}.{related_name}"
+    try:
+        importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name != name:
+            raise
 
 
 def _object(name):

@@ -365,6 +365,17 @@ def an_exception_not_made_again_comes_back_as_celerys(c, get):
     return answers
 
 
+def autodiscovery_skips_a_path_that_is_no_package(c, get):
+    """Celery's own test_loader: a class's path stands for its module, which has no tasks
+    module; a package that is not there raises."""
+    c.app.autodiscover_tasks(["tests.compat", "datetime.datetime"], "celery_api", force=True)
+    try:
+        c.app.autodiscover_tasks(["nonexistent.package"], "celery_api", force=True)
+    except ModuleNotFoundError as exc:
+        missing = exc.name
+    return [name for name in c.app.tasks if name.startswith("datetime")], missing
+
+
 def wait_for_lines(path, count):
     """The lines of a file hooks or receivers write to, once there are count (Celery may
     store a result before its last hook or signal), or what there is after T seconds."""
@@ -1150,6 +1161,7 @@ SCENARIOS = [
     (a_chords_callback_is_sent_by_its_last_member, (
         "raised ChordError", True, True, True, [], True, True, True)),
     (ignore_result_gets_none_at_once, ([None, None], True)),
+    (autodiscovery_skips_a_path_that_is_no_package, ([], "nonexistent")),
     (on_message_sees_progress_then_success, (
         "done", [("PROGRESS", {"step": 1}), ("SUCCESS", "done")])),
 ]
