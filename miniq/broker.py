@@ -95,8 +95,9 @@ INSERT = ("INSERT INTO task (id, name, queue, priority, body, options, eta, expi
           " chord, status, retries) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,"
           " CASE WHEN ?11 = 0 AND ?7 > ?9 THEN -2 ELSE ?11 END, ?12)")  # due after it was sent
 FOLLOW = INSERT.replace("INSERT", "INSERT OR IGNORE", 1)  # a workflow's step sent already stays
-# the row update_state() made for an id not sent yet: the task, sent, takes its place
-UNSENT = "DELETE FROM task WHERE id = ? AND name = '' AND status = 2 AND state != 'REVOKED'"
+# a finished row of an id sent again (one update_state() made before it was sent, say):
+# the task runs again, as Celery's worker runs a reused id; a revoked id stays revoked
+FINISHED = "DELETE FROM task WHERE id = ? AND status = 2 AND state != 'REVOKED'"
 CLAIM_COLUMNS = ("id, name, body, retries, attempts, options, chord, expires,"
                  " priority, revoked, queue, eta")
 # A task that starts now (?1 its state) leaves its last run's retry behind: no result yet
@@ -812,7 +813,7 @@ def _headed(task_id, options, sent):
 def _send_again(db, row):
     """Insert a message whose id may be taken, as Celery's workers take a reused id: a
     finished task runs again, a revoked one stays revoked; one not finished refuses it."""
-    db.execute("DELETE FROM task WHERE id = ? AND status = 2 AND state != 'REVOKED'", row[:1])
+    db.execute(FINISHED, row[:1])
     taken = db.execute("SELECT state FROM task WHERE id = ?", row[:1]).fetchone()
     if taken is None:
         db.execute(INSERT, row)
@@ -862,9 +863,10 @@ def _settle(db, worker, outcomes, now):
 
 
 def _follow(db, rows):
-    """Insert a workflow's next steps: one sent already stays, as does a revoked id."""
+    """Insert a workflow's next steps: one waiting or running already stays, as does a
+    revoked id; a finished one runs again."""
     if rows:  # an empty executemany still costs a statement's preparation
-        db.executemany(UNSENT, [row[:1] for row in rows])
+        db.executemany(FINISHED, [row[:1] for row in rows])
         db.executemany(FOLLOW, rows)
 
 

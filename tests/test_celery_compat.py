@@ -376,6 +376,14 @@ def autodiscovery_skips_a_path_that_is_no_package(c, get):
     return [name for name in c.app.tasks if name.startswith("datetime")], missing
 
 
+def a_step_sent_again_runs_again(c, get):
+    """A step frozen once keeps its id in each workflow it is sent in (Celery's own
+    tests reuse signatures so); its row, finished, does not stand for the new run."""
+    middle = c.add.s(1)
+    middle.freeze()
+    return [get(c.chain(c.add.si(n, n), middle, c.add.s(100)).apply_async()) for n in (1, 2)]
+
+
 def wait_for_lines(path, count):
     """The lines of a file hooks or receivers write to, once there are count (Celery may
     store a result before its last hook or signal), or what there is after T seconds."""
@@ -1161,6 +1169,7 @@ SCENARIOS = [
     (a_chords_callback_is_sent_by_its_last_member, (
         "raised ChordError", True, True, True, [], True, True, True)),
     (ignore_result_gets_none_at_once, ([None, None], True)),
+    (a_step_sent_again_runs_again, [103, 105]),
     (autodiscovery_skips_a_path_that_is_no_package, ([], "nonexistent")),
     (on_message_sees_progress_then_success, (
         "done", [("PROGRESS", {"step": 1}), ("SUCCESS", "done")])),
