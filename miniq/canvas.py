@@ -44,6 +44,10 @@ class Signature(dict):
                  immutable: bool = False,
                  app=None,
                  **extra: Any):
+        if isinstance(task, dict):  # as Celery's: a copy of a signature's dict
+            super().__init__(task)
+            self._app = app
+            return
         options = {**(options or {}), **extra}
         # task.signature(..., immutable=True) passes the flag among the options
         immutable = bool(options.pop("immutable", immutable))
@@ -143,7 +147,7 @@ class Signature(dict):
         """Set call options (queue, countdown, priority, ...) for when it is sent;
         ``immutable`` sets whether it takes the previous result."""
         if immutable is not None:
-            self["immutable"] = bool(immutable)
+            self.set_immutable(immutable)
         self.options.update(options)
         return self
 
@@ -195,6 +199,10 @@ class Signature(dict):
     def __or__(self, other: Any) -> Signature:
         return chain(self, other)  # a group's is a chord (group.__or__)
 
+    def __ior__(self, other: Any) -> Signature:
+        """``sig |= step`` is ``sig = sig | step``, as Celery's: not dict's merge."""
+        return self | other
+
     def __invert__(self) -> Any:
         return self.apply_async().get()
 
@@ -242,6 +250,10 @@ def _check_arguments(app, name: str, args: Sequence, kwargs: dict | None) -> Non
 def _listed(value: Any) -> list:
     """A link option (one signature or a list of them) as a list."""
     return [] if not value else [value] if isinstance(value, dict) else list(value)
+
+
+def _empty(step: Any) -> bool:
+    return type(step) is group and not step.tasks
 
 
 def _shortened(name: str, text: str) -> str:
@@ -317,25 +329,28 @@ class chain(_Workflow):
 
     @staticmethod
     def _joined(tasks):
-        """As Celery's: a chain inside a chain is its steps, a group of one its task, and a
-        group followed by a step a chord into it."""
+        """As Celery's: a chain inside a chain is its steps, a group of one its task, a
+        group followed by a step a chord into it, and an empty group nothing (unless the
+        chain has nothing else)."""
         steps = []
-        for t in tasks:
-            for step in t.tasks if type(t) is chain or type(t) is group and len(t.tasks) == 1 else [t]:
+        for t in [t for t in tasks if not _empty(t)] or tasks[-1:]:
+            for step in (t._unchained() if type(t) is chain
+                         else t.tasks if type(t) is group and len(t.tasks) == 1 else [t]):
                 if steps and type(steps[-1]) is group:
                     step = chord(steps.pop(), step)
                 steps.append(step)
         return steps
 
-    def link(self, callback: dict) -> dict:
-        """Call back when the last step succeeds."""
-        return self.tasks[-1].link(callback)
-
-    def link_error(self, errback: dict) -> dict:
-        """Call ``errback`` when any step fails."""
-        for task in self.tasks:
-            task.link_error(errback)
-        return errback
+    def _unchained(self) -> list:
+        """Copies of its steps, with its own callbacks on them (the last step's link,
+        every step's link_error), as Celery's ``unchain_tasks``."""
+        steps = [step.clone() for step in self.tasks]
+        for callback in _listed(self.options.get("link")):
+            steps[-1].link(callback)
+        for errback in _listed(self.options.get("link_error")):
+            for step in steps:
+                step.link_error(errback)
+        return steps
 
     def freeze(self, _id=None, group_id=None, chord=None, root_id=None, parent_id=None,
                group_index=None):
@@ -374,7 +389,7 @@ class chain(_Workflow):
     def apply(self, args: Sequence = (), kwargs: dict | None = None, **options: Any):
         """Run every step now in this process, in order; the last step's result."""
         result = None
-        for step in self.tasks:
+        for step in self._unchained():
             parent = result
             result = (step.apply(args, kwargs, **options) if parent is None
                       else step.apply((parent.get(),)))
@@ -452,6 +467,15 @@ class group(_Workflow):
     def __or__(self, other: Any):
         return chord(self, other)
 
+    def __len__(self) -> int:
+        """Its members, as Celery's (not the keys of its dict)."""
+        return len(self.tasks)
+
+    def set_immutable(self, immutable: bool) -> None:
+        """Each member's, as Celery's."""
+        for task in self.tasks:
+            task.set_immutable(immutable)
+
     def skew(self, start: float = 1.0, stop: float | None = None, step: float = 1.0) -> group:
         """Celery's: member n gets countdown start + n × step, held at the last within stop."""
         for n, task in enumerate(self.tasks):
@@ -481,7 +505,7 @@ class chord(Signature):
             header = group(header)
         super().__init__(task, args, {"header": header, "body": maybe_signature(body, app),
                                       **(kwargs or {})}, options, subtask_type="chord", app=app)
-        self._app = app or header._app or (body and self.body._app)
+        self._app = app or header._app or (body is not None and self.body._app)
 
     @classmethod
     def _from(cls, d, app):
@@ -498,6 +522,19 @@ class chord(Signature):
 
     def link_error(self, errback: dict) -> dict:
         return self.body.link_error(errback)
+
+    def set_immutable(self, immutable: bool) -> None:
+        """The header's members', as Celery's."""
+        self.header.set_immutable(immutable)
+
+    def __or__(self, other: Any) -> Signature:
+        """As Celery's: a task, a chord or a group of one after a chord joins its body."""
+        one = isinstance(other, group) and len(other.tasks) == 1
+        if not (one or isinstance(other, Signature) and not isinstance(other, (group, chain))):
+            return chain(self, other)
+        sig = self.clone()
+        sig.kwargs["body"] = sig.body | (other.tasks[0] if one else other)
+        return sig
 
     header = property(lambda self: self.kwargs["header"], doc="The group that runs first.")
     body = property(lambda self: self.kwargs["body"], doc="The callback, given their results.")
@@ -568,9 +605,13 @@ class chord(Signature):
         return callback + self.header._rows(app, args, kwargs, members)  # links: the callback's
 
     def __repr__(self) -> str:
-        if self.body is None:
+        body = self.body
+        if body is None:
             return f"<chord without body: {self.header._shown()!r}>"
-        return "%" + _shortened(self.body.name, self.body._call(self.header._shown()))
+        if isinstance(body, chain):  # as Celery's: the header goes to the first step
+            first, rest = body.tasks[0], chain(body.tasks[1:], app=self._app)
+            return _shortened(first.name, f"%({first._call(self.header._shown())} | {rest!r})")
+        return "%" + _shortened(body.name, body._call(self.header._shown()))
 
 
 class chunks(Signature):

@@ -620,7 +620,9 @@ def _run(task, task_id, args, kwargs, soft_limit):
         return Outcome("RETRY", cause, _traceback(), retry.eta, retry.body, retry), None
     except Ignore as exc:  # also how replace() ends the run: canvas sends the replacement
         sig = getattr(exc, "replacement", None)
-        return Outcome("REPLACED" if sig else "IGNORED", sig and dumps(sig), exc=exc), None
+        if sig is None:
+            return Outcome("IGNORED", None, exc=exc), None
+        return Outcome("REPLACED", dumps(sig), exc=exc), None  # (an empty group is falsy)
     except Reject as exc:  # the worker requeues it (under acks_late) or records FAILURE
         state = "PENDING" if exc.requeue else "REJECTED"
         return failed(exc)._replace(state=state), None

@@ -384,6 +384,31 @@ def a_step_sent_again_runs_again(c, get):
     return [get(c.chain(c.add.si(n, n), middle, c.add.s(100)).apply_async()) for n in (1, 2)]
 
 
+def canvas_objects_as_celery_builds_them(c, get):
+    """Building workflows, no worker needed: ``|=`` chains (a dict would merge), a
+    group's length is its members', a step after a chord joins its body."""
+    steps = c.add.si(1, 1)
+    for n in (2, 3):
+        steps |= c.add.si(n, n)
+    fixed = c.group(c.add.s(1, 1), c.add.s(2, 2))
+    fixed.set_immutable(True)  # its members take no result from the step before
+    piped = c.chord([c.add.s(1, 1), c.add.s(2, 2)], c.tsum.s()) | c.add.s(3)
+    rebuilt = c.impl.Signature(json.loads(json.dumps(c.add.s(1, 2))))
+    last = c.add.s(2)
+    linked = c.add.s(1) | last
+    linked.link(c.echo.si("done"))  # the chain's, not its last step's: that one is the user's
+    return [repr(steps).count("|"), len(fixed), bool(c.group([])), [t.immutable for t in fixed.tasks],
+            isinstance(piped, c.chord), len(piped.tasks), repr(piped.body).count("|"),
+            list(rebuilt.args), rebuilt.task == c.add.name, last.options.get("link"),
+            repr(c.group(c.add.s(1), c.add.s(2)) | (c.tsum.s() | c.add.s(1))).count("|"),
+            get((c.add.si(1, 1) | fixed).apply_async())]
+
+
+def an_empty_group_in_a_chain_is_skipped(c, get):
+    return (get(c.chain(c.add.si(1, 1), c.group([]), c.add.s(5)).apply_async()),
+            get((c.add.si(1, 1) | c.add.s(2) | c.group([])).apply_async()))
+
+
 def wait_for_lines(path, count):
     """The lines of a file hooks or receivers write to, once there are count (Celery may
     store a result before its last hook or signal), or what there is after T seconds."""
@@ -1170,6 +1195,9 @@ SCENARIOS = [
         "raised ChordError", True, True, True, [], True, True, True)),
     (ignore_result_gets_none_at_once, ([None, None], True)),
     (a_step_sent_again_runs_again, [103, 105]),
+    (canvas_objects_as_celery_builds_them, [
+        2, 2, False, [True, True], True, 2, 1, [1, 2], True, None, 1, [2, 4]]),
+    (an_empty_group_in_a_chain_is_skipped, (7, 4)),
     (autodiscovery_skips_a_path_that_is_no_package, ([], "nonexistent")),
     (on_message_sees_progress_then_success, (
         "done", [("PROGRESS", {"step": 1}), ("SUCCESS", "done")])),
@@ -1189,7 +1217,9 @@ SINCE = {reject_without_requeue_fails: (5, 7),  # 5.6 stores no state for such a
          a_hard_time_limit_calls_the_failure_hooks: (5, 7),
          hooks_after_a_hard_limit_find_the_failure_stored: (5, 7),
          # 5.6 revokes a group body's members after a failed header, then fails them
-         a_failed_header_fails_a_group_body_with_its_error: (5, 7)}
+         a_failed_header_fails_a_group_body_with_its_error: (5, 7),
+         # 5.6 makes an empty group and the step after it a chord, which gets []
+         an_empty_group_in_a_chain_is_skipped: (5, 7)}
 
 
 @pytest.mark.parametrize("scenario, expected", SCENARIOS, ids=[s.__name__ for s, _ in SCENARIOS])
