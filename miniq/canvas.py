@@ -23,10 +23,16 @@ from .utils.json import loads
 ACCUMULATE = "celery.accumulate"  # passes its input on: a chord's callback before a group
 
 
-def _item(key: str, doc: str) -> property:
-    """One of Celery's keys, read and set as an attribute."""
-    return property(lambda self: self[key], lambda self, value: self.__setitem__(key, value),
-                    doc=doc)
+def _item(path: str, doc: str) -> property:
+    """One of Celery's keys, read and set as an attribute: ``options.task_id`` is the
+    ``task_id`` of its options."""
+    outer, _, key = path.rpartition(".")
+
+    def holder(sig):
+        return sig[outer] if outer else sig
+
+    return property(lambda self: holder(self).get(key),
+                    lambda self, value: holder(self).__setitem__(key, value), doc=doc)
 
 
 class Signature(dict):
@@ -78,11 +84,9 @@ class Signature(dict):
     options = _item("options", "Its call options.")
     immutable = _item("immutable", "Whether it takes no more arguments.")
     subtask_type = _item("subtask_type", "chain, group, chord or None.")
-
-    @property
-    def id(self) -> str | None:
-        """The task id, once ``freeze()`` or ``set(task_id=...)`` gave it one."""
-        return self.options.get("task_id")
+    id = _item("options.task_id", "The task id, once ``freeze()`` or ``set(task_id=)`` gave one.")
+    parent_id = _item("options.parent_id", "The id of the task that sends it.")
+    root_id = _item("options.root_id", "The id of its workflow's first task.")
 
     @property
     def app(self):
@@ -302,9 +306,7 @@ class _Workflow(Signature):
     def _joined(tasks):
         return tasks
 
-    @property
-    def tasks(self) -> list:
-        return self.kwargs["tasks"]
+    tasks = _item("kwargs.tasks", "Its steps or members.")
 
     def __call__(self, *args: Any, **kwargs: Any):
         """Send it with these arguments first, as Celery calls a workflow."""
@@ -426,7 +428,7 @@ class group(_Workflow):
             if options.get(key) is not None:
                 raise TypeError(f"a group's apply_async takes no {key}: {instead}")
         result = super().apply_async(args, kwargs, **options)
-        inner = getattr(result, "results", [])
+        inner = [] if self.app.conf.task_always_eager else getattr(result, "results", [])
         # as Celery's: a group of one chain that ends in a group is that group
         return inner[0] if len(inner) == 1 and isinstance(inner[0], GroupResult) else result
 
@@ -501,8 +503,8 @@ class chord(Signature):
     def __init__(self, header: Any, body: Any = None, task: str = "celery.chord", args=(),
                  kwargs=None, app=None, **options: Any):
         header = maybe_signature(header, app) if isinstance(header, dict) else header
-        if not isinstance(header, _Workflow):  # as Celery's: one signature is a group of one
-            header = group(header)
+        if not isinstance(header, group):  # as Celery's: a chain's steps side by side, one
+            header = group(header.tasks if type(header) is chain else header)  # signature alone
         super().__init__(task, args, {"header": header, "body": maybe_signature(body, app),
                                       **(kwargs or {})}, options, subtask_type="chord", app=app)
         self._app = app or header._app or (body is not None and self.body._app)
@@ -537,7 +539,7 @@ class chord(Signature):
         return sig
 
     header = property(lambda self: self.kwargs["header"], doc="The group that runs first.")
-    body = property(lambda self: self.kwargs["body"], doc="The callback, given their results.")
+    body = _item("kwargs.body", "The callback, given their results.")
     tasks = property(lambda self: self.header.tasks)
 
     def __call__(self, body: Any = None, **options: Any):
@@ -547,9 +549,6 @@ class chord(Signature):
     def apply_async(self, args: Sequence = (), kwargs: dict | None = None, **options: Any):
         """Send the members and the callback that waits for them; the callback's result.
         As Celery's, the arguments go to the members."""
-        if self.app.conf.get("task_allow_error_cb_on_chord_header"):  # set after configuring
-            raise ImproperlyConfigured("task_allow_error_cb_on_chord_header=True is not"
-                                       " supported: a chord's errback is its callback's")
         kwargs = dict(kwargs or {})
         body = kwargs.pop("body", None)
         sig = (self if body is None else chord(self.header, body, **self.options)).clone()
@@ -573,14 +572,20 @@ class chord(Signature):
         body = self.body
         first = body.tasks[0] if isinstance(body, chain) else body
         if type(first) is not Signature:
-            start = Signature(ACCUMULATE, kwargs={"index": 0}, app=self._app)
+            # a group body fails with a member's own error (Celery 5.7's), a chain ChordError
+            own = {"own_error": True} if isinstance(body, group) else {}
+            start = Signature(ACCUMULATE, kwargs={"index": 0, **own}, app=self._app)
             body = self.kwargs["body"] = chain(start, body)
         return body
 
     def freeze(self, _id=None, group_id=None, chord=None, root_id=None, parent_id=None,
                group_index=None):
         """Freeze the body (it takes the id and the place) and the header, whose
-        members name the body's first row; returns the body's result."""
+        members name the body's first row; returns the body's result. Every way to send
+        a chord freezes it first: a setting it cannot honour is refused here."""
+        if self.app.conf.get("task_allow_error_cb_on_chord_header"):  # set after configuring
+            raise ImproperlyConfigured("task_allow_error_cb_on_chord_header=True is not"
+                                       " supported: a chord's errback is its callback's")
         body = self._flow()
         result = body.freeze(_id, group_id, chord, root_id, parent_id)
         entry = body.tasks[0] if isinstance(body, chain) else body
@@ -772,7 +777,7 @@ def _replaced(app, message: Any, sig: Signature, lineage: dict) -> list:
     # as Celery's: a group's failed member (a last group's in a chain) fails it with a
     # ChordError, another sig as itself
     last = sig.tasks[-1] if isinstance(sig, chain) and sig.tasks else sig
-    own = {} if isinstance(last, group) else {"replaced": True}
+    own = {} if isinstance(last, group) else {"own_error": True}
     waiting = app.message_row(ACCUMULATE, ([],) if empty else (), {"index": 0, **own},
                               task_id=message.id, queue=message.queue, waiting=not empty,
                               header=None if empty else _shape(result), chord=message.chord,
@@ -785,10 +790,8 @@ def chord_error(message: Any) -> BaseException:
     replaced task or a body that is a group (Celery's fails each of its members so), else
     Celery's ChordError naming the member."""
     try:
-        failed, steps = message.options["chord_error"], message.options.get("chain") or ()
-        group_body = message.name == ACCUMULATE and [s.get("subtask_type") for s in steps] == [
-            "group"]
-        if group_body or loads(message.body)[1].get("replaced"):  # named, not made here
+        failed = message.options["chord_error"]
+        if loads(message.body)[1].get("own_error"):  # named, not made here
             return exception_from_json(failed["error"], imported=False)
         return ChordError(f"Dependency {failed['id']} raised {exception_text(failed['error'])}")
     except (ValueError, TypeError, AttributeError, KeyError, IndexError):

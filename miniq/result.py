@@ -22,11 +22,15 @@ from typing import Any, Callable
 from . import exceptions
 from .broker import DONE, FINAL, QUEUED, RUNNING
 from .utils.json import dumps, loads
+from .utils import serialization
 from .utils.serialization import UnpickleableExceptionWrapper
 
 EXCEPTION_STATES = frozenset({"FAILURE", "RETRY", "REVOKED"})
 UNKNOWN = (QUEUED, "PENDING", None, None, None, None, None)  # a task the database lacks (yet)
 WIRE_MODULE = "miniq.exceptions"  # the stored name of miniq's exceptions module
+# the modules a reader always knows, by their stored names (wherever the package lives)
+KNOWN = {"builtins": builtins, WIRE_MODULE: exceptions, "miniq.utils.serialization": serialization}
+WIRE_NAMES = {module.__name__: name for name, module in KNOWN.items()}
 _READERS = {}  # database path -> the app unpickled results of that file read through
 
 # True inside worker children: get() there could wait on a task that needs this very child.
@@ -123,13 +127,32 @@ def zone(name):
 def exception_to_json(exc):
     """Type name, module and args as JSON; miniq's own module is written as
     ``miniq.exceptions`` wherever the package lives, so a vendored copy reads it."""
-    cls = type(exc)
-    module = WIRE_MODULE if cls.__module__ == exceptions.__name__ else cls.__module__
+    cls, args = _stored_as(exc)
+    module = WIRE_NAMES.get(cls.__module__, cls.__module__)
     data = {"exc_type": cls.__qualname__, "exc_module": module}
     try:  # as Celery's: each arg that JSON cannot carry as its repr, so the class rebuilds
-        return dumps({**data, "exc_message": [_carried(arg) for arg in exc.args]})
+        return dumps({**data, "exc_message": [_carried(arg) for arg in args]})
     except Exception:  # noqa: BLE001 - args that raise even so: keep the text
         return dumps({**data, "exc_message": [_text_of(exc, str)]})
+
+
+def _stored_as(exc):
+    """(class, args) to store an exception as, decided where it was raised, as a Celery
+    worker does: its own class if that takes its args again, else the nearest base above
+    Exception that does, else Celery's wrapper, which holds its repr."""
+    cls = type(exc)
+    try:
+        args = tuple(exc.args)
+    except Exception:  # noqa: BLE001 - args that raise: its own name, its text (below)
+        return cls, None
+    bases = itertools.takewhile(lambda c: c not in (Exception, BaseException), cls.__mro__[1:])
+    for make in (cls, *(base for base in bases if issubclass(base, BaseException))):
+        with contextlib.suppress(Exception):
+            make(*args)
+            return make, args
+    text = _text_of(exc, repr)
+    args = [_carried(arg) for arg in args]
+    return UnpickleableExceptionWrapper, (cls.__module__, cls.__qualname__, args, text)
 
 
 def _carried(arg):
@@ -158,8 +181,7 @@ def exception_from_json(data, imported=True):
     this process has already imported, so ``except MyError`` matches; never an import.
     Others get a stand-in of the same name, whose JSON is the same."""
     name, module, args = str(data.get("exc_type")), str(data.get("exc_module")), _args(data)
-    cls = {"builtins": builtins, WIRE_MODULE: exceptions}.get(
-        module, sys.modules.get(module) if imported else None)
+    cls = KNOWN.get(module, sys.modules.get(module) if imported else None)
     for part in name.split("."):  # a class nested in another, by its qualified name
         cls = getattr(cls, part, None)
     if not (isinstance(cls, type) and issubclass(cls, BaseException)):
@@ -168,7 +190,7 @@ def exception_from_json(data, imported=True):
     # takes them (as a Celery worker hands over the nearest that pickles), else Celery's
     # wrapper, its text the repr
     bases = itertools.takewhile(lambda c: c not in (Exception, BaseException), cls.__mro__[1:])
-    for make in (cls, *bases):
+    for make in (cls, *(base for base in bases if issubclass(base, BaseException))):
         with contextlib.suppress(Exception):
             return make(*args)
     text = f"{name.rpartition('.')[2]}({', '.join(map(repr, args))})"

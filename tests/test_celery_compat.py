@@ -409,6 +409,29 @@ def an_empty_group_in_a_chain_is_skipped(c, get):
             get((c.add.si(1, 1) | c.add.s(2) | c.group([])).apply_async()))
 
 
+def chord_headers_replacements_and_keys_as_celerys(c, get):
+    """A chain as a chord's header is its steps side by side; a task replaced by a group
+    fails with ChordError (a next step that is a group changes nothing); Celery's
+    signature keys are attributes."""
+    side_by_side = get(c.chord(c.chain(c.add.si(1, 1), c.add.si(10, 10)), c.tsum.s()).delay())
+    sent = c.chain(c.replaced_by_a_failing_group.si(), c.group(c.add.s(1), c.add.s(2))).delay()
+    try:
+        replaced = get(sent.parent)
+    except Exception as exc:  # noqa: BLE001 - what comes back is the answer
+        replaced = type(exc).__name__
+    sig, body = c.add.s(1, 1), c.chord([c.add.s(1, 1)], c.tsum.s())
+    sig.id, sig.root_id, sig.parent_id = "mine", "root", "parent"
+    body.body = c.add.s(1)
+    eager = c.Celery("eager", set_as_current=False, task_always_eager=True)
+
+    @eager.task(name="plus")
+    def plus(x, y):
+        return x + y
+    nested = c.group(plus.s(1, 2) | c.group(plus.s(1), plus.s(2))).delay()
+    return (side_by_side, replaced, sorted(sig.options.items()), body.body.task == c.add.name,
+            len(nested.results), nested.get())
+
+
 def wait_for_lines(path, count):
     """The lines of a file hooks or receivers write to, once there are count (Celery may
     store a result before its last hook or signal), or what there is after T seconds."""
@@ -1198,6 +1221,9 @@ SCENARIOS = [
     (canvas_objects_as_celery_builds_them, [
         2, 2, False, [True, True], True, 2, 1, [1, 2], True, None, 1, [2, 4]]),
     (an_empty_group_in_a_chain_is_skipped, (7, 4)),
+    (chord_headers_replacements_and_keys_as_celerys, (
+        22, "ChordError", [("parent_id", "parent"), ("root_id", "root"), ("task_id", "mine")],
+        True, 1, [[4, 5]])),
     (autodiscovery_skips_a_path_that_is_no_package, ([], "nonexistent")),
     (on_message_sees_progress_then_success, (
         "done", [("PROGRESS", {"step": 1}), ("SUCCESS", "done")])),

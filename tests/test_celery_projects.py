@@ -20,7 +20,7 @@ import pytest
 import miniq
 import miniq.app
 import miniq.project
-from miniq import Celery, chord
+from miniq import Celery, chain, chord, group
 from miniq.exceptions import ImproperlyConfigured
 from tests.conftest import ROOT, WorkerProcess, wait_for
 
@@ -870,5 +870,9 @@ def test_an_eager_chord_with_a_chain_body_keeps_its_parents_as_celerys(make_app)
 def test_a_chord_refuses_errbacks_on_its_header_set_after_configuring(fresh_app):
     add = fresh_app.task(name="t.add")(lambda x, y: x + y)
     fresh_app.conf.task_allow_error_cb_on_chord_header = True  # after import_includes ran
-    with pytest.raises(ImproperlyConfigured, match="task_allow_error_cb_on_chord_header"):
-        chord([add.s(1, 1)], add.s(1)).apply_async()
+    one = chord([add.s(1, 1)], add.s(1))
+    for form in (one, group(add.s(1, 1), add.s(2, 2)) | add.s(1), chain(add.s(1, 1), one),
+                 group(one, add.s(1, 1))):  # however a chord is sent
+        with pytest.raises(ImproperlyConfigured, match="task_allow_error_cb_on_chord_header"):
+            form.apply_async()
+    assert fresh_app.broker.db.execute("SELECT COUNT(*) FROM task").fetchone()[0] == 0

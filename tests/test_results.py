@@ -2,6 +2,7 @@
 get() return None at once and stores nothing; get(on_message=, callback=) sees the
 states on the way; datetime, date, time, UUID, Decimal and bytes travel as
 themselves in arguments, results and meta. One worker serves the whole module."""
+import json
 import sys
 import time
 import uuid
@@ -232,3 +233,41 @@ def test_an_exception_no_class_of_it_can_make_again_is_celerys_wrapper():
     restored = wrapper.restore()
     assert (type(restored).__name__, type(restored).__module__, restored.args) == (
         "NeedsTwo", __name__, ("foo",))
+
+
+class _Tagged:
+    """A mixin that takes anything (and calls no base): not an exception."""
+
+    def __init__(self, *args):
+        self.tags = args
+
+
+class _Fault(Exception):
+    pass
+
+
+class _NeedsTwoFault(_Fault):
+    def __init__(self, text, code):
+        super().__init__(text)
+
+
+class _TaggedError(_Tagged, Exception):
+    def __init__(self, text, code):
+        Exception.__init__(self, text)
+
+
+@pytest.mark.parametrize("exc, stored, answer", [
+    (_NeedsTwoFault("foo", 1), "_Fault", "_Fault('foo')"),
+    (_TaggedError("foo", 1), "UnpickleableExceptionWrapper", "_TaggedError('foo')"),
+    (ValueError({1}, 2), "ValueError", "ValueError('{1}', 2)"),
+], ids=["nearest-base", "a-mixin-is-no-base", "args-json-cannot-carry"])
+def test_an_exception_is_stored_as_the_class_that_makes_it_again(exc, stored, answer):
+    """Decided where it was raised, as a Celery worker does: a reader that never
+    imported its module gets the same answer."""
+    from miniq.result import exception_from_json, exception_to_json
+    data = json.loads(exception_to_json(exc))
+    assert data["exc_type"] == stored
+    made = exception_from_json(data, imported=False)
+    assert isinstance(made, BaseException)
+    text = str(made) if stored == "UnpickleableExceptionWrapper" else repr(made)
+    assert text == answer

@@ -63,6 +63,11 @@ def replaced_by_nothing(self):
     return self.replace(impl.group([]))
 
 
+@app.task(bind=True)
+def replaced_by_a_failing_group(self):
+    return self.replace(group(add.si(1, 1), fail.si()))
+
+
 @app.task
 def current_name():
     return impl.current_task.name
