@@ -467,8 +467,8 @@ class Broker:
         rows = self._rows("SELECT id, options FROM task WHERE instr(options, ?) ORDER BY seq",
                           (task_id,))
         sent = [(child, _options(text) or {}) for child, text in rows]
-        return [(child, o.get("group")) for child, o in sent
-                if o.get("parent_id") == task_id and not _headed(child, o, sent)]
+        return [(child, o.get("group")) for child, o in sent  # (a replacement is the task)
+                if o.get("parent_id") == task_id != child and not _headed(child, o, sent)]
 
     @_translated
     def save_group(self, group_id, members):

@@ -769,9 +769,17 @@ def _errback(app, message: Any, errback: dict, error: str | None, traceback: str
 def _replaced(app, message: Any, sig: Signature, lineage: dict) -> list:
     """``self.replace(sig)``: the task's row waits, as a chord's callback, for the
     result of ``sig``, then passes it on as its own (``celery.accumulate``), keeping the
-    task's chain, callbacks and place in a group or chord."""
-    result = sig.freeze(chord=message.id, **lineage)
+    task's chain, callbacks and place in a group or chord. As Celery's, a plain task
+    takes the task's id, place and callbacks itself (its result, progress and children
+    are the task's)."""
     options = message.options
+    if type(sig) is Signature and not sig.id:
+        for key in ("link", "link_error"):  # its own callbacks, then the task's
+            links = [*_listed(sig.options.get(key)), *_listed(options.get(key))]
+            sig.options.update({key: links} if links else {})
+        sig.set(task_id=message.id, chord=message.chord, group_id=options.get("group"))
+        return sig._rows(app, (), None, lineage, options.get("chain") or ())
+    result = sig.freeze(chord=message.id, **lineage)
     keep = {k: options.get(k) for k in ("chain", "link", "link_error", "parent_id", "root_id")}
     empty = isinstance(sig, group) and not sig.tasks  # nothing would release it: [] now
     # as Celery's: a group's failed member (a last group's in a chain) fails it with a

@@ -864,6 +864,14 @@ def replace_gives_the_replacement_result(c, get):
     return [get(r) for r in (alone, in_chain, by_group, group_in_chain, by_chain, body)]
 
 
+def a_replacement_runs_as_the_task_itself(c, get):
+    """As Celery's: a task takes the replaced task's id, so its result is the task's."""
+    me = c.replaced_by_whoami.delay()
+    failing = c.fail_replaced.delay()
+    return (get(me) == me.id, me.children, raised(lambda: get(failing)),
+            "ValueError" in (failing.traceback or ""))
+
+
 def update_state_stores_any_tasks_state(c, get):
     later = c.add.apply_async((1, 1), countdown=60)
     unsent, by_caller = str(uuid.uuid4()), str(uuid.uuid4())
@@ -1221,6 +1229,7 @@ SCENARIOS = [
     (canvas_objects_as_celery_builds_them, [
         2, 2, False, [True, True], True, 2, 1, [1, 2], True, None, 1, [2, 4]]),
     (an_empty_group_in_a_chain_is_skipped, (7, 4)),
+    (a_replacement_runs_as_the_task_itself, (True, [], "raised ValueError", True)),
     (chord_headers_replacements_and_keys_as_celerys, (
         22, "ChordError", [("parent_id", "parent"), ("root_id", "root"), ("task_id", "mine")],
         True, 1, [[4, 5]])),

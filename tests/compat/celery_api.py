@@ -68,6 +68,11 @@ def replaced_by_a_failing_group(self):
     return self.replace(group(add.si(1, 1), fail.si()))
 
 
+@app.task(bind=True)
+def replaced_by_whoami(self):
+    return self.replace(whoami.si())
+
+
 @app.task
 def current_name():
     return impl.current_task.name
