@@ -341,15 +341,20 @@ class AsyncResult:
         return self.ready() and self.state == "FAILURE"
 
     def get(self, timeout: float | None = None, propagate: bool = True,
-            interval: float = 0.1, callback: Callable | None = None,
-            on_message: Callable | None = None, disable_sync_subtasks: bool = True,
-            **_ignored) -> Any:
+            interval: float = 0.1, no_ack: bool = True, follow_parents: bool = True,
+            callback: Callable | None = None, on_message: Callable | None = None,
+            on_interval: Callable | None = None, disable_sync_subtasks: bool = True,
+            EXCEPTION_STATES: Any = None, PROPAGATE_STATES: Any = None) -> Any:
         """Wait until the task is done; return its value or raise its exception.
-        on_message(meta) sees each new state; callback(id, value) the outcome."""
+        on_message(meta) sees the states it takes while it waits (the one it is in, then
+        each new one; none if it is done already); callback(id, value) the
+        outcome; on_interval() runs once an interval while it waits. (no_ack and the
+        two state sets are Celery's broker and internal knobs: accepted, unused.)"""
         if self.ignored:
             return None
         _check_join(disable_sync_subtasks)
-        self._wait(timeout, interval, on_message, propagate and self.parent is not None)
+        parents = follow_parents and propagate and self.parent is not None
+        self._wait(timeout, interval, on_message, parents, on_interval)
         value = self.info
         if propagate and self.state != "SUCCESS":
             _raise_failed_parent(self)
@@ -360,17 +365,18 @@ class AsyncResult:
 
     wait = get
 
-    def _wait(self, timeout, interval, on_message=None, parents=False):
+    def _wait(self, timeout, interval, on_message=None, parents=False, on_interval=None):
         """Poll cheaply: reread the row only when another connection has committed. With
         parents, a failed or revoked step before this one raises its error meanwhile, as
         Celery's get() does (once an interval at most), as a chain stopped there never
         runs this one."""
-        broker, start, seen, told = self.app.broker, time.monotonic(), None, None
-        look_at = 0.0  # when to look at the parents next
+        broker, start, seen = self.app.broker, time.monotonic(), None
+        look_at = tick = 0.0  # when to look at the parents, and to call on_interval, next
         if timeout is None:
             timeout = math.inf
-        if on_message is None and self.ready():  # done already: one query, not two
+        if self.ready():  # done already: one query, and nothing to tell (as Celery's)
             return
+        told = None  # what it was told last: a state it took since it was sent, then each new
         while True:
             version = broker.data_version()
             if version != seen:
@@ -380,6 +386,9 @@ class AsyncResult:
                     return
             seen = version
             elapsed = time.monotonic() - start
+            if on_interval is not None and elapsed >= tick:
+                on_interval()
+                tick = elapsed + interval
             if parents and elapsed >= look_at:  # at most a tenth of the time: a big header
                 _raise_failed_parent(self)  # costs a query a member not yet done
                 look_at = elapsed + max(interval, 10 * (time.monotonic() - start - elapsed))
@@ -393,7 +402,7 @@ class AsyncResult:
         sees the latest, so updates quicker than a poll reach it as one."""
         row = self._row()
         if row[1] != "PENDING" and row[1:3] != told:
-            done = _finished(row)
+            done = _finished(row, zone(self.app.conf.timezone))
             on_message({"status": row[1], "result": _value(row), "traceback": row[3],
                         "date_done": done and done.isoformat(), "task_id": self.id})
         return row[1:3]
@@ -490,7 +499,9 @@ class ResultSet:
     parent = None
 
     def __init__(self, results, app=None):
-        self.results, self._app = list(results), app
+        # as Celery's: a list given is kept, and what is added to it later is a member
+        self.results = results if isinstance(results, list) else list(results)
+        self._app = app
 
     def __reduce__(self):  # as Celery's: the members, read through the current app
         return type(self), (self.results,)
@@ -547,9 +558,12 @@ class ResultSet:
         """How many members succeeded (failures are finished but not counted, as in Celery)."""
         return sum(r.successful() for r in self.results)
 
-    def join(self, timeout=None, propagate=True, interval=0.1, callback=None, **options) -> list:
+    def join(self, timeout=None, propagate=True, interval=0.1, callback=None, no_ack=True,
+             on_message=None, disable_sync_subtasks=True, on_interval=None) -> list:
         """Every member's value, in order; the first failure raises (if propagate). As
         Celery's, callback(id, value) takes each value instead of the list."""
+        options = dict(on_message=on_message, on_interval=on_interval,
+                       disable_sync_subtasks=disable_sync_subtasks)
         deadline = None if timeout is None else time.monotonic() + timeout
         values = []
         for r in self.results:

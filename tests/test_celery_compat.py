@@ -1058,6 +1058,26 @@ def on_message_sees_progress_then_success(c, get):
     return value, seen
 
 
+def get_takes_celerys_keywords_and_no_others(c, get):
+    """on_message hears of changes from the call on (none for a finished task);
+    on_interval runs while get() waits; a ResultSet keeps the list it is given; a
+    keyword Celery's get() lacks is a TypeError."""
+    done = c.add.delay(1, 1)
+    get(done)
+    heard = []
+    done.get(timeout=T, on_message=heard.append)
+    members = [done]
+    together = c._result.ResultSet(members)
+    members.append(c.add.delay(2, 2))
+    gate = os.path.join(tempfile.mkdtemp(), "gate")
+    gated = c.progress_gated.delay(gate)
+    opened = raised(lambda: gated.get(timeout=10, interval=0.1,
+                                      on_interval=lambda: open(gate, "w").close()))
+    return (heard, together.join(timeout=T), opened,
+            raised(lambda: done.get(timeout=T, bogus=1)),
+            raised(lambda: together.join(timeout=T, follow_parents=False)))
+
+
 SCENARIOS = [
     (delay_and_get, 5),
     (an_ignored_result_goes_on_but_is_not_kept, (6, "PENDING", True, "PENDING", 101)),
@@ -1234,6 +1254,8 @@ SCENARIOS = [
         22, "ChordError", [("parent_id", "parent"), ("root_id", "root"), ("task_id", "mine")],
         True, 1, [[4, 5]])),
     (autodiscovery_skips_a_path_that_is_no_package, ([], "nonexistent")),
+    (get_takes_celerys_keywords_and_no_others, (
+        [], [2, 4], "done", "raised TypeError", "raised TypeError")),
     (on_message_sees_progress_then_success, (
         "done", [("PROGRESS", {"step": 1}), ("SUCCESS", "done")])),
 ]

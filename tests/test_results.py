@@ -138,14 +138,14 @@ def test_on_message_sees_progress_then_success_and_callback_the_value(app, tmp_p
     assert success["result"] == "done" and success["traceback"] is None
     done = datetime.fromisoformat(success["date_done"])
     assert abs(done - datetime.now(timezone.utc)) < timedelta(seconds=60)
-    # Already done: one message, the outcome; a failure's result is the exception.
+    # Already done: nothing to tell, as Celery's; a failure's result is the exception.
     again = []
     assert app.AsyncResult(result.id).get(timeout=5, on_message=again.append) == "done"
-    assert [m["status"] for m in again] == ["SUCCESS"]
-    failed, told = tasks.fail.delay("on message"), []
-    with pytest.raises(ValueError):
+    assert again == []
+    failed, told = tasks.progress_gated.delay(str(tmp_path / "shut"), meta, timeout=0.5), []
+    with pytest.raises(TimeoutError):
         failed.get(timeout=30, on_message=told.append)
-    assert told[-1]["status"] == "FAILURE" and isinstance(told[-1]["result"], ValueError)
+    assert told[-1]["status"] == "FAILURE" and isinstance(told[-1]["result"], TimeoutError)
     assert "Traceback" in told[-1]["traceback"]
 
 
