@@ -160,15 +160,16 @@ class Signature(dict):
 
     def link(self, callback: dict) -> dict:
         """Send ``callback`` with this task's result when it succeeds (once, as Celery's)."""
-        links = self.options.setdefault("link", [])
-        links.extend([callback] if callback not in links else [])
-        return callback
+        return self._add_link("link", callback)
 
     def link_error(self, errback: dict) -> dict:
         """Call ``errback`` when this task fails (once, as Celery's)."""
-        links = self.options.setdefault("link_error", [])
-        links.extend([errback] if errback not in links else [])
-        return errback
+        return self._add_link("link_error", errback)
+
+    def _add_link(self, key, sig):
+        links = self.options[key] = _listed(self.options.get(key))  # set(link=sig): a list now
+        links.extend([sig] if sig not in links else [])
+        return sig
 
     def on_error(self, errback: dict) -> Signature:
         """``link_error``, returning this signature, for chaining calls."""

@@ -397,11 +397,13 @@ def canvas_objects_as_celery_builds_them(c, get):
     last = c.add.s(2)
     linked = c.add.s(1) | last
     linked.link(c.echo.si("done"))  # the chain's, not its last step's: that one is the user's
+    twice = c.add.s(1, 1).set(link=c.echo.si("set"))  # one signature, not a list
+    twice.link(c.echo.si("linked"))
     return [repr(steps).count("|"), len(fixed), bool(c.group([])), [t.immutable for t in fixed.tasks],
             isinstance(piped, c.chord), len(piped.tasks), repr(piped.body).count("|"),
             list(rebuilt.args), rebuilt.task == c.add.name, last.options.get("link"),
             repr(c.group(c.add.s(1), c.add.s(2)) | (c.tsum.s() | c.add.s(1))).count("|"),
-            get((c.add.si(1, 1) | fixed).apply_async())]
+            get((c.add.si(1, 1) | fixed).apply_async()), len(twice.options["link"])]
 
 
 def an_empty_group_in_a_chain_is_skipped(c, get):
@@ -1247,7 +1249,7 @@ SCENARIOS = [
     (ignore_result_gets_none_at_once, ([None, None], True)),
     (a_step_sent_again_runs_again, [103, 105]),
     (canvas_objects_as_celery_builds_them, [
-        2, 2, False, [True, True], True, 2, 1, [1, 2], True, None, 1, [2, 4]]),
+        2, 2, False, [True, True], True, 2, 1, [1, 2], True, None, 1, [2, 4], 2]),
     (an_empty_group_in_a_chain_is_skipped, (7, 4)),
     (a_replacement_runs_as_the_task_itself, (True, [], "raised ValueError", True)),
     (chord_headers_replacements_and_keys_as_celerys, (
