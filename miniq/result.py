@@ -147,9 +147,11 @@ def _stored_as(exc):
         return cls, None
     bases = itertools.takewhile(lambda c: c not in (Exception, BaseException), cls.__mro__[1:])
     for make in (cls, *(base for base in bases if issubclass(base, BaseException))):
-        with contextlib.suppress(Exception):
+        try:
             make(*args)
             return make, args
+        except BaseException:  # noqa: BLE001 - one that even exits rules out its class only
+            continue
     text = _text_of(exc, repr)
     args = [_carried(arg) for arg in args]
     return UnpickleableExceptionWrapper, (cls.__module__, cls.__qualname__, args, text)
