@@ -21,7 +21,7 @@ from typing import Any, Iterable
 
 from . import canvas
 from .broker import NUMBER, QUEUED, WAITING, Broker, path_from_url
-from .exceptions import AlwaysEagerIgnored, ImproperlyConfigured
+from .exceptions import AlwaysEagerIgnored, DuplicateTaskNameWarning, ImproperlyConfigured
 from .result import AsyncResult, new_id
 from .task import Task, emit, encode_args, json_only, lineage, running_priority, to_timestamp
 from .utils.json import dumps
@@ -199,6 +199,13 @@ class Miniq:
         """Register a function as a task: ``@app.task`` or ``@app.task(bind=True, ...)``."""
         def register(fun):
             name = options.pop("name", None) or self.gen_task_name(fun.__name__, fun.__module__)
+            known = self.tasks.get(name)
+            if known is not None:  # as Celery's: the first stays (a module imported twice)
+                if getattr(known, "__wrapped__", fun) is not fun:
+                    warnings.warn(DuplicateTaskNameWarning(
+                        f"task name {name!r} is taken: calls reach the function registered"
+                        " first, not this one"), stacklevel=3)
+                return known
             base = options.pop("base", None) or self.conf.get("task_cls") or Task
             task = functools.update_wrapper(base._subclass(self, fun, name, options)(), fun)
             self.tasks[name] = task

@@ -130,7 +130,12 @@ class AlwaysEagerIgnored(CeleryWarning):
     """send_task() sends even under task_always_eager, as Celery's does."""
 
 
+class DuplicateTaskNameWarning(CeleryWarning):
+    """Another function took a task name already taken: the first one stays, as Celery's."""
+
+
 __all__ = ["MiniqError", "ImproperlyConfigured", "OperationalError", "TaskError", "TimeoutError", "NotRegistered",
            "QueueNotFound", "InvalidTaskError", "MaxRetriesExceededError", "TaskRevokedError",
            "ChordError", "WorkerLostError", "SoftTimeLimitExceeded", "TimeLimitExceeded",
-           "TaskPredicate", "Retry", "Ignore", "Reject", "CeleryWarning", "AlwaysEagerIgnored"]
+           "TaskPredicate", "Retry", "Ignore", "Reject", "CeleryWarning", "AlwaysEagerIgnored",
+           "DuplicateTaskNameWarning"]

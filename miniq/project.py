@@ -42,16 +42,49 @@ REFUSED = {  # settings miniq cannot honour: refused at configuration, never ign
     "beat_scheduler": ({"celery.beat:PersistentScheduler", "celery.beat.PersistentScheduler"},
                        "miniq's beat sends beat_schedule, its runs kept in the database file"),
 }
-# Celery 3's names of the settings miniq reads (CELERY_ALWAYS_EAGER: task_always_eager), by
-# Celery's rule for each prefix, and those its rule does not give
-OLD_NAMES = (("celerybeat_", "beat_"), ("celeryd_", "worker_"), ("celeryd_", ""),
-             ("celery_result_", "result_"), ("celery_", "task_"), ("celery_", ""),
-             ("broker_", "broker_"))
-RENAMED = {"celery_task_result_expires": "result_expires",
-           "celery_eager_propagates_exceptions": "task_eager_propagates",
-           "celery_disable_rate_limits": "worker_disable_rate_limits",
-           "celery_redirect_stdouts": "worker_redirect_stdouts",
-           "celery_redirect_stdouts_level": "worker_redirect_stdouts_level"}
+# Celery 3's names (all capitals in a config object) of the settings miniq reads, as
+# Celery's table has them; no others (CELERY_TASK_ALWAYS_EAGER is none: Celery ignores it)
+OLD_NAMES = {
+    "broker_url": "broker_url", "celery_accept_content": "accept_content",
+    "celery_acks_late": "task_acks_late",
+    "celery_acks_on_failure_or_timeout": "task_acks_on_failure_or_timeout",
+    "celery_allow_error_cb_on_chord_header": "task_allow_error_cb_on_chord_header",
+    "celery_always_eager": "task_always_eager", "celery_annotations": "task_annotations",
+    "celery_create_missing_queues": "task_create_missing_queues",
+    "celery_default_exchange_type": "task_default_exchange_type",
+    "celery_default_priority": "task_default_priority",
+    "celery_default_queue": "task_default_queue",
+    "celery_default_rate_limit": "task_default_rate_limit",
+    "celery_default_routing_key": "task_default_routing_key",
+    "celery_disable_rate_limits": "worker_disable_rate_limits",
+    "celery_eager_propagates_exceptions": "task_eager_propagates",
+    "celery_ignore_result": "task_ignore_result", "celery_imports": "imports",
+    "celery_include": "include",
+    "celery_inherit_parent_priority": "task_inherit_parent_priority",
+    "celery_queues": "task_queues", "celery_redirect_stdouts": "worker_redirect_stdouts",
+    "celery_redirect_stdouts_level": "worker_redirect_stdouts_level",
+    "celery_reject_on_worker_lost": "task_reject_on_worker_lost",
+    "celery_result_backend": "result_backend", "celery_result_extended": "result_extended",
+    "celery_result_serializer": "result_serializer", "celery_routes": "task_routes",
+    "celery_store_eager_result": "task_store_eager_result",
+    "celery_store_errors_even_if_ignored": "task_store_errors_even_if_ignored",
+    "celery_task_result_expires": "result_expires",
+    "celery_task_serializer": "task_serializer", "celery_timezone": "timezone",
+    "celery_track_started": "task_track_started",
+    "celerybeat_cron_starting_deadline": "beat_cron_starting_deadline",
+    "celerybeat_schedule": "beat_schedule", "celerybeat_scheduler": "beat_scheduler",
+    "celeryd_concurrency": "worker_concurrency",
+    "celeryd_disable_prefetch": "worker_disable_prefetch",
+    "celeryd_hijack_root_logger": "worker_hijack_root_logger",
+    "celeryd_log_format": "worker_log_format",
+    "celeryd_max_memory_per_child": "worker_max_memory_per_child",
+    "celeryd_max_tasks_per_child": "worker_max_tasks_per_child", "celeryd_pool": "worker_pool",
+    "celeryd_prefetch_multiplier": "worker_prefetch_multiplier",
+    "celeryd_task_log_format": "worker_task_log_format",
+    "celeryd_task_soft_time_limit": "task_soft_time_limit",
+    "celeryd_task_time_limit": "task_time_limit", "enable_utc": "enable_utc",
+    "result_accept_content": "result_accept_content",
+}
 URLS = {"broker": "broker_url", "backend": "result_backend"}  # the app's keywords for them
 READ = {*apps.DEFAULTS, *REFUSED, "task_annotations", "task_default_rate_limit",
         "worker_disable_rate_limits", "task_track_started", "result_extended", "task_queues",
@@ -93,8 +126,11 @@ class Miniq(apps.Miniq):
         self.namespace, self.strict_typing = namespace, strict_typing  # before shared tasks
         if fixups.django_project():  # as Celery's: its task class, unless one is given
             settings.setdefault("task_cls", fixups.DjangoTask)
+        # a source's keys named as the core's own arguments are no settings: kept as they are
+        raw = {key: settings.pop(key) for key in ("main", "broker", "backend") if key in settings}
         super().__init__(main, **{**settings, **given})
         self.conf = Settings(self.conf, self)
+        dict.update(self.conf, raw)
         self.conf.given.update(given)
         self._settings = source
         if not set_as_current:
@@ -138,11 +174,14 @@ class Miniq(apps.Miniq):
             if silent:
                 return False
             raise
-        again, self._settings = obj is self._settings, obj
+        self._settings = obj
         self.namespace = namespace or self.namespace
         settings = _settings(obj, self.namespace)  # as Celery's: under what code set
-        for key in (self._read.keys() - settings.keys() - self.conf.given) if again else ():
-            dict.__setitem__(self.conf, key, copy.deepcopy(apps.DEFAULTS.get(key)))  # gone
+        for key in self._read.keys() - settings.keys() - self.conf.given:  # gone, as Celery's
+            if key in READ:
+                dict.__setitem__(self.conf, key, copy.deepcopy(apps.DEFAULTS.get(key)))
+            else:
+                dict.pop(self.conf, key, None)
         self._read = settings
         dict.update(self.conf, {k: v for k, v in settings.items() if k not in self.conf.given})
         self._routes.clear()  # routes are read again from the settings as they are now
@@ -357,12 +396,7 @@ class Settings(apps.Conf):
 
 def _new_name(key):
     """The setting a Celery 3 name (all capitals) stands for, if miniq reads it; else None."""
-    if not (isinstance(key, str) and key.isupper()):
-        return None
-    key = key.lower()
-    names = (RENAMED.get(key), *(new + key[len(old):] for old, new in OLD_NAMES
-                                 if key.startswith(old)))
-    return next((name for name in names if name in READ), None)
+    return OLD_NAMES.get(key.lower()) if isinstance(key, str) and key.isupper() else None
 
 
 def _settings(obj, namespace):
@@ -371,22 +405,24 @@ def _settings(obj, namespace):
     a namespace its names with that prefix, and Celery 3's names as Celery maps them."""
     prefix = f"{namespace}_" if namespace else ""
     get = obj.get if isinstance(obj, Mapping) else functools.partial(getattr, obj)
-    new, old, names = {}, {}, {}  # settings by their new names, and by Celery 3's
+    # settings by their new names, by Celery 3's, and every key as it is (conf.get() reads
+    # them, as Celery's): under a namespace, a setting's own name stands below its prefixed
+    new, old, names, plain = {}, {}, {}, {}
     for key in (list(obj) if isinstance(obj, Mapping) else dir(obj)):
         if not isinstance(key, str) or key.startswith("_"):
             continue
         name = key[len(prefix):].lower() if prefix and key.startswith(prefix) else None
-        name = key if not prefix and key.islower() else name
         if name not in READ and _new_name(key):
             name = names[key] = _new_name(key)
         with contextlib.suppress(Exception):  # as Celery's, which reads only settings
+            plain[key] = value = get(key)
             if name is not None:
-                (old if key in names else new)[name] = get(key)
+                (old if key in names else new)[name] = value
     mixed = [f"{key} -> {name}" for key, name in names.items() if name not in new]
-    if mixed and new.keys() & READ and not prefix:  # as Celery's: which is meant is a guess
+    if mixed and plain.keys() & READ and not prefix:  # as Celery's: which is meant is a guess
         raise ImproperlyConfigured("Cannot mix new and old setting keys, please rename the"
                                    f" following settings to the new format: {', '.join(mixed)}")
-    settings = {**old, **new}
+    settings = {**plain, **old, **new}
     _refuse(settings)
     return settings
 

@@ -4,6 +4,7 @@ children, by eager mode and by tests alike.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
@@ -106,6 +107,28 @@ def encode_args(name, args, kwargs):
         return dumps([list(args or ()), dict(kwargs or {})])
     except (TypeError, ValueError, RecursionError) as exc:
         raise TypeError(f"{name}: arguments must be JSON serializable: {exc}") from None
+
+
+def _retry_call(task, request, args, kwargs):
+    """A retry's (args, kwargs), as Celery 5.7's retry() merges them with the call's:
+    new args replace keywords the call gave the same parameters; new kwargs replace
+    positional values the call gave theirs. The call's own stand where none are given."""
+    try:
+        params = list(_signature(task.__wrapped__).parameters.values())[bool(task.bind):]
+        sig = inspect.Signature(params)
+    except (TypeError, ValueError):  # no signature to read: the values as given
+        params = None
+    if params and args is not None and kwargs is None and request.kwargs:
+        taken = {p.name for p in params[:len(args)] if p.kind is p.POSITIONAL_OR_KEYWORD}
+        kwargs = {k: v for k, v in request.kwargs.items() if k not in taken}
+    elif params and kwargs is not None and args is None and request.args:
+        with contextlib.suppress(TypeError):  # a call it cannot take fails as it runs
+            bound, kwargs = sig.bind_partial(*request.args), dict(kwargs)
+            for name in [k for k in kwargs if k in bound.arguments]:
+                if sig.parameters[name].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD:
+                    bound.arguments[name] = kwargs.pop(name)
+            args, kwargs = bound.args, {**bound.kwargs, **kwargs}
+    return (request.args if args is None else args), (request.kwargs if kwargs is None else kwargs)
 
 
 def json_only(name, serializer):
@@ -397,9 +420,7 @@ class Task:
         retry = Retry(exc=exc, when=eta or countdown)
         retry.eta, retry.body = when, None
         if args is not None or kwargs is not None:
-            retry.body = encode_args(self.name,
-                                     request.args if args is None else args,
-                                     request.kwargs if kwargs is None else kwargs)
+            retry.body = encode_args(self.name, *_retry_call(self, request, args, kwargs))
         if throw:
             raise retry
         if not request.is_eager:  # as Celery's: an eager run is not retried so

@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 import uuid
+import warnings
 from datetime import date, datetime, timedelta, timezone
 from datetime import time as dtime
 from decimal import Decimal
@@ -874,6 +875,23 @@ def a_replacement_runs_as_the_task_itself(c, get):
             "ValueError" in (failing.traceback or ""))
 
 
+def a_retrys_arguments_merge_with_the_calls(c, get):
+    """Celery 5.7's: new args replace what the call gave the same parameters by name;
+    new kwargs replace what it gave them by position."""
+    return (get(c.retried_with_new_args.delay(x=1, y=2)),
+            get(c.retried_with_new_kwargs.delay(1, 2)))
+
+
+def a_task_name_taken_keeps_its_first_function(c, get):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Celery 5.7 and miniq warn; 5.6 does not
+
+        @c.app.task(name=c.add.name)
+        def times(x, y):
+            return x * y
+    return times(2, 3), get(times.delay(2, 3))  # add's, both
+
+
 def update_state_stores_any_tasks_state(c, get):
     later = c.add.apply_async((1, 1), countdown=60)
     unsent, by_caller = str(uuid.uuid4()), str(uuid.uuid4())
@@ -991,6 +1009,26 @@ def settings_are_read_as_celery_reads_them(c, get):
             two.conf.task_time_limit,
             (three.conf.task_default_queue, three.conf.task_default_priority),
             three.conf.result_expires.total_seconds())  # a timedelta by default
+
+
+def config_objects_are_taken_whole_and_the_last_one_counts(c, get):
+    """Only Celery 3's own names are old names; every other key stays readable through
+    conf.get(); a namespace's settings may also use their own names; a second object
+    replaces the first."""
+    class Project:
+        CELERY_TASK_DEFAULT_QUEUE = "namespaced"
+        task_acks_late = True
+        SENTRY_DSN = "dsn"
+
+    plain, spaced, twice = (c.Celery(name, set_as_current=False) for name in "pst")
+    plain.config_from_object({"CELERY_TASK_ALWAYS_EAGER": True, "SENTRY_DSN": "dsn"})
+    spaced.config_from_object(Project, namespace="CELERY")
+    twice.config_from_object({"task_default_queue": "first", "task_acks_late": True})
+    twice.config_from_object({"task_default_queue": "second"})
+    return ((plain.conf.task_always_eager, plain.conf.get("SENTRY_DSN")),
+            (spaced.conf.task_default_queue, spaced.conf.task_acks_late,
+             spaced.conf.get("SENTRY_DSN")),
+            (twice.conf.task_default_queue, twice.conf.task_acks_late))
 
 
 def eager_propagation_raises_a_retry(c, get):
@@ -1242,6 +1280,8 @@ SCENARIOS = [
     (a_step_that_cannot_take_the_result_fails_the_chain, (
         "raised TypeError", "raised TypeError", ["FAILURE"] * 3, "raised TypeError")),
     (settings_are_read_as_celery_reads_them, (("from_base", 3), 30, ("from_base", 5), 86400)),
+    (config_objects_are_taken_whole_and_the_last_one_counts, (
+        (False, "dsn"), ("namespaced", True, "dsn"), ("second", False))),
     (eager_propagation_raises_a_retry, ("ValueError", 5.0)),
     (retries_while_waiting_to_retry, (0, ["again", True], 1)),
     (a_chords_callback_is_sent_by_its_last_member, (
@@ -1251,6 +1291,9 @@ SCENARIOS = [
     (canvas_objects_as_celery_builds_them, [
         2, 2, False, [True, True], True, 2, 1, [1, 2], True, None, 1, [2, 4], 2]),
     (an_empty_group_in_a_chain_is_skipped, (7, 4)),
+    (a_task_name_taken_keeps_its_first_function, (5, 5)),
+    (a_retrys_arguments_merge_with_the_calls, (
+        [11, 2, [11], {"y": 2}], [1, 5, [1, 5], {}])),
     (a_replacement_runs_as_the_task_itself, (True, [], "raised ValueError", True)),
     (chord_headers_replacements_and_keys_as_celerys, (
         22, "ChordError", [("parent_id", "parent"), ("root_id", "root"), ("task_id", "mine")],
@@ -1278,7 +1321,9 @@ SINCE = {reject_without_requeue_fails: (5, 7),  # 5.6 stores no state for such a
          # 5.6 revokes a group body's members after a failed header, then fails them
          a_failed_header_fails_a_group_body_with_its_error: (5, 7),
          # 5.6 makes an empty group and the step after it a chord, which gets []
-         an_empty_group_in_a_chain_is_skipped: (5, 7)}
+         an_empty_group_in_a_chain_is_skipped: (5, 7),
+         # 5.6 sends the call's kwargs with the new args: the retry cannot run
+         a_retrys_arguments_merge_with_the_calls: (5, 7)}
 
 
 @pytest.mark.parametrize("scenario, expected", SCENARIOS, ids=[s.__name__ for s, _ in SCENARIOS])

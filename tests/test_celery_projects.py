@@ -876,3 +876,16 @@ def test_a_chord_refuses_errbacks_on_its_header_set_after_configuring(fresh_app)
         with pytest.raises(ImproperlyConfigured, match="task_allow_error_cb_on_chord_header"):
             form.apply_async()
     assert fresh_app.broker.db.execute("SELECT COUNT(*) FROM task").fetchone()[0] == 0
+
+
+def test_a_second_function_under_a_taken_task_name_is_warned_of_not_registered(fresh_app):
+    import warnings
+
+    from miniq.exceptions import DuplicateTaskNameWarning
+    first = fresh_app.task(name="t.same")(lambda: 1)
+    with pytest.warns(DuplicateTaskNameWarning, match="t.same"):
+        second = fresh_app.task(name="t.same")(lambda: 2)
+    assert second is first and fresh_app.tasks["t.same"]() == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same function again (a module imported twice)
+        assert fresh_app.task(name="t.same")(first.__wrapped__) is first

@@ -73,6 +73,20 @@ def replaced_by_whoami(self):
     return self.replace(whoami.si())
 
 
+@app.task(bind=True, max_retries=1)
+def retried_with_new_args(self, x, y=0):
+    if not self.request.retries:
+        raise self.retry(countdown=0.1, args=(x + 10,))
+    return [x, y, list(self.request.args), self.request.kwargs]
+
+
+@app.task(bind=True, max_retries=1)
+def retried_with_new_kwargs(self, x, y=0):
+    if not self.request.retries:
+        raise self.retry(countdown=0.1, kwargs={"y": 5})
+    return [x, y, list(self.request.args), self.request.kwargs]
+
+
 @app.task
 def current_name():
     return impl.current_task.name
