@@ -317,10 +317,17 @@ class Miniq:
                   name: str,
                   args: Any = None,
                   kwargs: Any = None,
+                  countdown: float | None = None,
+                  eta: Any = None,
+                  task_id: str | None = None,
+                  *,
                   ignore_result: bool | None = False,
                   **options: Any) -> AsyncResult:
         """Send a task by name, with no need for its code in this process. As Celery's,
-        it keeps the result unless told; ``ignore_result=None`` asks the task's option."""
+        it keeps the result unless told; ``ignore_result=None`` asks the task's option.
+        countdown, eta and task_id may come by position, as Celery's take them."""
+        options.update({k: v for k, v in (("countdown", countdown), ("eta", eta),
+                                          ("task_id", task_id)) if v is not None})
         if self.conf.task_always_eager:
             warnings.warn(AlwaysEagerIgnored("task_always_eager has no effect on send_task"),
                           stacklevel=2)

@@ -892,6 +892,15 @@ def a_task_name_taken_keeps_its_first_function(c, get):
     return times(2, 3), get(times.delay(2, 3))  # add's, both
 
 
+def send_task_takes_countdown_eta_and_id_by_position(c, get):
+    later = c.app.send_task(c.add.name, (1, 2), None, 60)
+    state = later.state
+    later.revoke()
+    own = str(uuid.uuid4())
+    named = c.app.send_task(c.add.name, (2, 2), None, None, None, own)
+    return state, named.id == own, get(named)
+
+
 def update_state_stores_any_tasks_state(c, get):
     later = c.add.apply_async((1, 1), countdown=60)
     unsent, by_caller = str(uuid.uuid4()), str(uuid.uuid4())
@@ -1292,6 +1301,7 @@ SCENARIOS = [
         2, 2, False, [True, True], True, 2, 1, [1, 2], True, None, 1, [2, 4], 2]),
     (an_empty_group_in_a_chain_is_skipped, (7, 4)),
     (a_task_name_taken_keeps_its_first_function, (5, 5)),
+    (send_task_takes_countdown_eta_and_id_by_position, ("PENDING", True, 4)),
     (a_retrys_arguments_merge_with_the_calls, (
         [11, 2, [11], {"y": 2}], [1, 5, [1, 5], {}])),
     (a_replacement_runs_as_the_task_itself, (True, [], "raised ValueError", True)),
