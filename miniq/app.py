@@ -21,7 +21,8 @@ from typing import Any, Iterable
 
 from . import canvas
 from .broker import NUMBER, QUEUED, WAITING, Broker, path_from_url
-from .exceptions import AlwaysEagerIgnored, DuplicateTaskNameWarning, ImproperlyConfigured
+from .exceptions import (AlwaysEagerIgnored, DuplicateTaskNameWarning, ImproperlyConfigured,
+                         NotRegistered)
 from .result import AsyncResult, new_id
 from .task import Task, emit, encode_args, json_only, lineage, running_priority, to_timestamp
 from .utils.json import dumps
@@ -90,9 +91,20 @@ class Conf(dict):
         try:
             return self[key]
         except KeyError:
-            raise AttributeError(key) from None
+            raise AttributeError(f"app.conf has no {key!r}: not a setting miniq has") from None
 
     __setattr__ = dict.__setitem__
+
+
+class TaskRegistry(dict):
+    """``app.tasks``: task name → task; a name not in it is NotRegistered, as in Celery."""
+
+    def __missing__(self, name):
+        raise NotRegistered(name)
+
+    def unregister(self, name: Any) -> None:
+        """Forget a task (or its name); NotRegistered if it is not here."""
+        self.pop(getattr(name, "name", name), None) or self.__missing__(name)
 
 
 class Control:
@@ -140,7 +152,7 @@ class Miniq:
                                 or "sqlite:///miniq.db")
         self.conf.result_backend = backend or conf.get("result_backend")
         self.conf.include = [include] if isinstance(include, str) else list(include or ())
-        self.tasks: dict[str, Task] = {}
+        self.tasks: dict[str, Task] = TaskRegistry()
         self._broker = self._waker = self._broker_url = None
         self._routes = {}
         # A relative database path is taken from the folder of the file making the app, so

@@ -889,7 +889,7 @@ def a_task_name_taken_keeps_its_first_function(c, get):
         @c.app.task(name=c.add.name)
         def times(x, y):
             return x * y
-    return times(2, 3), get(times.delay(2, 3))  # add's, both
+    return times(2, 3), get(times.delay(2, 3)), raised(lambda: c.app.tasks["no.such.task"])
 
 
 def send_task_takes_countdown_eta_and_id_by_position(c, get):
@@ -1300,7 +1300,7 @@ SCENARIOS = [
     (canvas_objects_as_celery_builds_them, [
         2, 2, False, [True, True], True, 2, 1, [1, 2], True, None, 1, [2, 4], 2]),
     (an_empty_group_in_a_chain_is_skipped, (7, 4)),
-    (a_task_name_taken_keeps_its_first_function, (5, 5)),
+    (a_task_name_taken_keeps_its_first_function, (5, 5, "raised NotRegistered")),
     (send_task_takes_countdown_eta_and_id_by_position, ("PENDING", True, 4)),
     (a_retrys_arguments_merge_with_the_calls, (
         [11, 2, [11], {"y": 2}], [1, 5, [1, 5], {}])),
