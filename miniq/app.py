@@ -537,10 +537,11 @@ def _where(exc):
 
 
 def decorator(register, args, options, name):
-    """``@name`` or ``@name(option=value, ...)``: register the function either way."""
-    if len(args) == 1 and callable(args[0]) and not options:
+    """``@name``, ``@name(option=value, ...)`` or ``name(fun, option=value, ...)``:
+    register the function any way, as Celery's."""
+    if len(args) == 1 and callable(args[0]):
         return register(args[0])
     if args:
-        raise TypeError(f"use @{name} or @{name}(option=value, ...)")
+        raise TypeError(f"use @{name}, @{name}(option=value, ...) or {name}(function, ...)")
     return register
 

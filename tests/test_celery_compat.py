@@ -882,6 +882,10 @@ def a_retrys_arguments_merge_with_the_calls(c, get):
             get(c.retried_with_new_kwargs.delay(1, 2)))
 
 
+def _doubled(x):
+    return x * 2
+
+
 def a_task_name_taken_keeps_its_first_function(c, get):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Celery 5.7 and miniq warn; 5.6 does not
@@ -889,7 +893,9 @@ def a_task_name_taken_keeps_its_first_function(c, get):
         @c.app.task(name=c.add.name)
         def times(x, y):
             return x * y
-    return times(2, 3), get(times.delay(2, 3)), raised(lambda: c.app.tasks["no.such.task"])
+    made = c.app.task(_doubled, name="compat.doubled")  # a function given with options
+    return (times(2, 3), get(times.delay(2, 3)), raised(lambda: c.app.tasks["no.such.task"]),
+            made(4))
 
 
 def send_task_takes_countdown_eta_and_id_by_position(c, get):
@@ -1300,7 +1306,7 @@ SCENARIOS = [
     (canvas_objects_as_celery_builds_them, [
         2, 2, False, [True, True], True, 2, 1, [1, 2], True, None, 1, [2, 4], 2]),
     (an_empty_group_in_a_chain_is_skipped, (7, 4)),
-    (a_task_name_taken_keeps_its_first_function, (5, 5, "raised NotRegistered")),
+    (a_task_name_taken_keeps_its_first_function, (5, 5, "raised NotRegistered", 8)),
     (send_task_takes_countdown_eta_and_id_by_position, ("PENDING", True, 4)),
     (a_retrys_arguments_merge_with_the_calls, (
         [11, 2, [11], {"y": 2}], [1, 5, [1, 5], {}])),
