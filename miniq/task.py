@@ -96,7 +96,9 @@ def running_priority():
     return parent and (parent.delivery_info or {}).get("priority")
 
 
-_signature = functools.cache(inspect.signature)  # apply_async checks calls against it
+# apply_async checks calls against it: the function's own, not one a decorator wraps (as
+# Celery's: a decorator may supply arguments, say a database session)
+_signature = functools.cache(functools.partial(inspect.signature, follow_wrapped=False))
 def encode_args(name, args, kwargs):
     """JSON of the call's arguments; what JSON cannot carry fails here, at the call."""
     if not isinstance(args, (list, tuple, type(None))):  # as Celery's: "ab" is not ("a", "b")

@@ -886,7 +886,9 @@ def _doubled(x):
     return x * 2
 
 
-def a_task_name_taken_keeps_its_first_function(c, get):
+def tasks_are_registered_as_celery_registers_them(c, get):
+    """A name taken keeps its first function; a name not there is NotRegistered; a
+    function may come with options; calls are checked against the decorated function."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Celery 5.7 and miniq warn; 5.6 does not
 
@@ -895,7 +897,7 @@ def a_task_name_taken_keeps_its_first_function(c, get):
             return x * y
     made = c.app.task(_doubled, name="compat.doubled")  # a function given with options
     return (times(2, 3), get(times.delay(2, 3)), raised(lambda: c.app.tasks["no.such.task"]),
-            made(4))
+            made(4), get(c.uses_a_session.delay(5)))  # checked as its decorator takes calls
 
 
 def send_task_takes_countdown_eta_and_id_by_position(c, get):
@@ -1306,7 +1308,8 @@ SCENARIOS = [
     (canvas_objects_as_celery_builds_them, [
         2, 2, False, [True, True], True, 2, 1, [1, 2], True, None, 1, [2, 4], 2]),
     (an_empty_group_in_a_chain_is_skipped, (7, 4)),
-    (a_task_name_taken_keeps_its_first_function, (5, 5, "raised NotRegistered", 8)),
+    (tasks_are_registered_as_celery_registers_them, (
+        5, 5, "raised NotRegistered", 8, ["session", 5])),
     (send_task_takes_countdown_eta_and_id_by_position, ("PENDING", True, 4)),
     (a_retrys_arguments_merge_with_the_calls, (
         [11, 2, [11], {"y": 2}], [1, 5, [1, 5], {}])),

@@ -7,6 +7,7 @@ read ``from <impl> import Celery, chain, chord, group, signature`` and
 and giving Celery a broker. Here that is Redis, broker and result backend at
 the URL in COMPAT_REDIS_URL; miniq takes its SQLite file from MINIQ_BROKER_URL.
 """
+import functools
 import importlib
 import os
 import signal
@@ -85,6 +86,20 @@ def retried_with_new_kwargs(self, x, y=0):
     if not self.request.retries:
         raise self.retry(countdown=0.1, kwargs={"y": 5})
     return [x, y, list(self.request.args), self.request.kwargs]
+
+
+def _with_a_session(fun):
+    """A decorator that supplies the first argument: the task's callers do not."""
+    @functools.wraps(fun)
+    def supplied(*args, **kwargs):
+        return fun("session", *args, **kwargs)
+    return supplied
+
+
+@app.task
+@_with_a_session
+def uses_a_session(session, x):
+    return [session, x]
 
 
 @app.task
