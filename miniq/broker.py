@@ -467,8 +467,8 @@ class Broker:
         rows = self._rows("SELECT id, options FROM task WHERE instr(options, ?) ORDER BY seq",
                           (task_id,))
         sent = [(child, _options(text) or {}) for child, text in rows]
-        return [(child, o.get("group")) for child, o in sent  # (a replacement is the task)
-                if o.get("parent_id") == task_id != child and not _headed(child, o, sent)]
+        return [(child, o.get("group")) for child, o in sent
+                if o.get("parent_id") == task_id and not _headed(child, o, sent)]
 
     @_translated
     def save_group(self, group_id, members):
@@ -825,6 +825,9 @@ def _settle(db, worker, outcomes, now):
     """Write outcomes, each only if this worker still holds that delivery (the fence)."""
     for task_id, attempts, state, result, tb, eta, body, chord, follow, failed, began in outcomes:
         key = (task_id, worker, attempts)
+        if state == "REPLACED" and db.execute(f"SELECT 1 FROM task {FENCE} AND revoked >= 0",
+                                              key).fetchone():  # as Celery's: a replacement
+            state, result, tb, follow = "REVOKED", REVOKED_RESULT, None, ()  # sent revoked
         if state in (None, "REPLACED"):  # ignore_result, or replaced by the rows in follow
             only = "" if state else " AND state IN ('PENDING', 'STARTED', 'RETRY')"
             mine = db.execute(f"DELETE FROM task {FENCE}{only}", key).rowcount or (

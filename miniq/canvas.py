@@ -400,7 +400,7 @@ class chain(_Workflow):
         return result
 
     def __or__(self, other: Any) -> chain:
-        return chain(*self.tasks, other)
+        return chain(self, other, app=self._app)  # its callbacks go on its steps (_joined)
 
     def __repr__(self) -> str:
         if not self.tasks:
@@ -599,9 +599,13 @@ class chord(Signature):
 
     def _rows(self, app, args=(), kwargs=None, options=None, follow=()):
         self.freeze()
-        body = self.body
-        steps = body.tasks if isinstance(body, chain) else [body]
-        options = _call_options(self, options)  # as Celery's: the callback's too
+        body, options = self.body, _call_options(self, options)  # as Celery's: the callback's too
+        steps = [body]
+        if isinstance(body, chain):  # its own callbacks and the call's: the last step calls back
+            body = body.clone()
+            for key in ("link", "link_error"):
+                body.options[key] = [*_listed(body.options.get(key)), *_listed(options.pop(key, None))]
+            steps = body._unchained()
         wait = {**options, "waiting": True, "header": _shape(self._header_result)}
         if not isinstance(body, chain) and "group_id" not in body.options:
             wait["group_id"] = self._header_result.id  # as Celery's: the header's group
@@ -779,7 +783,8 @@ def _replaced(app, message: Any, sig: Signature, lineage: dict) -> list:
             links = [*_listed(sig.options.get(key)), *_listed(options.get(key))]
             sig.options.update({key: links} if links else {})
         sig.set(task_id=message.id, chord=message.chord, group_id=options.get("group"))
-        return sig._rows(app, (), None, lineage, options.get("chain") or ())
+        sent_by = {**lineage, "parent_id": options.get("parent_id")}  # the task's own sender
+        return sig._rows(app, (), None, sent_by, options.get("chain") or ())
     result = sig.freeze(chord=message.id, **lineage)
     keep = {k: options.get(k) for k in ("chain", "link", "link_error", "parent_id", "root_id")}
     empty = isinstance(sig, group) and not sig.tasks  # nothing would release it: [] now

@@ -359,7 +359,8 @@ class AsyncResult:
         self._wait(timeout, interval, on_message, parents, on_interval)
         value = self.info
         if propagate and self.state != "SUCCESS":
-            _raise_failed_parent(self)
+            if follow_parents:
+                _raise_failed_parent(self)
             raise value
         if callback is not None:
             callback(self.id, value)
@@ -606,7 +607,7 @@ class GroupResult(ResultSet):
     """The results of a group, under its id: ``save()`` keeps them for ``restore(id)``."""
 
     def __init__(self, id=None, results=None, parent=None, app=None):
-        super().__init__(results or [], app)
+        super().__init__([] if results is None else results, app)
         self.id, self.parent = id, parent
 
     @property

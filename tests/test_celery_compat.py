@@ -770,6 +770,22 @@ def errbacks_of_a_chord_body_run_when_a_member_fails(c, get):
             for result, path in ((by_new, new), (by_old, old), (by_link, linked))]
 
 
+def callbacks_given_to_a_chain_stay_with_its_steps(c, get):
+    """A chain's own link and link_error hold when it is a chord's body, when it is
+    piped into another step, and a chord's call link goes to its body's last step."""
+    folder = tempfile.mkdtemp()
+    in_chord, piped, called = (os.path.join(folder, name) for name in "abc")
+    failing = c.chord([c.add.s(1, 1)], c.chain(c.tsum.s(), c.fail.si()))
+    failing.link_error(c.log_failed_id.s(log=in_chord))
+    extended = c.chain(c.add.si(1, 1), c.fail.si()).on_error(c.log_failed_id.s(log=piped))
+    extended |= c.add.si(0, 0)
+    linked = c.chord([c.add.s(1, 1)], c.chain(c.tsum.s(), c.add.s(10))).apply_async(
+        link=c.jot.s(log=called))
+    return (raised(lambda: get(failing.delay())), raised(lambda: get(extended.delay())),
+            get(linked), len(wait_for_lines(in_chord, 1)), len(wait_for_lines(piped, 1)),
+            wait_for_lines(called, 1))
+
+
 def a_chords_call_options_link_its_callback_only(c, get):
     folder = tempfile.mkdtemp()
     ok, bad = (os.path.join(folder, name) for name in "ab")
@@ -868,11 +884,30 @@ def replace_gives_the_replacement_result(c, get):
 
 
 def a_replacement_runs_as_the_task_itself(c, get):
-    """As Celery's: a task takes the replaced task's id, so its result is the task's."""
+    """As Celery's: a task takes the replaced task's id, so its result is the task's, it
+    is among its sender's children, and it is revoked with the task."""
     me = c.replaced_by_whoami.delay()
     failing = c.fail_replaced.delay()
+    sender = c.sends_a_replaced_task.delay()
+    sent = c.app.AsyncResult(get(sender))
+    get(sent)
+    folder = tempfile.mkdtemp()
+    ready, gate = os.path.join(folder, "ready"), os.path.join(folder, "gate")
+    revoked = c.replaced_once_open.delay(ready, gate)
+    _wait_for_file(ready)
+    revoked.revoke()  # while it runs, before it replaces itself
+    open(gate, "w").close()
     return (get(me) == me.id, me.children, raised(lambda: get(failing)),
-            "ValueError" in (failing.traceback or ""))
+            "ValueError" in (failing.traceback or ""), [r.id for r in sender.children] == [sent.id],
+            raised(lambda: get(revoked)), revoked.state)
+
+
+def _wait_for_file(path):
+    deadline = time.monotonic() + T
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise NoAnswer(f"{path} never appeared")
+        time.sleep(0.02)
 
 
 def a_retrys_arguments_merge_with_the_calls(c, get):
@@ -1130,9 +1165,11 @@ def get_takes_celerys_keywords_and_no_others(c, get):
     gated = c.progress_gated.delay(gate)
     opened = raised(lambda: gated.get(timeout=10, interval=0.1,
                                       on_interval=lambda: open(gate, "w").close()))
+    stopped = c.chord([c.fail.si(), c.add.si(1, 1)], c.tsum.s()).delay()
     return (heard, together.join(timeout=T), opened,
             raised(lambda: done.get(timeout=T, bogus=1)),
-            raised(lambda: together.join(timeout=T, follow_parents=False)))
+            raised(lambda: together.join(timeout=T, follow_parents=False)),
+            raised(lambda: stopped.get(timeout=T, follow_parents=False)))  # its own error
 
 
 SCENARIOS = [
@@ -1311,15 +1348,18 @@ SCENARIOS = [
     (tasks_are_registered_as_celery_registers_them, (
         5, 5, "raised NotRegistered", 8, ["session", 5])),
     (send_task_takes_countdown_eta_and_id_by_position, ("PENDING", True, 4)),
+    (callbacks_given_to_a_chain_stay_with_its_steps, (
+        "raised ValueError", "raised ValueError", 12, 1, 1, ["12"])),
     (a_retrys_arguments_merge_with_the_calls, (
         [11, 2, [11], {"y": 2}], [1, 5, [1, 5], {}])),
-    (a_replacement_runs_as_the_task_itself, (True, [], "raised ValueError", True)),
+    (a_replacement_runs_as_the_task_itself, (
+        True, [], "raised ValueError", True, True, "raised TaskRevokedError", "REVOKED")),
     (chord_headers_replacements_and_keys_as_celerys, (
         22, "ChordError", [("parent_id", "parent"), ("root_id", "root"), ("task_id", "mine")],
         True, 1, [[4, 5]])),
     (autodiscovery_skips_a_path_that_is_no_package, ([], "nonexistent")),
     (get_takes_celerys_keywords_and_no_others, (
-        [], [2, 4], "done", "raised TypeError", "raised TypeError")),
+        [], [2, 4], "done", "raised TypeError", "raised TypeError", "raised ChordError")),
     (on_message_sees_progress_then_success, (
         "done", [("PROGRESS", {"step": 1}), ("SUCCESS", "done")])),
 ]
@@ -1342,7 +1382,8 @@ SINCE = {reject_without_requeue_fails: (5, 7),  # 5.6 stores no state for such a
          # 5.6 makes an empty group and the step after it a chord, which gets []
          an_empty_group_in_a_chain_is_skipped: (5, 7),
          # 5.6 sends the call's kwargs with the new args: the retry cannot run
-         a_retrys_arguments_merge_with_the_calls: (5, 7)}
+         a_retrys_arguments_merge_with_the_calls: (5, 7),
+         callbacks_given_to_a_chain_stay_with_its_steps: (5, 7)}  # 5.6: as the one above
 
 
 @pytest.mark.parametrize("scenario, expected", SCENARIOS, ids=[s.__name__ for s, _ in SCENARIOS])

@@ -102,6 +102,21 @@ def uses_a_session(session, x):
     return [session, x]
 
 
+@app.task(bind=True)
+def replaced_once_open(self, ready, gate):
+    """Replaced by add(1, 1) once the caller creates the file gate (20 s at most)."""
+    open(ready, "w").close()
+    deadline = time.monotonic() + 20
+    while not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return self.replace(add.si(1, 1))
+
+
+@app.task(bind=True)
+def sends_a_replaced_task(self):
+    return replaced_by_whoami.delay().id
+
+
 @app.task
 def current_name():
     return impl.current_task.name
