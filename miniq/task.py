@@ -619,7 +619,9 @@ def _request(task, message, args, kwargs, eager, hostname):
                       "correlation_id": None if eager else message.id,  # no reply queue
                       "properties": None if eager else {"correlation_id": message.id,
                                                         "priority": message.priority},
-                      "headers": headers})
+                      # as Celery's: a custom header named "headers" stands for them all
+                      # (tracers put theirs there), else they are the request's headers
+                      "headers": (headers or {}).get("headers", headers)})
 
 
 def iso_time(when):

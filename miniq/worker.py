@@ -733,7 +733,10 @@ class Worker:
         if message.expires is not None and message.expires < now:
             return "REVOKED", TaskRevokedError("expired")
         if message.options.get("chord_error"):  # a chord's callback whose member failed
-            return "FAILURE", chord_error(message)
+            error = chord_error(message)
+            with contextlib.suppress(AttributeError):  # as Celery's: no task_failure for a
+                error.announced = True  # callback that never ran (its member had one)
+            return "FAILURE", error
         return None
 
     def _dispatch(self, child, message):

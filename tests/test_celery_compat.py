@@ -529,6 +529,14 @@ def task_signals_run_around_each_run(c, get):
     return wait_for_lines(ok, 3), wait_for_lines(bad, 3)
 
 
+def a_chords_callback_that_never_ran_sends_no_signal(c, get):
+    """A member failed, so the callback fails unrun: the member had its task_failure;
+    the callback has none (an error tracker would count the failure twice)."""
+    log = os.path.join(tempfile.mkdtemp(), "callback")
+    failed = c.chord([c.fail.si(), c.add.si(1, 1)], c.signalled.s(signal_log=log)).delay()
+    return raised(lambda: get(failed)), failed.state, os.path.exists(log)
+
+
 def _terminated_with_usr1(c, get, task, folder, name, **kwargs):
     """Send task, wait until it runs, revoke it with terminate and SIGUSR1; then, once its
     postrun is logged (its outcome stored): (what get gives, its state, the signal log)."""
@@ -570,8 +578,11 @@ def request_fields_of_a_call_with_options(c, get):
     r = get(c.request_view.apply_async(countdown=0.1, expires=60, priority=3, time_limit=20,
                                        soft_time_limit=10, headers={"x_note": 1}))
     eta, expires = (datetime.fromisoformat(r[key]) for key in ("eta", "expires"))
+    # a header named "headers" (where tracers put theirs) is the request's headers
+    traced = get(c.request_view.apply_async(headers={"x_note": 2, "headers": {"trace": "t"}}))
     return (eta.utcoffset(), 59 < (expires - eta).total_seconds() < 60,
-            r["delivery_info"]["priority"], r["timelimit"], r["headers"], r["x_note"])
+            r["delivery_info"]["priority"], r["timelimit"], r["headers"], r["x_note"],
+            traced["headers"], traced["x_note"])
 
 
 def parent_and_root_of_a_task_sent_by_a_task(c, get):
@@ -1243,7 +1254,7 @@ SCENARIOS = [
         True, {"exchange": "", "routing_key": "celery", "priority": 0, "redelivered": False},
         True, None, None, None, None, [None, None], None, True, False, None, True)),
     (request_fields_of_a_call_with_options, (
-        timedelta(0), True, 3, [20, 10], {"x_note": 1}, 1)),
+        timedelta(0), True, 3, [20, 10], {"x_note": 1}, 1, {"trace": "t"}, 2)),
     (parent_and_root_of_a_task_sent_by_a_task, (True, True)),
     (group_members_know_their_group, [True, True]),
     (a_chain_in_a_group_runs_as_a_chain, (2, [4, 6], [12, 6], [12, 6])),
@@ -1348,6 +1359,7 @@ SCENARIOS = [
     (tasks_are_registered_as_celery_registers_them, (
         5, 5, "raised NotRegistered", 8, ["session", 5])),
     (send_task_takes_countdown_eta_and_id_by_position, ("PENDING", True, 4)),
+    (a_chords_callback_that_never_ran_sends_no_signal, ("raised ValueError", "FAILURE", False)),
     (callbacks_given_to_a_chain_stay_with_its_steps, (
         "raised ValueError", "raised ValueError", 12, 1, 1, ["12"])),
     (a_retrys_arguments_merge_with_the_calls, (
