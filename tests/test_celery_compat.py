@@ -1395,7 +1395,9 @@ SINCE = {reject_without_requeue_fails: (5, 7),  # 5.6 stores no state for such a
          an_empty_group_in_a_chain_is_skipped: (5, 7),
          # 5.6 sends the call's kwargs with the new args: the retry cannot run
          a_retrys_arguments_merge_with_the_calls: (5, 7),
-         callbacks_given_to_a_chain_stay_with_its_steps: (5, 7)}  # 5.6: as the one above
+         callbacks_given_to_a_chain_stay_with_its_steps: (5, 7),  # 5.6: as the one above
+         # 5.6's chord never ends when a member replaced by a failing task fails
+         a_replacement_that_fails_fails_its_chord: (5, 7)}
 
 
 @pytest.mark.parametrize("scenario, expected", SCENARIOS, ids=[s.__name__ for s, _ in SCENARIOS])
