@@ -397,6 +397,8 @@ class chain(_Workflow):
             result = (step.apply(args, kwargs, **options) if parent is None
                       else step.apply((parent.get(),)))
             result.parent = parent
+            if getattr(result, "state", None) in ("IGNORED", "REJECTED"):
+                break  # as Celery's: a step that ended so ends its chain
         return result
 
     def __or__(self, other: Any) -> chain:
@@ -463,8 +465,10 @@ class group(_Workflow):
         return [row for t in self.tasks for row in t._rows(app, args, kwargs, options)]
 
     def apply(self, args: Sequence = (), kwargs: dict | None = None, **options: Any):
-        """Run every member now in this process; a GroupResult."""
-        gid = options.pop("group_id", None) or new_id()
+        """Run every member now in this process; a GroupResult, whose id is the call's
+        task_id, else the group's own (frozen) one: as Celery's, not a group_id given."""
+        options.pop("group_id", None)
+        gid = options.pop("task_id", None) or self.options.get("task_id") or new_id()
         return GroupResult(gid, [t.apply(args, kwargs, **options) for t in self.tasks])
 
     def __or__(self, other: Any):
@@ -655,7 +659,7 @@ class chunks(Signature):
     def apply(self, args: Sequence = (), kwargs: dict | None = None, **options: Any):
         """Run the chunks now, as Celery's: the result's value is their GroupResult."""
         done = self.group().apply(args, kwargs, **options)
-        return EagerResult(new_id(), "SUCCESS", done, app=self._app, name=self.task)
+        return EagerResult(new_id(), done, "SUCCESS", name=self.task, app=self._app)
 
     def freeze(self, *args: Any, **kwargs: Any):
         """Freeze its group, kept with it: it is sent with those ids, wherever it travels."""

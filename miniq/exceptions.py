@@ -63,7 +63,12 @@ class InvalidTaskError(TaskError):
 
 
 class MaxRetriesExceededError(TaskError):
-    """``Task.retry()`` was called with no retries left."""
+    """``Task.retry()`` was called with no retries left; as Celery's, it keeps the
+    arguments the retry would have run with."""
+
+    def __init__(self, *args, task_args=(), task_kwargs=None):
+        super().__init__(*args)
+        self.task_args, self.task_kwargs = task_args or [], task_kwargs or {}
 
 
 class TaskRevokedError(TaskError):

@@ -459,14 +459,14 @@ class EagerResult(AsyncResult):
 
     children = None  # as Celery's: nothing but the outcome
 
-    def __init__(self, id: str, state: str, value: Any, traceback: str | None = None, app=None,
-                 name: str | None = None):
+    def __init__(self, id: str, ret_value: Any, state: str, traceback: str | None = None,
+                 name: str | None = None, app=None):  # Celery's order, and its app last
         super().__init__(id, app=app)
         self._done = (DONE, state, None, traceback, name, None, None)  # never read from the file
-        self._value = value
+        self._value = ret_value
 
     def __reduce__(self):
-        return type(self), (self.id, self.state, self._value, self.traceback, None, self.name)
+        return type(self), (self.id, self._value, self.state, self.traceback, self.name)
 
     def _extended(self):
         return (None,) * 5
@@ -581,9 +581,10 @@ class ResultSet:
     get = join_native = join
 
     def revoke(self, terminate: bool = False, signal: Any = None) -> None:
-        """Revoke every member; with terminate=True, running ones are killed."""
-        for r in self.results:
-            r.revoke(terminate=terminate, signal=signal)
+        """Revoke every member, as one call, as Celery's (an eager member keeps its
+        outcome); with terminate=True, running ones are killed."""
+        self.app.control.revoke([r.id for r in self.results], terminate=terminate,
+                                signal=signal)
 
     def forget(self) -> None:
         """Forget every member's stored result."""

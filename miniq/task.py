@@ -292,6 +292,9 @@ class Task:
                     **options: Any):
         """Send with options: countdown, eta, expires, task_id, queue, priority, time limits."""
         self._check_arguments(args, kwargs)
+        soft, hard = self.soft_time_limit, self.time_limit
+        if soft and hard and soft > hard:  # as Celery's: refused eagerly too
+            raise ValueError("soft_time_limit must be less than or equal to time_limit")
         if self.app.conf.task_always_eager:  # as Celery: get() refused in it, as in a worker
             with denied_join_result():
                 return self.apply(args, kwargs, **options)
@@ -326,23 +329,24 @@ class Task:
         body = encode_args(self.name, args, kwargs)
         delivery = {"is_eager": True, **{key: _options.get(key)  # as Celery's eager request
                                          for key in ("exchange", "routing_key", "priority")}}
+        ignore = _options.get("ignore_result")  # as Celery's: else the task's own
+        ignore = self.ignore_result if ignore is None else ignore
         message = Message(task_id or new_id(), self.name, body, retries or 0,
                           options={**lineage(), "headers": headers, "delivery_info": delivery,
-                                   "ignore_result": _options.get("ignore_result")})
-        outcome = execute(self.app, message, eager=True)
+                                   "ignore_result": ignore})
         throw = self.app.conf.task_eager_propagates if throw is None else throw
+        run = functools.partial(execute, self.app, eager=True, propagate=throw)
+        outcome = run(message)  # a failure or a retry propagates, with throw, as Celery's
         while outcome.state == "RETRY":
-            if throw:  # as Celery's: the Retry propagates too
-                raise outcome.exc
             message = message._replace(retries=message.retries + 1,
                                        body=outcome.body or message.body)
-            outcome = execute(self.app, message, eager=True)
-        if throw and outcome.state == "FAILURE":
+            outcome = run(message)
+        if throw and outcome.state == "FAILURE":  # one that never ran (not registered)
             raise outcome.exc
         state = "REJECTED" if outcome.state == "PENDING" else outcome.state
         # eager: a success always keeps its result
         value = loads(outcome.result) if state == "SUCCESS" else outcome.exc
-        return EagerResult(message.id, state, value, outcome.traceback, self.app, self.name)
+        return EagerResult(message.id, value, state, outcome.traceback, self.name, self.app)
 
     def AsyncResult(self, task_id: str):
         return self.app.AsyncResult(task_id)
@@ -406,9 +410,10 @@ class Task:
         if request.called_directly:
             raise exc or Retry("Task can be retried", None)
         if limit is not None and request.retries >= limit:
-            raise exc or MaxRetriesExceededError(  # Celery's text, its args a tuple
-                f"Can't retry {self.name}[{request.id}] args:{tuple(request.args)}"
-                f" kwargs:{request.kwargs}")
+            given = tuple(request.args), request.kwargs  # Celery's text, its args a tuple
+            raise exc or MaxRetriesExceededError(
+                f"Can't retry {self.name}[{request.id}] args:{given[0]} kwargs:{given[1]}",
+                task_args=given[0], task_kwargs=given[1])
         if countdown is None and eta is None:
             countdown = self.default_retry_delay
         if countdown:  # as Celery's (and a call's): a countdown over an eta
@@ -483,8 +488,9 @@ def _call(task, args, kwargs, soft_limit):
             signal.setitimer(signal.ITIMER_REAL, 0)
 
 
-def execute(app, message, soft_limit=None, eager=False, hostname=None):
-    """Run one Message and return its Outcome; never raises for the task's errors."""
+def execute(app, message, soft_limit=None, eager=False, hostname=None, propagate=False):
+    """Run one Message and return its Outcome; never raises for the task's errors but,
+    eagerly, with ``propagate``, a failure or retry, and a hook's error."""
     task = app.tasks.get(message.name)
     try:
         if task is None:
@@ -515,6 +521,9 @@ def execute(app, message, soft_limit=None, eager=False, hostname=None):
         outcome = outcome or _kept(message, value, eager, flows)
         if flows != given:  # self.request.chain = None, say
             outcome = _with_flows(outcome, request)
+        if propagate and outcome.state in ("FAILURE", "RETRY"):  # as Celery's: no hook, no
+            emit("_task_finished", task, request, None, None)  # outcome signal, no state
+            raise outcome.exc
         if outcome.state not in UNHOOKED:
             _hooks(task, outcome, value, request)
         else:  # as Celery: no hook, but task_postrun
@@ -687,6 +696,9 @@ def _hooks(task, outcome, value, request):
         try:
             hook(*hook_args)
         except Exception:  # noqa: BLE001 - a hook's bug is logged, the outcome stands
+            if request.is_eager and hook is not emit:  # as Celery's: eager callers see it
+                emit("_task_finished", task, request, state, value)
+                raise
             log.exception("%s of %s[%s] raised", hook.__name__, task.name, request.id)
 
 

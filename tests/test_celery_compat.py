@@ -1107,6 +1107,93 @@ def eager_propagation_raises_a_retry(c, get):
         return type(exc.exc).__name__, float(exc.when)
 
 
+def an_ignored_step_ends_an_eager_chain(c, get):
+    eager = c.Celery("eager", set_as_current=False, task_always_eager=True)
+    ran = []
+
+    @eager.task(name="stop")
+    def stop():
+        raise c.Ignore()
+
+    @eager.task(name="note")
+    def note(x):
+        ran.append(x)
+    return c.chain(stop.si(), note.s()).delay().state, ran
+
+
+def eager_runs_give_what_celerys_tests_see(c, get):
+    """A hook's error reaches the caller; an eager group's id is its task_id; a revoke
+    leaves eager values; the request says the task's ignore_result; EagerResult is
+    built in Celery's order; crossed time limits are refused eagerly too;
+    MaxRetriesExceededError keeps the arguments."""
+    eager = c.Celery("eager", set_as_current=False, task_always_eager=True,
+                     broker=c.app.conf.broker_url)  # a revoke reaches the workers
+
+    class Hooked(eager.Task):
+        def on_success(self, retval, task_id, args, kwargs):
+            raise RuntimeError("on_success bug")
+
+    @eager.task(name="note")
+    def note(x):
+        return x
+
+    @eager.task(name="hooked", base=Hooked)
+    def hooked():
+        return 1
+
+    @eager.task(name="crossed", soft_time_limit=10, time_limit=5)
+    def crossed():
+        return 1
+
+    @eager.task(name="quiet", bind=True, ignore_result=True)
+    def quiet(self):
+        return self.request.ignore_result
+
+    @eager.task(name="tired", bind=True, max_retries=0)
+    def tired(self, x):
+        raise self.retry(countdown=1)
+    grouped = c.group(note.s(1), note.s(2)).apply_async(task_id="gid-1")
+    grouped.revoke()
+    EagerResult = importlib.import_module(c.impl.__name__ + ".result").EagerResult
+    made = EagerResult("made", 5, "SUCCESS")
+    out_of_retries = tired.apply((7,)).result
+    return (raised(hooked.delay), grouped.id, grouped.get(),
+            quiet.delay().get(), (made.state, made.get()), raised(crossed.delay),
+            (out_of_retries.task_args, out_of_retries.task_kwargs))
+
+
+def eager_propagation_calls_no_failure_hook(c, get):
+    """Under task_eager_propagates a failure reaches the caller before any failure hook
+    or task_failure; task_postrun still comes, with no state."""
+    eager = c.Celery("eager", set_as_current=False, task_always_eager=True,
+                     task_eager_propagates=True)
+    seen = []
+
+    class Noted(eager.Task):
+        def on_failure(self, exc, task_id, args, kwargs, einfo):
+            seen.append("on_failure")
+
+        def after_return(self, status, retval, task_id, args, kwargs, einfo):
+            seen.append("after_return")
+
+    @eager.task(name="fails", base=Noted)
+    def fails():
+        raise ValueError("no")
+
+    def failure(sender=None, **kwargs):
+        seen.append("task_failure")
+
+    def postrun(sender=None, state=None, **kwargs):
+        seen.append(("task_postrun", state))
+    c.signals.task_failure.connect(failure, sender=fails)
+    c.signals.task_postrun.connect(postrun, sender=fails)
+    try:
+        return raised(fails.delay), seen
+    finally:
+        c.signals.task_failure.disconnect(failure, sender=fails)
+        c.signals.task_postrun.disconnect(postrun, sender=fails)
+
+
 def retries_while_waiting_to_retry(c, get):
     """RETRY keeps the count of the run that asked for it, as Celery's meta does."""
     result = c.retry_in_2s.delay()
@@ -1348,6 +1435,11 @@ SCENARIOS = [
     (config_objects_are_taken_whole_and_the_last_one_counts, (
         (False, "dsn"), ("namespaced", True, "dsn"), ("second", False))),
     (eager_propagation_raises_a_retry, ("ValueError", 5.0)),
+    (an_ignored_step_ends_an_eager_chain, ("IGNORED", [])),
+    (eager_runs_give_what_celerys_tests_see, (
+        "raised RuntimeError", "gid-1", [1, 2], True, ("SUCCESS", 5),
+        "raised ValueError", ((7,), {}))),
+    (eager_propagation_calls_no_failure_hook, ("raised ValueError", [("task_postrun", None)])),
     (retries_while_waiting_to_retry, (0, ["again", True], 1)),
     (a_chords_callback_is_sent_by_its_last_member, (
         "raised ChordError", True, True, True, [], True, True, True)),
@@ -1397,7 +1489,8 @@ SINCE = {reject_without_requeue_fails: (5, 7),  # 5.6 stores no state for such a
          a_retrys_arguments_merge_with_the_calls: (5, 7),
          callbacks_given_to_a_chain_stay_with_its_steps: (5, 7),  # 5.6: as the one above
          # 5.6's chord never ends when a member replaced by a failing task fails
-         a_replacement_that_fails_fails_its_chord: (5, 7)}
+         a_replacement_that_fails_fails_its_chord: (5, 7),
+         an_ignored_step_ends_an_eager_chain: (5, 7)}  # 5.6 runs the next step with None
 
 
 @pytest.mark.parametrize("scenario, expected", SCENARIOS, ids=[s.__name__ for s, _ in SCENARIOS])
