@@ -39,6 +39,9 @@ REFUSED = {  # settings miniq cannot honour: refused at configuration, never ign
     "task_store_eager_result": (False, "an eager run stores no result"),
     "enable_utc": (True, "miniq reads a naive eta as UTC; crontab runs in app.conf.timezone"),
     "worker_pool": ({"prefork", "processes"}, "miniq's children are processes (prefork)"),
+    "task_retry_on_worker_lost": (False, "a task whose child dies fails, or runs again under"
+                                  " acks_late and task_reject_on_worker_lost"),
+    "result_failure_expires": (None, "failures expire with the other results"),
     "beat_scheduler": ({"celery.beat:PersistentScheduler", "celery.beat.PersistentScheduler"},
                        "miniq's beat sends beat_schedule, its runs kept in the database file"),
 }

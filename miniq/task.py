@@ -193,6 +193,7 @@ class Task:
     store_errors_even_if_ignored: bool | None = _Conf("task_store_errors_even_if_ignored", False)
     track_started: bool | None = _Conf("task_track_started", False)  # miniq always records STARTED
     acks_on_failure_or_timeout: bool | None = _Conf("task_acks_on_failure_or_timeout", True)
+    acks_on_timeout: bool | None = _Conf("task_acks_on_timeout")
     # as Celery's: ``except self.MaxRetriesExceededError`` in a task
     MaxRetriesExceededError = MaxRetriesExceededError
     OperationalError = OperationalError
@@ -202,6 +203,7 @@ class Task:
         """Celery's way: a class of the task's own, options as its attributes (a base's own
         ones too), made with no arguments (a base's own ``__init__(self)`` runs once per task)."""
         refused = sorted(set(options) & NOT_HONOURED)  # any other: an attribute, as Celery's
+        refused += ["retry_on_worker_lost=True"] * bool(options.get("retry_on_worker_lost"))
         if refused:
             raise TypeError(f"task option(s) miniq does not honour, for {name}: "
                             f"{', '.join(refused)}")
@@ -409,11 +411,12 @@ class Task:
         limit = self.max_retries if max_retries is None else max_retries
         if request.called_directly:
             raise exc or Retry("Task can be retried", None)
-        if limit is not None and request.retries >= limit:
-            given = tuple(request.args), request.kwargs  # Celery's text, its args a tuple
+        new_args, new_kwargs = _retry_call(self, request, args, kwargs)
+        if limit is not None and request.retries >= limit:  # Celery's text, with the
+            new_args = tuple(new_args)  # arguments the retry would have run with
             raise exc or MaxRetriesExceededError(
-                f"Can't retry {self.name}[{request.id}] args:{given[0]} kwargs:{given[1]}",
-                task_args=given[0], task_kwargs=given[1])
+                f"Can't retry {self.name}[{request.id}] args:{new_args} kwargs:{new_kwargs}",
+                task_args=new_args, task_kwargs=new_kwargs)
         if countdown is None and eta is None:
             countdown = self.default_retry_delay
         if countdown:  # as Celery's (and a call's): a countdown over an eta
@@ -427,7 +430,7 @@ class Task:
         retry = Retry(exc=exc, when=eta or countdown)
         retry.eta, retry.body = when, None
         if args is not None or kwargs is not None:
-            retry.body = encode_args(self.name, *_retry_call(self, request, args, kwargs))
+            retry.body = encode_args(self.name, new_args, new_kwargs)
         if throw:
             raise retry
         if not request.is_eager:  # as Celery's: an eager run is not retried so
@@ -478,9 +481,9 @@ def _call(task, args, kwargs, soft_limit):
         options = dict(task.retry_kwargs)
         if task.retry_backoff:  # Celery's: factor * 2**retries, capped, maybe full jitter
             countdown = int(max(1.0, task.retry_backoff)) * 2 ** task.request.retries
-            countdown = min(task.retry_backoff_max, countdown)
+            countdown = min(int(task.retry_backoff_max), countdown)
             if task.retry_jitter:
-                countdown = random.randrange(int(countdown) + 1)
+                countdown = random.randrange(countdown + 1)
             options["countdown"] = countdown
         task.retry(exc=exc, **options)
     finally:

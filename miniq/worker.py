@@ -1010,9 +1010,11 @@ class Worker:
                 continue
             if not (child.killed_for or child.hooks):  # else revoked, and it ignored that
                 message = child.message
-                # as Celery: acks_late without acks_on_failure_or_timeout puts it back
-                back = self._setting(message, "acks_late") and not self._setting(
-                    message, "acks_on_failure_or_timeout")
+                # as Celery: acks_late without acks_on_timeout puts it back
+                acks = self._setting(message, "acks_on_timeout")  # Celery 5.7's name
+                if acks is None:
+                    acks = self._setting(message, "acks_on_failure_or_timeout")
+                back = self._setting(message, "acks_late") and not acks
                 child.killed_for = ("PENDING" if back else "FAILURE",
                                     TimeLimitExceeded(child.hard))  # as Celery's: the limit
                 log.error("Hard time limit (%gs) exceeded for %s", child.hard, message)

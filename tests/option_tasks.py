@@ -100,3 +100,9 @@ def fail_ignored_but_kept():
 def timeout_requeued(path):
     runs(path)
     time.sleep(30)
+
+
+@app.task(acks_late=True, acks_on_timeout=False, time_limit=0.5)
+def timeout_requeued_by_57s_name(path):
+    runs(path)
+    time.sleep(30)

@@ -1162,6 +1162,27 @@ def eager_runs_give_what_celerys_tests_see(c, get):
             (out_of_retries.task_args, out_of_retries.task_kwargs))
 
 
+def retries_count_whole_seconds_and_name_their_arguments(c, get):
+    """A backoff's cap is whole seconds; a retry out of retries names the arguments it
+    would have run with."""
+    eager = c.Celery("eager", set_as_current=False, task_always_eager=True)
+
+    @eager.task(autoretry_for=(KeyError,), retry_backoff=1, retry_backoff_max=1.9,
+                retry_jitter=False)
+    def backs_off():
+        raise KeyError("k")
+
+    @eager.task(bind=True, max_retries=0)
+    def out_of_retries(self, x):
+        raise self.retry(args=(9,))
+    try:
+        backs_off.apply(retries=1, throw=True)
+    except c._exceptions.Retry as exc:
+        waited = float(exc.when)
+    error = out_of_retries.apply((1,)).result
+    return waited, str(error).split("] ")[1], error.task_args
+
+
 def eager_propagation_calls_no_failure_hook(c, get):
     """Under task_eager_propagates a failure reaches the caller before any failure hook
     or task_failure; task_postrun still comes, with no state."""
@@ -1439,6 +1460,7 @@ SCENARIOS = [
     (eager_runs_give_what_celerys_tests_see, (
         "raised RuntimeError", "gid-1", [1, 2], True, ("SUCCESS", 5),
         "raised ValueError", ((7,), {}))),
+    (retries_count_whole_seconds_and_name_their_arguments, (1.0, "args:(9,) kwargs:{}", (9,))),
     (eager_propagation_calls_no_failure_hook, ("raised ValueError", [("task_postrun", None)])),
     (retries_while_waiting_to_retry, (0, ["again", True], 1)),
     (a_chords_callback_is_sent_by_its_last_member, (

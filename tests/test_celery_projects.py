@@ -381,7 +381,8 @@ def test_include_given_as_one_name_is_that_module(fresh_app):
     ("result_serializer", "yaml"), ("task_annotations", "proj.annotations.Annotate"),
     ("task_create_missing_queues", False), ("task_allow_error_cb_on_chord_header", True),
     ("task_store_eager_result", True), ("enable_utc", False), ("worker_pool", "threads"),
-    ("worker_pool", ["prefork"]),
+    ("worker_pool", ["prefork"]), ("task_retry_on_worker_lost", True),
+    ("result_failure_expires", 60),
     ("beat_scheduler", "django_celery_beat.schedulers:DatabaseScheduler")])
 def test_settings_miniq_cannot_honour_are_refused_not_ignored(fresh_app, setting, value):
     with pytest.raises(ImproperlyConfigured, match=setting):

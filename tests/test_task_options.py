@@ -168,13 +168,15 @@ def test_ignore_result_drops_errors_unless_store_errors_even_if_ignored(worker):
     assert "ERROR" in log_record(worker, f"[{dropped.id}] raised unexpected: ValueError")
 
 
-def test_a_timeout_is_requeued_under_acks_late_without_acks_on_failure_or_timeout(worker,
-                                                                                   tmp_path):
-    path = str(tmp_path / "runs")
-    result = t.timeout_requeued.delay(path)
-    with pytest.raises(TimeLimitExceeded):
-        result.get(timeout=T)
-    assert len(lines(path)) == 3 and row(result) == (2, "FAILURE", 3)
+def test_a_timeout_is_requeued_under_acks_late_without_acks_on_timeout(worker, tmp_path):
+    """By Celery 5.7's acks_on_timeout, or by acks_on_failure_or_timeout, its older name."""
+    sent = [(str(tmp_path / name), task) for name, task in (
+        ("runs", t.timeout_requeued), ("runs57", t.timeout_requeued_by_57s_name))]
+    results = [task.delay(path) for path, task in sent]
+    for (path, _), result in zip(sent, results):
+        with pytest.raises(TimeLimitExceeded):
+            result.get(timeout=T)
+        assert len(lines(path)) == 3 and row(result) == (2, "FAILURE", 3)
 
 
 def test_options_are_taken_and_those_miniq_cannot_honour_refused_at_decoration(fresh_app):
@@ -188,7 +190,8 @@ def test_options_are_taken_and_those_miniq_cannot_honour_refused_at_decoration(f
                ({"dont_autoretry_for": [1]}, "dont_autoretry_for must hold exception classes"),
                ({"pydantic": True}, "does not honour, for b: pydantic"),
                ({"backend": "redis://", "filter": len}, "does not honour, for b: backend, filter"),
-               ({"store_eager_result": True}, "store_eager_result is not supported")]
+               ({"store_eager_result": True}, "store_eager_result is not supported"),
+               ({"retry_on_worker_lost": True}, "does not honour, for b: retry_on_worker_lost")]
     for options, message in refused:
         with pytest.raises(TypeError, match=message):
             fresh_app.task(name="b", **options)(f)
