@@ -2,6 +2,7 @@
 number of beats may share a file: the database lets one send each run.
 """
 import logging
+import math
 import time
 from typing import Callable
 
@@ -52,18 +53,43 @@ class Beat:
             if not hasattr(every, "next_after"):
                 raise TypeError(f"its schedule must be seconds, a timedelta, a schedule or a"
                                 f" crontab, not {every!r}")
-            every.next_after(self.clock(), self.tz)
+            if hasattr(every, "is_due"):  # a Celery-style schedule's own rule: not ignored
+                raise TypeError(f"{every!r} has is_due: miniq's beat asks a schedule for"
+                                " next_after and last_at_or_before, never is_due")
+            if every.next_after(self.clock(), self.tz) is None:
+                raise ValueError("its schedule has no run in the next thirty years")
             checked = dict(entry, schedule=every)
-            self._row(checked)
+            args, kwargs, options = self._call(checked)
+            self.app.message_row(checked["task"], args, kwargs, **options)
+            task = self.app.tasks.get(checked["task"])
+            if task is not None:  # as its call checks them: refused now, not at each run
+                task._check_arguments(args, kwargs)
         except Exception as exc:  # noqa: BLE001 - whatever it is, it is this entry's
             raise ImproperlyConfigured(f"beat_schedule entry {name!r}: {_said(exc)}") from None
         return checked
 
-    def _row(self, entry):
-        options = dict(entry.get("options") or {})  # as Celery 5.7's beat marks its runs
+    @staticmethod
+    def _call(entry):
+        """(args, kwargs, options) of a run, marked as Celery 5.7's beat marks its runs."""
+        options = dict(entry.get("options") or {})
         options["headers"] = {**(options.get("headers") or {}), "celery_beat_task": True}
-        return self.app.message_row(entry["task"], entry.get("args", ()), entry.get("kwargs"),
-                                    **options)
+        return entry.get("args", ()), entry.get("kwargs"), options
+
+    def _send(self, name, entry):
+        """Send a run as Celery's beat does: a registered task by its own apply_async (an
+        override of it runs; eager, it runs here), any other by name. A failure is
+        logged: it is this run's, and the other entries go on."""
+        args, kwargs, options = self._call(entry)
+        task = self.app.tasks.get(entry["task"])
+        try:
+            if task is None:
+                self.app.send_task(entry["task"], args, kwargs, **options)
+            else:
+                task.apply_async(args, kwargs, **options)
+        except Exception as exc:  # noqa: BLE001 - as Celery's beat: logged, beat goes on
+            log.error("Scheduler: sending %s (%s) failed: %s", name, entry["task"], exc)
+            return
+        log.info("Scheduler: Sending due task %s (%s)", name, entry["task"])
 
     def _late(self, every, slot, now):
         """A crontab's run missed by more than beat_cron_starting_deadline: not sent."""
@@ -79,9 +105,8 @@ class Beat:
                 slot = every.last_at_or_before(now, self.tz)
                 if slot is not None and self.app.broker.claim_beat_slot(
                         name, slot, self._late(every, slot, now)):
-                    self.app.send_rows([self._row(entry)])  # checked: it was built before
-                    log.info("Scheduler: Sending due task %s (%s)", name, entry["task"])
-                self.next[name] = every.next_after(now, self.tz)
+                    self._send(name, entry)
+                self.next[name] = every.next_after(now, self.tz) or math.inf  # none for years
         if not self.next:
             return 60.0
         return max(0.0, min(self.next.values()) - now)
@@ -101,9 +126,7 @@ class Beat:
 
 
 def _said(exc):
-    """An error as a line: a bare StopIteration (a crontab that never fires) says so."""
-    if isinstance(exc, StopIteration):
-        return "its schedule has no run in the next five years"
+    """An error as a line."""
     if isinstance(exc, KeyError):
         return f"it has no {exc.args[0]!r}"
     return str(exc) if isinstance(exc, TypeError) else f"{type(exc).__name__}: {exc}"

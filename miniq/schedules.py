@@ -8,6 +8,7 @@ DAYS = "sun mon tue wed thu fri sat".split()
 MONTHS = "jan feb mar apr may jun jul aug sep oct nov dec".split()
 DAY_NAMES = dict(zip(DAYS, range(7)))
 MONTH_NAMES = dict(zip(MONTHS, range(1, 13)))
+HORIZON_DAYS = 30 * 366  # how far a crontab's runs are looked for
 
 
 def maybe_schedule(every: Any) -> Any:
@@ -55,7 +56,7 @@ def _parse(value, low, high, field, names=None):
     if not isinstance(value, str):  # a list of any of these
         return set().union(*(_parse(v, low, high, field, names) for v in value))
     result = set()
-    for part in value.lower().replace(" ", "").split(","):
+    for part in (part.strip() for part in value.lower().split(",")):  # "1, 2", not "1 2"
         span, slash, step = part.partition("/")
         if slash and not (step.isdigit() and int(step) > 0 and (span == "*" or "-" in span)):
             raise ValueError(f"crontab {field}: cannot read {part!r} (a step needs * or a range)")
@@ -67,6 +68,17 @@ def _parse(value, low, high, field, names=None):
         wrapped = [*range(first, high + 1), *range(low, last + 1)]  # as Celery's: 22-2
         result.update((range(first, last + 1) if first <= last else wrapped)[::int(step or 1)])
     return result
+
+
+def _instant(wall, tz):
+    """A wall time's instant; one a DST change skips is the change's own."""
+    when = wall.replace(tzinfo=tz).timestamp()  # fold=0: a skipped time lands past it
+    if datetime.fromtimestamp(when, tz).replace(tzinfo=None) == wall:
+        return when
+    offset = datetime.fromtimestamp(when, tz).utcoffset()
+    while datetime.fromtimestamp(when - 60, tz).utcoffset() == offset:  # back to the change
+        when -= 60
+    return when
 
 
 def _number(text, low, high, field, names):
@@ -105,32 +117,35 @@ class crontab:
         return all(getattr(self, key) == getattr(other, key) for key in fields)
 
     def _times(self, t, tz, step):
-        """Due times from t's day on, forward (step 1) or backward (-1), over ~5 years.
+        """Due times from t's day on, forward (step 1) or backward (-1), over ~30 years
+        (a leap day on a given weekday comes every 28).
 
-        Wall times become instants with zoneinfo's fold=0: a time skipped by a DST
-        change runs at the shifted instant, a repeated one runs once."""
-        start = datetime.fromtimestamp(t, tz)
-        day = start.replace(hour=0, minute=0, second=0, microsecond=0)
+        Wall times become instants with zoneinfo's fold=0 (a repeated time runs once);
+        the times a DST change skips run once, as it happens, as Celery's do."""
+        start = datetime.fromtimestamp(t, tz)  # its wall date: each run gets tz in _instant
+        day = start.replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=None)
         hours = sorted(self.hour)[::step]
         minutes = sorted(self.minute)[::step]
-        for _ in range(5 * 366):
+        last = None
+        for _ in range(HORIZON_DAYS):
             weekday = day.isoweekday() % 7  # Sunday is 0, as in cron
             if (day.month in self.month_of_year
                     and day.day in self.day_of_month
                     and weekday in self.day_of_week):
                 for hour in hours:
                     for minute in minutes:
-                        wall = day.replace(hour=hour, minute=minute, tzinfo=tz)
-                        yield wall.timestamp()
+                        when = _instant(day.replace(hour=hour, minute=minute), tz)
+                        if when != last:
+                            yield when
+                        last = when
             day += timedelta(days=step)
-            day = day.replace(tzinfo=None)  # a wall date: each run gets tz above
 
-    def next_after(self, t: float, tz: tzinfo) -> float:
-        """The first run time after t."""
-        return next(s for s in self._times(t, tz, 1) if s > t)
+    def next_after(self, t: float, tz: tzinfo) -> Optional[float]:
+        """The first run time after t; None if there is none in ~30 years."""
+        return next((s for s in self._times(t, tz, 1) if s > t), None)
 
     def last_at_or_before(self, t: float, tz: tzinfo) -> Optional[float]:
-        """The latest run time at or before t; None if there is none in ~5 years."""
+        """The latest run time at or before t; None if there is none in ~30 years."""
         return next((s for s in self._times(t, tz, -1) if s <= t), None)
 
     def __repr__(self) -> str:

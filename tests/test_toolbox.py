@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+import miniq.app
 from miniq import ChordError, chain, chord, exceptions, group
 from miniq.beat import Beat
 from miniq.exceptions import ImproperlyConfigured
@@ -15,7 +16,8 @@ from miniq.schedules import crontab, schedule
 from tests import tasks
 from tests.conftest import ROOT, run_cli, wait_for
 
-BERLIN = pytest.importorskip("zoneinfo").ZoneInfo("Europe/Berlin")
+ZoneInfo = pytest.importorskip("zoneinfo").ZoneInfo
+BERLIN, LONDON, NEW_YORK = map(ZoneInfo, ("Europe/Berlin", "Europe/London", "America/New_York"))
 
 
 def at(*fields, tz=timezone.utc):
@@ -42,6 +44,24 @@ def test_crontab_across_a_dst_change_runs_once_per_day():
     assert daily.next_after(first, BERLIN) == at(2026, 3, 30, 2, 30, tz=BERLIN)
 
 
+def test_the_times_a_dst_change_skips_run_once_as_it_happens():
+    """As Celery's: the quarters of New York's skipped 02:00 hour are one run, at 03:00;
+    each minute of London's skipped 01:00 hour too, at 02:00; looking back as well."""
+    quarters, hourly = crontab(minute="*/15", hour=2), crontab(hour=1)
+    first = quarters.next_after(at(2025, 3, 9, 1, 50, tz=NEW_YORK), NEW_YORK)
+    assert first == at(2025, 3, 9, 3, tz=NEW_YORK)
+    assert quarters.next_after(first, NEW_YORK) == at(2025, 3, 10, 2, tz=NEW_YORK)
+    assert quarters.last_at_or_before(at(2025, 3, 9, 3, 50, tz=NEW_YORK), NEW_YORK) == first
+    first = hourly.next_after(at(2025, 3, 30, 0, 59, tz=LONDON), LONDON)
+    assert first == at(2025, 3, 30, 2, tz=LONDON)
+    assert hourly.next_after(first, LONDON) == at(2025, 3, 31, 1, tz=LONDON)
+
+
+def test_a_crontab_whose_next_run_is_decades_away_finds_it():
+    leap_tuesday = crontab(0, 0, day_of_week="tue", day_of_month=29, month_of_year=2)
+    assert leap_tuesday.next_after(at(2028, 3, 1), timezone.utc) == at(2056, 2, 29)
+
+
 @pytest.mark.parametrize("spec, message", [(dict(minute=61), "out of range 0-59"),
                                            (dict(day_of_week="funday"), "cannot read")])
 def test_crontab_rejects_bad_fields_clearly(spec, message):
@@ -64,13 +84,14 @@ def schedules(request):
     (dict(month_of_year="nov-feb"), "month_of_year", {11, 12, 1, 2}),
     (dict(day_of_month="31-2"), "day_of_month", {31, 1, 2}),
     (dict(day_of_week="monday,Fri"), "day_of_week", {1, 5}),
-    (dict(minute="*/20", hour=[1, 3, 4]), "hour", {1, 3, 4})])
+    (dict(minute="*/20", hour=[1, 3, 4]), "hour", {1, 3, 4}),
+    (dict(minute=" 1, 2 "), "minute", {1, 2})])
 def test_crontab_fields_read_as_celerys(schedules, spec, field, expected):
     assert getattr(schedules.crontab(**spec), field) == expected
 
 
 @pytest.mark.parametrize("spec", [dict(minute="5/15"), dict(day_of_week="7"),
-                                  dict(hour="*/0")])
+                                  dict(hour="*/0"), dict(minute="1 2")])
 def test_crontab_refuses_what_celerys_refuses(schedules, spec):
     with pytest.raises(ValueError):
         schedules.crontab(**spec)
@@ -103,6 +124,13 @@ def test_interval_slots_agree_across_processes():
 
 
 # beat -------------------------------------------------------------------------------------------
+
+class NeverDue(crontab):
+    """A Celery-style schedule: its own is_due would decide when it runs."""
+
+    def is_due(self, last_run_at):
+        return False, 60.0
+
 
 def beat_on(app, monkeypatch, clock, entries):
     monkeypatch.setitem(app.conf, "beat_schedule", entries)
@@ -171,7 +199,9 @@ def test_a_crontab_run_missed_by_more_than_the_starting_deadline_is_skipped(app,
     ({"task": "tests.tasks.add", "schedule": 10, "kwarg": {"y": 1}}, "'kwarg': an entry takes"),
     ({"task": "tests.tasks.add", "schedule": 10, "relative": False}, "relative=False: miniq"),
     ({"task": "tests.tasks.add", "schedule": crontab(0, 0, day_of_month=31, month_of_year=2)},
-     "no run in the next five years")])
+     "no run in the next thirty years"),
+    ({"task": "tests.tasks.add", "schedule": NeverDue()}, "has is_due: miniq's beat asks"),
+    ({"task": "tests.tasks.add", "schedule": 10, "args": (1, 2, 3)}, "too many positional")])
 def test_a_bad_beat_entry_is_refused_as_beat_starts_naming_it(app, monkeypatch, entry, said):
     with pytest.raises(ImproperlyConfigured, match="entry 'bad'") as caught:
         beat_on(app, monkeypatch, [0.0], {"fine": {"task": "tests.tasks.add", "schedule": 5,
@@ -189,6 +219,36 @@ def test_worker_b_and_beat_refuse_a_bad_entry_in_one_line(broker_url, command):
                    env={"MINIQ_BROKER_URL": broker_url, "MINIQ_TEST_CONF": conf})
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert done.stderr.startswith("miniq: error: beat_schedule entry 'bad': ")
+
+
+def test_beat_sends_by_the_tasks_apply_async_and_a_failed_send_stays_with_its_run(
+        tmp_path, monkeypatch, caplog):
+    """As Celery's beat: a task's own apply_async sends it (an override runs), a name it
+    lacks goes by send_task; a send that fails is logged, and the others go out."""
+    saved = miniq.app._default
+    own = miniq.Miniq("beats", broker=f"sqlite:///{tmp_path / 'beat.db'}")
+    try:
+        class Routed(own.Task):
+            def apply_async(self, args=None, kwargs=None, **options):
+                if args == ["boom"]:
+                    raise RuntimeError("no lock")
+                return super().apply_async(args, kwargs, queue="forced", **options)
+
+        @own.task(name="routed", base=Routed)
+        def routed(x):
+            return x
+        entries = {"forced": {"task": "routed", "schedule": 10, "args": ["a"]},
+                   "failing": {"task": "routed", "schedule": 10, "args": ["boom"]},
+                   "by_name": {"task": "elsewhere.task", "schedule": 10}}
+        for name in entries:  # entries the file has seen: each is due now
+            own.broker.claim_beat_slot(name, 990.0)
+        assert beat_on(own, monkeypatch, [1000.0], entries).tick() == 10.0
+        assert own.broker.db.execute("SELECT name, queue, body FROM task ORDER BY seq"
+                                     ).fetchall() == [("routed", "forced", '[["a"],{}]'),
+                                                      ("elsewhere.task", "celery", "[[],{}]")]
+        assert "sending failing (routed) failed: no lock" in caplog.text
+    finally:
+        miniq.app._default = saved
 
 
 def test_beat_outlives_a_database_error_and_sends_the_run_after_it(app, monkeypatch):
