@@ -154,7 +154,9 @@ def main(argv: Optional[List[str]] = None, app: Optional[Miniq] = None) -> int:
     args.app = getattr(args, "app", None) or os.environ.get("CELERY_APP")  # as Celery's
     if not args.app:
         parser.error("the -A/--app option is required (e.g. -A proj)")
-    if getattr(args, "broker", None):  # as Celery's -b: the broker over any other, children's too
+    # as Celery's -b (or BROKER_URL): the broker over any other, children's too
+    args.broker = getattr(args, "broker", None) or os.environ.get("BROKER_URL")
+    if args.broker:
         os.environ["CELERY_BROKER_URL"] = args.broker
     if getattr(args, "workdir", None):
         os.chdir(args.workdir)
@@ -166,7 +168,7 @@ def main(argv: Optional[List[str]] = None, app: Optional[Miniq] = None) -> int:
             app = load_app(args.app)
         else:
             app.import_includes()
-        app.conf.broker_url = getattr(args, "broker", None) or app.conf.broker_url
+        app.conf.broker_url = args.broker or app.conf.broker_url
         return COMMANDS[args.command](app, args)
     except ImproperlyConfigured as exc:
         return _error(exc)
@@ -235,6 +237,8 @@ def inspect(app, args):
         lines.append(f"{len(rows)} scheduled.")
     if not _emit(args, rows):
         print("\n".join(lines))
+    if not live_nodes(app):  # as Celery's inspect: no worker to answer is a failure
+        return _error("no nodes replied: no worker is live on this database", 1)
     return 0
 
 

@@ -117,6 +117,8 @@ class Miniq(apps.Miniq):
         config_from_object reads it, under ``changes`` and the other keywords),
         ``namespace`` (its settings' prefix, and config_from_object's),
         ``set_as_current`` and ``strict_typing`` (its tasks' ``typing``)."""
+        if config_source is None:  # as Celery's loader (and its --config): this module
+            config_source = os.environ.get("CELERY_CONFIG_MODULE") or None
         previous, source = apps._default, _object(config_source)
         settings = {} if source is None else _settings(source, namespace)
         given = {_new_name(key) or key: value for key, value in {**(changes or {}),

@@ -392,6 +392,15 @@ def test_settings_miniq_cannot_honour_are_refused_not_ignored(fresh_app, setting
         fresh_app.import_includes()  # the others when a worker loads the app
 
 
+def test_settings_come_from_the_module_celery_config_module_names(tmp_path, monkeypatch):
+    """As Celery's loader (which its --config sets): for an app given no settings."""
+    (tmp_path / "cfg_from_env.py").write_text("task_default_queue = 'fromcfg'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("CELERY_CONFIG_MODULE", "cfg_from_env")
+    made = Celery("env", broker=f"sqlite:///{tmp_path / 'env.db'}", set_as_current=False)
+    assert made.conf.task_default_queue == "fromcfg"
+
+
 def test_json_by_any_of_its_names_is_taken_as_celerys_defaults(fresh_app):
     fresh_app.config_from_object({"accept_content": {"application/json"}, "enable_utc": True,
                                   "result_accept_content": None, "task_serializer": "json",

@@ -1,10 +1,12 @@
 """``python -m miniq ... worker`` as a user types it: bad setup ends in one clear
 line on stderr and exit status 2; the ``-A`` forms load an app from the current folder."""
+import contextlib
 import json
 import os
 import re
-import socket
 import signal
+import socket
+import sqlite3
 import subprocess
 import sys
 
@@ -92,6 +94,11 @@ def test_celerys_global_options_broker_workdir_version_and_celery_app(tmp_path):
     assert (tmp_path / "given.db").exists() and not (tmp_path / "elsewhere" / "app.db").exists()
     shown = run_cli("purge", "-f", env={"CELERY_APP": "wd"}, cwd=tmp_path / "elsewhere")
     assert shown.returncode == 0 and "No messages purged" in shown.stdout, shown.stderr
+    by_env = run_cli("-A", "wd", "call", "wd.add", "--args", "[1, 2]", cwd=tmp_path / "elsewhere",
+                     env={"BROKER_URL": f"sqlite:///{tmp_path / 'env.db'}"})  # as Celery's -b
+    assert by_env.returncode == 0, by_env.stderr
+    with contextlib.closing(sqlite3.connect(tmp_path / "env.db")) as db:
+        assert db.execute("SELECT name FROM task").fetchall() == [("wd.add",)]
     version = run_cli("--version")
     assert version.returncode == 0 and version.stdout.startswith("miniq ")
 
