@@ -74,7 +74,7 @@ class Control(apps.Control):
 class Inspect:
     """``app.control.inspect()``: each reply is ``{node name: answer}`` as Celery's, or
     None when no live worker answers. The database answers at once: ``timeout`` is
-    accepted and never waited for."""
+    never waited for (a ping takes it as how old a worker's last beat may be)."""
 
     def __init__(self, destination: list | None = None, timeout: float = 1.0,
                  callback: Callable | None = None, app: Any = None,
@@ -86,9 +86,12 @@ class Inspect:
         self.app = app or apps.default_app()
 
     def ping(self, destination: list | None = None) -> dict | None:
-        """``{node: {"ok": "pong"}}`` for each live worker."""
+        """``{node: {"ok": "pong"}}`` for each live worker whose loop beat within the
+        timeout: as Celery's, a worker stopped (SIGSTOP) or stuck does not answer."""
         self.destination = _check(destination) or self.destination
-        return self._request(lambda node, worker: {"ok": "pong"})
+        since = time.time() - float(self.app.conf.worker_heartbeat) - float(self.timeout or 0)
+        return self._request(lambda node, worker: {"ok": "pong"},
+                             [live for live in live_nodes(self.app) if live[2].heartbeat >= since])
 
     def active(self, safe: bool | None = None) -> dict | None:
         """``{node: [task info, ...]}``: the tasks each worker is running."""

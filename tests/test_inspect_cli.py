@@ -504,6 +504,17 @@ def test_nothing_answers_for_a_dead_or_silent_worker(app, broker_url):
         assert out.returncode == 1, (command, out.stderr)
 
 
+def test_a_worker_whose_loop_stopped_answers_no_ping(app, broker_url):
+    """As Celery's: a worker stopped (SIGSTOP) gives no pong, though it still counts as
+    live (its tasks are not recovered) until worker_lost_after."""
+    app.broker.register("stopped", "host", os.getpid(), 1, ["celery"], machine_id())
+    app.broker.db.execute("UPDATE worker SET heartbeat = heartbeat - 3 WHERE id = 'stopped'")
+    assert app.control.inspect().ping() is None and app.control.ping() == []
+    assert app.control.inspect(timeout=5).ping() is not None  # within a longer wait
+    assert cli(broker_url, "inspect", "ping").returncode == 1
+    assert cli(broker_url, "status").returncode == 0
+
+
 def test_control_shutdown_stops_the_worker_warm_and_reports_one_it_cannot_reach(
         app, broker_url, start_worker, tmp_path):
     """The worker is named with -n, whose %n names its pid and log files, as Celery's."""
