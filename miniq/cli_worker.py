@@ -23,7 +23,8 @@ def add_options(parser):
                         help="child processes (default: CPUs)")
     parser.add_argument("-Q", "--queues", help="comma-separated queues to serve")
     add_loglevel(parser, "WARNING")
-    parser.add_argument("--start-method", choices=("fork", "forkserver", "spawn"),
+    parser.add_argument("--start-method", "--pool-start-method",  # Celery 5.7's name
+                        choices=("fork", "forkserver", "spawn"),
                         help="how children start (default: fork on Linux)")
     parser.add_argument("-B", "--beat", action="store_true", help="also send periodic tasks")
     honoured = parser.add_argument_group("Celery's options that miniq honours")
@@ -113,7 +114,7 @@ HONOURED = (
      {"metavar": "PATH"},
      "write the worker's pid to PATH, with --logfile's expansions; refuse to start if it"
      " names a live process"),
-    (["--purge"],
+    (["--purge", "--discard"],
      {"action": "store_true"},
      "delete the served queues' queued tasks before starting"),
 )
@@ -122,7 +123,7 @@ HONOURED = (
 # Celery's worker options that mean nothing on one machine: (flags, takes, why).
 # takes: None for a switch, else the metavar of any value or the values Celery takes.
 NO_EFFECT = (
-    (["-E", "--task-events"], None, "miniq sends no monitoring events"),
+    (["-E", "--task-events", "--events"], None, "miniq sends no monitoring events"),
     (["-O", "--optimization"], ("default", "fair"),
      "children take a task only when idle, as with -O fair"),
     (["--without-gossip"], None, "there are no other machines to gossip with"),

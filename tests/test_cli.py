@@ -348,7 +348,7 @@ def test_purge_deletes_the_served_queues_tasks_first(app, start_worker):
     add = app.tasks["tests.tasks.add"]
     queued = [add.delay(1, 1), add.delay(2, 2)]
     other = add.apply_async((3, 3), queue="other")
-    worker = start_worker("-c", "1", "--purge")
+    worker = start_worker("-c", "1", "--discard")  # Celery's other name of --purge
     assert "purge: Erased 2 messages from the queue." in worker.output()
     assert all(app.broker.state(res.id) is None for res in queued)
     assert app.broker.state(other.id) is not None
@@ -398,7 +398,7 @@ def test_worker_help_says_which_celery_options_do_nothing():
     out = run_cli("worker", "--help").stdout
     assert "accepted with no effect on one machine" in out
     honoured, ignored = out.split("no effect on one machine")
-    for flag in ("--without-gossip", "--optimization {default,fair}", "--task-events"):
+    for flag in ("--without-gossip", "--optimization {default,fair}", "--task-events, --events"):
         assert flag in ignored, flag
     assert "--prefetch-multiplier" in honoured and "--prefetch-multiplier" not in ignored
     assert "does not shrink the pool" in out

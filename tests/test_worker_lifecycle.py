@@ -152,7 +152,7 @@ def assert_started_by(method, child, manager):
 
 @pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
 def test_children_work_under_each_start_method(app, start_worker, method):
-    worker = start_worker("-c", "1", "--start-method", method)
+    worker = start_worker("-c", "1", "--pool-start-method", method)  # Celery 5.7's name
     assert f"1 children ({method})" in worker.output()
     first = tasks.pid.delay().get(timeout=60)
     assert_started_by(method, first, worker.pid)
