@@ -316,14 +316,19 @@ class Task:
     def apply(self,
               args: Any = None,
               kwargs: Any = None,
+              link: Any = None,
+              link_error: Any = None,
               task_id: str | None = None,
               retries: int | None = None,
               throw: bool | None = None,
+              logfile: Any = None,
+              loglevel: Any = None,
               headers: dict | None = None,
               **_options: Any) -> EagerResult:
         """Run now in this process, retries included, and return an EagerResult; throw
-        (task_eager_propagates by default) raises a failure, or a retry, instead."""
-        if _options.keys() & {"link", "link_error"}:  # refused, not dropped
+        (task_eager_propagates by default) raises a failure, or a retry, instead.
+        Celery's parameters, in its order (logfile and loglevel change nothing)."""
+        if link is not None or link_error is not None:  # refused, not dropped
             raise TypeError(f"{self.name}: link and link_error run only with a worker, not eagerly")
         if self.app.conf.get("task_store_eager_result"):  # a get() by id would wait forever
             raise ImproperlyConfigured("task_store_eager_result is not supported: an eager"

@@ -1157,9 +1157,10 @@ def eager_runs_give_what_celerys_tests_see(c, get):
     EagerResult = importlib.import_module(c.impl.__name__ + ".result").EagerResult
     made = EagerResult("made", 5, "SUCCESS")
     out_of_retries = tired.apply((7,)).result
+    by_position = note.apply((3,), None, None, None, "by-position")  # link, link_error, id
     return (raised(hooked.delay), grouped.id, grouped.get(),
             quiet.delay().get(), (made.state, made.get()), raised(crossed.delay),
-            (out_of_retries.task_args, out_of_retries.task_kwargs))
+            (out_of_retries.task_args, out_of_retries.task_kwargs), by_position.id)
 
 
 def retries_count_whole_seconds_and_name_their_arguments(c, get):
@@ -1459,7 +1460,7 @@ SCENARIOS = [
     (an_ignored_step_ends_an_eager_chain, ("IGNORED", [])),
     (eager_runs_give_what_celerys_tests_see, (
         "raised RuntimeError", "gid-1", [1, 2], True, ("SUCCESS", 5),
-        "raised ValueError", ((7,), {}))),
+        "raised ValueError", ((7,), {}), "by-position")),
     (retries_count_whole_seconds_and_name_their_arguments, (1.0, "args:(9,) kwargs:{}", (9,))),
     (eager_propagation_calls_no_failure_hook, ("raised ValueError", [("task_postrun", None)])),
     (retries_while_waiting_to_retry, (0, ["again", True], 1)),
