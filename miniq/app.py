@@ -263,7 +263,7 @@ class Miniq:
             sent_to = {key: getattr(task, key, None) for key in ("exchange", "routing_key")}
             queue = task.queue or _bound(conf, sent_to) or route.get("queue") or _bound(conf, route)
             self._routes[key] = (getattr(queue, "name", queue) or conf.task_default_queue,
-                                 next((p for p in given if p is not None), 0),
+                                 next((p for p in given if p is not None), None),
                                  task._own("soft_time_limit"),  # the worker reads conf's
                                  task._own("time_limit"),
                                  task.expires,
@@ -280,9 +280,10 @@ class Miniq:
             queue = _bound(self.conf, options)
         queue = getattr(queue, "name", queue)  # as Celery's: a kombu Queue, by its name
         kept = {key: options.get(key) for key in KEPT}  # other options are ignored
-        if priority is None and self.conf.task_inherit_parent_priority:
-            priority = running_priority()  # None outside a task
         priority = default_priority if priority is None else priority
+        if priority is None and self.conf.task_inherit_parent_priority:  # as Celery's: only
+            priority = running_priority()  # where none is set (None outside a task)
+        priority = 0 if priority is None else priority
         expires = default_expires if expires is None else expires
         soft_limit, hard_limit = kept["soft_time_limit"], kept["time_limit"]
         _check_call(name,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import json
 import os
 import random
@@ -213,12 +214,11 @@ def _save_deleted_wal(conn, path):
         time.sleep(0.005)
 
 
-def _claimed(db, pick, args):
-    """Claim the rows pick selects (CLAIM's arguments, then pick's): their Messages by seq,
-    claimed and read BY_SEQ rows a statement."""
-    seqs = sorted(seq for seq, in db.execute(pick, args[4:]))
+def _claimed(db, seqs, args):
+    """Claim rows by seq with CLAIM's arguments: their Messages in that order, claimed and
+    read BY_SEQ rows a statement."""
     return [message for at in range(0, len(seqs), BY_SEQ)
-            for message in _claim_rows(db, args[:4], seqs[at:at + BY_SEQ])]
+            for message in _claim_rows(db, args, seqs[at:at + BY_SEQ])]
 
 
 def _claim_rows(db, args, seqs):
@@ -227,8 +227,9 @@ def _claim_rows(db, args, seqs):
     marks = ", ".join("?" * len(seqs))
     db.execute(f"{CLAIM} IN ({marks})", (*args, *seqs))
     try:
-        return [_message(row) for row in db.execute(
-            f"SELECT {CLAIM_COLUMNS} FROM task WHERE seq IN ({marks}) ORDER BY seq", seqs)]
+        read = {row[0]: _message(row[1:]) for row in db.execute(
+            f"SELECT seq, {CLAIM_COLUMNS} FROM task WHERE seq IN ({marks})", seqs)}
+        return [read[seq] for seq in seqs]
     except sqlite3.OperationalError as exc:
         if "decode" not in str(exc):
             raise
@@ -312,6 +313,8 @@ def _translated(method):
 
 class Broker:
     """One SQLite file as queue and result store; one connection per process and thread."""
+
+    _turn = None  # the queue a claim took its last task from: the next starts after it
 
     def __init__(self, path, durable=False, clock=time.time):
         """The file at path; durable: survive power loss too; clock: unix time now."""
@@ -555,8 +558,8 @@ class Broker:
     @_translated
     def claim(self, worker, queues, n, lease, outcomes=(), start=None, held=None):
         """Write the Settle records, make the scheduled tasks that are due QUEUED (PROMOTE
-        at most), then claim up to n as Message records, in one transaction: highest
-        priority first, then oldest. The first ``start`` (all if None) are STARTED, the
+        at most), then claim up to n as Message records, in one transaction: the queues
+        taking turns, each highest priority first, then oldest. The first ``start`` (all if None) are STARTED, the
         others reserved: their state stays until a STARTED Settle says they began, and
         the set ``held`` gets the ids of those the worker still holds (a revoke ends a
         reserved task). A malformed row comes back with its fault named."""
@@ -577,22 +580,33 @@ class Broker:
             due, unreadable = some.format("<= ?"), some.format(">= ''")
             db.execute(f"UPDATE task SET status = 0 WHERE seq IN ({due} UNION ALL {unreadable})",
                        (*queues, now, PROMOTE, *queues, PROMOTE))
-            pick = ("SELECT seq FROM task INDEXED BY task_queued WHERE status = 0 AND"
-                    f" queue IN ({marks}) ORDER BY priority DESC, seq LIMIT ?")
             begin = n if start is None else min(start, n)  # the first ``start`` begin now
             parts = [(begin, ("STARTED", worker, now + lease, now)),
                      (n - begin, (None, worker, now + lease, None))]
-            claimed = []  # the started first; each part by priority, then oldest first
+            claimed = []  # the started first
             for limit, args in parts:
-                some = _claimed(db, pick, (*args, *queues, limit)) if limit > 0 else []
-                some.sort(key=lambda m: m.priority if isinstance(m.priority, NUMBER) else 0,
-                          reverse=True)
-                claimed += some
+                claimed += _claimed(db, self._taking_turns(db, queues, limit), args)
             return claimed
         claimed = self._tx(run)
         if seen:  # committed
             self._local.claimed = seen[0]
         return claimed
+
+    def _taking_turns(self, db, queues, limit):
+        """Up to limit queued seqs, the queues taking turns as Celery's workers consume
+        several, from the one after the queue taken last; each by priority, then age (a
+        priority that is not a number, picked where the index puts text, counts as 0)."""
+        pick = ("SELECT seq, priority FROM task INDEXED BY task_queued WHERE status = 0 AND"
+                " queue = ? ORDER BY priority DESC, seq LIMIT ?")
+        turn = queues.index(self._turn) + 1 if self._turn in queues else 0
+        order = [*queues[turn:], *queues[:turn]]
+        lines = [sorted(((seq, queue, p if isinstance(p, NUMBER) else 0)
+                         for seq, p in db.execute(pick, (queue, limit))), key=lambda r: -r[2])
+                 for queue in order] if limit > 0 else []
+        taken = [one for row in itertools.zip_longest(*lines) for one in row if one][:limit]
+        if taken:
+            self._turn = taken[-1][1]
+        return [seq for seq, *_ in taken]
 
     def changed_since_claim(self):
         """Whether another connection committed since this thread's last claim (a revoke,

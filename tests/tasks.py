@@ -709,6 +709,17 @@ def send_child(value):
     return add.delay(value, value).id
 
 
+@app.task(priority=7)
+def add_at_7(x, y):
+    return x + y
+
+
+@app.task
+def send_child_at_7(value):
+    """Send a task whose own priority is 7 from inside a task; its id."""
+    return add_at_7.delay(value, value).id
+
+
 @app.task(bind=True)
 def request_fields(self):
     return {"retries": self.request.retries, "headers": self.request.headers}

@@ -178,6 +178,9 @@ def test_task_inherit_parent_priority_gives_a_child_its_parents(app, start_worke
     parent = tasks.send_child.apply_async((1,), priority=3)
     child = app.AsyncResult(parent.get(timeout=30))
     assert child.get(timeout=30) == 2 and priority_of(app, child) == 3
+    parent = tasks.send_child_at_7.apply_async((1,), priority=3)  # as Celery's: a child's
+    child = app.AsyncResult(parent.get(timeout=30))  # own priority is not overridden
+    assert child.get(timeout=30) == 2 and priority_of(app, child) == 7
     # as Celery's worker, it gives its priority to the next step of a chain, and to links
     steps = chain(tasks.add.s(1, 1), tasks.add.s(1), tasks.add.s(1)).apply_async(priority=3)
     link = tasks.add.s(1)

@@ -366,6 +366,19 @@ def test_higher_priority_first_fifo_among_equals(app, start_worker, tmp_path):
     assert record.read_text().split()[0::2] == ["high1", "high2", "mid", "low1", "low2"]
 
 
+def test_a_worker_serving_several_queues_takes_them_in_turn(app, start_worker, tmp_path):
+    """As Celery's: a backlog in one queue does not hold up the others; each queue by
+    priority, then age."""
+    record = tmp_path / "order"
+    for queue, tokens in (("ta", "a1 a2 a3 a4 a5 a6"), ("tb", "b1 b2 b3"), ("tc", "c1")):
+        for token in tokens.split():
+            priority = 9 if token == "b3" else 0
+            tasks.record.apply_async((str(record), token), queue=queue, priority=priority)
+    start_worker("-c", "1", "-Q", "ta,tb,tc")
+    wait_for(lambda: record.exists() and len(record.read_text().split()) == 20, message="10 runs")
+    assert record.read_text().split()[0::2] == "a1 b3 c1 a2 b1 a3 b2 a4 a5 a6".split()
+
+
 # the inspection commands ------------------------------------------------------------------------
 
 def cli(broker_url, *args, **kw):
