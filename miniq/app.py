@@ -72,7 +72,7 @@ DEFAULTS: dict[str, Any] = {
     "worker_heartbeat": 1.0,           # miniq: seconds between heartbeats
     "worker_lost_after": 10.0,         # miniq: a silent worker counts as dead after this
     "sqlite_synchronous": "NORMAL",    # miniq: FULL also survives power loss
-    "timezone": "UTC",
+    "timezone": None,                  # as Celery's: UTC, unless Django's TIME_ZONE says
     "beat_schedule": {},
     "beat_cron_starting_deadline": None,  # as Celery: seconds a missed crontab run may be late
 }

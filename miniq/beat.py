@@ -25,7 +25,7 @@ class Beat:
         self.app = app
         self.clock = clock
         self.sleep = sleep
-        self.tz = zone(app.conf.timezone)
+        self.tz = zone(app.conf)
         self.deadline = app.conf.get("beat_cron_starting_deadline")  # as Celery's: crontabs only
         if self.deadline is not None and (isinstance(self.deadline, bool) or not isinstance(
                 self.deadline, (int, float)) or not 0 <= self.deadline < float("inf")):

@@ -391,6 +391,10 @@ class Settings(apps.Conf):
 
     __setattr__ = __setitem__
 
+    @property
+    def timezone(self):  # as Celery's: Django's TIME_ZONE where no timezone is set
+        return self.get("timezone") or self.get("TIME_ZONE")
+
     def __reduce__(self):  # a copy or a pickle holds the settings alone
         return apps.Conf, (dict(self),)
 

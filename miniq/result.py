@@ -111,9 +111,10 @@ def _finished(row, tz=timezone.utc):
     return datetime.fromtimestamp(row[5], tz)
 
 
-def zone(name):
-    """app.conf.timezone as a tzinfo; "UTC" (or None, Celery's default) needs no time
-    zone database."""
+def zone(conf):
+    """app.conf's timezone as a tzinfo: as Celery's, ``timezone``, else Django's
+    ``TIME_ZONE``; "UTC" (or None: UTC, Celery's default) needs no time zone database."""
+    name = conf.get("timezone") or conf.get("TIME_ZONE")
     if name is None or isinstance(name, str) and name.upper() == "UTC":
         return timezone.utc
     try:
@@ -274,7 +275,7 @@ class AsyncResult:
 
     @property
     def date_done(self) -> datetime | None:  # as Celery's: in app.conf.timezone
-        return _finished(self._row(), zone(self.app.conf.timezone))
+        return _finished(self._row(), zone(self.app.conf))
 
     def _extended(self):
         """(args, kwargs, retries, queue, worker): what Celery keeps with result_extended."""
@@ -405,7 +406,7 @@ class AsyncResult:
         sees the latest, so updates quicker than a poll reach it as one."""
         row = self._row()
         if row[1] != "PENDING" and row[1:3] != told:
-            done = _finished(row, zone(self.app.conf.timezone))
+            done = _finished(row, zone(self.app.conf))
             on_message({"status": row[1], "result": _value(row), "traceback": row[3],
                         "date_done": done and done.isoformat(), "task_id": self.id})
         return row[1:3]

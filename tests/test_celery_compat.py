@@ -1074,6 +1074,17 @@ def settings_are_read_as_celery_reads_them(c, get):
             three.conf.result_expires.total_seconds())  # a timedelta by default
 
 
+def djangos_time_zone_is_the_apps_where_none_is_set(c, get):
+    """Celery's conf.timezone falls back to TIME_ZONE, Django's setting, even under a
+    namespace: crontabs and date_done follow it."""
+    class Settings:
+        TIME_ZONE = "America/New_York"
+
+    django, plain = (c.Celery(name, set_as_current=False) for name in ("django", "plain"))
+    django.config_from_object(Settings, namespace="CELERY")
+    return django.conf.timezone, plain.conf.timezone
+
+
 def config_objects_are_taken_whole_and_the_last_one_counts(c, get):
     """Only Celery 3's own names are old names; every other key stays readable through
     conf.get(); a namespace's settings may also use their own names; a second object
@@ -1454,6 +1465,7 @@ SCENARIOS = [
     (a_step_that_cannot_take_the_result_fails_the_chain, (
         "raised TypeError", "raised TypeError", ["FAILURE"] * 3, "raised TypeError")),
     (settings_are_read_as_celery_reads_them, (("from_base", 3), 30, ("from_base", 5), 86400)),
+    (djangos_time_zone_is_the_apps_where_none_is_set, ("America/New_York", None)),
     (config_objects_are_taken_whole_and_the_last_one_counts, (
         (False, "dsn"), ("namespaced", True, "dsn"), ("second", False))),
     (eager_propagation_raises_a_retry, ("ValueError", 5.0)),

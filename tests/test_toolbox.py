@@ -57,6 +57,12 @@ def test_the_times_a_dst_change_skips_run_once_as_it_happens():
     assert hourly.next_after(first, LONDON) == at(2025, 3, 31, 1, tz=LONDON)
 
 
+def test_beat_runs_crontabs_in_djangos_time_zone_where_no_timezone_is_set(app, monkeypatch):
+    monkeypatch.setitem(app.conf, "timezone", None)
+    monkeypatch.setitem(app.conf, "TIME_ZONE", "America/New_York")
+    assert beat_on(app, monkeypatch, [0.0], {}).tz == NEW_YORK
+
+
 def test_a_crontab_whose_next_run_is_decades_away_finds_it():
     leap_tuesday = crontab(0, 0, day_of_week="tue", day_of_month=29, month_of_year=2)
     assert leap_tuesday.next_after(at(2028, 3, 1), timezone.utc) == at(2056, 2, 29)
