@@ -121,8 +121,8 @@ class Miniq(apps.Miniq):
             config_source = os.environ.get("CELERY_CONFIG_MODULE") or None
         previous, source = apps._default, _object(config_source)
         settings = {} if source is None else _settings(source, namespace)
-        given = {_new_name(key) or key: value for key, value in {**(changes or {}),
-                                                                 **conf}.items()}
+        given = {_named(key, namespace): value for key, value in {**(changes or {}),
+                                                                  **conf}.items()}
         given.update(zip(("broker", "backend", "include"), args))
         for key, name in URLS.items():  # as Celery's: the environment's over any other
             given[key] = (os.environ.get(f"CELERY_{name.upper()}") or given.get(key)
@@ -381,7 +381,7 @@ class Settings(apps.Conf):
         object.__setattr__(self, "app", weakref.ref(app))  # no cycle: an app ends with its uses
 
     def __setitem__(self, key, value):
-        key = _new_name(key) or key
+        key = _named(key, getattr(self.app(), "namespace", None))
         self.given.add(key)
         if key in URLS.values():  # as Celery's: the environment's, over what code sets
             value = os.environ.get(f"CELERY_{key.upper()}") or value
@@ -401,6 +401,16 @@ class Settings(apps.Conf):
     def update(self, *args, **kwargs):
         for key, value in dict(*args, **kwargs).items():
             self[key] = value
+
+
+def _named(key, namespace):
+    """The setting a name code gives stands for: as Celery's, a namespace's own name
+    (``CELERY_TASK_ALWAYS_EAGER``), or Celery 3's (``CELERY_ALWAYS_EAGER``)."""
+    prefix = f"{namespace}_" if namespace else None
+    if prefix and isinstance(key, str) and key.isupper() and key.startswith(prefix):
+        own = key[len(prefix):].lower()
+        key = own if own in READ else key
+    return _new_name(key) or key
 
 
 def _new_name(key):

@@ -282,8 +282,8 @@ def _setup_logging(loglevel, logfile, format, configure):
     global _taken
     if _taken or not loglevel:
         return True
-    if _taken is False:  # a child of a process that set it up: only configure's part
-        configure()
+    if _taken is False:  # a forked child of a process that set it up: what it did stays
+        configure(inherited=True)
         return True
     named = {"loglevel": logging.getLevelName(loglevel.upper()), "logfile": logfile,
              "format": format, "colorize": False}

@@ -384,7 +384,7 @@ class Worker:
             raise ImproperlyConfigured(f"concurrency {self.concurrency}: more processes than"
                                        f" this user may run ({most})")
         self.queues = list(queues or [conf.task_default_queue])
-        method = start_method or conf.worker_start_method
+        method = start_method or conf.worker_start_method or conf.get("worker_pool_start_method")
         if method is None and sys.platform.startswith("linux"):
             method = "fork"  # fastest; children start with a fresh connection of their own
         self.ctx = multiprocessing.get_context(method)

@@ -62,6 +62,15 @@ if os.environ.get("MINIQ_TAKE_LOGGING"):
     signals.setup_logging.connect(take_logging_over)
 
 
+def log_to_a_file_too(logger=None, **named):
+    """The usual recipe for a log file (or JSON, or Sentry) beside the worker's own."""
+    logger.addHandler(logging.FileHandler(os.environ["MINIQ_LOG_FILE_TOO"]))
+
+
+if os.environ.get("MINIQ_LOG_FILE_TOO"):
+    signals.after_setup_logger.connect(log_to_a_file_too)
+
+
 def broken(signal=None, **named):
     raise RuntimeError(f"a bug in a {signal.name} receiver")
 

@@ -1074,15 +1074,18 @@ def settings_are_read_as_celery_reads_them(c, get):
             three.conf.result_expires.total_seconds())  # a timedelta by default
 
 
-def djangos_time_zone_is_the_apps_where_none_is_set(c, get):
+def a_namespaced_app_reads_django_time_zone_and_its_own_names(c, get):
     """Celery's conf.timezone falls back to TIME_ZONE, Django's setting, even under a
-    namespace: crontabs and date_done follow it."""
+    namespace (crontabs and date_done follow it); code may set the namespace's names."""
     class Settings:
         TIME_ZONE = "America/New_York"
 
     django, plain = (c.Celery(name, set_as_current=False) for name in ("django", "plain"))
     django.config_from_object(Settings, namespace="CELERY")
-    return django.conf.timezone, plain.conf.timezone
+    django.conf.update(CELERY_TASK_DEFAULT_QUEUE="other")  # a namespace's name, by code
+    django.conf.CELERY_TASK_TIME_LIMIT = 99
+    return (django.conf.timezone, plain.conf.timezone, django.conf.task_default_queue,
+            django.conf.task_time_limit)
 
 
 def config_objects_are_taken_whole_and_the_last_one_counts(c, get):
@@ -1465,7 +1468,7 @@ SCENARIOS = [
     (a_step_that_cannot_take_the_result_fails_the_chain, (
         "raised TypeError", "raised TypeError", ["FAILURE"] * 3, "raised TypeError")),
     (settings_are_read_as_celery_reads_them, (("from_base", 3), 30, ("from_base", 5), 86400)),
-    (djangos_time_zone_is_the_apps_where_none_is_set, ("America/New_York", None)),
+    (a_namespaced_app_reads_django_time_zone_and_its_own_names, ("America/New_York", None, "other", 99)),
     (config_objects_are_taken_whole_and_the_last_one_counts, (
         (False, "dsn"), ("namespaced", True, "dsn"), ("second", False))),
     (eager_propagation_raises_a_retry, ("ValueError", 5.0)),

@@ -301,6 +301,19 @@ def test_children_start_and_stop_with_signals_under_each_start_method(
         assert configured == ({served.pid} if method == "fork" else {served.pid, *children})
 
 
+def test_a_handler_after_setup_logger_adds_hears_the_forked_childrens_tasks(tasks, tmp_path):
+    """As Celery's: a forked child keeps the logging its manager set up, receivers' too."""
+    path = tmp_path / "too.log"
+    served = SignalWorker(tasks, tmp_path, "-c", "1", "--start-method", "fork",
+                          env={"MINIQ_LOG_FILE_TOO": str(path)})
+    try:
+        tasks.prints.delay().get(timeout=60)
+        wait_for(lambda: "logged by task" in path.read_text(), message="the task's line")
+        assert "printed by task" in path.read_text()
+    finally:
+        assert served.stop() == 0
+
+
 # -- self.request ---------------------------------------------------------------------
 
 def test_idle_children_of_a_killed_manager_stop_as_if_told(tasks, tmp_path):

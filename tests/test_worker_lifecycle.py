@@ -150,6 +150,11 @@ def assert_started_by(method, child, manager):
         assert ("multiprocessing.spawn" in ps("args", child)) == (method == "spawn")
 
 
+def test_celery_57s_setting_chooses_the_start_method(start_worker):
+    worker = start_worker("-c", "1", env={"MINIQ_TEST_CONF": '{"worker_pool_start_method": "spawn"}'})
+    assert "1 children (spawn)" in worker.output()
+
+
 @pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
 def test_children_work_under_each_start_method(app, start_worker, method):
     worker = start_worker("-c", "1", "--pool-start-method", method)  # Celery 5.7's name

@@ -74,13 +74,17 @@ class LogWriter(io.TextIOBase):
         return getattr(self.stream, name)
 
 
-def log_as_celery(conf, loglevel, fmt):
+def log_as_celery(conf, loglevel, fmt, inherited=False):
     """A child's logging, unless a setup_logging receiver took it over: the root logger's
-    (the app's own setup too, as worker_hijack_root_logger says), then the rest."""
-    if conf.get("worker_hijack_root_logger", True) or not logging.getLogger().handlers:
+    (the app's own setup too, as worker_hijack_root_logger says), then the rest. A forked
+    child has ``inherited`` its manager's root logger, after_setup_logger's handlers too:
+    those in the worker's format (the worker's own) take the task format as well."""
+    root = logging.getLogger()
+    if not inherited and (conf.get("worker_hijack_root_logger", True) or not root.handlers):
         logging.basicConfig(level=loglevel.upper(), format=fmt, force=True)
-        task_fmt = conf.get("worker_task_log_format") or TASK_FORMAT
-        for handler in logging.getLogger().handlers:
+    task_fmt = conf.get("worker_task_log_format") or TASK_FORMAT
+    for handler in root.handlers:
+        if getattr(handler.formatter, "_fmt", None) == fmt:
             handler.setFormatter(TaskFormatter(fmt, task_fmt))
     if conf.get("worker_redirect_stdouts", True):
         level = str(conf.get("worker_redirect_stdouts_level") or "WARNING").upper()
