@@ -26,7 +26,7 @@ from .exceptions import (AlwaysEagerIgnored, DuplicateTaskNameWarning, Improperl
 from .result import AsyncResult, new_id
 from .task import Task, emit, encode_args, json_only, lineage, running_priority, to_timestamp
 from .utils.json import dumps
-from .wake import Waker
+from .wake import TERMINATE, Waker
 
 CALL_TYPES = {  # the type each checked call option must have
     "queue": str,
@@ -130,7 +130,7 @@ class Control:
             raise TypeError(f"revoke: task ids are strings, not {task_id!r}")
         signum = _signum("SIGTERM" if signal is None else signal) if terminate else None
         self.app.broker.revoke(ids, signum)
-        self.app.waker.notify()
+        self.app.waker.notify(TERMINATE if terminate else b"!")
 
 
 class Miniq:

@@ -20,6 +20,7 @@ from typing import Optional
 
 log = logging.getLogger("miniq.worker")
 SOCKET_NAME = re.compile(r"[0-9a-f]{16}-([1-9][0-9]{0,8})\.sock")
+TERMINATE = b"t"  # a hint that a running task was revoked with terminate: a busy worker acts
 
 
 def pid_alive(pid: int) -> bool:
@@ -71,7 +72,7 @@ class Waker:
         self._sender = None  # this process's socket: made again after a fork
         self._pid = 0
 
-    def notify(self) -> None:
+    def notify(self, hint: bytes = b"!") -> None:
         """Poke every listening worker of this database; never blocks, never raises."""
         try:
             st = os.lstat(self.folder)
@@ -86,7 +87,7 @@ class Waker:
             return
         for target in self._targets:
             with contextlib.suppress(OSError):  # a worker gone, or its hints queue full
-                self._sender.sendto(b"!", target)
+                self._sender.sendto(hint, target)
 
     def _peers(self):
         """Socket paths of this database's workers (other databases share the folder)."""
@@ -145,8 +146,11 @@ def _datagrams():
     return sock
 
 
-def drain(sock: socket.socket) -> None:
-    """Read every pending hint: many pokes mean the same as one."""
+def drain(sock: socket.socket) -> set:
+    """Read every pending hint: many pokes mean the same as one; the kinds that came."""
+    kinds, data = set(), True
     with contextlib.suppress(OSError):
-        while sock.recv(64):
-            pass
+        while data:
+            data = sock.recv(64)
+            kinds.add(data)
+    return kinds

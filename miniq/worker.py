@@ -42,7 +42,7 @@ from .exceptions import (ImproperlyConfigured, InvalidTaskError, MiniqError, Ope
 from .result import exception_text, exception_to_json
 from .task import Outcome, emit, execute, failed, timed_out
 from .utils.log import log_as_celery
-from .wake import drain, machine_id, pid_alive
+from .wake import TERMINATE, drain, machine_id, pid_alive
 
 log = logging.getLogger("miniq.worker")
 POLL = 0.05             # fallback poll of the database when no hint arrives
@@ -790,8 +790,10 @@ class Worker:
 
     def _collect(self, timeout, idle):
         """Wait for outcomes, deaths, hints and signals. A hint (or a quiet poll) only
-        reads the cheap data_version; hints that bring no change are muted for a poll."""
-        hear = bool(self.wake and idle and time.time() >= self.hints_muted_until)
+        reads the cheap data_version; hints that bring no change are muted for a poll.
+        A busy worker hears them too, for a terminate: it acts at once, not at its beat."""
+        busy = any(child.message for child in self.children)
+        hear = bool(self.wake and (idle or busy) and time.time() >= self.hints_muted_until)
         if hear != self.hearing:
             self.hearing = hear
             (self._watch if hear else self._unwatch)(self.wake)
@@ -799,7 +801,11 @@ class Worker:
         look = not ready  # a quiet poll, or a hint
         for item, child in ready:
             if child is None:
-                drain(item)
+                kinds = drain(item)
+                if item is self.wake and TERMINATE in kinds:
+                    self.next_heartbeat = 0.0  # whose revokes the heartbeat reads
+                elif item is self.wake and not idle:  # a task sent: no child to take it
+                    self.hints_muted_until = time.time() + POLL
                 look = look or item is self.wake
                 self.hinted = self.hinted or item is self.wake
             elif item is child.conn:
@@ -852,7 +858,13 @@ class Worker:
 
     def _finish(self, child, outcome):
         message, runtime = child.message, time.monotonic() - child.started
+        terminated = child.killed_for if child.killed_for and child.killed_for[0] == "REVOKED" \
+            else None
         child.message = child.deadline = child.killed_for = child.revoked = None
+        if terminated:  # as Celery's: a terminated task is REVOKED, whatever it did since
+            log.info("Task %s revoked: it ended before its kill", message)
+            self._settle_row(message, *terminated)
+            return
         state = outcome.state
         if state in ("SUCCESS", None):
             log.info("Task %s succeeded in %.4fs: %s", message, runtime,

@@ -232,6 +232,28 @@ def test_revoke_terminate_takes_names_and_numbers_of_real_signals(app, start_wor
     assert_serving(worker)
 
 
+@pytest.mark.parametrize("signum, seconds", [("SIGKILL", 30), ("SIGTERM", 0.3)])
+def test_a_terminated_task_is_revoked_at_once_and_its_chain_ends(app, start_worker, tmp_path,
+                                                                 signum, seconds):
+    """As Celery's: a busy worker acts on a terminate as it is sent, not at its next beat
+    (here 60 s away); a task that ends before its kill (its child ignores SIGTERM, which
+    has a second's grace) is REVOKED still. The step after it never runs."""
+    start_worker("-c", "1", env={"MINIQ_TEST_CONF": json.dumps(
+        {"worker_heartbeat": 60, "worker_lost_after": 120})})
+    path = tmp_path / "runs"
+    flow = chain(tasks.record_slow.si(str(path), "first", seconds),
+                 tasks.record.si(str(path), "next"))
+    last = flow.apply_async()
+    first = last.parent
+    wait_for(lambda: first.state == "STARTED", timeout=15, message="the first step running")
+    app.control.revoke(first.id, terminate=True, signal=signum)
+    with pytest.raises(exceptions.TaskRevokedError):
+        first.get(timeout=15)
+    with pytest.raises(exceptions.TaskRevokedError):
+        last.get(timeout=15)
+    assert "next" not in (path.read_text() if path.exists() else "")
+
+
 @pytest.mark.parametrize("mark", [999, "abc"], ids=["no-such-signal", "text"])
 def test_a_stored_revoke_signal_no_caller_could_send_still_kills_the_task(
         app, start_worker, mark):
