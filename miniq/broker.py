@@ -598,15 +598,20 @@ class Broker:
         priority that is not a number, picked where the index puts text, counts as 0)."""
         pick = ("SELECT seq, priority FROM task INDEXED BY task_queued WHERE status = 0 AND"
                 " queue = ? ORDER BY priority DESC, seq LIMIT ?")
+        if limit <= 0:
+            return []
         turn = queues.index(self._turn) + 1 if self._turn in queues else 0
-        order = [*queues[turn:], *queues[:turn]]
-        lines = [sorted(((seq, queue, p if isinstance(p, NUMBER) else 0)
-                         for seq, p in db.execute(pick, (queue, limit))), key=lambda r: -r[2])
-                 for queue in order] if limit > 0 else []
-        taken = [one for row in itertools.zip_longest(*lines) for one in row if one][:limit]
+        lines = []
+        for queue in [*queues[turn:], *queues[:turn]]:
+            rows = db.execute(pick, (queue, limit)).fetchall()
+            if not all(isinstance(p, NUMBER) for _, p in rows):
+                rows.sort(key=lambda row: -row[1] if isinstance(row[1], NUMBER) else 0)
+            lines.append([(seq, queue) for seq, _ in rows])
+        taken = lines[0] if len(lines) == 1 else [
+            one for row in itertools.zip_longest(*lines) for one in row if one][:limit]
         if taken:
             self._turn = taken[-1][1]
-        return [seq for seq, *_ in taken]
+        return [seq for seq, _ in taken]
 
     def changed_since_claim(self):
         """Whether another connection committed since this thread's last claim (a revoke,
