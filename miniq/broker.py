@@ -542,14 +542,16 @@ class Broker:
     @_translated
     def update_state(self, task_id, state, meta):
         """A task's custom state (None: keeps its own) and meta (JSON). As Celery's backend
-        stores them for any id, an id not sent yet gets a row, done in that state."""
+        stores them for any id, an id not sent yet gets a row, done in that state; and as
+        it, a SUCCESS stored stays (else its result would wait again, for ever)."""
         now, state = self.clock(), printable(state)
 
         def run(db):
             if not db.execute("UPDATE task SET state = COALESCE(?, state), result = ?"
-                              " WHERE id = ?", (state, meta, task_id)).rowcount:
-                db.execute("INSERT INTO task (id, name, queue, body, status, state, result,"
-                           " created, finished) VALUES (?, '', '', '[]', 2,"
+                              " WHERE id = ? AND state != 'SUCCESS'", (state, meta, task_id)
+                              ).rowcount:
+                db.execute("INSERT OR IGNORE INTO task (id, name, queue, body, status, state,"
+                           " result, created, finished) VALUES (?, '', '', '[]', 2,"
                            " COALESCE(?, 'PENDING'), ?, ?, ?)", (task_id, state, meta, now, now))
         self._tx(run)
 

@@ -963,8 +963,12 @@ def update_state_stores_any_tasks_state(c, get):
     c.add.update_state(task_id=by_caller, state="PROGRESS", meta={"from": "caller"})
     seen = [(r.state, r.info) for r in map(c.app.AsyncResult, (later.id, unsent, by_caller))]
     later.revoke()
+    done = c.add.delay(2, 2)  # a SUCCESS stored stays, as Celery's backend keeps it
+    get(done)
+    c.add.update_state(task_id=done.id, state="PROGRESS", meta={"from": "caller"})
+    done = c.app.AsyncResult(done.id)  # read afresh
     return seen == [("PROGRESS", {"from": mark.id}) for mark in marks] + [
-        ("PROGRESS", {"from": "caller"})] or seen
+        ("PROGRESS", {"from": "caller"})] and (done.state, get(done)) == ("SUCCESS", 4) or seen
 
 
 def a_replacement_that_fails_fails_its_chord(c, get):
