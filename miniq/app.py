@@ -499,7 +499,9 @@ def _check_call(name, **values):
 
 @functools.cache
 def load_app(path: str) -> Miniq:
-    """Import the app named by ``-A``: ``proj``, ``proj:app`` or ``proj.app``; cached."""
+    """Import the app named by ``-A``: ``proj``, ``proj:app`` or ``proj.app``; cached. As
+    Celery's commands, it is the current app then, whatever other app its module made."""
+    global _default
     module_name, _, attr = path.partition(":")
     if not module_name or module_name.startswith("."):  # relative to nothing
         raise ImproperlyConfigured(f"-A {path!r} names no module: give one as proj or proj:app")
@@ -528,6 +530,7 @@ def load_app(path: str) -> Miniq:
     if not isinstance(app, Miniq):
         raise ImproperlyConfigured(f"{path!r} is not a miniq app (no Miniq instance found there)")
     app.import_includes()
+    _default = app
     return app
 
 

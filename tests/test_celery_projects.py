@@ -392,6 +392,17 @@ def test_settings_miniq_cannot_honour_are_refused_not_ignored(fresh_app, setting
         fresh_app.import_includes()  # the others when a worker loads the app
 
 
+def test_the_app_a_command_loads_is_the_current_one(broker_url, start_worker):
+    saved = miniq.app._default
+    try:
+        loaded = miniq.app.load_app("tests.two_apps")
+        assert miniq.app.default_app() is loaded and loaded.main == "two_apps"
+        start_worker("-c", "1", app_path="tests.two_apps")
+        assert loaded.tasks["tests.two_apps.current_name"].delay().get(timeout=30) == "two_apps"
+    finally:
+        miniq.app._default = saved
+
+
 def test_settings_come_from_the_module_celery_config_module_names(tmp_path, monkeypatch):
     """As Celery's loader (which its --config sets): for an app given no settings."""
     (tmp_path / "cfg_from_env.py").write_text("task_default_queue = 'fromcfg'\n")
