@@ -49,7 +49,9 @@ REFUSED = {  # settings miniq cannot honour: refused at configuration, never ign
 # Celery's table has them; no others (CELERY_TASK_ALWAYS_EAGER is none: Celery ignores it)
 OLD_NAMES = {
     "broker_url": "broker_url", "celery_accept_content": "accept_content",
-    "celery_acks_late": "task_acks_late",
+    "celery_acks_late": "task_acks_late", "celery_acks_on_timeout": "task_acks_on_timeout",
+    "celery_retry_on_worker_lost": "task_retry_on_worker_lost",
+    "celery_result_failure_expires": "result_failure_expires",
     "celery_acks_on_failure_or_timeout": "task_acks_on_failure_or_timeout",
     "celery_allow_error_cb_on_chord_header": "task_allow_error_cb_on_chord_header",
     "celery_always_eager": "task_always_eager", "celery_annotations": "task_annotations",
@@ -77,6 +79,7 @@ OLD_NAMES = {
     "celerybeat_cron_starting_deadline": "beat_cron_starting_deadline",
     "celerybeat_schedule": "beat_schedule", "celerybeat_scheduler": "beat_scheduler",
     "celeryd_concurrency": "worker_concurrency",
+    "celeryd_pool_start_method": "worker_pool_start_method",
     "celeryd_disable_prefetch": "worker_disable_prefetch",
     "celeryd_hijack_root_logger": "worker_hijack_root_logger",
     "celeryd_log_format": "worker_log_format",

@@ -392,6 +392,15 @@ def test_settings_miniq_cannot_honour_are_refused_not_ignored(fresh_app, setting
         fresh_app.import_includes()  # the others when a worker loads the app
 
 
+def test_celery_3s_names_of_celery_57s_settings_are_read_and_refused_as_theirs(fresh_app):
+    fresh_app.config_from_object({"CELERY_ACKS_ON_TIMEOUT": False,
+                                  "CELERYD_POOL_START_METHOD": "spawn"})
+    assert (fresh_app.conf.task_acks_on_timeout, fresh_app.conf.worker_pool_start_method) == (
+        False, "spawn")
+    with pytest.raises(ImproperlyConfigured, match="task_retry_on_worker_lost"):
+        fresh_app.config_from_object({"CELERY_RETRY_ON_WORKER_LOST": True})
+
+
 def test_the_app_a_command_loads_is_the_current_one(broker_url, start_worker):
     saved = miniq.app._default
     try:
