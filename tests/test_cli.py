@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+import miniq.app
 from miniq import control
 from miniq.app import load_app
 from tests import tasks
@@ -80,6 +81,7 @@ def test_dash_a_package_takes_its_celery_module_before_other_apps_in_it(tmp_path
     (tmp_path / "twoapps" / "celery.py").write_text(
         "from miniq import Celery\napp = Celery('sub', set_as_current=False)\n")
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(miniq.app, "_default", miniq.app._default)  # it becomes the current app
     assert load_app("twoapps").main == "sub"
 
 
