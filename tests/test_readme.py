@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 
@@ -19,7 +20,7 @@ BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 FILE = re.compile(r"# ([\w/]+\.py)\b")
 
 SKIP = {  # the first line of each block that cannot run in an empty folder: why
-    "python examples/demo.py": "the demo and the test suite themselves, from a clone",
+    "python examples/demo.py": "the demo (the last test here runs it) and the suite itself",
     "# myproj/tasks.py": "imports the vendored copy the next block makes",
     "mkdir -p myproj/_vendor": "copies miniq from a clone (tests/test_vendoring.py does this)",
     "python benchmarks/bench.py": "the benchmark: minutes of load, from a clone",
@@ -123,3 +124,16 @@ def test_readme_runs_as_printed(tmp_path):
             worker.kill_group()
     checked = json.loads(run.stdout)
     assert commands and "9" in checked, checked  # at least the Quickstart's promise was checked
+
+
+def test_the_demo_the_readme_starts_with_runs(tmp_path):
+    """``python examples/demo.py``, in a copy of the folder: a worker, each task, a kill."""
+    shutil.copytree(os.path.join(ROOT, "examples"), tmp_path / "examples",
+                    ignore=shutil.ignore_patterns("*.db*", "__pycache__"))
+    os.symlink(os.path.join(ROOT, "miniq"), tmp_path / "miniq")
+    done = subprocess.run([sys.executable, str(tmp_path / "examples" / "demo.py")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for line in ("get() = 9", "crunch.delay(1000).get() = 1000", "cleaned up after the soft",
+                 "stubborn.delay(10) -> ", "add.delay(1, 2) after the kill = 3"):
+        assert line in done.stdout, done.stdout
