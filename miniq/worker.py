@@ -574,7 +574,7 @@ class Worker:
             busy = [c for c in self.children if c.message]  # as the claim left them
             idle = 0 if self.warm else len(self.children) - len(busy)
             hungry = idle + self._room_ahead(idle)  # tasks it would claim: look for them
-            self._collect(self._timeout(now, hungry, busy), hungry)
+            self._collect(self._timeout(now, hungry, busy), hungry, bool(busy))
             self._enforce_time_limits()
 
     def _timeout(self, now, idle, busy):
@@ -788,11 +788,10 @@ class Worker:
             self.settings[message.name, key] = known
         return known
 
-    def _collect(self, timeout, idle):
+    def _collect(self, timeout, idle, busy):
         """Wait for outcomes, deaths, hints and signals. A hint (or a quiet poll) only
         reads the cheap data_version; hints that bring no change are muted for a poll.
         A busy worker hears them too, for a terminate: it acts at once, not at its beat."""
-        busy = any(child.message for child in self.children)
         hear = bool(self.wake and (idle or busy) and time.time() >= self.hints_muted_until)
         if hear != self.hearing:
             self.hearing = hear
