@@ -12,6 +12,7 @@ twice between the two.
 """
 from __future__ import annotations
 
+import copyreg
 import inspect
 from typing import Any, Sequence
 
@@ -64,6 +65,10 @@ class Signature(dict):
                          subtask_type=subtask_type,
                          immutable=immutable)
         self._app = app or getattr(task, "app", None) or getattr(type, "app", None)
+
+    def __reduce__(self):  # as Celery's: no app in it; the current one where it lands
+        return (copyreg.__newobj__, (type(self),), {**vars(self), "_app": None}, None,
+                iter(self.items()))
 
     @classmethod
     def from_dict(cls, d: dict, app=None) -> Signature:

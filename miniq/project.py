@@ -266,11 +266,11 @@ class Miniq(apps.Miniq):
     def register_task(self, task: Any, **options: Any) -> Any:
         """Register an instance of a ``Task`` subclass that defines ``run`` (Celery's
         class-based task), named by its ``name``, else by its module and class."""
-        if isinstance(task, type):
-            raise TypeError(f"register_task takes an instance: {task.__name__}(), not the class")
+        task = task() if isinstance(task, type) else task  # as Celery's registry: made
         cls = type(task)
         name = getattr(task, "name", None) or self.gen_task_name(cls.__name__, cls.__module__)
         task.__class__ = cls._subclass(self, cls.run, name, {"bind": True, **options})
+        type(task).__name__, type(task).__qualname__ = cls.__name__, cls.__qualname__
         task.__wrapped__ = cls.run  # what apply_async checks a call against, self first
         self.tasks[name] = _annotate(task, _annotations(self.conf))
         return task
@@ -529,7 +529,14 @@ class SharedTask:
         return self._get_current_object()(*args, **kwargs)
 
     def __repr__(self) -> str:
-        return f"<@shared_task: {self._fun.__qualname__}>"
+        return repr(self._get_current_object())
+
+    @property
+    def __class__(self):  # as Celery's proxy: isinstance(shared, Task) holds
+        return type(self._get_current_object())
+
+    def __reduce__(self):
+        return self._get_current_object().__reduce__()
 
 
 def shared_task(*args: Any, **options: Any) -> Any:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import inspect
 import logging
 import math
@@ -207,14 +208,22 @@ class Task:
         if refused:
             raise TypeError(f"task option(s) miniq does not honour, for {name}: "
                             f"{', '.join(refused)}")
+        # run is the function's, as Celery's: a base's own run never stands in for it
+        run = fun if options.get("bind", cls.bind) else staticmethod(fun)
         task = type(fun.__name__, (cls,), {**options,
                                           "app": app,
                                           "name": name,
+                                          "run": run,
                                           "__wrapped__": fun,
                                           "__module__": fun.__module__,
                                           "__qualname__": fun.__qualname__,
                                           "_requests": threading.local()})
+        task.on_bound(app)
         return task._checked()
+
+    @classmethod
+    def on_bound(cls, app) -> None:
+        """As Celery's: called as a task class is made for an app; a base overrides it."""
 
     @classmethod
     def _checked(cls) -> type:
@@ -238,16 +247,13 @@ class Task:
         return None if isinstance(value, _Conf) else value
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
-        fun = self.__wrapped__
-        if self.bind:
-            return fun(self, *args, **kwargs)
-        return fun(*args, **kwargs)
+        raise NotImplementedError("Tasks must define the run method.")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run in this process, now, as a plain function call (as Celery): the current
         task meanwhile, but not the parent of what it sends (a worker's run is)."""
         outer, _running.task = _running.task, self
-        self.push_request(Context(args=args, kwargs=kwargs))
+        self.push_request(args=args, kwargs=kwargs)
         try:
             return self.run(*args, **kwargs)
         finally:
@@ -256,6 +262,9 @@ class Task:
 
     def __repr__(self) -> str:  # as Celery's
         return f"<@task: {self.name} of {self.app.main or '__main__'} at {id(self.app):#x}>"
+
+    def __reduce__(self):  # as Celery's: by name, found where it is unpickled
+        return _unpickled, (self.name, type(self).__module__)
 
     # Celery's hooks, called in the worker around each run; a base class overrides them.
     def before_start(self, task_id, args, kwargs) -> None:
@@ -278,7 +287,11 @@ class Task:
         stack = getattr(self._requests, "stack", None)
         return stack[-1] if stack else Context()
 
-    def push_request(self, request: Context) -> None:
+    def push_request(self, *args: Any, **fields: Any) -> None:
+        """As Celery's: the request on top of the current one, with these fields."""
+        self._push(Context(**{**vars(self.request), **dict(*args, **fields)}))
+
+    def _push(self, request: Context) -> None:
         self._requests.__dict__.setdefault("stack", []).append(request)
 
     def pop_request(self) -> None:
@@ -496,6 +509,13 @@ def _call(task, args, kwargs, soft_limit):
             signal.setitimer(signal.ITIMER_REAL, 0)
 
 
+def _unpickled(name, module):
+    """A pickled task: its module imported, then found by name in the current app."""
+    from .app import default_app  # app imports this module
+    importlib.import_module(module)
+    return default_app().tasks[name]
+
+
 def execute(app, message, soft_limit=None, eager=False, hostname=None, propagate=False):
     """Run one Message and return its Outcome; never raises for the task's errors but,
     eagerly, with ``propagate``, a failure or retry, and a hook's error."""
@@ -521,7 +541,7 @@ def execute(app, message, soft_limit=None, eager=False, hostname=None, propagate
     given = _flows(request)
     parent = _running.request, _running.task
     _running.request, _running.task = request, task
-    task.push_request(request)
+    task._push(request)
     try:
         emit("_task_started", task, request)
         outcome, value = _run(task, message.id, args, kwargs, soft_limit)
@@ -560,7 +580,7 @@ def timed_out(app, message, limit, hostname=None):
     call, request = (message.id, args, kwargs), _request(task, message, args, kwargs, False,
                                                          hostname)
     _running.request, _running.task = request, task  # what it sends is its children
-    task.push_request(request)
+    task._push(request)
     try:
         for hook, *hook_args in ((task.on_failure, outcome.exc, *call,
                                   ExceptionInfo(outcome.exc, outcome.traceback)),

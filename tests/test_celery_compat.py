@@ -498,6 +498,18 @@ def a_base_with_its_own_init(c, get):
     return get(c.opened.delay())
 
 
+def task_classes_as_celery_makes_them(c, get):
+    """A base's __call__ keeps the request; the function is the run; on_bound runs;
+    push_request lays fields over the current request, as a unit test uses it."""
+    c.whoami.push_request(id="given")
+    try:
+        pushed = c.whoami.run(), c.whoami()
+    finally:
+        c.whoami.pop_request()
+    return (get(c.in_context.delay(3)), get(c.own_run.delay()), c.own_run(), pushed,
+            c.whoami.request.id)
+
+
 def ignore_after_storing_the_result_by_hand(c, get):
     return get(c.stored_by_hand.delay())
 
@@ -1355,6 +1367,9 @@ SCENARIOS = [
                                  f"{MODULE}.current_name", f"{MODULE}.current_name")),
     (a_missing_argument_fails_at_the_call, "raised TypeError"),
     (inspect_answers_for_each_worker, ([{"ok": "pong"}], [True], [2], True)),
+    (task_classes_as_celery_makes_them, (
+        [3, True, 1], ["the function", "compat"], ["the function", "compat"],
+        ("given", "given"), None)),
     (a_base_with_its_own_init, [
         "opened once for tests.compat.celery_api.opened by its own option", "opened"]),
     (ignore_after_storing_the_result_by_hand, {"by": "hand"}),

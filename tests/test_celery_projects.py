@@ -773,13 +773,42 @@ FLASK_STYLE = {  # Flask's guide assigns app.Task; Celery's guide registers clas
 }
 
 
-def test_register_task_given_the_class_says_to_give_an_instance(fresh_app):
+def test_register_task_takes_the_class_or_an_instance_as_celery(fresh_app):
     class Multiply(miniq.Task):
+        name = "multiply"
+
         def run(self, x, y):
             return x * y
-    with pytest.raises(TypeError, match=r"takes an instance: Multiply\(\), not the class"):
-        fresh_app.register_task(Multiply)
+    made = fresh_app.register_task(Multiply)  # as Celery's registry: made
+    assert isinstance(made, Multiply) and fresh_app.tasks["multiply"] is made
+    assert type(made).__name__ == "Multiply" and made.apply((6, 7)).get() == 42
     assert fresh_app.register_task(Multiply()).apply((6, 7)).get() == 42
+
+
+def test_tasks_and_signatures_pickle_as_celerys(tmp_path, monkeypatch, fresh_app):
+    """A task pickles by name and comes back as the current app's; a signature as its
+    dict; a shared task is a Task to isinstance and prints as its task."""
+    monkeypatch.setattr(miniq.project, "SHARED", list(miniq.project.SHARED))  # none made later
+    (tmp_path / "picked.py").write_text(textwrap.dedent("""
+        from miniq import current_app, shared_task
+
+        @current_app.task
+        def add(x, y):
+            return x + y
+
+        @shared_task
+        def mul(x, y):
+            return x * y
+    """))
+    picked = importlib.import_module("picked")
+    assert pickle.loads(pickle.dumps(picked.add)) is picked.add
+    assert pickle.loads(pickle.dumps(picked.mul)) is fresh_app.tasks["picked.mul"]
+    assert isinstance(picked.mul, miniq.Task) and repr(picked.mul) == repr(picked.add).replace(
+        "add", "mul")
+    sent = picked.add.s(2, 3) | picked.add.s(4)
+    assert len(pickle.dumps(sent)) < 1000  # no app in it
+    back = pickle.loads(pickle.dumps(sent))
+    assert back == sent and type(back) is type(sent) and back.apply().get() == 9
 
 
 def test_app_task_register_task_and_set_default_as_celery(project):

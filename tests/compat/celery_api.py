@@ -307,6 +307,39 @@ def opened(self):
     return [self.opened, type(self).__name__]
 
 
+class InContext(Task):
+    """Flask's recipe: a base whose __call__ wraps the run and calls Task's own."""
+
+    def __call__(self, *args, **kwargs):
+        return super().__call__(*args, **kwargs)
+
+
+@app.task(base=InContext, bind=True)
+def in_context(self, x):
+    """Its request survives the base's __call__: a retry and update_state work there."""
+    if not self.request.retries:
+        raise self.retry(countdown=0.1, max_retries=1)
+    self.update_state(state="PROGRESS", meta={"x": x})
+    return [x, self.request.id is not None, self.request.retries]
+
+
+class RunsItsOwn(Task):
+    """A base with a run of its own, and a hook Celery calls as each task is made."""
+
+    def run(self, *args, **kwargs):
+        return "the base's run"
+
+    @classmethod
+    def on_bound(cls, app):
+        cls.bound_to = app.main
+
+
+@app.task(base=RunsItsOwn)
+def own_run():
+    """The function runs, not the base's run."""
+    return ["the function", own_run.bound_to]
+
+
 @app.task(bind=True)
 def stored_by_hand(self):
     self.update_state(state="SUCCESS", meta={"by": "hand"})
