@@ -46,6 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "broker_url": None,
     "result_backend": None,
     "include": [],
+    "enable_utc": True,  # as Celery's, and the one value miniq takes
     "imports": [],
     "task_soft_time_limit": None,
     "task_time_limit": None,
@@ -271,10 +272,10 @@ class Miniq:
         return self._routes[key]
 
     def message_row(self, name, args=None, kwargs=None, countdown=None, eta=None,
-                    expires=None, task_id=None, queue=None, priority=None, chord=None,
+                    task_id=None, queue=None, priority=None, chord=None,
                     waiting=False, ignore_result=None, retries=None, **options) -> tuple:
         """The row ``send_task`` inserts; JSON-encodes the arguments (TypeError if it can't)."""
-        json_only(name, options.get("serializer", "json"))
+        json_only(name, options.get("serializer") or "json")
         default_queue, default_priority, soft, hard, default_expires, ignores = self._defaults(name)
         if queue is None:  # as Celery's: a call's exchange and routing key over its route
             queue = _bound(self.conf, options)
@@ -284,7 +285,7 @@ class Miniq:
         if priority is None and self.conf.task_inherit_parent_priority:  # as Celery's: only
             priority = running_priority()  # where none is set (None outside a task)
         priority = 0 if priority is None else priority
-        expires = default_expires if expires is None else expires
+        expires = options.get("expires", default_expires)  # as Celery's: None given clears it
         soft_limit, hard_limit = kept["soft_time_limit"], kept["time_limit"]
         _check_call(name,
                     queue=default_queue if queue is None else queue,  # a route's too

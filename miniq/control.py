@@ -28,6 +28,10 @@ class Control(apps.Control):
                signal: Any = None, reply: bool = False, **options: Any) -> list | None:
         """Revoke for every worker: the file holds it. With reply=True, each live
         worker's answer in Celery's words (with terminate, the ids it was running)."""
+        chosen = sorted(options.keys() & {"pattern", "matcher"})
+        if chosen:  # they choose workers: a revoke here holds for all
+            raise TypeError(f"revoke(): a revoke in miniq holds for every worker; it takes"
+                            f" no {', '.join(chosen)}")
         asked = self.inspect()
         running = asked.active() or {} if reply and terminate else {}  # before they end
         super().revoke(task_id, destination, terminate, signal)
@@ -41,10 +45,17 @@ class Control(apps.Control):
         return [{node: one} for node, one in (asked._request(answer) or {}).items()] if reply \
             else None
 
+    def terminate(self, task_id: Any, destination: Any = None, signal: Any = "SIGTERM",
+                  **options: Any) -> list | None:
+        """``revoke(task_id, terminate=True)``, as Celery's."""
+        return self.revoke(task_id, destination, True, signal, **options)
+
     def purge(self, connection: Any = None) -> int:
         """Delete the tasks waiting to run in the known queues (scheduled ones too, as
         ``miniq purge`` does); how many, as Celery's."""
         return self.app.broker.purge(known_queues(self.app.conf))
+
+    discard_all = purge
 
     def inspect(self, destination: list | None = None, timeout: float = 1.0,
                 **options: Any) -> Inspect:
@@ -64,11 +75,12 @@ class Control(apps.Control):
         namespace) cannot be signalled from here: its reply is an error."""
         refused = sorted(_broadcast.keys() & {"pattern", "matcher", "connection"})
         if refused:  # else every worker would stop, not those they choose
-            raise TypeError(f"shutdown(): miniq chooses workers by destination and limit,"
+            raise TypeError(f"shutdown(): miniq chooses workers by destination,"
                             f" not {', '.join(refused)}")
         here = machine_id()
-        return [{node: _stop(worker, here)}
-                for node, worker in self.inspect(destination, limit=limit)._nodes()]
+        replies = [{node: _stop(worker, here)}  # as Celery's: limit caps the replies only
+                   for node, worker in self.inspect(destination)._nodes()]
+        return replies[:limit] if limit else replies
 
 
 class Inspect:
@@ -150,7 +162,7 @@ class Inspect:
 
     def _nodes(self, everyone=None):
         """(node, worker) of the live workers chosen by destination (a name several
-        share chooses them all) and limit, as Celery's broadcast chooses."""
+        share chooses them all), the first ``limit`` (Celery's replies collected)."""
         everyone = live_nodes(self.app) if everyone is None else everyone
         wanted = set(self.destination or ())
         chosen = [(node, w) for node, name, w in everyone if not wanted or {node, name} & wanted]

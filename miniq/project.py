@@ -14,6 +14,7 @@ import os
 import sys
 import weakref
 from collections.abc import Mapping
+from datetime import datetime, timezone
 from typing import Any, Callable
 
 from . import app as apps
@@ -22,6 +23,7 @@ from . import task as tasks
 from .control import Control
 from .exceptions import ImproperlyConfigured
 from .rates import RateBroker, admit
+from .result import zone
 from .task import Task, emit
 
 # Celery's paths of these modules, as os.path is posixpath: from celery.app.task import Task
@@ -37,7 +39,7 @@ REFUSED = {  # settings miniq cannot honour: refused at configuration, never ign
     "task_create_missing_queues": (True, "miniq serves any queue it is given"),
     "task_allow_error_cb_on_chord_header": (False, "a chord's errback is its callback's"),
     "task_store_eager_result": (False, "an eager run stores no result"),
-    "enable_utc": (True, "miniq reads a naive eta as UTC; crontab runs in app.conf.timezone"),
+    "enable_utc": (True, "where app.conf.timezone is not set, miniq's times are UTC"),
     "worker_pool": ({"prefork", "processes"}, "miniq's children are processes (prefork)"),
     "task_retry_on_worker_lost": (False, "a task whose child dies fails, or runs again under"
                                   " acks_late and task_reject_on_worker_lost"),
@@ -131,6 +133,7 @@ class Miniq(apps.Miniq):
             given[key] = (os.environ.get(f"CELERY_{name.upper()}") or given.get(key)
                           or given.pop(name, None))
         given = {URLS.get(key, key): value for key, value in given.items() if value is not None}
+        _refuse({**settings, **given})
         self.namespace, self.strict_typing = namespace, strict_typing  # before shared tasks
         if fixups.django_project():  # as Celery's: its task class, unless one is given
             settings.setdefault("task_cls", fixups.DjangoTask)
@@ -308,6 +311,18 @@ class Miniq(apps.Miniq):
                                         "options": {**sig["options"], **options}}
         return key
 
+    @property
+    def timezone(self):
+        """As Celery's: app.conf.timezone as a tzinfo, UTC where none is set."""
+        return zone(self.conf)
+
+    def now(self) -> datetime:
+        """As Celery's: the time now, in the app's time zone."""
+        return datetime.now(self.timezone)
+
+    def uses_utc_timezone(self) -> bool:
+        return self.timezone == timezone.utc
+
     def start(self, argv: list = None) -> int:
         """The command line for this app: ``python proj.py worker -l INFO``."""
         from .cli import main
@@ -385,6 +400,7 @@ class Settings(apps.Conf):
 
     def __setitem__(self, key, value):
         key = _named(key, getattr(self.app(), "namespace", None))
+        _refuse({key: value})  # as code sets it: not first where a worker starts
         self.given.add(key)
         if key in URLS.values():  # as Celery's: the environment's, over what code sets
             value = os.environ.get(f"CELERY_{key.upper()}") or value

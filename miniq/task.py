@@ -307,6 +307,7 @@ class Task:
                     **options: Any):
         """Send with options: countdown, eta, expires, task_id, queue, priority, time limits."""
         self._check_arguments(args, kwargs)
+        json_only(self.name, options.get("serializer") or "json")  # eagerly too, as Celery's
         soft, hard = self.soft_time_limit, self.time_limit
         if soft and hard and soft > hard:  # as Celery's: refused eagerly too
             raise ValueError("soft_time_limit must be less than or equal to time_limit")
@@ -435,12 +436,14 @@ class Task:
             raise exc or MaxRetriesExceededError(
                 f"Can't retry {self.name}[{request.id}] args:{new_args} kwargs:{new_kwargs}",
                 task_args=new_args, task_kwargs=new_kwargs)
+        if isinstance(countdown, bool) or not isinstance(countdown, (*NUMBER, type(None))):
+            raise TypeError(f"{self.name}: countdown cannot be {countdown!r}")  # as a call's
         if countdown is None and eta is None:
             countdown = self.default_retry_delay
         if countdown:  # as Celery's (and a call's): a countdown over an eta
             when = time.time() + countdown
-        else:
-            when = time.time() if eta is None else to_timestamp(eta)
+        else:  # no eta: due now, and its request shows none, as Celery's
+            when = 0.0 if eta is None else to_timestamp(eta)
         if not math.isfinite(when):  # as a call's own: else no row could store it
             raise ValueError(f"{self.name}: a retry's countdown and eta must be finite times")
         if isinstance(eta, NUMBER):  # miniq's unix time: shown as the time it is, as Celery's
@@ -462,12 +465,12 @@ class Task:
                      **_ignored: Any) -> None:
         """Store a custom state (e.g. PROGRESS) and meta: this run's, or any task's."""
         task_id = task_id or self.request.id
-        if task_id is None or self.request.is_eager:
-            return
-        try:
+        try:  # eagerly too: a test sees what a worker would refuse
             meta_json = dumps(meta)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"update_state meta must be JSON serializable: {exc}") from None
+        if task_id is None or self.request.is_eager:
+            return
         self.app.broker.update_state(task_id, state, meta_json)
 
     def is_aborted(self) -> bool:

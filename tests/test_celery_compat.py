@@ -498,6 +498,13 @@ def a_base_with_its_own_init(c, get):
     return get(c.opened.delay())
 
 
+def time_options_and_the_apps_clock_as_celerys(c, get):
+    now = c.app.now()
+    return (get(c.own_expiry.delay()), get(c.own_expiry.apply_async(expires=None)),
+            get(c.retried_at_once.delay()), c.app.uses_utc_timezone(), c.app.conf.enable_utc,
+            now.utcoffset(), abs(now.timestamp() - time.time()) < T)
+
+
 def task_classes_as_celery_makes_them(c, get):
     """A base's __call__ keeps the request; the function is the run; on_bound runs;
     push_request lays fields over the current request, as a unit test uses it."""
@@ -1367,6 +1374,8 @@ SCENARIOS = [
                                  f"{MODULE}.current_name", f"{MODULE}.current_name")),
     (a_missing_argument_fails_at_the_call, "raised TypeError"),
     (inspect_answers_for_each_worker, ([{"ok": "pong"}], [True], [2], True)),
+    (time_options_and_the_apps_clock_as_celerys, (
+        True, False, None, True, True, timedelta(0), True)),
     (task_classes_as_celery_makes_them, (
         [3, True, 1], ["the function", "compat"], ["the function", "compat"],
         ("given", "given"), None)),

@@ -928,7 +928,12 @@ def test_an_eager_chord_with_a_chain_body_keeps_its_parents_as_celerys(make_app)
 
 def test_a_chord_refuses_errbacks_on_its_header_set_after_configuring(fresh_app):
     add = fresh_app.task(name="t.add")(lambda x, y: x + y)
-    fresh_app.conf.task_allow_error_cb_on_chord_header = True  # after import_includes ran
+    for set_it in (lambda: setattr(fresh_app.conf, "task_allow_error_cb_on_chord_header", 1),
+                   lambda: fresh_app.conf.update(task_allow_error_cb_on_chord_header=True),
+                   lambda: Celery("other", task_allow_error_cb_on_chord_header=True)):
+        with pytest.raises(ImproperlyConfigured, match="task_allow_error_cb_on_chord_header"):
+            set_it()  # as code sets it
+    dict.__setitem__(fresh_app.conf, "task_allow_error_cb_on_chord_header", True)  # behind it
     one = chord([add.s(1, 1)], add.s(1))
     for form in (one, group(add.s(1, 1), add.s(2, 2)) | add.s(1), chain(add.s(1, 1), one),
                  group(one, add.s(1, 1))):  # however a chord is sent

@@ -3,6 +3,7 @@ no worker and no row, with the same result API; arguments still go through
 JSON; retries and workflows run through."""
 import os
 import time
+from decimal import Decimal
 
 import pytest
 
@@ -71,13 +72,54 @@ def test_the_request_names_the_time_limits_app_conf_gives(eager, monkeypatch):
         eager.tasks.pop(limits.name)
 
 
-def test_storing_eager_results_is_refused_at_the_call(eager, monkeypatch):
+def test_storing_eager_results_is_refused_at_the_call(eager):
     """Celery's task_store_eager_result writes the result for AsyncResult(id) to read:
     here a get() by id would wait forever, so the call is refused."""
-    monkeypatch.setitem(eager.conf, "task_store_eager_result", True)
     with pytest.raises(exceptions.ImproperlyConfigured, match="task_store_eager_result"):
-        tasks.add.delay(2, 3)
+        eager.conf.task_store_eager_result = True  # as code sets it
+    dict.__setitem__(eager.conf, "task_store_eager_result", True)  # behind that check
+    try:
+        with pytest.raises(exceptions.ImproperlyConfigured, match="task_store_eager_result"):
+            tasks.add.delay(2, 3)
+    finally:
+        dict.pop(eager.conf, "task_store_eager_result")
     assert eager.broker.db.execute("SELECT COUNT(*) FROM task").fetchone() == (0,)
+
+
+def test_what_a_worker_refuses_an_eager_call_refuses_too(eager):
+    """As Celery's eager calls: a serializer other than JSON, per call or set in code,
+    progress meta JSON cannot carry, a retry's countdown that is no number."""
+    with pytest.raises(TypeError, match="serializer 'pickle' is not supported"):
+        tasks.add.apply_async((1, 2), serializer="pickle")
+    with pytest.raises(exceptions.ImproperlyConfigured, match="task_serializer='pickle'"):
+        eager.conf.task_serializer = "pickle"
+
+    def meta(self, countdown=None):
+        if countdown is not None:
+            self.retry(countdown=countdown)
+        self.update_state(state="PROGRESS", meta={"s": {1}})
+    task = eager.task(bind=True, name="t.meta")(meta)
+    try:
+        results = task.delay(), task.delay("2")
+    finally:
+        eager.tasks.unregister("t.meta")
+    assert [r.state for r in results] == ["FAILURE", "FAILURE"]
+    assert "meta must be JSON serializable" in str(results[0].result)
+    assert str(results[1].result) == "t.meta: countdown cannot be '2'"
+
+
+def test_values_travel_as_kombus_json_takes_them(eager):
+    """A dict shaped as kombu's tag is read as the value it tags, alone or beside
+    another; an object's own __json__ is what it sends."""
+    class Point:
+        def __json__(self):
+            return {"x": 1}
+    tag = {"__type__": "decimal", "__value__": "1.5"}
+    assert tasks.echo.delay(tag).get() == Decimal("1.5")
+    assert tasks.echo.delay([Decimal(2), tag]).get() == [Decimal(2), Decimal("1.5")]
+    assert tasks.echo.delay({"__type__": "x", "__value__": 1}).get() == {"__type__": "x",
+                                                                     "__value__": 1}
+    assert tasks.echo.delay([Point()]).get() == [{"x": 1}]
 
 
 def test_apply_runs_eagerly_without_the_setting(app):

@@ -211,6 +211,19 @@ def test_revoke_with_a_signal_that_does_not_exist_is_refused_at_the_call(app, si
     assert row_of(app, queued, "status, state, revoked") == (0, "PENDING", None)
 
 
+def test_celerys_other_names_for_revoke_and_purge(app):
+    """terminate() is revoke(terminate=True) and discard_all() purge(), as Celery's; a
+    revoke choosing workers by pattern is refused: here it holds for every worker."""
+    queued, other = tasks.add.delay(1, 1), tasks.add.delay(2, 2)
+    with pytest.raises(TypeError, match="no matcher, pattern"):
+        app.control.revoke(queued.id, pattern="web@*", matcher="glob")
+    with pytest.raises(ValueError):  # as revoke(terminate=True) checks it
+        app.control.terminate(queued.id, signal="NOSUCH")
+    app.control.terminate(queued.id)
+    assert queued.state == "REVOKED" and row_of(app, other, "state") == ("PENDING",)
+    assert app.control.discard_all() == 1 and row_of(app, other, "state") is None
+
+
 def start_sleeper(app, worker):
     """A task running in the worker's only child; returns (result, that child's pid)."""
     (child,) = worker.children()

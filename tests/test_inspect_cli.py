@@ -515,6 +515,14 @@ def test_a_worker_whose_loop_stopped_answers_no_ping(app, broker_url):
     assert cli(broker_url, "status").returncode == 0
 
 
+def test_control_shutdown_stops_every_chosen_worker_whatever_its_limit(app, start_worker):
+    """As Celery's: limit caps the replies it collects, not the workers it stops."""
+    app.broker.register("far", "otherhost", 1, 1, ["celery"], "another machine", "far@otherhost")
+    worker = start_worker("-c", "1")  # registered after: listed second
+    assert [list(reply) for reply in app.control.shutdown(limit=1)] == [["far@otherhost"]]
+    assert worker.wait(30) == 0
+
+
 def test_control_shutdown_stops_the_worker_warm_and_reports_one_it_cannot_reach(
         app, broker_url, start_worker, tmp_path):
     """The worker is named with -n, whose %n names its pid and log files, as Celery's."""

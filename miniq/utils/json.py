@@ -4,8 +4,9 @@ and come back as themselves; any other type is a TypeError. Messages, results, m
 and call options all go through ``dumps`` and ``loads`` here.
 
 Plain JSON pays nothing: ``dumps`` tags only after the plain encoder has refused a
-value, and marks such a text with a leading space (still JSON, to any reader), so
-``loads`` looks for tags only in a text that starts with one.
+value (or where a dict looks like a tag), and marks such a text with a leading space
+(still JSON, to any reader), so ``loads`` looks for tags only in a text that starts
+with one.
 """
 from __future__ import annotations
 
@@ -27,7 +28,10 @@ TYPES = {  # tag: (type, encode, decode), tried in this order: datetime before d
 
 
 def _tagged(value):
-    """What plain JSON cannot write, in its tagged form; else TypeError."""
+    """What plain JSON cannot write: an object's own ``__json__()`` (as kombu's), else its
+    tagged form; else TypeError."""
+    if callable(getattr(value, "__json__", None)):
+        return value.__json__()
     for tag, (kind, encode, _) in TYPES.items():
         if isinstance(value, kind):
             try:
@@ -54,9 +58,11 @@ _typed = json.JSONEncoder(separators=(",", ":"), default=_tagged).encode
 def dumps(value):
     """JSON text of value; TypeError for a type neither JSON nor the tags carry."""
     try:
-        return _plain(value)
+        text = _plain(value)
     except TypeError:
         return " " + _typed(value)
+    # a dict shaped as a tag is read as one, as Celery's reads it
+    return " " + text if '"__value__"' in text else text
 
 
 def loads(text):

@@ -307,6 +307,20 @@ def opened(self):
     return [self.opened, type(self).__name__]
 
 
+@app.task(bind=True, expires=60)
+def own_expiry(self):
+    """Whether it runs with an expiry: its own, unless the call gives one (None too)."""
+    return self.request.expires is not None
+
+
+@app.task(bind=True)
+def retried_at_once(self):
+    """The eta its retry's run sees: none, for a retry due now."""
+    if not self.request.retries:
+        raise self.retry(countdown=0, max_retries=1)
+    return self.request.eta
+
+
 class InContext(Task):
     """Flask's recipe: a base whose __call__ wraps the run and calls Task's own."""
 
