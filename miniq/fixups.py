@@ -1,8 +1,9 @@
 """A Django project's worker, as Celery's Django fixup makes it: where
 DJANGO_SETTINGS_MODULE names the settings and Django is installed, Django is set
 up before the task modules import their models, autodiscovery reads the
-installed apps' configs, each task starts and ends with no database connection
-too old or broken to use (CONN_MAX_AGE holds), and tasks have delay_on_commit().
+installed apps' configs, each child closes the connections its parent opened, each
+task starts and ends with Django's connections closed (as Celery 5.7's: nothing a task
+did to its connection reaches the next), and tasks have delay_on_commit().
 """
 import contextlib
 import functools
@@ -31,15 +32,17 @@ class DjangoTask(Task):
 
 
 def setup_django() -> list:
-    """Set Django up (once a process: it knows), then close stale connections around
-    each task a worker runs; the installed apps' names, to find their tasks."""
+    """Set Django up (once a process: it knows), then close its connections as each
+    child starts and around each task it runs; the installed apps' names, to find
+    their tasks."""
     import django
     from django.apps import apps
 
     from . import signals
     django.setup()
-    signals.task_prerun.connect(_close_stale)
-    signals.task_postrun.connect(_close_stale)
+    signals.worker_process_init.connect(_forked)
+    signals.task_prerun.connect(_around_task)
+    signals.task_postrun.connect(_around_task)
     return [config.name for config in apps.get_app_configs()]
 
 
@@ -61,10 +64,26 @@ def follow_settings(app, obj, namespace) -> None:
     setting_changed.connect(changed, weak=False)
 
 
-def _close_stale(task=None, **_):
+def _forked(**_):
+    """A child's connections are its parent's: as Celery's, their sockets are closed
+    here without a word to the server (the parent still talks on them), then they are
+    forgotten."""
+    from django.db import connections
+    for connection in connections.all():
+        with contextlib.suppress(AttributeError, OSError, TypeError):  # SQLite's has no fd
+            os.close(connection.connection.fileno())
+    _close_all()
+
+
+def _around_task(task=None, **_):
+    if task is not None and not task.request.is_eager:  # as Celery's: only in a worker
+        _close_all()
+
+
+def _close_all():
+    from django.core.cache import caches
     from django.db import DatabaseError, InterfaceError, connections
-    if task is None or task.request.is_eager:  # as Celery's: only in a worker
-        return
     for connection in connections.all():
         with contextlib.suppress(InterfaceError, DatabaseError):  # closing one gone already
-            connection.close_if_unusable_or_obsolete()
+            connection.close()
+    caches.close_all()

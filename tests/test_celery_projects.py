@@ -268,7 +268,8 @@ DJANGO_GUIDE = {  # Celery's "First steps with Django", the import swapped
         SECRET_KEY = "not a secret"
         INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth",
                           "shop.apps.ShopConfig"]
-        DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": "dj.sqlite3"}}
+        DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": "dj.sqlite3",
+                                 "CONN_MAX_AGE": None}}  # kept open, were it not for the worker
         CELERY_BROKER_URL = "sqlite:///djq.db"
     """,
     "shop/__init__.py": "",
@@ -288,18 +289,29 @@ DJANGO_GUIDE = {  # Celery's "First steps with Django", the import swapped
         def table():
             return User._meta.db_table
 
+        connection.cursor().execute("SELECT 1")  # as it imports: the manager connects
+
         @shared_task
         def was_connected():
             before = connection.connection is not None
             connection.cursor().execute("SELECT 1")
             return before
+
+        @shared_task
+        def scratch_tables(make):
+            with connection.cursor() as cursor:
+                if make:
+                    cursor.execute("CREATE TEMP TABLE scratch (x)")
+                cursor.execute("SELECT COUNT(*) FROM sqlite_temp_master")
+                return cursor.fetchone()[0]
     """,
 }
 
 
 def test_a_django_project_runs_as_celerys_does(project):
-    """Django set up before the task modules, found through their app configs, each
-    task without a connection too old to use (CONN_MAX_AGE 0: none), delay_on_commit."""
+    """Django set up before the task modules, found through their app configs; as
+    Celery 5.7's, each task starts with no connection (not its parent's, not the last
+    task's, whatever CONN_MAX_AGE says); delay_on_commit."""
     pytest.importorskip("django")
     write, start, run = project
     write(DJANGO_GUIDE)
@@ -309,14 +321,15 @@ def test_a_django_project_runs_as_celerys_does(project):
         import djproj
         django.setup()
         from django.db import transaction
-        from shop.tasks import table, was_connected
+        from shop.tasks import scratch_tables, table, was_connected
         print(table.delay().get(timeout=20))
         print(was_connected.delay().get(timeout=20), was_connected.delay().get(timeout=20))
+        print(scratch_tables.delay(True).get(timeout=20), scratch_tables.delay(False).get(timeout=20))
         with transaction.atomic():
             table.apply_async_on_commit(queue="later")
             print(djproj.celery_app.broker.purge(["later"], dry_run=True))
         print(djproj.celery_app.broker.purge(["later"], dry_run=True))
-    """) == ["auth_user", "False", "False", "0", "1"]
+    """) == ["auth_user", "False", "False", "1", "0", "0", "1"]
 
 
 def test_the_worker_takes_over_logging_the_app_set_up_as_celerys_does(project, tmp_path):
