@@ -118,7 +118,8 @@ QUEUE_COUNTS = (  # a partial index each: no table scan
     " UNION ALL SELECT queue, 'queued', COUNT(*) FROM task WHERE status = 0 GROUP BY queue"
     " UNION ALL SELECT queue, 'running', COUNT(*) FROM task WHERE status = 1"
     " AND started IS NOT NULL GROUP BY queue")  # not those a worker holds ahead
-LISTED = "id, name, state, queue, body, worker, created AS received, started, finished, retries"
+LISTED = ("id, name, state, queue, body, options, worker, created AS received, started,"
+          " finished, retries")
 STEP = {"task": str, "args": list, "kwargs": dict, "options": dict}  # a chain's signature
 
 
@@ -751,10 +752,10 @@ class Broker:
 
     @_translated
     def active(self, reserved=False):
-        """(id, name, worker, started, state, body, queue, priority, attempts) of running
-        tasks, oldest first; or of those reserved: claimed by a worker, not begun."""
+        """(id, name, worker, started, state, body, queue, priority, attempts, options) of
+        running tasks, oldest first; or of those reserved: claimed by a worker, not begun."""
         return self._rows("SELECT id, name, worker, started, state, body, queue, priority,"
-                          f" attempts FROM task WHERE status = 1 AND started IS"
+                          f" attempts, options FROM task WHERE status = 1 AND started IS"
                           f" {'' if reserved else 'NOT '}NULL ORDER BY started, seq")
 
     @_translated

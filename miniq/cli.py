@@ -218,8 +218,8 @@ def inspect(app, args):
                  "worker": w,
                  "runtime": now - (s or now),
                  "state": st,
-                 **call_of(b)}
-                for i, n, w, s, st, b, *_ in app.broker.active()]
+                 **call_of(b, o)}
+                for i, n, w, s, st, b, *_, o in app.broker.active()]
         lines = [f"{r['name']}[{r['id']}] {r['state']} for {r['runtime']:.1f}s "
                  f"on {str(r['worker'])[:8]} args={r['args']} kwargs={r['kwargs']}"
                  for r in rows]

@@ -112,8 +112,8 @@ class Inspect:
     def _tasks(self, rows, safe):
         return self._request(lambda node, worker: [
             _info(node, task_id, name, body, queue, priority, started, attempts, safe,
-                  acked=started is not None and not self._acks_late(name))
-            for task_id, name, held, started, _, body, queue, priority, attempts in rows
+                  acked=started is not None and not self._acks_late(name), options=options)
+            for task_id, name, held, started, _, body, queue, priority, attempts, options in rows
             if held == worker.id])
 
     def _acks_late(self, name):
@@ -211,12 +211,12 @@ def _check(destination):
 
 
 def _info(node, task_id, name, body, queue, priority, started=None, attempts=0, safe=None,
-          acked=False):
+          acked=False, options=None):
     """A task as Celery's ``Request.info()`` describes it: ``acked``, a running task
     that is not acks_late (its row stays leased still: it runs again if its worker dies)."""
-    call = call_of(body)
-    if safe:  # as Celery's: the arguments as text
-        call = {key: repr(value) for key, value in call.items()}
+    call = call_of(body, options if safe else None)
+    if safe:  # as Celery's: the arguments as text; the sender's argsrepr if it gave one
+        call = {key: v if isinstance(v, str) else repr(v) for key, v in call.items()}
     return {"id": task_id, "name": name, **call, "type": name, "hostname": node,
             "time_start": started,
             "acknowledged": acked,
@@ -225,13 +225,16 @@ def _info(node, task_id, name, body, queue, priority, started=None, attempts=0, 
             "worker_pid": None}  # which child runs it is the manager's to know
 
 
-def call_of(body: str) -> dict:
-    """A message body's arguments; "(corrupt message)" if unreadable."""
+def call_of(body: str, options: str | None = None) -> dict:
+    """A message body's arguments; "(corrupt message)" if unreadable. With the row's
+    options, as its sender's argsrepr and kwargsrepr show them where it gave them."""
     try:
         args, kwargs = loads(body)
+        shown = loads(options or "{}")
     except (ValueError, TypeError):
-        args, kwargs = "(corrupt message)", {}
-    return {"args": args, "kwargs": kwargs}
+        return {"args": "(corrupt message)", "kwargs": {}}
+    shown = shown if isinstance(shown, dict) else {}
+    return {"args": shown.get("argsrepr", args), "kwargs": shown.get("kwargsrepr", kwargs)}
 
 
 def _stop(worker, here):

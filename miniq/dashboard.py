@@ -112,16 +112,13 @@ class Api:
         row = self.broker.task(task_id)
         if row is None:
             raise LookupError(f"no task {task_id}")
-        args, kwargs = _call(row["body"])
+        args, kwargs = _shown(row)
+        options = _json(row["options"])  # parent_id, group, chain: how it was sent
         done = row["finished"] is not None  # else its children are not known yet, as Celery's
         sent = self.broker.children(task_id) if done else None
         children = sent and [child for child, _ in sent]
-        return {**_listed(row),
-                "args": args,
-                "kwargs": kwargs,
-                "result": _json(row["result"]),
-                "options": _json(row["options"]),  # parent_id, group, chain: how it was sent
-                "children": children}
+        return {**_listed(row), "args": args, "kwargs": kwargs, "result": _json(row["result"]),
+                "options": options, "children": children}
 
     def schedule(self, query):
         """The beat schedule: each entry's last run sent and its next one."""
@@ -147,8 +144,8 @@ class Api:
         if row is None or row["state"] not in ("FAILURE", "REVOKED"):
             raise ValueError("only a failed or revoked task can be sent again")
         args, kwargs = _call(row["body"])
-        queue = row["queue"]
-        sent = self.app.send_task(row["name"], args, kwargs, queue=queue)
+        shown = {key: _options(row).get(key) for key in ("argsrepr", "kwargsrepr")}  # kept
+        sent = self.app.send_task(row["name"], args, kwargs, queue=row["queue"], **shown)
         return {"id": sent.id, "retry_of": task_id}
 
     def purge(self, query, queue):
@@ -173,10 +170,22 @@ def _call(body):
     return body, {}
 
 
+def _shown(row):
+    """(args, kwargs) as shown: as its sender's argsrepr and kwargsrepr, where given."""
+    args, kwargs = _call(row["body"])
+    return _options(row).get("argsrepr", args), _options(row).get("kwargsrepr", kwargs)
+
+
+def _options(row):
+    given = _json(row["options"])
+    return given if isinstance(given, dict) else {}
+
+
 def _listed(row):
     """A task as the task list shows it: its arguments shortened, its worker's node name."""
-    args, _ = _call(row.pop("body"))
-    args = json.dumps(args, default=str)
+    args = _shown(row)[0]
+    del row["body"], row["options"]
+    args = args if isinstance(args, str) else json.dumps(args, default=str)
     if len(args) > SHOWN:
         args = args[:SHOWN - 1] + "…"
     worker = row["worker"] or ""  # "<id> <node name>"

@@ -208,7 +208,8 @@ def _message(row):
                "timelimit": [options.get("time_limit"), options.get("soft_time_limit")],
                "root_id": options.get("root_id") or task_id,
                "parent_id": options.get("parent_id"), "shadow": None, "group_index": None,
-               "argsrepr": repr(tuple(args))[:1024], "kwargsrepr": repr(kwargs)[:1024],
+               "argsrepr": options.get("argsrepr") or repr(tuple(args))[:1024],
+               "kwargsrepr": options.get("kwargsrepr") or repr(kwargs)[:1024],
                "origin": f"gen{os.getpid()}@{_host()}",
                "ignore_result": bool(options.get("ignore_result")), "replaced_task_nesting": 0,
                "stamped_headers": None, "stamps": {}}

@@ -141,6 +141,33 @@ def test_the_task_list_filters_pages_and_searches(app, dashboard):
     assert get(dashboard, f"api/task/{odd.id}")["args"] == ["NaN"]  # JSON a browser reads
 
 
+def test_a_senders_argsrepr_is_what_others_see_of_its_arguments(app, dashboard, tmp_path):
+    """As Celery's argsrepr and kwargsrepr: what the publish signal's headers, inspect
+    (safe) and the dashboard show, the real arguments for the task alone."""
+    from miniq import signals
+    seen, gate = [], str(tmp_path / "gate")
+
+    def publishing(headers=None, **_):
+        seen.append((headers["argsrepr"], headers["kwargsrepr"]))
+    signals.before_task_publish.connect(publishing)
+    try:
+        running = tasks.wait_for_gate.apply_async((gate,), {"value": "secret"},
+                                                  argsrepr="(<gate>,)", kwargsrepr="{<hidden>}")
+    finally:
+        signals.before_task_publish.disconnect(publishing)
+    assert seen == [("(<gate>,)", "{<hidden>}")]
+    shown = state_is(dashboard, running.id, "STARTED")
+    assert (shown["args"], shown["kwargs"]) == ("(<gate>,)", "{<hidden>}")
+    listed = get(dashboard, f"api/tasks?search={running.id}")
+    assert [row["args"] for row in listed] == ["(<gate>,)"]
+    [(info,)] = app.control.inspect().active(safe=True).values()
+    assert (info["args"], info["kwargs"]) == ("(<gate>,)", "{<hidden>}")
+    [(info,)] = app.control.inspect().active().values()  # as Celery's: unsafe, as they are
+    assert (info["args"], info["kwargs"]) == ([gate], {"value": "secret"})
+    open(gate, "w").close()
+    assert running.get(timeout=T) == "secret"
+
+
 def test_one_task_shows_its_failure_progress_and_retries(app, dashboard):
     failed = tasks.fail.delay("it broke")
     answer = state_is(dashboard, failed.id, "FAILURE")
