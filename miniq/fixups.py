@@ -59,7 +59,7 @@ def follow_settings(app, obj, namespace) -> None:
     def changed(setting, **_):
         if made() is None:  # the app is gone
             setting_changed.disconnect(changed)
-        elif setting.startswith(f"{namespace}_" if namespace else ""):
+        elif setting.startswith(f"{namespace}_" if namespace else "") or setting == "TIME_ZONE":
             made().config_from_object(obj, namespace=namespace)
     setting_changed.connect(changed, weak=False)
 

@@ -94,11 +94,22 @@ OLD_NAMES = {
     "result_accept_content": "result_accept_content",
 }
 URLS = {"broker": "broker_url", "backend": "result_backend"}  # the app's keywords for them
-READ = {*apps.DEFAULTS, *REFUSED, "task_annotations", "task_default_rate_limit",
-        "worker_disable_rate_limits", "task_track_started", "result_extended", "task_queues",
-        "task_default_exchange_type", "task_default_routing_key",
-        "worker_redirect_stdouts", "worker_redirect_stdouts_level", "worker_hijack_root_logger",
-        "worker_log_format", "worker_task_log_format"}
+CELERY_DEFAULTS = {  # Celery's defaults of the settings miniq reads beyond the core's
+    "task_annotations": None, "task_default_rate_limit": None, "task_queues": None,
+    "worker_disable_rate_limits": False, "task_track_started": False, "result_extended": False,
+    "task_default_exchange_type": "direct", "task_default_routing_key": None,
+    "worker_redirect_stdouts": True, "worker_redirect_stdouts_level": "WARNING",
+    "worker_hijack_root_logger": True,
+    "worker_log_format": "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s",
+    "worker_task_log_format": "[%(asctime)s: %(levelname)s/%(processName)s]"
+                              " %(task_name)s[%(task_id)s]: %(message)s",
+    "task_serializer": "json", "result_serializer": "json", "accept_content": ("json",),
+    "result_accept_content": None, "task_create_missing_queues": True,
+    "task_allow_error_cb_on_chord_header": False, "task_store_eager_result": False,
+    "worker_pool": "prefork", "task_retry_on_worker_lost": False,
+    "result_failure_expires": None, "beat_scheduler": "celery.beat:PersistentScheduler"}
+DEFAULTS = {**apps.DEFAULTS, **CELERY_DEFAULTS}  # what app.conf reads where nothing is set
+READ = {*DEFAULTS, *REFUSED}
 PER_SECOND = {"s": 1, "m": 60, "h": 3600}  # a rate's unit: "10/s", "100/m", "1000/h"
 # As Celery's: every @shared_task is registered on every app, made before it or after
 SHARED = []
@@ -190,7 +201,7 @@ class Miniq(apps.Miniq):
         settings = _settings(obj, self.namespace)  # as Celery's: under what code set
         for key in self._read.keys() - settings.keys() - self.conf.given:  # gone, as Celery's
             if key in READ:
-                dict.__setitem__(self.conf, key, copy.deepcopy(apps.DEFAULTS.get(key)))
+                dict.__setitem__(self.conf, key, copy.deepcopy(DEFAULTS.get(key)))
             else:
                 dict.pop(self.conf, key, None)
         self._read = settings
@@ -394,7 +405,7 @@ class Settings(apps.Conf):
     ``CELERY_BROKER_URL`` and ``CELERY_RESULT_BACKEND`` stay over any other."""
 
     def __init__(self, conf, app):
-        super().__init__(conf)
+        super().__init__({**copy.deepcopy(CELERY_DEFAULTS), **conf})
         object.__setattr__(self, "given", set())  # the keys code set
         object.__setattr__(self, "app", weakref.ref(app))  # no cycle: an app ends with its uses
 

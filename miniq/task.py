@@ -60,7 +60,7 @@ class Context(SimpleNamespace):
     kwargs = delivery_info = headers = timelimit = time_limit = soft_time_limit = None
     chain = callbacks = errbacks = correlation_id = reply_to = properties = None
     loglevel = logfile = stamps = stamped_headers = utc = args = None
-    retries, attempts, is_eager, called_directly = 0, 1, False, True
+    retries, attempts, is_eager, called_directly, replaced_task_nesting = 0, 1, False, True, 0
     ignore_result = False
 
     def get(self, key, default=None):
@@ -168,6 +168,8 @@ class _Conf:
 class Task:
     """A registered function with Celery's calling API and options."""
 
+    name = None  # as Celery's: a class's own, or its function's module and name
+    abstract = True  # as Celery's, which keeps it for old code
     # The options @app.task takes, besides name: every annotated attribute here.
     bind: bool = False
     soft_time_limit: float | None = _Conf("task_soft_time_limit")
@@ -203,11 +205,6 @@ class Task:
     def _subclass(cls, app, fun, name: str, options: dict) -> type:
         """Celery's way: a class of the task's own, options as its attributes (a base's own
         ones too), made with no arguments (a base's own ``__init__(self)`` runs once per task)."""
-        refused = sorted(set(options) & NOT_HONOURED)  # any other: an attribute, as Celery's
-        refused += ["retry_on_worker_lost=True"] * bool(options.get("retry_on_worker_lost"))
-        if refused:
-            raise TypeError(f"task option(s) miniq does not honour, for {name}: "
-                            f"{', '.join(refused)}")
         # run is the function's, as Celery's: a base's own run never stands in for it
         run = fun if options.get("bind", cls.bind) else staticmethod(fun)
         task = type(fun.__name__, (cls,), {**options,
@@ -228,7 +225,14 @@ class Task:
     @classmethod
     def _checked(cls) -> type:
         """The class, its options in the shapes the worker uses (also after
-        ``task_annotations`` set them); TypeError for one that cannot be."""
+        ``task_annotations`` set them); TypeError for one that cannot be, or that miniq
+        does not honour (given to the decorator or set on a base: any other option is an
+        attribute, as Celery's)."""
+        refused = sorted(key for key in NOT_HONOURED if getattr(cls, key, None))
+        refused += ["retry_on_worker_lost=True"] * bool(getattr(cls, "retry_on_worker_lost", 0))
+        if refused:
+            raise TypeError(f"task option(s) miniq does not honour, for {cls.name}: "
+                            f"{', '.join(refused)}")
         for key in ("autoretry_for", "dont_autoretry_for", "throws"):
             classes = tuple(getattr(cls, key))
             if not all(isinstance(c, type) and issubclass(c, BaseException) for c in classes):
@@ -403,11 +407,12 @@ class Task:
         As Celery's, it raises Ignore (the worker sends ``sig``); eager, it runs it."""
         if sig.get("subtask_type") == "chain" and not sig.tasks:  # as Celery's
             raise ImproperlyConfigured("Cannot replace with an empty chain")
-        if self.request.is_eager:
+        if self.request.is_eager:  # its value is the run's, replace() returned or raised
             with allow_join_result():  # Celery's trips its own check here
-                return sig.apply().get()
-        ignore = Ignore("Replaced by new task")
-        ignore.replacement = sig
+                raise _Replaced(sig.apply().get())
+        ignore = Ignore("Replaced by new task")  # as Celery's: the replacement knows how deep
+        nesting = self.request.replaced_task_nesting + 1
+        ignore.replacement = sig.set(replaced_task_nesting=nesting)
         raise ignore
 
     def retry(self,
@@ -656,6 +661,7 @@ def _request(task, message, args, kwargs, eager, hostname):
                       "callbacks": options.get("link"),
                       "errbacks": options.get("link_error"),
                       "ignore_result": bool(options.get("ignore_result")),
+                      "replaced_task_nesting": options.get("replaced_task_nesting", 0),
                       "correlation_id": None if eager else message.id,  # no reply queue
                       "properties": None if eager else {"correlation_id": message.id,
                                                         "priority": message.priority},
@@ -667,6 +673,14 @@ def _request(task, message, args, kwargs, eager, hostname):
 def iso_time(when):
     """A unix time as Celery's messages carry eta and expires: ISO 8601 in UTC; None if unset."""
     return datetime.fromtimestamp(when, timezone.utc).isoformat() if when else None
+
+
+class _Replaced(Ignore):
+    """An eager replace(): the replacement ran, its value is the run's."""
+
+    def __init__(self, value):
+        super().__init__("Replaced by new task")
+        self.value = value
 
 
 def _run(task, task_id, args, kwargs, soft_limit):
@@ -683,6 +697,8 @@ def _run(task, task_id, args, kwargs, soft_limit):
             return failed(error), None
         cause = None if retry.exc is None else exception_to_json(retry.exc)  # as Celery stores
         return Outcome("RETRY", cause, _traceback(), retry.eta, retry.body, retry), None
+    except _Replaced as done:
+        return None, done.value
     except Ignore as exc:  # also how replace() ends the run: canvas sends the replacement
         sig = getattr(exc, "replacement", None)
         if sig is None:

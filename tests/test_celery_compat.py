@@ -505,6 +505,14 @@ def time_options_and_the_apps_clock_as_celerys(c, get):
             now.utcoffset(), abs(now.timestamp() - time.time()) < T)
 
 
+def settings_left_unset_read_as_celerys(c, get):
+    conf = c.app.conf
+    return [conf.worker_redirect_stdouts, conf.worker_redirect_stdouts_level,
+            conf.worker_hijack_root_logger, conf.worker_log_format, conf.task_track_started,
+            conf.task_serializer, conf.accept_content, conf.task_default_exchange_type,
+            conf["worker_disable_rate_limits"], conf.get("task_default_rate_limit")]
+
+
 def task_classes_as_celery_makes_them(c, get):
     """A base's __call__ keeps the request; the function is the run; on_bound runs;
     push_request lays fields over the current request, as a unit test uses it."""
@@ -514,7 +522,8 @@ def task_classes_as_celery_makes_them(c, get):
     finally:
         c.whoami.pop_request()
     return (get(c.in_context.delay(3)), get(c.own_run.delay()), c.own_run(), pushed,
-            c.whoami.request.id)
+            c.whoami.request.id, get(c.nested.delay(0)), get(c.nested.delay(2)),
+            c.Task.name, c.add.abstract)
 
 
 def ignore_after_storing_the_result_by_hand(c, get):
@@ -1376,9 +1385,12 @@ SCENARIOS = [
     (inspect_answers_for_each_worker, ([{"ok": "pong"}], [True], [2], True)),
     (time_options_and_the_apps_clock_as_celerys, (
         True, False, None, True, True, timedelta(0), True)),
+    (settings_left_unset_read_as_celerys, [
+        True, "WARNING", True, "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s",
+        False, "json", ("json",), "direct", False, None]),
     (task_classes_as_celery_makes_them, (
         [3, True, 1], ["the function", "compat"], ["the function", "compat"],
-        ("given", "given"), None)),
+        ("given", "given"), None, 0, 2, None, True)),
     (a_base_with_its_own_init, [
         "opened once for tests.compat.celery_api.opened by its own option", "opened"]),
     (ignore_after_storing_the_result_by_hand, {"by": "hand"}),

@@ -329,7 +329,13 @@ def test_a_django_project_runs_as_celerys_does(project):
             table.apply_async_on_commit(queue="later")
             print(djproj.celery_app.broker.purge(["later"], dry_run=True))
         print(djproj.celery_app.broker.purge(["later"], dry_run=True))
-    """) == ["auth_user", "False", "False", "1", "0", "0", "1"]
+        from django.test.utils import override_settings
+        from django.utils.translation import gettext_lazy
+        with override_settings(TIME_ZONE="Asia/Tokyo"):  # as Celery's: read at each use
+            print(djproj.celery_app.conf.timezone)
+        from miniq.utils.json import dumps
+        print(dumps([gettext_lazy("lazy")]))  # as kombu's: Django's lazy text is text
+    """) == ["auth_user", "False", "False", "1", "0", "0", "1", "Asia/Tokyo", '["lazy"]']
 
 
 def test_the_worker_takes_over_logging_the_app_set_up_as_celerys_does(project, tmp_path):

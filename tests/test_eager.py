@@ -108,6 +108,22 @@ def test_what_a_worker_refuses_an_eager_call_refuses_too(eager):
     assert str(results[1].result) == "t.meta: countdown cannot be '2'"
 
 
+def test_replace_eagerly_gives_the_replacements_value_returned_or_raised(eager):
+    """Celery's guide writes ``raise self.replace(sig)``; others return it."""
+    def returned(self):
+        return self.replace(tasks.add.s(1, 2))
+
+    def raised(self):
+        raise self.replace(tasks.add.s(3, 4))
+    made = [eager.task(bind=True, name=f"t.{f.__name__}")(f) for f in (returned, raised)]
+    try:
+        assert [(r.state, r.get()) for r in (t.delay() for t in made)] == [
+            ("SUCCESS", 3), ("SUCCESS", 7)]
+    finally:
+        for task in made:
+            eager.tasks.unregister(task)
+
+
 def test_values_travel_as_kombus_json_takes_them(eager):
     """A dict shaped as kombu's tag is read as the value it tags, alone or beside
     another; an object's own __json__ is what it sends."""

@@ -147,3 +147,13 @@ def test_celery_s_states_and_task_logger_are_where_task_modules_look(app, start_
     result = tasks.log_line.delay("a line")
     assert result.get(timeout=20) == states.SUCCESS
     wait_for(lambda: f"a line from {result.id}" in worker.output(), message="the task's log line")
+
+
+def test_the_package_gives_its_signals_and_schedules_as_celerys_does():
+    """Celery's guide writes ``import celery`` then ``@celery.signals.<signal>.connect``."""
+    shown = subprocess.run(
+        [sys.executable, "-c", "import miniq; print(miniq.signals.after_setup_logger.name,"
+         " miniq.schedules.crontab.__name__); miniq.nothing"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert shown.stdout == "after_setup_logger crontab\n"
+    assert "AttributeError: module 'miniq' has no attribute 'nothing'" in shown.stderr

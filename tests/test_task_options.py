@@ -200,6 +200,11 @@ def test_options_are_taken_and_those_miniq_cannot_honour_refused_at_decoration(f
         serializer = "pickle"
     with pytest.raises(TypeError, match="serializer"):
         fresh_app.task(name="c", base=Pickled)(f)
+
+    class OwnRequest(Task):  # Celery's guide sets it so: refused on a base as well
+        Request = "my.package:MyRequest"
+    with pytest.raises(TypeError, match="does not honour, for d: Request"):
+        fresh_app.task(name="d", base=OwnRequest)(f)
     assert {name for name in fresh_app.tasks if not name.startswith("celery.")} == {"a"}
     with pytest.raises(TypeError, match="serializer 'pickle' is not supported"):
         fresh_app.send_task("a", serializer="pickle")  # per call too, before storing

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 import uuid
 from datetime import date, datetime, time
 from decimal import Decimal
@@ -28,10 +29,13 @@ TYPES = {  # tag: (type, encode, decode), tried in this order: datetime before d
 
 
 def _tagged(value):
-    """What plain JSON cannot write: an object's own ``__json__()`` (as kombu's), else its
-    tagged form; else TypeError."""
+    """What plain JSON cannot write: an object's own ``__json__()`` or Django's lazy text
+    (as kombu's), else its tagged form; else TypeError."""
     if callable(getattr(value, "__json__", None)):
         return value.__json__()
+    lazy = sys.modules.get("django.utils.functional")  # as kombu's: Django's lazy text is text
+    if lazy is not None and isinstance(value, lazy.Promise):
+        return str(value)
     for tag, (kind, encode, _) in TYPES.items():
         if isinstance(value, kind):
             try:

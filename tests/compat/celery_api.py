@@ -321,6 +321,14 @@ def retried_at_once(self):
     return self.request.eta
 
 
+@app.task(bind=True)
+def nested(self, depth):
+    """How many replacements ran before this run."""
+    if depth:
+        raise self.replace(nested.s(depth - 1))
+    return self.request.replaced_task_nesting
+
+
 class InContext(Task):
     """Flask's recipe: a base whose __call__ wraps the run and calls Task's own."""
 
