@@ -505,6 +505,17 @@ def time_options_and_the_apps_clock_as_celerys(c, get):
             now.utcoffset(), abs(now.timestamp() - time.time()) < T)
 
 
+def an_abortable_task_stops_when_asked(c, get):
+    """Celery's contrib.abortable, imported by its path."""
+    path = os.path.join(tempfile.mkdtemp(), "running")
+    result = c.until_aborted.delay(path)
+    wait_for(lambda: os.path.exists(path), T, message="the abortable task to run")
+    mine = c.until_aborted.AsyncResult(result.id)
+    before = mine.is_aborted(), c.until_aborted.is_aborted(task_id=result.id)
+    mine.abort()
+    return type(mine).__name__, before, get(result)
+
+
 def settings_left_unset_read_as_celerys(c, get):
     conf = c.app.conf
     return [conf.worker_redirect_stdouts, conf.worker_redirect_stdouts_level,
@@ -1385,6 +1396,7 @@ SCENARIOS = [
     (inspect_answers_for_each_worker, ([{"ok": "pong"}], [True], [2], True)),
     (time_options_and_the_apps_clock_as_celerys, (
         True, False, None, True, True, timedelta(0), True)),
+    (an_abortable_task_stops_when_asked, ("AbortableAsyncResult", (False, False), "aborted")),
     (settings_left_unset_read_as_celerys, [
         True, "WARNING", True, "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s",
         False, "json", ("json",), "direct", False, None]),

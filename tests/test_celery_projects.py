@@ -335,7 +335,9 @@ def test_a_django_project_runs_as_celerys_does(project):
             print(djproj.celery_app.conf.timezone)
         from miniq.utils.json import dumps
         print(dumps([gettext_lazy("lazy")]))  # as kombu's: Django's lazy text is text
-    """) == ["auth_user", "False", "False", "1", "0", "0", "1", "Asia/Tokyo", '["lazy"]']
+        from miniq.contrib.django.task import DjangoTask  # Celery's path to its class
+        print(isinstance(table, DjangoTask))
+    """) == ["auth_user", "False", "False", "1", "0", "0", "1", "Asia/Tokyo", '["lazy"]', "True"]
 
 
 def test_the_worker_takes_over_logging_the_app_set_up_as_celerys_does(project, tmp_path):

@@ -329,6 +329,21 @@ def nested(self, depth):
     return self.request.replaced_task_nesting
 
 
+abortable = importlib.import_module(impl.__name__ + ".contrib.abortable")
+
+
+@app.task(bind=True, base=abortable.AbortableTask)
+def until_aborted(self, path):
+    """Says it runs (a file at path), then runs until asked to stop."""
+    open(path, "w").close()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if self.is_aborted():
+            return "aborted"
+        time.sleep(0.05)
+    return "never aborted"
+
+
 class InContext(Task):
     """Flask's recipe: a base whose __call__ wraps the run and calls Task's own."""
 
