@@ -481,8 +481,9 @@ def _refuse(settings):
         value = settings.get(key, allowed)
         if isinstance(allowed, set):  # any of Celery's names of the one value miniq takes
             allowed = value if isinstance(value, str) and value in allowed else allowed
-        elif isinstance(value, (list, tuple, set, frozenset)):  # accept_content: JSON, any name
-            value = sorted({"json" if v == "application/json" else v for v in value})
+        elif isinstance(value, (list, tuple, set, frozenset)):  # accept_content: only JSON
+            names = {"json" if v == "application/json" else v for v in value}  # ever arrives
+            value = allowed if "json" in names else sorted(names)
         if value != allowed and not (key == "result_accept_content" and value is None):
             raise ImproperlyConfigured(f"{key}={value!r} is not supported: {why}")
 

@@ -397,8 +397,18 @@ def test_include_given_as_one_name_is_that_module(fresh_app):
     assert Celery("one", include="proj.tasks").conf.include == ["proj.tasks"]
 
 
+def test_content_taken_beside_json_is_accepted_as_only_json_ever_arrives(fresh_app):
+    """Older projects accept pickle too, and send JSON: as on Celery, nothing changes."""
+    accepted = {"accept_content": ["json", "pickle"], "result_accept_content": ("pickle",
+                                                                                 "json")}
+    fresh_app.config_from_object(accepted)
+    fresh_app.conf.update(accepted)
+    fresh_app.import_includes()
+    assert fresh_app.conf.accept_content == ["json", "pickle"]
+
+
 @pytest.mark.parametrize("setting, value", [
-    ("task_serializer", "pickle"), ("accept_content", ["json", "pickle"]),
+    ("task_serializer", "pickle"), ("accept_content", ["pickle"]),
     ("result_serializer", "yaml"), ("task_annotations", "proj.annotations.Annotate"),
     ("task_create_missing_queues", False), ("task_allow_error_cb_on_chord_header", True),
     ("task_store_eager_result", True), ("enable_utc", False), ("worker_pool", "threads"),
