@@ -20,7 +20,7 @@ import threading
 import time
 from typing import NamedTuple, Sequence
 
-from .exceptions import ImproperlyConfigured, OperationalError
+from .exceptions import DatabaseUnavailable, ImproperlyConfigured, OperationalError
 from .utils.json import dumps, loads
 
 QUEUED, RUNNING, DONE, WAITING = 0, 1, 2, 3  # WAITING: a chord callback
@@ -381,7 +381,7 @@ class Broker:
             if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
                 self._tx(lambda tx: _create_schema(tx, self.path), db)
         except sqlite3.DatabaseError as exc:
-            raise ImproperlyConfigured(f"cannot use database {self.path}: {exc}") from None
+            raise DatabaseUnavailable(f"cannot use database {self.path}: {exc}") from None
         return db
 
     def _check_file(self):
@@ -389,18 +389,18 @@ class Broker:
         another user owns or planted a link to."""
         folder = os.path.dirname(self.path)
         if not os.path.isdir(folder):
-            raise ImproperlyConfigured(f"database folder {folder} does not exist")
+            raise DatabaseUnavailable(f"database folder {folder} does not exist")
         try:
             with contextlib.suppress(FileExistsError):  # O_EXCL follows no link
                 os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
             owners = {os.lstat(self.path).st_uid, os.stat(self.path).st_uid}
         except OSError as exc:
-            raise ImproperlyConfigured(f"cannot use database {self.path}: {exc.strerror}") from None
+            raise DatabaseUnavailable(f"cannot use database {self.path}: {exc.strerror}") from None
         if owners != {os.geteuid()}:
-            raise ImproperlyConfigured(
+            raise DatabaseUnavailable(
                 f"database {self.path} belongs to another user: miniq only uses its own files")
         if not os.access(self.path, os.W_OK) or not os.access(folder, os.W_OK):
-            raise ImproperlyConfigured(
+            raise DatabaseUnavailable(
                 f"database {self.path} is not writable (the file and its folder must be)")
 
     def _tx(self, fn, db=None):

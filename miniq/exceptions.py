@@ -5,6 +5,7 @@ in a task also catches ``SoftTimeLimitExceeded``, exactly as in Celery.
     MiniqError
     ├── ImproperlyConfigured
     ├── OperationalError
+    │   └── DatabaseUnavailable (also ImproperlyConfigured)
     ├── TaskError
     │   ├── TimeoutError
     │   ├── NotRegistered (also KeyError)
@@ -36,6 +37,12 @@ class OperationalError(MiniqError):
     a value (too big, or against a constraint), which is the value's fault, not the file's."""
 
     refused = False
+
+
+class DatabaseUnavailable(ImproperlyConfigured, OperationalError):
+    """The database file cannot be opened or used (no folder, not writable, not a
+    database): a setup error, and, as Celery's broker that cannot be reached, the
+    OperationalError a send raises (``except add.OperationalError``)."""
 
 
 class TaskError(MiniqError):
@@ -139,8 +146,8 @@ class DuplicateTaskNameWarning(CeleryWarning):
     """Another function took a task name already taken: the first one stays, as Celery's."""
 
 
-__all__ = ["MiniqError", "ImproperlyConfigured", "OperationalError", "TaskError", "TimeoutError", "NotRegistered",
-           "QueueNotFound", "InvalidTaskError", "MaxRetriesExceededError", "TaskRevokedError",
+__all__ = ["MiniqError", "ImproperlyConfigured", "OperationalError", "DatabaseUnavailable",
+           "TaskError", "TimeoutError", "NotRegistered", "QueueNotFound", "InvalidTaskError", "MaxRetriesExceededError", "TaskRevokedError",
            "ChordError", "WorkerLostError", "SoftTimeLimitExceeded", "TimeLimitExceeded",
            "TaskPredicate", "Retry", "Ignore", "Reject", "CeleryWarning", "AlwaysEagerIgnored",
            "DuplicateTaskNameWarning"]

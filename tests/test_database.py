@@ -86,6 +86,17 @@ def test_another_applications_sqlite_file_is_refused_and_left_unchanged(tmp_path
     db.close()
 
 
+def test_a_file_that_cannot_be_used_is_the_operational_error_of_a_send(tmp_path, monkeypatch):
+    """As Celery's guide catches a broker it cannot reach (``except add.OperationalError``),
+    and a setup error still, as the command line reports it."""
+    monkeypatch.setattr(miniq.app, "_default", miniq.app._default)  # kept for the others
+    app = Miniq("gone", broker=f"sqlite:///{tmp_path / 'no' / 'such.db'}")
+    add = app.task(name="gone.add")(lambda x, y: x + y)
+    for error in (add.OperationalError, ImproperlyConfigured):
+        with pytest.raises(error, match="database folder .* does not exist"):
+            add.delay(2, 2)
+
+
 def test_connections_opening_a_new_file_at_once_all_take_it_for_miniq_s(tmp_path):
     """One writes the schema while another checks the file is miniq's: the check reads
     one snapshot, never the tables without the mark that comes with them. (Each thread
