@@ -42,7 +42,7 @@ CALL_TYPES = {  # the type each checked call option must have
 # workflow (canvas.next_steps reads link, link_error, header and errback), where it comes from.
 KEPT = ("soft_time_limit", "time_limit", "chain", "immutable", "group_id", "headers",
         "parent_id", "root_id", "link", "link_error", "header", "errback",
-        "argsrepr", "kwargsrepr",  # the arguments as monitoring shows them
+        "argsrepr", "kwargsrepr", "shadow",  # the arguments and name the logs show
         "replaced_task_nesting")
 DEFAULTS: dict[str, Any] = {
     "broker_url": None,

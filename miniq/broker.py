@@ -139,8 +139,9 @@ class Message(NamedTuple):
     queue: str = ""
     eta: float = 0.0             # not before (unix time); 0: at once
 
-    def __str__(self):  # as Celery's log lines name a task
-        return f"{self.name}[{self.id}]"
+    def __str__(self):  # as Celery's log lines name a task: by its shadow name, if it has one
+        shadow = self.options.get("shadow") if isinstance(self.options, dict) else None
+        return f"{shadow or self.name}[{self.id}]"
 
 
 class Settle(NamedTuple):

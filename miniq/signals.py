@@ -207,11 +207,13 @@ def _message(row):
                "expires": iso_time(expires), "group": options.get("group"), "retries": row[11],
                "timelimit": [options.get("time_limit"), options.get("soft_time_limit")],
                "root_id": options.get("root_id") or task_id,
-               "parent_id": options.get("parent_id"), "shadow": None, "group_index": None,
+               "parent_id": options.get("parent_id"), "shadow": options.get("shadow"),
+               "group_index": None,
                "argsrepr": options.get("argsrepr") or repr(tuple(args))[:1024],
                "kwargsrepr": options.get("kwargsrepr") or repr(kwargs)[:1024],
                "origin": f"gen{os.getpid()}@{_host()}",
-               "ignore_result": bool(options.get("ignore_result")), "replaced_task_nesting": 0,
+               "ignore_result": bool(options.get("ignore_result")),
+               "replaced_task_nesting": options.get("replaced_task_nesting", 0),
                "stamped_headers": None, "stamps": {}}
     embed = {"callbacks": None, "errbacks": None, "chain": options.get("chain"), "chord": None}
     return (args, kwargs, embed), headers, options

@@ -58,7 +58,7 @@ class Context(SimpleNamespace):
 
     id = task = hostname = root_id = parent_id = group = eta = expires = origin = None
     kwargs = delivery_info = headers = timelimit = time_limit = soft_time_limit = None
-    chain = callbacks = errbacks = correlation_id = reply_to = properties = None
+    chain = callbacks = errbacks = correlation_id = reply_to = properties = shadow = None
     loglevel = logfile = stamps = stamped_headers = utc = args = None
     retries, attempts, is_eager, called_directly, replaced_task_nesting = 0, 1, False, True, 0
     ignore_result = False
@@ -319,7 +319,12 @@ class Task:
             with denied_join_result():
                 return self.apply(args, kwargs, **options)
         options.setdefault("ignore_result", None)  # None: the task's own option decides
+        options["shadow"] = options.get("shadow") or self.shadow_name(args, kwargs, options)
         return self.app.send_task(self.name, args, kwargs, **options)
+
+    def shadow_name(self, args: Any, kwargs: Any, options: dict) -> str | None:
+        """As Celery's: the name a worker's log lines give this call; a base sets it."""
+        return None
 
     def _check_arguments(self, args: Any = None, kwargs: Any = None) -> None:
         """As Celery's (typing=True): a call the function cannot take is a TypeError at
@@ -662,6 +667,7 @@ def _request(task, message, args, kwargs, eager, hostname):
                       "errbacks": options.get("link_error"),
                       "ignore_result": bool(options.get("ignore_result")),
                       "replaced_task_nesting": options.get("replaced_task_nesting", 0),
+                      "shadow": options.get("shadow"),
                       "correlation_id": None if eager else message.id,  # no reply queue
                       "properties": None if eager else {"correlation_id": message.id,
                                                         "priority": message.priority},

@@ -516,6 +516,11 @@ def an_abortable_task_stops_when_asked(c, get):
     return type(mine).__name__, before, get(result)
 
 
+def a_shadow_name_is_the_requests(c, get):
+    return (get(c.shadowed.delay("x")), get(c.shadowed.apply_async(("y",), shadow="given")),
+            get(c.whoami.delay()) is not None)
+
+
 def settings_left_unset_read_as_celerys(c, get):
     conf = c.app.conf
     return [conf.worker_redirect_stdouts, conf.worker_redirect_stdouts_level,
@@ -1397,6 +1402,7 @@ SCENARIOS = [
     (time_options_and_the_apps_clock_as_celerys, (
         True, False, None, True, True, timedelta(0), True)),
     (an_abortable_task_stops_when_asked, ("AbortableAsyncResult", (False, False), "aborted")),
+    (a_shadow_name_is_the_requests, (f"{MODULE}.shadowed:x", "given", True)),
     (settings_left_unset_read_as_celerys, [
         True, "WARNING", True, "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s",
         False, "json", ("json",), "direct", False, None]),

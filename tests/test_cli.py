@@ -272,6 +272,10 @@ def test_the_worker_logs_receipts_and_retries_in_celerys_words(app, start_worker
     assert f"Task {named} received" in worker.output()
     assert re.search(rf"Task {re.escape(named)} retry: Retry in [\d.e-]+s: KeyError\('original'\)",
                      worker.output()), worker.output()
+    shadowed = app.tasks["tests.tasks.add"].apply_async((1, 2), shadow="sums.small")
+    assert shadowed.get(timeout=20) == 3  # as Celery's: logged by the name it was given
+    wait_for(lambda: f"Task sums.small[{shadowed.id}] succeeded" in worker.output(),
+             message="the shadow name in the log")
 
 
 def test_time_limit_kills_a_task_that_runs_too_long(app, start_worker):

@@ -344,6 +344,17 @@ def until_aborted(self, path):
     return "never aborted"
 
 
+class Shadowed(Task):
+    def shadow_name(self, args, kwargs, options):
+        """The name worker logs and monitoring give each call."""
+        return f"{self.name}:{args[0]}"
+
+
+@app.task(bind=True, base=Shadowed)
+def shadowed(self, what):
+    return self.request.shadow
+
+
 class InContext(Task):
     """Flask's recipe: a base whose __call__ wraps the run and calls Task's own."""
 
