@@ -3,6 +3,7 @@ library, print. No supervision or SQL lives here, so every command is a
 function to test in-process or as a subprocess.
 """
 import contextlib
+import importlib.util
 import json
 import os
 import signal
@@ -150,7 +151,7 @@ def main(argv: Optional[List[str]] = None, app: Optional[Miniq] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if app is not None:  # app.start(): children import the module that made it
-        args.app = app.main if app.origin == "__main__" else app.origin
+        args.app, app = _started_path(app)
     args.app = getattr(args, "app", None) or os.environ.get("CELERY_APP")  # as Celery's
     if not args.app:
         parser.error("the -A/--app option is required (e.g. -A proj)")
@@ -172,6 +173,22 @@ def main(argv: Optional[List[str]] = None, app: Optional[Miniq] = None) -> int:
         return COMMANDS[args.command](app, args)
     except ImproperlyConfigured as exc:
         return _error(exc)
+
+
+def _started_path(app):
+    """(-A path, app) for app.start(): the module that made it, whose app runs the
+    worker too (``python -m proj.celery``: the tasks its includes make go to the app of
+    ``proj.celery`` as a module); a script's, by the name its tasks take (Celery's app
+    name), as a module if one has that name, else as ``__main__``, which forked
+    children share."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if app.origin != "__main__" or spec is not None:
+        return app.origin if app.origin != "__main__" else spec.name, None
+    try:
+        known = bool(app.main) and importlib.util.find_spec(app.main) is not None
+    except (ImportError, ValueError):  # a dotted name whose package is not there
+        known = False
+    return app.main if known else "__main__", app
 
 
 def beat(app, args):

@@ -84,6 +84,12 @@ NEXT_STEPS = {
         @app.task
         def xsum(numbers):
             return sum(numbers)
+
+
+        @app.task(time_limit=1)
+        def hang():
+            import time
+            time.sleep(30)
     """,
 }
 
@@ -100,6 +106,63 @@ def test_the_next_steps_package_runs_with_a_plain_dash_a(project):
         print(xsum.delay([1, 2, 3]).get(timeout=20))
         print(sum(group(add.s(i, i) for i in range(10)).apply_async().get(timeout=20)))
     """) == ["8", "64", "6", "90"]
+
+
+def test_the_next_steps_package_runs_as_its_own_module_with_its_tasks_limits(project):
+    """``python -m proj.celery worker`` (app.start()): the tasks its includes make go to
+    the app of ``proj.celery`` the module, which runs the worker, limits included."""
+    write, start, run = project
+    write(NEXT_STEPS)
+    start("worker", "-l", "INFO", "-c", "1", module="proj.celery")
+    assert run("""
+        from miniq.exceptions import TimeLimitExceeded
+        from proj.tasks import add, hang
+        print(add.delay(4, 4).get(timeout=20))
+        try:
+            hang.delay().get(timeout=20)
+        except TimeLimitExceeded:
+            print("limited")
+    """) == ["8", "limited"]
+
+
+def test_a_script_whose_app_is_named_as_no_module_runs_its_worker(project, tmp_path):
+    """``python run.py`` with ``Celery("myapp")`` (or no name) and worker_main(): its
+    tasks take the app's name, as Celery's, and its forked children know them."""
+    write, _start, run = project
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), ROOT]))
+    scripts = []
+    for name, main in (("run.py", '"myapp"'), ("bare.py", "")):
+        write({name: f"""
+            from miniq import Celery
+
+            app = Celery({main})
+            app.conf.broker_url = "sqlite:///{name}.db"
+
+            @app.task
+            def add(x, y):
+                return x + y
+
+            if __name__ == "__main__":
+                app.worker_main(["worker", "-c", "1", "-l", "INFO"])
+        """})
+        with open(tmp_path / f"{name}.log", "w") as log:  # python run.py: a script
+            scripts.append(subprocess.Popen([sys.executable, name], cwd=tmp_path, env=env,
+                                            stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True))
+    try:
+        for name in ("run.py", "bare.py"):
+            wait_for(lambda: "ready" in (tmp_path / f"{name}.log").read_text(), timeout=30,
+                     message=f"the worker of {name}")
+        assert run("""
+            from miniq import Celery
+            for main, name in (("myapp", "run.py"), ("__main__", "bare.py")):
+                app = Celery(main, broker=f"sqlite:///{name}.db")
+                print(app.send_task(f"{main}.add", (2, 3)).get(timeout=20))
+        """) == ["5", "5"]
+    finally:
+        for script in scripts:
+            os.killpg(script.pid, 9)
+            script.wait(10)
 
 
 PERIODIC = {
