@@ -108,6 +108,7 @@ CELERY_DEFAULTS = {  # Celery's defaults of the settings miniq reads beyond the 
     "task_allow_error_cb_on_chord_header": False, "task_store_eager_result": False,
     "worker_pool": "prefork", "task_retry_on_worker_lost": False,
     "result_failure_expires": None, "beat_scheduler": "celery.beat:PersistentScheduler"}
+CELERY_MACHINERY = {"loader", "amqp", "events", "log", "control", "tasks", "fixups"}
 DEFAULTS = {**apps.DEFAULTS, **CELERY_DEFAULTS}  # what app.conf reads where nothing is set
 READ = {*DEFAULTS, *REFUSED}
 PER_SECOND = {"s": 1, "m": 60, "h": 3600}  # a rate's unit: "10/s", "100/m", "1000/h"
@@ -133,6 +134,11 @@ class Miniq(apps.Miniq):
         config_from_object reads it, under ``changes`` and the other keywords),
         ``namespace`` (its settings' prefix, and config_from_object's),
         ``set_as_current`` and ``strict_typing`` (its tasks' ``typing``)."""
+        machinery = sorted(key for key in CELERY_MACHINERY if conf.get(key) is not None)
+        machinery += ["autofinalize=False"] * (conf.pop("autofinalize", True) is False)
+        if machinery:  # Celery's own parts, swapped: taken as settings, they did nothing
+            raise TypeError(f"Celery(): {', '.join(machinery)} is not supported: miniq's"
+                            " own parts (its loader, fixups, registry) cannot be replaced")
         if config_source is None:  # as Celery's loader (and its --config): this module
             config_source = os.environ.get("CELERY_CONFIG_MODULE") or None
         previous, source = apps._default, _object(config_source)

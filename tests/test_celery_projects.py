@@ -456,6 +456,14 @@ def test_a_shared_task_made_before_app_task_is_assigned_takes_the_new_class(fres
         project.SHARED[:] = kept
 
 
+@pytest.mark.parametrize("keyword", [{"loader": "default"}, {"autofinalize": False},
+                                     {"fixups": []}, {"tasks": {}}, {"amqp": "x"}])
+def test_celerys_parts_given_to_the_app_are_refused_not_taken_as_settings(fresh_app, keyword):
+    with pytest.raises(TypeError, match=f"{next(iter(keyword))}.* is not supported"):
+        Celery("parts", **keyword)
+    assert Celery("parts", autofinalize=True).conf.get("autofinalize") is None
+
+
 def test_include_given_as_one_name_is_that_module(fresh_app):
     assert Celery("one", include="proj.tasks").conf.include == ["proj.tasks"]
 
