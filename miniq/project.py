@@ -296,8 +296,26 @@ class Miniq(apps.Miniq):
         return task
 
     def set_default(self) -> None:
-        """Make this the app that ``current_app`` and ``shared_task`` stand for."""
+        """Make this the app that ``current_app`` and ``shared_task`` stand for (in every
+        thread: Celery's current app is a thread's, its default the process's)."""
         apps._default = self
+
+    set_current = set_default
+    finalized = True  # as Celery's once finalized: miniq's tasks are made at once
+
+    def finalize(self, auto: bool = False) -> None:
+        """Nothing to do: a task is made as it is defined."""
+
+    def config_from_envvar(self, variable_name: str, silent: bool = False,
+                           force: bool = False) -> bool:
+        """As Celery's: config_from_object of the module an environment variable names."""
+        module_name = os.environ.get(variable_name)
+        if not module_name:
+            if silent:
+                return False
+            raise ImproperlyConfigured(f"The environment variable {variable_name!r} is not"
+                                       " set, and has to be set to a module's name")
+        return self.config_from_object(module_name, silent=silent, force=force)
 
     def _annotate_all(self):
         maps = _annotations(self.conf)

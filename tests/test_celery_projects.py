@@ -464,6 +464,18 @@ def test_celerys_parts_given_to_the_app_are_refused_not_taken_as_settings(fresh_
     assert Celery("parts", autofinalize=True).conf.get("autofinalize") is None
 
 
+def test_config_from_envvar_and_finalize_as_celerys(fresh_app, tmp_path, monkeypatch):
+    (tmp_path / "envconfig.py").write_text("task_default_queue = 'from-env'\n")
+    monkeypatch.delenv("MINIQ_TEST_CONFIG", raising=False)
+    assert fresh_app.config_from_envvar("MINIQ_TEST_CONFIG", silent=True) is False
+    with pytest.raises(ImproperlyConfigured, match="MINIQ_TEST_CONFIG"):
+        fresh_app.config_from_envvar("MINIQ_TEST_CONFIG")
+    monkeypatch.setenv("MINIQ_TEST_CONFIG", "envconfig")
+    assert fresh_app.config_from_envvar("MINIQ_TEST_CONFIG") is True
+    assert fresh_app.conf.task_default_queue == "from-env"
+    assert fresh_app.finalize() is None and fresh_app.finalized is True
+
+
 def test_include_given_as_one_name_is_that_module(fresh_app):
     assert Celery("one", include="proj.tasks").conf.include == ["proj.tasks"]
 
