@@ -562,6 +562,7 @@ class FreshHeartbeat:
         self.thread.join(15)
 
 
+@pytest.mark.slow
 def test_a_worker_of_another_pid_namespace_is_judged_by_its_heartbeat_not_its_pid(
         app, start_worker):
     worker = start_worker("-c", "1", env=conf_env(**FAST))

@@ -101,6 +101,7 @@ def test_a_warm_shutdown_puts_reserved_tasks_back_with_no_delivery(start_worker,
     assert [r.get(timeout=20) for r in quick] == [0, 1]
 
 
+@pytest.mark.slow
 def test_a_killed_worker_s_reserved_tasks_go_back_with_no_delivery(start_worker, app,
                                                                    tmp_path):
     """Only the task that began counts one: else each kill of a whole worker (out of
