@@ -172,8 +172,8 @@ def _call(body):
 
 def _shown(row):
     """(args, kwargs) as shown: as its sender's argsrepr and kwargsrepr, where given."""
-    args, kwargs = _call(row["body"])
-    return _options(row).get("argsrepr", args), _options(row).get("kwargsrepr", kwargs)
+    (args, kwargs), given = _call(row["body"]), _options(row)
+    return given.get("argsrepr", args), given.get("kwargsrepr", kwargs)
 
 
 def _options(row):
