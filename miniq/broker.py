@@ -143,6 +143,11 @@ class Message(NamedTuple):
         shadow = self.options.get("shadow") if isinstance(self.options, dict) else None
         return f"{shadow or self.name}[{self.id}]"
 
+    def delivery_info(self):
+        """Celery's request.delivery_info for this delivery."""
+        return {"exchange": "", "routing_key": self.queue, "priority": self.priority,
+                "redelivered": self.attempts > 1}
+
 
 class Settle(NamedTuple):
     """One outcome to write, fenced by the delivery (id, attempts) it belongs to."""
@@ -842,6 +847,23 @@ def _send_again(db, row):
         db.execute(INSERT, row)
     elif taken[0] != "REVOKED":
         raise sqlite3.IntegrityError(f"task id {row[0]} is taken by a task not finished yet")
+    else:
+        _revoked_member(db, row)
+
+
+def _revoked_member(db, row):
+    """A chord member whose id was revoked before it was sent (a bare REVOKED row) joins
+    its chord revoked, in its place, and fails the callback as Celery's worker does when
+    it meets that message: else the callback would get None for it, or never run."""
+    task_id, chord = row[0], row[9]
+    revoked = chord and db.execute("SELECT result, finished FROM task WHERE id = ? AND"
+                                   " state = 'REVOKED' AND chord IS NULL", (task_id,)).fetchone()
+    if revoked:
+        db.execute("DELETE FROM task WHERE id = ?", (task_id,))
+        db.execute(INSERT, row)
+        db.execute("UPDATE task SET status = 2, state = 'REVOKED', result = ?, finished = ?"
+                   " WHERE id = ?", (*revoked, task_id))
+        _release_chord(db, chord, row[8], task_id)
 
 
 def _settle(db, worker, outcomes, now):
@@ -894,6 +916,8 @@ def _follow(db, rows):
     if rows:  # an empty executemany still costs a statement's preparation
         db.executemany(FINISHED, [row[:1] for row in rows])
         db.executemany(FOLLOW, rows)
+        for row in rows:
+            _revoked_member(db, row)
 
 
 def _fail(db, steps, state, result, tb, now):

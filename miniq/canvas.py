@@ -13,6 +13,7 @@ twice between the two.
 from __future__ import annotations
 
 import copyreg
+import functools
 import inspect
 from typing import Any, Sequence
 
@@ -769,15 +770,28 @@ def _errback(app, message: Any, errback: dict, error: str | None, traceback: str
     errback = maybe_signature(errback, app)
     task = app.tasks.get(errback.task)
     fun = getattr(task, "__wrapped__", None)
-    spec = fun and inspect.getfullargspec(fun)
-    if fun is None or task.bind or errback.immutable or not (spec.varargs or len(spec.args) > 1):
+    if fun is None or task.bind or errback.immutable or not _takes_more(errback, fun):
         return errback._rows(app, (message.id,))
     args, kwargs = loads(message.body)
+    options = message.options
     request = {"id": message.id, "task": message.name, "args": args, "kwargs": kwargs,
-               "retries": message.retries, "group": message.options.get("group"),
-               "root_id": message.options.get("root_id") or message.id,
-               "parent_id": message.options.get("parent_id")}
+               "retries": message.retries, "group": options.get("group"),
+               "root_id": options.get("root_id") or message.id,
+               "parent_id": options.get("parent_id"), "delivery_info": message.delivery_info(),
+               "chain": list(reversed(options.get("chain") or ())) or None,
+               "errbacks": options.get("link_error"), "correlation_id": message.id,
+               **({} if message.chord else {"chord": None})}  # a member's: not kept
     return errback._rows(app, (request, loads(error or "{}"), traceback), None, {"errback": True})
+
+
+def _takes_more(errback: Signature, fun: Any) -> bool:
+    """Whether an errback takes more than the failed task's id, counting as Celery 5.7
+    does only the parameters its signature's own arguments leave free."""
+    try:
+        spec = inspect.getfullargspec(functools.partial(fun, *errback.args, **errback.kwargs))
+    except (TypeError, ValueError):  # arguments its function cannot take: fails as it runs
+        spec = inspect.getfullargspec(fun)
+    return bool(spec.varargs or len(spec.args) > 1)
 
 
 def _replaced(app, message: Any, sig: Signature, lineage: dict) -> list:

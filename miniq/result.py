@@ -343,6 +343,20 @@ class AsyncResult:
     def failed(self) -> bool:
         return self.ready() and self.state == "FAILURE"
 
+    supports_native_join = True  # as Celery's with Redis: join() waits for all at once
+
+    def maybe_throw(self, propagate: bool = True, callback: Callable | None = None) -> Any:
+        """As Celery's: raise its error if it failed or was revoked, else give its value
+        (None while not ready), to callback(id, value) too; never waits."""
+        value = self.info
+        if propagate and self.state in ("FAILURE", "REVOKED"):
+            raise value
+        if callback is not None:
+            callback(self.id, value)
+        return value
+
+    maybe_reraise = maybe_throw
+
     def get(self, timeout: float | None = None, propagate: bool = True,
             interval: float = 0.1, no_ack: bool = True, follow_parents: bool = True,
             callback: Callable | None = None, on_message: Callable | None = None,
@@ -549,6 +563,15 @@ class ResultSet:
     def waiting(self):
         """Whether any member has not finished yet."""
         return not self.ready()
+
+    supports_native_join = True
+
+    def maybe_throw(self, callback: Callable | None = None, propagate: bool = True) -> None:
+        """Each member's maybe_throw(), in order."""
+        for result in self.results:
+            result.maybe_throw(callback=callback, propagate=propagate)
+
+    maybe_reraise = maybe_throw
 
     def successful(self) -> bool:
         """Whether every member succeeded."""

@@ -14,7 +14,7 @@ import time
 import weakref
 from typing import Any, Callable
 
-from .task import Context, ExceptionInfo, delivery_info, iso_time
+from .task import Context, ExceptionInfo, iso_time
 from .utils.json import dumps, loads
 
 __all__ = ["Signal", "before_task_publish", "after_task_publish", "task_prerun", "task_postrun",
@@ -268,7 +268,7 @@ def _task_settled(worker, message, state, exc):
         args = kwargs = None  # arguments are unknown
     request = Context(id=message.id, task=message.name, args=args, kwargs=kwargs,
                       hostname=worker.hostname, called_directly=False,
-                      delivery_info=delivery_info(message))
+                      delivery_info=message.delivery_info())
     if state == "FAILURE":
         return _failed(task, request, exc)
     task_revoked.send(sender=task, request=request, terminated=exc.args == ("terminated",),

@@ -542,7 +542,9 @@ def execute(app, message, soft_limit=None, eager=False, hostname=None, propagate
             raise InvalidTaskError(
                 f"corrupt message {message.id}: body is not [args, kwargs] JSON ({exc})")
         if message.options and message.options.get("errback"):  # canvas sent its arguments as data
-            args = [Context(**args[0]), exception_from_json(args[1]), *args[2:]]
+            where = socket.gethostname() if eager else hostname  # Celery runs errbacks where
+            args = [Context(**{"hostname": where, **args[0]}),  # the task failed
+                    exception_from_json(args[1]), *args[2:]]
         if message.options and "header" in message.options and not eager:  # a chord's callback
             try:  # as Celery's: one its function cannot take fails the chord, and never runs
                 task._check_arguments(args, kwargs)
@@ -623,12 +625,6 @@ def _with_flows(outcome, request):
         return failed(TypeError(f"request.chain, callbacks and errbacks hold signatures: {exc}"))
 
 
-def delivery_info(message):
-    """Celery's request.delivery_info, for a message a worker claimed."""
-    return {"exchange": "", "routing_key": message.queue, "priority": message.priority,
-            "redelivered": message.attempts > 1}
-
-
 def _request(task, message, args, kwargs, eager, hostname):
     """``self.request`` for one run, with the fields of Celery's."""
     options = message.options or {}
@@ -639,7 +635,7 @@ def _request(task, message, args, kwargs, eager, hostname):
     retried = message.retries > (options.get("retries") or 0)
     parent = (options.get("sent_by") or options.get("parent_id")  # sent_by: a chord's member
               or (message.id if retried and not eager else None))
-    delivery = options.get("delivery_info") if eager else delivery_info(message)
+    delivery = options.get("delivery_info") if eager else message.delivery_info()
     headers = options.get("headers")
     # as Celery: custom headers are attributes too, where they name no field of its own
     return Context(**{**(headers or {}),
@@ -668,6 +664,7 @@ def _request(task, message, args, kwargs, eager, hostname):
                       "ignore_result": bool(options.get("ignore_result")),
                       "replaced_task_nesting": options.get("replaced_task_nesting", 0),
                       "shadow": options.get("shadow"),
+                      **({} if message.chord else {"chord": None}),  # a member's: not kept
                       "correlation_id": None if eager else message.id,  # no reply queue
                       "properties": None if eager else {"correlation_id": message.id,
                                                         "priority": message.priority},

@@ -29,6 +29,7 @@ import socket
 import sys
 import threading
 import time
+import traceback
 import uuid
 from datetime import timedelta
 
@@ -895,8 +896,14 @@ class Worker:
                 state=state))
 
     def _settle_row(self, message, state, exc=None):
+        """End a task that did not run. As Celery's for a chord's callback failed by a
+        member, a failure stores its error's line as its traceback; errbacks get none."""
         emit("_task_settled", self, message, state, exc)
-        self._record(message, Outcome(state, exception_to_json(exc) if exc else None))
+        trace = None
+        if state == "FAILURE":
+            with contextlib.suppress(Exception):  # a member's error class, made from data
+                trace = "".join(traceback.format_exception_only(type(exc), exc))
+        self._record(message, Outcome(state, exception_to_json(exc) if exc else None), trace)
 
     def _put_back(self, message, last=None):
         """Back to the queue, unless it had all its deliveries: every put-back counts.
@@ -913,7 +920,7 @@ class Worker:
         return exception_to_json(WorkerLostError(
             f"task was delivered {cap} times and its worker died each time"))
 
-    def _record(self, message, outcome):
+    def _record(self, message, outcome, stored_trace=None):
         """Buffer an outcome for the next transaction, with a chain's next step if any."""
         state, result = outcome.state, outcome.result
         if outcome.flows is not None:  # the task changed its request's chain or callbacks
@@ -939,7 +946,8 @@ class Worker:
         # or may release a chord's callback
         self.want = self.want or bool(follow or message.chord)
         began = self.begun.pop(message.id, (0, None))[1]  # written with its outcome
-        self._buffer(Settle(message.id, message.attempts, state, result, outcome.traceback,
+        self._buffer(Settle(message.id, message.attempts, state, result,
+                            stored_trace or outcome.traceback,
                             outcome.eta, outcome.body, message.chord, follow, failed, began))
 
     def _buffer(self, settle):

@@ -825,6 +825,36 @@ def errbacks_of_a_chord_body_run_when_a_member_fails(c, get):
             for result, path in ((by_new, new), (by_old, old), (by_link, linked))]
 
 
+def a_chord_member_revoked_before_it_was_sent_fails_the_chord(c, get):
+    """As Celery's worker meets a revoked id: the member counts, revoked, and the body fails
+    naming it (not run with None in its place, nor waiting for ever)."""
+    def revoked():
+        sig = c.add.s(2, 2).set(task_id=str(uuid.uuid4()))
+        c.app.control.revoke(sig.id, reply=True, timeout=5)  # once the workers know
+        return sig
+    sent = [c.chord([c.add.s(1, 1), revoked()], c.echo.s()).apply_async(),
+            c.chord([revoked()], c.echo.s()).apply_async()]
+    for result in sent:
+        raised(lambda: get(result))  # noqa: B023 - called at once
+    return [(result.state, ids_replaced([str(result.result)], result),
+             ids_replaced([result.traceback.strip().rsplit("ChordError: ", 1)[-1]], result))
+            for result in sent]
+
+
+def errbacks_count_only_the_arguments_left_free(c, get):
+    """Celery 5.7: an errback with a partial argument is called with the failed task's id
+    first; a new-style one gets the failed task's request; a group's maybe_throw raises."""
+    folder = tempfile.mkdtemp()
+    partial, request = os.path.join(folder, "a"), os.path.join(folder, "b")
+    first = c.fail.apply_async(link_error=c.log_failed_id_with.s("extra", log=partial))
+    second = c.fail.apply_async(link_error=c.log_request.s(log=request))
+    members = c.group(c.add.s(1, 1), c.fail.s()).apply_async()
+    raised(lambda: get(members))
+    return (ids_replaced(wait_for_lines(partial, 1), first), wait_for_lines(request, 1),
+            members.supports_native_join, raised(members.maybe_throw),
+            members.results[0].maybe_throw())
+
+
 def callbacks_given_to_a_chain_stay_with_its_steps(c, get):
     """A chain's own link and link_error hold when it is a chord's body, when it is
     piped into another step, and a chord's call link goes to its body's last step."""
@@ -1489,6 +1519,12 @@ SCENARIOS = [
         ("raised ValueError", "FAILURE", "ChordError", [
             "Dependency <other> raised ValueError('as expected')",
             "new <this> ChordError Dependency <other> raised ValueError('as expected') NoneType"])]),
+    (a_chord_member_revoked_before_it_was_sent_fails_the_chord, [
+        ("FAILURE", ["Dependency <other> raised TaskRevokedError('revoked')"],
+         ["Dependency <other> raised TaskRevokedError('revoked')"])] * 2),
+    (errbacks_count_only_the_arguments_left_free, (
+        ["old <this> extra"], ["(True, 'celery', True, None, 1, None)"], True,
+        "raised ValueError", 2)),
     (a_chords_call_options_link_its_callback_only,  # not each member: Celery clones the body
      (6, ["6"], "raised ValueError", ["old <this>"])),
     (get_of_a_chain_stopped_by_a_revoked_step_raises,  # not a wait for a step never sent
@@ -1568,6 +1604,8 @@ SCENARIOS = [
 # Celery's behaviour that changed in a release: the Celery pip gives an older Python
 # (5.6 on 3.9) is not asked for it, else its worker waits out the scenario.
 SINCE = {reject_without_requeue_fails: (5, 7),  # 5.6 stores no state for such a Reject
+         # 5.6 counts a partial argument of an errback, and calls it with (request, ...)
+         errbacks_count_only_the_arguments_left_free: (5, 7),
          rate_limits_space_the_starts: (5, 7),  # with kombu 5.6, the first starts are not spaced
          # 5.6 hands the call's link to the header's group too, which refuses it
          a_chords_call_options_link_its_callback_only: (5, 7),

@@ -11,6 +11,7 @@ import functools
 import importlib
 import os
 import signal
+import socket
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -606,6 +607,23 @@ def log_failed_id(task_id, *, log):
     """An old-style errback (one argument): the failed task's id, one line in log."""
     with open(log, "a") as f:
         f.write(f"old {task_id}\n")
+
+
+@app.task
+def log_failed_id_with(task_id, extra, *, log):
+    """An old-style errback given a partial argument: the failed task's id comes first."""
+    with open(log, "a") as f:
+        f.write(f"old {task_id} {extra}\n")
+
+
+@app.task
+def log_request(request, exc, traceback, *, log):
+    """A new-style errback: what the failed task's request tells, one line in log."""
+    fields = (request.hostname == f"celery@{socket.gethostname()}",
+              request.delivery_info["routing_key"], request.correlation_id == request.id,
+              request.chord, len(request.errbacks), request.chain)
+    with open(log, "a") as f:
+        f.write(f"{fields}\n")
 
 
 @app.task
