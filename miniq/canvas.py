@@ -605,6 +605,8 @@ class chord(Signature):
         while first.parent is not None:
             first = first.parent
         first.parent = self._header_result
+        if entry.task == ACCUMULATE and len(body.tasks) == 2 and isinstance(result, GroupResult):
+            result.parent = self._header_result  # as Celery's: a group body's parent
         return result
 
     def _rows(self, app, args=(), kwargs=None, options=None, follow=()):

@@ -841,6 +841,19 @@ def a_chord_member_revoked_before_it_was_sent_fails_the_chord(c, get):
             for result in sent]
 
 
+def a_group_after_a_group_in_a_chain_follows_its_results(c, get):
+    """Walking .parent from a chain's last group: the group before it, then the first step
+    (not the step that passes the first group's results on)."""
+    add, echo_all = c.add, c.echo_all
+    node = c.chain(add.s(1, 1), c.group(add.s(1), add.s(2)),
+                   c.group(echo_all.s(), echo_all.s())).apply_async()
+    walked = []
+    while node is not None:
+        walked.append((type(node).__name__, get(node)))
+        node = node.parent
+    return walked
+
+
 def errbacks_count_only_the_arguments_left_free(c, get):
     """Celery 5.7: an errback with a partial argument is called with the failed task's id
     first; a new-style one gets the failed task's request; a group's maybe_throw raises."""
@@ -1522,6 +1535,8 @@ SCENARIOS = [
     (a_chord_member_revoked_before_it_was_sent_fails_the_chord, [
         ("FAILURE", ["Dependency <other> raised TaskRevokedError('revoked')"],
          ["Dependency <other> raised TaskRevokedError('revoked')"])] * 2),
+    (a_group_after_a_group_in_a_chain_follows_its_results, [
+        ("GroupResult", [[[[3, 4]], {}]] * 2), ("GroupResult", [3, 4]), ("AsyncResult", 2)]),
     (errbacks_count_only_the_arguments_left_free, (
         ["old <this> extra"], ["(True, 'celery', True, None, 1, None)"], True,
         "raised ValueError", 2)),
