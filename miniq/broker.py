@@ -950,10 +950,25 @@ def _release_chord(db, callback, now, last):
         return
     try:
         body, options = _released(members, *row, last, sender and sender[0])
-    except (ValueError, TypeError, AttributeError, KeyError, RecursionError):
-        body, options = row  # a corrupt row goes as it is: the claim or its child fails it
+    except (ValueError, TypeError, AttributeError, KeyError, RecursionError) as exc:
+        body, options = _unreadable(row, members, exc)
     db.execute("UPDATE task SET status = -2, body = ?, options = ? WHERE id = ?",
                (body, options, callback))
+
+
+def _unreadable(row, members, exc):
+    """The callback's (body, options) when a member's result cannot be read here (nested
+    past the recursion limit, an int past the digit limit): it fails, naming that
+    member, a failed one first. A corrupt callback row goes as it is: the claim fails it."""
+    try:
+        options = loads(row[1] or "{}")
+        member = next((m for m in members if m[2] != "SUCCESS"), members[-1])
+        why = f"its result cannot be read by the worker ({type(exc).__name__})"
+        options["chord_error"] = {"id": member[0], "error": {
+            "exc_type": "ValueError", "exc_module": "builtins", "exc_message": [why]}}
+        return row[0], dumps(options)
+    except (ValueError, TypeError, AttributeError, RecursionError):
+        return row
 
 
 def _released(members, body, options, last, lineage):

@@ -803,7 +803,7 @@ def _replaced(app, message: Any, sig: Signature, lineage: dict) -> list:
     takes the task's id, place and callbacks itself (its result, progress and children
     are the task's)."""
     options = message.options
-    if type(sig) is Signature and not sig.id:
+    if type(sig) is Signature and (not sig.id or sig.id == message.id):  # its own id, given
         for key in ("link", "link_error"):  # its own callbacks, then the task's
             links = [*_listed(sig.options.get(key)), *_listed(options.get(key))]
             sig.options.update({key: links} if links else {})

@@ -52,6 +52,8 @@ TERMINATE_GRACE = 1.0   # revoke(terminate=True): SIGKILL if the signal did not 
 FLUSH = 0.002           # the longest an outcome waits to be written with others
 # what sending a task's next steps may raise: a step that cannot take the value, say
 WORKFLOW_FAULTS = (TypeError, ValueError, KeyError, AttributeError, OverflowError, RecursionError)
+# the states a child's run ends in (None: a success not kept)
+CHILD_STATES = {None, "SUCCESS", "FAILURE", "RETRY", "IGNORED", "REPLACED", "PENDING", "REJECTED"}
 REPLY_WITHIN = 2.0      # a child's reply that stalls this long midway is not one
 MAX_REPLY = 1 << 30     # nor one longer than SQLite stores (its default SQLITE_MAX_LENGTH)
 ORPHAN_AFTER = 1.0      # a child outlives its manager by at most this, running a task or not
@@ -170,7 +172,7 @@ def _outcome(fields):
     write a well-framed pickle of anything into its pipe."""
     outcome = Outcome._make(fields)
     texts = (outcome.state, outcome.result, outcome.traceback, outcome.body)
-    if not (all(isinstance(text, (str, type(None))) for text in texts)
+    if not (outcome.state in CHILD_STATES and all(isinstance(t, (str, type(None))) for t in texts)
             and isinstance(outcome.eta, (int, float)) and outcome.exc is None
             and isinstance(outcome.flows, (dict, type(None)))):
         raise ValueError("not a reply of its child's")
@@ -179,11 +181,21 @@ def _outcome(fields):
 
 def _shown(result):
     """An exception stored as JSON, named in a line, not made: its class's code runs in
-    tasks only."""
+    tasks only. What the manager cannot read (nested past its recursion limit, an int
+    past its digit limit, a reply a task forged) is named as such."""
     try:
         return exception_text(json.loads(result))
-    except RecursionError:  # the child may have raised its recursion limit
-        return "an exception nested too deep to show"
+    except Exception as exc:  # noqa: BLE001 - a task's data never stops the manager
+        return f"an exception that cannot be shown ({type(exc).__name__})"
+
+
+def _emit(hook, *args):
+    """Send a signal from the manager: a receiver's BaseException (sys.exit() in it,
+    say) is logged, as an Exception is, and stops nothing."""
+    try:
+        emit(hook, *args)
+    except BaseException:  # noqa: BLE001 - nothing a receiver does stops the manager
+        log.exception("a receiver of a signal the worker sends raised")
 
 
 def _frame(data):
@@ -322,11 +334,15 @@ def _watch_manager(orphaned, running):
 
 def _clear_alarm():
     """What a task did with SIGALRM (a timer, a handler, a block) ends with it: the
-    next task in this child must not get its signal."""
+    next task in this child must not get its signal. Ctrl-C and a group-wide SIGTERM
+    stay ignored, whatever a task set: the manager decides."""
     signal.setitimer(signal.ITIMER_REAL, 0)
     signal.signal(signal.SIGALRM, signal.SIG_IGN)  # drops one that is pending
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
     signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    for signum in STOP_SIGNALS:
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, signal.SIG_IGN)
 
 
 class Child:
@@ -446,7 +462,7 @@ class Worker:
             log.info("miniq worker %s ready: %d children (%s), queues %s, database %s",
                      self.id[:8], self.concurrency, self.ctx.get_start_method(),
                      ",".join(self.queues), self.broker.path)
-            emit("_worker_ready", self)
+            _emit("_worker_ready", self)
             self._loop()
         finally:
             self._shutdown()
@@ -721,7 +737,7 @@ class Worker:
         for message in messages:
             if message.id in revoked:
                 log.info("Task %s revoked before it began", message)
-                emit("_task_settled", self, message, "REVOKED", TaskRevokedError("revoked"))
+                _emit("_task_settled", self, message, "REVOKED", TaskRevokedError("revoked"))
 
     def _refusal(self, message, now):
         """(state, error) for a claimed message that must not run, else None."""
@@ -898,7 +914,7 @@ class Worker:
     def _settle_row(self, message, state, exc=None):
         """End a task that did not run. As Celery's for a chord's callback failed by a
         member, a failure stores its error's line as its traceback; errbacks get none."""
-        emit("_task_settled", self, message, state, exc)
+        _emit("_task_settled", self, message, state, exc)
         trace = None
         if state == "FAILURE":
             with contextlib.suppress(Exception):  # a member's error class, made from data
@@ -1087,7 +1103,7 @@ class Worker:
                     child.revoked = error
                 with contextlib.suppress(ProcessLookupError):  # it has just ended
                     os.kill(child.process.pid, signum)
-                emit("_task_settled", self, child.message, "REVOKED", error)  # task_revoked
+                _emit("_task_settled", self, child.message, "REVOKED", error)  # task_revoked
                 error.announced = True  # now, as Celery's: not again when it ends
 
     def _recover(self):

@@ -80,9 +80,24 @@ for _name in ["worker_process_init", "worker_ready", "task_prerun", "task_postru
     getattr(signals, _name).connect(broken)
 
 
+def exits(signal=None, **named):
+    """Connected only where a test asks: a receiver that ends the process it runs in."""
+    raise SystemExit(f"a {signal.name} receiver exits")
+
+
+if os.environ.get("MINIQ_EXITING_RECEIVERS"):
+    for _name in ["worker_ready", "task_failure", "task_revoked"]:
+        getattr(signals, _name).connect(exits)
+
+
 @app.task
 def add(x, y):
     return x + y
+
+
+@app.task
+def dies():
+    os._exit(9)
 
 
 @signals.task_success.connect(sender=add)

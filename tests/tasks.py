@@ -390,6 +390,24 @@ def nested_beyond_limit(depth, fail):
 
 
 @app.task
+def huge_int(fail):
+    """An int past the digit limit the manager reads JSON with: this one lifts its own."""
+    sys.set_int_max_str_digits(0)
+    if fail:
+        raise ValueError(10 ** 5000)
+    return 10 ** 5000
+
+
+@app.task
+def stop_signals_as_a_task_leaves_them(set_default):
+    """Set Ctrl-C and SIGTERM to their defaults if told; whether both were ignored."""
+    seen = [signal.getsignal(s) is signal.SIG_IGN for s in (signal.SIGINT, signal.SIGTERM)]
+    for signum in (signal.SIGINT, signal.SIGTERM) if set_default else ():
+        signal.signal(signum, signal.SIG_DFL)
+    return all(seen)
+
+
+@app.task
 def write_to_manager(frame_hex):
     """Write raw bytes into this child's pipe to its manager, as a task can."""
     import gc
@@ -585,6 +603,12 @@ def replaced_by(self, sig, *args):
     """Ends by replacing itself with sig (it arrives as a dict); extra args are ignored."""
     from miniq import signature
     return self.replace(signature(sig))
+
+
+@app.task(bind=True)
+def replaced_keeping_its_id(self, x, y):
+    """Replaced by add(x, y) given this task's own id, as Celery's replace() gives it."""
+    return self.replace(add.s(x, y).set(task_id=self.request.id))
 
 
 @app.task

@@ -18,7 +18,7 @@ from contextlib import closing
 
 import pytest
 
-from miniq import chain, exceptions
+from miniq import chain, chord, exceptions
 from tests import tasks
 from tests.conftest import ROOT, wait_for
 from tests.test_reliability import group_alive, states, tokens_run
@@ -726,9 +726,38 @@ def test_values_nested_past_the_managers_recursion_limit_fail_alone(app, start_w
     old = sys.version_info < (3, 12)
     assert (raised.state, returned.parent.state) == ("FAILURE", "FAILURE" if old else "SUCCESS")
     if old:
-        assert "an exception nested too deep to show" in tail(worker, 10 ** 6)
+        assert "an exception that cannot be shown (RecursionError)" in tail(worker, 10 ** 6)
         assert "its workflow ends here: maximum recursion depth" in tail(worker, 10 ** 6)
     assert_serving(worker)
+
+
+@pytest.mark.skipif(not hasattr(sys, "set_int_max_str_digits"), reason="no digit limit")
+def test_ints_past_the_managers_digit_limit_fail_alone(app, start_worker):
+    """A task may lift its digit limit, then raise or return an int the manager cannot
+    read: the task fails alone, and a chord whose member returned it fails naming it."""
+    worker = start_worker("-c", "1")
+    raised = tasks.huge_int.delay(True)
+    joined = chord([tasks.huge_int.s(False), tasks.add.s(1, 1)], tasks.echo.s()).apply_async()
+    for result in (raised, joined):
+        settle(result, worker)
+    assert (raised.state, joined.state) == ("FAILURE", "FAILURE")
+    assert "an exception that cannot be shown (ValueError)" in tail(worker, 10 ** 6)
+    with pytest.raises(exceptions.ChordError, match="cannot be read by the worker"):
+        joined.get(timeout=1, follow_parents=False)
+    assert_serving(worker)
+
+
+def test_a_task_that_sets_the_stop_signals_leaves_its_child_ignoring_them(app, start_worker):
+    """Ctrl-C and a group-wide SIGTERM reach the children: the manager decides, whatever
+    a task set for them."""
+    start_worker("-c", "1")
+    assert tasks.stop_signals_as_a_task_leaves_them.delay(True).get(timeout=15)
+    assert tasks.stop_signals_as_a_task_leaves_them.delay(False).get(timeout=15)
+
+
+def test_a_replacement_given_the_tasks_own_id_takes_its_place(app, start_worker):
+    start_worker("-c", "1")
+    assert tasks.replaced_keeping_its_id.delay(2, 3).get(timeout=15) == 5
 
 
 def test_a_reply_bigger_than_a_pipe_holds_crosses_whole(app, start_worker):
@@ -746,13 +775,25 @@ def test_a_reply_bigger_than_a_pipe_holds_crosses_whole(app, start_worker):
     "ffffffff000000",    # a big frame's length, cut short
     "fffffff0",          # a negative length
     (lambda p: (len(p).to_bytes(4, "big") + p).hex())(pickle.dumps((1, False))),  # no reply's
-], ids=["not-a-pickle", "length-only", "big-length-cut", "negative", "a-pickle-of-another-shape"])
+    (lambda p: (len(p).to_bytes(4, "big") + p).hex())(pickle.dumps(  # a state no run ends in
+        (("WEIRD", "1", None, 0.0, None, None, False, None), False))),
+], ids=["not-a-pickle", "length-only", "big-length-cut", "negative", "a-pickle-of-another-shape",
+        "a-state-of-no-run"])
 def test_a_task_writing_into_its_pipe_to_the_manager_fails_alone(app, start_worker, frame):
     worker = start_worker("-c", "1")
     result = tasks.write_to_manager.delay(frame)
     settle(result, worker)
     with pytest.raises(exceptions.WorkerLostError, match="unreadable"):
         result.get(timeout=1)
+    assert_serving(worker)
+
+
+def test_a_forged_failure_the_manager_cannot_read_fails_alone(app, start_worker):
+    worker = start_worker("-c", "1")
+    forged = pickle.dumps((("FAILURE", "not json", None, 0.0, None, None, False, None), False))
+    result = tasks.write_to_manager.delay((len(forged).to_bytes(4, "big") + forged).hex())
+    settle(result, worker)
+    assert result.state == "FAILURE"
     assert_serving(worker)
 
 

@@ -19,7 +19,7 @@ import pytest
 import miniq.app
 import miniq.project
 from miniq import Miniq, chain, group, signals
-from miniq.exceptions import TaskRevokedError, TimeLimitExceeded
+from miniq.exceptions import TaskRevokedError, TimeLimitExceeded, WorkerLostError
 from miniq.worker import LOG_FORMAT
 from tests.conftest import ROOT, WorkerProcess, wait_for
 
@@ -241,6 +241,26 @@ def test_receivers_that_raise_are_logged_and_stop_nothing(tasks, worker):
     for name in ("worker_process_init", "worker_ready", "task_prerun", "task_postrun",
                  "task_success", "task_failure"):
         assert f"RuntimeError: a bug in a {name} receiver" in out, name
+
+
+def test_receivers_that_exit_in_the_manager_stop_nothing(tasks, tmp_path):
+    """worker_ready, and task_failure and task_revoked for what the manager decides (a
+    lost child, an expired task) are sent by the manager: a receiver's sys.exit() there
+    is logged, and the worker serves on."""
+    served = SignalWorker(tasks, tmp_path, "-c", "1", env={"MINIQ_EXITING_RECEIVERS": "1"})
+    try:
+        served.process.wait_ready()
+        lost, expired = tasks.dies.delay(), tasks.add.apply_async((1, 1), expires=-1)
+        with pytest.raises(WorkerLostError):
+            lost.get(timeout=20)
+        with pytest.raises(TaskRevokedError):
+            expired.get(timeout=20)
+        assert tasks.add.delay(2, 2).get(timeout=20) == 4
+        out = served.process.output()
+        for name in ("worker_ready", "task_failure", "task_revoked"):
+            assert f"SystemExit: a {name} receiver exits" in out, name
+    finally:
+        assert served.stop() == 0
 
 
 def test_the_worker_announces_itself(worker):
