@@ -170,6 +170,8 @@ def main(argv: Optional[List[str]] = None, app: Optional[Miniq] = None) -> int:
         else:
             app.import_includes()
         app.conf.broker_url = args.broker or app.conf.broker_url
+        if args.command in READERS and not os.path.exists(app.broker.path):  # a typo's, most
+            return _error(f"no database at {app.broker.path}: check -b and the app's broker")
         return COMMANDS[args.command](app, args)
     except ImproperlyConfigured as exc:
         return _error(exc)
@@ -219,7 +221,7 @@ def inspect(app, args):
     not yet due, or counts by queue and state, from the whole database."""
     if args.what in ASKED:
         asked = Inspect(split(args.destination) or None, args.timeout, app=app)
-        return _say(args, getattr(asked, args.what)())
+        return _say(app, args, getattr(asked, args.what)())
     if args.destination:
         return _error(f"-d: inspect {args.what} reads the whole database;"
                       f" only {', '.join(ASKED)} address workers")
@@ -263,7 +265,7 @@ def control(app, args):
     """Shut the live workers down (warm), or revoke or terminate tasks by id."""
     if args.what == "shutdown":
         replies = Control(app).shutdown(split(args.destination) or None)
-        return _say(args, {node: reply for one in replies for node, reply in one.items()})
+        return _say(app, args, {node: reply for one in replies for node, reply in one.items()})
     if args.signal and not args.terminate:
         return _error("--signal is the signal of --terminate; add --terminate")
     try:  # the database holds the flag, for whichever worker runs the task
@@ -293,11 +295,14 @@ def dashboard(app, args):
     return 0
 
 
-def _say(args, replies):
+def _say(app, args, replies):
     """Print the workers' replies as Celery's commands do (with --json, as they are);
     exit status 1 if none replied or one replied with an error."""
     if not replies:
-        return _error("no nodes replied: no worker is live on this database", 1)
+        live = args.destination and [node for node, *_ in live_nodes(app)]
+        why = f"none of them is {args.destination}; live: {', '.join(live)}" if live \
+            else "no worker is live on this database"
+        return _error(f"no nodes replied: {why}", 1)
     if not _emit(args, replies):
         for node, reply in replies.items():
             status, text = _pretty(reply)
@@ -422,5 +427,6 @@ def _emit(args, data):
     return False
 
 
+READERS = {"status", "inspect", "result"}  # commands that read a database, never make one
 COMMANDS = {f.__name__: f for f in (worker, beat, status, inspect, control, purge, result, call,
                                     dashboard)}

@@ -569,13 +569,14 @@ class Worker:
                 for child in [c for c in self.children if not c.message][:len(self.timed_out)]:
                     self._after_limit(child, *self.timed_out.popleft())
             busy = [c for c in self.children if c.message]
-            if self.warm and not busy and not (self.children and (self.unwritten
-                                                                  or self.timed_out)):
-                break
             if self.warm and not self.told_warm:  # else a Ctrl-C seems to do nothing
                 self.told_warm = True
                 log.warning("warm shutdown: waiting for %d running task(s) to end; Ctrl-C"
-                            " again (or SIGQUIT) puts them back in the queue now", len(busy))
+                            " again (or SIGQUIT) puts them back in the queue now" if busy
+                            else "warm shutdown: %d tasks running, stopping now", len(busy))
+            if self.warm and not busy and not (self.children and (self.unwritten
+                                                                  or self.timed_out)):
+                break
             now = time.time()
             if now >= self.next_heartbeat:
                 self._heartbeat()

@@ -50,6 +50,10 @@ def count_rows(app, where="1"):
 # -- status ------------------------------------------------------------------------
 
 def test_status_lists_a_live_worker_and_exits_1_with_none(app, broker_url, start_worker):
+    typo = cli(broker_url + "x", "status")  # a reading command makes no database
+    assert typo.returncode == 2 and "no database at" in typo.stderr
+    assert not os.path.exists(app.broker.path + "x")
+    app.broker.purge()  # the database, empty
     none = cli(broker_url, "status")
     assert none.returncode == 1 and "0 nodes online." in none.stdout
     assert cli_json(broker_url, "status") == (1, [])
@@ -104,6 +108,7 @@ def test_inspect_scheduled_shows_a_countdown_task_and_not_a_due_one(app, broker_
 
 
 def test_inspect_stats_counts_tasks_by_queue_and_state(app, broker_url, start_worker):
+    app.broker.purge()  # the database, empty
     empty = cli(broker_url, "inspect", "stats")
     assert empty.returncode == 1 and "(no tasks)" in empty.stdout  # as Celery's: no worker,
     assert "no nodes replied" in empty.stderr  # no answer
@@ -346,7 +351,8 @@ def test_ping_names_the_live_worker_and_is_none_for_no_one(on_shared):
     assert cli_json(on_shared, "inspect", "ping", "-d", NODE) == (0, {NODE: {"ok": "pong"}})
     nobody = cli(on_shared, "inspect", "ping", "-d", "other@host,third@host", "-t", "0.5")
     assert nobody.returncode == 1 and nobody.stdout == ""
-    assert nobody.stderr == "miniq: error: no nodes replied: no worker is live on this database\n"
+    assert nobody.stderr == ("miniq: error: no nodes replied: none of them is"
+                             f" other@host,third@host; live: {NODE}\n")
 
 
 def test_workers_that_share_a_name_are_told_apart_and_reached_by_it(on_shared):

@@ -105,6 +105,13 @@ def test_warm_shutdown_finishes_running_tasks_and_leaves_queued_ones(
     assert_nothing_left(worker, children)
 
 
+def test_an_idle_worker_says_it_stops_on_a_warm_shutdown(app, start_worker):
+    worker = start_worker("-c", "1")
+    deliver(worker, signal.SIGTERM)
+    assert worker.wait(30) == 0, worker.output()
+    assert "warm shutdown: 0 tasks running, stopping now" in worker.output()
+
+
 @pytest.mark.parametrize("signals, to_group, env", [
     (["SIGINT", "SIGINT"], True, {}), (["SIGTERM", "SIGINT"], False, {}), (["SIGQUIT"], False, {}),
     (["SIGTERM"], False, {"REMAP_SIGTERM": "SIGQUIT"})],  # Celery's, as on Heroku
