@@ -392,7 +392,8 @@ def cli(broker_url, *args, **kw):
 
 
 def test_status_and_inspect(app, start_worker, broker_url):
-    assert cli(broker_url, "status").returncode == 1  # nobody online
+    app.broker.purge()  # the database, empty: nobody online
+    assert cli(broker_url, "status").returncode == 1
     worker = start_worker("-c", "1")
     running = tasks.sleep.delay(30)
     later = tasks.add.apply_async((1, 1), countdown=60)
