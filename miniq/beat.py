@@ -4,6 +4,7 @@ number of beats may share a file: the database lets one send each run.
 import logging
 import math
 import time
+from datetime import datetime
 from typing import Callable
 
 from .exceptions import ImproperlyConfigured, MiniqError
@@ -113,11 +114,16 @@ class Beat:
 
     def run(self) -> None:
         """Tick until stopped; a database error is logged and tried again, with backoff."""
-        count, pause = len(self.entries), 0.0
+        count, pause, told = len(self.entries), 0.0, False
         log.info("beat: %d entr%s", count, "y" if count == 1 else "ies")
         while True:
             try:
                 wait, pause = self.tick(), 0.0
+                for name, at in () if told else self.next.items():  # when each runs next
+                    when = datetime.fromtimestamp(min(at, 253402214400), self.tz)  # <= 9999
+                    log.info("beat: %s (%s) next at %s", name, self.entries[name]["task"],
+                             when.isoformat(" ", "seconds"))
+                told = True
             except (MiniqError, OSError) as exc:
                 pause = min(5.0, max(0.1, 2 * pause))
                 log.error("beat: database error (retrying in %gs): %s", pause, exc)

@@ -32,7 +32,7 @@ def _common_options() -> ArgumentParser:
                         default=SUPPRESS,
                         help="print JSON for scripts instead of text for people")
     common.add_argument("-b", "--broker", default=SUPPRESS,
-                        help="the database URL, over the app's (as Celery's: CELERY_BROKER_URL)")
+                        help="the database URL, over the app's (or BROKER_URL, as Celery's)")
     common.add_argument("--workdir", default=SUPPRESS, help="change to this folder first")
     return common
 
@@ -239,9 +239,10 @@ def inspect(app, args):
                  "state": st,
                  **call_of(b, o)}
                 for i, n, w, s, st, b, *_, o in app.broker.active()]
-        lines = [f"{r['name']}[{r['id']}] {r['state']} for {r['runtime']:.1f}s "
-                 f"on {str(r['worker'])[:8]} args={r['args']} kwargs={r['kwargs']}"
-                 for r in rows]
+        nodes = {worker.id: node for node, _, worker in live_nodes(app)}
+        lines = [f"{r['name']}[{r['id']}] {r['state']} for {r['runtime']:.1f}s on"
+                 f" {nodes.get(r['worker'], str(r['worker'])[:8])} args={r['args']}"
+                 f" kwargs={r['kwargs']}" for r in rows]
         lines.append(f"{len(rows)} running.")
     else:
         rows = [{"id": i,

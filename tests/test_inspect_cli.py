@@ -88,6 +88,7 @@ def test_inspect_active_shows_a_running_task_and_its_runtime(app, broker_url, st
     assert 0 <= first["runtime"] < 60
     shown = cli(broker_url, "inspect", "active")
     assert f"tests.tasks.sleep[{running.id}] STARTED for " in shown.stdout
+    assert f" on celery@{socket.gethostname()} args=[60, 'x']" in shown.stdout  # its node
     assert "1 running." in shown.stdout
     later = cli_json(broker_url, "inspect", "active")[1][0]
     assert later["runtime"] > first["runtime"]  # measured from when it started

@@ -257,7 +257,7 @@ def test_beat_sends_by_the_tasks_apply_async_and_a_failed_send_stays_with_its_ru
         miniq.app._default = saved
 
 
-def test_beat_outlives_a_database_error_and_sends_the_run_after_it(app, monkeypatch):
+def test_beat_outlives_a_database_error_and_sends_the_run_after_it(app, monkeypatch, caplog):
     beat = beat_on(app, monkeypatch, [1000.0], {"each": {"task": "tests.tasks.add",
                                                         "schedule": 10, "args": [1, 2]}})
     app.broker.claim_beat_slot("each", 900.0)  # an entry this file has sent before
@@ -274,9 +274,12 @@ def test_beat_outlives_a_database_error_and_sends_the_run_after_it(app, monkeypa
             raise KeyboardInterrupt  # the way out of run()
     monkeypatch.setattr(app.broker, "claim_beat_slot", locked_once)
     beat.sleep = sleep
+    caplog.set_level("INFO", logger="miniq")
     with pytest.raises(KeyboardInterrupt):
         beat.run()
     assert pauses == [0.1, 10.0]  # a short backoff, then the schedule's own wait
+    told = "beat: each (tests.tasks.add) next at 1970-01-01 00:16:50+00:00"  # said once
+    assert caplog.text.count(told) == 1, caplog.text
     assert app.broker.db.execute("SELECT body FROM task").fetchall() == [("[[1,2],{}]",)]
 
 
