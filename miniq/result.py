@@ -494,7 +494,7 @@ class EagerResult(AsyncResult):
 
     def get(self, timeout=None, propagate=True, disable_sync_subtasks=True, **_ignored) -> Any:
         _check_join(disable_sync_subtasks)
-        if self.state in ("IGNORED", "REJECTED"):  # as Celery: no outcome to give
+        if self.state in ("IGNORED", "REJECTED", "RETRY"):  # as Celery: no outcome to give
             return None
         if propagate and self.state != "SUCCESS":
             raise self._value

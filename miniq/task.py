@@ -367,7 +367,7 @@ class Task:
         throw = self.app.conf.task_eager_propagates if throw is None else throw
         run = functools.partial(execute, self.app, eager=True, propagate=throw)
         outcome = run(message)  # a failure or a retry propagates, with throw, as Celery's
-        while outcome.state == "RETRY":
+        while outcome.state == "RETRY" and outcome.eta is not None:  # None: a bare Retry
             message = message._replace(retries=message.retries + 1,
                                        body=outcome.body or message.body)
             outcome = run(message)
@@ -479,9 +479,8 @@ class Task:
             meta_json = dumps(meta)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"update_state meta must be JSON serializable: {exc}") from None
-        if task_id is None or self.request.is_eager:
-            return
-        self.app.broker.update_state(task_id, state, meta_json)
+        if task_id is not None:  # eagerly too, as Celery's: a test reads the progress back
+            self.app.broker.update_state(task_id, state, meta_json)
 
     def is_aborted(self) -> bool:
         """True once someone called ``abort()`` or ``revoke()`` on this task."""
@@ -695,6 +694,8 @@ def _run(task, task_id, args, kwargs, soft_limit):
             raise task.request.retry_after_return
         return None, value
     except Retry as retry:
+        if not hasattr(retry, "eta") and task.request.is_eager:  # by hand, or a mock's: as
+            return Outcome("RETRY", None, _traceback(), None, exc=retry), None  # Celery's, ends
         if not hasattr(retry, "eta"):  # raised by hand: only Task.retry() says when
             error = RuntimeError("a bare Retry says neither when nor how often: raise self.retry()")
             return failed(error), None

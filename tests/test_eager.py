@@ -4,6 +4,7 @@ JSON; retries and workflows run through."""
 import os
 import time
 from decimal import Decimal
+from unittest import mock
 
 import pytest
 
@@ -155,7 +156,21 @@ def test_apply_takes_celerys_throw_retries_and_headers(app):
 def test_bound_task_sees_its_request(eager):
     result = tasks.request_info.delay(1, k=2)
     assert result.get() == {"id": result.id, "args": [1], "kwargs": {"k": 2}, "retries": 0}
-    assert tasks.progress.delay(3).get()["done"] == 3  # update_state is a no-op here
+    progress = tasks.progress.delay(3)
+    assert progress.get()["done"] == 3
+    # as Celery's: the state it reported is stored, where AsyncResult reads it
+    assert tasks.app.AsyncResult(progress.id).state == "PROGRESS"
+
+
+def test_a_bare_or_mocked_retry_ends_an_eager_run_in_retry():
+    """As Celery's apply(): a Retry no retry() made (a test's mock of retry, say) ends the
+    run in RETRY, its value None; with throw, it raises the Retry."""
+    with mock.patch.object(tasks.retry_twice, "retry", side_effect=exceptions.Retry()):
+        result = tasks.retry_twice.apply()
+        assert (result.state, result.failed(), result.get()) == ("RETRY", False, None)
+        assert isinstance(result.result, exceptions.Retry)
+        with pytest.raises(exceptions.Retry):
+            tasks.retry_twice.apply(throw=True)
 
 
 def test_retries_run_through_at_once(eager, tmp_path):
