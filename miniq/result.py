@@ -492,6 +492,8 @@ class EagerResult(AsyncResult):
 
     result = info
 
+    supports_native_join = False  # as Celery's: nothing to wait for
+
     def get(self, timeout=None, propagate=True, disable_sync_subtasks=True, **_ignored) -> Any:
         _check_join(disable_sync_subtasks)
         if self.state in ("IGNORED", "REJECTED", "RETRY"):  # as Celery: no outcome to give
