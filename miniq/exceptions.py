@@ -113,10 +113,15 @@ class TaskPredicate(MiniqError):
 class Retry(TaskPredicate):
     """Raised by ``Task.retry()``: the worker schedules the task again."""
 
-    def __init__(self, message=None, exc=None, when=None):
+    def __init__(self, message=None, exc=None, when=None, is_eager=False, sig=None):
         self.exc, self.when = exc, when  # as Celery's: seconds as given, or an eta
-        when = f"in {when}s" if isinstance(when, (int, float)) else f"at {when}"
-        super().__init__(message or f"Retry {when}" + (f": {exc!r}" if exc else ""))
+        self.message, self.is_eager, self.sig = message, is_eager, sig
+        self.excs = exc if isinstance(exc, str) else repr(exc) if exc else None
+        super().__init__(message or f"Retry {self.humanize()}" + (f": {exc!r}" if exc else ""))
+
+    def humanize(self):
+        """When it runs again, in words: ``in 5s``, ``at <eta>``."""
+        return f"in {self.when}s" if isinstance(self.when, (int, float)) else f"at {self.when}"
 
 
 class Ignore(TaskPredicate):

@@ -26,7 +26,8 @@ def describe(value):
         return f"task {value.name}"
     if isinstance(value, SimpleNamespace):  # self.request
         return {"id": value.id, "task": value.task, "hostname": value.hostname,
-                "delivery_info": getattr(value, "delivery_info", None)}
+                "delivery_info": getattr(value, "delivery_info", None),
+                "eta": getattr(value, "eta", None), "expires": getattr(value, "expires", None)}
     if hasattr(value, "_fields"):  # a named tuple: einfo
         return type(value).__name__
     if isinstance(value, BaseException):

@@ -173,6 +173,13 @@ def test_a_bare_or_mocked_retry_ends_an_eager_run_in_retry():
             tasks.retry_twice.apply(throw=True)
 
 
+def test_a_retry_has_celerys_fields():
+    retry = exceptions.Retry(exc=KeyError("k"), when=5)
+    assert (str(retry), retry.humanize(), retry.excs, retry.message, retry.sig,
+            retry.is_eager) == ("Retry in 5s: KeyError('k')", "in 5s", "KeyError('k')",
+                                None, None, False)
+
+
 def test_retries_run_through_at_once(eager, tmp_path):
     started = time.monotonic()
     assert tasks.retry_twice.delay(first_delay=30).get() == 2

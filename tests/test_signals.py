@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from datetime import datetime, timedelta
 
 import pytest
@@ -201,6 +202,8 @@ def test_the_manager_sends_what_it_decides_itself(tasks, worker):
     assert revoked[0]["sender"] == "task tests.signal_tasks.sleep"
     assert revoked[0]["request"]["delivery_info"] == {
         "exchange": "", "routing_key": "celery", "priority": 0, "redelivered": False}
+    # as Celery's: the expired task's request carries its expiry, in ISO 8601 UTC
+    assert datetime.fromisoformat(revoked[1]["request"]["expires"]).timestamp() < time.time()
 
 
 def test_a_reserved_task_revoked_before_it_begins_is_announced(tasks, worker, tmp_path):
