@@ -283,7 +283,7 @@ def _serve(app, conn, max_tasks, max_memory_kib, manager, hostname):
         for stream in (sys.stdout, sys.stderr):  # what it printed, a last line too, now
             with contextlib.suppress(Exception):
                 stream.flush()
-        _clear_alarm()
+        _reset_signals()
         done += 1
         retire = ((max_tasks and done >= max_tasks)
                   or (max_memory_kib and _rss_kib() > max_memory_kib))
@@ -332,7 +332,7 @@ def _watch_manager(orphaned, running):
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
-def _clear_alarm():
+def _reset_signals():
     """What a task did with SIGALRM (a timer, a handler, a block) ends with it: the
     next task in this child must not get its signal. Ctrl-C and a group-wide SIGTERM
     stay ignored, whatever a task set: the manager decides."""
