@@ -13,6 +13,7 @@ import functools
 import itertools
 import math
 import os
+import pickle
 import sys
 import time
 from collections import deque
@@ -128,34 +129,36 @@ def zone(conf):
 def exception_to_json(exc):
     """Type name, module and args as JSON; miniq's own module is written as
     ``miniq.exceptions`` wherever the package lives, so a vendored copy reads it."""
-    cls, args = _stored_as(exc)
+    kept = pickleable(exc)
+    cls = type(kept)
     module = WIRE_NAMES.get(cls.__module__, cls.__module__)
     data = {"exc_type": cls.__qualname__, "exc_module": module}
     try:  # as Celery's: each arg that JSON cannot carry as its repr, so the class rebuilds
-        return dumps({**data, "exc_message": [_carried(arg) for arg in args]})
+        return dumps({**data, "exc_message": [_carried(arg) for arg in kept.args]})
     except Exception:  # noqa: BLE001 - args that raise even so: keep the text
         return dumps({**data, "exc_message": [_text_of(exc, str)]})
 
 
-def _stored_as(exc):
-    """(class, args) to store an exception as, decided where it was raised, as a Celery
-    worker does: its own class if that takes its args again, else the nearest base above
-    Exception that does, else Celery's wrapper, which holds its repr."""
+def pickleable(exc):
+    """exc as a Celery worker hands it on, to hooks, signals and the result: itself if it
+    pickles, else the nearest base above Exception made with its args that does, else
+    Celery's wrapper, which holds its module, class name, args and repr."""
     cls = type(exc)
+    bases = itertools.takewhile(lambda c: c not in (Exception, BaseException), cls.__mro__[1:])
     try:
         args = tuple(exc.args)
-    except Exception:  # noqa: BLE001 - args that raise: its own name, its text (below)
-        return cls, None
-    bases = itertools.takewhile(lambda c: c not in (Exception, BaseException), cls.__mro__[1:])
-    for make in (cls, *(base for base in bases if issubclass(base, BaseException))):
+    except Exception:  # noqa: BLE001 - args that raise: kept under its own name, as text
+        return exc
+    for make in (None, *(base for base in bases if issubclass(base, BaseException))):
         try:
-            make(*args)
-            return make, args
+            kept = exc if make is None else make(*args).with_traceback(exc.__traceback__)
+            pickle.loads(pickle.dumps(kept))
+            return kept
         except BaseException:  # noqa: BLE001 - one that even exits rules out its class only
             continue
-    text = _text_of(exc, repr)
     args = [_carried(arg) for arg in args]
-    return UnpickleableExceptionWrapper, (cls.__module__, cls.__qualname__, args, text)
+    wrapper = UnpickleableExceptionWrapper(cls.__module__, cls.__qualname__, args, _text_of(exc, repr))
+    return wrapper.with_traceback(exc.__traceback__)
 
 
 def _carried(arg):

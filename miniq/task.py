@@ -28,7 +28,7 @@ from .exceptions import (ChordError, Ignore, ImproperlyConfigured, InvalidTaskEr
                          Retry, SoftTimeLimitExceeded, TimeLimitExceeded)
 from .canvas import Signature, _mapped, chunks
 from .result import (EagerResult, allow_join_result, denied_join_result, exception_from_json,
-                     exception_to_json, new_id)
+                     exception_to_json, new_id, pickleable)
 from .utils.json import dumps, loads
 
 log = logging.getLogger("miniq.worker")
@@ -567,7 +567,7 @@ def execute(app, message, soft_limit=None, eager=False, hostname=None, propagate
             emit("_task_finished", task, request, None, None)  # outcome signal, no state
             raise outcome.exc
         if outcome.state not in UNHOOKED:
-            _hooks(task, outcome, value, request)
+            outcome = _hooks(task, outcome, value, request)
         else:  # as Celery: no hook, but task_postrun
             state = "IGNORED" if outcome.state == "REPLACED" else outcome.state  # Celery's Ignore
             emit("_task_finished", task, request, state, outcome.exc)
@@ -729,13 +729,16 @@ def _kept(message, value, eager, flows):
 
 
 def _hooks(task, outcome, value, request):
-    """Celery's hooks and signals after a run; one that raises is logged, never the
-    task's outcome."""
+    """Celery's hooks and signals after a run, and its outcome as they saw it; one that
+    raises is logged, never the task's outcome."""
     exc, state = outcome.exc, outcome.state or "SUCCESS"
     call = (request.id, request.args, request.kwargs)
     if exc is None:
         calls = [(task.on_success, value, *call)]
     else:
+        if state != "RETRY":  # as Celery's: the exception as the result keeps it
+            exc = pickleable(exc)
+            outcome = outcome._replace(exc=exc)
         hook, cause = (task.on_retry, exc.exc) if state == "RETRY" else (task.on_failure, exc)
         calls = [(hook, cause, *call, ExceptionInfo(exc, outcome.traceback))]  # as Celery's
         value = exc  # after_return's retval
@@ -751,6 +754,7 @@ def _hooks(task, outcome, value, request):
                 emit("_task_finished", task, request, state, value)
                 raise
             log.exception("%s of %s[%s] raised", hook.__name__, task.name, request.id)
+    return outcome
 
 
 class ExceptionInfo(NamedTuple):

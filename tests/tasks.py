@@ -48,6 +48,14 @@ def fail(message="boom"):
 
 
 @app.task
+def fail_local():
+    """Raises a class made in the call, which does not pickle."""
+    class Local(KeyError):
+        pass
+    raise Local("local")
+
+
+@app.task
 def fail_custom(message="custom"):
     raise CustomError(message)
 

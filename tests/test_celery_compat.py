@@ -366,6 +366,20 @@ def an_exception_not_made_again_comes_back_as_celerys(c, get):
     return answers
 
 
+def an_exception_that_does_not_pickle_comes_back_as_celery_hands_it_on(c, get):
+    """As Celery's worker and eager run: the nearest base that pickles, else its wrapper;
+    the failure hook gets what the result keeps."""
+    answers = []
+    for kind in ("local", "lock"):
+        for run in (lambda: get(c.raise_unpickleable.delay(kind)),
+                    lambda: c.raise_unpickleable.apply((kind,)).get()):
+            try:
+                run()
+            except Exception as exc:  # noqa: BLE001 - what comes back is the answer
+                answers.append([type(exc).__name__, str(exc).split(" object at ")[0]])
+    return answers
+
+
 def autodiscovery_skips_a_path_that_is_no_package(c, get):
     """Celery's own test_loader: a class's path stands for its module, which has no tasks
     module; a package that is not there raises."""
@@ -1428,6 +1442,9 @@ SCENARIOS = [
     (a_failed_header_fails_a_group_body_with_its_error, ("ValueError", "as expected")),
     (an_exception_not_made_again_comes_back_as_celerys,
      [["UnpickleableExceptionWrapper", "NeedsTwo('foo')"], ["Fault", "foo"]]),
+    (an_exception_that_does_not_pickle_comes_back_as_celery_hands_it_on,
+     [["KeyError", "'local'"]] * 2 + [["UnpickleableExceptionWrapper",
+                                       "ValueError(<unlocked _thread.lock"]] * 2),
     (hooks_of_a_base_class_run_around_each_run, (
         ["before_start", "on_success fine", "after_return SUCCESS"],
         ["before_start", "on_failure CompatError as planned True", "after_return FAILURE"],

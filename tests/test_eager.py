@@ -44,6 +44,25 @@ def test_a_failing_task_gives_a_failed_result_with_its_traceback(eager):
     assert "ValueError: bad" in result.traceback and "tasks.py" in result.traceback
 
 
+def test_an_exception_that_does_not_pickle_reaches_hooks_as_the_result_keeps_it(eager):
+    """As Celery's get_pickleable_exception: the nearest base that pickles, for the
+    result, on_failure and task_failure alike; propagated, the task's own."""
+    from miniq.signals import task_failure
+    seen = []
+    receiver = lambda exception, **kw: seen.append(type(exception).__name__)  # noqa: E731
+    task_failure.connect(receiver)
+    try:
+        with mock.patch.object(tasks.fail_local, "on_failure",
+                               lambda exc, *a: seen.append(type(exc).__name__)):
+            result = tasks.fail_local.delay()
+    finally:
+        task_failure.disconnect(receiver)
+    assert (type(result.result), seen) == (KeyError, ["KeyError", "KeyError"])
+    with pytest.raises(KeyError) as raised:
+        tasks.fail_local.apply(throw=True)
+    assert type(raised.value).__name__ == "Local"
+
+
 def test_eager_propagates_raises_at_the_call(eager, monkeypatch):
     monkeypatch.setitem(eager.conf, "task_eager_propagates", True)
     with pytest.raises(ValueError, match="now"):

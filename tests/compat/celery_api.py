@@ -12,6 +12,7 @@ import importlib
 import os
 import signal
 import socket
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -230,6 +231,14 @@ def raise_needing_two(self, based):
     if not self.request.retries:
         self.retry(countdown=0.1, max_retries=1, expires=None)  # None: no option given
     raise (NeedsTwoFault if based else NeedsTwo)("foo", 2)
+
+
+@app.task
+def raise_unpickleable(kind):
+    """An exception that does not pickle: a class made in the call, or an arg that is a lock."""
+    class Local(KeyError):
+        pass
+    raise Local("local") if kind == "local" else ValueError(threading.Lock())
 
 
 class Noted(Task):
