@@ -770,9 +770,7 @@ def _errback(app, message: Any, errback: dict, error: str | None, traceback: str
     argument gets (request, exc, traceback) (sent as data, rebuilt by the worker);
     else the failed task's id. An immutable one gets neither: its own arguments only."""
     errback = maybe_signature(errback, app)
-    task = app.tasks.get(errback.task)
-    fun = getattr(task, "__wrapped__", None)
-    if fun is None or task.bind or errback.immutable or not _takes_more(errback, fun):
+    if not new_style(app, errback):
         return errback._rows(app, (message.id,))
     args, kwargs = loads(message.body)
     options = message.options
@@ -784,6 +782,14 @@ def _errback(app, message: Any, errback: dict, error: str | None, traceback: str
                "errbacks": options.get("link_error"), "correlation_id": message.id,
                **({} if message.chord else {"chord": None})}  # a member's: not kept
     return errback._rows(app, (request, loads(error or "{}"), traceback), None, {"errback": True})
+
+
+def new_style(app, errback: Signature) -> bool:
+    """Whether an errback gets (request, exc, traceback), as Celery's: an unbound task whose
+    function takes more than one argument, and a signature not immutable."""
+    task = app.tasks.get(errback.task)
+    fun = getattr(task, "__wrapped__", None)
+    return not (fun is None or task.bind or errback.immutable) and _takes_more(errback, fun)
 
 
 def _takes_more(errback: Signature, fun: Any) -> bool:

@@ -157,7 +157,8 @@ def pickleable(exc):
         except BaseException:  # noqa: BLE001 - one that even exits rules out its class only
             continue
     args = [_carried(arg) for arg in args]
-    wrapper = UnpickleableExceptionWrapper(cls.__module__, cls.__qualname__, args, _text_of(exc, repr))
+    text = _text_of(exc, repr)
+    wrapper = UnpickleableExceptionWrapper(cls.__module__, cls.__qualname__, args, text)
     return wrapper.with_traceback(exc.__traceback__)
 
 

@@ -26,7 +26,7 @@ from .broker import NUMBER, Message, printable
 from .exceptions import (ChordError, Ignore, ImproperlyConfigured, InvalidTaskError,
                          MaxRetriesExceededError, NotRegistered, OperationalError, Reject,
                          Retry, SoftTimeLimitExceeded, TimeLimitExceeded)
-from .canvas import Signature, _mapped, chunks
+from .canvas import Signature, _listed, _mapped, chunks, group, maybe_signature, new_style
 from .result import (EagerResult, allow_join_result, denied_join_result, exception_from_json,
                      exception_to_json, new_id, pickleable)
 from .utils.json import dumps, loads
@@ -351,8 +351,6 @@ class Task:
         """Run now in this process, retries included, and return an EagerResult; throw
         (task_eager_propagates by default) raises a failure, or a retry, instead.
         Celery's parameters, in its order (logfile and loglevel change nothing)."""
-        if link is not None or link_error is not None:  # refused, not dropped
-            raise TypeError(f"{self.name}: link and link_error run only with a worker, not eagerly")
         if self.app.conf.get("task_store_eager_result"):  # a get() by id would wait forever
             raise ImproperlyConfigured("task_store_eager_result is not supported: an eager"
                                        " run stores no result")
@@ -363,7 +361,8 @@ class Task:
         ignore = self.ignore_result if ignore is None else ignore
         message = Message(task_id or new_id(), self.name, body, retries or 0,
                           options={**lineage(), "headers": headers, "delivery_info": delivery,
-                                   "ignore_result": ignore})
+                                   "ignore_result": ignore, "link": _listed(link),
+                                   "link_error": _listed(link_error)})
         throw = self.app.conf.task_eager_propagates if throw is None else throw
         run = functools.partial(execute, self.app, eager=True, propagate=throw)
         outcome = run(message)  # a failure or a retry propagates, with throw, as Celery's
@@ -376,6 +375,7 @@ class Task:
         state = "REJECTED" if outcome.state == "PENDING" else outcome.state
         # eager: a success always keeps its result
         value = loads(outcome.result) if state == "SUCCESS" else outcome.exc
+        _eager_links(self, message, outcome, value)
         return EagerResult(message.id, value, state, outcome.traceback, self.name, self.app)
 
     def AsyncResult(self, task_id: str):
@@ -726,6 +726,26 @@ def _kept(message, value, eager, flows):
     except (TypeError, ValueError, RecursionError) as exc:
         error = TypeError(f"result of {message.name} is not JSON serializable: {exc}")
         return failed(error, trace=False)
+
+
+def _eager_links(task, message, outcome, value):
+    """As Celery's eager run: its callbacks get the value it returned (sent, or run here
+    under task_always_eager), its errbacks its failure, called here."""
+    app, flows = task.app, outcome.flows or message.options
+    lineage = {"parent_id": message.id, "root_id": message.options.get("root_id") or message.id}
+    if outcome.state == "SUCCESS":
+        links = [maybe_signature(sig, app) for sig in _listed(flows.get("link"))]
+        for sig in [group(links, app=app)] if len(links) > 1 else links:
+            sig.apply_async((value,), **lineage)
+    elif outcome.state == "FAILURE":
+        errbacks = [maybe_signature(sig, app) for sig in _listed(flows.get("link_error"))]
+        called = [errback for errback in errbacks if new_style(app, errback)]
+        for errback in called:
+            request = _request(task, message, *loads(message.body), True, None)
+            errback(request, value, outcome.traceback)
+        later = [errback for errback in errbacks if errback not in called]
+        if later:  # as Celery's: those that take the task's id, as one group
+            group(later, app=app).apply((message.id,), **lineage)
 
 
 def _hooks(task, outcome, value, request):

@@ -822,6 +822,17 @@ def errbacks_get_celerys_arguments(c, get):
             for result, path, n in sent]
 
 
+def an_eager_run_calls_its_links(c, get):
+    """apply() runs here; as Celery's, so do its errbacks (each, whatever it takes), and
+    its callbacks are sent with its value."""
+    folder = tempfile.mkdtemp()
+    errors, linked = (os.path.join(folder, name) for name in "ab")
+    failed = c.fail.apply(link_error=[c.log_error.s(log=errors), c.log_failed_id.s(log=errors)])
+    noted = sorted(ids_replaced(wait_for_lines(errors, 2), failed))
+    done = c.add.apply((2, 3), link=c.jot.s(log=linked))
+    return failed.state, noted, done.get(), wait_for_lines(linked, 1)
+
+
 def errbacks_of_a_chord_body_run_when_a_member_fails(c, get):
     folder = tempfile.mkdtemp()
     new, old, linked = (os.path.join(folder, name) for name in "abc")
@@ -1540,6 +1551,8 @@ SCENARIOS = [
         ("raised ValueError", ["new <this> ValueError as expected str", "old <this>"]),
         ("raised ValueError", ["new <this> ValueError as expected str"]),
         ("raised ValueError", ["'fixed'"])]),  # immutable: its own arguments only
+    (an_eager_run_calls_its_links,
+     ("FAILURE", ["new <this> ValueError as expected str", "old <this>"], 5, ["5"])),
     (errbacks_of_a_chord_body_run_when_a_member_fails, [  # <this>: the chord body's id
         ("raised ValueError", "FAILURE", "ChordError", [
             "Dependency <other> raised ValueError('as expected')",

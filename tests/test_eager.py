@@ -172,6 +172,36 @@ def test_apply_takes_celerys_throw_retries_and_headers(app):
     assert (info["retries"], info["headers"]) == (2, {"x_a": 1})
 
 
+def test_an_eager_run_calls_its_links_as_celerys(eager):
+    """Callbacks get the value (a group of them for several), errbacks that take more
+    than an id get (request, exc, traceback), the others the id; a propagated
+    failure calls none."""
+    seen = []
+
+    @eager.task(name="tests.eager_note")
+    def note(*args):
+        seen.append(args)
+
+    @eager.task(name="tests.eager_by_id")
+    def by_id(task_id):
+        seen.append((task_id,))
+
+    @eager.task(name="tests.eager_errback")
+    def errback(request, exc, traceback):
+        seen.append((request.id, request.task, type(exc).__name__, "ValueError: bad" in traceback))
+
+    assert tasks.add.apply_async((2, 3), link=note.s("x")).get() == 5
+    assert tasks.add.apply_async((2, 3), link=[note.s(), note.s(1)]).get() == 5
+    assert seen == [(5, "x"), (5,), (5, 1)]
+    seen.clear()
+    result = tasks.fail.apply_async(("bad",), link_error=[errback.s(), by_id.s()], link=note.s())
+    assert seen == [(result.id, tasks.fail.name, "ValueError", True), (result.id,)]
+    seen.clear()
+    with pytest.raises(ValueError):
+        tasks.fail.apply(("bad",), link_error=errback.s(), throw=True)
+    assert seen == []
+
+
 def test_bound_task_sees_its_request(eager):
     result = tasks.request_info.delay(1, k=2)
     assert result.get() == {"id": result.id, "args": [1], "kwargs": {"k": 2}, "retries": 0}
