@@ -299,7 +299,10 @@ class Task:
         self._requests.__dict__.setdefault("stack", []).append(request)
 
     def pop_request(self) -> None:
-        self._requests.stack.pop()
+        """As Celery's: nothing to pop is no error."""
+        stack = getattr(self._requests, "stack", None)
+        if stack:
+            stack.pop()
 
     def delay(self, *args: Any, **kwargs: Any):
         """Send the task with these arguments; returns an AsyncResult at once."""

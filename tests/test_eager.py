@@ -298,6 +298,11 @@ def test_a_tasks_request_outside_any_call_is_celerys_empty_one():
         None, None, None, True)
 
 
+def test_popping_an_empty_request_stack_is_no_error_as_celerys():
+    tasks.add.pop_request()
+    assert tasks.add.request.id is None
+
+
 def test_a_request_shows_as_celerys():
     assert repr(tasks.add.request) == "<Context: {}>"
     assert repr(type(tasks.add.request)(id="x", args=[1])) == "<Context: {'id': 'x', 'args': [1]}>"
