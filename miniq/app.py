@@ -128,7 +128,8 @@ class Control:
         if destination is not None:
             raise TypeError("revoke(): a revoke in miniq holds for every worker;"
                             " it takes no destination")
-        ids = [task_id] if isinstance(task_id, str) else list(task_id)
+        # None is no ids, as Celery's worker reads it (maybe_list(None) or [])
+        ids = [task_id] if isinstance(task_id, str) else list(task_id or ())
         if not all(isinstance(one, str) for one in ids):  # b"abc" is not three ids
             raise TypeError(f"revoke: task ids are strings, not {task_id!r}")
         signum = _signum("SIGTERM" if signal is None else signal) if terminate else None

@@ -35,7 +35,7 @@ class Control(apps.Control):
         asked = self.inspect()
         running = asked.active() or {} if reply and terminate else {}  # before they end
         super().revoke(task_id, destination, terminate, signal)
-        ids = {task_id} if isinstance(task_id, str) else set(task_id)
+        ids = {task_id} if isinstance(task_id, str) else set(task_id or ())
 
         def answer(node, worker):
             if not terminate:

@@ -954,9 +954,11 @@ def revoke_with_reply_answers_for_each_worker(c, get):
     get(c.add.delay(1, 1))  # the worker is up
     task_id = str(uuid.uuid4())
     replies = c.app.control.revoke(task_id, reply=True, timeout=5)
+    nothing = c.app.control.revoke(None, reply=True, timeout=5)  # None is no ids
     return (c.app.control.revoke(str(uuid.uuid4())),
             [(node == f"celery@{socket.gethostname()}", answer["ok"].replace(task_id, "<id>"))
-             for one in replies for node, answer in one.items()])
+             for one in replies for node, answer in one.items()],
+            [answer["ok"] for one in nothing for answer in one.values()])
 
 
 def get_of_a_chain_stopped_by_a_revoked_step_raises(c, get):
@@ -1426,7 +1428,7 @@ SCENARIOS = [
     (delay_and_get, 5),
     (an_ignored_result_goes_on_but_is_not_kept, (6, "PENDING", True, "PENDING", 101)),
     (revoke_with_reply_answers_for_each_worker,
-     (None, [(True, "tasks {'<id>'} flagged as revoked")])),
+     (None, [(True, "tasks {'<id>'} flagged as revoked")], ["tasks set() flagged as revoked"])),
     (the_children_of_a_chords_sender_are_its_header, ([[("GroupResult", [2, 4])]] * 4, [2])),
     (a_chords_keyword_arguments_go_to_its_members,
      ([[[[[1], {"k": 5}], [[2], {"k": 5}]]], {}],  # the body: [its members' values]
