@@ -382,11 +382,10 @@ def _signum(value):
 
 
 def _deadline(expires, now):
-    """An expiry (seconds from now, a timedelta, a datetime or None) as unix time."""
+    """An expiry (seconds from now, a datetime or None) as unix time; as Celery's
+    send_task, a timedelta is refused."""
     if expires is None:
         return None
-    if isinstance(expires, timedelta):
-        expires = expires.total_seconds()
     return now + expires if isinstance(expires, NUMBER) else to_timestamp(expires)
 
 

@@ -5,6 +5,7 @@ import json
 import sys
 import os
 import time
+from datetime import timedelta
 
 import pytest
 
@@ -83,6 +84,13 @@ def test_args_that_are_not_a_list_and_kwargs_that_are_not_a_mapping_are_refused(
         for call in refused:
             with pytest.raises(TypeError, match=said):  # as Celery's: "ab" is not ("a", "b")
                 call()
+    assert count_rows(app) == 0
+
+
+def test_an_expiry_that_is_no_time_is_refused_at_the_call_as_celerys(app):
+    for bad in [timedelta(seconds=5), [1]]:  # Celery's send_task: a TypeError
+        with pytest.raises(TypeError, match="a datetime or a unix time"):
+            tasks.add.apply_async((1, 1), expires=bad)
     assert count_rows(app) == 0
 
 
