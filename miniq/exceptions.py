@@ -56,8 +56,8 @@ class TimeoutError(TaskError):  # noqa: A001 - Celery's name
 class NotRegistered(KeyError, TaskError):
     """The worker has no task of that name."""
 
-    def __str__(self) -> str:  # KeyError would show repr(args)
-        return str(self.args[0]) if self.args else ""
+    def __repr__(self) -> str:  # as Celery's; str() is KeyError's, the name quoted
+        return f"Task of kind {self} never registered, please make sure it's imported."
 
 
 class QueueNotFound(KeyError, TaskError):

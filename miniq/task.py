@@ -537,7 +537,7 @@ def execute(app, message, soft_limit=None, eager=False, hostname=None, propagate
     task = app.tasks.get(message.name)
     try:
         if task is None:
-            raise NotRegistered(f"Task of name {message.name!r} is not registered in this worker")
+            raise NotRegistered(message.name)  # as Celery's worker: the name alone
         try:
             args, kwargs = loads(message.body)
         except (ValueError, TypeError) as exc:

@@ -1060,6 +1060,17 @@ def tasks_are_registered_as_celery_registers_them(c, get):
             made(4), get(c.uses_a_session.delay(5)))  # checked as its decorator takes calls
 
 
+def an_unknown_task_name_is_celerys_not_registered(c, get):
+    """As the worker fails it and as app.tasks refuses it: the name is its one argument."""
+    errors = []
+    for fetch in (lambda: c.app.tasks["no.such.task"], lambda: get(c.app.send_task("no.such.task"))):
+        try:
+            fetch()
+        except KeyError as exc:
+            errors.append(exc)
+    return [(type(e).__name__, e.args, str(e), repr(e)) for e in errors]
+
+
 def send_task_takes_countdown_eta_and_id_by_position(c, get):
     later = c.app.send_task(c.add.name, (1, 2), None, 60)
     state = later.state
@@ -1427,6 +1438,9 @@ def get_takes_celerys_keywords_and_no_others(c, get):
 SCENARIOS = [
     (delay_and_get, 5),
     (an_ignored_result_goes_on_but_is_not_kept, (6, "PENDING", True, "PENDING", 101)),
+    (an_unknown_task_name_is_celerys_not_registered, [(
+        "NotRegistered", ("no.such.task",), "'no.such.task'",
+        "Task of kind 'no.such.task' never registered, please make sure it's imported.")] * 2),
     (revoke_with_reply_answers_for_each_worker,
      (None, [(True, "tasks {'<id>'} flagged as revoked")], ["tasks set() flagged as revoked"])),
     (the_children_of_a_chords_sender_are_its_header, ([[("GroupResult", [2, 4])]] * 4, [2])),
