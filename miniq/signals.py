@@ -248,11 +248,12 @@ def _failed(task, request, exc, traceback=None):
 
 
 def _task_finished(task, request, state, value):
-    """task_postrun; after a Reject that does not requeue, task_failure too, as Celery."""
+    """task_postrun; after a Reject that does not requeue, task_failure too, as Celery's
+    worker sends it for the message it rejects (an eager run has none)."""
     task_postrun.send(sender=task, task_id=request.id, task=task, args=request.args,
                       kwargs=request.kwargs, retval=value,
                       state="REJECTED" if state == "PENDING" else state)
-    if state == "REJECTED":
+    if state == "REJECTED" and not request.is_eager:
         _failed(task, request, value)
 
 

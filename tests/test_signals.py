@@ -20,7 +20,7 @@ import pytest
 import miniq.app
 import miniq.project
 from miniq import Miniq, chain, group, signals
-from miniq.exceptions import TaskRevokedError, TimeLimitExceeded, WorkerLostError
+from miniq.exceptions import Reject, TaskRevokedError, TimeLimitExceeded, WorkerLostError
 from miniq.worker import LOG_FORMAT
 from tests.conftest import ROOT, WorkerProcess, wait_for
 
@@ -533,6 +533,24 @@ def test_eager_runs_send_the_task_signals_in_process(tasks, tmp_path):
         sig.connect(receiver, sender=double, weak=False)
     assert double.delay(4).get() == 8
     assert heard == [("task_prerun", double), ("task_success", double), ("task_postrun", double)]
+
+
+def test_an_eager_reject_sends_no_task_failure_as_celerys(tasks, tmp_path):
+    """Celery's worker sends it for the message it rejects; an eager run has none."""
+    saved = miniq.app._default
+    app = Miniq("eager", broker=f"sqlite:///{tmp_path / 'eager.db'}", task_always_eager=True)
+    miniq.app._default = saved
+    heard = []
+
+    @app.task
+    def refuse():
+        raise Reject("no thanks", requeue=False)
+
+    receiver = lambda signal, sender, **named: heard.append(signal.name)  # noqa: E731
+    for sig in (signals.task_prerun, signals.task_failure, signals.task_postrun):
+        sig.connect(receiver, sender=refuse, weak=False)
+    assert refuse.delay().state == "REJECTED"
+    assert heard == ["task_prerun", "task_postrun"]
 
 
 @pytest.mark.parametrize("touch, loaded", [("", False), ("app.on_after_configure; ", True)])
