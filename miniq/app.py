@@ -44,6 +44,7 @@ KEPT = ("soft_time_limit", "time_limit", "chain", "immutable", "group_id", "head
         "parent_id", "root_id", "link", "link_error", "header", "errback",
         "argsrepr", "kwargsrepr", "shadow",  # the arguments and name the logs show
         "replaced_task_nesting")
+YEAR_1, YEAR_10000 = -62135596800, 253402300800  # unix times a datetime can hold
 DEFAULTS: dict[str, Any] = {
     "broker_url": None,
     "result_backend": None,
@@ -307,6 +308,9 @@ class Miniq:
         expires = _deadline(expires, now)
         if not (math.isfinite(due) and math.isfinite(expires or 0)):
             raise ValueError(f"{name}: countdown, eta and expires must be finite times")
+        if not all(YEAR_1 <= when < YEAR_10000 for when in (due, expires or 0)):
+            raise OverflowError(f"{name}: countdown, eta and expires must fall within years"
+                                " 1 to 9999, as Celery's dates")
         kept["group"] = kept.pop("group_id")
         kept["retries"] = retries or None  # the count it starts from: no retry of itself
         if not kept["parent_id"]:  # sent from inside a running task: that one is its parent

@@ -257,14 +257,6 @@ def _task_finished(task, request, state, value):
         _failed(task, request, value)
 
 
-def _iso(when):
-    """iso_time of a row's eta or expires, None where another program stored nonsense."""
-    try:
-        return iso_time(when)
-    except (TypeError, ValueError, OverflowError, OSError):
-        return None
-
-
 def _task_settled(worker, message, state, exc):
     """In the manager: task_failure or task_revoked for an outcome it decided itself (a
     hard time limit, a lost child, a revoke that terminated it, an expiry)."""
@@ -277,8 +269,8 @@ def _task_settled(worker, message, state, exc):
         args = kwargs = None  # arguments are unknown
     request = Context(id=message.id, task=message.name, args=args, kwargs=kwargs,
                       hostname=worker.hostname, called_directly=False,
-                      delivery_info=message.delivery_info(), eta=_iso(message.eta),
-                      expires=_iso(message.expires))
+                      delivery_info=message.delivery_info(), eta=iso_time(message.eta),
+                      expires=iso_time(message.expires))
     if state == "FAILURE":
         return _failed(task, request, exc)
     task_revoked.send(sender=task, request=request, terminated=exc.args == ("terminated",),

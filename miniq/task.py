@@ -676,8 +676,12 @@ def _request(task, message, args, kwargs, eager, hostname):
 
 
 def iso_time(when):
-    """A unix time as Celery's messages carry eta and expires: ISO 8601 in UTC; None if unset."""
-    return datetime.fromtimestamp(when, timezone.utc).isoformat() if when else None
+    """A unix time as Celery's messages carry eta and expires: ISO 8601 in UTC; None if
+    unset, or where another program stored a time no datetime holds."""
+    try:
+        return datetime.fromtimestamp(when, timezone.utc).isoformat() if when else None
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
 
 
 class _Replaced(Ignore):

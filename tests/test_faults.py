@@ -461,6 +461,24 @@ def test_a_malformed_row_fails_without_running_and_the_worker_keeps_serving(
     assert_serving(worker)
 
 
+def test_a_time_no_date_holds_is_refused_at_the_call_and_read_from_a_row(app, start_worker):
+    """As Celery's: a time past the year 9999 is an OverflowError at the call. Such a
+    row another program stored runs (its request shows no time), and inspect still
+    lists what is scheduled."""
+    for options in ({"countdown": 1e12}, {"expires": 1e12}, {"countdown": -1e12}):
+        with pytest.raises(OverflowError, match="9999"):
+            tasks.add.apply_async((1, 2), **options)
+    worker = start_worker("-c", "1")
+    far = insert_raw(app, tasks.add.name, (1, 2), expires=1e12)
+    later = tasks.add.apply_async((3, 4), countdown=300)
+    with raw_db(app) as db, db:
+        db.execute("UPDATE task SET eta = 1e12 WHERE id = ?", (later.id,))
+    assert far.get(timeout=15) == 3
+    listed = [entry for entries in app.control.inspect().scheduled().values() for entry in entries]
+    assert [(entry["request"]["id"], entry["eta"]) for entry in listed] == [(later.id, None)]
+    assert_serving(worker)
+
+
 def test_a_delivery_count_below_zero_counts_from_one(app):
     """Another program's row with attempts = -5 would need many deliveries to reach
     task_max_deliveries: a task that kills its worker each time would loop on."""
