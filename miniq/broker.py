@@ -883,8 +883,8 @@ def _settle(db, worker, outcomes, now):
                 _fail(db, failed, "FAILURE", result, tb, now)  # an ignored failure's chain
         elif state == "RETRY":
             db.execute(
-                "UPDATE task SET status = -2, state = 'RETRY', retries = retries + 1,"
-                " attempts = 0, worker = NULL, eta = ?, result = ?, traceback = ?,"
+                "UPDATE task SET status = -2, state = 'RETRY', retries = retries + 1,"  # its
+                " attempts = 0, eta = ?, result = ?, traceback = ?,"  # worker stays, as Celery's
                 f" body = COALESCE(?, body) {FENCE}", (eta, result, tb, body, *key))
         elif state == "PENDING":  # put back; the delivery still counts towards the cap
             db.execute(f"UPDATE task SET status = 0, state = 'PENDING', worker = NULL {FENCE}",

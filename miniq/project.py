@@ -39,7 +39,8 @@ REFUSED = {  # settings miniq cannot honour: refused at configuration, never ign
     "task_create_missing_queues": (True, "miniq serves any queue it is given"),
     "task_allow_error_cb_on_chord_header": (False, "a chord's errback is its callback's"),
     "task_store_eager_result": (False, "an eager run stores no result"),
-    "enable_utc": (True, "where app.conf.timezone is not set, miniq's times are UTC"),
+    "enable_utc": (True, "miniq keeps times in UTC and shows them in app.conf.timezone;"
+                   " Celery's other mode reads crontabs in the system's local time"),
     "worker_pool": ({"prefork", "processes"}, "miniq's children are processes (prefork)"),
     "task_retry_on_worker_lost": (False, "a task whose child dies fails, or runs again under"
                                   " acks_late and task_reject_on_worker_lost"),

@@ -58,6 +58,14 @@ def test_retries_counts_the_runs_before_the_last(app):
     assert (result.retries, result.args, result.worker) == (2, [0.05], NODE)
 
 
+def test_a_task_waiting_to_retry_names_the_worker_it_ran_on(app):
+    """As Celery's, which stores the worker with every state."""
+    result = tasks.retry_twice.delay(30)
+    wait_for(lambda: result.state == "RETRY", timeout=T, message="the first retry")
+    assert (result.worker, result.retries) == (NODE, 0)  # the run that asked to retry
+    result.revoke()
+
+
 def test_an_unknown_task_has_none_for_every_field(app):
     result = app.AsyncResult(new_id())
     fields = (result.name, result.args, result.kwargs, result.retries, result.queue,
