@@ -696,7 +696,11 @@ def _run(task, task_id, args, kwargs, soft_limit):
     """(Outcome, value) of calling the task, before_start first; None for a success."""
     try:
         task.before_start(task_id, args, kwargs)
-        value = _call(task, args, kwargs, soft_limit)
+        try:
+            value = _call(task, args, kwargs, soft_limit)
+        except Exception as exc:  # after retry(throw=False) the retry stands, as Celery's,
+            if isinstance(exc, Retry) or not task.request.get("retry_after_return"):
+                raise  # which sent it already
         if task.request.get("retry_after_return"):  # retry(throw=False) was called
             raise task.request.retry_after_return
         return None, value

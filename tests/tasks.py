@@ -721,12 +721,15 @@ def autoretry_backoff_half(path):
 
 
 @app.task(bind=True, max_retries=1)
-def retry_unthrown(self, path):
-    """retry(throw=False), then return: the run is retried all the same, as Celery's."""
+def retry_unthrown(self, path, then_raise=False):
+    """retry(throw=False), then return (or raise): the run is retried all the same, as
+    Celery's."""
     with open(path, "a") as f:
         f.write(f"{self.request.retries}\n")
     if not self.request.retries:
         self.retry(countdown=0.05, throw=False)
+        if then_raise:
+            raise ValueError("after retry(throw=False)")
     return f"run {self.request.retries}"
 
 

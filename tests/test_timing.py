@@ -94,10 +94,12 @@ def test_a_backoff_factor_under_one_counts_as_one_as_in_celery(app, start_worker
     assert second - first >= 0.99
 
 
-def test_retry_without_throw_retries_the_run_once_it_returns(app, start_worker, tmp_path):
+@pytest.mark.parametrize("then_raise", [False, True], ids=["returns", "raises"])
+def test_retry_without_throw_retries_the_run_once_it_ends(app, start_worker, tmp_path,
+                                                          then_raise):
     start_worker("-c", "1")
     path = tmp_path / "runs"
-    result = tasks.retry_unthrown.delay(str(path))
+    result = tasks.retry_unthrown.delay(str(path), then_raise)
     assert result.get(timeout=30) == "run 1"
     assert path.read_text().split() == ["0", "1"]
     assert row_of(app, result.id, "retries") == (1,)
