@@ -881,11 +881,13 @@ def _settle(db, worker, outcomes, now):
             if mine:
                 _follow(db, follow)
                 _fail(db, failed, "FAILURE", result, tb, now)  # an ignored failure's chain
-        elif state == "RETRY":
-            db.execute(
-                "UPDATE task SET status = -2, state = 'RETRY', retries = retries + 1,"  # its
-                " attempts = 0, eta = ?, result = ?, traceback = ?,"  # worker stays, as Celery's
-                f" body = COALESCE(?, body) {FENCE}", (eta, result, tb, body, *key))
+        elif state in ("RETRY", "RETRY_UNSTORED"):  # the latter, of an ignored result, shows
+            shown = ("state = 'RETRY', result = ?, traceback = ?" if state == "RETRY" else  # none
+                     "state = CASE WHEN state = 'STARTED' THEN 'PENDING' ELSE state END")
+            db.execute(  # its worker stays, as Celery's
+                f"UPDATE task SET status = -2, {shown}, retries = retries + 1, attempts = 0,"
+                f" eta = ?, body = COALESCE(?, body) {FENCE}",
+                ((result, tb) if state == "RETRY" else ()) + (eta, body, *key))
         elif state == "PENDING":  # put back; the delivery still counts towards the cap
             db.execute(f"UPDATE task SET status = 0, state = 'PENDING', worker = NULL {FENCE}",
                        key)

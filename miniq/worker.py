@@ -956,9 +956,11 @@ class Worker:
                         follow, failed = next_steps(self.app, message, state, result,
                                                     outcome.traceback, errbacks)
                         break
-        if state in ("SUCCESS", "FAILURE") and message.options.get("ignore_result") and not (
-                state == "FAILURE" and self._setting(message, "store_errors_even_if_ignored")):
-            state = None  # as Celery: sent on, called back, not stored (errors too, unless told)
+        ignored = message.options.get("ignore_result") and not (
+            state != "SUCCESS" and self._setting(message, "store_errors_even_if_ignored"))
+        if ignored and state in ("SUCCESS", "FAILURE", "RETRY"):
+            # as Celery: sent on, called back, not stored (errors and retries too, unless told)
+            state = "RETRY_UNSTORED" if state == "RETRY" else None
         # our own commit does not move data_version: claim after it if it sends a step
         # or may release a chord's callback
         self.want = self.want or bool(follow or message.chord)

@@ -96,6 +96,16 @@ def fail_ignored_but_kept():
     raise ValueError("kept anyway")
 
 
+@app.task(bind=True, ignore_result=True)
+def retry_ignored(self):
+    raise self.retry(exc=KeyError("not kept"), countdown=60)
+
+
+@app.task(bind=True, ignore_result=True, store_errors_even_if_ignored=True)
+def retry_ignored_but_kept(self):
+    raise self.retry(exc=KeyError("kept anyway"), countdown=60)
+
+
 @app.task(acks_late=True, acks_on_failure_or_timeout=False, time_limit=0.5)
 def timeout_requeued(path):
     runs(path)

@@ -168,6 +168,16 @@ def test_ignore_result_drops_errors_unless_store_errors_even_if_ignored(worker):
     assert "ERROR" in log_record(worker, f"[{dropped.id}] raised unexpected: ValueError")
 
 
+def test_ignore_result_drops_a_retrys_state_unless_store_errors_even_if_ignored(worker):
+    """As Celery: the retry is sent all the same; only what it stores differs."""
+    dropped, kept = t.retry_ignored.delay(), t.retry_ignored_but_kept.delay()
+    wait_for(lambda: tasks.app.AsyncResult(kept.id).state == "RETRY", T, message="the retry")
+    wait_for(lambda: row(dropped, "retries") == (1,), T, message="the ignored retry")
+    assert (dropped.state, dropped.info) == ("PENDING", None)
+    assert repr(tasks.app.AsyncResult(kept.id).info) == "KeyError('kept anyway')"
+    tasks.app.control.revoke([dropped.id, kept.id])
+
+
 def test_a_timeout_is_requeued_under_acks_late_without_acks_on_timeout(worker, tmp_path):
     """By Celery 5.7's acks_on_timeout, or by acks_on_failure_or_timeout, its older name."""
     sent = [(str(tmp_path / name), task) for name, task in (
