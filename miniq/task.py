@@ -238,11 +238,30 @@ class Task:
             if not all(isinstance(c, type) and issubclass(c, BaseException) for c in classes):
                 raise TypeError(f"{cls.name}: {key} must hold exception classes, not {classes!r}")
             setattr(cls, key, classes)
+        if cls.autoretry_for:  # as Celery's, at decoration: not at the first failure
+            cls._check_autoretry()
         json_only(cls.name, cls._own("serializer") or "json")  # app.conf's: refused elsewhere
         if getattr(cls, "store_eager_result", False):  # as task_store_eager_result is
             raise TypeError(f"{cls.name}: store_eager_result is not supported: an eager run"
                             " stores no result")
         return cls
+
+    @classmethod
+    def _check_autoretry(cls) -> None:
+        """retry_backoff a number, retry_backoff_max an int, as Celery reads them;
+        retry_kwargs only what miniq's retry() takes."""
+        try:
+            cls.retry_backoff, cls.retry_backoff_max = (
+                float(cls.retry_backoff), int(cls.retry_backoff_max))
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"{cls.name}: retry_backoff and retry_backoff_max must be"
+                            f" numbers: {exc}") from None
+        taken = inspect.signature(cls.retry).parameters
+        given = sorted(key for key, value in dict(cls.retry_kwargs).items()
+                       if key not in taken and value is not None)
+        if given:
+            raise TypeError(f"{cls.name}: miniq's retry() keeps the task's queue and options,"
+                            f" its retry_kwargs take no {', '.join(given)}")
 
     @classmethod
     def _own(cls, key: str) -> Any:

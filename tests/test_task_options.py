@@ -221,6 +221,20 @@ def test_options_are_taken_and_those_miniq_cannot_honour_refused_at_decoration(f
     assert fresh_app.broker.counts() == []
 
 
+def test_autoretry_options_are_read_at_decoration_as_celerys(fresh_app):
+    """Not at the task's first failure: a backoff as text is a number, one that is no
+    number and a retry option miniq's retry() lacks are refused then."""
+    def f():
+        return 1
+    made = fresh_app.task(name="a", autoretry_for=(KeyError,), retry_backoff="2")(f)
+    assert (made.retry_backoff, made.retry_backoff_max) == (2.0, 600)
+    with pytest.raises(ValueError, match="b: retry_backoff"):
+        fresh_app.task(name="b", autoretry_for=(KeyError,), retry_backoff="x")(f)
+    with pytest.raises(TypeError, match="retry_kwargs take no time_limit"):
+        fresh_app.task(name="c", autoretry_for=(KeyError,), retry_kwargs={"time_limit": 9})(f)
+    fresh_app.task(name="d", retry_backoff="x")(f)  # as Celery's: read only to autoretry
+
+
 def test_eager_ignore_and_reject_end_in_their_own_states(tmp_path):
     path = str(tmp_path / "runs")
     ignored, rejected = t.ignored.apply((path,)), t.rejected.apply((path, True))
