@@ -436,7 +436,10 @@ class AsyncResult:
         self.app.broker.forget(self.id)
         self._done = None
 
-    def revoke(self, terminate: bool = False, signal: Any = None) -> None:
+    def revoke(self, connection: Any = None, terminate: bool = False, signal: Any = None,
+               wait: bool = False, timeout: float | None = None) -> None:
+        """As Celery's; connection, wait and timeout change nothing: the revoke is
+        written to the database before this returns."""
         self.app.control.revoke(self.id, terminate=terminate, signal=signal)
 
     def abort(self) -> None:
@@ -511,7 +514,8 @@ class EagerResult(AsyncResult):
     def forget(self) -> None:
         pass
 
-    def revoke(self, terminate: bool = False, signal: Any = None) -> None:
+    def revoke(self, connection: Any = None, terminate: bool = False, signal: Any = None,
+               wait: bool = False, timeout: float | None = None) -> None:
         """As Celery 5.7's: the run is over, and its outcome becomes what a revoke stores."""
         self._done = (DONE, "REVOKED", None, None, self.name, None, None)
         self._value = exceptions.TaskRevokedError("revoked")
@@ -608,9 +612,16 @@ class ResultSet:
                 callback(r.id, value)
         return values
 
-    get = join_native = join
+    def join_native(self, timeout=None, propagate=True, interval=0.1, callback=None,
+                    **options) -> list | None:
+        """join(); as Celery's, None (not a list) when callback takes the values."""
+        values = self.join(timeout, propagate, interval, callback, **options)
+        return None if callback is not None else values
 
-    def revoke(self, terminate: bool = False, signal: Any = None) -> None:
+    get = join_native
+
+    def revoke(self, connection: Any = None, terminate: bool = False, signal: Any = None,
+               wait: bool = False, timeout: float | None = None) -> None:
         """Revoke every member, as one call, as Celery's (an eager member keeps its
         outcome); with terminate=True, running ones are killed."""
         self.app.control.revoke([r.id for r in self.results], terminate=terminate,

@@ -1707,6 +1707,18 @@ def result_fields_of_a_finished_task(c, get):
             abs(time.time() - done.timestamp()) < T)
 
 
+def a_native_join_with_a_callback_gives_none(c, get):
+    """As Celery's with Redis, whose get() is its native join; revoke() takes Celery's
+    broker knobs."""
+    group_result, seen = c.group(c.add.s(1, 1), c.add.s(2, 2)).apply_async(), []
+    given = group_result.get(timeout=T, callback=lambda task_id, value: seen.append(value))
+    joined = group_result.join(timeout=T, callback=lambda task_id, value: None)
+    native = group_result.join_native(timeout=T, callback=lambda task_id, value: None)
+    group_result.revoke(connection=None, wait=False, timeout=1)
+    group_result.results[0].revoke(connection=None, wait=False, timeout=1)
+    return given, joined, native, sorted(seen)
+
+
 def collect_walks_what_a_task_sent(c, get):
     root = c.family.delay(1)
     get(root)
@@ -1728,6 +1740,7 @@ def allow_join_result_lets_a_task_wait(c, get):
 
 
 RESULT_SCENARIOS = [
+    (a_native_join_with_a_callback_gives_none, (None, [], None, [2, 4])),
     (result_fields_of_a_finished_task, (
         "tests.compat.celery_api.add", [2], {"y": 3}, 0, "celery", True, timedelta(0), True)),
     (collect_walks_what_a_task_sent, [
