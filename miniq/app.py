@@ -24,7 +24,8 @@ from .broker import NUMBER, QUEUED, WAITING, Broker, path_from_url
 from .exceptions import (AlwaysEagerIgnored, DuplicateTaskNameWarning, ImproperlyConfigured,
                          NotRegistered)
 from .result import AsyncResult, new_id
-from .task import Task, emit, encode_args, json_only, lineage, running_priority, to_timestamp
+from .task import (YEAR_1, YEAR_10000, Task, emit, encode_args, json_only, lineage,
+                   running_priority, to_timestamp)
 from .utils.json import dumps
 from .wake import TERMINATE, Waker
 
@@ -44,7 +45,6 @@ KEPT = ("soft_time_limit", "time_limit", "chain", "immutable", "group_id", "head
         "parent_id", "root_id", "link", "link_error", "header", "errback",
         "argsrepr", "kwargsrepr", "shadow",  # the arguments and name the logs show
         "replaced_task_nesting")
-YEAR_1, YEAR_10000 = -62135596800, 253402300800  # unix times a datetime can hold
 DEFAULTS: dict[str, Any] = {
     "broker_url": None,
     "result_backend": None,

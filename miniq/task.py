@@ -140,18 +140,19 @@ def json_only(name, serializer):
         raise TypeError(f"{name}: serializer {serializer!r} is not supported: miniq speaks JSON only")
 
 
+YEAR_1, YEAR_10000 = -62135596800, 253402300800  # unix times a datetime can hold
+
+
 def to_timestamp(when):
-    """A datetime or its ISO 8601 text (naive means UTC, as Celery) or unix time, as unix
-    time."""
+    """A datetime or its ISO 8601 text (naive means UTC, as Celery), as unix time."""
     if isinstance(when, str):  # as Celery's, which puts such text in its message as it is
         when = datetime.fromisoformat(when.replace("Z", "+00:00"))
-    if isinstance(when, datetime):
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        return when.timestamp()
-    if isinstance(when, bool) or not isinstance(when, NUMBER):
-        raise TypeError(f"a time is a datetime or a unix time, not {when!r}")
-    return float(when)
+    if not isinstance(when, datetime):  # as Celery's, which refuses a number too
+        raise TypeError(f"a time is a datetime or its ISO 8601 text, not {when!r}"
+                        " (seconds from now are a countdown, or expires)")
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.timestamp()
 
 
 class _Conf:
@@ -478,8 +479,9 @@ class Task:
             when = 0.0 if eta is None else to_timestamp(eta)
         if not math.isfinite(when):  # as a call's own: else no row could store it
             raise ValueError(f"{self.name}: a retry's countdown and eta must be finite times")
-        if isinstance(eta, NUMBER):  # miniq's unix time: shown as the time it is, as Celery's
-            eta = datetime.fromtimestamp(eta, timezone.utc)
+        if not YEAR_1 <= when < YEAR_10000:
+            raise OverflowError(f"{self.name}: a retry's countdown and eta must fall within"
+                                " years 1 to 9999, as Celery's dates")
         retry = Retry(exc=exc, when=eta or countdown)
         retry.eta, retry.body = when, None
         if args is not None or kwargs is not None:

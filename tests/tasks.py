@@ -214,6 +214,11 @@ def retry_twice(self, first_delay=1.0):
     return self.request.retries
 
 
+@app.task(bind=True)
+def retry_at(self, eta=None, countdown=None):
+    raise self.retry(eta=eta, countdown=countdown)
+
+
 @app.task(bind=True, max_retries=1)
 def retry_forever(self, with_exc=False):
     raise self.retry(exc=KeyError("original") if with_exc else None, countdown=0.05)

@@ -87,10 +87,13 @@ def test_args_that_are_not_a_list_and_kwargs_that_are_not_a_mapping_are_refused(
     assert count_rows(app) == 0
 
 
-def test_an_expiry_that_is_no_time_is_refused_at_the_call_as_celerys(app):
+def test_an_expiry_or_eta_that_is_no_time_is_refused_at_the_call_as_celerys(app):
     for bad in [timedelta(seconds=5), [1]]:  # Celery's send_task: a TypeError
-        with pytest.raises(TypeError, match="a datetime or a unix time"):
+        with pytest.raises(TypeError, match="a datetime or its ISO 8601 text"):
             tasks.add.apply_async((1, 1), expires=bad)
+    for bad in [time.time() + 60, 5, timedelta(seconds=5)]:  # Celery's: an AttributeError
+        with pytest.raises(TypeError, match="a datetime or its ISO 8601 text"):
+            tasks.add.apply_async((1, 1), eta=bad)
     assert count_rows(app) == 0
 
 

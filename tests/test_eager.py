@@ -222,6 +222,13 @@ def test_a_bare_or_mocked_retry_ends_an_eager_run_in_retry():
             tasks.retry_twice.apply(throw=True)
 
 
+def test_a_retry_at_no_time_a_date_holds_fails_as_celerys(eager):
+    """A unix time is no eta (Celery's AttributeError); past the year 9999, OverflowError."""
+    for kwargs, error in (({"eta": time.time() + 60}, TypeError), ({"countdown": 1e12},
+                                                                 OverflowError)):
+        assert type(tasks.retry_at.apply(kwargs=kwargs).result) is error
+
+
 def test_a_retry_has_celerys_fields():
     retry = exceptions.Retry(exc=KeyError("k"), when=5)
     assert (str(retry), retry.humanize(), retry.excs, retry.message, retry.sig,
