@@ -518,11 +518,16 @@ def test_a_shared_task_sender_is_the_task_it_stands_for(tasks):
         miniq.project.SHARED[:] = shared_before  # apps made later do not get it
 
 
-def test_eager_runs_send_the_task_signals_in_process(tasks, tmp_path):
+def eager_app(tmp_path):
+    """An app of its own that runs its tasks eagerly; the default app stays."""
     saved = miniq.app._default
     app = Miniq("eager", broker=f"sqlite:///{tmp_path / 'eager.db'}", task_always_eager=True)
     miniq.app._default = saved
-    heard = []
+    return app
+
+
+def test_eager_runs_send_the_task_signals_in_process(tasks, tmp_path):
+    app, heard = eager_app(tmp_path), []
 
     @app.task
     def double(x):
@@ -537,10 +542,7 @@ def test_eager_runs_send_the_task_signals_in_process(tasks, tmp_path):
 
 def test_an_eager_reject_sends_no_task_failure_as_celerys(tasks, tmp_path):
     """Celery's worker sends it for the message it rejects; an eager run has none."""
-    saved = miniq.app._default
-    app = Miniq("eager", broker=f"sqlite:///{tmp_path / 'eager.db'}", task_always_eager=True)
-    miniq.app._default = saved
-    heard = []
+    app, heard = eager_app(tmp_path), []
 
     @app.task
     def refuse():
