@@ -710,7 +710,12 @@ def _shape(result: Any) -> Any:
 
 
 def builtins(app) -> None:
-    """Celery's built-in tasks that workflows run in the worker."""
+    """Celery's built-in tasks: those workflows run in the worker, and backend_cleanup."""
+
+    @app.task(name="celery.backend_cleanup")
+    def backend_cleanup():
+        """Celery's, which a beat_schedule may name: miniq's workers delete expired
+        results as they run, so nothing is left for it to do."""
 
     @app.task(name=ACCUMULATE, typing=False)
     def accumulate(*args, **kwargs):

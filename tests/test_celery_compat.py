@@ -1719,6 +1719,11 @@ def a_native_join_with_a_callback_gives_none(c, get):
     return given, joined, native, sorted(seen)
 
 
+def celerys_backend_cleanup_is_a_task(c, get):
+    """Its beat schedules it where results expire; a beat_schedule may name it."""
+    return get(c.app.send_task("celery.backend_cleanup")), "celery.backend_cleanup" in c.app.tasks
+
+
 def collect_walks_what_a_task_sent(c, get):
     root = c.family.delay(1)
     get(root)
@@ -1740,6 +1745,7 @@ def allow_join_result_lets_a_task_wait(c, get):
 
 
 RESULT_SCENARIOS = [
+    (celerys_backend_cleanup_is_a_task, (None, True)),
     (a_native_join_with_a_callback_gives_none, (None, [], None, [2, 4])),
     (result_fields_of_a_finished_task, (
         "tests.compat.celery_api.add", [2], {"y": 3}, 0, "celery", True, timedelta(0), True)),
