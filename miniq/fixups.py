@@ -36,14 +36,20 @@ def setup_django() -> list:
     child starts and around each task it runs; the installed apps' names, to find
     their tasks."""
     import django
-    from django.apps import apps
 
     from . import signals
     django.setup()
     signals.worker_process_init.connect(_forked)
     signals.task_prerun.connect(_around_task)
     signals.task_postrun.connect(_around_task)
-    return [config.name for config in apps.get_app_configs()]
+    return app_names()
+
+
+def app_names() -> list | None:
+    """The names of Django's app configs (an AppConfig path names its app), as Celery's
+    fixup finds tasks in; None until Django is set up."""
+    from django.apps import apps
+    return [config.name for config in apps.get_app_configs()] if apps.ready else None
 
 
 def follow_settings(app, obj, namespace) -> None:

@@ -233,6 +233,8 @@ class Miniq(apps.Miniq):
         for packages, related_name in calls:
             if callable(packages):
                 packages = packages()
+            if packages is None and installed is None and fixups.django_project():
+                installed = fixups.app_names()
             if packages is None:  # as Celery's: Django's app configs, else INSTALLED_APPS
                 packages = installed or getattr(self._settings, "INSTALLED_APPS", ())
             for package in packages:

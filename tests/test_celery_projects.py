@@ -336,6 +336,7 @@ DJANGO_GUIDE = {  # Celery's "First steps with Django", the import swapped
         CELERY_BROKER_URL = "sqlite:///djq.db"
     """,
     "shop/__init__.py": "",
+    "shop/extra.py": "",
     "shop/apps.py": """
         from django.apps import AppConfig
 
@@ -400,7 +401,11 @@ def test_a_django_project_runs_as_celerys_does(project):
         print(dumps([gettext_lazy("lazy")]))  # as kombu's: Django's lazy text is text
         from miniq.contrib.django.task import DjangoTask  # Celery's path to its class
         print(isinstance(table, DjangoTask))
-    """) == ["auth_user", "False", "False", "1", "0", "0", "1", "Asia/Tokyo", '["lazy"]', "True"]
+        import sys  # found now through the app configs, as Celery's fixup finds them
+        djproj.celery_app.autodiscover_tasks(related_name="extra", force=True)
+        print("shop.extra" in sys.modules)
+    """) == ["auth_user", "False", "False", "1", "0", "0", "1", "Asia/Tokyo", '["lazy"]', "True",
+             "True"]
 
 
 def test_the_worker_takes_over_logging_the_app_set_up_as_celerys_does(project, tmp_path):
