@@ -532,9 +532,12 @@ def _annotate(task, maps):
     naming it, then the first with ``"*"`` (so ``"*"`` has the last word)."""
     for key in (task.name, "*"):
         for attr, value in next((m[key] for m in maps if key in m), {}).items():
-            if not hasattr(task, attr):  # Celery's "@" wrappers too
-                raise ImproperlyConfigured(f"task_annotations: {task.name} has no"
-                                           f" attribute {attr!r} to set")
+            if attr.startswith("@"):  # as Celery's: wraps a method, value(method) in its place
+                attr, around = attr[1:], value
+                method = getattr(type(task), attr)
+                method = getattr(method, "__wrapped__", None) or method
+                value = around(method)
+                value.__wrapped__ = method
             setattr(type(task), attr, value)  # the task's own class, as Celery: hooks bind
     try:
         type(task)._checked()

@@ -142,8 +142,6 @@ def test_annotations_and_the_default_rate_set_the_limits(fresh_app):
     ({"fresh.add": {"rate_limit": "10/x"}}, "is not a rate"),
     ({"*": {"serializer": "pickle"}}, "serializer 'pickle' is not supported"),
     ({"*": {"autoretry_for": ["ValueError"]}}, "must hold exception classes"),
-    ({"*": {"compression": "gzip"}}, "no attribute 'compression'"),
-    ({"*": {"@run": lambda fun: fun}}, "no attribute '@run'"),
     ("proj.annotations.Annotate", "is not supported"),
     ({"fresh.add": "10/s"}, "is not supported")])
 def test_annotations_miniq_cannot_apply_are_refused(fresh_app, annotations, error):
@@ -153,6 +151,27 @@ def test_annotations_miniq_cannot_apply_are_refused(fresh_app, annotations, erro
 
     with pytest.raises(ImproperlyConfigured, match=error):
         fresh_app.config_from_object({"task_annotations": annotations})
+
+
+def test_annotations_set_any_attribute_and_wrap_a_method_as_celerys(fresh_app):
+    """As Celery's Task.annotate: a name the task lacks becomes an attribute, and
+    "@name" puts value(method) in the method's place."""
+    seen = []
+
+    def noted(method):
+        def on_failure(self, exc, *rest):
+            seen.append(("wrapped", self.name))
+            return method(self, exc, *rest)
+        return on_failure
+
+    fresh_app.conf.task_annotations = {"fresh.add": {"custom_attr": 42, "@on_failure": noted}}
+
+    @fresh_app.task(name="fresh.add")
+    def add(x, y):
+        return x + y
+
+    add.on_failure(ValueError("x"), "id", (), {}, None)
+    assert (add.custom_attr, seen) == (42, [("wrapped", "fresh.add")])
 
 
 def test_a_task_class_with_a_bad_rate_is_refused_too(fresh_app):
