@@ -45,7 +45,7 @@ def setup_django() -> list:
     return app_names()
 
 
-def app_names() -> list | None:
+def app_names():
     """The names of Django's app configs (an AppConfig path names its app), as Celery's
     fixup finds tasks in; None until Django is set up."""
     from django.apps import apps

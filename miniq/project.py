@@ -448,6 +448,21 @@ class Settings(apps.Conf):
 
     __setattr__ = __setitem__
 
+    def _read_as(self, key):
+        """The key a read looks up: itself if set, else, as Celery's, the setting an old or
+        a namespace's name stands for."""
+        namespace = getattr(self.app(), "namespace", None)
+        return key if dict.__contains__(self, key) else _named(key, namespace)
+
+    def __getitem__(self, key):
+        return super().__getitem__(self._read_as(key))
+
+    def __contains__(self, key):
+        return super().__contains__(self._read_as(key))
+
+    def get(self, key, default=None):
+        return super().get(self._read_as(key), default)
+
     @property
     def timezone(self):  # as Celery's: Django's TIME_ZONE where no timezone is set
         return self.get("timezone") or self.get("TIME_ZONE")

@@ -657,6 +657,9 @@ def test_old_setting_names_are_read_as_celery_maps_them(make_app):
     app.conf.update(CELERY_ALWAYS_EAGER=True)
     app.conf.CELERYD_PREFETCH_MULTIPLIER = 2
     assert (app.conf.task_always_eager, app.conf.worker_prefetch_multiplier) == (True, 2)
+    # read by an old name too, as Celery's: get(), [], in
+    assert (app.conf.get("CELERY_ALWAYS_EAGER"), app.conf["CELERYD_PREFETCH_MULTIPLIER"],
+            "CELERY_DEFAULT_QUEUE" in app.conf, app.conf.get("NO_SUCH_NAME", 7)) == (True, 2, True, 7)
 
     class Mixed:
         CELERY_ALWAYS_EAGER = True
