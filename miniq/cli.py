@@ -34,6 +34,10 @@ def _common_options() -> ArgumentParser:
     common.add_argument("-b", "--broker", default=SUPPRESS,
                         help="the database URL, over the app's (or BROKER_URL, as Celery's)")
     common.add_argument("--workdir", default=SUPPRESS, help="change to this folder first")
+    common.add_argument("--result-backend", default=SUPPRESS,
+                        help="as Celery's (or RESULT_BACKEND): the broker's file, or rpc://")
+    common.add_argument("--config", default=SUPPRESS,
+                        help="a module of settings (or CONFIG_MODULE), as Celery's")
     return common
 
 
@@ -146,19 +150,57 @@ def seconds_or_iso8601(text):
     return iso8601(text)
 
 
+GLOBAL_VARIABLES = (("broker", ("BROKER_URL", "CELERY_BROKER"), "CELERY_BROKER_URL"),
+                    ("result_backend", ("RESULT_BACKEND", "CELERY_RESULT_BACKEND"),
+                     "CELERY_RESULT_BACKEND"),
+                    ("config", ("CONFIG_MODULE", "CELERY_CONFIG"), "CELERY_CONFIG_MODULE"))
+TRUE = ("1", "true", "t", "yes", "y", "on")  # as click reads a flag's variable
+
+
+def _environment_options(command, name, argv):
+    """As Celery's command line: each option not typed comes from its variable, such
+    as CELERY_WORKER_CONCURRENCY for the worker's --concurrency, as the words to parse;
+    a variable naming no option is refused, as the option would be."""
+    prefix, typed = f"CELERY_{name.upper()}_", {word.split("=")[0] for word in argv}
+    typed |= {word[:2] for word in argv if word[:1] == "-" and word[:2] != "--"}
+    options = {option[2:].replace("-", "_").upper(): (option, action)
+               for action in command._actions for option in action.option_strings
+               if option.startswith("--")}
+    words = []
+    for variable in sorted(key for key in os.environ if key.startswith(prefix)):
+        option, action = options.get(variable[len(prefix):], (None, None))
+        if option is None:
+            command.error(f"{variable} names no option of miniq's {name}")
+        if typed & set(action.option_strings):
+            continue
+        value = os.environ[variable]
+        if action.nargs != 0:
+            words += [option, value]
+        elif value.lower() in TRUE:
+            words.append(option)
+    return words
+
+
 def main(argv: Optional[List[str]] = None, app: Optional[Miniq] = None) -> int:
     """Run one command line, for the ``-A`` app or the one given; return its exit status."""
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    if args.command in ("worker", "beat"):  # no arguments of their own to miss
+        command = parser._subparsers._group_actions[0].choices[args.command]
+        command.parse_args(_environment_options(command, args.command, argv), args)
     if app is not None:  # app.start(): children import the module that made it
         args.app, app = _started_path(app)
     args.app = getattr(args, "app", None) or os.environ.get("CELERY_APP")  # as Celery's
     if not args.app:
         parser.error("the -A/--app option is required (e.g. -A proj)")
-    # as Celery's -b (or BROKER_URL): the broker over any other, children's too
-    args.broker = getattr(args, "broker", None) or os.environ.get("BROKER_URL")
-    if args.broker:
-        os.environ["CELERY_BROKER_URL"] = args.broker
+    # as Celery's -b, --result-backend and --config (or their variables): over any other
+    # setting, the children's too
+    for option, names, setting in GLOBAL_VARIABLES:
+        value = getattr(args, option, None) or next(filter(None, map(os.environ.get, names)), None)
+        setattr(args, option, value)
+        if value:
+            os.environ[setting] = value
     if getattr(args, "workdir", None):
         os.chdir(args.workdir)
     cwd = os.getcwd()

@@ -268,15 +268,15 @@ def node_format(text: str, node: str) -> str:
 
 
 def host_format(text: str, host: str = "", name: str = "", **extra: str) -> str:
-    """Celery's %-expansions: %h the host (this one by default), %n the name (else the
+    """Celery's %-expansions (%% a %): %h the host (this one by default), %n the name (else the
     host's first label), %d its domain, %i and %I the pool process index, which is
     the manager's (0 and nothing): miniq's children share its log file."""
     host = host or socket.gethostname()
     short, _, domain = host.partition(".")
-    keys = {"h": host, "n": name or short, "d": domain, "i": "0", "I": "", **extra}
+    keys = {"h": host, "n": name or short, "d": domain, "i": "0", "I": "", "%": "%", **extra}
 
     def expand(match):
         if match[1] not in keys:
             raise ImproperlyConfigured(f"unknown format %{match[1]} in {text!r}")
         return keys[match[1]]
-    return re.sub(r"%(\w)", expand, text)
+    return re.sub(r"%(%|\w)", expand, text)  # %% is a %, as Celery's

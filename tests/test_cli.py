@@ -101,6 +101,16 @@ def test_celerys_global_options_broker_workdir_version_and_celery_app(tmp_path):
     assert by_env.returncode == 0, by_env.stderr
     with contextlib.closing(sqlite3.connect(tmp_path / "env.db")) as db:
         assert db.execute("SELECT name FROM task").fetchall() == [("wd.add",)]
+    (tmp_path / "elsewhere" / "wdconf.py").write_text("task_default_queue = 'fromconf'\n")
+    for options, env in ((["--config", "wdconf"], None), ([], {"CONFIG_MODULE": "wdconf"})):
+        configured = run_cli("-A", "wd", "call", "wd.add", "--args", "[1, 2]", *options,
+                             cwd=tmp_path / "elsewhere", env=env)  # as Celery's --config
+        assert configured.returncode == 0, configured.stderr
+    with contextlib.closing(sqlite3.connect(tmp_path / "elsewhere" / "app.db")) as db:
+        assert db.execute("SELECT queue FROM task").fetchall() == [("fromconf",)] * 2
+    backend = run_cli("-A", "wd", "status", "--result-backend", "redis://x",
+                      cwd=tmp_path / "elsewhere")
+    assert backend.returncode == 2 and "result backend 'redis://x'" in backend.stderr
     version = run_cli("--version")
     assert version.returncode == 0 and version.stdout.startswith("miniq ")
 
@@ -392,6 +402,20 @@ def test_worker_takes_celerys_fatal_log_level():
     from miniq.cli import build_parser
     args = build_parser().parse_args(["-A", "proj", "worker", "-l", "fatal"])
     assert args.loglevel == "FATAL"
+
+
+def test_worker_options_come_from_celerys_variables_where_none_is_typed(start_worker, tmp_path):
+    """As Celery's command line (click's CELERY_WORKER_<OPTION>); a typed option wins;
+    %% in a node name is a %."""
+    env = {"CELERY_WORKER_QUEUES": "a,b", "CELERY_WORKER_CONCURRENCY": "3",
+           "CELERY_WORKER_WITHOUT_GOSSIP": "true", "CELERY_WORKER_HOSTNAME": "w%%1@%h"}
+    worker = start_worker("-c", "1", env=env)
+    assert "  concurrency: 1\n  queues:      a,b\n" in worker.output()
+    assert f"w%1@{socket.gethostname()}" in worker.output()
+    for variable, said in (("CELERY_WORKER_DETACH", "names no option of miniq's worker"),
+                           ("CELERY_WORKER_POOL", "-P solo: miniq's only pool")):
+        proc = run_cli("-A", "tests.tasks", "worker", env={variable: "solo"})
+        assert proc.returncode == 2 and said in proc.stderr, proc.stderr
 
 
 def test_autoscale_runs_max_children(start_worker):
