@@ -155,12 +155,20 @@ GLOBAL_VARIABLES = (("broker", ("BROKER_URL", "CELERY_BROKER"), "CELERY_BROKER_U
                      "CELERY_RESULT_BACKEND"),
                     ("config", ("CONFIG_MODULE", "CELERY_CONFIG"), "CELERY_CONFIG_MODULE"))
 TRUE = ("1", "true", "t", "yes", "y", "on")  # as click reads a flag's variable
+CELERY_OPTIONS = {  # of Celery's worker and beat, as its variables name them
+    "AUTOSCALE", "BEAT", "CONCURRENCY", "DETACH", "DISABLE_PREFETCH", "EXCLUDE_QUEUES",
+    "EXECUTABLE", "GID", "HEARTBEAT_INTERVAL", "HOSTNAME", "INCLUDE", "LOGFILE", "LOGLEVEL",
+    "MAX_INTERVAL", "MAX_MEMORY_PER_CHILD", "MAX_TASKS_PER_CHILD", "OPTIMIZATION", "PIDFILE",
+    "POOL", "POOL_START_METHOD", "PREFETCH_MULTIPLIER", "PURGE", "QUEUES", "SCHEDULE_FILENAME",
+    "SCHEDULER", "SOFT_TIME_LIMIT", "STATEDB", "TASK_EVENTS", "TIME_LIMIT", "UID", "UMASK",
+    "WITHOUT_GOSSIP", "WITHOUT_HEARTBEAT", "WITHOUT_MINGLE"}
 
 
 def _environment_options(command, name, argv):
     """As Celery's command line: each option not typed comes from its variable, such
     as CELERY_WORKER_CONCURRENCY for the worker's --concurrency, as the words to parse;
-    a variable naming no option is refused, as the option would be."""
+    one for an option of Celery's that miniq lacks is refused, as the option would be
+    (others, such as a setting's name, are no option: Celery ignores them too)."""
     prefix, typed = f"CELERY_{name.upper()}_", {word.split("=")[0] for word in argv}
     typed |= {word[:2] for word in argv if word[:1] == "-" and word[:2] != "--"}
     options = {option[2:].replace("-", "_").upper(): (option, action)
@@ -169,8 +177,10 @@ def _environment_options(command, name, argv):
     words = []
     for variable in sorted(key for key in os.environ if key.startswith(prefix)):
         option, action = options.get(variable[len(prefix):], (None, None))
+        if option is None and variable[len(prefix):] in CELERY_OPTIONS:
+            command.error(f"{variable}: miniq's {name} has no such option")
         if option is None:
-            command.error(f"{variable} names no option of miniq's {name}")
+            continue
         if typed & set(action.option_strings):
             continue
         value = os.environ[variable]

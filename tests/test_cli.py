@@ -408,11 +408,12 @@ def test_worker_options_come_from_celerys_variables_where_none_is_typed(start_wo
     """As Celery's command line (click's CELERY_WORKER_<OPTION>); a typed option wins;
     %% in a node name is a %."""
     env = {"CELERY_WORKER_QUEUES": "a,b", "CELERY_WORKER_CONCURRENCY": "3",
-           "CELERY_WORKER_WITHOUT_GOSSIP": "true", "CELERY_WORKER_HOSTNAME": "w%%1@%h"}
+           "CELERY_WORKER_WITHOUT_GOSSIP": "true", "CELERY_WORKER_HOSTNAME": "w%%1@%h",
+           "CELERY_WORKER_SEND_TASK_EVENTS": "1"}  # a setting's name, no option: ignored
     worker = start_worker("-c", "1", env=env)
     assert "  concurrency: 1\n  queues:      a,b\n" in worker.output()
     assert f"w%1@{socket.gethostname()}" in worker.output()
-    for variable, said in (("CELERY_WORKER_DETACH", "names no option of miniq's worker"),
+    for variable, said in (("CELERY_WORKER_DETACH", "miniq's worker has no such option"),
                            ("CELERY_WORKER_POOL", "-P solo: miniq's only pool")):
         proc = run_cli("-A", "tests.tasks", "worker", env={variable: "solo"})
         assert proc.returncode == 2 and said in proc.stderr, proc.stderr
