@@ -170,7 +170,19 @@ def worker(app, args):
         status = manager.run()
     if status == 0:  # as Celery: after a warm shutdown, not a cold one
         emit("_worker_shutdown", manager)
+    if manager.restart and status == 0:
+        _restart()
     return status
+
+
+def _restart():
+    """As Celery's worker on SIGHUP: the same command again, in this process, so that
+    it runs the code as it is now."""
+    argv = getattr(sys, "orig_argv", None) or [sys.executable, "-m", __package__, *sys.argv[1:]]
+    logging.getLogger("miniq.worker").warning("restarting: %s", " ".join(argv))
+    logging.shutdown()
+    sys.stdout.flush()
+    os.execv(sys.executable, [sys.executable, *argv[1:]])
 
 
 def _served_queues(app, args):

@@ -59,8 +59,8 @@ MAX_REPLY = 1 << 30     # nor one longer than SQLite stores (its default SQLITE_
 ORPHAN_AFTER = 1.0      # a child outlives its manager by at most this, running a task or not
 LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
-# Their default would end the manager: they are logged and ignored (Celery's SIGHUP restarts
-# a worker, its SIGUSR1 and SIGUSR2 debug it; miniq has neither). Those a fault raises
+# Their default would end the manager: they are logged and ignored (but SIGHUP, which
+# restarts a worker without a terminal, as Celery's; its SIGUSR1 and SIGUSR2 debug it). Those a fault raises
 # (SIGSEGV, SIGBUS, ...) keep their default: a handler that returns would fault again.
 NOTED_SIGNALS = (*(getattr(signal, name) for name in (
     "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGPROF", "SIGVTALRM", "SIGIO", "SIGXCPU",
@@ -314,6 +314,14 @@ def _orphaned(parent, manager):
     return os.getppid() != parent or not pid_alive(manager)
 
 
+def _on_terminal():
+    """Whether the worker's output goes to a terminal (else it runs as a service)."""
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):  # none, or closed
+        return False
+
+
 def _watch_manager(orphaned, running):
     """A thread that kills this child within ORPHAN_AFTER of its manager's death while
     it runs a task (``running[0]``, its id): no one would record the outcome, another
@@ -385,6 +393,7 @@ class Worker:
     beat = None  # -B: periodic tasks from this loop; the database keeps each run unique
     beat_due = 0.0
     noted = None  # a NOTED_SIGNALS signal came: the loop logs it
+    restart = False  # SIGHUP came to a worker with no terminal: a warm shutdown, then again
 
     def __init__(self, app, app_path, concurrency=None, queues=None, start_method=None,
                  loglevel=None, beat=False, hostname=None):
@@ -480,6 +489,9 @@ class Worker:
     def _on_signal(self, signum, frame):
         """Only set flags: the loop acts. As Celery's: SIGTERM and a first SIGINT are warm,
         a second SIGINT or a SIGQUIT cold."""
+        if signum == signal.SIGHUP and not _on_terminal():  # as Celery's, which restarts
+            self.restart = self.warm = True  # only where closing a terminal cannot send it
+            return
         if signum in NOTED_SIGNALS:
             self.noted = signum
             return

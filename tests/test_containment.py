@@ -214,8 +214,8 @@ def test_sigalrm_left_by_a_task_does_not_reach_the_next_one(app, start_worker, b
     assert_serving(worker)
 
 
-STRAY = [(getattr(signal, name), name) for name in (
-    "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGPROF", "SIGVTALRM", "SIGIO", "SIGXCPU",
+STRAY = [(getattr(signal, name), name) for name in (  # SIGHUP restarts a worker
+    "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGPROF", "SIGVTALRM", "SIGIO", "SIGXCPU",
     "SIGPWR", "SIGSTKFLT") if hasattr(signal, name)]
 if hasattr(signal, "SIGRTMIN"):  # real-time signals: numbers without a name of their own
     STRAY += [(signal.SIGRTMIN, "SIGRTMIN"), (signal.SIGRTMIN + 5, f"signal {signal.SIGRTMIN + 5}")]

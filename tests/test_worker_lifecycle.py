@@ -105,6 +105,24 @@ def test_warm_shutdown_finishes_running_tasks_and_leaves_queued_ones(
     assert_nothing_left(worker, children)
 
 
+def test_sighup_restarts_a_worker_without_a_terminal_as_celerys(app, start_worker, tmp_path):
+    """A warm shutdown, then the same command again in the same process: a service's
+    reload runs the code as it is now."""
+    pidfile = tmp_path / "worker.pid"
+    worker = start_worker("-c", "1", "--pidfile", str(pidfile))
+    children, gate = worker.children(), tmp_path / "gate"
+    running = start_gated(gate, 1)
+    deliver(worker, signal.SIGHUP)
+    wait_for(lambda: "warm shutdown: waiting for 1 running task(s)" in worker.output(), 15,
+             message="the warm shutdown said")
+    gate.touch()
+    wait_for(lambda: worker.output().count(" ready: ") == 2, 30, message="ready again")
+    assert "restarting: " in worker.output() and worker.proc.poll() is None
+    assert running[0].get(timeout=5) == 0 and tasks.add.delay(2, 3).get(timeout=15) == 5
+    assert not set(children) & set(worker.children())  # new children, the same manager
+    assert pidfile.read_text().strip() == str(worker.proc.pid)
+
+
 def test_an_idle_worker_says_it_stops_on_a_warm_shutdown(app, start_worker):
     worker = start_worker("-c", "1")
     deliver(worker, signal.SIGTERM)
