@@ -149,8 +149,8 @@ def pickleable(exc):
         args = tuple(exc.args)
     except Exception:  # noqa: BLE001 - args that raise: kept under its own name, as text
         return exc
-    for make in (None, *(base for base in bases if issubclass(base, BaseException))):
-        try:
+    for make in (None, cls, *(base for base in bases if issubclass(base, BaseException))):
+        try:  # itself, then its class made anew (an attribute may not pickle), then bases
             kept = exc if make is None else make(*args).with_traceback(exc.__traceback__)
             pickle.loads(pickle.dumps(kept))
             return kept

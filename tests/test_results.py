@@ -4,6 +4,7 @@ states on the way; datetime, date, time, UUID, Decimal and bytes travel as
 themselves in arguments, results and meta. One worker serves the whole module."""
 import json
 import sys
+import threading
 import time
 import uuid
 from datetime import date, datetime, timedelta, timezone
@@ -256,11 +257,18 @@ class _TaggedError(_Tagged, Exception):
         Exception.__init__(self, text)
 
 
+def _holding_a_lock(exc):
+    exc.lock = threading.Lock()  # as an attribute: the exception does not pickle
+    return exc
+
+
 @pytest.mark.parametrize("exc, stored, answer", [
     (_NeedsTwoFault("foo", 1), "_Fault", "_Fault('foo')"),
+    (_holding_a_lock(_Fault("foo")), "_Fault", "_Fault('foo')"),  # made anew, as Celery's
     (_TaggedError("foo", 1), "UnpickleableExceptionWrapper", "_TaggedError('foo')"),
     (ValueError({1}, 2), "ValueError", "ValueError('{1}', 2)"),
-], ids=["nearest-base", "a-mixin-is-no-base", "args-json-cannot-carry"])
+], ids=["nearest-base", "an-attribute-that-does-not-pickle", "a-mixin-is-no-base",
+        "args-json-cannot-carry"])
 def test_an_exception_is_stored_as_the_class_that_makes_it_again(exc, stored, answer):
     """Decided where it was raised, as a Celery worker does: a reader that never
     imported its module gets the same answer."""
