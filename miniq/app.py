@@ -304,7 +304,7 @@ class Miniq:
             kept[key] = _links(name, kept[key])
         body = encode_args(name, args, kwargs)
         now = time.time()
-        due = now + countdown if countdown else (to_timestamp(eta) if eta is not None else 0.0)
+        due = now + countdown if countdown else (to_timestamp(eta) if eta else 0.0)  # as Celery's
         expires = _deadline(expires, now)
         if not (math.isfinite(due) and math.isfinite(expires or 0)):
             raise ValueError(f"{name}: countdown, eta and expires must be finite times")

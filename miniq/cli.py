@@ -155,13 +155,16 @@ GLOBAL_VARIABLES = (("broker", ("BROKER_URL", "CELERY_BROKER"), "CELERY_BROKER_U
                      "CELERY_RESULT_BACKEND"),
                     ("config", ("CONFIG_MODULE", "CELERY_CONFIG"), "CELERY_CONFIG_MODULE"))
 TRUE = ("1", "true", "t", "yes", "y", "on")  # as click reads a flag's variable
+DAEMON_OPTIONS = {"DETACH", "EXECUTABLE", "GID", "HOSTNAME", "LOGFILE", "LOGLEVEL", "PIDFILE",
+                  "SCHEDULER", "UID", "UMASK"}
 CELERY_OPTIONS = {  # of Celery's worker and beat, as its variables name them
-    "AUTOSCALE", "BEAT", "CONCURRENCY", "DETACH", "DISABLE_PREFETCH", "EXCLUDE_QUEUES",
-    "EXECUTABLE", "GID", "HEARTBEAT_INTERVAL", "HOSTNAME", "INCLUDE", "LOGFILE", "LOGLEVEL",
-    "MAX_INTERVAL", "MAX_MEMORY_PER_CHILD", "MAX_TASKS_PER_CHILD", "OPTIMIZATION", "PIDFILE",
-    "POOL", "POOL_START_METHOD", "PREFETCH_MULTIPLIER", "PURGE", "QUEUES", "SCHEDULE_FILENAME",
-    "SCHEDULER", "SOFT_TIME_LIMIT", "STATEDB", "TASK_EVENTS", "TIME_LIMIT", "UID", "UMASK",
-    "WITHOUT_GOSSIP", "WITHOUT_HEARTBEAT", "WITHOUT_MINGLE"}
+    "worker": DAEMON_OPTIONS | {
+        "AUTOSCALE", "BEAT", "CONCURRENCY", "DISABLE_PREFETCH", "EXCLUDE_QUEUES",
+        "HEARTBEAT_INTERVAL", "INCLUDE", "MAX_MEMORY_PER_CHILD", "MAX_TASKS_PER_CHILD",
+        "OPTIMIZATION", "POOL", "POOL_START_METHOD", "PREFETCH_MULTIPLIER", "PURGE", "QUEUES",
+        "SCHEDULE_FILENAME", "SOFT_TIME_LIMIT", "STATEDB", "TASK_EVENTS", "TIME_LIMIT",
+        "WITHOUT_GOSSIP", "WITHOUT_HEARTBEAT", "WITHOUT_MINGLE"},
+    "beat": DAEMON_OPTIONS | {"MAX_INTERVAL", "REMOTE_CONTROL", "SCHEDULE"}}
 
 
 def _environment_options(command, name, argv):
@@ -176,11 +179,12 @@ def _environment_options(command, name, argv):
                if option.startswith("--")}
     words = []
     for variable in sorted(key for key in os.environ if key.startswith(prefix)):
-        option, action = options.get(variable[len(prefix):], (None, None))
-        if option is None and variable[len(prefix):] in CELERY_OPTIONS:
-            command.error(f"{variable}: miniq's {name} has no such option")
-        if option is None:
+        suffix = variable[len(prefix):]
+        if suffix not in CELERY_OPTIONS[name]:  # a setting's name, say: no option
             continue
+        option, action = options.get(suffix, (None, None))
+        if option is None:
+            command.error(f"{variable}: miniq's {name} has no such option")
         if typed & set(action.option_strings):
             continue
         value = os.environ[variable]
@@ -459,7 +463,7 @@ def call(app: Miniq, args: Namespace) -> int:
                              countdown=args.countdown,
                              eta=args.eta,
                              expires=args.expires)
-    except (TypeError, ValueError) as exc:  # arguments JSON cannot carry, a time not finite
+    except (TypeError, ValueError, OverflowError) as exc:  # bad JSON, a time out of range
         return _error(exc)
     if not _emit(args, {"id": sent.id}):
         print(sent.id)

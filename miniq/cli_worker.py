@@ -175,10 +175,21 @@ def worker(app, args):
     return status
 
 
+def command_line():
+    """The command that started this process: Python's own record (3.10 on), else made
+    again: -m and the module (miniq's, or a package's __main__), or a script's path."""
+    argv = getattr(sys, "orig_argv", None)
+    if argv is None:
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        start = ["-m", spec.name.rpartition(".__main__")[0] or spec.name] if spec else []
+        argv = [sys.executable, *start, *sys.argv[1 if start else 0:]]
+    return argv
+
+
 def _restart():
     """As Celery's worker on SIGHUP: the same command again, in this process, so that
     it runs the code as it is now."""
-    argv = getattr(sys, "orig_argv", None) or [sys.executable, "-m", __package__, *sys.argv[1:]]
+    argv = command_line()
     logging.getLogger("miniq.worker").warning("restarting: %s", " ".join(argv))
     logging.shutdown()
     sys.stdout.flush()

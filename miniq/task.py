@@ -476,7 +476,7 @@ class Task:
         if countdown:  # as Celery's (and a call's): a countdown over an eta
             when = time.time() + countdown
         else:  # no eta: due now, and its request shows none, as Celery's
-            when = 0.0 if eta is None else to_timestamp(eta)
+            when = to_timestamp(eta) if eta else 0.0
         if not math.isfinite(when):  # as a call's own: else no row could store it
             raise ValueError(f"{self.name}: a retry's countdown and eta must be finite times")
         if not YEAR_1 <= when < YEAR_10000:
@@ -774,7 +774,10 @@ def _eager_links(task, message, outcome, value):
         called = [errback for errback in errbacks if new_style(app, errback)]
         for errback in called:
             request = _request(task, message, *loads(message.body), True, None)
-            errback(request, value, outcome.traceback)
+            try:
+                errback(request, value, outcome.traceback)
+            except Exception:  # noqa: BLE001 - as Celery's: logged, the result stands
+                log.exception("Errback %r raised an exception", errback)
         later = [errback for errback in errbacks if errback not in called]
         if later:  # as Celery's: those that take the task's id, as one group
             group(later, app=app).apply((message.id,), **lineage)

@@ -9,6 +9,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -111,6 +112,8 @@ def test_celerys_global_options_broker_workdir_version_and_celery_app(tmp_path):
     backend = run_cli("-A", "wd", "status", "--result-backend", "redis://x",
                       cwd=tmp_path / "elsewhere")
     assert backend.returncode == 2 and "result backend 'redis://x'" in backend.stderr
+    far = run_cli("-A", "wd", "call", "wd.add", "--expires", "1e12", cwd=tmp_path / "elsewhere")
+    assert far.returncode == 2 and "years 1 to 9999" in far.stderr and "Traceback" not in far.stderr
     version = run_cli("--version")
     assert version.returncode == 0 and version.stdout.startswith("miniq ")
 
@@ -409,14 +412,31 @@ def test_worker_options_come_from_celerys_variables_where_none_is_typed(start_wo
     %% in a node name is a %."""
     env = {"CELERY_WORKER_QUEUES": "a,b", "CELERY_WORKER_CONCURRENCY": "3",
            "CELERY_WORKER_WITHOUT_GOSSIP": "true", "CELERY_WORKER_HOSTNAME": "w%%1@%h",
-           "CELERY_WORKER_SEND_TASK_EVENTS": "1"}  # a setting's name, no option: ignored
+           "CELERY_WORKER_SEND_TASK_EVENTS": "1", "CELERY_WORKER_HELP": "1",  # no options
+           "CELERY_WORKER_BROKER": "sqlite:///elsewhere.db"}  # of Celery's worker: ignored
     worker = start_worker("-c", "1", env=env)
     assert "  concurrency: 1\n  queues:      a,b\n" in worker.output()
     assert f"w%1@{socket.gethostname()}" in worker.output()
     for variable, said in (("CELERY_WORKER_DETACH", "miniq's worker has no such option"),
+                           ("CELERY_BEAT_SCHEDULE", "miniq's beat has no such option"),
                            ("CELERY_WORKER_POOL", "-P solo: miniq's only pool")):
-        proc = run_cli("-A", "tests.tasks", "worker", env={variable: "solo"})
+        command = variable.split("_")[1].lower()
+        proc = run_cli("-A", "tests.tasks", command, env={variable: "solo"})
         assert proc.returncode == 2 and said in proc.stderr, proc.stderr
+
+
+def test_the_command_a_restart_runs_is_the_one_that_started_the_worker(monkeypatch):
+    """Python 3.9 keeps no record of it: made again from -m's module, or a script's path."""
+    from miniq.cli_worker import command_line
+    monkeypatch.delattr(sys, "orig_argv", raising=False)
+    main = sys.modules["__main__"]
+    for spec, argv, made in ((types.SimpleNamespace(name="miniq.__main__"),
+                              ["/x/miniq/__main__.py", "-A", "p", "worker"],
+                              ["-m", "miniq", "-A", "p", "worker"]),
+                             (None, ["run.py", "worker"], ["run.py", "worker"])):
+        monkeypatch.setattr(main, "__spec__", spec, raising=False)
+        monkeypatch.setattr(sys, "argv", argv)
+        assert command_line() == [sys.executable, *made]
 
 
 def test_autoscale_runs_max_children(start_worker):

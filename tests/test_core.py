@@ -95,6 +95,8 @@ def test_an_expiry_or_eta_that_is_no_time_is_refused_at_the_call_as_celerys(app)
         with pytest.raises(TypeError, match="a datetime or its ISO 8601 text"):
             tasks.add.apply_async((1, 1), eta=bad)
     assert count_rows(app) == 0
+    tasks.add.apply_async((1, 1), eta=0)  # as Celery's: no eta
+    assert app.broker.db.execute("SELECT eta FROM task").fetchall() == [(0.0,)]
 
 
 def test_tasks_run_only_in_worker_children_never_in_the_manager(app, start_worker):

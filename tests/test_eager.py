@@ -201,6 +201,14 @@ def test_an_eager_run_calls_its_links_as_celerys(eager):
         tasks.fail.apply(("bad",), link_error=errback.s(), throw=True)
     assert seen == []
 
+    @eager.task(name="tests.eager_broken_errback")
+    def broken(request, exc, traceback):
+        raise RuntimeError("errback broke")
+
+    with mock.patch("miniq.task.log") as log:  # as Celery's: logged, the result stands
+        assert tasks.fail.apply(("bad",), link_error=broken.s()).state == "FAILURE"
+    assert "Errback" in log.exception.call_args[0][0]
+
 
 def test_bound_task_sees_its_request(eager):
     result = tasks.request_info.delay(1, k=2)
