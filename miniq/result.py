@@ -141,8 +141,9 @@ def exception_to_json(exc):
 
 def pickleable(exc):
     """exc as a Celery worker hands it on, to hooks, signals and the result: itself if it
-    pickles, else the nearest base above Exception made with its args that does, else
-    Celery's wrapper, which holds its module, class name, args and repr."""
+    pickles, else the first of its class and its bases above Exception that, made with
+    its args, does, else Celery's wrapper, which holds its module, class name, args and
+    repr."""
     cls = type(exc)
     bases = itertools.takewhile(lambda c: c not in (Exception, BaseException), cls.__mro__[1:])
     try:
