@@ -264,12 +264,13 @@ def _print_banner(app, args, manager, node):
     """What this worker is, at any log level, as Celery's banner."""
     node = [f"  node:        {node}"] if args.hostname else []
     tasks = [f"  . {name}" for name in sorted(app.tasks) if not name.startswith("celery.")]
-    print(f"miniq worker for {args.app}",
-          f"  database:    {app.broker.path}",
-          f"  concurrency: {manager.concurrency}",
-          f"  queues:      {','.join(manager.queues)}",
-          *node,
-          "[tasks]", *tasks, sep="\n", flush=True)
+    lines = [f"miniq worker for {args.app}",
+             f"  database:    {app.broker.path}",
+             f"  concurrency: {manager.concurrency}",
+             f"  queues:      {','.join(manager.queues)}",
+             *node,
+             "[tasks]", *tasks]
+    print("\n".join(lines), flush=True)  # one write: a reader of the log sees all or none
 
 
 def split(text):

@@ -190,7 +190,8 @@ def test_worker_help_explains_every_option():
 
 def test_worker_prints_a_banner_at_the_default_log_level(app, broker_url, start_worker):
     worker = start_worker("-c", "1", "-Q", "a,b", "--loglevel", "warning", ready=False)
-    out = wait_for(lambda: "[tasks]" in worker.output() and worker.output(), message="the banner")
+    out = wait_for(lambda: "tasks.wait_for_gate\n" in worker.output() and worker.output(),
+                   message="the banner")
     path = broker_url[len("sqlite:///"):]
     assert out.splitlines()[:5] == ["miniq worker for tests.tasks", f"  database:    {path}",
                                     "  concurrency: 1", "  queues:      a,b", "[tasks]"]
