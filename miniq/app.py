@@ -24,8 +24,8 @@ from .broker import NUMBER, QUEUED, WAITING, Broker, path_from_url
 from .exceptions import (AlwaysEagerIgnored, DuplicateTaskNameWarning, ImproperlyConfigured,
                          NotRegistered)
 from .result import AsyncResult, new_id
-from .task import (YEAR_1, YEAR_10000, Task, emit, encode_args, json_only, lineage,
-                   running_priority, to_timestamp)
+from .task import (Task, check_dates, emit, encode_args, json_only, lineage, running_priority,
+                   to_timestamp)
 from .utils.json import dumps
 from .wake import TERMINATE, Waker
 
@@ -308,9 +308,7 @@ class Miniq:
         expires = _deadline(expires, now)
         if not (math.isfinite(due) and math.isfinite(expires or 0)):
             raise ValueError(f"{name}: countdown, eta and expires must be finite times")
-        if not all(YEAR_1 <= when < YEAR_10000 for when in (due, expires or 0)):
-            raise OverflowError(f"{name}: countdown, eta and expires must fall within years"
-                                " 1 to 9999, as Celery's dates")
+        check_dates(name, due, expires or 0)
         kept["group"] = kept.pop("group_id")
         kept["retries"] = retries or None  # the count it starts from: no retry of itself
         if not kept["parent_id"]:  # sent from inside a running task: that one is its parent

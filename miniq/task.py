@@ -143,6 +143,13 @@ def json_only(name, serializer):
 YEAR_1, YEAR_10000 = -62135596800, 253402300800  # unix times a datetime can hold
 
 
+def check_dates(name, *times):
+    """OverflowError for a unix time no datetime holds, as Celery's dates raise it."""
+    if not all(YEAR_1 <= when < YEAR_10000 for when in times):
+        raise OverflowError(f"{name}: countdown, eta and expires must fall within years"
+                            " 1 to 9999, as Celery's dates")
+
+
 def to_timestamp(when):
     """A datetime or its ISO 8601 text (naive means UTC, as Celery), as unix time."""
     if isinstance(when, str):  # as Celery's, which puts such text in its message as it is
@@ -479,9 +486,7 @@ class Task:
             when = to_timestamp(eta) if eta else 0.0
         if not math.isfinite(when):  # as a call's own: else no row could store it
             raise ValueError(f"{self.name}: a retry's countdown and eta must be finite times")
-        if not YEAR_1 <= when < YEAR_10000:
-            raise OverflowError(f"{self.name}: a retry's countdown and eta must fall within"
-                                " years 1 to 9999, as Celery's dates")
+        check_dates(self.name, when)
         retry = Retry(exc=exc, when=eta or countdown)
         retry.eta, retry.body = when, None
         if args is not None or kwargs is not None:
