@@ -855,7 +855,7 @@ def a_chord_member_revoked_before_it_was_sent_fails_the_chord(c, get):
     naming it (not run with None in its place, nor waiting for ever)."""
     def revoked():
         sig = c.add.s(2, 2).set(task_id=str(uuid.uuid4()))
-        c.app.control.revoke(sig.id, reply=True, timeout=5)  # once the workers know
+        c.app.control.revoke(sig.id, reply=True, timeout=5, limit=1)  # once it knows
         return sig
     sent = [c.chord([c.add.s(1, 1), revoked()], c.echo.s()).apply_async(),
             c.chord([revoked()], c.echo.s()).apply_async()]
@@ -953,8 +953,8 @@ def the_children_of_a_chords_sender_are_its_header(c, get):
 def revoke_with_reply_answers_for_each_worker(c, get):
     get(c.add.delay(1, 1))  # the worker is up
     task_id = str(uuid.uuid4())
-    replies = c.app.control.revoke(task_id, reply=True, timeout=5)
-    nothing = c.app.control.revoke(None, reply=True, timeout=5)  # None is no ids
+    replies = c.app.control.revoke(task_id, reply=True, timeout=5, limit=1)  # one worker
+    nothing = c.app.control.revoke(None, reply=True, timeout=5, limit=1)  # None is no ids
     return (c.app.control.revoke(str(uuid.uuid4())),
             [(node == f"celery@{socket.gethostname()}", answer["ok"].replace(task_id, "<id>"))
              for one in replies for node, answer in one.items()],
