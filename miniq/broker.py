@@ -27,6 +27,7 @@ QUEUED, RUNNING, DONE, WAITING = 0, 1, 2, 3  # WAITING: a chord callback
 # Not due yet, or not known to be (-1: in line for a rate limit). Every status <= 0 is a
 # task not started, and only due ones are QUEUED: no claim reads past what is not due.
 SCHEDULED = -2
+UNANNOUNCED = -2  # revoked: a task revoked while queued, until a worker of its queue says so
 PROMOTE = SWEEP = 500  # rows a claim makes due, a sweep deletes: each holds the file for ms
 BY_SEQ = 500  # rows a statement names by seq: SQLite before 3.32 takes 999 parameters
 FINAL = ("SUCCESS", "FAILURE", "REVOKED")  # the states of a finished task that is not ignored
@@ -52,7 +53,8 @@ CREATE TABLE IF NOT EXISTS task (
     attempts  INTEGER NOT NULL DEFAULT 0,   -- deliveries of this run; fences settle
     worker    TEXT,                         -- who holds it while running
     lease     REAL,                         -- reclaimable after this
-    revoked   INTEGER,                      -- NULL, -1 aborted, 0 revoked, >0 kill with this signal
+    revoked   INTEGER,                      -- NULL, -1 aborted, 0 revoked, >0 kill with this signal,
+                                            -- -2 revoked while queued, not yet announced
     result    TEXT,                         -- JSON value, exception info, or meta
     traceback TEXT,
     created   REAL NOT NULL,
@@ -66,6 +68,7 @@ CREATE INDEX IF NOT EXISTS task_running ON task(worker) WHERE status = 1;
 CREATE INDEX IF NOT EXISTS task_done ON task(finished) WHERE status = 2;
 CREATE INDEX IF NOT EXISTS task_chord ON task(chord) WHERE chord IS NOT NULL;
 CREATE INDEX IF NOT EXISTS task_line ON task(name, priority DESC, seq) WHERE status = -1;
+CREATE INDEX IF NOT EXISTS task_unannounced ON task(queue) WHERE revoked = -2;
 CREATE TABLE IF NOT EXISTS worker (
     id          TEXT PRIMARY KEY,
     host        TEXT NOT NULL,
@@ -89,7 +92,8 @@ CREATE TABLE IF NOT EXISTS rate (                -- rate limits, kept across all
     next TEXT                                    -- the task whose turn that is, if any
 ) WITHOUT ROWID;
 """
-SCHEMA_VERSION = 5  # 4: rate limits (the rate table, the task_line index); 5: SCHEDULED
+SCHEMA_VERSION = 6  # 4: rate limits (the rate table, the task_line index); 5: SCHEDULED;
+# 6: UNANNOUNCED (the task_unannounced index)
 APPLICATION_ID = 0x6D696E71  # "minq" in the file header: this file is miniq's
 LOCK_WAIT = 10.0  # seconds any one call may wait for a locked file, in all
 INSERT = ("INSERT INTO task (id, name, queue, priority, body, options, eta, expires, created,"
@@ -241,6 +245,19 @@ def _claim_rows(db, args, seqs):
         if "decode" not in str(exc):
             raise
     return [_read_claimed(db, seq) for seq in seqs]
+
+
+def _unannounced(db, queues):
+    """Take the tasks of these queues revoked while queued, to announce: their Messages."""
+    seqs = [row[0] for row in db.execute(
+        "SELECT seq FROM task INDEXED BY task_unannounced WHERE"
+        f" revoked = {UNANNOUNCED} AND queue IN ({_marks(queues)}) LIMIT ?", (*queues, SWEEP))]
+    if not seqs:
+        return []
+    rows = _replacing(db, f"SELECT {CLAIM_COLUMNS} FROM task WHERE seq IN ({_marks(seqs)})",
+                      seqs)
+    db.execute(f"UPDATE task SET revoked = 0 WHERE seq IN ({_marks(seqs)})", seqs)
+    return [_message(row) for row in rows]
 
 
 def _read_claimed(db, seq):
@@ -516,10 +533,12 @@ class Broker:
             for task_id in ids:
                 queued = db.execute(f"SELECT chord FROM task WHERE id = ? AND {NOT_BEGUN}",
                                     (task_id,)).fetchone()
-                db.execute(  # a reserved one keeps the signal: its start may be on its way
+                db.execute(  # a reserved one keeps the signal: its start may be on its way;
+                    # a queued one waits for a worker of its queue to announce it, as
+                    # Celery's worker does as it reaches a revoked task
                     "UPDATE task SET status = 2, state = 'REVOKED', finished = ?, result = ?,"
-                    f" revoked = CASE status WHEN 1 THEN ? ELSE 0 END WHERE id = ? AND {NOT_BEGUN}",
-                    (now, REVOKED_RESULT, mark, task_id))
+                    " revoked = CASE status WHEN 1 THEN ? ELSE ? END WHERE id = ? AND"
+                    f" {NOT_BEGUN}", (now, REVOKED_RESULT, mark, UNANNOUNCED, task_id))
                 if queued and queued[0]:  # a chord member: its callback fails now, not never
                     _release_chord(db, queued[0], now, task_id)
                 # not sent yet (a chain's later step, or by a caller still to come): as
@@ -565,13 +584,16 @@ class Broker:
     # -- workers -----------------------------------------------------------
 
     @_translated
-    def claim(self, worker, queues, n, lease, outcomes=(), start=None, held=None):
+    def claim(self, worker, queues, n, lease, outcomes=(), start=None, held=None,
+              revoked=None):
         """Write the Settle records, make the scheduled tasks that are due QUEUED (PROMOTE
         at most), then claim up to n as Message records, in one transaction: the queues
         taking turns, each highest priority first, then oldest. The first ``start`` (all if None) are STARTED, the
         others reserved: their state stays until a STARTED Settle says they began, and
         the set ``held`` gets the ids of those the worker still holds (a revoke ends a
-        reserved task). A malformed row comes back with its fault named."""
+        reserved task). A malformed row comes back with its fault named. The list
+        ``revoked`` gets the Messages of tasks revoked while queued (SWEEP at most),
+        which the worker is the one to announce."""
         now, marks, seen = self.clock(), _marks(queues), []
 
         def run(db):
@@ -583,6 +605,8 @@ class Broker:
                 seen[:] = [(db, db.execute("PRAGMA data_version").fetchone()[0])]
             if n <= 0:
                 return []
+            if revoked is not None:  # anew at each try: only a committed one counts
+                revoked[:] = _unannounced(db, queues)
             # the due ones, and any whose eta is not a number (another program's row): to fail
             some = ("SELECT seq FROM (SELECT seq FROM task INDEXED BY task_scheduled"
                     f" WHERE status = -2 AND queue IN ({marks}) AND eta {{}} LIMIT ?)")

@@ -35,7 +35,7 @@ from datetime import timedelta
 
 from . import result as results
 from .app import load_app
-from .broker import FINAL, Message, Settle
+from .broker import FINAL, SWEEP, Message, Settle
 from .canvas import chord_error, next_steps
 from .exceptions import (ImproperlyConfigured, InvalidTaskError, MiniqError, OperationalError,
                          SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded,
@@ -637,11 +637,12 @@ class Worker:
         claim = room and (idle or self.news or not self.reserve)
         if not (flush or claim) or now < self.db_retry_at:
             return False
-        starts = self._starts()
+        starts, revoked = self._starts(), []
         held = set() if starts or any(reserved for _, reserved in self.reserve) else None
-        messages = self._db(lambda: self._claim_tx(room, starts, idle, held))
+        messages = self._db(lambda: self._claim_tx(room, starts, idle, held, revoked))
         if messages is None:
             return False
+        self._announce(revoked)
         self.outcomes, self.news = [], False
         self.timed_out.extend(self.unwritten)  # their hooks may read the failure now
         self.unwritten = []
@@ -654,7 +655,7 @@ class Worker:
             self.reserve = collections.deque(
                 (m, reserved) for m, reserved in self.reserve if not reserved or m.id in held)
             self._revoked_before_begin(gone)
-        self.want = room > 0 and len(messages) == room
+        self.want = room > 0 and len(messages) == room or len(revoked) == SWEEP
         if room and not self.want:
             self.next_due = self._db(lambda: self.broker.next_eta(self.queues))
         for message in messages:  # as Celery's, as its worker takes them
@@ -671,10 +672,11 @@ class Worker:
             self._begin(now)
         return True
 
-    def _claim_tx(self, room, starts, idle, held):
+    def _claim_tx(self, room, starts, idle, held, revoked):
         """The claim's transaction. Outcomes the database refuses (a value too big, or
         against a constraint) would refuse it every time: each is written alone then."""
         claim = functools.partial(self.broker.claim, self.id, self.queues, room, self.lease)
+        claim = functools.partial(claim, revoked=revoked)
         try:
             return claim(starts + self.outcomes, idle, held)
         except OperationalError as exc:
@@ -682,6 +684,13 @@ class Worker:
                 raise
         self.outcomes = [settle for settle in map(self._alone, self.outcomes) if settle]
         return claim(starts + self.outcomes, idle, held)
+
+    def _announce(self, revoked):
+        """The tasks revoked while queued that a claim took: announced, as Celery's worker
+        announces a revoked task as it reaches it."""
+        for message in revoked:
+            log.info("Discarding revoked task: %s", message)
+            _emit("_task_settled", self, message, "REVOKED", TaskRevokedError("revoked"))
 
     def _alone(self, settle):
         """Write one outcome by itself: None once written, the FAILURE to write in its

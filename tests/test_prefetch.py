@@ -199,6 +199,24 @@ def test_the_tasks_claimed_to_start_now_are_the_first_given_out(app):
     assert [m.id for m in app.broker.claim("w", ["celery"], 3, 60.0)] == [later.id]
 
 
+def test_a_claim_takes_the_tasks_of_its_queues_revoked_while_queued_once(app):
+    """Revoked while queued (or waiting for its eta): a worker of its queue takes it to
+    announce with its next claim, once; another queue's worker does not."""
+    mine = [tasks.add.delay(1, 1), tasks.add.apply_async((2, 2), countdown=600)]
+    other = tasks.add.apply_async((3, 3), queue="other")
+    for result in (*mine, other):
+        result.revoke()
+    runs = tasks.add.delay(4, 4)
+    revoked = []
+    assert [m.id for m in app.broker.claim("w", ["celery"], 5, 60.0, revoked=revoked)] == [
+        runs.id]
+    assert sorted(m.id for m in revoked) == sorted(r.id for r in mine)
+    assert app.broker.claim("w", ["celery"], 5, 60.0, revoked=revoked) == [] and revoked == []
+    assert app.broker.claim("w", ["other"], 5, 60.0, revoked=revoked) == []
+    assert [m.id for m in revoked] == [other.id]
+    assert [r.state for r in (*mine, other)] == ["REVOKED"] * 3
+
+
 def test_a_warm_shutdown_begins_no_reserved_task_while_a_child_still_runs(start_worker, app,
                                                                           tmp_path):
     """One child frees while the other runs on: its outcome is written, and the reserve

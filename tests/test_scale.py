@@ -99,6 +99,8 @@ def test_a_file_of_schema_4_moves_its_future_tasks_out_of_the_queue(tmp_path):
     old = sqlite3.connect(path)
     v4 = SCHEMA.replace("task_scheduled ON task(queue, eta) WHERE status = -2",
                         "task_due ON task(queue, eta) WHERE status = 0")
+    v4 = v4.replace("CREATE INDEX IF NOT EXISTS task_unannounced ON task(queue) WHERE"
+                    " revoked = -2;", "")  # schema 6's
     old.executescript(v4 + f"PRAGMA user_version = 4; PRAGMA application_id = {APPLICATION_ID};")
     now = time.time()
     old.executemany("INSERT INTO task (id, name, queue, body, eta, created) VALUES"
@@ -108,9 +110,9 @@ def test_a_file_of_schema_4_moves_its_future_tasks_out_of_the_queue(tmp_path):
     old.close()
     upgraded = Broker(str(path))
     try:
-        assert upgraded.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+        assert upgraded.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
         indexes = {r[0] for r in upgraded.db.execute("SELECT name FROM sqlite_master")}
-        assert "task_scheduled" in indexes and "task_due" not in indexes
+        assert {"task_scheduled", "task_unannounced"} <= indexes and "task_due" not in indexes
         assert statuses(upgraded) == {"due": QUEUED, "later": SCHEDULED}
         assert [m.id for m in upgraded.claim("w", ["celery"], 5, 60.0)] == ["due"]
         assert [r[0] for r in upgraded.scheduled()] == ["later"]

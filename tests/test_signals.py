@@ -221,6 +221,30 @@ def test_a_reserved_task_revoked_before_it_begins_is_announced(tasks, worker, tm
         (held.id, False, False)]
 
 
+def test_tasks_revoked_while_queued_or_waiting_for_their_eta_are_announced(tasks, worker,
+                                                                           tmp_path):
+    """As Celery's worker, as it reaches a task revoked in the queue: task_revoked in the
+    manager, once, neither terminated nor expired; the result is REVOKED at once."""
+    since, gate = len(worker.events()), tmp_path / "gate"
+    blockers = [tasks.wait_for_gate.delay(str(gate), i) for i in range(2)]  # both children
+    wait_for(lambda: all(r.state == "STARTED" for r in blockers), message="both blocked")
+    queued, later = tasks.add.delay(1, 1), tasks.add.apply_async((2, 2), countdown=600)
+    for result in (queued, later):
+        result.revoke()
+        assert result.state == "REVOKED"
+    gate.touch()
+    assert [r.get(timeout=20) for r in blockers] == [0, 1]
+    revoked = wait_for(lambda: len(worker.events("task_revoked", since)) >= 2 and
+                       worker.events("task_revoked", since), message="task_revoked")
+    assert sorted((e["pid"], e["request"]["id"], e["terminated"], e["signum"], e["expired"])
+                  for e in revoked) == sorted((worker.pid, r.id, False, None, False)
+                                              for r in (queued, later))
+    assert {e["sender"] for e in revoked} == {"task tests.signal_tasks.add"}
+    assert sum(e["request"]["eta"] is not None for e in revoked) == 1  # the later one's
+    assert tasks.add.delay(3, 3).get(timeout=20) == 6  # a claim after: none announced twice
+    assert len(worker.events("task_revoked", since)) == 2
+
+
 def test_publish_receivers_may_change_the_arguments(tasks, worker):
     """As in Celery, before_task_publish's body is what is sent."""
     def inject(sender=None, body=None, **named):
