@@ -195,10 +195,24 @@ class Miniq:
                 raise ImproperlyConfigured("miniq keeps results in the broker's file:"
                                            " leave backend unset, rpc:// or equal to broker")
             durable = self.conf.sqlite_synchronous.upper() == "FULL"
+            self.close()  # the file it used before, if any
             self._broker = self.broker_class(path, durable)
             self._waker = Waker(self._broker.path)
             self._broker_url = url
         return self._broker
+
+    def close(self) -> None:
+        """As Celery's: let go of what the app holds open (this thread's connection to the
+        file, the socket it sends hints from); used again, it opens them again."""
+        if self._broker is not None:
+            self._broker.close()
+            self._waker.close()
+
+    def __enter__(self) -> Miniq:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
 
     @property
     def waker(self) -> Waker:

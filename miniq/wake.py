@@ -16,6 +16,7 @@ import re
 import socket
 import stat
 import tempfile
+import weakref
 from typing import Optional
 
 log = logging.getLogger("miniq.worker")
@@ -81,13 +82,21 @@ class Waker:
             if st.st_mtime_ns != self._stamp:
                 self._targets = self._peers()
                 self._stamp = st.st_mtime_ns
-            if self._pid != os.getpid():
+            if self._pid != os.getpid():  # first, or a fork's parent's: its own
+                self.close()
                 self._sender, self._pid = _datagrams(), os.getpid()
+                weakref.finalize(self, self._sender.close)  # no open socket left to collect
         except OSError:
             return
         for target in self._targets:
             with contextlib.suppress(OSError):  # a worker gone, or its hints queue full
                 self._sender.sendto(hint, target)
+
+    def close(self) -> None:
+        """Close the socket hints are sent from; the next notify() opens one again."""
+        if self._sender is not None:
+            self._sender.close()
+        self._sender, self._pid = None, 0
 
     def _peers(self):
         """Socket paths of this database's workers (other databases share the folder)."""

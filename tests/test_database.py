@@ -275,3 +275,36 @@ def test_apps_share_no_setting_of_the_defaults(tmp_path):
     first.conf.task_routes["a.*"] = {"queue": "a"}
     second = Miniq("b", broker=f"sqlite:///{tmp_path / 'b.db'}")
     assert second.conf.beat_schedule == {} and second.conf.task_routes == {}
+
+
+def test_an_app_closes_what_it_holds_open_and_a_dropped_one_leaves_no_socket(tmp_path):
+    """As Celery's: ``close()`` and ``with`` let go of an app's connection (Python 3.13
+    warns of one collected open) and of its hint socket, and the app opens them again if
+    used; an app a test drops leaves no open socket to be collected (``-W error`` suites)."""
+    script = textwrap.dedent(f"""
+        import gc, sys, warnings
+        warnings.simplefilter("error", ResourceWarning)
+        from miniq import Miniq
+
+        with Miniq("b", broker="sqlite:///{tmp_path}/b.db") as app:
+            task = app.task(lambda: None, name="t")
+            task.delay()
+        task.delay()  # used again: opened again
+        app.close()
+        assert app.broker.db.execute("SELECT COUNT(*) FROM task").fetchone()[0] == 2
+        app.close()
+        del app, task
+        gc.collect()
+        print("dropped:", file=sys.stderr, flush=True)
+        app = Miniq("a", broker="sqlite:///{tmp_path}/a.db")
+        app.task(lambda: None, name="t").delay()
+        del app
+        gc.collect()
+    """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "PYTHONPATH": ROOT})
+    assert done.returncode == 0, done.stderr
+    closed, dropped = done.stderr.split("dropped:\n")
+    assert closed == "" and "socket" not in dropped, done.stderr
+    if sys.version_info < (3, 13):  # where a connection collected open gives no warning
+        assert dropped == ""
