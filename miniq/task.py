@@ -391,8 +391,8 @@ class Task:
         ignore = self.ignore_result if ignore is None else ignore
         message = Message(task_id or new_id(), self.name, body, retries or 0,
                           options={**lineage(), "headers": headers, "delivery_info": delivery,
-                                   "ignore_result": ignore, "link": _listed(link),
-                                   "link_error": _listed(link_error)})
+                                   "ignore_result": ignore, "link": _listed(link) or None,
+                                   "link_error": _listed(link_error) or None})
         throw = self.app.conf.task_eager_propagates if throw is None else throw
         run = functools.partial(execute, self.app, eager=True, propagate=throw)
         outcome = run(message)  # a failure or a retry propagates, with throw, as Celery's
@@ -487,7 +487,8 @@ class Task:
         if not math.isfinite(when):  # as a call's own: else no row could store it
             raise ValueError(f"{self.name}: a retry's countdown and eta must be finite times")
         check_dates(self.name, when)
-        retry = Retry(exc=exc, when=eta or countdown)
+        retry = Retry(exc=exc, when=eta or countdown, is_eager=bool(request.is_eager),
+                      sig=self.signature(new_args, new_kwargs, task_id=request.id))  # as Celery's
         retry.eta, retry.body = when, None
         if args is not None or kwargs is not None:
             retry.body = encode_args(self.name, new_args, new_kwargs)

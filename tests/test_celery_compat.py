@@ -1242,12 +1242,17 @@ def eager_propagation_raises_a_retry(c, get):
                      task_eager_propagates=True)
 
     @eager.task(bind=True, max_retries=2)
-    def again(self):
+    def again(self, x):
         raise self.retry(countdown=5, exc=ValueError("x"))
+
+    @eager.task(bind=True)
+    def flows(self):  # none given: None, not an empty list
+        return self.request.callbacks, self.request.errbacks
     try:
-        again.delay()
-    except c._exceptions.Retry as exc:
-        return type(exc.exc).__name__, float(exc.when)
+        again.delay(7)
+    except c._exceptions.Retry as exc:  # as Celery's: it carries the retry's signature
+        return (type(exc.exc).__name__, float(exc.when), exc.is_eager, list(exc.sig.args),
+                list(flows.delay().get()))
 
 
 def an_ignored_step_ends_an_eager_chain(c, get):
@@ -1626,7 +1631,7 @@ SCENARIOS = [
     (a_namespaced_app_reads_django_time_zone_and_its_own_names, ("America/New_York", None, "other", 99)),
     (config_objects_are_taken_whole_and_the_last_one_counts, (
         (False, "dsn"), ("namespaced", True, "dsn"), ("second", False))),
-    (eager_propagation_raises_a_retry, ("ValueError", 5.0)),
+    (eager_propagation_raises_a_retry, ("ValueError", 5.0, True, [7], [None, None])),
     (an_ignored_step_ends_an_eager_chain, ("IGNORED", [])),
     (eager_runs_give_what_celerys_tests_see, (
         "raised RuntimeError", "gid-1", [1, 2], True, ("SUCCESS", 5),
