@@ -278,9 +278,11 @@ class Miniq:
             # as Celery's: a task takes task_default_priority as its own option, over a route
             own = conf.task_default_priority if task.priority is None and name in self.tasks \
                 else task.priority
-            given = (own, route.get("priority"), conf.task_default_priority)
+            given = (own, route.get("priority"))  # none for a name it lacks, as Celery's
             sent_to = {key: getattr(task, key, None) for key in ("exchange", "routing_key")}
-            queue = task.queue or _bound(conf, sent_to) or route.get("queue") or _bound(conf, route)
+            routed = route.get("queue")
+            routed = routed if routed is None else _published(conf, routed, route)
+            queue = task.queue or _bound(conf, sent_to) or routed or _bound(conf, route)
             self._routes[key] = (getattr(queue, "name", queue) or conf.task_default_queue,
                                  next((p for p in given if p is not None), None),
                                  task._own("soft_time_limit"),  # the worker reads conf's
@@ -295,9 +297,9 @@ class Miniq:
         """The row ``send_task`` inserts; JSON-encodes the arguments (TypeError if it can't)."""
         json_only(name, options.get("serializer") or "json")
         default_queue, default_priority, soft, hard, default_expires, ignores = self._defaults(name)
-        if queue is None:  # as Celery's: a call's exchange and routing key over its route
-            queue = _bound(self.conf, options)
-        queue = getattr(queue, "name", queue)  # as Celery's: a kombu Queue, by its name
+        # as Celery's: a call's exchange and routing key over its route
+        queue = _bound(self.conf, options) if queue is None else _published(self.conf, queue,
+                                                                            options)
         kept = {key: options.get(key) for key in KEPT}  # other options are ignored
         priority = default_priority if priority is None else priority
         if priority is None and self.conf.task_inherit_parent_priority:  # as Celery's: only
@@ -427,6 +429,9 @@ def _route(routes, name):
     """A name's route, as Celery's routers read task_routes: the first dict (of a list or
     tuple of them) that names it, exactly or by a glob or regex pattern."""
     for table in routes if isinstance(routes, (list, tuple)) else [routes]:
+        if isinstance(table, (list, tuple)) and all(  # Celery's ordered (pattern, route)
+                isinstance(pair, (list, tuple)) and len(pair) == 2 for pair in table):
+            table = dict(table)  # pairs: a table read in their order
         if not isinstance(table, dict):
             raise ImproperlyConfigured(
                 f"task_routes: {table!r} is a router miniq does not call: give dicts of routes")
@@ -459,6 +464,23 @@ def _bound(conf, given):
             f"exchange {exchange!r} with routing_key {key!r} reaches {len(found)} queues of"
             f" task_queues ({', '.join(found) or 'none'}): miniq sends to one; give a queue")
     return found[0]
+
+
+def _published(conf, queue, given):
+    """The queue a message for ``queue`` (a name or a kombu Queue) reaches with ``given``'s
+    exchange and routing key, as Celery's publisher sends it: to the queue by name where
+    its exchange is direct and no exchange and key are both given, else by the key, to
+    the exchange given or the queue's own (the queue itself is only declared then)."""
+    name, exchange, key = getattr(queue, "name", queue), given.get("exchange"), given.get(
+        "routing_key")
+    bound = _bindings(conf).get(name) if isinstance(name, str) else None  # else: refused
+    bound = bound or (None, None, "direct")  # later, as a queue that is not a name
+    kind = (given.get("exchange_type") or getattr(getattr(queue, "exchange", None), "type",
+                                                  None) or bound[2])
+    if key is None or not exchange and kind == "direct":
+        return name
+    exchange = bound[0] if exchange is None else exchange
+    return _bound(conf, {"exchange": exchange, "routing_key": key})
 
 
 def _bindings(conf):

@@ -19,8 +19,8 @@ LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "FATAL")
 
 def add_options(parser):
     """The worker's options: miniq's own, then Celery's that miniq honours or accepts."""
-    parser.add_argument("-c", "--concurrency", type=positive_int,
-                        help="child processes (default: CPUs)")
+    parser.add_argument("-c", "--concurrency", type=children,
+                        help="child processes (default, or 0: one a CPU)")
     parser.add_argument("-Q", "--queues", help="comma-separated queues to serve")
     add_loglevel(parser, "WARNING")
     parser.add_argument("--start-method", "--pool-start-method",  # Celery 5.7's name
@@ -51,6 +51,13 @@ def positive_int(text):
     if not text.isdigit() or int(text) < 1:
         raise ArgumentTypeError(f"must be a positive integer, not {text!r}")
     return int(text)
+
+
+def children(text):
+    """argparse type for -c: as Celery's, 0 is one child a CPU."""
+    if not text.isdigit():
+        raise ArgumentTypeError(f"must be a whole number, not {text!r}")
+    return int(text) or os.cpu_count() or 1
 
 
 def positive_float(text):
@@ -154,6 +161,8 @@ def worker(app, args):
         if getattr(args, option) is not None:
             app.conf[key] = getattr(args, option)
     node = nodename(args.hostname)
+    if app.conf.get("worker_direct"):  # as Celery's: a queue of its own, named after it
+        queues.append(f"{node}.dq2")
     args.pidfile, args.logfile = (path and node_format(path, node)
                                   for path in (args.pidfile, args.logfile))
     concurrency = args.autoscale or args.concurrency

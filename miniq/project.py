@@ -528,6 +528,12 @@ def _refuse(settings):
             value = allowed if "json" in names else sorted(names)
         if value != allowed and not (key == "result_accept_content" and value is None):
             raise ImproperlyConfigured(f"{key}={value!r} is not supported: {why}")
+    options = settings.get("broker_transport_options")
+    order = options.get("queue_order_strategy") if isinstance(options, dict) else None
+    if order not in (None, "round_robin"):  # kombu's others: a queue drained before the next
+        raise ImproperlyConfigured(f"broker_transport_options queue_order_strategy={order!r}"
+                                   " is not supported: a worker's queues take turns"
+                                   " (round_robin)")
 
 
 def _annotations(conf):

@@ -502,6 +502,7 @@ def test_content_taken_beside_json_is_accepted_as_only_json_ever_arrives(fresh_a
     ("task_store_eager_result", True), ("enable_utc", False), ("worker_pool", "threads"),
     ("worker_pool", ["prefork"]), ("task_retry_on_worker_lost", True),
     ("result_failure_expires", 60),
+    ("broker_transport_options", {"queue_order_strategy": "priority"}),
     ("beat_scheduler", "django_celery_beat.schedulers:DatabaseScheduler")])
 def test_settings_miniq_cannot_honour_are_refused_not_ignored(fresh_app, setting, value):
     with pytest.raises(ImproperlyConfigured, match=setting):

@@ -151,12 +151,18 @@ def test_missing_app_option_is_a_usage_error():
     assert "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("value", ["-1", "0", "two"])
-def test_concurrency_that_is_not_a_positive_integer_is_a_usage_error(value):
+@pytest.mark.parametrize("value", ["-1", "two", "1.5"])
+def test_concurrency_that_is_not_a_whole_number_is_a_usage_error(value):
     proc = run_cli("-A", "tests.tasks", "worker", "-c", value)
     assert proc.returncode == 2 and proc.stderr.startswith("usage: miniq worker"), proc.stderr
     assert proc.stderr.splitlines()[-1] == ("miniq worker: error: argument -c/--concurrency:"
-                                            f" must be a positive integer, not '{value}'")
+                                            f" must be a whole number, not '{value}'")
+
+
+def test_concurrency_0_is_a_child_a_cpu_as_in_celery(start_worker):
+    worker = start_worker("-c", "0")
+    assert f"concurrency: {os.cpu_count()}" in worker.output()
+    assert len(worker.children()) == os.cpu_count()
 
 
 @pytest.mark.parametrize("how", ["-c", "conf"])

@@ -1,6 +1,8 @@
 """Queues, routing and priority against real workers: the producer picks the
 queue when it sends (apply_async(queue=), the task's queue=, task_routes,
 task_default_queue); ``worker -Q`` serves only its queues."""
+import json
+
 import pytest
 
 from miniq import chain
@@ -123,6 +125,56 @@ def test_an_exchange_and_routing_key_reach_the_queue_bound_so_as_in_celery(
             tasks.heavy_one.apply_async((1,), **unbound)
     start_worker("-c", "1", "-Q", "videos,feeds")
     assert [r.get(timeout=30) for r in sent] == [1, "f", 2, 3, 4]
+
+
+def test_a_queue_given_with_a_routing_key_is_reached_as_celery_publishes(app, producer_conf):
+    """Celery sends by the key to the exchange given, or to a topic queue's own exchange
+    (the queue is then only declared); to a direct queue by its name. A call's and a
+    route's alike."""
+    kombu = pytest.importorskip("kombu")
+    topic = kombu.Exchange("tasks", type="topic")
+    producer_conf(task_queues=[kombu.Queue("default", topic, routing_key="task.#"),
+                               kombu.Queue("feed_tasks", topic, routing_key="feed.#"),
+                               kombu.Queue("images", kombu.Exchange("media"), routing_key="img"),
+                               kombu.Queue("video", kombu.Exchange("media"), routing_key="vid")],
+                  task_routes={"tests.tasks.route_exact": {"queue": "feed_tasks",
+                                                           "routing_key": "task.import"}})
+    sent = [tasks.route_exact.delay(1),
+            tasks.heavy_one.apply_async((2,), queue="feed_tasks", routing_key="task.x"),
+            tasks.heavy_one.apply_async((3,), queue="default", routing_key="feed.x"),
+            tasks.heavy_one.apply_async((4,), queue="images", routing_key="vid"),  # direct
+            tasks.heavy_one.apply_async((5,), queue="images", exchange="media",
+                                        routing_key="vid")]
+    assert [queue_of(app, r) for r in sent] == ["default", "default", "feed_tasks", "images",
+                                               "video"]
+    with pytest.raises(ImproperlyConfigured, match="reaches 0 queues"):
+        tasks.heavy_one.apply_async((6,), queue="default", routing_key="nothing.bound")
+
+
+def test_task_routes_in_celery_s_ordered_form_of_pairs(app, producer_conf):
+    """A list of (pattern, route) pairs, as Celery's docs give to keep their order."""
+    import re
+    producer_conf(task_routes=([("tests.tasks.heavy_*", {"queue": "r_glob"}),
+                                (re.compile(r"tests\.tasks\..*"), {"queue": "r_any"})],))
+    assert [queue_of(app, r) for r in (tasks.heavy_one.delay(1), tasks.route_exact.delay(2))] \
+        == ["r_glob", "r_any"]
+
+
+def test_a_name_the_app_lacks_takes_no_default_priority_as_in_celery(app, producer_conf):
+    """task_default_priority is a registered task's own option: send_task of another name
+    has none (a route's still holds)."""
+    producer_conf(task_default_priority=5,
+                  task_routes={"elsewhere.routed": {"queue": "r_x", "priority": 2}})
+    assert [priority_of(app, app.send_task(name)) for name in
+            ("elsewhere.unknown", "elsewhere.routed", tasks.route_exact.name)] == [0, 2, 5]
+
+
+def test_worker_direct_serves_the_worker_s_own_queue(app, start_worker, producer_conf):
+    """As Celery's: with worker_direct, a worker serves <node name>.dq2 too."""
+    start_worker("-c", "1", "-n", "direct@box",
+                 env={"MINIQ_TEST_CONF": json.dumps({"worker_direct": True})})
+    assert tasks.add.apply_async((1, 2), queue="direct@box.dq2").get(timeout=30) == 3
+    assert tasks.add.delay(2, 2).get(timeout=30) == 4  # and its other queues
 
 
 def test_only_a_route_with_a_star_is_a_glob_as_in_celery(app, producer_conf):
