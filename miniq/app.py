@@ -56,7 +56,7 @@ DEFAULTS: dict[str, Any] = {
     "task_default_queue": "celery",
     "task_default_priority": None,
     "task_inherit_parent_priority": False,
-    "task_routes": {},
+    "task_routes": None,  # as Celery's
     "task_ignore_result": False,
     "task_acks_late": False,
     "task_reject_on_worker_lost": False,
