@@ -110,6 +110,12 @@ CELERY_DEFAULTS = {  # Celery's defaults of the settings miniq reads beyond the 
     "worker_pool": "prefork", "task_retry_on_worker_lost": False,
     "result_failure_expires": None, "beat_scheduler": "celery.beat:PersistentScheduler"}
 CELERY_MACHINERY = {"loader", "amqp", "events", "log", "control", "tasks", "fixups"}
+# Celery's app attributes for the broker machinery miniq has not (the file is its broker)
+CELERY_PARTS = {"amqp": "AMQP machinery (queues, router, producer)", "loader": "loader",
+                "backend": "result backend", "log": "logging setup", "events": "event bus",
+                "pool": "broker connection pool", "producer_pool": "producer pool",
+                "connection": "broker connection", "connection_for_read": "broker connection",
+                "connection_for_write": "broker connection"}
 DEFAULTS = {**apps.DEFAULTS, **CELERY_DEFAULTS}  # what app.conf reads where nothing is set
 READ = {*DEFAULTS, *REFUSED}
 PER_SECOND = {"s": 1, "m": 60, "h": 3600}  # a rate's unit: "10/s", "100/m", "1000/h"
@@ -305,6 +311,12 @@ class Miniq(apps.Miniq):
 
     set_current = set_default
     finalized = True  # as Celery's once finalized: miniq's tasks are made at once
+
+    def __getattr__(self, name: str) -> Any:
+        if name in CELERY_PARTS:  # named, not a bare AttributeError: hasattr() still False
+            raise AttributeError(f"app.{name} is Celery's {CELERY_PARTS[name]}: miniq has"
+                                 " none (its broker and result store is the file, app.broker)")
+        return object.__getattribute__(self, name)  # its own error, a property's too
 
     def finalize(self, auto: bool = False) -> None:
         """Nothing to do: a task is made as it is defined."""
