@@ -166,6 +166,7 @@ class Settle(NamedTuple):
     follow: Sequence[tuple] = ()            # message rows to send next (a chain)
     failed: Sequence[tuple[str, str]] = ()  # (id, name) of steps that fail with it
     began: float | None = None              # when a reserved task began, if not yet written
+    moved: tuple = (None, None)             # RETRY: the queue and priority it goes to, if new
 
 
 # Tasks revoked with terminate, and the signal: another program's value that is not a
@@ -892,7 +893,8 @@ def _revoked_member(db, row):
 
 def _settle(db, worker, outcomes, now):
     """Write outcomes, each only if this worker still holds that delivery (the fence)."""
-    for task_id, attempts, state, result, tb, eta, body, chord, follow, failed, began in outcomes:
+    for task_id, attempts, state, result, tb, eta, body, chord, follow, failed, began, moved \
+            in outcomes:
         key = (task_id, worker, attempts)
         if state == "REPLACED" and db.execute(f"SELECT 1 FROM task {FENCE} AND revoked >= 0",
                                               key).fetchone():  # as Celery's: a replacement
@@ -910,8 +912,9 @@ def _settle(db, worker, outcomes, now):
                      "state = CASE WHEN state = 'STARTED' THEN 'PENDING' ELSE state END")
             db.execute(  # its worker stays, as Celery's
                 f"UPDATE task SET status = -2, {shown}, retries = retries + 1, attempts = 0,"
-                f" eta = ?, body = COALESCE(?, body) {FENCE}",
-                ((result, tb) if state == "RETRY" else ()) + (eta, body, *key))
+                " eta = ?, body = COALESCE(?, body), queue = COALESCE(?, queue),"
+                f" priority = COALESCE(?, priority) {FENCE}",
+                ((result, tb) if state == "RETRY" else ()) + (eta, body, *moved, *key))
         elif state == "PENDING":  # put back; the delivery still counts towards the cap
             db.execute(f"UPDATE task SET status = 0, state = 'PENDING', worker = NULL {FENCE}",
                        key)

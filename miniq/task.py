@@ -50,6 +50,7 @@ class Outcome(NamedTuple):
     exc: BaseException | None = None  # in-process only; never crosses a pipe
     expected: bool = False            # FAILURE: one of the task's ``throws``
     flows: dict | None = None         # chain, link, link_error as the run left them, if changed
+    moved: tuple = (None, None)       # RETRY: the queue and priority retry() names, if any
 
 
 class Context(SimpleNamespace):
@@ -462,10 +463,11 @@ class Task:
         """Ask for another run later; raises Retry (or exc / MaxRetriesExceededError when out).
         With throw=False it returns the Retry, and the run, once it returns, is retried
         (Celery stores what it returned first; here the retry's outcome is the only one)."""
+        moved = _moved(self.name, options.pop("queue", None), options.pop("priority", None))
         given = sorted(key for key, value in options.items() if value is not None)
         if given:  # Celery sends the retry with them; here it stays the same row
-            raise TypeError(f"{self.name}: miniq's retry() keeps the task's queue and options,"
-                            f" it takes no {', '.join(given)}")
+            raise TypeError(f"{self.name}: miniq's retry() keeps the task's options but its"
+                            f" queue and priority, it takes no {', '.join(given)}")
         request = self.request
         limit = self.max_retries if max_retries is None else max_retries
         if request.called_directly:
@@ -489,7 +491,7 @@ class Task:
         check_dates(self.name, when)
         retry = Retry(exc=exc, when=eta or countdown, is_eager=bool(request.is_eager),
                       sig=self.signature(new_args, new_kwargs, task_id=request.id))  # as Celery's
-        retry.eta, retry.body = when, None
+        retry.eta, retry.body, retry.moved = when, None, moved
         if args is not None or kwargs is not None:
             retry.body = encode_args(self.name, new_args, new_kwargs)
         if throw:
@@ -549,6 +551,18 @@ def _call(task, args, kwargs, soft_limit):
     finally:
         if soft_limit:
             signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+def _moved(name, queue, priority):
+    """(queue, priority) a retry goes to, as Celery's retry() sends it: each checked as a
+    call's, None where it keeps its own."""
+    queue = getattr(queue, "name", queue)  # a kombu Queue, by its name
+    if queue is not None and not isinstance(queue, str):
+        raise TypeError(f"{name}: retry()'s queue cannot be {queue!r}")
+    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)
+                                 or not 0 <= priority <= 255):
+        raise ValueError(f"{name}: retry()'s priority must be from 0 to 255, not {priority!r}")
+    return queue, priority
 
 
 def _unpickled(name, module):
@@ -738,7 +752,8 @@ def _run(task, task_id, args, kwargs, soft_limit):
             error = RuntimeError("a bare Retry says neither when nor how often: raise self.retry()")
             return failed(error), None
         cause = None if retry.exc is None else exception_to_json(retry.exc)  # as Celery stores
-        return Outcome("RETRY", cause, _traceback(), retry.eta, retry.body, retry), None
+        return Outcome("RETRY", cause, _traceback(), retry.eta, retry.body, retry,
+                       moved=getattr(retry, "moved", (None, None))), None
     except _Replaced as done:
         return None, done.value
     except Ignore as exc:  # also how replace() ends the run: canvas sends the replacement

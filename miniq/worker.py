@@ -174,9 +174,16 @@ def _outcome(fields):
     texts = (outcome.state, outcome.result, outcome.traceback, outcome.body)
     if not (outcome.state in CHILD_STATES and all(isinstance(t, (str, type(None))) for t in texts)
             and isinstance(outcome.eta, (int, float)) and outcome.exc is None
-            and isinstance(outcome.flows, (dict, type(None)))):
+            and isinstance(outcome.flows, (dict, type(None))) and _moves(outcome.moved)):
         raise ValueError("not a reply of its child's")
     return outcome
+
+
+def _moves(moved):
+    """Whether a reply's (queue, priority) is of retry()'s making."""
+    return (isinstance(moved, tuple) and len(moved) == 2
+            and isinstance(moved[0], (str, type(None)))
+            and (moved[1] is None or type(moved[1]) is int and 0 <= moved[1] <= 255))
 
 
 def _shown(result):
@@ -988,7 +995,8 @@ class Worker:
         began = self.begun.pop(message.id, (0, None))[1]  # written with its outcome
         self._buffer(Settle(message.id, message.attempts, state, result,
                             stored_trace or outcome.traceback,
-                            outcome.eta, outcome.body, message.chord, follow, failed, began))
+                            outcome.eta, outcome.body, message.chord, follow, failed, began,
+                            outcome.moved))
 
     def _buffer(self, settle):
         self._flush_by(FLUSH)

@@ -739,8 +739,11 @@ def retry_unthrown(self, path, then_raise=False):
 
 
 @app.task(bind=True)
-def retry_elsewhere(self):
-    raise self.retry(queue="elsewhere")
+def retry_elsewhere(self, queue, priority=None, **options):
+    """Retried once with these options; then where that run was delivered."""
+    if self.request.retries == 0:
+        raise self.retry(queue=queue, priority=priority, countdown=0, **options)
+    return self.request.delivery_info["routing_key"], self.request.delivery_info["priority"]
 
 
 @app.task

@@ -105,10 +105,16 @@ def test_retry_without_throw_retries_the_run_once_it_ends(app, start_worker, tmp
     assert row_of(app, result.id, "retries") == (1,)
 
 
-def test_retry_with_options_miniq_cannot_honour_fails_with_a_clear_error(app, start_worker):
-    start_worker("-c", "1")
-    with pytest.raises(TypeError, match="takes no queue"):
-        tasks.retry_elsewhere.delay().get(timeout=30)
+def test_retry_to_another_queue_and_priority_runs_there_as_in_celery(app, start_worker):
+    """Celery's retry(queue=, priority=) sends the retry there; its other options, and a
+    priority no call could take, fail the task with a clear error."""
+    start_worker("-c", "1", "-Q", "celery,elsewhere")
+    assert tasks.retry_elsewhere.delay("elsewhere", 7).get(timeout=30) == ["elsewhere", 7]
+    assert tasks.retry_elsewhere.delay(None, 3).get(timeout=30) == ["celery", 3]  # its own
+    with pytest.raises(ValueError, match="priority must be from 0 to 255, not 300"):
+        tasks.retry_elsewhere.delay(None, 300).get(timeout=30)
+    with pytest.raises(TypeError, match="takes no expires"):
+        tasks.retry_elsewhere.delay(None, expires=5).get(timeout=30)
 
 
 # countdown and eta --------------------------------------------------------------------------------
