@@ -466,8 +466,8 @@ class Task:
         moved = _moved(self.name, options.pop("queue", None), options.pop("priority", None))
         given = sorted(key for key, value in options.items() if value is not None)
         if given:  # Celery sends the retry with them; here it stays the same row
-            raise TypeError(f"{self.name}: miniq's retry() keeps the task's options but its"
-                            f" queue and priority, it takes no {', '.join(given)}")
+            raise TypeError(f"{self.name}: of the options of Celery's retry(), miniq's takes"
+                            f" queue and priority, not {', '.join(given)}")
         request = self.request
         limit = self.max_retries if max_retries is None else max_retries
         if request.called_directly:

@@ -113,7 +113,7 @@ def test_retry_to_another_queue_and_priority_runs_there_as_in_celery(app, start_
     assert tasks.retry_elsewhere.delay(None, 3).get(timeout=30) == ["celery", 3]  # its own
     with pytest.raises(ValueError, match="priority must be from 0 to 255, not 300"):
         tasks.retry_elsewhere.delay(None, 300).get(timeout=30)
-    with pytest.raises(TypeError, match="takes no expires"):
+    with pytest.raises(TypeError, match="queue and priority, not expires"):
         tasks.retry_elsewhere.delay(None, expires=5).get(timeout=30)
 
 
