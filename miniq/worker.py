@@ -46,6 +46,11 @@ from .utils.log import log_as_celery
 from .wake import TERMINATE, drain, machine_id, pid_alive
 
 log = logging.getLogger("miniq.worker")
+# Celery's loggers of the lines about each task, by name: a project's logging config that
+# quiets or routes them (celery.app.trace, say) holds here too
+received_log = logging.getLogger("celery.worker.strategy")
+request_log = logging.getLogger("celery.worker.request")
+trace_log = logging.getLogger("celery.app.trace")
 POLL = 0.05             # fallback poll of the database when no hint arrives
 IDLE_POLL = 1.0         # the slowest it gets, once hints are known to reach this worker
 TERMINATE_GRACE = 1.0   # revoke(terminate=True): SIGKILL if the signal did not end the task
@@ -94,6 +99,9 @@ SETTINGS = (("worker_concurrency", _whole(0), "a whole number"),
             ("task_time_limit", _seconds(0), "None or a number of seconds, at least 0"),
             ("task_soft_time_limit", _seconds(0), "None or a number of seconds, at least 0"),
             ("task_default_queue", lambda v: isinstance(v, str) and v, "a queue name"),
+            ("worker_redirect_stdouts_level",  # else every task that prints would fail
+             lambda v: v is None or isinstance(v, str) and isinstance(
+                 logging.getLevelName(v.upper()), int), "a logging level's name"),
             ("sqlite_synchronous", lambda v: str(v).upper() in ("NORMAL", "FULL"),
              "NORMAL or FULL"),
             ("worker_start_method", lambda v: v in (None, *multiprocessing.get_all_start_methods()),
@@ -666,7 +674,7 @@ class Worker:
         if room and not self.want:
             self.next_due = self._db(lambda: self.broker.next_eta(self.queues))
         for message in messages:  # as Celery's, as its worker takes them
-            log.info("Task %s received", message)
+            received_log.info("Task %s received", message)
         begun = {message.id for message in messages[:idle]}
         later = {m.id for m in messages[idle:] if m.name in self.rates}
         for message in messages[idle:]:  # a turn is booked as its task begins: not ahead
@@ -696,7 +704,7 @@ class Worker:
         """The tasks revoked while queued that a claim took: announced, as Celery's worker
         announces a revoked task as it reaches it."""
         for message in revoked:
-            log.info("Discarding revoked task: %s", message)
+            request_log.info("Discarding revoked task: %s", message)
             _emit("_task_settled", self, message, "REVOKED", TaskRevokedError("revoked"))
 
     def _alone(self, settle):
@@ -912,22 +920,22 @@ class Worker:
             return
         state = outcome.state
         if state in ("SUCCESS", None):
-            log.info("Task %s succeeded in %.4fs: %s", message, runtime,
+            trace_log.info("Task %s succeeded in %.4fs: %s", message, runtime,
                      (outcome.result or "")[:200])
         elif state == "RETRY":  # as Celery's: retry: Retry in 2s: KeyError('k')
             cause = outcome.result and f": {_shown(outcome.result)}"
-            log.info("Task %s retry: Retry in %.3gs%s", message,
+            trace_log.info("Task %s retry: Retry in %.3gs%s", message,
                      max(0.0, outcome.eta - time.time()), cause or "")
         elif state in ("IGNORED", "REPLACED"):
-            log.info("Task %s %s", message, state.lower())
+            trace_log.info("Task %s %s", message, state.lower())
         else:
             exc, trace = _shown(outcome.result), f"\n{outcome.traceback or ''}"
             if state != "FAILURE":  # Celery's Reject
-                log.warning("Task %s %s%s", message, exc, trace)
+                trace_log.warning("Task %s %s%s", message, exc, trace)
             elif outcome.expected:  # one of its throws: no traceback
-                log.info("Task %s raised expected: %s", message, exc)
+                trace_log.info("Task %s raised expected: %s", message, exc)
             else:
-                log.error("Task %s raised unexpected: %s%s", message, exc, trace)
+                trace_log.error("Task %s raised unexpected: %s%s", message, exc, trace)
         # Reject(requeue=True): as Celery, only under acks_late (else the message was
         # acknowledged before the run). Each delivery counts: at the last, it is a FAILURE.
         if state == "PENDING" and not self._setting(message, "acks_late"):

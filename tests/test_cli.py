@@ -283,6 +283,28 @@ def test_a_tasks_log_lines_and_prints_go_to_the_log_file_as_celerys(app, tmp_pat
     assert "LOG INFO: miniq worker" in text  # the manager's lines: its format too
 
 
+def test_the_lines_about_each_task_come_from_celerys_loggers(app, start_worker):
+    """As Celery's: a project's logging config that quiets celery.app.trace or
+    celery.worker.strategy (or routes them) holds for miniq's worker too."""
+    worker = start_worker("-c", "1", "-l", "INFO", env={"MINIQ_TEST_CONF": json.dumps(
+        {"worker_log_format": "%(name)s %(levelname)s: %(message)s"})})
+    result = app.tasks["tests.tasks.add"].delay(1, 2)
+    assert result.get(timeout=20) == 3
+    named = f"tests.tasks.add[{result.id}]"
+    wait_for(lambda: f"celery.app.trace INFO: Task {named} succeeded" in worker.output(),
+             message="the outcome's line from celery.app.trace")
+    assert f"celery.worker.strategy INFO: Task {named} received" in worker.output()
+
+
+def test_a_redirect_level_no_print_could_use_is_refused_as_the_worker_starts(broker_url):
+    """Else every task that prints would fail: as Celery's, the worker does not start."""
+    done = run_cli("-A", "tests.tasks", "worker", env={
+        "MINIQ_BROKER_URL": broker_url,
+        "MINIQ_TEST_CONF": json.dumps({"worker_redirect_stdouts_level": "bogus"})})
+    assert done.returncode != 0 and "worker_redirect_stdouts_level must be a logging level's" \
+        " name, not 'bogus'" in done.stderr, done.stderr
+
+
 def test_the_worker_logs_receipts_and_retries_in_celerys_words(app, start_worker):
     worker = start_worker("-c", "1", "-l", "INFO")
     result = app.tasks["tests.tasks.retry_forever"].delay(True)
