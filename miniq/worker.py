@@ -924,8 +924,9 @@ class Worker:
                      (outcome.result or "")[:200])
         elif state == "RETRY":  # as Celery's: retry: Retry in 2s: KeyError('k')
             cause = outcome.result and f": {_shown(outcome.result)}"
-            trace_log.info("Task %s retry: Retry in %.3gs%s", message,
-                     max(0.0, outcome.eta - time.time()), cause or "")
+            left = max(0.0, outcome.eta - time.time())  # 2s, 1.5s, 3600s: not 3.6e+03s
+            trace_log.info("Task %s retry: Retry in %ss%s", message,
+                           f"{left:.3g}" if left < 100 else f"{left:.0f}", cause or "")
         elif state in ("IGNORED", "REPLACED"):
             trace_log.info("Task %s %s", message, state.lower())
         else:

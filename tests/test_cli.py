@@ -314,6 +314,9 @@ def test_the_worker_logs_receipts_and_retries_in_celerys_words(app, start_worker
     assert f"Task {named} received" in worker.output()
     assert re.search(rf"Task {re.escape(named)} retry: Retry in [\d.e-]+s: KeyError\('original'\)",
                      worker.output()), worker.output()
+    later = app.tasks["tests.tasks.retry_at"].delay(countdown=3600)  # not 3.6e+03s
+    wait_for(lambda: f"Task tests.tasks.retry_at[{later.id}] retry: Retry in 3600s" in
+             worker.output(), message="an hour's retry in whole seconds")
     shadowed = app.tasks["tests.tasks.add"].apply_async((1, 2), shadow="sums.small")
     assert shadowed.get(timeout=20) == 3  # as Celery's: logged by the name it was given
     wait_for(lambda: f"Task sums.small[{shadowed.id}] succeeded" in worker.output(),
