@@ -602,6 +602,7 @@ def execute(app, message, soft_limit=None, eager=False, hostname=None, propagate
     task._push(request)
     try:
         emit("_task_started", task, request)
+        started = time.monotonic()
         outcome, value = _run(task, message.id, args, kwargs, soft_limit)
         flows = _flows(request)
         outcome = outcome or _kept(message, value, eager, flows)
@@ -610,6 +611,8 @@ def execute(app, message, soft_limit=None, eager=False, hostname=None, propagate
         if propagate and outcome.state in ("FAILURE", "RETRY"):  # as Celery's: no hook, no
             emit("_task_finished", task, request, None, None)  # outcome signal, no state
             raise outcome.exc
+        if eager:  # as Celery's eager run: the lines a worker logs, where a test sees them
+            _log_eager(message, outcome, value, time.monotonic() - started)
         if outcome.state not in UNHOOKED:
             outcome = _hooks(task, outcome, value, request)
         else:  # as Celery: no hook, but task_postrun
@@ -619,6 +622,19 @@ def execute(app, message, soft_limit=None, eager=False, hostname=None, propagate
     finally:
         task.pop_request()
         _running.request, _running.task = parent
+
+
+def _log_eager(message, outcome, value, runtime):
+    """An eager run's outcome, logged as Celery's tracer logs it, on its logger."""
+    trace, named = logging.getLogger("celery.app.trace"), f"{message.name}[{message.id}]"
+    if outcome.state in ("SUCCESS", None):
+        trace.info("Task %s succeeded in %ss: %r", named, runtime, value)
+    elif outcome.state == "RETRY":
+        trace.info("Task %s retry: %s", named, outcome.exc)
+    elif outcome.state == "FAILURE":
+        expected = "expected" if outcome.expected else "unexpected"
+        trace.log(logging.INFO if outcome.expected else logging.ERROR, "Task %s raised %s: %r",
+                  named, expected, outcome.exc, exc_info=None if outcome.expected else outcome.exc)
 
 
 def timed_out(app, message, limit, hostname=None):

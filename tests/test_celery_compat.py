@@ -13,6 +13,7 @@ import contextlib
 import gc
 import importlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -1255,6 +1256,47 @@ def eager_propagation_raises_a_retry(c, get):
                 list(flows.delay().get()))
 
 
+def eager_runs_log_what_celerys_tracer_logs(c, get):
+    """On celery.app.trace, where a test's caplog sees them: success, a failure (with its
+    exception attached), an expected one, a retry."""
+    eager = c.Celery("eager", set_as_current=False, task_always_eager=True)
+    logged = []
+
+    class Kept(logging.Handler):
+        def emit(self, record):
+            text = re.sub(r"in [\d.e-]+s:", "in Ts:", record.getMessage())
+            logged.append((record.levelname, re.sub(r"\[[\w-]+\]", "[id]", text),
+                           record.exc_info is not None))
+
+    @eager.task(name="ok")
+    def ok():
+        return "ok"
+
+    @eager.task(name="boom")
+    def boom():
+        raise ValueError("boom")
+
+    @eager.task(name="thrown", throws=(KeyError,))
+    def thrown():
+        raise KeyError("k")
+
+    @eager.task(name="again", bind=True)
+    def again(self):
+        if not self.request.retries:
+            raise self.retry(countdown=1, exc=KeyError("k"))
+    trace, kept = logging.getLogger("celery.app.trace"), Kept()
+    trace.addHandler(kept)
+    level = trace.level
+    trace.setLevel(logging.INFO)  # (setLevel: a logger caches what it would log)
+    try:
+        for task in (ok, boom, thrown, again):
+            task.delay()
+    finally:
+        trace.removeHandler(kept)
+        trace.setLevel(level)
+    return logged
+
+
 def an_ignored_step_ends_an_eager_chain(c, get):
     eager = c.Celery("eager", set_as_current=False, task_always_eager=True)
     ran = []
@@ -1633,6 +1675,12 @@ SCENARIOS = [
         (False, "dsn"), ("namespaced", True, "dsn"), ("second", False))),
     (eager_propagation_raises_a_retry, ("ValueError", 5.0, True, [7], [None, None])),
     (an_ignored_step_ends_an_eager_chain, ("IGNORED", [])),
+    (eager_runs_log_what_celerys_tracer_logs, [
+        ("INFO", "Task ok[id] succeeded in Ts: 'ok'", False),
+        ("ERROR", "Task boom[id] raised unexpected: ValueError('boom')", True),
+        ("INFO", "Task thrown[id] raised expected: KeyError('k')", False),
+        ("INFO", "Task again[id] retry: Retry in Ts: KeyError('k')", False),
+        ("INFO", "Task again[id] succeeded in Ts: None", False)]),
     (eager_runs_give_what_celerys_tests_see, (
         "raised RuntimeError", "gid-1", [1, 2], True, ("SUCCESS", 5),
         "raised ValueError", ((7,), {}), "by-position")),
