@@ -51,6 +51,9 @@ class Beat:
                 raise TypeError(f"relative={entry['relative']!r}: miniq's intervals always run"
                                 " at multiples of themselves since the epoch (relative=True)")
             every = maybe_schedule(entry["schedule"])
+            if type(every).__module__.partition(".")[0] == "celery":  # an import not swapped
+                raise TypeError(f"its schedule is Celery's {every!r}: miniq's beat reads"
+                                " miniq.schedules' crontab, solar and schedule")
             if not hasattr(every, "next_after"):
                 raise TypeError(f"its schedule must be seconds, a timedelta, a schedule or a"
                                 f" crontab, not {every!r}")

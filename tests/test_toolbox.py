@@ -217,6 +217,14 @@ def test_a_bad_beat_entry_is_refused_as_beat_starts_naming_it(app, monkeypatch, 
     assert said in str(caught.value)
 
 
+def test_a_crontab_of_celery_s_own_is_refused_naming_miniq_s(app, monkeypatch):
+    """A settings file that still imports Celery's crontab (the import swap misses it)."""
+    celery_crontab = pytest.importorskip("celery.schedules").crontab
+    with pytest.raises(ImproperlyConfigured, match="is Celery's <crontab.*miniq.schedules'"):
+        beat_on(app, monkeypatch, [0.0], {"bad": {"task": "tests.tasks.add",
+                                                  "schedule": celery_crontab(minute="*/5")}})
+
+
 @pytest.mark.parametrize("command", [["worker", "-c", "1", "-B"], ["beat"]])
 def test_worker_b_and_beat_refuse_a_bad_entry_in_one_line(broker_url, command):
     conf = json.dumps({"beat_schedule": {"bad": {"task": "tests.tasks.add", "schedule": 5,
