@@ -473,11 +473,13 @@ def _published(conf, queue, given):
     the exchange given or the queue's own (the queue itself is only declared then)."""
     name, exchange, key = getattr(queue, "name", queue), given.get("exchange"), given.get(
         "routing_key")
+    if key is None:  # the common call: a queue alone
+        return name
     bound = _bindings(conf).get(name) if isinstance(name, str) else None  # else: refused
     bound = bound or (None, None, "direct")  # later, as a queue that is not a name
     kind = (given.get("exchange_type") or getattr(getattr(queue, "exchange", None), "type",
                                                   None) or bound[2])
-    if key is None or not exchange and kind == "direct":
+    if not exchange and kind == "direct":
         return name
     exchange = bound[0] if exchange is None else exchange
     return _bound(conf, {"exchange": exchange, "routing_key": key})
