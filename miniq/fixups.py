@@ -9,7 +9,6 @@ import contextlib
 import functools
 import importlib.util
 import os
-import weakref
 
 from .task import Task
 
@@ -50,24 +49,6 @@ def app_names():
     fixup finds tasks in; None until Django is set up."""
     from django.apps import apps
     return [config.name for config in apps.get_app_configs()] if apps.ready else None
-
-
-def follow_settings(app, obj, namespace) -> None:
-    """Where obj is Django's settings, the app reads them again each time one under its
-    namespace changes, as a test's override_settings changes them: Celery reads Django's
-    settings at each use."""
-    from django.conf import settings
-    from django.core.signals import setting_changed
-    if obj is not settings or getattr(app, "_follows", False):
-        return
-    app._follows, made = True, weakref.ref(app)
-
-    def changed(setting, **_):
-        if made() is None:  # the app is gone
-            setting_changed.disconnect(changed)
-        elif setting.startswith(f"{namespace}_" if namespace else "") or setting == "TIME_ZONE":
-            made().config_from_object(obj, namespace=namespace)
-    setting_changed.connect(changed, weak=False)
 
 
 def _forked(**_):

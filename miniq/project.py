@@ -12,6 +12,7 @@ import functools
 import importlib
 import os
 import sys
+import types
 import weakref
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -32,6 +33,7 @@ for _name, _module in (("task", tasks), ("control", control)):
     setattr(apps, _name, _module)
 del _name, _module
 JSON = "miniq speaks JSON only"
+MISSING = object()  # a name a settings object does not have
 REFUSED = {  # settings miniq cannot honour: refused at configuration, never ignored
     "task_serializer": ("json", JSON), "result_serializer": ("json", JSON),
     "accept_content": (["json"], JSON), "result_accept_content": (["json"], JSON),
@@ -131,6 +133,7 @@ class Miniq(apps.Miniq):
     _discover = None  # [(packages, related_name)] given to autodiscover_tasks
     _settings = None  # what config_from_object read: INSTALLED_APPS, for autodiscovery
     _read = {}  # the settings it found there
+    _source = None  # reads a name from the settings object, as it holds it now
     namespace, strict_typing = None, True  # Celery's keywords, as its defaults: see __init__
     broker_class = RateBroker  # keeps rate limits across workers
 
@@ -167,7 +170,7 @@ class Miniq(apps.Miniq):
         self.conf = Settings(self.conf, self)
         dict.update(self.conf, raw)
         self.conf.given.update(given)
-        self._settings = source
+        self._settings, self._source = source, source and _reader(source)
         if not set_as_current:
             apps._default = previous
 
@@ -217,11 +220,10 @@ class Miniq(apps.Miniq):
                 dict.__setitem__(self.conf, key, copy.deepcopy(DEFAULTS.get(key)))
             else:
                 dict.pop(self.conf, key, None)
-        self._read = settings
+        self._read, self._source = settings, _reader(obj)
+        self.conf.before.clear()
         dict.update(self.conf, {k: v for k, v in settings.items() if k not in self.conf.given})
         self._routes.clear()  # routes are read again from the settings as they are now
-        if fixups.django_project():  # as Celery's, which reads Django's settings at each use
-            fixups.follow_settings(self, obj, self.namespace)
         self._annotate_all()
         return True
 
@@ -447,6 +449,7 @@ class Settings(apps.Conf):
         super().__init__({**copy.deepcopy(CELERY_DEFAULTS), **conf})
         object.__setattr__(self, "given", set())  # the keys code set
         object.__setattr__(self, "app", weakref.ref(app))  # no cycle: an app ends with its uses
+        object.__setattr__(self, "before", {})  # what _follow replaced, to put back
 
     def __setitem__(self, key, value):
         key = _named(key, getattr(self.app(), "namespace", None))
@@ -462,9 +465,37 @@ class Settings(apps.Conf):
 
     def _read_as(self, key):
         """The key a read looks up: itself if set, else, as Celery's, the setting an old or
-        a namespace's name stands for."""
-        namespace = getattr(self.app(), "namespace", None)
-        return key if dict.__contains__(self, key) else _named(key, namespace)
+        a namespace's name stands for; as the settings object holds it now."""
+        app = self.app()
+        namespace = getattr(app, "namespace", None)
+        key = key if dict.__contains__(self, key) else _named(key, namespace)
+        if getattr(app, "_source", None) is not None and key not in self.given:
+            self._follow(key, app._source, namespace, app._read)
+        return key
+
+    def _follow(self, key, source, namespace, read):
+        """As Celery's, which reads its settings object at each use (an assignment to
+        Django's settings in a test holds at once): a setting code did not set, as the
+        object holds it now; one gone from it, as the app had it without the object."""
+        name, others = _source_names(key, namespace)
+        value = source(name)
+        for name in others:  # rarely any: only those it had when read
+            value = source(name) if value is MISSING and name in read else value
+        current = dict.get(self, key, MISSING)
+        if value is current or value is MISSING and key not in self.before and key not in read:
+            return
+        if key not in self.before:
+            self.before[key] = copy.deepcopy(DEFAULTS.get(key, MISSING)) if key in read else current
+        value = self.before.pop(key) if value is MISSING else value
+        if value is MISSING:
+            dict.pop(self, key, None)
+            return
+        if value != current:
+            _refuse({key: value})
+            self.app()._routes.clear()
+        dict.__setitem__(self, key, value)  # the object's own: the next read is one look
+        if key == "task_annotations" and value != current:
+            self.app()._annotate_all()
 
     def __getitem__(self, key):
         return super().__getitem__(self._read_as(key))
@@ -500,6 +531,30 @@ def _named(key, namespace):
 def _new_name(key):
     """The setting a Celery 3 name (all capitals) stands for, if miniq reads it; else None."""
     return OLD_NAMES.get(key.lower()) if isinstance(key, str) and key.isupper() else None
+
+
+def _reader(obj):
+    """Reads a name from a settings object (MISSING where it has none), as _settings
+    does: from a module its dict, from Django's settings the object behind them now."""
+    if isinstance(obj, (Mapping, types.ModuleType)):
+        held = obj if isinstance(obj, Mapping) else vars(obj)
+        return lambda name: held.get(name, MISSING)
+
+    def read(name):
+        try:
+            return getattr(getattr(obj, "_wrapped", obj), name, MISSING)
+        except Exception:  # noqa: BLE001 - as Celery's, which reads only settings
+            return MISSING
+    return read
+
+
+@functools.lru_cache(maxsize=None)
+def _source_names(key, namespace):
+    """The name a settings object gives a setting (its namespace's, or its own), and the
+    others _settings reads it by: Celery 3's, and its own under a namespace."""
+    old = tuple(name.upper() for name, new in OLD_NAMES.items() if new == key)
+    return (f"{namespace}_{key.upper()}", (*old, key)) if namespace and key in READ else (
+        key, old)
 
 
 def _settings(obj, namespace):

@@ -732,6 +732,28 @@ def test_what_code_sets_stays_over_config_from_object(make_app, monkeypatch):
             app.conf.task_default_priority, app.conf.task_acks_late) == ("updated", "5/s", 4, True)
 
 
+def test_a_settings_object_is_read_at_each_use_as_celerys(make_app, tmp_path):
+    """A change to the object config_from_object read holds at once, as in Celery, which
+    reads it at each use; what code set stays over it."""
+    (tmp_path / "live_settings.py").write_text("CELERY_TASK_DEFAULT_QUEUE = 'first'\n")
+    sys.modules.pop("live_settings", None)  # each implementation's run reads its own
+    app = make_app()
+    app.conf.task_default_priority = 3
+    app.config_from_object("live_settings", namespace="CELERY")
+    assert app.conf.task_default_queue == "first"
+    module = sys.modules["live_settings"]
+    module.CELERY_TASK_DEFAULT_QUEUE, module.CELERY_TASK_DEFAULT_PRIORITY = "second", 9
+    module.CELERY_TASK_ACKS_LATE = True
+    assert (app.conf.task_default_queue, app.conf.task_default_priority,
+            app.conf.task_acks_late) == ("second", 3, True)
+    del module.CELERY_TASK_ACKS_LATE, module.CELERY_TASK_DEFAULT_QUEUE
+    assert (app.conf.task_acks_late, app.conf.task_default_queue) == (False, "celery")
+    settings = {"task_ignore_result": False}
+    app.config_from_object(settings)
+    settings["task_ignore_result"] = True
+    assert app.conf.task_ignore_result and app.conf.get("task_ignore_result")
+
+
 def test_celery_broker_url_in_the_environment_is_the_broker(make_app, monkeypatch, tmp_path):
     monkeypatch.setenv("CELERY_BROKER_URL", f"sqlite:///{tmp_path / 'env.db'}")
     app = make_app()
@@ -745,7 +767,7 @@ def test_celery_broker_url_in_the_environment_is_the_broker(make_app, monkeypatc
 @pytest.mark.parametrize("impl", ["miniq", "celery"])
 def test_djangos_override_settings_holds_as_celerys(impl, tmp_path):
     """A test's override_settings (pytest-django's settings fixture too) holds at once, and
-    ends with its block."""
+    ends with its block; so does an assignment to the settings, which sends no signal."""
     pytest.importorskip(impl)
     pytest.importorskip("django")
     write(tmp_path, {"djsettings.py": f"""
@@ -755,6 +777,7 @@ def test_djangos_override_settings_holds_as_celerys(impl, tmp_path):
     script = f"""
         import django
         django.setup()
+        from django.conf import settings
         from django.test import override_settings
         from {impl} import Celery
         app = Celery("dj")
@@ -767,6 +790,11 @@ def test_djangos_override_settings_holds_as_celerys(impl, tmp_path):
         seen = [app.conf.task_always_eager]
         with override_settings(CELERY_TASK_ALWAYS_EAGER=True):
             seen += [app.conf.task_always_eager, type(add.delay(1, 2)).__name__]
+        seen.append(app.conf.task_always_eager)
+        settings.CELERY_TASK_EAGER_PROPAGATES = True  # assigned: no signal, read at use
+        settings.CELERY_TASK_ALWAYS_EAGER = True
+        seen += [type(add.delay(1, 2)).__name__, app.conf.task_eager_propagates]
+        del settings.CELERY_TASK_ALWAYS_EAGER
         print(seen + [app.conf.task_always_eager])
         """
     env = dict(os.environ, DJANGO_SETTINGS_MODULE="djsettings",
@@ -774,7 +802,8 @@ def test_djangos_override_settings_holds_as_celerys(impl, tmp_path):
     env.pop("CELERY_BROKER_URL", None)
     done = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=60)
-    assert done.stdout.split("\n")[0] == "[False, True, 'EagerResult', False]", done.stderr
+    assert done.stdout.split("\n")[0] == (
+        "[False, True, 'EagerResult', False, 'EagerResult', True, False]"), done.stderr
 
 
 def test_attributes_are_read_as_celery_reads_them(fresh_app):
