@@ -510,6 +510,14 @@ class Settings(apps.Conf):
     def timezone(self):  # as Celery's: Django's TIME_ZONE where no timezone is set
         return self.get("timezone") or self.get("TIME_ZONE")
 
+    @property
+    def task_default_exchange(self):  # as Celery's: the default queue's name where unset
+        return self.get("task_default_exchange") or self.get("task_default_queue")
+
+    @property
+    def task_default_routing_key(self):
+        return self.get("task_default_routing_key") or self.get("task_default_queue")
+
     def __reduce__(self):  # a copy or a pickle holds the settings alone
         return apps.Conf, (dict(self),)
 

@@ -732,6 +732,15 @@ def test_what_code_sets_stays_over_config_from_object(make_app, monkeypatch):
             app.conf.task_default_priority, app.conf.task_acks_late) == ("updated", "5/s", 4, True)
 
 
+def test_the_default_exchange_and_routing_key_read_as_celerys(make_app):
+    """Read as attributes, they are the default queue's name where unset, as Celery's."""
+    app = make_app(task_default_queue="main")
+    assert (app.conf.task_default_exchange, app.conf.task_default_routing_key,
+            app.conf.get("task_default_routing_key")) == ("main", "main", None)
+    app.conf.task_default_routing_key = "key"
+    assert app.conf.task_default_routing_key == "key"
+
+
 def test_a_settings_object_is_read_at_each_use_as_celerys(make_app, tmp_path):
     """A change to the object config_from_object read holds at once, as in Celery, which
     reads it at each use; what code set stays over it."""
