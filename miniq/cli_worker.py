@@ -12,6 +12,7 @@ from argparse import ArgumentTypeError
 from .control import known_queues, node_format, nodename
 from .exceptions import ImproperlyConfigured
 from .task import emit
+from .utils.log import log_as_celery
 from .wake import pid_alive
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "FATAL")
@@ -263,8 +264,7 @@ def start_logging(level, logfile=None, conf=None):
             raise ImproperlyConfigured(f"cannot open the log file: {exc}") from None
         with log:
             os.dup2(log.fileno(), sys.stderr.fileno())
-    hijack = conf.get("worker_hijack_root_logger", True)  # as Celery's: over the app's own
-    configure = functools.partial(logging.basicConfig, level=level, format=fmt, force=hijack)
+    configure = functools.partial(log_as_celery, conf, level, fmt, child=False)
     if not emit("_setup_logging", level, logfile, fmt, configure):
         configure()
 

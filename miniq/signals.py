@@ -20,7 +20,8 @@ from .utils.json import dumps, loads
 __all__ = ["Signal", "before_task_publish", "after_task_publish", "task_prerun", "task_postrun",
            "task_success", "task_retry", "task_failure", "task_revoked", "celeryd_init",
            "import_modules", "worker_init", "worker_process_init", "worker_process_shutdown",
-           "worker_ready", "worker_shutdown", "setup_logging", "after_setup_logger"]
+           "worker_ready", "worker_shutdown", "setup_logging", "after_setup_logger",
+           "after_setup_task_logger"]
 log = logging.getLogger("miniq.signals")
 
 
@@ -153,6 +154,7 @@ worker_ready = Signal(name="worker_ready")
 worker_shutdown = Signal(name="worker_shutdown")
 setup_logging = Signal(name="setup_logging")
 after_setup_logger = Signal(name="after_setup_logger")
+after_setup_task_logger = Signal(name="after_setup_task_logger")
 
 
 # -- hooks: the core calls these through task.emit(), by name -----------------
@@ -298,8 +300,10 @@ def _setup_logging(loglevel, logfile, format, configure):
             raise response
     _taken = bool(responses)
     if not responses:
-        configure()
+        task_format = configure()
         after_setup_logger.send(sender=None, logger=logging.getLogger(), **named)
+        after_setup_task_logger.send(sender=None, logger=logging.getLogger("celery.task"),
+                                     **{**named, "format": task_format})
     return True
 
 

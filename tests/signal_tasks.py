@@ -17,7 +17,8 @@ LOG = os.environ.get("MINIQ_SIGNAL_LOG")
 WATCHED = ["before_task_publish", "after_task_publish", "task_prerun", "task_postrun",
            "task_success", "task_retry", "task_failure", "task_revoked", "celeryd_init",
            "import_modules", "worker_init", "worker_process_init", "worker_process_shutdown",
-           "worker_ready", "worker_shutdown", "after_setup_logger"]
+           "worker_ready", "worker_shutdown", "after_setup_logger",
+           "after_setup_task_logger"]
 
 
 def describe(value):
@@ -64,12 +65,15 @@ if os.environ.get("MINIQ_TAKE_LOGGING"):
 
 
 def log_to_a_file_too(logger=None, **named):
-    """The usual recipe for a log file (or JSON, or Sentry) beside the worker's own."""
-    logger.addHandler(logging.FileHandler(os.environ["MINIQ_LOG_FILE_TOO"]))
+    """The usual recipe for a log file (or JSON, or Sentry) beside the worker's own: the
+    task loggers' lines in a file of their own."""
+    own = "" if logger is logging.getLogger() else ".tasks"
+    logger.addHandler(logging.FileHandler(os.environ["MINIQ_LOG_FILE_TOO"] + own))
 
 
 if os.environ.get("MINIQ_LOG_FILE_TOO"):
     signals.after_setup_logger.connect(log_to_a_file_too)
+    signals.after_setup_task_logger.connect(log_to_a_file_too)
 
 
 def broken(signal=None, **named):
@@ -132,6 +136,7 @@ def fail(text="boom"):
 def prints():
     print("printed by task")
     get_task_logger(__name__).info("logged by task")
+    logging.getLogger("plain").info("logged by a plain logger")
 
 
 @app.task(bind=True, max_retries=1, default_retry_delay=0.05)

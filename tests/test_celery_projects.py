@@ -409,8 +409,9 @@ def test_a_django_project_runs_as_celerys_does(project):
 
 
 def test_the_worker_takes_over_logging_the_app_set_up_as_celerys_does(project, tmp_path):
-    """worker_hijack_root_logger: the app's own basicConfig gives way to -l and the
-    worker's format, in the manager and its children; unless the app turns it off."""
+    """worker_hijack_root_logger: the app's own basicConfig gives way to the worker's
+    format, in the manager and its children; unless the app turns it off. -l's level
+    holds either way, and the task loggers have their own handler, as Celery's."""
     write, start, run = project
     for hijack in (True, False):
         write({"loud.py": f"""
@@ -424,13 +425,18 @@ def test_the_worker_takes_over_logging_the_app_set_up_as_celerys_does(project, t
 
             @app.task
             def hello():
-                logger.debug("hello at debug")
+                logger.info("hello at info")
+                logging.getLogger("plain").info("plain at info")
+                logging.getLogger("plain").debug("plain at debug")
                 return 1
         """})
         worker = start("-A", "loud", "worker", "-c", "1", "-l", "INFO")
         assert run("import loud; print(loud.hello.delay().get(timeout=20))") == ["1"]
         worker.stop()
-        assert ("OWN hello at debug" in worker.output()) is not hijack, worker.output()
+        assert ("OWN plain at info" in worker.output()) is not hijack, worker.output()
+        assert ("] plain at info" in worker.output()) is hijack  # the worker's format
+        assert "plain at debug" not in worker.output()  # as Celery's: at -l's level anyway
+        assert "]: hello at info" in worker.output()  # the task loggers' own, in either case
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ import miniq.app
 import miniq.project
 from miniq import Miniq, chain, group, signals
 from miniq.exceptions import Reject, TaskRevokedError, TimeLimitExceeded, WorkerLostError
+from miniq.utils.log import TASK_FORMAT
 from miniq.worker import LOG_FORMAT
 from tests.conftest import ROOT, WorkerProcess, wait_for
 
@@ -348,17 +349,25 @@ def test_children_start_and_stop_with_signals_under_each_start_method(
         assert configured == ({served.pid} if method == "fork" else {served.pid, *children})
 
 
-def test_a_handler_after_setup_logger_adds_hears_the_forked_childrens_tasks(tasks, tmp_path):
-    """As Celery's: a forked child keeps the logging its manager set up, receivers' too."""
-    path = tmp_path / "too.log"
-    served = SignalWorker(tasks, tmp_path, "-c", "1", "--start-method", "fork",
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_handlers_after_setup_logger_and_task_logger_add_hear_the_childrens_tasks(
+        tasks, tmp_path, method):
+    """As Celery's: a forked child keeps the logging its manager set up, receivers' too;
+    the task loggers' lines reach the handlers of celery.task, not the root's."""
+    path, tasks_path = tmp_path / "too.log", tmp_path / "too.log.tasks"
+    served = SignalWorker(tasks, tmp_path, "-c", "1", "--start-method", method,
                           env={"MINIQ_LOG_FILE_TOO": str(path)})
     try:
         tasks.prints.delay().get(timeout=60)
-        wait_for(lambda: "logged by task" in path.read_text(), message="the task's line")
-        assert "printed by task" in path.read_text()
+        wait_for(lambda: "logged by task" in tasks_path.read_text(), message="the task's line")
+        wait_for(lambda: "logged by a plain logger" in path.read_text(), message="a plain line")
+        assert "printed by task" in path.read_text() and "printed" not in tasks_path.read_text()
+        assert "logged by task" not in path.read_text()
     finally:
         assert served.stop() == 0
+    logger = one([e for e in served.events("after_setup_task_logger") if e["pid"] == served.pid])
+    assert (logger["logger"], logger["loglevel"], logger["format"]) == (
+        "Logger", logging.INFO, TASK_FORMAT)
 
 
 # -- self.request ---------------------------------------------------------------------

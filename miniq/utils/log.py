@@ -25,18 +25,16 @@ def get_logger(name: str) -> logging.Logger:
 
 
 class TaskFormatter(logging.Formatter):
-    """The worker's format; while a task runs, the task format, which names it."""
-
-    def __init__(self, fmt, task_fmt):
-        super().__init__(fmt)
-        self.task = logging.Formatter(task_fmt)
+    """The task loggers' format, as Celery's: it names the running task ('???' if none)."""
 
     def format(self, record):
         from ..task import _running  # the task this child runs, if any
-        if _running.task is None or record.name.startswith(("miniq.", "celery.redirected")):
-            return super().format(record)
-        record.task_name, record.task_id = _running.task.name, _running.request.id
-        return self.task.format(record)
+        if _running.task is not None:
+            record.task_name, record.task_id = _running.task.name, _running.request.id
+        else:
+            record.__dict__.setdefault("task_name", "???")
+            record.__dict__.setdefault("task_id", "???")
+        return super().format(record)
 
 
 class LogWriter(io.TextIOBase):
@@ -74,19 +72,27 @@ class LogWriter(io.TextIOBase):
         return getattr(self.stream, name)
 
 
-def log_as_celery(conf, loglevel, fmt, inherited=False):
-    """A child's logging, unless a setup_logging receiver took it over: the root logger's
-    (the app's own setup too, as worker_hijack_root_logger says), then the rest. A forked
-    child has ``inherited`` its manager's root logger, after_setup_logger's handlers too:
-    those in the worker's format (the worker's own) take the task format as well."""
-    root = logging.getLogger()
-    if not inherited and (conf.get("worker_hijack_root_logger", True) or not root.handlers):
-        logging.basicConfig(level=loglevel.upper(), format=fmt, force=True)
+def log_as_celery(conf, loglevel, fmt, inherited=False, child=True):
+    """The worker's logging, unless a setup_logging receiver took it over, as Celery's:
+    the root logger's handler in the worker's format (the app's own stays if
+    worker_hijack_root_logger is off), at -l's level; the task loggers', under
+    ``celery.task``, which pass nothing on to the root's, in the task format; in a
+    child, a task's prints as log lines. A forked child inherits all but the last.
+    Returns the task format."""
     task_fmt = conf.get("worker_task_log_format") or TASK_FORMAT
-    for handler in root.handlers:
-        if getattr(handler.formatter, "_fmt", None) == fmt:
-            handler.setFormatter(TaskFormatter(fmt, task_fmt))
-    if conf.get("worker_redirect_stdouts", True):
+    if not inherited:
+        root, tasks = logging.getLogger(), logging.getLogger("celery.task")
+        hijack = conf.get("worker_hijack_root_logger", True)
+        if hijack or not root.handlers:
+            logging.basicConfig(format=fmt, force=True)
+        if hijack or not tasks.handlers:
+            tasks.handlers = [logging.StreamHandler()]
+            tasks.handlers[0].setFormatter(TaskFormatter(task_fmt))
+        for logger in (root, tasks):
+            logger.setLevel(str(loglevel).upper())
+        tasks.propagate = False
+    if child and conf.get("worker_redirect_stdouts", True):
         level = str(conf.get("worker_redirect_stdouts_level") or "WARNING").upper()
         sys.stdout = LogWriter(logging.getLevelName(level), sys.stdout)
         sys.stderr = LogWriter(logging.getLevelName(level), sys.stderr)
+    return task_fmt
