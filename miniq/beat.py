@@ -108,7 +108,7 @@ class Beat:
             if self.next.get(name, now) <= now:  # a run missed while down fires once
                 slot = every.last_at_or_before(now, self.tz)
                 if slot is not None and self.app.broker.claim_beat_slot(
-                        name, slot, self._late(every, slot, now)):
+                        name, slot, self._late(every, slot, now), since=now):
                     self._send(name, entry)
                 self.next[name] = every.next_after(now, self.tz) or math.inf  # none for years
         if not self.next:

@@ -83,7 +83,7 @@ CREATE TABLE IF NOT EXISTS worker (
 );
 CREATE TABLE IF NOT EXISTS beat (                -- one row per periodic run sent
     entry TEXT NOT NULL,
-    slot  REAL NOT NULL,                         -- the run's scheduled time
+    slot  REAL NOT NULL,   -- the run's scheduled time; negative: seen, not sent (or when first seen)
     PRIMARY KEY (entry, slot)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rate (                -- rate limits, kept across all workers
@@ -745,20 +745,22 @@ class Broker:
         return self._tx(run)
 
     @_translated
-    def claim_beat_slot(self, entry, slot, late=False):
-        """True for the one caller, among any number of beats, that may send this run.
-        None may for an entry new to the file: as Celery's beat, its first run is its next;
-        nor for a run ``late`` past its deadline. Such a slot is kept negative, as seen and
-        not sent."""
+    def claim_beat_slot(self, entry, slot, late=False, since=None):
+        """True for the one caller, among any number of beats, that may send this run: a
+        slot after the entry's last, sent or seen. None may for an entry new to the file:
+        as Celery's beat, its first run is the next after ``since`` (now), whatever its
+        schedule was before; nor for a run ``late`` past its deadline. Those are kept
+        negative, as seen and not sent."""
         def run(db):
-            known = db.execute("SELECT 1 FROM beat WHERE entry = ?", (entry,)).fetchone()
+            last, = db.execute("SELECT max(abs(slot)) FROM beat WHERE entry = ?", (entry,)
+                               ).fetchone()
             db.execute("DELETE FROM beat WHERE entry = ? AND abs(slot) < ?", (entry, slot - 86400))
-            if known is None or late:
-                db.execute("INSERT OR IGNORE INTO beat VALUES (?, ?)", (entry, -slot))
+            if last is None or late:
+                seen = slot if last is not None or since is None else max(slot, since)
+                db.execute("INSERT OR IGNORE INTO beat VALUES (?, ?)", (entry, -seen))
                 return False
-            return db.execute("INSERT OR IGNORE INTO beat SELECT ?1, ?2 WHERE NOT EXISTS (SELECT"
-                              " 1 FROM beat WHERE entry = ?1 AND slot = -?2)", (entry, slot)
-                              ).rowcount == 1
+            return slot > last and db.execute("INSERT OR IGNORE INTO beat VALUES (?, ?)",
+                                              (entry, slot)).rowcount == 1
         return self._tx(run)
 
     # -- inspection and control ----------------------------------------------

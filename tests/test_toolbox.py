@@ -171,6 +171,26 @@ def test_a_crontab_entry_new_to_the_file_waits_for_its_next_time(app, monkeypatc
     assert app.broker.db.execute("SELECT COUNT(*) FROM task").fetchone() == (1,)
 
 
+def test_a_changed_schedule_runs_next_after_its_last_run_as_celerys(app, monkeypatch):
+    """As Celery's beat keeps an entry's last run when its schedule changes: a restart
+    with a new time already past today sends nothing if the entry last ran (or was first
+    seen) after it; it does if the entry last ran before it."""
+    clock = [datetime(2026, 11, 27, 14, 47, tzinfo=timezone.utc).timestamp()]
+    at_two = {"e": {"task": "tests.tasks.add", "schedule": crontab(0, 2), "args": (1, 2)}}
+    at_two_pm = {"e": dict(at_two["e"], schedule=crontab(0, 14))}
+    beat_on(app, monkeypatch, clock, at_two).tick()  # first seen at 14:47: nothing due
+    clock[0] += 3
+    assert beat_on(app, monkeypatch, clock, at_two_pm).tick() == pytest.approx(86400 - 2823)
+    assert app.broker.db.execute("SELECT COUNT(*) FROM task").fetchone() == (0,)
+    clock[0] += 86400 - 2823  # 14:00 the next day
+    beat_on(app, monkeypatch, clock, at_two_pm).tick()
+    clock[0] += 13 * 3600  # 03:00 the day after: 02:00 ran, then back to 14:00 at 14:30
+    beat_on(app, monkeypatch, clock, at_two).tick()
+    clock[0] += 11.5 * 3600
+    beat_on(app, monkeypatch, clock, at_two_pm).tick()
+    assert app.broker.db.execute("SELECT COUNT(*) FROM task").fetchone() == (3,)
+
+
 def test_a_crontab_run_missed_by_more_than_the_starting_deadline_is_skipped(app, monkeypatch):
     """As Celery's beat_cron_starting_deadline: a run missed while beat was down is sent
     only within that many seconds of its time; a run on time is, and carries Celery's
@@ -271,10 +291,10 @@ def test_beat_outlives_a_database_error_and_sends_the_run_after_it(app, monkeypa
     app.broker.claim_beat_slot("each", 900.0)  # an entry this file has sent before
     claim, pauses = app.broker.claim_beat_slot, []
 
-    def locked_once(*args):
+    def locked_once(*args, **kwargs):
         if not pauses:
             raise exceptions.OperationalError("database is locked")
-        return claim(*args)
+        return claim(*args, **kwargs)
 
     def sleep(seconds):
         pauses.append(seconds)
