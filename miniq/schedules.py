@@ -71,14 +71,11 @@ def _parse(value, low, high, field, names=None):
 
 
 def _instant(wall, tz):
-    """A wall time's instant; one a DST change skips is the change's own."""
-    when = wall.replace(tzinfo=tz).timestamp()  # fold=0: a skipped time lands past it
-    if datetime.fromtimestamp(when, tz).replace(tzinfo=None) == wall:
-        return when
-    offset = datetime.fromtimestamp(when, tz).utcoffset()
-    while datetime.fromtimestamp(when - 60, tz).utcoffset() == offset:  # back to the change
-        when -= 60
-    return when
+    """A wall time's instant, and whether a DST change skips that time: with zoneinfo's
+    fold=0, as Celery's, a repeated time is taken once and a skipped one at the offset
+    before the change (02:30 skipped is 03:30)."""
+    when = wall.replace(tzinfo=tz).timestamp()
+    return when, datetime.fromtimestamp(when, tz).replace(tzinfo=None) != wall
 
 
 def _number(text, low, high, field, names):
@@ -120,8 +117,8 @@ class crontab:
         """Due times from t's day on, forward (step 1) or backward (-1), over ~30 years
         (a leap day on a given weekday comes every 28).
 
-        Wall times become instants with zoneinfo's fold=0 (a repeated time runs once);
-        the times a DST change skips run once, as it happens, as Celery's do."""
+        Wall times become instants in _instant; of the times a DST change skips, the
+        first runs."""
         start = datetime.fromtimestamp(t, tz)  # its wall date: each run gets tz in _instant
         day = start.replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=None)
         hours = sorted(self.hour)[::step]
@@ -134,11 +131,23 @@ class crontab:
                     and weekday in self.day_of_week):
                 for hour in hours:
                     for minute in minutes:
-                        when = _instant(day.replace(hour=hour, minute=minute), tz)
-                        if when != last:
+                        wall = day.replace(hour=hour, minute=minute)
+                        when, skipped = _instant(wall, tz)
+                        if when != last and not (skipped and self._ran_in_gap(wall, tz)):
                             yield when
-                        last = when
+                            last = when
             day += timedelta(days=step)
+
+    def _ran_in_gap(self, wall, tz):
+        """Whether an earlier time of the same DST gap is due: as Celery's, whose next run
+        follows the last one's wall time, only a gap's first is run."""
+        earlier = wall - timedelta(minutes=1)
+        while _instant(earlier, tz)[1]:
+            if (earlier.hour in self.hour and earlier.minute in self.minute
+                    and earlier.day in self.day_of_month):  # a gap is within a month
+                return True
+            earlier -= timedelta(minutes=1)
+        return False
 
     def next_after(self, t: float, tz: tzinfo) -> Optional[float]:
         """The first run time after t; None if there is none in ~30 years."""
