@@ -16,7 +16,7 @@ from typing import Any, List, Optional
 
 from . import __version__
 from .app import Miniq, load_app
-from .cli_worker import add_loglevel, add_options, split, start_logging, worker
+from .cli_worker import pid_file, add_loglevel, add_options, split, start_logging, worker
 from .control import Control, Inspect, call_of, known_queues, live_nodes
 from .exceptions import ImproperlyConfigured
 
@@ -58,6 +58,14 @@ def build_parser() -> ArgumentParser:
     add_options(command("worker", "start a worker"))
     beat = command("beat", "send the periodic tasks of app.conf.beat_schedule")
     add_loglevel(beat, "INFO")
+    beat.add_argument("-f", "--logfile", metavar="PATH", help="log to PATH instead of stderr")
+    beat.add_argument("--pidfile", metavar="PATH", help="write beat's pid to PATH; refuse to"
+                      " start if it names a live process")
+    beat.add_argument("-S", "--scheduler", help="Celery's default only: beat_scheduler")
+    beat.add_argument("-s", "--schedule", metavar="PATH",
+                      help="no effect: beat's runs are kept in the database file")
+    beat.add_argument("--max-interval", type=float, metavar="S",
+                      help="no effect: beat sleeps until the next run is due")
     command("status", "list live workers")
     inspect = command("inspect", "ask the live workers (ping, registered, reserved), or show"
                       " running tasks, future tasks, or counts")
@@ -252,9 +260,11 @@ def _started_path(app):
 def beat(app, args):
     """Send periodic tasks until Ctrl-C or SIGTERM."""
     from .beat import Beat
-    start_logging(args.loglevel, conf=app.conf)
+    if args.scheduler:  # refused, as the setting, unless Celery's default
+        app.conf.beat_scheduler = args.scheduler
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop as on Ctrl-C
-    with contextlib.suppress(KeyboardInterrupt):
+    with pid_file(args.pidfile), contextlib.suppress(KeyboardInterrupt):
+        start_logging(args.loglevel, args.logfile, app.conf)
         Beat(app).run()
     return 0
 

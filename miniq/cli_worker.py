@@ -171,7 +171,7 @@ def worker(app, args):
                      args.loglevel, beat=args.beat, hostname=node)
     emit("_worker_init", manager, vars(args))
     app.broker.db  # noqa: B018 - open the file first: a setup error prints no banner
-    with _pidfile(args.pidfile):
+    with pid_file(args.pidfile):
         start_logging(args.loglevel, args.logfile, app.conf)
         if args.purge:
             count = app.broker.purge(manager.queues)
@@ -219,7 +219,7 @@ def _served_queues(app, args):
 
 
 @contextlib.contextmanager
-def _pidfile(path):
+def pid_file(path):
     """Hold PATH as the worker's pid file while it runs; refuse one naming a live process.
     Our own pid there is stale: a container's worker is often pid 1 every time."""
     if not path:

@@ -1,7 +1,10 @@
 """The Celery user's toolbox (issue 5): periodic tasks, workflows, queues and
 priority, and the inspection commands, against real workers."""
+import contextlib
 import importlib
 import json
+import os
+import signal
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
@@ -254,6 +257,35 @@ def test_worker_b_and_beat_refuse_a_bad_entry_in_one_line(broker_url, command):
                    env={"MINIQ_BROKER_URL": broker_url, "MINIQ_TEST_CONF": conf})
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert done.stderr.startswith("miniq: error: beat_schedule entry 'bad': ")
+
+
+def test_beat_takes_the_options_of_celerys_beat_service(broker_url, tmp_path):
+    """As the unit file of Celery's guide starts beat: --pidfile and --logfile hold, -s
+    and --max-interval are taken (runs are kept in the database file); -S is refused
+    unless it names Celery's default scheduler."""
+    pidfile, logfile = tmp_path / "beat.pid", tmp_path / "beat.log"
+    conf = json.dumps({"beat_schedule": {"tick": {"task": "tests.tasks.add", "schedule": 60,
+                                                  "args": [1, 2]}}})
+    env = dict(os.environ, MINIQ_BROKER_URL=broker_url, MINIQ_TEST_CONF=conf,
+               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "miniq", "-A", "tests.tasks", "beat",
+                             "--pidfile", str(pidfile), "-f", str(logfile), "--max-interval",
+                             "5", "-s", str(tmp_path / "celerybeat-schedule"), "-S",
+                             "celery.beat:PersistentScheduler"], env=env, cwd=ROOT,
+                            start_new_session=True)
+    try:
+        wait_for(lambda: logfile.exists() and "beat: 1 entry" in logfile.read_text()
+                 or proc.poll() is not None, message="beat's first line in its log file")
+        assert pidfile.read_text() == f"{proc.pid}\n"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0 and not pidfile.exists()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    refused = run_cli("-A", "tests.tasks", "beat", "-S", "django_celery_beat.schedulers:"
+                      "DatabaseScheduler", env={"MINIQ_BROKER_URL": broker_url})
+    assert refused.returncode == 2 and "beat_scheduler='django_celery_beat" in refused.stderr
 
 
 def test_beat_sends_by_the_tasks_apply_async_and_a_failed_send_stays_with_its_run(
