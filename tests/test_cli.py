@@ -450,7 +450,7 @@ def test_worker_options_come_from_celerys_variables_where_none_is_typed(start_wo
     assert "  concurrency: 1\n  queues:      a,b\n" in worker.output()
     assert f"w%1@{socket.gethostname()}" in worker.output()
     for variable, said in (("CELERY_WORKER_DETACH", "miniq's worker has no such option"),
-                           ("CELERY_BEAT_SCHEDULE", "miniq's beat has no such option"),
+                           ("CELERY_BEAT_DETACH", "miniq's beat has no such option"),
                            ("CELERY_WORKER_POOL", "-P solo: miniq's only pool")):
         command = variable.split("_")[1].lower()
         proc = run_cli("-A", "tests.tasks", command, env={variable: "solo"})
