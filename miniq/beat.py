@@ -53,7 +53,7 @@ class Beat:
             every = maybe_schedule(entry["schedule"])
             if type(every).__module__.partition(".")[0] == "celery":  # an import not swapped
                 raise TypeError(f"its schedule is Celery's {every!r}: miniq's beat reads"
-                                " miniq.schedules' crontab, solar and schedule")
+                                " miniq.schedules' crontab and schedule")
             if not hasattr(every, "next_after"):
                 raise TypeError(f"its schedule must be seconds, a timedelta, a schedule or a"
                                 f" crontab, not {every!r}")
