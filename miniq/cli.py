@@ -41,6 +41,19 @@ def _common_options() -> ArgumentParser:
     return common
 
 
+def _add_beat_options(beat):
+    """Celery's beat options: those of its service unit honoured, the others refused."""
+    add_loglevel(beat, "INFO")
+    beat.add_argument("-f", "--logfile", metavar="PATH", help="log to PATH instead of stderr")
+    beat.add_argument("--pidfile", metavar="PATH", help="write beat's pid to PATH; refuse to"
+                      " start if it names a live process")
+    beat.add_argument("-S", "--scheduler", help="Celery's default only: beat_scheduler")
+    beat.add_argument("-s", "--schedule", metavar="PATH",
+                      help="no effect: beat's runs are kept in the database file")
+    beat.add_argument("--max-interval", type=float, metavar="S",
+                      help="no effect: beat sleeps until the next run is due")
+
+
 def build_parser() -> ArgumentParser:
     """The ``miniq`` command line: -A and --json, then one subcommand."""
     common = _common_options()
@@ -56,16 +69,7 @@ def build_parser() -> ArgumentParser:
                                 allow_abbrev=False)
 
     add_options(command("worker", "start a worker"))
-    beat = command("beat", "send the periodic tasks of app.conf.beat_schedule")
-    add_loglevel(beat, "INFO")
-    beat.add_argument("-f", "--logfile", metavar="PATH", help="log to PATH instead of stderr")
-    beat.add_argument("--pidfile", metavar="PATH", help="write beat's pid to PATH; refuse to"
-                      " start if it names a live process")
-    beat.add_argument("-S", "--scheduler", help="Celery's default only: beat_scheduler")
-    beat.add_argument("-s", "--schedule", metavar="PATH",
-                      help="no effect: beat's runs are kept in the database file")
-    beat.add_argument("--max-interval", type=float, metavar="S",
-                      help="no effect: beat sleeps until the next run is due")
+    _add_beat_options(command("beat", "send the periodic tasks of app.conf.beat_schedule"))
     command("status", "list live workers")
     inspect = command("inspect", "ask the live workers (ping, registered, reserved), or show"
                       " running tasks, future tasks, or counts")
