@@ -140,7 +140,7 @@ class Signature(dict):
         if "group_id" in self.options:  # as Celery's: a signature's group stays
             options.pop("group_id", None)
         return self.from_dict({**self,
-                               "args": (*args, *self.args),
+                               "args": (*(args or ()), *self.args),  # None: none, as Celery's
                                "kwargs": {**self.kwargs, **(kwargs or {})},
                                "options": {**self.options, **options}}, self._app)
 
@@ -307,7 +307,7 @@ class _Workflow(Signature):
         """The arguments its members get: these, then its own partial ones."""
         if self.immutable:
             args, kwargs = (), None
-        return (*args, *self.args), {**_own(self.kwargs), **(kwargs or {})}
+        return (*(args or ()), *self.args), {**_own(self.kwargs), **(kwargs or {})}
 
     @staticmethod
     def _joined(tasks):
@@ -396,12 +396,15 @@ class chain(_Workflow):
         return steps[0]._rows(app, args, kwargs, options, [*steps[1:], *follow])
 
     def apply(self, args: Sequence = (), kwargs: dict | None = None, **options: Any):
-        """Run every step now in this process, in order; the last step's result."""
-        result = None
-        for step in self._unchained():
+        """Run every step now in this process, in order, each with the call's options, as
+        Celery's (a link is the last step's); the last step's result."""
+        result, steps = None, self._unchained()
+        for callback in _listed(options.pop("link", None)) if steps else ():
+            steps[-1].link(callback)
+        for step in steps:
             parent = result
             result = (step.apply(args, kwargs, **options) if parent is None
-                      else step.apply((parent.get(),)))
+                      else step.apply((parent.get(),), **options))
             result.parent = parent
             if getattr(result, "state", None) in ("IGNORED", "REJECTED"):
                 break  # as Celery's: a step that ended so ends its chain
@@ -564,7 +567,7 @@ class chord(Signature):
         body = kwargs.pop("body", None)
         sig = (self if body is None else chord(self.header, body, **self.options)).clone()
         if not sig.header.tasks:  # no member will release it: as Celery, it runs now
-            return sig.body.apply_async(([],), **options)
+            return sig.body.apply_async(([],), **_undelayed(options))
         result = header = _Workflow.apply_async(sig, args, kwargs, **options)
         while header.parent is not None and not self.app.conf.task_always_eager:
             header = header.parent  # frozen last, first in line
@@ -618,7 +621,7 @@ class chord(Signature):
             for key in ("link", "link_error"):
                 body.options[key] = [*_listed(body.options.get(key)), *_listed(options.pop(key, None))]
             steps = body._unchained()
-        wait = {**options, "waiting": True, "header": _shape(self._header_result)}
+        wait = {**_undelayed(options), "waiting": True, "header": _shape(self._header_result)}
         if not isinstance(body, chain) and "group_id" not in body.options:
             wait["group_id"] = self._header_result.id  # as Celery's: the header's group
         callback = steps[0]._rows(app, (), None, wait, [*steps[1:], *follow])
@@ -702,6 +705,12 @@ def _call_options(sig: Signature, options: dict | None) -> dict:
     the ids and places that ``freeze`` gave."""
     merged = {**sig.options, **(options or {})}
     return {k: v for k, v in merged.items() if k not in ("task_id", "group_id", "chord")}
+
+
+def _undelayed(options: dict) -> dict:
+    """A chord's options for its callback: as Celery's, a countdown or eta delays the
+    header alone."""
+    return {k: v for k, v in options.items() if k not in ("countdown", "eta")}
 
 
 def _shape(result: Any) -> Any:

@@ -834,6 +834,29 @@ def an_eager_run_calls_its_links(c, get):
     return failed.state, noted, done.get(), wait_for_lines(linked, 1)
 
 
+def an_eager_chain_gives_each_step_the_calls_options(c, get):
+    """As Celery's eager chain: each step takes the call's options (its task_id, its
+    errback), and its link is the last step's; None for the arguments is none."""
+    folder = tempfile.mkdtemp()
+    linked, errors = (os.path.join(folder, name) for name in "ab")
+    done = c.chain(c.add.s(1, 1), c.add.s(2)).apply(link=c.jot.s(log=linked), task_id="cid")
+    stopped = raised(lambda: c.chain(c.add.s(1, 1), c.fail.si(), c.add.s(1)).apply(
+        link_error=c.log_failed_id.s(log=errors)))
+    return (done.get(), done.id, wait_for_lines(linked, 1), stopped,
+            len(wait_for_lines(errors, 1)), c.add.s(1, 2).apply(None).get(),
+            c.chain(c.add.s(1, 2), c.add.s(1)).apply(None, None).get(),
+            get(c.chain(c.add.s(1, 2), c.add.s(1)).apply_async(None, None)),
+            get(c.group(c.add.s(1, 2)).apply_async(None, None)),
+            repr(c.add.s(1, 2).clone(None, None)))
+
+
+def a_chords_countdown_delays_its_header_alone(c, get):
+    """As Celery's (its issue 7851): the callback has no eta of its own, and an empty
+    header's callback is sent at once."""
+    return [get(c.chord(header, c.has_eta.s()).apply_async(countdown=1))
+            for header in ([], [c.add.s(1, 1)])]
+
+
 def errbacks_of_a_chord_body_run_when_a_member_fails(c, get):
     folder = tempfile.mkdtemp()
     new, old, linked = (os.path.join(folder, name) for name in "abc")
@@ -1614,6 +1637,10 @@ SCENARIOS = [
         ("raised ValueError", ["new <this> ValueError as expected str", "old <this>"]),
         ("raised ValueError", ["new <this> ValueError as expected str"]),
         ("raised ValueError", ["'fixed'"])]),  # immutable: its own arguments only
+    (an_eager_chain_gives_each_step_the_calls_options, (
+        4, "cid", ["4"], "raised ValueError", 1, 3, 4, 4, [3],
+        "tests.compat.celery_api.add(1, 2)")),
+    (a_chords_countdown_delays_its_header_alone, [False, False]),
     (an_eager_run_calls_its_links,
      ("FAILURE", ["new <this> ValueError as expected str", "old <this>"], 5, ["5"])),
     (errbacks_of_a_chord_body_run_when_a_member_fails, [  # <this>: the chord body's id
@@ -1738,7 +1765,10 @@ SINCE = {reject_without_requeue_fails: (5, 7),  # 5.6 stores no state for such a
          callbacks_given_to_a_chain_stay_with_its_steps: (5, 7),  # 5.6: as the one above
          # 5.6's chord never ends when a member replaced by a failing task fails
          a_replacement_that_fails_fails_its_chord: (5, 7),
-         an_ignored_step_ends_an_eager_chain: (5, 7)}  # 5.6 runs the next step with None
+         an_ignored_step_ends_an_eager_chain: (5, 7),  # 5.6 runs the next step with None
+         # 5.6 calls an eager chain's link back with each step's value
+         an_eager_chain_gives_each_step_the_calls_options: (5, 7),
+         a_chords_countdown_delays_its_header_alone: (5, 7)}  # 5.6 delays the callback too
 
 
 @pytest.mark.parametrize("scenario, expected", SCENARIOS, ids=[s.__name__ for s, _ in SCENARIOS])

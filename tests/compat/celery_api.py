@@ -49,6 +49,11 @@ def whoami(self):
 
 
 @app.task(bind=True)
+def has_eta(self, *args):
+    return self.request.eta is not None
+
+
+@app.task(bind=True)
 def sees_itself(self):
     """What current_task (Celery's proxy) and app.current_task say inside a task."""
     running = impl.current_task
