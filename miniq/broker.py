@@ -872,8 +872,8 @@ def _send_again(db, row):
     taken = db.execute("SELECT state FROM task WHERE id = ?", row[:1]).fetchone()
     if taken is None:
         db.execute(INSERT, row)
-    elif taken[0] != "REVOKED":
-        raise sqlite3.IntegrityError(f"task id {row[0]} is taken by a task not finished yet")
+    elif taken[0] != "REVOKED":  # the caller's mistake, not the file's: no OperationalError
+        raise ValueError(f"task id {row[0]} is taken by a task not finished yet")
     else:
         _revoked_member(db, row)
 
