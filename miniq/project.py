@@ -61,6 +61,7 @@ OLD_NAMES = {
     "celery_allow_error_cb_on_chord_header": "task_allow_error_cb_on_chord_header",
     "celery_always_eager": "task_always_eager", "celery_annotations": "task_annotations",
     "celery_create_missing_queues": "task_create_missing_queues",
+    "celery_default_exchange": "task_default_exchange",
     "celery_default_exchange_type": "task_default_exchange_type",
     "celery_default_priority": "task_default_priority",
     "celery_default_queue": "task_default_queue",
@@ -134,6 +135,7 @@ class Miniq(apps.Miniq):
     _settings = None  # what config_from_object read: INSTALLED_APPS, for autodiscovery
     _read = {}  # the settings it found there
     _source = None  # reads a name from the settings object, as it holds it now
+    _names = {}  # setting -> the names _follow reads it by
     namespace, strict_typing = None, True  # Celery's keywords, as its defaults: see __init__
     broker_class = RateBroker  # keeps rate limits across workers
 
@@ -153,6 +155,7 @@ class Miniq(apps.Miniq):
             config_source = os.environ.get("CELERY_CONFIG_MODULE") or None
         previous, source = apps._default, _object(config_source)
         settings = {} if source is None else _settings(source, namespace)
+        self._read, self._names = dict(settings), {}
         given = {_named(key, namespace): value for key, value in {**(changes or {}),
                                                                   **conf}.items()}
         given.update(zip(("broker", "backend", "include"), args))
@@ -170,7 +173,7 @@ class Miniq(apps.Miniq):
         self.conf = Settings(self.conf, self)
         dict.update(self.conf, raw)
         self.conf.given.update(given)
-        self._settings, self._source = source, source and _reader(source)
+        self._settings, self._source = source, None if source is None else _reader(source)
         if not set_as_current:
             apps._default = previous
 
@@ -220,7 +223,7 @@ class Miniq(apps.Miniq):
                 dict.__setitem__(self.conf, key, copy.deepcopy(DEFAULTS.get(key)))
             else:
                 dict.pop(self.conf, key, None)
-        self._read, self._source = settings, _reader(obj)
+        self._read, self._source, self._names = settings, _reader(obj), {}
         self.conf.before.clear()
         dict.update(self.conf, {k: v for k, v in settings.items() if k not in self.conf.given})
         self._routes.clear()  # routes are read again from the settings as they are now
@@ -470,32 +473,43 @@ class Settings(apps.Conf):
         namespace = getattr(app, "namespace", None)
         key = key if dict.__contains__(self, key) else _named(key, namespace)
         if getattr(app, "_source", None) is not None and key not in self.given:
-            self._follow(key, app._source, namespace, app._read)
+            self._follow(key, app)
         return key
 
-    def _follow(self, key, source, namespace, read):
+    def _follow(self, key, app):
         """As Celery's, which reads its settings object at each use (an assignment to
         Django's settings in a test holds at once): a setting code did not set, as the
         object holds it now; one gone from it, as the app had it without the object."""
-        name, others = _source_names(key, namespace)
-        value = source(name)
-        for name in others:  # rarely any: only those it had when read
-            value = source(name) if value is MISSING and name in read else value
+        names = app._names.get(key)
+        if names is None:
+            names = app._names[key] = _source_names(key, app.namespace, app._read)
+        for name in names:
+            value = app._source(name)
+            if value is not MISSING:
+                break
         current = dict.get(self, key, MISSING)
-        if value is current or value is MISSING and key not in self.before and key not in read:
+        if value is current:
             return
-        if key not in self.before:
-            self.before[key] = copy.deepcopy(DEFAULTS.get(key, MISSING)) if key in read else current
-        value = self.before.pop(key) if value is MISSING else value
+        if value is MISSING:
+            if key in self.before:
+                value = self.before.pop(key, current)
+            elif key in app._read:  # as config_from_object drops a setting it lacks
+                value = copy.deepcopy(DEFAULTS[key]) if key in DEFAULTS else MISSING
+            else:
+                return  # never the object's
+        elif key not in app._read:
+            self.before.setdefault(key, current)
         if value is MISSING:
             dict.pop(self, key, None)
             return
-        if value != current:
+        changed = value != current
+        if changed:
             _refuse({key: value})
-            self.app()._routes.clear()
         dict.__setitem__(self, key, value)  # the object's own: the next read is one look
-        if key == "task_annotations" and value != current:
-            self.app()._annotate_all()
+        if changed:
+            app._routes.clear()
+            if key == "task_annotations":
+                app._annotate_all()
 
     def __getitem__(self, key):
         return super().__getitem__(self._read_as(key))
@@ -556,13 +570,12 @@ def _reader(obj):
     return read
 
 
-@functools.lru_cache(maxsize=None)
-def _source_names(key, namespace):
-    """The name a settings object gives a setting (its namespace's, or its own), and the
-    others _settings reads it by: Celery 3's, and its own under a namespace."""
-    old = tuple(name.upper() for name, new in OLD_NAMES.items() if new == key)
-    return (f"{namespace}_{key.upper()}", (*old, key)) if namespace and key in READ else (
-        key, old)
+def _source_names(key, namespace, read):
+    """The names a settings object may give a setting, the first found first: its own
+    there (a namespace's: CELERY_TASK_ALWAYS_EAGER), then those it was read by."""
+    own = f"{namespace}_{key.upper()}" if namespace and not str(key).isupper() else key
+    old = [name.upper() for name, new in OLD_NAMES.items() if new == key]
+    return own, *(name for name in (*old, key) if name != own and name in read)
 
 
 def _settings(obj, namespace):

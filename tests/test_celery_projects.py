@@ -750,13 +750,19 @@ def test_the_default_exchange_and_routing_key_read_as_celerys(make_app):
 def test_a_settings_object_is_read_at_each_use_as_celerys(make_app, tmp_path):
     """A change to the object config_from_object read holds at once, as in Celery, which
     reads it at each use; what code set stays over it."""
-    (tmp_path / "live_settings.py").write_text("CELERY_TASK_DEFAULT_QUEUE = 'first'\n")
+    (tmp_path / "live_settings.py").write_text(
+        "CELERY_TASK_DEFAULT_QUEUE = 'first'\nCELERY_WORKER_POOL_START_METHOD = 'spawn'\n"
+        "CELERY_PROJECT_OWN = 42\nCELERY_DEFAULT_EXCHANGE = 'old'\n")
     sys.modules.pop("live_settings", None)  # each implementation's run reads its own
     app = make_app()
     app.conf.task_default_priority = 3
     app.config_from_object("live_settings", namespace="CELERY")
     assert app.conf.task_default_queue == "first"
+    assert (app.conf.worker_pool_start_method, app.conf.project_own,
+            app.conf.task_default_exchange) == ("spawn", 42, "old")
     module = sys.modules["live_settings"]
+    del module.CELERY_PROJECT_OWN
+    assert "project_own" not in app.conf and app.conf.get("project_own") is None
     module.CELERY_TASK_DEFAULT_QUEUE, module.CELERY_TASK_DEFAULT_PRIORITY = "second", 9
     module.CELERY_TASK_ACKS_LATE = True
     assert (app.conf.task_default_queue, app.conf.task_default_priority,
@@ -767,6 +773,16 @@ def test_a_settings_object_is_read_at_each_use_as_celerys(make_app, tmp_path):
     app.config_from_object(settings)
     settings["task_ignore_result"] = True
     assert app.conf.task_ignore_result and app.conf.get("task_ignore_result")
+    assert app.conf.get("worker_pool_start_method") != "spawn"  # the module is read no more
+
+
+def test_a_config_source_is_read_at_each_use_as_celerys(make_app):
+    settings = {}
+    app = make_app(config_source=settings)
+    settings["task_default_queue"] = "later"
+    assert app.conf.task_default_queue == "later"
+    del settings["task_default_queue"]
+    assert app.conf.task_default_queue == "celery"
 
 
 def test_celery_broker_url_in_the_environment_is_the_broker(make_app, monkeypatch, tmp_path):
