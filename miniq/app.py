@@ -293,10 +293,13 @@ class Miniq:
 
     def message_row(self, name, args=None, kwargs=None, countdown=None, eta=None,
                     task_id=None, queue=None, priority=None, chord=None,
-                    waiting=False, ignore_result=None, retries=None, **options) -> tuple:
-        """The row ``send_task`` inserts; JSON-encodes the arguments (TypeError if it can't)."""
+                    waiting=False, ignore_result=None, retries=None, routed=None,
+                    **options) -> tuple:
+        """The row ``send_task`` inserts; JSON-encodes the arguments (TypeError if it can't).
+        ``routed``: what _defaults gives the name, if the caller has it."""
         json_only(name, options.get("serializer") or "json")
-        default_queue, default_priority, soft, hard, default_expires, ignores = self._defaults(name)
+        default_queue, default_priority, soft, hard, default_expires, ignores = (
+            routed or self._defaults(name))
         # as Celery's: a call's exchange and routing key over its route
         queue = _bound(self.conf, options) if queue is None else _published(self.conf, queue,
                                                                             options)
@@ -367,9 +370,10 @@ class Miniq:
         if self.conf.task_always_eager:
             warnings.warn(AlwaysEagerIgnored("task_always_eager has no effect on send_task"),
                           stacklevel=2)
-        if ignore_result is None:
-            ignore_result = self._defaults(name)[-1]
-        row = self.message_row(name, args, kwargs, ignore_result=ignore_result, **options)
+        routed = self._defaults(name)
+        ignore_result = routed[-1] if ignore_result is None else ignore_result
+        row = self.message_row(name, args, kwargs, ignore_result=ignore_result, routed=routed,
+                               **options)
         self.send_rows([row])
         result = AsyncResult(row[0], app=self)
         result.ignored = bool(ignore_result)  # get() returns None at once, as Celery's
