@@ -23,6 +23,7 @@ from .result import (AsyncResult, EagerResult, GroupResult, allow_join_result,
 from .utils.json import loads
 
 ACCUMULATE = "celery.accumulate"  # passes its input on: a chord's callback before a group
+LINKS = ("link", "link_error")  # the options that call back: the last step's, or each's
 
 
 def _item(path: str, doc: str) -> property:
@@ -386,10 +387,7 @@ class chain(_Workflow):
             return []
         args, kwargs = self._partial(args, kwargs)
         options = _call_options(self, options)
-        last = steps[-1].tasks if isinstance(steps[-1], group) else steps[-1:]
-        for callback in _listed(options.pop("link", None)):  # as Celery's: a last group's
-            for step in last:  # members each call it back with their result
-                step.link(callback)
+        _link_last(steps, options.pop("link", None))
         for errback in _listed(options.pop("link_error", None)):
             for step in steps:
                 step.link_error(errback)
@@ -399,8 +397,9 @@ class chain(_Workflow):
         """Run every step now in this process, in order, each with the call's options, as
         Celery's (a link is the last step's); the last step's result."""
         result, steps = None, self._unchained()
-        for callback in _listed(options.pop("link", None)) if steps else ():
-            steps[-1].link(callback)
+        own = {k: v for k, v in _call_options(self, None).items() if k not in LINKS}
+        options = {**own, **options}
+        _link_last(steps, options.pop("link", None))
         for step in steps:
             parent = result
             result = (step.apply(args, kwargs, **options) if parent is None
@@ -618,7 +617,7 @@ class chord(Signature):
         steps = [body]
         if isinstance(body, chain):  # its own callbacks and the call's: the last step calls back
             body = body.clone()
-            for key in ("link", "link_error"):
+            for key in LINKS:
                 body.options[key] = [*_listed(body.options.get(key)), *_listed(options.pop(key, None))]
             steps = body._unchained()
         wait = {**_undelayed(options), "waiting": True, "header": _shape(self._header_result)}
@@ -626,7 +625,7 @@ class chord(Signature):
             wait["group_id"] = self._header_result.id  # as Celery's: the header's group
         callback = steps[0]._rows(app, (), None, wait, [*steps[1:], *follow])
         args, kwargs = _Workflow._partial(self, args, kwargs)
-        members = {k: v for k, v in options.items() if k not in ("link", "link_error")}
+        members = {k: v for k, v in options.items() if k not in LINKS}
         return callback + self.header._rows(app, args, kwargs, members)  # links: the callback's
 
     def __repr__(self) -> str:
@@ -705,6 +704,15 @@ def _call_options(sig: Signature, options: dict | None) -> dict:
     the ids and places that ``freeze`` gave."""
     merged = {**sig.options, **(options or {})}
     return {k: v for k, v in merged.items() if k not in ("task_id", "group_id", "chord")}
+
+
+def _link_last(steps: list, link: Any) -> None:
+    """A chain's link on its last step: as Celery's, each member of a last group calls
+    it back with its own result."""
+    last = steps[-1].tasks if steps and isinstance(steps[-1], group) else steps[-1:]
+    for callback in _listed(link):
+        for step in last:
+            step.link(callback)
 
 
 def _undelayed(options: dict) -> dict:
@@ -824,7 +832,7 @@ def _replaced(app, message: Any, sig: Signature, lineage: dict) -> list:
     are the task's)."""
     options = message.options
     if type(sig) is Signature and (not sig.id or sig.id == message.id):  # its own id, given
-        for key in ("link", "link_error"):  # its own callbacks, then the task's
+        for key in LINKS:  # its own callbacks, then the task's
             links = [*_listed(sig.options.get(key)), *_listed(options.get(key))]
             sig.options.update({key: links} if links else {})
         sig.set(task_id=message.id, chord=message.chord, group_id=options.get("group"))

@@ -835,14 +835,19 @@ def an_eager_run_calls_its_links(c, get):
 
 
 def an_eager_chain_gives_each_step_the_calls_options(c, get):
-    """As Celery's eager chain: each step takes the call's options (its task_id, its
-    errback), and its link is the last step's; None for the arguments is none."""
+    """As Celery's eager chain: each step takes its options and the call's (a task_id, an
+    errback, a priority), and a link is the last step's (each member's of a last group);
+    None for the arguments is none."""
     folder = tempfile.mkdtemp()
-    linked, errors = (os.path.join(folder, name) for name in "ab")
+    linked, errors, grouped = (os.path.join(folder, name) for name in "abc")
     done = c.chain(c.add.s(1, 1), c.add.s(2)).apply(link=c.jot.s(log=linked), task_id="cid")
+    in_group = c.chain(c.add.s(1, 1), c.group(c.add.s(10), c.add.s(20))).apply(
+        link=c.jot.s(log=grouped))
+    own = c.chain(c.its_priority.si(), c.its_priority.si()).set(priority=7).apply()
     stopped = raised(lambda: c.chain(c.add.s(1, 1), c.fail.si(), c.add.s(1)).apply(
         link_error=c.log_failed_id.s(log=errors)))
-    return (done.get(), done.id, wait_for_lines(linked, 1), stopped,
+    return (done.get(), done.id, wait_for_lines(linked, 1), in_group.get(),
+            sorted(wait_for_lines(grouped, 2)), own.get(), own.parent.get(), stopped,
             len(wait_for_lines(errors, 1)), c.add.s(1, 2).apply(None).get(),
             c.chain(c.add.s(1, 2), c.add.s(1)).apply(None, None).get(),
             get(c.chain(c.add.s(1, 2), c.add.s(1)).apply_async(None, None)),
@@ -853,8 +858,8 @@ def an_eager_chain_gives_each_step_the_calls_options(c, get):
 def a_chords_countdown_delays_its_header_alone(c, get):
     """As Celery's (its issue 7851): the callback has no eta of its own, and an empty
     header's callback is sent at once."""
-    return [get(c.chord(header, c.has_eta.s()).apply_async(countdown=1))
-            for header in ([], [c.add.s(1, 1)])]
+    sent = c.chord([c.has_eta.s()], c.has_eta.s()).apply_async(countdown=1)
+    return get(c.chord([], c.has_eta.s()).apply_async(countdown=1)), get(sent), get(sent.parent)
 
 
 def errbacks_of_a_chord_body_run_when_a_member_fails(c, get):
@@ -1638,9 +1643,10 @@ SCENARIOS = [
         ("raised ValueError", ["new <this> ValueError as expected str"]),
         ("raised ValueError", ["'fixed'"])]),  # immutable: its own arguments only
     (an_eager_chain_gives_each_step_the_calls_options, (
-        4, "cid", ["4"], "raised ValueError", 1, 3, 4, 4, [3],
+        4, "cid", ["4"], [12, 22], ["12", "22"], 7, 7, "raised ValueError", 1, 3, 4, 4,
+        [3],
         "tests.compat.celery_api.add(1, 2)")),
-    (a_chords_countdown_delays_its_header_alone, [False, False]),
+    (a_chords_countdown_delays_its_header_alone, (False, False, [True])),
     (an_eager_run_calls_its_links,
      ("FAILURE", ["new <this> ValueError as expected str", "old <this>"], 5, ["5"])),
     (errbacks_of_a_chord_body_run_when_a_member_fails, [  # <this>: the chord body's id

@@ -54,6 +54,11 @@ def has_eta(self, *args):
 
 
 @app.task(bind=True)
+def its_priority(self, *args):
+    return (self.request.delivery_info or {}).get("priority")
+
+
+@app.task(bind=True)
 def sees_itself(self):
     """What current_task (Celery's proxy) and app.current_task say inside a task."""
     running = impl.current_task
