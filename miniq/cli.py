@@ -16,7 +16,7 @@ from typing import Any, List, Optional
 
 from . import __version__
 from .app import Miniq, load_app
-from .cli_worker import pid_file, add_loglevel, add_options, split, start_logging, worker
+from .cli_worker import add_loglevel, add_options, pid_file, split, start_logging, worker
 from .control import Control, Inspect, call_of, known_queues, live_nodes
 from .exceptions import ImproperlyConfigured
 
@@ -43,7 +43,7 @@ def _common_options() -> ArgumentParser:
 
 def _add_beat_options(beat):
     """Celery's beat options: those of its service unit honoured, the others refused."""
-    add_loglevel(beat, "INFO")
+    add_loglevel(beat, "WARNING")  # as Celery 5.7's beat
     beat.add_argument("-f", "--logfile", metavar="PATH", help="log to PATH instead of stderr")
     beat.add_argument("--pidfile", metavar="PATH", help="write beat's pid to PATH; refuse to"
                       " start if it names a live process")

@@ -269,9 +269,9 @@ def test_beat_takes_the_options_of_celerys_beat_service(broker_url, tmp_path):
     env = dict(os.environ, MINIQ_BROKER_URL=broker_url, MINIQ_TEST_CONF=conf,
                PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.Popen([sys.executable, "-m", "miniq", "-A", "tests.tasks", "beat",
-                             "--pidfile", str(pidfile), "-f", str(logfile), "--max-interval",
-                             "5", "-s", str(tmp_path / "celerybeat-schedule"), "-S",
-                             "celery.beat:PersistentScheduler"], env=env, cwd=ROOT,
+                             "--pidfile", str(pidfile), "-f", str(logfile), "-l", "INFO",
+                             "--max-interval", "5", "-s", str(tmp_path / "celerybeat-schedule"),
+                             "-S", "celery.beat:PersistentScheduler"], env=env, cwd=ROOT,
                             start_new_session=True)
     try:
         wait_for(lambda: logfile.exists() and "beat: 1 entry" in logfile.read_text()
