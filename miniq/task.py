@@ -198,6 +198,7 @@ class Task:
     # "10/s", "100/m", "1000/h" or a number a second, in all workers
     rate_limit: Any = _Conf("task_default_rate_limit")
     typing: bool = True  # check the arguments against the function's at the call
+    trail: bool = True  # its result lists the tasks it sent as its children
     expires: Any = None  # seconds or a datetime: apply_async's default
     serializer: str | None = _Conf("task_serializer", "json")  # JSON only
     throws: tuple = ()  # expected errors: logged at INFO, without a traceback
@@ -443,12 +444,16 @@ class Task:
         As Celery's, it raises Ignore (the worker sends ``sig``); eager, it runs it."""
         if sig.get("subtask_type") == "chain" and not sig.tasks:  # as Celery's
             raise ImproperlyConfigured("Cannot replace with an empty chain")
+        nesting = self.request.replaced_task_nesting + 1  # as Celery's: how deep it is
+        return self.on_replace(sig.set(replaced_task_nesting=nesting))
+
+    def on_replace(self, sig: Signature) -> Any:
+        """Celery's hook as replace() ends: a base that overrides it calls this one."""
         if self.request.is_eager:  # its value is the run's, replace() returned or raised
             with allow_join_result():  # Celery's trips its own check here
                 raise _Replaced(sig.apply().get())
-        ignore = Ignore("Replaced by new task")  # as Celery's: the replacement knows how deep
-        nesting = self.request.replaced_task_nesting + 1
-        ignore.replacement = sig.set(replaced_task_nesting=nesting)
+        ignore = Ignore("Replaced by new task")
+        ignore.replacement = sig
         raise ignore
 
     def retry(self,

@@ -1125,6 +1125,13 @@ def update_state_stores_any_tasks_state(c, get):
         ("PROGRESS", {"from": "caller"})] and (done.state, get(done)) == ("SUCCESS", 4) or seen
 
 
+def on_replace_and_trail_as_celerys(c, get):
+    """A base's on_replace() runs as replace() ends; trail=False keeps no children."""
+    untrailed = c.sends_untrailed.delay()
+    get(c.app.AsyncResult(get(untrailed)))
+    return get(c.replaced_through_its_hook.delay()), untrailed.children
+
+
 def a_replacement_that_fails_fails_its_chord(c, get):
     in_chord = c.chord([c.fail_replaced.s(), c.add.s(1, 1)], c.echo.s())()
     by_group = c.fail_replaced_by_group.delay()  # as Celery's: a chord of the group, then
@@ -1647,6 +1654,7 @@ SCENARIOS = [
         [3],
         "tests.compat.celery_api.add(1, 2)")),
     (a_chords_countdown_delays_its_header_alone, (False, False, [True])),
+    (on_replace_and_trail_as_celerys, (101, [])),
     (an_eager_run_calls_its_links,
      ("FAILURE", ["new <this> ValueError as expected str", "old <this>"], 5, ["5"])),
     (errbacks_of_a_chord_body_run_when_a_member_fails, [  # <this>: the chord body's id

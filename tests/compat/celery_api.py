@@ -124,6 +124,22 @@ def replaced_once_open(self, ready, gate):
     return self.replace(add.si(1, 1))
 
 
+class NotesReplacement(impl.Task):
+    def on_replace(self, sig):
+        """Celery's hook, overridden as its docs say: the replacement gets an argument."""
+        return super().on_replace(sig.clone((100,)))
+
+
+@app.task(bind=True, base=NotesReplacement)
+def replaced_through_its_hook(self):
+    return self.replace(add.s(1))
+
+
+@app.task(trail=False)
+def sends_untrailed():
+    return add.delay(1, 1).id
+
+
 @app.task(bind=True)
 def sends_a_replaced_task(self):
     return replaced_by_whoami.delay().id
