@@ -32,16 +32,16 @@ class Control(apps.Control):
         if chosen:  # they choose workers: a revoke here holds for all
             raise TypeError(f"revoke(): a revoke in miniq holds for every worker; it takes"
                             f" no {', '.join(chosen)}")
-        asked = self.inspect()
-        running = asked.active() or {} if reply and terminate else {}  # before they end
+        held = _held(self.inspect()) if reply and terminate else {}  # before they end
         super().revoke(task_id, destination, terminate, signal)
         ids = {task_id} if isinstance(task_id, str) else set(task_id or ())
 
         def answer(node, worker):
             if not terminate:
                 return {"ok": f"tasks {ids} flagged as revoked"}
-            hit = [task["id"] for task in running.get(node, []) if task["id"] in ids]
+            hit = [task_id for task_id in held.get(node, []) if task_id in ids]
             return {"ok": f"terminate: {', '.join(hit) or 'tasks unknown'}"}
+        asked = self.inspect(limit=options.get("limit"), callback=options.get("callback"))
         return [{node: one} for node, one in (asked._request(answer) or {}).items()] if reply \
             else None
 
@@ -77,10 +77,23 @@ class Control(apps.Control):
         if refused:  # else every worker would stop, not those they choose
             raise TypeError(f"shutdown(): miniq chooses workers by destination,"
                             f" not {', '.join(refused)}")
-        here = machine_id()
+        here, told = machine_id(), _broadcast.get("callback")
         replies = [{node: _stop(worker, here)}  # as Celery's: limit caps the replies only
                    for node, worker in self.inspect(destination)._nodes()]
+        for one in replies[:limit] if told else ():
+            told(one)
         return replies[:limit] if limit else replies
+
+
+def _held(inspect):
+    """{node: ids} of the tasks each worker holds (running, reserved, or waiting for
+    their eta), as Celery's worker finds those a terminate names."""
+    held = {}
+    for replies, of in ((inspect.active(), None), (inspect.reserved(), None),
+                        (inspect.scheduled(), "request")):
+        for node, tasks in (replies or {}).items():
+            held.setdefault(node, []).extend((task[of] if of else task)["id"] for task in tasks)
+    return held
 
 
 class Inspect:

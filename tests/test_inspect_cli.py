@@ -456,6 +456,10 @@ def test_control_revoke_replies_as_celery_s_workers(on_shared):
     wait_for(lambda: running.state == "REVOKED", message="it ends")
     assert control.revoke(running.id, terminate=True, reply=True) == [
         {NODE: {"ok": "terminate: tasks unknown"}}]
+    later, heard = tasks.add.apply_async((1, 1), countdown=60), []  # held for its eta
+    assert control.terminate(later.id, reply=True, callback=heard.append) == heard == [
+        {NODE: {"ok": f"terminate: {later.id}"}}]  # as Celery's: one it holds, unstarted
+    assert later.state == "REVOKED"
     for refused in ({"destination": [NODE]}, {}):  # Celery's would hold there only
         with pytest.raises(TypeError, match="destination"):  # also as its second argument
             control.revoke(running.id, *([] if refused else [[NODE]]), **refused)
@@ -526,7 +530,9 @@ def test_control_shutdown_stops_every_chosen_worker_whatever_its_limit(app, star
     """As Celery's: limit caps the replies it collects, not the workers it stops."""
     app.broker.register("far", "otherhost", 1, 1, ["celery"], "another machine", "far@otherhost")
     worker = start_worker("-c", "1")  # registered after: listed second
-    assert [list(reply) for reply in app.control.shutdown(limit=1)] == [["far@otherhost"]]
+    heard = []
+    assert [list(reply) for reply in app.control.shutdown(limit=1, callback=heard.append)] == [
+        ["far@otherhost"]] == [list(reply) for reply in heard]
     assert worker.wait(30) == 0
 
 
