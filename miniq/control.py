@@ -103,7 +103,11 @@ class Inspect:
 
     def __init__(self, destination: list | None = None, timeout: float = 1.0,
                  callback: Callable | None = None, app: Any = None,
-                 limit: int | None = None):
+                 limit: int | None = None, connection: Any = None, pattern: Any = None,
+                 matcher: Any = None):
+        if pattern is not None or matcher is not None:  # Celery's choose by a node name's form
+            raise TypeError("inspect(): miniq chooses workers by destination, not by pattern"
+                            " or matcher")
         self.destination = _check(destination)
         if limit is not None and (type(limit) is not int or limit < 0):  # -1: all but one
             raise ValueError(f"limit is a number of workers, not {limit!r}")

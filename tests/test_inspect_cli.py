@@ -341,7 +341,7 @@ def test_ping_names_the_live_worker_and_is_none_for_no_one(on_shared):
     assert tasks.app.control.ping(destination=["other@host"]) == []
     with pytest.raises(ValueError, match="list/tuple"):  # as Celery's: a list of names
         inspect(destination=NODE)
-    with pytest.raises(TypeError):  # no pattern matching of node names: refused
+    with pytest.raises(TypeError, match="by destination, not by pattern"):  # refused, clearly
         inspect(pattern="shared@*")
     with pytest.raises(ValueError, match="number of workers"):  # not "all but the last"
         inspect(limit=-1)
