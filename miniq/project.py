@@ -597,11 +597,12 @@ def _settings(obj, namespace):
             plain[key] = value = get(key)
             if name is not None:
                 (old if key in names else new)[name] = value
-    mixed = [f"{key} -> {name}" for key, name in names.items() if name not in new]
+    # as Celery's: an old name beside its own new one is no mix, and the new one holds
+    mixed = [f"{key} -> {name}" for key, name in names.items() if name not in {**new, **plain}]
     if mixed and plain.keys() & READ and not prefix:  # as Celery's: which is meant is a guess
         raise ImproperlyConfigured("Cannot mix new and old setting keys, please rename the"
                                    f" following settings to the new format: {', '.join(mixed)}")
-    settings = {**plain, **old, **new}
+    settings = {**plain, **old, **{name: plain[name] for name in old if name in plain}, **new}
     _refuse(settings)
     return settings
 

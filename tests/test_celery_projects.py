@@ -676,6 +676,10 @@ def test_old_setting_names_are_read_as_celery_maps_them(make_app):
         app.config_from_object(Mixed)
         app.conf.task_always_eager  # noqa: B018 - Celery reads its source on first use
     assert type(caught.value).__name__ == "ImproperlyConfigured"
+    app = make_app()  # an old name beside its own new one is no mix: the new one holds
+    app.config_from_object({"task_always_eager": False, "CELERY_ALWAYS_EAGER": True,
+                            "result_expires": 5, "CELERY_TASK_RESULT_EXPIRES": 60})
+    assert (app.conf.task_always_eager, app.conf.result_expires) == (False, 5)
 
 
 def test_a_task_class_and_annotations_set_later_hold_for_tasks_made_before(make_app):
