@@ -32,6 +32,8 @@ from .result import (EagerResult, allow_join_result, denied_join_result, excepti
 from .utils.json import dumps, loads
 
 log = logging.getLogger("miniq.worker")
+# as Celery's: the lines of its loggers are the program's to show, or not (no last resort)
+logging.getLogger("celery").addHandler(logging.NullHandler())
 
 UNHOOKED = {"IGNORED", "REPLACED", "REJECTED", "PENDING"}  # Ignore and Reject: Celery calls no hook
 SIGNALS = f"{__package__}.signals"  # by its path in this copy, vendored or not

@@ -843,6 +843,28 @@ def test_djangos_override_settings_holds_as_celerys(impl, tmp_path):
         "[False, True, 'EagerResult', False, 'EagerResult', True, False]"), done.stderr
 
 
+@pytest.mark.parametrize("impl", ["miniq", "celery"])
+def test_an_eager_failure_prints_nothing_where_logging_is_not_set_up(impl, tmp_path):
+    """As Celery's: its loggers' lines are the program's to show (a NullHandler stops
+    Python's last resort printing them)."""
+    pytest.importorskip(impl)
+    broker = "memory://" if impl == "celery" else f"sqlite:///{tmp_path}/q.db"
+    script = f"""
+        from {impl} import Celery
+        app = Celery("quiet", broker={broker!r})
+        app.conf.task_always_eager = True
+
+        @app.task
+        def boom():
+            raise ValueError("boom")
+        print(boom.delay().state)
+        """
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], cwd=tmp_path,
+                          env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True,
+                          text=True, timeout=60)
+    assert (done.stdout, done.stderr) == ("FAILURE\n", "")
+
+
 def test_attributes_are_read_as_celery_reads_them(fresh_app):
     """An instance's class attributes are its settings, as in Celery."""
     class Settings:
