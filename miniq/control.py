@@ -232,7 +232,9 @@ def _info(node, task_id, name, body, queue, priority, started=None, attempts=0, 
     """A task as Celery's ``Request.info()`` describes it: ``acked``, a running task
     that is not acks_late (its row stays leased still: it runs again if its worker dies)."""
     call = call_of(body, options if safe else None)
-    if safe:  # as Celery's: the arguments as text; the sender's argsrepr if it gave one
+    if safe:  # as Celery's: the arguments as text, as delay() gave them (a tuple); the
+        args = call["args"]  # sender's argsrepr if it gave one
+        call["args"] = tuple(args) if isinstance(args, list) else args
         call = {key: v if isinstance(v, str) else repr(v) for key, v in call.items()}
     return {"id": task_id, "name": name, **call, "type": name, "hostname": node,
             "time_start": started,

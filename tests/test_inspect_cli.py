@@ -407,7 +407,7 @@ def test_active_scheduled_reserved_and_stats_answer_as_celery_s(on_shared, share
         assert abs(info["time_start"] - time.time()) < 60
         assert info["delivery_info"]["routing_key"] == "celery"
         assert info["acknowledged"] is True  # as Celery's: not acks_late, acked as it began
-        assert inspect.active(safe=True)[NODE][0]["args"] == repr([str(gate), "done"])
+        assert inspect.active(safe=True)[NODE][0]["args"] == repr((str(gate), "done"))
         [waiting] = inspect.scheduled()[NODE]  # the one on a queue nobody serves: not listed
         assert waiting["request"]["id"] == later.id and waiting["priority"] == 6  # Celery's
         assert waiting["request"]["delivery_info"]["priority"] == 3
