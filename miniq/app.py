@@ -533,8 +533,9 @@ def _check_call(name, **values):
             raise TypeError(f"{name}: {key} cannot be {value!r}")
     soft = values.get("soft_time_limit")
     hard = values.get("time_limit")
-    if any(limit is not None and not limit >= 0 for limit in (soft, hard)):
-        raise ValueError(f"{name}: time limits cannot be negative: {soft!r}, {hard!r}")
+    for key, limit in (("soft_time_limit", soft), ("time_limit", hard)):
+        if limit is not None and not limit >= 0:
+            raise ValueError(f"{name}: {key} cannot be negative: {limit!r}")
     if soft and hard and soft > hard:  # as Celery: refused at the call
         raise ValueError("soft_time_limit must be less than or equal to time_limit")
     if not 0 <= (values.get("retries") or 0) < 2 ** 31:
@@ -575,7 +576,9 @@ def load_app(path: str) -> Miniq:
                 return load_app(f"{module_name}.celery")
         app = app or next((v for v in vars(module).values() if isinstance(v, Miniq)), None)
     if not isinstance(app, Miniq):
-        raise ImproperlyConfigured(f"{path!r} is not a miniq app (no Miniq instance found there)")
+        found = "it has no such attribute" if attr and not hasattr(module, attr) else (
+            "no Miniq instance found there")
+        raise ImproperlyConfigured(f"{path!r} is not a miniq app ({found})")
     app.import_includes()
     _default = app
     return app

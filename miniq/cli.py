@@ -269,7 +269,10 @@ def beat(app, args):
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop as on Ctrl-C
     with pid_file(args.pidfile), contextlib.suppress(KeyboardInterrupt):
         start_logging(args.loglevel, args.logfile, app.conf)
-        Beat(app).run()
+        beat = Beat(app)
+        print(f"miniq beat for {args.app}\n  database:    {app.broker.path}\n"  # as Celery's
+              f"  entries:     {len(beat.entries)}", flush=True)  # banner: at any level
+        beat.run()
     return 0
 
 
@@ -469,7 +472,9 @@ def call(app: Miniq, args: Namespace) -> int:
     if args.name not in app.tasks:  # still sent: a worker with other code may know it
         print(f"miniq: warning: {args.name!r} is not a task of {args.app}; sent anyway",
               file=sys.stderr)
-    try:
+    try:  # one its function cannot take is refused, as delay() refuses it
+        if args.name in app.tasks:
+            app.tasks[args.name]._check_arguments(call_args, call_kwargs)
         sent = app.send_task(args.name,
                              call_args,
                              call_kwargs,

@@ -272,6 +272,7 @@ def start_logging(level, logfile=None, conf=None):
 def _print_banner(app, args, manager, node):
     """What this worker is, at any log level, as Celery's banner."""
     node = [f"  node:        {node}"] if args.hostname else []
+    node += [f"  beat entries: {len(manager.beat.entries)}"] if manager.beat else []
     tasks = [f"  . {name}" for name in sorted(app.tasks) if not name.startswith("celery.")]
     lines = [f"miniq worker for {args.app}",
              f"  database:    {app.broker.path}",

@@ -69,6 +69,12 @@ class Context(SimpleNamespace):
     def get(self, key, default=None):
         return getattr(self, key, default)
 
+    def __getattr__(self, name):  # a field it lacks: say why for those Celery's has
+        why = {"chord": "a chord member's callback stays in the database",
+               "group_index": "a group member's place is not kept"}
+        raise AttributeError(f"self.request.{name}: miniq has none ({why[name]})" if name in why
+                             else f"'Context' object has no attribute {name!r}")
+
     def __repr__(self):  # as Celery's: what a task's print(self.request) shows
         return f"<Context: {vars(self)!r}>"
 
@@ -731,6 +737,7 @@ def _request(task, message, args, kwargs, eager, hostname):
                       "replaced_task_nesting": options.get("replaced_task_nesting", 0),
                       "shadow": options.get("shadow"),
                       **({} if message.chord else {"chord": None}),  # a member's: not kept
+                      **({} if options.get("group") else {"group_index": None}),
                       "correlation_id": None if eager else message.id,  # no reply queue
                       "properties": None if eager else {"correlation_id": message.id,
                                                         "priority": message.priority},

@@ -483,8 +483,9 @@ class Worker:
             self.broker.release([name for name in self.app.tasks if name not in self.rates])
             for index in range(self.concurrency):  # each kept at once: stopped if one fails
                 self.children.append(self._start_child(index))
-            log.info("miniq worker %s ready: %d children (%s), queues %s, database %s",
-                     self.id[:8], self.concurrency, self.ctx.get_start_method(),
+            log.info("miniq worker %s ready: %d %s (%s), queues %s, database %s",
+                     self.id[:8], self.concurrency,
+                     "child" if self.concurrency == 1 else "children", self.ctx.get_start_method(),
                      ",".join(self.queues), self.broker.path)
             _emit("_worker_ready", self)
             self._loop()

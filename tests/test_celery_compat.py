@@ -633,6 +633,10 @@ def request_fields_of_a_plain_call(c, get):
             r["properties"] == {"correlation_id": r["id"], "priority": 0})
 
 
+def chord_fields_of_a_plain_call(c, get):
+    return get(c.chord_fields.delay()), c.chord_fields.apply().get()
+
+
 def request_fields_of_a_call_with_options(c, get):
     r = get(c.request_view.apply_async(countdown=0.1, expires=60, priority=3, time_limit=20,
                                        soft_time_limit=10, headers={"x_note": 1}))
@@ -1615,6 +1619,7 @@ SCENARIOS = [
     (request_fields_of_a_plain_call, (
         True, {"exchange": "", "routing_key": "celery", "priority": 0, "redelivered": False},
         True, None, None, None, None, [None, None], None, True, False, None, True)),
+    (chord_fields_of_a_plain_call, ([None, None], [None, None])),
     (request_fields_of_a_call_with_options, (
         timedelta(0), True, 3, [20, 10], {"x_note": 1}, 1, {"trace": "t"}, 2)),
     (parent_and_root_of_a_task_sent_by_a_task, (True, True)),

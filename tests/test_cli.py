@@ -16,6 +16,7 @@ import pytest
 import miniq.app
 from miniq import control
 from miniq.app import load_app
+from miniq.exceptions import ImproperlyConfigured
 from tests import tasks
 from tests.conftest import ROOT, run_cli, wait_for
 
@@ -84,6 +85,8 @@ def test_dash_a_package_takes_its_celery_module_before_other_apps_in_it(tmp_path
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(miniq.app, "_default", miniq.app._default)  # it becomes the current app
     assert load_app("twoapps").main == "sub"
+    with pytest.raises(ImproperlyConfigured, match="it has no such attribute"):
+        load_app("twoapps:nosuch")
 
 
 def test_celerys_global_options_broker_workdir_version_and_celery_app(tmp_path):
@@ -112,7 +115,8 @@ def test_celerys_global_options_broker_workdir_version_and_celery_app(tmp_path):
     backend = run_cli("-A", "wd", "status", "--result-backend", "redis://x",
                       cwd=tmp_path / "elsewhere")
     assert backend.returncode == 2 and "result backend 'redis://x'" in backend.stderr
-    far = run_cli("-A", "wd", "call", "wd.add", "--expires", "1e12", cwd=tmp_path / "elsewhere")
+    far = run_cli("-A", "wd", "call", "wd.add", "-a", "[1, 2]", "--expires", "1e12",
+                  cwd=tmp_path / "elsewhere")
     assert far.returncode == 2 and "years 1 to 9999" in far.stderr and "Traceback" not in far.stderr
     version = run_cli("--version")
     assert version.returncode == 0 and version.stdout.startswith("miniq ")

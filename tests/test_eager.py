@@ -321,3 +321,13 @@ def test_popping_an_empty_request_stack_is_no_error_as_celerys():
 def test_a_request_shows_as_celerys():
     assert repr(tasks.add.request) == "<Context: {}>"
     assert repr(type(tasks.add.request)(id="x", args=[1])) == "<Context: {'id': 'x', 'args': [1]}>"
+
+
+def test_a_request_says_why_it_has_no_chord_or_group_index_in_a_member():
+    """Outside a chord or group they are None, as Celery's; a member's are not kept."""
+    from miniq.task import Context
+    for field, why in (("chord", "callback stays in the database"), ("group_index", "place")):
+        with pytest.raises(AttributeError, match=f"request.{field}: miniq has none .*{why}"):
+            getattr(Context(), field)
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        Context().nothing  # noqa: B018

@@ -834,12 +834,12 @@ def test_an_exception_whose_args_raise_fails_the_task_under_its_own_name(app, st
     assert_serving(worker)
 
 
-@pytest.mark.parametrize("options, error", [
-    ({"soft_time_limit": -1}, ValueError),
-    ({"time_limit": "abc"}, TypeError),
+@pytest.mark.parametrize("options, error, said", [
+    ({"soft_time_limit": -1}, ValueError, "soft_time_limit cannot be negative: -1"),
+    ({"time_limit": "abc"}, TypeError, "time_limit cannot be 'abc'"),
 ], ids=["negative-soft-limit", "text-hard-limit"])
-def test_a_bad_time_limit_is_refused_at_the_call(app, options, error):
-    with pytest.raises(error):
+def test_a_bad_time_limit_is_refused_at_the_call(app, options, error, said):
+    with pytest.raises(error, match=said):
         tasks.add.apply_async((1, 1), **options)
     assert count_rows(app) == 0
 

@@ -293,6 +293,9 @@ def test_call_warns_about_a_name_the_app_lacks_and_sends_it_anyway(app, broker_u
     assert app.AsyncResult(sent.stdout.strip()).state == "PENDING" and count_rows(app) == 1
     known = cli(broker_url, "call", "tests.tasks.add", "--args", "[1, 2]")
     assert known.returncode == 0 and known.stderr == ""
+    wrong = cli(broker_url, "call", "tests.tasks.add", "--args", "[1, 2, 3]")  # as delay()
+    assert wrong.returncode == 2 and "too many positional" in wrong.stderr
+    assert count_rows(app) == 2  # it sent nothing
 
 
 @pytest.mark.parametrize("option, value", [("--args", "[1,"), ("--kwargs", "{'y': 1}"),

@@ -272,17 +272,19 @@ def test_beat_takes_the_options_of_celerys_beat_service(broker_url, tmp_path):
                              "--pidfile", str(pidfile), "-f", str(logfile), "-l", "INFO",
                              "--max-interval", "5", "-s", str(tmp_path / "celerybeat-schedule"),
                              "-S", "celery.beat:PersistentScheduler"], env=env, cwd=ROOT,
-                            start_new_session=True)
+                            start_new_session=True, stdout=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: logfile.exists() and "beat: 1 entry" in logfile.read_text()
                  or proc.poll() is not None, message="beat's first line in its log file")
         assert pidfile.read_text() == f"{proc.pid}\n"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0 and not pidfile.exists()
+        assert "  entries:     1\n" in proc.stdout.read()  # as Celery's, a banner at any level
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
+        proc.stdout.close()
     refused = run_cli("-A", "tests.tasks", "beat", "-S", "django_celery_beat.schedulers:"
                       "DatabaseScheduler", env={"MINIQ_BROKER_URL": broker_url})
     assert refused.returncode == 2 and "beat_scheduler='django_celery_beat" in refused.stderr
@@ -361,10 +363,11 @@ def test_workers_with_dash_b_share_one_schedule(app, start_worker, tmp_path):
 
 def test_a_lone_worker_with_dash_b_runs_what_its_beat_sends(start_worker, tmp_path):
     record = tmp_path / "beats"  # no other process commits: its own sends must wake it
-    start_worker("-c", "1", "-B", env={"MINIQ_TEST_CONF": json.dumps({"beat_schedule": {
+    worker = start_worker("-c", "1", "-B", env={"MINIQ_TEST_CONF": json.dumps({"beat_schedule": {
         "tick": {"task": "tests.tasks.record", "schedule": 0.3, "args": [str(record), "t"]}}})})
     wait_for(lambda: record.exists() and len(record.read_text().split()) >= 3, timeout=20,
              message="three periodic runs")
+    assert "  beat entries: 1\n" in worker.output()  # its banner says so
 
 
 # workflows --------------------------------------------------------------------------------------

@@ -177,13 +177,13 @@ def assert_started_by(method, child, manager):
 
 def test_celery_57s_setting_chooses_the_start_method(start_worker):
     worker = start_worker("-c", "1", env={"MINIQ_TEST_CONF": '{"worker_pool_start_method": "spawn"}'})
-    assert "1 children (spawn)" in worker.output()
+    assert "1 child (spawn)" in worker.output()
 
 
 @pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
 def test_children_work_under_each_start_method(app, start_worker, method):
     worker = start_worker("-c", "1", "--pool-start-method", method)  # Celery 5.7's name
-    assert f"1 children ({method})" in worker.output()
+    assert f"1 child ({method})" in worker.output()
     first = tasks.pid.delay().get(timeout=60)
     assert_started_by(method, first, worker.pid)
     assert tasks.add.delay(2, 3).get(timeout=30) == 5

@@ -54,6 +54,11 @@ def has_eta(self, *args):
 
 
 @app.task(bind=True)
+def chord_fields(self):
+    return [self.request.chord, self.request.group_index]
+
+
+@app.task(bind=True)
 def its_priority(self, *args):
     return (self.request.delivery_info or {}).get("priority")
 
