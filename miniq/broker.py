@@ -479,14 +479,10 @@ class Broker:
     @_translated
     def state(self, task_id):
         """(status, state, result, traceback, name, finished, worker) of one task, or None if
-        unknown. A task held ahead has not begun: its status reads as queued; one whose
-        result is ignored reads PENDING as it runs, as Celery's (none STARTED)."""
-        row = self._row("SELECT CASE WHEN status = 1 AND started IS NULL THEN 0 ELSE status END,"
-                        " state, result, traceback, name, finished, worker, options FROM task"
-                        " WHERE id = ?", (task_id,))
-        if row and row[1] == "STARTED" and (_options(row[7]) or {}).get("ignore_result"):
-            row = (row[0], "PENDING", *row[2:])
-        return row and row[:7]
+        unknown. A task held ahead has not begun: its status reads as queued."""
+        return self._row("SELECT CASE WHEN status = 1 AND started IS NULL THEN 0 ELSE status END,"
+                         " state, result, traceback, name, finished, worker FROM task"
+                         " WHERE id = ?", (task_id,))
 
     @_translated
     def extended(self, task_id):

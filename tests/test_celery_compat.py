@@ -1136,18 +1136,6 @@ def on_replace_and_trail_as_celerys(c, get):
     return get(c.replaced_through_its_hook.delay()), untrailed.children
 
 
-def an_ignored_task_reads_pending_as_it_runs(c, get):
-    """As Celery's: a task whose result is ignored stores no STARTED, tracked or not."""
-    folder = tempfile.mkdtemp()
-    ready, gate = os.path.join(folder, "ready"), os.path.join(folder, "gate")
-    sent = c.waits_unrecorded.delay(ready, gate)
-    ran = wait_for_lines(ready, 1)
-    read = c.app.AsyncResult(sent.id)
-    seen = (ran, read.state, read.info)
-    open(gate, "w").close()
-    return seen
-
-
 def a_replacement_that_fails_fails_its_chord(c, get):
     in_chord = c.chord([c.fail_replaced.s(), c.add.s(1, 1)], c.echo.s())()
     by_group = c.fail_replaced_by_group.delay()  # as Celery's: a chord of the group, then
@@ -1672,7 +1660,6 @@ SCENARIOS = [
         "tests.compat.celery_api.add(1, 2)")),
     (a_chords_countdown_delays_its_header_alone, (False, False, [True])),
     (on_replace_and_trail_as_celerys, (101, [])),
-    (an_ignored_task_reads_pending_as_it_runs, (["running"], "PENDING", None)),
     (an_eager_run_calls_its_links,
      ("FAILURE", ["new <this> ValueError as expected str", "old <this>"], 5, ["5"])),
     (errbacks_of_a_chord_body_run_when_a_member_fails, [  # <this>: the chord body's id
