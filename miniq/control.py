@@ -32,6 +32,7 @@ class Control(apps.Control):
         if chosen:  # they choose workers: a revoke here holds for all
             raise TypeError(f"revoke(): a revoke in miniq holds for every worker; it takes"
                             f" no {', '.join(chosen)}")
+        asked = self.inspect(limit=options.get("limit"), callback=options.get("callback"))
         held = _held(self.inspect()) if reply and terminate else {}  # before they end
         super().revoke(task_id, destination, terminate, signal)
         ids = {task_id} if isinstance(task_id, str) else set(task_id or ())
@@ -41,7 +42,6 @@ class Control(apps.Control):
                 return {"ok": f"tasks {ids} flagged as revoked"}
             hit = [task_id for task_id in held.get(node, []) if task_id in ids]
             return {"ok": f"terminate: {', '.join(hit) or 'tasks unknown'}"}
-        asked = self.inspect(limit=options.get("limit"), callback=options.get("callback"))
         return [{node: one} for node, one in (asked._request(answer) or {}).items()] if reply \
             else None
 
@@ -77,12 +77,13 @@ class Control(apps.Control):
         if refused:  # else every worker would stop, not those they choose
             raise TypeError(f"shutdown(): miniq chooses workers by destination,"
                             f" not {', '.join(refused)}")
-        here, told = machine_id(), _broadcast.get("callback")
+        here, told = machine_id(), _broadcast.get("reply") and _broadcast.get("callback")
         replies = [{node: _stop(worker, here)}  # as Celery's: limit caps the replies only
                    for node, worker in self.inspect(destination)._nodes()]
-        for one in replies[:limit] if told else ():
+        replies = replies[:limit] if limit else replies
+        for one in replies if told else ():  # as Celery's: with reply=True only
             told(one)
-        return replies[:limit] if limit else replies
+        return replies
 
 
 def _held(inspect):

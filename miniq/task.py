@@ -55,6 +55,10 @@ class Outcome(NamedTuple):
     moved: tuple = (None, None)       # RETRY: the queue and priority retry() names, if any
 
 
+UNKEPT = {"chord": "a chord member's callback stays in the database",  # Celery's fields
+          "group_index": "a group member's place is not kept"}  # a member's request lacks
+
+
 class Context(SimpleNamespace):
     """``self.request``: what a running task knows about its own call. A field not
     given has its class default, as in Celery's."""
@@ -70,10 +74,10 @@ class Context(SimpleNamespace):
         return getattr(self, key, default)
 
     def __getattr__(self, name):  # a field it lacks: say why for those Celery's has
-        why = {"chord": "a chord member's callback stays in the database",
-               "group_index": "a group member's place is not kept"}
-        raise AttributeError(f"self.request.{name}: miniq has none ({why[name]})" if name in why
-                             else f"'Context' object has no attribute {name!r}")
+        if name in UNKEPT and self.called_directly:  # no run of its own: none, as Celery's
+            return None
+        raise AttributeError(f"self.request.{name}: miniq has none ({UNKEPT[name]})"
+                             if name in UNKEPT else f"'Context' object has no attribute {name!r}")
 
     def __repr__(self):  # as Celery's: what a task's print(self.request) shows
         return f"<Context: {vars(self)!r}>"
@@ -737,7 +741,8 @@ def _request(task, message, args, kwargs, eager, hostname):
                       "replaced_task_nesting": options.get("replaced_task_nesting", 0),
                       "shadow": options.get("shadow"),
                       **({} if message.chord else {"chord": None}),  # a member's: not kept
-                      **({} if options.get("group") else {"group_index": None}),
+                      **({} if options.get("group") and "header" not in options  # a member
+                         else {"group_index": None}),
                       "correlation_id": None if eager else message.id,  # no reply queue
                       "properties": None if eager else {"correlation_id": message.id,
                                                         "priority": message.priority},

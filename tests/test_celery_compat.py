@@ -634,7 +634,9 @@ def request_fields_of_a_plain_call(c, get):
 
 
 def chord_fields_of_a_plain_call(c, get):
-    return get(c.chord_fields.delay()), c.chord_fields.apply().get()
+    """A task outside a chord or group, called directly, or a chord's callback."""
+    return (get(c.chord_fields.delay()), c.chord_fields.apply().get(), c.chord_fields(),
+            get(c.chord([c.add.s(1, 1)], c.chord_fields.s()).delay()))
 
 
 def request_fields_of_a_call_with_options(c, get):
@@ -1607,7 +1609,7 @@ SCENARIOS = [
     (request_fields_of_a_plain_call, (
         True, {"exchange": "", "routing_key": "celery", "priority": 0, "redelivered": False},
         True, None, None, None, None, [None, None], None, True, False, None, True)),
-    (chord_fields_of_a_plain_call, ([None, None], [None, None])),
+    (chord_fields_of_a_plain_call, ([None, None], [None, None], [None, None], [None, None])),
     (request_fields_of_a_call_with_options, (
         timedelta(0), True, 3, [20, 10], {"x_note": 1}, 1, {"trace": "t"}, 2)),
     (parent_and_root_of_a_task_sent_by_a_task, (True, True)),

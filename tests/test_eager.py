@@ -324,10 +324,12 @@ def test_a_request_shows_as_celerys():
 
 
 def test_a_request_says_why_it_has_no_chord_or_group_index_in_a_member():
-    """Outside a chord or group they are None, as Celery's; a member's are not kept."""
+    """Outside a chord or group they are None, as Celery's, and outside a run; a member's
+    are not kept."""
     from miniq.task import Context
+    assert (Context().chord, Context().group_index) == (None, None)  # as task.request's
     for field, why in (("chord", "callback stays in the database"), ("group_index", "place")):
         with pytest.raises(AttributeError, match=f"request.{field}: miniq has none .*{why}"):
-            getattr(Context(), field)
+            getattr(Context(called_directly=False), field)  # a run's, as a member's lacks it
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         Context().nothing  # noqa: B018

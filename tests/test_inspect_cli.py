@@ -463,6 +463,11 @@ def test_control_revoke_replies_as_celery_s_workers(on_shared):
     assert control.terminate(later.id, reply=True, callback=heard.append) == heard == [
         {NODE: {"ok": f"terminate: {later.id}"}}]  # as Celery's: one it holds, unstarted
     assert later.state == "REVOKED"
+    kept = tasks.add.apply_async((1, 1), countdown=60)
+    with pytest.raises(ValueError, match="number of workers"):  # refused before it revokes
+        control.revoke(kept.id, limit="2")
+    assert kept.state == "PENDING"
+    kept.revoke()
     for refused in ({"destination": [NODE]}, {}):  # Celery's would hold there only
         with pytest.raises(TypeError, match="destination"):  # also as its second argument
             control.revoke(running.id, *([] if refused else [[NODE]]), **refused)
@@ -534,7 +539,8 @@ def test_control_shutdown_stops_every_chosen_worker_whatever_its_limit(app, star
     app.broker.register("far", "otherhost", 1, 1, ["celery"], "another machine", "far@otherhost")
     worker = start_worker("-c", "1")  # registered after: listed second
     heard = []
-    assert [list(reply) for reply in app.control.shutdown(limit=1, callback=heard.append)] == [
+    assert [list(reply) for reply in app.control.shutdown(limit=1, reply=True,
+                                                          callback=heard.append)] == [
         ["far@otherhost"]] == [list(reply) for reply in heard]
     assert worker.wait(30) == 0
 

@@ -54,7 +54,7 @@ def has_eta(self, *args):
 
 
 @app.task(bind=True)
-def chord_fields(self):
+def chord_fields(self, *args):
     return [self.request.chord, self.request.group_index]
 
 
