@@ -620,6 +620,10 @@ class Broker:
             claimed = []  # the started first
             for limit, args in parts:
                 claimed += _claimed(db, self._taking_turns(db, queues, limit), args)
+            untracked = [m.id for m in claimed[:begin] if (m.options or {}).get("ignore_result")]
+            if untracked:  # as Celery's: a task whose result is ignored stores no STARTED
+                db.execute(f"UPDATE task SET state = 'PENDING' WHERE id IN ({_marks(untracked)})",
+                           untracked)
             return claimed
         claimed = self._tx(run)
         if seen:  # committed
@@ -923,8 +927,10 @@ def _settle(db, worker, outcomes, now):
         elif state == "RESERVED":  # put back unbegun: no delivery
             db.execute("UPDATE task SET status = 0, worker = NULL, attempts = attempts - 1"
                        f" {FENCE} AND started IS NULL", key)
-        elif state == "STARTED":  # a reserved task began (at eta); a state it set stays
-            stays = "WHEN state NOT IN ('PENDING', 'RETRY') THEN"  # a state it set itself
+        elif state in ("STARTED", "UNTRACKED"):  # a reserved task began (at eta); a state it
+            # set stays, and, as Celery's, one whose result is ignored shows no STARTED
+            stays = "WHEN state NOT IN ('PENDING', 'RETRY') THEN" if state == "STARTED" else (
+                "WHEN 1 THEN")
             db.execute(f"UPDATE task SET started = ?, state = CASE {stays} state ELSE 'STARTED'"
                        f" END, result = CASE {stays} result END, traceback = CASE {stays}"
                        f" traceback END {FENCE}", (eta, *key))

@@ -442,7 +442,7 @@ class Worker:
         # ahead (each transaction costs about four tasks' claim and settle)
         self.batch = max(1, self.ahead // 2, self.ahead - self.concurrency)
         self.reserve = collections.deque()  # (Message, reserved): claimed, not yet begun
-        self.begun = {}  # id → (attempts, unix time, write by): reserved tasks begun
+        self.begun = {}  # id → (attempts, unix time, start state, write by): reserved, begun
         self.children = []
         self.settings = {}  # (task name, option) → its value: see _setting
         self.poller, self.watched = select.poll(), {}  # fd → (what to read, its child)
@@ -762,7 +762,9 @@ class Worker:
             else:
                 if reserved:  # written with its outcome, or alone if it runs past FLUSH
                     by = self._flush_by(FLUSH)
-                    self.begun[message.id] = (message.attempts, time.time(), by)
+                    ignored = (message.options or {}).get("ignore_result")  # shows no STARTED
+                    self.begun[message.id] = (message.attempts, time.time(),
+                                              "UNTRACKED" if ignored else "STARTED", by)
                 self._dispatch(next(free), message)
         return True
 
@@ -1022,8 +1024,9 @@ class Worker:
     def _starts(self, every=False):
         """Settle records of the begun reserved tasks whose start is due to be written."""
         now = time.monotonic()
-        return [Settle(task_id, attempts, "STARTED", eta=when)
-                for task_id, (attempts, when, by) in self.begun.items() if every or by <= now]
+        return [Settle(task_id, attempts, state, eta=when)
+                for task_id, (attempts, when, state, by) in self.begun.items()
+                if every or by <= now]
 
     def _reap(self, child):
         """A child exited: account for its task, then start a new one in its place."""

@@ -1138,6 +1138,26 @@ def on_replace_and_trail_as_celerys(c, get):
     return get(c.replaced_through_its_hook.delay()), untrailed.children
 
 
+def ignored_tasks_read_pending_as_they_run(c, get):
+    """As Celery's: a task whose result is ignored stores no STARTED, tracked or not, as
+    an idle child takes it or as it leaves the worker's reserve (two children, three)."""
+    folder = tempfile.mkdtemp()
+    files = {c.waits_unrecorded.delay(*paths).id: paths for paths in (
+        [os.path.join(folder, f"{kind}{i}") for kind in ("ready", "gate")] for i in range(3))}
+    seen, deadline = [], time.monotonic() + T
+    while files and time.monotonic() < deadline:
+        for task_id, (ready, gate) in list(files.items()):
+            if os.path.exists(ready):  # running: read it a while (a start is written
+                watched, until = set(), time.monotonic() + 0.3  # within ms), then let it end
+                while time.monotonic() < until:
+                    watched.add(c.app.AsyncResult(task_id).state)
+                seen.append(sorted(watched))
+                open(gate, "w").close()
+                del files[task_id]
+        time.sleep(0.01)
+    return seen
+
+
 def a_replacement_that_fails_fails_its_chord(c, get):
     in_chord = c.chord([c.fail_replaced.s(), c.add.s(1, 1)], c.echo.s())()
     by_group = c.fail_replaced_by_group.delay()  # as Celery's: a chord of the group, then
@@ -1662,6 +1682,7 @@ SCENARIOS = [
         "tests.compat.celery_api.add(1, 2)")),
     (a_chords_countdown_delays_its_header_alone, (False, False, [True])),
     (on_replace_and_trail_as_celerys, (101, [])),
+    (ignored_tasks_read_pending_as_they_run, [["PENDING"]] * 3),
     (an_eager_run_calls_its_links,
      ("FAILURE", ["new <this> ValueError as expected str", "old <this>"], 5, ["5"])),
     (errbacks_of_a_chord_body_run_when_a_member_fails, [  # <this>: the chord body's id

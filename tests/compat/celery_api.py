@@ -119,6 +119,16 @@ def uses_a_session(session, x):
     return [session, x]
 
 
+@app.task(ignore_result=True, track_started=True)
+def waits_unrecorded(ready, gate):
+    """Says it runs in the file ready, then waits for the file gate (20 s at most)."""
+    with open(ready, "w") as f:
+        f.write("running\n")
+    deadline = time.monotonic() + 20
+    while not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 @app.task(bind=True)
 def replaced_once_open(self, ready, gate):
     """Replaced by add(1, 1) once the caller creates the file gate (20 s at most)."""
