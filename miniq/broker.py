@@ -927,10 +927,10 @@ def _settle(db, worker, outcomes, now):
         elif state == "RESERVED":  # put back unbegun: no delivery
             db.execute("UPDATE task SET status = 0, worker = NULL, attempts = attempts - 1"
                        f" {FENCE} AND started IS NULL", key)
-        elif state in ("STARTED", "UNTRACKED"):  # a reserved task began (at eta); a state it
-            # set stays, and, as Celery's, one whose result is ignored shows no STARTED
-            stays = "WHEN state NOT IN ('PENDING', 'RETRY') THEN" if state == "STARTED" else (
-                "WHEN 1 THEN")
+        elif state == "UNTRACKED":  # a reserved task whose result is ignored began: as
+            db.execute(f"UPDATE task SET started = ? {FENCE}", (eta, *key))  # Celery's, no STARTED
+        elif state == "STARTED":  # a reserved task began (at eta); a state it set stays
+            stays = "WHEN state NOT IN ('PENDING', 'RETRY') THEN"  # a state it set itself
             db.execute(f"UPDATE task SET started = ?, state = CASE {stays} state ELSE 'STARTED'"
                        f" END, result = CASE {stays} result END, traceback = CASE {stays}"
                        f" traceback END {FENCE}", (eta, *key))
