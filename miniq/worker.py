@@ -58,6 +58,7 @@ FLUSH = 0.002           # the longest an outcome waits to be written with others
 # what sending a task's next steps may raise: a step that cannot take the value, say
 WORKFLOW_FAULTS = (TypeError, ValueError, KeyError, AttributeError, OverflowError, RecursionError)
 # the states a child's run ends in (None: a success not kept)
+TEXT = (str, type(None))  # what a reply's text fields may be: exactly, no subclass
 CHILD_STATES = {None, "SUCCESS", "FAILURE", "RETRY", "IGNORED", "REPLACED", "PENDING", "REJECTED"}
 REPLY_WITHIN = 2.0      # a child's reply that stalls this long midway is not one
 MAX_REPLY = 1 << 30     # nor one longer than SQLite stores (its default SQLITE_MAX_LENGTH)
@@ -150,7 +151,16 @@ def _step(fn):
 def _put(conn, item):
     """Send over a pipe, pickled plainly: multiprocessing's pickler copies a table a call.
     Records cross as plain tuples: a named tuple pickles through a Python method."""
-    conn.send_bytes(pickle.dumps(item, pickle.HIGHEST_PROTOCOL))
+    _write(conn, pickle.dumps(item, pickle.HIGHEST_PROTOCOL))
+
+
+def _write(conn, data):
+    """Bytes in the frame conn.recv_bytes() reads, straight to the pipe."""
+    size = len(data)
+    head = size.to_bytes(4, "big") if size < 1 << 31 else b"\xff" * 4 + size.to_bytes(8, "big")
+    view, fd = memoryview(head + data), conn.fileno()
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _reply(conn):
@@ -158,7 +168,14 @@ def _reply(conn):
     The frame is _put's (a 4-byte length; -1, then 8 bytes, for a big one), read as it
     comes: one that stalls for REPLY_WITHIN, claims more than MAX_REPLY bytes, or has
     bytes after it is a ValueError, so that no length a task writes holds the manager."""
-    fd, data, watch, frame = conn.fileno(), bytearray(), None, None
+    fd, watch = conn.fileno(), None
+    data = os.read(fd, 65536)  # most replies: whole in one read
+    frame = _frame(data)
+    if frame is not None and len(data) == frame[1]:
+        return pickle.loads(memoryview(data)[frame[0]:])
+    if not data:
+        raise EOFError
+    data = bytearray(data)
     while frame is None or len(data) < frame[1]:
         if watch is None and data:  # the rest is on its way: not forever
             watch = select.poll()
@@ -179,18 +196,17 @@ def _outcome(fields):
     """An Outcome from a reply's fields, only in the shape a child sends: a task can
     write a well-framed pickle of anything into its pipe."""
     outcome = Outcome._make(fields)
-    texts = (outcome.state, outcome.result, outcome.traceback, outcome.body)
-    if not (outcome.state in CHILD_STATES and all(isinstance(t, (str, type(None))) for t in texts)
-            and isinstance(outcome.eta, (int, float)) and outcome.exc is None
-            and isinstance(outcome.flows, (dict, type(None))) and _moves(outcome.moved)):
+    state, result, trace, eta, body, exc, _, flows, moved = outcome
+    if not (state in CHILD_STATES and type(result) in TEXT and type(trace) in TEXT
+            and type(body) in TEXT and type(eta) in (int, float) and exc is None
+            and type(flows) in (dict, type(None)) and _moves(moved)):
         raise ValueError("not a reply of its child's")
     return outcome
 
 
 def _moves(moved):
     """Whether a reply's (queue, priority) is of retry()'s making."""
-    return (isinstance(moved, tuple) and len(moved) == 2
-            and isinstance(moved[0], (str, type(None)))
+    return (type(moved) is tuple and len(moved) == 2 and type(moved[0]) in TEXT
             and (moved[1] is None or type(moved[1]) is int and 0 <= moved[1] <= 255))
 
 
@@ -229,7 +245,7 @@ def _frame(data):
     return start, start + size
 
 
-def child_main(app_path, conn, loglevel, max_tasks, max_memory_kib, manager, hostname):
+def child_main(app_path, pipes, loglevel, max_tasks, max_memory_kib, manager, hostname):
     """A child's whole life: import the app, then run messages until told to stop.
     ``manager`` is the manager's pid, as the manager gave it; ``hostname`` its node name."""
     signal.set_wakeup_fd(-1)
@@ -250,7 +266,7 @@ def child_main(app_path, conn, loglevel, max_tasks, max_memory_kib, manager, hos
     if not emit("_child_started", hostname, loglevel, fmt, configure) and loglevel:
         configure()
     try:
-        _serve(app, conn, max_tasks, max_memory_kib, manager, hostname)
+        _serve(app, *pipes, max_tasks, max_memory_kib, manager, hostname)
     finally:
         emit("_child_stopped", hostname)
     if any(not thread.daemon for thread in threading.enumerate()
@@ -264,21 +280,21 @@ def child_main(app_path, conn, loglevel, max_tasks, max_memory_kib, manager, hos
         os._exit(0)
 
 
-def _serve(app, conn, max_tasks, max_memory_kib, manager, hostname):
+def _serve(app, jobs, replies, max_tasks, max_memory_kib, manager, hostname):
     """Run the messages the manager sends until it says stop, or is gone."""
     parent, done, watch, me = os.getppid(), 0, select.poll(), os.getpid()
     orphaned, running = functools.partial(_orphaned, parent, manager), [None]
     _watch_manager(orphaned, running)
     # As billiard's children: set once (a task that sets its own leaves it, as there)
     signal.signal(signal.SIGUSR1, functools.partial(_soft_signal, app, running))
-    watch.register(conn.fileno(), select.POLLIN)  # kept: conn.poll() builds one a call
+    watch.register(jobs.fileno(), select.POLLIN)  # kept: conn.poll() builds one a call
     while True:
         if not watch.poll(ORPHAN_AFTER * 1000):
             if orphaned():
                 return  # idle: stop cleanly (mid-task, the watch thread kills us)
             continue
         try:
-            job = pickle.loads(conn.recv_bytes())
+            job = pickle.loads(jobs.recv_bytes())
         except (EOFError, OSError):
             return
         if job is None:
@@ -303,7 +319,7 @@ def _serve(app, conn, max_tasks, max_memory_kib, manager, hostname):
         retire = ((max_tasks and done >= max_tasks)
                   or (max_memory_kib and _rss_kib() > max_memory_kib))
         try:
-            _put(conn, (tuple(outcome._replace(exc=None)), retire))
+            _put(replies, (tuple(outcome._replace(exc=None)), retire))
         except OSError:
             return  # the manager died meanwhile; recovery will run the task again
         if retire:
@@ -381,8 +397,8 @@ class Child:
     late = False  # its message's acks_late: unacknowledged until it ends
     hooks = False  # it runs the failure hooks of a run its hard limit ended, not a run
 
-    def __init__(self, process, conn):
-        self.process, self.conn = process, conn
+    def __init__(self, process, conn, out):
+        self.process, self.conn, self.out = process, conn, out  # its replies; its jobs
 
 
 class Worker:
@@ -524,10 +540,12 @@ class Worker:
                                        f" {self.concurrency}: {exc}") from None
 
     def _spawn(self, index):
-        ours, theirs = self.ctx.Pipe()
+        # A pipe each way: cheaper a message than one socket both ways
+        jobs, job_pipe = self.ctx.Pipe(duplex=False)
+        reply_pipe, replies = self.ctx.Pipe(duplex=False)
         process = self.ctx.Process(
             target=child_main, name=f"ForkPoolWorker-{index + 1}", daemon=True,
-            args=(self.app_path, theirs, self.loglevel, self.conf.worker_max_tasks_per_child,
+            args=(self.app_path, (jobs, replies), self.loglevel, self.conf.worker_max_tasks_per_child,
                   self.conf.worker_max_memory_per_child, os.getpid(), self.hostname))
         # A signal to the whole group must not kill a child (or the fork server) still
         # booting: they start with it ignored, which even exec keeps. The manager's own
@@ -540,9 +558,10 @@ class Worker:
             for signum, handler in handlers.items():
                 signal.signal(signum, handler)
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-        theirs.close()
-        child = Child(process, ours)
-        self._watch(ours, child)
+        jobs.close()
+        replies.close()
+        child = Child(process, reply_pipe, job_pipe)
+        self._watch(reply_pipe, child)
         self._watch(process.sentinel, child)
         return child
 
@@ -570,7 +589,7 @@ class Worker:
                 self._put_back(child.message)
         for child in self.children:
             with contextlib.suppress(OSError):
-                _put(child.conn, None)
+                _put(child.out, None)
         deadline = time.monotonic() + 5
         for child in self.children:
             child.process.join(max(0.0, deadline - time.monotonic()))
@@ -799,8 +818,7 @@ class Worker:
     def _dispatch(self, child, message):
         """Hand a message to an idle child; one that died meanwhile gives it back."""
         try:
-            soft = self._limit(message, "soft_time_limit")
-            hard = self._limit(message, "time_limit")
+            soft, hard = self._limits(message)
             job = pickle.dumps((tuple(message), soft), pickle.HIGHEST_PROTOCOL)
         except (ValueError, TypeError, OverflowError, RecursionError) as exc:
             error = (InvalidTaskError(f"corrupt message {message.id}: options nested too deep")
@@ -813,7 +831,7 @@ class Worker:
         child.late = self._setting(message, "acks_late")
         child.deadline, child.hard = child.started + hard if hard else None, hard
         try:
-            child.conn.send_bytes(job)
+            _write(child.out, job)  # written whole: once for all but a big one
         except OSError:  # it never got the task: a fresh child will
             child.killed_for = ("PENDING", None)
             self._kill(child)
@@ -825,7 +843,18 @@ class Worker:
         child.started = time.monotonic()
         child.deadline, child.hard = child.started + limit, limit
         with contextlib.suppress(OSError):  # it died: its sentinel will say so
-            _put(child.conn, (tuple(message), None, limit))
+            _put(child.out, (tuple(message), None, limit))
+
+    def _limits(self, message):
+        """(soft, hard): the message's time limits; read once a name where its call set
+        neither."""
+        if "soft_time_limit" in message.options or "time_limit" in message.options:
+            return self._limit(message, "soft_time_limit"), self._limit(message, "time_limit")
+        known = self.settings.get((message.name, "limits"))
+        if known is None:
+            known = self._limit(message, "soft_time_limit"), self._limit(message, "time_limit")
+            self.settings[message.name, "limits"] = known
+        return known
 
     def _limit(self, message, key):
         """A time limit in seconds, as given: the call's option over the task's over
@@ -1045,6 +1074,7 @@ class Worker:
         self._unwatch(child.conn)
         self._unwatch(child.process.sentinel)
         child.conn.close()
+        child.out.close()
         index = self.children.index(child)
         try:
             if not self.cold:

@@ -426,7 +426,7 @@ def write_to_manager(frame_hex):
     import gc
     from multiprocessing.connection import Connection
     for conn in gc.get_objects():
-        if isinstance(conn, Connection) and not conn.closed:
+        if isinstance(conn, Connection) and not conn.closed and conn.writable:
             os.write(conn.fileno(), bytes.fromhex(frame_hex))
     return "written"
 

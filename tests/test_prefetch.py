@@ -139,8 +139,8 @@ def test_how_many_a_worker_claims_ahead(app, monkeypatch, multiplier, late, disa
     monkeypatch.setitem(app.conf, "task_acks_late", late)
     monkeypatch.setitem(app.conf, "worker_disable_prefetch", disabled)
     worker = Worker(app, "tests.tasks", concurrency=2)
-    pipes = [multiprocessing.Pipe() for _ in range(2)]  # what the children would read
-    worker.children = [Child(None, ours) for ours, _ in pipes]
+    pipes = [multiprocessing.Pipe(duplex=False) for _ in range(2)]  # what children would read
+    worker.children = [Child(None, None, ours) for _, ours in pipes]
     for child, name in zip(worker.children, running):  # given out as the worker does
         worker._dispatch(child, Message(name, getattr(tasks, name).name, "[[], {}]", options={}))
     assert worker._room_ahead(idle) == room
