@@ -112,6 +112,10 @@ CLAIM = ("UPDATE task SET status = 1, state = COALESCE(?1, state), worker = ?2, 
          " traceback = CASE WHEN ?1 IS NULL THEN traceback END WHERE seq")  # IN (?, ...)
 # (a count below 0, another program's, would put the delivery cap out of reach)
 FENCE = "WHERE id = ? AND worker = ? AND attempts = ? AND status = 1"  # this delivery only
+SETTLED = ("UPDATE task SET status = 2, state = ?, result = ?, traceback = ?, finished = ?,"
+           f" started = COALESCE(?, started) {FENCE}")  # a final state, as the task ended
+NOT_PLAIN = {None, "REPLACED", "RETRY", "RETRY_UNSTORED", "PENDING", "RESERVED", "UNTRACKED",
+             "STARTED", "IGNORED"}  # outcomes written otherwise
 NOT_BEGUN = "(status <= 0 OR status = 3 OR status = 1 AND started IS NULL)"  # or reserved
 NUMBER = (int, float)
 REFUSED = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError, OverflowError)
@@ -898,53 +902,66 @@ def _revoked_member(db, row):
 
 
 def _settle(db, worker, outcomes, now):
-    """Write outcomes, each only if this worker still holds that delivery (the fence)."""
-    for task_id, attempts, state, result, tb, eta, body, chord, follow, failed, began, moved \
-            in outcomes:
-        key = (task_id, worker, attempts)
-        if state == "REPLACED" and db.execute(f"SELECT 1 FROM task {FENCE} AND revoked >= 0",
-                                              key).fetchone():  # as Celery's: a replacement
-            state, result, tb, follow = "REVOKED", REVOKED_RESULT, None, ()  # sent revoked
-        if state in (None, "REPLACED"):  # ignore_result, or replaced by the rows in follow
-            only = "" if state else " AND state IN ('PENDING', 'STARTED', 'RETRY')"
-            mine = db.execute(f"DELETE FROM task {FENCE}{only}", key).rowcount or (
-                state is None and db.execute(  # a state the run reported stays, as Celery's
-                    f"UPDATE task SET status = 2, finished = ? {FENCE}", (now, *key)).rowcount)
-            if mine:
-                _follow(db, follow)
-                _fail(db, failed, "FAILURE", result, tb, now)  # an ignored failure's chain
-        elif state in ("RETRY", "RETRY_UNSTORED"):  # the latter, of an ignored result, shows
-            shown = ("state = 'RETRY', result = ?, traceback = ?" if state == "RETRY" else  # none
-                     "state = CASE WHEN state = 'STARTED' THEN 'PENDING' ELSE state END")
-            db.execute(  # its worker stays, as Celery's
-                f"UPDATE task SET status = -2, {shown}, retries = retries + 1, attempts = 0,"
-                " eta = ?, body = COALESCE(?, body), queue = COALESCE(?, queue),"
-                f" priority = COALESCE(?, priority) {FENCE}",
-                ((result, tb) if state == "RETRY" else ()) + (eta, body, *moved, *key))
-        elif state == "PENDING":  # put back; the delivery still counts towards the cap
-            db.execute(f"UPDATE task SET status = 0, state = 'PENDING', worker = NULL {FENCE}",
-                       key)
-        elif state == "RESERVED":  # put back unbegun: no delivery
-            db.execute("UPDATE task SET status = 0, worker = NULL, attempts = attempts - 1"
-                       f" {FENCE} AND started IS NULL", key)
-        elif state == "UNTRACKED":  # a reserved task whose result is ignored began: as
-            db.execute(f"UPDATE task SET started = ? {FENCE}", (eta, *key))  # Celery's, no STARTED
-        elif state == "STARTED":  # a reserved task began (at eta); a state it set stays
-            stays = "WHEN state NOT IN ('PENDING', 'RETRY') THEN"  # a state it set itself
-            db.execute(f"UPDATE task SET started = ?, state = CASE {stays} state ELSE 'STARTED'"
-                       f" END, result = CASE {stays} result END, traceback = CASE {stays}"
-                       f" traceback END {FENCE}", (eta, *key))
-        elif state == "IGNORED":  # nothing recorded: the state it reported stays, if any,
-            # not the STARTED miniq wrote (Celery's stays PENDING, STARTED untracked)
-            db.execute("UPDATE task SET status = 2, finished = ?, state = CASE WHEN"
-                       f" state = 'STARTED' THEN 'PENDING' ELSE state END {FENCE}", (now, *key))
-        elif db.execute("UPDATE task SET status = 2, state = ?, result = ?, traceback = ?,"
-                        f" finished = ?, started = COALESCE(?, started) {FENCE}",
-                        (state, result, tb, now, began, *key)).rowcount:
+    """Write outcomes, each only if this worker still holds that delivery (the fence); in
+    order, those that end a task and send nothing on a run of them a statement."""
+    plain = []
+    for settle in outcomes:
+        if settle.state not in NOT_PLAIN and not (settle.chord or settle.follow or settle.failed):
+            plain.append((*settle[2:5], now, settle.began, settle.id, worker, settle.attempts))
+            continue
+        if plain:
+            db.executemany(SETTLED, plain)
+            plain = []
+        _settle_one(db, worker, settle, now)
+    if plain:
+        db.executemany(SETTLED, plain)
+
+
+def _settle_one(db, worker, settle, now):
+    """Write one outcome: its workflow's next steps too, or a chord's callback released."""
+    task_id, attempts, state, result, tb, eta, body, chord, follow, failed, began, moved = settle
+    key = (task_id, worker, attempts)
+    if state == "REPLACED" and db.execute(f"SELECT 1 FROM task {FENCE} AND revoked >= 0",
+                                          key).fetchone():  # as Celery's: a replacement
+        state, result, tb, follow = "REVOKED", REVOKED_RESULT, None, ()  # sent revoked
+    if state in (None, "REPLACED"):  # ignore_result, or replaced by the rows in follow
+        only = "" if state else " AND state IN ('PENDING', 'STARTED', 'RETRY')"
+        mine = db.execute(f"DELETE FROM task {FENCE}{only}", key).rowcount or (
+            state is None and db.execute(  # a state the run reported stays, as Celery's
+                f"UPDATE task SET status = 2, finished = ? {FENCE}", (now, *key)).rowcount)
+        if mine:
             _follow(db, follow)
-            _fail(db, failed, state, result, tb, now)
-            if chord:
-                _release_chord(db, chord, now, task_id)
+            _fail(db, failed, "FAILURE", result, tb, now)  # an ignored failure's chain
+    elif state in ("RETRY", "RETRY_UNSTORED"):  # the latter, of an ignored result, shows
+        shown = ("state = 'RETRY', result = ?, traceback = ?" if state == "RETRY" else  # none
+                 "state = CASE WHEN state = 'STARTED' THEN 'PENDING' ELSE state END")
+        db.execute(  # its worker stays, as Celery's
+            f"UPDATE task SET status = -2, {shown}, retries = retries + 1, attempts = 0,"
+            " eta = ?, body = COALESCE(?, body), queue = COALESCE(?, queue),"
+            f" priority = COALESCE(?, priority) {FENCE}",
+            ((result, tb) if state == "RETRY" else ()) + (eta, body, *moved, *key))
+    elif state == "PENDING":  # put back; the delivery still counts towards the cap
+        db.execute(f"UPDATE task SET status = 0, state = 'PENDING', worker = NULL {FENCE}",
+                   key)
+    elif state == "RESERVED":  # put back unbegun: no delivery
+        db.execute("UPDATE task SET status = 0, worker = NULL, attempts = attempts - 1"
+                   f" {FENCE} AND started IS NULL", key)
+    elif state == "UNTRACKED":  # a reserved task whose result is ignored began: as
+        db.execute(f"UPDATE task SET started = ? {FENCE}", (eta, *key))  # Celery's, no STARTED
+    elif state == "STARTED":  # a reserved task began (at eta); a state it set stays
+        stays = "WHEN state NOT IN ('PENDING', 'RETRY') THEN"  # a state it set itself
+        db.execute(f"UPDATE task SET started = ?, state = CASE {stays} state ELSE 'STARTED'"
+                   f" END, result = CASE {stays} result END, traceback = CASE {stays}"
+                   f" traceback END {FENCE}", (eta, *key))
+    elif state == "IGNORED":  # nothing recorded: the state it reported stays, if any,
+        # not the STARTED miniq wrote (Celery's stays PENDING, STARTED untracked)
+        db.execute("UPDATE task SET status = 2, finished = ?, state = CASE WHEN"
+                   f" state = 'STARTED' THEN 'PENDING' ELSE state END {FENCE}", (now, *key))
+    elif db.execute(SETTLED, (state, result, tb, now, began, *key)).rowcount:
+        _follow(db, follow)
+        _fail(db, failed, state, result, tb, now)
+        if chord:
+            _release_chord(db, chord, now, task_id)
 
 
 def _follow(db, rows):
@@ -1084,6 +1101,9 @@ def _message(row):
     options, fault = _options(text), None
     if revoked is not None and not isinstance(revoked, int):
         revoked = 9  # terminate, by SIGKILL: no valid signal
+    if (type(priority) is int and type(head[3]) is int and type(eta) in NUMBER  # most rows
+            and type(expires) in MAYBE_NUMBER and type(options) is dict):
+        return Message(*head, options, chord, expires, priority, revoked, None, queue, eta)
     bad = [name for name, value, kind in (
         ("priority", priority, int), ("retries", head[3], int), ("eta", eta, NUMBER),
         ("expires", expires, MAYBE_NUMBER), ("options", options, dict))
