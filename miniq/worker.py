@@ -164,10 +164,10 @@ def _write(conn, data):
 
 
 def _reply(conn):
-    """A child's reply, read without trusting the pipe: its task can write there too.
-    The frame is _put's (a 4-byte length; -1, then 8 bytes, for a big one), read as it
-    comes: one that stalls for REPLY_WITHIN, claims more than MAX_REPLY bytes, or has
-    bytes after it is a ValueError, so that no length a task writes holds the manager."""
+    """What _put sent (a child's reply, a job), read without trusting the pipe: a task can
+    write there too. The frame (a 4-byte length; -1, then 8 bytes, for a big one) is read
+    as it comes: one that stalls for REPLY_WITHIN, claims more than MAX_REPLY bytes, or
+    has bytes after it is a ValueError, so that no length a task writes holds the manager."""
     fd, watch = conn.fileno(), None
     data = os.read(fd, 65536)  # most replies: whole in one read
     frame = _frame(data)
@@ -294,8 +294,8 @@ def _serve(app, jobs, replies, max_tasks, max_memory_kib, manager, hostname):
                 return  # idle: stop cleanly (mid-task, the watch thread kills us)
             continue
         try:
-            job = pickle.loads(jobs.recv_bytes())
-        except (EOFError, OSError):
+            job = _reply(jobs)  # one read, where recv_bytes() takes two
+        except (EOFError, OSError, ValueError):
             return
         if job is None:
             return
