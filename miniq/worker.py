@@ -155,12 +155,14 @@ def _put(conn, item):
 
 
 def _write(conn, data):
-    """Bytes in the frame conn.recv_bytes() reads, straight to the pipe."""
-    size = len(data)
+    """Bytes in the frame conn.recv_bytes() reads, straight to the pipe: in one write,
+    but for a big one, not copied to join its length."""
+    size, fd = len(data), conn.fileno()
     head = size.to_bytes(4, "big") if size < 1 << 31 else b"\xff" * 4 + size.to_bytes(8, "big")
-    view, fd = memoryview(head + data), conn.fileno()
-    while view:
-        view = view[os.write(fd, view):]
+    for part in [head + data] if size < 1 << 16 else [head, data]:
+        view = memoryview(part)
+        while view:
+            view = view[os.write(fd, view):]
 
 
 def _reply(conn):
