@@ -597,11 +597,20 @@ def _settings(obj, namespace):
             plain[key] = value = get(key)
             if name is not None:
                 (old if key in names else new)[name] = value
-    # as Celery's: an old name beside its own new one is no mix, and the new one holds
-    mixed = [f"{key} -> {name}" for key, name in names.items() if name not in {**new, **plain}]
-    if mixed and plain.keys() & READ and not prefix:  # as Celery's: which is meant is a guess
-        raise ImproperlyConfigured("Cannot mix new and old setting keys, please rename the"
-                                   f" following settings to the new format: {', '.join(mixed)}")
+    # as Celery's: the names are read as the kind most of them are; a name of the other
+    # kind is a mix, unless its own name of this kind is there too (then the new one holds)
+    news = plain.keys() & READ
+    if names and news and not prefix:
+        kind, mixed = "new", [f"{key} -> {name}" for key, name in names.items()
+                              if name not in plain]
+        if len(names) > len(news):
+            olds = {name: key for key, name in names.items()}
+            kind, mixed = "old", [f"{name} -> {key.upper()}" for key, name in OLD_NAMES.items()
+                                  if name in news - olds.keys()]
+        if mixed:
+            raise ImproperlyConfigured("Cannot mix new and old setting keys, please rename the"
+                                       f" following settings to the {kind} format:"
+                                       f" {', '.join(sorted(set(mixed)))}")
     settings = {**plain, **old, **{name: plain[name] for name in old if name in plain}, **new}
     _refuse(settings)
     return settings

@@ -680,6 +680,14 @@ def test_old_setting_names_are_read_as_celery_maps_them(make_app):
     app.config_from_object({"task_always_eager": False, "CELERY_ALWAYS_EAGER": True,
                             "result_expires": 5, "CELERY_TASK_RESULT_EXPIRES": 60})
     assert (app.conf.task_always_eager, app.conf.result_expires) == (False, 5)
+    old = {"CELERY_ALWAYS_EAGER": True, "CELERY_TASK_RESULT_EXPIRES": 60}
+    app = make_app()  # the names are read as the kind most of them are: here Celery 3's
+    app.config_from_object({**old, "result_expires": 5})  # with its old one: no mix
+    assert (app.conf.task_always_eager, app.conf.result_expires) == (True, 5)
+    app = make_app()
+    with pytest.raises(Exception, match="task_default_queue +-> CELERY_DEFAULT_QUEUE"):
+        app.config_from_object({**old, "task_default_queue": "q"})
+        app.conf.task_always_eager  # noqa: B018
 
 
 def test_a_task_class_and_annotations_set_later_hold_for_tasks_made_before(make_app):
