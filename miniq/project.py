@@ -572,10 +572,11 @@ def _reader(obj):
 
 def _source_names(key, namespace, read):
     """The names a settings object may give a setting, the first found first: its own
-    there (a namespace's: CELERY_TASK_ALWAYS_EAGER), then those it was read by."""
+    there (a namespace's: CELERY_TASK_ALWAYS_EAGER), then those it was read by, as
+    Celery's: the plain new name, then Celery 3's."""
     own = f"{namespace}_{key.upper()}" if namespace and not str(key).isupper() else key
     old = [name.upper() for name, new in OLD_NAMES.items() if new == key]
-    return own, *(name for name in (*old, key) if name != own and name in read)
+    return own, *(name for name in (key, *old) if name != own and name in read)
 
 
 def _settings(obj, namespace):

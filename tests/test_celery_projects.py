@@ -688,6 +688,13 @@ def test_old_setting_names_are_read_as_celery_maps_them(make_app):
     with pytest.raises(Exception, match="task_default_queue +-> CELERY_DEFAULT_QUEUE"):
         app.config_from_object({**old, "task_default_queue": "q"})
         app.conf.task_always_eager  # noqa: B018
+    app = make_app()  # under a namespace: its name there, the plain new one, then Celery 3's
+    app.config_from_object({"task_default_queue": "plain", "CELERY_DEFAULT_QUEUE": "old",
+                            "result_expires": 5, "CELERY_TASK_RESULT_EXPIRES": 60,
+                            "CELERY_TASK_ACKS_LATE": True, "task_acks_late": False},
+                           namespace="CELERY")
+    assert (app.conf.task_default_queue, app.conf.result_expires, app.conf.task_acks_late) \
+        == ("plain", 5, True)
 
 
 def test_a_task_class_and_annotations_set_later_hold_for_tasks_made_before(make_app):
