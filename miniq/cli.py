@@ -338,7 +338,7 @@ def inspect(app, args):
 def control(app, args):
     """Shut the live workers down (warm), or revoke or terminate tasks by id."""
     if args.what == "shutdown":
-        replies = Control(app).shutdown(split(args.destination) or None)
+        replies = Control(app).shutdown(split(args.destination) or None, reply=True)
         return _say(app, args, {node: reply for one in replies for node, reply in one.items()})
     if args.signal and not args.terminate:
         return _error("--signal is the signal of --terminate; add --terminate")

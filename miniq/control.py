@@ -69,10 +69,11 @@ class Control(apps.Control):
         return [{node: reply} for node, reply in replies.items()]
 
     def shutdown(self, destination: list | None = None, limit: int | None = None,
-                 **_broadcast: Any) -> list:
+                 **_broadcast: Any) -> list | None:
         """Warm shutdown (SIGTERM) of the live workers, or those named: each finishes
         its running tasks and exits. One of another machine (host, boot or pid
-        namespace) cannot be signalled from here: its reply is an error."""
+        namespace) cannot be signalled from here: its reply is an error. As Celery's,
+        the replies come back with reply=True, else None."""
         refused = sorted(_broadcast.keys() & {"pattern", "matcher", "connection"})
         if refused:  # else every worker would stop, not those they choose
             raise TypeError(f"shutdown(): miniq chooses workers by destination,"
@@ -83,7 +84,7 @@ class Control(apps.Control):
         replies = replies[:limit] if limit else replies
         for one in replies if told else ():  # as Celery's: with reply=True only
             told(one)
-        return replies
+        return replies if _broadcast.get("reply") else None
 
 
 def _held(inspect):

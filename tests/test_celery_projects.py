@@ -1190,3 +1190,7 @@ def test_celery_s_machinery_on_the_app_is_named_as_such(fresh_app):
             getattr(fresh_app, name)
     with pytest.raises(AttributeError, match="object has no attribute 'nothing'"):
         fresh_app.nothing  # noqa: B018 - any other name: Python's own error
+
+
+def test_shutdown_gives_replies_only_when_asked_as_celerys(make_app):
+    assert make_app().control.shutdown() is None

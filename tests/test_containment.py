@@ -291,7 +291,7 @@ def test_a_handler_the_app_sets_at_import_stays_its_own(app, start_worker, tmp_p
 
 SHUTDOWN = """
 from tests import tasks
-print(sorted(node for reply in tasks.app.control.shutdown() for node in reply))
+print(sorted(node for reply in tasks.app.control.shutdown(reply=True) for node in reply))
 """
 
 
