@@ -605,9 +605,9 @@ def _settings(obj, namespace):
         kind, mixed = "new", [f"{key} -> {name}" for key, name in names.items()
                               if name not in plain]
         if len(names) > len(news):
-            olds = {name: key for key, name in names.items()}
+            unpaired = news - set(names.values())
             kind, mixed = "old", [f"{name} -> {key.upper()}" for key, name in OLD_NAMES.items()
-                                  if name in news - olds.keys()]
+                                  if name in unpaired]
         if mixed:
             raise ImproperlyConfigured("Cannot mix new and old setting keys, please rename the"
                                        f" following settings to the {kind} format:"
