@@ -413,8 +413,10 @@ def _deadline(expires, now):
 
 def _options(values):
     """A message's options column: JSON of what its worker needs beyond the row's own
-    columns (per-call limits, a workflow, where it comes from), or None, as for most calls."""
-    kept = {k: v for k, v in values.items() if v is not None and v is not False and v != []}
+    columns (per-call limits, a workflow, where it comes from), or None, as for most calls.
+    A chain's last step keeps its empty chain: its request's is [], as Celery's."""
+    kept = {k: v for k, v in values.items()
+            if v is not None and v is not False and (v != [] or k == "chain")}
     return dumps(kept) if kept else None
 
 

@@ -199,11 +199,13 @@ class Signature(dict):
             options["parent_id"] = parent_id
         return AsyncResult(task_id, app=self._app)
 
-    def _rows(self, app, args=(), kwargs=None, options=None, follow=()) -> list:
-        """The message rows that send it, ``follow`` after it (each step a dict)."""
+    def _rows(self, app, args=(), kwargs=None, options=None, follow=None) -> list:
+        """The message rows that send it as a chain's step, ``follow`` after it (each
+        step a dict; a last step's [], as Celery's), or alone (None)."""
         sig = self.clone(args, kwargs, **(options or {}))
         opts = sig.options
-        opts["chain"] = [*(opts.get("chain") or ()), *follow] or None
+        chain = [*(opts.get("chain") or ()), *(follow or ())]
+        opts["chain"] = chain if chain or follow is not None else None
         if not opts.get("waiting"):  # a chord's callback gets its arguments later
             _check_arguments(app, sig.task, sig.args, sig.kwargs)
         return [app.message_row(sig.task, sig.args, sig.kwargs, immutable=sig.immutable, **opts)]
@@ -380,7 +382,7 @@ class chain(_Workflow):
             self.options["task_id"] = result.id
         return result
 
-    def _rows(self, app, args=(), kwargs=None, options=None, follow=()):
+    def _rows(self, app, args=(), kwargs=None, options=None, follow=None):
         self.freeze()
         steps = self.tasks
         if not steps:  # as Celery's, an empty chain sends nothing
@@ -391,7 +393,7 @@ class chain(_Workflow):
         for errback in _listed(options.pop("link_error", None)):
             for step in steps:
                 step.link_error(errback)
-        return steps[0]._rows(app, args, kwargs, options, [*steps[1:], *follow])
+        return steps[0]._rows(app, args, kwargs, options, [*steps[1:], *(follow or ())])
 
     def apply(self, args: Sequence = (), kwargs: dict | None = None, **options: Any):
         """Run every step now in this process, in order, each with the call's options, as
@@ -454,7 +456,7 @@ class group(_Workflow):
         results = [t.freeze(None, gid, chord, root_id, parent_id) for t in self.tasks]
         return GroupResult(gid, results)
 
-    def _rows(self, app, args=(), kwargs=None, options=None, follow=()):
+    def _rows(self, app, args=(), kwargs=None, options=None, follow=None):
         if follow:  # as Celery: a group followed by a step is a chord into it
             return chord(self, follow[0])._rows(app, args, kwargs, options, follow[1:])
         args, kwargs = self._partial(args, kwargs)
@@ -611,7 +613,7 @@ class chord(Signature):
             result.parent = self._header_result  # as Celery's: a group body's parent
         return result
 
-    def _rows(self, app, args=(), kwargs=None, options=None, follow=()):
+    def _rows(self, app, args=(), kwargs=None, options=None, follow=None):
         self.freeze()
         body, options = self.body, _call_options(self, options)  # as Celery's: the callback's too
         steps = [body]
@@ -623,7 +625,8 @@ class chord(Signature):
         wait = {**_undelayed(options), "waiting": True, "header": _shape(self._header_result)}
         if not isinstance(body, chain) and "group_id" not in body.options:
             wait["group_id"] = self._header_result.id  # as Celery's: the header's group
-        callback = steps[0]._rows(app, (), None, wait, [*steps[1:], *follow])
+        chained = isinstance(body, chain) or follow  # else the callback stands alone
+        callback = steps[0]._rows(app, (), None, wait, [*steps[1:], *(follow or ())] if chained else None)
         args, kwargs = _Workflow._partial(self, args, kwargs)
         members = {k: v for k, v in options.items() if k not in LINKS}
         return callback + self.header._rows(app, args, kwargs, members)  # links: the callback's
@@ -800,10 +803,17 @@ def _errback(app, message: Any, errback: dict, error: str | None, traceback: str
                "retries": message.retries, "group": options.get("group"),
                "root_id": options.get("root_id") or message.id,
                "parent_id": options.get("parent_id"), "delivery_info": message.delivery_info(),
-               "chain": list(reversed(options.get("chain") or ())) or None,
+               "chain": steps_after(options),
                "errbacks": options.get("link_error"), "correlation_id": message.id,
                **({} if message.chord else {"chord": None})}  # a member's: not kept
     return errback._rows(app, (request, loads(error or "{}"), traceback), None, {"errback": True})
+
+
+def steps_after(options):
+    """The chain after a message's task, last step first, as Celery's request keeps
+    it: [] on a chain's last step, None for a task sent alone."""
+    chain = options.get("chain")
+    return None if chain is None else chain[::-1]
 
 
 def new_style(app, errback: Signature) -> bool:
@@ -837,7 +847,7 @@ def _replaced(app, message: Any, sig: Signature, lineage: dict) -> list:
             sig.options.update({key: links} if links else {})
         sig.set(task_id=message.id, chord=message.chord, group_id=options.get("group"))
         sent_by = {**lineage, "parent_id": options.get("parent_id")}  # the task's own sender
-        return sig._rows(app, (), None, sent_by, options.get("chain") or ())
+        return sig._rows(app, (), None, sent_by, options.get("chain") or None)
     result = sig.freeze(chord=message.id, **lineage)
     keep = {k: options.get(k) for k in ("chain", "link", "link_error", "parent_id", "root_id")}
     empty = isinstance(sig, group) and not sig.tasks  # nothing would release it: [] now

@@ -26,7 +26,8 @@ from .broker import NUMBER, Message, printable
 from .exceptions import (ChordError, Ignore, ImproperlyConfigured, InvalidTaskError,
                          MaxRetriesExceededError, NotRegistered, OperationalError, Reject,
                          Retry, SoftTimeLimitExceeded, TimeLimitExceeded)
-from .canvas import Signature, _listed, _mapped, chunks, group, maybe_signature, new_style
+from .canvas import (Signature, _listed, _mapped, chunks, group, maybe_signature, new_style,
+                     steps_after)
 from .result import (EagerResult, allow_join_result, denied_join_result, exception_from_json,
                      exception_to_json, new_id, pickleable)
 from .utils.json import dumps, loads
@@ -734,7 +735,7 @@ def _request(task, message, args, kwargs, eager, hostname):
                       "timelimit": None if eager and hard is soft is None else [hard, soft],
                       "time_limit": hard,
                       "soft_time_limit": soft,
-                      "chain": list(reversed(options.get("chain") or ())) or None,
+                      "chain": steps_after(options),
                       "callbacks": options.get("link"),
                       "errbacks": options.get("link_error"),
                       "ignore_result": bool(options.get("ignore_result")),

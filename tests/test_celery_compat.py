@@ -656,6 +656,18 @@ def parent_and_root_of_a_task_sent_by_a_task(c, get):
     return inner["parent_id"] == outer.id, inner["root_id"] == outer.id
 
 
+def a_chain_step_sees_the_steps_after_it(c, get):
+    """Last step first; the last step's chain is empty, a plain call's None, a chord's
+    callback's None unless steps follow it."""
+    steps = c.chain(c.chain_view.s(), c.add.si(1, 1), c.chain_view.si()).delay()
+    header = c.group(c.add.si(1, 1), c.add.si(2, 2))
+    return (get(steps.parent.parent), get(steps), get(c.chain_view.delay()),
+            get(c.chord([c.add.si(1, 1)], c.chain_view.s()).delay()),
+            get(c.chain(header, c.chain_view.s()).delay()),
+            get(c.chain(header, c.chain_view.s(), c.echo.s()).delay()),
+            get(c.chord([c.add.si(1, 1)], c.chain_view.s() | c.echo.s()).delay()))
+
+
 def group_members_know_their_group(c, get):
     result = c.group(c.request_view.s(), c.request_view.s()).apply_async()
     return [r["group"] == result.id for r in get(result)]
@@ -1633,6 +1645,8 @@ SCENARIOS = [
     (request_fields_of_a_call_with_options, (
         timedelta(0), True, 3, [20, 10], {"x_note": 1}, 1, {"trace": "t"}, 2)),
     (parent_and_root_of_a_task_sent_by_a_task, (True, True)),
+    (a_chain_step_sees_the_steps_after_it, (
+        ["chain_view", "add"], [], None, None, None, ["echo"], ["echo"])),
     (group_members_know_their_group, [True, True]),
     (a_chain_in_a_group_runs_as_a_chain, (2, [4, 6], [12, 6], [12, 6])),
     (immutable_signatures_ignore_the_previous_result, [30, 30, 30]),

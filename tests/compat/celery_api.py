@@ -478,6 +478,13 @@ def request_view(self):
             "properties": {key: r.properties.get(key) for key in ("correlation_id", "priority")}}
 
 
+@app.task(bind=True)
+def chain_view(self, *args):
+    """The task names of the chain after this step, last first, as the request holds them."""
+    chain = self.request.chain
+    return None if chain is None else [step["task"].rpartition(".")[2] for step in chain]
+
+
 @app.task
 def spawner():
     """Sends request_view from inside a task; returns its id."""
