@@ -495,12 +495,14 @@ class Broker:
 
     @_translated
     def children(self, task_id):
-        """(id, group id) of each task a task sent while it ran, in the order sent."""
+        """(id, group id) of each task a task sent while it ran, in the order sent; none
+        where the task's ``trail`` was off, as Celery's."""
         rows = self._rows("SELECT id, options FROM task WHERE instr(options, ?) ORDER BY seq",
                           (task_id,))
         sent = [(child, _options(text) or {}) for child, text in rows]
         return [(child, o.get("group")) for child, o in sent
-                if o.get("parent_id") == task_id and not _headed(child, o, sent)]
+                if o.get("parent_id") == task_id and not o.get("untrailed")
+                and not _headed(child, o, sent)]
 
     @_translated
     def save_group(self, group_id, members):

@@ -305,8 +305,6 @@ class AsyncResult:
         """Once it is ready, the results of the tasks it sent (a group's as one)."""
         if not self.ready():
             return None
-        if not getattr(self.app.tasks.get(self.name), "trail", True):  # as Celery's
-            return []
         found = {}  # a group's members join it where its first one was sent
         for task_id, group_id in self.app.broker.children(self.id):
             child = AsyncResult(task_id, app=self.app)

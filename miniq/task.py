@@ -100,9 +100,13 @@ def emit(hook, *args):
 
 
 def lineage():
-    """The parent_id and root_id of a message sent from inside a running task."""
+    """The parent_id and root_id of a message sent from inside a running task, and
+    whether that task's result lists it as a child (its ``trail``), kept with it."""
     parent = _running.request
-    return {"parent_id": parent.id, "root_id": parent.root_id} if parent else {}
+    if not parent:
+        return {}
+    trail = getattr(_running.task.app.tasks.get(parent.task), "trail", True)
+    return {"parent_id": parent.id, "root_id": parent.root_id, "untrailed": not trail}
 
 
 def running_priority():
