@@ -222,6 +222,19 @@ def _shown(result):
         return f"an exception that cannot be shown ({type(exc).__name__})"
 
 
+def _value_shown(result, most=1024):
+    """A task's value as Celery's log line shows it, its repr cut to ``most``; a value
+    too long to read cheaply, or one the manager cannot read, as its JSON; nothing for
+    a value not kept (its child sends none)."""
+    if result is None:
+        return ""
+    try:
+        shown = repr(json.loads(result)) if len(result) <= 4 * most else result
+    except Exception:  # noqa: BLE001 - a task's data never stops the manager
+        shown = result
+    return shown if len(shown) <= most else f"{shown[:most]}..."
+
+
 def _emit(hook, *args):
     """Send a signal from the manager: a receiver's BaseException (sys.exit() in it,
     say) is logged, as an Exception is, and stops nothing."""
@@ -954,8 +967,9 @@ class Worker:
             return
         state = outcome.state
         if state in ("SUCCESS", None):
-            trace_log.info("Task %s succeeded in %.4fs: %s", message, runtime,
-                     (outcome.result or "")[:200])
+            if trace_log.isEnabledFor(logging.INFO):
+                trace_log.info("Task %s succeeded in %.4fs: %s", message, runtime,
+                               _value_shown(outcome.result))
         elif state == "RETRY":  # as Celery's: retry: Retry in 2s: KeyError('k')
             cause = outcome.result and f": {_shown(outcome.result)}"
             left = max(0.0, outcome.eta - time.time())  # 2s, 1.5s, 3600s: not 3.6e+03s

@@ -297,6 +297,15 @@ def test_the_lines_about_each_task_come_from_celerys_loggers(app, start_worker):
     named = f"tests.tasks.add[{result.id}]"
     wait_for(lambda: f"celery.app.trace INFO: Task {named} succeeded" in worker.output(),
              message="the outcome's line from celery.app.trace")
+    echo = app.tasks["tests.tasks.echo"]  # the value's repr, cut as Celery's is, not JSON
+    said = [echo.delay(value) for value in ("ok", {"a": None}, "x" * 2000)]
+    assert [len(r.get(timeout=20)) for r in said] == [2, 1, 2000]
+    shown = [f"Task tests.tasks.echo[{r.id}] succeeded in " for r in said]
+    wait_for(lambda: all(line in worker.output() for line in shown), message="the values")
+    ok, mapping, long = [re.search(re.escape(line) + r"[\d.]+s: (.*)", worker.output())[1]
+                         for line in shown]
+    assert (ok, mapping) == ("'ok'", "{'a': None}")
+    assert long.startswith("'xxx") and long.endswith("...") and len(long) < 1100
     assert f"celery.worker.strategy INFO: Task {named} received" in worker.output()
 
 
