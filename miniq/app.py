@@ -22,7 +22,7 @@ from typing import Any, Iterable
 from . import canvas
 from .broker import NUMBER, QUEUED, WAITING, Broker, path_from_url
 from .exceptions import (AlwaysEagerIgnored, DuplicateTaskNameWarning, ImproperlyConfigured,
-                         NotRegistered)
+                         InvalidTaskError, NotRegistered)
 from .result import AsyncResult, new_id
 from .task import (Task, check_dates, emit, encode_args, json_only, lineage, running_priority,
                    to_timestamp)
@@ -107,6 +107,13 @@ class TaskRegistry(dict):
     def __missing__(self, name):
         raise NotRegistered(name)
 
+    def register(self, task: Any) -> None:
+        """As Celery's: register a class-based task (or its class) under its own name."""
+        if task.name is None:
+            raise InvalidTaskError(f"Task class {getattr(task, '__name__', type(task).__name__)!r}"
+                                   " must specify .name attribute")
+        self.app.register_task(task)
+
     def unregister(self, name: Any) -> None:
         """Forget a task (or its name); NotRegistered if it is not here."""
         self.pop(getattr(name, "name", name), None) or self.__missing__(name)
@@ -159,6 +166,7 @@ class Miniq:
         self.conf.result_backend = backend or conf.get("result_backend")
         self.conf.include = [include] if isinstance(include, str) else list(include or ())
         self.tasks: dict[str, Task] = TaskRegistry()
+        self.tasks.app = self
         self._broker = self._waker = self._broker_url = None
         self._routes = {}
         # A relative database path is taken from the folder of the file making the app, so

@@ -56,6 +56,10 @@ class Outcome(NamedTuple):
     moved: tuple = (None, None)       # RETRY: the queue and priority retry() names, if any
 
 
+# Celery's Task members for machinery miniq has not: named where asked for
+CELERY_ONLY = {"backend": "result backend (miniq's results are read by AsyncResult)",
+               "send_event": "event sender (miniq sends no events)",
+               "signature_from_request": "signature of a request (retry() makes miniq's)"}
 UNKEPT = {"chord": "a chord member's callback stays in the database",  # Celery's fields
           "group_index": "a group member's place is not kept"}  # a member's request lacks
 
@@ -309,6 +313,11 @@ class Task:
         finally:
             self.pop_request()
             _running.task = outer
+
+    def __getattr__(self, name: str) -> Any:  # named, not a bare AttributeError
+        if name in CELERY_ONLY:
+            raise AttributeError(f"Task.{name} is Celery's {CELERY_ONLY[name]}: miniq has none")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __repr__(self) -> str:  # as Celery's
         return f"<@task: {self.name} of {self.app.main or '__main__'} at {id(self.app):#x}>"

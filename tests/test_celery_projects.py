@@ -1194,3 +1194,32 @@ def test_celery_s_machinery_on_the_app_is_named_as_such(fresh_app):
 
 def test_shutdown_gives_replies_only_when_asked_as_celerys(make_app):
     assert make_app().control.shutdown() is None
+
+
+def test_the_task_registry_registers_a_class_based_task_as_celerys(make_app):
+    app = make_app()
+    exceptions = importlib.import_module(type(app).__module__.split(".")[0] + ".exceptions")
+
+    class Multiply(app.Task):
+        name = "multiply"
+
+        def run(self, x, y):
+            return x * y
+
+    class Unnamed(app.Task):
+        def run(self):
+            return None
+    assert app.tasks.register(Multiply) is None  # as Celery's registry: made
+    assert isinstance(app.tasks["multiply"], Multiply)
+    assert app.tasks["multiply"].apply((6, 7)).get() == 42
+    with pytest.raises(exceptions.InvalidTaskError, match="must specify .name attribute"):
+        app.tasks.register(Unnamed)
+
+
+def test_celerys_task_machinery_is_named_where_asked_for(fresh_app):
+    task = fresh_app.task(lambda: None, name="plain")
+    for name, said in [("backend", "result backend"), ("send_event", "event sender"),
+                       ("signature_from_request", "signature of a request")]:
+        with pytest.raises(AttributeError, match=f"Task.{name} is Celery's {said}"):
+            getattr(task, name)
+    assert not hasattr(task, "backend") and getattr(task, "no_such", 1) == 1
