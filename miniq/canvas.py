@@ -625,8 +625,9 @@ class chord(Signature):
         wait = {**_undelayed(options), "waiting": True, "header": _shape(self._header_result)}
         if not isinstance(body, chain) and "group_id" not in body.options:
             wait["group_id"] = self._header_result.id  # as Celery's: the header's group
-        chained = isinstance(body, chain) or follow  # else the callback stands alone
-        callback = steps[0]._rows(app, (), None, wait, [*steps[1:], *(follow or ())] if chained else None)
+        after = [*steps[1:], *(follow or ())]  # None: the callback stands alone
+        callback = steps[0]._rows(app, (), None, wait,
+                                  after if isinstance(body, chain) or follow else None)
         args, kwargs = _Workflow._partial(self, args, kwargs)
         members = {k: v for k, v in options.items() if k not in LINKS}
         return callback + self.header._rows(app, args, kwargs, members)  # links: the callback's
