@@ -340,6 +340,8 @@ class Miniq:
         kept["retries"] = retries or None  # the count it starts from: no retry of itself
         if not kept["parent_id"]:  # sent from inside a running task: that one is its parent
             kept.update({"root_id": None, **lineage()})
+        if not options.get("add_to_parent", True):  # as Celery's: not among its children
+            kept["untrailed"] = True
         ignore_result = ignores if ignore_result is None else bool(ignore_result)
         # a chord's callback reads its members' values from their rows; a chain's next
         # step or a link gets the value, which is then dropped

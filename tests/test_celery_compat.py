@@ -1145,14 +1145,16 @@ def update_state_stores_any_tasks_state(c, get):
 
 def on_replace_and_trail_as_celerys(c, get):
     """A base's on_replace() runs as replace() ends; trail=False keeps no children, read
-    by an app that has the task or not."""
+    by an app that has the task or not; nor does a call's add_to_parent=False."""
     untrailed = c.sends_untrailed.delay()
     get(c.app.AsyncResult(get(untrailed)))
     conf = c.app.conf
     reader = c.Celery("reader", broker=conf.broker_url, backend=conf.result_backend,
                       set_as_current=False)
+    two = c.sends_two_one_added.delay()
+    added, _ = get(two)
     return (get(c.replaced_through_its_hook.delay()), untrailed.children,
-            reader.AsyncResult(untrailed.id).children)
+            reader.AsyncResult(untrailed.id).children, [r.id for r in two.children] == [added])
 
 
 def ignored_tasks_read_pending_as_they_run(c, get):
@@ -1700,7 +1702,7 @@ SCENARIOS = [
         [3],
         "tests.compat.celery_api.add(1, 2)")),
     (a_chords_countdown_delays_its_header_alone, (False, False, [True])),
-    (on_replace_and_trail_as_celerys, (101, [], [])),
+    (on_replace_and_trail_as_celerys, (101, [], [], True)),
     (ignored_tasks_read_pending_as_they_run, [["PENDING"]] * 3),
     (an_eager_run_calls_its_links,
      ("FAILURE", ["new <this> ValueError as expected str", "old <this>"], 5, ["5"])),

@@ -155,6 +155,11 @@ def sends_untrailed():
     return add.delay(1, 1).id
 
 
+@app.task
+def sends_two_one_added():
+    return [add.delay(1, 1).id, add.apply_async((2, 2), add_to_parent=False).id]
+
+
 @app.task(bind=True)
 def sends_a_replaced_task(self):
     return replaced_by_whoami.delay().id
