@@ -380,17 +380,18 @@ def _say(app, args, replies):
     if not _emit(args, replies):
         for node, reply in replies.items():
             status, text = _pretty(reply)
-            print(f"-> {node}: {status}", textwrap.indent(text, "    "), sep="\n")
+            print(f"->  {node}: {status}", textwrap.indent(text, "    "), sep="\n")
         print(f"\n{len(replies)} node{'' if len(replies) == 1 else 's'} online.")
     return int(any(isinstance(reply, dict) and "error" in reply for reply in replies.values()))
 
 
 def _pretty(reply):
     """("OK" or "ERROR", text) for a list or an {"ok"} or {"error"} reply, as Celery's
-    commands print them."""
+    commands print them (the text of the latter indented once more)."""
     if isinstance(reply, list):
         return "OK", "\n".join(f"* {item}" for item in reply) or "- empty -"
-    return ("OK", reply["ok"]) if "ok" in reply else ("ERROR", reply["error"])
+    status, text = ("OK", reply["ok"]) if "ok" in reply else ("ERROR", reply["error"])
+    return status, textwrap.indent(text, "    ")
 
 
 def purge(app, args):

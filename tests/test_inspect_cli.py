@@ -351,7 +351,7 @@ def test_ping_names_the_live_worker_and_is_none_for_no_one(on_shared):
     with pytest.raises(TypeError, match="matcher, pattern"):  # not: every worker stops
         tasks.app.control.shutdown(pattern="web@*", matcher="glob")
     shown = cli(on_shared, "inspect", "ping")
-    assert (shown.returncode, shown.stdout) == (0, f"-> {NODE}: OK\n    pong\n\n1 node online.\n")
+    assert (shown.returncode, shown.stdout) == (0, f"->  {NODE}: OK\n        pong\n\n1 node online.\n")
     assert cli_json(on_shared, "inspect", "ping", "-d", NODE) == (0, {NODE: {"ok": "pong"}})
     nobody = cli(on_shared, "inspect", "ping", "-d", "other@host,third@host", "-t", "0.5")
     assert nobody.returncode == 1 and nobody.stdout == ""
@@ -391,7 +391,7 @@ def test_registered_lists_what_the_worker_registered_not_the_inspecting_app(
     code, replies = cli_json(on_shared, "inspect", "registered")
     assert (code, replies) == (0, {NODE: names})
     shown = cli(on_shared, "inspect", "registered", "-d", NODE).stdout
-    assert shown.startswith(f"-> {NODE}: OK\n    * ") and "\n    * tests.tasks.add\n" in shown
+    assert shown.startswith(f"->  {NODE}: OK\n    * ") and "\n    * tests.tasks.add\n" in shown
 
 
 def test_active_scheduled_reserved_and_stats_answer_as_celery_s(on_shared, shared, tmp_path):
@@ -421,7 +421,7 @@ def test_active_scheduled_reserved_and_stats_answer_as_celery_s(on_shared, share
         assert (stats["pid"], stats["pool"]["max-concurrency"]) == (shared[1].pid, 2)
         assert 0 <= stats["uptime"] < 600
         reserved = cli(on_shared, "inspect", "reserved")
-        assert reserved.stdout == f"-> {NODE}: OK\n    - empty -\n\n1 node online.\n"
+        assert reserved.stdout == f"->  {NODE}: OK\n    - empty -\n\n1 node online.\n"
         refused = cli(on_shared, "inspect", "active", "-d", NODE)
         assert refused.returncode == 2 and "reads the whole database" in refused.stderr
     finally:
@@ -561,8 +561,8 @@ def test_control_shutdown_stops_the_worker_warm_and_reports_one_it_cannot_reach(
     out = cli(broker_url, "control", "shutdown")
     node = f"stopme@{socket.gethostname()}"
     assert out.returncode == 1  # one worker could not be reached
-    assert f"-> {node}: OK\n    shutting down\n" in out.stdout
-    assert ("-> far@otherhost: ERROR\n    pid 1 runs on another machine, container or boot"
+    assert f"->  {node}: OK\n        shutting down\n" in out.stdout
+    assert ("->  far@otherhost: ERROR\n        pid 1 runs on another machine, container or boot"
             " (otherhost): stop it there\n") in out.stdout
     assert worker.proc.poll() is None  # warm: it waits for its running task
     gate.touch()
