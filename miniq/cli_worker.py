@@ -122,6 +122,9 @@ HONOURED = (
      {"metavar": "PATH"},
      "write the worker's pid to PATH, with --logfile's expansions; refuse to start if it"
      " names a live process"),
+    (["--scheduler"],
+     {"metavar": "CLASS"},
+     "-B's scheduler: Celery's default only (beat_scheduler)"),
     (["--purge", "--discard"],
      {"action": "store_true"},
      "delete the served queues' queued tasks before starting"),
@@ -137,6 +140,9 @@ NO_EFFECT = (
     (["--without-gossip"], None, "there are no other machines to gossip with"),
     (["--without-mingle"], None, "there are no other machines to sync with"),
     (["--without-heartbeat"], None, "miniq's own liveness record stays on"),
+    (["--heartbeat-interval"], "S", "miniq sends no event heartbeats"),
+    (["-s", "--schedule-filename", "--schedule"], "PATH", "-B's runs are kept in the database"),
+    (["-S", "--statedb"], "PATH", "revoked tasks are kept in the database"),
 )
 
 
@@ -148,6 +154,7 @@ CONF_OPTIONS = {
     "disable_prefetch": "worker_disable_prefetch",
     "time_limit": "task_time_limit",
     "soft_time_limit": "task_soft_time_limit",
+    "scheduler": "beat_scheduler",
 }
 
 

@@ -251,7 +251,10 @@ def test_a_service_file_command_line_runs(app, tmp_path, start_worker):
                           "--prefetch-multiplier", "1", "-n", "worker1@%h",
                           "--max-tasks-per-child", "1", "--time-limit", "30",
                           "--soft-time-limit", "20", "--logfile", str(log),
-                          "--pidfile", str(pidfile), ready=False)
+                          "--pidfile", str(pidfile), "-B", "-s", str(tmp_path / "beat"),
+                          "--scheduler", "celery.beat:PersistentScheduler",
+                          "-S", str(tmp_path / "state"), "--heartbeat-interval", "10",
+                          ready=False)
     wait_for(lambda: log.exists() and "ready" in log.read_text() or worker.proc.poll(),
              message="worker ready in its log file")
     assert worker.proc.poll() is None, worker.output()
@@ -490,11 +493,19 @@ def test_autoscale_runs_max_children(start_worker):
     wait_for(lambda: len(worker.children()) == 3, message="three children")
 
 
+def test_a_worker_refuses_a_beat_scheduler_miniq_lacks(broker_url):
+    done = run_cli("-A", "tests.tasks", "worker", "-B", "--scheduler",
+                   "django_celery_beat.schedulers:DatabaseScheduler",
+                   env={"MINIQ_BROKER_URL": broker_url})
+    assert done.returncode != 0 and "DatabaseScheduler' is not supported" in done.stderr
+
+
 def test_worker_help_says_which_celery_options_do_nothing():
     out = run_cli("worker", "--help").stdout
     assert "accepted with no effect on one machine" in out
     honoured, ignored = out.split("no effect on one machine")
-    for flag in ("--without-gossip", "--optimization {default,fair}", "--task-events, --events"):
+    for flag in ("--without-gossip", "--optimization {default,fair}", "--task-events, --events",
+                 "-S PATH, --statedb PATH", "-s PATH, --schedule-filename PATH"):
         assert flag in ignored, flag
     assert "--prefetch-multiplier" in honoured and "--prefetch-multiplier" not in ignored
     assert "does not shrink the pool" in out
