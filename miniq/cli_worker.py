@@ -180,6 +180,7 @@ def worker(app, args):
     app.broker.db  # noqa: B018 - open the file first: a setup error prints no banner
     with pid_file(args.pidfile):
         start_logging(args.loglevel, args.logfile, app.conf)
+        emit("_worker_set_up", manager)
         if args.purge:
             count = app.broker.purge(manager.queues)
             print(purged(count), flush=True)

@@ -14,6 +14,7 @@ import time
 import weakref
 from typing import Any, Callable
 
+from .exceptions import NotRegistered
 from .task import Context, ExceptionInfo, iso_time
 from .utils.json import dumps, loads
 
@@ -21,7 +22,8 @@ __all__ = ["Signal", "before_task_publish", "after_task_publish", "task_prerun",
            "task_success", "task_retry", "task_failure", "task_revoked", "celeryd_init",
            "import_modules", "worker_init", "worker_process_init", "worker_process_shutdown",
            "worker_ready", "worker_shutdown", "setup_logging", "after_setup_logger",
-           "after_setup_task_logger"]
+           "after_setup_task_logger", "task_received", "task_unknown", "worker_shutting_down",
+           "celeryd_after_setup", "heartbeat_sent", "worker_before_create_process"]
 log = logging.getLogger("miniq.signals")
 
 
@@ -155,6 +157,12 @@ worker_shutdown = Signal(name="worker_shutdown")
 setup_logging = Signal(name="setup_logging")
 after_setup_logger = Signal(name="after_setup_logger")
 after_setup_task_logger = Signal(name="after_setup_task_logger")
+task_received = Signal(name="task_received")
+task_unknown = Signal(name="task_unknown")
+worker_shutting_down = Signal(name="worker_shutting_down")
+celeryd_after_setup = Signal(name="celeryd_after_setup")
+heartbeat_sent = Signal(name="heartbeat_sent")
+worker_before_create_process = Signal(name="worker_before_create_process")
 
 
 # -- hooks: the core calls these through task.emit(), by name -----------------
@@ -264,19 +272,48 @@ def _task_settled(worker, message, state, exc):
     hard time limit, a lost child, a revoke that terminated it, an expiry)."""
     if state not in ("FAILURE", "REVOKED") or getattr(exc, "announced", False):
         return
-    task = worker.app.tasks.get(message.name)
-    try:
-        args, kwargs = loads(message.body)
-    except (ValueError, TypeError, RecursionError):  # a corrupt row fails too: its
-        args = kwargs = None  # arguments are unknown
-    request = Context(id=message.id, task=message.name, args=args, kwargs=kwargs,
-                      hostname=worker.hostname, called_directly=False,
-                      delivery_info=message.delivery_info(), eta=iso_time(message.eta),
-                      expires=iso_time(message.expires))
+    task, request = worker.app.tasks.get(message.name), _request_of(worker, message)
     if state == "FAILURE":
         return _failed(task, request, exc)
     task_revoked.send(sender=task, request=request, terminated=exc.args == ("terminated",),
                       signum=getattr(exc, "signum", None), expired=exc.args == ("expired",))
+
+
+def _request_of(worker, message, **fields):
+    """A request for a message the manager holds, with the fields it can give."""
+    try:
+        args, kwargs = loads(message.body)
+    except (ValueError, TypeError, RecursionError):  # a corrupt row fails too: its
+        args = kwargs = None  # arguments are unknown
+    return Context(id=message.id, task=message.name, args=args, kwargs=kwargs,
+                   hostname=worker.hostname, called_directly=False,
+                   delivery_info=message.delivery_info(), eta=iso_time(message.eta),
+                   expires=iso_time(message.expires), **fields)
+
+
+def _tasks_claimed(worker, messages):
+    """In the manager, as Celery's consumer: task_received for each task a claim took,
+    with a request whose ``task`` is the task and ``name`` its name, as Celery's; for
+    one whose name no task has, task_unknown (the task then fails as it runs)."""
+    if not (task_received.receivers or task_unknown.receivers):
+        return
+    for message in messages:
+        task = worker.app.tasks.get(message.name)
+        if task is None:
+            task_unknown.send(sender=worker, message=message, name=message.name,
+                              id=message.id, exc=NotRegistered(message.name))
+        else:
+            request = _request_of(worker, message, name=message.name)
+            request.task = task
+            task_received.send(sender=worker, request=request)
+
+
+def _stopping(worker, sig, how, exitcode):
+    worker_shutting_down.send(sender=worker.hostname, sig=sig, how=how, exitcode=exitcode)
+
+
+def _worker_set_up(worker):
+    celeryd_after_setup.send(sender=worker.hostname, instance=worker, conf=worker.app.conf)
 
 
 _taken = None  # whether a setup_logging receiver took logging over; a forked child knows
@@ -328,3 +365,5 @@ def _worker_init(worker, options):
 _import_modules = import_modules.send  # each called with its sender alone
 _worker_ready = worker_ready.send
 _worker_shutdown = worker_shutdown.send
+_heartbeat_sent = heartbeat_sent.send
+_creating_child = worker_before_create_process.send

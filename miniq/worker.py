@@ -446,6 +446,7 @@ class Worker:
         conf = self.conf = app.conf
         check_settings(conf)
         self.sigterm_as = _sigterm_as()
+        self.stopping = []  # (signal, how, exit status) of each stop signal, to tell
         self.hostname = hostname  # the node name (-n): in replies to inspect(), to tasks
         self.app, self.app_path, self.loglevel = app, app_path, loglevel
         self.concurrency = concurrency or conf.worker_concurrency or os.cpu_count() or 1
@@ -521,6 +522,7 @@ class Worker:
             _emit("_worker_ready", self)
             self._loop()
         finally:
+            self._tell_stopping()
             self._shutdown()
             signal.set_wakeup_fd(-1)
             self.app.waker.unlisten(self.wake)
@@ -542,10 +544,17 @@ class Worker:
         if signum in NOTED_SIGNALS:
             self.noted = signum
             return
-        signum = self.sigterm_as if signum == signal.SIGTERM else signum
-        if self.warm and signum == signal.SIGINT or signum == signal.SIGQUIT:
+        as_signum = self.sigterm_as if signum == signal.SIGTERM else signum
+        if self.warm and as_signum == signal.SIGINT or as_signum == signal.SIGQUIT:
             self.cold = True
         self.warm = True
+        # told by the loop, as Celery's handler tells worker_shutting_down: how, exit status
+        self.stopping.append((signal.Signals(signum).name, "Cold" if self.cold else "Warm",
+                              int(self.cold or signum == signal.SIGINT)))
+
+    def _tell_stopping(self):
+        while self.stopping:
+            _emit("_stopping", self, *self.stopping.pop(0))
 
     def _start_child(self, index):
         try:
@@ -565,6 +574,7 @@ class Worker:
         # A signal to the whole group must not kill a child (or the fork server) still
         # booting: they start with it ignored, which even exec keeps. The manager's own
         # wait, blocked, until its handlers are back.
+        _emit("_creating_child", self)
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         handlers = {signum: signal.signal(signum, signal.SIG_IGN) for signum in STOP_SIGNALS}
         try:
@@ -623,6 +633,7 @@ class Worker:
         """Heartbeat (and now and then recover), sweep, send periodic tasks, settle and
         claim, dispatch, then wait and collect outcomes, then enforce limits."""
         while not self.cold:
+            self._tell_stopping()
             if self.noted:
                 log.warning("%s ignored: a worker stops on SIGTERM (warm) or SIGQUIT (cold)",
                             SIGNAL_NAMES.get(self.noted, f"signal {self.noted}"))
@@ -710,6 +721,7 @@ class Worker:
             self.next_due = self._db(lambda: self.broker.next_eta(self.queues))
         for message in messages:  # as Celery's, as its worker takes them
             received_log.info("Task %s received", message)
+        _emit("_tasks_claimed", self, messages)
         begun = {message.id for message in messages[:idle]}
         later = {m.id for m in messages[idle:] if m.name in self.rates}
         for message in messages[idle:]:  # a turn is booked as its task begins: not ahead
@@ -1156,6 +1168,7 @@ class Worker:
     def _heartbeat(self):
         """Prove this worker alive and end revoked tasks; now and then recover the tasks
         of dead workers."""
+        _emit("_heartbeat_sent", self)
         self.heartbeats += 1
         self.next_heartbeat = time.time() + self.conf.worker_heartbeat
         kills = self._db(self._beat_file)

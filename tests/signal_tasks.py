@@ -18,7 +18,8 @@ WATCHED = ["before_task_publish", "after_task_publish", "task_prerun", "task_pos
            "task_success", "task_retry", "task_failure", "task_revoked", "celeryd_init",
            "import_modules", "worker_init", "worker_process_init", "worker_process_shutdown",
            "worker_ready", "worker_shutdown", "after_setup_logger",
-           "after_setup_task_logger"]
+           "after_setup_task_logger", "task_received", "task_unknown", "celeryd_after_setup",
+           "heartbeat_sent", "worker_before_create_process", "worker_shutting_down"]
 
 
 def describe(value):
@@ -38,9 +39,9 @@ def describe(value):
     return type(value).__name__
 
 
-def note(name, sender, **named):
+def note(signal_name, sender, **named):  # task_unknown's arguments include a name
     if LOG:
-        line = {"signal": name, "pid": os.getpid(), "sender": describe(sender),
+        line = {"signal": signal_name, "pid": os.getpid(), "sender": describe(sender),
                 **{key: describe(value) for key, value in named.items()}}
         with open(LOG, "a") as f:
             f.write(json.dumps(line, default=repr) + "\n")

@@ -26,6 +26,7 @@ from miniq.worker import LOG_FORMAT
 from tests.conftest import ROOT, WorkerProcess, wait_for
 
 HOST = socket.gethostname()
+ANY_TIME = ("heartbeat_sent", "task_received")
 DELIVERY = {"exchange": "", "routing_key": "celery", "priority": 0, "redelivered": False}
 
 
@@ -61,11 +62,18 @@ class SignalWorker:
         self.process = WorkerProcess(args, environ, folder / "worker.log")
         self.pid = self.process.pid
 
+    def mark(self):
+        """How many lines were written: a ``since`` for what comes next."""
+        return len(self.log.read_text().splitlines()) if self.log.exists() else 0
+
     def events(self, name=None, since=0):
-        """The lines written from the since-th on, of one signal if name is given."""
+        """The lines written from the since-th on: of one signal (or a tuple of them) if
+        named, else all but those the manager sends at any time (heartbeats, receipts)."""
         lines = self.log.read_text().splitlines() if self.log.exists() else []
         seen = [json.loads(line) for line in lines[since:]]
-        return [e for e in seen if name is None or e["signal"] == name]
+        names = (name,) if isinstance(name, str) else name
+        return [e for e in seen
+                if (e["signal"] in names if names else e["signal"] not in ANY_TIME)]
 
     def stop(self):
         """A warm shutdown; its exit status. Then this process sends where it did before."""
@@ -115,7 +123,7 @@ def awaited(worker, name, since, count=1):
 # -- tasks ------------------------------------------------------------------------------
 
 def test_a_success_sends_publish_prerun_success_and_postrun(tasks, worker):
-    since = len(worker.events())
+    since = worker.mark()
     result = tasks.add.delay(2, 3)
     assert result.get(timeout=20) == 5
     seen = worker.events(since=since)
@@ -147,7 +155,7 @@ def test_a_success_sends_publish_prerun_success_and_postrun(tasks, worker):
 
 
 def test_a_failure_and_a_retry_send_theirs(tasks, worker):
-    since = len(worker.events())
+    since = worker.mark()
     failed = tasks.fail.delay("bad")
     with pytest.raises(ValueError):
         failed.get(timeout=20)
@@ -156,7 +164,7 @@ def test_a_failure_and_a_retry_send_theirs(tasks, worker):
     assert (failure["exception"], failure["args"], failure["kwargs"]) == ("ValueError: bad", ["bad"], {})
     assert (failure["traceback"], failure["einfo"]) == ("traceback", "ExceptionInfo")
     assert one(awaited(worker, "task_postrun", since))["state"] == "FAILURE"
-    since = len(worker.events())
+    since = worker.mark()
     retried = tasks.retry_once.delay()
     assert retried.get(timeout=20) == "retried"
     retry = one(awaited(worker, "task_retry", since))
@@ -168,7 +176,7 @@ def test_a_failure_and_a_retry_send_theirs(tasks, worker):
 def test_ignore_and_reject_send_postrun_and_a_rejection_fails(tasks, worker):
     for task, state, after in ((tasks.ignored, "IGNORED", []),
                                (tasks.rejected, "REJECTED", ["task_failure"])):
-        since, expected = len(worker.events()), ["task_prerun", "task_postrun", *after]
+        since, expected = worker.mark(), ["task_prerun", "task_postrun", *after]
         result = task.delay()
 
         def sent_by_the_child():  # task_failure, if any, comes after task_postrun
@@ -181,8 +189,26 @@ def test_ignore_and_reject_send_postrun_and_a_rejection_fails(tasks, worker):
     assert run[-1]["task_id"] == result.id and run[-1]["exception"].startswith("Reject: ")
 
 
+def test_the_manager_sends_task_received_and_task_unknown_as_it_takes_tasks(tasks, worker):
+    since = worker.mark()
+    known = tasks.add.delay(2, 3)
+    assert known.get(timeout=20) == 5
+    unknown = tasks.app.send_task("tests.signal_tasks.nosuch", (1,))
+    with pytest.raises(KeyError, match="nosuch"):  # as Celery's: NotRegistered
+        unknown.get(timeout=20)
+    received = worker.events("task_received", since)
+    assert [(e["pid"], e["sender"], e["request"]["id"]) for e in received] == [
+        (worker.pid, "Worker", known.id)]  # the unknown task: task_unknown instead
+    order = [e["signal"] for e in worker.events(("task_received", "task_prerun"), since)]
+    assert order == ["task_received", "task_prerun"]  # as it is taken, before it runs
+    missing = one(worker.events("task_unknown", since))
+    assert (missing["pid"], missing["name"], missing["id"], missing["message"]) == (
+        worker.pid, "tests.signal_tasks.nosuch", unknown.id, "Message")
+    assert missing["exc"].startswith("NotRegistered")
+
+
 def test_the_manager_sends_what_it_decides_itself(tasks, worker):
-    since = len(worker.events())
+    since = worker.mark()
     with pytest.raises(TimeLimitExceeded):
         tasks.stuck.delay().get(timeout=20)
     failure = one(worker.events("task_failure", since))
@@ -209,7 +235,7 @@ def test_the_manager_sends_what_it_decides_itself(tasks, worker):
 
 def test_a_reserved_task_revoked_before_it_begins_is_announced(tasks, worker, tmp_path):
     """As Celery's worker, when it reaches a revoked task it holds: task_revoked."""
-    since, gate = len(worker.events()), tmp_path / "gate"
+    since, gate = worker.mark(), tmp_path / "gate"
     blockers = [tasks.wait_for_gate.delay(str(gate), i) for i in range(2)]  # both children
     wait_for(lambda: all(r.state == "STARTED" for r in blockers), message="both blocked")
     held = tasks.add.delay(1, 1)
@@ -226,7 +252,7 @@ def test_tasks_revoked_while_queued_or_waiting_for_their_eta_are_announced(tasks
                                                                            tmp_path):
     """As Celery's worker, as it reaches a task revoked in the queue: task_revoked in the
     manager, once, neither terminated nor expired; the result is REVOKED at once."""
-    since, gate = len(worker.events()), tmp_path / "gate"
+    since, gate = worker.mark(), tmp_path / "gate"
     blockers = [tasks.wait_for_gate.delay(str(gate), i) for i in range(2)]  # both children
     wait_for(lambda: all(r.state == "STARTED" for r in blockers), message="both blocked")
     queued, later = tasks.add.delay(1, 1), tasks.add.apply_async((2, 2), countdown=600)
@@ -299,6 +325,14 @@ def test_the_worker_announces_itself(worker):
     assert manager["celeryd_init"]["options"]["loglevel"] == logging.INFO  # a number, as Celery's
     assert manager["worker_init"]["sender"] == manager["worker_ready"]["sender"] == "Worker"
     assert manager["import_modules"]["sender"] == "Miniq"
+    after = manager["celeryd_after_setup"]
+    assert (after["sender"], after["instance"]) == (f"celery@{HOST}", "Worker")
+    assert after["conf"]["worker_concurrency"] is None  # app.conf, as a dict here
+    creating = [e for e in worker.events("worker_before_create_process")]
+    assert len(creating) >= 2 and {(e["pid"], e["sender"]) for e in creating} == {
+        (worker.pid, "Worker")}
+    beats = wait_for(lambda: worker.events("heartbeat_sent"), message="a heartbeat")
+    assert {(e["pid"], e["sender"]) for e in beats} == {(worker.pid, "Worker")}
     logger = manager["after_setup_logger"]
     assert (logger["logger"], logger["loglevel"], logger["logfile"], logger["format"]) == (
         "RootLogger", logging.INFO, None, LOG_FORMAT)
@@ -336,6 +370,11 @@ def test_children_start_and_stop_with_signals_under_each_start_method(
     assert {(e["sender"], e["exitcode"], e["pid"] == pid) for pid, e in ends.items()} == {
         (node, 0, True)}
     assert one(served.events("worker_shutdown"))["pid"] == served.pid
+    stopping = one(served.events("worker_shutting_down"))
+    assert (stopping["pid"], stopping["sender"], stopping["sig"], stopping["how"],
+            stopping["exitcode"]) == (served.pid, node, "SIGTERM", "Warm", 0)
+    assert [e["signal"] for e in served.events() if e["signal"].startswith("worker_shut")] == [
+        "worker_shutting_down", "worker_shutdown"]
     setups = served.events("setup_logging")
     if method == "spawn":
         assert {e["pid"] for e in setups} == {served.pid, *children}
@@ -347,6 +386,19 @@ def test_children_start_and_stop_with_signals_under_each_start_method(
         assert setups == []
         configured = {e["pid"] for e in served.events("after_setup_logger")}
         assert configured == ({served.pid} if method == "fork" else {served.pid, *children})
+
+
+def test_a_cold_shutdown_is_told_as_celerys(tasks, tmp_path):
+    served = SignalWorker(tasks, tmp_path, "-c", "1")
+    try:
+        wait_for(lambda: served.events("worker_ready"), message="worker ready")
+        served.process.signal(signal.SIGQUIT)
+        assert served.process.wait(30) == 1
+    finally:
+        served.stop()
+    stopping = one(served.events("worker_shutting_down"))
+    assert (stopping["pid"], stopping["sig"], stopping["how"], stopping["exitcode"]) == (
+        served.pid, "SIGQUIT", "Cold", 1)
 
 
 @pytest.mark.parametrize("method", ["fork", "spawn"])
