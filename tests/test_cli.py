@@ -312,6 +312,21 @@ def test_the_lines_about_each_task_come_from_celerys_loggers(app, start_worker):
     assert f"celery.worker.strategy INFO: Task {named} received" in worker.output()
 
 
+def test_the_log_date_formats_hold_as_celerys(app, start_worker):
+    worker = start_worker("-c", "1", "-l", "INFO", env={"MINIQ_TEST_CONF": json.dumps(
+        {"worker_log_format": "%(asctime)s|%(message)s", "worker_log_datefmt": "%H:%M",
+         "worker_task_log_format": "%(asctime)s|T|%(message)s",
+         "worker_task_log_datefmt": "%d"})})
+    logged = app.tasks["tests.tasks.log_line"].delay("hi")
+    assert logged.get(timeout=20) == "SUCCESS"
+    wait_for(lambda: f"hi from {logged.id}" in worker.output(), message="the task's line")
+    lines = worker.output().splitlines()
+    assert re.fullmatch(r"\d\d\|T\|hi from " + logged.id,
+                        next(line for line in lines if "hi from" in line))
+    assert re.fullmatch(r"\d\d:\d\d\|Task tests\.tasks\.log_line\[.*\] received",
+                        next(line for line in lines if "received" in line))
+
+
 def test_a_redirect_level_no_print_could_use_is_refused_as_the_worker_starts(broker_url):
     """Else every task that prints would fail: as Celery's, the worker does not start."""
     done = run_cli("-A", "tests.tasks", "worker", env={

@@ -74,7 +74,7 @@ class LogWriter(io.TextIOBase):
 
 def log_as_celery(conf, loglevel, fmt, inherited=False, child=True):
     """The worker's logging, unless a setup_logging receiver took it over, as Celery's:
-    the root logger's handler in the worker's format (the app's own stays if
+    the root logger's handler in the worker's format and date format (the app's own stays if
     worker_hijack_root_logger is off), at -l's level; the task loggers', under
     ``celery.task``, which pass nothing on to the root's, in the task format; in a
     child, a task's prints as log lines. A forked child inherits all but the last.
@@ -84,10 +84,11 @@ def log_as_celery(conf, loglevel, fmt, inherited=False, child=True):
         root, tasks = logging.getLogger(), logging.getLogger("celery.task")
         hijack = conf.get("worker_hijack_root_logger", True)
         if hijack or not root.handlers:
-            logging.basicConfig(format=fmt, force=True)
+            logging.basicConfig(format=fmt, datefmt=conf.get("worker_log_datefmt"), force=True)
         if hijack or not tasks.handlers:
             tasks.handlers = [logging.StreamHandler()]
-            tasks.handlers[0].setFormatter(TaskFormatter(task_fmt))
+            tasks.handlers[0].setFormatter(TaskFormatter(task_fmt,
+                                                         conf.get("worker_task_log_datefmt")))
         for logger in (root, tasks):
             logger.setLevel(str(loglevel).upper())
         tasks.propagate = False
