@@ -49,6 +49,8 @@ REFUSED = {  # settings miniq cannot honour: refused at configuration, never ign
     "result_failure_expires": (None, "failures expire with the other results"),
     "beat_scheduler": ({"celery.beat:PersistentScheduler", "celery.beat.PersistentScheduler"},
                        "miniq's beat sends beat_schedule, its runs kept in the database file"),
+    "worker_soft_shutdown_timeout": (0, "a cold shutdown puts the running tasks back in"
+                                     " the queue at once; a warm one lets them end"),
 }
 # Celery 3's names (all capitals in a config object) of the settings miniq reads, as
 # Celery's table has them; no others (CELERY_TASK_ALWAYS_EAGER is none: Celery ignores it)
