@@ -19,10 +19,21 @@ from .utils.json import loads
 from .wake import machine_id, pid_alive
 
 ETA_TIMER_PRIORITY = 6  # what Celery's inspect().scheduled() shows for every task
+# Celery's remote control commands that miniq's workers do not take
+COMMANDS = {"rate_limit", "time_limit", "add_consumer", "cancel_consumer", "pool_grow",
+            "pool_shrink", "pool_restart", "autoscale", "broadcast", "enable_events",
+            "disable_events", "heartbeat", "election", "revoke_by_stamped_headers"}
 
 
 class Control(apps.Control):
     """``app.control``: revoke tasks; inspect, ping and shut down the live workers."""
+
+    def __getattr__(self, name: str) -> Any:  # named, not a bare AttributeError
+        if name in COMMANDS:
+            raise AttributeError(f"app.control.{name} is a Celery remote control command"
+                                 " miniq's workers do not take: set the task option or"
+                                 " setting, and restart the worker")
+        raise AttributeError(f"'Control' object has no attribute {name!r}")
 
     def revoke(self, task_id: Any, destination: Any = None, terminate: bool = False,
                signal: Any = None, reply: bool = False, **options: Any) -> list | None:

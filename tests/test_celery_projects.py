@@ -1224,3 +1224,9 @@ def test_celerys_task_machinery_is_named_where_asked_for(fresh_app):
         with pytest.raises(AttributeError, match=f"Task.{name} is Celery's {said}"):
             getattr(task, name)
     assert not hasattr(task, "backend") and getattr(task, "no_such", 1) == 1
+
+
+def test_celerys_other_control_commands_are_named_where_asked_for(fresh_app):
+    with pytest.raises(AttributeError, match="app.control.rate_limit is a Celery remote"):
+        fresh_app.control.rate_limit("tests.tasks.add", "10/m")
+    assert not hasattr(fresh_app.control, "pool_grow") and fresh_app.control.ping
