@@ -520,7 +520,7 @@ def test_worker_help_says_which_celery_options_do_nothing():
     assert "accepted with no effect on one machine" in out
     honoured, ignored = out.split("no effect on one machine")
     for flag in ("--without-gossip", "--optimization {default,fair}", "--task-events, --events",
-                 "-S PATH, --statedb PATH", "-s PATH, --schedule-filename PATH"):
+                 "--statedb", "--schedule-filename", "--heartbeat-interval"):
         assert flag in ignored, flag
     assert "--prefetch-multiplier" in honoured and "--prefetch-multiplier" not in ignored
     assert "does not shrink the pool" in out
