@@ -269,8 +269,7 @@ class Miniq:
 
     def _defaults(self, name):
         """(queue, priority, soft, hard, expires, ignore_result) for a name: the task's
-        option, task_routes, conf. A name this app lacks keeps its result, as Celery's
-        send_task."""
+        option, task_routes, conf. For a name this app lacks, its worker's task decides."""
         conf = self.conf  # items, not attributes: this runs at every send
         key = (name,
                name in self.tasks,
@@ -342,7 +341,8 @@ class Miniq:
             kept.update({"root_id": None, **lineage()})
         if not options.get("add_to_parent", True):  # as Celery's: not among its children
             kept["untrailed"] = True
-        ignore_result = ignores if ignore_result is None else bool(ignore_result)
+        # unsaid: True if this app knows the task ignores it, else its worker's task decides
+        ignore_result = (ignores or None) if ignore_result is None else bool(ignore_result)
         # a chord's callback reads its members' values from their rows; a chain's next
         # step or a link gets the value, which is then dropped
         kept["ignore_result"] = ignore_result and not chord
@@ -370,10 +370,10 @@ class Miniq:
                   eta: Any = None,
                   task_id: str | None = None,
                   *,
-                  ignore_result: bool | None = False,
+                  ignore_result: bool | None = None,
                   **options: Any) -> AsyncResult:
         """Send a task by name, with no need for its code in this process. As Celery's,
-        it keeps the result unless told; ``ignore_result=None`` asks the task's option.
+        the task's own ignore_result decides unless the call says.
         countdown, eta and task_id may come by position, as Celery's take them."""
         options.update({k: v for k, v in (("countdown", countdown), ("eta", eta),
                                           ("task_id", task_id)) if v is not None})
@@ -381,12 +381,11 @@ class Miniq:
             warnings.warn(AlwaysEagerIgnored("task_always_eager has no effect on send_task"),
                           stacklevel=2)
         routed = self._defaults(name)
-        ignore_result = routed[-1] if ignore_result is None else ignore_result
         row = self.message_row(name, args, kwargs, ignore_result=ignore_result, routed=routed,
                                **options)
         self.send_rows([row])
         result = AsyncResult(row[0], app=self)
-        result.ignored = bool(ignore_result)  # get() returns None at once, as Celery's
+        result.ignored = routed[-1] if ignore_result is None else bool(ignore_result)
         return result
 
     def send_rows(self, rows: list) -> None:
@@ -426,7 +425,8 @@ def _options(values):
     columns (per-call limits, a workflow, where it comes from), or None, as for most calls.
     A chain's last step keeps its empty chain: its request's is [], as Celery's."""
     kept = {k: v for k, v in values.items()
-            if v is not None and v is not False and (v != [] or k == "chain")}
+            if v is not None and (v is not False or k == "ignore_result")
+            and (v != [] or k == "chain")}
     return dumps(kept) if kept else None
 
 

@@ -703,6 +703,7 @@ class Worker:
         messages = self._db(lambda: self._claim_tx(room, starts, idle, held, revoked))
         if messages is None:
             return False
+        messages = list(map(self._own_ignore, messages))
         self._announce(revoked)
         self.outcomes, self.news = [], False
         self.timed_out.extend(self.unwritten)  # their hooks may read the failure now
@@ -733,6 +734,15 @@ class Worker:
         if idle:  # none while shutting down: what is held goes back
             self._begin(now)
         return True
+
+    def _own_ignore(self, message):
+        """As Celery's worker: where the sender did not say, the task's own ignore_result
+        (or task_ignore_result) decides; a chord's member keeps its result."""
+        options = message.options or {}
+        if (message.fault or message.chord or options.get("ignore_result") is not None
+                or not self._setting(message, "ignore_result")):
+            return message
+        return message._replace(options={**options, "ignore_result": True})
 
     def _claim_tx(self, room, starts, idle, held, revoked):
         """The claim's transaction. Outcomes the database refuses (a value too big, or

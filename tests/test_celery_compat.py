@@ -1519,6 +1519,16 @@ def ignore_result_gets_none_at_once(c, get):
     return values, time.monotonic() - started < 5
 
 
+def a_senders_ignore_result_is_over_the_tasks_own(c, get):
+    """As Celery's worker: a call's ignore_result=False keeps the result of a task that
+    ignores it; send_task, unless told, leaves it to the task's own (5.6 kept it)."""
+    callbacks = [str(uuid.uuid4()) for _ in range(2)]
+    sent = [c.app.send_task(c.calls_back_later.name, (callbacks[0],)),
+            c.calls_back_later.apply_async((callbacks[1],), ignore_result=False)]
+    values = [get(c.app.AsyncResult(callback)) for callback in callbacks]
+    return values, [result.state for result in sent]  # each settled as its callback was sent
+
+
 def on_message_sees_progress_then_success(c, get):
     gate = os.path.join(tempfile.mkdtemp(), "gate")
     seen = []
@@ -1780,6 +1790,7 @@ SCENARIOS = [
     (a_chords_callback_is_sent_by_its_last_member, (
         "raised ChordError", True, True, True, [], True, True, True)),
     (ignore_result_gets_none_at_once, ([None, None], True)),
+    (a_senders_ignore_result_is_over_the_tasks_own, ([101, 101], ["PENDING", "SUCCESS"])),
     (a_step_sent_again_runs_again, [103, 105]),
     (canvas_objects_as_celery_builds_them, [
         2, 2, False, [True, True], True, 2, 1, [1, 2], True, None, 1, [2, 4], 2]),
@@ -1808,6 +1819,7 @@ SCENARIOS = [
 # Celery's behaviour that changed in a release: the Celery pip gives an older Python
 # (5.6 on 3.9) is not asked for it, else its worker waits out the scenario.
 SINCE = {reject_without_requeue_fails: (5, 7),  # 5.6 stores no state for such a Reject
+         a_senders_ignore_result_is_over_the_tasks_own: (5, 7),
          # 5.6 counts a partial argument of an errback, and calls it with (request, ...)
          errbacks_count_only_the_arguments_left_free: (5, 7),
          rate_limits_space_the_starts: (5, 7),  # with kombu 5.6, the first starts are not spaced
