@@ -8,6 +8,7 @@ import copy
 import fnmatch
 import functools
 import importlib
+import itertools
 import math
 import os
 import re
@@ -228,8 +229,11 @@ class Miniq:
         return self._waker
 
     def import_includes(self) -> None:
-        """Import the modules of ``include`` and ``conf.imports``: a worker's tasks."""
-        for name in [*self.conf.include, *self.conf.imports]:
+        """Import the modules of ``conf.imports`` and ``include`` (each a list, or one
+        name, as Celery's): a worker's tasks."""
+        listed = [[names] if isinstance(names, str) else names or ()
+                  for names in (self.conf.imports, self.conf.include)]
+        for name in itertools.chain(*listed):
             try:
                 importlib.import_module(name)
             except ImportError as exc:

@@ -487,8 +487,17 @@ def test_config_from_envvar_and_finalize_as_celerys(fresh_app, tmp_path, monkeyp
     assert fresh_app.finalize() is None and fresh_app.finalized is True
 
 
-def test_include_given_as_one_name_is_that_module(fresh_app):
+def test_include_given_as_one_name_is_that_module(fresh_app, tmp_path):
     assert Celery("one", include="proj.tasks").conf.include == ["proj.tasks"]
+    # As Celery's: set as settings, one name is that module too, imports first
+    for name in ("listed_first", "listed_second"):
+        (tmp_path / f"{name}.py").write_text("import time\nAT = time.perf_counter_ns()\n")
+    fresh_app.conf.update(imports="listed_first", include="listed_second")
+    try:
+        fresh_app.import_includes()
+        assert sys.modules["listed_first"].AT < sys.modules["listed_second"].AT
+    finally:
+        sys.modules.pop("listed_first", None), sys.modules.pop("listed_second", None)
 
 
 def test_content_taken_beside_json_is_accepted_as_only_json_ever_arrives(fresh_app):
