@@ -51,6 +51,13 @@ REFUSED = {  # settings miniq cannot honour: refused at configuration, never ign
                        "miniq's beat sends beat_schedule, its runs kept in the database file"),
     "worker_soft_shutdown_timeout": (0, "a cold shutdown puts the running tasks back in"
                                      " the queue at once; a warm one lets them end"),
+    "worker_enable_remote_control": (True, "miniq's workers always answer app.control"),
+    "task_remote_tracebacks": (False, "get() raises the task's error with this process's"
+                               " traceback; the worker's is AsyncResult.traceback"),
+    "task_protocol": (2, "miniq's messages carry protocol 2's fields"),
+    **{key: (None, "miniq's worker is its own") for key in ("worker_timer", "worker_agent")},
+    "worker_consumer": ({"celery.worker.consumer:Consumer"}, "miniq's worker is its own"),
+    "worker_autoscaler": ({"celery.worker.autoscale:Autoscaler"}, "miniq's pool is fixed"),
 }
 # Celery 3's names (all capitals in a config object) of the settings miniq reads, as
 # Celery's table has them; no others (CELERY_TASK_ALWAYS_EAGER is none: Celery ignores it)

@@ -519,7 +519,9 @@ def test_content_taken_beside_json_is_accepted_as_only_json_ever_arrives(fresh_a
     ("result_failure_expires", 60),
     ("broker_transport_options", {"queue_order_strategy": "priority"}),
     ("beat_scheduler", "django_celery_beat.schedulers:DatabaseScheduler"),
-    ("worker_soft_shutdown_timeout", 10)])
+    ("worker_soft_shutdown_timeout", 10), ("worker_enable_remote_control", False),
+    ("task_remote_tracebacks", True), ("task_protocol", 1), ("worker_timer", "my.Timer"),
+    ("worker_consumer", "my.Consumer"), ("worker_autoscaler", "my.Autoscaler")])
 def test_settings_miniq_cannot_honour_are_refused_not_ignored(fresh_app, setting, value):
     with pytest.raises(ImproperlyConfigured, match=setting):
         fresh_app.config_from_object({setting: value})
