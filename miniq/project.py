@@ -262,7 +262,9 @@ class Miniq(apps.Miniq):
 
     def import_includes(self) -> None:
         installed = fixups.setup_django() if fixups.django_project() else None
-        emit("_import_modules", self)
+        for _, response in emit("_import_modules", self) or ():
+            if isinstance(response, Exception):  # as Celery's: logged, then raised
+                raise response
         super().import_includes()
         if self._discover is not None:
             self._import_discovered(self._discover, installed)

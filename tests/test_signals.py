@@ -297,6 +297,20 @@ def test_receivers_that_raise_are_logged_and_stop_nothing(tasks, worker):
         assert f"RuntimeError: a bug in a {name} receiver" in out, name
 
 
+def test_an_import_modules_receiver_that_raises_stops_the_load(tmp_path):
+    """As Celery's: the worker would start without what that receiver imports."""
+    app = Miniq("loading", broker=f"sqlite:///{tmp_path / 'l.db'}", set_as_current=False)
+
+    def broken(sender, **kwargs):
+        raise LookupError("no such settings")
+    signals.import_modules.connect(broken, sender=app)
+    try:
+        with pytest.raises(LookupError, match="no such settings"):
+            app.import_includes()
+    finally:
+        signals.import_modules.disconnect(broken, sender=app)
+
+
 def test_receivers_that_exit_in_the_manager_stop_nothing(tasks, tmp_path):
     """worker_ready, and task_failure and task_revoked for what the manager decides (a
     lost child, an expired task) are sent by the manager: a receiver's sys.exit() there
