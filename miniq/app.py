@@ -552,8 +552,6 @@ def _check_call(name, **values):
     for key, limit in (("soft_time_limit", soft), ("time_limit", hard)):
         if limit is not None and not limit >= 0:
             raise ValueError(f"{name}: {key} cannot be negative: {limit!r}")
-    if soft and hard and soft > hard:  # as Celery: refused at the call
-        raise ValueError("soft_time_limit must be less than or equal to time_limit")
     if not 0 <= (values.get("retries") or 0) < 2 ** 31:
         raise ValueError(f"{name}: retries counts from 0, not {values['retries']}")
     priority = values.get("priority")

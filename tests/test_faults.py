@@ -844,6 +844,16 @@ def test_a_bad_time_limit_is_refused_at_the_call(app, options, error, said):
     assert count_rows(app) == 0
 
 
+def test_a_calls_soft_limit_above_its_hard_one_is_sent_and_the_hard_one_ends_it(app,
+                                                                                start_worker):
+    """As Celery's: only the task's own limits are checked at the call (Celery's worker
+    then ends such a task by either limit, as its timers fall; miniq's by the hard one)."""
+    start_worker("-c", "1")
+    result = tasks.sleep.apply_async((10,), soft_time_limit=5, time_limit=0.5)
+    with pytest.raises(exceptions.TimeLimitExceeded):
+        result.get(timeout=20)
+
+
 # fuzz: malformed rows and bad options while a worker runs ----------------------------------------
 
 FUZZ_SEED, FUZZ_SECONDS, FUZZ_CALLS = 20240611, 20, 1000
