@@ -466,15 +466,20 @@ def _route(routes, name):
 def _bound(conf, given):
     """The queue a message published to ``given``'s exchange with its routing key reaches,
     as Celery's broker routes it: the one queue of task_queues bound so (a topic binding
-    by its pattern; the exchange "" by the queue's name). None if it names neither.
-    Refused if it names one alone, or reaches no queue or several: nothing is dropped."""
-    exchange, key = given.get("exchange"), given.get("routing_key")
-    if exchange is None and key is None:
+    by its pattern; the exchange "" by the queue's name). None where it names neither, or
+    one alone: as Celery's publisher, the queue otherwise chosen then (a key alone goes
+    by a topic default queue's exchange). Refused if it reaches no queue or several:
+    nothing is dropped."""
+    exchange, key = getattr(given.get("exchange"), "name", given.get("exchange")), given.get(
+        "routing_key")
+    if not all(isinstance(part, str) for part in (exchange, key) if part is not None):
+        raise ImproperlyConfigured(f"an exchange and a routing_key are text, not {exchange!r}"
+                                   f" and {key!r}: or give a queue")
+    if exchange is None and key is not None:
+        default = _bindings(conf).get(conf["task_default_queue"])
+        exchange = default[0] if default and default[2] == "topic" else None
+    if exchange is None or key is None:
         return None
-    exchange = getattr(exchange, "name", exchange)
-    if not (isinstance(exchange, str) and isinstance(key, str)):
-        raise ImproperlyConfigured(f"an exchange and a routing_key route a task together, as"
-                                   f" text, not {exchange!r} and {key!r}: or give a queue")
     if not exchange:  # the default exchange: the queue of that name
         return key
     found = [name for name, (bound, binding, kind) in _bindings(conf).items() if bound ==

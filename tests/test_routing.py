@@ -103,7 +103,8 @@ def test_an_exchange_and_routing_key_reach_the_queue_bound_so_as_in_celery(
         app, start_worker, producer_conf):
     """A call's, a task's or a route's, without a queue: the one queue of task_queues bound
     so (a topic binding by its pattern; the exchange "" by name); refused where that is
-    no queue or several, or where one of the two is given alone."""
+    no queue or several. One of the two alone, as Celery's publisher sends it: to the
+    queue otherwise chosen."""
     kombu = pytest.importorskip("kombu")
     producer_conf(task_queues=[kombu.Queue("celery"),
                                kombu.Queue("videos", kombu.Exchange("media"), routing_key="media.video"),
@@ -115,16 +116,18 @@ def test_an_exchange_and_routing_key_reach_the_queue_bound_so_as_in_celery(
     named = tasks.heavy_two.apply_async((2,), queue=kombu.Queue("videos"))  # by its name
     own = tasks.to_videos.delay(3)  # its own exchange and routing key
     by_name = tasks.heavy_two.apply_async((4,), exchange="", routing_key="feeds")
-    sent = [video, feed, named, own, by_name]
-    assert [queue_of(app, r) for r in sent] == ["videos", "feeds", "videos", "videos", "feeds"]
-    for unbound, error in (({"routing_key": "media.video"}, "route a task together"),
-                           ({"exchange": "media", "routing_key": 5}, "route a task together"),
+    alone = [tasks.heavy_one.apply_async((5,), routing_key="media.video"),
+             tasks.heavy_one.apply_async((6,), exchange="media")]
+    sent = [video, feed, named, own, by_name, *alone]
+    assert [queue_of(app, r) for r in sent] == [
+        "videos", "feeds", "videos", "videos", "feeds", "celery", "celery"]
+    for unbound, error in (({"exchange": "media", "routing_key": 5}, "are text"),
                            ({"exchange": "media", "routing_key": "feed.x"}, "reaches 0 queues"),
                            ({"exchange": "t", "routing_key": "x"}, "reaches 0 queues")):
         with pytest.raises(ImproperlyConfigured, match=error):
             tasks.heavy_one.apply_async((1,), **unbound)
-    start_worker("-c", "1", "-Q", "videos,feeds")
-    assert [r.get(timeout=30) for r in sent] == [1, "f", 2, 3, 4]
+    start_worker("-c", "1", "-Q", "videos,feeds,celery")
+    assert [r.get(timeout=30) for r in sent] == [1, "f", 2, 3, 4, 5, 6]
 
 
 def test_a_queue_given_with_a_routing_key_is_reached_as_celery_publishes(app, producer_conf):
@@ -138,15 +141,17 @@ def test_a_queue_given_with_a_routing_key_is_reached_as_celery_publishes(app, pr
                                kombu.Queue("images", kombu.Exchange("media"), routing_key="img"),
                                kombu.Queue("video", kombu.Exchange("media"), routing_key="vid")],
                   task_routes={"tests.tasks.route_exact": {"queue": "feed_tasks",
-                                                           "routing_key": "task.import"}})
+                                                           "routing_key": "task.import"}},
+                  task_default_queue="default")
     sent = [tasks.route_exact.delay(1),
             tasks.heavy_one.apply_async((2,), queue="feed_tasks", routing_key="task.x"),
             tasks.heavy_one.apply_async((3,), queue="default", routing_key="feed.x"),
             tasks.heavy_one.apply_async((4,), queue="images", routing_key="vid"),  # direct
             tasks.heavy_one.apply_async((5,), queue="images", exchange="media",
-                                        routing_key="vid")]
+                                        routing_key="vid"),
+            tasks.heavy_one.apply_async((6,), routing_key="feed.y")]  # by the default's
     assert [queue_of(app, r) for r in sent] == ["default", "default", "feed_tasks", "images",
-                                               "video"]
+                                               "video", "feed_tasks"]
     with pytest.raises(ImproperlyConfigured, match="reaches 0 queues"):
         tasks.heavy_one.apply_async((6,), queue="default", routing_key="nothing.bound")
 
