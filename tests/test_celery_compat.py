@@ -282,6 +282,11 @@ def failure_comes_back_as_its_type(c, get):
     return "ValueError"
 
 
+def an_exchange_or_a_routing_key_alone_goes_to_the_default_queue(c, get):
+    return [get(c.add.apply_async((1, 2), routing_key="nowhere")),
+            get(c.add.apply_async((1, 3), exchange="nowhere"))]
+
+
 def soft_limit_above_hard_limit_is_refused(c, get):
     return raised(lambda: c.contradictory.delay())
 
@@ -1592,6 +1597,7 @@ SCENARIOS = [
     (soft_limit_is_caught_by_the_task, "cleaned up"),
     (hard_limit_raises_time_limit_exceeded, ("TimeLimitExceeded", (1,))),
     (failure_comes_back_as_its_type, "ValueError"),
+    (an_exchange_or_a_routing_key_alone_goes_to_the_default_queue, [3, 4]),
     (soft_limit_above_hard_limit_is_refused, "raised ValueError"),
     (chain_passes_results_on, 10),
     (group_collects_results_in_order, [0, 2, 4, 6]),
