@@ -71,7 +71,8 @@ def build_parser() -> ArgumentParser:
     add_options(command("worker", "start a worker"))
     _add_beat_options(command("beat", "send the periodic tasks of app.conf.beat_schedule"))
     command("status", "list live workers")
-    inspect = command("inspect", "ask the live workers (ping, registered, reserved), or show"
+    inspect = command("inspect", "ask the live workers (ping, registered, reserved,"
+                      " active_queues), or show"
                       " running tasks, future tasks, or counts")
     inspect.add_argument("what", choices=(*ASKED, "active", "scheduled", "stats"))
     _add_remote_options(inspect)
@@ -106,7 +107,7 @@ def _port(text):
     return int(text)
 
 
-ASKED = ("ping", "registered", "reserved")  # inspect commands the workers answer, as Celery's
+ASKED = ("ping", "registered", "reserved", "active_queues")  # inspect commands the workers answer, as Celery's
 
 
 def _add_remote_options(parser):

@@ -22,18 +22,17 @@ ETA_TIMER_PRIORITY = 6  # what Celery's inspect().scheduled() shows for every ta
 # Celery's remote control commands that miniq's workers do not take
 COMMANDS = {"rate_limit", "time_limit", "add_consumer", "cancel_consumer", "pool_grow",
             "pool_shrink", "pool_restart", "autoscale", "broadcast", "enable_events",
-            "disable_events", "heartbeat", "election", "revoke_by_stamped_headers"}
+            "disable_events", "heartbeat", "election", "revoke_by_stamped_headers",
+            # and inspect's
+            "report", "clock", "revoked", "query_task", "conf", "hello", "memsample",
+            "memdump", "objgraph"}
 
 
 class Control(apps.Control):
     """``app.control``: revoke tasks; inspect, ping and shut down the live workers."""
 
     def __getattr__(self, name: str) -> Any:  # named, not a bare AttributeError
-        if name in COMMANDS:
-            raise AttributeError(f"app.control.{name} is a Celery remote control command"
-                                 " miniq's workers do not take: set the task option or"
-                                 " setting, and restart the worker")
-        raise AttributeError(f"'Control' object has no attribute {name!r}")
+        return _unknown(self, name)
 
     def revoke(self, task_id: Any, destination: Any = None, terminate: bool = False,
                signal: Any = None, reply: bool = False, **options: Any) -> list | None:
@@ -190,6 +189,17 @@ class Inspect:
             "pool": {"max-concurrency": worker.concurrency},
             "broker": {"transport": "sqlite", "hostname": self.app.broker.path}})
 
+    def active_queues(self) -> dict | None:
+        """``{node: [{"name", "exchange": {"name", "type"}, "routing_key"}, ...]}``: the
+        queues each worker serves, bound as task_queues declares them."""
+        bound = apps._bindings(self.app.conf)
+        return self._request(lambda node, worker: [
+            {"name": name, "exchange": {"name": exchange, "type": kind}, "routing_key": key}
+            for name in worker.queues.split(",")
+            for exchange, key, kind in [bound.get(name, (name, name, "direct"))]])
+
+    __getattr__ = Control.__getattr__
+
     def _nodes(self, everyone=None):
         """(node, worker) of the live workers chosen by destination (a name several
         share chooses them all), the first ``limit`` (Celery's replies collected)."""
@@ -206,6 +216,16 @@ class Inspect:
             if self.callback:
                 self.callback({node: replies[node]})
         return replies or None
+
+
+def _unknown(asked, name):
+    kind = type(asked).__name__
+    if name in COMMANDS:
+        called = "app.control" + (".inspect()" if kind == "Inspect" else "")
+        raise AttributeError(f"{called}.{name} is a Celery remote control command miniq's"
+                             " workers do not take: set the task option or setting, and"
+                             " restart the worker")
+    raise AttributeError(f"'{kind}' object has no attribute {name!r}")
 
 
 def known_queues(conf) -> list:

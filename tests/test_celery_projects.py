@@ -1240,4 +1240,8 @@ def test_celerys_task_machinery_is_named_where_asked_for(fresh_app):
 def test_celerys_other_control_commands_are_named_where_asked_for(fresh_app):
     with pytest.raises(AttributeError, match="app.control.rate_limit is a Celery remote"):
         fresh_app.control.rate_limit("tests.tasks.add", "10/m")
+    with pytest.raises(AttributeError, match=r"app.control.inspect\(\).revoked is a Celery"):
+        fresh_app.control.inspect().revoked()
+    with pytest.raises(AttributeError, match="'Inspect' object has no attribute 'nothing'"):
+        fresh_app.control.inspect().nothing  # noqa: B018
     assert not hasattr(fresh_app.control, "pool_grow") and fresh_app.control.ping

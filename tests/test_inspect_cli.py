@@ -394,6 +394,13 @@ def test_registered_lists_what_the_worker_registered_not_the_inspecting_app(
     assert shown.startswith(f"->  {NODE}: OK\n    * ") and "\n    * tests.tasks.add\n" in shown
 
 
+def test_active_queues_names_each_workers_queues_as_celery_s(on_shared):
+    queues = [{"name": "celery", "exchange": {"name": "celery", "type": "direct"},
+               "routing_key": "celery"}]
+    assert tasks.app.control.inspect().active_queues() == {NODE: queues}
+    assert cli_json(on_shared, "inspect", "active_queues") == (0, {NODE: queues})
+
+
 def test_active_scheduled_reserved_and_stats_answer_as_celery_s(on_shared, shared, tmp_path):
     gate = tmp_path / "gate"
     running = tasks.wait_for_gate.delay(str(gate), "done")
