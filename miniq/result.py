@@ -235,7 +235,11 @@ def _value(row):
     return data
 
 
-class AsyncResult:
+class ResultBase:
+    """Celery's base class of every result, for ``isinstance`` checks."""
+
+
+class AsyncResult(ResultBase):
     """A handle on a task by id: its state, its outcome, and ways to wait for them."""
 
     ignored = False  # sent with ignore_result: get() returns None at once
@@ -522,7 +526,7 @@ class EagerResult(AsyncResult):
         self._value = exceptions.TaskRevokedError("revoked")
 
 
-class ResultSet:
+class ResultSet(ResultBase):
     """Results to wait for together, in order: Celery's ``celery.result.ResultSet``."""
 
     parent = None
@@ -700,8 +704,12 @@ class GroupResult(ResultSet):
 
 
 def result_from_tuple(r, app=None):
-    """A result from its ``as_tuple()`` form (lists, once through JSON), as Celery's."""
-    (id, parent), members = r
+    """A result from its ``as_tuple()`` form (lists, once through JSON), as Celery's:
+    a result given is itself, and an id may come alone, as ``(id, None)``."""
+    if isinstance(r, ResultBase):
+        return r
+    head, members = r
+    id, parent = head if isinstance(head, (list, tuple)) else (head, None)
     parent = parent and result_from_tuple(parent, app)
     if members is None:
         return AsyncResult(id, app=app, parent=parent)

@@ -1904,11 +1904,21 @@ def a_saved_nested_group_result_restores(c, get):
             c.GroupResult.restore(saved.id, app=c.app))
 
 
+def result_from_tuple_takes_a_result_or_an_id_alone(c, get):
+    results = importlib.import_module(c.impl.__name__ + ".result")
+    one, many = c.add.delay(1, 2), c.group(c.add.s(1, 1)).apply_async()
+    rebuilt = results.result_from_tuple
+    return (rebuilt(one, c.app) is one, rebuilt((one.id, None), c.app).id == one.id,
+            get(rebuilt(one.as_tuple(), c.app)), get(rebuilt(many.as_tuple(), c.app)),
+            [isinstance(r, results.ResultBase) for r in (one, many)])
+
+
 def allow_join_result_lets_a_task_wait(c, get):
     return get(c.join_inside.delay(21))
 
 
 RESULT_SCENARIOS = [
+    (result_from_tuple_takes_a_result_or_an_id_alone, (True, True, 3, [2], [True, True])),
     (celerys_backend_cleanup_is_a_task, (None, True)),
     (a_native_join_with_a_callback_gives_none, (None, [], None, [2, 4])),
     (result_fields_of_a_finished_task, (
