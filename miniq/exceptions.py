@@ -53,6 +53,10 @@ class TimeoutError(TaskError):  # noqa: A001 - Celery's name
     """``AsyncResult.get(timeout=...)`` gave up waiting."""
 
 
+class IncompleteStream(TaskError):
+    """``iterdeps()`` reached a task not yet done."""
+
+
 class NotRegistered(KeyError, TaskError):
     """The worker has no task of that name."""
 

@@ -243,6 +243,7 @@ class AsyncResult(ResultBase):
     """A handle on a task by id: its state, its outcome, and ways to wait for them."""
 
     ignored = False  # sent with ignore_result: get() returns None at once
+    TimeoutError = exceptions.TimeoutError
     _done = None  # a finished row never changes: keep it
 
     def __init__(self, id: str, backend=None, task_name=None, app=None, parent=None):
@@ -327,6 +328,33 @@ class AsyncResult(ResultBase):
             node = todo.popleft()
             yield node, node.get(**options)
             todo.extend(node.children or ())
+
+    def iterdeps(self, intermediate: bool = False):
+        """(parent, result) of this task, then breadth first of each task it sent, and
+        theirs, as Celery's: IncompleteStream at one not done, unless intermediate."""
+        todo = deque([(None, self)])
+        while todo:
+            parent, node = todo.popleft()
+            yield parent, node
+            if node.ready():
+                todo.extend((node, child) for child in node.children or ())
+            elif not intermediate:
+                raise exceptions.IncompleteStream()
+
+    def get_leaf(self) -> Any:
+        """The value of the last task iterdeps() reaches."""
+        value = None
+        for _, node in self.iterdeps():
+            value = node.get()
+        return value
+
+    def exists(self) -> bool:
+        """As Celery 5.7's: whether a state is stored for it (one queued has none yet)."""
+        return self.state != "PENDING"
+
+    def as_list(self) -> list:
+        """Its id, then its parent's (a chain's step before it), and so on."""
+        return [self.id, *(self.parent.as_list() if self.parent is not None else ())]
 
     def as_tuple(self):
         return (self.id, self.parent and self.parent.as_tuple()), None
