@@ -24,6 +24,7 @@ from . import task as tasks
 from .control import Control
 from .exceptions import ImproperlyConfigured
 from .rates import RateBroker, admit
+from . import result as results
 from .result import zone
 from .task import Task, emit
 
@@ -187,6 +188,9 @@ class Miniq(apps.Miniq):
             apps._default = previous
 
     control = functools.cached_property(Control)  # revoke, inspect(), ping(), shutdown()
+    # Celery's result classes bound to this app: app.GroupResult.restore(id), say
+    GroupResult = functools.cached_property(lambda self: _bound(results.GroupResult, self))
+    ResultSet = functools.cached_property(lambda self: _bound(results.ResultSet, self))
     current_task = property(lambda self: tasks._running.task, doc="The task running here.")
 
     def signature(self, *args: Any, **kwargs: Any) -> Any:
@@ -401,6 +405,19 @@ class Miniq(apps.Miniq):
 
 
 Celery = Miniq  # so `from miniq import Celery` reads as the code it may one day be
+
+
+def _bound(cls, app):
+    """A subclass of cls whose results are of app where none is given, as Celery's."""
+    def __init__(self, *args, **kwargs):
+        cls.__init__(self, *args, **{"app": app, **kwargs})
+
+    def restore(kind, id, backend=None, app_given=None):
+        return cls.restore(id, backend, app_given or app)
+    return type(cls.__name__, (cls,), {
+        "__init__": __init__, "__module__": cls.__module__, "binds": cls,
+        "__reduce__": lambda self: (cls, cls.__reduce__(self)[1]),  # pickled as cls
+        **({"restore": classmethod(restore)} if hasattr(cls, "restore") else {})})
 
 
 class Proxy:

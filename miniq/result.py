@@ -235,7 +235,12 @@ def _value(row):
     return data
 
 
-class ResultBase:
+class _Kind(type):
+    def __instancecheck__(cls, obj):  # an app's class (app.GroupResult): any of its base's
+        return type.__instancecheck__(cls.__dict__.get("binds", cls), obj)
+
+
+class ResultBase(metaclass=_Kind):
     """Celery's base class of every result, for ``isinstance`` checks."""
 
 

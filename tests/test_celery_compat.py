@@ -1939,11 +1939,24 @@ def result_from_tuple_takes_a_result_or_an_id_alone(c, get):
             [isinstance(r, results.ResultBase) for r in (one, many)])
 
 
+def an_apps_result_classes_are_of_that_app(c, get):
+    sent = c.group(c.add.s(1, 1), c.add.s(2, 2)).apply_async()
+    sent.save()
+    back = c.app.GroupResult.restore(sent.id)
+    made = c.app.GroupResult(str(uuid.uuid4()), [c.add.delay(3, 3)])
+    both = c.app.ResultSet([c.add.delay(4, 4), c.add.delay(5, 5)])
+    sent.delete()
+    return (back == sent, [get(r) for r in back], isinstance(sent, c.app.GroupResult),
+            isinstance(back, c.app.GroupResult), made.get(timeout=T), both.get(timeout=T),
+            c.app.GroupResult.restore(sent.id))
+
+
 def allow_join_result_lets_a_task_wait(c, get):
     return get(c.join_inside.delay(21))
 
 
 RESULT_SCENARIOS = [
+    (an_apps_result_classes_are_of_that_app, (True, [2, 4], True, True, [6], [8, 10], None)),
     (iterdeps_and_get_leaf_walk_what_a_task_sent, (
         [("NoneType", "AsyncResult"), ("AsyncResult", "AsyncResult"),
          ("AsyncResult", "GroupResult"), ("GroupResult", "AsyncResult"),

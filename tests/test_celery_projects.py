@@ -1237,6 +1237,16 @@ def test_celerys_task_machinery_is_named_where_asked_for(fresh_app):
     assert not hasattr(task, "backend") and getattr(task, "no_such", 1) == 1
 
 
+def test_an_apps_group_result_class_is_of_that_app_and_pickles_as_the_plain_one(fresh_app):
+    from miniq.result import GroupResult, ResultSet
+    made = fresh_app.GroupResult("gid", [fresh_app.AsyncResult("a")])
+    members = fresh_app.ResultSet([fresh_app.AsyncResult("a")])
+    assert made.app is fresh_app and members.app is fresh_app
+    assert [type(pickle.loads(pickle.dumps(r))) for r in (made, members)] == [GroupResult,
+                                                                             ResultSet]
+    assert pickle.loads(pickle.dumps(made)) == made
+
+
 def test_celerys_other_control_commands_are_named_where_asked_for(fresh_app):
     with pytest.raises(AttributeError, match="app.control.rate_limit is a Celery remote"):
         fresh_app.control.rate_limit("tests.tasks.add", "10/m")
