@@ -703,7 +703,6 @@ class Worker:
         messages = self._db(lambda: self._claim_tx(room, starts, idle, held, revoked))
         if messages is None:
             return False
-        messages = list(map(self._own_ignore, messages))
         self._announce(revoked)
         self.outcomes, self.news = [], False
         self.timed_out.extend(self.unwritten)  # their hooks may read the failure now
@@ -745,17 +744,19 @@ class Worker:
         return message._replace(options={**options, "ignore_result": True})
 
     def _claim_tx(self, room, starts, idle, held, revoked):
-        """The claim's transaction. Outcomes the database refuses (a value too big, or
-        against a constraint) would refuse it every time: each is written alone then."""
+        """The claim's transaction; the messages it took. Outcomes the database refuses (a
+        value too big, or against a constraint) would refuse it every time: each is
+        written alone then."""
         claim = functools.partial(self.broker.claim, self.id, self.queues, room, self.lease)
         claim = functools.partial(claim, revoked=revoked)
         try:
-            return claim(starts + self.outcomes, idle, held)
+            messages = claim(starts + self.outcomes, idle, held)
         except OperationalError as exc:
             if not (exc.refused and self.outcomes):
                 raise
-        self.outcomes = [settle for settle in map(self._alone, self.outcomes) if settle]
-        return claim(starts + self.outcomes, idle, held)
+            self.outcomes = [settle for settle in map(self._alone, self.outcomes) if settle]
+            messages = claim(starts + self.outcomes, idle, held)
+        return list(map(self._own_ignore, messages))
 
     def _announce(self, revoked):
         """The tasks revoked while queued that a claim took: announced, as Celery's worker
