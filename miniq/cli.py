@@ -72,8 +72,7 @@ def build_parser() -> ArgumentParser:
     _add_beat_options(command("beat", "send the periodic tasks of app.conf.beat_schedule"))
     command("status", "list live workers")
     inspect = command("inspect", "ask the live workers (ping, registered, reserved,"
-                      " active_queues), or show"
-                      " running tasks, future tasks, or counts")
+                      " active_queues), or show running tasks, future tasks, or counts")
     inspect.add_argument("what", choices=(*ASKED, "active", "scheduled", "stats"))
     _add_remote_options(inspect)
     _add_control(command("control", "shut workers down, or revoke or terminate tasks"), command)
@@ -107,7 +106,8 @@ def _port(text):
     return int(text)
 
 
-ASKED = ("ping", "registered", "reserved", "active_queues")  # inspect commands the workers answer, as Celery's
+# inspect commands the workers answer, as Celery's
+ASKED = ("ping", "registered", "reserved", "active_queues")
 
 
 def _add_remote_options(parser):

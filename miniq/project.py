@@ -20,11 +20,11 @@ from typing import Any, Callable
 
 from . import app as apps
 from . import canvas, control, fixups
+from . import result as results
 from . import task as tasks
 from .control import Control
 from .exceptions import ImproperlyConfigured
 from .rates import RateBroker, admit
-from . import result as results
 from .result import zone
 from .task import Task, emit
 
@@ -407,13 +407,13 @@ class Miniq(apps.Miniq):
 Celery = Miniq  # so `from miniq import Celery` reads as the code it may one day be
 
 
-def _bound(cls, app):
-    """A subclass of cls whose results are of app where none is given, as Celery's."""
+def _bound(cls, bound_app):
+    """A subclass of cls whose results are of bound_app where none is given, as Celery's."""
     def __init__(self, *args, **kwargs):
-        cls.__init__(self, *args, **{"app": app, **kwargs})
+        cls.__init__(self, *args, **{"app": bound_app, **kwargs})
 
-    def restore(kind, id, backend=None, app_given=None):
-        return cls.restore(id, backend, app_given or app)
+    def restore(kind, id, backend=None, app=None):
+        return cls.restore(id, backend, app or bound_app)
     return type(cls.__name__, (cls,), {
         "__init__": __init__, "__module__": cls.__module__, "binds": cls,
         "__reduce__": lambda self: (cls, cls.__reduce__(self)[1]),  # pickled as cls

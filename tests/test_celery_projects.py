@@ -1245,6 +1245,7 @@ def test_an_apps_group_result_class_is_of_that_app_and_pickles_as_the_plain_one(
     assert [type(pickle.loads(pickle.dumps(r))) for r in (made, members)] == [GroupResult,
                                                                              ResultSet]
     assert pickle.loads(pickle.dumps(made)) == made
+    assert fresh_app.GroupResult.restore("never-saved", app=fresh_app) is None  # Celery's call
 
 
 def test_celerys_other_control_commands_are_named_where_asked_for(fresh_app):
