@@ -189,6 +189,7 @@ class Miniq(apps.Miniq):
 
     control = functools.cached_property(Control)  # revoke, inspect(), ping(), shutdown()
     # Celery's result classes bound to this app: app.GroupResult.restore(id), say
+    AsyncResult = functools.cached_property(lambda self: _bound(results.AsyncResult, self))
     GroupResult = functools.cached_property(lambda self: _bound(results.GroupResult, self))
     ResultSet = functools.cached_property(lambda self: _bound(results.ResultSet, self))
     current_task = property(lambda self: tasks._running.task, doc="The task running here.")
@@ -416,7 +417,6 @@ def _bound(cls, bound_app):
         return cls.restore(id, backend, app or bound_app)
     return type(cls.__name__, (cls,), {
         "__init__": __init__, "__module__": cls.__module__, "binds": cls,
-        "__reduce__": lambda self: (cls, cls.__reduce__(self)[1]),  # pickled as cls
         **({"restore": classmethod(restore)} if hasattr(cls, "restore") else {})})
 
 

@@ -244,6 +244,11 @@ class ResultBase(metaclass=_Kind):
     """Celery's base class of every result, for ``isinstance`` checks."""
 
 
+def _plain(result):
+    """The class a result pickles as: an app's (app.GroupResult), as the one it binds."""
+    return type(result).__dict__.get("binds", type(result))
+
+
 class AsyncResult(ResultBase):
     """A handle on a task by id: its state, its outcome, and ways to wait for them."""
 
@@ -261,7 +266,7 @@ class AsyncResult(ResultBase):
         self.parent = parent  # the AsyncResult of the previous step, in a chain
 
     def __reduce__(self):  # as Celery's, which pickles its backend: where to read it
-        return _unpickled, (type(self), self.id, _where(self.app), self.parent)
+        return _unpickled, (_plain(self), self.id, _where(self.app), self.parent)
 
     @property
     def task_id(self) -> str:
@@ -526,7 +531,7 @@ class EagerResult(AsyncResult):
         self._value = ret_value
 
     def __reduce__(self):
-        return type(self), (self.id, self._value, self.state, self.traceback, self.name)
+        return _plain(self), (self.id, self._value, self.state, self.traceback, self.name)
 
     def _extended(self):
         return (None,) * 5
@@ -570,7 +575,7 @@ class ResultSet(ResultBase):
         self._app = app
 
     def __reduce__(self):  # as Celery's: the members, read through the current app
-        return type(self), (self.results,)
+        return _plain(self), (self.results,)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__}: [{', '.join(r.id for r in self.results)}]>"
@@ -730,7 +735,7 @@ class GroupResult(ResultSet):
         return str(self.id)
 
     def __reduce__(self):
-        return type(self), (self.id, self.results, self.parent)
+        return _plain(self), (self.id, self.results, self.parent)
 
     def __repr__(self) -> str:
         return f"<GroupResult: {self.id} [{', '.join(r.id for r in self.results)}]>"

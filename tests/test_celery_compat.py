@@ -1948,7 +1948,9 @@ def an_apps_result_classes_are_of_that_app(c, get):
     sent.delete()
     return (back == sent, [get(r) for r in back], isinstance(sent, c.app.GroupResult),
             isinstance(back, c.app.GroupResult), made.get(timeout=T), both.get(timeout=T),
-            c.app.GroupResult.restore(sent.id))
+            c.app.GroupResult.restore(sent.id),
+            [isinstance(r, c.app.AsyncResult) for r in (made.results[0], back.results[0])],
+            issubclass(c.app.AsyncResult.TimeoutError, Exception))
 
 
 def allow_join_result_lets_a_task_wait(c, get):
@@ -1956,7 +1958,8 @@ def allow_join_result_lets_a_task_wait(c, get):
 
 
 RESULT_SCENARIOS = [
-    (an_apps_result_classes_are_of_that_app, (True, [2, 4], True, True, [6], [8, 10], None)),
+    (an_apps_result_classes_are_of_that_app, (
+        True, [2, 4], True, True, [6], [8, 10], None, [True, True], True)),
     (iterdeps_and_get_leaf_walk_what_a_task_sent, (
         [("NoneType", "AsyncResult"), ("AsyncResult", "AsyncResult"),
          ("AsyncResult", "GroupResult"), ("GroupResult", "AsyncResult"),

@@ -1238,7 +1238,8 @@ def test_celerys_task_machinery_is_named_where_asked_for(fresh_app):
 
 
 def test_an_apps_group_result_class_is_of_that_app_and_pickles_as_the_plain_one(fresh_app):
-    from miniq.result import GroupResult, ResultSet
+    from miniq.result import AsyncResult, GroupResult, ResultSet
+    assert type(pickle.loads(pickle.dumps(fresh_app.AsyncResult("a")))) is AsyncResult
     made = fresh_app.GroupResult("gid", [fresh_app.AsyncResult("a")])
     members = fresh_app.ResultSet([fresh_app.AsyncResult("a")])
     assert made.app is fresh_app and members.app is fresh_app
