@@ -10,6 +10,7 @@ from typing import Callable
 from .exceptions import ImproperlyConfigured, MiniqError
 from .result import zone
 from .schedules import crontab, maybe_schedule
+from .task import emit
 
 log = logging.getLogger("miniq.beat")
 # relative: miniq's intervals always run at multiples of themselves (see schedules)
@@ -119,6 +120,7 @@ class Beat:
         """Tick until stopped; a database error is logged and tried again, with backoff."""
         count, pause, told = len(self.entries), 0.0, False
         log.info("beat: %d entr%s", count, "y" if count == 1 else "ies")
+        emit("_beat_started", self, False)  # as Celery's beat_init
         while True:
             try:
                 wait, pause = self.tick(), 0.0

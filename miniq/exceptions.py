@@ -156,7 +156,7 @@ class DuplicateTaskNameWarning(CeleryWarning):
 
 
 __all__ = ["MiniqError", "ImproperlyConfigured", "OperationalError", "DatabaseUnavailable",
-           "TaskError", "TimeoutError", "NotRegistered", "QueueNotFound", "InvalidTaskError", "MaxRetriesExceededError", "TaskRevokedError",
+           "TaskError", "TimeoutError", "IncompleteStream", "NotRegistered", "QueueNotFound", "InvalidTaskError", "MaxRetriesExceededError", "TaskRevokedError",
            "ChordError", "WorkerLostError", "SoftTimeLimitExceeded", "TimeLimitExceeded",
            "TaskPredicate", "Retry", "Ignore", "Reject", "CeleryWarning", "AlwaysEagerIgnored",
            "DuplicateTaskNameWarning"]

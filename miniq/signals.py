@@ -23,7 +23,8 @@ __all__ = ["Signal", "before_task_publish", "after_task_publish", "task_prerun",
            "import_modules", "worker_init", "worker_process_init", "worker_process_shutdown",
            "worker_ready", "worker_shutdown", "setup_logging", "after_setup_logger",
            "after_setup_task_logger", "task_received", "task_unknown", "worker_shutting_down",
-           "celeryd_after_setup", "heartbeat_sent", "worker_before_create_process"]
+           "celeryd_after_setup", "heartbeat_sent", "worker_before_create_process",
+           "beat_init", "beat_embedded_init"]
 log = logging.getLogger("miniq.signals")
 
 
@@ -158,6 +159,8 @@ setup_logging = Signal(name="setup_logging")
 after_setup_logger = Signal(name="after_setup_logger")
 after_setup_task_logger = Signal(name="after_setup_task_logger")
 task_received = Signal(name="task_received")
+beat_init = Signal(name="beat_init")  # sender: the Beat, as it starts
+beat_embedded_init = Signal(name="beat_embedded_init")  # then, in a worker's -B
 task_unknown = Signal(name="task_unknown")
 worker_shutting_down = Signal(name="worker_shutting_down")
 celeryd_after_setup = Signal(name="celeryd_after_setup")
@@ -360,6 +363,12 @@ def _worker_init(worker, options):
     celeryd_init.send(sender=worker.hostname, instance=worker, conf=worker.app.conf,
                       options=options)
     worker_init.send(sender=worker)
+
+
+def _beat_started(beat, embedded):
+    beat_init.send(sender=beat)
+    if embedded:
+        beat_embedded_init.send(sender=beat)
 
 
 _import_modules = import_modules.send  # each called with its sender alone

@@ -519,6 +519,8 @@ class Worker:
                      self.id[:8], self.concurrency,
                      "child" if self.concurrency == 1 else "children", self.ctx.get_start_method(),
                      ",".join(self.queues), self.broker.path)
+            if self.beat:  # as Celery's -B: its beat announces itself
+                _emit("_beat_started", self.beat, True)
             _emit("_worker_ready", self)
             self._loop()
         finally:

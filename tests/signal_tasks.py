@@ -19,7 +19,8 @@ WATCHED = ["before_task_publish", "after_task_publish", "task_prerun", "task_pos
            "import_modules", "worker_init", "worker_process_init", "worker_process_shutdown",
            "worker_ready", "worker_shutdown", "after_setup_logger",
            "after_setup_task_logger", "task_received", "task_unknown", "celeryd_after_setup",
-           "heartbeat_sent", "worker_before_create_process", "worker_shutting_down"]
+           "heartbeat_sent", "worker_before_create_process", "worker_shutting_down",
+           "beat_init", "beat_embedded_init"]
 
 
 def describe(value):

@@ -42,8 +42,8 @@ def test_public_name_exists_and_classes_and_functions_have_a_docstring(name):
 
 
 SIGNALS = [  # Celery's names, of the signals miniq sends
-    "after_setup_logger", "after_setup_task_logger", "after_task_publish", "before_task_publish",
-    "celeryd_after_setup", "celeryd_init", "heartbeat_sent", "import_modules", "setup_logging",
+    "after_setup_logger", "after_setup_task_logger", "after_task_publish", "beat_embedded_init",
+    "beat_init", "before_task_publish", "celeryd_after_setup", "celeryd_init", "heartbeat_sent", "import_modules", "setup_logging",
     "task_failure", "task_postrun", "task_prerun", "task_received", "task_retry", "task_revoked",
     "task_success", "task_unknown", "worker_before_create_process", "worker_init",
     "worker_process_init", "worker_process_shutdown", "worker_ready", "worker_shutdown",

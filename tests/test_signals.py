@@ -331,6 +331,31 @@ def test_receivers_that_exit_in_the_manager_stop_nothing(tasks, tmp_path):
         assert served.stop() == 0
 
 
+def test_beat_announces_itself_in_a_worker_and_alone(tasks, tmp_path):
+    """As Celery's: beat_init as a beat starts, then beat_embedded_init in a worker's -B."""
+    served = SignalWorker(tasks, tmp_path, "-c", "1", "-B")
+    try:
+        served.process.wait_ready()
+        seen = wait_for(lambda: served.events(("beat_init", "beat_embedded_init")),
+                        message="the embedded beat's signals")
+        assert [(e["signal"], e["pid"], e["sender"]) for e in seen] == [
+            ("beat_init", served.pid, "Beat"), ("beat_embedded_init", served.pid, "Beat")]
+    finally:
+        assert served.stop() == 0
+    alone = WorkerProcess(["-A", "tests.signal_tasks", "beat"], dict(
+        os.environ, MINIQ_BROKER_URL=f"sqlite:///{tmp_path / 'beat.db'}",
+        MINIQ_SIGNAL_LOG=str(tmp_path / "beat.jsonl"),
+        PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")), tmp_path / "beat.log")
+    try:
+        log = tmp_path / "beat.jsonl"
+        wait_for(lambda: log.exists() and "beat_init" in log.read_text(),
+                 message="the beat's beat_init")
+        assert [json.loads(line)["signal"] for line in log.read_text().splitlines()
+                if "beat_" in line] == ["beat_init"]
+    finally:
+        alone.kill_group()
+
+
 def test_the_worker_announces_itself(worker):
     manager = {e["signal"]: e for e in worker.events() if e["pid"] == worker.pid}
     assert manager["celeryd_init"]["sender"] == f"celery@{HOST}"
