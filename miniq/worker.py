@@ -909,7 +909,12 @@ class Worker:
         once a name, as the loop asks for each task several times."""
         known = self.settings.get((message.name, key), self)
         if known is self:
-            known = getattr(self.app.tasks.get(message.name), key, None)
+            try:
+                known = getattr(self.app.tasks.get(message.name), key, None)
+            except Exception as exc:  # noqa: BLE001 - a task's code never stops the manager
+                log.error("Task %s: its option %s cannot be read (%r): app.conf's is used",
+                          message.name, key, exc)
+                known = None
             known = self.conf[f"task_{key}"] if known is None else known
             self.settings[message.name, key] = known
         return known

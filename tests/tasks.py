@@ -779,3 +779,19 @@ def stop_here(self, value, what="chain"):
 def chain_seen(self):
     """The task names of the chain after this step, as this request holds them."""
     return [step["task"] for step in self.request.chain]
+
+
+class UnreadableOptions(Task):
+    """Options that raise as they are read: the worker reads them as it claims, runs
+    and settles a task, and must not stop for them."""
+
+    @property
+    def acks_late(self):
+        raise ZeroDivisionError("an option that cannot be read")
+
+    ignore_result = acks_late
+
+
+@app.task(base=UnreadableOptions)
+def unreadable_options():
+    return "ran"

@@ -18,7 +18,7 @@ from contextlib import closing
 
 import pytest
 
-from miniq import chain, chord, exceptions
+from miniq import Miniq, chain, chord, exceptions
 from tests import tasks
 from tests.conftest import ROOT, wait_for
 from tests.test_reliability import group_alive, states, tokens_run
@@ -852,6 +852,21 @@ def test_a_calls_soft_limit_above_its_hard_one_is_sent_and_the_hard_one_ends_it(
     result = tasks.sleep.apply_async((10,), soft_time_limit=5, time_limit=0.5)
     with pytest.raises(exceptions.TimeLimitExceeded):
         result.get(timeout=20)
+
+
+def test_a_task_whose_options_raise_as_they_are_read_stops_no_worker(app, start_worker):
+    """The sender reads them too: sent by name from an app that lacks the task. The
+    worker logs it once and takes app.conf's."""
+    worker = start_worker("-c", "1")
+    with pytest.raises(ZeroDivisionError):  # at the call, where the sender knows the task
+        tasks.unreadable_options.delay()
+    lacking = Miniq("elsewhere", broker=app.conf.broker_url, set_as_current=False)
+    result = lacking.send_task(tasks.unreadable_options.name)
+    settle(result, worker)
+    assert result.get() == "ran"
+    assert_serving(worker)
+    assert worker.output().count("its option ignore_result cannot be read") == 1
+    lacking.close()
 
 
 # fuzz: malformed rows and bad options while a worker runs ----------------------------------------
