@@ -546,10 +546,11 @@ class EagerResult(AsyncResult):
 
     def get(self, timeout=None, propagate=True, disable_sync_subtasks=True, **_ignored) -> Any:
         _check_join(disable_sync_subtasks)
-        if self.state in ("IGNORED", "REJECTED", "RETRY"):  # as Celery: no outcome to give
-            return None
+        if self.state not in ("SUCCESS", "FAILURE", "REVOKED"):  # as Celery's: no outcome to
+            return None  # give (a retry, an Ignore, a state made by hand)
         if propagate and self.state != "SUCCESS":
-            raise self._value
+            value = self._value
+            raise value if isinstance(value, Exception) else Exception(value)
         return self._value
 
     wait = get

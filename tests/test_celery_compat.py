@@ -1438,6 +1438,14 @@ def eager_runs_give_what_celerys_tests_see(c, get):
             (out_of_retries.task_args, out_of_retries.task_kwargs), by_position.id)
 
 
+def an_eager_result_made_by_hand_gives_celerys_answers(c, get):
+    EagerResult = importlib.import_module(c.impl.__name__ + ".result").EagerResult
+    return (raised(EagerResult("a", "oops", "FAILURE").get),
+            EagerResult("b", "oops", "FAILURE").get(propagate=False),
+            EagerResult("c", {"step": 1}, "PROGRESS").get(),
+            raised(EagerResult("d", KeyError("k"), "REVOKED").get))
+
+
 def retries_count_whole_seconds_and_name_their_arguments(c, get):
     """A backoff's cap is whole seconds; a retry out of retries names the arguments it
     would have run with."""
@@ -1790,6 +1798,8 @@ SCENARIOS = [
     (eager_runs_give_what_celerys_tests_see, (
         "raised RuntimeError", "gid-1", [1, 2], True, ("SUCCESS", 5),
         "raised ValueError", ((7,), {}), "by-position")),
+    (an_eager_result_made_by_hand_gives_celerys_answers, (
+        "raised Exception", "oops", None, "raised KeyError")),
     (retries_count_whole_seconds_and_name_their_arguments, (1.0, "args:(9,) kwargs:{}", (9,))),
     (eager_propagation_calls_no_failure_hook, ("raised ValueError", [("task_postrun", None)])),
     (retries_while_waiting_to_retry, (0, ["again", True], 1)),
