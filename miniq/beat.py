@@ -7,7 +7,7 @@ import time
 from datetime import datetime
 from typing import Callable
 
-from .exceptions import ImproperlyConfigured, MiniqError
+from .exceptions import ImproperlyConfigured, MiniqError, OperationalError
 from .result import zone
 from .schedules import crontab, maybe_schedule
 from .task import emit
@@ -129,7 +129,7 @@ class Beat:
                     log.info("beat: %s (%s) next at %s", name, self.entries[name]["task"],
                              when.isoformat(" ", "seconds"))
                 told = True
-            except (MiniqError, OSError) as exc:
+            except (MiniqError, OperationalError, OSError) as exc:
                 pause = min(5.0, max(0.1, 2 * pause))
                 log.error("beat: database error (retrying in %gs): %s", pause, exc)
                 wait = pause

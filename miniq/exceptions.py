@@ -1,38 +1,42 @@
-"""The error hierarchy, in Celery's names. Everything miniq raises on purpose
-derives from ``MiniqError``, and so from ``Exception`` too: ``except Exception``
-in a task also catches ``SoftTimeLimitExceeded``, exactly as in Celery.
+"""The error hierarchy, in Celery's names and shape: ``MiniqError`` (also named
+``CeleryError``) stands where Celery's ``CeleryError`` does. As there, the database's
+error (Celery's is its broker's) and the errors of a child's run (Celery's come from
+its pool) are not under it, so that an ``except`` catches what it catches on Celery.
+All are ``Exception``s: ``except Exception`` in a task catches a soft time limit too.
 
-    MiniqError
+    MiniqError (CeleryError)
     ├── ImproperlyConfigured
-    ├── OperationalError
-    │   └── DatabaseUnavailable (also ImproperlyConfigured)
+    │   └── DatabaseUnavailable (also OperationalError)
     ├── TaskError
     │   ├── TimeoutError
+    │   ├── IncompleteStream
     │   ├── NotRegistered (also KeyError)
     │   ├── QueueNotFound (also KeyError)
     │   ├── InvalidTaskError
     │   ├── MaxRetriesExceededError
     │   ├── TaskRevokedError
-    │   ├── ChordError
-    │   └── WorkerLostError
-    ├── SoftTimeLimitExceeded
-    ├── TimeLimitExceeded
+    │   └── ChordError
     └── TaskPredicate: what a task raises to tell the worker what to do
         ├── Retry
         ├── Ignore
         └── Reject
+    OperationalError: the database failed
+    SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLostError: a child's run ended
 """
 
 
 class MiniqError(Exception):
-    """Base class of every error miniq raises on purpose."""
+    """Base class of miniq's errors, but those of the database and of a child's run."""
+
+
+CeleryError = MiniqError
 
 
 class ImproperlyConfigured(MiniqError):
     """The app, the broker URL or the database path cannot work."""
 
 
-class OperationalError(MiniqError):
+class OperationalError(Exception):
     """The database failed: locked for too long, unreadable, or gone; or it ``refused``
     a value (too big, or against a constraint), which is the value's fault, not the file's."""
 
@@ -90,7 +94,7 @@ class ChordError(TaskError):
     """A member of a chord failed, so the callback fails too."""
 
 
-class WorkerLostError(TaskError):
+class WorkerLostError(Exception):
     """The child process running the task exited before it reported back."""
 
 
@@ -98,13 +102,13 @@ def _class_and_args(self):  # as billiard's: SoftTimeLimitExceeded(), TimeLimitE
     return f"{type(self).__name__}{self.args}"
 
 
-class SoftTimeLimitExceeded(MiniqError):
+class SoftTimeLimitExceeded(Exception):
     """Raised inside a running task when its soft time limit passes."""
 
     __str__ = _class_and_args
 
 
-class TimeLimitExceeded(MiniqError):
+class TimeLimitExceeded(Exception):
     """The task passed its hard time limit and its child was killed."""
 
     __str__ = _class_and_args
@@ -155,7 +159,7 @@ class DuplicateTaskNameWarning(CeleryWarning):
     """Another function took a task name already taken: the first one stays, as Celery's."""
 
 
-__all__ = ["MiniqError", "ImproperlyConfigured", "OperationalError", "DatabaseUnavailable",
+__all__ = ["MiniqError", "CeleryError", "ImproperlyConfigured", "OperationalError", "DatabaseUnavailable",
            "TaskError", "TimeoutError", "IncompleteStream", "NotRegistered", "QueueNotFound", "InvalidTaskError", "MaxRetriesExceededError", "TaskRevokedError",
            "ChordError", "WorkerLostError", "SoftTimeLimitExceeded", "TimeLimitExceeded",
            "TaskPredicate", "Retry", "Ignore", "Reject", "CeleryWarning", "AlwaysEagerIgnored",

@@ -626,7 +626,7 @@ class Worker:
         try:
             self.broker.settle(self.id, self._starts(every=True) + self.outcomes)
             self.broker.unregister(self.id)
-        except (MiniqError, OSError) as exc:
+        except (MiniqError, OperationalError, OSError) as exc:
             log.error("could not record the last results: %s", exc)
 
     # -- the loop: named steps ---------------------------------------------
@@ -1258,7 +1258,7 @@ class Worker:
         full disk still answers the reads between two refused claims."""
         try:
             value = fn()
-        except (MiniqError, OSError) as exc:
+        except (MiniqError, OperationalError, OSError) as exc:
             text = str(exc)
             self.broker.close()  # the next step opens the file afresh
             self.db_delay = min(5.0, max(0.1, 2 * self.db_delay))

@@ -337,6 +337,19 @@ def exceptions_keep_their_class_and_args(c, get):
             caught(c.raise_several.delay(True), c.BaseFault), get(c.add.delay(1, 1)))
 
 
+def errors_stand_under_celerys_bases(c, get):
+    """An ``except CeleryError`` (or TaskError) around get() catches what it does on
+    Celery: not a time limit, a lost worker or the broker's error."""
+    errors = c._exceptions
+    names = ["ImproperlyConfigured", "OperationalError", "TimeoutError", "IncompleteStream",
+             "NotRegistered", "QueueNotFound", "InvalidTaskError", "MaxRetriesExceededError",
+             "TaskRevokedError", "ChordError", "WorkerLostError", "SoftTimeLimitExceeded",
+             "TimeLimitExceeded", "Retry", "Ignore", "Reject"]
+    return {name: [base for base in ("CeleryError", "TaskError", "TaskPredicate", "KeyError")
+                   if issubclass(getattr(errors, name), getattr(errors, base, KeyError))]
+            for name in names}
+
+
 def canvas_forms_that_celery_takes(c, get):
     one = get(c.chord(c.add.s(4, 4), c.tsum.s()).apply_async())  # a header of one signature
     last = c.add.s(2).set(task_id=str(uuid.uuid4()))
@@ -1614,6 +1627,18 @@ SCENARIOS = [
                                                       "kept")),
     (exceptions_keep_their_class_and_args, (["SeveralArgs", [1, "two", "{3}"], "FAILURE"],
                                             ["BaseFault", ["base"], "FAILURE"], 2)),
+    (errors_stand_under_celerys_bases,
+     {"ImproperlyConfigured": ["CeleryError"], "OperationalError": [],
+      "TimeoutError": ["CeleryError", "TaskError"],
+      "IncompleteStream": ["CeleryError", "TaskError"],
+      "NotRegistered": ["CeleryError", "TaskError", "KeyError"],
+      "QueueNotFound": ["CeleryError", "TaskError", "KeyError"],
+      "InvalidTaskError": ["CeleryError", "TaskError"],
+      "MaxRetriesExceededError": ["CeleryError", "TaskError"],
+      "TaskRevokedError": ["CeleryError", "TaskError"], "ChordError": ["CeleryError", "TaskError"],
+      "WorkerLostError": [], "SoftTimeLimitExceeded": [], "TimeLimitExceeded": [],
+      "Retry": ["CeleryError", "TaskPredicate"], "Ignore": ["CeleryError", "TaskPredicate"],
+      "Reject": ["CeleryError", "TaskPredicate"]}),
     (canvas_forms_that_celery_takes,
      (8, None, True, 5, ["ImproperlyConfigured", "Cannot replace with an empty chain"],
       ([4, 5], [[42]]))),
