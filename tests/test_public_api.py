@@ -66,11 +66,15 @@ def test_star_import_gives_exactly_all():
     assert sorted(k for k in namespace if k != "__builtins__") == PUBLIC
 
 
-def test_every_exception_has_one_base_class():
+def test_every_exception_has_celerys_base_class():
+    # as Celery's: its broker's error and its pool's are not CeleryErrors
+    apart = {"OperationalError", "SoftTimeLimitExceeded", "TimeLimitExceeded", "WorkerLostError"}
     for name in miniq.exceptions.__all__:  # and its warnings, Celery's CeleryWarning
         base = miniq.exceptions.CeleryWarning if name.endswith(("Warning", "Ignored")) else (
-            miniq.MiniqError)
+            Exception if name in apart else miniq.MiniqError)
         assert issubclass(getattr(miniq.exceptions, name), base), name
+        assert (name in apart) != issubclass(getattr(miniq.exceptions, name),
+                                             (miniq.MiniqError, Warning)), name
     assert issubclass(miniq.NotRegistered, KeyError)  # as Celery's
 
 
