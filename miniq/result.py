@@ -291,7 +291,7 @@ class AsyncResult(ResultBase):
 
     @property
     def name(self) -> str | None:
-        return self._row()[4]
+        return self._row()[4] or None  # none, as Celery's, for a state stored by id alone
 
     @property
     def date_done(self) -> datetime | None:  # as Celery's: in app.conf.timezone
@@ -301,7 +301,7 @@ class AsyncResult(ResultBase):
         """(args, kwargs, retries, queue, worker): what Celery keeps with result_extended."""
         body, retries, queue, worker = self.app.broker.extended(self.id) or (None,) * 4
         args, kwargs = (body and loads(body)) or (None, None)  # a never-run chain step: []
-        return args, kwargs, retries, queue, (worker or "").partition(" ")[2] or None
+        return args, kwargs, retries, queue or None, (worker or "").partition(" ")[2] or None
 
     args = property(lambda self: self._extended()[0])
     kwargs = property(lambda self: self._extended()[1])

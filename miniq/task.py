@@ -539,7 +539,10 @@ class Task:
         """Store a custom state (e.g. PROGRESS) and meta: this run's, or any task's."""
         task_id = task_id or self.request.id
         try:  # eagerly too: a test sees what a worker would refuse
-            meta_json = dumps(meta)
+            # as Celery's: an exception stored as a failure, a retry or a revoke is the
+            # exception, which get() raises
+            meta_json = (exception_to_json(meta) if state in ("FAILURE", "RETRY", "REVOKED")
+                         and isinstance(meta, Exception) else dumps(meta))
         except (TypeError, ValueError) as exc:
             raise TypeError(f"update_state meta must be JSON serializable: {exc}") from None
         if task_id is not None:  # eagerly too, as Celery's: a test reads the progress back

@@ -1161,6 +1161,14 @@ def update_state_stores_any_tasks_state(c, get):
         ("PROGRESS", {"from": "caller"})] and (done.state, get(done)) == ("SUCCESS", 4) or seen
 
 
+def an_exception_stored_by_update_state_is_raised(c, get):
+    by_hand, unsent = c.fails_by_hand.delay(), str(uuid.uuid4())
+    c.add.update_state(task_id=unsent, state="REVOKED", meta=ValueError("by caller"))
+    stored = c.app.AsyncResult(unsent)
+    return (raised(lambda: get(by_hand)), by_hand.state, stored.state, repr(stored.info),
+            stored.name, stored.queue, stored.args)
+
+
 def on_replace_and_trail_as_celerys(c, get):
     """A base's on_replace() runs as replace() ends; trail=False keeps no children, read
     by an app that has the task or not; nor does a call's add_to_parent=False."""
@@ -1786,6 +1794,8 @@ SCENARIOS = [
     (replace_gives_the_replacement_result, [
         5, 32, [11, 12], [12, 13, 14, 15], 20, [[3, 7, 5, "A"], [13, 10, "A"]]]),
     (update_state_stores_any_tasks_state, True),
+    (an_exception_stored_by_update_state_is_raised,
+     ("raised KeyError", "FAILURE", "REVOKED", "ValueError('by caller')", None, None, None)),
     (a_replacement_that_fails_fails_its_chord, ("raised ValueError", "raised ValueError",
                                                 "raised ChordError", "ValueError('as expected')",
                                                 "raised ChordError")),

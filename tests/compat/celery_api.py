@@ -629,6 +629,13 @@ def mark_other(self, other_id):
 
 
 @app.task(bind=True)
+def fails_by_hand(self):
+    """The pattern of Celery's guides: store the failure, then end the run with no state."""
+    self.update_state(state="FAILURE", meta=KeyError("by hand"))
+    raise Ignore()
+
+
+@app.task(bind=True)
 def fail_replaced(self):
     raise self.replace(fail.si())
 
