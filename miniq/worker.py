@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
+import io
 import json
 import logging
 import math
@@ -60,7 +61,8 @@ WORKFLOW_FAULTS = (TypeError, ValueError, KeyError, AttributeError, OverflowErro
 # the states a child's run ends in (None: a success not kept)
 TEXT = (str, type(None))  # what a reply's text fields may be: exactly, no subclass
 CHILD_STATES = {None, "SUCCESS", "FAILURE", "RETRY", "IGNORED", "REPLACED", "PENDING", "REJECTED"}
-REPLY_WITHIN = 2.0      # a child's reply that stalls this long midway is not one
+REPLY_WITHIN = 2.0      # a child's reply still coming this long after it began is not one,
+REPLY_RATE = 1 << 20    # unless this many bytes a second more came meanwhile (a big one)
 MAX_REPLY = 1 << 30     # nor one longer than SQLite stores (its default SQLITE_MAX_LENGTH)
 ORPHAN_AFTER = 1.0      # a child outlives its manager by at most this, running a task or not
 LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
@@ -165,24 +167,34 @@ def _write(conn, data):
             view = view[os.write(fd, view):]
 
 
+class _Plain(pickle.Unpickler):
+    """Loads plain data only (tuples, strings, numbers, dicts, lists): a pickle that names
+    a class or a function (to call it: sys.exit, say) is refused, never run."""
+
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(f"{module}.{name} in a pickle of plain data")
+
+
 def _reply(conn):
     """What _put sent (a child's reply, a job), read without trusting the pipe: a task can
     write there too. The frame (a 4-byte length; -1, then 8 bytes, for a big one) is read
-    as it comes: one that stalls for REPLY_WITHIN, claims more than MAX_REPLY bytes, or
-    has bytes after it is a ValueError, so that no length a task writes holds the manager."""
-    fd, watch = conn.fileno(), None
+    as it comes: one still coming after REPLY_WITHIN (longer for a big one, by REPLY_RATE),
+    one that claims more than MAX_REPLY bytes or has bytes after it, and a pickle of more
+    than plain data are an error (ValueError, UnpicklingError), so that nothing a task
+    writes holds the manager or runs in it."""
+    fd = conn.fileno()
     data = os.read(fd, 65536)  # most replies: whole in one read
     frame = _frame(data)
     if frame is not None and len(data) == frame[1]:
-        return pickle.loads(memoryview(data)[frame[0]:])
+        return _Plain(io.BytesIO(memoryview(data)[frame[0]:])).load()
     if not data:
         raise EOFError
-    data = bytearray(data)
+    data, since = bytearray(data), time.monotonic()
+    watch = select.poll()
+    watch.register(fd, select.POLLIN)
     while frame is None or len(data) < frame[1]:
-        if watch is None and data:  # the rest is on its way: not forever
-            watch = select.poll()
-            watch.register(fd, select.POLLIN)
-        if watch and not watch.poll(REPLY_WITHIN * 1000):
+        left = since + REPLY_WITHIN + len(data) / REPLY_RATE - time.monotonic()
+        if left <= 0 or not watch.poll(left * 1000):  # a trickle too: not forever
             raise ValueError("a reply stopped midway")
         chunk = os.read(fd, 65536)
         if not chunk:
@@ -191,7 +203,7 @@ def _reply(conn):
         frame = _frame(data)
     if len(data) > frame[1]:
         raise ValueError("bytes after a reply")
-    return pickle.loads(memoryview(data)[frame[0]:])
+    return _Plain(io.BytesIO(memoryview(data)[frame[0]:])).load()
 
 
 def _outcome(fields):
@@ -310,7 +322,7 @@ def _serve(app, jobs, replies, max_tasks, max_memory_kib, manager, hostname):
             continue
         try:
             job = _reply(jobs)  # one read, where recv_bytes() takes two
-        except (EOFError, OSError, ValueError):
+        except (EOFError, OSError, ValueError, pickle.UnpicklingError):
             return
         if job is None:
             return

@@ -787,6 +787,13 @@ def test_a_reply_bigger_than_a_pipe_holds_crosses_whole(app, start_worker):
     assert_serving(worker)
 
 
+class Exits:
+    """Unpickled, it would call sys.exit(7)."""
+
+    def __reduce__(self):
+        return sys.exit, (7,)
+
+
 @pytest.mark.parametrize("frame", [
     "00000004ffffffff",  # a whole frame, not a pickle
     "7fffffff",          # the length of a frame that never comes: it must not hold the manager
@@ -795,11 +802,13 @@ def test_a_reply_bigger_than_a_pipe_holds_crosses_whole(app, start_worker):
     (lambda p: (len(p).to_bytes(4, "big") + p).hex())(pickle.dumps((1, False))),  # no reply's
     (lambda p: (len(p).to_bytes(4, "big") + p).hex())(pickle.dumps(  # a state no run ends in
         (("WEIRD", "1", None, 0.0, None, None, False, None), False))),
+    (lambda p: (len(p).to_bytes(4, "big") + p).hex())(pickle.dumps(Exits())),  # runs nothing
+    (b"02:51:07 progress\n".hex(), 40, 0.5),  # a line every half second: not read for ever
 ], ids=["not-a-pickle", "length-only", "big-length-cut", "negative", "a-pickle-of-another-shape",
-        "a-state-of-no-run"])
+        "a-state-of-no-run", "a-pickle-that-calls", "a-trickle"])
 def test_a_task_writing_into_its_pipe_to_the_manager_fails_alone(app, start_worker, frame):
     worker = start_worker("-c", "1")
-    result = tasks.write_to_manager.delay(frame)
+    result = tasks.write_to_manager.delay(*frame if isinstance(frame, tuple) else (frame,))
     settle(result, worker)
     with pytest.raises(exceptions.WorkerLostError, match="unreadable"):
         result.get(timeout=1)
