@@ -404,16 +404,24 @@ class Miniq:
         return AsyncResult(task_id, app=self)
 
 
+# signals that pause a process: its task would never end, nor would a warm shutdown
+PAUSING = {signals.SIGSTOP, signals.SIGTSTP, signals.SIGTTIN, signals.SIGTTOU}
+
+
 def _signum(value):
     """A real signal, by number or name (``SIGUSR1`` or ``USR1``), else ValueError."""
     try:
         if isinstance(value, bool):  # True is not SIGHUP
             raise TypeError(value)
         if isinstance(value, str):
-            return signals.Signals["SIG" + value.removeprefix("SIG")]
-        return signals.Signals(value)
+            signum = signals.Signals["SIG" + value.removeprefix("SIG")]
+        else:
+            signum = signals.Signals(value)
     except (KeyError, ValueError, TypeError):
         raise ValueError(f"revoke: {value!r} is not a signal of this platform") from None
+    if signum in PAUSING:
+        raise ValueError(f"revoke: {signum.name} pauses a task, it does not end one")
+    return signum
 
 
 def _deadline(expires, now):

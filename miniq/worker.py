@@ -35,7 +35,7 @@ import uuid
 from datetime import timedelta
 
 from . import result as results
-from .app import load_app
+from .app import PAUSING, load_app
 from .broker import FINAL, SWEEP, Message, Settle
 from .canvas import chord_error, next_steps
 from .exceptions import (ImproperlyConfigured, InvalidTaskError, MiniqError, OperationalError,
@@ -139,9 +139,10 @@ def _rss_kib():
 def _signal(value):
     """The signal a stored value names; SIGKILL for one no caller could have sent."""
     try:
-        return signal.Signals(value)
+        signum = signal.Signals(value)
     except (ValueError, TypeError):
         return signal.SIGKILL
+    return signal.SIGKILL if signum in PAUSING else signum
 
 
 def _step(fn):

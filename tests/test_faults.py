@@ -201,8 +201,9 @@ def test_a_stored_priority_that_is_text_fails_that_task_and_the_worker_keeps_ser
 
 # revoke's signal, and the delivery cap -----------------------------------------------------------
 
-@pytest.mark.parametrize("signum", [999, "NOSUCH", -1, 0, True])
+@pytest.mark.parametrize("signum", [999, "NOSUCH", -1, 0, True, "SIGSTOP", "TSTP", signal.SIGTTIN])
 def test_revoke_with_a_signal_that_does_not_exist_is_refused_at_the_call(app, signum):
+    """Nor one that pauses a task: it would never end, nor would a warm shutdown."""
     queued = tasks.add.delay(1, 1)  # no worker: it stays queued
     with pytest.raises(ValueError):
         app.control.revoke(queued.id, terminate=True, signal=signum)
@@ -267,7 +268,8 @@ def test_a_terminated_task_is_revoked_at_once_and_its_chain_ends(app, start_work
     assert "next" not in (path.read_text() if path.exists() else "")
 
 
-@pytest.mark.parametrize("mark", [999, "abc"], ids=["no-such-signal", "text"])
+@pytest.mark.parametrize("mark", [999, "abc", int(signal.SIGSTOP)],
+                         ids=["no-such-signal", "text", "a-pausing-one"])
 def test_a_stored_revoke_signal_no_caller_could_send_still_kills_the_task(
         app, start_worker, mark):
     worker = start_worker("-c", "1")
