@@ -63,10 +63,10 @@ TEXT = (str, type(None))  # what a reply's text fields may be: exactly, no subcl
 CHILD_STATES = {None, "SUCCESS", "FAILURE", "RETRY", "IGNORED", "REPLACED", "PENDING", "REJECTED"}
 REPLY_WITHIN = 2.0      # a child's reply still coming this long after it began is not one,
 REPLY_RATE = 1 << 20    # unless this many bytes a second more came meanwhile (a big one)
+MAX_REPLY = 1 << 30     # nor one longer than SQLite stores (its default SQLITE_MAX_LENGTH)
 # the classes a message or a reply may hold: those JSON values come back as (utils.json)
 REVIVED = {("datetime", kind) for kind in ("datetime", "date", "time", "timezone", "timedelta")}
 REVIVED |= {("decimal", "Decimal"), ("uuid", "UUID")}
-MAX_REPLY = 1 << 30     # nor one longer than SQLite stores (its default SQLITE_MAX_LENGTH)
 ORPHAN_AFTER = 1.0      # a child outlives its manager by at most this, running a task or not
 LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
