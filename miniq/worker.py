@@ -183,23 +183,30 @@ class _Plain(pickle.Unpickler):
 
 
 def _reply(conn):
-    """What _put sent (a child's reply, a job), read without trusting the pipe: a task can
-    write there too. The frame (a 4-byte length; -1, then 8 bytes, for a big one) is read
-    as it comes: one still coming after REPLY_WITHIN (longer for a big one, by REPLY_RATE),
-    one that claims more than MAX_REPLY bytes or has bytes after it, and a pickle of more
-    than plain data are an error (ValueError, UnpicklingError), so that nothing a task
-    writes holds the manager or runs in it."""
+    """What _put sent (a child's reply, a job), as a list: most often one, but every whole
+    frame that came, in order. Read without trusting the pipe: a task can write there too.
+    A frame (a 4-byte length; -1, then 8 bytes, for a big one) is read as it comes: one
+    still coming after REPLY_WITHIN (longer for a big one, by REPLY_RATE), one that claims
+    more than MAX_REPLY bytes, and a pickle of more than plain data are an error
+    (ValueError, UnpicklingError), so that nothing a task writes holds the manager or
+    runs in it."""
     fd = conn.fileno()
     data = os.read(fd, 65536)  # most replies: whole in one read
     frame = _frame(data)
     if frame is not None and len(data) == frame[1]:
-        return _Plain(io.BytesIO(memoryview(data)[frame[0]:])).load()
+        return [_Plain(io.BytesIO(memoryview(data)[frame[0]:])).load()]
     if not data:
         raise EOFError
-    data, since = bytearray(data), time.monotonic()
+    data, since, frames = bytearray(data), time.monotonic(), []
     watch = select.poll()
     watch.register(fd, select.POLLIN)
-    while frame is None or len(data) < frame[1]:
+    while True:
+        while frame is not None and len(data) >= frame[1]:  # each whole one, in order
+            frames.append(_Plain(io.BytesIO(bytes(data[frame[0]:frame[1]]))).load())
+            del data[:frame[1]]
+            if not data:
+                return frames
+            frame = _frame(data)
         left = since + REPLY_WITHIN + len(data) / REPLY_RATE - time.monotonic()
         if left <= 0 or not watch.poll(left * 1000):  # a trickle too: not forever
             raise ValueError("a reply stopped midway")
@@ -208,9 +215,6 @@ def _reply(conn):
             raise EOFError
         data += chunk
         frame = _frame(data)
-    if len(data) > frame[1]:
-        raise ValueError("bytes after a reply")
-    return _Plain(io.BytesIO(memoryview(data)[frame[0]:])).load()
 
 
 def _outcome(fields):
@@ -328,7 +332,7 @@ def _serve(app, jobs, replies, max_tasks, max_memory_kib, manager, hostname):
                 return  # idle: stop cleanly (mid-task, the watch thread kills us)
             continue
         try:
-            job = _reply(jobs)  # one read, where recv_bytes() takes two
+            (job,) = _reply(jobs)  # one read, where recv_bytes() takes two
         except (EOFError, OSError, ValueError, pickle.UnpicklingError):
             return
         if job is None:
@@ -353,7 +357,7 @@ def _serve(app, jobs, replies, max_tasks, max_memory_kib, manager, hostname):
         retire = ((max_tasks and done >= max_tasks)
                   or (max_memory_kib and _rss_kib() > max_memory_kib))
         try:
-            _put(replies, (tuple(outcome._replace(exc=None)), retire))
+            _put(replies, (message.id, tuple(outcome._replace(exc=None)), retire))
         except OSError:
             return  # the manager died meanwhile; recovery will run the task again
         if retire:
@@ -588,6 +592,8 @@ class Worker:
         # A pipe each way: cheaper a message than one socket both ways
         jobs, job_pipe = self.ctx.Pipe(duplex=False)
         reply_pipe, replies = self.ctx.Pipe(duplex=False)
+        for ours in (job_pipe, reply_pipe):  # forked, a child closes the manager's ends of
+            multiprocessing.util.register_after_fork(ours, type(ours).close)  # every pipe
         process = self.ctx.Process(
             target=child_main, name=f"ForkPoolWorker-{index + 1}", daemon=True,
             args=(self.app_path, (jobs, replies), self.loglevel, self.conf.worker_max_tasks_per_child,
@@ -977,9 +983,10 @@ class Worker:
     # -- outcomes ------------------------------------------------------------
 
     def _receive(self, child):
+        """Take the replies a child sent: False if it died or must (bytes not of its own)."""
         try:
-            outcome, retire = _reply(child.conn)
-            outcome = _outcome(outcome)
+            replies = [(task_id, _outcome(outcome), retire)
+                       for task_id, outcome, retire in _reply(child.conn)]
         except (EOFError, OSError):
             return False  # it died: its sentinel will say so
         except Exception as exc:  # noqa: BLE001 - not our framing: its task wrote to the pipe
@@ -987,9 +994,20 @@ class Worker:
                 f"its child's reply to the worker was unreadable ({type(exc).__name__})"))
             child.process.kill()  # reaped by its sentinel, as any death
             return False
-        if child.message is None:  # no task of its own: bytes its last task left writing
-            child.process.kill()
-            return False
+        for task_id, outcome, retire in replies:
+            if child.message is None:  # no task of its own: bytes its last task left writing
+                child.process.kill()
+                return False
+            if task_id != child.message.id:  # a task that answered for itself early: its
+                log.warning("a reply for task %.100r, which this child no longer runs:"
+                            " ignored", task_id)  # real one, late
+                continue
+            if not self._settled(child, outcome, retire):
+                return True
+        return True
+
+    def _settled(self, child, outcome, retire):
+        """Record its task's outcome; False once the child is retired (replaced)."""
         if child.hooks:
             child.message = child.deadline = child.killed_for = None
             child.hooks = False
@@ -1003,6 +1021,7 @@ class Worker:
                 child.process.kill()
                 child.process.join(1)
             self._reap(child)
+            return False
         return True
 
     def _finish(self, child, outcome):

@@ -435,6 +435,31 @@ def write_to_manager(frame_hex, times=1, every=0.0):
 
 
 @app.task
+def writable_pipes():
+    """How many pipes this child can write to: its replies' only, not its siblings' jobs."""
+    import gc
+    from multiprocessing.connection import Connection
+    return sum(1 for conn in gc.get_objects()
+               if isinstance(conn, Connection) and not conn.closed and conn.writable)
+
+
+@app.task(bind=True)
+def forges_its_reply(self, seconds):
+    """Send the manager a reply of its own making, in the child's own format, then run on:
+    its real reply comes after the manager has handed this child another task."""
+    import gc
+    from multiprocessing.connection import Connection
+
+    from miniq.task import Outcome
+    from miniq.worker import _put
+    for conn in gc.get_objects():  # the pipe to the manager: the one writable pipe
+        if isinstance(conn, Connection) and not conn.closed and conn.writable:
+            _put(conn, (self.request.id, tuple(Outcome("SUCCESS", '"forged"')), False))
+    time.sleep(seconds)
+    return "real"
+
+
+@app.task
 def shrugs_off_usr1(ready, seconds=30.0):
     """Note SIGUSR1 in a file, and run on for seconds: a terminate with it does not end it."""
     signal.signal(signal.SIGUSR1, lambda signum, frame: open(f"{ready}.usr1", "w").close())

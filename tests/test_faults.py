@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
 from contextlib import closing
 
@@ -817,10 +818,34 @@ def test_a_task_writing_into_its_pipe_to_the_manager_fails_alone(app, start_work
     assert_serving(worker)
 
 
+def test_a_child_can_write_to_no_pipe_but_its_own_to_the_manager(app, start_worker):
+    """Forked, a child inherits the manager's ends of its own and its siblings' pipes: it
+    closes them, so that no task can hand itself or a sibling a job."""
+    worker = start_worker("-c", "3")
+    assert [tasks.writable_pipes.delay().get(timeout=15) for _ in range(6)] == [1] * 6
+    assert_serving(worker)
+
+
+def test_a_forged_reply_does_not_give_the_next_task_its_outcome(app, start_worker):
+    """A task that answers for itself early, and again as it ends: the second answer is
+    not the next task's outcome (that task, begun meanwhile in the same child, runs again
+    in a new one)."""
+    worker = start_worker("-c", "1")
+    forger = tasks.forges_its_reply.delay(1.0)
+    wait_for(lambda: forger.ready(), timeout=15, message="the forged reply taken")
+    innocent = tasks.add.delay(1, 2)
+    assert innocent.get(timeout=30) == 3
+    assert forger.get(timeout=1) == "forged"  # its own lie, about itself only
+    assert_serving(worker)
+
+
 def test_a_forged_failure_the_manager_cannot_read_fails_alone(app, start_worker):
     worker = start_worker("-c", "1")
-    forged = pickle.dumps((("FAILURE", "not json", None, 0.0, None, None, False, None), False))
-    result = tasks.write_to_manager.delay((len(forged).to_bytes(4, "big") + forged).hex())
+    task_id = str(uuid.uuid4())  # a reply for the task itself, in the child's format
+    forged = pickle.dumps((task_id, ("FAILURE", "not json", None, 0.0, None, None, False, None,
+                                     (None, None)), False))
+    result = tasks.write_to_manager.apply_async(
+        ((len(forged).to_bytes(4, "big") + forged).hex(),), task_id=task_id)
     settle(result, worker)
     assert result.state == "FAILURE"
     assert_serving(worker)
