@@ -537,6 +537,8 @@ class Worker:
             self._recover()
             self.broker.release([name for name in self.app.tasks if name not in self.rates])
             for index in range(self.concurrency):  # each kept at once: stopped if one fails
+                if self.warm or self.cold:  # told to stop as they start (-c 1000, say)
+                    return 1 if self.cold else 0
                 self.children.append(self._start_child(index))
             log.info("miniq worker %s ready: %d %s (%s), queues %s, database %s",
                      self.id[:8], self.concurrency,

@@ -222,6 +222,18 @@ def test_group_wide_signal_is_a_warm_shutdown_under_each_start_method(
              message="no process left in the worker's group")
 
 
+def test_a_worker_told_to_stop_as_its_children_start_stops_there(app, start_worker):
+    """-c 1000 by mistake, then Ctrl-C: it starts no more children, and is never ready."""
+    worker = start_worker("-c", "1000", ready=False)
+    wait_for(lambda: len(group_alive(worker.pid)) > 2, timeout=30, interval=0.01,
+             message="children starting")
+    deliver(worker, signal.SIGTERM)
+    assert worker.wait(30) == 0, worker.output()
+    assert " ready: " not in worker.output()
+    wait_for(lambda: not group_alive(worker.pid), timeout=15, interval=0.1,
+             message="no process left in the worker's group")
+
+
 SLOW_BOOT = """
 import multiprocessing, time
 from tests.tasks import app  # noqa: F401 - the app, its tasks registered
