@@ -182,6 +182,11 @@ class _Plain(pickle.Unpickler):
         return super().find_class(module, name)
 
 
+def _loaded(data):
+    """The plain data a pickle's bytes hold (see _Plain)."""
+    return _Plain(io.BytesIO(data)).load()
+
+
 def _reply(conn):
     """What _put sent (a child's reply, a job), as a list: most often one, but every whole
     frame that came, in order. Read without trusting the pipe: a task can write there too.
@@ -194,7 +199,7 @@ def _reply(conn):
     data = os.read(fd, 65536)  # most replies: whole in one read
     frame = _frame(data)
     if frame is not None and len(data) == frame[1]:
-        return [_Plain(io.BytesIO(memoryview(data)[frame[0]:])).load()]
+        return [_loaded(memoryview(data)[frame[0]:])]
     if not data:
         raise EOFError
     data, since, frames = bytearray(data), time.monotonic(), []
@@ -202,7 +207,7 @@ def _reply(conn):
     watch.register(fd, select.POLLIN)
     while True:
         while frame is not None and len(data) >= frame[1]:  # each whole one, in order
-            frames.append(_Plain(io.BytesIO(bytes(data[frame[0]:frame[1]]))).load())
+            frames.append(_loaded(bytes(data[frame[0]:frame[1]])))
             del data[:frame[1]]
             if not data:
                 return frames
@@ -985,7 +990,8 @@ class Worker:
     # -- outcomes ------------------------------------------------------------
 
     def _receive(self, child):
-        """Take the replies a child sent: False if it died or must (bytes not of its own)."""
+        """Take the replies a child sent; False if it died, or was killed for bytes that
+        are no reply of its task's."""
         try:
             replies = [(task_id, _outcome(outcome), retire)
                        for task_id, outcome, retire in _reply(child.conn)]
