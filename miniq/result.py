@@ -229,10 +229,17 @@ def _value(row):
             else None
     data = loads(row[2])
     if row[1] in EXCEPTION_STATES and row[0] != RUNNING:
+        if not data:  # stored so by hand: as Celery's, no exception
+            return None
         if not (isinstance(data, dict) and "exc_type" in data):  # stored so by hand
             raise ValueError("Exception information must include the exception type")  # Celery's
         return exception_from_json(data)
     return data
+
+
+def _throw(error):
+    """Raise a stored error; a failure state set by hand with none raises as Celery's."""
+    raise RuntimeError("No active exception to reraise") if error is None else error
 
 
 class _Kind(type):
@@ -397,7 +404,7 @@ class AsyncResult(ResultBase):
         (None while not ready), to callback(id, value) too; never waits."""
         value = self.info
         if propagate and self.state in ("FAILURE", "REVOKED"):
-            raise value
+            _throw(value)
         if callback is not None:
             callback(self.id, value)
         return value
@@ -423,7 +430,7 @@ class AsyncResult(ResultBase):
         if propagate and self.state != "SUCCESS":
             if follow_parents:
                 _raise_failed_parent(self)
-            raise value
+            _throw(value)
         if callback is not None:
             callback(self.id, value)
         return value

@@ -1169,6 +1169,19 @@ def an_exception_stored_by_update_state_is_raised(c, get):
             stored.name, stored.queue, stored.args)
 
 
+def no_exception_stored_reads_as_none(c, get):
+    """A failure state stored by hand with no meta (or an empty one) reads as no
+    exception, as Celery's does: its info is None, get() returns None unless it
+    propagates, and then raises as Celery's does."""
+    out = []
+    for meta in (None, {}):
+        stored = c.app.AsyncResult(str(uuid.uuid4()))
+        c.add.update_state(task_id=stored.id, state="REVOKED", meta=meta)
+        out += [stored.state, stored.info, stored.get(timeout=T, propagate=False),
+                raised(lambda: stored.get(timeout=T))]
+    return out
+
+
 def on_replace_and_trail_as_celerys(c, get):
     """A base's on_replace() runs as replace() ends; trail=False keeps no children, read
     by an app that has the task or not; nor does a call's add_to_parent=False."""
@@ -1794,6 +1807,8 @@ SCENARIOS = [
     (replace_gives_the_replacement_result, [
         5, 32, [11, 12], [12, 13, 14, 15], 20, [[3, 7, 5, "A"], [13, 10, "A"]]]),
     (update_state_stores_any_tasks_state, True),
+    (no_exception_stored_reads_as_none,
+     ["REVOKED", None, None, "raised RuntimeError"] * 2),
     (an_exception_stored_by_update_state_is_raised,
      ("raised KeyError", "FAILURE", "REVOKED", "ValueError('by caller')", None, None, None)),
     (a_replacement_that_fails_fails_its_chord, ("raised ValueError", "raised ValueError",
