@@ -60,7 +60,7 @@ DEFAULTS: dict[str, Any] = {
     "task_routes": None,  # as Celery's
     "task_ignore_result": False,
     "task_acks_late": False,
-    "task_reject_on_worker_lost": False,
+    "task_reject_on_worker_lost": None,
     "task_acks_on_failure_or_timeout": True,
     "task_acks_on_timeout": None,      # as Celery 5.7's: None, then the setting above
     "task_store_errors_even_if_ignored": False,

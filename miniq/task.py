@@ -213,7 +213,7 @@ class Task:
     retry_backoff_max: float = 600
     retry_jitter: bool = True
     acks_late: bool | None = _Conf("task_acks_late", False)
-    reject_on_worker_lost: bool | None = _Conf("task_reject_on_worker_lost", False)
+    reject_on_worker_lost: bool | None = _Conf("task_reject_on_worker_lost")
     queue: str | None = None
     priority: int | None = _Conf("task_default_priority")
     # "10/s", "100/m", "1000/h" or a number a second, in all workers

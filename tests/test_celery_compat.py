@@ -1169,6 +1169,16 @@ def an_exception_stored_by_update_state_is_raised(c, get):
             stored.name, stored.queue, stored.args)
 
 
+def task_options_default_as_celerys(c, get):
+    """A task that sets no option reads each as Celery's does, from app.conf's defaults."""
+    options = ("acks_late", "reject_on_worker_lost", "ignore_result", "track_started",
+               "max_retries", "default_retry_delay", "rate_limit", "soft_time_limit",
+               "time_limit", "expires", "priority", "store_errors_even_if_ignored")
+    conf = c.app.conf
+    return ([getattr(c.add, name) for name in options], conf.task_reject_on_worker_lost,
+            conf.task_acks_late, conf.task_default_rate_limit)
+
+
 def no_exception_stored_reads_as_none(c, get):
     """A failure state stored by hand with no meta (or an empty one) reads as no
     exception, as Celery's does: its info is None, get() returns None unless it
@@ -1807,6 +1817,9 @@ SCENARIOS = [
     (replace_gives_the_replacement_result, [
         5, 32, [11, 12], [12, 13, 14, 15], 20, [[3, 7, 5, "A"], [13, 10, "A"]]]),
     (update_state_stores_any_tasks_state, True),
+    (task_options_default_as_celerys, (
+        [False, None, False, False, 3, 180, None, None, None, None, None, False],
+        None, False, None)),
     (no_exception_stored_reads_as_none,
      ["REVOKED", None, None, "raised RuntimeError"] * 2),
     (an_exception_stored_by_update_state_is_raised,
