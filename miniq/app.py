@@ -266,9 +266,12 @@ class Miniq:
         return messages
 
     def gen_task_name(self, name: str, module: str) -> str:
-        """A task's name: ``module.function``; a script's are named after the app."""
-        if module == "__main__" and self.main:
-            module = self.main
+        """A task's name: ``module.function``; a script's are named after the app. A
+        spawned child runs the script as ``__mp_main__``: its names are the script's."""
+        module = "__main__" if module == "__mp_main__" else module
+        main = "__main__" if self.main == "__mp_main__" else self.main  # Celery(__name__)
+        if module == "__main__" and main:
+            module = main
         return f"{module}.{name}"
 
     def _defaults(self, name):

@@ -239,7 +239,9 @@ def _value(row):
 
 def _throw(error):
     """Raise a stored error; a failure state set by hand with none raises as Celery's."""
-    raise RuntimeError("No active exception to reraise") if error is None else error
+    if error is None:
+        raise RuntimeError("No active exception to reraise")
+    raise error
 
 
 class _Kind(type):

@@ -125,18 +125,21 @@ def test_the_next_steps_package_runs_as_its_own_module_with_its_tasks_limits(pro
     """) == ["8", "limited"]
 
 
-def test_a_script_whose_app_is_named_as_no_module_runs_its_worker(project, tmp_path):
-    """``python run.py`` with ``Celery("myapp")`` (or no name) and worker_main(): its
-    tasks take the app's name, as Celery's, and its forked children know them."""
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_a_script_whose_app_is_named_as_no_module_runs_its_worker(project, tmp_path, method):
+    """``python run.py`` with ``Celery("myapp")`` (or no name, or ``__name__``) and
+    worker_main(): its tasks take the app's name, as Celery's, and its children know
+    them, forked or spawned (a spawned child runs the script as ``__mp_main__``)."""
     write, _start, run = project
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), ROOT]))
-    scripts = []
-    for name, main in (("run.py", '"myapp"'), ("bare.py", "")):
+    scripts, apps = [], (("run.py", '"myapp"'), ("bare.py", ""), ("named.py", "__name__"))
+    for name, main in apps:
         write({name: f"""
             from miniq import Celery
 
             app = Celery({main})
             app.conf.broker_url = "sqlite:///{name}.db"
+            app.conf.worker_start_method = "{method}"
 
             @app.task
             def add(x, y):
@@ -150,15 +153,16 @@ def test_a_script_whose_app_is_named_as_no_module_runs_its_worker(project, tmp_p
                                             stdout=log, stderr=subprocess.STDOUT,
                                             start_new_session=True))
     try:
-        for name in ("run.py", "bare.py"):
+        for name, _ in apps:
             wait_for(lambda: "ready" in (tmp_path / f"{name}.log").read_text(), timeout=30,
                      message=f"the worker of {name}")
         assert run("""
             from miniq import Celery
-            for main, name in (("myapp", "run.py"), ("__main__", "bare.py")):
+            for main, name in (("myapp", "run.py"), ("__main__", "bare.py"),
+                               ("__main__", "named.py")):
                 app = Celery(main, broker=f"sqlite:///{name}.db")
                 print(app.send_task(f"{main}.add", (2, 3)).get(timeout=20))
-        """) == ["5", "5"]
+        """) == ["5", "5", "5"]
     finally:
         for script in scripts:
             os.killpg(script.pid, 9)
