@@ -28,8 +28,8 @@ from .exceptions import (ChordError, Ignore, ImproperlyConfigured, InvalidTaskEr
                          Retry, SoftTimeLimitExceeded, TimeLimitExceeded)
 from .canvas import (Signature, _listed, _mapped, chunks, group, maybe_signature, new_style,
                      steps_after)
-from .result import (EagerResult, allow_join_result, denied_join_result, exception_from_json,
-                     exception_to_json, new_id, pickleable)
+from .result import (EagerResult, ResultBase, allow_join_result, denied_join_result,
+                     exception_from_json, exception_to_json, new_id, pickleable)
 from .utils.json import dumps, loads
 
 log = logging.getLogger("miniq.worker")
@@ -826,6 +826,8 @@ def _kept(message, value, eager, flows):
     ignored = not eager and message.options.get("ignore_result")
     if ignored and not (flows["chain"] or flows["link"]):
         return Outcome(None, None)
+    if isinstance(value, ResultBase):  # as Celery's backend stores a result: its ids
+        value = value.as_tuple()
     try:
         return Outcome("SUCCESS", dumps(value))
     except (TypeError, ValueError, RecursionError) as exc:

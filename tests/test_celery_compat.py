@@ -1169,6 +1169,17 @@ def an_exception_stored_by_update_state_is_raised(c, get):
             stored.name, stored.queue, stored.args)
 
 
+def a_result_returned_is_stored_as_its_ids(c, get):
+    """A task that returns the result of what it sent succeeds, its value that result's
+    as_tuple(), as Celery's backend stores a result; the ids lead to the values."""
+    one, many = get(c.returns_what_it_sent.delay()), get(c.returns_what_it_sent.delay(True))
+    (child, parent), nothing = one
+    (group_id, group_parent), members = many
+    return (parent, nothing, get(c.app.AsyncResult(child)), group_parent,
+            [(get(c.app.AsyncResult(m)), p, more) for (m, p), more in members],
+            isinstance(group_id, str))
+
+
 def task_options_default_as_celerys(c, get):
     """A task that sets no option reads each as Celery's does, from app.conf's defaults."""
     options = ("acks_late", "reject_on_worker_lost", "ignore_result", "track_started",
@@ -1817,6 +1828,8 @@ SCENARIOS = [
     (replace_gives_the_replacement_result, [
         5, 32, [11, 12], [12, 13, 14, 15], 20, [[3, 7, 5, "A"], [13, 10, "A"]]]),
     (update_state_stores_any_tasks_state, True),
+    (a_result_returned_is_stored_as_its_ids, (None, None, 2, None, [(4, None, None),
+                                                                      (6, None, None)], True)),
     (task_options_default_as_celerys, (
         [False, None, False, False, 3, 180, None, None, None, None, None, False],
         None, False, None)),

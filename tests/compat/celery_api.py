@@ -150,6 +150,12 @@ def replaced_through_its_hook(self):
     return self.replace(add.s(1))
 
 
+@app.task
+def returns_what_it_sent(as_group=False):
+    """The result of what it sent, as its own: stored as its ids, as Celery stores it."""
+    return group(add.s(2, 2), add.s(3, 3)).delay() if as_group else add.delay(1, 1)
+
+
 @app.task(trail=False)
 def sends_untrailed():
     return add.delay(1, 1).id
