@@ -395,9 +395,13 @@ class Miniq(apps.Miniq):
         return self.timezone == timezone.utc
 
     def start(self, argv: list = None) -> int:
-        """The command line for this app: ``python proj.py worker -l INFO``."""
+        """The command line for this app: ``python proj.py worker -l INFO``. A command
+        that fails ends the process with its status, as it would from the shell."""
         from .cli import main
-        return main(sys.argv[1:] if argv is None else list(argv), app=self)
+        status = main(sys.argv[1:] if argv is None else list(argv), app=self)
+        if status:
+            raise SystemExit(status)
+        return status
 
     def worker_main(self, argv: list = None) -> int:
         """``start()`` with ``worker`` as the command."""

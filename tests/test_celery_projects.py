@@ -125,6 +125,36 @@ def test_the_next_steps_package_runs_as_its_own_module_with_its_tasks_limits(pro
     """) == ["8", "limited"]
 
 
+def test_a_script_whose_command_fails_exits_with_its_status(project, tmp_path):
+    """``python tasks.py worker`` (app.start()) with a broker it cannot use exits 2, as
+    the command does: a supervisor sees the failure. A command that succeeds exits 0."""
+    write, _start, _run = project
+    write({"tasks.py": """
+        import sys
+        from miniq import Celery
+
+        app = Celery("tasks", broker=sys.argv.pop())
+
+        if __name__ == "__main__":
+            app.start()
+            print("after start")
+    """})
+    def script(*args):
+        return subprocess.run([sys.executable, "tasks.py", *args], cwd=tmp_path, text=True,
+                              env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True,
+                              timeout=60)
+    failed = script("worker", "amqp://")
+    assert failed.returncode == 2, failed.stderr
+    assert "amqp://" in failed.stderr and "after start" not in failed.stdout
+    broker = f"sqlite:///{tmp_path / 'tasks.db'}"
+    subprocess.run([sys.executable, "-c", "import sys; from miniq import Celery;"
+                    " Celery('x', broker=sys.argv[1]).send_task('x.y')", broker], check=True,
+                   env=dict(os.environ, PYTHONPATH=ROOT), timeout=60)
+    purged = script("purge", "-f", broker)
+    assert purged.returncode == 0, purged.stderr
+    assert "Purged 1 message" in purged.stdout and "after start" in purged.stdout
+
+
 @pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
 def test_a_script_whose_app_is_named_as_no_module_runs_its_worker(project, tmp_path, method):
     """``python run.py`` with ``Celery("myapp")`` (or no name, or ``__name__``) and
