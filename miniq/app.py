@@ -198,17 +198,25 @@ class Miniq:
         url = self.conf.broker_url
         if self._broker_url != url:
             path = os.path.join(self.home, path_from_url(url))
-            backend = self.conf.result_backend
-            if backend and backend != "rpc://" and os.path.join(
-                    self.home, path_from_url(backend, "result backend")) != path:
-                raise ImproperlyConfigured("miniq keeps results in the broker's file:"
-                                           " leave backend unset, rpc:// or equal to broker")
+            self._check_backend(path)
             durable = self.conf.sqlite_synchronous.upper() == "FULL"
             self.close()  # the file it used before, if any
             self._broker = self.broker_class(path, durable)
             self._waker = Waker(self._broker.path)
             self._broker_url = url
         return self._broker
+
+    def _check_backend(self, path):
+        """Refuse a result backend other than the broker's file, saying what would do."""
+        backend = self.conf.result_backend
+        if not backend or backend == "rpc://":
+            return
+        with contextlib.suppress(ImproperlyConfigured):  # not a file's URL: refused below
+            if os.path.join(self.home, path_from_url(backend, "result backend")) == path:
+                return
+        raise ImproperlyConfigured(f"result backend {backend!r} is not supported: miniq keeps"
+                                   " results in the broker's file: leave backend unset,"
+                                   " rpc:// or equal to broker")
 
     def close(self) -> None:
         """As Celery's: let go of what the app holds open (this thread's connection to the

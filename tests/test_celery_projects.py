@@ -936,6 +936,8 @@ def test_attributes_are_read_as_celery_reads_them(fresh_app):
 
 @pytest.mark.parametrize("backend, said", [
     ("redis://localhost:6379/0", "result backend 'redis://localhost:6379/0' is not supported"),
+    ("db+sqlite:///results.sqlite", "'db[+]sqlite:///results.sqlite' is not supported: miniq"
+                                    " keeps results in the broker's file: leave backend unset"),
     ("sqlite:///other.db", "leave backend unset, rpc:// or equal to broker")])
 def test_a_result_backend_miniq_cannot_use_is_refused_naming_it(tmp_path, backend, said):
     app = Celery("b", broker=f"sqlite:///{tmp_path / 'b.db'}", backend=backend,
