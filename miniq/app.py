@@ -584,6 +584,15 @@ def _check_call(name, **values):
 
 
 @functools.cache
+def _other_copy(values):
+    """The package of another copy of miniq (one vendored) whose app is among values."""
+    for value in values:
+        app = next((c for c in type(value).__mro__ if c.__name__ == "Miniq"), Miniq)
+        if app is not Miniq:
+            return app.__module__.rpartition(".")[0]
+    return None
+
+
 def load_app(path: str) -> Miniq:
     """Import the app named by ``-A``: ``proj``, ``proj:app`` or ``proj.app``; cached. As
     Celery's commands, it is the current app then, whatever other app its module made."""
@@ -616,6 +625,9 @@ def load_app(path: str) -> Miniq:
     if not isinstance(app, Miniq):
         found = "it has no such attribute" if attr and not hasattr(module, attr) else (
             "no Miniq instance found there")
+        copy = _other_copy([getattr(module, attr, None)] if attr else vars(module).values())
+        if copy:
+            found = f"its app is of another copy of miniq: run that copy, python -m {copy}"
         raise ImproperlyConfigured(f"{path!r} is not a miniq app ({found})")
     app.import_includes()
     _default = app

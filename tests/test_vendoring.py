@@ -79,3 +79,11 @@ def test_a_vendored_worker_returns_the_vendored_exceptions(vendored, tmp_path):
     # the copy's signals: task_failure from the manager (a hard limit) and from a child
     assert (tmp_path / "failures").read_text().splitlines() == [
         "myproj.tasks.stuck TimeLimitExceeded", "myproj.tasks.fail ValueError"]
+
+
+def test_the_installed_command_names_the_copy_a_vendored_app_needs(vendored, tmp_path):
+    """``miniq -A myproj.tasks``, the installed copy's command, finds no app of its own
+    there: it says which copy's command to run."""
+    with pytest.raises(miniq.exceptions.ImproperlyConfigured,
+                       match="another copy of miniq: run that copy, python -m myproj._vendor.miniq"):
+        miniq.app.load_app("myproj.tasks")
