@@ -636,6 +636,9 @@ class Worker:
 
     def _shutdown(self):
         """Cold: kill the children and put their tasks back. Then stop the rest."""
+        if self.cold:  # else a SIGQUIT to an idle worker seems to do nothing
+            log.warning("cold shutdown: stopping now, %d running task(s) put back in the"
+                        " queue", sum(1 for c in self.children if c.message and not c.hooks))
         for message, reserved in self.reserve:  # never begun: back in line, no delivery
             self._buffer(Settle(message.id, message.attempts,
                                 "RESERVED" if reserved else "PENDING"))

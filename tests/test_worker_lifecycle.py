@@ -123,11 +123,15 @@ def test_sighup_restarts_a_worker_without_a_terminal_as_celerys(app, start_worke
     assert pidfile.read_text().strip() == str(worker.proc.pid)
 
 
-def test_an_idle_worker_says_it_stops_on_a_warm_shutdown(app, start_worker):
+@pytest.mark.parametrize("signum, status, said", [
+    (signal.SIGTERM, 0, "warm shutdown: 0 tasks running, stopping now"),
+    (signal.SIGQUIT, 1, "cold shutdown: stopping now, 0 running task(s) put back")],
+    ids=["warm", "cold"])
+def test_an_idle_worker_says_it_stops(app, start_worker, signum, status, said):
     worker = start_worker("-c", "1")
-    deliver(worker, signal.SIGTERM)
-    assert worker.wait(30) == 0, worker.output()
-    assert "warm shutdown: 0 tasks running, stopping now" in worker.output()
+    deliver(worker, signum)
+    assert worker.wait(30) == status, worker.output()
+    assert said in worker.output()
 
 
 @pytest.mark.parametrize("signals, to_group, env", [
@@ -143,6 +147,7 @@ def test_a_cold_shutdown_requeues_running_tasks(app, start_worker, tmp_path, sig
     for name in signals:
         deliver(worker, getattr(signal, name), to_group)
     assert worker.wait(30) != 0, worker.output()
+    assert "cold shutdown: stopping now, 2 running task(s) put back" in worker.output()
     assert_nothing_left(worker, children)
     assert rows(app, running) == [(0, "PENDING", None)] * 2
     assert [r.state for r in running] == ["PENDING"] * 2
