@@ -583,7 +583,6 @@ def _check_call(name, **values):
         raise ValueError(f"{name}: priority must be from 0 to 255, not {priority}")
 
 
-@functools.cache
 def _other_copy(values):
     """The package of another copy of miniq (one vendored) whose app is among values."""
     for value in values:
@@ -593,6 +592,7 @@ def _other_copy(values):
     return None
 
 
+@functools.cache
 def load_app(path: str) -> Miniq:
     """Import the app named by ``-A``: ``proj``, ``proj:app`` or ``proj.app``; cached. As
     Celery's commands, it is the current app then, whatever other app its module made."""
