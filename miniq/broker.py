@@ -309,9 +309,9 @@ def _marks(values):
     return ",".join("?" * len(values))
 
 
-def _retrying(fn):
-    """Call fn(), retrying with growing jitter while the file is locked, LOCK_WAIT at most."""
-    give_up, attempt = time.monotonic() + LOCK_WAIT, 0
+def _retrying(fn, wait=LOCK_WAIT):
+    """Call fn(), retrying with growing jitter while the file is locked, wait s at most."""
+    give_up, attempt = time.monotonic() + wait, 0
     while True:
         try:
             return fn()
@@ -320,7 +320,7 @@ def _retrying(fn):
             if "locked" not in text and "busy" not in text:
                 raise
             if time.monotonic() > give_up:
-                raise sqlite3.OperationalError(f"{text} (gave up after {LOCK_WAIT:g}s)") from None
+                raise sqlite3.OperationalError(f"{text} (gave up after {wait:g}s)") from None
         attempt += 1
         time.sleep(random.uniform(0.005, 0.02) * min(attempt, 20))
 
@@ -344,6 +344,7 @@ class Broker:
     """One SQLite file as queue and result store; one connection per process and thread."""
 
     _turn = None  # the queue a claim took its last task from: the next starts after it
+    lock_wait = LOCK_WAIT  # a worker's main process waits less: it has children to tend
 
     def __init__(self, path, durable=False, clock=time.time):
         """The file at path; durable: survive power loss too; clock: unix time now."""
@@ -394,9 +395,10 @@ class Broker:
     def _connect(self):
         self._check_file()
         try:
-            db = sqlite3.connect(self.path, timeout=LOCK_WAIT / 2, isolation_level=None)
+            db = sqlite3.connect(self.path, timeout=self.lock_wait / 2, isolation_level=None)
             _check_owner(db, self.path)
-            mode = _retrying(lambda: db.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            mode = _retrying(lambda: db.execute("PRAGMA journal_mode = WAL").fetchone()[0],
+                             self.lock_wait)
             if mode.lower() != "wal":
                 raise ImproperlyConfigured(
                     f"database {self.path} could not use WAL journal mode (got {mode!r}); "
@@ -437,7 +439,7 @@ class Broker:
         signal's exception too) leaves no transaction open."""
         own, db = db is None, db or self.db
         try:
-            _retrying(lambda: db.execute("BEGIN IMMEDIATE"))
+            _retrying(lambda: db.execute("BEGIN IMMEDIATE"), self.lock_wait)
             if own and _stat(self.path + "-wal", "st_ino") != self._local.files[1]:
                 # the WAL was deleted by hand: frames written to the old one would be
                 # indexed for a file no new connection reads, and every read would fail
@@ -475,7 +477,7 @@ class Broker:
         expires, created, chord, status)."""
         try:
             if len(rows) == 1:  # a lone INSERT is its own atomic write transaction
-                return _retrying(lambda: self.db.execute(INSERT, rows[0]))
+                return _retrying(lambda: self.db.execute(INSERT, rows[0]), self.lock_wait)
             return self._tx(lambda db: db.executemany(INSERT, rows))
         except sqlite3.IntegrityError:  # an id sent before, most likely: one row at a time
             self._tx(lambda db: [_send_again(db, row) for row in rows])
@@ -735,11 +737,12 @@ class Broker:
         return [_worker(WorkerRow(*row)) for row in rows]
 
     @_translated
-    def recover(self, dead, max_deliveries, lost_result):
-        """Requeue tasks of dead workers or lapsed leases and say how many; fail those
-        delivered max_deliveries times, with lost_result (exception JSON) as their result.
-        A reserved task that never began goes back with no delivery counted."""
+    def recover(self, dead, max_deliveries, lost_result, lapsed=True):
+        """Requeue tasks of dead workers or (if lapsed) lapsed leases and say how many;
+        fail those delivered max_deliveries times, with lost_result (exception JSON) as
+        their result. A reserved task that never began goes back with no delivery counted."""
         now = self.clock()
+        lapse = now if lapsed else float("-inf")
         lost = ("status = 1 AND (lease < ? OR typeof(lease) NOT IN ('integer', 'real')"
                 f" OR worker IN ({_marks(dead)}))")  # a lease no number: another program's row
 
@@ -748,10 +751,10 @@ class Broker:
             db.execute(
                 "UPDATE task SET status = 2, state = 'FAILURE', result = ?, finished = ?,"
                 f" traceback = NULL WHERE {lost} AND started IS NOT NULL AND attempts >= ?",
-                (lost_result, now, now, *dead, max_deliveries))
+                (lost_result, now, lapse, *dead, max_deliveries))
             return db.execute(
                 "UPDATE task SET status = 0, state = 'PENDING', worker = NULL,"
-                f" attempts = attempts - (started IS NULL) WHERE {lost}", (now, *dead)).rowcount
+                f" attempts = attempts - (started IS NULL) WHERE {lost}", (lapse, *dead)).rowcount
         return self._tx(run)
 
     @_translated

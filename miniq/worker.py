@@ -68,6 +68,7 @@ MAX_REPLY = 1 << 30     # nor one longer than SQLite stores (its default SQLITE_
 REVIVED = {("datetime", kind) for kind in ("datetime", "date", "time", "timezone", "timedelta")}
 REVIVED |= {("decimal", "Decimal"), ("uuid", "UUID")}
 ORPHAN_AFTER = 1.0      # a child outlives its manager by at most this, running a task or not
+LOCK_WAIT = 1.0         # a locked file: the manager tends its children, then tries again
 LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 # Their default would end the manager: they are logged and ignored (but SIGHUP, which
@@ -302,6 +303,7 @@ def child_main(app_path, pipes, loglevel, max_tasks, max_memory_kib, manager, ho
             signal.signal(signum, signal.SIG_DFL)  # (the app's, inherited by fork, stay)
     results.join_will_block = True
     app = load_app(app_path)
+    vars(app.broker).pop("lock_wait", None)  # forked: the manager's shorter wait is not ours
     # Where the app uses signals: setup_logging (logging as below unless a receiver takes
     # it over), then worker_process_init. A receiver's setup (fork: inherited) stays.
     fmt = app.conf.get("worker_log_format") or LOG_FORMAT
@@ -458,6 +460,8 @@ class Worker:
     hearing = False  # the wake-up socket is among the watched
     next_due = None  # the earliest scheduled task
     next_heartbeat, heartbeats = 0.0, 0
+    beat_landed = 0.0  # when its last heartbeat (or its registration) was written
+    beating_since = float("-inf")  # when its heartbeats last began to land after a stall
     sweep_due = 0.0  # when to delete expired results next
     flush_at = 0.0  # when the buffered outcomes must be written, at the latest
     idle_deaths = 0
@@ -527,7 +531,9 @@ class Worker:
 
     def run(self):
         """Serve until shut down; 0 after a warm shutdown, 1 after a cold one."""
+        self.beat_landed = time.time()
         self._register()
+        self._landed()
         self._signals_r, signals_w = socket.socketpair()
         for sock in (self._signals_r, signals_w):
             sock.setblocking(False)
@@ -552,6 +558,8 @@ class Worker:
             if self.beat:  # as Celery's -B: its beat announces itself
                 _emit("_beat_started", self.beat, True)
             _emit("_worker_ready", self)
+            self.broker.lock_wait = LOCK_WAIT  # from now on it has children to tend
+            self.broker.close()  # its connection waits as long: opened anew
             self._loop()
         finally:
             self._tell_stopping()
@@ -1241,12 +1249,21 @@ class Worker:
         kills = self._db(self._beat_file)
         if kills is None:
             return
+        self._landed()
         self._db(self.broker.checkpoint)
         for task_id, signum in kills:
             self._terminate(task_id, signum)
         if self.heartbeats % 5 == 1 or self.recheck:
             self.recheck = False
             self._db(self._recover)
+
+    def _landed(self):
+        """Its heartbeat (or registration) is written. After a stall (the file locked,
+        say), others may have been stalled too: their silence counts from now on."""
+        now = time.time()
+        if now - self.beat_landed > self.lease / 2:
+            self.beating_since = now
+        self.beat_landed = now
 
     def _beat_file(self):
         """Heartbeat, registering again where this worker has no row: the file was deleted
@@ -1278,17 +1295,20 @@ class Worker:
                 error.announced = True  # now, as Celery's: not again when it ends
 
     def _recover(self):
-        """Put back the tasks of workers that died (pid gone here, or silent too long)."""
+        """Put back the tasks of workers that died (pid gone here, or silent too long:
+        counted from when this worker's own heartbeats last began to land)."""
         now, dead = time.time(), []
+        heard = now - self.beating_since > self.lease  # else their silence may be ours
         for worker in self.broker.workers():
             if worker.id == self.id:
                 continue
             gone = worker.machine == self.machine and not pid_alive(worker.pid)
             if gone and now - worker.heartbeat < self.conf.worker_heartbeat + 2 * ORPHAN_AFTER:
                 self.recheck = True  # its children may still run its tasks: wait for them
-            elif gone or now - worker.heartbeat > self.lease:
+            elif gone or heard and now - worker.heartbeat > self.lease:
                 dead.append(worker.id)
-        count = self.broker.recover(dead, self.conf.task_max_deliveries, self._too_often())
+        count = self.broker.recover(dead, self.conf.task_max_deliveries, self._too_often(),
+                                    lapsed=heard)
         if count or dead:
             log.warning("recovered %d task(s) from %d dead worker(s)", count, len(dead))
         self.want = self.want or count > 0  # our own commit does not move data_version

@@ -23,7 +23,7 @@ from miniq import Miniq, chain, chord, exceptions
 from tests import tasks
 from tests.conftest import ROOT, wait_for
 from tests.test_reliability import group_alive, states, tokens_run
-from tests.test_worker_lifecycle import alive, deliver
+from tests.test_worker_lifecycle import alive, deliver, start_gated
 
 FAST = {"worker_lost_after": 2, "worker_heartbeat": 0.2}  # recovery within seconds
 COLUMNS = ("id", "name", "queue", "priority", "body", "options", "eta", "expires", "created",
@@ -1079,3 +1079,38 @@ def test_a_bare_retry_fails_with_a_clear_error_and_meta_alone_keeps_the_state(ap
     with pytest.raises(RuntimeError, match="self.retry"):
         tasks.bare_retry.delay().get(timeout=20)
     assert tasks.state_less_meta.delay().get(timeout=20) == "STARTED"
+
+
+def test_a_file_locked_longer_than_a_lease_stalls_no_manager_and_kills_no_live_worker(
+        app, start_worker, tmp_path):
+    """Another program holds the write lock for twice worker_lost_after (a long VACUUM,
+    a shell left in a transaction): each manager still enforces hard limits meanwhile,
+    and no worker, nor one that starts meanwhile, takes another for dead once the file
+    is free (no task runs twice)."""
+    env = conf_env(**FAST, worker_disable_prefetch=True)  # none held behind a gated task
+    first, second = start_worker("-c", "3", env=env), start_worker("-c", "1", env=env)
+    gate = tmp_path / "gate"
+    running = start_gated(gate, 3)  # a child left for busy_loop
+    looping = tasks.busy_loop.delay()  # time_limit=1
+    lock = sqlite3.connect(app.broker.path, isolation_level=None)
+    held_until = time.monotonic() + 2 * FAST["worker_lost_after"]
+    try:
+        wait_for(lambda: row_of(app, looping)[1] == "STARTED", 15, message="busy_loop runs")
+        lock.execute("BEGIN EXCLUSIVE")
+        late = start_worker("-c", "1", env=env, ready=False)  # registers once the file is free
+        wait_for(lambda: "Hard time limit (1s) exceeded" in first.output() + second.output(),
+                 max(0.1, held_until - time.monotonic() - 0.5),
+                 message="the hard limit enforced while the file was locked")
+        time.sleep(max(0.0, held_until - time.monotonic()))  # the fault: locked this long
+    finally:
+        if lock.in_transaction:
+            lock.execute("ROLLBACK")
+        lock.close()
+    late.wait_ready()  # its first look for dead workers is done
+    gate.touch()
+    assert [r.get(timeout=30) for r in running] == [0, 1, 2]
+    with pytest.raises(exceptions.TimeLimitExceeded):
+        looping.get(timeout=30)
+    assert [row_of(app, r)[3] for r in running] == [1, 1, 1]  # each delivered once
+    for worker in (first, second, late):
+        assert "recovered" not in worker.output() and "taken for dead" not in worker.output()
