@@ -33,6 +33,7 @@ from .wake import TERMINATE, Waker
 CALL_TYPES = {  # the type each checked call option must have
     "queue": str,
     "task_id": str,
+    "chord": str,  # its callback's id
     "priority": int,
     "retries": int,
     "countdown": NUMBER,
@@ -319,6 +320,8 @@ class Miniq:
                     **options) -> tuple:
         """The row ``send_task`` inserts; JSON-encodes the arguments (TypeError if it can't).
         ``routed``: what _defaults gives the name, if the caller has it."""
+        if not isinstance(name, str):
+            raise TypeError(f"a task's name is text, not {name!r}")
         json_only(name, options.get("serializer") or "json")
         default_queue, default_priority, soft, hard, default_expires, ignores = (
             routed or self._defaults(name))
@@ -335,6 +338,7 @@ class Miniq:
         _check_call(name,
                     queue=default_queue if queue is None else queue,  # a route's too
                     task_id=task_id,
+                    chord=chord,
                     priority=priority,
                     countdown=countdown,
                     soft_time_limit=soft if soft_limit is None else soft_limit,
@@ -342,7 +346,8 @@ class Miniq:
                     headers=kept["headers"],
                     retries=retries)
         for key in ("link", "link_error"):
-            kept[key] = _links(name, kept[key])
+            kept[key] = _links(name, kept[key], key)
+        _links(name, kept["chain"], "chain")  # checked alone: a last step's [] stays
         body = encode_args(name, args, kwargs)
         now = time.time()
         due = now + countdown if countdown else (to_timestamp(eta) if eta else 0.0)  # as Celery's
@@ -362,8 +367,9 @@ class Miniq:
         # step or a link gets the value, which is then dropped
         kept["ignore_result"] = ignore_result and not chord
         status = WAITING if waiting else QUEUED  # a chord callback waits for its members
-        return (task_id or new_id(), name, queue or default_queue, priority, body, _options(kept),
-                due, expires, now, chord, status, retries or 0)  # retries: as Celery's send_task
+        return (task_id or new_id(), name, queue or default_queue, priority, body,
+                _options(name, kept), due, expires, now, chord, status,
+                retries or 0)  # retries: as Celery's send_task
 
     def message_rows(self, calls: Iterable[tuple], **options: Any) -> list:
         """Rows for many (name, args, kwargs, task_id) calls with the same options: a
@@ -443,24 +449,28 @@ def _deadline(expires, now):
     return now + expires if isinstance(expires, NUMBER) else to_timestamp(expires)
 
 
-def _options(values):
+def _options(name, values):
     """A message's options column: JSON of what its worker needs beyond the row's own
     columns (per-call limits, a workflow, where it comes from), or None, as for most calls.
     A chain's last step keeps its empty chain: its request's is [], as Celery's."""
     kept = {k: v for k, v in values.items()
             if v is not None and (v is not False or k == "ignore_result")
             and (v != [] or k == "chain")}
-    return dumps(kept) if kept else None
+    try:
+        return dumps(kept) if kept else None
+    except RecursionError:  # a link's link's link...: as arguments too deep
+        raise ValueError(f"{name}: its options (links, a workflow) nest too deep for JSON"
+                         ) from None
 
 
-def _links(name, link):
-    """A link option (a signature or a list of them) as the list Celery's request keeps.
-    Refused at the call unless each is a signature: a worker could not send it, and the
-    task would end with its callback lost."""
+def _links(name, link, key):
+    """A link (or chain) option, a signature or a list of them, as the list Celery's
+    request keeps. Refused at the call unless each is a signature: a worker could not
+    send it, and the task would end with its callback lost."""
     links = list(link) if isinstance(link, (list, tuple)) else [link] if link else []
     for sig in links:
         if not (isinstance(sig, dict) and isinstance(sig.get("task"), str)):
-            raise TypeError(f"{name}: link and link_error take signatures, not {sig!r}")
+            raise TypeError(f"{name}: {key} takes signatures, not {sig!r}")
     return links or None
 
 

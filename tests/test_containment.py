@@ -324,10 +324,32 @@ def test_a_forged_worker_row_is_taken_for_dead_and_signals_nothing(
 
 @pytest.mark.parametrize("link", [5, "tests.tasks.add", [5], [{"args": []}]],
                          ids=["int", "name", "list-of-int", "dict-without-task"])
-@pytest.mark.parametrize("key", ["link", "link_error"])
+@pytest.mark.parametrize("key", ["link", "link_error", "chain"])
 def test_a_callback_that_is_no_signature_is_refused_at_the_call(app, key, link):
-    with pytest.raises(TypeError, match="take signatures"):
+    with pytest.raises(TypeError, match=f"{key} takes signatures"):
         tasks.add.apply_async((1, 1), **{key: link})
+    assert app.broker.db.execute("SELECT COUNT(*) FROM task").fetchone() == (0,)
+
+
+def test_links_nested_too_deep_for_json_are_refused_at_the_call(app):
+    sig = tasks.add.s(1)
+    for _ in range(sys.getrecursionlimit()):
+        sig = tasks.add.s(1).set(link=sig)
+    with pytest.raises(ValueError, match="nest too deep for JSON"):
+        tasks.add.apply_async((1, 1), link=sig)
+    assert app.broker.db.execute("SELECT COUNT(*) FROM task").fetchone() == (0,)
+
+
+@pytest.mark.parametrize("call", [
+    lambda app: app.send_task(object()),
+    lambda app: tasks.add.apply_async((1, 1), chord=object()),
+    lambda app: app.AsyncResult(object()).state,
+    lambda app: app.AsyncResult(b"bytes").get(timeout=1)], ids=["name", "chord", "id", "bytes"])
+def test_a_name_or_id_that_is_no_text_is_refused_at_the_call(app, call):
+    """Not the OperationalError of a value the database cannot bind: that one says the
+    file failed, and callers retry it."""
+    with pytest.raises(TypeError, match="is text|chord cannot be"):
+        call(app)
     assert app.broker.db.execute("SELECT COUNT(*) FROM task").fetchone() == (0,)
 
 
