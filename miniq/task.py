@@ -915,7 +915,14 @@ def _traceback():
 
 
 def failed(exc, trace=True):
-    """A FAILURE outcome for exc, with the traceback being handled unless trace is False."""
-    return Outcome("FAILURE", exception_to_json(exc), _traceback() if trace else None, exc=exc)
+    """A FAILURE outcome for exc, with the traceback being handled unless trace is False.
+    An exception that cannot be read (its attributes raise) fails as a TypeError naming it."""
+    try:
+        return Outcome("FAILURE", exception_to_json(exc), _traceback() if trace else None,
+                       exc=exc)
+    except Exception as error:  # noqa: BLE001 - the task's fault: its FAILURE says so
+        plain = TypeError(f"the task raised a {type(exc).__qualname__} that cannot be read:"
+                          f" {type(error).__qualname__} reading it")
+        return Outcome("FAILURE", exception_to_json(plain), None, exc=plain)
 
 

@@ -493,6 +493,20 @@ def raise_argless():
     raise ArglessError("hidden")
 
 
+class UnreadableError(Exception):
+    """An exception none of whose attributes but its class can be read."""
+
+    def __getattribute__(self, name):
+        if name == "__class__":
+            return object.__getattribute__(self, name)
+        raise RuntimeError(f"no {name} for this exception")
+
+
+@app.task
+def raise_unreadable():
+    raise UnreadableError("hidden")
+
+
 @app.task
 def raise_unprintable(json_args=True):
     raise UnprintableError("json", 1) if json_args else UnprintableError(object())

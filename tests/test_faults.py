@@ -870,6 +870,19 @@ def test_an_exception_whose_args_raise_fails_the_task_under_its_own_name(app, st
     assert_serving(worker)
 
 
+def test_an_exception_that_cannot_be_read_fails_the_task_naming_it(app, start_worker):
+    """Not a child that dies (a WorkerLostError) and a task that says nothing."""
+    worker = start_worker("-c", "1")
+    children = worker.children()
+    result = tasks.raise_unreadable.delay()
+    settle(result, worker)
+    assert result.state == "FAILURE"
+    with pytest.raises(TypeError, match="raised a UnreadableError that cannot be read"):
+        result.get(timeout=5)
+    assert worker.children() == children  # the same child: it survived
+    assert_serving(worker)
+
+
 @pytest.mark.parametrize("options, error, said", [
     ({"soft_time_limit": -1}, ValueError, "soft_time_limit cannot be negative: -1"),
     ({"time_limit": "abc"}, TypeError, "time_limit cannot be 'abc'"),
