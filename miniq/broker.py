@@ -737,24 +737,26 @@ class Broker:
         return [_worker(WorkerRow(*row)) for row in rows]
 
     @_translated
-    def recover(self, dead, max_deliveries, lost_result, lapsed=True):
-        """Requeue tasks of dead workers or (if lapsed) lapsed leases and say how many;
-        fail those delivered max_deliveries times, with lost_result (exception JSON) as
-        their result. A reserved task that never began goes back with no delivery counted."""
+    def recover(self, dead, max_deliveries, lost_result, lapsed=True, owner=None, strays=()):
+        """Requeue tasks of dead workers, or (if lapsed) lapsed leases, or the strays of
+        owner (ids it holds in the file but not in fact), and say how many; fail those
+        delivered max_deliveries times, with lost_result (exception JSON) as their result.
+        A reserved task that never began goes back with no delivery counted."""
         now = self.clock()
         lapse = now if lapsed else float("-inf")
         lost = ("status = 1 AND (lease < ? OR typeof(lease) NOT IN ('integer', 'real')"
-                f" OR worker IN ({_marks(dead)}))")  # a lease no number: another program's row
+                f" OR worker IN ({_marks(dead)}) OR worker = ? AND id IN ({_marks(strays)}))")
+        which = (*dead, owner, *strays)  # a lease no number: another program's row
 
         def run(db):
             db.execute(f"DELETE FROM worker WHERE id IN ({_marks(dead)})", dead)
             db.execute(
                 "UPDATE task SET status = 2, state = 'FAILURE', result = ?, finished = ?,"
                 f" traceback = NULL WHERE {lost} AND started IS NOT NULL AND attempts >= ?",
-                (lost_result, now, lapse, *dead, max_deliveries))
+                (lost_result, now, lapse, *which, max_deliveries))
             return db.execute(
                 "UPDATE task SET status = 0, state = 'PENDING', worker = NULL,"
-                f" attempts = attempts - (started IS NULL) WHERE {lost}", (lapse, *dead)).rowcount
+                f" attempts = attempts - (started IS NULL) WHERE {lost}", (lapse, *which)).rowcount
         return self._tx(run)
 
     @_translated
@@ -811,10 +813,12 @@ class Broker:
                                              " AND state = 'REVOKED'", ids)}
 
     @_translated
-    def held(self, worker, ids):
-        """Of these ids, those this worker still holds: the others were revoked meanwhile."""
-        return {row[0] for row in self._rows(f"SELECT id FROM task WHERE id IN ({_marks(ids)})"
-                                             " AND worker = ? AND status = 1", (*ids, worker))}
+    def held(self, worker, ids=None):
+        """Of these ids (all if None), those this worker still holds: the others were
+        revoked meanwhile."""
+        among = "" if ids is None else f"id IN ({_marks(ids)}) AND"
+        return {row[0] for row in self._rows(f"SELECT id FROM task WHERE {among} worker = ?"
+                                             " AND status = 1", (*(ids or ()), worker))}
 
     @_translated
     def scheduled(self):

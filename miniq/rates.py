@@ -37,9 +37,9 @@ class RateBroker(Broker):
         return self._tx(run)
 
     @_translated
-    def recover(self, dead, max_deliveries, lost_result, lapsed=True):
+    def recover(self, *args, **kwargs):
         """As the broker's; then a rate limit's line whose next task is gone moves on."""
-        count = super().recover(dead, max_deliveries, lost_result, lapsed)
+        count = super().recover(*args, **kwargs)
         self._tx(_move_lines)
         return count
 

@@ -466,6 +466,7 @@ class Worker:
     flush_at = 0.0  # when the buffered outcomes must be written, at the latest
     idle_deaths = 0
     recheck = False  # a dead worker's tasks are due back at the next heartbeat
+    strays = frozenset()  # ids the file said it held, and it did not, at the last look
     db_error, db_failing = None, frozenset()  # the last error logged; the steps that failed
     db_retry_at = db_delay = 0.0
     beat = None  # -B: periodic tasks from this loop; the database keeps each run unique
@@ -1299,6 +1300,8 @@ class Worker:
         counted from when this worker's own heartbeats last began to land)."""
         now, dead = time.time(), []
         heard = now - self.beating_since > self.lease  # else their silence may be ours
+        found = self.broker.held(self.id) - self._held()  # a restored copy of the file, say
+        strays, self.strays = found & self.strays, found  # twice in a row: no passing state
         for worker in self.broker.workers():
             if worker.id == self.id:
                 continue
@@ -1308,10 +1311,20 @@ class Worker:
             elif gone or heard and now - worker.heartbeat > self.lease:
                 dead.append(worker.id)
         count = self.broker.recover(dead, self.conf.task_max_deliveries, self._too_often(),
-                                    lapsed=heard)
+                                    heard, self.id, sorted(strays))
+        if strays:
+            log.warning("put back %d task(s) the file says this worker holds and it does"
+                        " not (was the file restored from a copy?)", len(strays))
         if count or dead:
             log.warning("recovered %d task(s) from %d dead worker(s)", count, len(dead))
         self.want = self.want or count > 0  # our own commit does not move data_version
+
+    def _held(self):
+        """The ids of the tasks this worker holds: running, reserved, or whose outcome
+        is still to be written."""
+        return ({c.message.id for c in self.children if c.message} | set(self.begun)
+                | {m.id for m, _ in (*self.reserve, *self.unwritten, *self.timed_out)}
+                | {settle.id for settle in self.outcomes})
 
     def _sweep(self, now):
         """Delete expired results: a short transaction a pass while some are left (other

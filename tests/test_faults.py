@@ -870,6 +870,22 @@ def test_an_exception_whose_args_raise_fails_the_task_under_its_own_name(app, st
     assert_serving(worker)
 
 
+def test_a_task_the_file_says_a_live_worker_holds_and_it_does_not_goes_back(app, start_worker):
+    """A file restored from a copy made while the worker ran holds rows claimed in its
+    name that it no longer runs: its heartbeat must not keep them claimed for ever."""
+    worker = start_worker("-c", "1", env=conf_env(**FAST))
+    stray = tasks.add.apply_async((2, 3), countdown=3600)  # not due: no claim takes it
+    (worker_id,) = app.broker.db.execute("SELECT id FROM worker").fetchone()
+    now = time.time()
+    app.broker._write("UPDATE task SET status = 1, state = 'STARTED', worker = ?, attempts = 1,"
+                      " started = ?, lease = ?, eta = 0 WHERE id = ?",
+                      (worker_id, now, now + 3600, stray.id))
+    assert stray.get(timeout=30) == 5
+    assert row_of(app, stray)[3] == 2  # a second delivery, as after any lost run
+    assert "put back 1 task(s) the file says this worker holds" in worker.output()
+    assert_serving(worker)
+
+
 def test_an_exception_that_cannot_be_read_fails_the_task_naming_it(app, start_worker):
     """Not a child that dies (a WorkerLostError) and a task that says nothing."""
     worker = start_worker("-c", "1")
