@@ -349,12 +349,7 @@ class Miniq:
             kept[key] = _links(name, kept[key], key)
         _links(name, kept["chain"], "chain")  # checked alone: a last step's [] stays
         body = encode_args(name, args, kwargs)
-        now = time.time()
-        due = now + countdown if countdown else (to_timestamp(eta) if eta else 0.0)  # as Celery's
-        expires = _deadline(expires, now)
-        if not (math.isfinite(due) and math.isfinite(expires or 0)):
-            raise ValueError(f"{name}: countdown, eta and expires must be finite times")
-        check_dates(name, due, expires or 0)
+        now, due, expires = _times(name, countdown, eta, expires)
         kept["group"] = kept.pop("group_id")
         kept["retries"] = retries or None  # the count it starts from: no retry of itself
         if not kept["parent_id"]:  # sent from inside a running task: that one is its parent
@@ -447,6 +442,17 @@ def _deadline(expires, now):
     if expires is None:
         return None
     return now + expires if isinstance(expires, NUMBER) else to_timestamp(expires)
+
+
+def _times(name, countdown, eta, expires):
+    """(now, due, expires) of a call: unix times; due 0.0 if it is due now."""
+    now = time.time()
+    due = now + countdown if countdown else (to_timestamp(eta) if eta else 0.0)  # as Celery's
+    expires = _deadline(expires, now)
+    if not (math.isfinite(due) and math.isfinite(expires or 0)):
+        raise ValueError(f"{name}: countdown, eta and expires must be finite times")
+    check_dates(name, due, expires or 0)
+    return now, due, expires
 
 
 def _options(name, values):

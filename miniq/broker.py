@@ -746,7 +746,7 @@ class Broker:
         lapse = now if lapsed else float("-inf")
         lost = ("status = 1 AND (lease < ? OR typeof(lease) NOT IN ('integer', 'real')"
                 f" OR worker IN ({_marks(dead)}) OR worker = ? AND id IN ({_marks(strays)}))")
-        which = (*dead, owner, *strays)  # a lease no number: another program's row
+        which = (*dead, owner, *strays)  # (a lease no number: another program's row)
 
         def run(db):
             db.execute(f"DELETE FROM worker WHERE id IN ({_marks(dead)})", dead)
