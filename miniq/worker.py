@@ -563,6 +563,8 @@ class Worker:
             self.broker.close()  # its connection waits as long: opened anew
             self._loop()
         finally:
+            vars(self.broker).pop("lock_wait", None)  # its last results: worth the full wait
+            self.broker.close()
             self._tell_stopping()
             self._shutdown()
             signal.set_wakeup_fd(-1)
@@ -1261,8 +1263,8 @@ class Worker:
     def _landed(self):
         """Its heartbeat (or registration) is written. After a stall (the file locked,
         say), others may have been stalled too: their silence counts from now on."""
-        now = time.time()
-        if now - self.beat_landed > self.lease / 2:
+        now, every = time.time(), self.conf.worker_heartbeat
+        if now - self.beat_landed > max(self.lease / 2, every + self.lease / 4):  # not its pace
             self.beating_since = now
         self.beat_landed = now
 

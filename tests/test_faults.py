@@ -870,6 +870,42 @@ def test_an_exception_whose_args_raise_fails_the_task_under_its_own_name(app, st
     assert_serving(worker)
 
 
+def test_a_silent_worker_is_taken_for_dead_at_any_heartbeat_pace(app, start_worker):
+    """A heartbeat every 1.5 s against worker_lost_after=2 is this worker's pace, not a
+    stall: it still judges a stopped worker dead by its silence."""
+    stopped = start_worker("-c", "1", env=conf_env(**FAST))
+    result = tasks.sleep.delay(30, "done")
+    wait_for(lambda: result.state == "STARTED", 15, message="the task runs")
+    os.kill(stopped.pid, signal.SIGSTOP)
+    try:
+        judge = start_worker("-c", "1", env=conf_env(worker_heartbeat=1.5, worker_lost_after=2))
+        wait_for(lambda: "recovered 1 task(s) from 1 dead worker(s)" in judge.output(), 20,
+                 message="the stopped worker's task recovered")
+    finally:
+        os.kill(stopped.pid, signal.SIGCONT)
+
+
+def test_a_shutdown_while_the_file_is_locked_still_writes_the_last_results(app, start_worker):
+    """The main process's short wait for a lock is for its loop; its last results at a
+    shutdown get the full wait, else a finished task would run again."""
+    worker = start_worker("-c", "1")
+    result = tasks.sleep.delay(0.5, "done")
+    wait_for(lambda: result.state == "STARTED", 15, message="the task runs")
+    lock = sqlite3.connect(app.broker.path, isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")
+    try:
+        wait_for(lambda: "succeeded in" in worker.output(), 15,
+                 message="the task ended")  # its outcome now waits for the file
+        worker.signal(signal.SIGTERM)
+        wait_for(lambda: "warm shutdown" in worker.output(), 15, message="the shutdown began")
+        time.sleep(1.5)  # the fault: locked past the loop's 1 s wait, within a shutdown's
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    assert worker.proc.wait(20) == 0, tail(worker)
+    assert result.get(timeout=5) == "done" and row_of(app, result)[3] == 1, tail(worker)
+
+
 def test_a_task_the_file_says_a_live_worker_holds_and_it_does_not_goes_back(app, start_worker):
     """A file restored from a copy made while the worker ran holds rows claimed in its
     name that it no longer runs: its heartbeat must not keep them claimed for ever."""
