@@ -395,18 +395,23 @@ class Miniq(apps.Miniq):
         return self.timezone == timezone.utc
 
     def start(self, argv: list = None) -> int:
-        """The command line for this app: ``python proj.py worker -l INFO``. A command
-        that fails ends the process with its status, as it would from the shell."""
+        """The command line for this app: ``python proj.py worker -l INFO``; its exit
+        status. Run as the script's own command line (no argv), a command that fails
+        ends the process with its status, as it would from the shell."""
         from .cli import main
         status = main(sys.argv[1:] if argv is None else list(argv), app=self)
-        if status:
+        if status and argv is None:
             raise SystemExit(status)
         return status
 
     def worker_main(self, argv: list = None) -> int:
-        """``start()`` with ``worker`` as the command."""
+        """``start()`` with ``worker`` as the command; a worker that fails (or stops cold)
+        ends the process with its status, as the command would."""
         argv = sys.argv[1:] if argv is None else list(argv)
-        return self.start(argv if argv[:1] == ["worker"] else ["worker", *argv])
+        status = self.start(argv if argv[:1] == ["worker"] else ["worker", *argv])
+        if status:
+            raise SystemExit(status)
+        return status
 
 
 Celery = Miniq  # so `from miniq import Celery` reads as the code it may one day be

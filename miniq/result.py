@@ -16,6 +16,7 @@ import os
 import pickle
 import sys
 import time
+import uuid
 from collections import deque
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -268,6 +269,8 @@ class AsyncResult(ResultBase):
     def __init__(self, id: str, backend=None, task_name=None, app=None, parent=None):
         if id is None:  # as Celery's: else a missing id would read PENDING for ever
             raise ValueError(f"AsyncResult requires valid id, not {type(id)}")
+        if isinstance(id, uuid.UUID):  # a Django UUIDField's value, say
+            id = str(id)
         if not isinstance(id, str):  # else the file would be asked for a number, say
             raise TypeError(f"a task id is text, not {id!r}")
         if backend is not None:  # Celery's second argument: an app goes by app=

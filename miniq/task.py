@@ -826,8 +826,8 @@ def _kept(message, value, eager, flows):
     ignored = not eager and message.options.get("ignore_result")
     if ignored and not (flows["chain"] or flows["link"]):
         return Outcome(None, None)
-    if isinstance(value, ResultBase):  # as Celery's backend stores a result: its ids
-        value = value.as_tuple()
+    if isinstance(value, ResultBase) and hasattr(value, "as_tuple"):  # as Celery's backend
+        value = value.as_tuple()  # stores a result: its ids (a ResultSet has none)
     try:
         return Outcome("SUCCESS", dumps(value))
     except (TypeError, ValueError, RecursionError) as exc:

@@ -7,6 +7,7 @@ import time
 
 from miniq import Miniq, Task, states
 from miniq.exceptions import SoftTimeLimitExceeded
+from miniq.result import ResultSet
 from miniq.utils.log import get_task_logger
 
 app = Miniq("tests")  # broker: MINIQ_BROKER_URL, set per test by the fixtures
@@ -500,6 +501,11 @@ class UnreadableError(Exception):
         if name == "__class__":
             return object.__getattribute__(self, name)
         raise RuntimeError(f"no {name} for this exception")
+
+
+@app.task
+def returns_a_result_set():
+    return ResultSet([app.AsyncResult("a")])
 
 
 @app.task

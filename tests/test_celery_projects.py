@@ -153,6 +153,8 @@ def test_a_script_whose_command_fails_exits_with_its_status(project, tmp_path):
     purged = script("purge", "-f", broker)
     assert purged.returncode == 0, purged.stderr
     assert "Purged 1 message" in purged.stdout and "after start" in purged.stdout
+    called = Celery("called", broker=broker, set_as_current=False)  # a command given in code:
+    assert called.start(["result", "no-such-id"]) == 2  # its status, as Celery's start()
 
 
 @pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 
@@ -333,11 +334,24 @@ def test_a_callback_that_is_no_signature_is_refused_at_the_call(app, key, link):
 
 def test_links_nested_too_deep_for_json_are_refused_at_the_call(app):
     sig = tasks.add.s(1)
-    for _ in range(sys.getrecursionlimit()):
+    for _ in range(100_000):  # past any Python's limit: 3.13's JSON goes deeper than 1,000
         sig = tasks.add.s(1).set(link=sig)
     with pytest.raises(ValueError, match="nest too deep for JSON"):
         tasks.add.apply_async((1, 1), link=sig)
     assert app.broker.db.execute("SELECT COUNT(*) FROM task").fetchone() == (0,)
+
+
+def test_a_uuid_task_id_is_read_as_its_text(app):
+    """As a Django UUIDField's value comes: the task of that id, not a TypeError."""
+    task_id = uuid.uuid4()
+    sent = tasks.add.apply_async((1, 2), task_id=str(task_id))
+    assert app.AsyncResult(task_id).id == sent.id and app.AsyncResult(task_id).state == "PENDING"
+
+
+def test_a_returned_result_with_no_ids_to_store_fails_the_task_alone(app):
+    """A ResultSet has no as_tuple(): not JSON either, so the task fails, naming it."""
+    eager = tasks.returns_a_result_set.apply()
+    assert eager.state == "FAILURE" and "not JSON serializable" in str(eager.result)
 
 
 @pytest.mark.parametrize("call", [
