@@ -870,6 +870,7 @@ def test_an_exception_whose_args_raise_fails_the_task_under_its_own_name(app, st
     assert_serving(worker)
 
 
+@pytest.mark.slow
 def test_a_silent_worker_is_taken_for_dead_at_any_heartbeat_pace(app, start_worker):
     """A heartbeat every 1.5 s against worker_lost_after=2 is this worker's pace, not a
     stall: it still judges a stopped worker dead by its silence."""
@@ -877,12 +878,14 @@ def test_a_silent_worker_is_taken_for_dead_at_any_heartbeat_pace(app, start_work
     result = tasks.sleep.delay(30, "done")
     wait_for(lambda: result.state == "STARTED", 15, message="the task runs")
     os.kill(stopped.pid, signal.SIGSTOP)
+    judge = None
     try:
         judge = start_worker("-c", "1", env=conf_env(worker_heartbeat=1.5, worker_lost_after=2))
         wait_for(lambda: "recovered 1 task(s) from 1 dead worker(s)" in judge.output(), 20,
                  message="the stopped worker's task recovered")
-    finally:
-        os.kill(stopped.pid, signal.SIGCONT)
+    finally:  # both still hold the 30 s task: no warm shutdown to wait for
+        for worker in filter(None, (stopped, judge)):
+            worker.kill_group()
 
 
 def test_a_shutdown_while_the_file_is_locked_still_writes_the_last_results(app, start_worker):
