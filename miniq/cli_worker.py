@@ -164,19 +164,13 @@ def worker(app, args):
     if args.pool not in POOLS:
         raise ImproperlyConfigured(f"-P {args.pool}: miniq's only pool is child processes"
                                    f" ({' or '.join(POOLS)})")
-    queues = _served_queues(app, args)
-    for option, key in CONF_OPTIONS.items():
-        if getattr(args, option) is not None:
-            app.conf[key] = getattr(args, option)
     node = nodename(args.hostname)
-    if app.conf.get("worker_direct"):  # as Celery's: a queue of its own, named after it
-        queues.append(f"{node}.dq2")
     args.pidfile, args.logfile = (path and node_format(path, node)
                                   for path in (args.pidfile, args.logfile))
     concurrency = args.autoscale or args.concurrency
-    manager = Worker(app, args.app, concurrency, queues, args.start_method,
-                     args.loglevel, beat=args.beat, hostname=node)
-    emit("_worker_init", manager, vars(args))
+    manager = Worker(app, args.app, concurrency, functools.partial(_settings, app, args, node),
+                     args.start_method, args.loglevel, beat=args.beat, hostname=node,
+                     options=vars(args))
     app.broker.db  # noqa: B018 - open the file first: a setup error prints no banner
     with pid_file(args.pidfile):
         start_logging(args.loglevel, args.logfile, app.conf)
@@ -212,6 +206,18 @@ def _restart():
     logging.shutdown()
     sys.stdout.flush()
     os.execv(sys.executable, [sys.executable, *argv[1:]])
+
+
+def _settings(app, args, node):
+    """The command's options set in app.conf, as Celery's override what celeryd_init's
+    receivers set there; then the queues it serves."""
+    for option, key in CONF_OPTIONS.items():
+        if getattr(args, option) is not None:
+            app.conf[key] = getattr(args, option)
+    queues = _served_queues(app, args)
+    if app.conf.get("worker_direct"):  # as Celery's: a queue of its own, named after it
+        queues.append(f"{node}.dq2")
+    return queues
 
 
 def _served_queues(app, args):

@@ -475,13 +475,19 @@ class Worker:
     restart = False  # SIGHUP came to a worker with no terminal: a warm shutdown, then again
 
     def __init__(self, app, app_path, concurrency=None, queues=None, start_method=None,
-                 loglevel=None, beat=False, hostname=None):
+                 loglevel=None, beat=False, hostname=None, options=None):
+        """``options``: the command's, for celeryd_init, which comes (as Celery's) before
+        any setting is read, so that its receivers may still change app.conf; ``queues``
+        may then be a function that gives them once they have."""
+        self.hostname = hostname  # the node name (-n): in replies to inspect(), to tasks
+        self.app, self.app_path, self.loglevel = app, app_path, loglevel
+        self.stopping = []  # (signal, how, exit status) of each stop signal, to tell
+        if options is not None:
+            emit("_worker_init", self, options)
+        queues = queues() if callable(queues) else queues
         conf = self.conf = app.conf
         check_settings(conf)
         self.sigterm_as = _sigterm_as()
-        self.stopping = []  # (signal, how, exit status) of each stop signal, to tell
-        self.hostname = hostname  # the node name (-n): in replies to inspect(), to tasks
-        self.app, self.app_path, self.loglevel = app, app_path, loglevel
         self.concurrency = concurrency or conf.worker_concurrency or os.cpu_count() or 1
         most = os.sysconf("SC_CHILD_MAX") if "SC_CHILD_MAX" in os.sysconf_names else -1
         if most < 1 or os.geteuid() == 0:  # no limit known, or root's, which has none

@@ -1295,3 +1295,33 @@ def test_celerys_other_control_commands_are_named_where_asked_for(fresh_app):
     with pytest.raises(AttributeError, match="'Inspect' object has no attribute 'nothing'"):
         fresh_app.control.inspect().nothing  # noqa: B018
     assert not hasattr(fresh_app.control, "pool_grow") and fresh_app.control.ping
+
+
+def test_celeryd_init_receivers_set_up_the_worker_as_celerys(project):
+    """As Celery's, celeryd_init comes before the worker reads its settings: what its
+    receivers put in app.conf (the queue, the concurrency) is what the worker serves
+    with."""
+    write, start, run = project
+    write({"setup.py": """
+        from miniq import Celery
+        from miniq.signals import celeryd_init
+
+        app = Celery("setup", broker="sqlite:///setup.db")
+
+        @celeryd_init.connect
+        def configure(conf=None, **kwargs):
+            conf.task_default_queue = "special"
+            conf.worker_concurrency = 3
+
+        @app.task
+        def hello():
+            return "hi"
+    """})
+    start("-A", "setup", "worker", "-l", "INFO")
+    assert run("""
+        from setup import app, hello
+        print(hello.apply_async(queue="special").get(timeout=20))
+        (stats,) = app.control.inspect(timeout=2).stats().values()
+        (queues,) = app.control.inspect(timeout=2).active_queues().values()
+        print(stats["pool"]["max-concurrency"], *[q["name"] for q in queues])
+    """) == ["hi", "3", "special"]
