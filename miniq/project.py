@@ -124,7 +124,8 @@ CELERY_DEFAULTS = {  # Celery's defaults of the settings miniq reads beyond the 
     "result_failure_expires": None, "beat_scheduler": "celery.beat:PersistentScheduler"}
 CELERY_MACHINERY = {"loader", "amqp", "events", "log", "control", "tasks", "fixups"}
 # Celery's app attributes for the broker machinery miniq has not (the file is its broker)
-CELERY_PARTS = {"amqp": "AMQP machinery (queues, router, producer)", "loader": "loader",
+CELERY_PARTS = {"amqp": "AMQP machinery (queues, router, producer; a worker serves a queue"
+                        " of its own with worker_direct, or -Q)", "loader": "loader",
                 "backend": "result backend", "log": "logging setup", "events": "event bus",
                 "pool": "broker connection pool", "producer_pool": "producer pool",
                 "connection": "broker connection", "connection_for_read": "broker connection",
@@ -135,6 +136,11 @@ PER_SECOND = {"s": 1, "m": 60, "h": 3600}  # a rate's unit: "10/s", "100/m", "10
 # As Celery's: every @shared_task is registered on every app, made before it or after
 SHARED = []
 APPS = weakref.WeakSet()
+
+
+class MissingPart(AttributeError, ImproperlyConfigured):
+    """A part of Celery's app that miniq has not: hasattr() says False, and a worker's
+    start-up receiver that reaches for it stops the worker (see signals)."""
 
 
 class Miniq(apps.Miniq):
@@ -335,8 +341,8 @@ class Miniq(apps.Miniq):
 
     def __getattr__(self, name: str) -> Any:
         if name in CELERY_PARTS:  # named, not a bare AttributeError: hasattr() still False
-            raise AttributeError(f"app.{name} is Celery's {CELERY_PARTS[name]}: miniq has"
-                                 " none (its broker and result store is the file, app.broker)")
+            raise MissingPart(f"app.{name} is Celery's {CELERY_PARTS[name]}: miniq has"
+                              " none (its broker and result store is the file, app.broker)")
         return object.__getattribute__(self, name)  # its own error, a property's too
 
     def finalize(self, auto: bool = False) -> None:

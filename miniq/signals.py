@@ -14,7 +14,7 @@ import time
 import weakref
 from typing import Any, Callable
 
-from .exceptions import NotRegistered
+from .exceptions import ImproperlyConfigured, NotRegistered
 from .task import Context, ExceptionInfo, iso_time
 from .utils.json import dumps, loads
 
@@ -316,7 +316,19 @@ def _stopping(worker, sig, how, exitcode):
 
 
 def _worker_set_up(worker):
-    celeryd_after_setup.send(sender=worker.hostname, instance=worker, conf=worker.app.conf)
+    _starting(celeryd_after_setup, sender=worker.hostname, instance=worker,
+              conf=worker.app.conf)
+
+
+def _starting(signal, **named):
+    """Send one of a worker's start-up signals. A receiver that met what miniq refuses
+    (a setting, or a part of Celery's such as app.amqp) stops the worker, where Celery's
+    would log it and go on: a worker set up without what the receiver meant to add (its
+    own queue, say) would otherwise serve as if nothing had been asked."""
+    for receiver, response in signal.send(**named):
+        if isinstance(response, ImproperlyConfigured):
+            name = getattr(receiver, "__qualname__", repr(receiver))
+            raise ImproperlyConfigured(f"{signal.name} receiver {name}: {response}")
 
 
 _taken = None  # whether a setup_logging receiver took logging over; a forked child knows
@@ -360,9 +372,9 @@ def _child_stopped(hostname):
 def _worker_init(worker, options):
     level = logging.getLevelName(str(options.get("loglevel")).upper())  # a number, as Celery's
     options = {**options, "loglevel": level if isinstance(level, int) else options["loglevel"]}
-    celeryd_init.send(sender=worker.hostname, instance=worker, conf=worker.app.conf,
-                      options=options)
-    worker_init.send(sender=worker)
+    _starting(celeryd_init, sender=worker.hostname, instance=worker, conf=worker.app.conf,
+              options=options)
+    _starting(worker_init, sender=worker)
 
 
 def _beat_started(beat, embedded):

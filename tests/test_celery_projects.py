@@ -1325,3 +1325,25 @@ def test_celeryd_init_receivers_set_up_the_worker_as_celerys(project):
         (queues,) = app.control.inspect(timeout=2).active_queues().values()
         print(stats["pool"]["max-concurrency"], *[q["name"] for q in queues])
     """) == ["hi", "3", "special"]
+
+
+def test_a_start_up_receiver_that_meets_what_miniq_lacks_stops_the_worker(tmp_path):
+    """Celery's guide adds a worker's own queue from celeryd_after_setup through app.amqp,
+    which miniq has not: the worker stops with the receiver's error, where logging it and
+    serving on would leave the queue unserved."""
+    write(tmp_path, {"direct.py": """
+        from miniq import Celery
+        from miniq.signals import celeryd_after_setup
+
+        app = Celery("direct", broker="sqlite:///direct.db")
+
+        @celeryd_after_setup.connect
+        def setup_direct_queue(sender, instance, **kwargs):
+            instance.app.amqp.queues.select_add(f"{sender}.dq")
+    """})
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), ROOT]))
+    done = subprocess.run([sys.executable, "-m", "miniq", "-A", "direct", "worker"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert ("celeryd_after_setup receiver setup_direct_queue: app.amqp is Celery's AMQP"
+            in done.stderr.splitlines()[-1])
