@@ -297,10 +297,14 @@ def _request_of(worker, message, **fields):
 def _tasks_claimed(worker, messages):
     """In the manager, as Celery's consumer: task_received for each task a claim took,
     with a request whose ``task`` is the task and ``name`` its name, as Celery's; for
-    one whose name no task has, task_unknown (the task then fails as it runs)."""
+    one whose name no task has, task_unknown (the task then fails as it runs). None for
+    one revoked or expired."""
     if not (task_received.receivers or task_unknown.receivers):
         return
+    now = time.time()
     for message in messages:
+        if (message.revoked or -1) >= 0 or (message.expires or now) < now:
+            continue  # as Celery's consumer: discarded, announced as revoked, not received
         task = worker.app.tasks.get(message.name)
         if task is None:
             task_unknown.send(sender=worker, message=message, name=message.name,

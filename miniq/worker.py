@@ -868,7 +868,10 @@ class Worker:
             if reserved and message.id not in held:
                 self._revoked_before_begin([message])
             elif refusal is not None:
-                log.warning("Task %s not run: %s", message, refusal[1])
+                if refusal[0] == "REVOKED":  # as Celery's: expired too
+                    request_log.info("Discarding revoked task: %s", message)
+                else:
+                    log.warning("Task %s not run: %s", message, refusal[1])
                 self._settle_row(message, *refusal)
             else:
                 if reserved:  # written with its outcome, or alone if it runs past FLUSH

@@ -196,6 +196,11 @@ def test_the_manager_sends_task_received_and_task_unknown_as_it_takes_tasks(task
     unknown = tasks.app.send_task("tests.signal_tasks.nosuch", (1,))
     with pytest.raises(KeyError, match="nosuch"):  # as Celery's: NotRegistered
         unknown.get(timeout=20)
+    expired = tasks.add.apply_async((1, 1), expires=-1)  # as Celery's: discarded, not received
+    with pytest.raises(TaskRevokedError):
+        expired.get(timeout=20)
+    assert f"Discarding revoked task: tests.signal_tasks.add[{expired.id}]" in (
+        worker.process.output())
     received = worker.events("task_received", since)
     assert [(e["pid"], e["sender"], e["request"]["id"]) for e in received] == [
         (worker.pid, "Worker", known.id)]  # the unknown task: task_unknown instead
