@@ -117,6 +117,11 @@ SETTLED = ("UPDATE task SET status = 2, state = ?, result = ?, traceback = ?, fi
 NOT_PLAIN = {None, "REPLACED", "RETRY", "RETRY_UNSTORED", "PENDING", "RESERVED", "UNTRACKED",
              "STARTED", "IGNORED"}  # outcomes written otherwise
 NOT_BEGUN = "(status <= 0 OR status = 3 OR status = 1 AND started IS NULL)"  # or reserved
+# a row no chord's callback still waits for: the callback takes its result when sent
+UNHELD = ("(chord IS NULL OR NOT EXISTS (SELECT 1 FROM task AS waiting"
+          " WHERE waiting.id = task.chord AND waiting.status = 3))")
+MISSING = {"exc_type": "ChordError", "exc_module": "miniq.exceptions",
+           "exc_message": ["its row was deleted before the chord's callback was sent"]}
 NUMBER = (int, float)
 REFUSED = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError, OverflowError)
 MAYBE_NUMBER = (int, float, type(None))
@@ -572,7 +577,9 @@ class Broker:
 
     @_translated
     def forget(self, task_id):
-        self._write("DELETE FROM task WHERE id = ? AND status = 2", (task_id,))
+        """Delete a finished task's row; a chord's member stays until its callback is
+        sent, which takes its result."""
+        self._write(f"DELETE FROM task WHERE id = ? AND status = 2 AND {UNHELD}", (task_id,))
 
     @_translated
     def update_state(self, task_id, state, meta):
@@ -866,8 +873,8 @@ class Broker:
         """Delete up to SWEEP results finished before the given unix time; True if there
         may be more."""
         return self._write("DELETE FROM task WHERE seq IN (SELECT seq FROM task INDEXED BY"
-                           " task_done WHERE status = 2 AND finished < ? LIMIT ?)",
-                           (before, SWEEP)) == SWEEP
+                           f" task_done WHERE status = 2 AND finished < ? AND {UNHELD}"
+                           " LIMIT ?)", (before, SWEEP)) == SWEEP
 
 
 def _headed(task_id, options, sent):
@@ -1044,11 +1051,12 @@ def _released(members, body, options, last, lineage):
     root = (_options(lineage) or {}).get("root_id")
     options.update(sent_by=last, root_id=options.get("root_id") or root or last)
     failed = next((m for m in members if m[2] != "SUCCESS"), None)
-    if failed is not None:
-        options["chord_error"] = {"id": failed[0], "error": loads(failed[3] or "{}")}
+    results, header = {m[0]: m[3] for m in members}, options.get("header")
+    missing = next(_missing(header or [], results), None)  # purged, say: loud, not None
+    if failed is not None or missing is not None:
+        options["chord_error"] = ({"id": missing, "error": MISSING} if failed is None else
+                                  {"id": failed[0], "error": loads(failed[3] or "{}")})
     elif not options.get("immutable"):  # an si() body gets nothing
-        results = {m[0]: m[3] for m in members}
-        header = options.get("header")
         args = [_gathered(list(results) if header is None else header, results), *args]
     return dumps([args, kwargs]), dumps(options)
 
@@ -1058,6 +1066,15 @@ def _gathered(shape, results):
     if isinstance(shape, list):
         return [_gathered(part, results) for part in shape]
     return loads(results[shape]) if results.get(shape) else None
+
+
+def _missing(shape, results):
+    """The ids of a header's shape that no member row holds."""
+    if isinstance(shape, list):
+        for part in shape:
+            yield from _missing(part, results)
+    elif shape not in results:
+        yield shape
 
 
 def _check_owner(db, path):

@@ -1,5 +1,6 @@
 """Cost stays flat as work grows: a claim reads no task that is not due, the due ones
 are promoted in bounded steps, an older file is upgraded, and expiry keeps up."""
+import json
 import sqlite3
 import time
 from datetime import datetime, timedelta, timezone
@@ -167,3 +168,31 @@ def test_the_worker_deletes_a_backlog_of_expired_results_in_seconds(on_shared):
     wait_for(lambda: tasks.app.broker.db.execute(old).fetchone()[0] == 0, timeout=15,
              message="the backlog swept")
     assert kept.get(timeout=1) == 4  # finished within result_expires: kept
+
+
+def test_a_waiting_chords_members_outlive_expiry_and_forget(app):
+    """Expiry (and forget()) leave a member whose chord's callback waits: the callback
+    takes its result. A member deleted anyway (by hand, a purge) fails the callback with
+    ChordError, never a None in its place."""
+    from miniq import chord
+    broker = app.broker
+    for lost in (False, True):
+        sent = chord([tasks.add.s(1, 0), tasks.add.s(2, 0)], tasks.tsum.s()).apply_async()
+        first, second = broker.claim("w", ["celery"], 2, 60.0)
+        broker.settle("w", [Settle(first.id, 1, "SUCCESS", "1", chord=first.chord)])
+        if lost:
+            broker.db.execute("DELETE FROM task WHERE id = ?", (first.id,))
+        broker.forget(first.id)
+        assert not broker.sweep(time.time() + 3600)  # all but the waiting chord's member
+        assert (first.id in statuses(broker)) is not lost
+        broker.settle("w", [Settle(second.id, 1, "SUCCESS", "2", chord=second.chord)])
+        (callback,) = broker.claim("w", ["celery"], 1, 60.0)
+        assert callback.id == sent.id
+        if lost:
+            assert callback.options["chord_error"]["id"] == first.id
+            assert callback.options["chord_error"]["error"]["exc_type"] == "ChordError"
+        else:
+            assert "chord_error" not in callback.options
+            assert json.loads(callback.body)[0] == [[1, 2]]
+        broker.settle("w", [Settle(callback.id, 1, "SUCCESS", "3")])
+        assert not broker.sweep(time.time() + 3600) and not statuses(broker)
