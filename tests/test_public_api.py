@@ -149,6 +149,12 @@ def test_celery_s_states_and_task_logger_are_where_task_modules_look(app, start_
     assert states.PROPAGATE_STATES <= states.EXCEPTION_STATES <= states.ALL_STATES
     assert states.ALL_STATES == {"PENDING", "RECEIVED", "STARTED", "SUCCESS", "FAILURE",
                                  "RETRY", "REVOKED"}  # Celery's: not IGNORED or REJECTED
+    # as Celery's: a custom state ranks below SUCCESS and FAILURE, above the others
+    assert states.state(states.PENDING) < states.state(states.SUCCESS)
+    assert states.state("PROGRESS") > states.state(states.STARTED)
+    assert not states.state("PROGRESS") > states.state(states.SUCCESS)
+    assert states.state(states.RETRY) >= states.state(states.PENDING) >= "PENDING"
+    assert [states.precedence(s) for s in ("SUCCESS", "PROGRESS", "PENDING")] == [0, 2, 8]
     worker = start_worker("-c", "1")
     result = tasks.log_line.delay("a line")
     assert result.get(timeout=20) == states.SUCCESS
