@@ -62,6 +62,11 @@ CELERY_ONLY = {"backend": "result backend (miniq's results are read by AsyncResu
                "signature_from_request": "signature of a request (retry() makes miniq's)"}
 UNKEPT = {"chord": "a chord member's callback stays in the database",  # Celery's fields
           "group_index": "a group member's place is not kept"}  # a member's request lacks
+# what the headers of Celery's messages give a worker's run (and an eager one lacks), made
+# as a task reads them: how the logs show its call, where its sender did not say
+HEADERS = {"argsrepr": lambda request: repr(tuple(request.args or ()))[:1024],
+           "kwargsrepr": lambda request: repr(request.kwargs or {})[:1024],
+           "lang": lambda request: "py"}
 
 
 class Context(SimpleNamespace):
@@ -71,7 +76,7 @@ class Context(SimpleNamespace):
     id = task = hostname = root_id = parent_id = group = eta = expires = origin = None
     kwargs = delivery_info = headers = timelimit = time_limit = soft_time_limit = None
     chain = callbacks = errbacks = correlation_id = reply_to = properties = shadow = None
-    loglevel = logfile = stamps = stamped_headers = utc = args = None
+    loglevel = logfile = stamps = stamped_headers = utc = args = taskset = None
     retries, attempts, is_eager, called_directly, replaced_task_nesting = 0, 1, False, True, 0
     ignore_result = False
 
@@ -81,6 +86,8 @@ class Context(SimpleNamespace):
     def __getattr__(self, name):  # a field it lacks: say why for those Celery's has
         if name in UNKEPT and self.called_directly:  # no run of its own: none, as Celery's
             return None
+        if name in HEADERS and not (self.called_directly or self.is_eager):
+            return HEADERS[name](self)
         raise AttributeError(f"self.request.{name}: miniq has none ({UNKEPT[name]})"
                              if name in UNKEPT else f"'Context' object has no attribute {name!r}")
 
@@ -730,8 +737,10 @@ def _request(task, message, args, kwargs, eager, hostname):
               or (message.id if retried and not eager else None))
     delivery = options.get("delivery_info") if eager else message.delivery_info()
     headers = options.get("headers")
+    shown = {} if eager else {key: options[key] for key in ("argsrepr", "kwargsrepr")
+                              if key in options}  # the sender's: else made as read
     # as Celery: custom headers are attributes too, where they name no field of its own
-    return Context(**{**(headers or {}),
+    return Context(**{**(headers or {}), **shown,
                       "id": message.id,
                       "task": message.name,
                       "args": args,

@@ -668,6 +668,13 @@ def request_fields_of_a_call_with_options(c, get):
             traced["headers"], traced["x_note"])
 
 
+def how_a_run_shows_its_call(c, get):
+    """request.argsrepr and kwargsrepr: the arguments as logs show them, or as the sender
+    said to (a secret hidden)."""
+    return (get(c.call_shown.delay(1, "a", k=2)),
+            get(c.call_shown.apply_async((1,), argsrepr="(<hidden>,)", kwargsrepr="{}")))
+
+
 def parent_and_root_of_a_task_sent_by_a_task(c, get):
     outer = c.spawner.delay()
     inner = get(c.app.AsyncResult(get(outer)))
@@ -1742,6 +1749,8 @@ SCENARIOS = [
     (chord_fields_of_a_plain_call, ([None, None], [None, None], [None, None], [None, None])),
     (request_fields_of_a_call_with_options, (
         timedelta(0), True, 3, [20, 10], {"x_note": 1}, 1, {"trace": "t"}, 2)),
+    (how_a_run_shows_its_call, (["(1, 'a')", "{'k': 2}", "py", None],
+                                ["(<hidden>,)", "{}", "py", None])),
     (parent_and_root_of_a_task_sent_by_a_task, (True, True)),
     (a_chain_step_sees_the_steps_after_it, (
         ["chain_view", "add"], [], None, None, None, ["echo"], ["echo"])),

@@ -490,6 +490,13 @@ def request_view(self):
 
 
 @app.task(bind=True)
+def call_shown(self, *args, **kwargs):
+    """How a worker's run shows its own call: the fields Celery's message headers give."""
+    r = self.request
+    return [r.argsrepr, r.kwargsrepr, r.lang, r.taskset]
+
+
+@app.task(bind=True)
 def chain_view(self, *args):
     """The task names of the chain after this step, last first, as the request holds them."""
     chain = self.request.chain
