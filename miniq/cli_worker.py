@@ -146,7 +146,8 @@ NO_EFFECT = (
 )
 
 
-# Worker options that set app.conf before the Worker is made, as Celery's do.
+# Worker options that set app.conf, as Celery's do: after celeryd_init, whose receivers'
+# settings they override.
 CONF_OPTIONS = {
     "max_tasks_per_child": "worker_max_tasks_per_child",
     "max_memory_per_child": "worker_max_memory_per_child",

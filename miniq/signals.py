@@ -294,16 +294,16 @@ def _request_of(worker, message, **fields):
                    expires=iso_time(message.expires), **fields)
 
 
-def _tasks_claimed(worker, messages):
+def _tasks_claimed(worker, messages, now):
     """In the manager, as Celery's consumer: task_received for each task a claim took,
     with a request whose ``task`` is the task and ``name`` its name, as Celery's; for
     one whose name no task has, task_unknown (the task then fails as it runs). None for
     one revoked or expired."""
     if not (task_received.receivers or task_unknown.receivers):
         return
-    now = time.time()
-    for message in messages:
-        if (message.revoked or -1) >= 0 or (message.expires or now) < now:
+    for message in messages:  # as the worker's _refusal judges them, at the same time
+        expired = message.expires is not None and message.expires < now
+        if expired or (message.revoked or -1) >= 0:
             continue  # as Celery's consumer: discarded, announced as revoked, not received
         task = worker.app.tasks.get(message.name)
         if task is None:
@@ -378,6 +378,10 @@ def _worker_init(worker, options):
     options = {**options, "loglevel": level if isinstance(level, int) else options["loglevel"]}
     _starting(celeryd_init, sender=worker.hostname, instance=worker, conf=worker.app.conf,
               options=options)
+
+
+def _worker_initialised(worker):
+    """worker_init, as Celery's: once its queues and concurrency are set."""
     _starting(worker_init, sender=worker)
 
 

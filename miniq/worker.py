@@ -478,7 +478,8 @@ class Worker:
                  loglevel=None, beat=False, hostname=None, options=None):
         """``options``: the command's, for celeryd_init, which comes (as Celery's) before
         any setting is read, so that its receivers may still change app.conf; ``queues``
-        may then be a function that gives them once they have."""
+        may then be a function that gives them once they have. worker_init comes once
+        the worker is set up."""
         self.hostname = hostname  # the node name (-n): in replies to inspect(), to tasks
         self.app, self.app_path, self.loglevel = app, app_path, loglevel
         self.stopping = []  # (signal, how, exit status) of each stop signal, to tell
@@ -523,6 +524,8 @@ class Worker:
         if beat:
             from .beat import Beat
             self.beat = Beat(app)
+        if options is not None:
+            emit("_worker_initialised", self)
 
     def _prefetch(self, multiplier):
         """How many tasks it may hold unacknowledged, as Celery counts them: concurrency
@@ -775,7 +778,7 @@ class Worker:
             self.next_due = self._db(lambda: self.broker.next_eta(self.queues))
         for message in messages:  # as Celery's, as its worker takes them
             received_log.info("Task %s received", message)
-        _emit("_tasks_claimed", self, messages)
+        _emit("_tasks_claimed", self, messages, now)
         begun = {message.id for message in messages[:idle]}
         later = {m.id for m in messages[idle:] if m.name in self.rates}
         for message in messages[idle:]:  # a turn is booked as its task begins: not ahead

@@ -4,10 +4,12 @@ the next-steps package (``-A proj`` finds ``proj.celery``), the periodic-tasks
 script (``app.start()`` and ``on_after_configure``), and a Django-style project
 (settings with a ``CELERY_`` namespace, ``autodiscover_tasks``, ``shared_task``)
 with no Django installed."""
+import contextlib
 import copy
 import importlib
 import os
 import pickle
+import signal
 import socket
 import subprocess
 import sys
@@ -1304,7 +1306,7 @@ def test_celeryd_init_receivers_set_up_the_worker_as_celerys(project):
     write, start, run = project
     write({"setup.py": """
         from miniq import Celery
-        from miniq.signals import celeryd_init
+        from miniq.signals import celeryd_init, worker_init
 
         app = Celery("setup", broker="sqlite:///setup.db")
 
@@ -1312,6 +1314,11 @@ def test_celeryd_init_receivers_set_up_the_worker_as_celerys(project):
         def configure(conf=None, **kwargs):
             conf.task_default_queue = "special"
             conf.worker_concurrency = 3
+
+        @worker_init.connect
+        def set_up(sender=None, **kwargs):  # as Celery's: once the worker is set up
+            with open("set_up.txt", "w") as f:
+                f.write(f"{sender.concurrency} {','.join(sender.queues)}")
 
         @app.task
         def hello():
@@ -1324,7 +1331,8 @@ def test_celeryd_init_receivers_set_up_the_worker_as_celerys(project):
         (stats,) = app.control.inspect(timeout=2).stats().values()
         (queues,) = app.control.inspect(timeout=2).active_queues().values()
         print(stats["pool"]["max-concurrency"], *[q["name"] for q in queues])
-    """) == ["hi", "3", "special"]
+        print(open("set_up.txt").read())
+    """) == ["hi", "3", "special", "3", "special"]
 
 
 def test_a_start_up_receiver_that_meets_what_miniq_lacks_stops_the_worker(tmp_path):
@@ -1342,8 +1350,16 @@ def test_a_start_up_receiver_that_meets_what_miniq_lacks_stops_the_worker(tmp_pa
             instance.app.amqp.queues.select_add(f"{sender}.dq")
     """})
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), ROOT]))
-    done = subprocess.run([sys.executable, "-m", "miniq", "-A", "direct", "worker"], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=60)
+    worker = subprocess.Popen([sys.executable, "-m", "miniq", "-A", "direct", "worker"],
+                              cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, stderr = worker.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # a worker that served on: all of it
+            os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+    done = subprocess.CompletedProcess(worker.args, worker.returncode, "", stderr)
     assert done.returncode == 2
     assert ("celeryd_after_setup receiver setup_direct_queue: app.amqp is Celery's AMQP"
             in done.stderr.splitlines()[-1])
