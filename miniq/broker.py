@@ -118,6 +118,7 @@ NOT_PLAIN = {None, "REPLACED", "RETRY", "RETRY_UNSTORED", "PENDING", "RESERVED",
              "STARTED", "IGNORED"}  # outcomes written otherwise
 NOT_BEGUN = "(status <= 0 OR status = 3 OR status = 1 AND started IS NULL)"  # or reserved
 # a row no chord's callback still waits for: the callback takes its result when sent
+DONE_ROWS = "SELECT seq, finished FROM task INDEXED BY task_done WHERE status = 2 AND"
 UNHELD = ("(chord IS NULL OR NOT EXISTS (SELECT 1 FROM task AS waiting"
           " WHERE waiting.id = task.chord AND waiting.status = 3))")
 MISSING = {"exc_type": "ChordError", "exc_module": "miniq.exceptions",
@@ -577,8 +578,8 @@ class Broker:
 
     @_translated
     def forget(self, task_id):
-        """Delete a finished task's row; a chord's member stays until its callback is
-        sent, which takes its result."""
+        """Delete a finished task's row; not a chord's member while its callback waits
+        for its result (expiry deletes it later)."""
         self._write(f"DELETE FROM task WHERE id = ? AND status = 2 AND {UNHELD}", (task_id,))
 
     @_translated
@@ -797,7 +798,15 @@ class Broker:
             args = queues
         if dry_run:
             return self._row(f"SELECT COUNT(*) FROM task WHERE {where}", args)[0]
-        return self._write(f"DELETE FROM task WHERE {where}", args)
+
+        def run(db):
+            chords = [row[0] for row in db.execute(
+                f"SELECT DISTINCT chord FROM task WHERE {where} AND chord IS NOT NULL", args)]
+            count = db.execute(f"DELETE FROM task WHERE {where}", args).rowcount
+            for callback in chords:  # one whose members are all gone fails now, not never
+                _release_chord(db, callback, self.clock(), None)
+            return count
+        return self._tx(run)
 
     @_translated
     def counts(self):
@@ -870,11 +879,25 @@ class Broker:
 
     @_translated
     def sweep(self, before):
-        """Delete up to SWEEP results finished before the given unix time; True if there
-        may be more."""
-        return self._write("DELETE FROM task WHERE seq IN (SELECT seq FROM task INDEXED BY"
-                           f" task_done WHERE status = 2 AND finished < ? AND {UNHELD}"
-                           " LIMIT ?)", (before, SWEEP)) == SWEEP
+        """Delete the results finished before the given unix time among the next SWEEP
+        rows past the cursor (a chord's member whose callback waits stays, and is read
+        again only once the cursor wraps); True if there may be more to delete now."""
+        start = getattr(self, "_swept_to", None) or (float("-inf"), 0)
+
+        def run(db):  # the rest of the cursor's time, then later ones: two index ranges
+            window = db.execute(f"{DONE_ROWS} finished = ? AND seq > ? ORDER BY seq LIMIT ?",
+                                (*start, SWEEP)).fetchall()
+            window += db.execute(f"{DONE_ROWS} finished > ? AND finished < ? ORDER BY"
+                                 " finished, seq LIMIT ?", (start[0], before,
+                                                            SWEEP - len(window))).fetchall()
+            seqs = [seq for seq, _ in window]
+            gone = seqs and db.execute(f"DELETE FROM task WHERE seq IN ({_marks(seqs)})"
+                                       f" AND {UNHELD}", seqs).rowcount
+            return window, gone
+        window, gone = self._tx(run)
+        full = len(window) == SWEEP
+        self._swept_to = (window[-1][1], window[-1][0]) if full else None
+        return full and gone > 0
 
 
 def _headed(task_id, options, sent):
@@ -971,8 +994,10 @@ def _settle_one(db, worker, settle, now):
                    f" traceback END {FENCE}", (eta, *key))
     elif state == "IGNORED":  # nothing recorded: the state it reported stays, if any,
         # not the STARTED miniq wrote (Celery's stays PENDING, STARTED untracked)
-        db.execute("UPDATE task SET status = 2, finished = ?, state = CASE WHEN"
-                   f" state = 'STARTED' THEN 'PENDING' ELSE state END {FENCE}", (now, *key))
+        if db.execute("UPDATE task SET status = 2, finished = ?, state = CASE WHEN"
+                      f" state = 'STARTED' THEN 'PENDING' ELSE state END {FENCE}",
+                      (now, *key)).rowcount and chord:
+            _release_chord(db, chord, now, task_id)  # which it never releases
     elif db.execute(SETTLED, (state, result, tb, now, began, *key)).rowcount:
         _follow(db, follow)
         _fail(db, failed, state, result, tb, now)
@@ -1006,7 +1031,12 @@ def _release_chord(db, callback, now, last):
         members = db.execute("SELECT id, status, state, result FROM task WHERE chord = ?"
                              " ORDER BY seq", (callback,)).fetchall()
         if any(status != DONE or state not in FINAL for _, status, state, _ in members):
-            return  # an ignored member never ends: as Celery, the callback never runs
+            if any(status == DONE and state not in FINAL for _, status, state, _ in members):
+                # an ignored member never ends: as Celery, the callback never runs (it
+                # stays PENDING), and no longer holds its members from expiry
+                db.execute("UPDATE task SET status = 2, finished = ? WHERE id = ? AND"
+                           " status = 3", (now, callback))
+            return
         row = db.execute("SELECT body, options FROM task WHERE id = ? AND status = 3",
                          (callback,)).fetchone()
         sender = db.execute("SELECT options FROM task WHERE id = ?", (last,)).fetchone()

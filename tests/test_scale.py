@@ -196,3 +196,51 @@ def test_a_waiting_chords_members_outlive_expiry_and_forget(app):
             assert json.loads(callback.body)[0] == [[1, 2]]
         broker.settle("w", [Settle(callback.id, 1, "SUCCESS", "3")])
         assert not broker.sweep(time.time() + 3600) and not statuses(broker)
+
+
+def test_a_chord_that_can_never_run_lets_its_members_expire_and_a_purged_one_fails(app):
+    """A member that ends ignored (Ignore) never releases the callback, as Celery's: it
+    stays PENDING, and no longer holds its members from expiry. A chord whose members
+    are all purged fails its callback with ChordError, rather than wait for ever."""
+    from miniq import chord
+    broker = app.broker
+    never = chord([tasks.add.s(1, 0), tasks.add.s(2, 0)], tasks.tsum.s()).apply_async()
+    first, second = broker.claim("w", ["celery"], 2, 60.0)
+    broker.settle("w", [Settle(first.id, 1, "SUCCESS", "1", chord=first.chord),
+                        Settle(second.id, 1, "IGNORED", chord=second.chord)])
+    assert (never.state, never.ready()) == ("PENDING", False)
+    assert not broker.sweep(time.time() + 3600) and not statuses(broker)
+    purged = chord([tasks.add.s(1, 0), tasks.add.s(2, 0)], tasks.tsum.s()).apply_async()
+    assert broker.purge() == 2
+    (callback,) = broker.claim("w", ["celery"], 1, 60.0)
+    assert callback.id == purged.id and callback.options["chord_error"]["error"]["exc_type"] \
+        == "ChordError"
+
+
+def test_a_sweep_reads_as_few_rows_with_many_chord_members_waiting(app):
+    """Members held for a waiting callback, oldest of all, are not read again at each
+    pass: a pass costs what one over SWEEP plain results does."""
+    from miniq import chord
+    broker = app.broker
+
+    def finished(count, prefix):
+        broker.enqueue([row(f"{prefix}{i}") for i in range(count)])
+        claimed = broker.claim("w", ["celery"], count, 60.0)
+        broker.settle("w", [Settle(m.id, 1, "SUCCESS", "1") for m in claimed])
+
+    finished(SWEEP, "a")
+    more, plain = steps(broker, lambda: broker.sweep(time.time() + 3600))
+    assert not statuses(broker)
+    chord([tasks.add.s(i, 0) for i in range(4 * SWEEP)], tasks.tsum.s()).apply_async()
+    members = broker.claim("w", ["celery"], 4 * SWEEP, 60.0)
+    broker.settle("w", [Settle(m.id, 1, "SUCCESS", "1", chord=m.chord) for m in members[1:]])
+    finished(SWEEP, "b")  # behind the held members in the index
+    left = "SELECT COUNT(*) FROM task WHERE status = 2 AND chord IS NULL"
+    for _ in range(10):
+        more, work = steps(broker, lambda: broker.sweep(time.time() + 3600))
+        assert work < 2 * plain  # the held ones, 4 × SWEEP, are not read again each pass
+        if not more and not broker.db.execute(left).fetchone()[0]:
+            break
+    else:
+        raise AssertionError("the results behind the held members were never deleted")
+    assert len(statuses(broker)) == 4 * SWEEP + 1  # the members, and their callback
