@@ -1034,8 +1034,12 @@ def _release_chord(db, callback, now, last):
             if any(status == DONE and state not in FINAL for _, status, state, _ in members):
                 # an ignored member never ends: as Celery, the callback never runs (it
                 # stays PENDING), and no longer holds its members from expiry
-                db.execute("UPDATE task SET status = 2, finished = ? WHERE id = ? AND"
-                           " status = 3", (now, callback))
+                if db.execute("UPDATE task SET status = 2, finished = ? WHERE id = ? AND"
+                              " status = 3", (now, callback)).rowcount:
+                    outer = db.execute("SELECT chord FROM task WHERE id = ?",
+                                       (callback,)).fetchone()
+                    if outer and outer[0]:  # a member itself (nested chord, replace()):
+                        _release_chord(db, outer[0], now, callback)  # so is its chord
             return
         row = db.execute("SELECT body, options FROM task WHERE id = ? AND status = 3",
                          (callback,)).fetchone()

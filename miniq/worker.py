@@ -506,8 +506,6 @@ class Worker:
         self.machine = machine_id()
         self.broker = app.broker
         self.lease = float(conf.worker_lost_after)
-        self.expires, self.acks_late = conf.result_expires, conf.task_acks_late  # read often
-        self.rates = app.rate_intervals()  # task name → seconds between its starts
         self.ahead = self._prefetch(conf.worker_prefetch_multiplier)
         self.limited = False  # a rate-limited task came ahead: none until a child is idle
         # outcomes written together while children run: until only a task a child is left
@@ -526,6 +524,9 @@ class Worker:
             self.beat = Beat(app)
         if options is not None:
             emit("_worker_initialised", self)
+        # read after worker_init, as Celery's backend and tasks read them: a receiver's stand
+        self.expires, self.acks_late = conf.result_expires, conf.task_acks_late  # read often
+        self.rates = app.rate_intervals()  # task name → seconds between its starts
 
     def _prefetch(self, multiplier):
         """How many tasks it may hold unacknowledged, as Celery counts them: concurrency

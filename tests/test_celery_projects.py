@@ -1319,6 +1319,7 @@ def test_celeryd_init_receivers_set_up_the_worker_as_celerys(project):
         def set_up(sender=None, **kwargs):  # as Celery's: once the worker is set up
             with open("set_up.txt", "w") as f:
                 f.write(f"{sender.concurrency} {','.join(sender.queues)}")
+            sender.app.conf.result_expires = 1  # still read after it, as Celery's backend
 
         @app.task
         def hello():
@@ -1326,13 +1327,19 @@ def test_celeryd_init_receivers_set_up_the_worker_as_celerys(project):
     """})
     start("-A", "setup", "worker", "-l", "INFO")
     assert run("""
+        import time
         from setup import app, hello
-        print(hello.apply_async(queue="special").get(timeout=20))
+        sent = hello.apply_async(queue="special")
+        print(sent.get(timeout=20))
         (stats,) = app.control.inspect(timeout=2).stats().values()
         (queues,) = app.control.inspect(timeout=2).active_queues().values()
         print(stats["pool"]["max-concurrency"], *[q["name"] for q in queues])
         print(open("set_up.txt").read())
-    """) == ["hi", "3", "special", "3", "special"]
+        deadline = time.monotonic() + 20
+        while app.AsyncResult(sent.id).state != "PENDING" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        print(app.AsyncResult(sent.id).state)  # swept: its result expired after 1 s
+    """) == ["hi", "3", "special", "3", "special", "PENDING"]
 
 
 def test_a_start_up_receiver_that_meets_what_miniq_lacks_stops_the_worker(tmp_path):

@@ -210,6 +210,13 @@ def test_a_chord_that_can_never_run_lets_its_members_expire_and_a_purged_one_fai
                         Settle(second.id, 1, "IGNORED", chord=second.chord)])
     assert (never.state, never.ready()) == ("PENDING", False)
     assert not broker.sweep(time.time() + 3600) and not statuses(broker)
+    inner = chord([tasks.add.s(1, 0), tasks.add.s(2, 0)], tasks.tsum.s())  # in a header
+    outer = chord([inner, tasks.add.s(3, 0)], tasks.tsum.s()).apply_async()
+    first, second, third = broker.claim("w", ["celery"], 3, 60.0)
+    broker.settle("w", [Settle(m.id, 1, "SUCCESS" if m.id != first.id else "IGNORED", "1",
+                               chord=m.chord) for m in (third, second, first)])  # last
+    assert (outer.state, outer.ready()) == ("PENDING", False)  # nor does the outer one run
+    assert not broker.sweep(time.time() + 3600) and not statuses(broker)
     purged = chord([tasks.add.s(1, 0), tasks.add.s(2, 0)], tasks.tsum.s()).apply_async()
     assert broker.purge() == 2
     (callback,) = broker.claim("w", ["celery"], 1, 60.0)
