@@ -429,6 +429,18 @@ def _reset_signals():
             signal.signal(signum, signal.SIG_IGN)
 
 
+def _pool_size(concurrency):
+    """How many children: as asked, else one a CPU; refused past what this user may run."""
+    concurrency = concurrency or os.cpu_count() or 1
+    most = os.sysconf("SC_CHILD_MAX") if "SC_CHILD_MAX" in os.sysconf_names else -1
+    if most < 1 or os.geteuid() == 0:  # no limit known, or root's, which has none
+        most = 2 ** 31
+    if concurrency > most:
+        raise ImproperlyConfigured(f"concurrency {concurrency}: more processes than this"
+                                   f" user may run ({most})")
+    return concurrency
+
+
 class Child:
     """The manager's view of one child process and the task it runs."""
 
@@ -489,13 +501,7 @@ class Worker:
         conf = self.conf = app.conf
         check_settings(conf)
         self.sigterm_as = _sigterm_as()
-        self.concurrency = concurrency or conf.worker_concurrency or os.cpu_count() or 1
-        most = os.sysconf("SC_CHILD_MAX") if "SC_CHILD_MAX" in os.sysconf_names else -1
-        if most < 1 or os.geteuid() == 0:  # no limit known, or root's, which has none
-            most = 2 ** 31
-        if self.concurrency > most:
-            raise ImproperlyConfigured(f"concurrency {self.concurrency}: more processes than"
-                                       f" this user may run ({most})")
+        self.concurrency = _pool_size(concurrency or conf.worker_concurrency)
         self.queues = list(queues or [conf.task_default_queue])
         method = start_method or conf.worker_start_method or conf.get("worker_pool_start_method")
         if method is None and sys.platform.startswith("linux"):
