@@ -459,9 +459,10 @@ class AsyncResult(ResultBase):
         while True:
             version = broker.data_version()
             if version != seen:
+                ready = self.ready()  # first: a state that ends it is told before it returns
                 if on_message is not None:
                     told = self._tell(on_message, told)
-                if self.ready():
+                if ready:
                     return
             seen = version
             elapsed = time.monotonic() - start

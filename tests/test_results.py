@@ -126,6 +126,24 @@ def test_a_call_keeps_what_the_task_option_would_drop_a_send_by_name_not(app, tm
 
 # get(on_message=, callback=) ---------------------------------------------------------------------
 
+def test_on_message_is_told_the_state_that_ends_the_wait(app, monkeypatch):
+    """A task that ends between two reads of its row within one look: the state that ends
+    get() is told all the same, as Celery's last message is, never only the one before."""
+    rows = iter([(0, "PENDING"), (1, "PROGRESS"), (2, "SUCCESS")])
+    row = (0, "PENDING")
+
+    def state(task_id):  # each read of the row sees the task one step further
+        nonlocal row
+        row = next(rows, row)
+        return (*row, '"done"' if row[1] == "SUCCESS" else None, None, "t", None, None)
+    versions = iter(range(1, 1000))
+    monkeypatch.setattr(app.broker, "state", state)
+    monkeypatch.setattr(app.broker, "data_version", lambda: next(versions))
+    seen = []
+    assert app.AsyncResult("raced").get(timeout=5, on_message=seen.append) == "done"
+    assert seen[-1]["status"] == "SUCCESS"
+
+
 def test_on_message_sees_progress_then_success_and_callback_the_value(app, tmp_path):
     gate, seen, called = tmp_path / "gate", [], []
 
