@@ -117,8 +117,8 @@ SETTLED = ("UPDATE task SET status = 2, state = ?, result = ?, traceback = ?, fi
 NOT_PLAIN = {None, "REPLACED", "RETRY", "RETRY_UNSTORED", "PENDING", "RESERVED", "UNTRACKED",
              "STARTED", "IGNORED"}  # outcomes written otherwise
 NOT_BEGUN = "(status <= 0 OR status = 3 OR status = 1 AND started IS NULL)"  # or reserved
-# a row no chord's callback still waits for: the callback takes its result when sent
 DONE_ROWS = "SELECT seq, finished FROM task INDEXED BY task_done WHERE status = 2 AND"
+# a row no chord's callback still waits for: the callback takes its result when sent
 UNHELD = ("(chord IS NULL OR NOT EXISTS (SELECT 1 FROM task AS waiting"
           " WHERE waiting.id = task.chord AND waiting.status = 3))")
 MISSING = {"exc_type": "ChordError", "exc_module": "miniq.exceptions",

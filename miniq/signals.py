@@ -15,7 +15,7 @@ import weakref
 from typing import Any, Callable
 
 from .exceptions import ImproperlyConfigured, NotRegistered
-from .task import Context, ExceptionInfo, iso_time
+from .task import Context, ExceptionInfo, call_shown, iso_time
 from .utils.json import dumps, loads
 
 __all__ = ["Signal", "before_task_publish", "after_task_publish", "task_prerun", "task_postrun",
@@ -215,6 +215,7 @@ def _message(row):
     task_id, name, _queue, _priority, body, options, eta, expires = row[:8]
     args, kwargs = loads(body)
     options = loads(options or "{}")
+    args_shown, kwargs_shown = call_shown(args, kwargs)
     headers = {**(options.get("headers") or {}),
                "lang": "py", "task": name, "id": task_id, "eta": iso_time(eta),
                "expires": iso_time(expires), "group": options.get("group"), "retries": row[11],
@@ -222,8 +223,8 @@ def _message(row):
                "root_id": options.get("root_id") or task_id,
                "parent_id": options.get("parent_id"), "shadow": options.get("shadow"),
                "group_index": None,
-               "argsrepr": options.get("argsrepr") or repr(tuple(args))[:1024],
-               "kwargsrepr": options.get("kwargsrepr") or repr(kwargs)[:1024],
+               "argsrepr": options.get("argsrepr") or args_shown,
+               "kwargsrepr": options.get("kwargsrepr") or kwargs_shown,
                "origin": f"gen{os.getpid()}@{_host()}",
                "ignore_result": bool(options.get("ignore_result")),
                "replaced_task_nesting": options.get("replaced_task_nesting", 0),

@@ -64,9 +64,14 @@ UNKEPT = {"chord": "a chord member's callback stays in the database",  # Celery'
           "group_index": "a group member's place is not kept"}  # a member's request lacks
 # what the headers of Celery's messages give a worker's run (and an eager one lacks), made
 # as a task reads them: how the logs show its call, where its sender did not say
-HEADERS = {"argsrepr": lambda request: repr(tuple(request.args or ()))[:1024],
-           "kwargsrepr": lambda request: repr(request.kwargs or {})[:1024],
+HEADERS = {"argsrepr": lambda request: call_shown(request.args, request.kwargs)[0],
+           "kwargsrepr": lambda request: call_shown(request.args, request.kwargs)[1],
            "lang": lambda request: "py"}
+
+
+def call_shown(args, kwargs):
+    """(argsrepr, kwargsrepr): a call's arguments as Celery's message headers show them."""
+    return repr(tuple(args or ()))[:1024], repr(kwargs or {})[:1024]
 
 
 class Context(SimpleNamespace):
