@@ -423,8 +423,8 @@ PAUSING = {signals.SIGSTOP, signals.SIGTSTP, signals.SIGTTIN, signals.SIGTTOU}
 def _signum(value):
     """A real signal, by number or name (``SIGUSR1`` or ``USR1``), else ValueError."""
     try:
-        if isinstance(value, bool):  # True is not SIGHUP
-            raise TypeError(value)
+        if isinstance(value, bool) or not isinstance(value, (int, str)):  # True is not
+            raise TypeError(value)  # SIGHUP, nor 9.0 SIGKILL (as Celery's: a TypeError)
         if isinstance(value, str):
             signum = signals.Signals["SIG" + value.removeprefix("SIG")]
         else:

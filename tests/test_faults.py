@@ -202,7 +202,7 @@ def test_a_stored_priority_that_is_text_fails_that_task_and_the_worker_keeps_ser
 
 # revoke's signal, and the delivery cap -----------------------------------------------------------
 
-@pytest.mark.parametrize("signum", [999, "NOSUCH", -1, 0, True, "SIGSTOP", "TSTP", signal.SIGTTIN])
+@pytest.mark.parametrize("signum", [999, "NOSUCH", -1, 0, True, 9.0, "SIGSTOP", "TSTP", signal.SIGTTIN])
 def test_revoke_with_a_signal_that_does_not_exist_is_refused_at_the_call(app, signum):
     """Nor one that pauses a task: it would never end, nor would a warm shutdown."""
     queued = tasks.add.delay(1, 1)  # no worker: it stays queued
