@@ -211,10 +211,27 @@ class Miniq(apps.Miniq):
         for task in SHARED:
             task._made_on(self)
 
+    _configure_sent = False
+
+    def _configured(self) -> None:
+        """Send on_after_configure, once a process, if a receiver may listen."""
+        self._configure_sent = True
+        if "on_after_configure" in self.__dict__:  # made: someone may listen
+            self.on_after_configure.send(self, source=self.conf)
+
+    def _defaults(self, name: str) -> tuple:
+        """As the core's. The first send of a process that sends tasks but does not load
+        the app sends on_after_configure, as Celery's first read of the settings does:
+        a receiver that sets task_routes holds for what it sends."""
+        if not self._configure_sent:
+            self._configured()
+        return super()._defaults(name)
+
     @functools.cached_property
     def on_after_configure(self) -> Any:
         """Celery's signal, sent with ``sender=app`` and ``source=app.conf`` once a worker,
-        beat or command has loaded the app."""
+        beat or command has loaded the app, or at the first send of a process that sends
+        tasks."""
         from .signals import Signal  # late: an app that connects nothing never loads it
         return Signal(name="app.on_after_configure")
 
@@ -281,8 +298,8 @@ class Miniq(apps.Miniq):
             self._import_discovered(self._discover, installed)
         _refuse(self.conf)
         self._annotate_all()
-        if "on_after_configure" in self.__dict__:  # made: someone may listen
-            self.on_after_configure.send(self, source=self.conf)
+        if not self._configure_sent:
+            self._configured()
         if "on_after_finalize" in self.__dict__:
             self.on_after_finalize.send(self)
 

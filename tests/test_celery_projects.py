@@ -251,6 +251,40 @@ def test_the_periodic_tasks_script_runs_its_schedule_through_app_start(project, 
         log.close()
 
 
+ROUTED_AT_CONFIGURE = {
+    "routed.py": """
+        from miniq import Celery
+
+        app = Celery("routed", broker="sqlite:///routed.db")
+        app.conf.task_default_queue = "default"
+
+
+        @app.on_after_configure.connect
+        def setup_routes(sender, **kwargs):
+            sender.conf.task_routes = {"routed.heavy": {"queue": "heavy"}}
+
+
+        @app.task
+        def heavy():
+            return "ran"
+    """,
+}
+
+
+def test_a_process_that_only_sends_tasks_sends_on_after_configure_before_its_first_send(
+        project):
+    """As Celery's first read of the settings does: routes a receiver sets hold for what
+    the process sends (the task went to the default queue, and never ran)."""
+    write, start, run = project
+    write(ROUTED_AT_CONFIGURE)
+    start("-A", "routed", "worker", "-Q", "heavy", "-c", "1", "-l", "INFO")
+    assert run("""
+        from routed import heavy
+        result = heavy.delay()
+        print(result.get(timeout=30), result.queue)
+    """) == ["ran", "heavy"]
+
+
 DJANGO = {
     "proj/__init__.py": """
         from .celery import app as celery_app
