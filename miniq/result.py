@@ -16,6 +16,7 @@ import os
 import pickle
 import sys
 import time
+import types
 import uuid
 from collections import deque
 from datetime import datetime, timezone
@@ -218,7 +219,7 @@ def exception_text(data):
 @functools.lru_cache(maxsize=None)
 def _remote_class(module, name):
     """A stand-in class for an exception type this process must not import."""
-    safe = name if name.isidentifier() else "RemoteError"
+    safe = name if name and "\x00" not in name else "RemoteError"  # as Celery's: Outer.Inner
     return type(safe, (Exception,), {"__module__": module, "__qualname__": name})
 
 
@@ -263,6 +264,7 @@ class AsyncResult(ResultBase):
     """A handle on a task by id: its state, its outcome, and ways to wait for them."""
 
     ignored = False  # sent with ignore_result: get() returns None at once
+    __class_getitem__ = classmethod(types.GenericAlias)  # as Celery's: AsyncResult[int]
     TimeoutError = exceptions.TimeoutError
     _done = None  # a finished row never changes: keep it
 
@@ -373,8 +375,10 @@ class AsyncResult(ResultBase):
         return value
 
     def exists(self) -> bool:
-        """As Celery 5.7's: whether a state is stored for it (one queued has none yet)."""
-        return self.state != "PENDING"
+        """As Celery 5.7's: whether a state is stored for it now (one queued has none yet;
+        an expired or forgotten one, none any more)."""
+        row = self.app.broker.state(self.id)
+        return bool(row) and row[1] != "PENDING"
 
     def as_list(self) -> list:
         """Its id, then its parent's (a chain's step before it), and so on."""

@@ -19,7 +19,7 @@ import time
 import traceback
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from types import SimpleNamespace
+from types import GenericAlias, SimpleNamespace
 from typing import Any, NamedTuple
 
 from .broker import NUMBER, Message, printable
@@ -211,6 +211,7 @@ class Task:
     """A registered function with Celery's calling API and options."""
 
     name = None  # as Celery's: a class's own, or its function's module and name
+    __class_getitem__ = classmethod(GenericAlias)  # as Celery's: Task[Any, Any]
     abstract = True  # as Celery's, which keeps it for old code
     # The options @app.task takes, besides name: every annotated attribute here.
     bind: bool = False

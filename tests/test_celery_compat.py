@@ -2009,7 +2009,10 @@ def iterdeps_and_get_leaf_walk_what_a_task_sent(c, get):
 def exists_tells_a_stored_state_from_none(c, get):
     done, unknown = c.add.delay(1, 1), c.app.AsyncResult(str(uuid.uuid4()))
     get(done)
-    return done.exists(), unknown.exists()
+    seen = c.app.AsyncResult(done.id)
+    stored = seen.successful() and seen.exists()
+    done.forget()  # asked each time, as Celery's: not what this handle saw before
+    return stored, seen.exists(), unknown.exists()
 
 
 SINCE[exists_tells_a_stored_state_from_none] = (5, 7)
@@ -2059,7 +2062,7 @@ RESULT_SCENARIOS = [
         [("NoneType", "AsyncResult"), ("AsyncResult", "AsyncResult"),
          ("AsyncResult", "GroupResult"), ("GroupResult", "AsyncResult"),
          ("GroupResult", "AsyncResult")], 0, "raised IncompleteStream", 1, True, True)),
-    (exists_tells_a_stored_state_from_none, (True, False)),
+    (exists_tells_a_stored_state_from_none, (True, False, False)),
     (result_from_tuple_takes_a_result_or_an_id_alone, (True, True, 3, [2], [True, True])),
     (celerys_backend_cleanup_is_a_task, (None, True)),
     (a_native_join_with_a_callback_gives_none, (None, [], None, [2, 4])),

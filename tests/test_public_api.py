@@ -3,6 +3,7 @@ package that imports nothing beyond the standard library (it is meant to be vend
 and one clear line, not a traceback, on a Python older than 3.9."""
 import ast
 import glob
+import importlib
 import inspect
 import os
 import pkgutil
@@ -11,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import typing
 
 import pytest
 
@@ -169,3 +171,17 @@ def test_the_package_gives_its_signals_and_schedules_as_celerys_does():
         cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert shown.stdout == "after_setup_logger crontab\n"
     assert "AttributeError: module 'miniq' has no attribute 'nothing'" in shown.stderr
+
+
+@pytest.mark.parametrize("impl", ["miniq", "celery"])
+def test_tasks_results_and_signatures_take_type_parameters_as_celerys_do(impl):
+    """Typed projects write ``class Base(Task[Any, Any])`` and ``-> AsyncResult[int]``."""
+    package = importlib.import_module(impl) if impl == "miniq" else pytest.importorskip(impl)
+
+    class Base(package.Task[typing.Any, typing.Any]):
+        abstract = True
+
+    assert Base.__mro__[1] is package.Task
+    results = importlib.import_module(f"{impl}.result")
+    assert typing.get_origin(results.AsyncResult[int]) is results.AsyncResult
+    assert typing.get_args(package.Signature[int]) == (int,)

@@ -305,3 +305,13 @@ def test_an_exception_is_stored_as_the_class_that_makes_it_again(exc, stored, an
     assert isinstance(made, BaseException)
     text = str(made) if stored == "UnpickleableExceptionWrapper" else repr(made)
     assert text == answer
+
+
+def test_an_exception_of_a_class_nested_in_a_module_not_imported_keeps_its_name():
+    """As Celery's stand-in class (create_exception_cls): ``Outer.Inner``, which a log
+    line built from ``type(exc).__name__`` shows."""
+    from miniq.result import exception_from_json
+    made = exception_from_json({"exc_type": "Outer.Inner", "exc_module": "not_imported_here",
+                                "exc_message": ["inner!"]}, imported=False)
+    assert (type(made).__name__, type(made).__module__) == ("Outer.Inner", "not_imported_here")
+    assert str(made) == "inner!"
