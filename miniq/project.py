@@ -344,7 +344,10 @@ class Miniq(apps.Miniq):
         name = getattr(task, "name", None) or self.gen_task_name(cls.__name__, cls.__module__)
         task.__class__ = cls._subclass(self, cls.run, name, {"bind": True, **options})
         type(task).__name__, type(task).__qualname__ = cls.__name__, cls.__qualname__
+        type(task).name = name  # what a base's __init_subclass__ set for the class made here
         task.__wrapped__ = cls.run  # what apply_async checks a call against, self first
+        if "app" not in vars(cls):  # as Celery's bound class: Mul().delay() sends too
+            cls.app = self
         self.tasks[name] = _annotate(task, _annotations(self.conf))
         return task
 

@@ -402,8 +402,9 @@ class Task:
         the call, not in the worker."""
         if self.typing:
             own = (self,) if self.bind else ()
+            fun = getattr(self, "__wrapped__", None) or self.run  # a fresh Mul(): its run
             try:
-                _signature(self.__wrapped__).bind(*own, *(args or ()), **(kwargs or {}))
+                _signature(fun).bind(*own, *(args or ()), **(kwargs or {}))
             except TypeError as exc:
                 raise TypeError(f"{self.name}: {exc}") from None
 

@@ -1095,6 +1095,26 @@ def test_register_task_takes_the_class_or_an_instance_as_celery(fresh_app):
     assert isinstance(made, Multiply) and fresh_app.tasks["multiply"] is made
     assert type(made).__name__ == "Multiply" and made.apply((6, 7)).get() == 42
     assert fresh_app.register_task(Multiply()).apply((6, 7)).get() == 42
+    sent = Multiply().delay(2, 5)  # as Celery's bound class: a fresh instance sends too
+    assert (sent.name, sent.args) == ("multiply", [2, 5])
+    with pytest.raises(TypeError, match="multiply: missing a required argument: 'y'"):
+        Multiply().delay(2)
+
+
+def test_a_base_that_names_its_subclasses_names_the_registered_task(fresh_app):
+    """register_task makes a class of the task's own: a base's __init_subclass__ that sets
+    its name (a common auto-naming base) runs for it too, and must not rename the task."""
+    class Named(miniq.Task):
+        def __init_subclass__(cls, **kwargs):
+            super().__init_subclass__(**kwargs)
+            cls.name = f"{cls.__module__}.{cls.__name__}"
+
+    class Add(Named):
+        def run(self, x, y):
+            return x + y
+    task = fresh_app.register_task(Add())
+    assert task.name == f"{__name__}.Add" and fresh_app.tasks[task.name] is task
+    assert task.delay(1, 2).name == task.name
 
 
 def test_tasks_and_signatures_pickle_as_celerys(tmp_path, monkeypatch, fresh_app):
