@@ -25,8 +25,8 @@ from .broker import NUMBER, QUEUED, WAITING, Broker, path_from_url
 from .exceptions import (AlwaysEagerIgnored, DuplicateTaskNameWarning, ImproperlyConfigured,
                          InvalidTaskError, NotRegistered)
 from .result import AsyncResult, new_id
-from .task import (Task, check_dates, emit, encode_args, json_only, lineage, running_priority,
-                   to_timestamp)
+from .task import (Task, add_trail, check_dates, emit, encode_args, json_only, lineage,
+                   running_priority, to_timestamp)
 from .utils.json import dumps
 from .wake import TERMINATE, Waker
 
@@ -402,6 +402,7 @@ class Miniq:
         self.send_rows([row])
         result = AsyncResult(row[0], app=self)
         result.ignored = routed[-1] if ignore_result is None else bool(ignore_result)
+        add_trail(result, options.get("add_to_parent", True))
         return result
 
     def send_rows(self, rows: list) -> None:

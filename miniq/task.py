@@ -88,6 +88,12 @@ class Context(SimpleNamespace):
     def get(self, key, default=None):
         return getattr(self, key, default)
 
+    @property
+    def children(self) -> list:
+        """As Celery's: the results of the tasks this run sent (unless its task's trail
+        is off, or a call said add_to_parent=False)."""
+        return vars(self).setdefault("_children", [])
+
     def __getattr__(self, name):  # a field it lacks: say why for those Celery's has
         if name in UNKEPT and self.called_directly:  # no run of its own: none, as Celery's
             return None
@@ -123,6 +129,12 @@ def lineage():
         return {}
     trail = getattr(_running.task.app.tasks.get(parent.task), "trail", True)
     return {"parent_id": parent.id, "root_id": parent.root_id, "untrailed": not trail}
+
+
+def add_trail(result, add_to_parent=True):
+    """As Celery's: a task sent from inside a running task joins its request's children."""
+    if _running.request and add_to_parent and getattr(_running.task, "trail", True):
+        _running.request.children.append(result)
 
 
 def running_priority():

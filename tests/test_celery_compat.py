@@ -681,6 +681,10 @@ def parent_and_root_of_a_task_sent_by_a_task(c, get):
     return inner["parent_id"] == outer.id, inner["root_id"] == outer.id
 
 
+def a_run_lists_the_tasks_it_sent_as_its_childrens_results(c, get):
+    return get(c.trail_keeper.delay())
+
+
 def a_chain_step_sees_the_steps_after_it(c, get):
     """Last step first; the last step's chain is empty, a plain call's None, a chord's
     callback's None unless steps follow it."""
@@ -1752,6 +1756,8 @@ SCENARIOS = [
     (how_a_run_shows_its_call, (["(1, 'a')", "{'k': 2}", "py", None],
                                 ["(<hidden>,)", "{}", "py", None])),
     (parent_and_root_of_a_task_sent_by_a_task, (True, True)),
+    (a_run_lists_the_tasks_it_sent_as_its_childrens_results,
+     [["AsyncResult", "AsyncResult"], True]),
     (a_chain_step_sees_the_steps_after_it, (
         ["chain_view", "add"], [], None, None, None, ["echo"], ["echo"])),
     (group_members_know_their_group, [True, True]),

@@ -509,6 +509,15 @@ def spawner():
     return request_view.delay().id
 
 
+@app.task(bind=True)
+def trail_keeper(self):
+    """What self.request.children holds after it sends two tasks, one not its child."""
+    sent = add.delay(1, 1)
+    add.apply_async((2, 2), add_to_parent=False)
+    add.s(3, 3).delay()
+    return [type(r).__name__ for r in self.request.children], self.request.children[0].id == sent.id
+
+
 def _note(kwargs, text):
     """Appends text to the file a signalled task's signal_log argument names."""
     path = (kwargs or {}).get("signal_log")
