@@ -602,6 +602,16 @@ def test_settings_miniq_cannot_honour_are_refused_not_ignored(fresh_app, setting
         fresh_app.import_includes()  # the others when a worker loads the app
 
 
+def test_a_broadcast_queue_is_refused_where_its_tasks_would_wait_for_ever(fresh_app):
+    """kombu's Broadcast gives each worker a copy of a task: miniq gives it to one."""
+    common = pytest.importorskip("kombu.common")
+    queues = (common.Queue("celery"), common.Broadcast("broadcast_tasks"))
+    with pytest.raises(ImproperlyConfigured, match="broadcast queue"):
+        fresh_app.conf.task_queues = queues
+    with pytest.raises(ImproperlyConfigured, match="broadcast queue"):
+        fresh_app.config_from_object({"task_queues": queues})
+
+
 def test_celery_3s_names_of_celery_57s_settings_are_read_and_refused_as_theirs(fresh_app):
     fresh_app.config_from_object({"CELERY_ACKS_ON_TIMEOUT": False,
                                   "CELERYD_POOL_START_METHOD": "spawn"})
