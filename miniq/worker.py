@@ -4,7 +4,7 @@ processes that run them. Nothing here writes SQL; the broker does.
     producers ─INSERT─▶ db ◀─claim, settle, heartbeat─ Manager ──pipe──▶ child 1
          │                                              ▲  │  ──pipe──▶ child 2
          └────── wake hint (datagram) ─────────────────┘  │      ...
-                                     SIGKILL past time_limit, sentinel sees any death
+                     SIGTERM then SIGKILL past time_limit, sentinel sees any death
 
 Each child runs one message at a time and reports back over its pipe; only
 the manager writes a task's lifecycle. Soft limits are a timer inside the
@@ -68,6 +68,7 @@ MAX_REPLY = 1 << 30     # nor one longer than SQLite stores (its default SQLITE_
 REVIVED = {("datetime", kind) for kind in ("datetime", "date", "time", "timezone", "timedelta")}
 REVIVED |= {("decimal", "Decimal"), ("uuid", "UUID")}
 ORPHAN_AFTER = 1.0      # a child outlives its manager by at most this, running a task or not
+HARD_GRACE = 0.1        # as billiard's: from SIGTERM to SIGKILL at a hard time limit
 LOCK_WAIT = 1.0         # a locked file: the manager tends its children, then tries again
 LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
@@ -332,7 +333,9 @@ def _serve(app, jobs, replies, max_tasks, max_memory_kib, manager, hostname):
     _watch_manager(orphaned, running)
     # As billiard's children: set once (a task that sets its own leaves it, as there)
     signal.signal(signal.SIGUSR1, functools.partial(_soft_signal, app, running))
+    term = functools.partial(_hard_signal, watch, running)
     watch.register(jobs.fileno(), select.POLLIN)  # kept: conn.poll() builds one a call
+    _reset_signals(term)
     while True:
         if not watch.poll(ORPHAN_AFTER * 1000):
             if orphaned():
@@ -359,7 +362,7 @@ def _serve(app, jobs, replies, max_tasks, max_memory_kib, manager, hostname):
         for stream in (sys.stdout, sys.stderr):  # what it printed, a last line too, now
             with contextlib.suppress(Exception):
                 stream.flush()
-        _reset_signals()
+        _reset_signals(term)
         done += 1
         retire = ((max_tasks and done >= max_tasks)
                   or (max_memory_kib and _rss_kib() > max_memory_kib))
@@ -382,6 +385,15 @@ def _soft_signal(app, running, signum, frame):
         signal.setitimer(signal.ITIMER_REAL, 0.001)
         return
     raise SoftTimeLimitExceeded()
+
+
+def _hard_signal(watch, running, signum, frame):
+    """SIGTERM with a word from the manager waiting in the pipe: the task's hard limit
+    struck. As billiard's children, the task ends by SystemExit, its finally blocks run,
+    until the manager's SIGKILL (HARD_GRACE later). A group-wide SIGTERM brings no
+    word: the manager decides."""
+    if running[0] is not None and watch.poll(0):
+        raise SystemExit(1)
 
 
 def _orphaned(parent, manager):
@@ -416,17 +428,19 @@ def _watch_manager(orphaned, running):
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
-def _reset_signals():
+def _reset_signals(term):
     """What a task did with SIGALRM (a timer, a handler, a block) ends with it: the
-    next task in this child must not get its signal. Ctrl-C and a group-wide SIGTERM
-    stay ignored, whatever a task set: the manager decides."""
+    next task in this child must not get its signal. Ctrl-C stays ignored and SIGTERM
+    the manager's (``term``), whatever a task set: the manager decides."""
     signal.setitimer(signal.ITIMER_REAL, 0)
     signal.signal(signal.SIGALRM, signal.SIG_IGN)  # drops one that is pending
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
     signal.signal(signal.SIGALRM, signal.SIG_DFL)
-    for signum in STOP_SIGNALS:
-        if signal.getsignal(signum) is not signal.SIG_IGN:
-            signal.signal(signum, signal.SIG_IGN)
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if signal.getsignal(signal.SIGTERM) is not term:
+        signal.signal(signal.SIGTERM, term)
+        signal.siginterrupt(signal.SIGTERM, False)  # a group-wide one interrupts no call
 
 
 def _pool_size(concurrency):
@@ -1253,9 +1267,16 @@ class Worker:
                 child.killed_for = ("PENDING" if back else "FAILURE",
                                     TimeLimitExceeded(child.hard))  # as Celery's: the limit
                 log.error("Hard time limit (%gs) exceeded for %s", child.hard, message)
-            self._kill(child)
+            self._kill(child, HARD_GRACE)
 
-    def _kill(self, child):
+    def _kill(self, child, grace=0.0):
+        """SIGKILL; with a grace, first a word and SIGTERM, as billiard's: the task may
+        end by SystemExit, its finally blocks run, for that long."""
+        if grace:
+            with contextlib.suppress(OSError):  # it died: its sentinel will say so
+                _put(child.out, None)
+                os.kill(child.process.pid, signal.SIGTERM)
+            child.process.join(grace)
         child.process.kill()
         child.process.join(5)
         self._reap(child)

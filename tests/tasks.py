@@ -129,8 +129,19 @@ def hard_limited(marker_path, seconds=10):
     try:
         time.sleep(seconds)
     finally:
-        with open(marker_path, "w") as f:  # never runs: SIGKILL skips finally
+        with open(marker_path, "w") as f:  # at the hard limit: the SystemExit's way out
             f.write("finally ran")
+
+
+@app.task(time_limit=1)
+def outlives_its_end(marker_path):
+    """Swallows the SystemExit of its hard limit and goes on: the SIGKILL ends it."""
+    while True:
+        try:
+            time.sleep(10)
+        except SystemExit:
+            with open(marker_path, "a") as f:
+                f.write("swallowed ")
 
 
 @app.task(bind=True)
@@ -414,8 +425,10 @@ def huge_int(fail):
 
 @app.task
 def stop_signals_as_a_task_leaves_them(set_default):
-    """Set Ctrl-C and SIGTERM to their defaults if told; whether both were ignored."""
-    seen = [signal.getsignal(s) is signal.SIG_IGN for s in (signal.SIGINT, signal.SIGTERM)]
+    """Set Ctrl-C and SIGTERM to their defaults if told; whether Ctrl-C was ignored and
+    SIGTERM the child's own (it ends a task only at its hard limit)."""
+    seen = [signal.getsignal(signal.SIGINT) is signal.SIG_IGN,
+            callable(signal.getsignal(signal.SIGTERM))]
     for signum in (signal.SIGINT, signal.SIGTERM) if set_default else ():
         signal.signal(signum, signal.SIG_DFL)
     return all(seen)

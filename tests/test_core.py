@@ -214,9 +214,10 @@ def test_a_per_call_soft_limit_beats_the_task_option(app, start_worker):
 
 # 4. hard time limit ---------------------------------------------------------------------
 
-def test_hard_limit_kills_the_child_with_no_finally_and_fails_the_task(app, start_worker,
-                                                                       tmp_path):
-    """The task's finally block would write the marker; SIGKILL gives it no chance."""
+def test_hard_limit_ends_the_task_by_systemexit_so_its_finally_runs_and_fails_it(
+        app, start_worker, tmp_path):
+    """As billiard's: SIGTERM, then SIGKILL 0.1 s later. The task's finally block (a lock
+    released, a temporary file removed) writes the marker on its way out."""
     start_worker("-c", "1")
     marker = tmp_path / "finally-ran"
     result = tasks.hard_limited.delay(str(marker), 10)
@@ -224,7 +225,18 @@ def test_hard_limit_kills_the_child_with_no_finally_and_fails_the_task(app, star
         result.get(timeout=20)
     assert type(caught.value) is exceptions.TimeLimitExceeded
     assert result.state == "FAILURE" and 0.9 <= runtime(app, result) < 4.0
-    assert not marker.exists()
+    assert marker.read_text() == "finally ran"
+
+
+def test_a_task_that_swallows_its_hard_limits_end_is_killed_all_the_same(
+        app, start_worker, tmp_path):
+    start_worker("-c", "1")
+    before = tasks.pid.delay().get(timeout=20)
+    marker = tmp_path / "swallowed"
+    with pytest.raises(exceptions.TimeLimitExceeded):
+        tasks.outlives_its_end.delay(str(marker)).get(timeout=20)
+    assert marker.read_text() == "swallowed "  # it was told once, then killed
+    assert tasks.pid.delay().get(timeout=20) != before and not pid_alive(before)
 
 
 @pytest.mark.parametrize("call", [
