@@ -375,6 +375,15 @@ def a_failed_header_fails_a_group_body_with_its_error(c, get):
         return type(exc).__name__, str(exc)
 
 
+def a_failed_header_fails_a_group_body_with_a_projects_own_error(c, get):
+    """The class the caller catches: the worker's main process never imports it."""
+    body = c.group(c.add.si(2, 2), c.add.si(3, 3))
+    try:
+        get(c.chord([c.add.si(1, 1), c.raise_own.si()], body).apply_async())
+    except c.CompatError as exc:
+        return type(exc).__name__, str(exc)
+
+
 def an_exception_not_made_again_comes_back_as_celerys(c, get):
     answers = []
     for based in (False, True):
@@ -1696,6 +1705,7 @@ SCENARIOS = [
      (8, None, True, 5, ["ImproperlyConfigured", "Cannot replace with an empty chain"],
       ([4, 5], [[42]]))),
     (a_failed_header_fails_a_group_body_with_its_error, ("ValueError", "as expected")),
+    (a_failed_header_fails_a_group_body_with_a_projects_own_error, ("CompatError", "own class")),
     (an_exception_not_made_again_comes_back_as_celerys,
      [["UnpickleableExceptionWrapper", "NeedsTwo('foo')"], ["Fault", "foo"]]),
     (an_exception_that_does_not_pickle_comes_back_as_celery_hands_it_on,
@@ -1940,6 +1950,7 @@ SINCE = {reject_without_requeue_fails: (5, 7),  # 5.6 stores no state for such a
          hooks_after_a_hard_limit_find_the_failure_stored: (5, 7),
          # 5.6 revokes a group body's members after a failed header, then fails them
          a_failed_header_fails_a_group_body_with_its_error: (5, 7),
+         a_failed_header_fails_a_group_body_with_a_projects_own_error: (5, 7),
          # 5.6 makes an empty group and the step after it a chord, which gets []
          an_empty_group_in_a_chain_is_skipped: (5, 7),
          # 5.6 sends the call's kwargs with the new args: the retry cannot run
