@@ -293,7 +293,9 @@ class _Workflow(Signature):
         if len(tasks) == 1 and not isinstance(tasks[0], dict):
             self._tuple = isinstance(tasks[0], tuple)
             tasks = tuple(tasks[0])  # one iterable of signatures
-        tasks = [maybe_signature(t, app) for t in tasks]
+        # as Celery's: a task itself stands for its signature with no arguments
+        tasks = [maybe_signature(t, app) if t is None or isinstance(t, dict)
+                 else signature(t, app=app) for t in tasks]
         super().__init__(f"celery.{self.KIND}", (), {"tasks": self._joined(tasks)}, options,
                          subtask_type=self.KIND, app=app)
         self._app = app or next((t._app for t in tasks if t._app), None)

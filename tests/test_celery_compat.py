@@ -783,6 +783,11 @@ def a_task_piped_into_a_group_gives_the_group_result(c, get):
     return (type(fixed).__name__, get(fixed), get(fixed.parent), get(passed), get(chains))
 
 
+def tasks_themselves_stand_for_their_signatures_in_a_chords_header(c, get):
+    """As in Celery's own test of a group in the center of a chain: chord([tsum, tsum])."""
+    return get(c.chord([c.current_name, c.current_name], c.current_name.si()).apply_async())
+
+
 def a_group_inside_a_chain_is_a_chord_with_the_rest(c, get):
     add, echo, tsum = c.add, c.echo, c.tsum
     mid = c.chain(echo.s(42), c.group(echo.s(), echo.s()), echo.s())()
@@ -1705,6 +1710,8 @@ SCENARIOS = [
      (8, None, True, 5, ["ImproperlyConfigured", "Cannot replace with an empty chain"],
       ([4, 5], [[42]]))),
     (a_failed_header_fails_a_group_body_with_its_error, ("ValueError", "as expected")),
+    (tasks_themselves_stand_for_their_signatures_in_a_chords_header,
+     f"{MODULE}.current_name"),
     (a_failed_header_fails_a_group_body_with_a_projects_own_error, ("CompatError", "own class")),
     (an_exception_not_made_again_comes_back_as_celerys,
      [["UnpickleableExceptionWrapper", "NeedsTwo('foo')"], ["Fault", "foo"]]),
