@@ -59,7 +59,9 @@ class Outcome(NamedTuple):
 # Celery's Task members for machinery miniq has not: named where asked for
 CELERY_ONLY = {"backend": "result backend (miniq's results are read by AsyncResult)",
                "send_event": "event sender (miniq sends no events)",
-               "signature_from_request": "signature of a request (retry() makes miniq's)"}
+               "signature_from_request": "signature of a request (retry() makes miniq's)",
+               "add_to_chord": "way to grow a running chord (a chord's header is fixed as"
+                               " it is sent)"}
 UNKEPT = {"chord": "a chord member's callback stays in the database",  # Celery's fields
           "group_index": "a group member's place is not kept"}  # a member's request lacks
 # what the headers of Celery's messages give a worker's run (and an eager one lacks), made

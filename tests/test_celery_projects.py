@@ -1335,7 +1335,8 @@ def test_the_task_registry_registers_a_class_based_task_as_celerys(make_app):
 def test_celerys_task_machinery_is_named_where_asked_for(fresh_app):
     task = fresh_app.task(lambda: None, name="plain")
     for name, said in [("backend", "result backend"), ("send_event", "event sender"),
-                       ("signature_from_request", "signature of a request")]:
+                       ("signature_from_request", "signature of a request"),
+                       ("add_to_chord", "way to grow a running chord")]:
         with pytest.raises(AttributeError, match=f"Task.{name} is Celery's {said}"):
             getattr(task, name)
     assert not hasattr(task, "backend") and getattr(task, "no_such", 1) == 1
