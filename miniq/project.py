@@ -129,7 +129,8 @@ CELERY_PARTS = {"amqp": "AMQP machinery (queues, router, producer; a worker serv
                 "backend": "result backend", "log": "logging setup", "events": "event bus",
                 "pool": "broker connection pool", "producer_pool": "producer pool",
                 "connection": "broker connection", "connection_for_read": "broker connection",
-                "connection_for_write": "broker connection"}
+                "connection_for_write": "broker connection",
+                "steps": "worker bootsteps (for a liveness probe: miniq -A proj inspect ping)"}
 DEFAULTS = {**apps.DEFAULTS, **CELERY_DEFAULTS}  # what app.conf reads where nothing is set
 READ = {*DEFAULTS, *REFUSED}
 PER_SECOND = {"s": 1, "m": 60, "h": 3600}  # a rate's unit: "10/s", "100/m", "1000/h"

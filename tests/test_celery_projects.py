@@ -1300,7 +1300,7 @@ def test_a_second_function_under_a_taken_task_name_is_warned_of_not_registered(f
 def test_celery_s_machinery_on_the_app_is_named_as_such(fresh_app):
     """app.amqp, app.backend and the like: an AttributeError (hasattr() is False, as code
     that probes for them expects) that says what it is and where miniq keeps it."""
-    for name in ("amqp", "backend", "loader", "pool", "connection_for_write"):
+    for name in ("amqp", "backend", "loader", "pool", "connection_for_write", "steps"):
         assert not hasattr(fresh_app, name)
         with pytest.raises(AttributeError, match=f"app.{name} is Celery's .*app.broker"):
             getattr(fresh_app, name)
