@@ -299,7 +299,7 @@ def child_main(app_path, pipes, loglevel, max_tasks, max_memory_kib, manager, ho
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-    for signum in (signal.SIGQUIT, *NOTED_SIGNALS):  # the manager's handlers are not ours
+    for signum in (signal.SIGQUIT, signal.SIGCHLD, *NOTED_SIGNALS):  # the manager's are not ours
         if getattr(signal.getsignal(signum), "__func__", None) is Worker._on_signal:
             signal.signal(signum, signal.SIG_DFL)  # (the app's, inherited by fork, stay)
     results.join_will_block = True
@@ -394,6 +394,15 @@ def _hard_signal(watch, running, signum, frame):
     word: the manager decides."""
     if running[0] is not None and watch.poll(0):
         raise SystemExit(1)
+
+
+def _join(process, timeout):
+    """Wait at most timeout for a child to end. By its exit status, not its sentinel: a
+    process its task forked may hold the sentinel open long after the child died."""
+    deadline, pause = time.monotonic() + timeout, 0.0005
+    while process.exitcode is None and time.monotonic() < deadline:
+        time.sleep(pause)
+        pause = min(pause * 2, 0.01)
 
 
 def _orphaned(parent, manager):
@@ -499,6 +508,7 @@ class Worker:
     beat_due = 0.0
     noted = None  # a NOTED_SIGNALS signal came: the loop logs it
     restart = False  # SIGHUP came to a worker with no terminal: a warm shutdown, then again
+    child_exited = False  # SIGCHLD came (or a heartbeat is due): look for dead children
 
     def __init__(self, app, app_path, concurrency=None, queues=None, start_method=None,
                  loglevel=None, beat=False, hostname=None, options=None):
@@ -569,8 +579,9 @@ class Worker:
         for sock in (self._signals_r, signals_w):
             sock.setblocking(False)
         signal.set_wakeup_fd(signals_w.fileno())
-        for signum in (*STOP_SIGNALS, signal.SIGQUIT, *NOTED_SIGNALS):
-            if signum not in NOTED_SIGNALS or signal.getsignal(signum) == signal.SIG_DFL:
+        stops = (*STOP_SIGNALS, signal.SIGQUIT)
+        for signum in (*stops, signal.SIGCHLD, *NOTED_SIGNALS):
+            if signum in stops or signal.getsignal(signum) == signal.SIG_DFL:
                 signal.signal(signum, self._on_signal)  # not over a handler the app set
         self.wake = self.app.waker.listen()
         self._watch(self._signals_r)
@@ -611,6 +622,9 @@ class Worker:
     def _on_signal(self, signum, frame):
         """Only set flags: the loop acts. As Celery's: SIGTERM and a first SIGINT are warm,
         a second SIGINT or a SIGQUIT cold."""
+        if signum == signal.SIGCHLD:  # a child ended: the loop looks which
+            self.child_exited = True
+            return
         if signum == signal.SIGHUP and not _on_terminal():  # as Celery's, which restarts
             self.restart = self.warm = True  # only where closing a terminal cannot send it
             return
@@ -686,7 +700,7 @@ class Worker:
         for child in self.children:
             if child.message:
                 child.process.kill()
-                child.process.join(5)
+                _join(child.process, 5)
             if child.message and not child.hooks:
                 log.warning("cold shutdown: task %s put back in the queue", child.message)
                 self._put_back(child.message)
@@ -695,10 +709,10 @@ class Worker:
                 _put(child.out, None)
         deadline = time.monotonic() + 5
         for child in self.children:
-            child.process.join(max(0.0, deadline - time.monotonic()))
+            _join(child.process, max(0.0, deadline - time.monotonic()))
             if child.process.is_alive():
                 child.process.kill()
-                child.process.join(1)
+                _join(child.process, 1)
         try:
             self.broker.settle(self.id, self._starts(every=True) + self.outcomes)
             self.broker.unregister(self.id)
@@ -1022,6 +1036,12 @@ class Worker:
             elif not child.process.is_alive() and child in self.children:
                 self._reap(child)
                 self.want = True
+        if self.child_exited:  # a death its sentinel may not show: a process its task
+            self.child_exited = False  # forked holds the sentinel open
+            for child in [c for c in self.children if not c.process.is_alive()]:
+                if child in self.children:
+                    self._reap(child)
+                    self.want = True
         if idle and look and time.time() >= self.db_retry_at:
             version = self._db(self.broker.data_version)
             if version is not None and version != self.seen:
@@ -1071,10 +1091,10 @@ class Worker:
         self.idle_deaths = 0
         if retire:
             child.retiring = True
-            child.process.join(5)
+            _join(child.process, 5)
             if child.process.is_alive():  # held up as it exits: not left behind
                 child.process.kill()
-                child.process.join(1)
+                _join(child.process, 1)
             self._reap(child)
             return False
         return True
@@ -1276,9 +1296,9 @@ class Worker:
             with contextlib.suppress(OSError):  # it died: its sentinel will say so
                 _put(child.out, None)
                 os.kill(child.process.pid, signal.SIGTERM)
-            child.process.join(grace)
+            _join(child.process, grace)
         child.process.kill()
-        child.process.join(5)
+        _join(child.process, 5)
         self._reap(child)
 
     # -- housekeeping ----------------------------------------------------------
@@ -1287,6 +1307,7 @@ class Worker:
         """Prove this worker alive and end revoked tasks; now and then recover the tasks
         of dead workers."""
         _emit("_heartbeat_sent", self)
+        self.child_exited = True  # in case the app took SIGCHLD: a look a heartbeat
         self.heartbeats += 1
         self.next_heartbeat = time.time() + self.conf.worker_heartbeat
         kills = self._db(self._beat_file)

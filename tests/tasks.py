@@ -88,6 +88,21 @@ def exit_now(code=3):
 
 
 @app.task
+def fork_then_exit(pid_path, code=5, seconds=60):
+    """Leaves a process of its own behind, which holds its child's pipes open (a helper
+    daemon, pty.fork), then ends its child with ``code`` (or returns, if None)."""
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(seconds)
+        os._exit(0)
+    with open(pid_path, "a") as f:
+        f.write(f"{pid} ")
+    if code is None:
+        return "forked"
+    os._exit(code)
+
+
+@app.task
 def segfault():
     import ctypes
     ctypes.string_at(0)

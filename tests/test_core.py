@@ -1,9 +1,11 @@
 """Core behaviour against a real worker process: definition and submission,
 concurrency, soft and hard time limits, children that die, exceptions,
 waiting, unknown names, bound tasks, direct calls and eager mode."""
+import contextlib
 import json
-import sys
 import os
+import signal
+import sys
 import time
 from datetime import timedelta
 
@@ -288,6 +290,27 @@ def test_a_child_that_dies_gives_worker_lost_error_and_is_replaced(app, start_wo
     assert type(caught.value) is exceptions.WorkerLostError and result.state == "FAILURE"
     assert tasks.add.delay(2, 2).get(timeout=20) == 4
     assert tasks.pid.delay().get(timeout=20) != before
+
+
+def test_a_child_that_dies_leaving_a_process_its_task_forked_is_seen_at_once(
+        app, start_worker, tmp_path):
+    """That process holds the child's sentinel open: the manager hears SIGCHLD and reads
+    the exit status. The next task runs, and a warm shutdown ends."""
+    worker = start_worker("-c", "1", "--max-tasks-per-child", "1")
+    left = tmp_path / "left-behind"
+    try:
+        with pytest.raises(exceptions.WorkerLostError, match="exitcode 5"):
+            tasks.fork_then_exit.delay(str(left)).get(timeout=20)
+        started = time.monotonic()
+        assert tasks.fork_then_exit.delay(str(left), None).get(timeout=20) == "forked"
+        assert tasks.add.delay(1, 1).get(timeout=20) == 2  # after a child that retired
+        assert time.monotonic() - started < 4  # not after a 5 s wait for its pipe to close
+        worker.signal(signal.SIGTERM)
+        assert worker.wait(20) == 0, worker.output()
+    finally:
+        for pid in left.read_text().split():
+            with contextlib.suppress(OSError):
+                os.kill(int(pid), signal.SIGKILL)
 
 
 # 6. exceptions and result attributes --------------------------------------------------------
