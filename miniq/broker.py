@@ -342,6 +342,7 @@ def _translated(method):
                 return call(self, *args, **kwargs)
             error = OperationalError(f"database {self.path}: {exc}")
             error.refused = isinstance(exc, REFUSED)  # a value it will not store, not the file
+            error.full = "disk is full" in str(exc)  # no room: for this value, or for any
             raise error from exc
     return call
 

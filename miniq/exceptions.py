@@ -41,6 +41,7 @@ class OperationalError(Exception):
     a value (too big, or against a constraint), which is the value's fault, not the file's."""
 
     refused = False
+    full = False  # the disk had no room for the write
 
 
 class DatabaseUnavailable(ImproperlyConfigured, OperationalError):

@@ -844,7 +844,7 @@ class Worker:
         try:
             messages = claim(starts + self.outcomes, idle, held)
         except OperationalError as exc:
-            if not (exc.refused and self.outcomes):
+            if not ((exc.refused or exc.full) and self.outcomes):
                 raise
             self.outcomes = [settle for settle in map(self._alone, self.outcomes) if settle]
             messages = claim(starts + self.outcomes, idle, held)
@@ -859,17 +859,25 @@ class Worker:
 
     def _alone(self, settle):
         """Write one outcome by itself: None once written, the FAILURE to write in its
-        place if the database refuses it, itself if the file failed."""
+        place if the database refuses it, itself if the file failed. One the disk has no
+        room for fails so if its failure has room; else no write has, and it waits."""
         try:
             self.broker.settle(self.id, [settle])
             return None
         except OperationalError as exc:
-            if not exc.refused:
+            if not (exc.refused or exc.full):
                 return settle
-            log.error("Task %s: its outcome cannot be stored: %s", settle.id, exc)
             error = OperationalError(f"its outcome could not be stored: {exc}")
-            return Settle(settle.id, settle.attempts, "FAILURE", exception_to_json(error),
-                          chord=settle.chord)
+            failure = Settle(settle.id, settle.attempts, "FAILURE", exception_to_json(error),
+                             chord=settle.chord)
+            if exc.full:  # room for its failure, or for no write at all
+                try:
+                    self.broker.settle(self.id, [failure])
+                except OperationalError:
+                    return settle
+                failure = None
+            log.error("Task %s: its outcome cannot be stored: %s", settle.id, exc)
+            return failure
 
     def _stop_revoked(self, ids):
         """Begun reserved tasks whose start could not be written: a revoke took their

@@ -12,6 +12,14 @@ from miniq.utils.log import get_task_logger
 
 app = Miniq("tests")  # broker: MINIQ_BROKER_URL, set per test by the fixtures
 app.conf.update(json.loads(os.environ.get("MINIQ_TEST_CONF", "{}")))  # per-worker tuning
+if os.environ.get("MINIQ_TEST_MAX_PAGES"):  # a file that cannot grow past so many pages:
+    import sqlite3  # the worker's disk is full then
+
+    def _small_disk(*args, _connect=sqlite3.connect, **kwargs):
+        db = _connect(*args, **kwargs)
+        db.execute(f"PRAGMA max_page_count = {int(os.environ['MINIQ_TEST_MAX_PAGES'])}")
+        return db
+    sqlite3.connect = _small_disk
 _hoard = []
 
 
@@ -80,6 +88,12 @@ class Errors:
 @app.task
 def fail_nested(two_args=False):
     raise Errors.TwoArgs(1, 2) if two_args else Errors.Nested("inner")
+
+
+@app.task
+def text_of(length):
+    """A value of ``length`` characters, made from a small call."""
+    return "x" * length
 
 
 @app.task
