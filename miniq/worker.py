@@ -4,7 +4,7 @@ processes that run them. Nothing here writes SQL; the broker does.
     producers ─INSERT─▶ db ◀─claim, settle, heartbeat─ Manager ──pipe──▶ child 1
          │                                              ▲  │  ──pipe──▶ child 2
          └────── wake hint (datagram) ─────────────────┘  │      ...
-                     SIGTERM then SIGKILL past time_limit, sentinel sees any death
+               a word, then SIGKILL past time_limit; SIGCHLD tells any death
 
 Each child runs one message at a time and reports back over its pipe; only
 the manager writes a task's lifecycle. Soft limits are a timer inside the
@@ -68,7 +68,7 @@ MAX_REPLY = 1 << 30     # nor one longer than SQLite stores (its default SQLITE_
 REVIVED = {("datetime", kind) for kind in ("datetime", "date", "time", "timezone", "timedelta")}
 REVIVED |= {("decimal", "Decimal"), ("uuid", "UUID")}
 ORPHAN_AFTER = 1.0      # a child outlives its manager by at most this, running a task or not
-HARD_GRACE = 0.1        # as billiard's: from SIGTERM to SIGKILL at a hard time limit
+HARD_GRACE = 0.1        # as billiard's: from the word to end to SIGKILL at a hard limit
 LOCK_WAIT = 1.0         # a locked file: the manager tends its children, then tries again
 LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
@@ -332,10 +332,8 @@ def _serve(app, jobs, replies, max_tasks, max_memory_kib, manager, hostname):
     orphaned, running = functools.partial(_orphaned, parent, manager), [None]
     _watch_manager(orphaned, running)
     # As billiard's children: set once (a task that sets its own leaves it, as there)
-    signal.signal(signal.SIGUSR1, functools.partial(_soft_signal, app, running))
-    term = functools.partial(_hard_signal, watch, running)
+    signal.signal(signal.SIGUSR1, functools.partial(_soft_signal, app, running, watch))
     watch.register(jobs.fileno(), select.POLLIN)  # kept: conn.poll() builds one a call
-    _reset_signals(term)
     while True:
         if not watch.poll(ORPHAN_AFTER * 1000):
             if orphaned():
@@ -362,7 +360,7 @@ def _serve(app, jobs, replies, max_tasks, max_memory_kib, manager, hostname):
         for stream in (sys.stdout, sys.stderr):  # what it printed, a last line too, now
             with contextlib.suppress(Exception):
                 stream.flush()
-        _reset_signals(term)
+        _reset_signals()
         done += 1
         retire = ((max_tasks and done >= max_tasks)
                   or (max_memory_kib and _rss_kib() > max_memory_kib))
@@ -374,26 +372,21 @@ def _serve(app, jobs, replies, max_tasks, max_memory_kib, manager, hostname):
             return
 
 
-def _soft_signal(app, running, signum, frame):
+def _soft_signal(app, running, watch, signum, frame):
     """SIGUSR1 while a task runs (``revoke(terminate=True, signal="SIGUSR1")``) raises
     SoftTimeLimitExceeded in it, as Celery's children take it, so that it may clean up;
-    never inside miniq's own write: a moment later then."""
+    never inside miniq's own write: a moment later then. With a word from the manager
+    waiting in the pipe, its hard limit struck: as billiard's children at their SIGTERM,
+    the task ends by SystemExit, its finally blocks run, until the SIGKILL."""
     if running[0] is None:
         return
+    if watch.poll(0):
+        raise SystemExit(1)
     if app.broker.in_transaction():
         signal.signal(signal.SIGALRM, functools.partial(_soft_signal, app, running))
         signal.setitimer(signal.ITIMER_REAL, 0.001)
         return
     raise SoftTimeLimitExceeded()
-
-
-def _hard_signal(watch, running, signum, frame):
-    """SIGTERM with a word from the manager waiting in the pipe: the task's hard limit
-    struck. As billiard's children, the task ends by SystemExit, its finally blocks run,
-    until the manager's SIGKILL (HARD_GRACE later). A group-wide SIGTERM brings no
-    word: the manager decides."""
-    if running[0] is not None and watch.poll(0):
-        raise SystemExit(1)
 
 
 def _join(process, timeout):
@@ -437,19 +430,18 @@ def _watch_manager(orphaned, running):
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
-def _reset_signals(term):
+def _reset_signals():
     """What a task did with SIGALRM (a timer, a handler, a block) ends with it: the
-    next task in this child must not get its signal. Ctrl-C stays ignored and SIGTERM
-    the manager's (``term``), whatever a task set: the manager decides."""
+    next task in this child must not get its signal. Ctrl-C and a group-wide SIGTERM
+    stay ignored, whatever a task set: the manager decides (and the programs a task
+    starts inherit them ignored)."""
     signal.setitimer(signal.ITIMER_REAL, 0)
     signal.signal(signal.SIGALRM, signal.SIG_IGN)  # drops one that is pending
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
     signal.signal(signal.SIGALRM, signal.SIG_DFL)
-    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if signal.getsignal(signal.SIGTERM) is not term:
-        signal.signal(signal.SIGTERM, term)
-        signal.siginterrupt(signal.SIGTERM, False)  # a group-wide one interrupts no call
+    for signum in STOP_SIGNALS:
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, signal.SIG_IGN)
 
 
 def _pool_size(concurrency):
@@ -1226,8 +1218,9 @@ class Worker:
 
     def _reap(self, child):
         """A child exited: account for its task, then start a new one in its place."""
-        if child.message and child.conn.poll():
-            self._receive(child)  # it reported before exiting
+        limit = child.killed_for and isinstance(child.killed_for[1], TimeLimitExceeded)
+        if child.message and not limit and child.conn.poll():  # past its hard limit, a
+            self._receive(child)  # reply is too late; else it reported before exiting
         if child.message:
             self._lost(child)
         elif not child.retiring:
@@ -1298,12 +1291,13 @@ class Worker:
             self._kill(child, HARD_GRACE)
 
     def _kill(self, child, grace=0.0):
-        """SIGKILL; with a grace, first a word and SIGTERM, as billiard's: the task may
-        end by SystemExit, its finally blocks run, for that long."""
+        """SIGKILL; with a grace, first a word and SIGUSR1 (billiard's send SIGTERM, which
+        miniq's children leave to the manager): the task may end by SystemExit, its
+        finally blocks run, for that long."""
         if grace:
             with contextlib.suppress(OSError):  # it died: its sentinel will say so
                 _put(child.out, None)
-                os.kill(child.process.pid, signal.SIGTERM)
+                os.kill(child.process.pid, signal.SIGUSR1)
             _join(child.process, grace)
         child.process.kill()
         _join(child.process, 5)

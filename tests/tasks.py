@@ -163,14 +163,26 @@ def hard_limited(marker_path, seconds=10):
 
 
 @app.task(time_limit=1)
-def outlives_its_end(marker_path):
-    """Swallows the SystemExit of its hard limit and goes on: the SIGKILL ends it."""
+def outlives_its_end(marker_path, then_return=False):
+    """Swallows the SystemExit of its hard limit and goes on, or returns: too late."""
     while True:
         try:
             time.sleep(10)
         except SystemExit:
             with open(marker_path, "a") as f:
                 f.write("swallowed ")
+            if then_return:
+                return "survived"
+
+
+@app.task
+def program_until_gate(gate):
+    """Run a program that waits for the file ``gate`` (saying it runs, as wait_for_gate
+    does); its exit status."""
+    import subprocess
+    code = (f"import os, time\nopen({gate!r} + '.running.0', 'w').close()\n"
+            f"while not os.path.exists({gate!r}): time.sleep(0.01)")
+    return subprocess.run([sys.executable, "-c", code], timeout=60).returncode
 
 
 @app.task(bind=True)
@@ -454,10 +466,8 @@ def huge_int(fail):
 
 @app.task
 def stop_signals_as_a_task_leaves_them(set_default):
-    """Set Ctrl-C and SIGTERM to their defaults if told; whether Ctrl-C was ignored and
-    SIGTERM the child's own (it ends a task only at its hard limit)."""
-    seen = [signal.getsignal(signal.SIGINT) is signal.SIG_IGN,
-            callable(signal.getsignal(signal.SIGTERM))]
+    """Set Ctrl-C and SIGTERM to their defaults if told; whether both were ignored."""
+    seen = [signal.getsignal(s) is signal.SIG_IGN for s in (signal.SIGINT, signal.SIGTERM)]
     for signum in (signal.SIGINT, signal.SIGTERM) if set_default else ():
         signal.signal(signum, signal.SIG_DFL)
     return all(seen)

@@ -239,6 +239,8 @@ def test_a_task_that_swallows_its_hard_limits_end_is_killed_all_the_same(
         tasks.outlives_its_end.delay(str(marker)).get(timeout=20)
     assert marker.read_text() == "swallowed "  # it was told once, then killed
     assert tasks.pid.delay().get(timeout=20) != before and not pid_alive(before)
+    with pytest.raises(exceptions.TimeLimitExceeded):  # what it returns then is too late
+        tasks.outlives_its_end.delay(str(marker), True).get(timeout=20)
 
 
 @pytest.mark.parametrize("call", [

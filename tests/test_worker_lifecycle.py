@@ -227,6 +227,19 @@ def test_group_wide_signal_is_a_warm_shutdown_under_each_start_method(
              message="no process left in the worker's group")
 
 
+def test_a_group_wide_sigterm_leaves_the_programs_a_task_runs_alone(app, start_worker,
+                                                                     tmp_path):
+    """They inherit the child's ignored SIGTERM: the task's program ends its way."""
+    worker = start_worker("-c", "1")
+    gate = tmp_path / "gate"
+    result = tasks.program_until_gate.delay(str(gate))
+    wait_for(lambda: os.path.exists(f"{gate}.running.0"), timeout=30, message="program runs")
+    deliver(worker, signal.SIGTERM, to_group=True)
+    gate.touch()
+    assert result.get(timeout=30) == 0
+    assert worker.wait(30) == 0, worker.output()
+
+
 def test_a_worker_told_to_stop_as_its_children_start_stops_there(app, start_worker):
     """-c 1000 by mistake, then Ctrl-C: it starts no more children, and is never ready."""
     worker = start_worker("-c", "1000", ready=False)
