@@ -12,6 +12,7 @@ import functools
 import importlib
 import os
 import sys
+import threading
 import types
 import weakref
 from collections.abc import Mapping
@@ -347,8 +348,8 @@ class Miniq(apps.Miniq):
         type(task).__name__, type(task).__qualname__ = cls.__name__, cls.__qualname__
         type(task).name = name  # what a base's __init_subclass__ set for the class made here
         task.__wrapped__ = cls.run  # what apply_async checks a call against, self first
-        if "app" not in vars(cls):  # as Celery's bound class: Mul().delay() sends too
-            cls.app = self
+        if "app" not in vars(cls):  # as Celery's bound class: Mul().delay() sends too,
+            cls.app, cls._requests = self, threading.local()  # and Mul()(2, 3) runs
         self.tasks[name] = _annotate(task, _annotations(self.conf))
         return task
 

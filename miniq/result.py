@@ -223,7 +223,17 @@ def _remote_class(module, name):
     """A stand-in class for an exception type this process must not import."""
     safe = name if name and "\x00" not in name else "RemoteError"  # as Celery's: Outer.Inner
     return type(safe, (Exception,), {"__module__": module, "__qualname__": name,
-                                     "_stand_in": True})
+                                     "_stand_in": True, "__reduce__": _stand_in_reduced})
+
+
+def _stand_in_reduced(exc):
+    """A stand-in pickles as the data it was made from (its class is no module's)."""
+    cls = type(exc)
+    return _stand_in, (cls.__module__, cls.__qualname__, exc.args)
+
+
+def _stand_in(module, name, args):
+    return _remote_class(module, name)(*args)
 
 
 def _value(row):

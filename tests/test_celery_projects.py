@@ -1106,6 +1106,7 @@ def test_register_task_takes_the_class_or_an_instance_as_celery(fresh_app):
     assert type(made).__name__ == "Multiply" and made.apply((6, 7)).get() == 42
     assert fresh_app.register_task(Multiply()).apply((6, 7)).get() == 42
     sent = Multiply().delay(2, 5)  # as Celery's bound class: a fresh instance sends too
+    assert Multiply()(2, 3) == 6
     assert (sent.name, sent.args) == ("multiply", [2, 5])
     with pytest.raises(TypeError, match="multiply: missing a required argument: 'y'"):
         Multiply().delay(2)

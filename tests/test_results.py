@@ -3,6 +3,7 @@ get() return None at once and stores nothing; get(on_message=, callback=) sees t
 states on the way; datetime, date, time, UUID, Decimal and bytes travel as
 themselves in arguments, results and meta. One worker serves the whole module."""
 import json
+import pickle
 import sys
 import threading
 import time
@@ -315,3 +316,5 @@ def test_an_exception_of_a_class_nested_in_a_module_not_imported_keeps_its_name(
                                 "exc_message": ["inner!"]}, imported=False)
     assert (type(made).__name__, type(made).__module__) == ("Outer.Inner", "not_imported_here")
     assert str(made) == "inner!"
+    again = pickle.loads(pickle.dumps(made))  # as hooks and receivers may pickle it
+    assert type(again) is type(made) and again.args == ("inner!",)
