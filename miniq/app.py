@@ -14,6 +14,7 @@ import os
 import re
 import signal as signals
 import sys
+import threading
 import time
 import traceback
 import warnings
@@ -198,14 +199,19 @@ class Miniq:
         """The database, opened for the current ``conf.broker_url``."""
         url = self.conf.broker_url
         if self._broker_url != url:
-            path = os.path.join(self.home, path_from_url(url))
-            self._check_backend(path)
-            durable = self.conf.sqlite_synchronous.upper() == "FULL"
-            self.close()  # the file it used before, if any
-            self._broker = self.broker_class(path, durable)
-            self._waker = Waker(self._broker.path)
-            self._broker_url = url
+            with _OPENING:  # threads that send their first tasks at once open it once
+                if self._broker_url != url:
+                    self._open(url)
         return self._broker
+
+    def _open(self, url):
+        path = os.path.join(self.home, path_from_url(url))
+        self._check_backend(path)
+        durable = self.conf.sqlite_synchronous.upper() == "FULL"
+        self.close()  # the file it used before, if any
+        self._broker = self.broker_class(path, durable)
+        self._waker = Waker(self._broker.path)
+        self._broker_url = url
 
     def _check_backend(self, path):
         """Refuse a result backend other than the broker's file, saying what would do."""
@@ -417,6 +423,8 @@ class Miniq:
         return AsyncResult(task_id, app=self)
 
 
+_OPENING = threading.Lock()
+os.register_at_fork(after_in_child=lambda: globals().update(_OPENING=threading.Lock()))
 # signals that pause a process: its task would never end, nor would a warm shutdown
 PAUSING = {signals.SIGSTOP, signals.SIGTSTP, signals.SIGTTIN, signals.SIGTTOU}
 

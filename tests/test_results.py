@@ -318,3 +318,26 @@ def test_an_exception_of_a_class_nested_in_a_module_not_imported_keeps_its_name(
     assert str(made) == "inner!"
     again = pickle.loads(pickle.dumps(made))  # as hooks and receivers may pickle it
     assert type(again) is type(made) and again.args == ("inner!",)
+
+
+def test_threads_that_send_their_first_tasks_at_once_open_the_file_once(tmp_path):
+    """A web server's threads, say: one of them closed what another had half opened."""
+    for attempt in range(20):
+        app = Miniq(f"threads{attempt}", broker=f"sqlite:///{tmp_path / f'{attempt}.db'}")
+        add = app.task(name="add")(lambda x, y: x + y)
+        start, errors = threading.Barrier(8), []
+
+        def send():
+            start.wait()
+            try:
+                add.delay(1, 1)
+            except Exception as exc:  # noqa: BLE001 - what a thread met is the answer
+                errors.append(exc)
+        threads = [threading.Thread(target=send) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert not errors
+        assert app.broker.db.execute("SELECT COUNT(*) FROM task").fetchone() == (8,)
+        app.close()
