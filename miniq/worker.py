@@ -383,7 +383,7 @@ def _soft_signal(app, running, watch, signum, frame):
     if watch.poll(0):
         raise SystemExit(1)
     if app.broker.in_transaction():
-        signal.signal(signal.SIGALRM, functools.partial(_soft_signal, app, running))
+        signal.signal(signal.SIGALRM, functools.partial(_soft_signal, app, running, watch))
         signal.setitimer(signal.ITIMER_REAL, 0.001)
         return
     raise SoftTimeLimitExceeded()

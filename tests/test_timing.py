@@ -1,14 +1,17 @@
 """When things run: retries, countdown and eta, expiry, revocation, child recycling,
 result expiry, and the broker's clock-driven rules tested without sleeping."""
 import json
+import select
 import signal
 import time
+import types
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from miniq import exceptions
+from miniq.exceptions import SoftTimeLimitExceeded
 from miniq.broker import SCHEDULED, Broker, Settle
 from tests import tasks
 from tests.conftest import wait_for
@@ -211,6 +214,27 @@ def test_a_terminate_a_task_shrugs_off_can_be_followed_by_another(app, start_wor
     running.revoke(terminate=True, signal="SIGKILL")
     with pytest.raises(exceptions.TaskRevokedError):
         running.get(timeout=20)
+
+
+def test_a_sigusr1_inside_miniqs_own_write_is_the_soft_limit_a_moment_later():
+    """The child's handler, called as SIGUSR1 lands while the task writes its state: it
+    arms SIGALRM for a moment later, whose handler raises then (no word: no hard limit)."""
+    from miniq.worker import _soft_signal
+    broker = types.SimpleNamespace(in_transaction=lambda: True)
+    app, words = types.SimpleNamespace(broker=broker), select.poll()  # none waiting
+    saved = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+    previous = signal.getsignal(signal.SIGALRM)
+    try:
+        _soft_signal(app, ["a-task"], words, signal.SIGUSR1, None)  # deferred
+        later = signal.getsignal(signal.SIGALRM)
+        broker.in_transaction = lambda: False
+        with pytest.raises(SoftTimeLimitExceeded):
+            later(signal.SIGALRM, None)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, signal.SIG_IGN)  # drops the one pending
+        signal.pthread_sigmask(signal.SIG_SETMASK, saved)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def test_revoked_queued_tasks_never_run(app, start_worker, tmp_path):
