@@ -693,13 +693,11 @@ def _refuse(settings):
         if value != allowed and not (key == "result_accept_content" and value is None):
             raise ImproperlyConfigured(f"{key}={value!r} is not supported: {why}")
     queues = settings.get("task_queues")
-    fanout = [getattr(queue, "name", queue) for queue in (queues or ()) if getattr(getattr(
-        queue, "exchange", None), "type", None) == "fanout"] if isinstance(queues, (list, tuple)) \
-        else ()
-    if fanout:  # kombu's Broadcast: a task would wait in it for ever
-        raise ImproperlyConfigured(f"task_queues: {fanout[0]!r} is a broadcast queue (a fanout"
-                                   " exchange), not supported: miniq gives each task to one"
-                                   " worker, never a copy to each")
+    for queue in queues if isinstance(queues, (list, tuple)) else ():
+        if getattr(getattr(queue, "exchange", None), "type", None) == "fanout":  # Broadcast:
+            raise ImproperlyConfigured(  # a task would wait in it for ever
+                f"task_queues: {queue.name!r} is a broadcast queue (a fanout exchange), not"
+                " supported: miniq gives each task to one worker, never a copy to each")
     options = settings.get("broker_transport_options")
     order = options.get("queue_order_strategy") if isinstance(options, dict) else None
     if order not in (None, "round_robin"):  # kombu's others: a queue drained before the next
