@@ -211,6 +211,8 @@ class Signature(dict):
         return [app.message_row(sig.task, sig.args, sig.kwargs, immutable=sig.immutable, **opts)]
 
     def __or__(self, other: Any) -> Signature:
+        if not isinstance(other, Signature):  # as Celery's: sig | 10 is a TypeError
+            return NotImplemented
         return chain(self, other)  # a group's is a chord (group.__or__)
 
     def __ior__(self, other: Any) -> Signature:
@@ -261,6 +263,12 @@ def _check_arguments(app, name: str, args: Sequence, kwargs: dict | None) -> Non
         task._check_arguments(args, kwargs)
 
 
+def _copied(args: Any) -> Sequence:
+    """A workflow's own arguments, copied as they came: a tuple (a clone's) or a list
+    (JSON's), so that a clone equals what it was made from, as Celery's."""
+    return list(args) if isinstance(args, list) else tuple(args or ())
+
+
 def _listed(value: Any) -> list:
     """A link option (one signature or a list of them) as a list."""
     return [] if not value else [value] if isinstance(value, dict) else list(value)
@@ -304,7 +312,7 @@ class _Workflow(Signature):
     def _from(cls, d, app):
         tasks = [Signature.from_dict(t, app) for t in d["kwargs"]["tasks"]]  # copies
         made = cls(tasks, app=app, **(d.get("options") or {}))
-        made.update(args=list(d.get("args") or ()), immutable=d.get("immutable", False))
+        made.update(args=_copied(d.get("args")), immutable=d.get("immutable", False))
         made.kwargs.update(_own(d["kwargs"]))
         return made
 
@@ -414,6 +422,8 @@ class chain(_Workflow):
         return result
 
     def __or__(self, other: Any) -> chain:
+        if not isinstance(other, Signature):
+            return NotImplemented
         return chain(self, other, app=self._app)  # its callbacks go on its steps (_joined)
 
     def __repr__(self) -> str:
@@ -484,6 +494,8 @@ class group(_Workflow):
         return GroupResult(gid, [t.apply(args, kwargs, **options) for t in self.tasks])
 
     def __or__(self, other: Any):
+        if not isinstance(other, Signature):
+            return NotImplemented
         return chord(self, other)
 
     def __len__(self) -> int:
@@ -533,7 +545,7 @@ class chord(Signature):
                         for part in (d["kwargs"]["header"], d["kwargs"]["body"]))
         made = cls(header, body, app=app,
                    kwargs=_own(d["kwargs"]), **(d.get("options") or {}))
-        made.update(args=list(d.get("args") or ()), immutable=d.get("immutable", False))
+        made.update(args=_copied(d.get("args")), immutable=d.get("immutable", False))
         return made
 
     def link(self, callback: dict) -> dict:
@@ -548,6 +560,8 @@ class chord(Signature):
 
     def __or__(self, other: Any) -> Signature:
         """As Celery's: a task, a chord or a group of one after a chord joins its body."""
+        if not isinstance(other, Signature):
+            return NotImplemented
         one = isinstance(other, group) and len(other.tasks) == 1
         if not (one or isinstance(other, Signature) and not isinstance(other, (group, chain))):
             return chain(self, other)

@@ -758,8 +758,9 @@ class GroupResult(ResultSet):
     def __eq__(self, other):
         if isinstance(other, str):
             return other == self.id
-        # ids, members and parents, all the way down
-        return isinstance(other, GroupResult) and other.as_tuple() == self.as_tuple()
+        # as Celery's: its id, its members (each by its id) and its parent
+        return (isinstance(other, GroupResult) and other.id == self.id
+                and other.results == self.results and other.parent == self.parent)
 
     def __hash__(self):
         return hash(self.id)

@@ -449,6 +449,28 @@ def canvas_objects_as_celery_builds_them(c, get):
             get((c.add.si(1, 1) | fixed).apply_async()), len(twice.options["link"])]
 
 
+def piping_what_is_no_signature_is_a_type_error_and_clones_equal(c, get):
+    """``sig | 10`` fails at the pipe, not as it is sent; a workflow's clone equals it; a
+    group's result equals another of the same members, whatever their parents."""
+    refused = []
+    for sig in (c.add.s(1, 1), c.chain(c.add.s(1, 1), c.add.s(2)),  # (Celery's group
+                c.chord([c.add.s(1, 1)], c.tsum.s())):  # makes a chord of anything)
+        for other in (10, "add", None):
+            try:
+                sig | other
+            except TypeError:
+                refused.append(True)
+            else:
+                refused.append(False)
+    made = (c.group(c.add.s(1, 1), c.add.s(2, 2)), c.chord([c.add.s(1, 1)], c.tsum.s()))
+    results = importlib.import_module(c.impl.__name__ + ".result")
+    parent = results.AsyncResult("p", app=c.app)
+    member = results.AsyncResult("m1", parent=parent, app=c.app)
+    same = (results.GroupResult("g", [member], app=c.app)
+            == results.GroupResult("g", [results.AsyncResult("m1", app=c.app)], app=c.app))
+    return refused, [sig.clone() == sig for sig in made], same
+
+
 def an_empty_group_in_a_chain_is_skipped(c, get):
     return (get(c.chain(c.add.si(1, 1), c.group([]), c.add.s(5)).apply_async()),
             get((c.add.si(1, 1) | c.add.s(2) | c.group([])).apply_async()))
@@ -1919,6 +1941,8 @@ SCENARIOS = [
     (canvas_objects_as_celery_builds_them, [
         2, 2, False, [True, True], True, 2, 1, [1, 2], True, None, 1, [2, 4], 2]),
     (an_empty_group_in_a_chain_is_skipped, (7, 4)),
+    (piping_what_is_no_signature_is_a_type_error_and_clones_equal,
+     ([True] * 9, [True, True], True)),
     (tasks_are_registered_as_celery_registers_them, (
         5, 5, "raised NotRegistered", 8, ["session", 5])),
     (send_task_takes_countdown_eta_and_id_by_position, ("PENDING", True, 4)),
