@@ -449,6 +449,8 @@ class AsyncResult(ResultBase):
             return None
         _check_join(disable_sync_subtasks)
         parents = follow_parents and propagate and self.parent is not None
+        if parents and self._done is None:  # as Celery's: the steps before it first, unless
+            _raise_failed_parent(self)  # it read its own outcome before
         self._wait(timeout, interval, on_message, parents, on_interval)
         value = self.info
         if propagate and self.state != "SUCCESS":

@@ -471,6 +471,16 @@ def piping_what_is_no_signature_is_a_type_error_and_clones_equal(c, get):
     return refused, [sig.clone() == sig for sig in made], same
 
 
+def get_raises_a_failed_parents_error_though_its_own_task_is_done(c, get):
+    """As Celery's test_propagates_for_parent: the parents first, whenever it looks."""
+    done = c.add.delay(40, 44)
+    get(done)  # done now, and read by another handle than the one below
+    results = importlib.import_module(c.impl.__name__ + ".result")
+    failed = results.EagerResult(str(uuid.uuid4()), KeyError("foo"), "FAILURE")
+    late = results.AsyncResult(done.id, parent=failed, app=c.app)
+    return raised(lambda: late.get(timeout=T)), late.get(timeout=T, follow_parents=False)
+
+
 def an_empty_group_in_a_chain_is_skipped(c, get):
     return (get(c.chain(c.add.si(1, 1), c.group([]), c.add.s(5)).apply_async()),
             get((c.add.si(1, 1) | c.add.s(2) | c.group([])).apply_async()))
@@ -1941,6 +1951,8 @@ SCENARIOS = [
     (canvas_objects_as_celery_builds_them, [
         2, 2, False, [True, True], True, 2, 1, [1, 2], True, None, 1, [2, 4], 2]),
     (an_empty_group_in_a_chain_is_skipped, (7, 4)),
+    (get_raises_a_failed_parents_error_though_its_own_task_is_done,
+     ("raised KeyError", 84)),
     (piping_what_is_no_signature_is_a_type_error_and_clones_equal,
      ([True] * 9, [True, True], True)),
     (tasks_are_registered_as_celery_registers_them, (
