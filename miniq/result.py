@@ -229,7 +229,7 @@ def _remote_class(module, name):
 def _stand_in_reduced(exc):
     """A stand-in pickles as the data it was made from (its class is no module's)."""
     cls = type(exc)
-    return _stand_in, (cls.__module__, cls.__qualname__, exc.args)
+    return _stand_in, (cls.__module__, cls.__qualname__, exc.args), vars(exc) or None
 
 
 def _stand_in(module, name, args):

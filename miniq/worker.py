@@ -395,7 +395,7 @@ def _join(process, timeout):
     deadline, pause = time.monotonic() + timeout, 0.0005
     while process.exitcode is None and time.monotonic() < deadline:
         time.sleep(pause)
-        pause = min(pause * 2, 0.01)
+        pause = min(pause * 2, 0.002)
 
 
 def _orphaned(parent, manager):
@@ -539,6 +539,7 @@ class Worker:
         self.settings = {}  # (task name, option) → its value: see _setting
         self.poller, self.watched = select.poll(), {}  # fd → (what to read, its child)
         self.outcomes = []  # Settle records for the next transaction
+        self.unfit = []  # outcomes the disk had no room for: tried alone each heartbeat
         self.timed_out = collections.deque()  # (Message, limit): hooks for a child to run
         self.unwritten = []  # the same, until the next write stores their failure
         if beat:
@@ -706,7 +707,7 @@ class Worker:
                 child.process.kill()
                 _join(child.process, 1)
         try:
-            self.broker.settle(self.id, self._starts(every=True) + self.outcomes)
+            self.broker.settle(self.id, self._starts(every=True) + self.outcomes + self.unfit)
             self.broker.unregister(self.id)
         except (MiniqError, OperationalError, OSError) as exc:
             log.error("could not record the last results: %s", exc)
@@ -839,6 +840,11 @@ class Worker:
             if not ((exc.refused or exc.full) and self.outcomes):
                 raise
             self.outcomes = [settle for settle in map(self._alone, self.outcomes) if settle]
+            if exc.full:  # those with no room wait apart: the claims and the rest go on
+                for settle in self.outcomes:
+                    log.error("Task %s: no room for its outcome (%s): tried again each"
+                              " heartbeat", settle.id, exc)
+                self.unfit, self.outcomes = self.unfit + self.outcomes, []
             messages = claim(starts + self.outcomes, idle, held)
         return list(map(self._own_ignore, messages))
 
@@ -851,25 +857,17 @@ class Worker:
 
     def _alone(self, settle):
         """Write one outcome by itself: None once written, the FAILURE to write in its
-        place if the database refuses it, itself if the file failed. One the disk has no
-        room for fails so if its failure has room; else no write has, and it waits."""
+        place if the database refuses it, itself if the file failed (or had no room)."""
         try:
             self.broker.settle(self.id, [settle])
             return None
         except OperationalError as exc:
-            if not (exc.refused or exc.full):
+            if not exc.refused:
                 return settle
-            error = OperationalError(f"its outcome could not be stored: {exc}")
-            failure = Settle(settle.id, settle.attempts, "FAILURE", exception_to_json(error),
-                             chord=settle.chord)
-            if exc.full:  # room for its failure, or for no write at all
-                try:
-                    self.broker.settle(self.id, [failure])
-                except OperationalError:
-                    return settle
-                failure = None
             log.error("Task %s: its outcome cannot be stored: %s", settle.id, exc)
-            return failure
+            error = OperationalError(f"its outcome could not be stored: {exc}")
+            return Settle(settle.id, settle.attempts, "FAILURE", exception_to_json(error),
+                          chord=settle.chord)
 
     def _stop_revoked(self, ids):
         """Begun reserved tasks whose start could not be written: a revoke took their
@@ -1221,6 +1219,8 @@ class Worker:
         limit = child.killed_for and isinstance(child.killed_for[1], TimeLimitExceeded)
         if child.message and not limit and child.conn.poll():  # past its hard limit, a
             self._receive(child)  # reply is too late; else it reported before exiting
+            if child not in self.children:  # its reply retired it: reaped meanwhile
+                return
         if child.message:
             self._lost(child)
         elif not child.retiring:
@@ -1274,10 +1274,14 @@ class Worker:
             self._settle_row(message, state, exc)
 
     def _enforce_time_limits(self):
+        """Past its hard limit, a child is told to end its task (a word, and SIGUSR1:
+        billiard's send SIGTERM, which miniq's children leave to the manager), so that
+        its finally blocks run (a SystemExit), then killed HARD_GRACE later: all together.
+        One whose reply waits ended in time: the next collect takes it."""
         now = time.monotonic()
-        for child in list(self.children):
-            if child.deadline is None or now < child.deadline:
-                continue
+        ending = [c for c in self.children if c.deadline is not None and now >= c.deadline
+                  and not c.conn.poll()]
+        for child in ending:
             if not (child.killed_for or child.hooks):  # else revoked, and it ignored that
                 message = child.message
                 # as Celery: acks_late without acks_on_timeout puts it back
@@ -1288,17 +1292,15 @@ class Worker:
                 child.killed_for = ("PENDING" if back else "FAILURE",
                                     TimeLimitExceeded(child.hard))  # as Celery's: the limit
                 log.error("Hard time limit (%gs) exceeded for %s", child.hard, message)
-            self._kill(child, HARD_GRACE)
-
-    def _kill(self, child, grace=0.0):
-        """SIGKILL; with a grace, first a word and SIGUSR1 (billiard's send SIGTERM, which
-        miniq's children leave to the manager): the task may end by SystemExit, its
-        finally blocks run, for that long."""
-        if grace:
             with contextlib.suppress(OSError):  # it died: its sentinel will say so
                 _put(child.out, None)
                 os.kill(child.process.pid, signal.SIGUSR1)
-            _join(child.process, grace)
+        by = time.monotonic() + HARD_GRACE
+        for child in ending:
+            _join(child.process, by - time.monotonic())
+            self._kill(child)
+
+    def _kill(self, child):
         child.process.kill()
         _join(child.process, 5)
         self._reap(child)
@@ -1310,6 +1312,8 @@ class Worker:
         of dead workers."""
         _emit("_heartbeat_sent", self)
         self.child_exited = True  # in case the app took SIGCHLD: a look a heartbeat
+        if self.unfit:  # room again? each alone: one too big holds up no other
+            self.unfit = [settle for settle in map(self._alone, self.unfit) if settle]
         self.heartbeats += 1
         self.next_heartbeat = time.time() + self.conf.worker_heartbeat
         kills = self._db(self._beat_file)
@@ -1389,7 +1393,7 @@ class Worker:
         is still to be written."""
         return ({c.message.id for c in self.children if c.message} | set(self.begun)
                 | {m.id for m, _ in (*self.reserve, *self.unwritten, *self.timed_out)}
-                | {settle.id for settle in self.outcomes})
+                | {settle.id for settle in (*self.outcomes, *self.unfit)})
 
     def _sweep(self, now):
         """Delete expired results: a short transaction a pass while some are left (other

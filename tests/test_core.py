@@ -315,6 +315,17 @@ def test_a_child_that_dies_leaving_a_process_its_task_forked_is_seen_at_once(
                 os.kill(int(pid), signal.SIGKILL)
 
 
+def test_children_retiring_under_load_are_replaced_and_the_manager_serves_on(
+        app, start_worker):
+    """A child's last reply, read as its death is heard, retires it: it is reaped once."""
+    worker = start_worker("-c", "2", "--max-tasks-per-child", "1")
+    results = [tasks.add.delay(i, i) for i in range(200)]
+    wait_for(lambda: worker.proc.poll() is not None or all(r.ready() for r in results),
+             timeout=60, message="all done")
+    assert worker.proc.poll() is None, worker.output()
+    assert [r.get(timeout=5) for r in results] == [2 * i for i in range(200)]
+
+
 # 6. exceptions and result attributes --------------------------------------------------------
 
 def test_a_builtin_exception_comes_back_as_itself(app, start_worker):

@@ -316,8 +316,9 @@ def test_an_exception_of_a_class_nested_in_a_module_not_imported_keeps_its_name(
                                 "exc_message": ["inner!"]}, imported=False)
     assert (type(made).__name__, type(made).__module__) == ("Outer.Inner", "not_imported_here")
     assert str(made) == "inner!"
+    made.announced = True  # an attribute the worker sets on it
     again = pickle.loads(pickle.dumps(made))  # as hooks and receivers may pickle it
-    assert type(again) is type(made) and again.args == ("inner!",)
+    assert type(again) is type(made) and again.args == ("inner!",) and again.announced
 
 
 def test_threads_that_send_their_first_tasks_at_once_open_the_file_once(tmp_path):
