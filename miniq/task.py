@@ -833,9 +833,7 @@ def _run(task, task_id, args, kwargs, soft_limit):
         if not hasattr(retry, "eta"):  # raised by hand: only Task.retry() says when
             error = RuntimeError("a bare Retry says neither when nor how often: raise self.retry()")
             return failed(error), None
-        cause = None if retry.exc is None else exception_to_json(retry.exc)  # as Celery stores
-        return Outcome("RETRY", cause, _traceback(), retry.eta, retry.body, retry,
-                       moved=getattr(retry, "moved", (None, None))), None
+        return _retried(retry), None
     except _Replaced as done:
         return None, done.value
     except Ignore as exc:  # also how replace() ends the run: canvas sends the replacement
@@ -848,6 +846,13 @@ def _run(task, task_id, args, kwargs, soft_limit):
         return failed(exc)._replace(state=state), None
     except Exception as exc:
         return failed(exc)._replace(expected=isinstance(exc, task.throws)), None
+
+
+def _retried(retry):
+    """The outcome of a ``self.retry()``: run again at its eta, with its arguments."""
+    cause = None if retry.exc is None else exception_to_json(retry.exc)  # as Celery stores
+    return Outcome("RETRY", cause, _traceback(), retry.eta, retry.body, retry,
+                   moved=getattr(retry, "moved", (None, None)))
 
 
 def _kept(message, value, eager, flows):
@@ -890,7 +895,7 @@ def _eager_links(task, message, outcome, value):
 
 def _hooks(task, outcome, value, request):
     """Celery's hooks and signals after a run, and its outcome as they saw it; one that
-    raises is logged, never the task's outcome."""
+    raises is logged, never the task's outcome, but a self.retry() in on_failure."""
     exc, state = outcome.exc, outcome.state or "SUCCESS"
     call = (request.id, request.args, request.kwargs)
     if exc is None:
@@ -909,7 +914,11 @@ def _hooks(task, outcome, value, request):
     for hook, *hook_args in calls:
         try:
             hook(*hook_args)
-        except Exception:  # noqa: BLE001 - a hook's bug is logged, the outcome stands
+        except Exception as exc:  # noqa: BLE001 - a hook's bug is logged, the outcome stands
+            if isinstance(exc, Retry) and hasattr(exc, "eta") and hook == task.on_failure \
+                    and not request.is_eager:  # as Celery's: self.retry() there runs it again
+                emit("_task_finished", task, request, "RETRY", exc)
+                return _retried(exc)
             if request.is_eager and hook is not emit:  # as Celery's: eager callers see it
                 emit("_task_finished", task, request, state, value)
                 raise

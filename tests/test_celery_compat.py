@@ -481,6 +481,19 @@ def get_raises_a_failed_parents_error_though_its_own_task_is_done(c, get):
     return raised(lambda: late.get(timeout=T)), late.get(timeout=T, follow_parents=False)
 
 
+def a_retry_from_on_failure_runs_the_task_again(c, get):
+    """Its last run's failure ends it (Celery's shows the Retry as a failure meanwhile,
+    miniq's RETRY)."""
+    sent = c.fails_each_run.delay()
+    deadline = time.monotonic() + T
+    while time.monotonic() < deadline:
+        now = c.app.AsyncResult(sent.id)  # afresh: Celery's keeps a failure it read
+        if now.state == "FAILURE" and isinstance(now.result, ValueError):
+            return str(now.result)
+        time.sleep(0.02)
+    return "timed out"
+
+
 def an_empty_group_in_a_chain_is_skipped(c, get):
     return (get(c.chain(c.add.si(1, 1), c.group([]), c.add.s(5)).apply_async()),
             get((c.add.si(1, 1) | c.add.s(2) | c.group([])).apply_async()))
@@ -1951,6 +1964,7 @@ SCENARIOS = [
     (canvas_objects_as_celery_builds_them, [
         2, 2, False, [True, True], True, 2, 1, [1, 2], True, None, 1, [2, 4], 2]),
     (an_empty_group_in_a_chain_is_skipped, (7, 4)),
+    (a_retry_from_on_failure_runs_the_task_again, "run 1"),
     (get_raises_a_failed_parents_error_though_its_own_task_is_done,
      ("raised KeyError", 84)),
     (piping_what_is_no_signature_is_a_type_error_and_clones_equal,
