@@ -62,6 +62,10 @@ CELERY_ONLY = {"backend": "result backend (miniq's results are read by AsyncResu
                "signature_from_request": "signature of a request (retry() makes miniq's)",
                "add_to_chord": "way to grow a running chord (a chord's header is fixed as"
                                " it is sent)"}
+# the options of Celery's retry() that its new message would honour: miniq's retry is the
+# same row, run again (queue and priority aside)
+RESENT = {"expires", "time_limit", "soft_time_limit", "headers", "link", "link_error",
+          "exchange", "routing_key", "shadow", "ignore_result", "argsrepr", "kwargsrepr"}
 UNKEPT = {"chord": "a chord member's callback stays in the database",  # Celery's fields
           "group_index": "a group member's place is not kept"}  # a member's request lacks
 # what the headers of Celery's messages give a worker's run (and an eager one lacks), made
@@ -316,7 +320,7 @@ class Task:
                             f" numbers: {exc}") from None
         taken = inspect.signature(cls.retry).parameters
         given = sorted(key for key, value in dict(cls.retry_kwargs).items()
-                       if key not in taken and value is not None)
+                       if key not in taken and key in RESENT and value is not None)
         if given:
             raise TypeError(f"{cls.name}: miniq's retry() keeps the task's queue and options,"
                             f" its retry_kwargs take no {', '.join(given)}")
@@ -523,7 +527,8 @@ class Task:
         With throw=False it returns the Retry, and the run, once it returns, is retried
         (Celery stores what it returned first; here the retry's outcome is the only one)."""
         moved = _moved(self.name, options.pop("queue", None), options.pop("priority", None))
-        given = sorted(key for key, value in options.items() if value is not None)
+        given = sorted(key for key, value in options.items() if value is not None
+                       and key in RESENT)  # as Celery's apply_async, others mean nothing
         if given:  # Celery sends the retry with them; here it stays the same row
             raise TypeError(f"{self.name}: of the options of Celery's retry(), miniq's takes"
                             f" queue and priority, not {', '.join(given)}")

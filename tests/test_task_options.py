@@ -233,6 +233,9 @@ def test_autoretry_options_are_read_at_decoration_as_celerys(fresh_app):
     with pytest.raises(TypeError, match="retry_kwargs take no time_limit"):
         fresh_app.task(name="c", autoretry_for=(KeyError,), retry_kwargs={"time_limit": 9})(f)
     fresh_app.task(name="d", retry_backoff="x")(f)  # as Celery's: read only to autoretry
+    # a key no message option (a project's: Packit's retry_jitter) means nothing, as there
+    fresh_app.task(name="e", autoretry_for=(KeyError,),
+                   retry_kwargs={"max_retries": 5, "retry_jitter": False})(f)
 
 
 def test_eager_ignore_and_reject_end_in_their_own_states(tmp_path):
