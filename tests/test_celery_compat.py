@@ -494,6 +494,11 @@ def a_retry_from_on_failure_runs_the_task_again(c, get):
     return "timed out"
 
 
+def the_current_task_is_where_celerys_state_module_keeps_it(c, get):
+    state = importlib.import_module(c.impl.__name__ + "._state")
+    return get(c.found_in_state.delay()), state.get_current_task()
+
+
 def an_empty_group_in_a_chain_is_skipped(c, get):
     return (get(c.chain(c.add.si(1, 1), c.group([]), c.add.s(5)).apply_async()),
             get((c.add.si(1, 1) | c.add.s(2) | c.group([])).apply_async()))
@@ -1964,6 +1969,8 @@ SCENARIOS = [
     (canvas_objects_as_celery_builds_them, [
         2, 2, False, [True, True], True, 2, 1, [1, 2], True, None, 1, [2, 4], 2]),
     (an_empty_group_in_a_chain_is_skipped, (7, 4)),
+    (the_current_task_is_where_celerys_state_module_keeps_it,
+     ([f"{MODULE}.found_in_state"] * 2 + [True], None)),
     (a_retry_from_on_failure_runs_the_task_again, "run 1"),
     (get_raises_a_failed_parents_error_though_its_own_task_is_done,
      ("raised KeyError", 84)),

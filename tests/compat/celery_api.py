@@ -254,6 +254,14 @@ def fails_each_run(self):
 
 
 @app.task
+def found_in_state():
+    """What a log formatter copied from Celery's reads: celery._state's current task."""
+    state = importlib.import_module(impl.__name__ + "._state")
+    return (state.get_current_task().name, state.get_current_worker_task().name,
+            state.get_current_app() is app)
+
+
+@app.task
 def raise_own():
     raise CompatError("own class")
 
