@@ -571,7 +571,9 @@ class chord(Signature):
 
     header = property(lambda self: self.kwargs["header"], doc="The group that runs first.")
     body = _item("kwargs.body", "The callback, given their results.")
-    tasks = property(lambda self: self.header.tasks)
+    tasks = property(lambda self: self.header.tasks,  # as Celery's: set, a new header
+                     lambda self, tasks: self.kwargs.update(header=group(tasks, app=self._app)),
+                     doc="The header's members.")
 
     def __call__(self, body: Any = None, **options: Any):
         """``chord(header)(body)``: send it, with this body if one is given."""

@@ -499,6 +499,13 @@ def the_current_task_is_where_celerys_state_module_keeps_it(c, get):
     return get(c.found_in_state.delay()), state.get_current_task()
 
 
+def a_chords_members_may_be_set_anew(c, get):
+    """As a library that sets headers deep in a workflow does: sig.tasks = [...]."""
+    made = c.chord([c.add.s(1, 1)], c.tsum.s())
+    made.tasks = [c.add.s(2, 2), c.add.s(3, 3)]
+    return len(made.tasks), get(made.apply_async())
+
+
 def an_empty_group_in_a_chain_is_skipped(c, get):
     return (get(c.chain(c.add.si(1, 1), c.group([]), c.add.s(5)).apply_async()),
             get((c.add.si(1, 1) | c.add.s(2) | c.group([])).apply_async()))
@@ -1969,6 +1976,7 @@ SCENARIOS = [
     (canvas_objects_as_celery_builds_them, [
         2, 2, False, [True, True], True, 2, 1, [1, 2], True, None, 1, [2, 4], 2]),
     (an_empty_group_in_a_chain_is_skipped, (7, 4)),
+    (a_chords_members_may_be_set_anew, (2, 10)),
     (the_current_task_is_where_celerys_state_module_keeps_it,
      ([f"{MODULE}.found_in_state"] * 2 + [True], None)),
     (a_retry_from_on_failure_runs_the_task_again, "run 1"),
