@@ -14,5 +14,6 @@ def get_current_task():
 
 
 def get_current_worker_task():
-    """As Celery's: the task a worker runs here (not one called as a function), or None."""
-    return _running.task if _running.request else None
+    """As Celery's: the task a worker runs here (not one it calls as a function), or None."""
+    request, task = _running.request, _running.task
+    return task.app.tasks.get(request.task, task) if request and task else None

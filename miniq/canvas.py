@@ -494,8 +494,8 @@ class group(_Workflow):
         return GroupResult(gid, [t.apply(args, kwargs, **options) for t in self.tasks])
 
     def __or__(self, other: Any):
-        if not isinstance(other, Signature):
-            return NotImplemented
+        if not (other is None or isinstance(other, Signature)):  # None: as Celery's, a
+            return NotImplemented  # chord with no body
         return chord(self, other)
 
     def __len__(self) -> int:

@@ -69,6 +69,7 @@ REVIVED = {("datetime", kind) for kind in ("datetime", "date", "time", "timezone
 REVIVED |= {("decimal", "Decimal"), ("uuid", "UUID")}
 ORPHAN_AFTER = 1.0      # a child outlives its manager by at most this, running a task or not
 HARD_GRACE = 0.1        # as billiard's: from the word to end to SIGKILL at a hard limit
+UNFIT_WAIT = 60.0       # an outcome the disk has no room for waits this long, then fails
 LOCK_WAIT = 1.0         # a locked file: the manager tends its children, then tries again
 LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
@@ -539,7 +540,7 @@ class Worker:
         self.settings = {}  # (task name, option) → its value: see _setting
         self.poller, self.watched = select.poll(), {}  # fd → (what to read, its child)
         self.outcomes = []  # Settle records for the next transaction
-        self.unfit = []  # outcomes the disk had no room for: tried alone each heartbeat
+        self.unfit = {}  # id → (Settle, since): outcomes the disk had no room for
         self.timed_out = collections.deque()  # (Message, limit): hooks for a child to run
         self.unwritten = []  # the same, until the next write stores their failure
         if beat:
@@ -707,7 +708,8 @@ class Worker:
                 child.process.kill()
                 _join(child.process, 1)
         try:
-            self.broker.settle(self.id, self._starts(every=True) + self.outcomes + self.unfit)
+            self.broker.settle(self.id, self._starts(every=True) + self.outcomes)
+            self._retry_unfit(give_up=True)  # each alone: the others are written
             self.broker.unregister(self.id)
         except (MiniqError, OperationalError, OSError) as exc:
             log.error("could not record the last results: %s", exc)
@@ -844,7 +846,8 @@ class Worker:
                 for settle in self.outcomes:
                     log.error("Task %s: no room for its outcome (%s): tried again each"
                               " heartbeat", settle.id, exc)
-                self.unfit, self.outcomes = self.unfit + self.outcomes, []
+                self.unfit.update((settle.id, (settle, time.time())) for settle in self.outcomes)
+                self.outcomes = []
             messages = claim(starts + self.outcomes, idle, held)
         return list(map(self._own_ignore, messages))
 
@@ -855,19 +858,31 @@ class Worker:
             request_log.info("Discarding revoked task: %s", message)
             _emit("_task_settled", self, message, "REVOKED", TaskRevokedError("revoked"))
 
-    def _alone(self, settle):
+    def _alone(self, settle, give_up=False):
         """Write one outcome by itself: None once written, the FAILURE to write in its
-        place if the database refuses it, itself if the file failed (or had no room)."""
+        place if the database refuses it (or, with give_up, has no room for it), itself
+        if the file failed."""
         try:
             self.broker.settle(self.id, [settle])
             return None
         except OperationalError as exc:
-            if not exc.refused:
+            if not (exc.refused or give_up and exc.full):
                 return settle
             log.error("Task %s: its outcome cannot be stored: %s", settle.id, exc)
             error = OperationalError(f"its outcome could not be stored: {exc}")
             return Settle(settle.id, settle.attempts, "FAILURE", exception_to_json(error),
                           chord=settle.chord)
+
+    def _retry_unfit(self, give_up=False):
+        """Each outcome the disk had no room for, alone (one too big holds up no other);
+        one that waited UNFIT_WAIT (or with give_up, as the worker stops) is a FAILURE
+        if that fits: a disk freed meanwhile took the others."""
+        now = time.time()
+        for task_id, (settle, since) in list(self.unfit.items()):
+            left = self._alone(settle, give_up or now - since > UNFIT_WAIT)
+            left = left and left is not settle and self._alone(left)
+            if left is None:
+                del self.unfit[task_id]
 
     def _stop_revoked(self, ids):
         """Begun reserved tasks whose start could not be written: a revoke took their
@@ -1312,8 +1327,8 @@ class Worker:
         of dead workers."""
         _emit("_heartbeat_sent", self)
         self.child_exited = True  # in case the app took SIGCHLD: a look a heartbeat
-        if self.unfit:  # room again? each alone: one too big holds up no other
-            self.unfit = [settle for settle in map(self._alone, self.unfit) if settle]
+        if self.unfit:
+            self._retry_unfit()
         self.heartbeats += 1
         self.next_heartbeat = time.time() + self.conf.worker_heartbeat
         kills = self._db(self._beat_file)
@@ -1393,7 +1408,7 @@ class Worker:
         is still to be written."""
         return ({c.message.id for c in self.children if c.message} | set(self.begun)
                 | {m.id for m, _ in (*self.reserve, *self.unwritten, *self.timed_out)}
-                | {settle.id for settle in (*self.outcomes, *self.unfit)})
+                | {settle.id for settle in self.outcomes} | set(self.unfit))
 
     def _sweep(self, now):
         """Delete expired results: a short transaction a pass while some are left (other

@@ -496,7 +496,8 @@ def a_retry_from_on_failure_runs_the_task_again(c, get):
 
 def the_current_task_is_where_celerys_state_module_keeps_it(c, get):
     state = importlib.import_module(c.impl.__name__ + "._state")
-    return get(c.found_in_state.delay()), state.get_current_task()
+    return (get(c.found_in_state.delay()), get(c.calls_found_in_state.delay()),
+            state.get_current_task())
 
 
 def a_chords_members_may_be_set_anew(c, get):
@@ -1978,7 +1979,8 @@ SCENARIOS = [
     (an_empty_group_in_a_chain_is_skipped, (7, 4)),
     (a_chords_members_may_be_set_anew, (2, 10)),
     (the_current_task_is_where_celerys_state_module_keeps_it,
-     ([f"{MODULE}.found_in_state"] * 2 + [True], None)),
+     ([f"{MODULE}.found_in_state"] * 2 + [True],
+      [f"{MODULE}.found_in_state", f"{MODULE}.calls_found_in_state", True], None)),
     (a_retry_from_on_failure_runs_the_task_again, "run 1"),
     (get_raises_a_failed_parents_error_though_its_own_task_is_done,
      ("raised KeyError", 84)),

@@ -782,6 +782,13 @@ def test_an_outcome_the_disk_has_no_room_for_waits_alone(app, start_worker):
     assert [tasks.add.delay(i, i).get(timeout=20) for i in range(3)] == [0, 2, 4]
     assert big.state == "STARTED"
     assert_serving(worker)
+    last = tasks.sleep.delay(0.5, "last")  # its outcome is written as the worker stops
+    wait_for(lambda: last.state == "STARTED", timeout=20, message="the last task running")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0, worker.output()
+    assert last.get(timeout=5) == "last"
+    with pytest.raises(exceptions.OperationalError, match="could not be stored: .*full"):
+        big.get(timeout=5)  # as it stops, a failure in its place: it would wait for ever
 
 
 def test_a_task_that_sets_the_stop_signals_leaves_its_child_ignoring_them(app, start_worker):

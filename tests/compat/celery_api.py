@@ -262,6 +262,11 @@ def found_in_state():
 
 
 @app.task
+def calls_found_in_state():
+    return found_in_state()  # a plain call: the worker's task is still this one
+
+
+@app.task
 def raise_own():
     raise CompatError("own class")
 
