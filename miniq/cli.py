@@ -16,7 +16,8 @@ from typing import Any, List, Optional
 
 from . import __version__
 from .app import Miniq, load_app
-from .cli_worker import add_loglevel, add_options, pid_file, split, start_logging, worker
+from .cli_worker import (add_loglevel, add_options, daemon_settings, pid_file, split,
+                         start_logging, worker)
 from .control import Control, Inspect, call_of, known_queues, live_nodes
 from .exceptions import ImproperlyConfigured
 
@@ -265,6 +266,7 @@ def _started_path(app):
 def beat(app, args):
     """Send periodic tasks until Ctrl-C or SIGTERM."""
     from .beat import Beat
+    daemon_settings(app, args, "beat")
     if args.scheduler:  # refused, as the setting, unless Celery's default
         app.conf.beat_scheduler = args.scheduler
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop as on Ctrl-C

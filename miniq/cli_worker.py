@@ -159,9 +159,24 @@ CONF_OPTIONS = {
 }
 
 
+def daemon_settings(app, args, command):
+    """As Celery's worker and beat: a --pidfile or --logfile not typed comes from app.conf
+    (``worker_pidfile``, ``beat_logfile``); its user, group, umask and executable, which
+    miniq's commands do not change, are refused there as on the command line."""
+    for option in ("pidfile", "logfile"):
+        if getattr(args, option) is None:
+            setattr(args, option, app.conf.get(f"{command}_{option}"))
+    for option in ("uid", "gid", "umask", "executable"):
+        if app.conf.get(f"{command}_{option}") is not None:
+            raise ImproperlyConfigured(
+                f"{command}_{option} is not supported: miniq's {command} runs as the user,"
+                " with the umask and the Python, that start it (a service's User=, say)")
+
+
 def worker(app, args):
     """Check the options, print the banner, then run the worker until it is stopped."""
     from .worker import Worker
+    daemon_settings(app, args, "worker")
     if args.pool not in POOLS:
         raise ImproperlyConfigured(f"-P {args.pool}: miniq's only pool is child processes"
                                    f" ({' or '.join(POOLS)})")

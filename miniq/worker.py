@@ -73,6 +73,7 @@ UNFIT_WAIT = 60.0       # an outcome the disk has no room for waits this long, t
 LOCK_WAIT = 1.0         # a locked file: the manager tends its children, then tries again
 LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+BOOT_SIGNALS = {*STOP_SIGNALS, signal.SIGUSR1}  # ignored by a child until it takes them
 # Their default would end the manager: they are logged and ignored (but SIGHUP, which
 # restarts a worker without a terminal, as Celery's; its SIGUSR1 and SIGUSR2 debug it). Those a fault raises
 # (SIGSEGV, SIGBUS, ...) keep their default: a handler that returns would fault again.
@@ -296,10 +297,11 @@ def child_main(app_path, pipes, loglevel, max_tasks, max_memory_kib, manager, ho
     ``manager`` is the manager's pid, as the manager gave it; ``hostname`` its node name."""
     signal.set_wakeup_fd(-1)
     # Ctrl-C and a group-wide SIGTERM (systemd's default) reach us too: the manager decides.
-    # They came ignored, and perhaps blocked (see Worker._spawn): keep them ignored.
-    for signum in STOP_SIGNALS:
+    # They came ignored, and perhaps blocked (see Worker._spawn): keep them ignored (and
+    # SIGUSR1 until _serve takes it).
+    for signum in BOOT_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, BOOT_SIGNALS)
     for signum in (signal.SIGQUIT, signal.SIGCHLD, *NOTED_SIGNALS):  # the manager's are not ours
         if getattr(signal.getsignal(signum), "__func__", None) is Worker._on_signal:
             signal.signal(signum, signal.SIG_DFL)  # (the app's, inherited by fork, stay)
@@ -638,11 +640,16 @@ class Worker:
             _emit("_stopping", self, *self.stopping.pop(0))
 
     def _start_child(self, index):
-        try:
-            return self._spawn(index)
-        except OSError as exc:  # no process left to this user, no memory: not a task's fault
-            raise ImproperlyConfigured(f"cannot start child process {index + 1} of"
-                                       f" {self.concurrency}: {exc}") from None
+        for _ in range(3):
+            try:
+                return self._spawn(index)
+            except EOFError:  # a fork server killed, not yet reaped: a new one, once it is
+                time.sleep(0.1)
+            except OSError as exc:  # no process left to this user, no memory: no task's fault
+                raise ImproperlyConfigured(f"cannot start child process {index + 1} of"
+                                           f" {self.concurrency}: {exc}") from None
+        raise ImproperlyConfigured(f"cannot start child process {index + 1} of"
+                                   f" {self.concurrency}: its fork server went away")
 
     def _spawn(self, index):
         # A pipe each way: cheaper a message than one socket both ways
@@ -655,11 +662,12 @@ class Worker:
             args=(self.app_path, (jobs, replies), self.loglevel, self.conf.worker_max_tasks_per_child,
                   self.conf.worker_max_memory_per_child, os.getpid(), self.hostname))
         # A signal to the whole group must not kill a child (or the fork server) still
-        # booting: they start with it ignored, which even exec keeps. The manager's own
-        # wait, blocked, until its handlers are back.
+        # booting, nor a SIGUSR1 (a hard limit's, a terminate's) before it can take one:
+        # they start with it ignored, which even exec keeps. The manager's own wait,
+        # blocked, until its handlers are back.
         _emit("_creating_child", self)
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-        handlers = {signum: signal.signal(signum, signal.SIG_IGN) for signum in STOP_SIGNALS}
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, BOOT_SIGNALS)
+        handlers = {signum: signal.signal(signum, signal.SIG_IGN) for signum in BOOT_SIGNALS}
         try:
             process.start()
         finally:

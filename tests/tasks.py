@@ -12,6 +12,11 @@ from miniq.utils.log import get_task_logger
 
 app = Miniq("tests")  # broker: MINIQ_BROKER_URL, set per test by the fixtures
 app.conf.update(json.loads(os.environ.get("MINIQ_TEST_CONF", "{}")))  # per-worker tuning
+if os.environ.get("MINIQ_TEST_SLOW_IMPORT"):  # a child (not the manager) that takes long
+    import multiprocessing  # to import its app: it says so in a file named so
+    if multiprocessing.parent_process() is not None:
+        open(f"{os.environ['MINIQ_TEST_SLOW_IMPORT']}.{os.getpid()}", "w").close()
+        time.sleep(2)
 if os.environ.get("MINIQ_TEST_MAX_PAGES"):  # a file that cannot grow past so many pages:
     import sqlite3  # the worker's disk is full then
 

@@ -1,5 +1,6 @@
 """The worker command's life against real processes: warm and cold shutdown,
 the three start methods, and two worker commands sharing one file."""
+import contextlib
 import os
 import signal
 import subprocess
@@ -238,6 +239,44 @@ def test_a_group_wide_sigterm_leaves_the_programs_a_task_runs_alone(app, start_w
     gate.touch()
     assert result.get(timeout=30) == 0
     assert worker.wait(30) == 0, worker.output()
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_a_sigusr1_to_a_child_still_importing_its_app_ends_nothing(app, start_worker,
+                                                                   tmp_path, method):
+    """Before it can take one (a hard limit's, a terminate's, a stray one), a child
+    ignores SIGUSR1: its default would kill it, and fail the task it was given."""
+    booting = tmp_path / "booting"
+    start_worker("-c", "1", "--start-method", method,
+                 env={"MINIQ_TEST_SLOW_IMPORT": str(booting)})
+    sent = tasks.add.delay(2, 3)
+    pids = wait_for(lambda: [int(p.name.rsplit(".", 1)[1]) for p in tmp_path.iterdir()
+                             if p.name.startswith("booting.")], timeout=30,
+                    message="the child importing its app")
+    os.kill(pids[0], signal.SIGUSR1)
+    assert sent.get(timeout=30) == 5
+
+
+def test_a_worker_whose_fork_server_is_killed_serves_on(app, start_worker):
+    """Its children die with it; fresh ones come from a new fork server."""
+    worker = start_worker("-c", "4", "--start-method", "forkserver")
+    assert [r.get(timeout=30) for r in [tasks.add.delay(i, i) for i in range(8)]] == [
+        2 * i for i in range(8)]
+    def servers():
+        found = []
+        for pid in worker.children():
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/cmdline", "rb") as f:
+                found += [pid] if b"forkserver" in f.read() else []
+        return found
+    first = servers()
+    if not first:
+        pytest.skip("no /proc to tell the fork server by")
+    os.kill(first[0], signal.SIGKILL)
+    wait_for(lambda: servers() and first[0] not in servers(), timeout=30,
+             message="a new fork server")  # its children are started anew meanwhile
+    assert [r.get(timeout=30) for r in [tasks.add.delay(i, i) for i in range(8)]] == [
+        2 * i for i in range(8)]
+    assert worker.proc.poll() is None, worker.output()
 
 
 def test_a_worker_told_to_stop_as_its_children_start_stops_there(app, start_worker):
