@@ -426,6 +426,24 @@ def test_a_stale_pidfile_is_taken_over(app, tmp_path, start_worker):
     assert pidfile.read_text() == f"{worker.pid}\n"
 
 
+def test_the_pidfile_and_logfile_settings_stand_for_the_options_as_celerys(
+        app, start_worker, tmp_path):
+    """Celery's worker reads worker_pidfile and worker_logfile where no option is typed;
+    worker_uid, which would have it drop its privileges, is refused as --uid is."""
+    pidfile, logfile = tmp_path / "w.pid", tmp_path / "w.log"
+    settings = {"worker_pidfile": str(pidfile), "worker_logfile": str(logfile)}
+    worker = start_worker("-c", "1", env={"MINIQ_TEST_CONF": json.dumps(settings)},
+                          ready=False)
+    wait_for(lambda: logfile.exists() and " ready: " in logfile.read_text(), timeout=30,
+             message="ready, in the log file")
+    assert pidfile.read_text() == f"{worker.pid}\n"
+    assert app.tasks["tests.tasks.add"].delay(1, 2).get(timeout=20) == 3
+    refused = run_cli("-A", "tests.tasks", "worker", "-c", "1", env={
+        "MINIQ_BROKER_URL": app.conf.broker_url,
+        "MINIQ_TEST_CONF": json.dumps({"worker_uid": "nobody"})})
+    assert_setup_error(refused, "worker_uid")
+
+
 def test_purge_deletes_the_served_queues_tasks_first(app, start_worker):
     add = app.tasks["tests.tasks.add"]
     queued = [add.delay(1, 1), add.delay(2, 2)]
