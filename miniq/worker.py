@@ -643,8 +643,8 @@ class Worker:
         for _ in range(3):
             try:
                 return self._spawn(index)
-            except EOFError:  # a fork server killed, not yet reaped: a new one, once it is
-                time.sleep(0.1)
+            except (EOFError, ConnectionError, FileNotFoundError):  # a fork server killed,
+                time.sleep(0.1)  # not yet reaped: a new one, once it is
             except OSError as exc:  # no process left to this user, no memory: no task's fault
                 raise ImproperlyConfigured(f"cannot start child process {index + 1} of"
                                            f" {self.concurrency}: {exc}") from None
