@@ -71,6 +71,7 @@ def test_a_chord_body_errback_runs_once_however_many_members_fail(shared, tmp_pa
     assert json.loads(lines(log)[0])[:3] == [result.id, "tests.tasks.tsum", "ChordError"]
 
 
+@pytest.mark.slow  # on 3.11 in CI; the other Pythons skip it for time
 def test_a_chord_survives_a_worker_killed_mid_chord_and_runs_its_callback_once(
         app, start_worker, tmp_path):
     gate, log = str(tmp_path / "gate"), str(tmp_path / "callback")

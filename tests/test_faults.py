@@ -146,6 +146,7 @@ def assert_serving(worker, timeout=15):
 
 # a soft limit that lands inside miniq's own database calls ---------------------------------------
 
+@pytest.mark.slow  # on 3.11 in CI; the other Pythons skip it for time
 def test_soft_limits_landing_inside_database_calls_leave_the_database_usable(app, start_worker):
     rng = random.Random(0)
     worker = start_worker("-c", "2")
@@ -330,6 +331,7 @@ def test_update_state_with_an_undecodable_state_does_not_break_the_task(app, sta
 
 # a worker killed with its children, nothing else sent --------------------------------------------
 
+@pytest.mark.slow  # on 3.11 in CI; the other Pythons skip it for time
 def test_the_surviving_worker_puts_back_and_runs_the_task_of_a_killed_one(
         app, start_worker, tmp_path):
     runs = tmp_path / "runs.txt"
@@ -404,6 +406,7 @@ def test_children_exit_when_the_manager_dies_while_it_replaces_one(
                 pass
 
 
+@pytest.mark.slow  # on 3.11 in CI; the other Pythons skip it for time
 def test_an_orphan_mid_task_is_gone_before_its_task_runs_again(app, start_worker, tmp_path):
     """The manager killed mid-task: its child does not run on past the hard limit only
     the manager enforced, nor beside the run another worker starts after recovery."""
@@ -672,6 +675,7 @@ def unshare_works():
         return False
 
 
+@pytest.mark.slow  # on 3.11 in CI; the other Pythons skip it for time
 def test_two_real_workers_in_different_pid_namespaces_do_not_judge_each_other_by_pid(
         app, start_worker, broker_url, tmp_path):
     if not unshare_works():
@@ -911,6 +915,7 @@ def test_a_silent_worker_is_taken_for_dead_at_any_heartbeat_pace(app, start_work
             worker.kill_group()
 
 
+@pytest.mark.slow  # on 3.11 in CI; the other Pythons skip it for time
 def test_a_shutdown_while_the_file_is_locked_still_writes_the_last_results(app, start_worker):
     """The main process's short wait for a lock is for its loop; its last results at a
     shutdown get the full wait, else a finished task would run again."""
@@ -1172,6 +1177,7 @@ def test_a_bare_retry_fails_with_a_clear_error_and_meta_alone_keeps_the_state(ap
     assert tasks.state_less_meta.delay().get(timeout=20) == "STARTED"
 
 
+@pytest.mark.slow  # on 3.11 in CI; the other Pythons skip it for time
 def test_a_file_locked_longer_than_a_lease_stalls_no_manager_and_kills_no_live_worker(
         app, start_worker, tmp_path):
     """Another program holds the write lock for twice worker_lost_after (a long VACUUM,

@@ -34,6 +34,7 @@ def tokens_run(path):
 KILL_TASKS, KILL_CONCURRENCY = 2000, 4
 
 
+@pytest.mark.slow  # on 3.11 in CI; the other Pythons skip it for time
 @pytest.mark.parametrize("whole_group", [True, False], ids=["group", "manager-only"])
 def test_kill_9_mid_run_then_restart_loses_nothing(app, start_worker, tmp_path, whole_group):
     record = tmp_path / "runs.txt"
@@ -317,6 +318,7 @@ def delete_database(path):
             os.unlink(path + suffix)
 
 
+@pytest.mark.slow  # on 3.11 in CI; the other Pythons skip it for time
 def test_database_vanishing_is_logged_once_and_survived(app, start_worker):
     worker = start_worker("-c", "1")
     assert tasks.add.delay(1, 1).get(timeout=30) == 2
@@ -339,6 +341,7 @@ def test_database_vanishing_is_logged_once_and_survived(app, start_worker):
     assert spent < 0.5
 
 
+@pytest.mark.slow  # on 3.11 in CI; the other Pythons skip it for time
 def test_an_unusable_database_is_logged_once_retried_without_spinning_and_survived(
         app, start_worker, tmp_path):
     """A folder where the file was: no one can open it, root included (chmod would not do)."""

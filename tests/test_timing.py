@@ -75,6 +75,7 @@ def test_autoretry_for_retries_then_fails_with_the_error(app, start_worker, tmp_
     assert row_of(app, result.id, "retries") == (2,)
 
 
+@pytest.mark.slow  # on 3.11 in CI; the other Pythons skip it for time
 def test_autoretry_backoff_grows_exponentially(app, start_worker, tmp_path):
     start_worker("-c", "1")
     path = tmp_path / "runs"

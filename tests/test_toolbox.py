@@ -346,6 +346,7 @@ def test_beat_outlives_a_database_error_and_sends_the_run_after_it(app, monkeypa
     assert app.broker.db.execute("SELECT body FROM task").fetchall() == [("[[1,2],{}]",)]
 
 
+@pytest.mark.slow  # on 3.11 in CI; the other Pythons skip it for time
 def test_workers_with_dash_b_share_one_schedule(app, start_worker, tmp_path):
     record = tmp_path / "beats"
     conf = {"MINIQ_TEST_CONF": json.dumps({"beat_schedule": {"tick": {
@@ -458,6 +459,7 @@ def cli(broker_url, *args, **kw):
     return run_cli("-A", "tests.tasks", *args, env={"MINIQ_BROKER_URL": broker_url}, **kw)
 
 
+@pytest.mark.slow  # on 3.11 in CI; the other Pythons skip it for time
 def test_status_and_inspect(app, start_worker, broker_url):
     app.broker.purge()  # the database, empty: nobody online
     assert cli(broker_url, "status").returncode == 1
