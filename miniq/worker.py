@@ -640,16 +640,17 @@ class Worker:
             _emit("_stopping", self, *self.stopping.pop(0))
 
     def _start_child(self, index):
+        why = "its fork server went away"
         for _ in range(3):
             try:
                 return self._spawn(index)
             except (EOFError, ConnectionError, FileNotFoundError):  # a fork server killed,
                 time.sleep(0.1)  # not yet reaped: a new one, once it is
             except OSError as exc:  # no process left to this user, no memory: no task's fault
-                raise ImproperlyConfigured(f"cannot start child process {index + 1} of"
-                                           f" {self.concurrency}: {exc}") from None
+                why = exc
+                break
         raise ImproperlyConfigured(f"cannot start child process {index + 1} of"
-                                   f" {self.concurrency}: its fork server went away")
+                                   f" {self.concurrency}: {why}")
 
     def _spawn(self, index):
         # A pipe each way: cheaper a message than one socket both ways
@@ -888,7 +889,8 @@ class Worker:
         now = time.time()
         for task_id, (settle, since) in list(self.unfit.items()):
             left = self._alone(settle, give_up or now - since > UNFIT_WAIT)
-            left = left and left is not settle and self._alone(left)
+            if left is not None and left is not settle:  # its failure, to write in its place
+                left = self._alone(left)
             if left is None:
                 del self.unfit[task_id]
 
