@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import multiprocessing
+import multiprocessing.resource_tracker
 import multiprocessing.util
 import os
 import pickle
@@ -297,8 +298,8 @@ def child_main(app_path, pipes, loglevel, max_tasks, max_memory_kib, manager, ho
     ``manager`` is the manager's pid, as the manager gave it; ``hostname`` its node name."""
     signal.set_wakeup_fd(-1)
     # Ctrl-C and a group-wide SIGTERM (systemd's default) reach us too: the manager decides.
-    # They came ignored, and perhaps blocked (see Worker._spawn): keep them ignored (and
-    # SIGUSR1 until _serve takes it).
+    # They came blocked (see Worker._spawn): ignored now, what waits dropped (and SIGUSR1
+    # until _serve takes it).
     for signum in BOOT_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, BOOT_SIGNALS)
@@ -664,16 +665,17 @@ class Worker:
                   self.conf.worker_max_memory_per_child, os.getpid(), self.hostname))
         # A signal to the whole group must not kill a child (or the fork server) still
         # booting, nor a SIGUSR1 (a hard limit's, a terminate's) before it can take one:
-        # they start with it ignored, which even exec keeps. The manager's own wait,
-        # blocked, until its handlers are back.
+        # they start with it blocked, which fork and exec keep, until child_main ignores
+        # it. Blocked, not ignored, here: one that comes meanwhile waits for the manager,
+        # where setting SIG_IGN would drop it (a Ctrl-C lost as -c 1000 boots). Started
+        # first, the resource tracker: its start unblocks them again.
         _emit("_creating_child", self)
+        if self.ctx.get_start_method() != "fork":
+            multiprocessing.resource_tracker.ensure_running()
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, BOOT_SIGNALS)
-        handlers = {signum: signal.signal(signum, signal.SIG_IGN) for signum in BOOT_SIGNALS}
         try:
             process.start()
         finally:
-            for signum, handler in handlers.items():
-                signal.signal(signum, handler)
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         jobs.close()
         replies.close()
