@@ -122,7 +122,18 @@ CELERY_DEFAULTS = {  # Celery's defaults of the settings miniq reads beyond the 
     "result_accept_content": None, "task_create_missing_queues": True,
     "task_allow_error_cb_on_chord_header": False, "task_store_eager_result": False,
     "worker_pool": "prefork", "task_retry_on_worker_lost": False,
-    "result_failure_expires": None, "beat_scheduler": "celery.beat:PersistentScheduler"}
+    "result_failure_expires": None, "beat_scheduler": "celery.beat:PersistentScheduler",
+    "task_default_exchange": None,
+    # taken and unused (README): Celery's defaults, for code that reads them
+    "worker_send_task_events": False, "task_send_sent_event": False,
+    "event_serializer": "json", "task_compression": None, "result_compression": None,
+    "broker_connection_retry": True, "broker_connection_max_retries": 100,
+    "broker_connection_retry_on_startup": None, "broker_connection_timeout": 4,
+    "broker_pool_limit": 10, "broker_heartbeat": 120, "broker_transport_options": {},
+    "task_publish_retry": True, "task_publish_retry_policy": {
+        "max_retries": 3, "interval_start": 0, "interval_max": 1, "interval_step": 0.2},
+    "task_queue_max_priority": None, "task_default_delivery_mode": 2,
+    "worker_deduplicate_successful_tasks": False}
 CELERY_MACHINERY = {"loader", "amqp", "events", "log", "control", "tasks", "fixups"}
 # Celery's app attributes for the broker machinery miniq has not (the file is its broker)
 CELERY_PARTS = {"amqp": "AMQP machinery (queues, router, producer; a worker serves a queue"
@@ -415,6 +426,10 @@ class Miniq(apps.Miniq):
         """As Celery's: app.conf.timezone as a tzinfo, UTC where none is set."""
         return zone(self.conf)
 
+    @timezone.deleter
+    def timezone(self):  # Celery's idiom to read it again: read at each use here
+        pass
+
     def now(self) -> datetime:
         """As Celery's: the time now, in the app's time zone."""
         return datetime.now(self.timezone)
@@ -503,8 +518,18 @@ def _object(name):
     if not isinstance(name, str):
         return name
     module, _, attr = name.partition(":")
-    obj = importlib.import_module(module)
-    return getattr(obj, attr) if attr else obj
+    if attr:
+        return getattr(importlib.import_module(module), attr)
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:  # as Celery's: else a module's attribute,
+        module, _, attr = name.rpartition(".")  # "pkg.module.attr"
+        if exc.name != name or not module:
+            raise
+        obj = importlib.import_module(module)
+        if not hasattr(obj, attr):
+            raise
+        return getattr(obj, attr)
 
 
 class Settings(apps.Conf):
@@ -609,7 +634,8 @@ def _named(key, namespace):
     """The setting a name code gives stands for: as Celery's, a namespace's own name
     (``CELERY_TASK_ALWAYS_EAGER``), or Celery 3's (``CELERY_ALWAYS_EAGER``)."""
     prefix = f"{namespace}_" if namespace else None
-    if prefix and isinstance(key, str) and key.isupper() and key.startswith(prefix):
+    if prefix and isinstance(key, str) and key.startswith(prefix) and \
+            _prefixed(namespace, key[len(prefix):]) == key:
         own = key[len(prefix):].lower()
         key = own if own in READ else key
     return _new_name(key) or key
@@ -635,11 +661,18 @@ def _reader(obj):
     return read
 
 
+def _prefixed(namespace, key):
+    """A setting's name under a namespace, in the namespace's case, as Celery's:
+    CELERY_TASK_ALWAYS_EAGER, celery_task_always_eager."""
+    name = f"{namespace}_{key}"
+    return name.upper() if namespace.isupper() else name.lower() if namespace.islower() else name
+
+
 def _source_names(key, namespace, read):
     """The names a settings object may give a setting, the first found first: its own
     there (a namespace's: CELERY_TASK_ALWAYS_EAGER), then those it was read by, as
     Celery's: the plain new name, then Celery 3's."""
-    own = f"{namespace}_{key.upper()}" if namespace and not str(key).isupper() else key
+    own = _prefixed(namespace, key) if namespace and not str(key).isupper() else key
     old = [name.upper() for name, new in OLD_NAMES.items() if new == key]
     return own, *(name for name in (key, *old) if name != own and name in read)
 

@@ -533,6 +533,8 @@ class Task:
             raise TypeError(f"{self.name}: of the options of Celery's retry(), miniq's takes"
                             f" queue and priority, not {', '.join(given)}")
         request = self.request
+        if max_retries is not None:  # as Celery's: autoretry_for, on the error it raises, too
+            request.override_max_retries = max_retries
         limit = self.max_retries if max_retries is None else max_retries
         if request.called_directly:
             raise exc or Retry("Task can be retried", None)
@@ -614,6 +616,8 @@ def _call(task, args, kwargs, soft_limit):
             if task.retry_jitter:
                 countdown = random.randrange(countdown + 1)
             options["countdown"] = countdown
+        if task.request.get("override_max_retries") is not None:
+            options["max_retries"] = task.request.override_max_retries
         task.retry(exc=exc, **options)
     finally:
         if soft_limit:
@@ -831,6 +835,8 @@ def _run(task, task_id, args, kwargs, soft_limit):
                 raise  # which sent it already
         if task.request.get("retry_after_return"):  # retry(throw=False) was called
             raise task.request.retry_after_return
+        if task.request.is_eager and isinstance(value, Retry) and hasattr(value, "eta"):
+            raise value  # as Celery's apply(): a retry returned runs again
         return None, value
     except Retry as retry:
         if not hasattr(retry, "eta") and task.request.is_eager:  # by hand, or a mock's: as

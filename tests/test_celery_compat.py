@@ -658,6 +658,11 @@ def dont_autoretry_for_is_not_retried(c, get):
     return str(caught.value)
 
 
+def a_max_retries_given_to_retry_holds_for_autoretry_in_a_worker(c, get):
+    result = c.stops_itself.delay()
+    return raised(lambda: get(result)), result.state, result.retries
+
+
 def rate_limits_space_the_starts(c, get):
     sent = [c.paced.delay() for _ in range(4)] + [c.annotated.delay() for _ in range(4)]
     starts = [get(result) for result in sent]
@@ -1462,6 +1467,52 @@ def config_objects_are_taken_whole_and_the_last_one_counts(c, get):
             (twice.conf.task_default_queue, twice.conf.task_acks_late))
 
 
+class DottedSettings:  # config_from_object("tests.test_celery_compat.DottedSettings")
+    task_default_queue = "dotted"
+
+
+def settings_by_a_lowercase_namespace_a_dotted_name_and_celerys_defaults(c, get):
+    """A namespace's names are in its case; a dotted name may end at a module's
+    attribute; settings miniq takes and does not use read as Celery's defaults."""
+    class Lower:
+        celery_task_always_eager, celery_task_default_queue = True, "lowq"
+        celery_worker_concurrency = 7
+        CELERY_TASK_DEFAULT_PRIORITY = 9  # not this namespace's case: not read
+
+    lower, dotted = (c.Celery(name, set_as_current=False) for name in ("lower", "dotted"))
+    lower.config_from_object(Lower, namespace="celery")
+    dotted.config_from_object(f"{__name__}.DottedSettings")
+    conf = dotted.conf
+    del dotted.timezone  # Celery's idiom to read the setting again
+    return ((lower.conf.task_always_eager, lower.conf.task_default_queue,
+             lower.conf.worker_concurrency, lower.conf.task_default_priority),
+            conf.task_default_queue, str(dotted.timezone),
+            (conf.broker_transport_options, conf.task_publish_retry, conf.broker_pool_limit,
+             conf.worker_send_task_events, conf["task_default_exchange"]))
+
+
+def a_max_retries_given_to_retry_holds_for_autoretry_too(c, get):
+    """Celery's #6436: retry(max_retries=0) raises its exc, which autoretry_for catches
+    and retries with that limit, not the task's; a retry returned eagerly runs again."""
+    eager = c.Celery("eager", set_as_current=False, task_always_eager=True)
+    runs = []
+
+    @eager.task(bind=True, max_retries=10, autoretry_for=(Exception,), default_retry_delay=0)
+    def limited(self):
+        runs.append(self.request.retries)
+        if self.request.retries == 2:
+            self.retry(exc=ValueError("stop"), max_retries=0, countdown=0)
+        self.retry(exc=KeyError("again"), countdown=0)
+
+    @eager.task(bind=True, max_retries=3)
+    def returned(self):
+        if self.request.retries >= 3:
+            return 42
+        return self.retry(exc=ValueError("x"), throw=False, countdown=0)
+    failed = limited.apply()
+    return (list(runs), failed.state, repr(failed.result), returned.apply().get())
+
+
 def eager_propagation_raises_a_retry(c, get):
     eager = c.Celery("eager", set_as_current=False, task_always_eager=True,
                      task_eager_propagates=True)
@@ -1955,6 +2006,12 @@ SCENARIOS = [
     (config_objects_are_taken_whole_and_the_last_one_counts, (
         (False, "dsn"), ("namespaced", True, "dsn"), ("second", False))),
     (eager_propagation_raises_a_retry, ("ValueError", 5.0, True, [7], [None, None])),
+    (settings_by_a_lowercase_namespace_a_dotted_name_and_celerys_defaults, (
+        (True, "lowq", 7, None), "dotted", "UTC", ({}, True, 10, False, None))),
+    (a_max_retries_given_to_retry_holds_for_autoretry_in_a_worker, (
+        "raised ValueError", "FAILURE", 2)),
+    (a_max_retries_given_to_retry_holds_for_autoretry_too, (
+        [0, 1, 2], "FAILURE", "ValueError('stop')", 42)),
     (an_ignored_step_ends_an_eager_chain, ("IGNORED", [])),
     (eager_runs_log_what_celerys_tracer_logs, [
         ("INFO", "Task ok[id] succeeded in Ts: 'ok'", False),
