@@ -520,14 +520,15 @@ def _bound(conf, given):
         raise ImproperlyConfigured(f"an exchange and a routing_key are text, not {exchange!r}"
                                    f" and {key!r}: or give a queue")
     if exchange is None and key is not None:
-        default = _bindings(conf).get(conf["task_default_queue"])
+        default = _bindings(conf).get(conf["task_default_queue"], [None])[0]
         exchange = default[0] if default and default[2] == "topic" else None
     if exchange is None or key is None:
         return None
     if not exchange:  # the default exchange: the queue of that name
         return key
-    found = [name for name, (bound, binding, kind) in _bindings(conf).items() if bound ==
-             exchange and (binding == key or kind == "topic" and _topic(binding, key))]
+    found = [name for name, ways in _bindings(conf).items() if any(
+        bound == exchange and (binding == key or kind == "topic" and _topic(binding, key))
+        for bound, binding, kind in ways)]
     if len(found) != 1:
         raise ImproperlyConfigured(
             f"exchange {exchange!r} with routing_key {key!r} reaches {len(found)} queues of"
@@ -544,8 +545,8 @@ def _published(conf, queue, given):
         "routing_key")
     if key is None:  # the common call: a queue alone
         return name
-    bound = _bindings(conf).get(name) if isinstance(name, str) else None  # else: refused
-    bound = bound or (None, None, "direct")  # later, as a queue that is not a name
+    bound = _bindings(conf).get(name, [None])[0] if isinstance(name, str) else None
+    bound = bound or (None, None, "direct")  # a queue that is not a name: refused later
     kind = (given.get("exchange_type") or getattr(getattr(queue, "exchange", None), "type",
                                                   None) or bound[2])
     if not exchange and kind == "direct":
@@ -555,24 +556,31 @@ def _published(conf, queue, given):
 
 
 def _bindings(conf):
-    """task_queues as Celery declares them: name -> (exchange, routing key, exchange type),
-    Celery's defaults where a queue names none (a name alone is bound by itself)."""
+    """task_queues as Celery declares them: name -> [(exchange, routing key, exchange
+    type), then each of its kombu bindings], Celery's defaults where a queue names none
+    (a name alone is bound by itself)."""
     default = conf["task_default_queue"]
     exchange0 = conf.get("task_default_exchange") or default
     key0 = conf.get("task_default_routing_key") or default
     kind0 = conf.get("task_default_exchange_type") or "direct"
     queues = conf.get("task_queues")
     if not queues:  # Celery's default queue
-        return {default: (exchange0, key0, kind0)}
+        return {default: [(exchange0, key0, kind0)]}
     found = {}
     for queue in [queues] if isinstance(queues, str) else queues:
         exchange, name = getattr(queue, "exchange", None), getattr(queue, "name", queue)
         named = getattr(exchange, "name", exchange)
         if not isinstance(name, str) or named is not None and not isinstance(named, str):
             raise ImproperlyConfigured(f"task_queues: {queue!r} is not a queue")
-        found[name] = (named or exchange0,
-                       name if queue is name else getattr(queue, "routing_key", None) or key0,
-                       getattr(exchange, "type", None) if named else kind0)
+        found[name] = [(named or exchange0,
+                        name if queue is name else getattr(queue, "routing_key", None) or key0,
+                        getattr(exchange, "type", None) if named else kind0)]
+        for way in getattr(queue, "bindings", None) or ():  # kombu's binding()s: each too
+            bound = getattr(way.exchange, "name", way.exchange)
+            if not isinstance(bound, str) or not isinstance(way.routing_key or "", str):
+                raise ImproperlyConfigured(f"task_queues: {way!r} of {name!r} is no binding")
+            found[name].append((bound, way.routing_key or "", getattr(way.exchange, "type",
+                                                                     "direct")))
     return found
 
 

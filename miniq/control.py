@@ -196,7 +196,7 @@ class Inspect:
         return self._request(lambda node, worker: [
             {"name": name, "exchange": {"name": exchange, "type": kind}, "routing_key": key}
             for name in worker.queues.split(",")
-            for exchange, key, kind in [bound.get(name, (name, name, "direct"))]])
+            for exchange, key, kind in bound.get(name, [(name, name, "direct")])[:1]])
 
     __getattr__ = Control.__getattr__
 

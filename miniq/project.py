@@ -28,9 +28,10 @@ from .exceptions import ImproperlyConfigured
 from .rates import RateBroker, admit
 from .result import zone
 from .task import Task, emit
+from .utils import log as logs
 
 # Celery's paths of these modules, as os.path is posixpath: from celery.app.task import Task
-for _name, _module in (("task", tasks), ("control", control)):
+for _name, _module in (("task", tasks), ("control", control), ("log", logs)):
     sys.modules.setdefault(f"{apps.__name__}.{_name}", _module)
     setattr(apps, _name, _module)
 del _name, _module

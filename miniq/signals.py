@@ -284,15 +284,20 @@ def _task_settled(worker, message, state, exc):
 
 
 def _request_of(worker, message, **fields):
-    """A request for a message the manager holds, with the fields it can give."""
+    """A request for a message the manager holds, with the fields it can give: as
+    Celery's worker Request, also by the names task_id and task_name."""
     try:
         args, kwargs = loads(message.body)
     except (ValueError, TypeError, RecursionError):  # a corrupt row fails too: its
         args = kwargs = None  # arguments are unknown
-    return Context(id=message.id, task=message.name, args=args, kwargs=kwargs,
+    options = message.options or {}
+    return Context(id=message.id, task_id=message.id, task=message.name, name=message.name,
+                   task_name=message.name, args=args, kwargs=kwargs,
                    hostname=worker.hostname, called_directly=False,
                    delivery_info=message.delivery_info(), eta=iso_time(message.eta),
-                   expires=iso_time(message.expires), **fields)
+                   expires=iso_time(message.expires), root_id=options.get("root_id")
+                   or message.id, parent_id=options.get("sent_by") or options.get("parent_id"),
+                   **fields)
 
 
 def _tasks_claimed(worker, messages, now):
@@ -311,7 +316,7 @@ def _tasks_claimed(worker, messages, now):
             task_unknown.send(sender=worker, message=message, name=message.name,
                               id=message.id, exc=NotRegistered(message.name))
         else:
-            request = _request_of(worker, message, name=message.name)
+            request = _request_of(worker, message)
             request.task = task
             task_received.send(sender=worker, request=request)
 

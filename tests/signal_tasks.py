@@ -30,7 +30,9 @@ def describe(value):
     if isinstance(value, SimpleNamespace):  # self.request
         return {"id": value.id, "task": value.task, "hostname": value.hostname,
                 "delivery_info": getattr(value, "delivery_info", None),
-                "eta": getattr(value, "eta", None), "expires": getattr(value, "expires", None)}
+                "eta": getattr(value, "eta", None), "expires": getattr(value, "expires", None),
+                **{key: getattr(value, key, None) for key in (
+                    "task_id", "task_name", "name", "root_id", "parent_id")}}
     if hasattr(value, "_fields"):  # a named tuple: einfo
         return type(value).__name__
     if isinstance(value, BaseException):

@@ -7,6 +7,7 @@ with no Django installed."""
 import contextlib
 import copy
 import importlib
+import logging
 import os
 import pickle
 import signal
@@ -712,12 +713,16 @@ def test_results_pickle_and_print_as_celerys(make_app):
         app.AsyncResult(None)
 
 
-def test_celerys_paths_of_the_task_and_control_modules_import(make_app):
+def test_celerys_paths_of_the_task_control_and_log_modules_import(make_app):
     impl = type(make_app()).__module__.split(".")[0]  # from celery.app.task import Task
     assert importlib.import_module(f"{impl}.app.task").Task is importlib.import_module(impl).Task
     control = importlib.import_module(f"{impl}.app.control")
     assert control.Inspect and control.Control
     assert importlib.import_module(f"{impl}.app").task.Task  # import celery.app.task; its path
+    formatter = importlib.import_module(f"{impl}.app.log").TaskFormatter(  # Celery's recipe
+        "%(task_name)s[%(task_id)s]: %(message)s")
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "hi", None, None)
+    assert formatter.format(record) == "???[???]: hi"  # outside a task
 
 
 def test_retry_and_time_limit_errors_read_as_celerys(make_app):

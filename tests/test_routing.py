@@ -130,6 +130,21 @@ def test_an_exchange_and_routing_key_reach_the_queue_bound_so_as_in_celery(
     assert [r.get(timeout=30) for r in sent] == [1, "f", 2, 3, 4, 5, 6]
 
 
+def test_a_queue_bound_by_a_list_of_bindings_is_reached_by_each(app, producer_conf):
+    """kombu's Queue(name, [binding(exchange, routing_key), ...]): each binding reaches it."""
+    kombu = pytest.importorskip("kombu")
+    topic, media = kombu.Exchange("crawl", type="topic"), kombu.Exchange("media")
+    producer_conf(task_queues=[kombu.Queue("celery"), kombu.Queue("authors", [
+        kombu.binding(topic, routing_key="author.#"), kombu.binding(media, routing_key="img")])],
+        task_routes={"tests.tasks.route_exact": {"exchange": "crawl", "exchange_type": "topic",
+                                                 "routing_key": "author.fetch"}})
+    sent = [tasks.route_exact.delay(1),
+            tasks.heavy_one.apply_async((2,), exchange="media", routing_key="img")]
+    assert [queue_of(app, r) for r in sent] == ["authors", "authors"]
+    with pytest.raises(ImproperlyConfigured, match="reaches 0 queues"):
+        tasks.heavy_one.apply_async((3,), exchange="crawl", routing_key="video.x")
+
+
 def test_a_queue_given_with_a_routing_key_is_reached_as_celery_publishes(app, producer_conf):
     """Celery sends by the key to the exchange given, or to a topic queue's own exchange
     (the queue is then only declared); to a direct queue by its name. A call's and a

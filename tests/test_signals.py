@@ -204,6 +204,9 @@ def test_the_manager_sends_task_received_and_task_unknown_as_it_takes_tasks(task
     received = worker.events("task_received", since)
     assert [(e["pid"], e["sender"], e["request"]["id"]) for e in received] == [
         (worker.pid, "Worker", known.id)]  # the unknown task: task_unknown instead
+    request = received[0]["request"]  # as Celery's worker Request: its fields by both names
+    assert [request[key] for key in ("task_id", "task_name", "name", "root_id", "parent_id")] \
+        == [known.id, "tests.signal_tasks.add", "tests.signal_tasks.add", known.id, None]
     order = [e["signal"] for e in worker.events(("task_received", "task_prerun"), since)]
     assert order == ["task_received", "task_prerun"]  # as it is taken, before it runs
     missing = one(worker.events("task_unknown", since))
