@@ -810,12 +810,6 @@ class Broker:
         return self._tx(run)
 
     @_translated
-    def counts(self):
-        """(queue, state, count) for every queue and state present."""
-        return self._rows("SELECT queue, state, COUNT(*) FROM task"
-                          " GROUP BY queue, state ORDER BY queue, state")
-
-    @_translated
     def active(self, reserved=False):
         """(id, name, worker, started, state, body, queue, priority, attempts, options) of
         running tasks, oldest first; or of those reserved: claimed by a worker, not begun."""

@@ -18,7 +18,7 @@ from . import __version__
 from .app import Miniq, load_app
 from .cli_worker import (add_loglevel, add_options, daemon_settings, pid_file, split,
                          start_logging, worker)
-from .control import Control, Inspect, call_of, known_queues, live_nodes
+from .control import Control, Inspect, known_queues, live_nodes
 from .exceptions import ImproperlyConfigured
 
 
@@ -71,10 +71,9 @@ def build_parser() -> ArgumentParser:
 
     add_options(command("worker", "start a worker"))
     _add_beat_options(command("beat", "send the periodic tasks of app.conf.beat_schedule"))
-    command("status", "list live workers")
-    inspect = command("inspect", "ask the live workers (ping, registered, reserved,"
-                      " active_queues), or show running tasks, future tasks, or counts")
-    inspect.add_argument("what", choices=(*ASKED, "active", "scheduled", "stats"))
+    _add_remote_options(command("status", "ping the live workers, as Celery's"))
+    inspect = command("inspect", "ask the live workers, as Celery's inspect")
+    inspect.add_argument("what", choices=ASKED)
     _add_remote_options(inspect)
     _add_control(command("control", "shut workers down, or revoke or terminate tasks"), command)
     purge = command("purge", "delete queued tasks")
@@ -108,7 +107,7 @@ def _port(text):
 
 
 # inspect commands the workers answer, as Celery's
-ASKED = ("ping", "registered", "reserved", "active_queues")
+ASKED = ("ping", "active", "scheduled", "reserved", "registered", "stats", "active_queues")
 
 
 def _add_remote_options(parser):
@@ -280,62 +279,16 @@ def beat(app, args):
 
 
 def status(app, args):
-    """As Celery's: ``->  node: OK`` for each live worker, then how many; exit status 1
-    if there are none."""
-    now, live = time.time(), live_nodes(app)
-    fields = "id host pid concurrency queues started heartbeat".split()
-    if not _emit(args, [{key: getattr(w, key) for key in fields} for _, _, w in live]):
-        for node, _, w in live:
-            print(f"->  {node}: OK (pid {w.pid}, -c {w.concurrency}, queues {w.queues},"
-                  f" heartbeat {now - w.heartbeat:.1f}s ago)")
-        print(f"{len(live)} node{'' if len(live) == 1 else 's'} online.")
-    return 0 if live else 1
+    """As Celery's: a ping of the live workers, ``->  node: OK`` for each, then how many;
+    exit status 1 if none replied."""
+    args.what = "ping"
+    return inspect(app, args)
 
 
 def inspect(app, args):
-    """Ask the live workers, as Celery's inspect; or show the running tasks, the tasks
-    not yet due, or counts by queue and state, from the whole database."""
-    if args.what in ASKED:
-        asked = Inspect(split(args.destination) or None, args.timeout, app=app)
-        return _say(app, args, getattr(asked, args.what)())
-    if args.destination:
-        return _error(f"-d: inspect {args.what} reads the whole database;"
-                      f" only {', '.join(ASKED)} address workers")
-    now = time.time()
-    if args.what == "stats":
-        fields = "queue state count".split()
-        rows = [dict(zip(fields, c)) for c in app.broker.counts()]
-        shown = rows or [{"queue": "-", "state": "(no tasks)", "count": 0}]
-        lines = [f"{r['queue']:<20} {r['state']:<12} {r['count']:>8}" for r in shown]
-    elif args.what == "active":
-        rows = [{"id": i,
-                 "name": n,
-                 "worker": w,
-                 "runtime": now - (s or now),
-                 "state": st,
-                 **call_of(b, o)}
-                for i, n, w, s, st, b, *_, o in app.broker.active()]
-        nodes = {worker.id: node for node, _, worker in live_nodes(app)}
-        lines = [f"{r['name']}[{r['id']}] {r['state']} for {r['runtime']:.1f}s on"
-                 f" {nodes.get(r['worker'], str(r['worker'])[:8])} args={r['args']}"
-                 f" kwargs={r['kwargs']}" for r in rows]
-        lines.append(f"{len(rows)} running.")
-    else:
-        rows = [{"id": i,
-                 "name": n,
-                 "queue": q,
-                 "eta": e,
-                 **call_of(b)}
-                for i, n, q, e, b, _ in app.broker.scheduled()]
-        lines = [f"{r['name']}[{r['id']}] on {r['queue']} in {r['eta'] - now:.1f}s "
-                 f"args={r['args']} kwargs={r['kwargs']}"
-                 for r in rows]
-        lines.append(f"{len(rows)} scheduled.")
-    if not _emit(args, rows):
-        print("\n".join(lines))
-    if not live_nodes(app):  # as Celery's inspect: no worker to answer is a failure
-        return _error("no nodes replied: no worker is live on this database", 1)
-    return 0
+    """Ask the live workers, as Celery's inspect: each reply under its node name."""
+    asked = Inspect(split(args.destination) or None, args.timeout, app=app)
+    return _say(app, args, getattr(asked, args.what)())
 
 
 def control(app, args):
@@ -393,6 +346,8 @@ def _pretty(reply):
     commands print them (the text of the latter indented once more)."""
     if isinstance(reply, list):
         return "OK", "\n".join(f"* {item}" for item in reply) or "- empty -"
+    if "ok" not in reply and "error" not in reply:  # stats(): the whole dict
+        return "OK", json.dumps(reply, sort_keys=True, indent=4, default=str)
     status, text = ("OK", reply["ok"]) if "ok" in reply else ("ERROR", reply["error"])
     return status, textwrap.indent(text, "    ")
 
