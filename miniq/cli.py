@@ -244,6 +244,9 @@ def main(argv: Optional[List[str]] = None, app: Optional[Miniq] = None) -> int:
         return COMMANDS[args.command](app, args)
     except ImproperlyConfigured as exc:
         return _error(exc)
+    except KeyboardInterrupt:  # Ctrl-C at a prompt, a wait or an import: as Celery's
+        print("Aborted!", file=sys.stderr)
+        return 1
 
 
 def _started_path(app):

@@ -190,6 +190,7 @@ def worker(app, args):
     app.broker.db  # noqa: B018 - open the file first: a setup error prints no banner
     with pid_file(args.pidfile):
         start_logging(args.loglevel, args.logfile, app.conf)
+        _warn_no_effect(args)
         emit("_worker_set_up", manager)
         if args.purge:
             count = app.broker.purge(manager.queues)
@@ -201,6 +202,16 @@ def worker(app, args):
     if manager.restart and status == 0:
         _restart()
     return status
+
+
+def _warn_no_effect(args):
+    """Name the options given that change nothing here, where Celery's would (not those
+    that turn off what miniq has not, nor -O fair, which is how it works)."""
+    for flags, _, why in NO_EFFECT:
+        long = next(flag for flag in flags if flag.startswith("--"))  # argparse's dest
+        value = getattr(args, long[2:].replace("-", "_"))
+        if value and value != "fair" and not flags[0].startswith("--without"):
+            logging.getLogger("miniq.worker").warning("%s: no effect (%s)", flags[0], why)
 
 
 def command_line():

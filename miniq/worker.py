@@ -575,7 +575,7 @@ class Worker:
         self._signals_r, signals_w = socket.socketpair()
         for sock in (self._signals_r, signals_w):
             sock.setblocking(False)
-        signal.set_wakeup_fd(signals_w.fileno())
+        signal.set_wakeup_fd(signals_w.fileno(), warn_on_full_buffer=False)  # a flag is set
         stops = (*STOP_SIGNALS, signal.SIGQUIT)
         for signum in (*stops, signal.SIGCHLD, *NOTED_SIGNALS):
             if signum in stops or signal.getsignal(signum) == signal.SIG_DFL:
@@ -588,6 +588,9 @@ class Worker:
             self.broker.release([name for name in self.app.tasks if name not in self.rates])
             for index in range(self.concurrency):  # each kept at once: stopped if one fails
                 if self.warm or self.cold:  # told to stop as they start (-c 1000, say)
+                    log.warning("%s shutdown as its children started: %d of %d started,"
+                                " none ran a task", "cold" if self.cold else "warm",
+                                index, self.concurrency)
                     return 1 if self.cold else 0
                 self.children.append(self._start_child(index))
             log.info("miniq worker %s ready: %d %s (%s), queues %s, database %s",

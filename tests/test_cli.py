@@ -261,6 +261,11 @@ def test_a_service_file_command_line_runs(app, tmp_path, start_worker):
     assert pidfile.read_text() == f"{worker.pid}\n"
     assert f"  node:        worker1@{socket.gethostname()}\n" in worker.output()
     assert "ready" not in worker.output()  # the log went to the file, not stderr
+    told = [line.split("] ", 1)[1] for line in log.read_text().splitlines() if "no effect" in line]
+    assert told == ["-E: no effect (miniq sends no monitoring events)",  # not -O fair, nor
+                    "--heartbeat-interval: no effect (miniq sends no event heartbeats)",
+                    "-s: no effect (-B's runs are kept in the database)",  # --without-*:
+                    "-S: no effect (revoked tasks are kept in the database)"]  # as they are
     assert app.tasks["tests.tasks.add"].delay(1, 2).get(timeout=20) == 3
     first = app.tasks["tests.tasks.pid"].delay().get(timeout=20)
     wait_for(lambda: first not in worker.children(), message="the used child replaced")

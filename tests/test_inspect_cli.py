@@ -199,6 +199,32 @@ def test_result_wait_waits_for_the_task_and_timeout_gives_up(app, broker_url, st
     assert json.loads(out) == {"id": later.id, "state": "SUCCESS", "result": "late"}
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads /proc")
+def test_ctrl_c_in_a_waiting_command_is_aborted_as_celerys(app, broker_url):
+    """Not a traceback: "Aborted!" and exit status 1, as Celery's commands end."""
+    pending = tasks.add.delay(1, 1)
+    env = dict(os.environ, MINIQ_BROKER_URL=broker_url)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    waiter = subprocess.Popen([sys.executable, "-m", "miniq", "-A", "tests.tasks", "result",
+                               pending.id], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    fds = f"/proc/{waiter.pid}/fd"
+
+    def waiting():  # it has opened the database: it reads the result
+        return any(os.path.realpath(os.path.join(fds, fd)) == app.broker.path
+                   for fd in os.listdir(fds))
+    try:
+        wait_for(waiting, timeout=30, message="the command to wait for the result")
+        waiter.send_signal(signal.SIGINT)
+        out, err = waiter.communicate(timeout=30)
+    finally:
+        if waiter.poll() is None:
+            waiter.kill()
+            waiter.wait(10)
+    assert (waiter.returncode, err, out) == (1, "Aborted!\n", "")
+    assert pending.state == "PENDING"  # nothing lost
+
+
 def test_result_wait_ends_the_progress_bar_line_when_the_task_ends(app, broker_url, start_worker):
     running = tasks.progress.delay(20, 0.1)
     env = dict(os.environ, MINIQ_BROKER_URL=broker_url)

@@ -287,6 +287,8 @@ def test_a_worker_told_to_stop_as_its_children_start_stops_there(app, start_work
     deliver(worker, signal.SIGTERM)
     assert worker.wait(30) == 0, worker.output()
     assert " ready: " not in worker.output()
+    assert "warm shutdown as its children started" in worker.output()
+    assert "wakeup fd" not in worker.output()  # the children's ends, heard without a word
     wait_for(lambda: not group_alive(worker.pid), timeout=15, interval=0.1,
              message="no process left in the worker's group")
 
