@@ -218,7 +218,8 @@ def main(argv: Optional[List[str]] = None, app: Optional[Miniq] = None) -> int:
         command.parse_args(_environment_options(command, args.command, argv), args)
     if app is not None:  # app.start(): children import the module that made it
         args.app, app = _started_path(app)
-    args.app = getattr(args, "app", None) or os.environ.get("CELERY_APP")  # as Celery's
+    args.app = (getattr(args, "app", None) or os.environ.get("APP")  # as Celery's
+                or os.environ.get("CELERY_APP"))
     if not args.app:
         parser.error("the -A/--app option is required (e.g. -A proj)")
     # as Celery's -b, --result-backend and --config (or their variables): over any other

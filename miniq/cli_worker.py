@@ -196,6 +196,7 @@ def worker(app, args):
             count = app.broker.purge(manager.queues)
             print(purged(count), flush=True)
         _print_banner(app, args, manager, node)
+        _warn_celery_tasks()
         status = manager.run()
     if status == 0:  # as Celery: after a warm shutdown, not a cold one
         emit("_worker_shutdown", manager)
@@ -212,6 +213,28 @@ def _warn_no_effect(args):
         value = getattr(args, long[2:].replace("-", "_"))
         if value and value != "fair" and not flags[0].startswith("--without"):
             logging.getLogger("miniq.worker").warning("%s: no effect (%s)", flags[0], why)
+
+
+def _warn_celery_tasks():
+    """Name the tasks that modules made with Celery's decorators (an import not swapped):
+    never registered here, they never run."""
+    base = getattr(sys.modules.get("celery.app.task"), "Task", ())  # (): made none yet
+    for name, module in list(sys.modules.items()) if "celery" in sys.modules else ():
+        if name.partition(".")[0] in ("celery", "kombu") or not hasattr(module, "__dict__"):
+            continue
+        for attr, value in list(vars(module).items()):
+            if _celery_task(value, base, name):
+                logging.getLogger("miniq.worker").warning(
+                    "%s.%s is a Celery task, not registered here: import from miniq", name, attr)
+
+
+def _celery_task(value, base, module):
+    """Whether a module's value is a task Celery's decorators made: its class, or the
+    proxy they return until an app is finalized (looked at, not made real)."""
+    if type(value).__module__ == "celery.local":  # not current_app, also a proxy
+        made_by = object.__getattribute__(value, "_Proxy__local")
+        return getattr(made_by, "__name__", "") in ("task_by_cons", "_task_from_fun")
+    return type(value).__module__ == module and isinstance(value, base)
 
 
 def command_line():

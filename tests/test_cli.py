@@ -98,8 +98,9 @@ def test_celerys_global_options_broker_workdir_version_and_celery_app(tmp_path):
                    "-b", f"sqlite:///{tmp_path / 'given.db'}", "--args", "[1, 2]")
     assert sent.returncode == 0, sent.stderr
     assert (tmp_path / "given.db").exists() and not (tmp_path / "elsewhere" / "app.db").exists()
-    shown = run_cli("purge", "-f", env={"CELERY_APP": "wd"}, cwd=tmp_path / "elsewhere")
-    assert shown.returncode == 0 and "No messages purged" in shown.stdout, shown.stderr
+    for variable in ("CELERY_APP", "APP"):  # Celery's -A reads both, APP first
+        shown = run_cli("purge", "-f", env={variable: "wd"}, cwd=tmp_path / "elsewhere")
+        assert shown.returncode == 0 and "No messages purged" in shown.stdout, shown.stderr
     by_env = run_cli("-A", "wd", "call", "wd.add", "--args", "[1, 2]", cwd=tmp_path / "elsewhere",
                      env={"BROKER_URL": f"sqlite:///{tmp_path / 'env.db'}"})  # as Celery's -b
     assert by_env.returncode == 0, by_env.stderr
@@ -240,6 +241,19 @@ def test_app_option_forms_load_the_app(app, tmp_path, option, spec):
     finally:
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait(10)
+
+
+def test_a_task_still_made_by_celery_is_named_as_the_worker_starts(app, start_worker, tmp_path):
+    """A module whose import was not swapped: its task is never registered, so never run."""
+    pytest.importorskip("celery")
+    (tmp_path / "halfway.py").write_text(
+        "from celery import shared_task, current_app\n"  # current_app is a proxy too: not one
+        "from tests.tasks import app\n"
+        "@shared_task\ndef left_behind(): pass\n")
+    worker = start_worker("-c", "1", app_path="halfway:app", env={
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), ROOT])})
+    assert "halfway.left_behind is a Celery task, not registered here" in worker.output()
+    assert "current_app" not in worker.output()
 
 
 # Celery's worker options, from real service files ---------------------------------------
