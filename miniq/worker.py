@@ -368,8 +368,14 @@ def _serve(app, jobs, replies, max_tasks, max_memory_kib, manager, hostname):
         done += 1
         retire = ((max_tasks and done >= max_tasks)
                   or (max_memory_kib and _rss_kib() > max_memory_kib))
+        reply = pickle.dumps((message.id, tuple(outcome._replace(exc=None)), retire),
+                             pickle.HIGHEST_PROTOCOL)
+        if len(reply) > MAX_REPLY:  # more than SQLite stores: the task fails, not its child
+            error = ValueError(f"its outcome is {len(reply)} bytes: more than can be stored")
+            reply = pickle.dumps((message.id, tuple(failed(error, False)._replace(exc=None)),
+                                  retire), pickle.HIGHEST_PROTOCOL)
         try:
-            _put(replies, (message.id, tuple(outcome._replace(exc=None)), retire))
+            _write(replies, reply)
         except OSError:
             return  # the manager died meanwhile; recovery will run the task again
         if retire:

@@ -25,6 +25,9 @@ if os.environ.get("MINIQ_TEST_MAX_PAGES"):  # a file that cannot grow past so ma
         db.execute(f"PRAGMA max_page_count = {int(os.environ['MINIQ_TEST_MAX_PAGES'])}")
         return db
     sqlite3.connect = _small_disk
+if os.environ.get("MINIQ_TEST_MAX_REPLY"):  # replies over this are refused, in the manager
+    import miniq.worker  # and its children: an outcome over SQLite's limit, made smaller
+    miniq.worker.MAX_REPLY = int(os.environ["MINIQ_TEST_MAX_REPLY"])
 _hoard = []
 
 
@@ -243,7 +246,6 @@ def record_slow(path, token, seconds=0.2):
 @app.task
 def echo(value):
     return value
-
 
 @app.task
 def now():

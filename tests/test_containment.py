@@ -42,6 +42,17 @@ def test_an_outcome_the_database_refuses_fails_that_task_alone(app, start_worker
     assert_serving(worker)
 
 
+def test_an_outcome_larger_than_can_be_stored_fails_that_task_not_its_child(app, start_worker):
+    """Over SQLite's limit (here lowered to 64 KiB), its child sends a FAILURE instead, where
+    the manager took the reply for garbage and killed the child."""
+    worker = start_worker("-c", "1", env={"MINIQ_TEST_MAX_REPLY": str(1 << 16)})
+    first = tasks.pid.delay().get(timeout=15)
+    error = failure_of(tasks.text_of.delay(1 << 17))
+    assert isinstance(error, ValueError) and "more than can be stored" in str(error), error
+    assert tasks.pid.delay().get(timeout=15) == first  # the same child: none was killed
+    assert_serving(worker)
+
+
 def test_a_retry_at_no_finite_time_fails_at_the_call(app, start_worker):
     worker = start_worker("-c", "1")
     error = failure_of(tasks.retry_nan.delay())
