@@ -510,6 +510,7 @@ class Worker:
     beat_due = 0.0
     noted = None  # a NOTED_SIGNALS signal came: the loop logs it
     restart = False  # SIGHUP came to a worker with no terminal: a warm shutdown, then again
+    called_off = False  # a stop signal came as it restarted: the loop logs it
     child_exited = False  # SIGCHLD came (or a heartbeat is due): look for dead children
 
     def __init__(self, app, app_path, concurrency=None, queues=None, start_method=None,
@@ -638,9 +639,11 @@ class Worker:
             self.noted = signum
             return
         as_signum = self.sigterm_as if signum == signal.SIGTERM else signum
-        if self.warm and as_signum == signal.SIGINT or as_signum == signal.SIGQUIT:
+        if self.warm and not self.restart and as_signum == signal.SIGINT \
+                or as_signum == signal.SIGQUIT:  # a restart's warm shutdown is no first Ctrl-C
             self.cold = True
-        self.warm = True
+        self.called_off = self.called_off or self.restart
+        self.warm, self.restart = True, False  # a stop during a restart: no restart
         # told by the loop, as Celery's handler tells worker_shutting_down: how, exit status
         self.stopping.append((signal.Signals(signum).name, "Cold" if self.cold else "Warm",
                               int(self.cold or signum == signal.SIGINT)))
@@ -745,6 +748,9 @@ class Worker:
                 log.warning("%s ignored: a worker stops on SIGTERM (warm) or SIGQUIT (cold)",
                             SIGNAL_NAMES.get(self.noted, f"signal {self.noted}"))
                 self.noted = None
+            if self.called_off:
+                log.warning("restart called off: stopping")
+                self.called_off = False
             if self.timed_out:  # before any task: Celery calls them as the limit strikes
                 for child in [c for c in self.children if not c.message][:len(self.timed_out)]:
                     self._after_limit(child, *self.timed_out.popleft())

@@ -124,6 +124,25 @@ def test_sighup_restarts_a_worker_without_a_terminal_as_celerys(app, start_worke
     assert pidfile.read_text().strip() == str(worker.proc.pid)
 
 
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGINT"])
+def test_a_stop_signal_during_a_restart_stops_the_worker_warm(app, start_worker, tmp_path,
+                                                             name):
+    """A service's reload, then its stop: no restart; and a first Ctrl-C then is warm."""
+    worker = start_worker("-c", "1")
+    gate = tmp_path / "gate"
+    running = start_gated(gate, 1)
+    deliver(worker, signal.SIGHUP)
+    wait_for(lambda: "warm shutdown: waiting for 1 running task(s)" in worker.output(), 15,
+             message="the warm shutdown said")
+    deliver(worker, SIGNALS[name])
+    wait_for(lambda: "restart called off: stopping" in worker.output(), 15,
+             message="the stop signal heard")
+    gate.touch()
+    assert worker.wait(30) == 0, worker.output()
+    assert running[0].get(timeout=5) == 0 and "restarting: " not in worker.output()
+    assert "cold shutdown" not in worker.output()
+
+
 @pytest.mark.parametrize("signum, status, said", [
     (signal.SIGTERM, 0, "warm shutdown: 0 tasks running, stopping now"),
     (signal.SIGQUIT, 1, "cold shutdown: stopping now, 0 running task(s) put back")],
