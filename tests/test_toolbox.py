@@ -459,25 +459,6 @@ def cli(broker_url, *args, **kw):
     return run_cli("-A", "tests.tasks", *args, env={"MINIQ_BROKER_URL": broker_url}, **kw)
 
 
-@pytest.mark.slow  # on 3.11 in CI; the other Pythons skip it for time
-def test_status_and_inspect(app, start_worker, broker_url):
-    app.broker.purge()  # the database, empty: nobody online
-    assert cli(broker_url, "status").returncode == 1
-    worker = start_worker("-c", "1")
-    running = tasks.sleep.delay(30)
-    later = tasks.add.apply_async((1, 1), countdown=60)
-    wait_for(lambda: running.state == "STARTED", message="STARTED")
-    (online,) = json.loads(cli(broker_url, "status", "--json").stdout)
-    assert online["pid"] == worker.pid and online["concurrency"] == 1
-    (active,) = json.loads(cli(broker_url, "inspect", "active", "--json").stdout)
-    assert active["id"] == running.id and active["args"] == [30]
-    (scheduled,) = json.loads(cli(broker_url, "inspect", "scheduled", "--json").stdout)
-    assert scheduled["id"] == later.id
-    stats = json.loads(cli(broker_url, "inspect", "stats", "--json").stdout)
-    assert {"queue": "celery", "state": "STARTED", "count": 1} in stats
-    assert "1 running." in cli(broker_url, "inspect", "active").stdout
-
-
 def test_call_result_and_purge(app, start_worker, broker_url):
     queued = [tasks.add.delay(1, 1) for _ in range(3)]
     env = dict(__import__("os").environ, MINIQ_BROKER_URL=broker_url, PYTHONPATH=ROOT)
