@@ -12,7 +12,7 @@ from .result import zone
 from .schedules import crontab, maybe_schedule
 from .task import emit
 
-log = logging.getLogger("miniq.beat")
+log = logging.getLogger("celery.beat")  # Celery's name: a project's logging config holds
 # relative: miniq's intervals always run at multiples of themselves (see schedules)
 ENTRY_KEYS = {"task", "schedule", "args", "kwargs", "options", "relative"}
 
@@ -39,6 +39,7 @@ class Beat:
                                        f" not {type(configured).__name__}")
         self.entries = {name: self._checked(name, entry) for name, entry in configured.items()}
         self.next = {}  # entry name -> when it is next due
+        self.kept = False  # whether the runs of entries no longer scheduled are forgotten
 
     def _checked(self, name, entry):
         """The entry with its schedule made, if a run of it can be sent: the message is
@@ -104,6 +105,9 @@ class Beat:
     def tick(self) -> float:
         """Send every run due now; return seconds until the next one is due."""
         now = self.clock()
+        if not self.kept:  # as Celery's beat drops them from its file: one put back is new
+            self.app.broker.keep_beat_entries(list(self.entries))
+            self.kept = True
         for name, entry in self.entries.items():
             every = entry["schedule"]
             if self.next.get(name, now) <= now:  # a run missed while down fires once

@@ -787,6 +787,12 @@ class Broker:
                                               (entry, slot)).rowcount == 1
         return self._tx(run)
 
+    @_translated
+    def keep_beat_entries(self, names):
+        """Forget the runs of every beat entry but these."""
+        self._tx(lambda db: db.execute(f"DELETE FROM beat WHERE entry NOT IN ({_marks(names)})",
+                                       names))
+
     # -- inspection and control ----------------------------------------------
 
     @_translated

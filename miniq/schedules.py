@@ -20,7 +20,10 @@ class schedule:
     """Every ``run_every`` seconds (or timedelta), at multiples of it since the epoch,
     so that every beat on the same file computes the same run times."""
 
-    def __init__(self, run_every: Union[float, timedelta]):
+    def __init__(self, run_every: Union[float, timedelta], relative: bool = True):
+        if relative is not True:  # Celery's default, not miniq's (as a beat entry's)
+            raise TypeError(f"relative={relative!r}: miniq's intervals always run at"
+                            " multiples of themselves since the epoch (relative=True)")
         seconds = run_every
         if isinstance(run_every, timedelta):
             seconds = run_every.total_seconds()
@@ -106,6 +109,15 @@ class crontab:
         self.day_of_week = _parse(day_of_week, 0, 6, "day_of_week", DAY_NAMES)
         self.day_of_month = _parse(day_of_month, 1, 31, "day_of_month")
         self.month_of_year = _parse(month_of_year, 1, 12, "month_of_year", MONTH_NAMES)
+
+    @classmethod
+    def from_string(cls, text: str) -> "crontab":
+        """As Celery's: the five fields of a crontab line, minute first."""
+        fields = text.split(" ")
+        if len(fields) != 5:
+            raise ValueError(f"Invalid crontab string: {text}")
+        minute, hour, day_of_month, month_of_year, day_of_week = fields
+        return cls(minute, hour, day_of_week, day_of_month, month_of_year)
 
     def __eq__(self, other):  # as Celery's: the same runs; and so, as Celery's, no hash
         fields = ("minute", "hour", "day_of_week", "day_of_month", "month_of_year")

@@ -175,6 +175,31 @@ def test_a_crontab_entry_new_to_the_file_waits_for_its_next_time(app, monkeypatc
     assert app.broker.db.execute("SELECT COUNT(*) FROM task").fetchone() == (1,)
 
 
+def test_an_entry_taken_out_then_put_back_is_new_again_as_celerys(app, monkeypatch):
+    """Celery's beat drops an entry its schedule no longer has: put back, its first run
+    is its next, not the one missed while it was out."""
+    clock = [datetime(2026, 11, 27, 8, tzinfo=timezone.utc).timestamp()]
+    report = {"task": "tests.tasks.add", "schedule": crontab(0, 9), "args": (1, 2)}
+    other = {"other": {"task": "tests.tasks.add", "schedule": crontab(0, 10), "args": (3, 4)}}
+    beat_on(app, monkeypatch, clock, {"report": report, **other}).tick()
+    clock[0] += 86400  # 08:00 the next day: run without it over 09:00, then with it again
+    beat_on(app, monkeypatch, clock, other).tick()
+    clock[0] += 2 * 3600
+    beat_on(app, monkeypatch, clock, {"report": report, **other}).tick()
+    sent = app.broker.db.execute("SELECT body FROM task").fetchall()
+    assert sent == [("[[3,4],{}]",)] * 2  # other's two 10:00 runs; report's 09:00 not sent
+
+
+def test_celerys_schedule_forms_beat_reads(app):
+    assert crontab.from_string("*/15 9-17 1 * mon-fri") == crontab(
+        minute="*/15", hour="9-17", day_of_month="1", day_of_week="mon-fri")
+    with pytest.raises(ValueError, match="Invalid crontab string"):
+        crontab.from_string("* * *")
+    assert schedule(30, relative=True) == schedule(30)  # as miniq's intervals always are
+    with pytest.raises(TypeError, match="relative=False"):
+        schedule(30, relative=False)
+
+
 def test_a_changed_schedule_runs_next_after_its_last_run_as_celerys(app, monkeypatch):
     """As Celery's beat keeps an entry's last run when its schedule changes: a restart
     with a new time already past today sends nothing if the entry last ran (or was first
@@ -337,7 +362,7 @@ def test_beat_outlives_a_database_error_and_sends_the_run_after_it(app, monkeypa
             raise KeyboardInterrupt  # the way out of run()
     monkeypatch.setattr(app.broker, "claim_beat_slot", locked_once)
     beat.sleep = sleep
-    caplog.set_level("INFO", logger="miniq")
+    caplog.set_level("INFO", logger="celery.beat")
     with pytest.raises(KeyboardInterrupt):
         beat.run()
     assert pauses == [0.1, 10.0]  # a short backoff, then the schedule's own wait
