@@ -285,8 +285,8 @@ def beat(app, args):
 def status(app, args):
     """As Celery's: a ping of the live workers, ``->  node: OK`` for each, then how many;
     exit status 1 if none replied."""
-    args.what = "ping"
-    return inspect(app, args)
+    asked = Inspect(split(args.destination) or None, args.timeout, app=app)
+    return _say(app, args, asked.ping(), show=False)
 
 
 def inspect(app, args):
@@ -329,7 +329,7 @@ def dashboard(app, args):
     return 0
 
 
-def _say(app, args, replies):
+def _say(app, args, replies, show=True):
     """Print the workers' replies as Celery's commands do (with --json, as they are);
     exit status 1 if none replied or one replied with an error."""
     if not replies:
@@ -340,7 +340,7 @@ def _say(app, args, replies):
     if not _emit(args, replies):
         for node, reply in replies.items():
             status, text = _pretty(reply)
-            print(f"->  {node}: {status}", textwrap.indent(text, "    "), sep="\n")
+            print(f"->  {node}: {status}", *[textwrap.indent(text, "    ")] * show, sep="\n")
         print(f"\n{len(replies)} node{'' if len(replies) == 1 else 's'} online.")
     return int(any(isinstance(reply, dict) and "error" in reply for reply in replies.values()))
 

@@ -231,10 +231,13 @@ def _warn_celery_tasks():
 def _celery_task(value, base, module):
     """Whether a module's value is a task Celery's decorators made: its class, or the
     proxy they return until an app is finalized (looked at, not made real)."""
-    if type(value).__module__ == "celery.local":  # not current_app, also a proxy
-        made_by = object.__getattribute__(value, "_Proxy__local")
-        return getattr(made_by, "__name__", "") in ("task_by_cons", "_task_from_fun")
-    return type(value).__module__ == module and isinstance(value, base)
+    try:
+        if type(value).__module__ == "celery.local":  # not current_app, also a proxy
+            made_by = object.__getattribute__(value, "_Proxy__local")
+            return getattr(made_by, "__name__", "") in ("task_by_cons", "_task_from_fun")
+        return type(value).__module__ == module and issubclass(type(value), base)
+    except Exception:  # noqa: BLE001 - whatever a module holds, the worker starts
+        return False
 
 
 def command_line():

@@ -64,7 +64,8 @@ TEXT = (str, type(None))  # what a reply's text fields may be: exactly, no subcl
 CHILD_STATES = {None, "SUCCESS", "FAILURE", "RETRY", "IGNORED", "REPLACED", "PENDING", "REJECTED"}
 REPLY_WITHIN = 2.0      # a child's reply still coming this long after it began is not one,
 REPLY_RATE = 1 << 20    # unless this many bytes a second more came meanwhile (a big one)
-MAX_REPLY = 1 << 30     # nor one longer than SQLite stores (its default SQLITE_MAX_LENGTH)
+MAX_REPLY = 1 << 30     # nor one longer than SQLite stores (its default SQLITE_MAX_LENGTH
+# is 10 ** 9: an outcome between the two fails as the database refuses it)
 # the classes a message or a reply may hold: those JSON values come back as (utils.json)
 REVIVED = {("datetime", kind) for kind in ("datetime", "date", "time", "timezone", "timedelta")}
 REVIVED |= {("decimal", "Decimal"), ("uuid", "UUID")}

@@ -247,6 +247,7 @@ def record_slow(path, token, seconds=0.2):
 def echo(value):
     return value
 
+
 @app.task
 def now():
     return time.time()

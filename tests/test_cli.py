@@ -247,9 +247,12 @@ def test_a_task_still_made_by_celery_is_named_as_the_worker_starts(app, start_wo
     """A module whose import was not swapped: its task is never registered, so never run."""
     pytest.importorskip("celery")
     (tmp_path / "halfway.py").write_text(
-        "from celery import shared_task, current_app\n"  # current_app is a proxy too: not one
+        "from celery import Task, shared_task, current_app\n"  # current_app: a proxy, no task
         "from tests.tasks import app\n"
-        "@shared_task\ndef left_behind(): pass\n")
+        "@shared_task\ndef left_behind(): pass\n"
+        "class Lazy:  # as Django's settings, unconfigured: looking at its class raises\n"
+        "    __class__ = property(lambda self: 1 / 0)\n"
+        "lazy = Lazy()\n")
     worker = start_worker("-c", "1", app_path="halfway:app", env={
         "PYTHONPATH": os.pathsep.join([str(tmp_path), ROOT])})
     assert "halfway.left_behind is a Celery task, not registered here" in worker.output()
