@@ -94,6 +94,12 @@ class Context(SimpleNamespace):
     def get(self, key, default=None):
         return getattr(self, key, default)
 
+    def update(self, *args, **kwargs):  # as Celery's Context
+        vars(self).update(*args, **kwargs)
+
+    def clear(self):
+        vars(self).clear()
+
     @property
     def children(self) -> list:
         """As Celery's: the results of the tasks this run sent (unless its task's trail

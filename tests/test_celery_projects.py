@@ -1246,6 +1246,19 @@ def test_an_eager_request_names_this_host_and_its_calls_options_as_celerys(make_
         assert list(limited.delay().get()) == [5, None]
 
 
+def test_a_request_updates_and_clears_as_celerys_context(make_app):
+    app = make_app(task_always_eager=True)
+
+    @app.task(bind=True)
+    def noted(self):
+        self.request.update({"tenant": "a"}, user="b")
+        seen = self.request.tenant, self.request.user
+        self.request.clear()
+        return [*seen, self.request.id]  # the class default, once cleared
+
+    assert noted.delay().get() == ["a", "b", None]
+
+
 def test_send_task_under_always_eager_sends_and_warns_as_celerys(make_app):
     app = make_app(task_always_eager=True)
     exceptions = importlib.import_module(type(app).__module__.split(".")[0] + ".exceptions")
