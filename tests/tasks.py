@@ -248,6 +248,13 @@ def echo(value):
     return value
 
 
+@app.task(bind=True, autoretry_for=(Exception,), max_retries=10, default_retry_delay=0)
+def stops_itself(self):  # Celery's #6436: the limit retry() was given holds for autoretry
+    if self.request.retries == 2:
+        self.retry(exc=ValueError("stop"), max_retries=0, countdown=0)
+    raise KeyError(f"try {self.request.retries}")
+
+
 @app.task
 def now():
     return time.time()

@@ -658,11 +658,6 @@ def dont_autoretry_for_is_not_retried(c, get):
     return str(caught.value)
 
 
-def a_max_retries_given_to_retry_holds_for_autoretry_in_a_worker(c, get):
-    result = c.stops_itself.delay()
-    return raised(lambda: get(result)), result.state, result.retries
-
-
 def rate_limits_space_the_starts(c, get):
     sent = [c.paced.delay() for _ in range(4)] + [c.annotated.delay() for _ in range(4)]
     starts = [get(result) for result in sent]
@@ -2008,8 +2003,6 @@ SCENARIOS = [
     (eager_propagation_raises_a_retry, ("ValueError", 5.0, True, [7], [None, None])),
     (settings_by_a_lowercase_namespace_a_dotted_name_and_celerys_defaults, (
         (True, "lowq", 7, None), "dotted", "UTC", ({}, True, 10, False, None))),
-    (a_max_retries_given_to_retry_holds_for_autoretry_in_a_worker, (
-        "raised ValueError", "FAILURE", 2)),
     (a_max_retries_given_to_retry_holds_for_autoretry_too, (
         [0, 1, 2], "FAILURE", "ValueError('stop')", 42)),
     (an_ignored_step_ends_an_eager_chain, ("IGNORED", [])),

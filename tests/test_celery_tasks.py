@@ -103,3 +103,13 @@ def test_typing_false_sends_what_it_is_given(app):
     loose = app.task(typing=False, name="tests.loose")(lambda x: x)
     assert loose.delay(1, 2, 3).id
     assert isinstance(Task.typing, bool)
+
+
+def test_a_max_retries_given_to_retry_holds_for_autoretry_in_a_worker(app, start_worker):
+    """Celery's #6436 in a worker (its eager twin runs on Celery too, in the compat
+    module; Celery's worker answers this one by a race, its limit kept on the task)."""
+    start_worker("-c", "1")
+    result = tasks.stops_itself.delay()
+    with pytest.raises(ValueError, match="stop"):
+        result.get(timeout=20)
+    assert (result.state, result.retries) == ("FAILURE", 2)

@@ -493,13 +493,6 @@ def picky(self):
     raise KeyError(f"try {self.request.retries}")
 
 
-@app.task(bind=True, autoretry_for=(Exception,), max_retries=10, default_retry_delay=0)
-def stops_itself(self):  # Celery's #6436: the limit retry() was given holds for autoretry
-    if self.request.retries == 2:
-        self.retry(exc=ValueError("stop"), max_retries=0, countdown=0)
-    raise KeyError(f"try {self.request.retries}")
-
-
 @app.task(rate_limit="10/s")
 def paced():
     return time.time()
