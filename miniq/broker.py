@@ -789,9 +789,14 @@ class Broker:
 
     @_translated
     def keep_beat_entries(self, names):
-        """Forget the runs of every beat entry but these."""
-        self._tx(lambda db: db.execute(f"DELETE FROM beat WHERE entry NOT IN ({_marks(names)})",
-                                       names))
+        """Forget the runs of every beat entry but these (any number: no IN list)."""
+        kept = set(names)
+
+        def run(db):
+            entries = db.execute("SELECT DISTINCT entry FROM beat").fetchall()
+            db.executemany("DELETE FROM beat WHERE entry = ?",
+                           [row for row in entries if row[0] not in kept])
+        self._tx(run)
 
     # -- inspection and control ----------------------------------------------
 
