@@ -55,10 +55,36 @@ def _add_beat_options(beat):
                       help="no effect: beat sleeps until the next run is due")
 
 
+# Celery's commands and options that miniq lacks, and what to do instead
+LACKED = {
+    "events": "miniq sends no events: `miniq dashboard` shows the tasks",
+    "multi": "run one `miniq worker` for each service (systemd, supervisor)",
+    "shell": "import the app in python", "amqp": "the file is the broker",
+    "list": "the file is the broker: it has no bindings", "migrate": "the file is the broker",
+    "report": "miniq --version, python --version", "upgrade": "nothing to upgrade",
+    "graph": "miniq has no bootsteps", "logtool": "read the log with grep",
+    "-D": "miniq's worker stays in the foreground: run it as a service",
+    "-I": "set app.conf.include", "--uid": "a service's User=", "--gid": "a service's Group=",
+}
+LACKED.update({"--detach": LACKED["-D"], "--include": LACKED["-I"]})
+
+
+class _Parser(ArgumentParser):
+    """argparse's, but a command or option of Celery's that miniq lacks is named so."""
+
+    def error(self, message):
+        for said in ("invalid choice: ", "unrecognized arguments: "):  # then what was given
+            given = message.partition(said)[2].split(" (choose")[0].replace("=", " ")
+            lacked = [word for word in given.replace("'", "").split() if word in LACKED]
+            if said in message and lacked and self.prog.split()[1:] in ([], ["worker"]):
+                message = f"{lacked[0]}: Celery's, not miniq's ({LACKED[lacked[0]]})"
+        super().error(message)
+
+
 def build_parser() -> ArgumentParser:
     """The ``miniq`` command line: -A and --json, then one subcommand."""
     common = _common_options()
-    parser = ArgumentParser(prog="miniq",
+    parser = _Parser(prog="miniq",
                             parents=[common],
                             allow_abbrev=False,  # as Celery's: --max-mem is no option
                             description="A task queue for one machine, on one SQLite file.")

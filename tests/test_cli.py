@@ -575,6 +575,19 @@ def test_a_celery_option_given_what_celery_refuses_is_refused(options, said):
     assert proc.returncode == 2 and said in proc.stderr, proc.stderr
 
 
+@pytest.mark.parametrize("args, said", [
+    (("events",), "events: Celery's, not miniq's (miniq sends no events: `miniq dashboard`"),
+    (("multi", "start", "w1"), "multi: Celery's, not miniq's (run one `miniq worker` for each"),
+    (("worker", "-c", "2", "--detach"), "--detach: Celery's, not miniq's (miniq's worker stays"),
+    (("worker", "--include=proj.tasks"), "--include: Celery's, not miniq's (set app.conf.incl"),
+    (("nosuch",), "invalid choice: 'nosuch'"),  # not Celery's either: argparse's own word
+    (("inspect", "list"), "invalid choice: 'list'"),  # Celery's list is no inspect command
+])
+def test_celerys_commands_and_options_miniq_lacks_are_named_so(args, said):
+    proc = run_cli("-A", "tests.tasks", *args)
+    assert proc.returncode == 2 and said in proc.stderr.splitlines()[-1], proc.stderr
+
+
 def test_node_names_and_paths_expand_as_celery_s(monkeypatch):
     monkeypatch.setattr(socket, "gethostname", lambda: "box.example.com")
     assert control.nodename(None) == "celery@box.example.com"
