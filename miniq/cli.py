@@ -366,7 +366,9 @@ def _say(app, args, replies, show=True):
     if not _emit(args, replies):
         for node, reply in replies.items():
             status, text = _pretty(reply)
-            print(f"->  {node}: {status}", *[textwrap.indent(text, "    ")] * show, sep="\n")
+            print(f"->  {node}: {status}")
+            if show:  # as Celery's status, which shows no reply
+                print(textwrap.indent(text, "    "))
         print(f"\n{len(replies)} node{'' if len(replies) == 1 else 's'} online.")
     return int(any(isinstance(reply, dict) and "error" in reply for reply in replies.values()))
 

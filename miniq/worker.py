@@ -294,6 +294,12 @@ def _frame(data):
     return start, start + size
 
 
+def _reply_of(message, outcome, retire):
+    """A child's reply to the manager, pickled as _put sends it, its exception left out."""
+    return pickle.dumps((message.id, tuple(outcome._replace(exc=None)), retire),
+                        pickle.HIGHEST_PROTOCOL)
+
+
 def child_main(app_path, pipes, loglevel, max_tasks, max_memory_kib, manager, hostname):
     """A child's whole life: import the app, then run messages until told to stop.
     ``manager`` is the manager's pid, as the manager gave it; ``hostname`` its node name."""
@@ -369,12 +375,10 @@ def _serve(app, jobs, replies, max_tasks, max_memory_kib, manager, hostname):
         done += 1
         retire = ((max_tasks and done >= max_tasks)
                   or (max_memory_kib and _rss_kib() > max_memory_kib))
-        reply = pickle.dumps((message.id, tuple(outcome._replace(exc=None)), retire),
-                             pickle.HIGHEST_PROTOCOL)
+        reply = _reply_of(message, outcome, retire)
         if len(reply) > MAX_REPLY:  # more than SQLite stores: the task fails, not its child
             error = ValueError(f"its outcome is {len(reply)} bytes: more than can be stored")
-            reply = pickle.dumps((message.id, tuple(failed(error, False)._replace(exc=None)),
-                                  retire), pickle.HIGHEST_PROTOCOL)
+            reply = _reply_of(message, failed(error, False), retire)
         try:
             _write(replies, reply)
         except OSError:
